@@ -1,0 +1,206 @@
+"""The ``platform-kpi-exporter`` command line.
+
+Exit codes:
+  0  success
+  1  runtime failure (``once``: at least one source failed; its error is logged)
+  2  invalid configuration or usage
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from exporter import __version__
+from exporter.config import Config, ConfigError, load_config, masked
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+
+EPILOG = """exit codes:
+  0  success
+  1  runtime failure (once: at least one source failed)
+  2  invalid configuration or usage
+
+environment:
+  PLATFORM_KPI_<SECTION>__<FIELD>  overrides the config file, e.g. PLATFORM_KPI_SERVER__PORT=9100
+"""
+
+log = logging.getLogger("exporter")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="platform-kpi-exporter",
+        description="Poll CI/CD, billing and gateway APIs; expose platform KPIs to Prometheus.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log verbosity (default INFO)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="run the daemon",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Poll every enabled source on its schedule and serve /metrics.",
+    )
+    run.add_argument("--config", "-c", required=True, type=Path, help="YAML config file")
+
+    check = sub.add_parser(
+        "check-config",
+        help="validate a config and print it with secrets masked",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Validate FILE (with environment overrides) and print the resolved config.",
+    )
+    check.add_argument("file", type=Path, help="YAML config file")
+
+    once = sub.add_parser(
+        "once",
+        help="poll every source once, print the exposition, exit",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Poll every enabled source once, print /metrics to stdout and exit.",
+    )
+    once.add_argument("--config", "-c", required=True, type=Path, help="YAML config file")
+    once.add_argument(
+        "--openmetrics", action="store_true", help="print the OpenMetrics format instead"
+    )
+
+    demo = sub.add_parser(
+        "demo",
+        help="run the daemon against the built-in simulated platform",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Start the simulated platform on loopback and the real daemon against it.",
+    )
+    demo.add_argument("--port", type=int, default=9877, help="port for /metrics (default 9877)")
+    demo.add_argument("--seed", type=int, default=42, help="scenario seed (default 42)")
+    demo.add_argument(
+        "--state-dir", type=Path, default=None, help="state directory (default: a temporary one)"
+    )
+    demo.add_argument(
+        "--duration", type=float, default=None, help="stop after this many seconds (default: run)"
+    )
+    demo.add_argument(
+        "--write-config",
+        type=Path,
+        default=None,
+        help="also write the generated config to this file",
+    )
+    return parser
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # APScheduler's own skip message is replaced by ours, which names the source.
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
+    logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _load(path: Path) -> Config:
+    return load_config(path)
+
+
+async def _serve(config: Config, duration: float | None = None, banner: str | None = None) -> int:
+    from exporter.daemon import Daemon
+
+    daemon = Daemon(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if duration is not None:
+        loop.call_later(duration, stop.set)
+
+    def announce(url: str) -> None:
+        if banner is not None:
+            print(banner.format(url=url), flush=True)
+
+    await daemon.run(stop, on_ready=announce)
+    return EXIT_OK
+
+
+async def _once(config: Config, openmetrics: bool) -> int:
+    from exporter.daemon import Daemon
+
+    daemon = Daemon(config)
+    try:
+        ok = await daemon.poll_all()
+        snapshot = daemon.holder.current
+        body = snapshot.openmetrics()[0] if openmetrics else snapshot.text
+        sys.stdout.buffer.write(body)
+        sys.stdout.flush()
+    finally:
+        await daemon.shutdown()
+    return EXIT_OK if ok else EXIT_FAILURE
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from exporter.config import Config as _Config
+    from exporter.sandbox import platform
+    from exporter.sandbox.scenario import Scenario
+
+    scenario = Scenario(seed=args.seed)
+    sandbox = platform.start(scenario)
+    state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="platform-kpi-demo-"))
+    data = platform.demo_config(sandbox.url, state_dir, scenario, args.port)
+    if args.write_config:
+        args.write_config.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    config = _Config(**data)
+    print(
+        f"simulated platform on {sandbox.url} (seed {args.seed}); state in {state_dir}", flush=True
+    )
+    try:
+        return asyncio.run(
+            _serve(config, args.duration, banner="metrics at {url}/metrics  (Ctrl-C to stop)")
+        )
+    finally:
+        sandbox.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        if args.command == "check-config":
+            config = _load(args.file)
+            print(json.dumps(masked(config), indent=2))
+            return EXIT_OK
+        if args.command == "run":
+            return asyncio.run(_serve(_load(args.config)))
+        if args.command == "once":
+            return asyncio.run(_once(_load(args.config), args.openmetrics))
+        if args.command == "demo":
+            return _demo(args)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return EXIT_OK
+    parser.error(f"unknown command {args.command}")
+    return EXIT_CONFIG

@@ -1,0 +1,313 @@
+"""Configuration: a YAML file plus ``PLATFORM_KPI_...`` environment overrides.
+
+Everything is validated up front by pydantic. Unknown keys are errors, secrets
+are :class:`~pydantic.SecretStr` (given inline, or as ``{env: NAME}`` or
+``{file: /path}`` for Kubernetes secret mounts), and a bad config raises
+:class:`ConfigError` whose message names the file, the field path and the
+reason. Environment variables override the file, nested with ``__``:
+``PLATFORM_KPI_SERVER__PORT=9100``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "PLATFORM_KPI_"
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class ConfigError(Exception):
+    """The configuration is invalid. ``str()`` is the message to print."""
+
+    def __init__(self, file: str, problems: list[str]) -> None:
+        self.file = file
+        self.problems = problems
+        super().__init__(
+            "\n".join(f"config error in {file}: {p}" for p in problems) or f"config error in {file}"
+        )
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a Prometheus-style duration such as ``1h30m`` or ``500ms``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 5m or 1h")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        parts = _DURATION_PART.findall(text)
+        if not text or "".join(n + u for n, u in parts) != text:
+            raise ValueError(f"invalid duration {value!r}: use e.g. 30s, 5m, 1h30m, 500ms or 7d")
+        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    else:
+        raise ValueError("expected a duration such as 30s, 5m or 1h")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+def resolve_secret(value: Any) -> Any:
+    """Accept a literal secret, ``{env: NAME}`` or ``{file: PATH}``."""
+    if isinstance(value, dict):
+        if set(value) == {"env"}:
+            name = str(value["env"])
+            if name not in os.environ:
+                raise ValueError(f"environment variable {name} is not set")
+            return os.environ[name]
+        if set(value) == {"file"}:
+            path = Path(str(value["file"]))
+            try:
+                # Secret mounts usually end with a newline that is not part of the secret.
+                return path.read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as exc:
+                raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from None
+        raise ValueError("a secret is a string, {env: NAME} or {file: PATH}")
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Secret = Annotated[SecretStr, BeforeValidator(resolve_secret)]
+# Names become label values and URL parts: keep them tame.
+Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
+
+
+class StrictModel(BaseModel):
+    """Base for every config section: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BasicAuthConfig(StrictModel):
+    username: str = Field(min_length=1)
+    password: Secret
+
+
+class TLSConfig(StrictModel):
+    cert_file: Path
+    key_file: Path
+
+    @model_validator(mode="after")
+    def _files_exist(self) -> TLSConfig:
+        for name in ("cert_file", "key_file"):
+            path: Path = getattr(self, name)
+            if not path.is_file():
+                raise ValueError(f"{name} {path} does not exist")
+        return self
+
+
+class ServerConfig(StrictModel):
+    """Where ``/metrics``, ``/healthz`` and ``/readyz`` listen."""
+
+    listen_address: str = "0.0.0.0"
+    port: int = Field(default=9877, ge=0, le=65535)
+    basic_auth: BasicAuthConfig | None = None
+    tls: TLSConfig | None = None
+    # /readyz turns ready once every source has refreshed, or after this long anyway.
+    startup_grace: Duration = 120.0
+
+
+class StateConfig(StrictModel):
+    """The SQLite state database."""
+
+    path: Path = Path("state/platform-kpi-exporter.db")
+    # Raw events older than this are pruned; counters and histograms are kept forever.
+    retention: Duration = 35 * 86400.0
+
+
+class ProbeCheckConfig(StrictModel):
+    """One synthetic HTTP(S) check of a service."""
+
+    name: Name
+    url: str
+    method: Literal["GET", "HEAD", "POST", "PUT", "OPTIONS"] = "GET"
+    expect_status: list[int] = Field(default_factory=lambda: [200])
+    body_regex: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: Duration = 5.0
+    interval: Duration = 30.0
+    tls_verify: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("expect_status")
+    @classmethod
+    def _statuses(cls, value: list[int]) -> list[int]:
+        if not value or any(not 100 <= s <= 599 for s in value):
+            raise ValueError("must list HTTP status codes between 100 and 599")
+        return value
+
+    @field_validator("body_regex")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from None
+        return value
+
+    @field_validator("timeout", "interval")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be positive")
+        return value
+
+
+class ServiceConfig(StrictModel):
+    """A service of the catalog: the identity every KPI joins on."""
+
+    name: Name
+    team: Name
+    probes: list[ProbeCheckConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_probes(self) -> ServiceConfig:
+        names = [p.name for p in self.probes]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"probe names must be unique within a service: {', '.join(dupes)}")
+        return self
+
+
+class SourceConfig(StrictModel):
+    """Settings every source shares; each source's section extends it."""
+
+    enabled: bool = True
+    # How often the source is polled, with a random delay of up to `jitter` added.
+    interval: Duration = 60.0
+    jitter: Duration = 0.0
+    # Per upstream request.
+    timeout: Duration = 10.0
+
+    @field_validator("interval")
+    @classmethod
+    def _interval_positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be positive")
+        return value
+
+
+class ProbeSourceConfig(SourceConfig):
+    """The synthetic HTTP probe source. Each check keeps its own interval;
+    the source wakes every `interval` and runs the checks that are due."""
+
+    interval: Duration = 5.0
+    jitter: Duration = 0.0
+    concurrency: int = Field(default=16, ge=1, le=512)
+
+
+class SourcesConfig(StrictModel):
+    """One block per upstream."""
+
+    probe: ProbeSourceConfig = Field(default_factory=ProbeSourceConfig)
+
+
+class Config(BaseSettings):
+    """The whole configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
+    services: list[ServiceConfig] = Field(default_factory=list)
+    sources: SourcesConfig = Field(default_factory=SourcesConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init kwargs; the environment overrides it.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _unique_services(self) -> Config:
+        names = [s.name for s in self.services]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"service names must be unique: {', '.join(dupes)}")
+        return self
+
+    def service(self, name: str) -> ServiceConfig | None:
+        return next((s for s in self.services if s.name == name), None)
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def format_validation_error(exc: ValidationError) -> list[str]:
+    """One line per problem: ``field.path: reason``."""
+    problems = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not str(p).startswith("function-after"))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        problems.append(f"{_loc(loc)}: {msg}")
+    return problems
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, merge with the environment, and validate; raise ConfigError naming the problem."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(file, [f"cannot read file: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(file, [f"invalid YAML: {exc}"]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(file, ["(top level): must be a mapping of sections"])
+    try:
+        return Config(**data)
+    except ValidationError as exc:
+        raise ConfigError(file, format_validation_error(exc)) from None
+
+
+def masked(config: Config) -> dict[str, Any]:
+    """The resolved config as plain data, with every secret shown as ``**********``."""
+    return config.model_dump(mode="json")

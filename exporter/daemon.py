@@ -1,0 +1,247 @@
+"""The daemon: sources on a schedule, the store, the snapshot and the HTTP server.
+
+Each enabled source is one APScheduler job with its own interval and jitter,
+``max_instances=1`` and ``coalesce=True``: a poll that overruns its interval
+makes the scheduler skip the next run (logged and counted), never stack it.
+Every poll, successful or not, is followed by a re-render of the snapshot. A
+failing poll marks only its own source down; everything already committed
+keeps being served, with its freshness timestamp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from prometheus_client.metrics_core import Metric
+
+from exporter.config import Config
+from exporter.errors import classify
+from exporter.health import SourceHealth
+from exporter.httpclient import build_client
+from exporter.metrics import RenderContext, providers
+from exporter.server import MetricsServer
+from exporter.snapshot import Snapshot, SnapshotHolder
+from exporter.sources.base import PollContext, Source
+from exporter.sources.registry import build_sources
+from exporter.store import Store, open_store
+from exporter.store import probe as probe_store
+
+log = logging.getLogger("exporter.daemon")
+
+
+class Daemon:
+    """Wires config, store, sources, snapshot and server together."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sources: list[Source] | None = None,
+        clock: Callable[[], float] = time.time,
+        store: Store | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.store = store or open_store(str(config.state.path))
+        self.sources = build_sources(config) if sources is None else sources
+        self.health: dict[str, SourceHealth] = {}
+        self.clients: dict[str, httpx.AsyncClient] = {}
+        self.transport = transport
+        for src in self.sources:
+            self.health[src.name] = SourceHealth(src.name, src.kind, src.settings.interval)
+        self.holder = SnapshotHolder()
+        self._last_good: dict[str, list[Metric]] = {}
+        self._started = time.monotonic()
+        self._render_lock = asyncio.Lock()
+        self._render_pending = False
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self.server: MetricsServer | None = None
+        self.scheduler: AsyncIOScheduler | None = None
+        self.holder.set(self.render())
+
+    # --- polling -----------------------------------------------------------------
+
+    def _client(self, src: Source) -> httpx.AsyncClient:
+        if src.name not in self.clients:
+            self.clients[src.name] = build_client(
+                self.health[src.name],
+                timeout=src.settings.timeout,
+                transport=self.transport,
+                **src.client_options(),
+            )
+        return self.clients[src.name]
+
+    async def poll(self, src: Source) -> bool:
+        """Poll one source once; record its health; never raise. True on success."""
+        health = self.health[src.name]
+        ctx = PollContext(
+            store=self.store,
+            health=health,
+            client=self._client(src),
+            now=self.clock,
+            log=logging.getLogger(f"exporter.sources.{src.kind}"),
+        )
+        started = time.perf_counter()
+        health.poll_started(self.clock())
+        ok = False
+        try:
+            await src.poll(ctx)
+        except asyncio.CancelledError:
+            log.info("source %s: poll cancelled; nothing of it was committed", src.name)
+            raise
+        except Exception as exc:
+            reason = classify(exc)
+            health.poll_failed(reason, str(exc), time.perf_counter() - started)
+            if reason == "internal":
+                log.exception("source %s: poll failed (%s)", src.name, reason)
+            else:
+                log.error("source %s: poll failed (%s): %s", src.name, reason, exc)
+        else:
+            duration = time.perf_counter() - started
+            health.poll_succeeded(self.clock(), duration)
+            log.debug("source %s: poll done in %.3fs", src.name, duration)
+            ok = True
+        self._prune()
+        await self.refresh()
+        return ok
+
+    def _prune(self) -> None:
+        cutoff = self.clock() - self.config.state.retention
+        with self.store.transaction() as tx:
+            probe_store.prune(tx, cutoff)
+
+    async def poll_all(self) -> bool:
+        """Poll every source once, concurrently. True if all succeeded."""
+        results = await asyncio.gather(*(self.poll(s) for s in self.sources))
+        return all(results)
+
+    async def _job(self, name: str) -> None:
+        src = next(s for s in self.sources if s.name == name)
+        task = asyncio.current_task()
+        assert task is not None
+        self._inflight.add(task)
+        try:
+            await self.poll(src)
+        finally:
+            self._inflight.discard(task)
+
+    # --- rendering ---------------------------------------------------------------
+
+    def render(self) -> Snapshot:
+        """Build every family from committed state and render the exposition once."""
+        ctx = RenderContext(
+            config=self.config,
+            store=self.store,
+            health=[h.copy() for h in self.health.values()],
+            now=self.clock(),
+        )
+        families: list[Metric] = []
+        for name, provider in providers().items():
+            try:
+                produced = list(provider(ctx))
+            except Exception:
+                log.exception("metrics provider %s failed; serving its previous values", name)
+                produced = self._last_good.get(name, [])
+            else:
+                self._last_good[name] = produced
+            families.extend(produced)
+        return Snapshot.render(families, ctx.now)
+
+    async def refresh(self) -> None:
+        """Re-render in a worker thread; concurrent requests coalesce into one render."""
+        if self._render_lock.locked():
+            self._render_pending = True
+            return
+        async with self._render_lock:
+            self._render_pending = True
+            while self._render_pending:
+                self._render_pending = False
+                self.holder.set(await asyncio.to_thread(self.render))
+
+    # --- readiness ---------------------------------------------------------------
+
+    def ready(self) -> bool:
+        if time.monotonic() - self._started >= self.config.server.startup_grace:
+            return True
+        return all(h.last_success is not None for h in self.health.values())
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    def start_server(self) -> MetricsServer:
+        self.server = MetricsServer(self.config.server, self.holder, self.ready)
+        self.server.start()
+        return self.server
+
+    def start_scheduler(self) -> AsyncIOScheduler:
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        for src in self.sources:
+            scheduler.add_job(
+                self._job,
+                "interval",
+                args=[src.name],
+                id=src.name,
+                name=f"poll {src.name}",
+                seconds=src.settings.interval,
+                jitter=src.settings.jitter or None,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+                next_run_time=datetime.now(UTC),
+            )
+
+        def skipped(event: JobExecutionEvent) -> None:
+            self.health[event.job_id].poll_skipped()
+            log.warning(
+                "source %s: previous poll still running at its next interval; this run is skipped",
+                event.job_id,
+            )
+
+        scheduler.add_listener(skipped, EVENT_JOB_MAX_INSTANCES)
+        scheduler.start()
+        self.scheduler = scheduler
+        return scheduler
+
+    async def run(self, stop: asyncio.Event, on_ready: Callable[[str], None] | None = None) -> None:
+        """Serve and poll until ``stop`` is set; then shut down within a few seconds."""
+        server = self.start_server()
+        log.info(
+            "serving %s/metrics; %d source(s): %s",
+            server.url,
+            len(self.sources),
+            ", ".join(s.name for s in self.sources) or "none",
+        )
+        if on_ready:
+            on_ready(server.url)
+        self.start_scheduler()
+        try:
+            await stop.wait()
+        finally:
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        log.info("shutting down: cancelling in-flight polls")
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+        for task in list(self._inflight):
+            task.cancel()
+        if self._inflight:
+            await asyncio.wait(list(self._inflight), timeout=3)
+        for src in self.sources:
+            closer = getattr(src, "aclose", None)
+            if closer is not None:
+                await closer()
+        for client in self.clients.values():
+            await client.aclose()
+        if self.server is not None:
+            self.server.stop()
+        self.store.close()
+        log.info("stopped; state committed to %s", self.config.state.path)

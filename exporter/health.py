@@ -1,0 +1,86 @@
+"""The exporter's own health, per source: what the self-metrics are built from.
+
+The scheduler updates a :class:`SourceHealth` around every poll, and the HTTP
+client's hooks count upstream requests by status code. Counters here live in
+memory and restart at zero with the process, as Prometheus counters may.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from exporter.errors import ERROR_REASONS
+
+
+@dataclass
+class SourceHealth:
+    """Mutable health of one source; read under its lock by the snapshot renderer."""
+
+    source: str
+    kind: str
+    interval: float
+    up: bool | None = None  # None until the first poll ends
+    last_success: float | None = None
+    last_poll_started: float | None = None
+    last_duration: float | None = None
+    last_error: str | None = None
+    polls: int = 0
+    skipped: int = 0
+    errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_REASONS, 0))
+    requests: dict[str, int] = field(default_factory=dict)
+    # Remaining upstream API budget, by resource (e.g. "core", "search" for GitHub).
+    rate_limit_remaining: dict[str, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def count_request(self, code: int | str) -> None:
+        with self.lock:
+            key = str(code)
+            self.requests[key] = self.requests.get(key, 0) + 1
+
+    def set_rate_limit_remaining(self, resource: str, remaining: float) -> None:
+        with self.lock:
+            self.rate_limit_remaining[resource] = remaining
+
+    def poll_started(self, now: float) -> None:
+        with self.lock:
+            self.last_poll_started = now
+
+    def poll_succeeded(self, now: float, duration: float) -> None:
+        with self.lock:
+            self.up = True
+            self.last_success = now
+            self.last_duration = duration
+            self.last_error = None
+            self.polls += 1
+
+    def poll_failed(self, reason: str, message: str, duration: float) -> None:
+        with self.lock:
+            self.up = False
+            self.last_duration = duration
+            self.last_error = message
+            self.polls += 1
+            self.errors[reason] = self.errors.get(reason, 0) + 1
+
+    def poll_skipped(self) -> None:
+        with self.lock:
+            self.skipped += 1
+
+    def copy(self) -> SourceHealth:
+        """A consistent copy for rendering."""
+        with self.lock:
+            return SourceHealth(
+                source=self.source,
+                kind=self.kind,
+                interval=self.interval,
+                up=self.up,
+                last_success=self.last_success,
+                last_poll_started=self.last_poll_started,
+                last_duration=self.last_duration,
+                last_error=self.last_error,
+                polls=self.polls,
+                skipped=self.skipped,
+                errors=dict(self.errors),
+                requests=dict(self.requests),
+                rate_limit_remaining=dict(self.rate_limit_remaining),
+            )

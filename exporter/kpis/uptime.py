@@ -1,0 +1,63 @@
+"""Uptime and latency of services from synthetic probe checks.
+
+Definitions (see docs/kpis.md):
+
+* uptime ratio over a window = successful checks / all checks started in the
+  window, over all of a service's probes; no checks -> no value.
+* probe latency quantile over a window = the q-quantile (linear interpolation
+  between closest ranks) of the durations of successful checks in the window.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+# The failure reasons a probe can report, bounded so they can be a label.
+FAILURE_REASONS = ("timeout", "connect", "tls", "status", "body")
+
+# The windows uptime is reported over, in seconds.
+UPTIME_WINDOWS: dict[str, float] = {
+    "1h": 3600.0,
+    "24h": 86400.0,
+    "7d": 7 * 86400.0,
+    "30d": 30 * 86400.0,
+}
+LATENCY_WINDOWS: dict[str, float] = {"1h": 3600.0, "24h": 86400.0}
+LATENCY_QUANTILES = (0.5, 0.95, 0.99)
+
+# Histogram bounds for probe durations, in seconds.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckCounts:
+    """How many checks ran in a window, and how many succeeded."""
+
+    total: int
+    successes: int
+
+
+def uptime_ratio(counts: CheckCounts) -> float | None:
+    """Successful checks / all checks; None when nothing ran."""
+    if counts.total <= 0:
+        return None
+    if not 0 <= counts.successes <= counts.total:
+        raise ValueError(f"successes {counts.successes} outside 0..{counts.total}")
+    return counts.successes / counts.total
+
+
+def quantile(values: Sequence[float], q: float) -> float | None:
+    """The q-quantile with linear interpolation between closest ranks; None if empty.
+
+    Same definition as numpy's default (``method="linear"``).
+    """
+    if not 0.0 <= q <= 1.0:
+        raise ValueError("q must be within [0, 1]")
+    if not values:
+        return None
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)

@@ -1,0 +1,59 @@
+"""Metric families, built from the store and the sources' health once per refresh.
+
+Each module here is a *provider*: ``collect(ctx)`` yields prometheus_client
+metric families. Providers read committed state only (the store, health
+copies, the config); they never call an upstream. The snapshot renderer calls
+every provider after each refresh; if one raises, its previous families are
+kept, so one bug cannot empty ``/metrics``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from prometheus_client.metrics_core import Metric
+
+from exporter.config import Config
+from exporter.health import SourceHealth
+from exporter.store import Store
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    """What a provider may read."""
+
+    config: Config
+    store: Store
+    health: Sequence[SourceHealth]
+    now: float
+
+    def team_of(self, service: str) -> str:
+        svc = self.config.service(service)
+        return svc.team if svc else "unknown"
+
+    def interval_of(self, kind: str) -> float | None:
+        for h in self.health:
+            if h.kind == kind:
+                return h.interval
+        return None
+
+
+Provider = Callable[[RenderContext], Iterable[Metric]]
+
+
+def cached_help(text: str, ctx: RenderContext, kind: str) -> str:
+    """HELP text that says the value is cached and how often it is refreshed."""
+    interval = ctx.interval_of(kind)
+    every = f"every {interval:g}s" if interval else "on every poll"
+    return f"{text} Cached by the exporter; refreshed after each poll of source {kind} ({every})."
+
+
+def providers() -> dict[str, Provider]:
+    """Every provider, by name, in exposition order."""
+    from exporter.metrics import probe, self_health
+
+    return {
+        "self_health": self_health.collect,
+        "probe": probe.collect,
+    }

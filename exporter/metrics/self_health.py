@@ -1,0 +1,92 @@
+"""The exporter's own health: build info and per-source up, freshness and API use.
+
+Sample::
+
+    platform_exporter_build_info{version="0.1.0",python="3.11.7"} 1
+    platform_exporter_source_up{source="probe",kind="probe"} 1
+    platform_exporter_source_last_success_timestamp_seconds{source="probe",kind="probe"} 1.7e9
+    platform_exporter_source_poll_duration_seconds{source="probe",kind="probe"} 0.21
+    platform_exporter_source_errors_total{source="probe",kind="probe",reason="timeout"} 0
+    platform_exporter_source_upstream_requests_total{source="probe",kind="probe",code="200"} 42
+    platform_exporter_rate_limit_remaining{source="github",kind="github",resource="core"} 4990
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from exporter import __version__
+from exporter.metrics import RenderContext
+
+
+def collect(ctx: RenderContext) -> Iterator[Metric]:
+    build = GaugeMetricFamily(
+        "platform_exporter_build_info",
+        "Build information of platform-kpi-exporter; always 1.",
+        labels=["version", "python"],
+    )
+    build.add_metric([__version__, platform.python_version()], 1)
+    yield build
+
+    labels = ["source", "kind"]
+    up = GaugeMetricFamily(
+        "platform_exporter_source_up",
+        "1 if the source's last poll succeeded, 0 if it failed. Absent before the first poll.",
+        labels=labels,
+    )
+    last = GaugeMetricFamily(
+        "platform_exporter_source_last_success_timestamp_seconds",
+        "Unix time at which the source last polled successfully; the freshness of its values.",
+        labels=labels,
+    )
+    duration = GaugeMetricFamily(
+        "platform_exporter_source_poll_duration_seconds",
+        "How long the source's last poll took.",
+        labels=labels,
+    )
+    interval = GaugeMetricFamily(
+        "platform_exporter_source_interval_seconds",
+        "The configured polling interval of the source.",
+        labels=labels,
+    )
+    errors = CounterMetricFamily(
+        "platform_exporter_source_errors",
+        "Failed polls by bounded reason, since the exporter started.",
+        labels=[*labels, "reason"],
+    )
+    skipped = CounterMetricFamily(
+        "platform_exporter_source_polls_skipped",
+        "Polls skipped because the previous poll of the source was still running.",
+        labels=labels,
+    )
+    requests = CounterMetricFamily(
+        "platform_exporter_source_upstream_requests",
+        "Requests sent to the upstream by HTTP status code ('error' when no answer came).",
+        labels=[*labels, "code"],
+    )
+    budget = GaugeMetricFamily(
+        "platform_exporter_rate_limit_remaining",
+        "Remaining upstream API budget as the upstream last reported it.",
+        labels=[*labels, "resource"],
+    )
+    for h in ctx.health:
+        key = [h.source, h.kind]
+        interval.add_metric(key, h.interval)
+        if h.up is not None:
+            up.add_metric(key, 1.0 if h.up else 0.0)
+        if h.last_success is not None:
+            last.add_metric(key, h.last_success)
+        if h.last_duration is not None:
+            duration.add_metric(key, h.last_duration)
+        for reason, n in sorted(h.errors.items()):
+            errors.add_metric([*key, reason], n)
+        skipped.add_metric(key, h.skipped)
+        for code, n in sorted(h.requests.items()):
+            requests.add_metric([*key, code], n)
+        for resource, remaining in sorted(h.rate_limit_remaining.items()):
+            budget.add_metric([*key, resource], remaining)
+    yield from (up, last, duration, interval, errors, skipped, requests, budget)

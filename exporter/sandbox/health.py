@@ -1,0 +1,48 @@
+"""Simulated service health endpoints, and the control API that forces outages.
+
+``GET /services/{name}/health`` answers ``200 {"status":"ok"}`` after the
+scenario's latency, or ``503 {"status":"unavailable"}`` during an outage.
+``PUT`` / ``DELETE /control/outage/{name}`` starts / ends a forced outage.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from exporter.sandbox.app import App, Request, Response
+from exporter.sandbox.scenario import Scenario
+
+
+def health_app(scenario: Scenario, clock: Callable[[], float] = time.time) -> App:
+    app = App()
+
+    @app.route("GET", "/{name}/health")
+    def health(request: Request) -> Response:
+        name = request.params["name"]
+        if scenario.service(name) is None:
+            return Response.json({"status": "unknown service"}, 404)
+        now = clock()
+        if scenario.is_down(name, now):
+            return Response.json({"status": "unavailable"}, 503, {"Retry-After": "30"})
+        response = Response.json({"status": "ok", "service": name})
+        response.delay = scenario.latency(name, now)
+        return response
+
+    return app
+
+
+def control_app(scenario: Scenario) -> App:
+    app = App()
+
+    @app.route("PUT", "/outage/{name}")
+    def start(request: Request) -> Response:
+        scenario.set_outage(request.params["name"], True)
+        return Response.json({"outage": True})
+
+    @app.route("DELETE", "/outage/{name}")
+    def end(request: Request) -> Response:
+        scenario.set_outage(request.params["name"], False)
+        return Response.json({"outage": False})
+
+    return app

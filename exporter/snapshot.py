@@ -1,0 +1,82 @@
+"""The cached exposition: rendered once per refresh, served as bytes.
+
+A :class:`Snapshot` holds the Prometheus text exposition and its gzip copy; the
+OpenMetrics form is rendered from the same families the first time a scraper
+asks for it, then kept. :class:`SnapshotHolder` swaps a whole new snapshot in
+with one assignment, so a scrape sees the whole old snapshot or the whole new
+one, and its cost does not depend on how big the upstreams are.
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+
+class _Families:
+    """Adapts a fixed list of families to the registry interface generate_latest expects."""
+
+    def __init__(self, families: Sequence[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
+def _gzip(data: bytes) -> bytes:
+    # Level 6 is zlib's default trade-off; mtime=0 keeps the bytes deterministic.
+    return gzip.compress(data, compresslevel=6, mtime=0)
+
+
+@dataclass
+class Snapshot:
+    """One immutable rendering of every metric family."""
+
+    families: Sequence[Metric]
+    text: bytes
+    text_gzip: bytes
+    created_at: float
+    _openmetrics: tuple[bytes, bytes] | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def render(cls, families: Sequence[Metric], now: float | None = None) -> Snapshot:
+        text = generate_latest(_Families(families))  # type: ignore[arg-type,no-untyped-call]
+        return cls(
+            families=tuple(families),
+            text=text,
+            text_gzip=_gzip(text),
+            created_at=time.time() if now is None else now,
+        )
+
+    def openmetrics(self) -> tuple[bytes, bytes]:
+        """(body, gzip body) in the OpenMetrics format, rendered on first use."""
+        with self._lock:
+            if self._openmetrics is None:
+                body = generate_openmetrics(_Families(self.families))  # type: ignore[arg-type,no-untyped-call]
+                self._openmetrics = (body, _gzip(body))
+            return self._openmetrics
+
+
+class SnapshotHolder:
+    """Holds the current snapshot; ``set`` is a single reference assignment."""
+
+    def __init__(self, initial: Snapshot | None = None) -> None:
+        self._current = initial or Snapshot.render([])
+
+    @property
+    def current(self) -> Snapshot:
+        return self._current
+
+    def set(self, snapshot: Snapshot) -> None:
+        self._current = snapshot

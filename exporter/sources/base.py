@@ -1,0 +1,74 @@
+"""What every source is, and what the daemon hands it for a poll.
+
+A source is polled by the scheduler on its own interval. It reads its upstream
+through ``ctx.client`` (built in :mod:`exporter.httpclient`, so tests swap the
+transport), turns the answers into records, and hands them over with
+:meth:`PollContext.commit`, together with the cursors that say how far it has
+read. Each ``commit`` is one transaction. A poll normally commits once, at the
+end, so a failure part-way commits nothing; a long backfill may commit page by
+page, each page with the cursor that resumes after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import httpx
+
+from exporter.config import Config, SourceConfig
+from exporter.health import SourceHealth
+from exporter.store import Store, write_records
+
+
+@dataclass
+class PollContext:
+    """Everything a poll may use. Built by the daemon, or by a test."""
+
+    store: Store
+    health: SourceHealth
+    client: httpx.AsyncClient
+    now: Callable[[], float] = time.time
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("exporter.sources"))
+
+    @property
+    def source(self) -> str:
+        return self.health.source
+
+    def cursor(self, name: str) -> str | None:
+        """The value last committed for this source's cursor ``name``."""
+        return self.store.get_cursor(self.source, name)
+
+    def commit(self, records: Sequence[Any], cursors: Mapping[str, str] | None = None) -> None:
+        """Store ``records`` and advance ``cursors``, all in one transaction."""
+        with self.store.transaction() as tx:
+            write_records(tx, records)
+            for name, value in (cursors or {}).items():
+                tx.set_cursor(self.source, name, value)
+
+
+class Source(ABC):
+    """One upstream, polled on a schedule."""
+
+    #: The key of this source's block under ``sources:`` in the config.
+    kind: ClassVar[str]
+
+    def __init__(self, config: Config, settings: SourceConfig) -> None:
+        self.config = config
+        self.settings = settings
+
+    @property
+    def name(self) -> str:
+        return self.kind
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`exporter.httpclient.build_client`: base URL, auth, headers."""
+        return {}
+
+    @abstractmethod
+    async def poll(self, ctx: PollContext) -> None:
+        """Read the upstream once and commit what is new. Raise on failure."""

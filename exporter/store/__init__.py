@@ -1,0 +1,54 @@
+"""The state store: the SQLite core plus one module per domain.
+
+Each domain module (``probe``, and later ``delivery``, ``traffic``, ``cost``,
+``catalog``) owns its tables as a list of forward ``MIGRATIONS``, a writer that
+turns records into rows (bumping counters only for new events), and the read
+queries its KPIs need. :data:`WRITERS` maps a record type to its writer, so
+sources hand over records without knowing any SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from exporter.store.core import Store, Tx
+
+Writer = Callable[[Tx, Sequence[Any]], None]
+
+# record type -> writer; filled by register_domain().
+WRITERS: dict[type, Writer] = {}
+# component name -> migrations; applied by open_store().
+DOMAINS: dict[str, Sequence[str]] = {}
+
+
+def register_domain(component: str, migrations: Sequence[str], writers: dict[type, Writer]) -> None:
+    """Declare a domain's tables and record writers (called at import of its module)."""
+    DOMAINS[component] = migrations
+    WRITERS.update(writers)
+
+
+def open_store(path: str) -> Store:
+    """Open the database and bring every registered domain's schema up to date."""
+    # Importing the domain modules registers them.
+    from exporter.store import probe  # noqa: F401
+
+    store = Store(path)
+    for component, migrations in DOMAINS.items():
+        store.migrate(component, migrations)
+    return store
+
+
+def write_records(tx: Tx, records: Sequence[Any]) -> None:
+    """Write a batch of mixed records through their domains' writers, grouped by type."""
+    by_type: dict[type, list[Any]] = {}
+    for record in records:
+        by_type.setdefault(type(record), []).append(record)
+    for record_type, batch in by_type.items():
+        writer = WRITERS.get(record_type)
+        if writer is None:
+            raise TypeError(f"no store writer registered for {record_type.__name__}")
+        writer(tx, batch)
+
+
+__all__ = ["WRITERS", "Store", "Tx", "open_store", "register_domain", "write_records"]

@@ -1,0 +1,263 @@
+"""The embedded state store: SQLite in WAL mode.
+
+It holds normalised records keyed by their upstream id, each source's cursors,
+and the monotonic event counters and histograms derived from records. Every
+write happens inside :meth:`Store.transaction`, so a poll's records, the
+counters they bump and the cursor that says "we have read up to here" are
+committed together or not at all: a restart never double-counts and never
+skips.
+
+Each component (the core, and each domain such as ``probe`` or ``delivery``)
+owns its tables and declares them as an ordered list of forward migrations;
+``schema_version`` records how far each component has been migrated.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+CORE_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE cursors (
+        source TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (source, name)
+    );
+    CREATE TABLE counters (
+        metric TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (metric, labels)
+    );
+    CREATE TABLE histograms (
+        metric TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        buckets TEXT NOT NULL,
+        counts TEXT NOT NULL,
+        sum REAL NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (metric, labels)
+    );
+    """,
+)
+
+Labels = Mapping[str, str]
+
+
+def _labels_key(labels: Labels) -> str:
+    return json.dumps(dict(sorted(labels.items())), separators=(",", ":"))
+
+
+class Tx:
+    """One write transaction. Obtain it from :meth:`Store.transaction`."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+    def insert_new(self, table: str, row: Mapping[str, Any]) -> bool:
+        """Insert ``row`` unless its primary key exists; True if it was new.
+
+        Use it for immutable events (a probe result, a finished run): counters
+        are bumped only when this returns True, which is what makes re-polls
+        and restarts idempotent.
+        """
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        cur = self.conn.execute(
+            f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING",
+            tuple(row.values()),
+        )
+        return cur.rowcount == 1
+
+    def upsert(self, table: str, row: Mapping[str, Any], key: Sequence[str]) -> str:
+        """Insert or update ``row`` by its ``key`` columns.
+
+        Returns ``"inserted"``, ``"updated"`` (some column changed) or
+        ``"unchanged"``, so callers can count a state change exactly once.
+        """
+        where = " AND ".join(f"{k} = ?" for k in key)
+        old = self.conn.execute(
+            f"SELECT {', '.join(row)} FROM {table} WHERE {where}", tuple(row[k] for k in key)
+        ).fetchone()
+        if old is None:
+            self.insert_new(table, row)
+            return "inserted"
+        if tuple(old) == tuple(row.values()):
+            return "unchanged"
+        sets = ", ".join(f"{c} = ?" for c in row if c not in key)
+        self.conn.execute(
+            f"UPDATE {table} SET {sets} WHERE {where}",
+            tuple(v for c, v in row.items() if c not in key) + tuple(row[k] for k in key),
+        )
+        return "updated"
+
+    def set_cursor(self, source: str, name: str, value: str) -> None:
+        self.conn.execute(
+            "INSERT INTO cursors (source, name, value, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (source, name) DO UPDATE SET value = excluded.value, "
+            "updated_at = excluded.updated_at",
+            (source, name, value, time.time()),
+        )
+
+    def incr(self, metric: str, labels: Labels, amount: float = 1.0) -> None:
+        """Add ``amount`` to a persisted counter (created at 0)."""
+        if amount < 0:
+            raise ValueError("counters only go up")
+        self.conn.execute(
+            "INSERT INTO counters (metric, labels, value) VALUES (?, ?, ?) "
+            "ON CONFLICT (metric, labels) DO UPDATE SET value = value + excluded.value",
+            (metric, _labels_key(labels), amount),
+        )
+
+    def observe(self, metric: str, labels: Labels, value: float, buckets: Sequence[float]) -> None:
+        """Record ``value`` in a persisted histogram with the given upper bounds."""
+        key = _labels_key(labels)
+        row = self.conn.execute(
+            "SELECT buckets, counts, sum, count FROM histograms WHERE metric = ? AND labels = ?",
+            (metric, key),
+        ).fetchone()
+        bounds = [float(b) for b in buckets]
+        if row is None or json.loads(row[0]) != bounds:
+            # A changed bucket layout starts the series afresh, as a restart would.
+            counts = [0] * len(bounds)
+            total, n = 0.0, 0
+        else:
+            counts = json.loads(row[1])
+            total, n = float(row[2]), int(row[3])
+        for i, bound in enumerate(bounds):
+            if value <= bound:
+                counts[i] += 1
+        self.conn.execute(
+            "INSERT INTO histograms (metric, labels, buckets, counts, sum, count) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (metric, labels) DO UPDATE SET "
+            "buckets = excluded.buckets, counts = excluded.counts, sum = excluded.sum, "
+            "count = excluded.count",
+            (metric, key, json.dumps(bounds), json.dumps(counts), total + value, n + 1),
+        )
+
+
+class Store:
+    """A SQLite database shared by the scheduler's polls and the snapshot renderer.
+
+    One connection guarded by a lock: writes are short transactions, and the
+    renderer's reads take the same lock so they see a committed state.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is durable across process crashes in WAL mode (only an OS crash can lose
+        # the last transactions), which is what kill -9 safety needs.
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA busy_timeout=5000")
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version "
+            "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+        )
+        self.migrate("core", CORE_MIGRATIONS)
+
+    def migrate(self, component: str, migrations: Sequence[str]) -> int:
+        """Apply ``component``'s migrations not applied yet; return its new version.
+
+        Migrations are append-only: never edit one that has shipped, add another.
+        """
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT version FROM schema_version WHERE component = ?", (component,)
+            ).fetchone()
+            current = int(row[0]) if row else 0
+            if current > len(migrations):
+                raise RuntimeError(
+                    f"state database {self.path} has {component} schema v{current}, newer than "
+                    f"this release knows (v{len(migrations)}); refusing to downgrade"
+                )
+            for version in range(current, len(migrations)):
+                with self.transaction() as tx:
+                    for statement in migrations[version].split(";"):
+                        if statement.strip():
+                            tx.execute(statement)
+                    tx.execute(
+                        "INSERT INTO schema_version (component, version) VALUES (?, ?) "
+                        "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+                        (component, version + 1),
+                    )
+            return len(migrations)
+
+    def schema_version(self, component: str) -> int:
+        row = self.query_one("SELECT version FROM schema_version WHERE component = ?", (component,))
+        return int(row[0]) if row else 0
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        """A write transaction: committed on normal exit, rolled back on any exception."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield Tx(self._conn)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            cur = self._conn.execute(sql, params)
+            cur.row_factory = sqlite3.Row
+            return cur.fetchall()
+
+    def query_one(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> sqlite3.Row | None:
+        rows = self.query(sql, params)
+        return rows[0] if rows else None
+
+    def get_cursor(self, source: str, name: str) -> str | None:
+        row = self.query_one(
+            "SELECT value FROM cursors WHERE source = ? AND name = ?", (source, name)
+        )
+        return None if row is None else str(row[0])
+
+    def cursors(self, source: str) -> dict[str, str]:
+        rows = self.query("SELECT name, value FROM cursors WHERE source = ?", (source,))
+        return {str(r[0]): str(r[1]) for r in rows}
+
+    def counters(self, metric: str) -> list[tuple[dict[str, str], float]]:
+        """Every labelled value of a persisted counter."""
+        rows = self.query("SELECT labels, value FROM counters WHERE metric = ?", (metric,))
+        return [(json.loads(r[0]), float(r[1])) for r in rows]
+
+    def histograms(
+        self, metric: str
+    ) -> list[tuple[dict[str, str], list[float], list[int], float, int]]:
+        """Every labelled persisted histogram: (labels, bounds, cumulative counts, sum, count)."""
+        rows = self.query(
+            "SELECT labels, buckets, counts, sum, count FROM histograms WHERE metric = ?",
+            (metric,),
+        )
+        return [
+            (json.loads(r[0]), json.loads(r[1]), json.loads(r[2]), float(r[3]), int(r[4]))
+            for r in rows
+        ]
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                self._conn.close()
