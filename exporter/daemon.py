@@ -131,6 +131,9 @@ class Daemon:
         self._inflight.add(task)
         try:
             await self.poll(src)
+        except asyncio.CancelledError:
+            # Shutdown cancelled this poll; the job ends quietly (nothing was committed).
+            return
         finally:
             self._inflight.discard(task)
 

@@ -50,10 +50,19 @@ def cached_help(text: str, ctx: RenderContext, kind: str) -> str:
 
 
 def providers() -> dict[str, Provider]:
-    """Every provider, by name, in exposition order."""
-    from exporter.metrics import probe, self_health
+    """Every provider module of this package (one with a ``collect``), by name.
 
-    return {
-        "self_health": self_health.collect,
-        "probe": probe.collect,
-    }
+    The exporter's own health comes first, then the domains in name order.
+    """
+    import importlib
+    import pkgutil
+
+    found: dict[str, Provider] = {}
+    names = sorted(info.name for info in pkgutil.iter_modules(__path__))
+    names.sort(key=lambda n: n != "self_health")
+    for name in names:
+        module = importlib.import_module(f"{__name__}.{name}")
+        collect = getattr(module, "collect", None)
+        if callable(collect):
+            found[name] = collect
+    return found

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from exporter.sandbox.app import App, Request, Response
 from exporter.sandbox.scenario import Scenario
@@ -46,3 +48,23 @@ def control_app(scenario: Scenario) -> App:
         return Response.json({"outage": False})
 
     return app
+
+
+def apps(scenario: Scenario) -> dict[str, App]:
+    return {"/services": health_app(scenario), "/control": control_app(scenario)}
+
+
+def configure(config: dict[str, Any], base_url: str, scenario: Scenario, state_dir: Path) -> None:
+    """Give every simulated service an HTTP health probe."""
+    for service in config["services"]:
+        service["probes"] = [
+            {
+                "name": "health",
+                "url": f"{base_url}/services/{service['name']}/health",
+                "expect_status": [200],
+                "body_regex": '"status":"ok"',
+                "timeout": "2s",
+                "interval": "5s",
+            }
+        ]
+    config["sources"]["probe"] = {"interval": "1s"}

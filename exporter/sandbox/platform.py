@@ -1,22 +1,41 @@
 """The whole simulated platform: every fake upstream mounted on one loopback server,
-and the exporter config that points at it."""
+and the exporter config that points at it.
+
+Each sandbox module may define two hooks, found by name:
+
+* ``apps(scenario) -> dict[str, App]``: its fake upstreams, by URL prefix;
+* ``configure(config, base_url, scenario, state_dir) -> None``: add what the
+  exporter needs to watch them to the demo config (YAML-shaped data).
+"""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import exporter.sandbox as package
 from exporter.sandbox.app import App, SandboxServer
-from exporter.sandbox.health import control_app, health_app
 from exporter.sandbox.scenario import Scenario
+
+
+def _modules() -> Iterator[ModuleType]:
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        if info.name not in ("app", "platform", "scenario"):
+            yield importlib.import_module(f"{package.__name__}.{info.name}")
 
 
 def apps(scenario: Scenario) -> dict[str, App]:
     """Each fake upstream under its URL prefix."""
-    return {
-        "/services": health_app(scenario),
-        "/control": control_app(scenario),
-    }
+    mounted: dict[str, App] = {}
+    for module in _modules():
+        hook = getattr(module, "apps", None)
+        if hook is not None:
+            mounted.update(hook(scenario))
+    return mounted
 
 
 def start(scenario: Scenario, port: int = 0) -> SandboxServer:
@@ -25,25 +44,14 @@ def start(scenario: Scenario, port: int = 0) -> SandboxServer:
 
 def demo_config(base_url: str, state_dir: Path, scenario: Scenario, port: int) -> dict[str, Any]:
     """Config (as YAML-shaped data) for the exporter to watch the sandbox."""
-    return {
+    config: dict[str, Any] = {
         "server": {"listen_address": "127.0.0.1", "port": port, "startup_grace": "30s"},
         "state": {"path": str(state_dir / "demo.db")},
-        "services": [
-            {
-                "name": svc.name,
-                "team": svc.team,
-                "probes": [
-                    {
-                        "name": "health",
-                        "url": f"{base_url}/services/{svc.name}/health",
-                        "expect_status": [200],
-                        "body_regex": '"status":"ok"',
-                        "timeout": "2s",
-                        "interval": "5s",
-                    }
-                ],
-            }
-            for svc in scenario.services
-        ],
-        "sources": {"probe": {"interval": "1s"}},
+        "services": [{"name": svc.name, "team": svc.team} for svc in scenario.services],
+        "sources": {},
     }
+    for module in _modules():
+        hook = getattr(module, "configure", None)
+        if hook is not None:
+            hook(config, base_url, scenario, state_dir)
+    return config

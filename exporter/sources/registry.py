@@ -7,10 +7,27 @@ from exporter.sources.base import Source
 
 
 def source_classes() -> dict[str, type[Source]]:
-    from exporter.sources.probe import ProbeSource
+    """Every concrete Source subclass in this package, by its ``kind``."""
+    import importlib
+    import inspect
+    import pkgutil
 
-    classes: list[type[Source]] = [ProbeSource]
-    return {cls.kind: cls for cls in classes}
+    import exporter.sources as package
+
+    found: dict[str, type[Source]] = {}
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name in ("base", "registry"):
+            continue
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for obj in vars(module).values():
+            if (
+                inspect.isclass(obj)
+                and issubclass(obj, Source)
+                and not inspect.isabstract(obj)
+                and obj.__module__ == module.__name__
+            ):
+                found[obj.kind] = obj
+    return found
 
 
 def build_sources(config: Config) -> list[Source]:

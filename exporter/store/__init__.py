@@ -30,13 +30,21 @@ def register_domain(component: str, migrations: Sequence[str], writers: dict[typ
 
 def open_store(path: str) -> Store:
     """Open the database and bring every registered domain's schema up to date."""
-    # Importing the domain modules registers them.
-    from exporter.store import probe  # noqa: F401
-
+    load_domains()
     store = Store(path)
     for component, migrations in DOMAINS.items():
         store.migrate(component, migrations)
     return store
+
+
+def load_domains() -> None:
+    """Import every domain module of this package; importing one registers it."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        if info.name != "core":
+            importlib.import_module(f"{__name__}.{info.name}")
 
 
 def write_records(tx: Tx, records: Sequence[Any]) -> None:
@@ -51,4 +59,12 @@ def write_records(tx: Tx, records: Sequence[Any]) -> None:
         writer(tx, batch)
 
 
-__all__ = ["WRITERS", "Store", "Tx", "open_store", "register_domain", "write_records"]
+__all__ = [
+    "WRITERS",
+    "Store",
+    "Tx",
+    "load_domains",
+    "open_store",
+    "register_domain",
+    "write_records",
+]
