@@ -233,11 +233,13 @@ class Daemon:
     async def shutdown(self) -> None:
         log.info("shutting down: cancelling in-flight polls")
         if self.scheduler is not None:
-            self.scheduler.shutdown(wait=False)
+            self.scheduler.pause()  # no new polls start from here on
         for task in list(self._inflight):
             task.cancel()
         if self._inflight:
             await asyncio.wait(list(self._inflight), timeout=3)
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
         for src in self.sources:
             closer = getattr(src, "aclose", None)
             if closer is not None:
