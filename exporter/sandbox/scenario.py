@@ -25,6 +25,8 @@ class SimService:
     outage_every: float = 0.0
     outage_seconds: float = 0.0
     outage_offset: float = 0.0
+    # When the service entered the catalog, in days before "now": the new service is young.
+    registered_days_ago: int = 400
 
     @property
     def scheduled_uptime(self) -> float:
@@ -43,6 +45,8 @@ SERVICES: tuple[SimService, ...] = (
         "search", "discovery", 0.090, outage_every=900, outage_seconds=90, outage_offset=400
     ),
     SimService("accounts", "identity", 0.015),
+    # A new service, onboarded recently: time-to-production and adoption follow it.
+    SimService("recommendations", "discovery", 0.060, registered_days_ago=12),
 )
 
 
