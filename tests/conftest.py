@@ -1,0 +1,85 @@
+"""Fixtures shared by the whole suite.
+
+Real servers (each on 127.0.0.1, an ephemeral port, files in ``tmp_path``,
+stopped at teardown):
+
+* ``nginx``: a factory ``nginx(locations, http_extra="") -> NginxServer``.
+* ``slow_upstream``: a :class:`~tests.support.slow.SlowUpstream` (``/sleep/<s>``,
+  ``/hold/<s>``, ``/status/<code>``) for nginx to proxy to.
+* ``prometheus``: a factory ``prometheus(targets, job=None, rule_files=None) -> PrometheusServer``.
+* ``daemon_process``: a factory ``daemon_process(config_dict, env=None) -> DaemonProcess``
+  running ``python -m exporter run`` (not started: call ``.start()``).
+
+And plain helpers: ``free_port`` (a function), ``tests.support.exposition.Exposition``
+to read values back, ``tests.support.daemon.run_cli`` to run the CLI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.daemon import DaemonProcess
+from tests.support.net import free_port as _free_port
+from tests.support.nginx import NginxServer, nginx_available
+from tests.support.prometheus import PrometheusServer
+from tests.support.slow import SlowUpstream
+
+
+@pytest.fixture
+def free_port() -> Callable[[], int]:
+    return _free_port
+
+
+@pytest.fixture
+def nginx(tmp_path: Path) -> Iterator[Callable[..., NginxServer]]:
+    if not nginx_available():
+        pytest.fail("nginx is not installed: scripts/test installs the Debian package")
+    started: list[NginxServer] = []
+
+    def start(locations: str, http_extra: str = "") -> NginxServer:
+        server = NginxServer(tmp_path / f"nginx{len(started)}", locations, http_extra)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def slow_upstream() -> Iterator[SlowUpstream]:
+    upstream = SlowUpstream().start()
+    yield upstream
+    upstream.stop()
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[Callable[..., PrometheusServer]]:
+    started: list[PrometheusServer] = []
+
+    def start(targets: list[str], **kwargs: Any) -> PrometheusServer:
+        server = PrometheusServer(tmp_path / f"prometheus{len(started)}", targets, **kwargs)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def daemon_process(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
+    made: list[DaemonProcess] = []
+
+    def make(config: dict[str, Any], env: dict[str, str] | None = None) -> DaemonProcess:
+        proc = DaemonProcess(tmp_path / f"daemon{len(made)}", config, env)
+        made.append(proc)
+        return proc
+
+    yield make
+    for proc in made:
+        proc.stop()

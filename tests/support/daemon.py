@@ -1,0 +1,128 @@
+"""The exporter as a real process: ``python -m exporter run --config FILE``.
+
+:class:`DaemonProcess` writes the config it is given (YAML-shaped data; the
+server port is filled in with a free one), starts the daemon with the repo root
+as working directory and on ``PYTHONPATH`` (so the checkout under test is the
+one that runs), waits for ``/healthz``, and can stop it with SIGTERM or kill it
+with SIGKILL. Its stderr (the log) is kept in ``log_path``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.net import free_port, http_get, wait_until
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def exporter_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a subprocess running this checkout's ``exporter``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLATFORM_KPI_")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env.update(extra or {})
+    return env
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``python -m exporter ARGS`` from the repo root; returns the finished process."""
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        cwd=REPO_ROOT,
+        env=exporter_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+class DaemonProcess:
+    def __init__(self, tmpdir: Path, config: dict[str, Any], env: dict[str, str] | None = None):
+        self.dir = Path(tmpdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config = config
+        server = self.config.setdefault("server", {})
+        server.setdefault("listen_address", "127.0.0.1")
+        if not server.get("port"):
+            server["port"] = free_port()
+        self.config.setdefault("state", {}).setdefault("path", str(self.dir / "state.db"))
+        self.config_path = self.dir / "config.yaml"
+        self.config_path.write_text(yaml.safe_dump(self.config), encoding="utf-8")
+        self.env = env
+        self.log_path = self.dir / "daemon.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def port(self) -> int:
+        return int(self.config["server"]["port"])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.config["state"]["path"])
+
+    def start(self, wait: bool = True) -> DaemonProcess:
+        self.starts += 1
+        log = self.log_path.open("ab")
+        log.write(f"--- start {self.starts}\n".encode())
+        log.flush()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "run", "--config", str(self.config_path)],
+            cwd=REPO_ROOT,
+            env=exporter_env(self.env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        if wait:
+            wait_until(self._healthy, timeout=20, what=f"exporter /healthz on {self.port}")
+        return self
+
+    def _healthy(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"exporter exited with {self.proc.returncode}: {self.log()}")
+        return http_get(f"{self.url}/healthz", timeout=1)[0] == 200
+
+    def metrics(self) -> bytes:
+        status, _, body = http_get(f"{self.url}/metrics")
+        assert status == 200, status
+        return body
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, as in an OOM kill or a node failure."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def terminate(self, timeout: float = 10.0) -> tuple[int, float]:
+        """SIGTERM; (exit code, seconds it took to exit)."""
+        assert self.proc is not None
+        t0 = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=timeout)
+        return code, time.monotonic() - t0
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.terminate()
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)

@@ -1,0 +1,124 @@
+"""The real Prometheus server and promtool, from the Debian ``prometheus`` package.
+
+:class:`PrometheusServer` scrapes the given targets every second (config and
+TSDB in a temp dir, web on a free loopback port) and reads series back through
+the HTTP API. :func:`promtool_check_metrics` runs ``promtool check metrics``
+on an exposition and returns what it printed (empty when it is clean).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.net import free_port, http_get, wait_until
+
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
+
+
+def promtool_check_metrics(exposition: bytes) -> str:
+    """What ``promtool check metrics`` prints for ``exposition`` (stdout and stderr)."""
+    proc = subprocess.run(
+        [PROMTOOL, "check", "metrics"], input=exposition, capture_output=True, timeout=30
+    )
+    return (proc.stdout + proc.stderr).decode().strip()
+
+
+class PrometheusServer:
+    """``targets`` are ``host:port`` strings; ``job`` options are merged into the scrape job."""
+
+    def __init__(
+        self,
+        tmpdir: Path,
+        targets: list[str],
+        job: dict[str, Any] | None = None,
+        rule_files: list[str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.dir = Path(tmpdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        scrape = {
+            "job_name": "exporter",
+            "scrape_interval": "1s",
+            "scrape_timeout": "1s",
+            "static_configs": [{"targets": targets}],
+            **(job or {}),
+        }
+        self.config: dict[str, Any] = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [scrape],
+            **(extra or {}),
+        }
+        if rule_files:
+            self.config["rule_files"] = rule_files
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = self.dir / "prometheus.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> PrometheusServer:
+        conf = self.dir / "prometheus.yml"
+        conf.write_text(yaml.safe_dump(self.config), encoding="utf-8")
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                PROMETHEUS,
+                f"--config.file={conf}",
+                f"--storage.tsdb.path={self.dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--web.enable-lifecycle",
+                "--log.level=warn",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_until(self._ready, timeout=30, what="prometheus /-/ready")
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"prometheus did not start: {self.log_path.read_text()}") from None
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"prometheus exited: {self.log_path.read_text()}")
+        return http_get(f"{self.url}/-/ready", timeout=1)[0] == 200
+
+    def api(self, path: str, **params: str) -> Any:
+        """GET /api/v1/<path>; the ``data`` member of a successful answer."""
+        query = urllib.parse.urlencode(params)
+        with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=10) as resp:
+            payload = json.load(resp)
+        if payload.get("status") != "success":
+            raise RuntimeError(f"prometheus API error: {payload}")
+        return payload["data"]
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """Instant query; the result vector."""
+        data = self.api("query", query=promql)
+        return list(data["result"])
+
+    def targets(self) -> list[dict[str, Any]]:
+        return list(self.api("targets")["activeTargets"])
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if hasattr(self, "_log"):
+            self._log.close()
