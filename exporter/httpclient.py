@@ -11,10 +11,12 @@ the upstream's patience.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
+import random
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import httpx
@@ -23,7 +25,6 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     stop_after_attempt,
-    wait_exponential_jitter,
 )
 
 from exporter import __version__
@@ -130,11 +131,13 @@ async def send(
     max_backoff: float = 30.0,
     max_retry_after: float = 60.0,
     health: SourceHealth | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     **kwargs: Any,
 ) -> httpx.Response:
     """Send one request under the shared retry policy; return a response whose status is in ``ok``.
 
     Raises a :class:`~exporter.errors.SourceError` subclass once retries are spent.
+    ``sleep`` waits between attempts (tests pass one that records the waits).
     """
     ok_set = frozenset(ok)
 
@@ -142,7 +145,10 @@ async def send(
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, _Retryable) and exc.wait is not None:
             return exc.wait
-        return float(wait_exponential_jitter(initial=backoff, max=max_backoff)(state))
+        # Exponential with up to one base step of jitter (tenacity's own helper renamed
+        # its arguments between releases we support).
+        step = backoff * 2.0 ** (state.attempt_number - 1)
+        return min(max_backoff, step + random.uniform(0, backoff))
 
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -158,6 +164,7 @@ async def send(
         )
 
     retrying = AsyncRetrying(
+        sleep=sleep,
         stop=stop_after_attempt(attempts),
         wait=wait,
         retry=retry_if_exception(lambda e: isinstance(e, _Retryable | httpx.TransportError)),
