@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from exporter import __version__
-from tests.support.daemon import REPO_ROOT, run_cli
+from tests.support.daemon import run_cli
 
 GOOD = """
 server:
@@ -58,7 +58,6 @@ class TestCheckConfig:
         assert data["services"][0]["name"] == "checkout"
 
     def test_example_config_checks(self) -> None:
-        example = REPO_ROOT / "examples" / "config.yaml"
         proc = run_cli("check-config", "examples/config.yaml")
         assert proc.returncode == 0, proc.stderr
 
