@@ -92,7 +92,11 @@ class MetricsServer:
 
     def start(self) -> None:
         self._thread = threading.Thread(
-            target=self.httpd.serve_forever, name="metrics-http", daemon=True
+            # A short poll interval lets stop() return quickly on shutdown.
+            target=self.httpd.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="metrics-http",
+            daemon=True,
         )
         self._thread.start()
 
@@ -111,6 +115,9 @@ class MetricsServer:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             server_version = "platform-kpi-exporter"
+            # Headers and body go out in two writes; with Nagle on, the body waits for
+            # the client's delayed ACK of the headers (40 ms per keep-alive request).
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: object) -> None:
                 log.debug("%s " + format, self.address_string(), *args)

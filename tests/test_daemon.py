@@ -1,0 +1,260 @@
+"""The daemon in-process: scheduling, readiness, failing sources and provider errors."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import exporter.daemon as daemon_module
+from exporter.config import Config
+from exporter.daemon import Daemon
+from exporter.errors import UpstreamStatusError
+from exporter.metrics import RenderContext, providers
+from exporter.records import ProbeResult
+from exporter.sources.base import PollContext
+from tests.support.exposition import Exposition
+from tests.support.fakes import ScriptedSource
+from tests.support.net import http_get
+
+
+def make_config(tmp_path: Path, **server: Any) -> Config:
+    return Config(
+        server={"listen_address": "127.0.0.1", "port": 0, **server},
+        state={"path": str(tmp_path / "state.db")},
+        services=[{"name": "a", "team": "x"}, {"name": "b", "team": "y"}],
+    )
+
+
+async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.01)
+
+
+class TestScheduler:
+    def test_each_source_runs_once_at_start(self, tmp_path: Path) -> None:
+        """With a 60 s interval, the first poll still happens right away, and only once."""
+        src = ScriptedSource(make_config(tmp_path), interval=60)
+        daemon = Daemon(make_config(tmp_path), sources=[src])
+
+        async def go() -> float:
+            t0 = time.monotonic()
+            daemon.start_scheduler()
+            await wait_for(lambda: src.finished == 1)
+            elapsed = time.monotonic() - t0
+            await asyncio.sleep(0.3)
+            await daemon.shutdown()
+            return elapsed
+
+        assert asyncio.run(go()) < 2.0
+        assert src.polls == 1
+
+    def test_an_overrunning_poll_is_skipped_and_counted_not_stacked(self, tmp_path: Path) -> None:
+        """Interval 0.1 s, each poll 0.45 s: never two at once; the skipped runs are counted."""
+
+        async def slow(ctx: PollContext, n: int) -> None:
+            await asyncio.sleep(0.45)
+
+        src = ScriptedSource(make_config(tmp_path), interval=0.1, behaviour=slow)
+        daemon = Daemon(make_config(tmp_path), sources=[src])
+
+        async def go() -> None:
+            daemon.start_scheduler()
+            await wait_for(lambda: src.finished >= 2)
+            await daemon.shutdown()
+
+        asyncio.run(go())
+        assert src.max_running == 1
+        skipped = daemon.health["scripted"].skipped
+        assert skipped >= 2
+        # Far fewer polls than the interval would have stacked up.
+        assert src.polls <= 3
+        exp = Exposition.parse(daemon.render().text)
+        assert (
+            exp.value("platform_exporter_source_polls_skipped_total", source="scripted") == skipped
+        )
+
+    def test_sources_run_independently(self, tmp_path: Path) -> None:
+        """A slow source does not hold back a fast one."""
+
+        async def stuck(ctx: PollContext, n: int) -> None:
+            await asyncio.sleep(30)
+
+        config = make_config(tmp_path)
+        slow = ScriptedSource(config, name="slow", behaviour=stuck)
+        fast = ScriptedSource(config, name="fast", interval=0.05)
+        daemon = Daemon(config, sources=[slow, fast])
+
+        async def go() -> None:
+            daemon.start_scheduler()
+            await wait_for(lambda: fast.finished >= 3)
+            await daemon.shutdown()
+
+        asyncio.run(go())
+        assert slow.finished == 0 and slow.cancelled == 1
+
+    def test_shutdown_cancels_the_in_flight_poll_and_commits_nothing_of_it(
+        self, tmp_path: Path
+    ) -> None:
+        async def commit_late(ctx: PollContext, n: int) -> None:
+            await asyncio.sleep(30)
+            ctx.commit([ProbeResult("a", "p", 1.0, 0.1, True, "")])
+
+        src = ScriptedSource(make_config(tmp_path), behaviour=commit_late)
+        daemon = Daemon(make_config(tmp_path), sources=[src])
+
+        async def go() -> float:
+            daemon.start_scheduler()
+            await wait_for(lambda: src.running == 1)
+            t0 = time.monotonic()
+            await daemon.shutdown()
+            return time.monotonic() - t0
+
+        assert asyncio.run(go()) < 1.0
+        assert src.cancelled == 1
+        import sqlite3
+
+        conn = sqlite3.connect(tmp_path / "state.db")
+        assert conn.execute("SELECT COUNT(*) FROM probe_results").fetchone() == (0,)
+        conn.close()
+
+
+class TestReadiness:
+    def test_ready_after_every_source_refreshed_once(self, tmp_path: Path) -> None:
+        config = make_config(tmp_path, startup_grace="1h")
+        a = ScriptedSource(config, name="one")
+        b = ScriptedSource(config, name="two")
+        daemon = Daemon(config, sources=[a, b])
+        server = daemon.start_server()
+        try:
+            assert http_get(f"{server.url}/readyz")[0] == 503
+            status, _, body = http_get(f"{server.url}/healthz")
+            assert (status, body) == (200, b"ok\n")  # alive, though not ready
+            asyncio.run(daemon.poll(a))
+            assert http_get(f"{server.url}/readyz")[0] == 503  # "two" has not refreshed yet
+            asyncio.run(daemon.poll(b))
+            status, _, body = http_get(f"{server.url}/readyz")
+            assert (status, body) == (200, b"ready\n")
+        finally:
+            server.stop()
+
+    def test_a_source_failing_its_first_poll_keeps_it_unready_until_the_grace_ends(
+        self, tmp_path: Path
+    ) -> None:
+        async def fail(ctx: PollContext, n: int) -> None:
+            raise UpstreamStatusError("503 from upstream", 503)
+
+        config = make_config(tmp_path, startup_grace="400ms")
+        src = ScriptedSource(config, behaviour=fail)
+        daemon = Daemon(config, sources=[src])
+        server = daemon.start_server()
+        try:
+            assert asyncio.run(daemon.poll(src)) is False
+            assert http_get(f"{server.url}/readyz")[0] == 503
+            time.sleep(0.45)
+            assert http_get(f"{server.url}/readyz")[0] == 200
+        finally:
+            server.stop()
+
+    def test_no_sources_is_ready_at_once(self, tmp_path: Path) -> None:
+        daemon = Daemon(make_config(tmp_path, startup_grace="1h"), sources=[])
+        assert daemon.ready()
+
+
+def probe(service: str, t: float, success: bool = True) -> ProbeResult:
+    return ProbeResult(service, "health", t, 0.05, success, "" if success else "status", 200)
+
+
+class TestFailingSource:
+    def test_a_failing_source_keeps_its_values_and_flips_only_its_own_up(
+        self, tmp_path: Path
+    ) -> None:
+        config = make_config(tmp_path)
+
+        async def alpha(ctx: PollContext, n: int) -> None:
+            ctx.commit([probe("a", 1000.0 + n)])
+
+        async def beta(ctx: PollContext, n: int) -> None:
+            if n >= 2:
+                raise UpstreamStatusError("503 from https://beta.example/api: busy", 503)
+            ctx.commit([probe("b", 1000.0 + n, success=False)])
+
+        now = [2000.0]
+        a = ScriptedSource(config, name="alpha", behaviour=alpha)
+        b = ScriptedSource(config, name="beta", behaviour=beta)
+        daemon = Daemon(config, sources=[a, b], clock=lambda: now[0])
+
+        async def go() -> tuple[Exposition, Exposition]:
+            assert await daemon.poll_all()
+            first = Exposition.parse(daemon.holder.current.text)
+            now[0] = 2100.0
+            assert not await daemon.poll_all()
+            second = Exposition.parse(daemon.holder.current.text)
+            await daemon.shutdown()
+            return first, second
+
+        first, second = asyncio.run(go())
+        up = "platform_exporter_source_up"
+        assert (first.value(up, source="alpha"), first.value(up, source="beta")) == (1, 1)
+        assert (second.value(up, source="alpha"), second.value(up, source="beta")) == (1, 0)
+        # beta's data is still served, unchanged, with its freshness timestamp.
+        checks = "platform_probe_checks_total"
+        assert second.value(checks, service="b") == first.value(checks, service="b") == 1
+        assert second.value(checks, service="a") == 2
+        fresh = "platform_exporter_source_last_success_timestamp_seconds"
+        assert second.value(fresh, source="beta") == 2000.0
+        assert second.value(fresh, source="alpha") == 2100.0
+        errors = "platform_exporter_source_errors_total"
+        assert second.value(errors, source="beta", reason="http_5xx") == 1
+        assert second.value(errors, source="alpha", reason="http_5xx") == 0
+        # Every bounded reason is present from the start, at 0.
+        assert len(first.samples(errors, source="alpha")) == 9
+
+    def test_an_unexpected_exception_is_counted_as_internal(self, tmp_path: Path) -> None:
+        async def bug(ctx: PollContext, n: int) -> None:
+            raise KeyError("oops")
+
+        config = make_config(tmp_path)
+        src = ScriptedSource(config, behaviour=bug)
+        daemon = Daemon(config, sources=[src])
+        assert asyncio.run(daemon.poll(src)) is False
+        exp = Exposition.parse(daemon.holder.current.text)
+        assert exp.value("platform_exporter_source_errors_total", reason="internal") == 1
+
+
+@pytest.fixture
+def flaky_provider(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """Adds a provider that works on its first call and raises on later ones."""
+    calls = [0]
+    real = providers()
+
+    def flaky(ctx: RenderContext) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        calls[0] += 1
+        if calls[0] > 1:
+            raise RuntimeError("bug in a provider")
+        g = GaugeMetricFamily("platform_test_value", "A test value.", labels=["k"])
+        g.add_metric(["v"], 42)
+        yield g
+
+    monkeypatch.setattr(daemon_module, "providers", lambda: {**real, "flaky": flaky})
+    yield calls
+
+
+class TestProviders:
+    def test_a_failing_provider_keeps_its_previous_families(
+        self, tmp_path: Path, flaky_provider: list[int]
+    ) -> None:
+        daemon = Daemon(make_config(tmp_path), sources=[])
+        again = Exposition.parse(daemon.render().text)
+        assert flaky_provider[0] == 2
+        assert again.value("platform_test_value", k="v") == 42
+        assert again.value("platform_exporter_build_info") == 1
