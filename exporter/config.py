@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -183,6 +184,18 @@ class ServiceConfig(StrictModel):
     name: Name
     team: Name
     probes: list[ProbeCheckConfig] = Field(default_factory=list)
+    # When the service entered the catalog (new services per month, onboarding time).
+    registered_at: datetime | None = None
+    # Catalog tags and annotations; capability rules of kind "catalog" read them.
+    tags: list[str] = Field(default_factory=list)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("registered_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("needs a time zone, e.g. 2026-01-31T00:00:00Z")
+        return value
 
     @model_validator(mode="after")
     def _unique_probes(self) -> ServiceConfig:
@@ -220,10 +233,113 @@ class ProbeSourceConfig(SourceConfig):
     concurrency: int = Field(default=16, ge=1, le=512)
 
 
+class BackstageAnnotationsConfig(StrictModel):
+    """Which entity annotations map a Backstage entity to its repos, routes and cost tags.
+
+    Each list is tried in order; values may hold several items separated by commas.
+    """
+
+    github_repos: list[str] = Field(default_factory=lambda: ["github.com/project-slug"])
+    gitlab_projects: list[str] = Field(default_factory=lambda: ["gitlab.com/project-slug"])
+    gateway_routes: list[str] = Field(default_factory=lambda: ["platform-kpi-exporter/gateway-routes"])
+    cost_tags: list[str] = Field(default_factory=lambda: ["platform-kpi-exporter/cost-tags"])
+    # An ISO 8601 time: when the service entered the catalog.
+    registered_at: list[str] = Field(
+        default_factory=lambda: ["platform-kpi-exporter/registered-at"]
+    )
+
+
+class BackstageSourceConfig(SourceConfig):
+    """The Backstage software catalog: components, systems and groups by
+    ``GET {base_url}/entities/by-query`` with cursor pagination."""
+
+    # The catalog backend, usually the Backstage backend URL plus /api/catalog.
+    base_url: str
+    token: Secret | None = None
+    interval: Duration = 300.0
+    page_size: int = Field(default=200, ge=1, le=1000)
+    # Component spec.type values that count as services; empty means every component.
+    component_types: list[str] = Field(default_factory=list)
+    # Only entities in these namespaces; empty means all.
+    namespaces: list[str] = Field(default_factory=list)
+    annotations: BackstageAnnotationsConfig = Field(default_factory=BackstageAnnotationsConfig)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+
 class SourcesConfig(StrictModel):
     """One block per upstream."""
 
     probe: ProbeSourceConfig = Field(default_factory=ProbeSourceConfig)
+    backstage: BackstageSourceConfig | None = None
+
+
+class GatewayTrafficRule(StrictModel):
+    """Adopted when the service served traffic through the gateway within ``window``."""
+
+    rule: Literal["gateway_traffic"]
+    window: Duration = 30 * 86400.0
+    min_requests: int = Field(default=1, ge=1)
+
+
+class PipelineTemplateRule(StrictModel):
+    """Adopted when a pipeline run of the service used the platform's template within ``window``:
+    a GitHub workflow path (or reusable workflow) or a GitLab ``include``, matched as globs."""
+
+    rule: Literal["pipeline_template"]
+    window: Duration = 30 * 86400.0
+    workflow_paths: list[str] = Field(default_factory=list)
+    gitlab_includes: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _something(self) -> PipelineTemplateRule:
+        if not self.workflow_paths and not self.gitlab_includes:
+            raise ValueError("list at least one of workflow_paths or gitlab_includes")
+        return self
+
+
+class CatalogRule(StrictModel):
+    """Adopted when the catalog entry carries the annotation (with ``value``, if given) or the tag."""
+
+    rule: Literal["catalog"]
+    annotation: str | None = None
+    value: str | None = None
+    tag: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> CatalogRule:
+        if (self.annotation is None) == (self.tag is None):
+            raise ValueError("give exactly one of annotation or tag")
+        if self.value is not None and self.annotation is None:
+            raise ValueError("value needs an annotation")
+        return self
+
+
+class ProbeRule(StrictModel):
+    """Adopted when the service has at least one synthetic probe configured."""
+
+    rule: Literal["probe"]
+
+
+CapabilityRule = Annotated[
+    GatewayTrafficRule | PipelineTemplateRule | CatalogRule | ProbeRule,
+    Field(discriminator="rule"),
+]
+
+
+class CapabilityConfig(StrictModel):
+    """A platform offering whose adoption is measured, and the rule that detects it."""
+
+    name: Name
+    description: str = ""
+    detect: CapabilityRule
+    # Cost-allocation services whose cost is this capability's running cost (cost per adopting service).
+    cost_services: list[Name] = Field(default_factory=list)
 
 
 class Config(BaseSettings):
@@ -240,6 +356,7 @@ class Config(BaseSettings):
     state: StateConfig = Field(default_factory=StateConfig)
     services: list[ServiceConfig] = Field(default_factory=list)
     sources: SourcesConfig = Field(default_factory=SourcesConfig)
+    capabilities: list[CapabilityConfig] = Field(default_factory=list)
 
     @classmethod
     def settings_customise_sources(
@@ -259,6 +376,10 @@ class Config(BaseSettings):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"service names must be unique: {', '.join(dupes)}")
+        caps = [c.name for c in self.capabilities]
+        dupes = sorted({n for n in caps if caps.count(n) > 1})
+        if dupes:
+            raise ValueError(f"capability names must be unique: {', '.join(dupes)}")
         return self
 
     def service(self, name: str) -> ServiceConfig | None:

@@ -28,3 +28,49 @@ class ProbeResult:
     def key(self) -> str:
         # A probe never starts twice at the same instant, so this is unique.
         return f"{self.service}/{self.probe}/{self.started_at:.6f}"
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogEntity:
+    """One entity of an external service catalog (a Backstage Component, System or Group).
+
+    ``team`` is the name part of the owner's entity ref; ``repos`` are
+    ``github:owner/repo`` or ``gitlab:group/project``; ``routes`` and
+    ``cost_tags`` come from the configured annotation keys.
+    """
+
+    source: str
+    kind: str  # "component", "system" or "group"
+    namespace: str
+    name: str
+    team: str
+    system: str = ""
+    type: str = ""
+    lifecycle: str = ""
+    tags: tuple[str, ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
+    repos: tuple[str, ...] = ()
+    routes: tuple[str, ...] = ()
+    cost_tags: tuple[str, ...] = ()
+    registered_at: float | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.source}/{self.kind}:{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogListing:
+    """Everything one catalog source lists at ``listed_at``: the whole set, not a delta.
+
+    Storing it replaces that source's entities, so an entity that left the
+    catalog leaves the store (and ``/metrics``) in the same transaction.
+    """
+
+    source: str
+    listed_at: float
+    entities: tuple[CatalogEntity, ...]
+
+    @property
+    def key(self) -> str:
+        return self.source

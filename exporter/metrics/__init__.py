@@ -11,12 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 from prometheus_client.metrics_core import Metric
 
 from exporter.config import Config
 from exporter.health import SourceHealth
 from exporter.store import Store
+
+if TYPE_CHECKING:
+    from exporter.catalog import Catalog
 
 
 @dataclass(frozen=True)
@@ -28,9 +33,23 @@ class RenderContext:
     health: Sequence[SourceHealth]
     now: float
 
+    @cached_property
+    def catalog(self) -> Catalog:
+        """The merged service catalog (config first, then external catalogs), read once."""
+        from exporter.catalog import load_catalog
+
+        return load_catalog(self.config, self.store)
+
     def team_of(self, service: str) -> str:
+        """The owning team from the merged catalog (the config wins); "unknown" if none."""
         svc = self.config.service(service)
-        return svc.team if svc else "unknown"
+        if svc is not None:
+            return svc.team
+        return self.catalog.team_of(service)
+
+    def known_services(self) -> frozenset[str]:
+        """Every service of the merged catalog."""
+        return frozenset(self.catalog.services)
 
     def interval_of(self, kind: str) -> float | None:
         for h in self.health:

@@ -1,0 +1,209 @@
+"""The service catalog every KPI joins on: the config's ``services`` merged with external catalogs.
+
+The config is the primary catalog. Components read from Backstage (stored by
+:mod:`exporter.store.catalog`) add the services the config does not list, and
+fill in what a config service leaves empty (registration time, tags,
+annotations, repos, routes, cost tags). Where both give a value and they
+differ, the config wins and the conflict is logged once per process.
+Backstage groups add teams that may own no service yet.
+
+:func:`merge` is pure; :func:`load_catalog` reads the store and logs new
+conflicts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from exporter.config import Config, ServiceConfig
+from exporter.records import CatalogEntity
+from exporter.store import Store
+
+log = logging.getLogger("exporter.catalog")
+
+UNKNOWN_TEAM = "unknown"
+CONFIG = "config"
+
+
+@dataclass(frozen=True)
+class CatalogService:
+    """One service of the merged catalog."""
+
+    name: str
+    team: str
+    source: str  # "config", or the external catalog that added it ("backstage")
+    system: str = ""
+    tags: frozenset[str] = frozenset()
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    repos: tuple[str, ...] = ()
+    routes: tuple[str, ...] = ()
+    cost_tags: tuple[str, ...] = ()
+    registered_at: float | None = None
+    has_probes: bool = False
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """The config and an external catalog disagree about a service's field; the config won."""
+
+    service: str
+    field: str
+    config_value: str
+    catalog_value: str
+    source: str
+
+    def message(self) -> str:
+        return (
+            f"catalog conflict for service {self.service}: {self.field} is "
+            f"{self.config_value!r} in the config but {self.catalog_value!r} in {self.source}; "
+            "using the config"
+        )
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Services by name, the teams that exist, and the conflicts found while merging."""
+
+    services: Mapping[str, CatalogService]
+    teams: frozenset[str]
+    conflicts: tuple[Conflict, ...] = ()
+
+    def team_of(self, service: str) -> str:
+        svc = self.services.get(service)
+        return svc.team if svc else UNKNOWN_TEAM
+
+    def services_of(self, team: str) -> list[str]:
+        return sorted(s.name for s in self.services.values() if s.team == team)
+
+
+def _config_service(svc: ServiceConfig) -> CatalogService:
+    return CatalogService(
+        name=svc.name,
+        team=svc.team,
+        source=CONFIG,
+        tags=frozenset(t.lower() for t in svc.tags),
+        annotations=dict(svc.annotations),
+        registered_at=svc.registered_at.timestamp() if svc.registered_at else None,
+        has_probes=bool(svc.probes),
+        repos=tuple(_strings(getattr(svc, "repos", ()))),
+        routes=tuple(_strings(getattr(svc, "routes", ()))),
+        cost_tags=tuple(_strings(getattr(svc, "cost_tags", ()))),
+    )
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Iterable):
+        return [str(v) for v in value]
+    return []
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, frozenset | set):
+        return ",".join(sorted(value))
+    if isinstance(value, tuple | list):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def merge(config_services: Sequence[ServiceConfig], entities: Iterable[CatalogEntity]) -> Catalog:
+    """The merged catalog: config services first, then external components; config wins."""
+    services: dict[str, CatalogService] = {s.name: _config_service(s) for s in config_services}
+    teams: set[str] = {s.team for s in services.values()}
+    conflicts: list[Conflict] = []
+    components: dict[str, CatalogEntity] = {}
+    # The default namespace first, so a name that exists in several namespaces resolves stably.
+    ordered = sorted(entities, key=lambda e: (e.namespace != "default", e.namespace, e.name))
+    for entity in ordered:
+        if entity.kind == "group":
+            teams.add(entity.name)
+            continue
+        if entity.kind != "component":
+            continue
+        if entity.name in components:
+            first = components[entity.name]
+            conflicts.append(
+                Conflict(
+                    entity.name,
+                    "namespace",
+                    first.namespace,
+                    entity.namespace,
+                    entity.source,
+                )
+            )
+            continue
+        components[entity.name] = entity
+    for name, entity in components.items():
+        from_catalog = CatalogService(
+            name=name,
+            team=entity.team or UNKNOWN_TEAM,
+            source=entity.source,
+            system=entity.system,
+            tags=frozenset(entity.tags),
+            annotations=dict(entity.annotations),
+            repos=entity.repos,
+            routes=entity.routes,
+            cost_tags=entity.cost_tags,
+            registered_at=entity.registered_at,
+        )
+        own = services.get(name)
+        if own is None:
+            services[name] = from_catalog
+            teams.add(from_catalog.team)
+            continue
+        changes: dict[str, object] = {"system": entity.system}
+        for fname in ("team", "registered_at", "tags", "repos", "routes", "cost_tags"):
+            mine, theirs = getattr(own, fname), getattr(from_catalog, fname)
+            if fname == "team" and not entity.team:
+                continue
+            if mine in (None, (), frozenset()):
+                changes[fname] = theirs
+            elif theirs not in (None, (), frozenset()) and mine != theirs:
+                conflicts.append(Conflict(name, fname, _fmt(mine), _fmt(theirs), entity.source))
+        annotations = dict(from_catalog.annotations)
+        for key, value in own.annotations.items():
+            if key in annotations and annotations[key] != value:
+                conflicts.append(
+                    Conflict(name, f"annotation {key}", value, annotations[key], entity.source)
+                )
+            annotations[key] = value
+        changes["annotations"] = annotations
+        services[name] = _replace(own, changes)
+    return Catalog(
+        services=dict(sorted(services.items())), teams=frozenset(teams), conflicts=tuple(conflicts)
+    )
+
+
+def _replace(svc: CatalogService, changes: Mapping[str, object]) -> CatalogService:
+    import dataclasses
+
+    return dataclasses.replace(svc, **changes)  # type: ignore[arg-type]
+
+
+_logged: set[Conflict] = set()
+_logged_lock = threading.Lock()
+
+
+def log_conflicts(conflicts: Iterable[Conflict]) -> int:
+    """Log each conflict the first time this process sees it; return how many were new."""
+    new = 0
+    with _logged_lock:
+        for conflict in conflicts:
+            if conflict not in _logged:
+                _logged.add(conflict)
+                log.warning("%s", conflict.message())
+                new += 1
+    return new
+
+
+def load_catalog(config: Config, store: Store) -> Catalog:
+    """The merged catalog from the config and the stored external entities."""
+    from exporter.store import catalog as catalog_store
+
+    catalog = merge(config.services, catalog_store.entities(store))
+    log_conflicts(catalog.conflicts)
+    return catalog

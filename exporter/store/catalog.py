@@ -1,0 +1,162 @@
+"""Catalog entities read from external service catalogs (Backstage): their table and queries.
+
+A source hands over a :class:`~exporter.records.CatalogListing`, the whole
+catalog as it is now. The writer upserts every listed entity and deletes that
+source's entities that are no longer listed, in the same transaction, so an
+entity removed upstream drops out of every KPI on the next refresh. The first
+time an entity was seen is kept across updates.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+
+from exporter.records import CatalogEntity, CatalogListing
+from exporter.store import register_domain
+from exporter.store.core import Store, Tx
+
+MIGRATIONS = (
+    """
+    CREATE TABLE catalog_entities (
+        source TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        namespace TEXT NOT NULL,
+        name TEXT NOT NULL,
+        team TEXT NOT NULL,
+        system TEXT NOT NULL,
+        type TEXT NOT NULL,
+        lifecycle TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        annotations TEXT NOT NULL,
+        repos TEXT NOT NULL,
+        routes TEXT NOT NULL,
+        cost_tags TEXT NOT NULL,
+        registered_at REAL,
+        first_seen REAL NOT NULL,
+        PRIMARY KEY (source, kind, namespace, name)
+    );
+    CREATE TABLE catalog_listings (
+        source TEXT PRIMARY KEY,
+        listed_at REAL NOT NULL,
+        entities INTEGER NOT NULL
+    );
+    """,
+)
+
+_COLUMNS = (
+    "source",
+    "kind",
+    "namespace",
+    "name",
+    "team",
+    "system",
+    "type",
+    "lifecycle",
+    "tags",
+    "annotations",
+    "repos",
+    "routes",
+    "cost_tags",
+    "registered_at",
+)
+
+
+def _row(e: CatalogEntity) -> dict[str, object]:
+    return {
+        "source": e.source,
+        "kind": e.kind,
+        "namespace": e.namespace,
+        "name": e.name,
+        "team": e.team,
+        "system": e.system,
+        "type": e.type,
+        "lifecycle": e.lifecycle,
+        "tags": json.dumps(list(e.tags)),
+        "annotations": json.dumps(dict(e.annotations), sort_keys=True),
+        "repos": json.dumps(list(e.repos)),
+        "routes": json.dumps(list(e.routes)),
+        "cost_tags": json.dumps(list(e.cost_tags)),
+        "registered_at": e.registered_at,
+    }
+
+
+def write(tx: Tx, listings: Sequence[CatalogListing]) -> None:
+    """Replace each listing's source's entities with the listed ones."""
+    for listing in listings:
+        keep: set[tuple[str, str, str]] = set()
+        for entity in listing.entities:
+            if entity.source != listing.source:
+                raise ValueError(f"entity {entity.key} listed by source {listing.source}")
+            keep.add((entity.kind, entity.namespace, entity.name))
+            row = _row(entity)
+            updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[4:])
+            # first_seen is set on insert only: an update keeps when we first saw it.
+            tx.execute(
+                f"INSERT INTO catalog_entities ({', '.join(row)}, first_seen) "
+                f"VALUES ({', '.join('?' for _ in row)}, ?) "
+                f"ON CONFLICT (source, kind, namespace, name) DO UPDATE SET {updates}",
+                (*row.values(), listing.listed_at),
+            )
+        for kind, namespace, name in tx.execute(
+            "SELECT kind, namespace, name FROM catalog_entities WHERE source = ?",
+            (listing.source,),
+        ).fetchall():
+            if (kind, namespace, name) not in keep:
+                tx.execute(
+                    "DELETE FROM catalog_entities WHERE source = ? AND kind = ? AND namespace = ? "
+                    "AND name = ?",
+                    (listing.source, kind, namespace, name),
+                )
+        tx.execute(
+            "INSERT INTO catalog_listings (source, listed_at, entities) VALUES (?, ?, ?) "
+            "ON CONFLICT (source) DO UPDATE SET listed_at = excluded.listed_at, "
+            "entities = excluded.entities",
+            (listing.source, listing.listed_at, len(listing.entities)),
+        )
+
+
+def entities(store: Store) -> list[CatalogEntity]:
+    """Every stored entity, ordered by source, kind, namespace and name.
+
+    A store opened without this domain's tables has no entities.
+    """
+    try:
+        rows = store.query(
+            f"SELECT {', '.join(_COLUMNS)} FROM catalog_entities "
+            "ORDER BY source, kind, namespace, name"
+        )
+    except sqlite3.OperationalError:
+        return []
+    return [
+        CatalogEntity(
+            source=str(r["source"]),
+            kind=str(r["kind"]),
+            namespace=str(r["namespace"]),
+            name=str(r["name"]),
+            team=str(r["team"]),
+            system=str(r["system"]),
+            type=str(r["type"]),
+            lifecycle=str(r["lifecycle"]),
+            tags=tuple(json.loads(r["tags"])),
+            annotations=tuple(sorted(json.loads(r["annotations"]).items())),
+            repos=tuple(json.loads(r["repos"])),
+            routes=tuple(json.loads(r["routes"])),
+            cost_tags=tuple(json.loads(r["cost_tags"])),
+            registered_at=None if r["registered_at"] is None else float(r["registered_at"]),
+        )
+        for r in rows
+    ]
+
+
+def listings(store: Store) -> dict[str, tuple[float, int]]:
+    """When each catalog source last listed its catalog, and how many entities it held."""
+    try:
+        rows = store.query("SELECT source, listed_at, entities FROM catalog_listings")
+    except sqlite3.OperationalError:
+        return {}
+    return {str(r[0]): (float(r[1]), int(r[2])) for r in rows}
+
+
+register_domain("catalog", MIGRATIONS, {CatalogListing: write})
