@@ -241,7 +241,9 @@ class BackstageAnnotationsConfig(StrictModel):
 
     github_repos: list[str] = Field(default_factory=lambda: ["github.com/project-slug"])
     gitlab_projects: list[str] = Field(default_factory=lambda: ["gitlab.com/project-slug"])
-    gateway_routes: list[str] = Field(default_factory=lambda: ["platform-kpi-exporter/gateway-routes"])
+    gateway_routes: list[str] = Field(
+        default_factory=lambda: ["platform-kpi-exporter/gateway-routes"]
+    )
     cost_tags: list[str] = Field(default_factory=lambda: ["platform-kpi-exporter/cost-tags"])
     # An ISO 8601 time: when the service entered the catalog.
     registered_at: list[str] = Field(

@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from exporter.catalog import Catalog
+from exporter.catalog import Catalog, CatalogService
 from exporter.config import (
     CapabilityConfig,
     CatalogRule,
@@ -115,14 +115,7 @@ def rule_adopters(
     if isinstance(rule, ProbeRule):
         return frozenset(n for n, s in known.items() if s.has_probes)
     if isinstance(rule, CatalogRule):
-        out = set()
-        for name, svc in known.items():
-            if rule.tag is not None and rule.tag.lower() in svc.tags:
-                out.add(name)
-            elif rule.annotation is not None and rule.annotation in svc.annotations:
-                if rule.value is None or svc.annotations[rule.annotation] == rule.value:
-                    out.add(name)
-        return frozenset(out)
+        return frozenset(n for n, s in known.items() if _catalog_match(rule, s))
     if isinstance(rule, GatewayTrafficRule):
         if evidence.traffic is None:
             return None
@@ -144,9 +137,19 @@ def rule_adopters(
     raise TypeError(f"unknown rule {rule!r}")  # pragma: no cover
 
 
+def _catalog_match(rule: CatalogRule, svc: CatalogService) -> bool:
+    if rule.tag is not None:
+        return rule.tag.lower() in svc.tags
+    if rule.annotation is None or rule.annotation not in svc.annotations:
+        return False
+    return rule.value is None or svc.annotations[rule.annotation] == rule.value
+
+
 def _template_match(rule: PipelineTemplateRule, fact: PipelineFact) -> bool:
     patterns = rule.workflow_paths if fact.kind == "workflow" else rule.gitlab_includes
-    ref = fact.ref.split("@", 1)[0]  # a reusable workflow's ref (@v1, @main) is not part of its path
+    ref = fact.ref.split("@", 1)[
+        0
+    ]  # a reusable workflow's ref (@v1, @main) is not part of its path
     return any(fnmatch.fnmatchcase(ref, p) or fnmatch.fnmatchcase(fact.ref, p) for p in patterns)
 
 

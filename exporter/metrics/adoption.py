@@ -148,9 +148,7 @@ def _catalog(ctx: RenderContext) -> Iterator[Metric]:
         per_team.add_metric([team], len(catalog.services_of(team)))
     yield per_team
 
-    teams = GaugeMetricFamily(
-        "platform_catalog_teams", _help("Teams in the merged catalog.", ctx)
-    )
+    teams = GaugeMetricFamily("platform_catalog_teams", _help("Teams in the merged catalog.", ctx))
     teams.add_metric([], len(catalog.teams))
     yield teams
 
@@ -182,7 +180,9 @@ def _onboarding(ctx: RenderContext, facts: kpi.Evidence) -> Iterator[Metric]:
     if facts.first_deploy is not None:
         result = kpi.onboarding(ctx.catalog, facts.first_deploy, ctx.now)
         counts, total, n = kpi.histogram(result.seconds.values(), kpi.ONBOARDING_BUCKETS)
-        buckets = [(f"{b:g}", float(c)) for b, c in zip(kpi.ONBOARDING_BUCKETS, counts, strict=True)]
+        buckets = [
+            (f"{b:g}", float(c)) for b, c in zip(kpi.ONBOARDING_BUCKETS, counts, strict=True)
+        ]
         buckets.append(("+Inf", float(n)))
         hist.add_metric([], buckets, total)
         states.add_metric(["deployed"], len(result.seconds))

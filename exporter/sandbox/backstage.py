@@ -83,7 +83,11 @@ def _component(
     }
     if registered is not None:
         annotations["platform-kpi-exporter/registered-at"] = _iso(registered)
-    spec: dict[str, Any] = {"type": "service", "lifecycle": "production", "owner": f"group:default/{owner}"}
+    spec: dict[str, Any] = {
+        "type": "service",
+        "lifecycle": "production",
+        "owner": f"group:default/{owner}",
+    }
     if system:
         spec["system"] = system
     return {
@@ -287,10 +291,11 @@ def backstage_app(catalog: FakeCatalog) -> App:
             matched = [e for e in catalog.entities if _matches(e, filters)]
         for spec in reversed(order):
             fieldname, _, direction = spec.partition(",")
-            matched.sort(
-                key=lambda e, f=fieldname: str(_get(e, f) or ""),
-                reverse=direction.strip() == "desc",
-            )
+
+            def sort_key(entity: dict[str, Any], path: str = fieldname) -> str:
+                return str(_get(entity, path) or "")
+
+            matched.sort(key=sort_key, reverse=direction.strip() == "desc")
         if not order:
             matched.sort(key=lambda e: str(e["metadata"].get("uid", "")))
         page = matched[offset : offset + limit]

@@ -120,7 +120,9 @@ class BackstageSource(Source):
             if not cursor:
                 break
             if not isinstance(cursor, str) or cursor in seen:
-                raise MalformedResponse("entities/by-query: pageInfo.nextCursor repeats or is invalid")
+                raise MalformedResponse(
+                    "entities/by-query: pageInfo.nextCursor repeats or is invalid"
+                )
             seen.add(cursor)
             # filter and orderField are fixed by the cursor; sending them again is ignored upstream.
             params = [("cursor", cursor)]

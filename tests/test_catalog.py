@@ -1,0 +1,139 @@
+"""The merged service catalog: config first, Backstage fills in, conflicts logged once."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from exporter import catalog as catalog_module
+from exporter.catalog import load_catalog, merge
+from exporter.config import Config, ServiceConfig
+from exporter.metrics import RenderContext
+from exporter.records import CatalogEntity, CatalogListing
+from exporter.store import open_store
+
+
+def svc(name: str, team: str, **extra: Any) -> ServiceConfig:
+    return ServiceConfig(name=name, team=team, **extra)
+
+
+def comp(name: str, team: str, **extra: Any) -> CatalogEntity:
+    return CatalogEntity(
+        source="backstage", kind="component", namespace="default", name=name, team=team, **extra
+    )
+
+
+def group(name: str) -> CatalogEntity:
+    return CatalogEntity(
+        source="backstage", kind="group", namespace="default", name=name, team=name
+    )
+
+
+@pytest.fixture(autouse=True)
+def _fresh_conflict_log() -> None:
+    catalog_module._logged.clear()
+
+
+class TestMerge:
+    def test_backstage_adds_services_the_config_does_not_list(self) -> None:
+        cat = merge([svc("checkout", "payments")], [comp("ledger", "payments", system="pay")])
+        assert list(cat.services) == ["checkout", "ledger"]
+        assert cat.services["ledger"].source == "backstage"
+        assert cat.services["ledger"].system == "pay"
+        assert cat.services["checkout"].source == "config"
+
+    def test_the_config_wins_a_conflict_and_it_is_reported(self) -> None:
+        cat = merge(
+            [svc("search", "discovery", tags=["scala"])],
+            [comp("search", "search-team", tags=("java",), repos=("github:acme/search",))],
+        )
+        assert cat.services["search"].team == "discovery"
+        assert cat.services["search"].tags == frozenset({"scala"})
+        # What the config leaves empty, Backstage fills in.
+        assert cat.services["search"].repos == ("github:acme/search",)
+        assert {(c.field, c.config_value, c.catalog_value) for c in cat.conflicts} == {
+            ("team", "discovery", "search-team"),
+            ("tags", "scala", "java"),
+        }
+
+    def test_annotations_merge_key_by_key_with_the_config_winning(self) -> None:
+        cat = merge(
+            [svc("a", "t", annotations={"x": "1", "y": "2"})],
+            [comp("a", "t", annotations=(("x", "9"), ("z", "3")))],
+        )
+        assert dict(cat.services["a"].annotations) == {"x": "1", "y": "2", "z": "3"}
+        assert [c.field for c in cat.conflicts] == ["annotation x"]
+
+    def test_teams_come_from_owners_and_groups_even_without_services(self) -> None:
+        cat = merge([svc("a", "payments")], [group("growth"), comp("b", "identity")])
+        assert cat.teams == frozenset({"payments", "identity", "growth"})
+        assert cat.services_of("growth") == []
+
+    def test_a_component_without_owner_belongs_to_unknown(self) -> None:
+        cat = merge([], [comp("orphan", "")])
+        assert cat.team_of("orphan") == "unknown"
+        assert cat.team_of("never-heard-of") == "unknown"
+
+    def test_the_same_name_in_two_namespaces_keeps_the_default_one(self) -> None:
+        other = CatalogEntity(
+            source="backstage", kind="component", namespace="labs", name="a", team="lab"
+        )
+        cat = merge([], [other, comp("a", "main")])
+        assert cat.team_of("a") == "main"
+        assert [(c.field, c.catalog_value) for c in cat.conflicts] == [("namespace", "labs")]
+
+
+class TestConflictLog:
+    def test_each_conflict_is_logged_once_per_process(self, caplog: Any) -> None:
+        store = open_store(":memory:")
+        with store.transaction() as tx:
+            from exporter.store import write_records
+
+            write_records(tx, [CatalogListing("backstage", 1.0, (comp("a", "other"),))])
+        config = Config(services=[{"name": "a", "team": "mine"}])
+        with caplog.at_level(logging.WARNING, logger="exporter.catalog"):
+            for _ in range(3):
+                load_catalog(config, store)
+        assert caplog.text.count("catalog conflict for service a") == 1
+
+
+class TestRenderContext:
+    def test_team_of_knows_backstage_services_and_the_config_wins(self) -> None:
+        store = open_store(":memory:")
+        with store.transaction() as tx:
+            from exporter.store import write_records
+
+            write_records(
+                tx,
+                [CatalogListing("backstage", 1.0, (comp("a", "other"), comp("ledger", "payments")))],
+            )
+        config = Config(services=[{"name": "a", "team": "mine"}])
+        ctx = RenderContext(config, store, [], 2.0)
+        assert ctx.team_of("a") == "mine"
+        assert ctx.team_of("ledger") == "payments"
+        assert ctx.team_of("nope") == "unknown"
+        assert ctx.known_services() == {"a", "ledger"}
+
+    def test_a_store_without_the_catalog_tables_is_just_the_config(self) -> None:
+        from exporter.store.core import Store
+
+        ctx = RenderContext(Config(services=[{"name": "a", "team": "t"}]), Store(":memory:"), [], 0)
+        assert ctx.known_services() == {"a"}
+
+
+class TestListingReplacesTheSourcesEntities:
+    def test_unlisted_entities_are_deleted_and_first_seen_is_kept(self) -> None:
+        store = open_store(":memory:")
+        from exporter.store import catalog as catalog_store
+        from exporter.store import write_records
+
+        with store.transaction() as tx:
+            write_records(tx, [CatalogListing("backstage", 10.0, (comp("a", "t"), comp("b", "t")))])
+        with store.transaction() as tx:
+            write_records(tx, [CatalogListing("backstage", 20.0, (comp("a", "u"),))])
+        assert [(e.name, e.team) for e in catalog_store.entities(store)] == [("a", "u")]
+        row = store.query_one("SELECT first_seen FROM catalog_entities WHERE name = 'a'")
+        assert row is not None and row[0] == 10.0
+        assert catalog_store.listings(store) == {"backstage": (20.0, 1)}
