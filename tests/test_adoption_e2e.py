@@ -46,7 +46,7 @@ async def scrape_after_one_poll(config: Config) -> bytes:
 
 class TestDemoAdoption:
     def test_adoption_ratios_equal_the_scenarios_known_values(self, demo_config: Config) -> None:
-        assert EXPECTED_RATIOS == pytest.approx({"golden-path": 3 / 7, "observability": 5 / 7})
+        assert pytest.approx({"golden-path": 3 / 7, "observability": 5 / 7}) == EXPECTED_RATIOS
         exp = Exposition.parse(asyncio.run(scrape_after_one_poll(demo_config)))
 
         assert exp.value("platform_exporter_source_up", source="backstage") == 1

@@ -33,8 +33,8 @@ from exporter.sandbox.backstage import TOKEN, FakeCatalog, backstage_app
 from exporter.sandbox.scenario import Scenario
 from exporter.sources.backstage import BackstageSource, parse_time, ref_name
 from exporter.sources.base import PollContext
-from exporter.store import open_store
 from exporter.store import catalog as catalog_store
+from exporter.store import open_store
 from tests.support.exposition import Exposition
 
 BASE = "http://backstage.test/api/catalog"
@@ -242,14 +242,20 @@ class TestFakeFollowsTheDocumentedShape:
             import json
 
             return dict(
-                json.loads(app.handle(Request("GET", "/api/catalog/entities/by-query", query, {})).body)
+                json.loads(
+                    app.handle(Request("GET", "/api/catalog/entities/by-query", query, {})).body
+                )
             )
 
-        first = get({"filter": ["kind=component"], "limit": ["2"], "orderField": ["metadata.name,desc"]})
+        first = get(
+            {"filter": ["kind=component"], "limit": ["2"], "orderField": ["metadata.name,desc"]}
+        )
         assert [e["metadata"]["name"] for e in first["items"]] == ["e", "d"]
         assert first["totalItems"] == 5 and "prevCursor" not in first["pageInfo"]
         # The cursor carries the filter and order: a different filter alongside is ignored.
-        second = get({"cursor": [first["pageInfo"]["nextCursor"]], "filter": ["kind=group"], "limit": ["2"]})
+        second = get(
+            {"cursor": [first["pageInfo"]["nextCursor"]], "filter": ["kind=group"], "limit": ["2"]}
+        )
         assert [e["metadata"]["name"] for e in second["items"]] == ["c", "b"]
         assert "prevCursor" in second["pageInfo"]
         last = get({"cursor": [second["pageInfo"]["nextCursor"]], "limit": ["2"]})
@@ -336,7 +342,10 @@ class TestAuth:
         assert asyncio.run(run()) == (True, False)
         exp = Exposition.parse(daemon.holder.current.text)
         assert exp.value("platform_exporter_source_up", source="backstage") == 0
-        assert exp.value("platform_exporter_source_errors_total", source="backstage", reason="auth") == 1
+        assert (
+            exp.value("platform_exporter_source_errors_total", source="backstage", reason="auth")
+            == 1
+        )
         assert exp.value("platform_catalog_entity_info", service="ledger") == 1
 
 
@@ -344,7 +353,9 @@ class TestEntities:
     def poll(self, items: list[dict[str, Any]], **overrides: Any) -> list[CatalogEntity]:
         store = open_store(":memory:")
         asyncio.run(
-            poll_once(make_source(**overrides), backstage_app(FakeCatalog(items)).transport(), store)
+            poll_once(
+                make_source(**overrides), backstage_app(FakeCatalog(items)).transport(), store
+            )
         )
         return catalog_store.entities(store)
 
@@ -427,7 +438,9 @@ class TestRemoval:
             state={"path": str(tmp_path / "s.db")},
             services=[{"name": "checkout", "team": "payments"}],
             sources={"backstage": {"base_url": BASE, "token": TOKEN, "page_size": 3}},
-            capabilities=[{"name": "golden-path", "detect": {"rule": "catalog", "tag": "golden-path"}}],
+            capabilities=[
+                {"name": "golden-path", "detect": {"rule": "catalog", "tag": "golden-path"}}
+            ],
         )
         daemon = Daemon(config, transport=backstage_app(fake).transport())
         texts: list[bytes] = []
@@ -443,15 +456,19 @@ class TestRemoval:
         asyncio.run(run())
         before = Exposition.parse(texts[0])
         assert before.value("platform_catalog_entity_info", service="ledger") == 1
-        assert before.value(
-            "platform_service_capability_adopted", service="ledger", capability="golden-path"
-        ) == 1
+        assert (
+            before.value(
+                "platform_service_capability_adopted", service="ledger", capability="golden-path"
+            )
+            == 1
+        )
         assert before.value("platform_capability_adopting_services", capability="golden-path") == 3
 
         text = texts[1].decode()
         assert 'service="ledger"' not in text
         after = Exposition.parse(text)
         assert after.value("platform_capability_adopting_services", capability="golden-path") == 2
-        assert after.value("platform_catalog_services", team="payments") == before.value(
-            "platform_catalog_services", team="payments"
-        ) - 1
+        assert (
+            after.value("platform_catalog_services", team="payments")
+            == before.value("platform_catalog_services", team="payments") - 1
+        )

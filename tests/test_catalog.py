@@ -107,7 +107,11 @@ class TestRenderContext:
 
             write_records(
                 tx,
-                [CatalogListing("backstage", 1.0, (comp("a", "other"), comp("ledger", "payments")))],
+                [
+                    CatalogListing(
+                        "backstage", 1.0, (comp("a", "other"), comp("ledger", "payments"))
+                    )
+                ],
             )
         config = Config(services=[{"name": "a", "team": "mine"}])
         ctx = RenderContext(config, store, [], 2.0)
