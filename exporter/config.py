@@ -197,6 +197,19 @@ class ServiceConfig(StrictModel):
             raise ValueError("needs a time zone, e.g. 2026-01-31T00:00:00Z")
         return value
 
+    # Gateway identities of this service: a Kong service or route name, an API Gateway
+    # API name or id, a Prometheus label value, or an NGINX ``host``, ``host/path-prefix``
+    # or ``/path-prefix``. Traffic matching none of any service is ``unmapped``.
+    routes: list[str] = Field(default_factory=list)
+
+    @field_validator("routes")
+    @classmethod
+    def _routes(cls, value: list[str]) -> list[str]:
+        for route in value:
+            if not route or any(c.isspace() for c in route):
+                raise ValueError(f"route {route!r} must be non-empty and contain no spaces")
+        return value
+
     @model_validator(mode="after")
     def _unique_probes(self) -> ServiceConfig:
         names = [p.name for p in self.probes]
@@ -274,11 +287,98 @@ class BackstageSourceConfig(SourceConfig):
         return value.rstrip("/")
 
 
+class KongSourceConfig(SourceConfig):
+    """Kong: the Prometheus plugin's exposition plus the Admin API's services, routes, consumers."""
+
+    interval: Duration = 30.0
+    # Where the exposition is served: the Status API (``http://kong:8100``) or the Admin API.
+    status_url: str
+    metrics_path: str = "/metrics"
+    # The Admin API (``http://kong:8001``); without it, Kong service names map directly.
+    admin_url: str | None = None
+    admin_token: Secret | None = None
+    page_size: int = Field(default=1000, ge=1, le=1000)
+
+    @field_validator("status_url", "admin_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/") if value else value
+
+
+class NginxSourceConfig(SourceConfig):
+    """NGINX: a JSON access log tailed incrementally, and optionally ``stub_status``."""
+
+    interval: Duration = 15.0
+    access_log: Path
+    stub_status_url: str | None = None
+    # JSON field holding an API key or consumer id, for active-consumer counts.
+    consumer_field: str | None = None
+    # A poll reads at most this many bytes (and commits them in chunks); the rest waits.
+    max_bytes_per_poll: int = Field(default=256 * 1024 * 1024, ge=4096)
+
+
+class CloudWatchApiConfig(StrictModel):
+    """One AWS API Gateway API and stage."""
+
+    # REST APIs are named by ``ApiName``; HTTP APIs by ``ApiId``.
+    type: Literal["rest", "http"] = "rest"
+    name: str = Field(min_length=1)
+    stage: str = Field(min_length=1)
+    # The catalog service; by default the API name is looked up in ``services[].routes``.
+    service: Name | None = None
+
+
+class CloudWatchSourceConfig(SourceConfig):
+    """AWS API Gateway metrics through CloudWatch ``GetMetricData`` (boto3)."""
+
+    interval: Duration = 300.0
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    apis: list[CloudWatchApiConfig] = Field(min_length=1)
+    # CloudWatch data for the last minutes is incomplete: only minutes older than this are read.
+    delay: Duration = 300.0
+    # How far back the first poll reads.
+    backfill: Duration = 3600.0
+
+
+class PrometheusQueriesConfig(StrictModel):
+    """PromQL per service; ``$window`` is replaced by a range such as ``5m`` or ``300s``,
+    ``$quantile`` by 0.5, 0.95 or 0.99. Each must return one series per service label."""
+
+    requests: str
+    errors_5xx: str
+    errors_4xx: str | None = None
+    latency_seconds: str | None = None
+
+
+class PrometheusSourceConfig(SourceConfig):
+    """Any Prometheus (or compatible API) that already scrapes a gateway or mesh."""
+
+    interval: Duration = 60.0
+    url: str
+    bearer_token: Secret | None = None
+    service_label: str = "service"
+    queries: PrometheusQueriesConfig
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+
 class SourcesConfig(StrictModel):
     """One block per upstream."""
 
     probe: ProbeSourceConfig = Field(default_factory=ProbeSourceConfig)
     backstage: BackstageSourceConfig | None = None
+    kong: KongSourceConfig | None = None
+    nginx: NginxSourceConfig | None = None
+    cloudwatch: CloudWatchSourceConfig | None = None
+    prometheus: PrometheusSourceConfig | None = None
 
 
 class GatewayTrafficRule(StrictModel):
@@ -382,6 +482,17 @@ class Config(BaseSettings):
         dupes = sorted({n for n in caps if caps.count(n) > 1})
         if dupes:
             raise ValueError(f"capability names must be unique: {', '.join(dupes)}")
+        return self
+
+    @model_validator(mode="after")
+    def _unique_routes(self) -> Config:
+        owner: dict[str, str] = {}
+        for svc in self.services:
+            for route in svc.routes:
+                if owner.setdefault(route, svc.name) != svc.name:
+                    raise ValueError(
+                        f"route {route!r} is claimed by both {owner[route]} and {svc.name}"
+                    )
         return self
 
     def service(self, name: str) -> ServiceConfig | None:

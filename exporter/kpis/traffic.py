@@ -1,0 +1,164 @@
+"""Traffic KPIs: request rate, error ratios, availability and latency quantiles, from counts.
+
+Pure functions over the per-minute counts the gateway sources store (see docs/kpis.md):
+
+* request rate over W = requests in W / W seconds;
+* error ratio over W = requests of class 5xx (or 4xx) / all requests in W;
+* availability over W = 1 - 5xx ratio;
+* latency quantile over W = ``histogram_quantile`` over the summed latency buckets of W
+  (linear interpolation inside the bucket, as Prometheus does), so it is exact to
+  within one bucket;
+* daily requests = the requests of one closed UTC day.
+
+No data in a window gives ``None``, never 0.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+
+# Latency histogram bounds in seconds, for every gateway. SLO latency thresholds must be
+# one of them. 25 ms, 50 ms, 100 ms, 1 s, 2 s, 5 s, 10 s, 30 s and 60 s are bucket bounds
+# of both Kong 2.x and 3.x, so Kong histograms convert exactly there.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+
+# KPI windows, in seconds.
+WINDOWS: dict[str, float] = {
+    "5m": 300.0,
+    "1h": 3600.0,
+    "1d": 86400.0,
+    "30d": 30 * 86400.0,
+}
+QUANTILES: tuple[float, ...] = (0.5, 0.95, 0.99)
+CODE_CLASSES: tuple[str, ...] = ("1xx", "2xx", "3xx", "4xx", "5xx")
+UNMAPPED = "unmapped"
+
+
+def code_class_index(status: int) -> int | None:
+    """0..4 for a status 100..599 (1xx..5xx); None for anything else."""
+    if 100 <= status <= 599:
+        return status // 100 - 1
+    return None
+
+
+def bucket_index(seconds: float) -> int:
+    """Index of the first bound >= ``seconds``; ``len(LATENCY_BUCKETS)`` is the overflow."""
+    return bisect.bisect_left(LATENCY_BUCKETS, seconds)
+
+
+def request_rate(requests: float, window_seconds: float) -> float | None:
+    """Requests per second over the window; None when nothing was served."""
+    if window_seconds <= 0:
+        raise ValueError("window must be positive")
+    if requests <= 0:
+        return None
+    return requests / window_seconds
+
+
+def error_ratio(errors: float, requests: float) -> float | None:
+    """errors / requests; None when there were no requests."""
+    if requests <= 0:
+        return None
+    if not 0 <= errors <= requests:
+        raise ValueError(f"errors {errors} outside 0..{requests}")
+    return errors / requests
+
+
+def availability(errors_5xx: float, requests: float) -> float | None:
+    """1 - the 5xx ratio; None when there were no requests."""
+    ratio = error_ratio(errors_5xx, requests)
+    return None if ratio is None else 1.0 - ratio
+
+
+def histogram_quantile(
+    q: float, bounds: Sequence[float], counts: Sequence[float], overflow: float = 0.0
+) -> float | None:
+    """The q-quantile from non-cumulative bucket ``counts`` (one per bound) and ``overflow``.
+
+    Linear interpolation inside the bucket that holds the rank, the lowest bucket
+    starting at 0, as PromQL's ``histogram_quantile``. A rank in the overflow bucket
+    returns the highest bound. None without observations.
+    """
+    if not 0.0 <= q <= 1.0:
+        raise ValueError("q must be within [0, 1]")
+    if len(bounds) != len(counts):
+        raise ValueError("one count per bound")
+    total = float(sum(counts)) + overflow
+    if total <= 0:
+        return None
+    rank = q * total
+    cumulative = 0.0
+    lower = 0.0
+    for bound, count in zip(bounds, counts, strict=True):
+        if count > 0 and cumulative + count >= rank:
+            return lower + (bound - lower) * (rank - cumulative) / count
+        cumulative += count
+        lower = bound
+    return float(bounds[-1])
+
+
+def rebucket(
+    src_bounds: Sequence[float], src_cumulative: Sequence[float], total: float
+) -> list[float]:
+    """Cumulative counts at :data:`LATENCY_BUCKETS` from another histogram's cumulative counts.
+
+    Exact where a bound is shared; between two source bounds the count is interpolated
+    linearly (the assumption ``histogram_quantile`` makes). ``total`` is the +Inf count.
+    """
+    points = [(0.0, 0.0), *zip(src_bounds, src_cumulative, strict=True)]
+    out: list[float] = []
+    for bound in LATENCY_BUCKETS:
+        i = bisect.bisect_left([p[0] for p in points], bound)
+        if i < len(points) and math.isclose(points[i][0], bound):
+            out.append(float(points[i][1]))
+        elif i >= len(points):
+            # Past the source's last finite bound: only what it counted there is known.
+            out.append(float(points[-1][1]))
+        else:
+            (x0, y0), (x1, y1) = points[i - 1], points[i]
+            out.append(y0 + (y1 - y0) * (bound - x0) / (x1 - x0))
+    return [min(c, total) for c in out]
+
+
+def counter_delta(previous: float | None, current: float) -> float:
+    """The increase of a counter between two reads; a decrease means it was reset.
+
+    After a reset (a gateway restart) the counter restarted from 0, so everything it
+    now shows is new. With no previous read, nothing is known to be new: 0.
+    """
+    if previous is None:
+        return 0.0
+    if current < previous:
+        return current
+    return current - previous
+
+
+def utc_minute(ts: float) -> float:
+    """The start of the UTC minute holding ``ts``."""
+    return float(math.floor(ts / 60.0) * 60)
+
+
+def utc_day(ts: float) -> date:
+    return datetime.fromtimestamp(ts, UTC).date()
+
+
+def is_closed_day(day: date, now: float) -> bool:
+    """A UTC day is closed once it has ended."""
+    return day < utc_day(now)
