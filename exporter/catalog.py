@@ -200,10 +200,40 @@ def log_conflicts(conflicts: Iterable[Conflict]) -> int:
     return new
 
 
+def catalog_sources(config: Config) -> frozenset[str]:
+    """The external catalog sources the config enables: only their stored entities count."""
+    backstage = getattr(config.sources, "backstage", None)
+    return frozenset({"backstage"} if backstage is not None and backstage.enabled else ())
+
+
 def load_catalog(config: Config, store: Store) -> Catalog:
-    """The merged catalog from the config and the stored external entities."""
+    """The merged catalog from the config and the stored entities of enabled catalog sources.
+
+    Entities stored by a catalog source that has since been removed from the config
+    (or disabled) are ignored, so they leave the metrics with it.
+    """
     from exporter.store import catalog as catalog_store
 
-    catalog = merge(config.services, catalog_store.entities(store))
+    enabled = catalog_sources(config)
+    entities = [e for e in catalog_store.entities(store) if e.source in enabled]
+    catalog = merge(config.services, entities)
     log_conflicts(catalog.conflicts)
     return catalog
+
+
+def repo_index(catalog: Catalog) -> dict[str, str]:
+    """``github:owner/repo`` / ``gitlab:group/project`` -> service, for sources that map repos."""
+    out: dict[str, str] = {}
+    for name, svc in catalog.services.items():
+        for repo in svc.repos:
+            out.setdefault(repo.lower(), name)
+    return out
+
+
+def route_index(catalog: Catalog) -> dict[str, str]:
+    """Gateway route (or service) name -> service, for gateway sources that map routes."""
+    out: dict[str, str] = {}
+    for name, svc in catalog.services.items():
+        for route in svc.routes:
+            out.setdefault(route, name)
+    return out

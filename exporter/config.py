@@ -391,17 +391,21 @@ class GatewayTrafficRule(StrictModel):
 
 class PipelineTemplateRule(StrictModel):
     """Adopted when a pipeline run of the service used the platform's template within ``window``:
-    a GitHub workflow path (or reusable workflow) or a GitLab ``include``, matched as globs."""
+    a GitHub workflow path (or reusable workflow), a GitLab ``include``, or a pipeline
+    (workflow, job) name that only the template defines; all matched as globs."""
 
     rule: Literal["pipeline_template"]
     window: Duration = 30 * 86400.0
     workflow_paths: list[str] = Field(default_factory=list)
     gitlab_includes: list[str] = Field(default_factory=list)
+    pipeline_names: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _something(self) -> PipelineTemplateRule:
-        if not self.workflow_paths and not self.gitlab_includes:
-            raise ValueError("list at least one of workflow_paths or gitlab_includes")
+        if not (self.workflow_paths or self.gitlab_includes or self.pipeline_names):
+            raise ValueError(
+                "list at least one of workflow_paths, gitlab_includes or pipeline_names"
+            )
         return self
 
 

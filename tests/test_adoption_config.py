@@ -29,7 +29,7 @@ class TestCapabilityConfig:
     def test_a_template_rule_needs_a_pattern(self, tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as err:
             load(tmp_path, "capabilities:\n  - name: x\n    detect: {rule: pipeline_template}\n")
-        assert "workflow_paths or gitlab_includes" in str(err.value)
+        assert "workflow_paths, gitlab_includes or pipeline_names" in str(err.value)
 
     def test_capability_names_are_unique(self, tmp_path: Path) -> None:
         text = "capabilities:\n" + "  - {name: x, detect: {rule: probe}}\n" * 2

@@ -82,6 +82,7 @@ PIPELINES = [
     PipelineFact("payments-api", "workflow", ".github/workflows/ci.yml", NOW - 1 * DAY),
     PipelineFact("search", "include", "acme/ci-templates/python.yml", NOW - 5 * DAY),
     PipelineFact("accounts", "workflow", ".github/workflows/ci.yml", NOW - 1 * DAY),
+    PipelineFact("accounts", "pipeline", "platform-build", NOW - 3 * DAY),
 ]
 EVIDENCE = Evidence(traffic=TRAFFIC, pipelines=PIPELINES)
 CI_TEMPLATE = cap(
@@ -116,6 +117,12 @@ class TestCapabilityRules:
             (cap("gw", rule="gateway_traffic", min_requests=5), {"checkout"}, {"payments"}, 0.2),
             (cap("gw", rule="gateway_traffic", window="60d"), {"checkout", "search", "accounts"}, {"payments", "discovery", "identity"}, 3 / 5),
             (CI_TEMPLATE, {"checkout", "search"}, {"payments", "discovery"}, 2 / 5),
+            (
+                cap("ci", rule="pipeline_template", pipeline_names=["platform-*"]),
+                {"accounts"},
+                {"identity"},
+                1 / 5,
+            ),
         ],
     )  # fmt: skip
     def test_adopting_services_teams_and_ratio(

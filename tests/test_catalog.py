@@ -92,7 +92,10 @@ class TestConflictLog:
             from exporter.store import write_records
 
             write_records(tx, [CatalogListing("backstage", 1.0, (comp("a", "other"),))])
-        config = Config(services=[{"name": "a", "team": "mine"}])
+        config = Config(
+            services=[{"name": "a", "team": "mine"}],
+            sources={"backstage": {"base_url": "http://b/api/catalog"}},
+        )
         with caplog.at_level(logging.WARNING, logger="exporter.catalog"):
             for _ in range(3):
                 load_catalog(config, store)
@@ -113,12 +116,38 @@ class TestRenderContext:
                     )
                 ],
             )
-        config = Config(services=[{"name": "a", "team": "mine"}])
+        config = Config(
+            services=[{"name": "a", "team": "mine"}],
+            sources={"backstage": {"base_url": "http://b/api/catalog"}},
+        )
         ctx = RenderContext(config, store, [], 2.0)
         assert ctx.team_of("a") == "mine"
         assert ctx.team_of("ledger") == "payments"
         assert ctx.team_of("nope") == "unknown"
         assert ctx.known_services() == {"a", "ledger"}
+
+    def test_entities_of_a_catalog_source_no_longer_configured_are_ignored(self) -> None:
+        store = open_store(":memory:")
+        with store.transaction() as tx:
+            from exporter.store import write_records
+
+            write_records(tx, [CatalogListing("backstage", 1.0, (comp("ledger", "payments"),))])
+        disabled = {"backstage": {"base_url": "http://b/api/catalog", "enabled": False}}
+        for config in (Config(), Config(sources=disabled)):
+            assert RenderContext(config, store, [], 2.0).known_services() == frozenset()
+
+    def test_repo_and_route_indexes_map_to_services(self) -> None:
+        from exporter.catalog import repo_index, route_index
+
+        cat = merge(
+            [svc("a", "t")],
+            [
+                comp("a", "t", repos=("github:Acme/A",), routes=("a-route",)),
+                comp("b", "t", routes=("b",)),
+            ],
+        )
+        assert repo_index(cat) == {"github:acme/a": "a"}
+        assert route_index(cat) == {"a-route": "a", "b": "b"}
 
     def test_a_store_without_the_catalog_tables_is_just_the_config(self) -> None:
         from exporter.store.core import Store

@@ -8,7 +8,7 @@ Definitions (see docs/kpis.md). ``now`` is the evaluation time; windows are
   - ``gateway_traffic``: at least ``min_requests`` requests through the
     gateway in the window;
   - ``pipeline_template``: a pipeline run in the window used a matching
-    workflow path (or reusable workflow) or GitLab ``include`` (globs);
+    workflow path (or reusable workflow), GitLab ``include`` or pipeline name (globs);
   - ``catalog``: its catalog entry carries the annotation (with the value, if
     given) or the tag;
   - ``probe``: it has a synthetic probe configured.
@@ -74,8 +74,9 @@ class TrafficFact:
 class PipelineFact:
     """The last time a service ran a pipeline that used ``ref``.
 
-    ``kind`` is ``"workflow"`` (a GitHub workflow path or reusable workflow) or
-    ``"include"`` (a GitLab CI include).
+    ``kind`` is ``"workflow"`` (a GitHub workflow path or reusable workflow),
+    ``"include"`` (a GitLab CI include) or ``"pipeline"`` (the pipeline, workflow
+    or job name the CI source records).
     """
 
     service: str
@@ -146,7 +147,11 @@ def _catalog_match(rule: CatalogRule, svc: CatalogService) -> bool:
 
 
 def _template_match(rule: PipelineTemplateRule, fact: PipelineFact) -> bool:
-    patterns = rule.workflow_paths if fact.kind == "workflow" else rule.gitlab_includes
+    patterns = {
+        "workflow": rule.workflow_paths,
+        "include": rule.gitlab_includes,
+        "pipeline": rule.pipeline_names,
+    }.get(fact.kind, [])
     ref = fact.ref.split("@", 1)[
         0
     ]  # a reusable workflow's ref (@v1, @main) is not part of its path
