@@ -4,50 +4,83 @@ Each function is a small, explicit input interface for the pure functions of
 :mod:`exporter.kpis.adoption`: gateway traffic per service and period,
 pipeline template use per service, first and last production deployment per
 service, active API consumers, and running cost. Each returns ``None`` when its
-data is not collected at all (the domain's tables are missing or hold
-nothing), so a rule on missing data has no value rather than a false 0.
+data is not collected at all (no source of that kind is configured), so a
+rule on missing data has no value rather than a false 0.
 """
 
 from __future__ import annotations
 
-import sqlite3
+from datetime import UTC, datetime
 
+from exporter.config import Config
 from exporter.kpis.adoption import Evidence, PipelineFact, TrafficFact
 from exporter.store import Store
 
-
-def _has_table(store: Store, table: str) -> bool:
-    try:
-        row = store.query_one(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
-        )
-    except sqlite3.Error:
-        return False
-    return row is not None
+# The config blocks under ``sources:`` that feed each kind of evidence.
+GATEWAY_SOURCES = ("kong", "nginx", "cloudwatch", "prometheus")
+CI_SOURCES = ("github", "gitlab", "jenkins")
+COST_SOURCES = ("focus", "aws_cost", "azure_cost")
 
 
-def gateway_traffic(store: Store, since: float) -> list[TrafficFact] | None:
-    """Requests per service and period starting after ``since``; None without a gateway source."""
+def configured(config: Config, kinds: tuple[str, ...]) -> bool:
+    """Whether any of these sources is configured and enabled: its data is collected."""
+    for kind in kinds:
+        block = getattr(config.sources, kind, None)
+        if block is not None and getattr(block, "enabled", True):
+            return True
+    return False
+
+
+def gateway_traffic(config: Config, store: Store, since: float) -> list[TrafficFact] | None:
+    """Requests per service and UTC day, for days starting after ``since`` minus one day.
+
+    None when no gateway source is configured (adoption through the gateway is unknown).
+    """
+    if not configured(config, GATEWAY_SOURCES):
+        return None
+    from exporter.store import traffic as traffic_store
+
+    first = datetime.fromtimestamp(since, UTC).date()
+    return [
+        TrafficFact(service, datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp(), float(n))
+        for (service, d), n in sorted(traffic_store.daily_totals(store, first).items())
+    ]
+
+
+def api_consumers(config: Config, store: Store, since: float) -> int | None:
+    """Distinct API consumers seen at or after ``since`` across every service and gateway."""
+    if not configured(config, GATEWAY_SOURCES):
+        return None
+    row = store.query_one(
+        "SELECT COUNT(*) FROM (SELECT DISTINCT source, consumer FROM traffic_consumers "
+        "WHERE last_seen >= ?)",
+        (since,),
+    )
+    return int(row[0]) if row is not None else 0
+
+
+def pipeline_templates(config: Config, store: Store, since: float) -> list[PipelineFact] | None:
+    """The last run per service and workflow path, include or pipeline name after ``since``.
+
+    None without a CI source.
+    """
     return None
 
 
-def pipeline_templates(store: Store, since: float) -> list[PipelineFact] | None:
-    """The last run per service and workflow path or include after ``since``; None without CI data."""
+def production_deploys(
+    config: Config, store: Store
+) -> tuple[dict[str, float], dict[str, float]] | None:
+    """(first, last) successful production deployment per service; None without a CI source."""
     return None
 
 
-def production_deploys(store: Store) -> tuple[dict[str, float], dict[str, float]] | None:
-    """(first, last) successful production deployment per service; None without delivery data."""
-    return None
-
-
-def collect(store: Store, now: float, window: float) -> Evidence:
+def collect(config: Config, store: Store, now: float, window: float) -> Evidence:
     """Everything the adoption rules need for windows up to ``window`` before ``now``."""
     since = now - window
-    deploys = production_deploys(store)
+    deploys = production_deploys(config, store)
     return Evidence(
-        traffic=gateway_traffic(store, since),
-        pipelines=pipeline_templates(store, since),
+        traffic=gateway_traffic(config, store, since),
+        pipelines=pipeline_templates(config, store, since),
         first_deploy=deploys[0] if deploys else None,
         last_deploy=deploys[1] if deploys else None,
     )

@@ -44,7 +44,9 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
     yield from _catalog(ctx)
 
     windows = [c.detect.window for c in ctx.config.capabilities if hasattr(c.detect, "window")]
-    facts = evidence_reader.collect(ctx.store, ctx.now, max([kpi.ACTIVE_WINDOW, *windows]))
+    facts = evidence_reader.collect(
+        ctx.config, ctx.store, ctx.now, max([kpi.ACTIVE_WINDOW, *windows])
+    )
 
     info = GaugeMetricFamily(
         "platform_capability_info",
@@ -124,6 +126,20 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
     )
     unknown.add_metric([], kpi.unregistered(catalog))
     yield unknown
+
+    consumers = GaugeMetricFamily(
+        "platform_active_api_consumers",
+        _help(
+            "Distinct API consumers seen through any gateway in the window, across all services "
+            "(per service: platform_service_active_consumers).",
+            ctx,
+        ),
+        labels=["window"],
+    )
+    n_consumers = evidence_reader.api_consumers(ctx.config, ctx.store, ctx.now - kpi.ACTIVE_WINDOW)
+    if n_consumers is not None:
+        consumers.add_metric(["30d"], n_consumers)
+    yield consumers
 
     yield from _onboarding(ctx, facts)
 

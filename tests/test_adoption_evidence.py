@@ -1,0 +1,90 @@
+"""Adoption rules on data stored by the other domains, read back through /metrics families.
+
+Hand-checked: "now" is 2026-09-21 12:00 UTC; the catalog is checkout (payments),
+search (discovery) and accounts (identity).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from exporter.config import Config
+from exporter.metrics import RenderContext
+from exporter.metrics.adoption import collect
+from exporter.records import ConsumerSeen, TrafficDelta
+from exporter.snapshot import Snapshot
+from exporter.store import open_store, write_records
+from tests.support.exposition import Exposition
+
+NOW = datetime(2026, 9, 21, 12, tzinfo=UTC).timestamp()
+DAY = 86400.0
+SERVICES = [
+    {"name": "checkout", "team": "payments"},
+    {"name": "search", "team": "discovery"},
+    {"name": "accounts", "team": "identity"},
+]
+GATEWAY = {"nginx": {"access_log": "/var/log/nginx/access.json"}}
+CAPS = [{"name": "api-gateway", "detect": {"rule": "gateway_traffic", "min_requests": 10}}]
+
+
+def delta(service: str, minute: float, ok: int, batch: str = "b1") -> TrafficDelta:
+    return TrafficDelta("nginx", service, minute, batch, (0, ok, 0, 0, 0))
+
+
+def render(config: Config, records: list[Any]) -> Exposition:
+    store = open_store(":memory:")
+    with store.transaction() as tx:
+        write_records(tx, records)
+    families = list(collect(RenderContext(config, store, [], NOW)))
+    return Exposition.parse(Snapshot.render(families).text)
+
+
+class TestGatewayTrafficRule:
+    def test_services_with_enough_gateway_traffic_in_30_days_adopt(self) -> None:
+        config = Config(services=SERVICES, sources=GATEWAY, capabilities=CAPS)
+        exp = render(
+            config,
+            [
+                delta("checkout", NOW - 2 * DAY, 12),
+                delta("search", NOW - 40 * DAY, 500),  # too old
+                delta("search", NOW - 3 * DAY, 4),  # too few (min 10)
+                delta("accounts", NOW - 29 * DAY, 6),
+                delta("accounts", NOW - 1 * DAY, 4),  # 6 + 4 = 10 in the window
+                delta("unmapped", NOW - 1 * DAY, 99),  # not a catalog service
+            ],
+        )
+        assert exp.value("platform_capability_adopting_services", capability="api-gateway") == 2
+        assert exp.value("platform_capability_adopting_teams", capability="api-gateway") == 2
+        assert exp.value("platform_capability_adoption_ratio", capability="api-gateway") == 2 / 3
+        assert (
+            exp.value(
+                "platform_service_capability_adopted", service="search", capability="api-gateway"
+            )
+            == 0
+        )
+        # Active: served traffic (any amount) in 30 days: checkout, search, accounts.
+        assert exp.value("platform_active_services", window="30d") == 3
+
+    def test_without_a_gateway_source_the_rule_has_no_value(self) -> None:
+        config = Config(services=SERVICES, capabilities=CAPS)
+        exp = render(config, [delta("checkout", NOW - 2 * DAY, 12)])
+        assert exp.value("platform_capability_info", capability="api-gateway") == 1
+        assert exp.value("platform_capability_adoption_ratio", capability="api-gateway") is None
+        assert exp.value("platform_active_services", window="30d") is None
+        assert exp.value("platform_active_api_consumers", window="30d") is None
+
+
+class TestActiveApiConsumers:
+    def test_distinct_consumers_across_services_in_30_days(self) -> None:
+        config = Config(services=SERVICES, sources=GATEWAY)
+        exp = render(
+            config,
+            [
+                ConsumerSeen("nginx", "checkout", "c-1", NOW - DAY),
+                ConsumerSeen("nginx", "search", "c-1", NOW - DAY),  # the same consumer
+                ConsumerSeen("nginx", "search", "c-2", NOW - 10 * DAY),
+                ConsumerSeen("nginx", "accounts", "c-3", NOW - 31 * DAY),  # too old
+            ],
+        )
+        assert exp.value("platform_active_api_consumers", window="30d") == 2
