@@ -1,0 +1,249 @@
+"""Cost KPIs: allocation of billing lines to services, windows over closed UTC days,
+shared-cost split, cost per transaction and budget forecasts. Pure functions.
+
+Definitions (see docs/kpis.md):
+
+* a **closed** billing day is a UTC day that has ended; today is never counted.
+* cost over a window = the sum of the chosen amount (EffectiveCost by default)
+  over the window's closed days; windows end on the last closed day: ``1d``
+  (that day), ``7d``, ``30d``, and ``mtd`` (the month's closed days; none on the
+  1st). Amounts in different currencies are never added.
+* cost per transaction over a window = cost of the service on the *aligned*
+  days / requests of the service on the same days, where a day is aligned if it
+  is closed, inside the window, has request totals for the service and is not
+  newer than the newest day every cost source has data for. No requests on the
+  aligned days: no value.
+* budget forecast = spend over the month's complete days / number of those days
+  x days in the month (a linear run rate); budget used ratio = that spend /
+  the monthly budget.
+"""
+
+from __future__ import annotations
+
+import calendar
+import fnmatch
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+UNALLOCATED = "unallocated"
+WINDOWS = ("1d", "7d", "30d", "mtd")
+
+# (day, service, team, provider, category, currency, amount)
+CostRow = tuple[str, str, str, str, str, str, float]
+
+
+def utc_today(now: float) -> date:
+    return datetime.fromtimestamp(now, UTC).date()
+
+
+def day_start(day: str) -> float:
+    """Unix time of 00:00 UTC of an ISO day."""
+    return datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp()
+
+
+@dataclass(frozen=True)
+class ServiceRule:
+    """How one service claims cost lines; built from the service catalog."""
+
+    service: str
+    team: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+    resources: Sequence[str] = ()
+    accounts: Sequence[str] = ()
+    shared: bool = False
+
+
+def _glob_regex(patterns: Sequence[str]) -> re.Pattern[str] | None:
+    if not patterns:
+        return None
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
+
+
+class Allocator:
+    """Maps a billing line (tags, account, resource) to (service, team).
+
+    Tags are tried first (any configured key=value present on the line), then
+    resource patterns, then account patterns; within each step the first service
+    in catalog order wins. A line nothing claims goes to ``unallocated``, with
+    the team ``unallocated``: it is never dropped.
+    """
+
+    def __init__(self, rules: Sequence[ServiceRule]) -> None:
+        self.rules = tuple(rules)
+        self._tags: dict[tuple[str, str], int] = {}
+        for i, rule in enumerate(self.rules):
+            for k, v in rule.tags.items():
+                self._tags.setdefault((k, v), i)
+        self._tag_keys = frozenset(k for k, _ in self._tags)
+        self._resources: list[tuple[int, re.Pattern[str]]] = []
+        self._accounts: list[tuple[int, re.Pattern[str]]] = []
+        for i, rule in enumerate(self.rules):
+            rx = _glob_regex(rule.resources)
+            if rx is not None:
+                self._resources.append((i, rx))
+            rx = _glob_regex(rule.accounts)
+            if rx is not None:
+                self._accounts.append((i, rx))
+        payload = [
+            [r.service, r.team, sorted(r.tags.items()), list(r.resources), list(r.accounts)]
+            for r in self.rules
+        ]
+        self.fingerprint = hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:16]
+
+    @property
+    def uses_resources(self) -> bool:
+        return bool(self._resources)
+
+    def allocate(
+        self, tags: Mapping[str, str], account: str = "", resource: str = ""
+    ) -> tuple[str, str]:
+        best: int | None = None
+        if tags:
+            for key in self._tag_keys.intersection(tags):
+                i = self._tags.get((key, tags[key]))
+                if i is not None and (best is None or i < best):
+                    best = i
+        if best is None and resource:
+            best = next((i for i, rx in self._resources if rx.match(resource)), None)
+        if best is None and account:
+            best = next((i for i, rx in self._accounts if rx.match(account)), None)
+        if best is None:
+            return UNALLOCATED, UNALLOCATED
+        rule = self.rules[best]
+        return rule.service, rule.team
+
+
+def window_bounds(today: date) -> dict[str, tuple[str, str]]:
+    """(first, last) closed day, inclusive, of each window; ``mtd`` is absent on the 1st."""
+    last = today - timedelta(days=1)
+    out = {
+        "1d": (last, last),
+        "7d": (last - timedelta(days=6), last),
+        "30d": (last - timedelta(days=29), last),
+    }
+    if today.day > 1:
+        out["mtd"] = (today.replace(day=1), last)
+    return {w: (a.isoformat(), b.isoformat()) for w, (a, b) in out.items()}
+
+
+def split_shared(
+    rows: Iterable[CostRow],
+    shared: Mapping[str, str],
+    requests: Mapping[tuple[str, str], float],
+    team_of: Mapping[str, str],
+) -> list[CostRow]:
+    """Move the cost of ``shared`` services onto the others, by their share of requests that day.
+
+    ``shared`` maps each shared service to its team. A day on which no other
+    service has requests keeps the shared cost where it was (nothing is lost).
+    """
+    out: list[CostRow] = []
+    per_day: dict[str, dict[str, float]] = {}
+    for service, day in requests:
+        if service in shared or service not in team_of:
+            continue
+        n = requests[(service, day)]
+        if n > 0:
+            per_day.setdefault(day, {})[service] = n
+    for row in rows:
+        day, service = row[0], row[1]
+        recipients = per_day.get(day)
+        if service not in shared or not recipients:
+            out.append(row)
+            continue
+        total = sum(recipients.values())
+        for target, n in sorted(recipients.items()):
+            out.append((day, target, team_of[target], row[3], row[4], row[5], row[6] * n / total))
+    return out
+
+
+def cost_by_window(
+    rows: Iterable[CostRow], windows: Mapping[str, tuple[str, str]]
+) -> dict[tuple[str, str, str, str, str, str], float]:
+    """Sum per (window, service, team, provider, category, currency)."""
+    out: dict[tuple[str, str, str, str, str, str], float] = {}
+    for day, service, team, provider, category, currency, amount in rows:
+        for window, (first, last) in windows.items():
+            if first <= day <= last:
+                key = (window, service, team, provider, category, currency)
+                out[key] = out.get(key, 0.0) + amount
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class CostPerTransaction:
+    cost: float
+    requests: float
+    days: int
+
+    @property
+    def value(self) -> float:
+        return self.cost / self.requests
+
+
+def cost_per_transaction(
+    rows: Iterable[CostRow],
+    requests: Mapping[tuple[str, str], float],
+    windows: Mapping[str, tuple[str, str]],
+    cost_end: str | None,
+) -> dict[tuple[str, str, str], CostPerTransaction]:
+    """Per (window, service, currency): cost / requests over the aligned days.
+
+    Aligned days are the window's days on or before ``cost_end`` (the newest day
+    with cost data from every source) that have a request total for the service.
+    A service with no requests on its aligned days gets no entry.
+    """
+    if cost_end is None:
+        return {}
+    cost: dict[tuple[str, str, str], float] = {}
+    for day, service, _team, _provider, _category, currency, amount in rows:
+        if day <= cost_end:
+            cost[(service, day, currency)] = cost.get((service, day, currency), 0.0) + amount
+    currencies: dict[str, set[str]] = {}
+    for service, _day, currency in cost:
+        currencies.setdefault(service, set()).add(currency)
+    out: dict[tuple[str, str, str], CostPerTransaction] = {}
+    for window, (first, last) in windows.items():
+        end = min(last, cost_end)
+        for service, service_currencies in currencies.items():
+            days = [d for (s, d) in requests if s == service and first <= d <= end]
+            n = sum(requests[(service, d)] for d in days)
+            if n <= 0:
+                continue
+            for currency in service_currencies:
+                spent = sum(cost.get((service, d, currency), 0.0) for d in days)
+                out[(window, service, currency)] = CostPerTransaction(spent, n, len(days))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetStatus:
+    spent: float
+    forecast: float
+    used_ratio: float
+    days: int
+
+
+def budget_status(
+    daily: Mapping[str, float], budget: float, today: date, cost_end: str | None
+) -> BudgetStatus | None:
+    """Month-to-date spend and month-end forecast from the month's complete days.
+
+    Complete days are the month's closed days up to ``cost_end``. The forecast
+    is the linear run rate: spend / complete days x days in the month. None
+    when no day of the month is complete yet.
+    """
+    if cost_end is None or budget <= 0:
+        return None
+    first = today.replace(day=1)
+    last = min(today - timedelta(days=1), date.fromisoformat(cost_end))
+    if last < first:
+        return None
+    n = (last - first).days + 1
+    spent = sum(v for d, v in daily.items() if first.isoformat() <= d <= last.isoformat())
+    days_in_month = calendar.monthrange(today.year, today.month)[1]
+    return BudgetStatus(spent, spent / n * days_in_month, spent / budget, n)

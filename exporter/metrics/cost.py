@@ -1,0 +1,192 @@
+"""Cost KPIs from the billing sources: cost per window, cost per transaction,
+budget status and freshness; and the paid API calls made to get them.
+
+Sample::
+
+    platform_cost{service="checkout",team="payments",provider="aws",category="Compute",currency="USD",window="7d"} 84.12
+    platform_cost_per_transaction{service="checkout",team="payments",currency="USD",window="7d"} 0.000183
+    platform_cost_per_transaction_samples{service="checkout",team="payments",window="7d"} 7
+    platform_cost_data_end_timestamp_seconds{source="focus"} 1.7637e9
+    platform_budget{scope="team",name="payments",currency="USD"} 3000
+    platform_budget_forecast{scope="team",name="payments",currency="USD"} 2710.5
+    platform_budget_used_ratio{scope="team",name="payments"} 0.61
+    platform_budget_forecast_ratio{scope="team",name="payments"} 0.9035
+    platform_exporter_paid_api_calls_total{source="aws_cost"} 12
+    platform_exporter_cost_rows_rejected_total{source="focus"} 1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from exporter.kpis.cost import (
+    UNALLOCATED,
+    WINDOWS,
+    budget_status,
+    cost_by_window,
+    cost_per_transaction,
+    day_start,
+    split_shared,
+    utc_today,
+    window_bounds,
+)
+from exporter.metrics import RenderContext
+from exporter.store import cost as cost_store
+
+DAY = 86400.0
+COST_SOURCES = ("focus", "aws_cost", "azure_cost")
+
+
+def _help(text: str, ctx: RenderContext) -> str:
+    intervals = [f"{h.source} every {h.interval:g}s" for h in ctx.health if h.kind in COST_SOURCES]
+    every = "; ".join(intervals) if intervals else "after each poll"
+    return f"{text} Cached by the exporter from stored billing data; refreshed after each poll ({every})."
+
+
+def collect(ctx: RenderContext) -> Iterator[Metric]:
+    settings = ctx.config.cost
+    today = utc_today(ctx.now)
+    windows = window_bounds(today)
+    first = min(a for a, _ in windows.values())
+    last = max(b for _, b in windows.values())
+    rows = cost_store.daily_costs(ctx.store, first, last, settings.amount)
+    ends = cost_store.newest_days(ctx.store, today.isoformat())
+    # Cost per transaction and budgets only count days every cost source has reported.
+    cost_end = min(ends.values()) if ends else None
+    requests = cost_store.request_totals(ctx.store, first, last)
+    catalog = {s.name: s.team for s in ctx.config.services}
+    shared = {s.name: s.team for s in ctx.config.services if s.cost is not None and s.cost.shared}
+    if settings.split_shared_by_requests and shared:
+        recipients = {n: t for n, t in catalog.items() if n not in shared}
+        rows = split_shared(rows, shared, requests, recipients)
+
+    cost = GaugeMetricFamily(
+        "platform_cost",
+        _help(
+            f"Allocated cloud cost ({settings.amount} cost) over the window's closed UTC days, "
+            'in the currency of the label; unmatched cost is service="unallocated".',
+            ctx,
+        ),
+        labels=["service", "team", "provider", "category", "currency", "window"],
+    )
+    for (window, service, team, provider, category, currency), value in sorted(
+        cost_by_window(rows, windows).items()
+    ):
+        cost.add_metric([service, team, provider, category, currency, window], value)
+    yield cost
+
+    cpt = GaugeMetricFamily(
+        "platform_cost_per_transaction",
+        _help(
+            "Cost of the service on closed UTC days with both cost and request data, divided by "
+            "its requests on the same days. Absent when there were no requests.",
+            ctx,
+        ),
+        labels=["service", "team", "currency", "window"],
+    )
+    samples = GaugeMetricFamily(
+        "platform_cost_per_transaction_samples",
+        _help("Aligned days behind platform_cost_per_transaction (0: no value).", ctx),
+        labels=["service", "team", "window"],
+    )
+    requests_used = GaugeMetricFamily(
+        "platform_cost_per_transaction_requests",
+        _help("Requests on the aligned days behind platform_cost_per_transaction.", ctx),
+        labels=["service", "team", "window"],
+    )
+    values = cost_per_transaction(rows, requests, windows, cost_end)
+    for (window, service, currency), v in sorted(values.items()):
+        if service in catalog:
+            cpt.add_metric([service, catalog[service], currency, window], v.value)
+    for service, team in sorted(catalog.items()):
+        for window in WINDOWS:
+            if window not in windows:
+                continue
+            first_day, last_day = windows[window]
+            end = min(last_day, cost_end) if cost_end else ""
+            days = [d for (s, d) in requests if s == service and first_day <= d <= end]
+            samples.add_metric([service, team, window], len(days))
+            requests_used.add_metric(
+                [service, team, window], sum(requests[(service, d)] for d in days)
+            )
+    yield cpt
+    yield samples
+    yield requests_used
+
+    fresh = GaugeMetricFamily(
+        "platform_cost_data_end_timestamp_seconds",
+        _help(
+            "End (next midnight UTC) of the newest closed billing day the source has data for.", ctx
+        ),
+        labels=["source"],
+    )
+    for source, day in sorted(ends.items()):
+        fresh.add_metric([source], day_start(day) + DAY)
+    yield fresh
+
+    budget = GaugeMetricFamily(
+        "platform_budget",
+        "The configured monthly budget of a team or service.",
+        labels=["scope", "name", "currency"],
+    )
+    forecast = GaugeMetricFamily(
+        "platform_budget_forecast",
+        _help(
+            "Forecast month-end spend: spend over the month's complete days / those days x days "
+            "in the month.",
+            ctx,
+        ),
+        labels=["scope", "name", "currency"],
+    )
+    used = GaugeMetricFamily(
+        "platform_budget_used_ratio",
+        _help("Spend over the month's complete days / the monthly budget.", ctx),
+        labels=["scope", "name"],
+    )
+    forecast_ratio = GaugeMetricFamily(
+        "platform_budget_forecast_ratio",
+        _help("Forecast month-end spend / the monthly budget.", ctx),
+        labels=["scope", "name"],
+    )
+    for b in settings.budgets:
+        budget.add_metric([b.scope, b.name, b.currency], b.monthly)
+        daily: dict[str, float] = {}
+        for day, service, team, _p, _c, currency, amount in rows:
+            owner = service if b.scope == "service" else team
+            if owner == b.name and currency == b.currency and service != UNALLOCATED:
+                daily[day] = daily.get(day, 0.0) + amount
+        status = budget_status(daily, b.monthly, today, cost_end)
+        if status is not None:
+            forecast.add_metric([b.scope, b.name, b.currency], status.forecast)
+            used.add_metric([b.scope, b.name], status.used_ratio)
+            forecast_ratio.add_metric([b.scope, b.name], status.forecast / b.monthly)
+    yield from (budget, forecast, used, forecast_ratio)
+
+    paid = CounterMetricFamily(
+        "platform_exporter_paid_api_calls",
+        "Paid upstream API requests made (AWS Cost Explorer: USD 0.01 each), kept across restarts.",
+        labels=["source"],
+    )
+    seen = {
+        labels["source"]: value for labels, value in ctx.store.counters(cost_store.PAID_CALLS_TOTAL)
+    }
+    for h in ctx.health:
+        if h.kind == "aws_cost":
+            seen.setdefault(h.source, 0.0)
+    for source, value in sorted(seen.items()):
+        paid.add_metric([source], value)
+    yield paid
+
+    rejected = CounterMetricFamily(
+        "platform_exporter_cost_rows_rejected",
+        "Billing rows rejected as malformed (reported in the log with file and line).",
+        labels=["source"],
+    )
+    for labels, value in sorted(
+        ctx.store.counters(cost_store.ROWS_REJECTED_TOTAL), key=lambda kv: kv[0]["source"]
+    ):
+        rejected.add_metric([labels["source"]], value)
+    yield rejected

@@ -1,0 +1,395 @@
+"""Streaming reader of FOCUS billing exports: CSV, gzip CSV and Parquet.
+
+Targets FOCUS 1.0 (the columns it reads are unchanged in 1.1 and 1.2, and
+``ServiceProviderName`` is read where ``ProviderName`` is absent). Rows are read
+one at a time (CSV) or one record batch at a time (Parquet, through pyarrow,
+imported lazily), allocated to a service, and summed per (UTC day, service,
+team, provider, ServiceCategory, BillingCurrency): memory holds those sums and
+a few bounded memo tables, never the file. A row whose charge period spans
+several days is spread over them in proportion to time.
+
+A malformed row (unparseable cost or date, no currency, invalid ``Tags``) is
+rejected and reported with the file and line (CSV) or row number (Parquet);
+the rest of the file still counts.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from exporter.kpis.cost import Allocator
+from exporter.records import CostDay
+
+log = logging.getLogger("exporter.sources.focus")
+
+FOCUS_VERSION = "1.0"
+COLUMNS = (
+    "BilledCost",
+    "EffectiveCost",
+    "BillingCurrency",
+    "ChargePeriodStart",
+    "ChargePeriodEnd",
+    "ChargeCategory",
+    "ChargeClass",
+    "ServiceName",
+    "ServiceCategory",
+    "SubAccountId",
+    "RegionId",
+    "ResourceId",
+    "Tags",
+    "ProviderName",
+    "ServiceProviderName",
+)
+REQUIRED = ("BilledCost", "EffectiveCost", "BillingCurrency", "ChargePeriodStart")
+DAY = 86400
+# A row spread over more days than this is a mistake in the data, not a charge period.
+MAX_SPREAD_DAYS = 400
+MEMO_LIMIT = 200_000
+MAX_REPORTED = 5
+
+_PROVIDERS = {
+    "aws": "aws",
+    "amazon web services": "aws",
+    "microsoft": "azure",
+    "microsoft azure": "azure",
+    "azure": "azure",
+    "google cloud": "gcp",
+    "google": "gcp",
+    "gcp": "gcp",
+}
+
+
+class FocusFormatError(ValueError):
+    """The file cannot be read as FOCUS at all (unknown format, missing columns)."""
+
+
+def provider_label(name: str | None) -> str:
+    if not name:
+        return "unknown"
+    key = name.strip().lower()
+    if key in _PROVIDERS:
+        return _PROVIDERS[key]
+    slug = "".join(c if c.isalnum() else "-" for c in key).strip("-")
+    return slug[:40] or "unknown"
+
+
+@dataclass
+class FileResult:
+    """What one file contributed."""
+
+    days: list[CostDay]
+    rows_read: int = 0
+    rows_rejected: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+class _Aggregator:
+    def __init__(self, allocator: Allocator, provider: str | None, label: str) -> None:
+        # How a position is reported: a CSV line number, or a Parquet row number.
+        self.where = "{}"
+        self.allocator = allocator
+        self.provider = provider
+        self.label = label
+        self.sums: dict[tuple[int, str, str, str, str, str], list[float]] = {}
+        self.rows = 0
+        self.rejected = 0
+        self.problems: list[str] = []
+        self._times: dict[Any, int] = {}
+        self._tags: dict[str, dict[str, str]] = {"": {}}
+        self._alloc: dict[tuple[str, str, str], tuple[str, str]] = {}
+        self._providers: dict[str | None, str] = {}
+
+    def reject(self, pos: int, reason: str) -> None:
+        self.rejected += 1
+        if len(self.problems) < MAX_REPORTED:
+            message = f"{self.label}:{self.where.format(pos)}: {reason}; row skipped"
+            self.problems.append(message)
+            log.warning("%s", message)
+
+    def seconds(self, value: Any) -> int:
+        cached = self._times.get(value)
+        if cached is not None:
+            return cached
+        if isinstance(value, datetime):
+            ts = value if value.tzinfo else value.replace(tzinfo=UTC)
+            out = int(ts.timestamp())
+        elif isinstance(value, int | float):
+            out = int(value)
+        else:
+            text = str(value).strip()
+            if not text:
+                raise ValueError("empty time")
+            parsed = datetime.fromisoformat(text.replace(" ", "T", 1))
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            out = int(parsed.timestamp())
+        if len(self._times) > MEMO_LIMIT:
+            self._times.clear()
+        self._times[value] = out
+        return out
+
+    def tags(self, raw: Any) -> tuple[str, dict[str, str]]:
+        if raw is None:
+            return "", {}
+        if isinstance(raw, str):
+            cached = self._tags.get(raw)
+            if cached is not None:
+                return raw, cached
+            data = json.loads(raw)
+            if data is None:
+                data = {}
+            if not isinstance(data, dict):
+                raise ValueError("Tags is not a JSON object")
+            parsed = {str(k): "" if v is None else str(v) for k, v in data.items()}
+            if len(self._tags) > MEMO_LIMIT:
+                self._tags = {"": {}}
+            self._tags[raw] = parsed
+            return raw, parsed
+        # Parquet map<string,string> arrives as a list of (key, value) pairs.
+        items = raw.items() if isinstance(raw, dict) else raw
+        parsed = {str(k): "" if v is None else str(v) for k, v in items}
+        return json.dumps(parsed, sort_keys=True), parsed
+
+    def add(
+        self,
+        pos: int,
+        billed: Any,
+        effective: Any,
+        currency: Any,
+        start: Any,
+        end: Any,
+        category: Any,
+        provider: Any,
+        account: Any,
+        resource: Any,
+        tags: Any,
+    ) -> None:
+        self.rows += 1
+        try:
+            b = float(billed)
+            e = float(effective)
+            if b != b or e != e:
+                raise ValueError("cost is NaN")
+            cur = (currency or "").strip().upper() if isinstance(currency, str) else ""
+            if len(cur) != 3:
+                raise ValueError(f"BillingCurrency {currency!r} is not an ISO 4217 code")
+            t0 = self.seconds(start)
+            t1 = self.seconds(end) if end not in (None, "") else t0
+            tag_key, tag_map = self.tags(tags)
+        except (ValueError, TypeError) as exc:
+            self.reject(pos, str(exc) or type(exc).__name__)
+            return
+        acc = account or ""
+        res = (resource or "") if self.allocator.uses_resources else ""
+        akey = (tag_key, acc, res)
+        owner = self._alloc.get(akey)
+        if owner is None:
+            owner = self.allocator.allocate(tag_map, acc, res)
+            if len(self._alloc) > MEMO_LIMIT:
+                self._alloc.clear()
+            self._alloc[akey] = owner
+        prov = self.provider
+        if prov is None:
+            prov = self._providers.get(provider)
+            if prov is None:
+                prov = self._providers[provider] = provider_label(provider)
+        cat = category or "Other"
+        first = t0 // DAY
+        if t1 <= (first + 1) * DAY:
+            self._sum((first, owner[0], owner[1], prov, cat, cur), b, e, 1.0)
+            return
+        span = t1 - t0
+        last = min((t1 - 1) // DAY, first + MAX_SPREAD_DAYS)
+        for d in range(first, last + 1):
+            overlap = min(t1, (d + 1) * DAY) - max(t0, d * DAY)
+            share = overlap / span
+            self._sum((d, owner[0], owner[1], prov, cat, cur), b * share, e * share, share)
+
+    def _sum(self, key: tuple[int, str, str, str, str, str], b: float, e: float, n: float) -> None:
+        acc = self.sums.get(key)
+        if acc is None:
+            self.sums[key] = [b, e, n]
+        else:
+            acc[0] += b
+            acc[1] += e
+            acc[2] += n
+
+    def result(self) -> FileResult:
+        days = [
+            CostDay(
+                day=datetime.fromtimestamp(k[0] * DAY, UTC).date().isoformat(),
+                service=k[1],
+                team=k[2],
+                provider=k[3],
+                category=k[4],
+                currency=k[5],
+                billed=v[0],
+                effective=v[1],
+                lines=round(v[2]),
+            )
+            for k, v in self.sums.items()
+        ]
+        return FileResult(days, self.rows, self.rejected, self.problems)
+
+
+def file_format(path: Path) -> str:
+    """``parquet``, ``csv.gz`` or ``csv``, by magic bytes (names lie)."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    if head == b"PAR1":
+        return "parquet"
+    if head[:2] == b"\x1f\x8b":
+        return "csv.gz"
+    return "csv"
+
+
+def read_file(
+    path: Path, allocator: Allocator, provider: str | None = None, label: str | None = None
+) -> FileResult:
+    """Read one FOCUS export file; raise FocusFormatError if it is not one."""
+    fmt = file_format(path)
+    agg = _Aggregator(allocator, provider, label or str(path))
+    if fmt == "parquet":
+        _read_parquet(path, agg)
+    else:
+        _read_csv(path, fmt == "csv.gz", agg)
+    return agg.result()
+
+
+def _index(header: list[str], label: str) -> dict[str, int]:
+    names = {name.strip().lstrip("\ufeff"): i for i, name in enumerate(header)}
+    missing = [c for c in REQUIRED if c not in names]
+    if missing:
+        raise FocusFormatError(
+            f"{label}: not a FOCUS export: missing column(s) {', '.join(missing)}"
+        )
+    return {c: names[c] for c in COLUMNS if c in names}
+
+
+def _read_csv(path: Path, gzipped: bool, agg: _Aggregator) -> None:
+    opener: Any = gzip.open if gzipped else open
+    with opener(path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
+        reader = csv.reader(text)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise FocusFormatError(f"{agg.label}: empty file") from None
+        except (csv.Error, UnicodeDecodeError, OSError) as exc:
+            raise FocusFormatError(f"{agg.label}: unreadable: {exc}") from None
+        idx = _index(header, agg.label)
+        width = len(header)
+
+        def col(name: str) -> int:
+            # A missing optional column reads the empty cell appended to each row.
+            return idx.get(name, width)
+
+        ib, ie, ic = col("BilledCost"), col("EffectiveCost"), col("BillingCurrency")
+        i0, i1 = col("ChargePeriodStart"), col("ChargePeriodEnd")
+        icat, iacc, ires, itag = (
+            col("ServiceCategory"),
+            col("SubAccountId"),
+            col("ResourceId"),
+            col("Tags"),
+        )
+        iprov = idx.get("ProviderName", idx.get("ServiceProviderName", width))
+        add = agg.add
+        try:
+            for row in reader:
+                if len(row) != width:
+                    if not row:
+                        continue
+                    agg.rows += 1
+                    agg.reject(reader.line_num, f"{len(row)} fields where the header has {width}")
+                    continue
+                row.append("")
+                add(
+                    reader.line_num,
+                    row[ib],
+                    row[ie],
+                    row[ic],
+                    row[i0],
+                    row[i1],
+                    row[icat],
+                    row[iprov],
+                    row[iacc],
+                    row[ires],
+                    row[itag] or None,
+                )
+        except (csv.Error, UnicodeDecodeError, EOFError, OSError) as exc:
+            # A truncated or corrupt tail: what was read still counts.
+            agg.rows += 1
+            agg.reject(reader.line_num, f"file unreadable from here: {exc}")
+
+
+def _read_parquet(path: Path, agg: _Aggregator) -> None:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise FocusFormatError(
+            f"{agg.label}: Parquet needs pyarrow: pip install 'platform-kpi-exporter[parquet]'"
+        ) from exc
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise FocusFormatError(f"{agg.label}: unreadable Parquet: {exc}") from None
+    names = pf.schema_arrow.names
+    idx = _index(names, agg.label)
+    wanted = [c for c in COLUMNS if c in idx]
+    agg.where = "row {}"
+    row_no = 0
+    for batch in pf.iter_batches(batch_size=65536, columns=wanted):
+        cols: dict[str, list[Any]] = {}
+        for name in wanted:
+            arr = batch.column(name)
+            if pa.types.is_timestamp(arr.type):
+                unit = {"s": 1, "ms": 1000, "us": 1_000_000, "ns": 1_000_000_000}[arr.type.unit]
+                ints = arr.cast(pa.int64()).to_pylist()
+                cols[name] = [None if v is None else v // unit for v in ints]
+            elif pa.types.is_decimal(arr.type):
+                cols[name] = arr.cast(pa.float64()).to_pylist()
+            else:
+                cols[name] = arr.to_pylist()
+        n = batch.num_rows
+        none = [None] * n
+        prov = cols.get("ProviderName", cols.get("ServiceProviderName", none))
+        base = row_no
+        add = agg.add
+        for i, (b, e, c, t0, t1, cat, p, a, r, t) in enumerate(
+            zip(
+                cols["BilledCost"],
+                cols["EffectiveCost"],
+                cols["BillingCurrency"],
+                cols["ChargePeriodStart"],
+                cols.get("ChargePeriodEnd", none),
+                cols.get("ServiceCategory", none),
+                prov,
+                cols.get("SubAccountId", none),
+                cols.get("ResourceId", none),
+                cols.get("Tags", none),
+                strict=True,
+            )
+        ):
+            if b is None or e is None or t0 is None:
+                agg.rows += 1
+                agg.reject(base + i + 1, "null BilledCost, EffectiveCost or ChargePeriodStart")
+                continue
+            add(base + i + 1, b, e, c, t0, t1, cat, p, a, r, t)
+        row_no += n
+
+
+def iter_export_files(root: Path) -> Iterator[Path]:
+    """Export files under a directory, in name order."""
+    for path in sorted(root.rglob("*")):
+        name = path.name.lower()
+        if path.is_file() and name.endswith((".csv", ".csv.gz", ".parquet", ".gz")):
+            yield path
