@@ -33,7 +33,10 @@ class TestAllocation:
     def test_tags_win_over_resource_and_account_patterns(self) -> None:
         """A line tagged for checkout in payments' account is checkout's."""
         alloc = Allocator(RULES)
-        assert alloc.allocate({"service": "checkout"}, "111122223333", "x") == ("checkout", "payments")
+        assert alloc.allocate({"service": "checkout"}, "111122223333", "x") == (
+            "checkout",
+            "payments",
+        )
 
     def test_resource_pattern_then_account_pattern(self) -> None:
         alloc = Allocator(RULES)
@@ -43,7 +46,10 @@ class TestAllocation:
 
     def test_the_first_service_in_catalog_order_wins_among_tags(self) -> None:
         alloc = Allocator(RULES)
-        assert alloc.allocate({"app": "payments", "service": "checkout"}) == ("checkout", "payments")
+        assert alloc.allocate({"app": "payments", "service": "checkout"}) == (
+            "checkout",
+            "payments",
+        )
 
     def test_unmatched_cost_is_unallocated_never_dropped(self) -> None:
         alloc = Allocator(RULES)
@@ -123,7 +129,9 @@ class TestCostPerTransaction:
     def test_traffic_on_a_day_without_cost_data_is_not_divided_into_older_cost(self) -> None:
         """Requests of the 21st (cost not in yet) stay out: 10 USD / 1000 requests of the 20th."""
         requests = {("checkout", "2026-11-20"): 1000.0, ("checkout", "2026-11-21"): 500.0}
-        out = cost_per_transaction(self.rows(("2026-11-20", 10.0)), requests, self.WINDOWS, "2026-11-20")
+        out = cost_per_transaction(
+            self.rows(("2026-11-20", 10.0)), requests, self.WINDOWS, "2026-11-20"
+        )
         assert out[("7d", "checkout", "USD")].value == pytest.approx(0.01)
         assert out[("7d", "checkout", "USD")].days == 1
         assert ("1d", "checkout", "USD") not in out  # the 21st has no cost data yet

@@ -88,7 +88,9 @@ SAMPLE = [
     line(7, 6, "2026-11-21", service="accounts", currency="EUR", provider="Microsoft"),
     line("abc", 1, "2026-11-21", service="checkout"),  # malformed: line 9 of the file
     # A monthly support fee spread over November's 30 days: 1 per day.
-    line(30, 30, "2026-11-01", service="payments-api", category="Other", end="2026-12-01T00:00:00Z"),
+    line(
+        30, 30, "2026-11-01", service="payments-api", category="Other", end="2026-12-01T00:00:00Z"
+    ),
     line(50, 50, "2026-11-22", service="checkout"),  # today: not a closed day
 ]
 
@@ -121,8 +123,12 @@ def write_parquet(path: Path, rows: list[list[str]], map_tags: bool = False) -> 
     arrays: dict[str, Any] = {
         "BilledCost": pa.array([num(v) for v in cols["BilledCost"]], pa.float64()),
         "EffectiveCost": pa.array([num(v) for v in cols["EffectiveCost"]], pa.float64()),
-        "ChargePeriodStart": pa.array([ts(v) for v in cols["ChargePeriodStart"]], pa.timestamp("us", "UTC")),
-        "ChargePeriodEnd": pa.array([ts(v) for v in cols["ChargePeriodEnd"]], pa.timestamp("us", "UTC")),
+        "ChargePeriodStart": pa.array(
+            [ts(v) for v in cols["ChargePeriodStart"]], pa.timestamp("us", "UTC")
+        ),
+        "ChargePeriodEnd": pa.array(
+            [ts(v) for v in cols["ChargePeriodEnd"]], pa.timestamp("us", "UTC")
+        ),
     }
     if map_tags:
         maps = [list(json.loads(t).items()) if t else None for t in cols["Tags"]]
@@ -156,7 +162,9 @@ def run(daemon: Daemon) -> Exposition:
 
 
 def cost(exp: Exposition, service: str, window: str, currency: str = "USD", **labels: str) -> float:
-    found = exp.samples("platform_cost", service=service, window=window, currency=currency, **labels)
+    found = exp.samples(
+        "platform_cost", service=service, window=window, currency=currency, **labels
+    )
     return sum(v for _, v in found)
 
 
@@ -323,8 +331,7 @@ class TestHttpExports:
     def test_a_url_is_fetched_with_conditional_requests(self, tmp_path: Path) -> None:
         body = gzip.compress(
             "\n".join(
-                [",".join(HEADER)]
-                + [",".join(csv_quote(v) for v in r) for r in SAMPLE[:3]]
+                [",".join(HEADER)] + [",".join(csv_quote(v) for v in r) for r in SAMPLE[:3]]
             ).encode()
         )
         seen: list[dict[str, str]] = []
@@ -342,7 +349,13 @@ class TestHttpExports:
             url = f"{server.url}/exports/focus.csv.gz"
             cfg = Config(
                 state={"path": str(tmp_path / "s.db")},
-                services=[{"name": "checkout", "team": "payments", "cost": {"tags": {"service": "checkout"}}}],
+                services=[
+                    {
+                        "name": "checkout",
+                        "team": "payments",
+                        "cost": {"tags": {"service": "checkout"}},
+                    }
+                ],
                 sources={"focus": {"urls": [url]}},
             )
             daemon = Daemon(cfg, clock=lambda: NOW)
