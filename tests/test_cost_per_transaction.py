@@ -86,7 +86,7 @@ class TestCostPerTransaction:
         daemon = Daemon(config(tmp_path), transport=app.transport(), clock=lambda: NOW)
         asyncio.run(daemon.poll_all())
         exp = Exposition.parse(daemon.holder.current.text)
-        assert [q["query"] for q in queries][0] == (
+        assert queries[0]["query"] == (
             "sum by (service) (increase(http_requests_total[1d]))"
         )
         # One query per closed day, at the day's end: the 19th, 20th and 21st.

@@ -55,6 +55,8 @@ DAY = 86400
 MAX_SPREAD_DAYS = 400
 MEMO_LIMIT = 200_000
 MAX_REPORTED = 5
+# Rows per Parquet batch: each becomes Python objects, so this bounds memory (~100 MB).
+PARQUET_BATCH_ROWS = 16384
 
 _PROVIDERS = {
     "aws": "aws",
@@ -339,7 +341,8 @@ def _read_parquet(path: Path, agg: _Aggregator) -> None:
             f"{agg.label}: Parquet needs pyarrow: pip install 'platform-kpi-exporter[parquet]'"
         ) from exc
     try:
-        pf = pq.ParquetFile(path)
+        # Unbuffered column reads keep only one batch of pages in memory at a time.
+        pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
     except (pa.ArrowException, OSError) as exc:
         raise FocusFormatError(f"{agg.label}: unreadable Parquet: {exc}") from None
     names = pf.schema_arrow.names
@@ -347,7 +350,7 @@ def _read_parquet(path: Path, agg: _Aggregator) -> None:
     wanted = [c for c in COLUMNS if c in idx]
     agg.where = "row {}"
     row_no = 0
-    for batch in pf.iter_batches(batch_size=65536, columns=wanted):
+    for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=wanted):
         cols: dict[str, list[Any]] = {}
         for name in wanted:
             arr = batch.column(name)

@@ -1,0 +1,197 @@
+"""FOCUS ingest benchmark: rows per second and peak RSS for gzip CSV and Parquet.
+
+Writes a synthetic FOCUS 1.0 export of ``--rows`` rows (30 days of hourly
+lines over a few thousand resources, tagged for six services plus untagged
+ones) in both formats, then reads each file in a fresh child process with the
+exporter's own reader (allocation and daily sums included) and prints a table.
+Peak RSS is the child's ``ru_maxrss``: the whole reading process, interpreter
+and pyarrow included.
+
+    python benchmarks/focus_ingest.py --rows 5000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HEADER = [
+    "BilledCost",
+    "EffectiveCost",
+    "BillingCurrency",
+    "ChargePeriodStart",
+    "ChargePeriodEnd",
+    "ChargeCategory",
+    "ChargeClass",
+    "ProviderName",
+    "ServiceName",
+    "ServiceCategory",
+    "SubAccountId",
+    "RegionId",
+    "ResourceId",
+    "Tags",
+]
+SERVICES = ["checkout", "payments-api", "search", "accounts", "recommendations", "platform"]
+CATEGORIES = ["Compute", "Storage", "Databases", "Networking"]
+RESOURCES = 4000
+
+
+def rows(n: int):  # type: ignore[no-untyped-def]
+    for i in range(n):
+        r = i % RESOURCES
+        hour = (i // RESOURCES) % (30 * 24)
+        day, h = divmod(hour, 24)
+        start = f"2026-10-{day + 1:02d}T{h:02d}:00:00Z"
+        end = f"2026-10-{day + 1:02d}T{h:02d}:59:59Z"
+        svc = SERVICES[r % 7] if r % 7 < 6 else None
+        tags = json.dumps({"service": svc, "env": "prod"}) if svc else ""
+        cost = 0.001 * (1 + r % 97)
+        yield [
+            f"{cost:.6f}",
+            f"{cost * 0.9:.6f}",
+            "USD",
+            start,
+            end,
+            "Usage",
+            "",
+            "AWS",
+            "Amazon Elastic Compute Cloud",
+            CATEGORIES[r % 4],
+            f"{100000000000 + r % 3}",
+            "eu-west-1",
+            f"arn:aws:ec2:eu-west-1:1:instance/i-{r:08x}",
+            tags,
+        ]
+
+
+def write_csv_gz(path: Path, n: int) -> None:
+    with gzip.open(path, "wt", compresslevel=1, newline="") as f:
+        w = csv.writer(f)
+        w.writerow(HEADER)
+        w.writerows(rows(n))
+
+
+def write_parquet(path: Path, n: int) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema(
+        [
+            ("BilledCost", pa.float64()),
+            ("EffectiveCost", pa.float64()),
+            ("BillingCurrency", pa.string()),
+            ("ChargePeriodStart", pa.timestamp("s", "UTC")),
+            ("ChargePeriodEnd", pa.timestamp("s", "UTC")),
+            *[(c, pa.string()) for c in HEADER[5:]],
+        ]
+    )
+    from datetime import datetime
+
+    with pq.ParquetWriter(path, schema) as writer:
+        batch: list[list[str]] = []
+        for row in rows(n):
+            batch.append(row)
+            if len(batch) == 200_000:
+                _write(writer, schema, batch, datetime, pa)
+                batch = []
+        if batch:
+            _write(writer, schema, batch, datetime, pa)
+
+
+def _write(writer, schema, batch, datetime, pa):  # type: ignore[no-untyped-def]
+    cols = list(zip(*batch, strict=True))
+    arrays = [
+        pa.array([float(v) for v in cols[0]]),
+        pa.array([float(v) for v in cols[1]]),
+        pa.array(cols[2]),
+        pa.array([datetime.fromisoformat(v) for v in cols[3]], pa.timestamp("s", "UTC")),
+        pa.array([datetime.fromisoformat(v) for v in cols[4]], pa.timestamp("s", "UTC")),
+        *[pa.array([v or None for v in c]) for c in cols[5:]],
+    ]
+    writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+
+
+def child(path: Path) -> None:
+    """Read one file with the exporter's reader and print what it measured, as JSON."""
+    from exporter.kpis.cost import Allocator, ServiceRule
+    from exporter.sources.focus_reader import read_file
+
+    alloc = Allocator([ServiceRule(s, f"team-{s}", tags={"service": s}) for s in SERVICES])
+    t0 = time.perf_counter()
+    result = read_file(path, alloc)
+    elapsed = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(
+        json.dumps(
+            {
+                "rows": result.rows_read,
+                "rejected": result.rows_rejected,
+                "sums": len(result.days),
+                "seconds": elapsed,
+                "rss": rss,
+            }
+        )
+    )
+
+
+def measure(path: Path) -> dict[str, float]:
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=5_000_000)
+    parser.add_argument("--dir", type=Path, default=None, help="where to write the files")
+    parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child)
+        return 0
+    base = args.dir or Path(tempfile.mkdtemp(prefix="focus-bench-"))
+    base.mkdir(parents=True, exist_ok=True)
+    files = {"csv.gz": base / "focus.csv.gz", "parquet": base / "focus.parquet"}
+    for fmt, path in files.items():
+        if not path.exists():
+            t0 = time.perf_counter()
+            (write_csv_gz if fmt == "csv.gz" else write_parquet)(path, args.rows)
+            print(
+                f"wrote {path} ({path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t0:.0f}s",
+                file=sys.stderr,
+            )
+    print(
+        f"{'format':<10} {'rows':>10} {'seconds':>8} {'rows/s':>10} {'peak RSS MB':>12} {'day sums':>9}"
+    )
+    ok = True
+    for fmt, path in files.items():
+        m = measure(path)
+        rate = m["rows"] / m["seconds"]
+        rss_mb = m["rss"] / 1e6
+        ok = ok and rate >= 200_000 and rss_mb <= 300
+        print(
+            f"{fmt:<10} {m['rows']:>10.0f} {m['seconds']:>8.1f} {rate:>10,.0f} {rss_mb:>12.0f} {m['sums']:>9.0f}"
+        )
+    print("targets: >= 200,000 rows/s, peak RSS <= 300 MB:", "met" if ok else "NOT met")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
