@@ -86,9 +86,7 @@ class TestCostPerTransaction:
         daemon = Daemon(config(tmp_path), transport=app.transport(), clock=lambda: NOW)
         asyncio.run(daemon.poll_all())
         exp = Exposition.parse(daemon.holder.current.text)
-        assert queries[0]["query"] == (
-            "sum by (service) (increase(http_requests_total[1d]))"
-        )
+        assert queries[0]["query"] == ("sum by (service) (increase(http_requests_total[1d]))")
         # One query per closed day, at the day's end: the 19th, 20th and 21st.
         assert [float(q["time"]) for q in queries] == [
             day_end("2026-11-19"),
