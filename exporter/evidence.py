@@ -59,12 +59,52 @@ def api_consumers(config: Config, store: Store, since: float) -> int | None:
     return int(row[0]) if row is not None else 0
 
 
+# What each CI source records that the pipeline_template rule can match: "pipeline"
+# (the pipeline, workflow or job name of every run, delivery domain), "workflow" (a GitHub
+# run's workflow file and reusable workflows) and "include" (GitLab CI includes), both as
+# TemplateUse records.
+TEMPLATE_KINDS: dict[str, frozenset[str]] = {
+    "github": frozenset({"pipeline", "workflow"}),
+    "gitlab": frozenset({"pipeline"}),
+    "jenkins": frozenset({"pipeline"}),
+}
+
+
+def template_kinds(config: Config) -> frozenset[str]:
+    """Which kinds of pipeline facts the configured CI sources record."""
+    out: frozenset[str] = frozenset()
+    for kind, kinds in TEMPLATE_KINDS.items():
+        if configured(config, (kind,)):
+            out |= kinds
+    return out
+
+
 def pipeline_templates(config: Config, store: Store, since: float) -> list[PipelineFact] | None:
     """The last run per service and workflow path, include or pipeline name after ``since``.
 
     None without a CI source.
     """
-    return None
+    if not configured(config, CI_SOURCES):
+        return None
+    from exporter.store import catalog as catalog_store
+
+    facts = [
+        PipelineFact(service, kind, ref, at)
+        for service, kind, ref, at in catalog_store.template_uses(store, since)
+    ]
+    if _has_table(store, "pipeline_runs"):
+        rows = store.query(
+            "SELECT service, pipeline, MAX(finished_at) FROM pipeline_runs "
+            "WHERE finished_at > ? GROUP BY service, pipeline",
+            (since,),
+        )
+        facts += [PipelineFact(str(r[0]), "pipeline", str(r[1]), float(r[2])) for r in rows]
+    return facts
+
+
+def _has_table(store: Store, table: str) -> bool:
+    row = store.query_one("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
+    return row is not None
 
 
 def production_deploys(
@@ -81,6 +121,7 @@ def collect(config: Config, store: Store, now: float, window: float) -> Evidence
     return Evidence(
         traffic=gateway_traffic(config, store, since),
         pipelines=pipeline_templates(config, store, since),
+        pipeline_kinds=template_kinds(config),
         first_deploy=deploys[0] if deploys else None,
         last_deploy=deploys[1] if deploys else None,
     )

@@ -195,3 +195,24 @@ class RequestTotal:
     @property
     def key(self) -> str:
         return f"{self.service}/{self.day}"
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateUse:
+    """A finished pipeline run of a service used a pipeline definition at ``at``.
+
+    ``kind`` is ``"workflow"`` (the run's GitHub workflow file, or a reusable
+    workflow it called, as ``owner/repo/.github/workflows/x.yml@ref``) or
+    ``"include"`` (a GitLab CI include). Only the latest use per (service, kind,
+    ref) is kept: it is what platform template adoption is judged on.
+    """
+
+    source: str
+    service: str
+    kind: str
+    ref: str
+    at: float
+
+    @property
+    def key(self) -> str:
+        return f"{self.source}/{self.service}/{self.kind}/{self.ref}"

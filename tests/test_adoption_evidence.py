@@ -88,3 +88,52 @@ class TestActiveApiConsumers:
             ],
         )
         assert exp.value("platform_active_api_consumers", window="30d") == 2
+
+
+class TestTemplateUses:
+    def test_the_latest_use_of_each_definition_is_kept_and_matched(self) -> None:
+        """checkout used the template 2 days ago (older uses do not matter); search last used
+        it 31 days ago; accounts runs its own workflow."""
+        from types import SimpleNamespace
+
+        from exporter import evidence
+        from exporter.catalog import merge
+        from exporter.config import CapabilityConfig, ServiceConfig
+        from exporter.kpis import adoption as kpi
+        from exporter.records import TemplateUse
+
+        tmpl = "acme/templates/.github/workflows/build.yml"
+        store = open_store(":memory:")
+        with store.transaction() as tx:
+            write_records(
+                tx,
+                [
+                    TemplateUse("github", "checkout", "workflow", f"{tmpl}@v1", NOW - 40 * DAY),
+                    TemplateUse("github", "checkout", "workflow", f"{tmpl}@v1", NOW - 2 * DAY),
+                    TemplateUse("github", "checkout", "workflow", f"{tmpl}@v1", NOW - 50 * DAY),
+                    TemplateUse("github", "search", "workflow", f"{tmpl}@v2", NOW - 31 * DAY),
+                    TemplateUse("github", "accounts", "workflow", ".github/workflows/ci.yml", NOW),
+                ],
+            )
+        # Any configured CI source makes the data "collected"; this one records workflows.
+        config: Any = SimpleNamespace(sources=SimpleNamespace(github=SimpleNamespace(enabled=True)))
+        facts = evidence.pipeline_templates(config, store, NOW - 30 * DAY)
+        assert facts is not None
+        assert sorted((f.service, f.last_at) for f in facts) == [
+            ("accounts", NOW),
+            ("checkout", NOW - 2 * DAY),
+        ]
+        assert evidence.template_kinds(config) == {"pipeline", "workflow"}
+        cat = merge([ServiceConfig(**s) for s in SERVICES], [])
+        rule = CapabilityConfig(
+            name="ci-template",
+            detect={"rule": "pipeline_template", "workflow_paths": [tmpl]},  # type: ignore[arg-type]
+        )
+        ev = kpi.Evidence(pipelines=facts, pipeline_kinds=evidence.template_kinds(config))
+        result = kpi.adoption(rule, cat, ev, NOW)
+        assert result is not None and result.services == {"checkout"}
+
+    def test_without_a_ci_source_template_use_is_unknown(self) -> None:
+        from exporter import evidence
+
+        assert evidence.pipeline_templates(Config(), open_store(":memory:"), NOW) is None

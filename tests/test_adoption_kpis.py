@@ -226,3 +226,14 @@ class TestCost:
         self, cost: float | None, adopting: int, expected: float | None
     ) -> None:
         assert kpi.cost_per_adopting_service(cost, adopting) == expected
+
+
+class TestTemplateKinds:
+    def test_a_rule_on_definitions_no_ci_source_records_has_no_value(self) -> None:
+        """Only pipeline names are recorded: a workflow-path rule is unknown, not 0."""
+        only_names = Evidence(pipelines=PIPELINES, pipeline_kinds=frozenset({"pipeline"}))
+        paths_only = cap("ci", rule="pipeline_template", workflow_paths=["acme/*"])
+        assert kpi.adoption(paths_only, catalog(), only_names, NOW) is None
+        by_name = cap("ci", rule="pipeline_template", pipeline_names=["platform-*"])
+        result = kpi.adoption(by_name, catalog(), only_names, NOW)
+        assert result is not None and result.services == {"accounts"}

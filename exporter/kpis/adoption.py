@@ -13,7 +13,9 @@ Definitions (see docs/kpis.md). ``now`` is the evaluation time; windows are
     given) or the tag;
   - ``probe``: it has a synthetic probe configured.
 
-  A rule whose data is not collected (no gateway, no CI source) has no value.
+  A rule whose data is not collected (no gateway, no CI source, or a template
+  rule that only names kinds of definitions no configured CI source records) has
+  no value.
 * Adopting teams: teams owning at least one adopting service.
 * Adoption ratio: adopting services / services in the catalog; no services -> no value.
 * Active services: catalog services with a production deployment or gateway
@@ -91,6 +93,8 @@ class Evidence:
 
     traffic: Sequence[TrafficFact] | None = None
     pipelines: Sequence[PipelineFact] | None = None
+    # Which PipelineFact kinds the CI data records at all ("pipeline", "workflow", "include").
+    pipeline_kinds: frozenset[str] = frozenset({"pipeline", "workflow", "include"})
     # Last and first successful production deployment per service.
     last_deploy: Mapping[str, float] | None = None
     first_deploy: Mapping[str, float] | None = None
@@ -126,7 +130,16 @@ def rule_adopters(
                 totals[fact.service] = totals.get(fact.service, 0.0) + fact.requests
         return frozenset(s for s, n in totals.items() if n >= rule.min_requests and s in known)
     if isinstance(rule, PipelineTemplateRule):
-        if evidence.pipelines is None:
+        wanted = {
+            kind
+            for kind, patterns in (
+                ("workflow", rule.workflow_paths),
+                ("include", rule.gitlab_includes),
+                ("pipeline", rule.pipeline_names),
+            )
+            if patterns
+        }
+        if evidence.pipelines is None or not wanted & evidence.pipeline_kinds:
             return None
         return frozenset(
             f.service

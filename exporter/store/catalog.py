@@ -1,10 +1,14 @@
-"""Catalog entities read from external service catalogs (Backstage): their table and queries.
+"""Catalog entities read from external service catalogs (Backstage), and platform template use.
 
 A source hands over a :class:`~exporter.records.CatalogListing`, the whole
 catalog as it is now. The writer upserts every listed entity and deletes that
 source's entities that are no longer listed, in the same transaction, so an
 entity removed upstream drops out of every KPI on the next refresh. The first
 time an entity was seen is kept across updates.
+
+CI sources hand over :class:`~exporter.records.TemplateUse` records (which
+workflow files, reusable workflows or includes a service's runs used); only the
+latest use of each is kept, which is what template adoption is judged on.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import json
 import sqlite3
 from collections.abc import Sequence
 
-from exporter.records import CatalogEntity, CatalogListing
+from exporter.records import CatalogEntity, CatalogListing, TemplateUse
 from exporter.store import register_domain
 from exporter.store.core import Store, Tx
 
@@ -42,6 +46,17 @@ MIGRATIONS = (
         listed_at REAL NOT NULL,
         entities INTEGER NOT NULL
     );
+    """,
+    """
+    CREATE TABLE template_uses (
+        service TEXT NOT NULL,
+        source TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        ref TEXT NOT NULL,
+        last_at REAL NOT NULL,
+        PRIMARY KEY (service, source, kind, ref)
+    );
+    CREATE INDEX template_uses_last ON template_uses (last_at);
     """,
 )
 
@@ -117,6 +132,30 @@ def write(tx: Tx, listings: Sequence[CatalogListing]) -> None:
         )
 
 
+def write_template_uses(tx: Tx, uses: Sequence[TemplateUse]) -> None:
+    """Keep the latest use of each (service, source, kind, ref); replays change nothing."""
+    for u in uses:
+        tx.execute(
+            "INSERT INTO template_uses (service, source, kind, ref, last_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (service, source, kind, ref) DO UPDATE SET "
+            "last_at = max(last_at, excluded.last_at)",
+            (u.service, u.source, u.kind, u.ref[:300], u.at),
+        )
+
+
+def template_uses(store: Store, since: float) -> list[tuple[str, str, str, float]]:
+    """(service, kind, ref, last use) for definitions last used after ``since``, over sources."""
+    try:
+        rows = store.query(
+            "SELECT service, kind, ref, MAX(last_at) FROM template_uses WHERE last_at > ? "
+            "GROUP BY service, kind, ref",
+            (since,),
+        )
+    except sqlite3.OperationalError:
+        return []
+    return [(str(r[0]), str(r[1]), str(r[2]), float(r[3])) for r in rows]
+
+
 def entities(store: Store) -> list[CatalogEntity]:
     """Every stored entity, ordered by source, kind, namespace and name.
 
@@ -159,4 +198,4 @@ def listings(store: Store) -> dict[str, tuple[float, int]]:
     return {str(r[0]): (float(r[1]), int(r[2])) for r in rows}
 
 
-register_domain("catalog", MIGRATIONS, {CatalogListing: write})
+register_domain("catalog", MIGRATIONS, {CatalogListing: write, TemplateUse: write_template_uses})
