@@ -85,6 +85,21 @@ def _parser() -> argparse.ArgumentParser:
         "--openmetrics", action="store_true", help="print the OpenMetrics format instead"
     )
 
+    rules = sub.add_parser(
+        "rules",
+        help="write Prometheus rule files: SLO recording rules and alerts",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Write slo.rules.yml (Sloth-compatible SLO recording rules and multi-window "
+            "multi-burn-rate alerts) and exporter.rules.yml (exporter health alerts) into DIR."
+        ),
+    )
+    rules.add_argument("--config", "-c", required=True, type=Path, help="YAML config file")
+    rules.add_argument(
+        "--out", "-o", type=Path, default=Path("alerts"), help="output directory (default alerts)"
+    )
+
     demo = sub.add_parser(
         "demo",
         help="run the daemon against the built-in simulated platform",
@@ -195,6 +210,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_serve(_load(args.config)))
         if args.command == "once":
             return asyncio.run(_once(_load(args.config), args.openmetrics))
+        if args.command == "rules":
+            from exporter.rules import write_rules
+
+            for path in write_rules(_load(args.config), args.out):
+                print(path)
+            return EXIT_OK
         if args.command == "demo":
             return _demo(args)
     except ConfigError as exc:

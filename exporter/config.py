@@ -84,7 +84,26 @@ def resolve_secret(value: Any) -> Any:
     return value
 
 
+def parse_percent(value: Any) -> float:
+    """An objective as a percentage such as ``99.9`` (strictly between 0 and 100)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("expected a percentage such as 99.9")
+    text = str(value).strip().removesuffix("%")
+    try:
+        percent = float(text)
+    except ValueError:
+        raise ValueError(f"invalid percentage {value!r}: use e.g. 99.9") from None
+    if not 0 < percent < 100:
+        raise ValueError("must be a percentage strictly between 0 and 100, e.g. 99.9")
+    if percent <= 1:
+        raise ValueError(
+            f"{value} looks like a ratio; write the objective as a percentage such as 99.9"
+        )
+    return percent
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+Percent = Annotated[float, BeforeValidator(parse_percent)]
 Secret = Annotated[SecretStr, BeforeValidator(resolve_secret)]
 # Names become label values and URL parts: keep them tame.
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
@@ -201,6 +220,66 @@ class ServiceCostConfig(StrictModel):
         return value
 
 
+class AvailabilitySLOConfig(StrictModel):
+    """Availability: the share of good events. ``probe``: successful probe checks
+    (``platform_probe_checks_total``); ``requests``: requests not answered 5xx
+    (``platform_service_requests_total``)."""
+
+    objective: Percent
+    sli: Literal["probe", "requests"] = "probe"
+
+
+class LatencySLOConfig(StrictModel):
+    """Latency: the share of events faster than ``threshold``, counted from a histogram
+    (``platform_probe_duration_seconds`` or ``platform_service_request_duration_seconds``),
+    so the threshold must be one of its bucket bounds."""
+
+    objective: Percent
+    threshold: Duration
+    sli: Literal["probe", "requests"] = "probe"
+
+    @field_validator("threshold")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be positive")
+        return value
+
+
+class SLOConfig(StrictModel):
+    """A service's service-level objectives, and the window they are judged over.
+
+    ``alert_windows``: ``workbook`` keeps the SRE Workbook's alert windows (1h/5m,
+    6h/30m, 1d/2h, 3d/6h) and derives each burn factor from the same share of the
+    budget (14.4, 6, 3, 1 for 30 days); ``scaled`` shrinks the windows in proportion
+    to ``window`` (for short windows, as in tests) and keeps the factors.
+    """
+
+    window: Duration = 30 * 86400.0
+    alert_windows: Literal["workbook", "scaled"] = "workbook"
+    availability: AvailabilitySLOConfig | None = None
+    latency: LatencySLOConfig | None = None
+    # OpenSLO v1 ``SLO`` (and ``SLI``) documents: inline, or the path of a YAML file.
+    openslo: list[str | dict[str, Any]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> SLOConfig:
+        from exporter.slo.windows import WorkbookWindowsError, check_period
+
+        try:
+            check_period(self.window, self.alert_windows)
+        except WorkbookWindowsError as exc:
+            raise ValueError(f"window: {exc}") from None
+        if self.openslo:
+            from exporter.slo.openslo import OpenSLOError, load_documents
+
+            try:
+                load_documents(self.openslo)
+            except OpenSLOError as exc:
+                raise ValueError(f"openslo: {exc}") from None
+        return self
+
+
 class ServiceConfig(StrictModel):
     """A service of the catalog: the identity every KPI joins on."""
 
@@ -233,6 +312,8 @@ class ServiceConfig(StrictModel):
             if not route or any(c.isspace() for c in route):
                 raise ValueError(f"route {route!r} must be non-empty and contain no spaces")
         return value
+    # Objectives; rules and dashboards are generated from them (`platform-kpi-exporter rules`).
+    slo: SLOConfig | None = None
 
     @model_validator(mode="after")
     def _unique_probes(self) -> ServiceConfig:
@@ -240,6 +321,16 @@ class ServiceConfig(StrictModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"probe names must be unique within a service: {', '.join(dupes)}")
+        return self
+
+    @model_validator(mode="after")
+    def _slo_fits(self) -> ServiceConfig:
+        from exporter.slo.spec import SLOSpecError, check_service_slos
+
+        try:
+            check_service_slos(self)
+        except SLOSpecError as exc:
+            raise ValueError(f"slo: {exc}") from None
         return self
 
 

@@ -1,0 +1,77 @@
+"""Alerts on the exporter's own health and on cost budgets.
+
+* ``PlatformExporterSourceDown``: a source's polls fail and it has not succeeded
+  for more than two of its intervals (``platform_exporter_source_up``,
+  ``..._last_success_timestamp_seconds``, ``..._interval_seconds``);
+* ``PlatformExporterDataStale``: a source reports up, but its last success is
+  older than five intervals (polls hang or are skipped), so its KPIs are stale;
+* ``PlatformExporterRateLimitLow``: an upstream's remaining API budget is nearly
+  spent (``platform_exporter_rate_limit_remaining``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from exporter.config import Config
+
+DOWN_INTERVALS = 2
+STALE_INTERVALS = 5
+RATE_LIMIT_FLOOR = 100
+
+UP = "platform_exporter_source_up"
+LAST = "platform_exporter_source_last_success_timestamp_seconds"
+INTERVAL = "platform_exporter_source_interval_seconds"
+RATE_LIMIT = "platform_exporter_rate_limit_remaining"
+
+
+def rules(config: Config) -> list[dict[str, Any]]:
+    return [
+        {
+            "alert": "PlatformExporterSourceDown",
+            "expr": (
+                f"{UP} == 0\n"
+                "unless\n"
+                f"(time() - {LAST}) <= {DOWN_INTERVALS} * {INTERVAL}\n"
+            ),
+            "labels": {"severity": "ticket"},
+            "annotations": {
+                "summary": "Exporter source {{ $labels.source }} is down.",
+                "description": "Polls of source {{ $labels.source }} ({{ $labels.kind }}) fail and "
+                f"it has not succeeded for more than {DOWN_INTERVALS} polling intervals; its KPIs "
+                "keep their last values (see platform_exporter_source_errors_total for why).",
+            },
+        },
+        {
+            "alert": "PlatformExporterDataStale",
+            "expr": (
+                f"(time() - {LAST}) > {STALE_INTERVALS} * {INTERVAL}\n"
+                "unless\n"
+                f"{UP} == 0\n"
+            ),
+            "labels": {"severity": "ticket"},
+            "annotations": {
+                "summary": "Data from exporter source {{ $labels.source }} is stale.",
+                "description": "Source {{ $labels.source }} last polled successfully "
+                "{{ $value | humanizeDuration }} ago, more than "
+                f"{STALE_INTERVALS} intervals, although it is not reported down: its polls hang "
+                "or are skipped (platform_exporter_source_polls_skipped_total).",
+            },
+        },
+        {
+            "alert": "PlatformExporterRateLimitLow",
+            "expr": f"{RATE_LIMIT} < {RATE_LIMIT_FLOOR}\n",
+            "for": "1m",
+            "labels": {"severity": "ticket"},
+            "annotations": {
+                "summary": "Upstream API budget of {{ $labels.source }} is nearly exhausted.",
+                "description": "Only {{ $value }} requests remain for resource "
+                "{{ $labels.resource }} of source {{ $labels.source }}; polls will slow down or "
+                "fail until the budget resets.",
+            },
+        },
+    ]
+
+
+def rule_file(config: Config) -> dict[str, Any]:
+    return {"groups": [{"name": "platform-kpi-exporter", "rules": rules(config)}]}
