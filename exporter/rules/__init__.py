@@ -39,7 +39,12 @@ _Dumper.add_representer(str, _str)
 def dump(doc: dict[str, Any]) -> str:
     """A rule file document as YAML, in a stable layout."""
     return HEADER + yaml.dump(
-        doc, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1000, default_flow_style=False
+        doc,
+        Dumper=_Dumper,
+        sort_keys=False,
+        allow_unicode=True,
+        width=1000,
+        default_flow_style=False,
     )
 
 

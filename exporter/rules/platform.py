@@ -29,11 +29,7 @@ def rules(config: Config) -> list[dict[str, Any]]:
     return [
         {
             "alert": "PlatformExporterSourceDown",
-            "expr": (
-                f"{UP} == 0\n"
-                "unless\n"
-                f"(time() - {LAST}) <= {DOWN_INTERVALS} * {INTERVAL}\n"
-            ),
+            "expr": (f"{UP} == 0\nunless\n(time() - {LAST}) <= {DOWN_INTERVALS} * {INTERVAL}\n"),
             "labels": {"severity": "ticket"},
             "annotations": {
                 "summary": "Exporter source {{ $labels.source }} is down.",
@@ -44,11 +40,7 @@ def rules(config: Config) -> list[dict[str, Any]]:
         },
         {
             "alert": "PlatformExporterDataStale",
-            "expr": (
-                f"(time() - {LAST}) > {STALE_INTERVALS} * {INTERVAL}\n"
-                "unless\n"
-                f"{UP} == 0\n"
-            ),
+            "expr": (f"(time() - {LAST}) > {STALE_INTERVALS} * {INTERVAL}\nunless\n{UP} == 0\n"),
             "labels": {"severity": "ticket"},
             "annotations": {
                 "summary": "Data from exporter source {{ $labels.source }} is stale.",

@@ -130,7 +130,7 @@ def _burn_condition(spec: SLOSpec, severity: str) -> str:
 def _alert_group(spec: SLOSpec) -> dict[str, Any]:
     base = labels(spec)
     windows_text = {
-        sev: ", ".join(
+        sev: " or ".join(
             f"{_num(w.factor)}x over {prom_duration(w.long)} and {prom_duration(w.short)}"
             for w in spec.burn_windows
             if w.severity == sev
@@ -151,12 +151,11 @@ def _alert_group(spec: SLOSpec) -> dict[str, Any]:
                     "slo": spec.name,
                 },
                 "annotations": {
-                    "title": f"({severity}) {{{{ $labels.sloth_service }}}} {{{{ $labels.sloth_slo }}}} "
-                    "SLO error budget burn rate is too fast.",
-                    "summary": f"{spec.service} {spec.name} SLO ({spec.description}) is burning its "
-                    f"error budget too fast.",
-                    "description": f"The error rate exceeds {windows_text[severity]} times the error "
-                    f"budget of {_num(spec.budget * 100)}% over a {prom_duration(spec.period)} window.",
+                    "summary": f"({severity}) {spec.service} {spec.name} SLO error budget burn "
+                    "rate is too fast.",
+                    "description": f"{spec.description} over {prom_duration(spec.period)}; "
+                    f"{severity} when the error ratio exceeds {windows_text[severity]} "
+                    f"the budget of {_num(spec.budget)}.",
                 },
             }
         )

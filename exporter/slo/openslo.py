@@ -123,10 +123,14 @@ def _objective(doc: Mapping[str, Any], slis: Mapping[str, Mapping[str, Any]]) ->
     if indicator is None and spec.get("indicatorRef") is not None:
         indicator = slis.get(str(spec["indicatorRef"]))
         if indicator is None:
-            raise OpenSLOError(f"indicatorRef {spec['indicatorRef']!r}: no SLI document of that name")
+            raise OpenSLOError(
+                f"indicatorRef {spec['indicatorRef']!r}: no SLI document of that name"
+            )
     ratio = _get(indicator or {}, "spec", "ratioMetric")
     if not isinstance(ratio, Mapping):
-        raise OpenSLOError("spec.indicator must have a ratioMetric (thresholdMetric is not supported)")
+        raise OpenSLOError(
+            "spec.indicator must have a ratioMetric (thresholdMetric is not supported)"
+        )
     counter = bool(ratio.get("counter", True))
     total = _query(ratio.get("total"), "total", counter)
     good = _query(ratio["good"], "good", counter) if ratio.get("good") is not None else None
@@ -185,7 +189,9 @@ def _query(metric: Any, role: str, counter: bool) -> str:
         raise OpenSLOError(f"ratioMetric.{role} needs a metricSource")
     kind = str(source.get("type", "")).lower()
     if kind != "prometheus":
-        raise OpenSLOError(f"ratioMetric.{role}: metricSource type {source.get('type')!r} is not Prometheus")
+        raise OpenSLOError(
+            f"ratioMetric.{role}: metricSource type {source.get('type')!r} is not Prometheus"
+        )
     query = _get(source, "spec", "query") or _get(source, "spec", "promql")
     if not isinstance(query, str) or not query.strip():
         raise OpenSLOError(f"ratioMetric.{role}: metricSource.spec.query is missing")

@@ -1,0 +1,215 @@
+"""The rules generator: Sloth-compatible SLO rules and exporter alerts, checked by promtool.
+
+The rule files committed in ``alerts/`` are generated from ``examples/config.yaml``;
+the ``promtool test rules`` fixtures in ``alerts/tests/`` pin every alert tier
+(page fast and slow, ticket fast and slow), SLI-absent and the exporter-health
+alerts, each with a series that fires and one that must not.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from exporter.config import Config, load_config
+from exporter.rules import rule_files
+from exporter.slo.spec import all_slos
+from exporter.slo.windows import burn_windows, prom_duration
+from tests.support.daemon import REPO_ROOT, run_cli
+
+PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
+ALERTS = REPO_ROOT / "alerts"
+EXAMPLE = REPO_ROOT / "examples" / "config.yaml"
+DAY = 86400.0
+
+
+def _config(slo: dict[str, object], probes: bool = True) -> Config:
+    service: dict[str, object] = {"name": "checkout", "team": "payments", "slo": slo}
+    if probes:
+        service["probes"] = [{"name": "health", "url": "http://checkout.test/health"}]
+    return Config(services=[service])
+
+
+def _rules(doc: dict[str, object]) -> dict[str, dict[str, object]]:
+    """Every rule of a rule file by (record or alert name + severity + sloth_id)."""
+    out = {}
+    for group in doc["groups"]:  # type: ignore[attr-defined]
+        for rule in group["rules"]:
+            labels = rule.get("labels", {})
+            key = " ".join(
+                filter(
+                    None,
+                    [
+                        rule.get("record") or rule.get("alert"),
+                        labels.get("severity"),
+                        labels.get("sloth_id"),
+                    ],
+                )
+            )
+            out[key] = rule
+    return out
+
+
+class TestCommittedRules:
+    def test_committed_files_equal_fresh_output(self) -> None:
+        """Regenerating from examples/config.yaml gives the committed files byte for byte."""
+        fresh = rule_files(load_config(EXAMPLE))
+        committed = {p.name: p.read_text(encoding="utf-8") for p in ALERTS.glob("*.yml")}
+        assert fresh == committed, (
+            "run: platform-kpi-exporter rules -c examples/config.yaml -o alerts"
+        )
+
+    def test_generation_is_deterministic(self) -> None:
+        config = load_config(EXAMPLE)
+        assert rule_files(config) == rule_files(load_config(EXAMPLE))
+
+    def test_promtool_check_rules_reports_nothing(self) -> None:
+        files = sorted(str(p) for p in ALERTS.glob("*.yml"))
+        assert len(files) == 2
+        proc = subprocess.run(
+            [PROMTOOL, "check", "rules", *files], capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        lines = [ln.strip() for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+        noise = [ln for ln in lines if not ln.startswith(("Checking ", "SUCCESS: "))]
+        assert noise == []
+
+    def test_promtool_unit_tests_pass(self) -> None:
+        fixtures = sorted(str(p) for p in (ALERTS / "tests").glob("*.yml"))
+        assert {Path(f).name for f in fixtures} >= {
+            "slo_page.test.yml",
+            "slo_ticket.test.yml",
+            "slo_absent.test.yml",
+            "exporter.test.yml",
+        }
+        proc = subprocess.run(
+            [PROMTOOL, "test", "rules", *fixtures], capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "FAILED" not in proc.stdout + proc.stderr
+
+
+class TestCommand:
+    def test_rules_command_writes_both_files(self, tmp_path: Path) -> None:
+        proc = run_cli("rules", "--config", str(EXAMPLE), "--out", str(tmp_path / "out"))
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split() == [
+            str(tmp_path / "out" / "slo.rules.yml"),
+            str(tmp_path / "out" / "exporter.rules.yml"),
+        ]
+        assert (tmp_path / "out" / "slo.rules.yml").read_text() == (
+            ALERTS / "slo.rules.yml"
+        ).read_text()
+
+    def test_bad_slo_config_exits_2_naming_the_field(self, tmp_path: Path) -> None:
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(
+            "services:\n  - name: checkout\n    team: payments\n"
+            "    slo:\n      availability:\n        objective: 0.999\n"
+        )
+        proc = run_cli("rules", "--config", str(bad), "--out", str(tmp_path / "out"))
+        assert proc.returncode == 2
+        assert str(bad) in proc.stderr
+        assert "services[0].slo.availability.objective" in proc.stderr
+        assert "percentage" in proc.stderr
+        assert not (tmp_path / "out").exists()
+
+
+class TestRecordingRules:
+    def test_sloth_names_labels_and_windows(self) -> None:
+        doc = yaml.safe_load(rule_files(load_config(EXAMPLE))["slo.rules.yml"])
+        names = [g["name"] for g in doc["groups"]]
+        assert names[:3] == [
+            "sloth-slo-sli-recordings-checkout-availability",
+            "sloth-slo-meta-recordings-checkout-availability",
+            "sloth-slo-alerts-checkout-availability",
+        ]
+        sli = doc["groups"][0]["rules"]
+        assert [r["record"] for r in sli] == [
+            f"slo:sli_error:ratio_rate{w}"
+            for w in ("5m", "30m", "1h", "2h", "6h", "1d", "3d", "30d")
+        ]
+        for rule in sli:
+            assert rule["labels"]["sloth_id"] == "checkout-availability"
+            assert rule["labels"]["sloth_service"] == "checkout"
+            assert rule["labels"]["sloth_slo"] == "availability"
+            assert rule["record"].endswith(rule["labels"]["sloth_window"])
+        meta = [r["record"] for r in doc["groups"][1]["rules"]]
+        assert meta == [
+            "slo:objective:ratio",
+            "slo:error_budget:ratio",
+            "slo:time_period:days",
+            "slo:current_burn_rate:ratio",
+            "slo:period_burn_rate:ratio",
+            "slo:period_error_budget_remaining:ratio",
+            "sloth_slo_info",
+        ]
+
+    def test_period_ratio_is_weighted_by_events(self) -> None:
+        """errors / totals over the whole period, not an average of 5m ratios."""
+        rules = _rules(yaml.safe_load(rule_files(load_config(EXAMPLE))["slo.rules.yml"]))
+        expr = rules["slo:sli_error:ratio_rate28d search-availability"]["expr"]
+        assert "avg_over_time" not in expr and "sum_over_time" not in expr
+        assert (
+            'sum(rate(platform_probe_checks_total{service="search",result="failure"}[28d]))' in expr
+        )
+        assert 'sum(rate(platform_probe_checks_total{service="search"}[28d]))' in expr
+
+    def test_latency_sli_counts_events_from_histogram_buckets(self) -> None:
+        rules = _rules(yaml.safe_load(rule_files(load_config(EXAMPLE))["slo.rules.yml"]))
+        expr = rules["slo:sli_error:ratio_rate1h checkout-latency"]["expr"]
+        assert 'platform_probe_duration_seconds_bucket{service="checkout",le="0.25"}[1h]' in expr
+        assert 'platform_probe_duration_seconds_count{service="checkout"}[1h]' in expr
+
+    def test_whole_second_threshold_also_matches_prometheus_3_le_spelling(self) -> None:
+        config = _config({"latency": {"objective": 99, "threshold": "1s"}})
+        expr = all_slos(config)[0].error_ratio(3600)
+        assert 'le=~"1(\\\\.0)?"' in expr
+
+    def test_request_based_availability_reads_the_request_counter(self) -> None:
+        config = _config({"availability": {"objective": 99.5, "sli": "requests"}}, probes=False)
+        expr = all_slos(config)[0].error_ratio(300)
+        assert 'platform_service_requests_total{service="checkout",code_class="5xx"}[5m]' in expr
+        assert 'sum(rate(platform_service_requests_total{service="checkout"}[5m]))' in expr
+
+
+class TestBurnWindows:
+    def test_30d_is_the_sre_workbook(self) -> None:
+        got = [
+            (w.severity, w.factor, prom_duration(w.long), prom_duration(w.short))
+            for w in burn_windows(30 * DAY, "workbook")
+        ]
+        assert got == [
+            ("page", 14.4, "1h", "5m"),
+            ("page", 6.0, "6h", "30m"),
+            ("ticket", 3.0, "1d", "2h"),
+            ("ticket", 1.0, "3d", "6h"),
+        ]
+
+    def test_28d_keeps_windows_and_derives_factors_from_the_same_budget_shares(self) -> None:
+        factors = [w.factor for w in burn_windows(28 * DAY, "workbook")]
+        # 2% of the budget in 1h of 672h is 13.44x; 5% in 6h is 5.6x; 10% in 24h is 2.8x; 10% in 72h.
+        assert factors == [13.44, 5.6, 2.8, 0.933333]
+
+    def test_scaled_windows_shrink_with_the_period_and_keep_the_factors(self) -> None:
+        got = [
+            (w.factor, prom_duration(w.long), prom_duration(w.short))
+            for w in burn_windows(12 * 3600, "scaled")
+        ]
+        assert got == [
+            (14.4, "1m", "5s"),
+            (6.0, "6m", "30s"),
+            (3.0, "24m", "2m"),
+            (1.0, "72m", "6m"),
+        ]
+
+    @pytest.mark.parametrize(
+        ("seconds", "text"),
+        [(300, "5m"), (3600, "1h"), (4320, "72m"), (30 * DAY, "30d"), (2.5, "2500ms"), (90, "90s")],
+    )
+    def test_prometheus_durations(self, seconds: float, text: str) -> None:
+        assert prom_duration(seconds) == text
