@@ -90,8 +90,14 @@ def _config_service(svc: ServiceConfig) -> CatalogService:
         has_probes=bool(svc.probes),
         repos=tuple(_strings(getattr(svc, "repos", ()))),
         routes=tuple(_strings(getattr(svc, "routes", ()))),
-        cost_tags=tuple(_strings(getattr(svc, "cost_tags", ()))),
+        cost_tags=_cost_tags(svc),
     )
+
+
+def _cost_tags(svc: ServiceConfig) -> tuple[str, ...]:
+    cost = getattr(svc, "cost", None)
+    tags = getattr(cost, "tags", None) or {}
+    return tuple(f"{k}={v}" for k, v in sorted(tags.items()))
 
 
 def _strings(value: object) -> list[str]:

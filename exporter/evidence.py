@@ -114,6 +114,29 @@ def production_deploys(
     return None
 
 
+def capability_costs(config: Config, store: Store, now: float) -> dict[str, dict[str, float]]:
+    """Each capability's running cost per currency over the last 30 closed UTC days.
+
+    The cost of a capability is the allocated cost of its ``cost_services``; a capability
+    without them, or with no cost row in the window, is absent (no cost data is not 0).
+    """
+    wanted = {c.name: set(c.cost_services) for c in config.capabilities if c.cost_services}
+    if not wanted or not configured(config, COST_SOURCES):
+        return {}
+    from exporter.kpis.cost import utc_today, window_bounds
+    from exporter.store import cost as cost_store
+
+    first, last = window_bounds(utc_today(now))["30d"]
+    rows = cost_store.daily_costs(store, first, last, config.cost.amount)
+    out: dict[str, dict[str, float]] = {}
+    for _day, service, _team, _provider, _category, currency, amount in rows:
+        for capability, services in wanted.items():
+            if service in services:
+                per = out.setdefault(capability, {})
+                per[currency] = per.get(currency, 0.0) + amount
+    return out
+
+
 def collect(config: Config, store: Store, now: float, window: float) -> Evidence:
     """Everything the adoption rules need for windows up to ``window`` before ``now``."""
     since = now - window

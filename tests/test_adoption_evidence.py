@@ -137,3 +137,55 @@ class TestTemplateUses:
         from exporter import evidence
 
         assert evidence.pipeline_templates(Config(), open_store(":memory:"), NOW) is None
+
+
+class TestCostPerAdoptingService:
+    def test_capability_cost_over_30_closed_days_divided_by_adopters(self) -> None:
+        """USD 60 + 30 in the window (2026-08-22..2026-09-20), 1000 the day before it, EUR 10;
+        3 adopting services: USD 30 and EUR 3.33 per service."""
+        from exporter.records import CostContribution, CostDay
+
+        def day(d: str, service: str, amount: float, currency: str = "USD") -> CostDay:
+            return CostDay(d, service, "platform", "aws", "compute", currency, amount, amount)
+
+        tagged = [{**s, "tags": ["gw"]} for s in SERVICES]
+        config = Config(
+            services=tagged,
+            sources={"focus": {"paths": ["/data/focus"]}},
+            capabilities=[
+                {
+                    "name": "api-gateway",
+                    "detect": {"rule": "catalog", "tag": "gw"},
+                    "cost_services": ["platform-gw"],
+                }
+            ],
+        )
+        days = (
+            day("2026-09-20", "platform-gw", 60.0),
+            day("2026-08-22", "platform-gw", 30.0),
+            day("2026-08-21", "platform-gw", 1000.0),
+            day("2026-09-01", "platform-gw", 10.0, "EUR"),
+            day("2026-09-01", "checkout", 500.0),
+        )
+        exp = render(config, [CostContribution("focus", "file-1", "sig", days)])
+        assert (
+            exp.value(
+                "platform_cost_per_adopting_service", capability="api-gateway", currency="USD"
+            )
+            == 30.0
+        )
+        assert (
+            exp.value(
+                "platform_cost_per_adopting_service", capability="api-gateway", currency="EUR"
+            )
+            == 10.0 / 3
+        )
+
+    def test_no_cost_source_no_value(self) -> None:
+        config = Config(
+            services=SERVICES,
+            capabilities=[
+                {"name": "obs", "detect": {"rule": "probe"}, "cost_services": ["platform-gw"]}
+            ],
+        )
+        assert render(config, []).samples("platform_cost_per_adopting_service") == []

@@ -19,6 +19,8 @@ snapshot. Sample::
     platform_catalog_services_without_registration 2
     platform_onboarding_time_to_first_deploy_seconds_bucket{le="86400"} 1
     platform_onboarding_services{state="waiting"} 1
+    platform_active_api_consumers{window="30d"} 12
+    platform_cost_per_adopting_service{capability="api-gateway",currency="USD"} 41.5
 """
 
 from __future__ import annotations
@@ -140,6 +142,23 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
     if n_consumers is not None:
         consumers.add_metric(["30d"], n_consumers)
     yield consumers
+
+    cost = GaugeMetricFamily(
+        "platform_cost_per_adopting_service",
+        _help(
+            "Running cost of the capability (its cost_services) over the last 30 closed UTC days "
+            "/ its adopting services.",
+            ctx,
+        ),
+        labels=["capability", "currency"],
+    )
+    costs = evidence_reader.capability_costs(ctx.config, ctx.store, ctx.now)
+    for result in results:
+        for currency, amount in sorted(costs.get(result.capability, {}).items()):
+            value = kpi.cost_per_adopting_service(amount, len(result.services))
+            if value is not None:
+                cost.add_metric([result.capability, currency], value)
+    yield cost
 
     yield from _onboarding(ctx, facts)
 
