@@ -5,7 +5,10 @@ most ``concurrency`` at a time, the checks whose own ``interval`` has elapsed.
 A check fails with one bounded reason: ``timeout``, ``connect``, ``tls``,
 ``status`` (not in ``expect_status``) or ``body`` (``body_regex`` not found).
 A failing check is the service's outage, not the source's: the poll succeeds
-and commits every result in one transaction.
+and commits every result in one transaction, together with one cursor per
+check (``<service>/<probe>`` = the start time of its latest result). After a
+restart the cursors say when each check last ran, so a check runs again only
+once its interval has passed: a restart does not bunch up extra samples.
 """
 
 from __future__ import annotations
@@ -44,8 +47,10 @@ class ProbeSource(Source):
         self.checks: list[tuple[str, ProbeCheckConfig]] = [
             (svc.name, check) for svc in config.services for check in svc.probes
         ]
-        # When each check is next due, by monotonic clock; all are due at start.
+        # When each check is next due, by monotonic clock; restored from the cursors on
+        # the first poll (checks with no cursor are due at once).
         self._due: dict[tuple[str, str], float] = {}
+        self._restored = False
         self._insecure: httpx.AsyncClient | None = None
 
     @property
@@ -59,8 +64,23 @@ class ProbeSource(Source):
             if self._due.get((service, check.name), 0.0) <= mono_now
         ]
 
+    @staticmethod
+    def cursor_name(service: str, probe: str) -> str:
+        return f"{service}/{probe}"
+
+    def _restore(self, ctx: PollContext, mono: float) -> None:
+        wall = ctx.now()
+        for service, check in self.checks:
+            last = ctx.cursor(self.cursor_name(service, check.name))
+            if last is not None:
+                next_wall = float(last) + check.interval
+                self._due[(service, check.name)] = mono + min(next_wall - wall, check.interval)
+        self._restored = True
+
     async def poll(self, ctx: PollContext) -> None:
         mono = time.monotonic()
+        if not self._restored:
+            self._restore(ctx, mono)
         due = self.due_checks(mono)
         for service, check in due:
             self._due[(service, check.name)] = mono + check.interval
@@ -84,7 +104,10 @@ class ProbeSource(Source):
                     r.status_code,
                     r.duration_seconds,
                 )
-        ctx.commit(results)
+        ctx.commit(
+            results,
+            {self.cursor_name(r.service, r.probe): repr(r.started_at) for r in results},
+        )
 
     def _insecure_client(self, ctx: PollContext) -> httpx.AsyncClient:
         if self._insecure is None:
