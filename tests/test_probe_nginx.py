@@ -208,10 +208,22 @@ class TestProbeLatency:
     ) -> None:
         exp, _ = scraped
         p50 = exp.value(
-            "platform_service_probe_latency_seconds", service="reports", window="1h", quantile="0.5"
+            "platform_service_probe_latency_seconds",
+            service="reports",
+            window="1h",
+            percentile="50",
         )
         assert p50 is not None and SLOW <= p50 < 0.5
         assert exp.samples("platform_service_probe_latency_seconds", service="gone") == []
+        labels = exp.samples("platform_service_probe_latency_seconds", service="reports")
+        assert sorted((lb["window"], lb["percentile"]) for lb, _ in labels) == [
+            ("1h", "50"),
+            ("1h", "95"),
+            ("1h", "99"),
+            ("24h", "50"),
+            ("24h", "95"),
+            ("24h", "99"),
+        ]
 
 
 class TestUptime:
