@@ -570,6 +570,8 @@ class AzureCostSourceConfig(SourceConfig):
     data_delay_days: int = Field(default=3, ge=0, le=31)
     # A daily query spans at most 31 days.
     lookback_days: int = Field(default=31, ge=1, le=31)
+    # A 429 asking to wait longer than this fails the poll instead of stalling it.
+    max_retry_wait: Duration = 60.0
 
     @field_validator("scopes")
     @classmethod

@@ -135,3 +135,46 @@ class TestCostPerTransaction:
         asyncio.run(daemon.poll_all())
         assert [float(q["time"]) for q in queries] == [day_end("2026-11-19"), day_end("2026-11-20")]
         asyncio.run(daemon.shutdown())
+
+
+class TestGatewayRequestTotals:
+    def test_gateway_minutes_either_side_of_midnight_land_on_their_own_days(
+        self, tmp_path: Path
+    ) -> None:
+        """Traffic at 23:59 on the 20th and 00:01 on the 21st; cost on the 20th only.
+
+        The gateway's daily totals (traffic store) put 300 requests on the 20th and 100
+        on the 21st; cost per transaction for the 20th is 6 / 300 = 0.02, and the 21st's
+        requests (no cost yet) stay out of the week's value.
+        """
+        from exporter.records import TrafficDelta
+        from exporter.store import write_records
+
+        exports = tmp_path / "exports"
+        exports.mkdir()
+        write_csv(exports / "a.csv", [line(6, 6, "2026-11-20", service="checkout")])
+        cfg = Config(
+            state={"path": str(tmp_path / "state.db")},
+            services=[
+                {"name": "checkout", "team": "payments", "cost": {"tags": {"service": "checkout"}}}
+            ],
+            sources={"focus": {"paths": [str(exports)]}},
+        )
+        daemon = Daemon(cfg, clock=lambda: NOW)
+        before = datetime(2026, 11, 20, 23, 59, tzinfo=UTC).timestamp()
+        after = datetime(2026, 11, 21, 0, 1, tzinfo=UTC).timestamp()
+        with daemon.store.transaction() as tx:
+            write_records(
+                tx,
+                [
+                    TrafficDelta("nginx", "checkout", before, "b1", (0, 290, 0, 5, 5)),
+                    TrafficDelta("nginx", "checkout", after, "b1", (0, 100, 0, 0, 0)),
+                ],
+            )
+        asyncio.run(daemon.poll_all())
+        exp = Exposition.parse(daemon.holder.current.text)
+        cpt = "platform_cost_per_transaction"
+        assert exp.value(cpt, service="checkout", window="7d") == pytest.approx(6 / 300)
+        assert exp.value(f"{cpt}_requests", service="checkout", window="7d") == 300
+        assert exp.value(cpt, service="checkout", window="1d") is None
+        asyncio.run(daemon.shutdown())

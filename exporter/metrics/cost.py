@@ -18,6 +18,7 @@ Sample::
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import date
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -35,15 +36,33 @@ from exporter.kpis.cost import (
 )
 from exporter.metrics import RenderContext
 from exporter.store import cost as cost_store
+from exporter.store import traffic as traffic_store
 
 DAY = 86400.0
 COST_SOURCES = ("focus", "aws_cost", "azure_cost")
+# Gateway sources read with a delay (CloudWatch's is 5 minutes by default).
+GATEWAY_SETTLE = 900.0
 
 
 def _help(text: str, ctx: RenderContext) -> str:
     intervals = [f"{h.source} every {h.interval:g}s" for h in ctx.health if h.kind in COST_SOURCES]
     every = "; ".join(intervals) if intervals else "after each poll"
     return f"{text} Cached by the exporter from stored billing data; refreshed after each poll ({every})."
+
+
+def request_totals(ctx: RenderContext, first: str, last: str) -> dict[tuple[str, str], float]:
+    """Requests per (service, closed day): the gateways' daily totals, overridden by the
+    ``request_totals`` source where it has a value. A gateway day counts only once it
+    has been over for ``GATEWAY_SETTLE`` seconds (its sources read with a delay)."""
+    out: dict[tuple[str, str], float] = {}
+    for (service, day), n in traffic_store.daily_totals(
+        ctx.store, date.fromisoformat(first)
+    ).items():
+        iso = day.isoformat()
+        if iso <= last and day_start(iso) + DAY + GATEWAY_SETTLE <= ctx.now:
+            out[(service, iso)] = float(n)
+    out.update(cost_store.request_totals(ctx.store, first, last))
+    return out
 
 
 def collect(ctx: RenderContext) -> Iterator[Metric]:
@@ -56,7 +75,7 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
     ends = cost_store.newest_days(ctx.store, today.isoformat())
     # Cost per transaction and budgets only count days every cost source has reported.
     cost_end = min(ends.values()) if ends else None
-    requests = cost_store.request_totals(ctx.store, first, last)
+    requests = request_totals(ctx, first, last)
     catalog = {s.name: s.team for s in ctx.config.services}
     shared = {s.name: s.team for s in ctx.config.services if s.cost is not None and s.cost.shared}
     if settings.split_shared_by_requests and shared:

@@ -1,0 +1,208 @@
+"""A fake of Azure Cost Management's Query API and the Microsoft identity
+platform's client-credentials token endpoint, following their documented shapes:
+
+* ``POST /{tenant}/oauth2/v2.0/token`` (form: ``grant_type=client_credentials``,
+  ``client_id``, ``client_secret``, ``scope=.../.default``) answers
+  ``{"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599,
+  "access_token": ...}``, or 401 ``{"error": "invalid_client", ...}``
+  (https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow);
+* ``POST {scope}/providers/Microsoft.CostManagement/query?api-version=...``
+  validates the body (``type``, ``timeframe``, ``timePeriod`` for ``Custom``,
+  ``dataset.granularity``, ``aggregation``, at most two ``grouping`` entries of
+  type ``Dimension`` or ``TagKey``) and answers a ``QueryResult``:
+  ``properties.columns`` (``Cost``, ``UsageDate`` as a ``YYYYMMDD`` number with
+  daily granularity, ``TagKey``, ``TagValue``, ``Currency``), ``properties.rows``
+  and ``properties.nextLink`` (``$skiptoken`` paging)
+  (https://learn.microsoft.com/en-us/rest/api/cost-management/query/usage);
+  expired or unknown tokens get 401, and queued throttles a 429 with
+  ``x-ms-ratelimit-microsoft.costmanagement-qpu-retry-after``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from urllib.parse import parse_qs
+
+from exporter.sandbox.app import App, Request, Response
+
+# (scope, YYYY-MM-DD) -> [(tag value, cost, currency)]
+Costs = dict[tuple[str, str], list[tuple[str, float, str]]]
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    return Response.json({"error": {"code": code, "message": message}}, status)
+
+
+@dataclass
+class AzureCostFake:
+    """State of the fake: tenants' clients, issued tokens, cost data, throttles."""
+
+    tenant: str = "tenant-1"
+    client_id: str = "client-1"
+    client_secret: str = "secret-1"
+    base_url: str = "https://management.azure.com"
+    expires_in: int = 3599
+    page_size: int = 100
+    costs: Costs = field(default_factory=dict)
+    clock: Callable[[], float] = time.time
+    # Each query request pops one: the headers of a 429 to answer instead.
+    throttles: list[dict[str, str]] = field(default_factory=list)
+    tokens: dict[str, float] = field(default_factory=dict)
+    token_requests: int = 0
+    queries: list[dict[str, object]] = field(default_factory=list)
+
+    def revoke_tokens(self) -> None:
+        self.tokens.clear()
+
+    def app(self) -> App:
+        app = App()
+
+        @app.route("POST", "/{tenant}/oauth2/v2.0/token")
+        def token(request: Request) -> Response:
+            self.token_requests += 1
+            form = {k: v[-1] for k, v in parse_qs(request.body.decode()).items()}
+            if request.params["tenant"] != self.tenant:
+                return Response.json(
+                    {
+                        "error": "invalid_request",
+                        "error_description": "AADSTS90002: Tenant not found.",
+                    },
+                    400,
+                )
+            if form.get("grant_type") != "client_credentials":
+                return Response.json(
+                    {"error": "unsupported_grant_type", "error_description": "AADSTS70003"}, 400
+                )
+            if not str(form.get("scope", "")).endswith("/.default"):
+                return Response.json(
+                    {"error": "invalid_scope", "error_description": "AADSTS1002012"}, 400
+                )
+            if (
+                form.get("client_id") != self.client_id
+                or form.get("client_secret") != self.client_secret
+            ):
+                return Response.json(
+                    {
+                        "error": "invalid_client",
+                        "error_description": "AADSTS7000215: Invalid client secret provided.",
+                        "error_codes": [7000215],
+                    },
+                    401,
+                )
+            access = uuid.uuid4().hex
+            self.tokens[access] = self.clock() + self.expires_in
+            return Response.json(
+                {
+                    "token_type": "Bearer",
+                    "expires_in": self.expires_in,
+                    "ext_expires_in": self.expires_in,
+                    "access_token": access,
+                }
+            )
+
+        @app.route("POST", "/{scope:path}/providers/Microsoft.CostManagement/query")
+        def query(request: Request) -> Response:
+            auth = request.headers.get("authorization", "")
+            token = auth.removeprefix("Bearer ")
+            if not auth.startswith("Bearer ") or token not in self.tokens:
+                return _error(401, "AuthenticationFailed", "Authentication failed.")
+            if self.tokens[token] <= self.clock():
+                return _error(
+                    401,
+                    "ExpiredAuthenticationToken",
+                    "The access token expiry UTC time is earlier than current UTC time.",
+                )
+            if not request.arg("api-version"):
+                return _error(
+                    400,
+                    "MissingApiVersionParameter",
+                    "The api-version query parameter (?api-version=) is required for all requests.",
+                )
+            if self.throttles:
+                headers = self.throttles.pop(0)
+                return Response.json(
+                    {"error": {"code": "429", "message": "Too many requests. Please retry."}},
+                    429,
+                    headers,
+                )
+            try:
+                body = json.loads(request.body)
+                start, end = self._validate(body)
+            except (ValueError, KeyError, TypeError) as exc:
+                return _error(400, "BadRequest", f"Invalid query definition: {exc}")
+            self.queries.append(body)
+            scope = "/" + request.params["scope"]
+            tag_key = body["dataset"]["grouping"][0]["name"]
+            rows: list[list[object]] = []
+            d = start
+            while d <= end:
+                for value, cost, currency in self.costs.get((scope, d.isoformat()), []):
+                    usage = int(d.strftime("%Y%m%d"))
+                    rows.append([cost, usage, tag_key, value, currency])
+                d += timedelta(days=1)
+            skip = int(request.arg("$skiptoken") or 0)
+            page = rows[skip : skip + self.page_size]
+            next_link = None
+            if skip + self.page_size < len(rows):
+                next_link = (
+                    f"{self.base_url}{scope}/providers/Microsoft.CostManagement/query"
+                    f"?api-version={request.arg('api-version')}&$skiptoken={skip + self.page_size}"
+                )
+            qid = str(uuid.uuid4())
+            return Response.json(
+                {
+                    "id": f"{scope}/providers/Microsoft.CostManagement/query/{qid}",
+                    "name": qid,
+                    "type": "Microsoft.CostManagement/query",
+                    "location": None,
+                    "sku": None,
+                    "eTag": None,
+                    "properties": {
+                        "nextLink": next_link,
+                        "columns": [
+                            {"name": "Cost", "type": "Number"},
+                            {"name": "UsageDate", "type": "Number"},
+                            {"name": "TagKey", "type": "String"},
+                            {"name": "TagValue", "type": "String"},
+                            {"name": "Currency", "type": "String"},
+                        ],
+                        "rows": page,
+                    },
+                }
+            )
+
+        return app
+
+    @staticmethod
+    def _validate(body: dict[str, object]) -> tuple[date, date]:
+        if body.get("type") not in ("ActualCost", "AmortizedCost", "Usage"):
+            raise ValueError("type must be ActualCost, AmortizedCost or Usage")
+        if body.get("timeframe") != "Custom":
+            raise ValueError("this fake answers Custom time frames only")
+        period = body["timePeriod"]
+        assert isinstance(period, dict)
+        start = datetime.fromisoformat(str(period["from"])).date()
+        end = datetime.fromisoformat(str(period["to"])).date()
+        if end < start or (end - start).days > 31:
+            raise ValueError("a daily query covers 1 to 31 days")
+        dataset = body["dataset"]
+        assert isinstance(dataset, dict)
+        if dataset.get("granularity") != "Daily":
+            raise ValueError("granularity must be Daily here")
+        aggregation = dataset["aggregation"]
+        assert isinstance(aggregation, dict) and aggregation
+        for agg in aggregation.values():
+            if agg.get("function") != "Sum":
+                raise ValueError("aggregation function must be Sum")
+        grouping = dataset["grouping"]
+        assert isinstance(grouping, list)
+        if not 1 <= len(grouping) <= 2 or any(
+            g.get("type") not in ("Dimension", "TagKey") for g in grouping
+        ):
+            raise ValueError("one or two groupings of type Dimension or TagKey")
+        return start, end
