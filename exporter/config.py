@@ -312,6 +312,7 @@ class ServiceConfig(StrictModel):
             if not route or any(c.isspace() for c in route):
                 raise ValueError(f"route {route!r} must be non-empty and contain no spaces")
         return value
+
     # Objectives; rules and dashboards are generated from them (`platform-kpi-exporter rules`).
     slo: SLOConfig | None = None
 

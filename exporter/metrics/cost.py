@@ -7,10 +7,10 @@ Sample::
     platform_cost_per_transaction{service="checkout",team="payments",currency="USD",window="7d"} 0.000183
     platform_cost_per_transaction_samples{service="checkout",team="payments",window="7d"} 7
     platform_cost_data_end_timestamp_seconds{source="focus"} 1.7637e9
-    platform_budget{scope="team",name="payments",currency="USD"} 3000
-    platform_budget_forecast{scope="team",name="payments",currency="USD"} 2710.5
-    platform_budget_used_ratio{scope="team",name="payments"} 0.61
-    platform_budget_forecast_ratio{scope="team",name="payments"} 0.9035
+    platform_budget{scope="team",service="",team="payments",currency="USD"} 3000
+    platform_budget_forecast{scope="team",service="",team="payments",currency="USD"} 2710.5
+    platform_budget_used_ratio{scope="service",service="checkout",team="payments"} 0.61
+    platform_budget_forecast_ratio{scope="team",service="",team="payments"} 0.9035
     platform_exporter_paid_api_calls_total{source="aws_cost"} 12
     platform_exporter_cost_rows_rejected_total{source="focus"} 1
 """
@@ -149,7 +149,7 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
     budget = GaugeMetricFamily(
         "platform_budget",
         "The configured monthly budget of a team or service.",
-        labels=["scope", "name", "currency"],
+        labels=["scope", "service", "team", "currency"],
     )
     forecast = GaugeMetricFamily(
         "platform_budget_forecast",
@@ -158,20 +158,23 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
             "in the month.",
             ctx,
         ),
-        labels=["scope", "name", "currency"],
+        labels=["scope", "service", "team", "currency"],
     )
     used = GaugeMetricFamily(
         "platform_budget_used_ratio",
         _help("Spend over the month's complete days / the monthly budget.", ctx),
-        labels=["scope", "name"],
+        labels=["scope", "service", "team"],
     )
     forecast_ratio = GaugeMetricFamily(
         "platform_budget_forecast_ratio",
         _help("Forecast month-end spend / the monthly budget.", ctx),
-        labels=["scope", "name"],
+        labels=["scope", "service", "team"],
     )
     for b in settings.budgets:
-        budget.add_metric([b.scope, b.name, b.currency], b.monthly)
+        # Budget series carry the same service/team labels as everything else, so alerts
+        # route by team; a team budget has an empty service label.
+        who = [b.name, catalog.get(b.name, "")] if b.scope == "service" else ["", b.name]
+        budget.add_metric([b.scope, *who, b.currency], b.monthly)
         daily: dict[str, float] = {}
         for day, service, team, _p, _c, currency, amount in rows:
             owner = service if b.scope == "service" else team
@@ -179,9 +182,9 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
                 daily[day] = daily.get(day, 0.0) + amount
         status = budget_status(daily, b.monthly, today, cost_end)
         if status is not None:
-            forecast.add_metric([b.scope, b.name, b.currency], status.forecast)
-            used.add_metric([b.scope, b.name], status.used_ratio)
-            forecast_ratio.add_metric([b.scope, b.name], status.forecast / b.monthly)
+            forecast.add_metric([b.scope, *who, b.currency], status.forecast)
+            used.add_metric([b.scope, *who], status.used_ratio)
+            forecast_ratio.add_metric([b.scope, *who], status.forecast / b.monthly)
     yield from (budget, forecast, used, forecast_ratio)
 
     paid = CounterMetricFamily(
