@@ -13,6 +13,7 @@ import base64
 import hmac
 import logging
 import ssl
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -48,6 +49,18 @@ def wants_openmetrics(accept: str) -> bool:
     return "application/openmetrics-text" in accept
 
 
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: tuple[str, int] | object) -> None:
+        # A scraper that hangs up mid-request is routine; the stdlib would print a traceback.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError | ssl.SSLError):
+            log.debug("client %s went away: %s", client_address, exc)
+        else:
+            log.exception("error serving a request from %s", client_address)
+
+
 class MetricsServer:
     """Serves a SnapshotHolder; runs in its own threads beside the event loop."""
 
@@ -68,8 +81,7 @@ class MetricsServer:
             )
             self._auth = b"Basic " + base64.b64encode(token.encode())
         handler = self._handler_class()
-        self.httpd = ThreadingHTTPServer((settings.listen_address, settings.port), handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _HTTPServer((settings.listen_address, settings.port), handler)
         if settings.tls is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(str(settings.tls.cert_file), str(settings.tls.key_file))

@@ -262,3 +262,21 @@ class TestSnapshotAtomicity:
         assert 1 <= generations[0] - before <= 2
         exp = Exposition.parse(daemon.holder.current.text)
         assert exp.value("platform_test_generation") == generations[0]
+
+
+class TestClientsThatGoAway:
+    def test_a_reset_connection_prints_no_traceback(
+        self, server: MetricsServer, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        """Prometheus hanging up mid-scrape is routine, not an error worth a traceback."""
+        import socket
+        import struct
+        import time
+
+        conn = socket.create_connection(("127.0.0.1", server.port))
+        conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()  # RST
+        time.sleep(0.2)
+        assert http_get(f"{server.url}/healthz")[0] == 200
+        assert "Traceback" not in capfd.readouterr().err
