@@ -3,7 +3,8 @@
 Real servers (each on 127.0.0.1, an ephemeral port, files in ``tmp_path``,
 stopped at teardown):
 
-* ``nginx``: a factory ``nginx(locations, http_extra="") -> NginxServer``.
+* ``nginx``: a factory ``nginx(locations, http_extra="", tls=None) -> NginxServer``
+  (``tls=tests.support.tls.self_signed(dir)`` serves HTTPS).
 * ``slow_upstream``: a :class:`~tests.support.slow.SlowUpstream` (``/sleep/<s>``,
   ``/hold/<s>``, ``/status/<code>``) for nginx to proxy to.
 * ``prometheus``: a factory ``prometheus(targets, job=None, rule_files=None) -> PrometheusServer``.
@@ -40,8 +41,10 @@ def nginx(tmp_path: Path) -> Iterator[Callable[..., NginxServer]]:
         pytest.fail("nginx is not installed: scripts/test installs the Debian package")
     started: list[NginxServer] = []
 
-    def start(locations: str, http_extra: str = "") -> NginxServer:
-        server = NginxServer(tmp_path / f"nginx{len(started)}", locations, http_extra)
+    def start(
+        locations: str, http_extra: str = "", tls: tuple[Path, Path] | None = None
+    ) -> NginxServer:
+        server = NginxServer(tmp_path / f"nginx{len(started)}", locations, http_extra, tls)
         started.append(server)
         return server.start()
 

@@ -102,3 +102,60 @@ class TestOnce:
         proc = run_cli("once", "--config", str(path))
         assert proc.returncode == 0, proc.stderr
         assert "platform_exporter_build_info{" in proc.stdout
+
+
+@pytest.mark.integration
+class TestDemo:
+    def test_demo_serves_metrics_from_the_simulated_platform_then_stops(
+        self, tmp_path: Path
+    ) -> None:
+        """``demo --port 0`` prints its /metrics URL, serves probe results of the
+        simulated services, and exits 0 on Ctrl-C (SIGINT)."""
+        import signal
+        import subprocess
+        import sys
+
+        from tests.support.daemon import REPO_ROOT, exporter_env
+        from tests.support.exposition import Exposition
+        from tests.support.net import http_get, wait_until
+
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "exporter",
+                "demo",
+                "--port",
+                "0",
+                "--duration",
+                "6",
+                "--state-dir",
+                str(tmp_path),
+            ],
+            cwd=REPO_ROOT,
+            env=exporter_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().startswith("simulated platform on http://127.0.0.1:")
+            line = proc.stdout.readline()
+            assert line.startswith("metrics at http://127.0.0.1:"), line
+            url = line.split()[2]
+
+            def probed() -> bool:
+                body = http_get(url)[2]
+                return bool(Exposition.parse(body).samples("platform_service_uptime_ratio"))
+
+            wait_until(probed, timeout=15, what="uptime from the demo")
+            exp = Exposition.parse(http_get(url)[2])
+            services = {lb["service"] for lb, _ in exp.samples("platform_probe_checks_total")}
+            assert {"checkout", "search", "accounts"} <= services
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

@@ -234,3 +234,14 @@ class TestDurations:
     def test_reject(self, text: str | bool) -> None:
         with pytest.raises(ValueError):
             parse_duration(text)
+
+
+class TestSecretOverrides:
+    def test_a_secret_can_come_from_a_nested_environment_variable(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("PLATFORM_KPI_SERVER__BASIC_AUTH__PASSWORD", "from-env")
+        config = load_config(write(tmp_path, VALID))
+        assert config.server.basic_auth is not None
+        assert config.server.basic_auth.username == "prom"
+        assert config.server.basic_auth.password.get_secret_value() == "from-env"

@@ -10,7 +10,7 @@ a clock the test sets, so the uptime windows are exact.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from tests.support.exposition import Exposition
 from tests.support.net import closed_port
 from tests.support.nginx import NginxServer
 from tests.support.slow import SlowUpstream
+from tests.support.tls import self_signed
 
 pytestmark = pytest.mark.integration
 
@@ -272,3 +273,41 @@ class TestUptime:
             for lb, v in exp.samples("platform_exporter_source_upstream_requests_total")
         }
         assert codes["503"] == 4  # /down three times, /flaky once
+
+
+class TestTLSProbes:
+    def test_an_untrusted_certificate_fails_with_reason_tls_unless_verification_is_off(
+        self, nginx: Callable[..., NginxServer], tmp_path: Path
+    ) -> None:
+        """nginx serves HTTPS with a self-signed certificate the probe does not trust."""
+        server = nginx(
+            'location = /ok { return 200 \'{"status":"ok"}\'; }',
+            tls=self_signed(tmp_path / "tls"),
+        )
+        assert server.url.startswith("https://")
+        config = Config(
+            state={"path": str(tmp_path / "state.db")},
+            services=[
+                {
+                    "name": "secure",
+                    "team": "t",
+                    "probes": [
+                        {"name": "verified", "url": f"{server.url}/ok"},
+                        {"name": "unverified", "url": f"{server.url}/ok", "tls_verify": False},
+                    ],
+                }
+            ],
+        )
+        daemon = Daemon(config)
+
+        async def go() -> None:
+            assert await daemon.poll_all()
+            await daemon.shutdown()
+
+        asyncio.run(go())
+        exp = Exposition.parse(daemon.holder.current.text)
+        got = {
+            (lb["probe"], lb["result"], lb["reason"]): v
+            for lb, v in exp.samples("platform_probe_checks_total")
+        }
+        assert got == {("verified", "failure", "tls"): 1, ("unverified", "success", "none"): 1}

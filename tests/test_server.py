@@ -280,3 +280,32 @@ class TestClientsThatGoAway:
         time.sleep(0.2)
         assert http_get(f"{server.url}/healthz")[0] == 200
         assert "Traceback" not in capfd.readouterr().err
+
+
+class TestTLS:
+    def test_metrics_over_https_with_the_configured_certificate(self, tmp_path: Path) -> None:
+        import ssl
+        import urllib.request
+
+        from tests.support.tls import self_signed
+
+        cert, key = self_signed(tmp_path)
+        config = ServerConfig(
+            listen_address="127.0.0.1", port=0, tls={"cert_file": cert, "key_file": key}
+        )
+        srv = MetricsServer(config, SnapshotHolder(Snapshot.render(families(), 1.0)), lambda: True)
+        srv.start()
+        try:
+            assert srv.url.startswith("https://127.0.0.1:")
+            context = ssl.create_default_context(cafile=str(cert))
+            with urllib.request.urlopen(f"{srv.url}/metrics", context=context, timeout=5) as r:
+                assert r.status == 200
+                assert Exposition.parse(r.read()).value("platform_test_ratio", service="b") == 1.0
+        finally:
+            srv.stop()
+
+    def test_missing_certificate_files_are_a_config_error(self, tmp_path: Path) -> None:
+        from pydantic import ValidationError
+
+        with pytest.raises(ValidationError, match=r"cert_file .* does not exist"):
+            ServerConfig(tls={"cert_file": tmp_path / "no.crt", "key_file": tmp_path / "no.key"})

@@ -4,7 +4,7 @@
 logs and every temp dir live there too), listens on ``127.0.0.1:<free port>``
 and runs ``nginx -p tmpdir -c nginx.conf -g 'daemon off;'`` in the foreground,
 so the test owns the process and stops it. ``locations`` is the body of the
-``server`` block, e.g.::
+``server`` block (``tls=(cert, key)`` serves HTTPS), e.g.::
 
     location = /ok { return 200 '{"status":"ok"}'; }
     location /slow/ { proxy_pass http://127.0.0.1:PORT/; }
@@ -27,17 +27,25 @@ def nginx_available() -> bool:
 
 
 class NginxServer:
-    def __init__(self, tmpdir: Path, locations: str, http_extra: str = "") -> None:
+    def __init__(
+        self,
+        tmpdir: Path,
+        locations: str,
+        http_extra: str = "",
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
         self.dir = Path(tmpdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.locations = locations
         self.http_extra = http_extra
+        # (certificate, key): serve HTTPS instead of HTTP.
+        self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def config_text(self) -> str:
         d = self.dir
@@ -47,6 +55,10 @@ class NginxServer:
             f"    {kind}_temp_path {d / (kind + '_temp')};"
             for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
         )
+        listen = f"listen 127.0.0.1:{self.port}"
+        if self.tls:
+            cert, key = self.tls
+            listen += f" ssl;\n        ssl_certificate {cert};\n        ssl_certificate_key {key}"
         return f"""{user}worker_processes 1;
 pid {d / "nginx.pid"};
 error_log {d / "error.log"} warn;
@@ -57,7 +69,7 @@ http {{
     default_type application/octet-stream;
 {self.http_extra}
     server {{
-        listen 127.0.0.1:{self.port};
+        {listen};
         server_name localhost;
 {self.locations}
     }}
