@@ -10,6 +10,7 @@ reason. Environment variables override the file, nested with ``__``:
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 from datetime import datetime
@@ -280,6 +281,43 @@ class SLOConfig(StrictModel):
         return self
 
 
+class RepoRef(StrictModel):
+    """One CI/CD upstream object that belongs to a service: exactly one of the keys.
+
+    ``github: owner/repo``, ``gitlab: group/sub/project`` (path) or ``jenkins:
+    folder/job`` (full job name). Shell-style wildcards (``acme/checkout-*``) match
+    repos discovered through ``sources.github.orgs`` / ``sources.gitlab.groups``.
+    """
+
+    github: str | None = Field(default=None, pattern=r"^[\w.*?\[\]-]+/[\w.*?\[\]-]+$")
+    gitlab: str | None = Field(default=None, pattern=r"^[\w.*?\[\]-]+(/[\w.*?\[\]-]+)+$")
+    jenkins: str | None = Field(default=None, pattern=r"^[^/\s]+(/[^/\s]+)*$")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> RepoRef:
+        given = [k for k in ("github", "gitlab", "jenkins") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of github, gitlab or jenkins")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("github", "gitlab", "jenkins") if getattr(self, k) is not None)
+
+    @property
+    def pattern(self) -> str:
+        value = getattr(self, self.kind)
+        assert isinstance(value, str)
+        return value
+
+    @property
+    def is_pattern(self) -> bool:
+        return any(c in self.pattern for c in "*?[")
+
+    def matches(self, kind: str, name: str) -> bool:
+        return kind == self.kind and fnmatch.fnmatchcase(name.lower(), self.pattern.lower())
+
+
 class ServiceConfig(StrictModel):
     """A service of the catalog: the identity every KPI joins on."""
 
@@ -315,6 +353,9 @@ class ServiceConfig(StrictModel):
 
     # Objectives; rules and dashboards are generated from them (`platform-kpi-exporter rules`).
     slo: SLOConfig | None = None
+
+    # The repos, projects and jobs whose pipelines and deployments are this service's.
+    ci: list[RepoRef] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_probes(self) -> ServiceConfig:
@@ -623,6 +664,133 @@ class CostConfig(StrictModel):
     budgets: list[BudgetConfig] = Field(default_factory=list)
 
 
+def _check_patterns(value: list[str]) -> list[str]:
+    for pattern in value:
+        if not pattern.strip():
+            raise ValueError("patterns cannot be empty")
+    return value
+
+
+class DeliveryConfig(StrictModel):
+    """The rules the delivery KPIs (DORA) apply to every CI/CD source.
+
+    What counts as a production deployment and as an incident is explicit here,
+    not guessed per source.
+    """
+
+    # Upstream environment names (shell patterns, case-insensitive) that are production.
+    production_environments: list[str] = Field(default_factory=lambda: ["production", "prod"])
+    # Other environment names exported as their own `environment` label; the rest are "other".
+    environments: list[str] = Field(default_factory=lambda: ["staging"])
+    # Lead time counts from the commit's author date or its committer date.
+    commit_time: Literal["authored", "committed"] = "committed"
+    # An incident opened this long after a successful production deployment of the same
+    # service (and before the next one) makes that deployment a failed change.
+    incident_link_window: Duration = 86400.0
+    # How far back the first poll of a source reads history.
+    backfill_days: int = Field(default=90, ge=1, le=3650)
+
+    _v_prod = field_validator("production_environments", "environments")(_check_patterns)
+
+    def environment_label(self, name: str) -> str:
+        """The bounded ``environment`` label of an upstream environment name."""
+        lowered = name.lower()
+        if self.is_production(name):
+            return "production"
+        for env in self.environments:
+            if fnmatch.fnmatchcase(lowered, env.lower()):
+                return env.lower() if re.match(r"^[a-z0-9_-]{1,32}$", env.lower()) else "other"
+        return "other"
+
+    def is_production(self, name: str) -> bool:
+        lowered = name.lower()
+        return any(fnmatch.fnmatchcase(lowered, p.lower()) for p in self.production_environments)
+
+
+class OrgSelector(StrictModel):
+    """Every repo (project) of an org (group) whose name matches include and not exclude."""
+
+    name: str = Field(min_length=1)
+    include: list[str] = Field(default_factory=lambda: ["*"])
+    exclude: list[str] = Field(default_factory=list)
+
+    def selects(self, repo_name: str) -> bool:
+        lowered = repo_name.lower()
+        return any(fnmatch.fnmatchcase(lowered, p.lower()) for p in self.include) and not any(
+            fnmatch.fnmatchcase(lowered, p.lower()) for p in self.exclude
+        )
+
+
+class GitHubAppConfig(StrictModel):
+    """A GitHub App installation: the source mints short-lived installation tokens."""
+
+    app_id: int = Field(ge=1)
+    installation_id: int = Field(ge=1)
+    private_key: Secret
+
+
+class GitHubSourceConfig(SourceConfig):
+    """GitHub (github.com or Enterprise Server): Actions runs, deployments, commits, incidents."""
+
+    interval: Duration = 300.0
+    # GitHub Enterprise Server: https://HOST/api/v3
+    base_url: str = "https://api.github.com"
+    token: Secret | None = None
+    app: GitHubAppConfig | None = None
+    # Orgs whose repos are read (each repo must map to a service through `repos` patterns).
+    orgs: list[OrgSelector] = Field(default_factory=list)
+    # In repos with no deployments, runs of these workflows (name patterns) that succeed or
+    # fail on the default branch are the production deployments.
+    deploy_workflows: list[str] = Field(default_factory=list)
+    # Issues carrying this label are incidents.
+    incident_label: str = "incident"
+    # Requests in flight at once, and requests per second at most, against this host.
+    concurrency: int = Field(default=8, ge=1, le=64)
+    requests_per_second: float = Field(default=20.0, gt=0)
+    # Pause requests when fewer than this many remain in the rate-limit window.
+    rate_limit_reserve: int = Field(default=100, ge=0)
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> GitHubSourceConfig:
+        if self.token is not None and self.app is not None:
+            raise ValueError("give either token or app, not both")
+        return self
+
+
+class GitLabSourceConfig(SourceConfig):
+    """GitLab (gitlab.com or self-managed): pipelines, deployments, commits, incidents."""
+
+    interval: Duration = 300.0
+    base_url: str = "https://gitlab.com"
+    token: Secret | None = None
+    groups: list[OrgSelector] = Field(default_factory=list)
+    incident_label: str = "incident"
+    concurrency: int = Field(default=8, ge=1, le=64)
+    requests_per_second: float = Field(default=10.0, gt=0)
+    rate_limit_reserve: int = Field(default=50, ge=0)
+
+
+class JenkinsSourceConfig(SourceConfig):
+    """Jenkins: builds of the services' jobs through the JSON API with ``tree=``."""
+
+    interval: Duration = 120.0
+    base_url: str = Field(pattern=r"^https?://")
+    username: str | None = None
+    api_token: Secret | None = None
+    # Builds of jobs whose full name matches one of these patterns are deployments...
+    deploy_jobs: list[str] = Field(default_factory=lambda: ["*deploy*"])
+    # ...to this environment.
+    deploy_environment: str = "production"
+    concurrency: int = Field(default=4, ge=1, le=64)
+    requests_per_second: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _auth_pair(self) -> JenkinsSourceConfig:
+        if (self.username is None) != (self.api_token is None):
+            raise ValueError("give both username and api_token, or neither")
+        return self
+
+
 class SourcesConfig(StrictModel):
     """One block per upstream."""
 
@@ -636,6 +804,10 @@ class SourcesConfig(StrictModel):
     nginx: NginxSourceConfig | None = None
     cloudwatch: CloudWatchSourceConfig | None = None
     prometheus: PrometheusSourceConfig | None = None
+
+    github: GitHubSourceConfig | None = None
+    gitlab: GitLabSourceConfig | None = None
+    jenkins: JenkinsSourceConfig | None = None
 
 
 class GatewayTrafficRule(StrictModel):
@@ -721,6 +893,7 @@ class Config(BaseSettings):
     sources: SourcesConfig = Field(default_factory=SourcesConfig)
     cost: CostConfig = Field(default_factory=CostConfig)
     capabilities: list[CapabilityConfig] = Field(default_factory=list)
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
 
     @classmethod
     def settings_customise_sources(
@@ -771,6 +944,17 @@ class Config(BaseSettings):
 
     def service(self, name: str) -> ServiceConfig | None:
         return next((s for s in self.services if s.name == name), None)
+
+    def service_of_repo(self, kind: str, name: str) -> str | None:
+        """The service a CI/CD repo, project or job belongs to (exact refs before patterns)."""
+        refs = [(svc.name, ref) for svc in self.services for ref in svc.ci]
+        for svc_name, ref in refs:
+            if not ref.is_pattern and ref.matches(kind, name):
+                return svc_name
+        for svc_name, ref in refs:
+            if ref.is_pattern and ref.matches(kind, name):
+                return svc_name
+        return None
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:

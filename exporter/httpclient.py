@@ -7,6 +7,14 @@ request in the shared policy: jittered exponential backoff on 5xx, timeouts and
 connection errors; ``Retry-After`` honoured on 429 and 403 (secondary rate
 limits) up to a cap; 401 fails at once, because retrying a bad token only burns
 the upstream's patience.
+
+Sources that talk to rate-limited APIs also pass ``rate``: every request then
+waits for a token of the upstream host's :class:`TokenBucket` (one per host,
+shared by every client of the process), and the response hook reads the
+``X-RateLimit-*`` (GitHub) and ``RateLimit-*`` (GitLab) headers into the
+source's health and slows the bucket down when fewer than ``reserve`` requests
+remain before the reset. :func:`conditional_get` sends ``If-None-Match`` and
+accepts ``304 Not Modified``, which GitHub does not count against the limit.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import asyncio
 import email.utils
 import logging
 import random
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
@@ -36,6 +45,94 @@ log = logging.getLogger(__name__)
 USER_AGENT = f"platform-kpi-exporter/{__version__}"
 
 
+class TokenBucket:
+    """Paces requests to one upstream host: ``rate`` per second with bursts of ``burst``.
+
+    :meth:`acquire` reserves a token and sleeps until it is due; reservation is
+    synchronous, so concurrent tasks (or event loops) never take the same token.
+    :meth:`slow_down` spreads the requests left in an upstream rate-limit window
+    until its reset, so the budget is never spent to zero.
+    """
+
+    def __init__(
+        self, rate: float, burst: float | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = rate
+        self.burst = max(1.0, burst if burst is not None else rate)
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._next = 0.0  # when the next token is free, by `clock`
+        self._slow_interval = 0.0
+        self._slow_until = 0.0
+
+    def reserve(self) -> float:
+        """Take the next token; return how many seconds to wait before using it."""
+        with self._lock:
+            now = self.clock()
+            interval = 1.0 / self.rate
+            if now < self._slow_until:
+                interval = max(interval, self._slow_interval)
+            # A bucket that has been idle holds at most `burst` tokens.
+            start = max(self._next, now - (self.burst - 1) * interval)
+            self._next = start + interval
+            return max(0.0, start - now)
+
+    async def acquire(self, max_wait: float = 60.0) -> None:
+        wait = self.reserve()
+        if wait > max_wait:
+            raise RateLimited(
+                f"request budget exhausted: next request allowed in {wait:.0f}s", wait
+            )
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    def slow_down(self, remaining: float, reset_in: float) -> None:
+        """Spread ``remaining`` requests over the ``reset_in`` seconds until the window resets."""
+        with self._lock:
+            now = self.clock()
+            self._slow_until = now + max(0.0, reset_in)
+            self._slow_interval = max(0.0, reset_in) / max(1.0, remaining)
+
+
+_BUCKETS: dict[str, TokenBucket] = {}
+_BUCKETS_LOCK = threading.Lock()
+
+
+def host_bucket(host: str, rate: float, burst: float | None = None) -> TokenBucket:
+    """The process-wide bucket of ``host`` (created with ``rate`` on first use)."""
+    with _BUCKETS_LOCK:
+        bucket = _BUCKETS.get(host)
+        if bucket is None or bucket.rate != rate:
+            bucket = _BUCKETS[host] = TokenBucket(rate, burst)
+        return bucket
+
+
+def read_rate_limit(
+    headers: httpx.Headers, now: float | None = None
+) -> tuple[str, float, float] | None:
+    """(resource, remaining, seconds to reset) from GitHub or GitLab rate-limit headers."""
+    remaining = headers.get("X-RateLimit-Remaining") or headers.get("RateLimit-Remaining")
+    if remaining is None:
+        return None
+    try:
+        left = float(remaining)
+    except ValueError:
+        return None
+    reset = headers.get("X-RateLimit-Reset") or headers.get("RateLimit-Reset")
+    current = time.time() if now is None else now
+    reset_in = 0.0
+    if reset:
+        try:
+            # Both GitHub and GitLab send the reset as Unix seconds.
+            reset_in = max(0.0, float(reset) - current)
+        except ValueError:
+            reset_in = 0.0
+    resource = headers.get("X-RateLimit-Resource") or "core"
+    return resource, left, reset_in
+
+
 def build_client(
     health: SourceHealth,
     *,
@@ -46,11 +143,30 @@ def build_client(
     verify: bool = True,
     transport: httpx.AsyncBaseTransport | None = None,
     max_connections: int = 10,
+    rate: float | None = None,
+    reserve: int = 0,
 ) -> httpx.AsyncClient:
-    """An async client for one source, with its timeouts, auth and request counting."""
+    """An async client for one source, with its timeouts, auth and request counting.
+
+    With ``rate``, requests are paced by their host's :class:`TokenBucket`, and the
+    upstream's rate-limit headers are exported and obeyed (see the module doc).
+    """
 
     async def count(response: httpx.Response) -> None:
         health.count_request(response.status_code)
+        if rate is None:
+            return
+        budget = read_rate_limit(response.headers)
+        if budget is None:
+            return
+        resource, remaining, reset_in = budget
+        health.set_rate_limit_remaining(resource, remaining)
+        if remaining <= reserve and reset_in > 0:
+            host_bucket(response.request.url.host, rate).slow_down(remaining, reset_in)
+
+    async def pace(request: httpx.Request) -> None:
+        if rate is not None:
+            await host_bucket(request.url.host, rate).acquire()
 
     all_headers = {"User-Agent": USER_AGENT}
     all_headers.update(headers or {})
@@ -62,7 +178,7 @@ def build_client(
         timeout=httpx.Timeout(timeout),
         transport=transport,
         limits=httpx.Limits(max_connections=max_connections),
-        event_hooks={"response": [count]},
+        event_hooks={"request": [pace], "response": [count]},
         follow_redirects=True,
     )
 
@@ -185,3 +301,25 @@ async def send(
     except _Retryable as exc:
         raise exc.error from None
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def conditional_get(
+    client: httpx.AsyncClient,
+    url: str,
+    etag: str | None,
+    *,
+    params: Mapping[str, Any] | None = None,
+    health: SourceHealth | None = None,
+    **kwargs: Any,
+) -> httpx.Response:
+    """GET under the shared policy with ``If-None-Match: etag``; the answer is 200 or 304.
+
+    Store the response's ``ETag`` with the data it came with, and pass it back on
+    the next poll: an unchanged resource then costs a 304 with no body.
+    """
+    headers = dict(kwargs.pop("headers", None) or {})
+    if etag:
+        headers["If-None-Match"] = etag
+    return await send(
+        client, "GET", url, ok=(200, 304), params=params, headers=headers, health=health, **kwargs
+    )

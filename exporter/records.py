@@ -216,3 +216,87 @@ class TemplateUse:
     @property
     def key(self) -> str:
         return f"{self.source}/{self.service}/{self.kind}/{self.ref}"
+
+
+# --- delivery (CI/CD) -------------------------------------------------------------
+
+# Results a pipeline run or a deployment can end with; bounded, so they can be labels.
+RUN_RESULTS = ("success", "failure", "cancelled", "skipped", "other")
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineRun:
+    """One finished CI run: a GitHub Actions workflow run, a GitLab pipeline, a Jenkins build."""
+
+    source: str
+    service: str
+    # Workflow, pipeline or job name: a bounded label, never a run id or a branch.
+    pipeline: str
+    # Upstream identity within the source, e.g. "acme/checkout/123456".
+    run_id: str
+    result: str  # one of RUN_RESULTS
+    created_at: float
+    started_at: float | None
+    finished_at: float
+
+    @property
+    def key(self) -> str:
+        return f"{self.source}/{self.run_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """A deployment of one commit of a service to an environment.
+
+    ``status`` is "success" or "failure" once it has finished, "pending" before;
+    ``finished_at`` is set once it has finished.
+    """
+
+    source: str
+    service: str
+    environment: str  # the bounded label: "production", a configured name, or "other"
+    production: bool
+    deploy_id: str
+    sha: str
+    status: str
+    created_at: float
+    finished_at: float | None
+
+    @property
+    def key(self) -> str:
+        return f"{self.source}/{self.deploy_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """A commit of a service's repo, with its parents (to walk history between deploys)."""
+
+    service: str
+    sha: str
+    authored_at: float
+    committed_at: float
+    parents: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        return f"{self.service}/{self.sha}"
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """An incident of a service: opened, and resolved once ``resolved_at`` is set.
+
+    ``deployment_sha`` is an explicit link to the deployment that caused it, when
+    the upstream records one.
+    """
+
+    source: str
+    service: str
+    incident_id: str
+    opened_at: float
+    resolved_at: float | None
+    deployment_sha: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.source}/{self.incident_id}"

@@ -1,0 +1,312 @@
+"""Delivery KPIs (the four DORA keys, pipeline health, time to production) as pure functions.
+
+Definitions (see docs/kpis.md, "Delivery"):
+
+* deployment frequency over a window = successful production deployments that
+  finished in (now - window, now], divided by the window in days;
+* lead time for changes: each successful production deployment D of a service,
+  taken in order of finish time, and P the service's previous successful
+  production deployment: every commit reachable from D's commit and not from
+  P's commit contributes ``D.finished_at - commit time``. No P (the first one
+  known), a commit we do not know, a redeploy of the same commit or a rollback
+  (D's commit already reachable from P's) contribute nothing;
+* change failure ratio over a window = (failed production deployments + successful
+  ones linked to an incident) / all production deployments that finished in the
+  window. An incident links to the deployment of its explicit commit, or else to
+  the service's latest successful production deployment that finished at most
+  ``link_window`` before it opened;
+* time to restore = incident resolved - opened, for incidents resolved in the window;
+* time to production = first successful production deployment - the service's
+  first commit (a root commit we know) or its catalog registration;
+* DORA performance level: the lowest of the per-key levels, by the thresholds of
+  the 2021 Accelerate State of DevOps report (:data:`DORA_2021`).
+
+Inputs are plain records of one service; order of arrival never matters, only
+timestamps and commit ancestry. Quantiles use :func:`exporter.kpis.uptime.quantile`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from exporter.kpis.uptime import quantile
+
+DAY = 86400.0
+HOUR = 3600.0
+
+FREQUENCY_WINDOWS: dict[str, float] = {"1d": DAY, "7d": 7 * DAY, "30d": 30 * DAY}
+LEAD_TIME_WINDOWS: dict[str, float] = {"7d": 7 * DAY, "30d": 30 * DAY}
+CHANGE_FAILURE_WINDOWS: dict[str, float] = {"30d": 30 * DAY}
+RESTORE_WINDOWS: dict[str, float] = {"30d": 30 * DAY}
+QUANTILES = (0.5, 0.9)
+
+LEAD_TIME_BUCKETS = (
+    900.0,
+    HOUR,
+    3 * HOUR,
+    6 * HOUR,
+    12 * HOUR,
+    DAY,
+    2 * DAY,
+    4 * DAY,
+    7 * DAY,
+    14 * DAY,
+    30 * DAY,
+    90 * DAY,
+)
+RESTORE_BUCKETS = (300.0, 900.0, 1800.0, HOUR, 2 * HOUR, 4 * HOUR, 8 * HOUR, DAY, 2 * DAY, 7 * DAY)
+PIPELINE_DURATION_BUCKETS = (30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0)
+QUEUE_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+TIME_TO_PRODUCTION_BUCKETS = (
+    DAY,
+    3 * DAY,
+    7 * DAY,
+    14 * DAY,
+    30 * DAY,
+    60 * DAY,
+    90 * DAY,
+    180 * DAY,
+)
+
+LEVELS = ("elite", "high", "medium", "low")
+
+
+@dataclass(frozen=True, slots=True)
+class ProdDeploy:
+    """A finished production deployment of one service."""
+
+    key: str
+    sha: str
+    success: bool
+    finished_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CommitNode:
+    """A commit: the time lead time counts from, and its parents."""
+
+    sha: str
+    at: float
+    parents: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentSpan:
+    key: str
+    opened_at: float
+    resolved_at: float | None
+    deployment_sha: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LeadTime:
+    """One commit's lead time, attributed to the deployment that shipped it."""
+
+    deploy_key: str
+    sha: str
+    deployed_at: float
+    seconds: float
+
+
+def _in_window(t: float, now: float, window: float) -> bool:
+    return now - window < t <= now
+
+
+def _ordered_successes(deploys: Iterable[ProdDeploy]) -> list[ProdDeploy]:
+    return sorted((d for d in deploys if d.success), key=lambda d: (d.finished_at, d.key))
+
+
+def _reachable(start: str, commits: Mapping[str, CommitNode], stop: set[str]) -> list[str]:
+    """Known commits reachable from ``start`` through parents, not entering ``stop``."""
+    seen: set[str] = set()
+    order: list[str] = []
+    stack = [start]
+    while stack:
+        sha = stack.pop()
+        if sha in seen or sha in stop or sha not in commits:
+            continue
+        seen.add(sha)
+        order.append(sha)
+        stack.extend(commits[sha].parents)
+    return order
+
+
+def lead_times(deploys: Sequence[ProdDeploy], commits: Mapping[str, CommitNode]) -> list[LeadTime]:
+    """Every commit's lead time, for one service's production deployments (see module doc)."""
+    out: list[LeadTime] = []
+    successes = _ordered_successes(deploys)
+    for prev, cur in itertools.pairwise(successes):
+        if cur.sha not in commits or prev.sha not in commits or cur.sha == prev.sha:
+            continue
+        shipped_before = set(_reachable(prev.sha, commits, set()))
+        if cur.sha in shipped_before:
+            continue  # a rollback to (or redeploy of) something already in production
+        for sha in _reachable(cur.sha, commits, shipped_before):
+            seconds = max(0.0, cur.finished_at - commits[sha].at)
+            out.append(LeadTime(cur.key, sha, cur.finished_at, seconds))
+    return out
+
+
+def lead_time_quantiles(
+    samples: Sequence[LeadTime], now: float, window: float, qs: Sequence[float] = QUANTILES
+) -> tuple[int, dict[float, float]]:
+    """(sample count, {q: seconds}) over lead times of deployments finished in the window."""
+    values = [s.seconds for s in samples if _in_window(s.deployed_at, now, window)]
+    result = {q: v for q in qs if (v := quantile(values, q)) is not None}
+    return len(values), result
+
+
+def successful_deployments(deploys: Iterable[ProdDeploy], now: float, window: float) -> int:
+    return sum(1 for d in deploys if d.success and _in_window(d.finished_at, now, window))
+
+
+def deployment_frequency(deploys: Sequence[ProdDeploy], now: float, window: float) -> float | None:
+    """Successful production deployments per day over the window.
+
+    None when the service has no production deployment at all: no data is not 0.
+    """
+    if not deploys:
+        return None
+    return successful_deployments(deploys, now, window) / (window / DAY)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeFailure:
+    failed: int
+    total: int
+
+    @property
+    def ratio(self) -> float | None:
+        return self.failed / self.total if self.total else None
+
+
+def failed_changes(
+    deploys: Sequence[ProdDeploy], incidents: Sequence[IncidentSpan], link_window: float
+) -> set[str]:
+    """Keys of deployments that are failed changes: failed ones, and those an incident links to."""
+    failed = {d.key for d in deploys if not d.success}
+    successes = _ordered_successes(deploys)
+    for inc in incidents:
+        linked: ProdDeploy | None = None
+        if inc.deployment_sha is not None:
+            linked = next((d for d in successes if d.sha == inc.deployment_sha), None)
+        else:
+            before = [d for d in successes if d.finished_at <= inc.opened_at]
+            if before and inc.opened_at - before[-1].finished_at <= link_window:
+                linked = before[-1]
+        if linked is not None:
+            failed.add(linked.key)
+    return failed
+
+
+def change_failure(
+    deploys: Sequence[ProdDeploy],
+    incidents: Sequence[IncidentSpan],
+    now: float,
+    window: float,
+    link_window: float,
+) -> ChangeFailure:
+    """Failed changes and all production deployments that finished in the window."""
+    failed = failed_changes(deploys, incidents, link_window)
+    in_window = [d for d in deploys if _in_window(d.finished_at, now, window)]
+    return ChangeFailure(sum(1 for d in in_window if d.key in failed), len(in_window))
+
+
+def restore_times(incidents: Iterable[IncidentSpan], now: float, window: float) -> list[float]:
+    """Resolved - opened, for incidents resolved in the window (all of them if window is inf)."""
+    return [
+        max(0.0, i.resolved_at - i.opened_at)
+        for i in incidents
+        if i.resolved_at is not None and _in_window(i.resolved_at, now, window)
+    ]
+
+
+def time_to_production(
+    start: float | None, deploys: Iterable[ProdDeploy], now: float | None = None
+) -> float | None:
+    """From ``start`` to the first successful production deployment at or after it."""
+    if start is None:
+        return None
+    firsts = [
+        d.finished_at
+        for d in deploys
+        if d.success and d.finished_at >= start and (now is None or d.finished_at <= now)
+    ]
+    return min(firsts) - start if firsts else None
+
+
+def first_commit_time(commits: Mapping[str, CommitNode]) -> float | None:
+    """The time of the service's root commit (one with no parents), if we know it."""
+    roots = [c.at for c in commits.values() if not c.parents]
+    return min(roots) if roots else None
+
+
+# --- DORA performance levels --------------------------------------------------------
+
+#: Thresholds of the 2021 Accelerate State of DevOps report (DORA / Google Cloud), the
+#: last edition with four clusters whose bands do not overlap. A value gets the best level
+#: whose bound it meets. Frequency in deployments per day: elite "on demand" (>= 1 a day),
+#: high >= 1 a month, medium >= 1 in six months; lead time (< 1 h, < 1 week, < 6 months)
+#: and time to restore (< 1 h, < 1 day, < 1 week) as medians in seconds; change failure as
+#: a ratio (elite 0-15 %, high and medium 16-30 %, low above).
+DORA_2021: dict[str, tuple[float, float, float]] = {
+    # key: (elite bound, high bound, medium bound)
+    "deployment_frequency": (1.0, 1.0 / 30.0, 1.0 / 182.0),
+    "lead_time": (HOUR, 7 * DAY, 182 * DAY),
+    "change_failure": (0.15, 0.30, 0.30),
+    "time_to_restore": (HOUR, DAY, 7 * DAY),
+}
+
+
+def _level_at_least(value: float, bounds: tuple[float, float, float]) -> str:
+    for level, bound in zip(LEVELS, bounds, strict=False):
+        if value >= bound:
+            return level
+    return "low"
+
+
+def _level_at_most(value: float, bounds: tuple[float, float, float], strict: bool) -> str:
+    for level, bound in zip(LEVELS, bounds, strict=False):
+        if (value < bound) if strict else (value <= bound):
+            return level
+    return "low"
+
+
+def key_levels(
+    frequency_per_day: float | None,
+    lead_time_median: float | None,
+    change_failure_ratio: float | None,
+    restore_median: float | None,
+) -> dict[str, str]:
+    """The level of each key that has a value."""
+    levels: dict[str, str] = {}
+    if frequency_per_day is not None:
+        levels["deployment_frequency"] = _level_at_least(
+            frequency_per_day, DORA_2021["deployment_frequency"]
+        )
+    if lead_time_median is not None:
+        levels["lead_time"] = _level_at_most(lead_time_median, DORA_2021["lead_time"], True)
+    if change_failure_ratio is not None:
+        levels["change_failure"] = _level_at_most(
+            change_failure_ratio, DORA_2021["change_failure"], False
+        )
+    if restore_median is not None:
+        levels["time_to_restore"] = _level_at_most(
+            restore_median, DORA_2021["time_to_restore"], True
+        )
+    return levels
+
+
+def performance_level(
+    frequency_per_day: float | None,
+    lead_time_median: float | None,
+    change_failure_ratio: float | None,
+    restore_median: float | None,
+) -> str | None:
+    """The service's DORA level: its worst key; None without a deployment frequency."""
+    if frequency_per_day is None:
+        return None
+    levels = key_levels(frequency_per_day, lead_time_median, change_failure_ratio, restore_median)
+    return max(levels.values(), key=LEVELS.index)

@@ -1,0 +1,289 @@
+"""Delivery KPIs: deployments, the four DORA keys, pipeline health and time to production.
+
+Counters and pipeline histograms are persisted event counts (bumped once per
+new event); the window gauges, the lead-time and restore histograms and the
+DORA level are recomputed from stored events on every render. A KPI with no data
+is absent, and its ``*_samples`` gauge says how many events stood behind it.
+
+Sample::
+
+    platform_deployments_total{service="checkout",team="payments",environment="production",result="success"} 41
+    platform_deployment_frequency_per_day{service="checkout",team="payments",window="7d"} 1.2857
+    platform_lead_time_seconds_bucket{service="checkout",team="payments",le="3600"} 17
+    platform_lead_time_quantile_seconds{service="checkout",team="payments",window="7d",quantile="0.5"} 5400
+    platform_lead_time_samples{service="checkout",team="payments",window="7d"} 23
+    platform_change_failure_ratio{service="checkout",team="payments",window="30d"} 0.1
+    platform_change_failure_samples{service="checkout",team="payments",window="30d"} 30
+    platform_time_to_restore_quantile_seconds{service="checkout",team="payments",window="30d",quantile="0.9"} 7200
+    platform_pipeline_runs_total{service="checkout",team="payments",pipeline="CI",result="failure"} 12
+    platform_pipeline_duration_seconds_bucket{service="checkout",team="payments",pipeline="CI",le="300"} 80
+    platform_time_to_production_seconds{service="recommendations",team="discovery"} 604800
+    platform_dora_performance_level{service="checkout",team="payments",level="high"} 1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from exporter.kpis import delivery as kpi
+from exporter.kpis.uptime import quantile
+from exporter.metrics import RenderContext, cached_help
+from exporter.store import delivery as store
+from exporter.store.delivery import ServiceDelivery
+
+SOURCE_KINDS = ("github", "gitlab", "jenkins")
+
+
+def _kind(ctx: RenderContext) -> str:
+    for kind in SOURCE_KINDS:
+        if ctx.interval_of(kind) is not None:
+            return kind
+    return "github"
+
+
+def _le(bound: float) -> str:
+    return f"{bound:g}" if bound != float("inf") else "+Inf"
+
+
+def _buckets(values: Sequence[float], bounds: Sequence[float]) -> list[tuple[str, float]]:
+    out = [(_le(b), float(sum(1 for v in values if v <= b))) for b in bounds]
+    out.append(("+Inf", float(len(values))))
+    return out
+
+
+def _add_quantile(metric: Metric, lbl: Sequence[str], window: str, q: float, value: float) -> None:
+    labels = {"service": lbl[0], "team": lbl[1], "window": window, "quantile": f"{q:g}"}
+    metric.add_sample(metric.name, labels, value)
+
+
+def collect(ctx: RenderContext) -> Iterator[Metric]:
+    kind = _kind(ctx)
+
+    def helptext(text: str) -> str:
+        return cached_help(text, ctx, kind)
+
+    catalog = [s for s in ctx.config.services if s.ci]
+    known = {s.name for s in ctx.config.services}
+    rules = ctx.config.delivery
+    data = store.load(ctx.store, rules.commit_time)
+    now = ctx.now
+
+    deployments = CounterMetricFamily(
+        "platform_deployments",
+        helptext("Finished deployments by environment and result, counted once each."),
+        labels=["service", "team", "environment", "result"],
+    )
+    for labels, value in sorted(
+        ctx.store.counters(store.DEPLOYMENTS_TOTAL), key=lambda i: sorted(i[0].items())
+    ):
+        if labels["service"] in known:
+            deployments.add_metric(
+                [
+                    labels["service"],
+                    ctx.team_of(labels["service"]),
+                    labels["environment"],
+                    labels["result"],
+                ],
+                value,
+            )
+    yield deployments
+
+    freq = GaugeMetricFamily(
+        "platform_deployment_frequency_per_day",
+        helptext("Successful production deployments per day over the window."),
+        labels=["service", "team", "window"],
+    )
+    freq_samples = GaugeMetricFamily(
+        "platform_deployment_frequency_samples",
+        helptext("Successful production deployments in the window (0 with no data: no rate)."),
+        labels=["service", "team", "window"],
+    )
+    lead_hist = HistogramMetricFamily(
+        "platform_lead_time_seconds",
+        helptext("Lead time for changes: deployment finish minus commit time, per commit."),
+        labels=["service", "team"],
+    )
+    # Typed summary (quantiles only) rather than gauge: promtool rejects a "quantile"
+    # label on any other type; in PromQL the series are the same.
+    lead_q = Metric(
+        "platform_lead_time_quantile_seconds",
+        helptext("Median and p90 lead time for changes of deployments in the window."),
+        "summary",
+    )
+    lead_samples = GaugeMetricFamily(
+        "platform_lead_time_samples",
+        helptext("Commits behind platform_lead_time_quantile_seconds."),
+        labels=["service", "team", "window"],
+    )
+    cfr = GaugeMetricFamily(
+        "platform_change_failure_ratio",
+        helptext("Failed or incident-linked production deployments / all, over the window."),
+        labels=["service", "team", "window"],
+    )
+    cfr_samples = GaugeMetricFamily(
+        "platform_change_failure_samples",
+        helptext("Production deployments behind platform_change_failure_ratio."),
+        labels=["service", "team", "window"],
+    )
+    ttr_hist = HistogramMetricFamily(
+        "platform_time_to_restore_seconds",
+        helptext("Time to restore: incident resolved minus opened."),
+        labels=["service", "team"],
+    )
+    ttr_q = Metric(
+        "platform_time_to_restore_quantile_seconds",
+        helptext("Median and p90 time to restore of incidents resolved in the window."),
+        "summary",
+    )
+    ttr_samples = GaugeMetricFamily(
+        "platform_time_to_restore_samples",
+        helptext("Resolved incidents behind platform_time_to_restore_quantile_seconds."),
+        labels=["service", "team", "window"],
+    )
+    ttp = GaugeMetricFamily(
+        "platform_time_to_production_seconds",
+        helptext(
+            "From the service's first commit (or catalog registration) to its first "
+            "successful production deployment."
+        ),
+        labels=["service", "team"],
+    )
+    ttp_samples = GaugeMetricFamily(
+        "platform_time_to_production_samples",
+        helptext(
+            "Whether the start of time to production is known (1) or not (0): first "
+            "commit or registration."
+        ),
+        labels=["service", "team"],
+    )
+    level = GaugeMetricFamily(
+        "platform_dora_performance_level",
+        helptext("DORA performance level (2021 report thresholds over 30d); 1 for the current."),
+        labels=["service", "team", "level"],
+    )
+    ttp_values: list[float] = []
+
+    for svc in catalog:
+        d: ServiceDelivery = data.get(svc.name) or ServiceDelivery()
+        lbl = [svc.name, svc.team]
+        for window, seconds in kpi.FREQUENCY_WINDOWS.items():
+            freq_samples.add_metric(
+                [*lbl, window], kpi.successful_deployments(d.deploys, now, seconds)
+            )
+            per_day = kpi.deployment_frequency(d.deploys, now, seconds)
+            if per_day is not None:
+                freq.add_metric([*lbl, window], per_day)
+
+        leads = kpi.lead_times(d.deploys, d.commits)
+        lead_values = [s.seconds for s in leads if s.deployed_at <= now]
+        lead_hist.add_metric(lbl, _buckets(lead_values, kpi.LEAD_TIME_BUCKETS), sum(lead_values))
+        lead_median_30d: float | None = None
+        for window, seconds in kpi.LEAD_TIME_WINDOWS.items():
+            n, qs = kpi.lead_time_quantiles(leads, now, seconds)
+            lead_samples.add_metric([*lbl, window], n)
+            for q, lead_v in qs.items():
+                _add_quantile(lead_q, lbl, window, q, lead_v)
+            if window == "30d":
+                lead_median_30d = qs.get(0.5)
+
+        cfr_30d: float | None = None
+        for window, seconds in kpi.CHANGE_FAILURE_WINDOWS.items():
+            cf = kpi.change_failure(
+                d.deploys, d.incidents, now, seconds, rules.incident_link_window
+            )
+            cfr_samples.add_metric([*lbl, window], cf.total)
+            if cf.ratio is not None:
+                cfr.add_metric([*lbl, window], cf.ratio)
+                cfr_30d = cf.ratio
+
+        restores = kpi.restore_times(d.incidents, now, float("inf"))
+        ttr_hist.add_metric(lbl, _buckets(restores, kpi.RESTORE_BUCKETS), sum(restores))
+        ttr_median_30d: float | None = None
+        for window, seconds in kpi.RESTORE_WINDOWS.items():
+            values = kpi.restore_times(d.incidents, now, seconds)
+            ttr_samples.add_metric([*lbl, window], len(values))
+            for q in kpi.QUANTILES:
+                restore_q = quantile(values, q)
+                if restore_q is not None:
+                    _add_quantile(ttr_q, lbl, window, q, restore_q)
+            ttr_median_30d = quantile(values, 0.5)
+
+        start = kpi.first_commit_time(d.commits)
+        if start is None and svc.registered_at is not None:
+            start = svc.registered_at.timestamp()
+        ttp_samples.add_metric(lbl, 0 if start is None else 1)
+        to_prod = kpi.time_to_production(start, d.deploys, now)
+        if to_prod is not None:
+            ttp.add_metric(lbl, to_prod)
+            ttp_values.append(to_prod)
+
+        current = kpi.performance_level(
+            kpi.deployment_frequency(d.deploys, now, kpi.FREQUENCY_WINDOWS["30d"]),
+            lead_median_30d,
+            cfr_30d,
+            ttr_median_30d,
+        )
+        if current is not None:
+            for name in kpi.LEVELS:
+                level.add_metric([*lbl, name], 1.0 if name == current else 0.0)
+
+    yield freq
+    yield freq_samples
+    yield lead_hist
+    yield lead_q
+    yield lead_samples
+    yield cfr
+    yield cfr_samples
+    yield ttr_hist
+    yield ttr_q
+    yield ttr_samples
+    yield ttp
+    yield ttp_samples
+    first_prod = HistogramMetricFamily(
+        "platform_time_to_first_production_seconds",
+        helptext("Time to production across the services of the catalog, one sample each."),
+    )
+    first_prod.add_metric([], _buckets(ttp_values, kpi.TIME_TO_PRODUCTION_BUCKETS), sum(ttp_values))
+    yield first_prod
+    yield level
+
+    runs = CounterMetricFamily(
+        "platform_pipeline_runs",
+        helptext("Finished CI pipeline (workflow) runs by result."),
+        labels=["service", "team", "pipeline", "result"],
+    )
+    for labels_, value in sorted(
+        ctx.store.counters(store.RUNS_TOTAL), key=lambda i: sorted(i[0].items())
+    ):
+        if labels_["service"] in known:
+            runs.add_metric(
+                [
+                    labels_["service"],
+                    ctx.team_of(labels_["service"]),
+                    labels_["pipeline"],
+                    labels_["result"],
+                ],
+                value,
+            )
+    yield runs
+    for metric, text in (
+        (store.RUN_DURATION, "Duration of finished pipeline runs, started to finished."),
+        (store.RUN_QUEUE, "Queue time of pipeline runs, created to started."),
+    ):
+        hist = HistogramMetricFamily(metric, helptext(text), labels=["service", "team", "pipeline"])
+        for labels_, bounds, counts, total, n in sorted(
+            ctx.store.histograms(metric), key=lambda i: sorted(i[0].items())
+        ):
+            if labels_["service"] not in known:
+                continue
+            buckets = [(_le(b), float(c)) for b, c in zip(bounds, counts, strict=True)]
+            buckets.append(("+Inf", float(n)))
+            hist.add_metric(
+                [labels_["service"], ctx.team_of(labels_["service"]), labels_["pipeline"]],
+                buckets,
+                total,
+            )
+        yield hist

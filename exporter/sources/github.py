@@ -1,0 +1,562 @@
+"""GitHub (github.com or Enterprise Server): Actions runs, deployments, commits and incidents.
+
+Per repo, four list endpoints are read newest-first with a constant URL, so
+each carries an ``ETag`` from the previous poll and an unchanged list costs a
+``304`` (free of rate limit) and nothing else:
+
+* ``/repos/{r}/actions/runs``: finished runs become :class:`PipelineRun`; pages
+  are read until runs older than the cursor (the oldest unfinished run, or the
+  newest seen); the first poll reads ``backfill_days`` of history;
+* ``/repos/{r}/deployments`` and, for each deployment not yet known finished,
+  its ``/statuses``: the truth for production deploys where a repo uses them;
+  a repo with no deployments at all takes runs of ``deploy_workflows`` on its
+  default branch as its production deployments instead;
+* ``/repos/{r}/commits``: the default branch's history with parents, so lead
+  time can walk from one production deployment to the previous one;
+* ``/repos/{r}/issues?labels=<incident_label>&state=all``: incidents.
+
+Repos come from the catalog (``services[].ci[].github``) and from
+``orgs`` (``/orgs/{org}/repos`` with include and exclude patterns, mapped to
+services by the catalog's patterns). Auth is a token or a GitHub App
+installation (short-lived tokens minted with an RS256 app JWT). Requests are
+paced by the host's token bucket and slowed when ``X-RateLimit-Remaining``
+nears ``rate_limit_reserve``; a ``401`` stops the source until restart.
+"""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import json
+import time
+from collections.abc import AsyncGenerator, Callable, Generator
+from typing import Any
+
+import httpx
+
+from exporter.config import Config, GitHubAppConfig, GitHubSourceConfig
+from exporter.errors import AuthError, RateLimited
+from exporter.httpclient import conditional_get, send
+from exporter.records import Commit, Deployment, Incident, PipelineRun
+from exporter.sources.base import PollContext, Source
+from exporter.sources.cicd_common import (
+    body_of,
+    dump_state,
+    load_state,
+    malformed,
+    parse_time,
+    parse_time_or_none,
+    repo_mapper,
+    run_units,
+)
+
+API_VERSION = "2022-11-28"
+PER_PAGE = 100
+# Branches whose deploy-workflow runs count as production deployments.
+DEPLOY_BRANCHES = ("main", "master")
+# A pending deployment older than this no longer holds the cursor back.
+PENDING_HORIZON = 86400.0
+
+_CONCLUSIONS = {
+    "success": "success",
+    "failure": "failure",
+    "timed_out": "failure",
+    "startup_failure": "failure",
+    "cancelled": "cancelled",
+    "skipped": "skipped",
+}
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def app_jwt(app_id: int, private_key_pem: str, now: float) -> str:
+    """An RS256 JSON Web Token for a GitHub App (valid 9 minutes, issued 60 s back)."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise AuthError("the GitHub App private key is not an RSA key")
+    header = _b64url(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
+    payload = _b64url(
+        json.dumps({"iat": int(now) - 60, "exp": int(now) + 540, "iss": str(app_id)}).encode()
+    )
+    signing_input = f"{header}.{payload}".encode()
+    signature = key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+    return f"{header}.{payload}.{_b64url(signature)}"
+
+
+class GitHubAppAuth(httpx.Auth):
+    """Adds an installation token, minting a new one when it is about to expire."""
+
+    def __init__(self, app: GitHubAppConfig, base_url: str, clock: Callable[[], float]) -> None:
+        self.app = app
+        self.base_url = base_url.rstrip("/")
+        self.clock = clock
+        self.token: str | None = None
+        self.expires_at = 0.0
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if self.token is None or self.clock() > self.expires_at - 300:
+            jwt = app_jwt(self.app.app_id, self.app.private_key.get_secret_value(), self.clock())
+            response = yield httpx.Request(
+                "POST",
+                f"{self.base_url}/app/installations/{self.app.installation_id}/access_tokens",
+                headers={
+                    "Authorization": f"Bearer {jwt}",
+                    "Accept": "application/vnd.github+json",
+                    "X-GitHub-Api-Version": API_VERSION,
+                },
+            )
+            if response.status_code != 201:
+                response.read()
+                raise AuthError(
+                    f"GitHub App installation token refused ({response.status_code}): "
+                    f"{response.text[:200]}"
+                )
+            response.read()
+            data = response.json()
+            self.token = str(data["token"])
+            self.expires_at = parse_time(data["expires_at"])
+        request.headers["Authorization"] = f"Bearer {self.token}"
+        yield request
+
+
+class GitHubSource(Source):
+    """Reads the catalog's GitHub repos; see the module docstring."""
+
+    kind = "github"
+    # The shared retry policy's knobs; tests make them fast.
+    attempts = 4
+    backoff = 0.5
+    max_retry_after = 60.0
+
+    def __init__(self, config: Config, settings: GitHubSourceConfig) -> None:
+        super().__init__(config, settings)
+        self.gh = settings
+        self.rules = config.delivery
+        self.explicit: dict[str, str] = {
+            ref.pattern: svc.name
+            for svc in config.services
+            for ref in svc.ci
+            if ref.kind == "github" and not ref.is_pattern
+        }
+        self._auth_failure: AuthError | None = None
+        self._blocked_until = 0.0
+        self._unmapped_logged: set[str] = set()
+
+    @property
+    def active(self) -> bool:
+        return bool(self.explicit or self.gh.orgs)
+
+    def client_options(self) -> dict[str, Any]:
+        headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION}
+        options: dict[str, Any] = {
+            "base_url": self.gh.base_url.rstrip("/"),
+            "headers": headers,
+            "rate": self.gh.requests_per_second,
+            "reserve": self.gh.rate_limit_reserve,
+            "max_connections": self.gh.concurrency,
+        }
+        if self.gh.token is not None:
+            headers["Authorization"] = f"Bearer {self.gh.token.get_secret_value()}"
+        elif self.gh.app is not None:
+            options["auth"] = GitHubAppAuth(self.gh.app, self.gh.base_url, time.time)
+        return options
+
+    # --- the poll -------------------------------------------------------------------
+
+    async def poll(self, ctx: PollContext) -> None:
+        if self._auth_failure is not None:
+            raise AuthError(
+                f"stopped after a credentials error; fix it and restart: {self._auth_failure}"
+            )
+        if ctx.now() < self._blocked_until:
+            raise RateLimited(
+                f"rate limited until {self._blocked_until:.0f} (Retry-After); not calling",
+                self._blocked_until - ctx.now(),
+            )
+        try:
+            repos = await self._repos(ctx)
+            await run_units(
+                [self._unit(ctx, repo, service) for repo, service in sorted(repos.items())],
+                self.gh.concurrency,
+            )
+        except AuthError as exc:
+            self._auth_failure = exc
+            raise
+        except RateLimited as exc:
+            if exc.retry_after:
+                self._blocked_until = ctx.now() + exc.retry_after
+            raise
+
+    def _unit(self, ctx: PollContext, repo: str, service: str) -> Callable[[], Any]:
+        async def sync() -> None:
+            await self.sync_repo(ctx, repo, service)
+
+        return sync
+
+    async def _get(
+        self, ctx: PollContext, url: str, params: dict[str, Any] | None = None
+    ) -> httpx.Response:
+        return await send(
+            ctx.client,
+            "GET",
+            url,
+            params=params,
+            attempts=self.attempts,
+            backoff=self.backoff,
+            max_retry_after=self.max_retry_after,
+            health=ctx.health,
+        )
+
+    async def _list(
+        self, ctx: PollContext, url: str, params: dict[str, Any], cursor: str
+    ) -> AsyncGenerator[Any, None]:
+        """Pages of a list, newest first; nothing when the first page is unchanged (304).
+
+        The first page's ETag is kept in ``self._etags[cursor]`` for the caller to commit.
+        """
+        state = load_state(ctx, cursor)
+        response = await conditional_get(
+            ctx.client,
+            url,
+            state.get("etag"),
+            params=params,
+            attempts=self.attempts,
+            backoff=self.backoff,
+            max_retry_after=self.max_retry_after,
+            health=ctx.health,
+        )
+        if response.status_code == 304:
+            return
+        self._etags[cursor] = response.headers.get("ETag", "")
+        while True:
+            body = body_of(response)
+            yield body
+            following = response.links.get("next", {}).get("url")
+            if not following:
+                return
+            response = await self._get(ctx, following)
+
+    async def _repos(self, ctx: PollContext) -> dict[str, str]:
+        """Repo full name -> service, from the catalog and the orgs."""
+        self._etags: dict[str, str] = {}
+        repos = dict(self.explicit)
+        service_of = repo_mapper(ctx, self.config, "github")
+        for org in self.gh.orgs:
+            cursor = f"org:{org.name}"
+            state = load_state(ctx, cursor)
+            names: list[str] | None = None
+            async for page in self._list(
+                ctx, f"/orgs/{org.name}/repos", {"per_page": PER_PAGE, "type": "all"}, cursor
+            ):
+                names = names or []
+                try:
+                    names += [
+                        str(r["full_name"])
+                        for r in page
+                        if not r.get("archived") and org.selects(str(r["name"]))
+                    ]
+                except (KeyError, TypeError, AttributeError) as exc:
+                    raise malformed("org repos", exc) from None
+            if names is None:
+                names = [str(n) for n in state.get("repos", [])]
+            else:
+                ctx.commit([], {cursor: dump_state({"etag": self._etags[cursor], "repos": names})})
+            for name in names:
+                service = service_of(name)
+                if service is None:
+                    if name not in self._unmapped_logged:
+                        self._unmapped_logged.add(name)
+                        ctx.log.info(
+                            "github repo %s maps to no service of the catalog; skipped", name
+                        )
+                    continue
+                repos.setdefault(name, service)
+        return repos
+
+    async def sync_repo(self, ctx: PollContext, repo: str, service: str) -> None:
+        """Read one repo's four lists and commit them with their cursors, all at once."""
+        now = ctx.now()
+        backfill_start = now - self.rules.backfill_days * 86400.0
+        records: list[Any] = []
+        cursors: dict[str, str] = {}
+        runs = await self._runs(ctx, repo, service, backfill_start, records, cursors)
+        await self._deployments(ctx, repo, service, backfill_start, runs, records, cursors)
+        await self._commits(ctx, repo, service, backfill_start, records, cursors)
+        await self._incidents(ctx, repo, service, backfill_start, records, cursors)
+        ctx.commit(records, cursors)
+
+    async def _runs(
+        self,
+        ctx: PollContext,
+        repo: str,
+        service: str,
+        backfill_start: float,
+        records: list[Any],
+        cursors: dict[str, str],
+    ) -> list[dict[str, Any]]:
+        cursor = f"{repo}:runs"
+        state = load_state(ctx, cursor)
+        since = float(state.get("since", backfill_start))
+        seen: list[dict[str, Any]] = []
+        pages = self._list(
+            ctx,
+            f"/repos/{repo}/actions/runs",
+            {"per_page": PER_PAGE, "exclude_pull_requests": "true"},
+            cursor,
+        )
+        async for page in pages:
+            try:
+                batch = list(page["workflow_runs"])
+                done = False
+                for run in batch:
+                    if parse_time(run["created_at"]) < since:
+                        done = True
+                        break
+                    seen.append(run)
+            except (KeyError, TypeError) as exc:
+                raise malformed("workflow runs", exc) from None
+            if done:
+                break
+        if cursor not in self._etags:
+            return []
+        unfinished: list[float] = []
+        newest = since
+        try:
+            for run in seen:
+                created = parse_time(run["created_at"])
+                newest = max(newest, created)
+                if run["status"] != "completed":
+                    unfinished.append(created)
+                    continue
+                records.append(
+                    PipelineRun(
+                        source=self.kind,
+                        service=service,
+                        pipeline=str(run.get("name") or run.get("path") or "workflow")[:100],
+                        run_id=f"{repo}/{run['id']}",
+                        result=_CONCLUSIONS.get(str(run.get("conclusion")), "other"),
+                        created_at=created,
+                        started_at=parse_time_or_none(run.get("run_started_at")),
+                        finished_at=parse_time(run["updated_at"]),
+                    )
+                )
+        except (KeyError, TypeError) as exc:
+            raise malformed("workflow run", exc) from None
+        new_since = min(unfinished) if unfinished else newest
+        cursors[cursor] = dump_state({"etag": self._etags[cursor], "since": new_since})
+        return seen
+
+    async def _deployments(
+        self,
+        ctx: PollContext,
+        repo: str,
+        service: str,
+        backfill_start: float,
+        runs: list[dict[str, Any]],
+        records: list[Any],
+        cursors: dict[str, str],
+    ) -> None:
+        cursor = f"{repo}:deployments"
+        state = load_state(ctx, cursor)
+        since = float(state.get("since", backfill_start))
+        uses_deployments = bool(state.get("any", False))
+        seen: list[dict[str, Any]] = []
+        async for page in self._list(
+            ctx, f"/repos/{repo}/deployments", {"per_page": PER_PAGE}, cursor
+        ):
+            try:
+                done = False
+                for dep in page:
+                    uses_deployments = True
+                    if parse_time(dep["created_at"]) < since:
+                        done = True
+                        break
+                    seen.append(dep)
+            except (KeyError, TypeError) as exc:
+                raise malformed("deployments", exc) from None
+            if done:
+                break
+        if cursor in self._etags:
+            finished = {
+                str(r[0])
+                for r in ctx.store.query(
+                    "SELECT key FROM deployments WHERE source = ? AND key LIKE ? "
+                    "AND status IN ('success', 'failure')",
+                    (self.kind, f"{self.kind}/{repo}/%"),
+                )
+            }
+            pending: list[float] = []
+            newest = since
+            for dep in seen:
+                try:
+                    created = parse_time(dep["created_at"])
+                    key = f"{self.kind}/{repo}/{dep['id']}"
+                    newest = max(newest, created)
+                    if key in finished:
+                        continue
+                    record = await self._deployment(ctx, repo, service, dep)
+                except (KeyError, TypeError) as exc:
+                    raise malformed("deployment", exc) from None
+                if record is None:
+                    continue
+                records.append(record)
+                if record.status == "pending" and created > ctx.now() - PENDING_HORIZON:
+                    pending.append(created)
+            cursors[cursor] = dump_state(
+                {
+                    "etag": self._etags[cursor],
+                    "since": min(pending) if pending else newest,
+                    "any": uses_deployments,
+                }
+            )
+        if not uses_deployments and self.gh.deploy_workflows:
+            records.extend(self._workflow_deployments(repo, service, runs))
+
+    async def _deployment(
+        self, ctx: PollContext, repo: str, service: str, dep: dict[str, Any]
+    ) -> Deployment | None:
+        response = await self._get(
+            ctx, f"/repos/{repo}/deployments/{dep['id']}/statuses", {"per_page": PER_PAGE}
+        )
+        statuses = body_of(response)
+        status, finished_at = "pending", None
+        latest = str(statuses[0]["state"]) if statuses else "pending"
+        for st in statuses:  # newest first
+            state = str(st["state"])
+            if state in ("success", "failure", "error"):
+                status = "success" if state == "success" else "failure"
+                finished_at = parse_time(st["created_at"])
+                break
+        if status == "pending" and latest == "inactive":
+            return None  # superseded before it finished: not a deployment that happened
+        env = str(dep["environment"])
+        return Deployment(
+            source=self.kind,
+            service=service,
+            environment=self.rules.environment_label(env),
+            production=self.rules.is_production(env),
+            deploy_id=f"{repo}/{dep['id']}",
+            sha=str(dep["sha"]),
+            status=status,
+            created_at=parse_time(dep["created_at"]),
+            finished_at=finished_at,
+        )
+
+    def _workflow_deployments(
+        self, repo: str, service: str, runs: list[dict[str, Any]]
+    ) -> list[Deployment]:
+        out = []
+        for run in runs:
+            name = str(run.get("name") or "")
+            if run.get("status") != "completed" or run.get("head_branch") not in DEPLOY_BRANCHES:
+                continue
+            if not any(fnmatch.fnmatchcase(name, p) for p in self.gh.deploy_workflows):
+                continue
+            result = _CONCLUSIONS.get(str(run.get("conclusion")), "other")
+            if result not in ("success", "failure"):
+                continue
+            out.append(
+                Deployment(
+                    source=self.kind,
+                    service=service,
+                    environment="production",
+                    production=True,
+                    deploy_id=f"{repo}/run/{run['id']}",
+                    sha=str(run["head_sha"]),
+                    status=result,
+                    created_at=parse_time(run["created_at"]),
+                    finished_at=parse_time(run["updated_at"]),
+                )
+            )
+        return out
+
+    async def _commits(
+        self,
+        ctx: PollContext,
+        repo: str,
+        service: str,
+        backfill_start: float,
+        records: list[Any],
+        cursors: dict[str, str],
+    ) -> None:
+        cursor = f"{repo}:commits"
+        state = load_state(ctx, cursor)
+        since = float(state.get("since", backfill_start))
+        newest = since
+        async for page in self._list(ctx, f"/repos/{repo}/commits", {"per_page": PER_PAGE}, cursor):
+            done = False
+            try:
+                for item in page:
+                    committed = parse_time(item["commit"]["committer"]["date"])
+                    if committed < since:
+                        done = True
+                        break
+                    newest = max(newest, committed)
+                    records.append(
+                        Commit(
+                            service=service,
+                            sha=str(item["sha"]),
+                            authored_at=parse_time(item["commit"]["author"]["date"]),
+                            committed_at=committed,
+                            parents=tuple(str(p["sha"]) for p in item["parents"]),
+                        )
+                    )
+            except (KeyError, TypeError) as exc:
+                raise malformed("commits", exc) from None
+            if done:
+                break
+        if cursor in self._etags:
+            # An hour of overlap absorbs clock skew between committers; re-reads dedupe.
+            cursors[cursor] = dump_state(
+                {"etag": self._etags[cursor], "since": max(since, newest - 3600.0)}
+            )
+
+    async def _incidents(
+        self,
+        ctx: PollContext,
+        repo: str,
+        service: str,
+        backfill_start: float,
+        records: list[Any],
+        cursors: dict[str, str],
+    ) -> None:
+        cursor = f"{repo}:incidents"
+        state = load_state(ctx, cursor)
+        # Fixed at the first poll, so the URL (and its ETag) stays the same.
+        since = str(state.get("since") or _iso(backfill_start))
+        params = {
+            "labels": self.gh.incident_label,
+            "state": "all",
+            "since": since,
+            "sort": "updated",
+            "direction": "desc",
+            "per_page": PER_PAGE,
+        }
+        async for page in self._list(ctx, f"/repos/{repo}/issues", params, cursor):
+            try:
+                for item in page:
+                    if "pull_request" in item:
+                        continue
+                    closed = item.get("state") == "closed"
+                    records.append(
+                        Incident(
+                            source=self.kind,
+                            service=service,
+                            incident_id=f"{repo}#{item['number']}",
+                            opened_at=parse_time(item["created_at"]),
+                            resolved_at=parse_time(item["closed_at"]) if closed else None,
+                        )
+                    )
+            except (KeyError, TypeError) as exc:
+                raise malformed("issues", exc) from None
+        if cursor in self._etags:
+            cursors[cursor] = dump_state({"etag": self._etags[cursor], "since": since})
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))

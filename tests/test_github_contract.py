@@ -1,0 +1,137 @@
+"""Contract: every body the simulated GitHub serves validates against GitHub's OpenAPI description.
+
+The schemas are the ``200`` responses of /work/shared/api/github/openapi-subset.json
+(octokit's dereferenced api.github.com description). OpenAPI 3.0 ``nullable`` is
+turned into JSON Schema's ``null`` type before validating with ``jsonschema``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema
+import pytest
+
+from exporter.sandbox import delivery_data
+from exporter.sandbox.github import TOKEN, GitHubFake
+
+# A copy of @octokit/openapi 23.0.2's subset (MIT, see github-openapi-subset.LICENSE).
+SPEC_PATH = Path(__file__).parent / "data" / "github-openapi-subset.json"
+_SPEC: dict[str, Any] = {}
+
+
+def _spec() -> dict[str, Any]:
+    if not _SPEC:
+        _SPEC.update(json.loads(SPEC_PATH.read_text(encoding="utf-8")))
+    return _SPEC
+
+
+def nullable_to_jsonschema(schema: Any) -> Any:
+    """OpenAPI 3.0 ``nullable: true`` -> JSON Schema ``null`` allowed."""
+    if isinstance(schema, list):
+        return [nullable_to_jsonschema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: nullable_to_jsonschema(v) for k, v in schema.items()}
+    if out.pop("nullable", False):
+        if "enum" in out and None not in out["enum"]:
+            out["enum"] = [*out["enum"], None]
+        if isinstance(out.get("type"), str):
+            out["type"] = [out["type"], "null"]
+        elif "type" not in out:
+            out = {"anyOf": [out, {"type": "null"}]}
+    return out
+
+
+def schema_for(spec: dict[str, Any], path: str) -> Any:
+    response = spec["paths"][path]["get"]["responses"]["200"]
+    return nullable_to_jsonschema(copy.deepcopy(response["content"]["application/json"]["schema"]))
+
+
+SCENARIO = delivery_data.build(anchor=1_750_000_000.0)
+REPO = "acme/checkout"
+DEPLOY_ID = SCENARIO.github[REPO].deployments[0].id
+
+CASES = [
+    ("/orgs/{org}/repos", "/orgs/acme/repos"),
+    ("/repos/{owner}/{repo}/actions/runs", f"/repos/{REPO}/actions/runs"),
+    ("/repos/{owner}/{repo}/actions/runs", "/repos/acme/payments-api/actions/runs"),
+    ("/repos/{owner}/{repo}/deployments", f"/repos/{REPO}/deployments"),
+    (
+        "/repos/{owner}/{repo}/deployments/{deployment_id}/statuses",
+        f"/repos/{REPO}/deployments/{DEPLOY_ID}/statuses",
+    ),
+    ("/repos/{owner}/{repo}/commits", f"/repos/{REPO}/commits"),
+    ("/repos/{owner}/{repo}/commits", "/repos/acme/recommendations/commits"),
+    ("/repos/{owner}/{repo}/issues", f"/repos/{REPO}/issues?state=all&labels=incident"),
+    ("/rate_limit", "/rate_limit"),
+]
+
+
+def fetch(url: str) -> httpx.Response:
+    fake = GitHubFake(SCENARIO)
+
+    async def go() -> httpx.Response:
+        async with httpx.AsyncClient(
+            transport=fake.app.transport(), base_url="https://api.github.com"
+        ) as client:
+            return await client.get(url, headers={"Authorization": f"Bearer {TOKEN}"})
+
+    return asyncio.run(go())
+
+
+class TestGitHubBodiesMatchTheOpenAPIDescription:
+    @pytest.mark.parametrize(("spec_path", "url"), CASES, ids=[c[1] for c in CASES])
+    def test_body_validates(self, spec_path: str, url: str) -> None:
+        """The fake's 200 body for this endpoint validates against its response schema."""
+        response = fetch(url)
+        assert response.status_code == 200
+        body = response.json()
+        assert body, "an empty body proves nothing"
+        jsonschema.validate(body, schema_for(_spec(), spec_path))
+
+    def test_the_validator_rejects_a_broken_body(self) -> None:
+        """The check has teeth: a run without its required head_sha is refused."""
+        body = fetch(f"/repos/{REPO}/actions/runs").json()
+        del body["workflow_runs"][0]["head_sha"]
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(body, schema_for(_spec(), "/repos/{owner}/{repo}/actions/runs"))
+
+    def test_every_delivery_endpoint_is_covered(self) -> None:
+        paths = {p for p, _ in CASES}
+        for needed in (
+            "/repos/{owner}/{repo}/actions/runs",
+            "/repos/{owner}/{repo}/deployments",
+            "/repos/{owner}/{repo}/deployments/{deployment_id}/statuses",
+            "/repos/{owner}/{repo}/commits",
+            "/repos/{owner}/{repo}/issues",
+            "/orgs/{org}/repos",
+        ):
+            assert needed in paths and needed in _spec()["paths"]
+
+
+class TestGitHubHeaders:
+    def test_link_pagination_and_etag(self) -> None:
+        response = fetch(f"/repos/{REPO}/actions/runs?per_page=2")
+        assert 'rel="next"' in response.headers["Link"]
+        assert "page=2" in response.headers["Link"]
+        assert response.headers["ETag"].startswith('W/"')
+        assert int(response.headers["X-RateLimit-Remaining"]) < 5000
+
+    def test_bad_token_is_401_bad_credentials(self) -> None:
+        fake = GitHubFake(SCENARIO)
+
+        async def go() -> httpx.Response:
+            async with httpx.AsyncClient(transport=fake.app.transport()) as client:
+                return await client.get(
+                    "https://api.github.com/rate_limit", headers={"Authorization": "Bearer nope"}
+                )
+
+        response = asyncio.run(go())
+        assert response.status_code == 401
+        assert response.json()["message"] == "Bad credentials"
