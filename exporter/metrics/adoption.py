@@ -25,6 +25,7 @@ snapshot. Sample::
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
@@ -179,8 +180,9 @@ def _catalog(ctx: RenderContext) -> Iterator[Metric]:
         _help("Services in the merged catalog by owning team (0 for a team with none).", ctx),
         labels=["team"],
     )
+    counts = Counter(svc.team for svc in catalog.services.values())
     for team in sorted(catalog.teams):
-        per_team.add_metric([team], len(catalog.services_of(team)))
+        per_team.add_metric([team], counts.get(team, 0))
     yield per_team
 
     teams = GaugeMetricFamily("platform_catalog_teams", _help("Teams in the merged catalog.", ctx))

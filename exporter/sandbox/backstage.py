@@ -132,6 +132,11 @@ class FakeCatalog:
         self.token = token
         self.requests = 0
         self.lock = threading.Lock()
+        # Search keys per entity (by id; entities are never mutated in place).
+        self.keys: dict[int, tuple[dict[str, Any], dict[str, list[str]]]] = {}
+        # Query results by (filters, order), valid while ``entities`` is the same list object:
+        # every change replaces the list.
+        self._results: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
 
     @classmethod
     def from_scenario(cls, scenario: Scenario, now: float | None = None) -> FakeCatalog:
@@ -158,6 +163,28 @@ class FakeCatalog:
         entities.append(_system("payments-platform", "payments"))
         entities += [_group(t) for t in sorted(teams)]
         return cls(entities)
+
+    def query(self, filters: list[str], order: list[str]) -> list[dict[str, Any]]:
+        """The matching entities in order; kept until the catalog changes, as cursors page it."""
+        key = json.dumps([filters, order])
+        with self.lock:
+            cached = self._results.get(key)
+            if cached is not None and cached[0] is self.entities:
+                return cached[1]
+            entities = self.entities
+            matched = [e for e in entities if _matches(e, filters, self.keys)]
+        for spec in reversed(order):
+            fieldname, _, direction = spec.partition(",")
+
+            def sort_key(entity: dict[str, Any], path: str = fieldname) -> str:
+                return str(_get(entity, path) or "")
+
+            matched.sort(key=sort_key, reverse=direction.strip() == "desc")
+        if not order:
+            matched.sort(key=lambda e: str(e["metadata"].get("uid", "")))
+        with self.lock:
+            self._results[key] = (entities, matched)
+        return matched
 
     def remove(self, name: str, kind: str = "Component") -> bool:
         with self.lock:
@@ -186,12 +213,22 @@ def _flatten(value: Any, prefix: str, out: dict[str, list[str]]) -> None:
         out.setdefault(prefix.lower(), []).append(str(value).lower())
 
 
-def _matches(entity: dict[str, Any], filters: list[str]) -> bool:
+def _matches(
+    entity: dict[str, Any],
+    filters: list[str],
+    cache: dict[int, tuple[dict[str, Any], dict[str, list[str]]]],
+) -> bool:
     """At least one filter set matches; within a set every condition matches."""
     if not filters:
         return True
-    keys: dict[str, list[str]] = {}
-    _flatten(entity, "", keys)
+    cached = cache.get(id(entity))
+    # The cache holds the entity itself, so its id cannot be reused while cached.
+    if cached is not None and cached[0] is entity:
+        keys = cached[1]
+    else:
+        keys = {}
+        _flatten(entity, "", keys)
+        cache[id(entity)] = (entity, keys)
     for filter_set in filters:
         ok = True
         for condition in filter_set.split(","):
@@ -287,17 +324,7 @@ def backstage_app(catalog: FakeCatalog) -> App:
             filters = request.query.get("filter", [])
             order = request.query.get("orderField", [])
             offset = 0
-        with catalog.lock:
-            matched = [e for e in catalog.entities if _matches(e, filters)]
-        for spec in reversed(order):
-            fieldname, _, direction = spec.partition(",")
-
-            def sort_key(entity: dict[str, Any], path: str = fieldname) -> str:
-                return str(_get(entity, path) or "")
-
-            matched.sort(key=sort_key, reverse=direction.strip() == "desc")
-        if not order:
-            matched.sort(key=lambda e: str(e["metadata"].get("uid", "")))
+        matched = catalog.query(filters, order)
         page = matched[offset : offset + limit]
         page_info: dict[str, str] = {}
         if offset + limit < len(matched):
