@@ -498,6 +498,17 @@ class CloudWatchSourceConfig(SourceConfig):
     delay: Duration = 300.0
     # How far back the first poll reads.
     backfill: Duration = 3600.0
+    # Latency percentiles CloudWatch computes over each window (an empty list skips them).
+    latency_statistics: list[str] = Field(default_factory=lambda: ["p50", "p95", "p99"])
+    latency_windows: list[Literal["5m", "1h", "1d", "30d"]] = ["5m", "1h", "1d", "30d"]
+
+    @field_validator("latency_statistics")
+    @classmethod
+    def _percentiles(cls, value: list[str]) -> list[str]:
+        for stat in value:
+            if not re.fullmatch(r"p(\d{1,2}(\.\d+)?|100)", stat):
+                raise ValueError(f"{stat!r} is not a percentile statistic such as p95")
+        return value
 
 
 class PrometheusQueriesConfig(StrictModel):

@@ -16,12 +16,9 @@ from exporter.daemon import Daemon
 from exporter.kpis.traffic import LATENCY_BUCKETS
 from exporter.sources.nginx import MALFORMED_TOTAL, parse_stub_status
 from exporter.store import traffic as traffic_store
-from tests.nginx_server import NGINX, NginxServer, wait_for_lines
+from tests.nginx_server import NginxServer, wait_for_lines
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(not Path(NGINX).exists(), reason="nginx is not installed"),
-]
+pytestmark = pytest.mark.integration
 
 # checkout: 10 fast 200, 5 slow (300 ms) 200, 3 x 404, 2 x 502; search: 3 x 200; 2 unmapped.
 MIX = (

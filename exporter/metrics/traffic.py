@@ -264,3 +264,13 @@ def _gateway_health(ctx: RenderContext) -> Iterator[Metric]:
         handled.add_metric(["nginx"], float(stub["requests"]))
     yield connections
     yield handled
+
+    registered = GaugeMetricFamily(
+        "platform_gateway_consumers",
+        _help("API consumers registered in Kong (Admin API /consumers).", ctx),
+        labels=["source"],
+    )
+    raw_consumers = ctx.store.get_cursor("kong", "consumers_registered")
+    if raw_consumers:
+        registered.add_metric(["kong"], float(json.loads(raw_consumers)["count"]))
+    yield registered
