@@ -788,6 +788,8 @@ class JenkinsSourceConfig(SourceConfig):
     base_url: str = Field(pattern=r"^https?://")
     username: str | None = None
     api_token: Secret | None = None
+    # Folders whose jobs (recursively) are read when a service's `ci` patterns match them.
+    folders: list[str] = Field(default_factory=list)
     # Builds of jobs whose full name matches one of these patterns are deployments...
     deploy_jobs: list[str] = Field(default_factory=lambda: ["*deploy*"])
     # ...to this environment.

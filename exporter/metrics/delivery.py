@@ -212,8 +212,12 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
             ttr_median_30d = quantile(values, 0.5)
 
         start = kpi.first_commit_time(d.commits)
+        history_start = now - rules.backfill_days * kpi.DAY
         if start is None and svc.registered_at is not None:
-            start = svc.registered_at.timestamp()
+            # A registration older than the history we read may predate deployments we
+            # never saw: its first production deployment is unknown.
+            registered = svc.registered_at.timestamp()
+            start = registered if registered >= history_start else None
         ttp_samples.add_metric(lbl, 0 if start is None else 1)
         to_prod = kpi.time_to_production(start, d.deploys, now)
         if to_prod is not None:

@@ -1,0 +1,396 @@
+"""GitLab (gitlab.com or self-managed): pipelines, deployments, commits and incidents.
+
+Per project (resolved once from its path to its numeric id):
+
+* ``/projects/:id/pipelines?updated_after=<cursor>&order_by=updated_at&sort=asc``:
+  each newly finished pipeline is read once more (``/pipelines/:id``) for its
+  ``started_at``, ``duration`` and ``queued_duration``, and becomes a
+  :class:`PipelineRun`; a pipeline still running will be updated later, so the
+  ``updated_at`` cursor brings it back;
+* ``/projects/:id/deployments?updated_after=<cursor>&order_by=updated_at&sort=asc``:
+  deployments per environment (``success`` / ``failed`` finish them);
+* ``/projects/:id/repository/commits?ref_name=<default branch>&since=<cursor>``
+  with ``parent_ids``, for lead time;
+* ``/projects/:id/issues?issue_type=incident`` and ``?labels=<incident_label>``:
+  incidents.
+
+Offset pages follow ``X-Next-Page``; the group project list uses keyset
+pagination (``pagination=keyset&order_by=id``, ``Link rel="next"``). Each
+request sends ``If-None-Match`` with the ETag of the same URL's last answer;
+the ``RateLimit-*`` headers feed the host's token bucket and the budget metric.
+Auth is the ``PRIVATE-TOKEN`` header; a ``401`` stops the source until restart.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from exporter.config import Config, GitLabSourceConfig
+from exporter.errors import AuthError, MalformedResponse, RateLimited
+from exporter.httpclient import conditional_get, send
+from exporter.records import Commit, Deployment, Incident, PipelineRun
+from exporter.sources.base import PollContext, Source
+from exporter.sources.cicd_common import (
+    body_of,
+    dump_state,
+    load_state,
+    malformed,
+    parse_time,
+    parse_time_or_none,
+    repo_mapper,
+    run_units,
+)
+
+PER_PAGE = 100
+_FINISHED = {
+    "success": "success",
+    "failed": "failure",
+    "canceled": "cancelled",
+    "skipped": "skipped",
+}
+_DEPLOY_FINISHED = {"success": "success", "failed": "failure"}
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+class GitLabSource(Source):
+    """Reads the catalog's GitLab projects; see the module docstring."""
+
+    kind = "gitlab"
+    attempts = 4
+    backoff = 0.5
+    max_retry_after = 60.0
+
+    def __init__(self, config: Config, settings: GitLabSourceConfig) -> None:
+        super().__init__(config, settings)
+        self.gl = settings
+        self.rules = config.delivery
+        self.explicit: dict[str, str] = {
+            ref.pattern: svc.name
+            for svc in config.services
+            for ref in svc.ci
+            if ref.kind == "gitlab" and not ref.is_pattern
+        }
+        self._auth_failure: AuthError | None = None
+        self._blocked_until = 0.0
+
+    @property
+    def active(self) -> bool:
+        return bool(self.explicit or self.gl.groups)
+
+    def client_options(self) -> dict[str, Any]:
+        headers: dict[str, str] = {}
+        if self.gl.token is not None:
+            headers["PRIVATE-TOKEN"] = self.gl.token.get_secret_value()
+        return {
+            "base_url": self.gl.base_url.rstrip("/") + "/api/v4",
+            "headers": headers,
+            "rate": self.gl.requests_per_second,
+            "reserve": self.gl.rate_limit_reserve,
+            "max_connections": self.gl.concurrency,
+        }
+
+    async def poll(self, ctx: PollContext) -> None:
+        if self._auth_failure is not None:
+            raise AuthError(
+                f"stopped after a credentials error; fix it and restart: {self._auth_failure}"
+            )
+        if ctx.now() < self._blocked_until:
+            raise RateLimited(
+                "rate limited (Retry-After); not calling yet", self._blocked_until - ctx.now()
+            )
+        try:
+            projects = await self._projects(ctx)
+            await run_units(
+                [self._unit(ctx, path, service) for path, service in sorted(projects.items())],
+                self.gl.concurrency,
+            )
+        except AuthError as exc:
+            self._auth_failure = exc
+            raise
+        except RateLimited as exc:
+            if exc.retry_after:
+                self._blocked_until = ctx.now() + exc.retry_after
+            raise
+
+    def _unit(self, ctx: PollContext, path: str, service: str) -> Callable[[], Any]:
+        async def sync() -> None:
+            await self.sync_project(ctx, path, service)
+
+        return sync
+
+    async def _get(
+        self,
+        ctx: PollContext,
+        url: str,
+        params: dict[str, Any] | None = None,
+        etag: str | None = None,
+    ) -> httpx.Response:
+        return await conditional_get(
+            ctx.client,
+            url,
+            etag,
+            params=params,
+            attempts=self.attempts,
+            backoff=self.backoff,
+            max_retry_after=self.max_retry_after,
+            health=ctx.health,
+        )
+
+    async def _pages(
+        self, ctx: PollContext, url: str, params: dict[str, Any], etag: str | None
+    ) -> tuple[list[Any], str | None]:
+        """Every item of an offset-paginated list (following ``X-Next-Page``), and the
+        first page's ETag; ([], etag) when the first page is unchanged."""
+        response = await self._get(ctx, url, params, etag)
+        if response.status_code == 304:
+            return [], etag
+        first_etag = response.headers.get("ETag")
+        items: list[Any] = []
+        while True:
+            body = body_of(response)
+            if not isinstance(body, list):
+                raise MalformedResponse(f"expected a JSON list from {url}")
+            items.extend(body)
+            next_page = response.headers.get("X-Next-Page", "").strip()
+            if not next_page:
+                return items, first_etag
+            response = await send(
+                ctx.client,
+                "GET",
+                url,
+                params={**params, "page": next_page},
+                attempts=self.attempts,
+                backoff=self.backoff,
+                max_retry_after=self.max_retry_after,
+                health=ctx.health,
+            )
+
+    async def _projects(self, ctx: PollContext) -> dict[str, str]:
+        projects = dict(self.explicit)
+        service_of = repo_mapper(ctx, self.config, "gitlab")
+        for group in self.gl.groups:
+            url: str | None = f"/groups/{quote(group.name, safe='')}/projects"
+            params: dict[str, Any] | None = {
+                "include_subgroups": "true",
+                "archived": "false",
+                "pagination": "keyset",
+                "order_by": "id",
+                "sort": "asc",
+                "per_page": PER_PAGE,
+            }
+            while url:
+                response = await send(
+                    ctx.client,
+                    "GET",
+                    url,
+                    params=params,
+                    attempts=self.attempts,
+                    backoff=self.backoff,
+                    health=ctx.health,
+                )
+                try:
+                    for item in body_of(response):
+                        path = str(item["path_with_namespace"])
+                        if item.get("archived") or not group.selects(str(item["path"])):
+                            continue
+                        service = service_of(path)
+                        if service is not None:
+                            projects.setdefault(path, service)
+                except (KeyError, TypeError) as exc:
+                    raise malformed("group projects", exc) from None
+                url, params = response.links.get("next", {}).get("url"), None
+        return projects
+
+    async def sync_project(self, ctx: PollContext, path: str, service: str) -> None:
+        now = ctx.now()
+        backfill_start = now - self.rules.backfill_days * 86400.0
+        cursor = f"{path}:state"
+        state = load_state(ctx, cursor)
+        if "id" not in state:
+            response = await self._get(ctx, f"/projects/{quote(path, safe='')}")
+            try:
+                info = body_of(response)
+                state["id"] = int(info["id"])
+                state["branch"] = str(info.get("default_branch") or "main")
+            except (KeyError, TypeError, ValueError) as exc:
+                raise malformed("project", exc) from None
+        pid = state["id"]
+        etags: dict[str, str] = dict(state.get("etags", {}))
+        records: list[Any] = []
+        start_iso = _iso(backfill_start)
+
+        # Pipelines.
+        since = str(state.get("pipelines_after") or start_iso)
+        params = {
+            "updated_after": since,
+            "order_by": "updated_at",
+            "sort": "asc",
+            "per_page": PER_PAGE,
+        }
+        items, etag = await self._pages(
+            ctx, f"/projects/{pid}/pipelines", params, etags.get("pipelines")
+        )
+        newest = since
+        known = {
+            str(r[0])
+            for r in ctx.store.query(
+                "SELECT key FROM pipeline_runs WHERE key LIKE ?", (f"{self.kind}/{path}/%",)
+            )
+        }
+        try:
+            for item in items:
+                newest = max(newest, str(item["updated_at"]), key=parse_time)
+                result = _FINISHED.get(str(item["status"]))
+                if result is None or f"{self.kind}/{path}/{item['id']}" in known:
+                    continue
+                detail = body_of(await self._get(ctx, f"/projects/{pid}/pipelines/{item['id']}"))
+                started = parse_time_or_none(detail.get("started_at"))
+                finished = parse_time_or_none(detail.get("finished_at")) or parse_time(
+                    detail["updated_at"]
+                )
+                created = parse_time(detail["created_at"])
+                queued = detail.get("queued_duration")
+                if started is None and queued is not None:
+                    started = created + float(queued)
+                records.append(
+                    PipelineRun(
+                        source=self.kind,
+                        service=service,
+                        pipeline=str(detail.get("name") or "pipeline")[:100],
+                        run_id=f"{path}/{item['id']}",
+                        result=result,
+                        created_at=created,
+                        started_at=started,
+                        finished_at=finished,
+                    )
+                )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise malformed("pipelines", exc) from None
+        if etag:
+            etags["pipelines"] = etag
+        state["pipelines_after"] = newest
+
+        # Deployments.
+        since = str(state.get("deployments_after") or start_iso)
+        params = {
+            "updated_after": since,
+            "order_by": "updated_at",
+            "sort": "asc",
+            "per_page": PER_PAGE,
+        }
+        items, etag = await self._pages(
+            ctx, f"/projects/{pid}/deployments", params, etags.get("deployments")
+        )
+        newest = since
+        try:
+            for item in items:
+                newest = max(newest, str(item["updated_at"]), key=parse_time)
+                status = str(item["status"])
+                if status in ("canceled", "skipped", "blocked"):
+                    continue
+                env = str(item["environment"]["name"])
+                result = _DEPLOY_FINISHED.get(status, "pending")
+                done_at: float | None = None
+                if result != "pending":
+                    deployable = item.get("deployable") or {}
+                    done_at = (
+                        parse_time_or_none(item.get("finished_at"))
+                        or parse_time_or_none(deployable.get("finished_at"))
+                        or parse_time(item["updated_at"])
+                    )
+                records.append(
+                    Deployment(
+                        source=self.kind,
+                        service=service,
+                        environment=self.rules.environment_label(env),
+                        production=self.rules.is_production(env),
+                        deploy_id=f"{path}/{item['id']}",
+                        sha=str(item["sha"]),
+                        status=result,
+                        created_at=parse_time(item["created_at"]),
+                        finished_at=done_at,
+                    )
+                )
+        except (KeyError, TypeError) as exc:
+            raise malformed("deployments", exc) from None
+        if etag:
+            etags["deployments"] = etag
+        state["deployments_after"] = newest
+
+        # Commits of the default branch.
+        since = str(state.get("commits_since") or start_iso)
+        params = {"ref_name": state.get("branch", "main"), "since": since, "per_page": PER_PAGE}
+        items, etag = await self._pages(
+            ctx, f"/projects/{pid}/repository/commits", params, etags.get("commits")
+        )
+        newest_t = parse_time(since)
+        try:
+            for item in items:
+                committed = parse_time(item["committed_date"])
+                newest_t = max(newest_t, committed)
+                records.append(
+                    Commit(
+                        service=service,
+                        sha=str(item["id"]),
+                        authored_at=parse_time(item["authored_date"]),
+                        committed_at=committed,
+                        parents=tuple(str(p) for p in item["parent_ids"]),
+                    )
+                )
+        except (KeyError, TypeError) as exc:
+            raise malformed("commits", exc) from None
+        if etag:
+            etags["commits"] = etag
+        # An hour of overlap absorbs clock skew between committers; re-reads dedupe.
+        state["commits_since"] = _iso(max(parse_time(since), newest_t - 3600.0))
+
+        # Incidents: issues of type incident, and issues with the incident label.
+        since = str(state.get("incidents_after") or start_iso)
+        seen: dict[int, Any] = {}
+        newest = since
+        for key, extra in (
+            ("incidents", {"issue_type": "incident"}),
+            ("incident_label", {"labels": self.gl.incident_label}),
+        ):
+            params = {
+                "updated_after": since,
+                "order_by": "updated_at",
+                "sort": "asc",
+                "scope": "all",
+                "per_page": PER_PAGE,
+                **extra,
+            }
+            items, etag = await self._pages(ctx, f"/projects/{pid}/issues", params, etags.get(key))
+            if etag:
+                etags[key] = etag
+            for item in items:
+                try:
+                    seen[int(item["iid"])] = item
+                    newest = max(newest, str(item["updated_at"]), key=parse_time)
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise malformed("issues", exc) from None
+        try:
+            for iid, item in sorted(seen.items()):
+                closed = item.get("state") == "closed"
+                records.append(
+                    Incident(
+                        source=self.kind,
+                        service=service,
+                        incident_id=f"{path}#{iid}",
+                        opened_at=parse_time(item["created_at"]),
+                        resolved_at=parse_time(item["closed_at"]) if closed else None,
+                    )
+                )
+        except (KeyError, TypeError) as exc:
+            raise malformed("issues", exc) from None
+        state["incidents_after"] = newest
+        state["etags"] = etags
+        ctx.commit(records, {cursor: dump_state(state)})
