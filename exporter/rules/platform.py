@@ -6,7 +6,11 @@
 * ``PlatformExporterDataStale``: a source reports up, but its last success is
   older than five intervals (polls hang or are skipped), so its KPIs are stale;
 * ``PlatformExporterRateLimitLow``: an upstream's remaining API budget is nearly
-  spent (``platform_exporter_rate_limit_remaining``).
+  spent (``platform_exporter_rate_limit_remaining``);
+* ``PlatformCostBudgetForecastOver``: a team's or service's forecast month-end spend
+  is above its monthly budget (``platform_budget_forecast_ratio > 1``);
+* ``PlatformCostBudgetExceeded``: the month's spend so far is already above it
+  (``platform_budget_used_ratio > 1``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ UP = "platform_exporter_source_up"
 LAST = "platform_exporter_source_last_success_timestamp_seconds"
 INTERVAL = "platform_exporter_source_interval_seconds"
 RATE_LIMIT = "platform_exporter_rate_limit_remaining"
+FORECAST_RATIO = "platform_budget_forecast_ratio"
+USED_RATIO = "platform_budget_used_ratio"
 
 
 def rules(config: Config) -> list[dict[str, Any]]:
@@ -60,6 +66,31 @@ def rules(config: Config) -> list[dict[str, Any]]:
                 "description": "Only {{ $value }} requests remain for resource "
                 "{{ $labels.resource }} of source {{ $labels.source }}; polls will slow down or "
                 "fail until the budget resets.",
+            },
+        },
+        {
+            "alert": "PlatformCostBudgetForecastOver",
+            "expr": f"{FORECAST_RATIO} > 1\n",
+            # The forecast moves once a day, when a billing day closes: no need to be quick.
+            "for": "1h",
+            "labels": {"severity": "ticket"},
+            "annotations": {
+                "summary": "{{ $labels.scope }} {{ $labels.name }} is forecast to exceed its "
+                "monthly budget.",
+                "description": "Forecast month-end spend is {{ $value | humanizePercentage }} of "
+                "the monthly budget of {{ $labels.scope }} {{ $labels.name }} "
+                "(platform_budget_forecast).",
+            },
+        },
+        {
+            "alert": "PlatformCostBudgetExceeded",
+            "expr": f"{USED_RATIO} > 1\n",
+            "labels": {"severity": "ticket"},
+            "annotations": {
+                "summary": "{{ $labels.scope }} {{ $labels.name }} has spent more than its "
+                "monthly budget.",
+                "description": "Spend this month is {{ $value | humanizePercentage }} of the "
+                "monthly budget of {{ $labels.scope }} {{ $labels.name }}.",
             },
         },
     ]

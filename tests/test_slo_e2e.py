@@ -1,0 +1,152 @@
+"""End to end: an outage in the sandbox pages through real Prometheus and Alertmanager, then resolves.
+
+The exporter runs as a real process against the simulated platform; a real
+Prometheus scrapes it every second and evaluates the rules generated from the
+same config (a 12-hour SLO with ``alert_windows: scaled``: page at 14.4x over
+1m and 5s, or 6x over 6m and 30s); a real Alertmanager delivers to a webhook
+receiver run by the test.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exporter.config import Config
+from exporter.rules import write_rules
+from exporter.sandbox import platform
+from exporter.sandbox.app import SandboxServer
+from exporter.sandbox.scenario import Scenario
+from tests.support.alertmanager import AlertmanagerServer, WebhookReceiver
+from tests.support.daemon import DaemonProcess
+from tests.support.net import wait_until
+from tests.support.prometheus import PrometheusServer
+
+pytestmark = pytest.mark.integration
+
+SERVICE = "accounts"  # no scheduled outages: only the forced one counts
+
+
+@pytest.fixture
+def sandbox() -> Iterator[tuple[Scenario, SandboxServer]]:
+    scenario = Scenario(seed=42)
+    server = platform.start(scenario)
+    yield scenario, server
+    server.stop()
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    hook = WebhookReceiver().start()
+    yield hook
+    hook.stop()
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path, receiver: WebhookReceiver) -> Iterator[AlertmanagerServer]:
+    server = AlertmanagerServer(tmp_path / "alertmanager", receiver.url).start()
+    yield server
+    server.stop()
+
+
+def _config(sandbox: SandboxServer, scenario: Scenario, state_dir: Path) -> dict[str, Any]:
+    data = platform.demo_config(sandbox.url, state_dir, scenario, 0)
+    data["server"].pop("port")
+    for service in data["services"]:
+        if service["name"] == SERVICE:
+            service["probes"][0]["interval"] = "1s"
+            service["slo"] = {
+                "window": "12h",
+                "alert_windows": "scaled",
+                "availability": {"objective": 99},
+            }
+    return data
+
+
+def _control(sandbox: SandboxServer, method: str) -> None:
+    req = urllib.request.Request(f"{sandbox.url}/control/outage/{SERVICE}", method=method)
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        assert resp.status == 200
+
+
+class TestOutagePagesAndResolves:
+    def test_page_alert_reaches_alertmanager_and_resolves(
+        self,
+        tmp_path: Path,
+        sandbox: tuple[Scenario, SandboxServer],
+        daemon_process: Callable[..., DaemonProcess],
+        prometheus: Callable[..., PrometheusServer],
+        alertmanager: AlertmanagerServer,
+        receiver: WebhookReceiver,
+    ) -> None:
+        scenario, server = sandbox
+        data = _config(server, scenario, tmp_path)
+        daemon = daemon_process(data).start()
+        rules = write_rules(Config(**daemon.config), tmp_path / "rules")
+        prom = prometheus(
+            [f"127.0.0.1:{daemon.port}"],
+            rule_files=[str(p) for p in rules],
+            extra={
+                "alerting": {
+                    "alertmanagers": [{"static_configs": [{"targets": [alertmanager.address]}]}]
+                }
+            },
+        )
+        selector = f'sloth_id="{SERVICE}-availability"'
+
+        # Healthy first: the SLI exists and reads 0, and nothing pages.
+        wait_until(
+            lambda: prom.query(f"slo:sli_error:ratio_rate5s{{{selector}}}") != [],
+            timeout=30,
+            what="the 5s SLI recording",
+        )
+        assert float(prom.query(f"slo:sli_error:ratio_rate1m{{{selector}}}")[0]["value"][1]) == 0.0
+        assert receiver.alerts(alertname="SLOErrorBudgetBurn") == []
+
+        _control(server, "PUT")
+        outage_started = time.monotonic()
+        wait_until(
+            lambda: (
+                receiver.alerts(
+                    "firing", alertname="SLOErrorBudgetBurn", severity="page", service=SERVICE
+                )
+                != []
+            ),
+            timeout=45,
+            interval=0.25,
+            what="the page alert at the webhook",
+        )
+        fired_after = time.monotonic() - outage_started
+        (page,) = receiver.alerts("firing", alertname="SLOErrorBudgetBurn", severity="page")
+        assert page["labels"]["sloth_service"] == SERVICE
+        assert page["labels"]["team"] == "identity"
+        assert "burn rate is too fast" in page["annotations"]["summary"]
+        assert fired_after < 30
+        # The exporter's own burn rate, from its stored history, tells the same story.
+        burn = prom.query(f'platform_slo_burn_rate{{service="{SERVICE}",window="1m"}}')
+        assert burn and float(burn[0]["value"][1]) > 14.4
+
+        _control(server, "DELETE")
+        wait_until(
+            lambda: (
+                receiver.alerts(
+                    "resolved", alertname="SLOErrorBudgetBurn", severity="page", service=SERVICE
+                )
+                != []
+            ),
+            timeout=75,
+            interval=0.25,
+            what="the page alert to resolve",
+        )
+        # No other service paged.
+        others = [
+            a
+            for a in receiver.alerts(alertname="SLOErrorBudgetBurn")
+            if a["labels"]["service"] != SERVICE
+        ]
+        assert others == []
