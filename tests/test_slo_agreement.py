@@ -140,8 +140,8 @@ class TestExporterAgreesWithRules:
             recorded = [
                 rule
                 for group in doc["groups"]
-                if group["name"].startswith("sloth-slo-sli-recordings-")
                 for rule in group["rules"]
+                if rule.get("record", "").startswith("slo:sli_error:")
             ]
             promql = {
                 (r["labels"]["sloth_slo"], r["labels"]["sloth_window"]): prom.api(

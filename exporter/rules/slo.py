@@ -1,16 +1,18 @@
 """SLO recording rules and burn-rate alerts, compatible with Sloth's names and labels.
 
-Per SLO, three groups (as Sloth lays them out):
+Per SLO, one group ``sloth-slo-<id>`` holding, in this order (Sloth spreads them
+over three groups; rules of one group are evaluated in order at the same instant,
+while groups run independently, so one group means an alert never reads the
+recordings of the previous evaluation):
 
-* ``sloth-slo-sli-recordings-<id>``: ``slo:sli_error:ratio_rate<w>`` for every
-  alert window and for the SLO period. Each is bad events / all events over the
-  window, so the period ratio is weighted by events (not an average of 5m ratios);
-* ``sloth-slo-meta-recordings-<id>``: ``slo:objective:ratio``,
-  ``slo:error_budget:ratio``, ``slo:time_period:days``, ``slo:current_burn_rate:ratio``,
-  ``slo:period_burn_rate:ratio``, ``slo:period_error_budget_remaining:ratio``,
-  ``sloth_slo_info``;
-* ``sloth-slo-alerts-<id>``: ``SLOErrorBudgetBurn`` at ``severity: page`` and
-  ``ticket`` (see :mod:`exporter.slo.windows`), and ``SLODataAbsent``.
+* ``slo:sli_error:ratio_rate<w>`` for every alert window and for the SLO period.
+  Each is bad events / all events over the window, so the period ratio is
+  weighted by events (not an average of 5m ratios);
+* ``slo:objective:ratio``, ``slo:error_budget:ratio``, ``slo:time_period:days``,
+  ``slo:current_burn_rate:ratio``, ``slo:period_burn_rate:ratio``,
+  ``slo:period_error_budget_remaining:ratio``, ``sloth_slo_info``;
+* ``SLOErrorBudgetBurn`` at ``severity: page`` and ``ticket`` (see
+  :mod:`exporter.slo.windows`), and ``SLODataAbsent``.
 
 Every series carries ``sloth_id``, ``sloth_service``, ``sloth_slo`` (and ``team``),
 so Sloth's Grafana dashboards work on them.
@@ -185,5 +187,6 @@ def _alert_group(spec: SLOSpec) -> dict[str, Any]:
 def rule_file(config: Config) -> dict[str, Any]:
     groups: list[dict[str, Any]] = []
     for spec in all_slos(config):
-        groups += [_sli_group(spec), _meta_group(spec), _alert_group(spec)]
+        rules = [r for part in (_sli_group, _meta_group, _alert_group) for r in part(spec)["rules"]]
+        groups.append({"name": f"sloth-slo-{spec.id}", "rules": rules})
     return {"groups": groups}
