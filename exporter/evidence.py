@@ -111,7 +111,16 @@ def production_deploys(
     config: Config, store: Store
 ) -> tuple[dict[str, float], dict[str, float]] | None:
     """(first, last) successful production deployment per service; None without a CI source."""
-    return None
+    if not configured(config, CI_SOURCES) or not _has_table(store, "deployments"):
+        return None
+    rows = store.query(
+        "SELECT service, MIN(finished_at), MAX(finished_at) FROM deployments "
+        "WHERE production = 1 AND status = 'success' AND finished_at IS NOT NULL "
+        "GROUP BY service"
+    )
+    first = {str(r[0]): float(r[1]) for r in rows}
+    last = {str(r[0]): float(r[2]) for r in rows}
+    return first, last
 
 
 def capability_costs(config: Config, store: Store, now: float) -> dict[str, dict[str, float]]:

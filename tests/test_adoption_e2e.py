@@ -1,11 +1,20 @@
 """End to end: the daemon against the whole sandbox over HTTP, adoption read from /metrics.
 
 The demo catalog holds 7 services: the scenario's 5 (from the config, each with a
-health probe) and ledger and notifications, which only Backstage lists. Backstage
-tags checkout, payments-api and ledger ``golden-path``. So golden-path is adopted
-by 3/7 services (1 team: payments) and observability (a probe configured) by 5/7
-(3 teams). Backstage says search is owned by search-team; the config says
-discovery and wins. Teams: payments, discovery, identity, and growth with no services.
+health probe) and ledger and notifications, which only Backstage lists.
+
+* golden-path (catalog tag): Backstage tags checkout, payments-api and ledger: 3/7, 1 team.
+* observability (a probe configured): the 5 config services: 5/7, 3 teams.
+* ci-template (GitHub workflow path): checkout, payments-api and recommendations run the
+  shared CI workflow on the simulated GitHub (search builds on GitLab, accounts on Jenkins):
+  3/7, 2 teams.
+* api-gateway (gateway traffic): Kong routes checkout, payments-api, search and accounts;
+  NGINX serves recommendations: 5/7, 3 teams (after a second poll: a counter's first
+  reading is its baseline).
+
+Backstage says search is owned by search-team; the config says discovery and wins.
+Teams: payments, discovery, identity, and growth with no services. recommendations was
+registered 12 days ago and first deployed to production 120 hours ago: 7 days to production.
 """
 
 from __future__ import annotations
@@ -33,9 +42,11 @@ def demo_config(tmp_path: Path) -> Iterator[Config]:
     server.stop()
 
 
-async def scrape_after_one_poll(config: Config) -> bytes:
+async def scrape_after_two_polls(config: Config) -> bytes:
     daemon = Daemon(config)
     try:
+        await daemon.poll_all()
+        await asyncio.sleep(1.0)
         await daemon.poll_all()
         server = daemon.start_server()
         async with httpx.AsyncClient() as client:
@@ -46,8 +57,13 @@ async def scrape_after_one_poll(config: Config) -> bytes:
 
 class TestDemoAdoption:
     def test_adoption_ratios_equal_the_scenarios_known_values(self, demo_config: Config) -> None:
-        assert pytest.approx({"golden-path": 3 / 7, "observability": 5 / 7}) == EXPECTED_RATIOS
-        exp = Exposition.parse(asyncio.run(scrape_after_one_poll(demo_config)))
+        assert EXPECTED_RATIOS == {
+            "golden-path": 3 / 7,
+            "observability": 5 / 7,
+            "ci-template": 3 / 7,
+            "api-gateway": 5 / 7,
+        }
+        exp = Exposition.parse(asyncio.run(scrape_after_two_polls(demo_config)))
 
         assert exp.value("platform_exporter_source_up", source="backstage") == 1
         for capability, ratio in EXPECTED_RATIOS.items():
@@ -57,7 +73,21 @@ class TestDemoAdoption:
         assert exp.value("platform_capability_adopting_teams", capability="golden-path") == 1
         assert exp.value("platform_capability_adopting_services", capability="observability") == 5
         assert exp.value("platform_capability_adopting_teams", capability="observability") == 3
+        assert exp.value("platform_capability_adopting_teams", capability="ci-template") == 2
+        assert exp.value("platform_capability_adopting_teams", capability="api-gateway") == 3
+        assert (
+            exp.value(
+                "platform_service_capability_adopted", service="ledger", capability="api-gateway"
+            )
+            == 0
+        )
         assert exp.value("platform_teams_onboarded") == 3
+
+        assert exp.value("platform_onboarding_services", state="deployed") == 1
+        assert exp.value("platform_onboarding_services", state="waiting") == 0
+        assert exp.value("platform_onboarding_time_to_first_deploy_seconds_gcount") == 1
+        seven_days = exp.value("platform_onboarding_time_to_first_deploy_seconds_gsum")
+        assert seven_days == pytest.approx(7 * 86400, abs=60)
 
         assert exp.value("platform_catalog_teams") == 4
         assert exp.value("platform_catalog_services", team="growth") == 0

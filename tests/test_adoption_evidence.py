@@ -189,3 +189,23 @@ class TestCostPerAdoptingService:
             ],
         )
         assert render(config, []).samples("platform_cost_per_adopting_service") == []
+
+
+class TestGitHubTemplateUse:
+    def test_a_runs_workflow_file_and_reusable_workflows_are_template_uses(self) -> None:
+        """Fields of a workflow run (GET /repos/{owner}/{repo}/actions/runs): ``path`` and
+        ``referenced_workflows[].path``, as in the GitHub OpenAPI description."""
+        from exporter.sources.github import _workflow_paths
+
+        run = {
+            "path": ".github/workflows/build.yml",
+            "referenced_workflows": [
+                {"path": "acme/platform-templates/.github/workflows/ci.yml@v3", "sha": "abc"},
+                {"sha": "no-path"},
+            ],
+        }
+        assert _workflow_paths(run) == [
+            ".github/workflows/build.yml",
+            "acme/platform-templates/.github/workflows/ci.yml@v3",
+        ]
+        assert _workflow_paths({"path": "", "referenced_workflows": None}) == []

@@ -61,8 +61,34 @@ CAPABILITIES: list[dict[str, Any]] = [
         "description": "Services with a synthetic probe configured.",
         "detect": {"rule": "probe"},
     },
+    {
+        # The simulated GitHub org's shared CI workflow: checkout, payments-api and
+        # recommendations run it (exporter/sandbox/delivery_data.py); search and accounts
+        # build on GitLab and Jenkins, ledger and notifications have no CI here.
+        "name": "ci-template",
+        "description": "Services whose pipelines ran the platform's CI workflow in 30 days.",
+        "detect": {
+            "rule": "pipeline_template",
+            "workflow_paths": [".github/workflows/ci.yml", "acme/platform-templates/*"],
+        },
+    },
+    {
+        # Kong routes checkout, payments-api, search and accounts; NGINX serves
+        # recommendations (exporter/sandbox/traffic.py); ledger and notifications get none.
+        "name": "api-gateway",
+        "description": "Services that served traffic through a gateway in 30 days.",
+        "detect": {"rule": "gateway_traffic"},
+    },
 ]
-EXPECTED_RATIOS = {"golden-path": 3 / 7, "observability": 5 / 7}
+# Known from the scenario; 7 services in the catalog. ci-template needs the simulated
+# GitHub, api-gateway the simulated Kong and NGINX (after their second poll: the first
+# reading of a counter is its baseline).
+EXPECTED_RATIOS = {
+    "golden-path": 3 / 7,
+    "observability": 5 / 7,
+    "ci-template": 3 / 7,
+    "api-gateway": 5 / 7,
+}
 
 
 def _iso(t: float) -> str:

@@ -4,7 +4,8 @@ Per repo, four list endpoints are read newest-first with a constant URL, so
 each carries an ``ETag`` from the previous poll and an unchanged list costs a
 ``304`` (free of rate limit) and nothing else:
 
-* ``/repos/{r}/actions/runs``: finished runs become :class:`PipelineRun`; pages
+* ``/repos/{r}/actions/runs``: finished runs become :class:`PipelineRun` (and
+  :class:`TemplateUse` for their workflow file and referenced reusable workflows); pages
   are read until runs older than the cursor (the oldest unfinished run, or the
   newest seen); the first poll reads ``backfill_days`` of history;
 * ``/repos/{r}/deployments`` and, for each deployment not yet known finished,
@@ -37,7 +38,7 @@ import httpx
 from exporter.config import Config, GitHubAppConfig, GitHubSourceConfig
 from exporter.errors import AuthError, RateLimited
 from exporter.httpclient import conditional_get, send
-from exporter.records import Commit, Deployment, Incident, PipelineRun
+from exporter.records import Commit, Deployment, Incident, PipelineRun, TemplateUse
 from exporter.sources.base import PollContext, Source
 from exporter.sources.cicd_common import (
     body_of,
@@ -345,6 +346,13 @@ class GitHubSource(Source):
                         finished_at=parse_time(run["updated_at"]),
                     )
                 )
+                # The workflow file and the reusable workflows it called: platform template use.
+                for path in _workflow_paths(run):
+                    records.append(
+                        TemplateUse(
+                            self.kind, service, "workflow", path, parse_time(run["updated_at"])
+                        )
+                    )
         except (KeyError, TypeError) as exc:
             raise malformed("workflow run", exc) from None
         new_since = min(unfinished) if unfinished else newest
@@ -560,3 +568,12 @@ class GitHubSource(Source):
 
 def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def _workflow_paths(run: dict[str, Any]) -> list[str]:
+    """A run's workflow file and each reusable workflow it referenced (``owner/repo/path@ref``)."""
+    paths = [run["path"]] if isinstance(run.get("path"), str) and run["path"] else []
+    for ref in run.get("referenced_workflows") or []:
+        if isinstance(ref, dict) and isinstance(ref.get("path"), str) and ref["path"]:
+            paths.append(ref["path"])
+    return paths
