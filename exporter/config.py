@@ -528,7 +528,14 @@ class PrometheusSourceConfig(SourceConfig):
     url: str
     bearer_token: Secret | None = None
     service_label: str = "service"
+    # The service a scalar result belongs to (a query that returns one number).
+    scalar_service: Name | None = None
     queries: PrometheusQueriesConfig
+    latency_windows: list[Literal["5m", "1h", "1d", "30d"]] = ["5m", "1h", "1d", "30d"]
+    # Each poll evaluates the counts in steps of at most this long, and at most
+    # max_catch_up back: a longer outage of the exporter is skipped (and logged).
+    max_step: Duration = 3600.0
+    max_catch_up: Duration = 86400.0
 
     @field_validator("url")
     @classmethod

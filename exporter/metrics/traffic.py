@@ -265,6 +265,17 @@ def _gateway_health(ctx: RenderContext) -> Iterator[Metric]:
     yield connections
     yield handled
 
+    from exporter.sources.prometheus import WARNINGS_TOTAL
+
+    warned = CounterMetricFamily(
+        "platform_exporter_prometheus_query_warnings",
+        _help("Warnings Prometheus attached to the answers of the configured queries.", ctx),
+        labels=["source"],
+    )
+    for labels, value in sorted(ctx.store.counters(WARNINGS_TOTAL), key=lambda x: x[0]["source"]):
+        warned.add_metric([labels["source"]], value)
+    yield warned
+
     registered = GaugeMetricFamily(
         "platform_gateway_consumers",
         _help("API consumers registered in Kong (Admin API /consumers).", ctx),
