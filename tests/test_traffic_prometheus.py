@@ -70,10 +70,11 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServ
     server = PrometheusServer(
         tmp_path_factory.mktemp("prometheus"), [f"127.0.0.1:{target.server_address[1]}"]
     ).start()
+    # Polls evaluate at whole seconds: wait for a few scrapes, so the first is safely past.
     wait_until(
-        lambda: bool(server.query('fixture_requests{service="checkout"}')),
+        lambda: bool(server.query('count_over_time(fixture_requests{service="checkout"}[1m]) > 2')),
         timeout=30,
-        what="the first scrape of the fixture target",
+        what="three scrapes of the fixture target",
     )
     yield server
     server.stop()
