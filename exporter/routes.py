@@ -7,12 +7,21 @@ An NGINX request is matched by host and path: the longest matching ``host/prefix
 ``/prefix`` (any host) wins, a host-specific one first at equal length; then ``host``
 alone. Traffic that matches nothing is
 ``unmapped``: counted, never dropped.
+
+Given the merged catalog, services that only an external catalog lists (Backstage)
+and their annotated gateway routes are matched too; an identity the config already
+maps keeps the config's service.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from exporter.config import Config
 from exporter.kpis.traffic import UNMAPPED
+
+if TYPE_CHECKING:
+    from exporter.catalog import Catalog
 
 _CACHE_LIMIT = 50_000
 
@@ -20,19 +29,25 @@ _CACHE_LIMIT = 50_000
 class RouteMap:
     """Resolves gateway identities to catalog services."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, catalog: Catalog | None = None) -> None:
         self.names: dict[str, str] = {s.name: s.name for s in config.services}
         self.hosts: dict[str, str] = {}
         # (host or "", prefix) -> service; sorted longest prefix first.
         self.prefixes: list[tuple[str, str, str]] = []
-        for svc in config.services:
-            for route in svc.routes:
-                self.names[route] = svc.name
-                if "/" in route:
-                    host, _, path = route.partition("/")
-                    self.prefixes.append((host.lower(), "/" + path, svc.name))
-                else:
-                    self.hosts[route.lower()] = svc.name
+        routes: list[tuple[str, str]] = [(r, s.name) for s in config.services for r in s.routes]
+        if catalog is not None:
+            extra = [s for s in catalog.services.values() if s.name not in self.names]
+            for svc in extra:
+                self.names[svc.name] = svc.name
+            known = {r for r, _ in routes}
+            routes += [(r, s.name) for s in extra for r in s.routes if r not in known]
+        for route, service in routes:
+            self.names.setdefault(route, service)
+            if "/" in route:
+                host, _, path = route.partition("/")
+                self.prefixes.append((host.lower(), "/" + path, service))
+            else:
+                self.hosts.setdefault(route.lower(), service)
         self.prefixes.sort(key=lambda p: (-len(p[1]), p[0] == ""))
         self._cache: dict[tuple[str, str], str] = {}
 

@@ -170,3 +170,26 @@ class TestListingReplacesTheSourcesEntities:
         row = store.query_one("SELECT first_seen FROM catalog_entities WHERE name = 'a'")
         assert row is not None and row[0] == 10.0
         assert catalog_store.listings(store) == {"backstage": (20.0, 1)}
+
+
+class TestGatewayRoutesFromTheCatalog:
+    def test_backstage_services_and_their_routes_map_traffic_and_the_config_wins(self) -> None:
+        from exporter.routes import RouteMap
+
+        config = Config(
+            services=[{"name": "checkout", "team": "payments", "routes": ["shop-route"]}]
+        )
+        cat = merge(
+            config.services,
+            [
+                comp("ledger", "payments", routes=("ledger-route", "api.acme/ledger")),
+                # Backstage also claims shop-route for ledger: the config's mapping stays.
+                comp("ledger2", "payments", routes=("shop-route",)),
+            ],
+        )
+        routes = RouteMap(config, cat)
+        assert routes.by_name("ledger-route") == "ledger"
+        assert routes.by_name("ledger") == "ledger"
+        assert routes.by_name("shop-route") == "checkout"
+        assert routes.by_request("api.acme", "/ledger/entries?x=1") == "ledger"
+        assert RouteMap(config).by_name("ledger-route") == "unmapped"

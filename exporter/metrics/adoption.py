@@ -39,6 +39,8 @@ SOURCE = "backstage"
 
 
 def _help(text: str, ctx: RenderContext) -> str:
+    if ctx.interval_of(SOURCE) is None:
+        return f"{text} Cached by the exporter; recomputed after every poll of any source."
     return cached_help(text, ctx, SOURCE)
 
 

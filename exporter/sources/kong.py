@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.catalog import load_catalog
 from exporter.config import Config, KongSourceConfig
 from exporter.errors import MalformedResponse
 from exporter.httpclient import send
@@ -141,6 +142,8 @@ class KongSource(Source):
         return out
 
     async def poll(self, ctx: PollContext) -> None:
+        # The merged catalog may have gained (or lost) Backstage services and routes.
+        self.routes = RouteMap(self.config, load_catalog(self.config, ctx.store))
         route_service: dict[str, str] = {}
         cursors: dict[str, str] = {}
         if self.kong.admin_url is not None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from exporter.accesslog import Aggregator
+from exporter.catalog import load_catalog
 from exporter.config import Config, NginxSourceConfig
 from exporter.errors import MalformedResponse, SourceError
 from exporter.httpclient import send
@@ -92,6 +93,8 @@ class NginxSource(Source):
         self._last_prune = 0.0
 
     async def poll(self, ctx: PollContext) -> None:
+        # The merged catalog may have gained (or lost) Backstage services and routes.
+        self.aggregator.routes = RouteMap(self.config, load_catalog(self.config, ctx.store))
         if self.nginx.stub_status_url:
             response = await send(ctx.client, "GET", self.nginx.stub_status_url, health=ctx.health)
             stub = parse_stub_status(response.text)
