@@ -387,3 +387,41 @@ class TestExposition:
         daemon = Daemon(config(tmp_path), clock=lambda: NOW)
         assert [type(s) for s in daemon.sources] == [FocusSource]
         asyncio.run(daemon.shutdown())
+
+
+class TestConfiguredSources:
+    def test_a_missing_path_is_a_config_error_and_other_files_still_count(
+        self, tmp_path: Path, exports: Path
+    ) -> None:
+        write_csv(exports / "a.csv", SAMPLE)
+        cfg = config(tmp_path, paths=[str(exports), str(tmp_path / "nowhere")])
+        daemon = Daemon(cfg, clock=lambda: NOW)
+        exp = run(daemon)
+        assert daemon.health["focus"].errors["config"] == 1
+        assert "nowhere" in (daemon.health["focus"].last_error or "")
+        assert cost(exp, "checkout", "7d") == pytest.approx(11.0)
+        asyncio.run(daemon.shutdown())
+
+    def test_data_of_a_source_no_longer_configured_does_not_count(
+        self, tmp_path: Path, exports: Path
+    ) -> None:
+        """Old Cost Explorer rows neither add cost nor hold back cost per transaction."""
+        from exporter.records import CostContribution, CostDay
+        from exporter.store import write_records
+
+        write_csv(exports / "a.csv", SAMPLE)
+        daemon = Daemon(config(tmp_path), clock=lambda: NOW)
+        with daemon.store.transaction() as tx:
+            old = CostDay("2026-11-10", "checkout", "payments", "aws", "unknown", "USD", 99.0, 99.0)
+            write_records(
+                tx,
+                [
+                    CostContribution(
+                        "aws_cost", "default/2026-11-10", "x", (old,), True, 1, 0, ("2026-11-10",)
+                    )
+                ],
+            )
+        exp = run(daemon)
+        assert cost(exp, "checkout", "30d") == pytest.approx(11.0)
+        assert exp.samples("platform_cost_data_end_timestamp_seconds", source="aws_cost") == []
+        asyncio.run(daemon.shutdown())

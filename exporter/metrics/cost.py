@@ -50,6 +50,16 @@ def _help(text: str, ctx: RenderContext) -> str:
     return f"{text} Cached by the exporter from stored billing data; refreshed after each poll ({every})."
 
 
+def active_cost_sources(ctx: RenderContext) -> list[str]:
+    """The cost sources enabled in the config: stored data of others no longer counts."""
+    out = []
+    for kind in COST_SOURCES:
+        settings = getattr(ctx.config.sources, kind, None)
+        if settings is not None and settings.enabled:
+            out.append(kind)
+    return out
+
+
 def request_totals(ctx: RenderContext, first: str, last: str) -> dict[tuple[str, str], float]:
     """Requests per (service, closed day): the gateways' daily totals, overridden by the
     ``request_totals`` source where it has a value. A gateway day counts only once it
@@ -71,8 +81,9 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
     windows = window_bounds(today)
     first = min(a for a, _ in windows.values())
     last = max(b for _, b in windows.values())
-    rows = cost_store.daily_costs(ctx.store, first, last, settings.amount)
-    ends = cost_store.newest_days(ctx.store, today.isoformat())
+    active = active_cost_sources(ctx)
+    rows = cost_store.daily_costs(ctx.store, first, last, settings.amount, active)
+    ends = cost_store.newest_days(ctx.store, today.isoformat(), active)
     # Cost per transaction and budgets only count days every cost source has reported.
     cost_end = min(ends.values()) if ends else None
     requests = request_totals(ctx, first, last)

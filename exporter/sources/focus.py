@@ -23,12 +23,18 @@ from pathlib import Path
 import httpx
 
 from exporter.config import Config, FocusSourceConfig
-from exporter.errors import MalformedResponse
+from exporter.errors import MalformedResponse, SourceError
 from exporter.records import CostContribution
 from exporter.sources.base import PollContext, Source
 from exporter.sources.billing import allocator_for
 from exporter.sources.focus_reader import FocusFormatError, iter_export_files, read_file
 from exporter.store import cost as cost_store
+
+
+class MissingPath(SourceError):
+    """A configured export path does not exist (yet): a deployment problem."""
+
+    reason = "config"
 
 
 class FocusSource(Source):
@@ -79,10 +85,10 @@ class FocusSource(Source):
         missing = [
             p for p in self.focus.paths if not any(ch in p for ch in "*?[") and not Path(p).exists()
         ]
-        if missing:
-            bad.append(f"path(s) not found: {', '.join(missing)}")
         if bad:
-            raise MalformedResponse("; ".join(bad))
+            raise MalformedResponse("; ".join(bad + [f"path not found: {p}" for p in missing]))
+        if missing:
+            raise MissingPath(f"path(s) not found: {', '.join(missing)}")
 
     async def _ingest(
         self, ctx: PollContext, path: Path, origin: str, signature: str

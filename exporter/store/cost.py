@@ -147,16 +147,28 @@ def origins(store: Store, source: str) -> dict[str, tuple[str, bool]]:
     return {str(r[0]): (str(r[1]), bool(r[2])) for r in rows}
 
 
+def _only(sources: Sequence[str] | None) -> tuple[str, list[str]]:
+    if sources is None:
+        return "", []
+    return f" AND source IN ({', '.join('?' for _ in sources)})", list(sources)
+
+
 def daily_costs(
-    store: Store, first_day: str, last_day: str, amount: Literal["effective", "billed"]
+    store: Store,
+    first_day: str,
+    last_day: str,
+    amount: Literal["effective", "billed"],
+    sources: Sequence[str] | None = None,
 ) -> list[CostRow]:
-    """(day, service, team, provider, category, currency, amount) summed over origins."""
+    """(day, service, team, provider, category, currency, amount) summed over origins
+    (of ``sources`` only, if given: a source removed from the config no longer counts)."""
     column = "effective" if amount == "effective" else "billed"
+    where, params = _only(sources)
     rows = store.query(
         f"SELECT day, service, team, provider, category, currency, SUM({column}) "
-        "FROM cost_daily WHERE day >= ? AND day <= ? "
+        f"FROM cost_daily WHERE day >= ? AND day <= ?{where} "
         "GROUP BY day, service, team, provider, category, currency",
-        (first_day, last_day),
+        (first_day, last_day, *params),
     )
     return [
         (str(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]), float(r[6]))
@@ -164,10 +176,14 @@ def daily_costs(
     ]
 
 
-def newest_days(store: Store, before_day: str) -> dict[str, str]:
+def newest_days(
+    store: Store, before_day: str, sources: Sequence[str] | None = None
+) -> dict[str, str]:
     """The newest covered day before ``before_day`` (exclusive), per source."""
+    where, params = _only(sources)
     rows = store.query(
-        "SELECT source, MAX(day) FROM cost_coverage WHERE day < ? GROUP BY source", (before_day,)
+        f"SELECT source, MAX(day) FROM cost_coverage WHERE day < ?{where} GROUP BY source",
+        (before_day, *params),
     )
     return {str(r[0]): str(r[1]) for r in rows if r[1] is not None}
 
