@@ -425,3 +425,52 @@ class TestConfiguredSources:
         assert cost(exp, "checkout", "30d") == pytest.approx(11.0)
         assert exp.samples("platform_cost_data_end_timestamp_seconds", source="aws_cost") == []
         asyncio.run(daemon.shutdown())
+
+
+class TestBatchSums:
+    """Clean batches are summed in pyarrow per distinct line key; the totals must be
+    exactly those of reading every row."""
+
+    CLEAN = [r for r in SAMPLE if r[0] != "abc"]
+
+    @pytest.mark.parametrize("fmt", ["csv", "csv.gz", "parquet"])
+    def test_grouped_and_row_by_row_reads_agree(
+        self, tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from exporter.kpis.cost import Allocator, ServiceRule
+        from exporter.sources import focus_reader
+
+        path = tmp_path / f"clean.{fmt}"
+        if fmt == "parquet":
+            write_parquet(path, self.CLEAN)
+        else:
+            write_csv(path, self.CLEAN, gz=fmt == "csv.gz")
+        alloc = Allocator(
+            [ServiceRule(s, "t", tags={"service": s}) for s in ("checkout", "search", "accounts")]
+        )
+        calls: list[bool] = []
+        real = focus_reader._group_batch
+
+        def spy(*args: Any) -> bool:
+            calls.append(real(*args))
+            return calls[-1]
+
+        monkeypatch.setattr(focus_reader, "_group_batch", spy)
+        grouped = focus_reader.read_file(path, alloc)
+        assert calls == [True]
+        monkeypatch.setattr(focus_reader, "_group_batch", lambda *a: False)
+        rows = focus_reader.read_file(path, alloc)
+
+        def table(result: Any) -> dict[tuple[str, ...], tuple[float, float, int]]:
+            return {
+                (d.day, d.service, d.provider, d.category, d.currency): (
+                    round(d.billed, 9),
+                    round(d.effective, 9),
+                    d.lines,
+                )
+                for d in result.days
+            }
+
+        assert table(grouped) == table(rows)
+        assert grouped.rows_read == rows.rows_read == len(self.CLEAN)
+        assert grouped.rows_rejected == 0

@@ -98,6 +98,10 @@ class Allocator:
     def uses_resources(self) -> bool:
         return bool(self._resources)
 
+    @property
+    def uses_accounts(self) -> bool:
+        return bool(self._accounts)
+
     def allocate(
         self, tags: Mapping[str, str], account: str = "", resource: str = ""
     ) -> tuple[str, str]:

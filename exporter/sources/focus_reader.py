@@ -107,8 +107,11 @@ class _Aggregator:
         self.problems: list[str] = []
         self._times: dict[Any, int] = {}
         self._tags: dict[str, dict[str, str]] = {"": {}}
-        self._alloc: dict[tuple[str, str, str], tuple[str, str]] = {}
+        self._alloc: dict[Any, tuple[str, str]] = {}
         self._providers: dict[str | None, str] = {}
+        self._currencies: dict[Any, str] = {}
+        self._by_resource = allocator.uses_resources
+        self._by_tags_only = not allocator.uses_resources and not allocator.uses_accounts
 
     def reject(self, pos: int, reason: str) -> None:
         self.rejected += 1
@@ -161,6 +164,78 @@ class _Aggregator:
         parsed = {str(k): "" if v is None else str(v) for k, v in items}
         return json.dumps(parsed, sort_keys=True), parsed
 
+    def currency(self, value: Any) -> str:
+        cur = value.strip().upper() if isinstance(value, str) else ""
+        if len(cur) != 3 or not cur.isalpha():
+            raise ValueError(f"BillingCurrency {value!r} is not an ISO 4217 code")
+        self._currencies[value] = cur
+        return cur
+
+    def prepare(
+        self,
+        currency: Any,
+        start: Any,
+        end: Any,
+        category: Any,
+        provider: Any,
+        account: Any,
+        resource: Any,
+        tags: Any,
+    ) -> tuple[int, int, str, str, str, str, str]:
+        """Validate a line's non-cost fields; (t0, t1, service, team, provider, category,
+        currency). Raises ValueError or TypeError for a malformed line."""
+        # The hot path of every ingest: memo lookups first, the general code on a miss.
+        cur = self._currencies.get(currency) or self.currency(currency)
+        times = self._times
+        t0 = times.get(start)
+        if t0 is None:
+            t0 = self.seconds(start)
+        t1: int | None = t0
+        if end is not None and end != "":
+            t1 = times.get(end)
+            if t1 is None:
+                t1 = self.seconds(end)
+        assert t1 is not None
+        if tags.__class__ is str:
+            tag_key = tags
+            tag_map = self._tags.get(tags)
+            if tag_map is None:
+                tag_key, tag_map = self.tags(tags)
+        else:
+            tag_key, tag_map = self.tags(tags)
+        if self._by_tags_only:
+            owner = self._alloc.get(tag_key)
+            if owner is None:
+                owner = self._remember(tag_key, tag_map, "", "")
+        else:
+            acc = account or ""
+            res = (resource or "") if self._by_resource else ""
+            akey = (tag_key, acc, res)
+            owner = self._alloc.get(akey)
+            if owner is None:
+                owner = self._remember(akey, tag_map, acc, res)
+        prov = self.provider
+        if prov is None:
+            prov = self._providers.get(provider)
+            if prov is None:
+                prov = self._providers[provider] = provider_label(provider)
+        return t0, t1, owner[0], owner[1], prov, category or "Other", cur
+
+    def accumulate(
+        self, p: tuple[int, int, str, str, str, str, str], b: float, e: float, n: float
+    ) -> None:
+        """Add ``n`` lines summing to (b, e) to their UTC day(s)."""
+        t0, t1 = p[0], p[1]
+        first = t0 // DAY
+        if t1 <= (first + 1) * DAY:
+            self._sum((first, p[2], p[3], p[4], p[5], p[6]), b, e, n)
+            return
+        span = t1 - t0
+        last = min((t1 - 1) // DAY, first + MAX_SPREAD_DAYS)
+        for d in range(first, last + 1):
+            share = (min(t1, (d + 1) * DAY) - max(t0, d * DAY)) / span
+            self._sum((d, p[2], p[3], p[4], p[5], p[6]), b * share, e * share, n * share)
+
     def add(
         self,
         pos: int,
@@ -175,46 +250,27 @@ class _Aggregator:
         resource: Any,
         tags: Any,
     ) -> None:
+        """One line, read row by row (the stdlib CSV path, and batches that need it)."""
         self.rows += 1
         try:
             b = float(billed)
             e = float(effective)
             if b != b or e != e:
                 raise ValueError("cost is NaN")
-            cur = (currency or "").strip().upper() if isinstance(currency, str) else ""
-            if len(cur) != 3:
-                raise ValueError(f"BillingCurrency {currency!r} is not an ISO 4217 code")
-            t0 = self.seconds(start)
-            t1 = self.seconds(end) if end not in (None, "") else t0
-            tag_key, tag_map = self.tags(tags)
+            p = self.prepare(currency, start, end, category, provider, account, resource, tags)
         except (ValueError, TypeError) as exc:
             self.reject(pos, str(exc) or type(exc).__name__)
             return
-        acc = account or ""
-        res = (resource or "") if self.allocator.uses_resources else ""
-        akey = (tag_key, acc, res)
-        owner = self._alloc.get(akey)
-        if owner is None:
-            owner = self.allocator.allocate(tag_map, acc, res)
-            if len(self._alloc) > MEMO_LIMIT:
-                self._alloc.clear()
-            self._alloc[akey] = owner
-        prov = self.provider
-        if prov is None:
-            prov = self._providers.get(provider)
-            if prov is None:
-                prov = self._providers[provider] = provider_label(provider)
-        cat = category or "Other"
-        first = t0 // DAY
-        if t1 <= (first + 1) * DAY:
-            self._sum((first, owner[0], owner[1], prov, cat, cur), b, e, 1.0)
-            return
-        span = t1 - t0
-        last = min((t1 - 1) // DAY, first + MAX_SPREAD_DAYS)
-        for d in range(first, last + 1):
-            overlap = min(t1, (d + 1) * DAY) - max(t0, d * DAY)
-            share = overlap / span
-            self._sum((d, owner[0], owner[1], prov, cat, cur), b * share, e * share, share)
+        self.accumulate(p, b, e, 1.0)
+
+    def _remember(
+        self, key: Any, tags: dict[str, str], account: str, resource: str
+    ) -> tuple[str, str]:
+        owner = self.allocator.allocate(tags, account, resource)
+        if len(self._alloc) > MEMO_LIMIT:
+            self._alloc.clear()
+        self._alloc[key] = owner
+        return owner
 
     def _sum(self, key: tuple[int, str, str, str, str, str], b: float, e: float, n: float) -> None:
         acc = self.sums.get(key)
@@ -278,6 +334,71 @@ def _index(header: list[str], label: str) -> dict[str, int]:
 
 
 def _read_csv(path: Path, gzipped: bool, agg: _Aggregator) -> None:
+    """With pyarrow installed, its streaming CSV reader (about twice as fast as the
+    stdlib's on wide export rows); otherwise the stdlib ``csv`` module."""
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:  # pragma: no cover - depends on the install
+        _read_csv_stdlib(path, gzipped, agg)
+    else:
+        _read_csv_arrow(path, gzipped, agg)
+
+
+def _csv_header(path: Path, gzipped: bool, label: str) -> list[str]:
+    opener: Any = gzip.open if gzipped else open
+    try:
+        with opener(path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as text:
+            return next(csv.reader(text))
+    except StopIteration:
+        raise FocusFormatError(f"{label}: empty file") from None
+    except (csv.Error, UnicodeDecodeError, OSError, EOFError) as exc:
+        raise FocusFormatError(f"{label}: unreadable: {exc}") from None
+
+
+def _read_csv_arrow(path: Path, gzipped: bool, agg: _Aggregator) -> None:
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    header = _csv_header(path, gzipped, agg.label)
+    idx = _index(header, agg.label)
+    wanted = [header[idx[c]] for c in COLUMNS if c in idx]
+    by_name = {c: header[idx[c]] for c in COLUMNS if c in idx}
+
+    def invalid(row: Any) -> str:
+        agg.rows += 1
+        line = row.number + 1 if row.number is not None else "?"
+        agg.reject(
+            line,  # type: ignore[arg-type]
+            f"{row.actual_columns} fields where the header has {row.expected_columns}",
+        )
+        return "skip"
+
+    stream = pa.input_stream(str(path), compression="gzip" if gzipped else None)
+    reader = pcsv.open_csv(
+        stream,
+        read_options=pcsv.ReadOptions(block_size=1 << 20, use_threads=False),
+        parse_options=pcsv.ParseOptions(invalid_row_handler=invalid),
+        convert_options=pcsv.ConvertOptions(
+            # Strings only: a bad value must cost one row, not the whole block.
+            column_types={name: pa.string() for name in header},
+            include_columns=wanted,
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+    # Line numbers assume no line breaks inside quoted fields (exports have none).
+    line = 2
+    try:
+        for batch in reader:
+            add_batch(agg, batch, by_name, line)
+            line += batch.num_rows
+    except (pa.ArrowException, OSError, EOFError) as exc:
+        # A corrupt tail: what was read still counts.
+        agg.rows += 1
+        agg.reject(line, f"file unreadable from here: {exc}")
+
+
+def _read_csv_stdlib(path: Path, gzipped: bool, agg: _Aggregator) -> None:
     opener: Any = gzip.open if gzipped else open
     with opener(path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
         reader = csv.reader(text)
@@ -349,45 +470,134 @@ def _read_parquet(path: Path, agg: _Aggregator) -> None:
     idx = _index(names, agg.label)
     wanted = [c for c in COLUMNS if c in idx]
     agg.where = "row {}"
-    row_no = 0
+    row_no = 1
     for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=wanted):
-        cols: dict[str, list[Any]] = {}
-        for name in wanted:
-            arr = batch.column(name)
-            if pa.types.is_timestamp(arr.type):
-                unit = {"s": 1, "ms": 1000, "us": 1_000_000, "ns": 1_000_000_000}[arr.type.unit]
-                ints = arr.cast(pa.int64()).to_pylist()
-                cols[name] = [None if v is None else v // unit for v in ints]
-            elif pa.types.is_decimal(arr.type):
-                cols[name] = arr.cast(pa.float64()).to_pylist()
-            else:
-                cols[name] = arr.to_pylist()
-        n = batch.num_rows
-        none = [None] * n
-        prov = cols.get("ProviderName", cols.get("ServiceProviderName", none))
-        base = row_no
-        add = agg.add
-        for i, (b, e, c, t0, t1, cat, p, a, r, t) in enumerate(
-            zip(
-                cols["BilledCost"],
-                cols["EffectiveCost"],
-                cols["BillingCurrency"],
-                cols["ChargePeriodStart"],
-                cols.get("ChargePeriodEnd", none),
-                cols.get("ServiceCategory", none),
-                prov,
-                cols.get("SubAccountId", none),
-                cols.get("ResourceId", none),
-                cols.get("Tags", none),
-                strict=True,
-            )
+        add_batch(agg, batch, {c: c for c in wanted}, row_no)
+        row_no += batch.num_rows
+
+
+def add_batch(agg: _Aggregator, batch: Any, by_name: dict[str, str], first_pos: int) -> None:
+    """A record batch: summed by pyarrow per distinct line key when it can, else row by row."""
+    if not _group_batch(agg, batch, by_name):
+        _row_batch(agg, batch, by_name, first_pos)
+
+
+def _seconds_array(arr: Any) -> Any:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pc.cast(arr, pa.timestamp("s", arr.type.tz), safe=False).cast(pa.int64())
+
+
+def _group_batch(agg: _Aggregator, batch: Any, by_name: dict[str, str]) -> bool:
+    """Sum the batch's costs per distinct (charge period, currency, category, provider,
+    tags[, account][, resource]) in pyarrow, then allocate each group once. False (and
+    nothing added) when a row needs a row-by-row look: a bad or missing value."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        billed = batch.column(by_name["BilledCost"]).cast(pa.float64())
+        effective = batch.column(by_name["EffectiveCost"]).cast(pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return False
+    if billed.null_count or effective.null_count:
+        return False
+    if pc.any(pc.is_nan(billed)).as_py() or pc.any(pc.is_nan(effective)).as_py():
+        return False
+    provider_col = "ProviderName" if "ProviderName" in by_name else "ServiceProviderName"
+    keys = ["ChargePeriodStart", "ChargePeriodEnd", "BillingCurrency", "ServiceCategory"]
+    keys += [provider_col, "Tags"]
+    if not agg._by_tags_only:
+        keys.append("SubAccountId")
+    if agg._by_resource:
+        keys.append("ResourceId")
+    names: list[str] = []
+    arrays: list[Any] = []
+    for key in keys:
+        if key not in by_name:
+            continue
+        arr = batch.column(by_name[key])
+        if pa.types.is_timestamp(arr.type):
+            arr = _seconds_array(arr)
+        elif not (
+            pa.types.is_string(arr.type)
+            or pa.types.is_large_string(arr.type)
+            or pa.types.is_integer(arr.type)
+            or pa.types.is_null(arr.type)
         ):
-            if b is None or e is None or t0 is None:
-                agg.rows += 1
-                agg.reject(base + i + 1, "null BilledCost, EffectiveCost or ChargePeriodStart")
-                continue
-            add(base + i + 1, b, e, c, t0, t1, cat, p, a, r, t)
-        row_no += n
+            return False  # e.g. Tags as a map: read row by row
+        if key == "ChargePeriodStart" and arr.null_count:
+            return False
+        names.append(key)
+        arrays.append(arr)
+    table = pa.Table.from_arrays([*arrays, billed, effective], names=[*names, "__b", "__e"])
+    grouped = table.group_by(names, use_threads=False).aggregate(
+        [("__b", "sum"), ("__e", "sum"), ("__b", "count")]
+    )
+    cols = {name: grouped.column(name).to_pylist() for name in grouped.column_names}
+    none: list[Any] = [None] * grouped.num_rows
+    prepared = []
+    try:
+        for values in zip(
+            cols.get("BillingCurrency", none),
+            cols["ChargePeriodStart"],
+            cols.get("ChargePeriodEnd", none),
+            cols.get("ServiceCategory", none),
+            cols.get(provider_col, none),
+            cols.get("SubAccountId", none),
+            cols.get("ResourceId", none),
+            cols.get("Tags", none),
+            strict=True,
+        ):
+            c, t0, t1, cat, prov, acc, res, tags = values
+            prepared.append(agg.prepare(c, t0, t1, cat, prov, acc, res, tags or None))
+    except (ValueError, TypeError):
+        return False
+    for p, b, e, n in zip(
+        prepared, cols["__b_sum"], cols["__e_sum"], cols["__b_count"], strict=True
+    ):
+        agg.accumulate(p, b, e, float(n))
+    agg.rows += batch.num_rows
+    return True
+
+
+def _row_batch(agg: _Aggregator, batch: Any, by_name: dict[str, str], first_pos: int) -> None:
+    import pyarrow as pa
+
+    cols: dict[str, list[Any]] = {}
+    for column, name in by_name.items():
+        arr = batch.column(name)
+        if pa.types.is_timestamp(arr.type):
+            cols[column] = _seconds_array(arr).to_pylist()
+        elif pa.types.is_decimal(arr.type):
+            cols[column] = arr.cast(pa.float64()).to_pylist()
+        else:
+            cols[column] = arr.to_pylist()
+    none: list[Any] = [None] * batch.num_rows
+    prov = cols.get("ProviderName", cols.get("ServiceProviderName", none))
+    add = agg.add
+    for pos, (b, e, c, t0, t1, cat, p, a, r, t) in enumerate(
+        zip(
+            cols["BilledCost"],
+            cols["EffectiveCost"],
+            cols["BillingCurrency"],
+            cols["ChargePeriodStart"],
+            cols.get("ChargePeriodEnd", none),
+            cols.get("ServiceCategory", none),
+            prov,
+            cols.get("SubAccountId", none),
+            cols.get("ResourceId", none),
+            cols.get("Tags", none),
+            strict=True,
+        ),
+        start=first_pos,
+    ):
+        if b is None or e is None or t0 is None:
+            agg.rows += 1
+            agg.reject(pos, "null BilledCost, EffectiveCost or ChargePeriodStart")
+            continue
+        add(pos, b, e, c, t0, t1, cat, p, a, r, t or None)
 
 
 def iter_export_files(root: Path) -> Iterator[Path]:
