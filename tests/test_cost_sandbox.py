@@ -70,7 +70,7 @@ class TestBillingScenario:
             ) == pytest.approx(billing.UNTAGGED_NETWORK)
             # Recommendations also runs on Azure, billed in EUR: its own series.
             assert exp.samples("platform_cost", service="recommendations", currency="EUR")
-            assert exp.value("platform_budget_used_ratio", scope="team", team="payments")
+            assert exp.samples("platform_budget_used_ratio", scope="team", team="payments")
             assert promtool_check_metrics(daemon.holder.current.text) == ""
         finally:
             server.stop()

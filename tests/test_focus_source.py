@@ -474,3 +474,28 @@ class TestBatchSums:
         assert table(grouped) == table(rows)
         assert grouped.rows_read == rows.rows_read == len(self.CLEAN)
         assert grouped.rows_rejected == 0
+
+
+class TestBudgetMetrics:
+    def test_team_budget_forecast_and_used_ratio(self, tmp_path: Path, exports: Path) -> None:
+        """Payments (checkout 11 + payments-api 21 USD over Nov 1-21, budget 100):
+        used 0.32; forecast 32 / 21 days x 30 days = 45.714."""
+        write_csv(exports / "a.csv", SAMPLE)
+        daemon = Daemon(config(tmp_path), clock=lambda: NOW)
+        exp = run(daemon)
+
+        def value(metric: str) -> float:
+            # Exposition.value() takes the metric as `name`, so match the label by hand.
+            found = [
+                v
+                for labels, v in exp.samples(metric, scope="team", team="payments")
+                if labels["name"] == "payments"
+            ]
+            assert len(found) == 1, found
+            return found[0]
+
+        assert value("platform_budget") == 100
+        assert value("platform_budget_used_ratio") == pytest.approx(0.32)
+        assert value("platform_budget_forecast") == pytest.approx(32 / 21 * 30)
+        assert value("platform_budget_forecast_ratio") == pytest.approx(32 / 21 * 30 / 100)
+        asyncio.run(daemon.shutdown())

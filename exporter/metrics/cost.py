@@ -7,10 +7,10 @@ Sample::
     platform_cost_per_transaction{service="checkout",team="payments",currency="USD",window="7d"} 0.000183
     platform_cost_per_transaction_samples{service="checkout",team="payments",window="7d"} 7
     platform_cost_data_end_timestamp_seconds{source="focus"} 1.7637e9
-    platform_budget{scope="team",service="",team="payments",currency="USD"} 3000
-    platform_budget_forecast{scope="team",service="",team="payments",currency="USD"} 2710.5
-    platform_budget_used_ratio{scope="service",service="checkout",team="payments"} 0.61
-    platform_budget_forecast_ratio{scope="team",service="",team="payments"} 0.9035
+    platform_budget{scope="team",name="payments",team="payments",currency="USD"} 3000
+    platform_budget_forecast{scope="team",name="payments",team="payments",currency="USD"} 2710.5
+    platform_budget_used_ratio{scope="service",name="checkout",team="payments"} 0.61
+    platform_budget_forecast_ratio{scope="team",name="payments",team="payments"} 0.9035
     platform_exporter_paid_api_calls_total{source="aws_cost"} 12
     platform_exporter_cost_rows_rejected_total{source="focus"} 1
 """
@@ -160,7 +160,7 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
     budget = GaugeMetricFamily(
         "platform_budget",
         "The configured monthly budget of a team or service.",
-        labels=["scope", "service", "team", "currency"],
+        labels=["scope", "name", "team", "currency"],
     )
     forecast = GaugeMetricFamily(
         "platform_budget_forecast",
@@ -169,22 +169,22 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
             "in the month.",
             ctx,
         ),
-        labels=["scope", "service", "team", "currency"],
+        labels=["scope", "name", "team", "currency"],
     )
     used = GaugeMetricFamily(
         "platform_budget_used_ratio",
         _help("Spend over the month's complete days / the monthly budget.", ctx),
-        labels=["scope", "service", "team"],
+        labels=["scope", "name", "team"],
     )
     forecast_ratio = GaugeMetricFamily(
         "platform_budget_forecast_ratio",
         _help("Forecast month-end spend / the monthly budget.", ctx),
-        labels=["scope", "service", "team"],
+        labels=["scope", "name", "team"],
     )
     for b in settings.budgets:
-        # Budget series carry the same service/team labels as everything else, so alerts
-        # route by team; a team budget has an empty service label.
-        who = [b.name, catalog.get(b.name, "")] if b.scope == "service" else ["", b.name]
+        # `name` is the team or service the budget is for; `team` is always set, so a
+        # budget alert routes by team like every other alert.
+        who = [b.name, catalog.get(b.name, "")] if b.scope == "service" else [b.name, b.name]
         budget.add_metric([b.scope, *who, b.currency], b.monthly)
         daily: dict[str, float] = {}
         for day, service, team, _p, _c, currency, amount in rows:
