@@ -12,6 +12,9 @@ health probe) and ledger and notifications, which only Backstage lists.
   NGINX serves recommendations: 5/7, 3 teams (after a second poll: a counter's first
   reading is its baseline).
 
+api-gateway's running cost is the bill's untagged network cost (USD 17.5 a day), so over
+30 closed days it is USD 525, or USD 105 per adopting service.
+
 Backstage says search is owned by search-team; the config says discovery and wins.
 Teams: payments, discovery, identity, and growth with no services. recommendations was
 registered 12 days ago and first deployed to production 120 hours ago: 7 days to production.
@@ -82,6 +85,11 @@ class TestDemoAdoption:
             == 0
         )
         assert exp.value("platform_teams_onboarded") == 3
+        # The bill's untagged network cost (USD 17.5 a day, exporter/sandbox/billing.py) over
+        # 30 closed days, shared by the 5 services adopting the gateway: USD 105 each.
+        [(labels, per_service)] = exp.samples("platform_cost_per_adopting_service")
+        assert labels == {"capability": "api-gateway", "currency": "USD"}
+        assert per_service == pytest.approx(17.5 * 30 / 5)
 
         assert exp.value("platform_onboarding_services", state="deployed") == 1
         assert exp.value("platform_onboarding_services", state="waiting") == 0

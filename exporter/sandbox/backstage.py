@@ -78,6 +78,8 @@ CAPABILITIES: list[dict[str, Any]] = [
         "name": "api-gateway",
         "description": "Services that served traffic through a gateway in 30 days.",
         "detect": {"rule": "gateway_traffic"},
+        # The sandbox bill's untagged network cost stands in for the gateway's running cost.
+        "cost_services": ["unallocated"],
     },
 ]
 # Known from the scenario; 7 services in the catalog. ci-template needs the simulated
