@@ -472,3 +472,86 @@ class TestRemoval:
             after.value("platform_catalog_services", team="payments")
             == before.value("platform_catalog_services", team="payments") - 1
         )
+
+
+class TestFaults:
+    def run_polls(self, tmp_path: Any, app: App, polls: int) -> tuple[list[bool], list[bytes]]:
+        config = Config(
+            state={"path": str(tmp_path / "s.db")},
+            sources={"backstage": {"base_url": BASE, "token": TOKEN, "page_size": 2}},
+        )
+        daemon = Daemon(config, transport=app.transport())
+        results: list[bool] = []
+        texts: list[bytes] = []
+
+        async def run() -> None:
+            for _ in range(polls):
+                results.append(await daemon.poll(daemon.sources[0]))
+                texts.append(daemon.holder.current.text)
+            await daemon.shutdown()
+
+        asyncio.run(run())
+        return results, texts
+
+    def test_a_truncated_page_marks_the_source_down_keeps_the_catalog_and_recovers(
+        self, tmp_path: Any
+    ) -> None:
+        inner = backstage_app(FakeCatalog([entity(n) for n in ("a", "b", "c")]))
+        state = {"calls": 0}
+        app = App()
+
+        @app.route("GET", "/api/catalog/entities/by-query")
+        def flaky(request: Request) -> Response:
+            state["calls"] += 1
+            if state["calls"] == 3:  # the second poll's first page
+                return Response.text('{"items": [{"kind": "Comp', 200)
+            return inner.handle(request)
+
+        results, texts = self.run_polls(tmp_path, app, 3)
+        assert results == [True, False, True]
+        down = Exposition.parse(texts[1])
+        assert down.value("platform_exporter_source_up", source="backstage") == 0
+        assert (
+            down.value(
+                "platform_exporter_source_errors_total", source="backstage", reason="malformed"
+            )
+            == 1
+        )
+        assert down.value("platform_catalog_entity_info", service="c") == 1
+        assert (
+            Exposition.parse(texts[2]).value("platform_exporter_source_up", source="backstage") == 1
+        )
+
+    def test_a_5xx_is_retried_within_the_poll(self, tmp_path: Any) -> None:
+        inner = backstage_app(FakeCatalog([entity("a")]))
+        state = {"calls": 0}
+        app = App()
+
+        @app.route("GET", "/api/catalog/entities/by-query")
+        def busy(request: Request) -> Response:
+            state["calls"] += 1
+            if state["calls"] == 1:
+                return _error_response(503)
+            return inner.handle(request)
+
+        results, texts = self.run_polls(tmp_path, app, 1)
+        assert results == [True]
+        exp = Exposition.parse(texts[0])
+        assert (
+            exp.value(
+                "platform_exporter_source_upstream_requests_total", source="backstage", code="503"
+            )
+            == 1
+        )
+        assert exp.value("platform_catalog_entity_info", service="a") == 1
+
+
+def _error_response(status: int) -> Response:
+    return Response.json(
+        {
+            "error": {"name": "ServiceUnavailableError", "message": "catalog is starting"},
+            "request": {"method": "GET", "url": "/api/catalog/entities/by-query"},
+            "response": {"statusCode": status},
+        },
+        status,
+    )
