@@ -26,6 +26,7 @@ nears ``rate_limit_reserve``; a ``401`` stops the source until restart.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import fnmatch
 import json
@@ -58,6 +59,18 @@ DEPLOY_BRANCHES = ("main", "master")
 # A pending deployment older than this no longer holds the cursor back.
 PENDING_HORIZON = 86400.0
 
+_RUN_FIELDS = (
+    "id",
+    "name",
+    "path",
+    "status",
+    "conclusion",
+    "created_at",
+    "updated_at",
+    "run_started_at",
+    "head_sha",
+    "head_branch",
+)
 _CONCLUSIONS = {
     "success": "success",
     "failure": "failure",
@@ -283,12 +296,19 @@ class GitHubSource(Source):
         """Read one repo's four lists and commit them with their cursors, all at once."""
         now = ctx.now()
         backfill_start = now - self.rules.backfill_days * 86400.0
-        records: list[Any] = []
+        parts: list[list[Any]] = [[], [], [], []]
         cursors: dict[str, str] = {}
-        runs = await self._runs(ctx, repo, service, backfill_start, records, cursors)
-        await self._deployments(ctx, repo, service, backfill_start, runs, records, cursors)
-        await self._commits(ctx, repo, service, backfill_start, records, cursors)
-        await self._incidents(ctx, repo, service, backfill_start, records, cursors)
+        # The four lists are independent: read them at once (the client's connection
+        # limit still bounds the source's requests in flight).
+        runs, uses_deployments, _, _ = await asyncio.gather(
+            self._runs(ctx, repo, service, backfill_start, parts[0], cursors),
+            self._deployments(ctx, repo, service, backfill_start, parts[1], cursors),
+            self._commits(ctx, repo, service, backfill_start, parts[2], cursors),
+            self._incidents(ctx, repo, service, backfill_start, parts[3], cursors),
+        )
+        records = [r for part in parts for r in part]
+        if not uses_deployments and self.gh.deploy_workflows:
+            records.extend(self._workflow_deployments(repo, service, runs))
         ctx.commit(records, cursors)
 
     async def _runs(
@@ -318,7 +338,8 @@ class GitHubSource(Source):
                     if parse_time(run["created_at"]) < since:
                         done = True
                         break
-                    seen.append(run)
+                    # Keep only what is used: a run body carries two full repository objects.
+                    seen.append({k: run.get(k) for k in _RUN_FIELDS})
             except (KeyError, TypeError) as exc:
                 raise malformed("workflow runs", exc) from None
             if done:
@@ -365,10 +386,10 @@ class GitHubSource(Source):
         repo: str,
         service: str,
         backfill_start: float,
-        runs: list[dict[str, Any]],
         records: list[Any],
         cursors: dict[str, str],
-    ) -> None:
+    ) -> bool:
+        """Read the deployments; True if the repo uses GitHub Deployments at all."""
         cursor = f"{repo}:deployments"
         state = load_state(ctx, cursor)
         since = float(state.get("since", backfill_start))
@@ -400,21 +421,23 @@ class GitHubSource(Source):
             }
             pending: list[float] = []
             newest = since
-            for dep in seen:
-                try:
-                    created = parse_time(dep["created_at"])
-                    key = f"{self.kind}/{repo}/{dep['id']}"
-                    newest = max(newest, created)
-                    if key in finished:
-                        continue
-                    record = await self._deployment(ctx, repo, service, dep)
-                except (KeyError, TypeError) as exc:
-                    raise malformed("deployment", exc) from None
+            todo: list[dict[str, Any]] = []
+            try:
+                for dep in seen:
+                    newest = max(newest, parse_time(dep["created_at"]))
+                    if f"{self.kind}/{repo}/{dep['id']}" not in finished:
+                        todo.append(dep)
+                found = await asyncio.gather(
+                    *(self._deployment(ctx, repo, service, dep) for dep in todo)
+                )
+            except (KeyError, TypeError) as exc:
+                raise malformed("deployment", exc) from None
+            for record in found:
                 if record is None:
                     continue
                 records.append(record)
-                if record.status == "pending" and created > ctx.now() - PENDING_HORIZON:
-                    pending.append(created)
+                if record.status == "pending" and record.created_at > ctx.now() - PENDING_HORIZON:
+                    pending.append(record.created_at)
             cursors[cursor] = dump_state(
                 {
                     "etag": self._etags[cursor],
@@ -422,8 +445,7 @@ class GitHubSource(Source):
                     "any": uses_deployments,
                 }
             )
-        if not uses_deployments and self.gh.deploy_workflows:
-            records.extend(self._workflow_deployments(repo, service, runs))
+        return uses_deployments
 
     async def _deployment(
         self, ctx: PollContext, repo: str, service: str, dep: dict[str, Any]
@@ -431,7 +453,14 @@ class GitHubSource(Source):
         response = await self._get(
             ctx, f"/repos/{repo}/deployments/{dep['id']}/statuses", {"per_page": PER_PAGE}
         )
-        statuses = body_of(response)
+        try:
+            return self._deployment_record(repo, service, dep, body_of(response))
+        except (KeyError, TypeError, IndexError) as exc:
+            raise malformed("deployment statuses", exc) from None
+
+    def _deployment_record(
+        self, repo: str, service: str, dep: dict[str, Any], statuses: list[Any]
+    ) -> Deployment | None:
         status, finished_at = "pending", None
         latest = str(statuses[0]["state"]) if statuses else "pending"
         for st in statuses:  # newest first
