@@ -93,10 +93,11 @@ class TestIncremental:
                 lambda: texts.append(daemon.holder.current.text),
             ],
         )
-        # GitHub: one conditional request per repo and resource (plus the org list), all 304.
+        # GitHub: one conditional request per repo and resource (runs, deployments,
+        # incidents; commits wait for a new deployment), plus the org list, all 304.
         gh = upstreams.github.plan.log
         assert {status for _, _, status in gh} == {304}
-        assert len(gh) == 1 + 3 * 4
+        assert len(gh) == 1 + 3 * 3
         # GitLab: the lists only, each bounded by its cursor or answered 304; nothing re-read.
         gl = upstreams.gitlab.plan.log
         assert len(gl) == 5  # pipelines, deployments, commits, incidents by type and by label

@@ -197,8 +197,8 @@ class TestIncremental:
         assert h.poll()
         log = h.fake.plan.log
         assert {status for _, _, status in log} == {304}
-        # 1 org list + 3 repos x (runs, deployments, commits, issues).
-        assert len(log) == 1 + 3 * 4
+        # 1 org list + 3 repos x (runs, deployments, issues); commits wait for a change.
+        assert len(log) == 1 + 3 * 3
         assert delivery_samples(h.text) == before
 
     def test_a_new_deployment_is_picked_up_and_counted_once(self) -> None:

@@ -296,12 +296,15 @@ class GitHubFake:
         clock: Callable[[], float] = time.time,
         app_credentials: tuple[int, int] | None = None,
         prefix: str = "",
+        rate_limit: int = RATE_LIMIT,
     ) -> None:
         self.scenario = scenario
         # Where the API is mounted, for absolute Link URLs ("/github" in the sandbox).
         self.prefix = prefix
         self.token = token
         self.clock = clock
+        # Requests per token per hour (GitHub Enterprise Server may run with a higher one).
+        self.rate_limit = rate_limit
         self.plan = FaultPlan()
         self.remaining: dict[str, int] = {}
         self.app_credentials = app_credentials  # (app_id, installation_id)
@@ -320,14 +323,14 @@ class GitHubFake:
         return None
 
     def _rate_headers(self, token: str, cost: int) -> dict[str, str]:
-        left = self.remaining.get(token, RATE_LIMIT) - cost
+        left = self.remaining.get(token, self.rate_limit) - cost
         self.remaining[token] = max(0, left)
         reset = int(self.clock()) // 3600 * 3600 + 3600
         return {
-            "X-RateLimit-Limit": str(RATE_LIMIT),
+            "X-RateLimit-Limit": str(self.rate_limit),
             "X-RateLimit-Remaining": str(max(0, left)),
             "X-RateLimit-Reset": str(reset),
-            "X-RateLimit-Used": str(RATE_LIMIT - max(0, left)),
+            "X-RateLimit-Used": str(self.rate_limit - max(0, left)),
             "X-RateLimit-Resource": "core",
             "X-GitHub-Api-Version-Selected": "2022-11-28",
         }
@@ -407,13 +410,13 @@ class GitHubFake:
 
         @route("/rate_limit")
         def rate_limit(request: Request, token: str) -> Response:
-            left = self.remaining.get(token, RATE_LIMIT)
+            left = self.remaining.get(token, self.rate_limit)
             reset = int(self.clock()) // 3600 * 3600 + 3600
             core = {
-                "limit": RATE_LIMIT,
+                "limit": self.rate_limit,
                 "remaining": left,
                 "reset": reset,
-                "used": RATE_LIMIT - left,
+                "used": self.rate_limit - left,
             }
             return Response.json(
                 {"resources": {"core": core, "search": core}, "rate": core},

@@ -1,6 +1,6 @@
 """GitHub (github.com or Enterprise Server): Actions runs, deployments, commits and incidents.
 
-Per repo, four list endpoints are read newest-first with a constant URL, so
+Per repo, these list endpoints are read newest-first with a constant URL, so
 each carries an ``ETag`` from the previous poll and an unchanged list costs a
 ``304`` (free of rate limit) and nothing else:
 
@@ -13,7 +13,8 @@ each carries an ``ETag`` from the previous poll and an unchanged list costs a
   a repo with no deployments at all takes runs of ``deploy_workflows`` on its
   default branch as its production deployments instead;
 * ``/repos/{r}/commits``: the default branch's history with parents, so lead
-  time can walk from one production deployment to the previous one;
+  time can walk from one production deployment to the previous one; read only
+  when the runs or the deployments changed (no new deployment, no new link);
 * ``/repos/{r}/issues?labels=<incident_label>&state=all``: incidents.
 
 Repos come from the catalog (``services[].ci[].github``) and from
@@ -56,7 +57,7 @@ API_VERSION = "2022-11-28"
 PER_PAGE = 100
 # Branches whose deploy-workflow runs count as production deployments.
 DEPLOY_BRANCHES = ("main", "master")
-# A pending deployment older than this no longer holds the cursor back.
+# A pending deployment (or unfinished run) older than this no longer holds the cursor back.
 PENDING_HORIZON = 86400.0
 
 _RUN_FIELDS = (
@@ -298,14 +299,18 @@ class GitHubSource(Source):
         backfill_start = now - self.rules.backfill_days * 86400.0
         parts: list[list[Any]] = [[], [], [], []]
         cursors: dict[str, str] = {}
-        # The four lists are independent: read them at once (the client's connection
-        # limit still bounds the source's requests in flight).
-        runs, uses_deployments, _, _ = await asyncio.gather(
+        # The lists are independent: read them at once (the client's connection limit
+        # still bounds the source's requests in flight).
+        runs, uses_deployments, _ = await asyncio.gather(
             self._runs(ctx, repo, service, backfill_start, parts[0], cursors),
             self._deployments(ctx, repo, service, backfill_start, parts[1], cursors),
-            self._commits(ctx, repo, service, backfill_start, parts[2], cursors),
-            self._incidents(ctx, repo, service, backfill_start, parts[3], cursors),
+            self._incidents(ctx, repo, service, backfill_start, parts[2], cursors),
         )
+        # Commits only serve the lead time of deployments: while neither the runs nor the
+        # deployments changed, there is no new deployment to link, and the commits list is
+        # read later back to its own cursor, so nothing is missed.
+        if f"{repo}:runs" in cursors or f"{repo}:deployments" in cursors:
+            await self._commits(ctx, repo, service, backfill_start, parts[3], cursors)
         records = [r for part in parts for r in part]
         if not uses_deployments and self.gh.deploy_workflows:
             records.extend(self._workflow_deployments(repo, service, runs))
@@ -353,7 +358,8 @@ class GitHubSource(Source):
                 created = parse_time(run["created_at"])
                 newest = max(newest, created)
                 if run["status"] != "completed":
-                    unfinished.append(created)
+                    if created > ctx.now() - PENDING_HORIZON:
+                        unfinished.append(created)  # holds the cursor until it finishes
                     continue
                 records.append(
                     PipelineRun(
