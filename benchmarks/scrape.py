@@ -97,19 +97,31 @@ def serve(series: int) -> None:
     server.stop()
 
 
-def scrape_latencies(port: int, requests: int, gzip: bool) -> list[float]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    headers = {"Accept-Encoding": "gzip"} if gzip else {}
+# What Prometheus 2.x itself sends: it prefers OpenMetrics, and gzip.
+PROMETHEUS_HEADERS = {
+    "Accept": "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+    "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    "Accept-Encoding": "gzip",
+}
+VARIANTS: dict[str, dict[str, str]] = {
+    "plain": {},
+    "gzip": {"Accept-Encoding": "gzip"},
+    "prometheus": PROMETHEUS_HEADERS,
+}
+
+
+def scrape_latencies(port: int, requests: int, headers: dict[str, str]) -> list[float]:
+    """Latencies of ``requests`` scrapes on one connection; the first (cold) one comes first."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     out = []
-    for i in range(requests + 3):
+    for _ in range(requests + 1):
         t0 = time.perf_counter()
         conn.request("GET", "/metrics", headers=headers)
         resp = conn.getresponse()
         body = resp.read()
         elapsed = time.perf_counter() - t0
         assert resp.status == 200 and body
-        if i >= 3:  # the first few warm the connection and the caches
-            out.append(elapsed)
+        out.append(elapsed)
     conn.close()
     return out
 
@@ -145,8 +157,12 @@ def bench(series: int, requests: int, repeats: int) -> dict[str, Any]:
     assert child.stdout is not None and child.stdin is not None
     info = json.loads(child.stdout.readline())
     try:
-        plain = scrape_latencies(info["port"], requests, gzip=False)
-        zipped = scrape_latencies(info["port"], requests, gzip=True)
+        # Prometheus first: its first scrape of a fresh snapshot is what every real
+        # scrape after a refresh costs.
+        runs = {
+            name: scrape_latencies(info["port"], requests, VARIANTS[name])
+            for name in ("prometheus", "plain", "gzip")
+        }
         rss, hwm = rss_kib(child.pid)
     finally:
         child.stdin.close()
@@ -158,10 +174,9 @@ def bench(series: int, requests: int, repeats: int) -> dict[str, Any]:
         "gzip_bytes": info["gzip_bytes"],
         "render": info["render"],
         "generate_latest": gen,
-        "plain_median": statistics.median(plain),
-        "plain_p99": p99(plain),
-        "gzip_median": statistics.median(zipped),
-        "gzip_p99": p99(zipped),
+        **{f"{name}_first": lat[0] for name, lat in runs.items()},
+        **{f"{name}_median": statistics.median(lat[1:]) for name, lat in runs.items()},
+        **{f"{name}_p99": p99(lat[1:]) for name, lat in runs.items()},
         "rss_mb": rss / 1024,
         "hwm_mb": hwm / 1024,
         "requests": requests,
@@ -172,7 +187,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     ms = 1000.0
     head = (
         "| series | exposition | generate_latest | /metrics median | /metrics p99 "
-        "| gzip median | gzip p99 | generate_latest / median | snapshot render | RSS (peak) |\n"
+        "| gzip median | Prometheus (OpenMetrics, gzip) first / median / p99 "
+        "| generate_latest / median | snapshot render | RSS (peak) |\n"
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     lines = [head]
@@ -181,7 +197,9 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {r['series']:,} | {r['bytes'] / 1e6:.1f} MB ({r['gzip_bytes'] / 1e6:.2f} MB gz) "
             f"| {r['generate_latest'] * ms:.1f} ms | {r['plain_median'] * ms:.2f} ms "
             f"| {r['plain_p99'] * ms:.2f} ms | {r['gzip_median'] * ms:.2f} ms "
-            f"| {r['gzip_p99'] * ms:.2f} ms | {r['generate_latest'] / r['plain_median']:.0f}x "
+            f"| {r['prometheus_first'] * ms:.2f} / {r['prometheus_median'] * ms:.2f} / "
+            f"{r['prometheus_p99'] * ms:.2f} ms "
+            f"| {r['generate_latest'] / r['plain_median']:.0f}x "
             f"| {r['render'] * ms:.0f} ms | {r['rss_mb']:.0f} MB ({r['hwm_mb']:.0f} MB) |"
         )
     return "\n".join(lines)
@@ -200,11 +218,13 @@ def main() -> int:
     rows = [bench(n, args.requests, args.repeats) for n in args.series]
     print(table(rows))
     big = max(rows, key=lambda r: r["series"])
-    ratio_ok = big["plain_median"] <= big["generate_latest"] / 20
+    worst = max(big["plain_median"], big["prometheus_median"], big["prometheus_first"])
+    ratio_ok = worst <= big["generate_latest"] / 20
     rss_ok = big["hwm_mb"] <= 200
     print(
-        f"\ntargets at {big['series']:,} series: /metrics median <= generate_latest / 20: "
-        f"{'met' if ratio_ok else 'MISSED'} ({big['generate_latest'] / big['plain_median']:.0f}x); "
+        f"\ntargets at {big['series']:,} series: /metrics median (plain, and Prometheus' own "
+        f"request, first and median) <= generate_latest / 20: "
+        f"{'met' if ratio_ok else 'MISSED'} ({big['generate_latest'] / worst:.0f}x); "
         f"peak RSS <= 200 MB: {'met' if rss_ok else 'MISSED'} ({big['hwm_mb']:.0f} MB)"
     )
     return 0 if ratio_ok and rss_ok else 1

@@ -1,16 +1,18 @@
 """The cached exposition: rendered once per refresh, served as bytes.
 
-A :class:`Snapshot` holds the Prometheus text exposition and its gzip copy; the
-OpenMetrics form is rendered from the same families the first time a scraper
-asks for it, then kept. :class:`SnapshotHolder` swaps a whole new snapshot in
-with one assignment, so a scrape sees the whole old snapshot or the whole new
-one, and its cost does not depend on how big the upstreams are.
+A :class:`Snapshot` holds the Prometheus text exposition and the OpenMetrics
+one, each with its gzip copy, all rendered up front in the refresh (a worker
+thread), never on the scrape path: Prometheus asks for OpenMetrics first, so
+rendering that form lazily would make the first scrape after every refresh pay
+for a full render. The families themselves are not kept. :class:`SnapshotHolder`
+swaps a whole new snapshot in with one assignment, so a scrape sees the whole
+old snapshot or the whole new one, and its cost does not depend on how big the
+upstreams are.
 """
 
 from __future__ import annotations
 
 import gzip
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -38,34 +40,32 @@ def _gzip(data: bytes) -> bytes:
     return gzip.compress(data, compresslevel=6, mtime=0)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Snapshot:
-    """One immutable rendering of every metric family."""
+    """One immutable rendering of every metric family, in both exposition formats."""
 
-    families: Sequence[Metric]
     text: bytes
     text_gzip: bytes
+    openmetrics_text: bytes = field(repr=False)
+    openmetrics_gzip: bytes = field(repr=False)
     created_at: float
-    _openmetrics: tuple[bytes, bytes] | None = field(default=None, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def render(cls, families: Sequence[Metric], now: float | None = None) -> Snapshot:
-        text = generate_latest(_Families(families))  # type: ignore[arg-type,no-untyped-call]
+        registry = _Families(families)
+        text = generate_latest(registry)  # type: ignore[arg-type,no-untyped-call]
+        om = generate_openmetrics(registry)  # type: ignore[arg-type,no-untyped-call]
         return cls(
-            families=tuple(families),
             text=text,
             text_gzip=_gzip(text),
+            openmetrics_text=om,
+            openmetrics_gzip=_gzip(om),
             created_at=time.time() if now is None else now,
         )
 
     def openmetrics(self) -> tuple[bytes, bytes]:
-        """(body, gzip body) in the OpenMetrics format, rendered on first use."""
-        with self._lock:
-            if self._openmetrics is None:
-                body = generate_openmetrics(_Families(self.families))  # type: ignore[arg-type,no-untyped-call]
-                self._openmetrics = (body, _gzip(body))
-            return self._openmetrics
+        """(body, gzip body) in the OpenMetrics format."""
+        return self.openmetrics_text, self.openmetrics_gzip
 
 
 class SnapshotHolder:

@@ -82,6 +82,22 @@ class TestContentNegotiation:
         assert headers["Content-Encoding"] == "gzip"
         assert gzip.decompress(body).endswith(b"# EOF\n")
 
+    def test_no_scrape_renders_anything(
+        self, server: MetricsServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Both formats are rendered with the snapshot: Prometheus asks for OpenMetrics
+        first, and its first scrape after a refresh must not pay for a render."""
+        import exporter.snapshot as snapshot_module
+
+        def no(*args: object) -> bytes:
+            raise AssertionError("rendered on the scrape path")
+
+        monkeypatch.setattr(snapshot_module, "generate_latest", no)
+        monkeypatch.setattr(snapshot_module, "generate_openmetrics", no)
+        for headers in ({}, {"Accept": "application/openmetrics-text; version=1.0.0"}):
+            for encoding in ({}, {"Accept-Encoding": "gzip"}):
+                assert http_get(f"{server.url}/metrics", {**headers, **encoding})[0] == 200
+
     def test_head_sends_headers_only(self, server: MetricsServer) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
         conn.request("HEAD", "/metrics")
