@@ -1,11 +1,12 @@
 """Scrape benchmark: /metrics latency from the cached snapshot vs. generate_latest.
 
 For each size (default 10k and 100k series) a child process plays the
-exporter: it imports the daemon, builds the metric families, renders one
-:class:`~exporter.snapshot.Snapshot` and serves it with the real
-:class:`~exporter.server.MetricsServer` on loopback. The parent scrapes it over
-one keep-alive connection (``http.client``), plain and gzip, and times each
-request until the last byte of the body is read. In the same run it times
+exporter: a real :class:`~exporter.daemon.Daemon` renders one snapshot (a
+provider yields the benchmark series beside the real providers) and the real
+:class:`~exporter.server.MetricsServer` serves it on loopback. The parent
+scrapes it over one keep-alive connection (``http.client``): plain text, gzip,
+and Prometheus' own request (OpenMetrics preferred, gzip), timing each request
+until the last byte of the body is read. In the same run it times
 ``prometheus_client.generate_latest`` on the same series (what a scrape costs
 an exporter that renders per request). The child's RSS (current and peak) is
 read from ``/proc`` once the scrapes are done.
@@ -27,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +41,14 @@ WINDOWS = ("1h", "24h", "7d", "30d")
 
 def build_families(series: int) -> list[Any]:
     """``series`` samples spread over 20 families (half gauges, half counters), 4 labels each."""
+    return list(iter_families(series))
+
+
+def iter_families(series: int) -> Iterator[Any]:
+    """The same families, built one at a time as a provider yields them."""
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
     per_family = series // 20
-    families: list[Any] = []
     for f in range(20):
         cls = GaugeMetricFamily if f % 2 == 0 else CounterMetricFamily
         name = f"platform_bench_value_{f}" + ("_ratio" if f % 2 == 0 else "")
@@ -52,8 +58,7 @@ def build_families(series: int) -> list[Any]:
                 [f"service-{i // 16:05d}", f"team-{i % 97:02d}", f"env-{i % 4}", WINDOWS[i % 4]],
                 (i % 1000) / 1000.0 if f % 2 == 0 else float(i * 7),
             )
-        families.append(fam)
-    return families
+        yield fam
 
 
 def rss_kib(pid: int) -> tuple[int, int]:
@@ -67,17 +72,26 @@ def rss_kib(pid: int) -> tuple[int, int]:
 
 
 def serve(series: int) -> None:
-    """Child: render one snapshot, serve it, print the port and render time, wait for stdin EOF."""
-    import exporter.daemon  # noqa: F401  (the whole daemon is loaded, as in production)
-    from exporter.config import ServerConfig
-    from exporter.server import MetricsServer
-    from exporter.snapshot import Snapshot, SnapshotHolder
+    """Child: render one snapshot, serve it, print the port and render time, wait for stdin EOF.
 
-    families = build_families(series)
+    The snapshot is built by the daemon's own ``render`` (with a provider yielding
+    the benchmark series beside the real ones), so the RSS includes what the daemon
+    keeps between refreshes (each provider's last good families).
+    """
+    import tempfile
+
+    import exporter.daemon
+    from exporter.config import Config, ServerConfig
+    from exporter.server import MetricsServer
+    from exporter.snapshot import SnapshotHolder
+
+    real = exporter.daemon.providers()
+    exporter.daemon.providers = lambda: {**real, "bench": lambda ctx: iter_families(series)}  # type: ignore[assignment]
+    state = tempfile.mkdtemp(prefix="scrape-bench-")
+    daemon = exporter.daemon.Daemon(Config(state={"path": f"{state}/state.db"}), sources=[])
     t0 = time.perf_counter()
-    snapshot = Snapshot.render(families)
+    snapshot = daemon.render()
     render = time.perf_counter() - t0
-    del families  # the snapshot keeps what it needs
     server = MetricsServer(
         ServerConfig(listen_address="127.0.0.1", port=0), SnapshotHolder(snapshot), lambda: True
     )

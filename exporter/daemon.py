@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -20,7 +21,6 @@ from typing import Any
 import httpx
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from prometheus_client.metrics_core import Metric
 
 from exporter.config import Config
 from exporter.errors import classify
@@ -28,7 +28,7 @@ from exporter.health import SourceHealth
 from exporter.httpclient import build_client
 from exporter.metrics import RenderContext, providers
 from exporter.server import MetricsServer
-from exporter.snapshot import Snapshot, SnapshotHolder
+from exporter.snapshot import Part, Snapshot, SnapshotHolder, render_part
 from exporter.sources.base import PollContext, Source
 from exporter.sources.registry import build_sources
 from exporter.store import Store, open_store
@@ -59,7 +59,10 @@ class Daemon:
         for src in self.sources:
             self.health[src.name] = SourceHealth(src.name, src.kind, src.settings.interval)
         self.holder = SnapshotHolder()
-        self._last_good: dict[str, list[Metric]] = {}
+        self._last_good: dict[str, Part] = {}
+        # Held while rendering, so shutdown never closes the store under a render
+        # that a cancelled refresh left running in its worker thread.
+        self._render_mutex = threading.Lock()
         self._started = time.monotonic()
         self._render_lock = asyncio.Lock()
         self._render_pending = False
@@ -140,24 +143,33 @@ class Daemon:
     # --- rendering ---------------------------------------------------------------
 
     def render(self) -> Snapshot:
-        """Build every family from committed state and render the exposition once."""
-        ctx = RenderContext(
-            config=self.config,
-            store=self.store,
-            health=[h.copy() for h in self.health.values()],
-            now=self.clock(),
-        )
-        families: list[Metric] = []
-        for name, provider in providers().items():
-            try:
-                produced = list(provider(ctx))
-            except Exception:
-                log.exception("metrics provider %s failed; serving its previous values", name)
-                produced = self._last_good.get(name, [])
-            else:
-                self._last_good[name] = produced
-            families.extend(produced)
-        return Snapshot.render(families, ctx.now)
+        """Build every family from committed state and render the exposition once.
+
+        Each provider's families are rendered on their own; if a provider (or the
+        rendering of what it yielded) fails, its previous rendering is served. Only
+        those bytes are kept between refreshes, not the families.
+        """
+        with self._render_mutex:
+            ctx = RenderContext(
+                config=self.config,
+                store=self.store,
+                health=[h.copy() for h in self.health.values()],
+                now=self.clock(),
+            )
+            parts: list[Part] = []
+            for name, provider in providers().items():
+                try:
+                    part = render_part(provider(ctx))
+                except Exception:
+                    log.exception("metrics provider %s failed; serving its previous values", name)
+                    previous = self._last_good.get(name)
+                    if previous is None:
+                        continue
+                    part = previous
+                else:
+                    self._last_good[name] = part
+                parts.append(part)
+            return Snapshot.assemble(parts, ctx.now)
 
     async def refresh(self) -> None:
         """Re-render in a worker thread; concurrent requests coalesce into one render."""
@@ -248,5 +260,11 @@ class Daemon:
             await client.aclose()
         if self.server is not None:
             self.server.stop()
-        self.store.close()
+        # A refresh cancelled above may have left its render running in a thread.
+        acquired = await asyncio.to_thread(self._render_mutex.acquire, True, 10)
+        try:
+            self.store.close()
+        finally:
+            if acquired:
+                self._render_mutex.release()
         log.info("stopped; state committed to %s", self.config.state.path)

@@ -40,6 +40,33 @@ def _gzip(data: bytes) -> bytes:
     return gzip.compress(data, compresslevel=6, mtime=0)
 
 
+_OM_EOF = b"# EOF\n"
+
+
+@dataclass(frozen=True)
+class Part:
+    """Some families rendered in both formats (OpenMetrics without its ``# EOF``).
+
+    Both formats are a plain sequence of families, so parts rendered separately
+    concatenate into the exposition a single render would give.
+    """
+
+    text: bytes
+    openmetrics: bytes
+
+
+def render_part(families: Iterable[Metric]) -> Part:
+    """Render families one by one as they come, so a provider that yields them
+    lazily never has all of its families alive at once."""
+    text: list[bytes] = []
+    om: list[bytes] = []
+    for family in families:
+        registry = _Families([family])
+        text.append(generate_latest(registry))  # type: ignore[arg-type,no-untyped-call]
+        om.append(generate_openmetrics(registry).removesuffix(_OM_EOF))  # type: ignore[arg-type,no-untyped-call]
+    return Part(b"".join(text), b"".join(om))
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """One immutable rendering of every metric family, in both exposition formats."""
@@ -52,9 +79,13 @@ class Snapshot:
 
     @classmethod
     def render(cls, families: Sequence[Metric], now: float | None = None) -> Snapshot:
-        registry = _Families(families)
-        text = generate_latest(registry)  # type: ignore[arg-type,no-untyped-call]
-        om = generate_openmetrics(registry)  # type: ignore[arg-type,no-untyped-call]
+        return cls.assemble([render_part(families)], now)
+
+    @classmethod
+    def assemble(cls, parts: Sequence[Part], now: float | None = None) -> Snapshot:
+        """Join parts rendered separately (one per provider) into one snapshot."""
+        text = b"".join(p.text for p in parts)
+        om = b"".join(p.openmetrics for p in parts) + _OM_EOF
         return cls(
             text=text,
             text_gzip=_gzip(text),

@@ -259,7 +259,7 @@ class TestSnapshotAtomicity:
         assert problems == []
         assert generations[0] == 41  # the initial render and 40 refreshes
         assert len(seen) >= 40
-        assert len(set(seen)) > 5, "scrapes overlapped the refreshes"
+        assert len(set(seen)) > 2, "scrapes overlapped the refreshes"
 
     def test_refresh_requests_during_a_render_coalesce(
         self, tmp_path: Path, generations: list[int]
