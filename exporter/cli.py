@@ -100,6 +100,21 @@ def _parser() -> argparse.ArgumentParser:
         "--out", "-o", type=Path, default=Path("alerts"), help="output directory (default alerts)"
     )
 
+    dashboards = sub.add_parser(
+        "dashboards",
+        help="write the Grafana dashboards (needs the dashboards extra)",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write the five Grafana dashboards as JSON into DIR.",
+    )
+    dashboards.add_argument(
+        "--out",
+        "-o",
+        type=Path,
+        default=Path("dashboards"),
+        help="output directory (default dashboards)",
+    )
+
     demo = sub.add_parser(
         "demo",
         help="run the daemon against the built-in simulated platform",
@@ -214,6 +229,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             from exporter.rules import write_rules
 
             for path in write_rules(_load(args.config), args.out):
+                print(path)
+            return EXIT_OK
+        if args.command == "dashboards":
+            try:
+                from exporter.dashboards import write_dashboards
+            except ImportError as exc:
+                print(f"{exc}: pip install 'platform-kpi-exporter[dashboards]'", file=sys.stderr)
+                return EXIT_FAILURE
+            for path in write_dashboards(args.out):
                 print(path)
             return EXIT_OK
         if args.command == "demo":
