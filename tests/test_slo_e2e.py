@@ -9,7 +9,6 @@ receiver run by the test.
 
 from __future__ import annotations
 
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -58,6 +57,9 @@ def _config(sandbox: SandboxServer, scenario: Scenario, state_dir: Path) -> dict
     data = platform.demo_config(sandbox.url, state_dir, scenario, 0)
     data["server"].pop("port")
     for service in data["services"]:
+        # Only the service under test has objectives: the scenario's scheduled outages of
+        # other services must not page during the test.
+        service.pop("slo", None)
         if service["name"] == SERVICE:
             service["probes"][0]["interval"] = "1s"
             service["slo"] = {
@@ -99,17 +101,15 @@ class TestOutagePagesAndResolves:
         )
         selector = f'sloth_id="{SERVICE}-availability"'
 
-        # Healthy first: the SLI exists and reads 0, and nothing pages.
-        wait_until(
-            lambda: prom.query(f"slo:sli_error:ratio_rate5s{{{selector}}}") != [],
-            timeout=30,
-            what="the 5s SLI recording",
-        )
-        assert float(prom.query(f"slo:sli_error:ratio_rate1m{{{selector}}}")[0]["value"][1]) == 0.0
+        # Healthy first: the SLI exists and reads 0 (not absent, not NaN), and nothing pages.
+        def healthy() -> bool:
+            found = prom.query(f"slo:sli_error:ratio_rate1m{{{selector}}}")
+            return bool(found) and float(found[0]["value"][1]) == 0.0
+
+        wait_until(healthy, timeout=45, what="a healthy 1m SLI reading 0")
         assert receiver.alerts(alertname="SLOErrorBudgetBurn") == []
 
         _control(server, "PUT")
-        outage_started = time.monotonic()
         wait_until(
             lambda: (
                 receiver.alerts(
@@ -121,12 +121,10 @@ class TestOutagePagesAndResolves:
             interval=0.25,
             what="the page alert at the webhook",
         )
-        fired_after = time.monotonic() - outage_started
         (page,) = receiver.alerts("firing", alertname="SLOErrorBudgetBurn", severity="page")
         assert page["labels"]["sloth_service"] == SERVICE
         assert page["labels"]["team"] == "identity"
         assert "burn rate is too fast" in page["annotations"]["summary"]
-        assert fired_after < 30
         # The exporter's own burn rate, from its stored history, tells the same story.
         burn = prom.query(f'platform_slo_burn_rate{{service="{SERVICE}",window="1m"}}')
         assert burn and float(burn[0]["value"][1]) > 14.4
