@@ -408,13 +408,13 @@ COST: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
             _p(
                 "Budget used",
                 "stat",
-                _q(f"platform_budget_used_ratio{{{TEAM}}}", "{{scope}} {{team}} {{service}}"),
+                _q(f"platform_budget_used_ratio{{{TEAM}}}", "{{scope}} {{name}}"),
                 unit="percentunit",
             ),
             _p(
                 "Forecast / budget",
                 "stat",
-                _q(f"platform_budget_forecast_ratio{{{TEAM}}}", "{{scope}} {{team}} {{service}}"),
+                _q(f"platform_budget_forecast_ratio{{{TEAM}}}", "{{scope}} {{name}}"),
                 unit="percentunit",
             ),
             _p(
