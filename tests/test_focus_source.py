@@ -499,3 +499,30 @@ class TestBudgetMetrics:
         assert value("platform_budget_forecast") == pytest.approx(32 / 21 * 30)
         assert value("platform_budget_forecast_ratio") == pytest.approx(32 / 21 * 30 / 100)
         asyncio.run(daemon.shutdown())
+
+
+class TestHttpErrors:
+    @pytest.mark.parametrize(
+        ("status", "reason"), [(403, "auth"), (404, "http_4xx"), (503, "http_5xx")]
+    )
+    def test_a_failing_url_marks_the_source_down_with_its_reason(
+        self, tmp_path: Path, status: int, reason: str
+    ) -> None:
+        app = App()
+
+        @app.route("GET", "/exports/focus.csv")
+        def export(request: Any) -> Response:
+            return Response.json({"message": "nope"}, status)
+
+        cfg = Config(
+            state={"path": str(tmp_path / "s.db")},
+            services=[{"name": "checkout", "team": "payments"}],
+            sources={"focus": {"urls": ["https://exports.example/exports/focus.csv"]}},
+        )
+        daemon = Daemon(cfg, transport=app.transport(), clock=lambda: NOW)
+        asyncio.run(daemon.poll(daemon.sources[0]))
+        health = daemon.health["focus"]
+        assert health.up is False
+        assert health.errors[reason] == 1
+        assert f"HTTP {status}" in (health.last_error or "")
+        asyncio.run(daemon.shutdown())

@@ -23,7 +23,13 @@ from pathlib import Path
 import httpx
 
 from exporter.config import Config, FocusSourceConfig
-from exporter.errors import MalformedResponse, SourceError
+from exporter.errors import (
+    AuthError,
+    MalformedResponse,
+    SourceError,
+    UpstreamStatusError,
+    classify,
+)
 from exporter.records import CostContribution
 from exporter.sources.base import PollContext, Source
 from exporter.sources.billing import allocator_for
@@ -46,6 +52,7 @@ class FocusSource(Source):
         super().__init__(config, settings)
         self.focus: FocusSourceConfig = settings
         self.allocator = allocator_for(config)
+        self._url_error: SourceError | None = None
 
     def files(self) -> list[Path]:
         """Every export file the configured paths name, each once."""
@@ -69,6 +76,8 @@ class FocusSource(Source):
     async def poll(self, ctx: PollContext) -> None:
         known = cost_store.origins(ctx.store, self.name)
         bad: list[str] = []
+        # The first URL failure that is not about file contents decides the error reason.
+        self._url_error = None
         for path in self.files():
             st = path.stat()
             signature = self._signature(f"{st.st_size}:{st.st_mtime_ns}")
@@ -86,7 +95,11 @@ class FocusSource(Source):
             p for p in self.focus.paths if not any(ch in p for ch in "*?[") and not Path(p).exists()
         ]
         if bad:
-            raise MalformedResponse("; ".join(bad + [f"path not found: {p}" for p in missing]))
+            message = "; ".join(bad + [f"path not found: {p}" for p in missing])
+            if self._url_error is not None:
+                self._url_error.args = (message,)
+                raise self._url_error
+            raise MalformedResponse(message)
         if missing:
             raise MissingPath(f"path(s) not found: {', '.join(missing)}")
 
@@ -146,7 +159,14 @@ class FocusSource(Source):
                     return None
                 if response.status_code != 200:
                     body = (await response.aread())[:200].decode(errors="replace")
-                    return f"GET {url}: HTTP {response.status_code}: {body}"
+                    problem = f"GET {url}: HTTP {response.status_code}: {body}"
+                    if self._url_error is None:
+                        self._url_error = (
+                            AuthError(problem)
+                            if response.status_code in (401, 403)
+                            else UpstreamStatusError(problem, response.status_code)
+                        )
+                    return problem
                 async for chunk in response.aiter_bytes(1 << 20):
                     tmp.write(chunk)
                     digest.update(chunk)
@@ -156,17 +176,22 @@ class FocusSource(Source):
             signature = self._signature(f"sha256:{digest.hexdigest()}")
             if stored == signature:
                 return None
-            problem = await self._ingest(ctx, Path(tmp.name), url, signature)
-            if problem is None:
+            failed = await self._ingest(ctx, Path(tmp.name), url, signature)
+            if failed is None:
                 with ctx.store.transaction() as tx:
                     tx.set_cursor(
                         self.name,
                         f"url:{url}",
                         json.dumps({"etag": etag, "last_modified": modified}),
                     )
-            return problem
+            return failed
         except httpx.HTTPError as exc:
-            return f"GET {url}: {exc.__class__.__name__}: {exc}"
+            problem = f"GET {url}: {exc.__class__.__name__}: {exc}"
+            if self._url_error is None:
+                err = UpstreamStatusError(problem, 503)
+                err.reason = classify(exc)
+                self._url_error = err
+            return problem
         finally:
             tmp.close()
             os.unlink(tmp.name)
