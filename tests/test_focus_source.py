@@ -433,9 +433,10 @@ class TestBatchSums:
 
     CLEAN = [r for r in SAMPLE if r[0] != "abc"]
 
+    @pytest.mark.parametrize("by", ["tags", "resources and accounts"])
     @pytest.mark.parametrize("fmt", ["csv", "csv.gz", "parquet"])
     def test_grouped_and_row_by_row_reads_agree(
-        self, tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
+        self, tmp_path: Path, fmt: str, by: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         from exporter.kpis.cost import Allocator, ServiceRule
         from exporter.sources import focus_reader
@@ -445,9 +446,17 @@ class TestBatchSums:
             write_parquet(path, self.CLEAN)
         else:
             write_csv(path, self.CLEAN, gz=fmt == "csv.gz")
-        alloc = Allocator(
-            [ServiceRule(s, "t", tags={"service": s}) for s in ("checkout", "search", "accounts")]
-        )
+        if by == "tags":
+            rules = [ServiceRule(s, "t", tags={"service": s}) for s in ("checkout", "search")]
+        else:
+            # Tags, then resources, then accounts: untagged lines go to search by resource,
+            # the other lines no tag claims to accounts by account.
+            rules = [
+                ServiceRule("checkout", "payments", tags={"service": "checkout"}),
+                ServiceRule("search", "discovery", resources=["i-none"]),
+                ServiceRule("accounts", "identity", accounts=["1111*"]),
+            ]
+        alloc = Allocator(rules)
         calls: list[bool] = []
         real = focus_reader._group_batch
 
@@ -472,6 +481,11 @@ class TestBatchSums:
             }
 
         assert table(grouped) == table(rows)
+        services = {d.service for d in grouped.days}
+        if by == "tags":
+            assert services == {"checkout", "search", "unallocated"}
+        else:
+            assert services == {"checkout", "search", "accounts"}
         assert grouped.rows_read == rows.rows_read == len(self.CLEAN)
         assert grouped.rows_rejected == 0
 

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from exporter.kpis.cost import Allocator
+from exporter.kpis.cost import UNALLOCATED, Allocator
 from exporter.records import CostDay
 
 log = logging.getLogger("exporter.sources.focus")
@@ -111,6 +111,11 @@ class _Aggregator:
         self._providers: dict[str | None, str] = {}
         self._currencies: dict[Any, str] = {}
         self._by_resource = allocator.uses_resources
+        # Owners by small integer id, for allocation computed per distinct value in pyarrow;
+        # id 0 is "unallocated".
+        self._owners: list[tuple[str, str]] = [(UNALLOCATED, UNALLOCATED)]
+        self._owner_ids: dict[tuple[str, str], int] = {self._owners[0]: 0}
+        self._value_owner: dict[tuple[str, str], int] = {}
         self._by_tags_only = not allocator.uses_resources and not allocator.uses_accounts
 
     def reject(self, pos: int, reason: str) -> None:
@@ -220,6 +225,35 @@ class _Aggregator:
             if prov is None:
                 prov = self._providers[provider] = provider_label(provider)
         return t0, t1, owner[0], owner[1], prov, category or "Other", cur
+
+    def owner_of(self, kind: str, value: str) -> int:
+        """Owner id claimed by one tag string, resource id or account alone (0: none)."""
+        key = (kind, value)
+        found = self._value_owner.get(key)
+        if found is not None:
+            return found
+        if kind == "tags":
+            owner = self.allocator.allocate(self.tags(value or None)[1])
+        elif kind == "resource":
+            owner = self.allocator.allocate({}, "", value)
+        else:
+            owner = self.allocator.allocate({}, value, "")
+        oid = self._owner_ids.get(owner)
+        if oid is None:
+            oid = self._owner_ids[owner] = len(self._owners)
+            self._owners.append(owner)
+        if len(self._value_owner) > MEMO_LIMIT:
+            self._value_owner.clear()
+        self._value_owner[key] = oid
+        return oid
+
+    def prepare_owned(
+        self, currency: Any, start: Any, end: Any, category: Any, provider: Any, owner: int
+    ) -> tuple[int, int, str, str, str, str, str]:
+        """:meth:`prepare` for a line whose owner is already known (by id)."""
+        p = self.prepare(currency, start, end, category, provider, "", "", None)
+        service, team = self._owners[owner]
+        return p[0], p[1], service, team, p[4], p[5], p[6]
 
     def accumulate(
         self, p: tuple[int, int, str, str, str, str, str], b: float, e: float, n: float
@@ -507,13 +541,19 @@ def _group_batch(agg: _Aggregator, batch: Any, by_name: dict[str, str]) -> bool:
         return False
     provider_col = "ProviderName" if "ProviderName" in by_name else "ServiceProviderName"
     keys = ["ChargePeriodStart", "ChargePeriodEnd", "BillingCurrency", "ServiceCategory"]
-    keys += [provider_col, "Tags"]
-    if not agg._by_tags_only:
-        keys.append("SubAccountId")
-    if agg._by_resource:
-        keys.append("ResourceId")
+    keys += [provider_col]
     names: list[str] = []
     arrays: list[Any] = []
+    if agg._by_tags_only:
+        keys.append("Tags")
+    else:
+        # Accounts or resources decide too: allocate each distinct tag string, resource
+        # and account once, combine per row in pyarrow, and group by the owner.
+        owners = _owner_array(agg, batch, by_name)
+        if owners is None:
+            return False
+        names.append("__owner")
+        arrays.append(owners)
     for key in keys:
         if key not in by_name:
             continue
@@ -538,6 +578,26 @@ def _group_batch(agg: _Aggregator, batch: Any, by_name: dict[str, str]) -> bool:
     cols = {name: grouped.column(name).to_pylist() for name in grouped.column_names}
     none: list[Any] = [None] * grouped.num_rows
     prepared = []
+    if "__owner" in cols:
+        try:
+            for c, t0, t1, cat, prov, owner in zip(
+                cols.get("BillingCurrency", none),
+                cols["ChargePeriodStart"],
+                cols.get("ChargePeriodEnd", none),
+                cols.get("ServiceCategory", none),
+                cols.get(provider_col, none),
+                cols["__owner"],
+                strict=True,
+            ):
+                prepared.append(agg.prepare_owned(c, t0, t1, cat, prov, owner))
+        except (ValueError, TypeError):
+            return False
+        for p, b, e, n in zip(
+            prepared, cols["__b_sum"], cols["__e_sum"], cols["__b_count"], strict=True
+        ):
+            agg.accumulate(p, b, e, float(n))
+        agg.rows += batch.num_rows
+        return True
     try:
         for values in zip(
             cols.get("BillingCurrency", none),
@@ -560,6 +620,34 @@ def _group_batch(agg: _Aggregator, batch: Any, by_name: dict[str, str]) -> bool:
         agg.accumulate(p, b, e, float(n))
     agg.rows += batch.num_rows
     return True
+
+
+def _owner_array(agg: _Aggregator, batch: Any, by_name: dict[str, str]) -> Any:
+    """Per row, the owner id: tags first, then resource, then account, as
+    :meth:`Allocator.allocate` decides; None if a column cannot be read this way."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def per_value(column: str, kind: str) -> Any:
+        if column not in by_name:
+            return pa.array([0] * batch.num_rows, pa.int32())
+        arr = batch.column(by_name[column])
+        if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+            raise TypeError(column)
+        encoded = pc.dictionary_encode(pc.fill_null(arr, ""))
+        ids = [agg.owner_of(kind, v) for v in encoded.dictionary.to_pylist()]
+        return pc.take(pa.array(ids, pa.int32()), encoded.indices)
+
+    try:
+        owner = per_value("Tags", "tags")
+        if agg._by_resource:
+            owner = pc.if_else(pc.equal(owner, 0), per_value("ResourceId", "resource"), owner)
+        if agg.allocator.uses_accounts:
+            owner = pc.if_else(pc.equal(owner, 0), per_value("SubAccountId", "account"), owner)
+    except (TypeError, ValueError):
+        # A malformed Tags value, or a typed column: the row-by-row path reports it.
+        return None
+    return owner
 
 
 def _row_batch(agg: _Aggregator, batch: Any, by_name: dict[str, str], first_pos: int) -> None:
