@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
+import json.scanner
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +28,8 @@ from exporter.records import ConsumerSeen, TrafficDelta
 from exporter.routes import RouteMap
 
 NB = len(LATENCY_BUCKETS)
+# The C scanner behind json.loads, without its per-call encoding checks.
+_scan_once = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[no-untyped-call,arg-type]
 # Per aggregate: 5 status classes, NB + 1 latency buckets, then the count.
 _WIDTH = 5 + NB + 1 + 1
 
@@ -65,41 +68,65 @@ class Aggregator:
     consumers: dict[tuple[str, str], float] = field(default_factory=dict)
     _minutes: dict[str, float] = field(default_factory=dict)
 
-    def add_line(self, line: bytes) -> None:
-        self.lines += 1
-        try:
-            entry = json.loads(line)
-            status = int(entry["status"])
-            if not 100 <= status <= 599:
-                raise ValueError("status out of range")
-            latency = _seconds(entry.get("request_time"))
-            if latency is None:
-                latency = _seconds(entry.get("upstream_response_time"))
-            if latency is None or latency < 0 or math.isnan(latency):
-                raise ValueError("no latency")
-            minute = self._minute(entry)
-            service = self.routes.by_request(
-                str(entry.get("host") or ""), str(entry.get("request_uri") or "/")
-            )
-        except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
-            self.malformed += 1
-            return
-        key = (service, minute)
-        row = self.counts.get(key)
-        if row is None:
-            row = self.counts[key] = [0] * _WIDTH
-            self.sums[key] = 0.0
-        row[status // 100 - 1] += 1
-        row[5 + bisect.bisect_left(LATENCY_BUCKETS, latency)] += 1
-        row[-1] += 1
-        self.sums[key] += latency
-        if self.consumer_field is not None:
-            consumer = entry.get(self.consumer_field)
-            if consumer and consumer != "-":
-                digest = hashlib.sha256(str(consumer).encode()).hexdigest()[:16]
-                ckey = (service, digest)
-                if self.consumers.get(ckey, 0.0) < minute:
-                    self.consumers[ckey] = minute
+    def add_line(self, line: bytes | str) -> None:
+        """Fold one line (without its newline) in."""
+        self.add_lines([line.decode("utf-8", "replace") if isinstance(line, bytes) else line])
+
+    def add_lines(self, lines: list[str]) -> None:
+        """Fold many lines in; the hot loop of the tailer, so names are bound locally."""
+        scan = _scan_once
+        counts = self.counts
+        sums = self.sums
+        by_request = self.routes.by_request
+        minute_of = self._minute
+        bounds = LATENCY_BUCKETS
+        bisect_left = bisect.bisect_left
+        consumer_field = self.consumer_field
+        for line in lines:
+            if not line or line.isspace():
+                self.lines += 1
+                continue
+            self.lines += 1
+            try:
+                entry, end = scan(line, 0)
+                if end != len(line) and line[end:].strip():
+                    raise ValueError("trailing data")
+                status = int(entry["status"])
+                if not 100 <= status <= 599:
+                    raise ValueError("status out of range")
+                raw = entry.get("request_time")
+                try:
+                    latency = float(raw)  # type: ignore[arg-type]
+                except (TypeError, ValueError):
+                    latency = _seconds(raw)  # type: ignore[assignment]
+                    if latency is None:
+                        latency = _seconds(entry.get("upstream_response_time"))  # type: ignore[assignment]
+                    if latency is None:
+                        raise ValueError("no latency") from None
+                if not latency >= 0:  # also rejects NaN
+                    raise ValueError("negative latency")
+                minute = minute_of(entry)
+                service = by_request(
+                    str(entry.get("host") or ""), str(entry.get("request_uri") or "/")
+                )
+            except (ValueError, TypeError, KeyError, AttributeError, OverflowError, StopIteration):
+                self.malformed += 1
+                continue
+            key = (service, minute)
+            row = counts.get(key)
+            if row is None:
+                row = counts[key] = [0] * _WIDTH
+                sums[key] = 0.0
+            row[status // 100 - 1] += 1
+            row[5 + bisect_left(bounds, latency)] += 1
+            row[-1] += 1
+            sums[key] += latency
+            if consumer_field is not None:
+                consumer = entry.get(consumer_field)
+                if consumer and consumer != "-":
+                    ckey = (service, str(consumer))
+                    if self.consumers.get(ckey, 0.0) < minute:
+                        self.consumers[ckey] = minute
 
     def _minute(self, entry: dict[str, object]) -> float:
         raw = entry.get("msec")
@@ -147,7 +174,9 @@ class Aggregator:
 
     def consumers_seen(self) -> list[ConsumerSeen]:
         return [
-            ConsumerSeen(self.source, service, consumer, at)
+            ConsumerSeen(
+                self.source, service, hashlib.sha256(consumer.encode()).hexdigest()[:16], at
+            )
             for (service, consumer), at in sorted(self.consumers.items())
         ]
 

@@ -214,11 +214,7 @@ class NginxSource(Source):
                 pending = data
                 continue
             pending = data[end + 1 :]
-            for line in data[:end].split(b"\n"):
-                if line.strip():
-                    agg.add_line(line)
-                else:
-                    agg.lines += 1
+            agg.add_lines(data[:end].decode("utf-8", "replace").split("\n"))
             offset += end + 1
             since_commit += end + 1
             if since_commit >= COMMIT_BYTES:

@@ -11,6 +11,7 @@ for a batch not seen before. Window KPIs sum the minutes of the window.
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -78,40 +79,55 @@ DURATION = "platform_service_request_duration_seconds"
 
 def write_deltas(tx: Tx, deltas: Sequence[TrafficDelta]) -> None:
     """Add each new delta to the minute and day rows, the counters and the histogram."""
+    cols = ["c1", "c2", "c3", "c4", "c5", *_BUCKET_COLS, "latency_sum", "latency_count"]
+    minute_sql = (
+        f"INSERT INTO traffic_minutes (service, source, minute, {', '.join(cols)}) "
+        f"VALUES (?, ?, ?, {', '.join('?' for _ in cols)}) "
+        "ON CONFLICT (service, source, minute) DO UPDATE SET "
+        + ", ".join(f"{c} = {c} + excluded.{c}" for c in cols)
+    )
+    # Counter and histogram updates are summed first: one write per series per batch.
+    counters: dict[tuple[str, str, str], int] = defaultdict(int)
+    hist: dict[tuple[str, str], list[float]] = {}
+    daily: dict[tuple[str, str, str], int] = defaultdict(int)
     for d in deltas:
         if not tx.insert_new("traffic_batches", {"key": d.key, "minute": d.minute}):
             continue
         buckets = list(d.latency_buckets) if d.latency_buckets is not None else [0] * (NB + 1)
         if len(buckets) != NB + 1:
             raise ValueError(f"a delta needs {NB + 1} latency buckets, got {len(buckets)}")
-        cols = ["c1", "c2", "c3", "c4", "c5", *_BUCKET_COLS, "latency_sum", "latency_count"]
-        values: list[Any] = [*d.codes, *buckets, d.latency_sum, d.latency_count]
         tx.execute(
-            f"INSERT INTO traffic_minutes (service, source, minute, {', '.join(cols)}) "
-            f"VALUES (?, ?, ?, {', '.join('?' for _ in cols)}) "
-            "ON CONFLICT (service, source, minute) DO UPDATE SET "
-            + ", ".join(f"{c} = {c} + excluded.{c}" for c in cols),
-            (d.service, d.source, d.minute, *values),
+            minute_sql,
+            (d.service, d.source, d.minute, *d.codes, *buckets, d.latency_sum, d.latency_count),
         )
         requests = sum(d.codes)
         if requests:
-            tx.execute(
-                "INSERT INTO traffic_daily (service, source, day, requests) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (service, source, day) DO UPDATE SET "
-                "requests = requests + excluded.requests",
-                (d.service, d.source, utc_day(d.minute).isoformat(), requests),
-            )
+            daily[(d.service, d.source, utc_day(d.minute).isoformat())] += requests
         for cls, n in zip(CODE_CLASSES, d.codes, strict=True):
             if n:
-                tx.incr(
-                    REQUESTS_TOTAL,
-                    {"service": d.service, "source": d.source, "code_class": cls},
-                    n,
-                )
+                counters[(d.service, d.source, cls)] += n
         if d.latency_buckets is not None and d.latency_count:
-            _observe_many(
-                tx, DURATION, {"service": d.service, "source": d.source}, buckets, d.latency_sum
-            )
+            acc = hist.setdefault((d.service, d.source), [0.0] * (NB + 2))
+            for i, n in enumerate(buckets):
+                acc[i] += n
+            acc[NB + 1] += d.latency_sum
+    for (service, source, day), n in daily.items():
+        tx.execute(
+            "INSERT INTO traffic_daily (service, source, day, requests) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (service, source, day) DO UPDATE SET "
+            "requests = requests + excluded.requests",
+            (service, source, day, n),
+        )
+    for (service, source, cls), n in counters.items():
+        tx.incr(REQUESTS_TOTAL, {"service": service, "source": source, "code_class": cls}, n)
+    for (service, source), acc in hist.items():
+        _observe_many(
+            tx,
+            DURATION,
+            {"service": service, "source": source},
+            [int(n) for n in acc[: NB + 1]],
+            acc[NB + 1],
+        )
 
 
 def _observe_many(
