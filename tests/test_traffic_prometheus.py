@@ -121,11 +121,11 @@ class TestRealPrometheus:
         self, tmp_path: Path, scraped: PrometheusServer
     ) -> None:
         """The first poll sets the cursor; the second counts its span."""
-        now = time.time()
+        now = time.time() - 30  # the second poll spans the last 30 s
         daemon = make_daemon(tmp_path, scraped.url, lambda: now, latency_seconds=None)
         assert polls(daemon, 1) == [True]
         assert by_class(daemon) == {}
-        now += 1
+        now += 30
         assert polls(daemon, 1) == [True], daemon.health["prometheus"].last_error
         assert by_class(daemon) == {
             ("checkout", "2xx"): 90,
@@ -156,7 +156,7 @@ class TestRealPrometheus:
     def test_a_scalar_result_belongs_to_scalar_service(
         self, tmp_path: Path, scraped: PrometheusServer
     ) -> None:
-        now = time.time()
+        now = time.time() - 30  # the second poll spans the last 30 s
         daemon = make_daemon(
             tmp_path,
             scraped.url,
@@ -168,7 +168,7 @@ class TestRealPrometheus:
             latency_seconds=None,
         )
         polls(daemon, 1)
-        now += 1
+        now += 30
         assert polls(daemon, 1) == [True], daemon.health["prometheus"].last_error
         assert by_class(daemon) == {("checkout", "2xx"): 100}
         daemon.store.close()
@@ -176,7 +176,7 @@ class TestRealPrometheus:
     def test_an_empty_result_is_no_traffic_not_an_error(
         self, tmp_path: Path, scraped: PrometheusServer
     ) -> None:
-        now = time.time()
+        now = time.time() - 30  # the second poll spans the last 30 s
         daemon = make_daemon(
             tmp_path,
             scraped.url,
@@ -186,7 +186,7 @@ class TestRealPrometheus:
             latency_seconds='fixture_latency_seconds{service="nope",quantile="$quantile"}',
         )
         polls(daemon, 1)
-        now += 1
+        now += 30
         assert polls(daemon, 1) == [True]
         assert by_class(daemon) == {}
         assert traffic_store.gateway_latencies(daemon.store, 0) == {}
@@ -195,7 +195,7 @@ class TestRealPrometheus:
     def test_a_query_error_fails_the_poll_with_prometheus_message(
         self, tmp_path: Path, scraped: PrometheusServer
     ) -> None:
-        now = time.time()
+        now = time.time() - 30  # the second poll spans the last 30 s
         daemon = make_daemon(
             tmp_path,
             scraped.url,
@@ -203,7 +203,7 @@ class TestRealPrometheus:
             requests="sum by (service) (rate(fixture_requests[$window]",
         )
         polls(daemon, 1)
-        now += 1
+        now += 30
         assert polls(daemon, 1) == [False]
         health = daemon.health["prometheus"]
         assert health.errors["http_4xx"] == 1
