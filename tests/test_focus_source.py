@@ -540,3 +540,50 @@ class TestHttpErrors:
         assert health.errors[reason] == 1
         assert f"HTTP {status}" in (health.last_error or "")
         asyncio.run(daemon.shutdown())
+
+
+class TestCatalogCostTags:
+    def test_a_service_only_the_catalog_knows_is_allocated_by_its_cost_tags(
+        self, tmp_path: Path, exports: Path
+    ) -> None:
+        """Backstage lists `ledger` (team payments) with the annotation cost tag service=ledger."""
+        from exporter.records import CatalogEntity, CatalogListing
+        from exporter.store import write_records
+
+        write_csv(
+            exports / "a.csv",
+            [
+                line(6, 6, "2026-11-21", service="ledger"),
+                line(4, 4, "2026-11-21", service="checkout"),
+            ],
+        )
+        cfg = Config(
+            state={"path": str(tmp_path / "state.db")},
+            services=[
+                {"name": "checkout", "team": "payments", "cost": {"tags": {"service": "checkout"}}}
+            ],
+            sources={
+                "focus": {"paths": [str(exports)]},
+                "backstage": {"base_url": "http://backstage.test/api/catalog"},
+            },
+        )
+        daemon = Daemon(cfg, clock=lambda: NOW)
+        ledger = CatalogEntity(
+            source="backstage",
+            kind="component",
+            namespace="default",
+            name="ledger",
+            team="payments",
+            cost_tags=("service=ledger",),
+        )
+        with daemon.store.transaction() as tx:
+            write_records(tx, [CatalogListing("backstage", NOW, (ledger,))])
+        focus = next(s for s in daemon.sources if s.kind == "focus")
+        asyncio.run(daemon.poll(focus))
+        exp = Exposition.parse(daemon.holder.current.text)
+        assert exp.value(
+            "platform_cost", service="ledger", team="payments", window="1d"
+        ) == pytest.approx(6.0)
+        assert cost(exp, "checkout", "1d") == pytest.approx(4.0)
+        assert exp.samples("platform_cost", service="unallocated") == []
+        asyncio.run(daemon.shutdown())

@@ -87,7 +87,9 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
     # Cost per transaction and budgets only count days every cost source has reported.
     cost_end = min(ends.values()) if ends else None
     requests = request_totals(ctx, first, last)
-    catalog = {s.name: s.team for s in ctx.config.services}
+    # The merged catalog: config services, then those an external catalog adds.
+    catalog = {name: svc.team for name, svc in ctx.catalog.services.items()}
+    catalog.update({s.name: s.team for s in ctx.config.services})
     shared = {s.name: s.team for s in ctx.config.services if s.cost is not None and s.cost.shared}
     if settings.split_shared_by_requests and shared:
         recipients = {n: t for n, t in catalog.items() if n not in shared}

@@ -41,7 +41,7 @@ from exporter.errors import (
 from exporter.kpis.cost import utc_today
 from exporter.records import CostContribution, CostDay
 from exporter.sources.base import PollContext, Source
-from exporter.sources.billing import allocator_for
+from exporter.sources.billing import allocator_for, current_allocator
 from exporter.store import cost as cost_store
 
 # A few Cost Explorer SERVICE names and their FOCUS ServiceCategory.
@@ -212,6 +212,8 @@ class AwsCostSource(Source):
         return f"q={self.query_id}|alloc={self.allocator.fingerprint}|raw={hashlib.sha256(raw.encode()).hexdigest()[:16]}"
 
     async def poll(self, ctx: PollContext) -> None:
+        # Rules can come from an external catalog too, which changes between polls.
+        self.allocator = current_allocator(self.config, ctx.store)
         self._ctx = ctx
         now = ctx.now()
         today = utc_today(now)

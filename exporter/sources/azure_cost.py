@@ -35,7 +35,7 @@ from exporter.httpclient import parse_retry_after, send
 from exporter.kpis.cost import utc_today
 from exporter.records import CostContribution, CostDay
 from exporter.sources.base import PollContext, Source
-from exporter.sources.billing import allocator_for
+from exporter.sources.billing import allocator_for, current_allocator
 from exporter.store import cost as cost_store
 
 RETRY_AFTER_HEADERS = (
@@ -200,6 +200,8 @@ class AzureCostSource(Source):
     # --- polling -----------------------------------------------------------------
 
     async def poll(self, ctx: PollContext) -> None:
+        # Rules can come from an external catalog too, which changes between polls.
+        self.allocator = current_allocator(self.config, ctx.store)
         today = utc_today(ctx.now())
         settled_before = today - timedelta(days=self.az.data_delay_days)
         days = [today - timedelta(days=n) for n in range(self.az.lookback_days, 0, -1)]

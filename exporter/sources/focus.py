@@ -32,7 +32,7 @@ from exporter.errors import (
 )
 from exporter.records import CostContribution
 from exporter.sources.base import PollContext, Source
-from exporter.sources.billing import allocator_for
+from exporter.sources.billing import allocator_for, current_allocator
 from exporter.sources.focus_reader import FocusFormatError, iter_export_files, read_file
 from exporter.store import cost as cost_store
 
@@ -74,6 +74,8 @@ class FocusSource(Source):
         return f"{content}|alloc={self.allocator.fingerprint}|provider={self.focus.provider or ''}"
 
     async def poll(self, ctx: PollContext) -> None:
+        # Rules can come from an external catalog too, which changes between polls.
+        self.allocator = current_allocator(self.config, ctx.store)
         known = cost_store.origins(ctx.store, self.name)
         bad: list[str] = []
         # The first URL failure that is not about file contents decides the error reason.
