@@ -197,3 +197,24 @@ class TestStore:
     def test_closed_days(self) -> None:
         assert is_closed_day(date(2026, 3, 1), DAY)
         assert not is_closed_day(date(2026, 3, 2), DAY + 10)
+
+
+class TestPrune:
+    def test_old_minutes_go_and_daily_totals_and_counters_stay(self, tmp_path: Path) -> None:
+        store = open_store(str(tmp_path / "s.db"))
+        with store.transaction() as tx:
+            write_records(
+                tx,
+                [
+                    delta("checkout", DAY - 40 * 86400, (0, 7, 0, 0, 0), "old"),
+                    delta("checkout", DAY, (0, 3, 0, 0, 0), "new"),
+                ],
+            )
+        traffic_store._last_prune[0] = float("-inf")
+        traffic_store.prune_if_due(store, DAY + 60, 35 * 86400)
+        assert store.query_one("SELECT COUNT(*) FROM traffic_minutes")[0] == 1  # type: ignore[index]
+        old_day = datetime.fromtimestamp(DAY - 40 * 86400, UTC).date()
+        assert traffic_store.daily_requests(store, "checkout", old_day) == 7
+        ((_, total),) = store.counters(traffic_store.REQUESTS_TOTAL)
+        assert total == 10
+        store.close()

@@ -36,6 +36,7 @@ from exporter.kpis.traffic import WINDOWS
 from exporter.records import TrafficDelta, TrafficLatency
 from exporter.routes import RouteMap
 from exporter.sources.base import PollContext, Source
+from exporter.store import traffic as traffic_store
 
 NAMESPACE = "AWS/ApiGateway"
 # A poll reads at most this many minutes; a longer backlog is read over several polls.
@@ -296,3 +297,4 @@ class CloudWatchSource(Source):
                     window_latencies(self.apis, self.services, stats, window, results, now)
                 )
         ctx.commit(records, cursors)
+        traffic_store.prune_if_due(ctx.store, ctx.now(), self.config.state.retention)

@@ -40,6 +40,7 @@ from exporter.kpis.traffic import LATENCY_BUCKETS, counter_delta, rebucket, utc_
 from exporter.records import ConsumerSeen, TrafficDelta
 from exporter.routes import RouteMap
 from exporter.sources.base import PollContext, Source
+from exporter.store import traffic as traffic_store
 
 NB = len(LATENCY_BUCKETS)
 REQUEST_COUNTERS = ("kong_http_requests_total", "kong_http_status", "kong_http_status_total")
@@ -173,6 +174,7 @@ class KongSource(Source):
             now = ctx.now()
             records = list(self.deltas(previous, current, reset, route_service, now))
         ctx.commit(records, cursors)
+        traffic_store.prune_if_due(ctx.store, ctx.now(), self.config.state.retention)
 
     def _service(self, labels: dict[str, str], route_service: dict[str, str]) -> str:
         route = labels.get("route") or ""

@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -36,7 +35,6 @@ ROTATIONS_TOTAL = "platform_exporter_access_log_reopens_total"
 CHUNK_BYTES = 4 * 1024 * 1024
 # Each commit covers at most this many bytes of log, so a backlog is read in steps.
 COMMIT_BYTES = 32 * 1024 * 1024
-PRUNE_EVERY = 3600.0
 
 _STUB = re.compile(
     r"Active connections:\s*(\d+)\s*server accepts handled requests\s*(\d+)\s+(\d+)\s+(\d+)"
@@ -90,7 +88,6 @@ class NginxSource(Source):
         # The file we read last, kept open so that the rest of a renamed file is not lost.
         self._fh: BinaryIO | None = None
         self._fh_id: tuple[int, int] | None = None
-        self._last_prune = 0.0
 
     async def poll(self, ctx: PollContext) -> None:
         # The merged catalog may have gained (or lost) Backstage services and routes.
@@ -244,12 +241,7 @@ class NginxSource(Source):
         return lines
 
     def _maybe_prune(self, ctx: PollContext) -> None:
-        now = time.monotonic()
-        if now - self._last_prune < PRUNE_EVERY:
-            return
-        self._last_prune = now
-        with ctx.store.transaction() as tx:
-            traffic_store.prune(tx, ctx.now() - self.config.state.retention)
+        traffic_store.prune_if_due(ctx.store, ctx.now(), self.config.state.retention)
 
     async def aclose(self) -> None:
         self._close()

@@ -34,6 +34,7 @@ from exporter.kpis.traffic import QUANTILES, WINDOWS, utc_minute
 from exporter.records import TrafficDelta, TrafficLatency
 from exporter.routes import RouteMap
 from exporter.sources.base import PollContext, Source
+from exporter.store import traffic as traffic_store
 from exporter.store import write_records
 
 WARNINGS_TOTAL = "platform_exporter_prometheus_query_warnings_total"
@@ -200,3 +201,4 @@ class PrometheusSource(Source):
             if warnings:
                 tx.incr(WARNINGS_TOTAL, {"source": ctx.source}, len(warnings))
             tx.set_cursor(ctx.source, "evaluated_at", json.dumps(now))
+        traffic_store.prune_if_due(ctx.store, ctx.now(), self.config.state.retention)

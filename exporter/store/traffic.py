@@ -11,6 +11,7 @@ for a batch not seen before. Window KPIs sum the minutes of the window.
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -196,6 +197,20 @@ def prune(tx: Tx, older_than: float) -> int:
     tx.execute("DELETE FROM traffic_batches WHERE minute < ?", (older_than,))
     tx.execute("DELETE FROM traffic_consumers WHERE last_seen < ?", (older_than,))
     return n
+
+
+_PRUNE_EVERY = 3600.0
+_last_prune: list[float] = [float("-inf")]
+
+
+def prune_if_due(store: Store, now: float, retention: float) -> None:
+    """Prune (see :func:`prune`) at most once an hour, whichever gateway source asks."""
+    mono = time.monotonic()
+    if mono - _last_prune[0] < _PRUNE_EVERY:
+        return
+    _last_prune[0] = mono
+    with store.transaction() as tx:
+        prune(tx, now - retention)
 
 
 # --- queries ---------------------------------------------------------------------------
