@@ -2,7 +2,8 @@
 
 * ``PlatformExporterSourceDown``: a source's polls fail and it has not succeeded
   for more than two of its intervals (``platform_exporter_source_up``,
-  ``..._last_success_timestamp_seconds``, ``..._interval_seconds``);
+  ``..._last_success_timestamp_seconds``, ``..._interval_seconds``), or it never
+  succeeded and more than two polls failed (``..._errors_total``);
 * ``PlatformExporterDataStale``: a source reports up, but its last success is
   older than five intervals (polls hang or are skipped), so its KPIs are stale;
 * ``PlatformExporterRateLimitLow``: an upstream's remaining API budget is nearly
@@ -27,6 +28,8 @@ UP = "platform_exporter_source_up"
 LAST = "platform_exporter_source_last_success_timestamp_seconds"
 INTERVAL = "platform_exporter_source_interval_seconds"
 RATE_LIMIT = "platform_exporter_rate_limit_remaining"
+ERRORS = "platform_exporter_source_errors_total"
+ON = "job, instance, source, kind"
 FORECAST_RATIO = "platform_budget_forecast_ratio"
 USED_RATIO = "platform_budget_used_ratio"
 
@@ -35,7 +38,20 @@ def rules(config: Config) -> list[dict[str, Any]]:
     return [
         {
             "alert": "PlatformExporterSourceDown",
-            "expr": (f"{UP} == 0\nunless\n(time() - {LAST}) <= {DOWN_INTERVALS} * {INTERVAL}\n"),
+            # Down for more than two intervals: the last success is older than that, or, for a
+            # source that never succeeded, more than two polls have failed.
+            "expr": (
+                f"{UP} == 0\n"
+                f"and on ({ON})\n"
+                "(\n"
+                f"  (time() - {LAST}) > {DOWN_INTERVALS} * {INTERVAL}\n"
+                f"  or on ({ON})\n"
+                "  (\n"
+                f"    sum by ({ON}) ({ERRORS}) > {DOWN_INTERVALS}\n"
+                f"    unless on ({ON}) {LAST}\n"
+                "  )\n"
+                ")\n"
+            ),
             "labels": {"severity": "ticket"},
             "annotations": {
                 "summary": "Exporter source {{ $labels.source }} is down.",
