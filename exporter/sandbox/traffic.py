@@ -304,6 +304,8 @@ def write_access_log(
                 t += 1.0 / rate
             fh.flush()
             while not stop.wait(0.25):
+                if not path.exists():
+                    return  # the demo's state directory is gone: so is the demo
                 now = time.time()
                 for _ in range(int(rate / 4)):
                     fh.write(access_log_line(scenario, now, i) + "\n")
