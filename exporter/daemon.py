@@ -214,10 +214,14 @@ class Daemon:
             )
 
         def skipped(event: JobExecutionEvent) -> None:
-            self.health[event.job_id].poll_skipped()
-            log.warning(
-                "source %s: previous poll still running at its next interval; this run is skipped",
+            in_a_row = self.health[event.job_id].poll_skipped()
+            # Warn once per overrunning poll; further skips of the same poll only add noise.
+            log.log(
+                logging.WARNING if in_a_row == 1 else logging.DEBUG,
+                "source %s: previous poll still running at its next interval; "
+                "this run is skipped (%d in a row)",
                 event.job_id,
+                in_a_row,
             )
 
         scheduler.add_listener(skipped, EVENT_JOB_MAX_INSTANCES)

@@ -27,6 +27,8 @@ class SourceHealth:
     last_error: str | None = None
     polls: int = 0
     skipped: int = 0
+    # Runs skipped while the current poll is still going; reset when a poll starts.
+    skipped_in_a_row: int = 0
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_REASONS, 0))
     requests: dict[str, int] = field(default_factory=dict)
     # Remaining upstream API budget, by resource (e.g. "core", "search" for GitHub).
@@ -45,6 +47,7 @@ class SourceHealth:
     def poll_started(self, now: float) -> None:
         with self.lock:
             self.last_poll_started = now
+            self.skipped_in_a_row = 0
 
     def poll_succeeded(self, now: float, duration: float) -> None:
         with self.lock:
@@ -62,9 +65,12 @@ class SourceHealth:
             self.polls += 1
             self.errors[reason] = self.errors.get(reason, 0) + 1
 
-    def poll_skipped(self) -> None:
+    def poll_skipped(self) -> int:
+        """Count a skipped run; return how many runs this poll has now overrun."""
         with self.lock:
             self.skipped += 1
+            self.skipped_in_a_row += 1
+            return self.skipped_in_a_row
 
     def copy(self) -> SourceHealth:
         """A consistent copy for rendering."""

@@ -82,6 +82,31 @@ class TestScheduler:
             exp.value("platform_exporter_source_polls_skipped_total", source="scripted") == skipped
         )
 
+    def test_an_overrunning_poll_is_warned_about_once(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """One warning per overrunning poll, naming the source; later skips of it log at debug."""
+
+        async def slow(ctx: PollContext, n: int) -> None:
+            await asyncio.sleep(0.45)
+
+        src = ScriptedSource(make_config(tmp_path), interval=0.1, behaviour=slow)
+        daemon = Daemon(make_config(tmp_path), sources=[src])
+
+        async def go() -> None:
+            daemon.start_scheduler()
+            await wait_for(lambda: src.finished >= 2)
+            await daemon.shutdown()
+
+        with caplog.at_level("DEBUG", logger="exporter.daemon"):
+            asyncio.run(go())
+        skips = [r for r in caplog.records if "this run is skipped" in r.getMessage()]
+        assert len(skips) == daemon.health["scripted"].skipped >= 2
+        warnings = [r for r in skips if r.levelname == "WARNING"]
+        assert 1 <= len(warnings) <= src.polls
+        assert all("source scripted" in r.getMessage() for r in warnings)
+        assert len(warnings) < len(skips)
+
     def test_sources_run_independently(self, tmp_path: Path) -> None:
         """A slow source does not hold back a fast one."""
 
