@@ -70,6 +70,11 @@ CASES = [
     ("/repos/{owner}/{repo}/commits", "/repos/acme/recommendations/commits"),
     ("/repos/{owner}/{repo}/issues", f"/repos/{REPO}/issues?state=all&labels=incident"),
     ("/rate_limit", "/rate_limit"),
+    (
+        "/repos/{owner}/{repo}/compare/{basehead}",
+        f"/repos/{REPO}/compare/{SCENARIO.github[REPO].commits[1].sha}..."
+        f"{SCENARIO.github[REPO].commits[4].sha}",
+    ),
 ]
 
 

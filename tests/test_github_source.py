@@ -231,6 +231,49 @@ class TestIncremental:
             == 6
         )
 
+    def test_a_hotfix_deployed_off_the_default_branch_is_linked_through_compare(self) -> None:
+        """h1 (committed 2h ago on a hotfix branch off c6) is deployed 1h ago: it is not in the
+        default branch's listing, so compare c6...h1 brings it in; its lead time is 1h."""
+        h = Harness()
+        h.poll()
+        repo = h.scenario.github["acme/checkout"]
+        c6 = repo.commits[-1].sha
+        now = time.time()
+        hotfix = delivery_data.FakeCommit(
+            delivery_data.sha_of("hotfix"),
+            now - 2 * H,
+            now - 2 * H,
+            [c6],
+            "fix",
+            on_default_branch=False,
+        )
+        repo.commits.append(hotfix)
+        repo.deployments.append(
+            FakeDeployment(
+                888,
+                hotfix.sha,
+                "production",
+                now - H - 300,
+                [(8881, "in_progress", now - H - 200), (8882, "success", now - H)],
+            )
+        )
+        repo.touch()
+        h.fake.plan.clear()
+        assert h.poll()
+        assert any("/compare/" in p for p, _, _ in h.fake.plan.log)
+        leads = {r[0]: r[1] for r in h.daemon.store.query("SELECT sha, committed_at FROM commits")}
+        assert hotfix.sha in leads
+        assert (
+            value(
+                h.text,
+                "platform_lead_time_samples",
+                service="checkout",
+                team="payments",
+                window="7d",
+            )
+            == EXPECTED["checkout"]["lead_time"]["n"] + 1
+        )
+
     def test_a_pending_deployment_is_counted_when_it_finishes(self) -> None:
         h = Harness()
         h.poll()

@@ -39,6 +39,8 @@ class FakeCommit:
     committed_at: float
     parents: list[str]
     message: str = "change"
+    # Commits off the default branch (a hotfix branch) are not in its history listing.
+    on_default_branch: bool = True
 
 
 @dataclass

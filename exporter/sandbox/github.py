@@ -497,7 +497,9 @@ class GitHubFake:
             repo = self._repo(request)
             if repo is None:
                 return not_found
-            items = sorted(repo.commits, key=lambda c: -c.committed_at)
+            items = sorted(
+                (c for c in repo.commits if c.on_default_branch), key=lambda c: -c.committed_at
+            )
             since = request.arg("since")
             if since:
                 items = [c for c in items if c.committed_at >= parse_iso(since)]
@@ -507,6 +509,56 @@ class GitHubFake:
             return self._list(
                 request, token, items, lambda c: commit(repo, c), (repo.version, "commits")
             )
+
+        @route("/repos/{owner}/{repo}/compare/{basehead}")
+        def compare(request: Request, token: str) -> Response:
+            repo = self._repo(request)
+            base, sep, head = request.params["basehead"].partition("...")
+            by_sha = {c.sha: c for c in repo.commits} if repo else {}
+            if repo is None or not sep or base not in by_sha or head not in by_sha:
+                return not_found
+
+            def ancestors(sha: str) -> set[str]:
+                seen: set[str] = set()
+                stack = [sha]
+                while stack:
+                    s = stack.pop()
+                    if s in seen or s not in by_sha:
+                        continue
+                    seen.add(s)
+                    stack.extend(by_sha[s].parents)
+                return seen
+
+            of_head, of_base = ancestors(head), ancestors(base)
+            ahead = sorted((by_sha[s] for s in of_head - of_base), key=lambda c: c.committed_at)
+            behind = of_base - of_head
+            common = sorted((by_sha[s] for s in of_head & of_base), key=lambda c: c.committed_at)
+            status = (
+                "identical"
+                if base == head
+                else "ahead"
+                if not behind
+                else "behind"
+                if not ahead
+                else "diverged"
+            )
+            url = f"{API}/repos/{repo.full_name}/compare/{base}...{head}"
+            body = {
+                "url": url,
+                "html_url": f"https://github.com/{repo.full_name}/compare/{base}...{head}",
+                "permalink_url": f"https://github.com/{repo.full_name}/compare/{base}...{head}",
+                "diff_url": f"https://github.com/{repo.full_name}/compare/{base}...{head}.diff",
+                "patch_url": f"https://github.com/{repo.full_name}/compare/{base}...{head}.patch",
+                "base_commit": commit(repo, by_sha[base]),
+                "merge_base_commit": commit(repo, common[-1] if common else by_sha[base]),
+                "status": status,
+                "ahead_by": len(ahead),
+                "behind_by": len(behind),
+                "total_commits": len(ahead),
+                "commits": [commit(repo, c) for c in ahead],
+                "files": [],
+            }
+            return Response.json(body, 200, self._rate_headers(token, 1))
 
         @route("/repos/{owner}/{repo}/issues")
         def issues(request: Request, token: str) -> Response:

@@ -15,7 +15,9 @@ each carries an ``ETag`` from the previous poll and an unchanged list costs a
 * ``/repos/{r}/commits``: the default branch's history with parents, so lead
   time can walk from one production deployment to the previous one; read only
   when the runs or the deployments changed (no new deployment, no new link);
-* ``/repos/{r}/issues?labels=<incident_label>&state=all``: incidents.
+* ``/repos/{r}/issues?labels=<incident_label>&state=all``: incidents;
+* ``/repos/{r}/compare/{previous}...{deployed}`` for a new production deployment
+  of a commit that is not in the default branch's history (a hotfix branch).
 
 Repos come from the catalog (``services[].ci[].github``) and from
 ``orgs`` (``/orgs/{org}/repos`` with include and exclude patterns, mapped to
@@ -314,7 +316,72 @@ class GitHubSource(Source):
         records = [r for part in parts for r in part]
         if not uses_deployments and self.gh.deploy_workflows:
             records.extend(self._workflow_deployments(repo, service, runs))
+        records.extend(await self._off_branch_commits(ctx, repo, service, records))
         ctx.commit(records, cursors)
+
+    async def _off_branch_commits(
+        self, ctx: PollContext, repo: str, service: str, records: list[Any]
+    ) -> list[Commit]:
+        """Commits of new production deployments made off the default branch (a hotfix),
+        through ``compare <previous production sha>...<deployed sha>``."""
+        known = {r.sha for r in records if isinstance(r, Commit)}
+        batch = [r for r in records if isinstance(r, Deployment)]
+        out: list[Commit] = []
+        for dep in batch:
+            if not (dep.production and dep.status == "success") or dep.finished_at is None:
+                continue
+            if dep.sha in known or ctx.store.query_one(
+                "SELECT 1 FROM commits WHERE service = ? AND sha = ?", (service, dep.sha)
+            ):
+                continue
+            before = [
+                (d.finished_at, d.sha)
+                for d in batch
+                if d.production
+                and d.status == "success"
+                and d.finished_at is not None
+                and d.finished_at < dep.finished_at
+            ]
+            row = ctx.store.query_one(
+                "SELECT finished_at, sha FROM deployments WHERE service = ? AND production = 1 "
+                "AND status = 'success' AND finished_at < ? ORDER BY finished_at DESC LIMIT 1",
+                (service, dep.finished_at),
+            )
+            if row is not None:
+                before.append((float(row[0]), str(row[1])))
+            if not before:
+                continue
+            base = max(before)[1]
+            response = await send(
+                ctx.client,
+                "GET",
+                f"/repos/{repo}/compare/{base}...{dep.sha}",
+                ok=(200, 404),
+                attempts=self.attempts,
+                backoff=self.backoff,
+                max_retry_after=self.max_retry_after,
+                health=ctx.health,
+            )
+            if response.status_code == 404:
+                continue
+            body = body_of(response)
+            try:
+                for item in [body["base_commit"], *body["commits"]]:
+                    if str(item["sha"]) in known:
+                        continue
+                    known.add(str(item["sha"]))
+                    out.append(
+                        Commit(
+                            service=service,
+                            sha=str(item["sha"]),
+                            authored_at=parse_time(item["commit"]["author"]["date"]),
+                            committed_at=parse_time(item["commit"]["committer"]["date"]),
+                            parents=tuple(str(p["sha"]) for p in item["parents"]),
+                        )
+                    )
+            except (KeyError, TypeError) as exc:
+                raise malformed("compare", exc) from None
+        return out
 
     async def _runs(
         self,
