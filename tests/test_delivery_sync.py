@@ -342,3 +342,36 @@ class TestMidPagination:
                 )
                 == n
             )
+
+
+class TestBadCredentials:
+    def test_gitlab_and_jenkins_stop_on_401_without_hammering(
+        self, upstreams: Upstreams, tmp_path: Path
+    ) -> None:
+        upstreams.clear()
+        daemon = make_daemon(
+            upstreams, tmp_path, gitlab={"token": "wrong"}, jenkins={"api_token": "wrong"}
+        )
+        sources = {s.kind: s for s in daemon.sources}
+        counts: list[int] = []
+
+        def requests() -> int:
+            return len(upstreams.gitlab.plan.log) + len(upstreams.jenkins.plan.log)
+
+        run(
+            daemon,
+            [
+                lambda: daemon.poll(sources["gitlab"]),
+                lambda: daemon.poll(sources["jenkins"]),
+                lambda: counts.append(requests()),
+                lambda: daemon.poll(sources["gitlab"]),
+                lambda: daemon.poll(sources["jenkins"]),
+                lambda: counts.append(requests()),
+            ],
+        )
+        for kind in ("gitlab", "jenkins"):
+            assert daemon.health[kind].up is False
+            assert daemon.health[kind].errors["auth"] == 2
+        assert counts[0] <= 4  # the first request of each job or project in flight
+        assert counts[1] == counts[0]  # stopped: nothing more asked
+        assert daemon.health["github"].up is None  # not polled here, untouched
