@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.config import Config
 from exporter.daemon import Daemon
 from exporter.kpis.traffic import LATENCY_BUCKETS
-from exporter.sources.nginx import MALFORMED_TOTAL, parse_stub_status
+from exporter.sources.nginx import MALFORMED_TOTAL, ROTATIONS_TOTAL, parse_stub_status
 from exporter.store import traffic as traffic_store
 from tests.nginx_server import NginxServer, wait_for_lines
 
@@ -243,6 +243,9 @@ class TestTailing:
         assert requests_by_class(daemon) == {("checkout", "2xx"): 7, ("checkout", "4xx"): 3}
         poll(daemon)
         assert requests_by_class(daemon) == {("checkout", "2xx"): 7, ("checkout", "4xx"): 3}
+        assert daemon.store.counters(ROTATIONS_TOTAL) == [
+            ({"reason": "rotated", "source": "nginx"}, 1.0)
+        ]
         daemon.store.close()
 
     def test_rotation_while_stopped_reads_the_rest_of_the_renamed_file(
@@ -278,6 +281,13 @@ class TestTailing:
         wait_for_lines(nginx.access_log, 2)
         poll(daemon)
         assert requests_by_class(daemon) == {("checkout", "2xx"): 6, ("checkout", "5xx"): 2}
+        with open(nginx.access_log, "r+b") as fh:  # emptied again, and nothing written since
+            fh.truncate(0)
+        poll(daemon)
+        poll(daemon)
+        assert daemon.store.counters(ROTATIONS_TOTAL) == [
+            ({"reason": "truncated", "source": "nginx"}, 2.0)
+        ]
         daemon.store.close()
 
     def test_malformed_lines_are_counted_and_skipped(

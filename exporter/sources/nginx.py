@@ -130,15 +130,22 @@ class NginxSource(Source):
                 lines += n
                 if budget <= 0:
                     return lines
+            if st is None:
+                if old is None:
+                    raise LogUnavailable(f"access log {self.path} disappeared")
+                # Renamed, and nginx has not reopened its log yet: the new file comes later.
+                ctx.log.info("access log %s was rotated; waiting for the new file", self.path)
+                return lines
+            # The new file is followed from its start; the switch is committed at once, so
+            # it is counted once even if nothing is written to the new file for a while.
+            cursor = FileCursor(st.st_dev, st.st_ino, 0)
             with ctx.store.transaction() as tx:
                 tx.incr(ROTATIONS_TOTAL, {"source": ctx.source, "reason": "rotated"})
-            cursor = None
+                tx.set_cursor(ctx.source, "file", cursor.dump())
         if st is None:
-            if cursor is None:
-                self._close()
-                ctx.log.info("access log %s does not exist (yet)", self.path)
-                return lines
-            raise LogUnavailable(f"access log {self.path} disappeared")
+            self._close()
+            ctx.log.info("access log %s does not exist (yet)", self.path)
+            return lines
         fh = self._open_current(st)
         if cursor is None:
             cursor = FileCursor(st.st_dev, st.st_ino, 0)
@@ -148,9 +155,10 @@ class NginxSource(Source):
                 self.path,
                 cursor.offset,
             )
+            cursor = FileCursor(cursor.dev, cursor.inode, 0)
             with ctx.store.transaction() as tx:
                 tx.incr(ROTATIONS_TOTAL, {"source": ctx.source, "reason": "truncated"})
-            cursor = FileCursor(cursor.dev, cursor.inode, 0)
+                tx.set_cursor(ctx.source, "file", cursor.dump())
         n, cursor, budget = self._drain(ctx, fh, cursor, budget, final=False)
         lines += n
         self._maybe_prune(ctx)
