@@ -18,6 +18,7 @@ import pytest
 
 from exporter.config import Config
 from exporter.daemon import Daemon
+from exporter.store import probe as probe_store
 from tests.support.exposition import Exposition
 from tests.support.net import closed_port
 from tests.support.nginx import NginxServer
@@ -123,7 +124,8 @@ class TestProbeOutcomes:
     def test_each_check_counts_its_outcome_and_reason(
         self, scraped: tuple[Exposition, Daemon]
     ) -> None:
-        """Three polls give three results per check, each with its bounded reason."""
+        """Three polls give three results per check, each with its bounded reason;
+        every other outcome of a probe is exposed at 0 from its first check on."""
         exp, _ = scraped
         expected = {
             ("web", "ok", "success", "none"): 3,
@@ -139,7 +141,15 @@ class TestProbeOutcomes:
             (lb["service"], lb["probe"], lb["result"], lb["reason"]): v
             for lb, v in exp.samples("platform_probe_checks_total")
         }
-        assert got == expected
+        assert {k: v for k, v in got.items() if v} == expected
+        probes = {(svc, probe) for svc, probe, _, _ in expected}
+        zeros = {
+            (svc, probe, o["result"], o["reason"]): 0
+            for svc, probe in probes
+            for o in probe_store.OUTCOMES
+            if (svc, probe, o["result"], o["reason"]) not in expected
+        }
+        assert {k: v for k, v in got.items() if not v} == zeros
 
     def test_team_label_comes_from_the_catalog(self, scraped: tuple[Exposition, Daemon]) -> None:
         exp, _ = scraped
@@ -310,4 +320,8 @@ class TestTLSProbes:
             (lb["probe"], lb["result"], lb["reason"]): v
             for lb, v in exp.samples("platform_probe_checks_total")
         }
-        assert got == {("verified", "failure", "tls"): 1, ("unverified", "success", "none"): 1}
+        assert {k: v for k, v in got.items() if v} == {
+            ("verified", "failure", "tls"): 1,
+            ("unverified", "success", "none"): 1,
+        }
+        assert len(got) == 2 * len(probe_store.OUTCOMES)

@@ -93,10 +93,15 @@ class TestRealPrometheus:
         assert ratio[0]["metric"]["team"] == "payments"
 
         failures = prom.query(
-            'platform_probe_checks_total{service="checkout",probe="deep",result="failure"}'
+            'platform_probe_checks_total{service="checkout",probe="deep",result="failure"} > 0'
         )
         assert [r["metric"]["reason"] for r in failures] == ["status"]
         assert float(failures[0]["value"][1]) >= 1
+        # The other failure reasons are there too, at 0, ready for rate() and increase().
+        idle = prom.query(
+            'platform_probe_checks_total{service="checkout",probe="deep",result="failure"} == 0'
+        )
+        assert sorted(r["metric"]["reason"] for r in idle) == ["body", "connect", "timeout", "tls"]
 
         buckets = prom.query('platform_probe_duration_seconds_bucket{probe="health",le="+Inf"}')
         count = prom.query('platform_probe_duration_seconds_count{probe="health"}')
@@ -104,5 +109,7 @@ class TestRealPrometheus:
 
         # The series Prometheus holds agree with what the daemon serves right now.
         exp = Exposition.parse(scrape(running))
-        served = exp.value("platform_probe_checks_total", probe="deep", result="failure")
+        served = exp.value(
+            "platform_probe_checks_total", probe="deep", result="failure", reason="status"
+        )
         assert served is not None and float(failures[0]["value"][1]) <= served

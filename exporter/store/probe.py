@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from exporter.kpis.uptime import DURATION_BUCKETS, CheckCounts
+from exporter.kpis.uptime import DURATION_BUCKETS, FAILURE_REASONS, CheckCounts
 from exporter.records import ProbeResult
 from exporter.store import register_domain
 from exporter.store.core import Store, Tx
@@ -32,6 +32,10 @@ MIGRATIONS = (
 )
 
 CHECKS_TOTAL = "platform_probe_checks_total"
+# The (result, reason) label pairs a check can end with.
+OUTCOMES = ({"result": "success", "reason": "none"},) + tuple(
+    {"result": "failure", "reason": reason} for reason in FAILURE_REASONS
+)
 DURATION = "platform_probe_duration_seconds"
 
 
@@ -53,6 +57,10 @@ def write(tx: Tx, results: Sequence[ProbeResult]) -> None:
         if not new:
             continue
         labels = {"service": r.service, "probe": r.probe}
+        # Every outcome's series exists from the probe's first check on, at 0, so the
+        # first failure is an increase Prometheus can see, not a series appearing at 1.
+        for outcome in OUTCOMES:
+            tx.incr(CHECKS_TOTAL, {**labels, **outcome}, 0.0)
         tx.incr(
             CHECKS_TOTAL,
             {
