@@ -33,8 +33,9 @@ MIGRATIONS = (
 
 CHECKS_TOTAL = "platform_probe_checks_total"
 # The (result, reason) label pairs a check can end with.
-OUTCOMES = ({"result": "success", "reason": "none"},) + tuple(
-    {"result": "failure", "reason": reason} for reason in FAILURE_REASONS
+OUTCOMES = (
+    {"result": "success", "reason": "none"},
+    *({"result": "failure", "reason": reason} for reason in FAILURE_REASONS),
 )
 DURATION = "platform_probe_duration_seconds"
 
