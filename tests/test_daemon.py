@@ -233,8 +233,9 @@ class TestFailingSource:
         assert (second.value(up, source="alpha"), second.value(up, source="beta")) == (1, 0)
         # beta's data is still served, unchanged, with its freshness timestamp.
         checks = "platform_probe_checks_total"
-        assert second.value(checks, service="b") == first.value(checks, service="b") == 1
-        assert second.value(checks, service="a") == 2
+        failed_b = {"service": "b", "result": "failure", "reason": "status"}
+        assert second.value(checks, **failed_b) == first.value(checks, **failed_b) == 1
+        assert second.value(checks, service="a", result="success") == 2
         fresh = "platform_exporter_source_last_success_timestamp_seconds"
         assert second.value(fresh, source="beta") == 2000.0
         assert second.value(fresh, source="alpha") == 2100.0
