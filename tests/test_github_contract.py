@@ -1,7 +1,9 @@
 """Contract: every body the simulated GitHub serves validates against GitHub's OpenAPI description.
 
-The schemas are the ``200`` responses of /work/shared/api/github/openapi-subset.json
-(octokit's dereferenced api.github.com description). OpenAPI 3.0 ``nullable`` is
+The schemas are the ``200`` responses of ``../shared/api/github/openapi-subset.json``
+(octokit's dereferenced api.github.com description), the shared contract beside
+the repository; the copy in ``tests/data`` stands in where that is absent, and
+a test checks the two are the same. OpenAPI 3.0 ``nullable`` is
 turned into JSON Schema's ``null`` type before validating with ``jsonschema``.
 """
 
@@ -20,8 +22,13 @@ import pytest
 from exporter.sandbox import delivery_data
 from exporter.sandbox.github import TOKEN, GitHubFake
 
-# A copy of @octokit/openapi 23.0.2's subset (MIT, see github-openapi-subset.LICENSE).
-SPEC_PATH = Path(__file__).parent / "data" / "github-openapi-subset.json"
+# The shared contract beside the repository, and a copy of it (@octokit/openapi 23.0.2's
+# subset, MIT, see github-openapi-subset.LICENSE) for checkouts without it.
+SHARED_SPEC = (
+    Path(__file__).resolve().parents[2] / "shared" / "api" / "github" / "openapi-subset.json"
+)
+COPY_SPEC = Path(__file__).parent / "data" / "github-openapi-subset.json"
+SPEC_PATH = SHARED_SPEC if SHARED_SPEC.is_file() else COPY_SPEC
 _SPEC: dict[str, Any] = {}
 
 
@@ -140,3 +147,10 @@ class TestGitHubHeaders:
         response = asyncio.run(go())
         assert response.status_code == 401
         assert response.json()["message"] == "Bad credentials"
+
+
+def test_the_copy_equals_the_shared_contract() -> None:
+    """The copy in tests/data is the shared contract, byte for byte, where both exist."""
+    if not SHARED_SPEC.is_file():
+        pytest.skip(f"{SHARED_SPEC} is not beside this checkout")
+    assert COPY_SPEC.read_bytes() == SHARED_SPEC.read_bytes()
