@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -17,19 +16,13 @@ from pathlib import Path
 
 import httpx
 
-NGINX = "/usr/sbin/nginx"
+from tests.support.nginx import NginxServer as SupportNginx
 
 LOG_FORMAT = (
     'log_format kpi escape=json \'{"msec":"$msec","host":"$host",'
     '"request_uri":"$request_uri","status":"$status","request_time":"$request_time",'
     '"upstream_response_time":"$upstream_response_time","api_key":"$http_x_api_key"}\';'
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class _Backend(BaseHTTPRequestHandler):
@@ -51,71 +44,44 @@ class _Backend(BaseHTTPRequestHandler):
 
 
 class NginxServer:
-    """nginx (master + 1 worker) in ``root``, logging to ``root/access.log``."""
+    """nginx (master + 1 worker) in ``root``, logging JSON to ``root/access.log``,
+    in front of a backend whose delay and status the request path chooses."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.port = free_port()
+        self.access_log = root / "access.log"
         self.backend = ThreadingHTTPServer(("127.0.0.1", 0), _Backend)
         self.backend.daemon_threads = True
-        self.access_log = root / "access.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> NginxServer:
-        threading.Thread(target=self.backend.serve_forever, daemon=True).start()
         backend_port = self.backend.server_address[1]
-        for d in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            (self.root / d).mkdir(exist_ok=True)
-        conf = self.root / "nginx.conf"
-        # As root, workers would drop to "nobody", who cannot reach a private temp dir to
-        # reopen the logs after rotation.
-        user = "user root;" if os.geteuid() == 0 else ""
-        conf.write_text(
-            f"""
-{user}
-worker_processes 1;
-pid {self.root}/nginx.pid;
-error_log {self.root}/error.log notice;
-events {{ worker_connections 128; }}
-http {{
-    client_body_temp_path {self.root}/client_body;
-    proxy_temp_path {self.root}/proxy;
-    fastcgi_temp_path {self.root}/fastcgi;
-    uwsgi_temp_path {self.root}/uwsgi;
-    scgi_temp_path {self.root}/scgi;
-    {LOG_FORMAT}
-    access_log off;
-    server {{
-        listen 127.0.0.1:{self.port};
+        self.nginx = SupportNginx(
+            root,
+            locations=f"""
         access_log {self.access_log} kpi;
         location = /stub_status {{ stub_status; access_log off; }}
         location / {{
             proxy_pass http://127.0.0.1:{backend_port};
             proxy_set_header Host $host;
-        }}
-    }}
-}}
-"""
+        }}""",
+            http_extra=f"    {LOG_FORMAT}",
+            error_level="notice",
         )
-        self.proc = subprocess.Popen(
-            [NGINX, "-p", str(self.root), "-c", str(conf), "-g", "daemon off;"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"nginx exited: {self.proc.stderr.read().decode()}")  # type: ignore[union-attr]
-            try:
-                httpx.get(f"{self.url}/stub_status", timeout=1)
-                return self
-            except httpx.TransportError:
-                time.sleep(0.05)
-        raise RuntimeError("nginx did not start")
+
+    @property
+    def port(self) -> int:
+        return self.nginx.port
+
+    @property
+    def url(self) -> str:
+        return self.nginx.url
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.nginx.proc
+
+    def start(self) -> NginxServer:
+        threading.Thread(target=self.backend.serve_forever, daemon=True).start()
+        self.nginx.start()
+        return self
 
     def get(self, host: str, path: str, api_key: str | None = None) -> int:
         headers = {"Host": host}
@@ -142,13 +108,7 @@ http {{
             time.sleep(0.02)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.nginx.stop()
         self.backend.shutdown()
         self.backend.server_close()
 

@@ -33,6 +33,7 @@ class NginxServer:
         locations: str,
         http_extra: str = "",
         tls: tuple[Path, Path] | None = None,
+        error_level: str = "warn",
     ) -> None:
         self.dir = Path(tmpdir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -41,6 +42,8 @@ class NginxServer:
         self.http_extra = http_extra
         # (certificate, key): serve HTTPS instead of HTTP.
         self.tls = tls
+        # "notice" also logs signals handled, such as "reopening logs" after USR1.
+        self.error_level = error_level
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -61,7 +64,7 @@ class NginxServer:
             listen += f" ssl;\n        ssl_certificate {cert};\n        ssl_certificate_key {key}"
         return f"""{user}worker_processes 1;
 pid {d / "nginx.pid"};
-error_log {d / "error.log"} warn;
+error_log {d / "error.log"} {self.error_level};
 events {{ worker_connections 256; }}
 http {{
     access_log {d / "access.log"};
