@@ -125,9 +125,21 @@ class TestOutagePagesAndResolves:
         assert page["labels"]["sloth_service"] == SERVICE
         assert page["labels"]["team"] == "identity"
         assert "burn rate is too fast" in page["annotations"]["summary"]
-        # The exporter's own burn rate, from its stored history, tells the same story.
-        burn = prom.query(f'platform_slo_burn_rate{{service="{SERVICE}",window="1m"}}')
-        assert burn and float(burn[0]["value"][1]) > 14.4
+
+        # The exporter's own burn rate, from its stored history, tells the same story while
+        # the outage lasts. It counts checks, the rules count scraped counters, so at the
+        # instant the page fires one may stand a check behind the other: wait for it.
+        def exporter_burn() -> float:
+            burn = prom.query(f'platform_slo_burn_rate{{service="{SERVICE}",window="1m"}}')
+            return float(burn[0]["value"][1]) if burn else 0.0
+
+        wait_until(
+            lambda: exporter_burn() > 14.4,
+            timeout=20,
+            interval=0.25,
+            what="the exporter's 1m burn rate above 14.4 during the outage",
+        )
+        assert exporter_burn() > 14.4
 
         _control(server, "DELETE")
         wait_until(
