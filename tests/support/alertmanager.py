@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,7 +18,8 @@ from typing import Any
 
 import yaml
 
-from tests.support.net import free_port, http_get, wait_until
+from tests.support.net import free_port
+from tests.support.process import ReadyProcess
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or "/usr/bin/prometheus-alertmanager"
 
@@ -94,8 +94,8 @@ class AlertmanagerServer:
                 }
             ],
         }
-        self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.dir / "alertmanager.log"
+        self.process = ReadyProcess("alertmanager", self.log_path)
 
     @property
     def address(self) -> str:
@@ -108,8 +108,7 @@ class AlertmanagerServer:
     def start(self) -> AlertmanagerServer:
         conf = self.dir / "alertmanager.yml"
         conf.write_text(yaml.safe_dump(self.config), encoding="utf-8")
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
+        self.process.start(
             [
                 ALERTMANAGER,
                 f"--config.file={conf}",
@@ -118,28 +117,9 @@ class AlertmanagerServer:
                 "--cluster.listen-address=",  # a single instance: no gossip port
                 "--log.level=warn",
             ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            f"{self.url}/-/ready",
         )
-        try:
-            wait_until(self._ready, timeout=30, what="alertmanager /-/ready")
-        except TimeoutError:
-            self.stop()
-            raise RuntimeError(f"alertmanager did not start: {self.log_path.read_text()}") from None
         return self
 
-    def _ready(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"alertmanager exited: {self.log_path.read_text()}")
-        return http_get(f"{self.url}/-/ready", timeout=1)[0] == 200
-
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        if hasattr(self, "_log"):
-            self._log.close()
+        self.process.stop()

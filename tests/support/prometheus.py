@@ -18,7 +18,8 @@ from typing import Any
 
 import yaml
 
-from tests.support.net import free_port, http_get, wait_until
+from tests.support.net import free_port
+from tests.support.process import ReadyProcess
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -60,8 +61,8 @@ class PrometheusServer:
         }
         if rule_files:
             self.config["rule_files"] = rule_files
-        self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.dir / "prometheus.log"
+        self.process = ReadyProcess("prometheus", self.log_path)
 
     @property
     def url(self) -> str:
@@ -70,8 +71,7 @@ class PrometheusServer:
     def start(self) -> PrometheusServer:
         conf = self.dir / "prometheus.yml"
         conf.write_text(yaml.safe_dump(self.config), encoding="utf-8")
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
+        self.process.start(
             [
                 PROMETHEUS,
                 f"--config.file={conf}",
@@ -80,20 +80,9 @@ class PrometheusServer:
                 "--web.enable-lifecycle",
                 "--log.level=warn",
             ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            f"{self.url}/-/ready",
         )
-        try:
-            wait_until(self._ready, timeout=30, what="prometheus /-/ready")
-        except TimeoutError:
-            self.stop()
-            raise RuntimeError(f"prometheus did not start: {self.log_path.read_text()}") from None
         return self
-
-    def _ready(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"prometheus exited: {self.log_path.read_text()}")
-        return http_get(f"{self.url}/-/ready", timeout=1)[0] == 200
 
     def api(self, path: str, **params: str) -> Any:
         """GET /api/v1/<path>; the ``data`` member of a successful answer."""
@@ -113,12 +102,4 @@ class PrometheusServer:
         return list(self.api("targets")["activeTargets"])
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        if hasattr(self, "_log"):
-            self._log.close()
+        self.process.stop()
