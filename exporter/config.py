@@ -707,8 +707,33 @@ class DeliveryConfig(StrictModel):
     incident_link_window: Duration = 86400.0
     # How far back the first poll of a source reads history.
     backfill_days: int = Field(default=90, ge=1, le=3650)
+    # A regular expression searched in incident issue bodies (GitHub) and descriptions
+    # (GitLab); its first group (or the group named `sha`) is the root-cause commit, a full
+    # SHA or a prefix, which links the incident to the deployment that shipped it.
+    incident_root_cause: str = r"(?i)\broot cause:\s*`?([0-9a-f]{7,40})\b"
 
     _v_prod = field_validator("production_environments", "environments")(_check_patterns)
+
+    @field_validator("incident_root_cause")
+    @classmethod
+    def _check_root_cause(cls, value: str) -> str:
+        try:
+            pattern = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        if pattern.groups < 1:
+            raise ValueError("needs a group that captures the commit SHA")
+        return value
+
+    def root_cause_sha(self, text: object) -> str | None:
+        """The root-cause commit an incident's text names (lowercased), if any."""
+        if not isinstance(text, str):
+            return None
+        found = re.search(self.incident_root_cause, text)
+        if found is None:
+            return None
+        sha = found.group("sha") if "sha" in found.re.groupindex else found.group(1)
+        return sha.strip().lower() if sha and sha.strip() else None
 
     def environment_label(self, name: str) -> str:
         """The bounded ``environment`` label of an upstream environment name."""

@@ -98,3 +98,36 @@ class TestDeliveryRules:
         with pytest.raises(ConfigError) as err:
             load_config(write(tmp_path, "delivery: {incident_link_window: soon}\n"))
         assert "delivery.incident_link_window" in str(err.value)
+
+
+class TestIncidentRootCause:
+    def test_the_default_reads_a_root_cause_line_like_four_keys(self) -> None:
+        """A line 'root cause: <sha>' anywhere in the body, any case, optionally in backticks;
+        the SHA is returned lowercased; a word that is not hex, or fewer than 7 digits, is
+        not a SHA."""
+        rules = DeliveryConfig()
+        body = "Checkout 500s after the release.\n\nRoot Cause: `3F2A9C1d`\n"
+        assert rules.root_cause_sha(body) == "3f2a9c1d"
+        assert rules.root_cause_sha("root cause: 0123456789abcdef0123456789abcdef01234567") == (
+            "0123456789abcdef0123456789abcdef01234567"
+        )
+        assert rules.root_cause_sha("root cause: unknown yet") is None
+        assert rules.root_cause_sha("root cause: abc12") is None
+        assert rules.root_cause_sha(None) is None
+
+    def test_a_custom_pattern_may_name_its_group_sha(self, tmp_path: Path) -> None:
+        config = load_config(
+            write(
+                tmp_path,
+                "delivery: {incident_root_cause: '(caused-by|culprit)=(?P<sha>[0-9a-f]+)'}\n",
+            )
+        )
+        assert config.delivery.root_cause_sha("culprit=abcdef1 in prod") == "abcdef1"
+
+    def test_a_bad_pattern_is_a_config_error_naming_the_field(self, tmp_path: Path) -> None:
+        for bad in ("'root cause: ([0-9a-f'", "'root cause: [0-9a-f]+'"):
+            path = write(tmp_path, f"delivery: {{incident_root_cause: {bad}}}\n")
+            with pytest.raises(ConfigError) as err:
+                load_config(path)
+            assert "delivery.incident_root_cause" in str(err.value)
+            assert str(path) in str(err.value)

@@ -12,7 +12,9 @@ https://www.jenkins.io/doc/book/using/remote-access-api/ (``tree=``, ranges
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +215,41 @@ class TestKnownValues:
             if k[0] == "platform_pipeline_runs_total"
         }
         assert got == EXPECTED[service]["runs"]
+
+
+class TestExplicitIncidentLinks:
+    def test_root_causes_are_read_from_issue_bodies_and_descriptions(
+        self, polled: tuple[Daemon, bytes], upstreams: Upstreams
+    ) -> None:
+        """GitHub's issue body and GitLab's incident description each name a commit by a
+        short prefix ("root cause: <sha>"); the stored incidents carry those prefixes."""
+        daemon, _ = polled
+        delivery = delivery_of(upstreams.scenario)
+        checkout_c2 = delivery.github["acme/checkout"].commits[1].sha
+        search_s4 = delivery.gitlab["discovery/search"].commits[3].sha
+        with closing(sqlite3.connect(daemon.config.state.path)) as db:
+            rows = dict(
+                db.execute(
+                    "SELECT key, deployment_sha FROM incidents WHERE deployment_sha IS NOT NULL"
+                ).fetchall()
+            )
+        assert rows == {
+            "github/acme/checkout#3": checkout_c2[:7],
+            "gitlab/discovery/search#1": search_s4[:8],
+        }
+
+    def test_a_named_root_cause_fails_a_deployment_outside_the_link_window(
+        self, polled: tuple[Daemon, bytes]
+    ) -> None:
+        """checkout's 48h deploy and search's 3h deploy are failed changes only through
+        the links (their incidents opened 18h and 2.5h later, beyond the 2h window)."""
+        _, text = polled
+        assert _v(text, "platform_change_failure_ratio", "checkout", "payments", window="30d") == (
+            pytest.approx(3 / 6)
+        )
+        assert _v(text, "platform_change_failure_ratio", "search", "discovery", window="30d") == (
+            pytest.approx(1 / 3)
+        )
 
 
 class TestExposition:

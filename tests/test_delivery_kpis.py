@@ -181,6 +181,50 @@ class TestChangeFailure:
         incident = IncidentSpan("i1", self.NOW - D, None, deployment_sha="a")
         assert kpi.failed_changes(self.deploys(), [incident], H) == {"d1", "d2"}
 
+    def test_explicit_link_by_sha_prefix_reaches_beyond_the_window(self) -> None:
+        """An incident opened 1 min after d4 (the time rule would blame d4) names d3's commit,
+        3 days older, by a 7-digit prefix: d3 is the failed change, d4 is not; 2 of 4."""
+        deploys = [
+            ProdDeploy("d1", "1111111aaaa", True, self.NOW - 10 * D),
+            ProdDeploy("d2", "2222222bbbb", False, self.NOW - 9 * D),
+            ProdDeploy("d3", "3333333cccc", True, self.NOW - 8 * D),
+            ProdDeploy("d4", "4444444dddd", True, self.NOW - 5 * D),
+        ]
+        incident = IncidentSpan("i1", self.NOW - 5 * D + 60, None, deployment_sha="3333333")
+        cf = kpi.change_failure(deploys, [incident], self.NOW, 30 * D, H)
+        assert (cf.failed, cf.total) == (2, 4)
+        assert kpi.failed_changes(deploys, [incident], H) == {"d2", "d3"}
+
+    def test_root_cause_commit_links_the_deployment_that_shipped_it(self) -> None:
+        """History a <- b <- c <- d; deploys of a (1h), c (4h), d (6h). Commit b was shipped
+        by the deploy of c (the first one whose history holds it), not by a's or d's."""
+        deploys = [
+            ProdDeploy("da", "a", True, t(1)),
+            ProdDeploy("dc", "c", True, t(4)),
+            ProdDeploy("dd", "d", True, t(6)),
+        ]
+        incident = IncidentSpan("i1", t(30), None, deployment_sha="b")
+        assert kpi.failed_changes(deploys, [incident], H, HISTORY) == {"dc"}
+
+    def test_short_prefix_resolves_only_when_unique(self) -> None:
+        """abcdef01 and abcdef02 share the prefix abcdef0: ambiguous, it names nothing (as in
+        git); abcdef01 is unique; a prefix under 7 digits never matches."""
+        deploys = [
+            ProdDeploy("d1", "abcdef01" + "0" * 32, True, t(1)),
+            ProdDeploy("d2", "abcdef02" + "0" * 32, True, t(2)),
+        ]
+        assert kpi.resolve_sha("abcdef0", deploys, {}) is None
+        assert kpi.resolve_sha("ABCDEF01", deploys, {}) == "abcdef01" + "0" * 32
+        assert kpi.resolve_sha("abcdef", deploys, {}) is None
+        assert kpi.resolve_sha("1234567", deploys, {}) is None
+
+    def test_an_unresolved_root_cause_links_nothing_not_even_by_time(self) -> None:
+        """The incident opened 30 min after d4 (inside the 1h window) but names an unknown
+        commit: its statement wins, so only the failed d2 counts (1 of 4)."""
+        incident = IncidentSpan("i1", self.NOW - 5 * D + 1800, None, deployment_sha="feedbee")
+        cf = kpi.change_failure(self.deploys(), [incident], self.NOW, 30 * D, H)
+        assert (cf.failed, cf.total) == (1, 4)
+
     def test_incident_with_no_deploy(self) -> None:
         """An incident before any deployment links nothing; no deploys at all: ratio absent."""
         incident = IncidentSpan("i1", T0, T0 + H)

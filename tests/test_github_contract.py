@@ -107,6 +107,13 @@ class TestGitHubBodiesMatchTheOpenAPIDescription:
         assert body, "an empty body proves nothing"
         jsonschema.validate(body, schema_for(_spec(), spec_path))
 
+    def test_an_incident_body_naming_its_root_cause_validates(self) -> None:
+        """Incident issues whose body names a root-cause commit are still valid issues."""
+        body = fetch(f"/repos/{REPO}/issues?state=all&labels=incident").json()
+        named = [i["body"] for i in body if i["body"]]
+        assert len(named) == 1 and "root cause: " in named[0]
+        jsonschema.validate(body, schema_for(_spec(), "/repos/{owner}/{repo}/issues"))
+
     def test_the_validator_rejects_a_broken_body(self) -> None:
         """The check has teeth: a run without its required head_sha is refused."""
         body = fetch(f"/repos/{REPO}/actions/runs").json()

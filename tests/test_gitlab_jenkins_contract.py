@@ -132,8 +132,19 @@ class TestGitLab:
         body = gitlab(f"/api/v4/projects/{PID}/issues?issue_type=incident").json()
         assert body
         for i in body:
-            has(i, "iid", "state", "created_at", "updated_at", "closed_at", "labels", "issue_type")
+            has(
+                i,
+                "iid",
+                "description",
+                "state",
+                "created_at",
+                "updated_at",
+                "closed_at",
+                "labels",
+                "issue_type",
+            )
             assert i["state"] in ("opened", "closed")
+        assert "root cause: " in body[0]["description"]  # a string (null when empty)
 
     def test_offset_pagination_headers(self) -> None:
         """https://docs.gitlab.com/api/rest/#pagination (X-Next-Page, X-Total, Link)"""

@@ -12,9 +12,14 @@ Definitions (see docs/kpis.md, "Delivery"):
   (D's commit already reachable from P's) contribute nothing;
 * change failure ratio over a window = (failed production deployments + successful
   ones linked to an incident) / all production deployments that finished in the
-  window. An incident links to the deployment of its explicit commit, or else to
-  the service's latest successful production deployment that finished at most
-  ``link_window`` before it opened;
+  window. An incident that names a root-cause commit (a full SHA, or a prefix of
+  at least :data:`MIN_SHA_PREFIX` hex digits that matches exactly one commit or
+  deployed SHA of the service) links to the first successful production
+  deployment that shipped that commit; one that names none links to the
+  service's latest successful production deployment that finished at most
+  ``link_window`` before it opened. A named root cause that does not resolve
+  (unknown, or an ambiguous prefix) links nothing: the incident's own statement
+  is not overridden by the time rule;
 * time to restore = incident resolved - opened, for incidents resolved in the window;
 * time to production = first successful production deployment - the service's
   first commit (a root commit we know) or its catalog registration;
@@ -72,6 +77,10 @@ TIME_TO_PRODUCTION_BUCKETS = (
 
 LEVELS = ("elite", "high", "medium", "low")
 
+#: The shortest SHA prefix an incident may name its root cause with (git's default
+#: abbreviation); a shorter one only matches a SHA spelled out in full.
+MIN_SHA_PREFIX = 7
+
 
 @dataclass(frozen=True, slots=True)
 class ProdDeploy:
@@ -94,6 +103,9 @@ class CommitNode:
 
 @dataclass(frozen=True, slots=True)
 class IncidentSpan:
+    """An incident; ``deployment_sha`` is the root-cause commit it names, if any
+    (a full SHA or a prefix, as written upstream)."""
+
     key: str
     opened_at: float
     resolved_at: float | None
@@ -182,16 +194,55 @@ class ChangeFailure:
         return self.failed / self.total if self.total else None
 
 
+def resolve_sha(
+    ref: str, deploys: Sequence[ProdDeploy], commits: Mapping[str, CommitNode]
+) -> str | None:
+    """The full SHA that ``ref`` names among the service's deployed and known commits.
+
+    An exact match wins; otherwise a prefix of at least :data:`MIN_SHA_PREFIX` hex
+    digits must match exactly one SHA (an ambiguous prefix names nothing, as in git).
+    """
+    ref = ref.strip().lower()
+    known = {d.sha.lower(): d.sha for d in deploys}
+    known.update((sha.lower(), sha) for sha in commits)
+    if ref in known:
+        return known[ref]
+    if len(ref) < MIN_SHA_PREFIX:
+        return None
+    matches = {full for low, full in known.items() if low.startswith(ref)}
+    return matches.pop() if len(matches) == 1 else None
+
+
+def shipping_deployment(
+    sha: str, successes: Sequence[ProdDeploy], commits: Mapping[str, CommitNode]
+) -> ProdDeploy | None:
+    """The first successful deployment (in finish order) whose commit is or contains ``sha``."""
+    shipped: set[str] = set()
+    for dep in successes:
+        if dep.sha == sha:
+            return dep
+        new = _reachable(dep.sha, commits, shipped)
+        if sha in new:
+            return dep
+        shipped.update(new)
+    return None
+
+
 def failed_changes(
-    deploys: Sequence[ProdDeploy], incidents: Sequence[IncidentSpan], link_window: float
+    deploys: Sequence[ProdDeploy],
+    incidents: Sequence[IncidentSpan],
+    link_window: float,
+    commits: Mapping[str, CommitNode] | None = None,
 ) -> set[str]:
     """Keys of deployments that are failed changes: failed ones, and those an incident links to."""
+    graph: Mapping[str, CommitNode] = commits or {}
     failed = {d.key for d in deploys if not d.success}
     successes = _ordered_successes(deploys)
     for inc in incidents:
         linked: ProdDeploy | None = None
         if inc.deployment_sha is not None:
-            linked = next((d for d in successes if d.sha == inc.deployment_sha), None)
+            sha = resolve_sha(inc.deployment_sha, deploys, graph)
+            linked = None if sha is None else shipping_deployment(sha, successes, graph)
         else:
             before = [d for d in successes if d.finished_at <= inc.opened_at]
             if before and inc.opened_at - before[-1].finished_at <= link_window:
@@ -207,9 +258,10 @@ def change_failure(
     now: float,
     window: float,
     link_window: float,
+    commits: Mapping[str, CommitNode] | None = None,
 ) -> ChangeFailure:
     """Failed changes and all production deployments that finished in the window."""
-    failed = failed_changes(deploys, incidents, link_window)
+    failed = failed_changes(deploys, incidents, link_window, commits)
     in_window = [d for d in deploys if _in_window(d.finished_at, now, window)]
     return ChangeFailure(sum(1 for d in in_window if d.key in failed), len(in_window))
 

@@ -82,6 +82,8 @@ class FakeIncident:
     created_at: float
     closed_at: float | None
     labels: list[str] = field(default_factory=lambda: ["incident"])
+    # The issue body (GitHub) or description (GitLab); may name a root-cause commit.
+    body: str | None = None
 
     @property
     def updated_at(self) -> float:
@@ -185,13 +187,25 @@ class _Builder:
             )
         )
 
-    def incident(self, opened_hours: float, resolved_hours: float | None) -> None:
+    def incident(
+        self,
+        opened_hours: float,
+        resolved_hours: float | None,
+        root_cause: tuple[str, int] | None = None,
+    ) -> None:
+        """An incident; ``root_cause`` (commit name, digits) writes "root cause: <sha
+        prefix>" in its body, the way an on-call engineer names the change at fault."""
+        body = None
+        if root_cause is not None:
+            name, digits = root_cause
+            body = f"Errors after a release.\n\nroot cause: {self.shas[name][:digits]}\n"
         self.repo.incidents.append(
             FakeIncident(
                 number=len(self.repo.incidents) + 1,
                 title="Elevated errors",
                 created_at=self.s.at(opened_hours),
                 closed_at=None if resolved_hours is None else self.s.at(resolved_hours),
+                body=body,
             )
         )
 
@@ -214,6 +228,9 @@ def build(anchor: float | None = None) -> DeliveryScenario:
     b.deploy("c6", "in_progress", 1, environment="staging")  # not finished: not counted
     b.incident(25, 23)  # 1h after the c5 deploy at 26h: a failed change; restored in 2h
     b.incident(100, 99.5)  # no deploy within 2h before it: links nothing; 0.5h
+    # 18h after the 48h deploy (outside the 2h window), but its body names c2 by a 7-digit
+    # prefix: c2 shipped with the 48h deploy of c3, which becomes a failed change; 1h.
+    b.incident(30, 29, root_cause=("c2", 7))
     for i, (concl, hours) in enumerate(
         [("success", 70), ("failure", 55), ("success", 45), ("success", 8)]
     ):
@@ -249,7 +266,9 @@ def build(anchor: float | None = None) -> DeliveryScenario:
     b.deploy("s3", "success", 36)  # ships s2 (54h), s3 (4h)
     b.deploy("s4", "success", 3)  # ships s4 (9h)
     b.deploy("s4", "success", 2, environment="staging")
-    b.incident(0.5, 0.25)  # 2.5h after the last deploy: links nothing; restored in 15 min
+    # 2.5h after the 3h deploy of s4 (outside the 2h window), but its description names s4
+    # (GitLab's 8-digit short id): that deploy is a failed change; restored in 15 min.
+    b.incident(0.5, 0.25, root_cause=("s4", 8))
     b.run("build", "s3", "success", 37, duration=240.0, queue=12.0)
     b.run("build", "s4", "failed", 4, duration=180.0, queue=8.0)
 
@@ -279,12 +298,15 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "frequency": {"1d": 2.0, "7d": 4 / 7, "30d": 5 / 30},
         # lead times 52, 12, 24, 4, 6 h -> sorted 4 6 12 24 52: median 12, p90 24+0.6*28.
         "lead_time": {"n": 5, "0.5": 12.0, "0.9": 40.8},
-        # the failed deploy, and the 26h deploy linked to the incident opened 1h later.
-        "change_failure": (2, 6),
-        # restores 2h and 0.5h: median 1.25, p90 0.5 + 0.9 * 1.5.
-        "restore": {"n": 2, "0.5": 1.25, "0.9": 1.85},
+        # the failed deploy (40h), the 26h deploy linked by time to the incident opened 1h
+        # later, and the 48h deploy named (through c2, which it shipped) by the incident
+        # opened at 30h: 3 of the 6 production deployments.
+        "change_failure": (3, 6),
+        # restores 2h, 0.5h and 1h -> sorted 0.5 1 2: median 1, p90 1 + 0.8 * (2 - 1).
+        "restore": {"n": 3, "0.5": 1.0, "0.9": 1.8},
         "time_to_production": None,
-        # frequency 1/6 a day -> high; lead 12h -> high; CFR 1/3 -> low; restore -> high.
+        # frequency 1/6 a day -> high; lead 12h -> high; CFR 1/2 -> low; restore 1h (not
+        # under 1h) -> high.
         "level": "low",
         "deployments": {
             ("production", "success"): 5,
@@ -318,11 +340,12 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "frequency": {"1d": 1.0, "7d": 2 / 7, "30d": 3 / 30},
         # lead times 54, 4, 9 -> median 9, p90 9 + 0.8 * 45.
         "lead_time": {"n": 3, "0.5": 9.0, "0.9": 45.0},
-        "change_failure": (0, 3),
+        # the 3h deploy, named by the incident's root cause: 1 of 3.
+        "change_failure": (1, 3),
         "restore": {"n": 1, "0.5": 0.25, "0.9": 0.25},
         "time_to_production": None,
-        # frequency 0.1 -> high; lead 9h -> high; CFR 0 -> elite; restore 15 min -> elite.
-        "level": "high",
+        # frequency 0.1 -> high; lead 9h -> high; CFR 1/3 -> low; restore 15 min -> elite.
+        "level": "low",
         "deployments": {("production", "success"): 3, ("staging", "success"): 1},
         "runs": {("build", "success"): 1, ("build", "failure"): 1},
     },

@@ -260,7 +260,7 @@ def issue(repo: FakeRepo, inc: FakeIncident) -> dict[str, Any]:
         "number": inc.number,
         "state": "closed" if inc.closed_at else "open",
         "title": inc.title,
-        "body": None,
+        "body": inc.body,
         "user": user("oncall", 55),
         "labels": [
             {

@@ -339,6 +339,7 @@ class GitLabFake:
                     "iid": i.number,
                     "project_id": repo.id,
                     "title": i.title,
+                    "description": i.body,
                     "state": "closed" if i.closed_at else "opened",
                     "created_at": iso_ms(i.created_at),
                     "updated_at": iso_ms(i.updated_at),

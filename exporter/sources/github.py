@@ -15,7 +15,8 @@ each carries an ``ETag`` from the previous poll and an unchanged list costs a
 * ``/repos/{r}/commits``: the default branch's history with parents, so lead
   time can walk from one production deployment to the previous one; read only
   when the runs or the deployments changed (no new deployment, no new link);
-* ``/repos/{r}/issues?labels=<incident_label>&state=all``: incidents;
+* ``/repos/{r}/issues?labels=<incident_label>&state=all``: incidents, linked to
+  a deployment by a root-cause commit in their body (``delivery.incident_root_cause``);
 * ``/repos/{r}/compare/{previous}...{deployed}`` for a new production deployment
   of a commit that is not in the default branch's history (a hotfix branch).
 
@@ -660,6 +661,7 @@ class GitHubSource(Source):
                             incident_id=f"{repo}#{item['number']}",
                             opened_at=parse_time(item["created_at"]),
                             resolved_at=parse_time(item["closed_at"]) if closed else None,
+                            deployment_sha=self.rules.root_cause_sha(item.get("body")),
                         )
                     )
             except (KeyError, TypeError) as exc:

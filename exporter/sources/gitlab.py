@@ -12,7 +12,8 @@ Per project (resolved once from its path to its numeric id):
 * ``/projects/:id/repository/commits?ref_name=<default branch>&since=<cursor>``
   with ``parent_ids``, for lead time;
 * ``/projects/:id/issues?issue_type=incident`` and ``?labels=<incident_label>``:
-  incidents.
+  incidents, linked to a deployment by a root-cause commit in their description
+  (``delivery.incident_root_cause``).
 
 Offset pages follow ``X-Next-Page``; the group project list uses keyset
 pagination (``pagination=keyset&order_by=id``, ``Link rel="next"``). Each
@@ -387,6 +388,7 @@ class GitLabSource(Source):
                         incident_id=f"{path}#{iid}",
                         opened_at=parse_time(item["created_at"]),
                         resolved_at=parse_time(item["closed_at"]) if closed else None,
+                        deployment_sha=self.rules.root_cause_sha(item.get("description")),
                     )
                 )
         except (KeyError, TypeError) as exc:
