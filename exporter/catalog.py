@@ -4,7 +4,9 @@ The config is the primary catalog. Components read from Backstage (stored by
 :mod:`exporter.store.catalog`) add the services the config does not list, and
 fill in what a config service leaves empty (registration time, tags,
 annotations, repos, routes, cost tags). Where both give a value and they
-differ, the config wins and the conflict is logged once per process.
+differ, the config wins and the conflict is logged once per process; a repo
+that a service's ``ci`` refs claim (exactly or by pattern) stays with that
+service, and an annotation naming it for another service is such a conflict.
 Backstage groups add teams that may own no service yet.
 
 :func:`merge` is pure; :func:`load_catalog` reads the store and logs new
@@ -18,7 +20,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from exporter.config import Config, ServiceConfig
+from exporter.config import Config, ServiceConfig, repo_owner
 from exporter.records import CatalogEntity
 from exporter.store import Store
 
@@ -144,6 +146,7 @@ def merge(config_services: Sequence[ServiceConfig], entities: Iterable[CatalogEn
             continue
         components[entity.name] = entity
     for name, entity in components.items():
+        repos = _unclaimed_repos(config_services, name, entity, conflicts)
         from_catalog = CatalogService(
             name=name,
             team=entity.team or UNKNOWN_TEAM,
@@ -151,7 +154,7 @@ def merge(config_services: Sequence[ServiceConfig], entities: Iterable[CatalogEn
             system=entity.system,
             tags=frozenset(entity.tags),
             annotations=dict(entity.annotations),
-            repos=entity.repos,
+            repos=repos,
             routes=entity.routes,
             cost_tags=entity.cost_tags,
             registered_at=entity.registered_at,
@@ -182,6 +185,24 @@ def merge(config_services: Sequence[ServiceConfig], entities: Iterable[CatalogEn
     return Catalog(
         services=dict(sorted(services.items())), teams=frozenset(teams), conflicts=tuple(conflicts)
     )
+
+
+def _unclaimed_repos(
+    config_services: Sequence[ServiceConfig],
+    name: str,
+    entity: CatalogEntity,
+    conflicts: list[Conflict],
+) -> tuple[str, ...]:
+    """The entity's repos that no other service's ``ci`` refs claim: the config wins a repo."""
+    kept: list[str] = []
+    for repo in entity.repos:
+        kind, _, path = repo.partition(":")
+        owner = repo_owner(config_services, kind, path)
+        if owner is not None and owner != name:
+            conflicts.append(Conflict(name, f"owner of repo {repo}", owner, name, entity.source))
+            continue
+        kept.append(repo)
+    return tuple(kept)
 
 
 def _replace(svc: CatalogService, changes: Mapping[str, object]) -> CatalogService:

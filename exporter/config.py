@@ -13,6 +13,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -992,14 +993,19 @@ class Config(BaseSettings):
 
     def service_of_repo(self, kind: str, name: str) -> str | None:
         """The service a CI/CD repo, project or job belongs to (exact refs before patterns)."""
-        refs = [(svc.name, ref) for svc in self.services for ref in svc.ci]
-        for svc_name, ref in refs:
-            if not ref.is_pattern and ref.matches(kind, name):
-                return svc_name
-        for svc_name, ref in refs:
-            if ref.is_pattern and ref.matches(kind, name):
-                return svc_name
-        return None
+        return repo_owner(self.services, kind, name)
+
+
+def repo_owner(services: Sequence[ServiceConfig], kind: str, name: str) -> str | None:
+    """The service whose ``ci`` refs claim a repo, project or job (exact refs before patterns)."""
+    refs = [(svc.name, ref) for svc in services for ref in svc.ci]
+    for svc_name, ref in refs:
+        if not ref.is_pattern and ref.matches(kind, name):
+            return svc_name
+    for svc_name, ref in refs:
+        if ref.is_pattern and ref.matches(kind, name):
+            return svc_name
+    return None
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:

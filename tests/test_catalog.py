@@ -101,6 +101,59 @@ class TestConflictLog:
                 load_catalog(config, store)
         assert caplog.text.count("catalog conflict for service a") == 1
 
+    def test_a_repo_the_configs_ci_refs_claim_stays_with_that_service(self) -> None:
+        """checkout claims acme/checkout exactly and payments-api claims acme/payments-*:
+        Backstage naming either for ledger is a conflict the config wins; ledger keeps
+        acme/ledger, and checkout's own annotation of acme/checkout is no conflict."""
+        cat = merge(
+            [
+                svc("checkout", "payments", ci=[{"github": "acme/checkout"}]),
+                svc("payments-api", "payments", ci=[{"github": "acme/payments-*"}]),
+            ],
+            [
+                comp("checkout", "payments", repos=("github:acme/checkout",)),
+                comp(
+                    "ledger",
+                    "finance",
+                    repos=("github:acme/ledger", "github:ACME/Checkout", "github:acme/payments-x"),
+                ),
+            ],
+        )
+        assert cat.services["ledger"].repos == ("github:acme/ledger",)
+        assert cat.services["checkout"].repos == ("github:acme/checkout",)
+        assert {(c.service, c.field, c.config_value, c.catalog_value) for c in cat.conflicts} == {
+            ("ledger", "owner of repo github:ACME/Checkout", "checkout", "ledger"),
+            ("ledger", "owner of repo github:acme/payments-x", "payments-api", "ledger"),
+        }
+
+
+class TestCostAllocationFromTheMergedCatalog:
+    def test_config_cost_rules_come_first_then_the_catalogs_cost_tags(self) -> None:
+        """checkout's config tags win over its Backstage cost tags and over another
+        entity claiming the same tag; ledger, only in Backstage, gets its own lines."""
+        from exporter.sources.billing import allocator_for
+
+        config = Config(
+            services=[
+                {"name": "checkout", "team": "payments", "cost": {"tags": {"app": "checkout"}}}
+            ]
+        )
+        cat = merge(
+            config.services,
+            [
+                comp("checkout", "payments", cost_tags=("app=shop",)),
+                comp("ledger", "finance", cost_tags=("app=ledger",)),
+                comp("pos", "retail", cost_tags=("app=checkout",)),
+            ],
+        )
+        allocator = allocator_for(config, cat)
+        assert allocator.allocate({"app": "checkout"}) == ("checkout", "payments")
+        assert allocator.allocate({"app": "ledger"}) == ("ledger", "finance")
+        assert allocator.allocate({"app": "shop"}) == ("unallocated", "unallocated")
+        assert ("checkout", "cost_tags", "app=checkout", "app=shop") in {
+            (c.service, c.field, c.config_value, c.catalog_value) for c in cat.conflicts
+        }
+
 
 class TestRenderContext:
     def test_team_of_knows_backstage_services_and_the_config_wins(self) -> None:

@@ -28,6 +28,8 @@ from collections.abc import Iterator, Sequence
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from exporter.catalog import CatalogService
+from exporter.evidence import configured
 from exporter.kpis import delivery as kpi
 from exporter.kpis.uptime import quantile
 from exporter.metrics import RenderContext, cached_help
@@ -59,14 +61,27 @@ def _add_quantile(metric: Metric, lbl: Sequence[str], window: str, q: float, val
     metric.add_sample(metric.name, labels, value)
 
 
+def delivery_services(ctx: RenderContext) -> list[CatalogService]:
+    """The services whose delivery KPIs are shown: config services with ``ci`` refs, and
+    services of the merged catalog whose annotations name repos of a configured CI source
+    (a service only Backstage lists included), in name order."""
+    own = {s.name: s for s in ctx.config.services}
+    kinds = tuple(f"{k}:" for k in SOURCE_KINDS if configured(ctx.config, (k,)))
+    return [
+        svc
+        for name, svc in sorted(ctx.catalog.services.items())
+        if (own[name].ci if name in own else False) or any(r.startswith(kinds) for r in svc.repos)
+    ]
+
+
 def collect(ctx: RenderContext) -> Iterator[Metric]:
     kind = _kind(ctx)
 
     def helptext(text: str) -> str:
         return cached_help(text, ctx, kind)
 
-    catalog = [s for s in ctx.config.services if s.ci]
-    known = {s.name for s in ctx.config.services}
+    catalog = delivery_services(ctx)
+    known = {s.name for s in ctx.config.services} | ctx.known_services()
     rules = ctx.config.delivery
     data = store.load(ctx.store, rules.commit_time)
     now = ctx.now
@@ -216,7 +231,7 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
         if start is None and svc.registered_at is not None:
             # A registration older than the history we read may predate deployments we
             # never saw: its first production deployment is unknown.
-            registered = svc.registered_at.timestamp()
+            registered = svc.registered_at
             start = registered if registered >= history_start else None
         ttp_samples.add_metric(lbl, 0 if start is None else 1)
         to_prod = kpi.time_to_production(start, d.deploys, now)

@@ -88,11 +88,12 @@ async def run_units(units: Iterable[Callable[[], Awaitable[None]]], concurrency:
 
 def repo_mapper(ctx: PollContext, config: Any, kind: str) -> Callable[[str], str | None]:
     """Repo name -> service: the config's ``ci`` refs first, then the merged catalog's
-    repos (e.g. Backstage ``github.com/project-slug`` annotations) for configured services."""
+    repos (e.g. Backstage ``github.com/project-slug`` annotations), including services
+    only the external catalog lists. The catalog is read once, on the first lookup the
+    config does not answer."""
     from exporter.catalog import load_catalog, repo_index
 
     index: dict[str, str] | None = None
-    known = {s.name for s in config.services}
 
     def service_of(name: str) -> str | None:
         nonlocal index
@@ -101,7 +102,6 @@ def repo_mapper(ctx: PollContext, config: Any, kind: str) -> Callable[[str], str
             return service
         if index is None:
             index = repo_index(load_catalog(config, ctx.store))
-        found = index.get(f"{kind}:{name}".lower())
-        return found if found in known else None
+        return index.get(f"{kind}:{name}".lower())
 
     return service_of
