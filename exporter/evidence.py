@@ -65,7 +65,7 @@ def api_consumers(config: Config, store: Store, since: float) -> int | None:
 # TemplateUse records.
 TEMPLATE_KINDS: dict[str, frozenset[str]] = {
     "github": frozenset({"pipeline", "workflow"}),
-    "gitlab": frozenset({"pipeline"}),
+    "gitlab": frozenset({"pipeline", "include"}),
     "jenkins": frozenset({"pipeline"}),
 }
 

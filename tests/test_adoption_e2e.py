@@ -5,9 +5,11 @@ health probe) and ledger and notifications, which only Backstage lists.
 
 * golden-path (catalog tag): Backstage tags checkout, payments-api and ledger: 3/7, 1 team.
 * observability (a probe configured): the 5 config services: 5/7, 3 teams.
-* ci-template (GitHub workflow path): checkout, payments-api and recommendations run the
-  shared CI workflow on the simulated GitHub (search builds on GitLab, accounts on Jenkins):
-  3/7, 2 teams.
+* ci-template (GitHub workflow path or GitLab include): checkout, payments-api and
+  recommendations run the shared CI workflow on the simulated GitHub, and search's GitLab
+  configuration includes acme/platform-templates/gitlab/build.gitlab-ci.yml, recorded at its
+  latest pipeline 4 hours ago (accounts builds on Jenkins): 4/7; teams payments (checkout,
+  payments-api) and discovery (recommendations, search): 2.
 * api-gateway (gateway traffic): Kong routes checkout, payments-api, search and accounts;
   NGINX serves recommendations: 5/7, 3 teams (after a second poll: a counter's first
   reading is its baseline).
@@ -63,7 +65,7 @@ class TestDemoAdoption:
         assert EXPECTED_RATIOS == {
             "golden-path": 3 / 7,
             "observability": 5 / 7,
-            "ci-template": 3 / 7,
+            "ci-template": 4 / 7,
             "api-gateway": 5 / 7,
         }
         exp = Exposition.parse(asyncio.run(scrape_after_two_polls(demo_config)))
@@ -77,6 +79,12 @@ class TestDemoAdoption:
         assert exp.value("platform_capability_adopting_services", capability="observability") == 5
         assert exp.value("platform_capability_adopting_teams", capability="observability") == 3
         assert exp.value("platform_capability_adopting_teams", capability="ci-template") == 2
+        assert (
+            exp.value(
+                "platform_service_capability_adopted", service="search", capability="ci-template"
+            )
+            == 1
+        )
         assert exp.value("platform_capability_adopting_teams", capability="api-gateway") == 3
         assert (
             exp.value(

@@ -161,6 +161,45 @@ class TestGitLab:
         assert r.json()[0]["path_with_namespace"] == "discovery/search"
         assert "X-Next-Page" not in r.headers
 
+    def test_ci_lint_of_the_project_configuration_lists_its_includes(self) -> None:
+        """https://docs.gitlab.com/api/lint/#validate-a-projects-ci-configuration
+        (``GET /projects/:id/ci/lint``: ``valid``, ``errors``, ``warnings``, ``merged_yaml``,
+        ``includes``); each include as GitLab's ``API::Entities::Ci::Lint::Result::Include``
+        exposes it: ``type``, ``location``, ``blob``, ``raw``, ``extra`` (``project`` and
+        ``ref`` of a ``file`` include), ``context_project``, ``context_sha``."""
+        r = gitlab(f"/api/v4/projects/{PID}/ci/lint")
+        assert r.status_code == 200
+        body = r.json()
+        has(body, "valid", "errors", "warnings", "merged_yaml", "includes")
+        assert body["valid"] is True and body["errors"] == []
+        head = SCENARIO.gitlab["discovery/search"].commits[-1].sha
+        kinds = {}
+        for include in body["includes"]:
+            has(
+                include,
+                "type",
+                "location",
+                "blob",
+                "raw",
+                "extra",
+                "context_project",
+                "context_sha",
+            )
+            assert include["type"] in ("local", "file", "remote", "template", "component")
+            assert include["context_project"] == "discovery/search"
+            assert include["context_sha"] == head
+            kinds[include["type"]] = include
+        assert kinds["file"]["extra"] == {"project": "acme/platform-templates", "ref": "v2"}
+        assert "/acme/platform-templates/-/blob/" in kinds["file"]["blob"]
+        assert kinds["local"]["blob"].endswith(
+            f"/discovery/search/-/blob/{head}/{kinds['local']['location']}"
+        )
+        assert kinds["template"]["blob"] is None
+        assert gitlab("/api/v4/projects/999999/ci/lint").status_code == 404
+        pinned = gitlab(f"/api/v4/projects/{PID}/ci/lint?content_ref={head}")
+        assert pinned.json()["includes"] == body["includes"]
+        assert gitlab(f"/api/v4/projects/{PID}/ci/lint?content_ref=nope").status_code == 404
+
     def test_rate_limit_headers_and_bad_token(self) -> None:
         """https://docs.gitlab.com/administration/settings/user_and_ip_rate_limits/#response-headers"""
         r = gitlab(f"/api/v4/projects/{PID}/pipelines")

@@ -62,14 +62,16 @@ CAPABILITIES: list[dict[str, Any]] = [
         "detect": {"rule": "probe"},
     },
     {
-        # The simulated GitHub org's shared CI workflow: checkout, payments-api and
-        # recommendations run it (exporter/sandbox/delivery_data.py); search and accounts
-        # build on GitLab and Jenkins, ledger and notifications have no CI here.
+        # The platform's shared CI: checkout, payments-api and recommendations run its GitHub
+        # workflow (exporter/sandbox/delivery_data.py); search's GitLab pipeline includes its
+        # GitLab template (exporter/sandbox/gitlab.py INCLUDES); accounts builds on Jenkins,
+        # ledger and notifications have no CI here.
         "name": "ci-template",
-        "description": "Services whose pipelines ran the platform's CI workflow in 30 days.",
+        "description": "Services whose pipelines ran the platform's CI template in 30 days.",
         "detect": {
             "rule": "pipeline_template",
             "workflow_paths": [".github/workflows/ci.yml", "acme/platform-templates/*"],
+            "gitlab_includes": ["acme/platform-templates/*"],
         },
     },
     {
@@ -83,12 +85,12 @@ CAPABILITIES: list[dict[str, Any]] = [
     },
 ]
 # Known from the scenario; 7 services in the catalog. ci-template needs the simulated
-# GitHub, api-gateway the simulated Kong and NGINX (after their second poll: the first
-# reading of a counter is its baseline).
+# GitHub and GitLab, api-gateway the simulated Kong and NGINX (after their second poll: the
+# first reading of a counter is its baseline).
 EXPECTED_RATIOS = {
     "golden-path": 3 / 7,
     "observability": 5 / 7,
-    "ci-template": 3 / 7,
+    "ci-template": 4 / 7,
     "api-gateway": 5 / 7,
 }
 

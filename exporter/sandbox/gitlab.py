@@ -7,11 +7,13 @@ pagination (``pagination=keyset&order_by=id``, ``Link rel="next"`` only) on the
 group projects list; ``RateLimit-Limit/-Remaining/-Reset`` headers; weak ETags
 with ``If-None-Match`` -> ``304``. Filters: ``updated_after`` + ``order_by=
 updated_at`` on pipelines and deployments, ``since`` on commits, ``issue_type``,
-``labels`` and ``updated_after`` on issues.
+``labels`` and ``updated_after`` on issues. The CI lint API answers the default
+branch's configuration with its ``includes`` (:data:`INCLUDES`).
 
 Paths (under ``/gitlab`` in the sandbox): ``/api/v4/projects/{id or path}``,
 ``.../pipelines``, ``.../pipelines/{id}``, ``.../deployments``,
-``.../repository/commits``, ``.../issues``, ``/api/v4/groups/{path}/projects``.
+``.../repository/commits``, ``.../issues``, ``.../ci/lint``,
+``/api/v4/groups/{path}/projects``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,13 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from exporter.sandbox.app import App, Request, Response
-from exporter.sandbox.delivery_data import DeliveryScenario, FakeDeployment, FakeRepo, FakeRun
+from exporter.sandbox.delivery_data import (
+    DeliveryScenario,
+    FakeDeployment,
+    FakeRepo,
+    FakeRun,
+    sha_of,
+)
 from exporter.sandbox.fakes import FaultPlan, etag_of, int_arg, iso_ms, page_slice, parse_iso
 from exporter.sandbox.scenario import Scenario
 
@@ -139,6 +147,52 @@ def deployment(repo: FakeRepo, dep: FakeDeployment) -> dict[str, Any]:
     }
 
 
+# One ``include`` of a CI configuration: (type, location, extra), as the CI lint API names them.
+Include = tuple[str, str, dict[str, str]]
+
+# discovery/search builds with the platform's shared GitLab template (a file of the
+# acme/platform-templates project), plus a local file and a GitLab template.
+INCLUDES: dict[str, list[Include]] = {
+    "discovery/search": [
+        ("file", "gitlab/build.gitlab-ci.yml", {"project": "acme/platform-templates", "ref": "v2"}),
+        ("local", ".gitlab/ci/test.gitlab-ci.yml", {}),
+        ("template", "Jobs/SAST.gitlab-ci.yml", {}),
+    ],
+}
+
+
+def lint_include(repo: FakeRepo, head: str | None, include: Include) -> dict[str, Any]:
+    """One item of ``includes`` in ``GET /projects/:id/ci/lint``: ``blob`` and ``raw`` URLs
+    pinned to the resolved commit, ``extra`` (project and ref of a ``file`` include), and the
+    project and commit the include was resolved in."""
+    kind, location, extra = include
+    blob: str | None = None
+    raw: str | None = None
+    if kind == "file":
+        project = extra["project"]
+        sha = sha_of(project, extra.get("ref", "HEAD"))
+        blob = f"{WEB}/{project}/-/blob/{sha}/{location}"
+        raw = f"{WEB}/{project}/-/raw/{sha}/{location}"
+    elif kind == "local" and head is not None:
+        blob = f"{WEB}/{repo.full_name}/-/blob/{head}/{location}"
+        raw = f"{WEB}/{repo.full_name}/-/raw/{head}/{location}"
+    elif kind == "template":
+        raw = (
+            f"https://gitlab.com/gitlab-org/gitlab/-/raw/master/lib/gitlab/ci/templates/{location}"
+        )
+    elif kind == "remote":
+        raw = location
+    return {
+        "type": kind,
+        "location": location,
+        "blob": blob,
+        "raw": raw,
+        "extra": dict(extra),
+        "context_project": repo.full_name,
+        "context_sha": head,
+    }
+
+
 class GitLabFake:
     """The simulated API over a :class:`DeliveryScenario`; ``plan`` injects faults."""
 
@@ -148,11 +202,16 @@ class GitLabFake:
         token: str = TOKEN,
         clock: Callable[[], float] = time.time,
         prefix: str = "",
+        includes: dict[str, list[Include]] | None = None,
     ) -> None:
         self.scenario = scenario
         self.token = token
         self.clock = clock
         self.prefix = prefix
+        # The includes of each project's CI configuration (tests may change them).
+        self.includes = {
+            k: list(v) for k, v in (INCLUDES if includes is None else includes).items()
+        }
         self.plan = FaultPlan()
         self.remaining = RATE_LIMIT
         self.app = self.plan.wrap(self._routes())
@@ -252,6 +311,27 @@ class GitLabFake:
                 q = f"pagination=keyset&order_by=id&sort=asc&per_page={per_page}&id_after={chunk[-1].id}"
                 headers["Link"] = f'<{origin}{quote(request.path)}?{q}>; rel="next"'
             return Response.json([project(r) for r in chunk], 200, headers)
+
+        @app.route("GET", "/api/v4/projects/{id}/ci/lint")
+        @guarded
+        def ci_lint(request: Request) -> Response:
+            repo = self._project(request.params["id"])
+            if repo is None:
+                return not_found
+            if not repo.commits:
+                return Response.json({"message": "404 Repository Not Found"}, 404)
+            head = request.arg("content_ref") or repo.commits[-1].sha
+            if all(c.sha != head for c in repo.commits):
+                return Response.json({"message": "404 Commit Not Found"}, 404)
+            includes = [lint_include(repo, head, i) for i in self.includes.get(repo.full_name, [])]
+            body = {
+                "valid": True,
+                "errors": [],
+                "warnings": [],
+                "merged_yaml": "---\nbuild:\n  script: make\n",
+                "includes": includes,
+            }
+            return Response.json(body, 200, self._rate_headers(1))
 
         @app.route("GET", "/api/v4/projects/{id}/pipelines/{pipeline_id}")
         @guarded

@@ -34,7 +34,7 @@ import httpx
 from exporter.config import Config, GitLabSourceConfig
 from exporter.errors import AuthError, MalformedResponse, RateLimited
 from exporter.httpclient import conditional_get, send
-from exporter.records import Commit, Deployment, Incident, PipelineRun
+from exporter.records import Commit, Deployment, Incident, PipelineRun, TemplateUse
 from exporter.sources.base import PollContext, Source
 from exporter.sources.cicd_common import (
     body_of,
@@ -210,6 +210,65 @@ class GitLabSource(Source):
                 url, params = response.links.get("next", {}).get("url"), None
         return projects
 
+    async def _template_uses(
+        self,
+        ctx: PollContext,
+        path: str,
+        pid: int,
+        service: str,
+        state: dict[str, Any],
+        head: str | None,
+        records: list[Any],
+    ) -> list[TemplateUse]:
+        """The CI includes of the default branch's configuration, used by the project's latest
+        pipeline: a :class:`TemplateUse` per include, at that pipeline's finish.
+
+        ``GET /projects/:id/ci/lint`` (at the default branch's head) is called only when the head
+        moved since the includes were last read, or they never were; the includes and the head
+        they were read at are kept in the project's state, so a restart reads nothing again.
+        403 (no access to the CI configuration) and 404 (an empty repository) leave them unknown.
+        """
+        fresh = "includes_head" not in state or (
+            head is not None and head != state["includes_head"]
+        )
+        if fresh:
+            response = await send(
+                ctx.client,
+                "GET",
+                f"/projects/{pid}/ci/lint",
+                # The head the includes are kept for (GitLab before 16.10 ignores it: its
+                # default is the same head, unless the branch moved in between).
+                params={"content_ref": head} if head else None,
+                ok=(200, 403, 404),
+                attempts=self.attempts,
+                backoff=self.backoff,
+                max_retry_after=self.max_retry_after,
+                health=ctx.health,
+            )
+            if response.status_code == 200:
+                state["includes"] = include_refs(body_of(response))
+            else:
+                ctx.log.info(
+                    "gitlab project %s: CI lint answered %s; its includes stay unknown",
+                    path,
+                    response.status_code,
+                )
+            state["includes_head"] = head or state.get("includes_head") or ""
+        includes = [str(i) for i in state.get("includes") or []]
+        finished = [r.finished_at for r in records if isinstance(r, PipelineRun)]
+        if fresh:
+            # Includes read for the first time (or anew) also hold for the last pipeline stored.
+            row = ctx.store.query_one(
+                "SELECT MAX(finished_at) FROM pipeline_runs WHERE key LIKE ?",
+                (f"{self.kind}/{path}/%",),
+            )
+            if row is not None and row[0] is not None:
+                finished.append(float(row[0]))
+        if not includes or not finished:
+            return []
+        at = max(finished)
+        return [TemplateUse(self.kind, service, "include", ref, at) for ref in includes]
+
     async def sync_project(self, ctx: PollContext, path: str, service: str) -> None:
         now = ctx.now()
         backfill_start = now - self.rules.backfill_days * 86400.0
@@ -333,10 +392,12 @@ class GitLabSource(Source):
             ctx, f"/projects/{pid}/repository/commits", params, etags.get("commits")
         )
         newest_t = parse_time(since)
+        head: tuple[float, str] | None = None
         try:
             for item in items:
                 committed = parse_time(item["committed_date"])
                 newest_t = max(newest_t, committed)
+                head = max(head or (committed, ""), (committed, str(item["id"])))
                 records.append(
                     Commit(
                         service=service,
@@ -352,6 +413,9 @@ class GitLabSource(Source):
             etags["commits"] = etag
         # An hour of overlap absorbs clock skew between committers; re-reads dedupe.
         state["commits_since"] = _iso(max(parse_time(since), newest_t - 3600.0))
+        records.extend(
+            await self._template_uses(ctx, path, pid, service, state, head and head[1], records)
+        )
 
         # Incidents: issues of type incident, and issues with the incident label.
         since = str(state.get("incidents_after") or start_iso)
@@ -396,3 +460,22 @@ class GitLabSource(Source):
         state["incidents_after"] = newest
         state["etags"] = etags
         ctx.commit(records, {cursor: dump_state(state)})
+
+
+def include_refs(body: Any) -> list[str]:
+    """What each include of a CI lint answer names, sorted: ``project/path`` for a file of
+    another project (``type: file``, ``extra.project``), the ``location`` otherwise (a template
+    name, a component ``host/path@version``, a remote URL, a local path)."""
+    out: set[str] = set()
+    try:
+        for item in body.get("includes") or []:
+            location = str(item.get("location") or "").lstrip("/")
+            if not location:
+                continue
+            project = (
+                (item.get("extra") or {}).get("project") if item.get("type") == "file" else None
+            )
+            out.add(f"{project}/{location}" if project else location)
+    except (AttributeError, TypeError) as exc:
+        raise malformed("CI lint", exc) from None
+    return sorted(out)
