@@ -703,6 +703,9 @@ class DeliveryConfig(StrictModel):
     environments: list[str] = Field(default_factory=lambda: ["staging"])
     # Lead time counts from the commit's author date or its committer date.
     commit_time: Literal["authored", "committed"] = "committed"
+    # A squash-merged merge request (GitLab): lead time counts from the commits it squashed
+    # (each by `commit_time`), or from the squash commit alone, made when it was merged.
+    squash_lead_time: Literal["original_commits", "squash_commit"] = "original_commits"
     # An incident opened this long after a successful production deployment of the same
     # service (and before the next one) makes that deployment a failed change.
     incident_link_window: Duration = 86400.0

@@ -283,6 +283,29 @@ class Commit:
 
 
 @dataclass(frozen=True, slots=True)
+class MergeRequest:
+    """A merged merge request: its head, its merge or squash commit and its own commits.
+
+    A squash merge replaces ``commits`` on the target branch by ``squash_commit_sha``;
+    lead time may then count from the original commits instead.
+    """
+
+    source: str
+    service: str
+    mr_id: str  # "<project path>!<iid>"
+    merged_at: float
+    sha: str  # the source branch head that was merged
+    merge_commit_sha: str | None
+    squash_commit_sha: str | None
+    squash: bool
+    commits: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        return f"{self.source}/{self.mr_id}"
+
+
+@dataclass(frozen=True, slots=True)
 class Incident:
     """An incident of a service: opened, and resolved once ``resolved_at`` is set.
 

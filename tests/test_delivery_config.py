@@ -131,3 +131,12 @@ class TestIncidentRootCause:
                 load_config(path)
             assert "delivery.incident_root_cause" in str(err.value)
             assert str(path) in str(err.value)
+
+
+class TestSquashLeadTime:
+    def test_original_commits_by_default_and_only_two_choices(self, tmp_path: Path) -> None:
+        assert DeliveryConfig().squash_lead_time == "original_commits"
+        path = write(tmp_path, "delivery: {squash_lead_time: squash}\n")
+        with pytest.raises(ConfigError) as err:
+            load_config(path)
+        assert "delivery.squash_lead_time" in str(err.value)

@@ -252,6 +252,30 @@ class TestExplicitIncidentLinks:
         )
 
 
+class TestSquashMerges:
+    def test_lead_time_from_the_squash_commit_when_configured(
+        self, upstreams: Upstreams, tmp_path: Path
+    ) -> None:
+        """With ``squash_lead_time: squash_commit`` search's 3h deploy counts s4 itself (12h
+        - 3h = 9h) instead of f1 and f2: lead times 54, 4, 9 -> median 9h, p90 9 + 0.8 * 45."""
+        data = upstreams.config_data(tmp_path)
+        data.setdefault("delivery", {})["squash_lead_time"] = "squash_commit"
+        daemon = Daemon(Config(**data))
+        text = poll_once(daemon)[0]
+        team = TEAMS["search"]
+        assert _v(text, "platform_lead_time_samples", "search", team, window="7d") == 3
+        for q, hours in (("0.5", 9.0), ("0.9", 45.0)):
+            got = _v(
+                text,
+                "platform_lead_time_quantile_seconds",
+                "search",
+                team,
+                window="7d",
+                quantile=q,
+            )
+            assert got == pytest.approx(hours * H)
+
+
 class TestExposition:
     def test_promtool_check_metrics_is_clean(self, polled: tuple[Daemon, bytes]) -> None:
         _, text = polled

@@ -109,6 +109,40 @@ class TestLeadTime:
         got = sorted((s.sha, s.seconds / H) for s in kpi.lead_times(deploys, commits))
         assert got == [("c", 2.0), ("f", 2.5), ("m", 1.0)]
 
+    def test_a_squash_commit_counts_from_the_commits_it_replaced(self) -> None:
+        """s (at 5h, parent b) squashed a merge request's commits x (0.5h) and y (3h), which
+        left the branch. The deploy of s at 6h after b's at 2h ships x (5.5h) and y (3h),
+        not s (1h)."""
+        commits = dict(chain(("a", 0), ("b", 1)))
+        commits["s"] = CommitNode("s", t(5), ("b",))
+        commits["x"] = CommitNode("x", t(0.5), ("a",))
+        commits["y"] = CommitNode("y", t(3), ("x",))
+        deploys = [ProdDeploy("d1", "b", True, t(2)), ProdDeploy("d2", "s", True, t(6))]
+        squashed = {"s": ("x", "y")}
+        got = sorted((s.sha, s.seconds / H) for s in kpi.lead_times(deploys, commits, squashed))
+        assert got == [("x", 5.5), ("y", 3.0)]
+        assert [(s.sha, s.seconds / H) for s in kpi.lead_times(deploys, commits)] == [("s", 1.0)]
+
+    def test_a_squash_whose_original_commits_are_unknown_counts_itself(self) -> None:
+        """Without any of the merge request's commits in the graph, s stands for itself."""
+        commits = dict(chain(("a", 0), ("b", 1)))
+        commits["s"] = CommitNode("s", t(5), ("b",))
+        deploys = [ProdDeploy("d1", "b", True, t(2)), ProdDeploy("d2", "s", True, t(6))]
+        got = kpi.lead_times(deploys, commits, {"s": ("x", "y")})
+        assert [(s.sha, s.seconds / H) for s in got] == [("s", 1.0)]
+
+    def test_a_redeploy_of_a_squash_commit_counts_its_commits_once(self) -> None:
+        commits = dict(chain(("a", 0), ("b", 1)))
+        commits["s"] = CommitNode("s", t(5), ("b",))
+        commits["x"] = CommitNode("x", t(0.5), ("a",))
+        deploys = [
+            ProdDeploy("d1", "b", True, t(2)),
+            ProdDeploy("d2", "s", True, t(6)),
+            ProdDeploy("d3", "s", True, t(8)),
+        ]
+        got = kpi.lead_times(deploys, commits, {"s": ("x",)})
+        assert [(s.deploy_key, s.sha, s.seconds / H) for s in got] == [("d2", "x", 5.5)]
+
     def test_unknown_commit_gives_no_samples(self) -> None:
         deploys = [ProdDeploy("d1", "a", True, t(1)), ProdDeploy("d2", "zzz", True, t(4))]
         assert kpi.lead_times(deploys, HISTORY) == []

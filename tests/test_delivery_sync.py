@@ -100,10 +100,12 @@ class TestIncremental:
         assert len(gh) == 1 + 3 * 3
         # GitLab: the lists only, each bounded by its cursor or answered 304; nothing re-read.
         gl = upstreams.gitlab.plan.log
-        assert len(gl) == 5  # pipelines, deployments, commits, incidents by type and by label
+        # pipelines, deployments, commits, merged merge requests, incidents by type and by label.
+        assert len(gl) == 6
         for path, query, status in gl:
             assert status == 304 or "updated_after=" in query or "since=" in query, path
             assert "/pipelines/" not in path  # no detail re-read
+            assert "/merge_requests/" not in path  # no merge request's commits re-read
         # Jenkins: one bounded tree request per job.
         jk = upstreams.jenkins.plan.log
         assert len(jk) == 2 and all("tree=" in q and "{0,100}" in q for _, q, _ in jk)

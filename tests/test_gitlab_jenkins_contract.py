@@ -146,6 +146,59 @@ class TestGitLab:
             assert i["state"] in ("opened", "closed")
         assert "root cause: " in body[0]["description"]  # a string (null when empty)
 
+    def test_merged_merge_requests_fields(self) -> None:
+        """https://docs.gitlab.com/api/merge_requests/#list-project-merge-requests
+        (state=merged, updated_after "on or after", order_by=updated_at)"""
+        url = f"/api/v4/projects/{PID}/merge_requests?state=merged&order_by=updated_at&sort=asc"
+        body = gitlab(url).json()
+        assert len(body) == 2
+        for m in body:
+            has(
+                m,
+                "id",
+                "iid",
+                "project_id",
+                "state",
+                "created_at",
+                "updated_at",
+                "merged_at",
+                "target_branch",
+                "source_branch",
+                "sha",
+                "merge_commit_sha",
+                "squash_commit_sha",
+                "squash",
+                "web_url",
+            )
+            assert m["state"] == "merged"
+        assert [m["updated_at"] for m in body] == sorted(m["updated_at"] for m in body)
+        squashed = [m for m in body if m["squash"]]
+        assert len(squashed) == 1 and len(squashed[0]["squash_commit_sha"]) == 40
+        later = gitlab(f"{url}&updated_after={body[1]['updated_at']}").json()
+        assert [m["iid"] for m in later] == [body[1]["iid"]]  # on or after: inclusive
+
+    def test_merge_request_commits_fields(self) -> None:
+        """https://docs.gitlab.com/api/merge_requests/#get-single-merge-request-commits"""
+        body = gitlab(f"/api/v4/projects/{PID}/merge_requests/2/commits").json()
+        assert len(body) == 2
+        for c in body:
+            has(
+                c,
+                "id",
+                "short_id",
+                "title",
+                "message",
+                "author_name",
+                "authored_date",
+                "committer_name",
+                "committed_date",
+                "created_at",
+                "parent_ids",
+                "web_url",
+            )
+        assert body[0]["parent_ids"] == [body[1]["id"]]  # newest first
+        assert gitlab(f"/api/v4/projects/{PID}/merge_requests/99/commits").status_code == 404
+
     def test_offset_pagination_headers(self) -> None:
         """https://docs.gitlab.com/api/rest/#pagination (X-Next-Page, X-Total, Link)"""
         r = gitlab(f"/api/v4/projects/{PID}/deployments?per_page=2")

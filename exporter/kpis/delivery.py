@@ -9,7 +9,9 @@ Definitions (see docs/kpis.md, "Delivery"):
   production deployment: every commit reachable from D's commit and not from
   P's commit contributes ``D.finished_at - commit time``. No P (the first one
   known), a commit we do not know, a redeploy of the same commit or a rollback
-  (D's commit already reachable from P's) contribute nothing;
+  (D's commit already reachable from P's) contribute nothing. A squash commit
+  that replaced a merge request's commits contributes, when ``squashed`` says
+  so, those original commits (each one that we know) instead of itself;
 * change failure ratio over a window = (failed production deployments + successful
   ones linked to an incident) / all production deployments that finished in the
   window. An incident that names a root-cause commit (a full SHA, or a prefix of
@@ -145,9 +147,18 @@ def _reachable(start: str, commits: Mapping[str, CommitNode], stop: set[str]) ->
     return order
 
 
-def lead_times(deploys: Sequence[ProdDeploy], commits: Mapping[str, CommitNode]) -> list[LeadTime]:
-    """Every commit's lead time, for one service's production deployments (see module doc)."""
+def lead_times(
+    deploys: Sequence[ProdDeploy],
+    commits: Mapping[str, CommitNode],
+    squashed: Mapping[str, Sequence[str]] | None = None,
+) -> list[LeadTime]:
+    """Every commit's lead time, for one service's production deployments (see module doc).
+
+    ``squashed`` maps a squash commit to the original commits of the merge request
+    it replaced; those count in its place.
+    """
     out: list[LeadTime] = []
+    originals_of: Mapping[str, Sequence[str]] = squashed or {}
     successes = _ordered_successes(deploys)
     for prev, cur in itertools.pairwise(successes):
         if cur.sha not in commits or prev.sha not in commits or cur.sha == prev.sha:
@@ -155,9 +166,11 @@ def lead_times(deploys: Sequence[ProdDeploy], commits: Mapping[str, CommitNode])
         shipped_before = set(_reachable(prev.sha, commits, set()))
         if cur.sha in shipped_before:
             continue  # a rollback to (or redeploy of) something already in production
-        for sha in _reachable(cur.sha, commits, shipped_before):
-            seconds = max(0.0, cur.finished_at - commits[sha].at)
-            out.append(LeadTime(cur.key, sha, cur.finished_at, seconds))
+        for shipped in _reachable(cur.sha, commits, shipped_before):
+            originals = [o for o in originals_of.get(shipped, ()) if o in commits]
+            for sha in originals or [shipped]:
+                seconds = max(0.0, cur.finished_at - commits[sha].at)
+                out.append(LeadTime(cur.key, sha, cur.finished_at, seconds))
     return out
 
 

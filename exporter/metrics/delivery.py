@@ -192,7 +192,8 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
             if per_day is not None:
                 freq.add_metric([*lbl, window], per_day)
 
-        leads = kpi.lead_times(d.deploys, d.commits)
+        squashed = d.squashed if rules.squash_lead_time == "original_commits" else None
+        leads = kpi.lead_times(d.deploys, d.commits, squashed)
         lead_values = [s.seconds for s in leads if s.deployed_at <= now]
         lead_hist.add_metric(lbl, _buckets(lead_values, kpi.LEAD_TIME_BUCKETS), sum(lead_values))
         lead_median_30d: float | None = None

@@ -12,7 +12,8 @@ Which upstream serves which service:
 * checkout: GitHub ``acme/checkout``, Deployments API (production and staging);
 * payments-api: GitHub ``acme/payments-api``, no deployments: its "Deploy" workflow is;
 * recommendations: GitHub ``acme/recommendations``, new (root commit 12 days ago);
-* search: GitLab ``discovery/search``, deployments per environment;
+* search: GitLab ``discovery/search``, deployments per environment, merge requests (one
+  squash-merged);
 * accounts: Jenkins ``identity/accounts-deploy`` (deploys) and ``identity/accounts-ci``.
 """
 
@@ -91,6 +92,23 @@ class FakeIncident:
 
 
 @dataclass
+class FakeMergeRequest:
+    """A merged GitLab merge request: squashed into ``squash_commit_sha``, or its
+    ``commits`` (oldest first) landed on the branch as they are."""
+
+    iid: int
+    source_branch: str
+    created_at: float
+    merged_at: float
+    commits: list[FakeCommit]
+    squash_commit_sha: str | None = None
+
+    @property
+    def updated_at(self) -> float:
+        return self.merged_at
+
+
+@dataclass
 class FakeRepo:
     """One repo (GitHub), project (GitLab) or job pair (Jenkins) of a service."""
 
@@ -101,6 +119,7 @@ class FakeRepo:
     runs: list[FakeRun] = field(default_factory=list)
     deployments: list[FakeDeployment] = field(default_factory=list)
     incidents: list[FakeIncident] = field(default_factory=list)
+    merge_requests: list[FakeMergeRequest] = field(default_factory=list)
     default_branch: str = "main"
     created_at: float = 0.0
     # Bumped on every change: the fakes derive their ETags from it.
@@ -147,6 +166,36 @@ class _Builder:
             t = self.s.at(hours)
             self.repo.commits.append(FakeCommit(sha, t - 600, t, parent, f"{name}: change"))
             parent = [sha]
+
+    def merged(self, *names: str) -> None:
+        """A merge request whose commits ``names`` (of the history) landed as they are."""
+        commits = [c for c in self.repo.commits if c.sha in {self.shas[n] for n in names}]
+        self._merge_request(commits, commits[-1].committed_at)
+
+    def squash_merged(self, squash: str, *originals: tuple[str, float]) -> None:
+        """A merge request squashed into ``squash`` (of the history): its own commits
+        ``originals`` (name, hours) branched from the squash commit's parent and left
+        the branch with it."""
+        squash_commit = next(c for c in self.repo.commits if c.sha == self.shas[squash])
+        parent = list(squash_commit.parents)
+        commits = []
+        for name, hours in originals:
+            sha = sha_of(self.repo.full_name, name)
+            self.shas[name] = sha
+            t = self.s.at(hours)
+            commits.append(FakeCommit(sha, t - 600, t, parent, f"{name}: work", False))
+            parent = [sha]
+        self._merge_request(commits, squash_commit.committed_at, squash_commit.sha)
+
+    def _merge_request(
+        self, commits: list[FakeCommit], merged_at: float, squash_sha: str | None = None
+    ) -> None:
+        iid = len(self.repo.merge_requests) + 1
+        self.repo.merge_requests.append(
+            FakeMergeRequest(
+                iid, f"feature-{iid}", commits[0].authored_at, merged_at, commits, squash_sha
+            )
+        )
 
     def deploy(
         self, name: str, state: str, finished_hours: float, environment: str = "production"
@@ -262,6 +311,10 @@ def build(anchor: float | None = None) -> DeliveryScenario:
     repo = s.gitlab["discovery/search"] = FakeRepo("discovery/search", 201, "search")
     b = _Builder(s, repo)
     b.commits(("s1", 400), ("s2", 90), ("s3", 40), ("s4", 12))
+    b.merged("s2", "s3")  # a merge request fast-forwarded: its commits are the history's
+    # A merge request squashed into s4: its own commits f1 (30h) and f2 (20h) left the
+    # branch; lead time counts from them, not from s4 (made when it was merged).
+    b.squash_merged("s4", ("f1", 30), ("f2", 20))
     b.deploy("s1", "success", 300)  # first known
     b.deploy("s3", "success", 36)  # ships s2 (54h), s3 (4h)
     b.deploy("s4", "success", 3)  # ships s4 (9h)
@@ -338,13 +391,15 @@ EXPECTED: dict[str, dict[str, Any]] = {
     },
     "search": {
         "frequency": {"1d": 1.0, "7d": 2 / 7, "30d": 3 / 30},
-        # lead times 54, 4, 9 -> median 9, p90 9 + 0.8 * 45.
-        "lead_time": {"n": 3, "0.5": 9.0, "0.9": 45.0},
+        # the 36h deploy ships s2 (54h) and s3 (4h); the 3h deploy ships s4, which stands for
+        # f1 (30h - 3h = 27h) and f2 (17h). Sorted 4 17 27 54: median (17 + 27) / 2 = 22,
+        # p90 at rank 0.9 * 3 = 2.7: 27 + 0.7 * (54 - 27) = 45.9. (From s4 itself: 9h.)
+        "lead_time": {"n": 4, "0.5": 22.0, "0.9": 45.9},
         # the 3h deploy, named by the incident's root cause: 1 of 3.
         "change_failure": (1, 3),
         "restore": {"n": 1, "0.5": 0.25, "0.9": 0.25},
         "time_to_production": None,
-        # frequency 0.1 -> high; lead 9h -> high; CFR 1/3 -> low; restore 15 min -> elite.
+        # frequency 0.1 -> high; lead 22h -> high; CFR 1/3 -> low; restore 15 min -> elite.
         "level": "low",
         "deployments": {("production", "success"): 3, ("staging", "success"): 1},
         "runs": {("build", "success"): 1, ("build", "failure"): 1},

@@ -7,19 +7,21 @@ pagination (``pagination=keyset&order_by=id``, ``Link rel="next"`` only) on the
 group projects list; ``RateLimit-Limit/-Remaining/-Reset`` headers; weak ETags
 with ``If-None-Match`` -> ``304``. Filters: ``updated_after`` + ``order_by=
 updated_at`` on pipelines and deployments, ``since`` on commits, ``issue_type``,
-``labels`` and ``updated_after`` on issues. The CI lint API answers the default
-branch's configuration with its ``includes`` (:data:`INCLUDES`).
+``labels`` and ``updated_after`` on issues, ``state``, ``target_branch`` and
+``updated_after`` (on or after) on merge requests. The CI lint API answers the
+default branch's configuration with its ``includes`` (:data:`INCLUDES`).
 
 Paths (under ``/gitlab`` in the sandbox): ``/api/v4/projects/{id or path}``,
 ``.../pipelines``, ``.../pipelines/{id}``, ``.../deployments``,
-``.../repository/commits``, ``.../issues``, ``.../ci/lint``,
+``.../repository/commits``, ``.../issues``, ``.../merge_requests``,
+``.../merge_requests/{iid}/commits``, ``.../ci/lint``,
 ``/api/v4/groups/{path}/projects``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -27,7 +29,9 @@ from urllib.parse import quote, unquote
 from exporter.sandbox.app import App, Request, Response
 from exporter.sandbox.delivery_data import (
     DeliveryScenario,
+    FakeCommit,
     FakeDeployment,
+    FakeMergeRequest,
     FakeRepo,
     FakeRun,
     sha_of,
@@ -193,6 +197,62 @@ def lint_include(repo: FakeRepo, head: str | None, include: Include) -> dict[str
     }
 
 
+def commit(repo: FakeRepo, c: FakeCommit) -> dict[str, Any]:
+    return {
+        "id": c.sha,
+        "short_id": c.sha[:8],
+        "title": c.message,
+        "message": c.message,
+        "author_name": "Dev",
+        "author_email": "dev@example.com",
+        "authored_date": iso_ms(c.authored_at),
+        "committer_name": "Dev",
+        "committer_email": "dev@example.com",
+        "committed_date": iso_ms(c.committed_at),
+        "created_at": iso_ms(c.committed_at),
+        "parent_ids": list(c.parents),
+        "trailers": {},
+        "extended_trailers": {},
+        "web_url": f"{WEB}/{repo.full_name}/-/commit/{c.sha}",
+    }
+
+
+def merge_request(repo: FakeRepo, mr: FakeMergeRequest) -> dict[str, Any]:
+    user = {"id": 1, "username": "dev", "name": "Dev", "state": "active", "locked": False}
+    return {
+        "id": repo.id * 100 + mr.iid,
+        "iid": mr.iid,
+        "project_id": repo.id,
+        "title": f"{mr.source_branch}: change",
+        "description": "",
+        "state": "merged",
+        "created_at": iso_ms(mr.created_at),
+        "updated_at": iso_ms(mr.updated_at),
+        "merged_at": iso_ms(mr.merged_at),
+        "closed_at": None,
+        "merge_user": user,
+        "author": user,
+        "target_branch": repo.default_branch,
+        "source_branch": mr.source_branch,
+        "source_project_id": repo.id,
+        "target_project_id": repo.id,
+        "draft": False,
+        "detailed_merge_status": "not_open",
+        "sha": mr.commits[-1].sha,
+        # A fast-forward merge (and a squash without a merge commit) makes no merge commit.
+        "merge_commit_sha": None,
+        "squash_commit_sha": mr.squash_commit_sha,
+        "squash": mr.squash_commit_sha is not None,
+        "squash_on_merge": mr.squash_commit_sha is not None,
+        "references": {
+            "short": f"!{mr.iid}",
+            "relative": f"!{mr.iid}",
+            "full": f"{repo.full_name}!{mr.iid}",
+        },
+        "web_url": f"{WEB}/{repo.full_name}/-/merge_requests/{mr.iid}",
+    }
+
+
 class GitLabFake:
     """The simulated API over a :class:`DeliveryScenario`; ``plan`` injects faults."""
 
@@ -232,6 +292,21 @@ class GitLabFake:
             if ident in (str(repo.id), repo.full_name):
                 return repo
         return None
+
+    def _child(
+        self,
+        request: Request,
+        collection: Callable[[FakeRepo], Sequence[Any]],
+        param: str,
+        ident: Callable[[Any], object],
+    ) -> tuple[FakeRepo, Any] | None:
+        """The project's item whose ``ident`` is the path parameter ``param``, if any."""
+        repo = self._project(request.params["id"])
+        if repo is None:
+            return None
+        wanted = request.params[param]
+        item = next((x for x in collection(repo) if str(ident(x)) == wanted), None)
+        return None if item is None else (repo, item)
 
     def _list(
         self, request: Request, items: list[Any], render: Callable[[Any], Any], version: object
@@ -336,14 +411,10 @@ class GitLabFake:
         @app.route("GET", "/api/v4/projects/{id}/pipelines/{pipeline_id}")
         @guarded
         def one_pipeline(request: Request) -> Response:
-            repo = self._project(request.params["id"])
-            run = None
-            if repo is not None:
-                run = next(
-                    (r for r in repo.runs if str(r.id) == request.params["pipeline_id"]), None
-                )
-            if repo is None or run is None:
+            found = self._child(request, lambda r: r.runs, "pipeline_id", lambda run: run.id)
+            if found is None:
                 return Response.json({"message": "404 Not found"}, 404)
+            repo, run = found
             return Response.json(pipeline(repo, run, True), 200, self._rate_headers(1))
 
         @app.route("GET", "/api/v4/projects/{id}/pipelines")
@@ -377,25 +448,39 @@ class GitLabFake:
             since = request.arg("since")
             if since:
                 items = [c for c in items if c.committed_at >= parse_iso(since)]
+            return self._list(request, items, lambda c: commit(repo, c), repo.version)
 
-            def render(c: Any) -> dict[str, Any]:
-                return {
-                    "id": c.sha,
-                    "short_id": c.sha[:8],
-                    "title": c.message,
-                    "message": c.message,
-                    "author_name": "Dev",
-                    "author_email": "dev@example.com",
-                    "authored_date": iso_ms(c.authored_at),
-                    "committer_name": "Dev",
-                    "committer_email": "dev@example.com",
-                    "committed_date": iso_ms(c.committed_at),
-                    "created_at": iso_ms(c.committed_at),
-                    "parent_ids": list(c.parents),
-                    "web_url": f"{WEB}/{repo.full_name}/-/commit/{c.sha}",
-                }
+        @app.route("GET", "/api/v4/projects/{id}/merge_requests/{iid}/commits")
+        @guarded
+        def merge_request_commits(request: Request) -> Response:
+            found = self._child(request, lambda r: r.merge_requests, "iid", lambda m: m.iid)
+            if found is None:
+                return Response.json({"message": "404 Not found"}, 404)
+            repo, mr = found
+            items = list(reversed(mr.commits))  # newest first, as git log lists them
+            return self._list(request, items, lambda c: commit(repo, c), repo.version)
 
-            return self._list(request, items, render, repo.version)
+        @app.route("GET", "/api/v4/projects/{id}/merge_requests")
+        @guarded
+        def merge_requests(request: Request) -> Response:
+            repo = self._project(request.params["id"])
+            if repo is None:
+                return not_found
+            items = list(repo.merge_requests)  # all merged
+            if request.arg("state", "all") not in ("merged", "all"):
+                items = []
+            target = request.arg("target_branch")
+            if target and target != repo.default_branch:
+                items = []
+            after = request.arg("updated_after")
+            if after:  # "updated on or after the given time"
+                items = [m for m in items if m.updated_at >= parse_iso(after)]
+            desc = request.arg("sort", "desc") == "desc"
+            if request.arg("order_by") == "updated_at":
+                items.sort(key=lambda m: (m.updated_at, m.iid), reverse=desc)
+            else:
+                items.sort(key=lambda m: (m.created_at, m.iid), reverse=desc)
+            return self._list(request, items, lambda m: merge_request(repo, m), repo.version)
 
         @app.route("GET", "/api/v4/projects/{id}/issues")
         @guarded

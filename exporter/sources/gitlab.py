@@ -11,6 +11,11 @@ Per project (resolved once from its path to its numeric id):
   deployments per environment (``success`` / ``failed`` finish them);
 * ``/projects/:id/repository/commits?ref_name=<default branch>&since=<cursor>``
   with ``parent_ids``, for lead time;
+* ``/projects/:id/merge_requests?state=merged&target_branch=<default branch>&
+  updated_after=<cursor>&order_by=updated_at``, and for each merge request first
+  seen merged, once, ``/merge_requests/:iid/commits``: the commits a squash
+  replaced (lead time counts from them) and those the ``since``-bounded history
+  missed (a branch committed before the cursor);
 * ``/projects/:id/issues?issue_type=incident`` and ``?labels=<incident_label>``:
   incidents, linked to a deployment by a root-cause commit in their description
   (``delivery.incident_root_cause``).
@@ -34,7 +39,7 @@ import httpx
 from exporter.config import Config, GitLabSourceConfig
 from exporter.errors import AuthError, MalformedResponse, RateLimited
 from exporter.httpclient import conditional_get, send
-from exporter.records import Commit, Deployment, Incident, PipelineRun, TemplateUse
+from exporter.records import Commit, Deployment, Incident, MergeRequest, PipelineRun, TemplateUse
 from exporter.sources.base import PollContext, Source
 from exporter.sources.cicd_common import (
     body_of,
@@ -46,6 +51,7 @@ from exporter.sources.cicd_common import (
     repo_mapper,
     run_units,
 )
+from exporter.store import delivery as store
 
 PER_PAGE = 100
 _FINISHED = {
@@ -59,6 +65,17 @@ _DEPLOY_FINISHED = {"success": "success", "failed": "failure"}
 
 def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def _updated_since(since: str, **extra: Any) -> dict[str, Any]:
+    """List parameters for what changed since the cursor, oldest change first."""
+    return {
+        "updated_after": since,
+        "order_by": "updated_at",
+        "sort": "asc",
+        "per_page": PER_PAGE,
+        **extra,
+    }
 
 
 class GitLabSource(Source):
@@ -269,6 +286,68 @@ class GitLabSource(Source):
         at = max(finished)
         return [TemplateUse(self.kind, service, "include", ref, at) for ref in includes]
 
+    async def _merge_requests(
+        self,
+        ctx: PollContext,
+        path: str,
+        service: str,
+        state: dict[str, Any],
+        etags: dict[str, str],
+        start_iso: str,
+        records: list[Any],
+    ) -> None:
+        """Merge requests merged into the default branch, by ``updated_at`` cursor; the
+        commits of each one are read once, when it is first seen merged."""
+        pid = state["id"]
+        since = str(state.get("merge_requests_after") or start_iso)
+        params = _updated_since(since, state="merged", target_branch=state.get("branch", "main"))
+        items, etag = await self._pages(
+            ctx, f"/projects/{pid}/merge_requests", params, etags.get("merge_requests")
+        )
+        known = store.known_merge_requests(ctx.store, self.kind, f"{path}!")
+        newest = since
+        try:
+            for item in items:
+                newest = max(newest, str(item["updated_at"]), key=parse_time)
+                mr_id = f"{path}!{int(item['iid'])}"
+                merged_at = parse_time_or_none(item.get("merged_at"))
+                if merged_at is None or f"{self.kind}/{mr_id}" in known:
+                    continue
+                commits, _ = await self._pages(
+                    ctx,
+                    f"/projects/{pid}/merge_requests/{int(item['iid'])}/commits",
+                    {"per_page": PER_PAGE},
+                    None,
+                )
+                for c in commits:
+                    records.append(
+                        Commit(
+                            service=service,
+                            sha=str(c["id"]),
+                            authored_at=parse_time(c["authored_date"]),
+                            committed_at=parse_time(c["committed_date"]),
+                            parents=tuple(str(p) for p in c.get("parent_ids") or ()),
+                        )
+                    )
+                records.append(
+                    MergeRequest(
+                        source=self.kind,
+                        service=service,
+                        mr_id=mr_id,
+                        merged_at=merged_at,
+                        sha=str(item["sha"]),
+                        merge_commit_sha=item.get("merge_commit_sha") or None,
+                        squash_commit_sha=item.get("squash_commit_sha") or None,
+                        squash=bool(item.get("squash")),
+                        commits=tuple(str(c["id"]) for c in commits),
+                    )
+                )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise malformed("merge requests", exc) from None
+        if etag:
+            etags["merge_requests"] = etag
+        state["merge_requests_after"] = newest
+
     async def sync_project(self, ctx: PollContext, path: str, service: str) -> None:
         now = ctx.now()
         backfill_start = now - self.rules.backfill_days * 86400.0
@@ -289,12 +368,7 @@ class GitLabSource(Source):
 
         # Pipelines.
         since = str(state.get("pipelines_after") or start_iso)
-        params = {
-            "updated_after": since,
-            "order_by": "updated_at",
-            "sort": "asc",
-            "per_page": PER_PAGE,
-        }
+        params = _updated_since(since)
         items, etag = await self._pages(
             ctx, f"/projects/{pid}/pipelines", params, etags.get("pipelines")
         )
@@ -340,12 +414,7 @@ class GitLabSource(Source):
 
         # Deployments.
         since = str(state.get("deployments_after") or start_iso)
-        params = {
-            "updated_after": since,
-            "order_by": "updated_at",
-            "sort": "asc",
-            "per_page": PER_PAGE,
-        }
+        params = _updated_since(since)
         items, etag = await self._pages(
             ctx, f"/projects/{pid}/deployments", params, etags.get("deployments")
         )
@@ -416,6 +485,8 @@ class GitLabSource(Source):
         records.extend(
             await self._template_uses(ctx, path, pid, service, state, head and head[1], records)
         )
+
+        await self._merge_requests(ctx, path, service, state, etags, start_iso, records)
 
         # Incidents: issues of type incident, and issues with the incident label.
         since = str(state.get("incidents_after") or start_iso)

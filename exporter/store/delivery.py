@@ -1,4 +1,4 @@
-"""Delivery records (pipeline runs, deployments, commits, incidents): tables, writers, queries.
+"""Delivery records (runs, deployments, commits, merge requests, incidents): tables and queries.
 
 Pipeline runs are immutable once finished: a new one bumps the run counter and
 the duration and queue histograms in the same transaction as its insert.
@@ -22,7 +22,7 @@ from exporter.kpis.delivery import (
     IncidentSpan,
     ProdDeploy,
 )
-from exporter.records import Commit, Deployment, Incident, PipelineRun
+from exporter.records import Commit, Deployment, Incident, MergeRequest, PipelineRun
 from exporter.store import register_domain
 from exporter.store.core import Store, Tx
 
@@ -68,6 +68,20 @@ MIGRATIONS = (
         resolved_at REAL,
         deployment_sha TEXT
     );
+    """,
+    """
+    CREATE TABLE merge_requests (
+        key TEXT PRIMARY KEY,
+        source TEXT NOT NULL,
+        service TEXT NOT NULL,
+        merged_at REAL NOT NULL,
+        sha TEXT NOT NULL,
+        merge_commit_sha TEXT,
+        squash_commit_sha TEXT,
+        squash INTEGER NOT NULL,
+        commits TEXT NOT NULL
+    );
+    CREATE INDEX merge_requests_service ON merge_requests (service);
     """,
 )
 
@@ -180,13 +194,37 @@ def write_incidents(tx: Tx, incidents: Sequence[Incident]) -> None:
         )
 
 
+def write_merge_requests(tx: Tx, merge_requests: Sequence[MergeRequest]) -> None:
+    for m in merge_requests:
+        tx.upsert(
+            "merge_requests",
+            {
+                "key": m.key,
+                "source": m.source,
+                "service": m.service,
+                "merged_at": m.merged_at,
+                "sha": m.sha,
+                "merge_commit_sha": m.merge_commit_sha,
+                "squash_commit_sha": m.squash_commit_sha,
+                "squash": int(m.squash),
+                "commits": json.dumps(list(m.commits)),
+            },
+            ("key",),
+        )
+
+
 @dataclass
 class ServiceDelivery:
-    """Everything the delivery KPIs of one service are computed from."""
+    """Everything the delivery KPIs of one service are computed from.
+
+    ``squashed`` maps a squash commit to the original commits of the merge request
+    it replaced.
+    """
 
     deploys: list[ProdDeploy] = field(default_factory=list)
     commits: dict[str, CommitNode] = field(default_factory=dict)
     incidents: list[IncidentSpan] = field(default_factory=list)
+    squashed: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def load(store: Store, commit_time: str) -> dict[str, ServiceDelivery]:
@@ -215,7 +253,23 @@ def load(store: Store, commit_time: str) -> dict[str, ServiceDelivery]:
                 None if row[4] is None else str(row[4]),
             )
         )
+    for row in store.query(
+        "SELECT service, squash_commit_sha, commits FROM merge_requests "
+        "WHERE squash = 1 AND squash_commit_sha IS NOT NULL"
+    ):
+        originals = tuple(str(sha) for sha in json.loads(row[2]))
+        if originals:
+            out.setdefault(str(row[0]), ServiceDelivery()).squashed[str(row[1])] = originals
     return out
+
+
+def known_merge_requests(store: Store, source: str, prefix: str) -> set[str]:
+    """Keys of this source's merge requests whose ``mr_id`` starts with ``prefix``."""
+    rows = store.query(
+        "SELECT key FROM merge_requests WHERE source = ? AND key LIKE ?",
+        (source, f"{source}/{prefix}%"),
+    )
+    return {str(r[0]) for r in rows}
 
 
 def pending_deployments(store: Store, source: str) -> list[tuple[str, str]]:
@@ -244,5 +298,6 @@ register_domain(
         Deployment: write_deployments,
         Commit: write_commits,
         Incident: write_incidents,
+        MergeRequest: write_merge_requests,
     },
 )
