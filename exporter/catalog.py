@@ -16,6 +16,7 @@ conflicts.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -246,6 +247,23 @@ def load_catalog(config: Config, store: Store) -> Catalog:
     catalog = merge(config.services, entities)
     log_conflicts(catalog.conflicts)
     return catalog
+
+
+def record_services(config: Config, store: Store, now: float) -> None:
+    """Store the merged catalog's services, so each is counted once when first seen.
+
+    A store without the catalog domain's tables records nothing.
+    """
+    from exporter.records import CatalogServicesSeen
+    from exporter.store import write_records
+
+    catalog = load_catalog(config, store)
+    seen = CatalogServicesSeen(now, tuple((s.name, s.team) for s in catalog.services.values()))
+    try:
+        with store.transaction() as tx:
+            write_records(tx, [seen])
+    except sqlite3.OperationalError:
+        log.debug("no catalog tables in this store; services not recorded")
 
 
 def repo_index(catalog: Catalog) -> dict[str, str]:

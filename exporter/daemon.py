@@ -22,6 +22,7 @@ import httpx
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from exporter.catalog import catalog_sources, record_services
 from exporter.config import Config
 from exporter.errors import classify
 from exporter.health import SourceHealth
@@ -69,6 +70,7 @@ class Daemon:
         self._inflight: set[asyncio.Task[Any]] = set()
         self.server: MetricsServer | None = None
         self.scheduler: AsyncIOScheduler | None = None
+        record_services(self.config, self.store, self.clock())
         self.holder.set(self.render())
 
     # --- polling -----------------------------------------------------------------
@@ -114,6 +116,9 @@ class Daemon:
             log.debug("source %s: poll done in %.3fs", src.name, duration)
             ok = True
         self._prune()
+        if src.kind in catalog_sources(self.config):
+            # The merged catalog changes only with the config (at start) or a catalog poll.
+            record_services(self.config, self.store, self.clock())
         await self.refresh()
         return ok
 

@@ -77,6 +77,22 @@ class CatalogListing:
 
 
 @dataclass(frozen=True, slots=True)
+class CatalogServicesSeen:
+    """Every service of the merged catalog, as (name, team), at ``seen_at``.
+
+    Storing it counts each name the store has never seen as one registration
+    (``platform_catalog_services_registered_total{team}``), once and for all.
+    """
+
+    seen_at: float
+    services: tuple[tuple[str, str], ...]
+
+    @property
+    def key(self) -> str:
+        return "merged-catalog"
+
+
+@dataclass(frozen=True, slots=True)
 class TrafficDelta:
     """Requests a gateway served for one service in one UTC minute, as read by one poll.
 

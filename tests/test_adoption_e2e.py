@@ -18,6 +18,9 @@ api-gateway's running cost is the bill's untagged network cost (USD 17.5 a day),
 30 closed days it is USD 525, or USD 105 per adopting service.
 
 Backstage says search is owned by search-team; the config says discovery and wins.
+Registrations, each service counted once when first seen: payments 3 (checkout,
+payments-api, ledger), discovery 2 (recommendations, search), identity 2 (accounts,
+notifications).
 Teams: payments, discovery, identity, and growth with no services. recommendations was
 registered 12 days ago and first deployed to production 120 hours ago: 7 days to production.
 """
@@ -115,3 +118,8 @@ class TestDemoAdoption:
         new = exp.samples("platform_new_services")
         assert len(new) == 12 and sum(v for _, v in new) == 2
         assert exp.value("platform_catalog_services_without_registration") == 1
+        registered = {
+            labels["team"]: value
+            for labels, value in exp.samples("platform_catalog_services_registered_total")
+        }
+        assert registered == {"payments": 3, "discovery": 2, "identity": 2}

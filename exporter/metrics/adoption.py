@@ -8,6 +8,7 @@ snapshot. Sample::
     platform_catalog_services{team="payments"} 3
     platform_catalog_teams 4
     platform_catalog_conflicts 1
+    platform_catalog_services_registered_total{team="payments"} 3
     platform_capability_info{capability="golden-path",rule="catalog"} 1
     platform_capability_adopting_services{capability="golden-path"} 3
     platform_capability_adopting_teams{capability="golden-path"} 2
@@ -28,12 +29,17 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 
-from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeHistogramMetricFamily,
+    GaugeMetricFamily,
+)
 from prometheus_client.metrics_core import Metric
 
 from exporter import evidence as evidence_reader
 from exporter.kpis import adoption as kpi
 from exporter.metrics import RenderContext, cached_help
+from exporter.store import catalog as catalog_store
 
 SOURCE = "backstage"
 
@@ -197,6 +203,23 @@ def _catalog(ctx: RenderContext) -> Iterator[Metric]:
     )
     conflicts.add_metric([], len(catalog.conflicts))
     yield conflicts
+
+    registered = CounterMetricFamily(
+        "platform_catalog_services_registered",
+        _help(
+            "Services that entered the merged catalog, each counted once when the exporter "
+            "first saw it, by its owning team then.",
+            ctx,
+        ),
+        labels=["team"],
+    )
+    for labels, value in sorted(ctx.store.counters(catalog_store.REGISTERED_TOTAL), key=_team):
+        registered.add_metric([labels["team"]], value)
+    yield registered
+
+
+def _team(item: tuple[dict[str, str], float]) -> str:
+    return item[0].get("team", "")
 
 
 def _onboarding(ctx: RenderContext, facts: kpi.Evidence) -> Iterator[Metric]:

@@ -9,6 +9,10 @@ time an entity was seen is kept across updates.
 CI sources hand over :class:`~exporter.records.TemplateUse` records (which
 workflow files, reusable workflows or includes a service's runs used); only the
 latest use of each is kept, which is what template adoption is judged on.
+
+The daemon hands over :class:`~exporter.records.CatalogServicesSeen` (the merged
+catalog's services) at start and after each catalog poll; a service is
+registered, and counted, the first time it appears.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import json
 import sqlite3
 from collections.abc import Sequence
 
-from exporter.records import CatalogEntity, CatalogListing, TemplateUse
+from exporter.records import CatalogEntity, CatalogListing, CatalogServicesSeen, TemplateUse
 from exporter.store import register_domain
 from exporter.store.core import Store, Tx
 
@@ -58,7 +62,16 @@ MIGRATIONS = (
     );
     CREATE INDEX template_uses_last ON template_uses (last_at);
     """,
+    """
+    CREATE TABLE catalog_registrations (
+        service TEXT PRIMARY KEY,
+        team TEXT NOT NULL,
+        first_seen REAL NOT NULL
+    );
+    """,
 )
+# Services counted once, when the merged catalog first held them (by their team then).
+REGISTERED_TOTAL = "platform_catalog_services_registered_total"
 
 _COLUMNS = (
     "source",
@@ -143,6 +156,21 @@ def write_template_uses(tx: Tx, uses: Sequence[TemplateUse]) -> None:
         )
 
 
+def write_services_seen(tx: Tx, batch: Sequence[CatalogServicesSeen]) -> None:
+    """Register the services never seen before and count each once; later sightings,
+    a removal and a return included, change nothing."""
+    known = {str(r[0]) for r in tx.execute("SELECT service FROM catalog_registrations")}
+    for seen in batch:
+        for name, team in seen.services:
+            if name in known:
+                continue
+            known.add(name)
+            tx.insert_new(
+                "catalog_registrations", {"service": name, "team": team, "first_seen": seen.seen_at}
+            )
+            tx.incr(REGISTERED_TOTAL, {"team": team})
+
+
 def template_uses(store: Store, since: float) -> list[tuple[str, str, str, float]]:
     """(service, kind, ref, last use) for definitions last used after ``since``, over sources."""
     try:
@@ -198,4 +226,12 @@ def listings(store: Store) -> dict[str, tuple[float, int]]:
     return {str(r[0]): (float(r[1]), int(r[2])) for r in rows}
 
 
-register_domain("catalog", MIGRATIONS, {CatalogListing: write, TemplateUse: write_template_uses})
+register_domain(
+    "catalog",
+    MIGRATIONS,
+    {
+        CatalogListing: write,
+        TemplateUse: write_template_uses,
+        CatalogServicesSeen: write_services_seen,
+    },
+)
