@@ -25,7 +25,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import httpx
@@ -94,6 +94,86 @@ class TokenBucket:
             now = self.clock()
             self._slow_until = now + max(0.0, reset_in)
             self._slow_interval = max(0.0, reset_in) / max(1.0, remaining)
+
+
+class _ReleasingStream(httpx.AsyncByteStream):
+    """A response body that gives its connection slot back when it is closed."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, release: Callable[[], None]) -> None:
+        self._stream = stream
+        self._release: Callable[[], None] | None = release
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            release, self._release = self._release, None
+            if release is not None:
+                release()
+
+
+class ShardedTransport(httpx.AsyncBaseTransport):
+    """Keep-alive HTTP/1.1 connections in small pools that never queue a request.
+
+    httpcore's connection pool re-scans its connections (quadratically in their
+    number) whenever a request arrives or leaves, and offers a freed connection to
+    every queued request at once, so all but one of them wake up and queue again.
+    With dozens of requests in flight, that bookkeeping cost more CPU than the HTTP
+    itself (a steady-state poll of 500 repos: 4.6 s of CPU for 1,500 requests).
+    Here requests wait in one queue for one of ``max_connections`` slots, then go to
+    the least busy shard, a pool of at most ``shard_size`` connections that always
+    has one free: no pool ever queues, and each of its scans stays short. The slot
+    comes back when the response is closed (httpx closes it once the body is read,
+    and on any error).
+    """
+
+    def __init__(self, max_connections: int, *, verify: bool = True, shard_size: int = 4) -> None:
+        count = max(1, -(-max_connections // shard_size))
+        self._sizes = [
+            max_connections // count + (i < max_connections % count) for i in range(count)
+        ]
+        # One TLS context for every shard: the CA bundle is loaded once.
+        context = httpx.create_ssl_context(verify=verify)
+        self._pools = [
+            httpx.AsyncHTTPTransport(
+                verify=context,
+                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+            )
+            for size in self._sizes
+        ]
+        self._slots = asyncio.Semaphore(sum(self._sizes))
+        self._busy = [0] * count
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await self._slots.acquire()
+        # Fewer requests are in flight than connections exist, so some shard has room.
+        index = min(range(len(self._pools)), key=lambda i: self._busy[i] - self._sizes[i])
+        self._busy[index] += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._busy[index] -= 1
+                self._slots.release()
+
+        try:
+            response = await self._pools[index].handle_async_request(request)
+        except BaseException:
+            release()
+            raise
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        response.stream = _ReleasingStream(response.stream, release)
+        return response
+
+    async def aclose(self) -> None:
+        for pool in self._pools:
+            await pool.aclose()
 
 
 _BUCKETS: dict[str, TokenBucket] = {}
@@ -176,8 +256,7 @@ def build_client(
         auth=auth,
         verify=verify,
         timeout=httpx.Timeout(timeout),
-        transport=transport,
-        limits=httpx.Limits(max_connections=max_connections),
+        transport=transport or ShardedTransport(max_connections, verify=verify),
         event_hooks={"request": [pace], "response": [count]},
         follow_redirects=True,
     )
