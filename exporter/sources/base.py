@@ -45,6 +45,8 @@ class PollContext:
 
     def commit(self, records: Sequence[Any], cursors: Mapping[str, str] | None = None) -> None:
         """Store ``records`` and advance ``cursors``, all in one transaction."""
+        if not records and not cursors:
+            return  # nothing changed: no transaction to open
         with self.store.transaction() as tx:
             write_records(tx, records)
             for name, value in (cursors or {}).items():

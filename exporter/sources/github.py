@@ -35,7 +35,7 @@ import base64
 import fnmatch
 import json
 import time
-from collections.abc import AsyncGenerator, Callable, Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import httpx
@@ -75,6 +75,8 @@ _RUN_FIELDS = (
     "head_sha",
     "head_branch",
 )
+# What the deployment records need of a deployment body (which also carries its creator).
+_DEPLOYMENT_FIELDS = ("id", "sha", "environment", "created_at")
 _CONCLUSIONS = {
     "success": "success",
     "failure": "failure",
@@ -231,11 +233,20 @@ class GitHubSource(Source):
         )
 
     async def _list(
-        self, ctx: PollContext, url: str, params: dict[str, Any], cursor: str
-    ) -> AsyncGenerator[Any, None]:
-        """Pages of a list, newest first; nothing when the first page is unchanged (304).
+        self,
+        ctx: PollContext,
+        url: str,
+        params: dict[str, Any],
+        cursor: str,
+        take: Callable[[Any], bool | None],
+    ) -> None:
+        """Hand a list's pages, newest first, to ``take`` until it returns True (it has
+        seen enough) or the pages end; nothing when the first page is unchanged (304).
 
-        The first page's ETag is kept in ``self._etags[cursor]`` for the caller to commit.
+        The first page's ETag is kept in ``self._etags[cursor]`` for the caller to
+        commit. Only one page is held at a time, and it is let go before the next one
+        is asked for: a page of workflow runs parses to megabytes, and dozens of repos
+        page at once during a backfill.
         """
         state = load_state(ctx, cursor)
         response = await conditional_get(
@@ -252,11 +263,10 @@ class GitHubSource(Source):
             return
         self._etags[cursor] = response.headers.get("ETag", "")
         while True:
-            body = body_of(response)
-            yield body
             following = response.links.get("next", {}).get("url")
-            if not following:
+            if take(body_of(response)) or not following:
                 return
+            del response  # its body, before the next one arrives
             response = await self._get(ctx, following)
 
     async def _repos(self, ctx: PollContext) -> dict[str, str]:
@@ -267,19 +277,26 @@ class GitHubSource(Source):
         for org in self.gh.orgs:
             cursor = f"org:{org.name}"
             state = load_state(ctx, cursor)
-            names: list[str] | None = None
-            async for page in self._list(
-                ctx, f"/orgs/{org.name}/repos", {"per_page": PER_PAGE, "type": "all"}, cursor
-            ):
-                names = names or []
+            listed: list[str] = []
+
+            def take(page: Any, listed: list[str] = listed, org: Any = org) -> None:
                 try:
-                    names += [
+                    listed.extend(
                         str(r["full_name"])
                         for r in page
                         if not r.get("archived") and org.selects(str(r["name"]))
-                    ]
+                    )
                 except (KeyError, TypeError, AttributeError) as exc:
                     raise malformed("org repos", exc) from None
+
+            await self._list(
+                ctx,
+                f"/orgs/{org.name}/repos",
+                {"per_page": PER_PAGE, "type": "all"},
+                cursor,
+                take,
+            )
+            names: list[str] | None = listed if cursor in self._etags else None
             if names is None:
                 names = [str(n) for n in state.get("repos", [])]
             else:
@@ -397,26 +414,25 @@ class GitHubSource(Source):
         state = load_state(ctx, cursor)
         since = float(state.get("since", backfill_start))
         seen: list[dict[str, Any]] = []
-        pages = self._list(
+
+        def take(page: Any) -> bool:
+            try:
+                for run in page["workflow_runs"]:
+                    if parse_time(run["created_at"]) < since:
+                        return True
+                    # Keep only what is used: a run body carries two full repository objects.
+                    seen.append(_slim_run(run))
+            except (KeyError, TypeError) as exc:
+                raise malformed("workflow runs", exc) from None
+            return False
+
+        await self._list(
             ctx,
             f"/repos/{repo}/actions/runs",
             {"per_page": PER_PAGE, "exclude_pull_requests": "true"},
             cursor,
+            take,
         )
-        async for page in pages:
-            try:
-                batch = list(page["workflow_runs"])
-                done = False
-                for run in batch:
-                    if parse_time(run["created_at"]) < since:
-                        done = True
-                        break
-                    # Keep only what is used: a run body carries two full repository objects.
-                    seen.append({k: run.get(k) for k in _RUN_FIELDS})
-            except (KeyError, TypeError) as exc:
-                raise malformed("workflow runs", exc) from None
-            if done:
-                break
         if cursor not in self._etags:
             return []
         unfinished: list[float] = []
@@ -469,21 +485,20 @@ class GitHubSource(Source):
         since = float(state.get("since", backfill_start))
         uses_deployments = bool(state.get("any", False))
         seen: list[dict[str, Any]] = []
-        async for page in self._list(
-            ctx, f"/repos/{repo}/deployments", {"per_page": PER_PAGE}, cursor
-        ):
+
+        def take(page: Any) -> bool:
+            nonlocal uses_deployments
             try:
-                done = False
                 for dep in page:
                     uses_deployments = True
                     if parse_time(dep["created_at"]) < since:
-                        done = True
-                        break
-                    seen.append(dep)
+                        return True
+                    seen.append({k: dep[k] for k in _DEPLOYMENT_FIELDS})
             except (KeyError, TypeError) as exc:
                 raise malformed("deployments", exc) from None
-            if done:
-                break
+            return False
+
+        await self._list(ctx, f"/repos/{repo}/deployments", {"per_page": PER_PAGE}, cursor, take)
         if cursor in self._etags:
             finished = {
                 str(r[0])
@@ -599,14 +614,14 @@ class GitHubSource(Source):
         state = load_state(ctx, cursor)
         since = float(state.get("since", backfill_start))
         newest = since
-        async for page in self._list(ctx, f"/repos/{repo}/commits", {"per_page": PER_PAGE}, cursor):
-            done = False
+
+        def take(page: Any) -> bool:
+            nonlocal newest
             try:
                 for item in page:
                     committed = parse_time(item["commit"]["committer"]["date"])
                     if committed < since:
-                        done = True
-                        break
+                        return True
                     newest = max(newest, committed)
                     records.append(
                         Commit(
@@ -619,8 +634,9 @@ class GitHubSource(Source):
                     )
             except (KeyError, TypeError) as exc:
                 raise malformed("commits", exc) from None
-            if done:
-                break
+            return False
+
+        await self._list(ctx, f"/repos/{repo}/commits", {"per_page": PER_PAGE}, cursor, take)
         if cursor in self._etags:
             # An hour of overlap absorbs clock skew between committers; re-reads dedupe.
             cursors[cursor] = dump_state(
@@ -648,7 +664,8 @@ class GitHubSource(Source):
             "direction": "desc",
             "per_page": PER_PAGE,
         }
-        async for page in self._list(ctx, f"/repos/{repo}/issues", params, cursor):
+
+        def take(page: Any) -> None:
             try:
                 for item in page:
                     if "pull_request" in item:
@@ -666,12 +683,25 @@ class GitHubSource(Source):
                     )
             except (KeyError, TypeError) as exc:
                 raise malformed("issues", exc) from None
+
+        await self._list(ctx, f"/repos/{repo}/issues", params, cursor, take)
         if cursor in self._etags:
             cursors[cursor] = dump_state({"etag": self._etags[cursor], "since": since})
 
 
 def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def _slim_run(run: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a run body that are used, with its reusable workflows' paths only."""
+    slim = {k: run.get(k) for k in _RUN_FIELDS}
+    slim["referenced_workflows"] = [
+        {"path": ref["path"]}
+        for ref in run.get("referenced_workflows") or []
+        if isinstance(ref, dict) and isinstance(ref.get("path"), str)
+    ]
+    return slim
 
 
 def _workflow_paths(run: dict[str, Any]) -> list[str]:
