@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,11 @@ def schema_for(spec: dict[str, Any], path: str) -> Any:
 SCENARIO = delivery_data.build(anchor=1_750_000_000.0)
 REPO = "acme/checkout"
 DEPLOY_ID = SCENARIO.github[REPO].deployments[0].id
+# The newest run calls a reusable workflow, so a non-empty ``referenced_workflows`` is checked.
+REUSED = "acme/platform-templates/.github/workflows/build.yml@v2"
+_runs = SCENARIO.github[REPO].runs
+_newest = max(range(len(_runs)), key=lambda i: (_runs[i].created_at, _runs[i].id))
+_runs[_newest] = dataclasses.replace(_runs[_newest], referenced=(REUSED,))
 
 CASES = [
     ("/orgs/{org}/repos", "/orgs/acme/repos"),
@@ -113,6 +119,13 @@ class TestGitHubBodiesMatchTheOpenAPIDescription:
         named = [i["body"] for i in body if i["body"]]
         assert len(named) == 1 and "root cause: " in named[0]
         jsonschema.validate(body, schema_for(_spec(), "/repos/{owner}/{repo}/issues"))
+
+    def test_a_run_calling_a_reusable_workflow_is_described(self) -> None:
+        body = fetch(f"/repos/{REPO}/actions/runs").json()
+        assert body["workflow_runs"][0]["referenced_workflows"] == [
+            {"path": REUSED, "sha": body["workflow_runs"][0]["head_sha"], "ref": "refs/tags/v2"}
+        ]
+        jsonschema.validate(body, schema_for(_spec(), "/repos/{owner}/{repo}/actions/runs"))
 
     def test_the_validator_rejects_a_broken_body(self) -> None:
         """The check has teeth: a run without its required head_sha is refused."""

@@ -19,7 +19,7 @@ import pytest
 
 from exporter.daemon import Daemon
 from exporter.sandbox import delivery_data
-from exporter.sandbox.delivery_data import EXPECTED, FakeDeployment
+from exporter.sandbox.delivery_data import EXPECTED, FakeDeployment, FakeRun
 from exporter.sandbox.fakes import Fault
 from exporter.sandbox.github import TOKEN, GitHubFake
 from exporter.sources.github import GitHubSource
@@ -231,6 +231,43 @@ class TestIncremental:
             )
             == 6
         )
+
+    def test_a_run_of_a_reusable_workflow_records_its_workflow_file_and_the_reusable_one(
+        self,
+    ) -> None:
+        """A finished run that called ``acme/platform-templates/.github/workflows/build.yml@v2``
+        leaves two template uses for checkout: its own workflow file and the reusable one,
+        both dated when the run finished."""
+        h = Harness()
+        h.poll()
+        repo = h.scenario.github["acme/checkout"]
+        t = float(int(time.time()) - 60)  # whole seconds, as the API gives them
+        template = "acme/platform-templates/.github/workflows/build.yml@v2"
+        repo.runs.append(
+            FakeRun(
+                9901,
+                "Build",
+                repo.commits[-1].sha,
+                "main",
+                "completed",
+                "success",
+                t - 300,
+                t - 290,
+                t,
+                referenced=(template,),
+            )
+        )
+        repo.touch()
+        h.poll()
+        rows = h.daemon.store.query(
+            "SELECT ref, last_at FROM template_uses WHERE service = 'checkout' "
+            "AND ref IN (?, ?) ORDER BY ref",
+            (template, ".github/workflows/build.yml"),
+        )
+        assert [(str(d), float(u)) for d, u in rows] == [
+            (".github/workflows/build.yml", t),
+            (template, t),
+        ]
 
     def test_a_hotfix_deployed_off_the_default_branch_is_linked_through_compare(self) -> None:
         """h1 (committed 2h ago on a hotfix branch off c6) is deployed 1h ago: it is not in the

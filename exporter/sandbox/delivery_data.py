@@ -59,6 +59,8 @@ class FakeRun:
     updated_at: float
     number: int = 1
     event: str = "push"
+    # Reusable workflows the run called (``owner/repo/path@ref``), GitHub only.
+    referenced: tuple[str, ...] = ()
 
 
 @dataclass

@@ -145,6 +145,10 @@ def workflow_run(repo: FakeRepo, run: FakeRun) -> dict[str, Any]:
         "path": f".github/workflows/{run.name.lower()}.yml",
         "run_number": run.number,
         "run_attempt": 1,
+        "referenced_workflows": [
+            {"path": path, "sha": run.head_sha, "ref": f"refs/tags/{path.rsplit('@', 1)[-1]}"}
+            for path in run.referenced
+        ],
         "display_title": f"{run.name} #{run.number}",
         "event": run.event,
         "status": run.status,
