@@ -68,6 +68,26 @@ def delivery_samples(text: bytes | str, service: str | None = None) -> dict[Any,
     }
 
 
+def add_hotfix(repo: delivery_data.FakeRepo, name: str, deploy_id: int) -> delivery_data.FakeCommit:
+    """A commit ``name``, committed 2h ago on a branch off the repo's last commit (not in the
+    default branch's history), deployed to production 1h ago (deployment ``deploy_id``)."""
+    now = time.time()
+    parent = repo.commits[-1].sha
+    hotfix = delivery_data.FakeCommit(
+        delivery_data.sha_of(name), now - 7200, now - 7200, [parent], "fix", False
+    )
+    repo.commits.append(hotfix)
+    statuses = [
+        (deploy_id * 10 + 1, "in_progress", now - 3800),
+        (deploy_id * 10 + 2, "success", now - 3600),
+    ]
+    repo.deployments.append(
+        delivery_data.FakeDeployment(deploy_id, hotfix.sha, "production", now - 3900, statuses)
+    )
+    repo.touch()
+    return hotfix
+
+
 class MarkerSource(Source):
     """Another source: commits one pipeline run of `accounts` so its metrics can be watched."""
 

@@ -24,7 +24,7 @@ from exporter.sandbox.fakes import Fault
 from exporter.sandbox.github import TOKEN, GitHubFake
 from exporter.sources.github import GitHubSource
 from exporter.store import open_store
-from tests.delivery_support import MarkerSource, config, delivery_samples, value
+from tests.delivery_support import MarkerSource, add_hotfix, config, delivery_samples, value
 from tests.support.prometheus import promtool_check_metrics
 
 H = 3600.0
@@ -274,28 +274,7 @@ class TestIncremental:
         default branch's listing, so compare c6...h1 brings it in; its lead time is 1h."""
         h = Harness()
         h.poll()
-        repo = h.scenario.github["acme/checkout"]
-        c6 = repo.commits[-1].sha
-        now = time.time()
-        hotfix = delivery_data.FakeCommit(
-            delivery_data.sha_of("hotfix"),
-            now - 2 * H,
-            now - 2 * H,
-            [c6],
-            "fix",
-            on_default_branch=False,
-        )
-        repo.commits.append(hotfix)
-        repo.deployments.append(
-            FakeDeployment(
-                888,
-                hotfix.sha,
-                "production",
-                now - H - 300,
-                [(8881, "in_progress", now - H - 200), (8882, "success", now - H)],
-            )
-        )
-        repo.touch()
+        hotfix = add_hotfix(h.scenario.github["acme/checkout"], "hotfix", 888)
         h.fake.plan.clear()
         assert h.poll()
         assert any("/compare/" in p for p, _, _ in h.fake.plan.log)

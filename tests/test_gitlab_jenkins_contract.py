@@ -199,6 +199,22 @@ class TestGitLab:
         assert body[0]["parent_ids"] == [body[1]["id"]]  # newest first
         assert gitlab(f"/api/v4/projects/{PID}/merge_requests/99/commits").status_code == 404
 
+    def test_compare_fields(self) -> None:
+        """https://docs.gitlab.com/api/repositories/#compare-branches-tags-or-commits
+        (from...to by default: the commits of `to` since the merge base, oldest first)"""
+        shas = [c.sha for c in SCENARIO.gitlab["discovery/search"].commits]
+        body = gitlab(
+            f"/api/v4/projects/{PID}/repository/compare?from={shas[1]}&to={shas[3]}"
+        ).json()
+        has(body, "commit", "commits", "diffs", "compare_timeout", "compare_same_ref", "web_url")
+        assert body["compare_timeout"] is False
+        assert [c["id"] for c in body["commits"]] == shas[2:4]
+        for c in body["commits"]:
+            has(c, "id", "short_id", "parent_ids", "authored_date", "committed_date", "title")
+        assert body["commit"]["id"] == shas[3]
+        missing = gitlab(f"/api/v4/projects/{PID}/repository/compare?from=nope&to={shas[3]}")
+        assert missing.status_code == 404
+
     def test_offset_pagination_headers(self) -> None:
         """https://docs.gitlab.com/api/rest/#pagination (X-Next-Page, X-Total, Link)"""
         r = gitlab(f"/api/v4/projects/{PID}/deployments?per_page=2")

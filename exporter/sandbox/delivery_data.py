@@ -44,6 +44,19 @@ class FakeCommit:
     on_default_branch: bool = True
 
 
+def ancestors(by_sha: dict[str, FakeCommit], sha: str) -> set[str]:
+    """``sha`` and every commit of ``by_sha`` reachable from it through parents."""
+    seen: set[str] = set()
+    stack = [sha]
+    while stack:
+        s = stack.pop()
+        if s in seen or s not in by_sha:
+            continue
+        seen.add(s)
+        stack.extend(by_sha[s].parents)
+    return seen
+
+
 @dataclass
 class FakeRun:
     """A CI run: a GitHub workflow run, a GitLab pipeline or a Jenkins build."""

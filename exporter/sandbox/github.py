@@ -33,6 +33,7 @@ from exporter.sandbox.delivery_data import (
     FakeIncident,
     FakeRepo,
     FakeRun,
+    ancestors,
 )
 from exporter.sandbox.fakes import FaultPlan, etag_of, int_arg, iso, page_slice, parse_iso
 from exporter.sandbox.scenario import Scenario
@@ -521,19 +522,7 @@ class GitHubFake:
             by_sha = {c.sha: c for c in repo.commits} if repo else {}
             if repo is None or not sep or base not in by_sha or head not in by_sha:
                 return not_found
-
-            def ancestors(sha: str) -> set[str]:
-                seen: set[str] = set()
-                stack = [sha]
-                while stack:
-                    s = stack.pop()
-                    if s in seen or s not in by_sha:
-                        continue
-                    seen.add(s)
-                    stack.extend(by_sha[s].parents)
-                return seen
-
-            of_head, of_base = ancestors(head), ancestors(base)
+            of_head, of_base = ancestors(by_sha, head), ancestors(by_sha, base)
             ahead = sorted((by_sha[s] for s in of_head - of_base), key=lambda c: c.committed_at)
             behind = of_base - of_head
             common = sorted((by_sha[s] for s in of_head & of_base), key=lambda c: c.committed_at)

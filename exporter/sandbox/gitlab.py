@@ -14,7 +14,7 @@ default branch's configuration with its ``includes`` (:data:`INCLUDES`).
 Paths (under ``/gitlab`` in the sandbox): ``/api/v4/projects/{id or path}``,
 ``.../pipelines``, ``.../pipelines/{id}``, ``.../deployments``,
 ``.../repository/commits``, ``.../issues``, ``.../merge_requests``,
-``.../merge_requests/{iid}/commits``, ``.../ci/lint``,
+``.../merge_requests/{iid}/commits``, ``.../repository/compare``, ``.../ci/lint``,
 ``/api/v4/groups/{path}/projects``.
 """
 
@@ -34,6 +34,7 @@ from exporter.sandbox.delivery_data import (
     FakeMergeRequest,
     FakeRepo,
     FakeRun,
+    ancestors,
     sha_of,
 )
 from exporter.sandbox.fakes import FaultPlan, etag_of, int_arg, iso_ms, page_slice, parse_iso
@@ -444,11 +445,34 @@ class GitLabFake:
             repo = self._project(request.params["id"])
             if repo is None:
                 return not_found
-            items = sorted(repo.commits, key=lambda c: -c.committed_at)
+            items = sorted(
+                (c for c in repo.commits if c.on_default_branch), key=lambda c: -c.committed_at
+            )
             since = request.arg("since")
             if since:
                 items = [c for c in items if c.committed_at >= parse_iso(since)]
             return self._list(request, items, lambda c: commit(repo, c), repo.version)
+
+        @app.route("GET", "/api/v4/projects/{id}/repository/compare")
+        @guarded
+        def compare(request: Request) -> Response:
+            repo = self._project(request.params["id"])
+            base, head = request.arg("from"), request.arg("to")
+            by_sha = {c.sha: c for c in repo.commits} if repo else {}
+            if repo is None or base not in by_sha or head not in by_sha:
+                return Response.json({"message": "404 Ref Not Found"}, 404)
+            # straight=false (the default): from...to, the commits of `to` since the merge base.
+            ahead = ancestors(by_sha, head) - ancestors(by_sha, base)
+            commits = sorted((by_sha[s] for s in ahead), key=lambda c: c.committed_at)
+            body = {
+                "commit": commit(repo, commits[-1]) if commits else None,
+                "commits": [commit(repo, c) for c in commits],
+                "diffs": [],
+                "compare_timeout": False,
+                "compare_same_ref": base == head,
+                "web_url": f"{WEB}/{repo.full_name}/-/compare/{base}...{head}",
+            }
+            return Response.json(body, 200, self._rate_headers(1))
 
         @app.route("GET", "/api/v4/projects/{id}/merge_requests/{iid}/commits")
         @guarded

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
 import httpx
 
 from exporter.errors import MalformedResponse
+from exporter.httpclient import send
+from exporter.records import Commit, Deployment
 from exporter.sources.base import PollContext
 
 
@@ -58,6 +60,25 @@ def load_state(ctx: PollContext, name: str) -> dict[str, Any]:
 
 def dump_state(state: dict[str, Any]) -> str:
     return json.dumps(state, sort_keys=True, separators=(",", ":"))
+
+
+async def get_json_or_none(
+    ctx: PollContext, source: Any, url: str, params: dict[str, Any] | None = None
+) -> Any:
+    """The JSON body of a GET through the shared retry policy, with the source's
+    ``attempts``, ``backoff`` and ``max_retry_after``; None when it is 404."""
+    response = await send(
+        ctx.client,
+        "GET",
+        url,
+        params=params,
+        ok=(200, 404),
+        attempts=source.attempts,
+        backoff=source.backoff,
+        max_retry_after=source.max_retry_after,
+        health=ctx.health,
+    )
+    return None if response.status_code == 404 else body_of(response)
 
 
 def malformed(where: str, exc: Exception) -> MalformedResponse:
@@ -105,3 +126,38 @@ def repo_mapper(ctx: PollContext, config: Any, kind: str) -> Callable[[str], str
         return index.get(f"{kind}:{name}".lower())
 
     return service_of
+
+
+def off_branch_deployments(
+    ctx: PollContext, service: str, records: Sequence[Any], known: set[str]
+) -> Iterator[tuple[Deployment, str]]:
+    """New successful production deployments in ``records`` of a commit that neither
+    ``known`` (updated by the caller as it learns commits) nor the store holds: made
+    off the default branch (a hotfix). Each comes with the commit of the service's
+    previous successful production deployment, to compare it with."""
+    batch = [r for r in records if isinstance(r, Deployment)]
+    known.update(r.sha for r in records if isinstance(r, Commit))
+    for dep in batch:
+        if not (dep.production and dep.status == "success") or dep.finished_at is None:
+            continue
+        if dep.sha in known or ctx.store.query_one(
+            "SELECT 1 FROM commits WHERE service = ? AND sha = ?", (service, dep.sha)
+        ):
+            continue
+        before = [
+            (d.finished_at, d.sha)
+            for d in batch
+            if d.production
+            and d.status == "success"
+            and d.finished_at is not None
+            and d.finished_at < dep.finished_at
+        ]
+        row = ctx.store.query_one(
+            "SELECT finished_at, sha FROM deployments WHERE service = ? AND production = 1 "
+            "AND status = 'success' AND finished_at < ? ORDER BY finished_at DESC LIMIT 1",
+            (service, dep.finished_at),
+        )
+        if row is not None:
+            before.append((float(row[0]), str(row[1])))
+        if before:
+            yield dep, max(before)[1]

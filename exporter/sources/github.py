@@ -48,8 +48,10 @@ from exporter.sources.base import PollContext, Source
 from exporter.sources.cicd_common import (
     body_of,
     dump_state,
+    get_json_or_none,
     load_state,
     malformed,
+    off_branch_deployments,
     parse_time,
     parse_time_or_none,
     repo_mapper,
@@ -342,47 +344,12 @@ class GitHubSource(Source):
     ) -> list[Commit]:
         """Commits of new production deployments made off the default branch (a hotfix),
         through ``compare <previous production sha>...<deployed sha>``."""
-        known = {r.sha for r in records if isinstance(r, Commit)}
-        batch = [r for r in records if isinstance(r, Deployment)]
+        known: set[str] = set()
         out: list[Commit] = []
-        for dep in batch:
-            if not (dep.production and dep.status == "success") or dep.finished_at is None:
+        for dep, base in off_branch_deployments(ctx, service, records, known):
+            body = await get_json_or_none(ctx, self, f"/repos/{repo}/compare/{base}...{dep.sha}")
+            if body is None:
                 continue
-            if dep.sha in known or ctx.store.query_one(
-                "SELECT 1 FROM commits WHERE service = ? AND sha = ?", (service, dep.sha)
-            ):
-                continue
-            before = [
-                (d.finished_at, d.sha)
-                for d in batch
-                if d.production
-                and d.status == "success"
-                and d.finished_at is not None
-                and d.finished_at < dep.finished_at
-            ]
-            row = ctx.store.query_one(
-                "SELECT finished_at, sha FROM deployments WHERE service = ? AND production = 1 "
-                "AND status = 'success' AND finished_at < ? ORDER BY finished_at DESC LIMIT 1",
-                (service, dep.finished_at),
-            )
-            if row is not None:
-                before.append((float(row[0]), str(row[1])))
-            if not before:
-                continue
-            base = max(before)[1]
-            response = await send(
-                ctx.client,
-                "GET",
-                f"/repos/{repo}/compare/{base}...{dep.sha}",
-                ok=(200, 404),
-                attempts=self.attempts,
-                backoff=self.backoff,
-                max_retry_after=self.max_retry_after,
-                health=ctx.health,
-            )
-            if response.status_code == 404:
-                continue
-            body = body_of(response)
             try:
                 for item in [body["base_commit"], *body["commits"]]:
                     if str(item["sha"]) in known:

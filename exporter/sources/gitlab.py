@@ -16,6 +16,9 @@ Per project (resolved once from its path to its numeric id):
   seen merged, once, ``/merge_requests/:iid/commits``: the commits a squash
   replaced (lead time counts from them) and those the ``since``-bounded history
   missed (a branch committed before the cursor);
+* ``/projects/:id/repository/compare?from=<previous>&to=<deployed>`` for a new
+  production deployment of a commit the default branch's history does not hold
+  (a hotfix branch);
 * ``/projects/:id/issues?issue_type=incident`` and ``?labels=<incident_label>``:
   incidents, linked to a deployment by a root-cause commit in their description
   (``delivery.incident_root_cause``).
@@ -44,8 +47,10 @@ from exporter.sources.base import PollContext, Source
 from exporter.sources.cicd_common import (
     body_of,
     dump_state,
+    get_json_or_none,
     load_state,
     malformed,
+    off_branch_deployments,
     parse_time,
     parse_time_or_none,
     repo_mapper,
@@ -348,6 +353,49 @@ class GitLabSource(Source):
             etags["merge_requests"] = etag
         state["merge_requests_after"] = newest
 
+    async def _off_branch_commits(
+        self, ctx: PollContext, path: str, pid: int, service: str, records: list[Any]
+    ) -> list[Commit]:
+        """Commits of new production deployments made off the default branch (a hotfix),
+        through ``compare?from=<previous production sha>&to=<deployed sha>`` (merge-base
+        semantics, as ``from...to``). A compare that timed out is not trusted: its
+        deployment keeps no lead time rather than a partial one."""
+        known: set[str] = set()
+        out: list[Commit] = []
+        for dep, base in off_branch_deployments(ctx, service, records, known):
+            url = f"/projects/{pid}/repository/compare"
+            body = await get_json_or_none(ctx, self, url, {"from": base, "to": dep.sha})
+            if body is None:
+                continue
+            try:
+                if body.get("compare_timeout"):
+                    ctx.log.info(
+                        "gitlab project %s: compare %s...%s timed out; deployment %s gets no "
+                        "lead time",
+                        path,
+                        base[:12],
+                        dep.sha[:12],
+                        dep.deploy_id,
+                    )
+                    continue
+                for item in body["commits"]:
+                    sha = str(item["id"])
+                    if sha in known:
+                        continue
+                    known.add(sha)
+                    out.append(
+                        Commit(
+                            service=service,
+                            sha=sha,
+                            authored_at=parse_time(item["authored_date"]),
+                            committed_at=parse_time(item["committed_date"]),
+                            parents=tuple(str(p) for p in item["parent_ids"]),
+                        )
+                    )
+            except (KeyError, TypeError, AttributeError) as exc:
+                raise malformed("compare", exc) from None
+        return out
+
     async def sync_project(self, ctx: PollContext, path: str, service: str) -> None:
         now = ctx.now()
         backfill_start = now - self.rules.backfill_days * 86400.0
@@ -530,6 +578,7 @@ class GitLabSource(Source):
             raise malformed("issues", exc) from None
         state["incidents_after"] = newest
         state["etags"] = etags
+        records.extend(await self._off_branch_commits(ctx, path, pid, service, records))
         ctx.commit(records, {cursor: dump_state(state)})
 
 
