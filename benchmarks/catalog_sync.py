@@ -26,12 +26,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from exporter.catalog import merge, record_services
 from exporter.config import Config
 from exporter.daemon import Daemon
 from exporter.metrics import RenderContext
 from exporter.metrics.adoption import collect
 from exporter.sandbox.backstage import TOKEN, FakeCatalog, _component, _group, backstage_app
 from exporter.snapshot import Snapshot
+from exporter.store import catalog as catalog_store
 
 
 def build(components: int, teams: int) -> FakeCatalog:
@@ -102,6 +104,29 @@ def main() -> None:
     rows.append(("catalog + adoption families", f"{render:.2f} s"))
     rows.append(("exposition of those families", f"{expo:.2f} s, {len(text) / 1e6:.1f} MB"))
     rows.append(("services in catalog", str(len(ctx.catalog.services))))
+    # Counting registrations after a catalog poll: every service new, then none.
+    with store.transaction() as tx:
+        tx.execute("DELETE FROM catalog_registrations")
+    # The merge with a config that claims repos (500 services, an exact ref and a pattern
+    # each): every annotated repo is checked against the config's claims.
+    claiming = Config(
+        services=[
+            {
+                "name": f"cfg-{i}",
+                "team": "t",
+                "ci": [{"github": f"x/c{i}"}, {"github": f"x/c{i}-*"}],
+            }
+            for i in range(500)
+        ]
+    )
+    stored = catalog_store.entities(store)
+    t0 = time.perf_counter()
+    merge(claiming.services, stored)
+    rows.append(("merge, 500 config services with ci refs", f"{time.perf_counter() - t0:.2f} s"))
+    for label in ("record services (all new)", "record services (none new)"):
+        t0 = time.perf_counter()
+        record_services(config, store, time.time())
+        rows.append((label, f"{time.perf_counter() - t0:.2f} s"))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rows.append(("peak RSS", f"{peak:.0f} MB"))
     store.close()

@@ -18,10 +18,10 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from exporter.config import Config, ServiceConfig, repo_owner
+from exporter.config import Config, ServiceConfig, repo_claims
 from exporter.records import CatalogEntity
 from exporter.store import Store
 
@@ -146,8 +146,9 @@ def merge(config_services: Sequence[ServiceConfig], entities: Iterable[CatalogEn
             )
             continue
         components[entity.name] = entity
+    claims = repo_claims(config_services)
     for name, entity in components.items():
-        repos = _unclaimed_repos(config_services, name, entity, conflicts)
+        repos = _unclaimed_repos(claims, name, entity, conflicts)
         from_catalog = CatalogService(
             name=name,
             team=entity.team or UNKNOWN_TEAM,
@@ -189,7 +190,7 @@ def merge(config_services: Sequence[ServiceConfig], entities: Iterable[CatalogEn
 
 
 def _unclaimed_repos(
-    config_services: Sequence[ServiceConfig],
+    claims: Callable[[str], str | None],
     name: str,
     entity: CatalogEntity,
     conflicts: list[Conflict],
@@ -197,8 +198,7 @@ def _unclaimed_repos(
     """The entity's repos that no other service's ``ci`` refs claim: the config wins a repo."""
     kept: list[str] = []
     for repo in entity.repos:
-        kind, _, path = repo.partition(":")
-        owner = repo_owner(config_services, kind, path)
+        owner = claims(repo)
         if owner is not None and owner != name:
             conflicts.append(Conflict(name, f"owner of repo {repo}", owner, name, entity.source))
             continue

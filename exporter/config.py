@@ -13,8 +13,9 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -994,21 +995,43 @@ class Config(BaseSettings):
     def service(self, name: str) -> ServiceConfig | None:
         return next((s for s in self.services if s.name == name), None)
 
+    @cached_property
+    def ci_claims(self) -> Callable[[str], str | None]:
+        """``kind:name`` -> the service whose ``ci`` refs claim it (see :func:`repo_claims`)."""
+        return repo_claims(self.services)
+
     def service_of_repo(self, kind: str, name: str) -> str | None:
         """The service a CI/CD repo, project or job belongs to (exact refs before patterns)."""
-        return repo_owner(self.services, kind, name)
+        return self.ci_claims(f"{kind}:{name}")
 
 
-def repo_owner(services: Sequence[ServiceConfig], kind: str, name: str) -> str | None:
-    """The service whose ``ci`` refs claim a repo, project or job (exact refs before patterns)."""
-    refs = [(svc.name, ref) for svc in services for ref in svc.ci]
-    for svc_name, ref in refs:
-        if not ref.is_pattern and ref.matches(kind, name):
-            return svc_name
-    for svc_name, ref in refs:
-        if ref.is_pattern and ref.matches(kind, name):
-            return svc_name
-    return None
+def repo_claims(config_services: Sequence[ServiceConfig]) -> Callable[[str], str | None]:
+    """``kind:name`` -> the config service whose ``ci`` refs claim that repo (exact refs
+    before patterns), with the exact refs indexed once."""
+    exact: dict[tuple[str, str], str] = {}
+    patterns: dict[str, list[tuple[str, re.Pattern[str]]]] = {}
+    for svc in config_services:
+        for ref in svc.ci:
+            if ref.is_pattern:
+                rx = re.compile(fnmatch.translate(ref.pattern.lower()))
+                patterns.setdefault(ref.kind, []).append((svc.name, rx))
+            else:
+                exact.setdefault((ref.kind, ref.pattern.lower()), svc.name)
+    # One alternation per kind rejects a name no pattern matches in a single pass.
+    any_of = {
+        kind: re.compile("|".join(f"(?:{rx.pattern})" for _, rx in pats))
+        for kind, pats in patterns.items()
+    }
+
+    def owner(repo: str) -> str | None:
+        kind, _, name = repo.partition(":")
+        lowered = name.lower()
+        found = exact.get((kind, lowered))
+        if found is None and kind in any_of and any_of[kind].match(lowered):
+            found = next(s for s, rx in patterns[kind] if rx.match(lowered))
+        return found
+
+    return owner
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:
