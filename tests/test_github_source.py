@@ -324,6 +324,97 @@ class TestIncremental:
         assert delivery_samples(h.text) == before
 
 
+class TestReruns:
+    """A re-run is a new ``run_attempt`` of a run: same id, same ``created_at``."""
+
+    @staticmethod
+    def rerun(h: Harness, name: str, conclusion: str, hours_ago: float) -> None:
+        """Re-run the newest run of workflow ``name`` created at least ``hours_ago`` hours
+        ago; the new attempt starts 10 min ago and finishes now with ``conclusion``."""
+        repo = h.scenario.github["acme/payments-api"]
+        now = time.time()
+        run = max(
+            (r for r in repo.runs if r.name == name and r.created_at <= now - hours_ago * H),
+            key=lambda r: r.created_at,
+        )
+        run.attempt += 1
+        run.conclusion = conclusion
+        run.started_at = now - 600
+        run.updated_at = now - 30
+        repo.touch()
+
+    def deploy_counts(self, h: Harness) -> dict[str, float | None]:
+        return {
+            result: value(
+                h.text,
+                "platform_deployments_total",
+                service="payments-api",
+                team="payments",
+                environment="production",
+                result=result,
+            )
+            for result in ("success", "failure")
+        }
+
+    def lead_samples(self, h: Harness) -> float | None:
+        return value(
+            h.text,
+            "platform_lead_time_samples",
+            service="payments-api",
+            team="payments",
+            window="30d",
+        )
+
+    def test_a_rerun_of_a_failed_deploy_behind_the_cursor_is_a_new_run_and_deployment(
+        self,
+    ) -> None:
+        """payments-api's Deploy of q4 failed 8h ago, before the cursor (the newest run, 6h
+        ago). Re-run, it succeeds: one more Deploy run (success 3 -> 4) and one more
+        production deployment (success 3 -> 4); the failed attempt stays counted (1), and
+        the re-run of the same commit ships nothing new (lead time samples unchanged)."""
+        h = Harness()
+        assert h.poll()
+        assert self.deploy_counts(h) == {"success": 3, "failure": 1}
+        leads = self.lead_samples(h)
+        self.rerun(h, "Deploy", "success", 7.9)
+        assert h.poll()
+        runs = {
+            result: value(
+                h.text,
+                "platform_pipeline_runs_total",
+                service="payments-api",
+                team="payments",
+                pipeline="Deploy",
+                result=result,
+            )
+            for result in ("success", "failure")
+        }
+        assert runs == {"success": 4, "failure": 1}
+        assert self.deploy_counts(h) == {"success": 4, "failure": 1}
+        assert self.lead_samples(h) == leads
+        # The re-run finished now and the 6h deploy is within 1d: 2 a day.
+        freq = value(
+            h.text,
+            "platform_deployment_frequency_per_day",
+            service="payments-api",
+            team="payments",
+            window="1d",
+        )
+        assert freq == 2.0
+        h.fake.plan.clear()
+        assert h.poll()  # nothing changed: counted once
+        assert self.deploy_counts(h) == {"success": 4, "failure": 1}
+
+    def test_a_rerun_of_a_run_older_than_the_lookback_is_not_read(self) -> None:
+        """Only runs created in the last RERUN_LOOKBACK (1 day) are read back: re-running
+        the Deploy run of q1 (250h old) goes unseen."""
+        h = Harness()
+        assert h.poll()
+        self.rerun(h, "Deploy", "success", 200)
+        assert h.poll()
+        assert self.deploy_counts(h) == {"success": 3, "failure": 1}
+
+
 class TestFaults:
     """Each fault marks only the GitHub source down; the next poll recovers it."""
 

@@ -72,6 +72,8 @@ class FakeRun:
     updated_at: float
     number: int = 1
     event: str = "push"
+    # A re-run keeps the run's id and created_at; its attempt number grows.
+    attempt: int = 1
     # Reusable workflows the run called (``owner/repo/path@ref``), GitHub only.
     referenced: tuple[str, ...] = ()
 

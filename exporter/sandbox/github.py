@@ -145,7 +145,7 @@ def workflow_run(repo: FakeRepo, run: FakeRun) -> dict[str, Any]:
         "head_sha": run.head_sha,
         "path": f".github/workflows/{run.name.lower()}.yml",
         "run_number": run.number,
-        "run_attempt": 1,
+        "run_attempt": run.attempt,
         "referenced_workflows": [
             {"path": path, "sha": run.head_sha, "ref": f"refs/tags/{path.rsplit('@', 1)[-1]}"}
             for path in run.referenced

@@ -7,7 +7,9 @@ each carries an ``ETag`` from the previous poll and an unchanged list costs a
 * ``/repos/{r}/actions/runs``: finished runs become :class:`PipelineRun` (and
   :class:`TemplateUse` for their workflow file and referenced reusable workflows); pages
   are read until runs older than the cursor (the oldest unfinished run, or the
-  newest seen); the first poll reads ``backfill_days`` of history;
+  newest seen) and than ``RERUN_LOOKBACK`` ago (a re-run keeps its run's
+  ``created_at``; each ``run_attempt`` after the first is a run of its own); the
+  first poll reads ``backfill_days`` of history;
 * ``/repos/{r}/deployments`` and, for each deployment not yet known finished,
   its ``/statuses``: the truth for production deploys where a repo uses them;
   a repo with no deployments at all takes runs of ``deploy_workflows`` on its
@@ -64,6 +66,9 @@ PER_PAGE = 100
 DEPLOY_BRANCHES = ("main", "master")
 # A pending deployment (or unfinished run) older than this no longer holds the cursor back.
 PENDING_HORIZON = 86400.0
+# A re-run keeps its run's id and created_at (only run_attempt grows), so whenever the runs
+# list changes it is read back over the runs created this long ago, to find new attempts.
+RERUN_LOOKBACK = 86400.0
 
 _RUN_FIELDS = (
     "id",
@@ -76,6 +81,7 @@ _RUN_FIELDS = (
     "run_started_at",
     "head_sha",
     "head_branch",
+    "run_attempt",
 )
 # What the deployment records need of a deployment body (which also carries its creator).
 _DEPLOYMENT_FIELDS = ("id", "sha", "environment", "created_at")
@@ -380,12 +386,13 @@ class GitHubSource(Source):
         cursor = f"{repo}:runs"
         state = load_state(ctx, cursor)
         since = float(state.get("since", backfill_start))
+        floor = min(since, ctx.now() - RERUN_LOOKBACK)
         seen: list[dict[str, Any]] = []
 
         def take(page: Any) -> bool:
             try:
                 for run in page["workflow_runs"]:
-                    if parse_time(run["created_at"]) < since:
+                    if parse_time(run["created_at"]) < floor:
                         return True
                     # Keep only what is used: a run body carries two full repository objects.
                     seen.append(_slim_run(run))
@@ -412,15 +419,17 @@ class GitHubSource(Source):
                     if created > ctx.now() - PENDING_HORIZON:
                         unfinished.append(created)  # holds the cursor until it finishes
                     continue
+                rerun = _attempt(run) > 1
                 records.append(
                     PipelineRun(
                         source=self.kind,
                         service=service,
                         pipeline=str(run.get("name") or run.get("path") or "workflow")[:100],
-                        run_id=f"{repo}/{run['id']}",
+                        run_id=f"{repo}/{run['id']}{_attempt_suffix(run)}",
                         result=_CONCLUSIONS.get(str(run.get("conclusion")), "other"),
-                        created_at=created,
-                        started_at=parse_time_or_none(run.get("run_started_at")),
+                        # A re-run's queue time is unknown (no created_at of its own).
+                        created_at=_started_if_rerun(run),
+                        started_at=None if rerun else parse_time_or_none(run.get("run_started_at")),
                         finished_at=parse_time(run["updated_at"]),
                     )
                 )
@@ -559,10 +568,10 @@ class GitHubSource(Source):
                     service=service,
                     environment="production",
                     production=True,
-                    deploy_id=f"{repo}/run/{run['id']}",
+                    deploy_id=f"{repo}/run/{run['id']}{_attempt_suffix(run)}",
                     sha=str(run["head_sha"]),
                     status=result,
-                    created_at=parse_time(run["created_at"]),
+                    created_at=_started_if_rerun(run),
                     finished_at=parse_time(run["updated_at"]),
                 )
             )
@@ -658,6 +667,25 @@ class GitHubSource(Source):
 
 def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def _attempt(run: dict[str, Any]) -> int:
+    attempt = run.get("run_attempt")
+    return attempt if isinstance(attempt, int) and attempt > 0 else 1
+
+
+def _attempt_suffix(run: dict[str, Any]) -> str:
+    """The identity suffix of a re-run: each attempt after the first is its own run (and,
+    for a deploy workflow, its own deployment); the first keeps the run's plain id."""
+    attempt = _attempt(run)
+    return f"/attempt/{attempt}" if attempt > 1 else ""
+
+
+def _started_if_rerun(run: dict[str, Any]) -> float:
+    """When a run (attempt) began: ``created_at`` is its first attempt's on a re-run."""
+    if _attempt(run) > 1:
+        return parse_time_or_none(run.get("run_started_at")) or parse_time(run["created_at"])
+    return parse_time(run["created_at"])
 
 
 def _slim_run(run: dict[str, Any]) -> dict[str, Any]:
