@@ -1,10 +1,13 @@
-"""The GitLab source against the simulated GitLab API (httpx.MockTransport): hotfix deployments.
+"""The GitLab source against the simulated GitLab API (httpx.MockTransport): merge requests and
+hotfix deployments.
 
 GitLab behaviour relied on: ``GET /projects/:id/repository/compare?from=&to=`` lists
 in ``commits`` the commits of ``to`` since its merge base with ``from`` (``straight``
 defaults to false), each with ``parent_ids``, ``authored_date`` and
 ``committed_date``, and says ``compare_timeout`` when GitLab gave up computing it
-(https://docs.gitlab.com/api/repositories/#compare-branches-tags-or-commits).
+(https://docs.gitlab.com/api/repositories/#compare-branches-tags-or-commits); a merge
+request's ``/commits`` lists its own commits whatever their dates
+(https://docs.gitlab.com/api/merge_requests/#get-single-merge-request-commits).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import pytest
 
 from exporter.daemon import Daemon
 from exporter.sandbox import delivery_data
-from exporter.sandbox.delivery_data import EXPECTED, FakeCommit
+from exporter.sandbox.delivery_data import EXPECTED, FakeCommit, FakeDeployment, FakeMergeRequest
 from exporter.sandbox.fakes import Fault
 from exporter.sandbox.gitlab import TOKEN, GitLabFake
 from exporter.sources.gitlab import GitLabSource
@@ -71,6 +74,47 @@ class Harness:
 
     def compares(self) -> list[dict[str, list[str]]]:
         return [parse_qs(q) for p, q, _ in self.fake.plan.log if p.endswith("/repository/compare")]
+
+
+class TestMergeRequests:
+    def test_a_merge_commit_brings_branch_commits_the_history_cursor_skipped(self) -> None:
+        """After the first poll the history is read from ``since`` = s4's commit time less
+        1h (13h ago). A merge request's branch commits g1 (committed 30h ago) and g2 (20h
+        ago) are merged by m (1.5h ago) and m is deployed 1h ago: the listing from
+        ``since`` holds m only, but the merge request's commits bring g1 and g2, so the
+        deployment counts three lead times, 0.5h, 19h and 29h (not just m's)."""
+        h = Harness()
+        assert h.poll()
+        repo = h.scenario.gitlab[PROJECT]
+        s4 = repo.commits[-1].sha
+        now = time.time()
+        g1 = FakeCommit(delivery_data.sha_of("g1"), now - 30 * H, now - 30 * H, [s4], "g1")
+        g2 = FakeCommit(delivery_data.sha_of("g2"), now - 20 * H, now - 20 * H, [g1.sha], "g2")
+        m = FakeCommit(delivery_data.sha_of("m"), now - 1.5 * H, now - 1.5 * H, [s4, g2.sha])
+        repo.commits += [g1, g2, m]
+        repo.merge_requests.append(
+            FakeMergeRequest(9, "feature-g", g1.authored_at, m.committed_at, [g1, g2], None, m.sha)
+        )
+        repo.deployments.append(
+            FakeDeployment(779, m.sha, "production", now - H - 300, [(7791, "success", now - H)])
+        )
+        repo.touch()
+        h.fake.plan.clear()
+        assert h.poll()
+        assert any(p.endswith("/merge_requests/9/commits") for p, _, _ in h.fake.plan.log)
+        assert h.lead_samples() == EXPECTED["search"]["lead_time"]["n"] + 3
+        within = {
+            le: value(
+                h.text,
+                "platform_lead_time_seconds_bucket",
+                service="search",
+                team="discovery",
+                le=le,
+            )
+            for le in ("3600", "86400", "172800")
+        }
+        # Before: 4h, 17h, 27h, 54h. Now also 0.5h, 19h and 29h.
+        assert within == {"3600": 1, "86400": 4, "172800": 6}
 
 
 class TestHotfixDeployments:

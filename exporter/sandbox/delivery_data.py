@@ -119,6 +119,7 @@ class FakeMergeRequest:
     merged_at: float
     commits: list[FakeCommit]
     squash_commit_sha: str | None = None
+    merge_commit_sha: str | None = None  # None: fast-forwarded (or squashed without one)
 
     @property
     def updated_at(self) -> float:

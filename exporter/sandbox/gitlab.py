@@ -240,8 +240,7 @@ def merge_request(repo: FakeRepo, mr: FakeMergeRequest) -> dict[str, Any]:
         "draft": False,
         "detailed_merge_status": "not_open",
         "sha": mr.commits[-1].sha,
-        # A fast-forward merge (and a squash without a merge commit) makes no merge commit.
-        "merge_commit_sha": None,
+        "merge_commit_sha": mr.merge_commit_sha,
         "squash_commit_sha": mr.squash_commit_sha,
         "squash": mr.squash_commit_sha is not None,
         "squash_on_merge": mr.squash_commit_sha is not None,
