@@ -93,9 +93,10 @@ async def bench(args: argparse.Namespace, url: str, state: Path) -> list[tuple[s
         runs = store.query("SELECT COUNT(*) FROM pipeline_runs")[0][0]
         deploys = store.query("SELECT COUNT(*) FROM deployments")[0][0]
         health.requests.clear()
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         await source.poll(ctx)
         steady = time.perf_counter() - t0
+        steady_cpu = time.process_time() - cpu0
         steady_requests = sum(health.requests.values())
         not_modified = health.requests.get("304", 0)
     finally:
@@ -111,6 +112,7 @@ async def bench(args: argparse.Namespace, url: str, state: Path) -> list[tuple[s
         ("backfill wall time", f"{backfill:.1f} s (target <= 300 s)"),
         ("backfill requests", f"{backfill_requests}"),
         ("steady-state wall time", f"{steady:.2f} s (target <= 2 s)"),
+        ("steady-state CPU time (exporter process)", f"{steady_cpu:.2f} s"),
         (
             "steady-state requests",
             f"{steady_requests} ({steady_requests / args.repos:.2f} per repo, {kinds} kinds; "
