@@ -107,7 +107,7 @@ REVIEW: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
                 "Probe latency p95, 1h",
                 "timeseries",
                 _q(
-                    f'platform_service_probe_latency_seconds{{{SEL},window="1h",percentile="95"}}',
+                    f'platform_service_probe_latency_seconds{{{SEL},window="1h",quantile="0.95"}}',
                     "{{service}}",
                 ),
                 unit="s",

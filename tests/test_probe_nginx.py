@@ -222,18 +222,18 @@ class TestProbeLatency:
             "platform_service_probe_latency_seconds",
             service="reports",
             window="1h",
-            percentile="50",
+            quantile="0.5",
         )
         assert p50 is not None and SLOW <= p50 < 0.5
         assert exp.samples("platform_service_probe_latency_seconds", service="gone") == []
         labels = exp.samples("platform_service_probe_latency_seconds", service="reports")
-        assert sorted((lb["window"], lb["percentile"]) for lb, _ in labels) == [
-            ("1h", "50"),
-            ("1h", "95"),
-            ("1h", "99"),
-            ("24h", "50"),
-            ("24h", "95"),
-            ("24h", "99"),
+        assert sorted((lb["window"], lb["quantile"]) for lb, _ in labels) == [
+            ("1h", "0.5"),
+            ("1h", "0.95"),
+            ("1h", "0.99"),
+            ("24h", "0.5"),
+            ("24h", "0.95"),
+            ("24h", "0.99"),
         ]
 
 

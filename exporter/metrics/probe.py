@@ -7,7 +7,7 @@ Sample::
     platform_probe_last_success_timestamp_seconds{service="checkout",team="payments",probe="health"} 1.7e9
     platform_service_uptime_ratio{service="checkout",team="payments",window="24h"} 0.9965
     platform_service_uptime_samples{service="checkout",team="payments",window="24h"} 2880
-    platform_service_probe_latency_seconds{service="checkout",team="payments",window="1h",percentile="95"} 0.12
+    platform_service_probe_latency_seconds{service="checkout",team="payments",window="1h",quantile="0.95"} 0.12
 """
 
 from __future__ import annotations
@@ -108,12 +108,12 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
     yield ratio
     yield samples
 
-    latency = GaugeMetricFamily(
+    # Typed summary (quantiles only), like every windowed quantile of the exporter: promtool
+    # rejects a "quantile" label on any other type; in PromQL the series are plain samples.
+    latency = Metric(
         "platform_service_probe_latency_seconds",
         cached_help("Quantiles of successful probe check durations over the window.", ctx, "probe"),
-        # Not "quantile": Prometheus reserves that label for summaries (promtool rejects it
-        # on a gauge), and a windowed value is not a summary.
-        labels=["service", "team", "window", "percentile"],
+        "summary",
     )
     for window, seconds in LATENCY_WINDOWS.items():
         durations = probe_store.success_durations(ctx.store, ctx.now, seconds)
@@ -123,8 +123,15 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
             for q in LATENCY_QUANTILES:
                 seconds_q = quantile(durations[service], q)
                 if seconds_q is not None:
-                    latency.add_metric(
-                        [service, ctx.team_of(service), window, f"{q * 100:g}"], seconds_q
+                    latency.add_sample(
+                        "platform_service_probe_latency_seconds",
+                        {
+                            "service": service,
+                            "team": ctx.team_of(service),
+                            "window": window,
+                            "quantile": f"{q:g}",
+                        },
+                        seconds_q,
                     )
     yield latency
 
