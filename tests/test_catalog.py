@@ -84,23 +84,6 @@ class TestMerge:
         assert cat.team_of("a") == "main"
         assert [(c.field, c.catalog_value) for c in cat.conflicts] == [("namespace", "labs")]
 
-
-class TestConflictLog:
-    def test_each_conflict_is_logged_once_per_process(self, caplog: Any) -> None:
-        store = open_store(":memory:")
-        with store.transaction() as tx:
-            from exporter.store import write_records
-
-            write_records(tx, [CatalogListing("backstage", 1.0, (comp("a", "other"),))])
-        config = Config(
-            services=[{"name": "a", "team": "mine"}],
-            sources={"backstage": {"base_url": "http://b/api/catalog"}},
-        )
-        with caplog.at_level(logging.WARNING, logger="exporter.catalog"):
-            for _ in range(3):
-                load_catalog(config, store)
-        assert caplog.text.count("catalog conflict for service a") == 1
-
     def test_a_repo_the_configs_ci_refs_claim_stays_with_that_service(self) -> None:
         """checkout claims acme/checkout exactly and payments-api claims acme/payments-*:
         Backstage naming either for ledger is a conflict the config wins; ledger keeps
@@ -125,6 +108,23 @@ class TestConflictLog:
             ("ledger", "owner of repo github:ACME/Checkout", "checkout", "ledger"),
             ("ledger", "owner of repo github:acme/payments-x", "payments-api", "ledger"),
         }
+
+
+class TestConflictLog:
+    def test_each_conflict_is_logged_once_per_process(self, caplog: Any) -> None:
+        store = open_store(":memory:")
+        with store.transaction() as tx:
+            from exporter.store import write_records
+
+            write_records(tx, [CatalogListing("backstage", 1.0, (comp("a", "other"),))])
+        config = Config(
+            services=[{"name": "a", "team": "mine"}],
+            sources={"backstage": {"base_url": "http://b/api/catalog"}},
+        )
+        with caplog.at_level(logging.WARNING, logger="exporter.catalog"):
+            for _ in range(3):
+                load_catalog(config, store)
+        assert caplog.text.count("catalog conflict for service a") == 1
 
 
 class TestCostAllocationFromTheMergedCatalog:
