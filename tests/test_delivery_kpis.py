@@ -240,6 +240,16 @@ class TestChangeFailure:
         incident = IncidentSpan("i1", t(30), None, deployment_sha="b")
         assert kpi.failed_changes(deploys, [incident], H, HISTORY) == {"dc"}
 
+    def test_root_cause_in_a_squashed_merge_request_links_where_the_squash_shipped(self) -> None:
+        """x was squashed into s (x left the branch): naming x links the deploy of s."""
+        commits = dict(chain(("a", 0), ("b", 1)))
+        commits["s"] = CommitNode("s", t(5), ("b",))
+        commits["x"] = CommitNode("x", t(0.5), ("a",))
+        deploys = [ProdDeploy("d1", "b", True, t(2)), ProdDeploy("d2", "s", True, t(6))]
+        incident = IncidentSpan("i1", t(30), None, deployment_sha="x")
+        assert kpi.failed_changes(deploys, [incident], H, commits, {"s": ("x",)}) == {"d2"}
+        assert kpi.failed_changes(deploys, [incident], H, commits) == set()
+
     def test_short_prefix_resolves_only_when_unique(self) -> None:
         """abcdef01 and abcdef02 share the prefix abcdef0: ambiguous, it names nothing (as in
         git); abcdef01 is unique; a prefix under 7 digits never matches."""

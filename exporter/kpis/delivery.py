@@ -246,15 +246,21 @@ def failed_changes(
     incidents: Sequence[IncidentSpan],
     link_window: float,
     commits: Mapping[str, CommitNode] | None = None,
+    squashed: Mapping[str, Sequence[str]] | None = None,
 ) -> set[str]:
-    """Keys of deployments that are failed changes: failed ones, and those an incident links to."""
+    """Keys of deployments that are failed changes: failed ones, and those an incident links to.
+
+    A root cause naming a commit that a squash replaced links where the squash commit shipped.
+    """
     graph: Mapping[str, CommitNode] = commits or {}
+    squash_of = {o: s for s, originals in (squashed or {}).items() for o in originals}
     failed = {d.key for d in deploys if not d.success}
     successes = _ordered_successes(deploys)
     for inc in incidents:
         linked: ProdDeploy | None = None
         if inc.deployment_sha is not None:
             sha = resolve_sha(inc.deployment_sha, deploys, graph)
+            sha = squash_of.get(sha, sha) if sha is not None else None
             linked = None if sha is None else shipping_deployment(sha, successes, graph)
         else:
             before = [d for d in successes if d.finished_at <= inc.opened_at]
@@ -272,9 +278,10 @@ def change_failure(
     window: float,
     link_window: float,
     commits: Mapping[str, CommitNode] | None = None,
+    squashed: Mapping[str, Sequence[str]] | None = None,
 ) -> ChangeFailure:
     """Failed changes and all production deployments that finished in the window."""
-    failed = failed_changes(deploys, incidents, link_window, commits)
+    failed = failed_changes(deploys, incidents, link_window, commits, squashed)
     in_window = [d for d in deploys if _in_window(d.finished_at, now, window)]
     return ChangeFailure(sum(1 for d in in_window if d.key in failed), len(in_window))
 

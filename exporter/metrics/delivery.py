@@ -208,7 +208,13 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
         cfr_30d: float | None = None
         for window, seconds in kpi.CHANGE_FAILURE_WINDOWS.items():
             cf = kpi.change_failure(
-                d.deploys, d.incidents, now, seconds, rules.incident_link_window, d.commits
+                d.deploys,
+                d.incidents,
+                now,
+                seconds,
+                rules.incident_link_window,
+                d.commits,
+                d.squashed,
             )
             cfr_samples.add_metric([*lbl, window], cf.total)
             if cf.ratio is not None:
