@@ -116,6 +116,14 @@ class App:
         return httpx.MockTransport(handler)
 
 
+class _Listener(ThreadingHTTPServer):
+    # socketserver's default backlog is 5: a client opening dozens of connections at once
+    # (a CI/CD source with 48 in flight) then has handshakes dropped and waits seconds for
+    # their retransmission. Real upstreams accept far more.
+    request_queue_size = 256
+    daemon_threads = True
+
+
 class SandboxServer:
     """Several apps served over HTTP on loopback, each under its own prefix."""
 
@@ -162,8 +170,7 @@ class SandboxServer:
 
             do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = _dispatch
 
-        self.httpd = ThreadingHTTPServer((host, port), _Handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _Listener((host, port), _Handler)
         self._thread: threading.Thread | None = None
 
     @property
