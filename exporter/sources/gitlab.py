@@ -258,8 +258,9 @@ class GitLabSource(Source):
                 ctx.client,
                 "GET",
                 f"/projects/{pid}/ci/lint",
-                # The head the includes are kept for (GitLab before 16.10 ignores it: its
-                # default is the same head, unless the branch moved in between).
+                # The head the includes are kept for. A GitLab that predates the parameter
+                # (it only knew `sha`) ignores it and lints the default branch's head, the
+                # same one unless the branch moved in between.
                 params={"content_ref": head} if head else None,
                 ok=(200, 403, 404),
                 attempts=self.attempts,
