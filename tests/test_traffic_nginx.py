@@ -154,7 +154,8 @@ class TestCountsAndQuantiles:
             float(json.loads(line)["request_time"])
             for line in nginx.access_log.read_bytes().splitlines()
         )
-        assert len(logged) == 20 and sum(t >= 0.3 for t in logged) == 5
+        # The five 300 ms requests are slow; on a loaded machine others may be slow too.
+        assert len(logged) == 20 and sum(t >= 0.3 for t in logged) >= 5
         daemon = Daemon(make_config(tmp_path, nginx))
         poll(daemon)
         got = samples(daemon.render().text)
