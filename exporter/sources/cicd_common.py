@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
 import httpx
 
-from exporter.errors import MalformedResponse
+from exporter.config import Config, SourceConfig
+from exporter.errors import AuthError, MalformedResponse, RateLimited
 from exporter.httpclient import send
 from exporter.records import Commit, Deployment
-from exporter.sources.base import PollContext
+from exporter.sources.base import PollContext, Source
 
 
 def parse_time(value: Any) -> float:
@@ -63,7 +65,7 @@ def dump_state(state: dict[str, Any]) -> str:
 
 
 async def get_json_or_none(
-    ctx: PollContext, source: Any, url: str, params: dict[str, Any] | None = None
+    ctx: PollContext, source: CicdSource, url: str, params: dict[str, Any] | None = None
 ) -> Any:
     """The JSON body of a GET through the shared retry policy, with the source's
     ``attempts``, ``backoff`` and ``max_retry_after``; None when it is 404."""
@@ -105,6 +107,74 @@ async def run_units(units: Iterable[Callable[[], Awaitable[None]]], concurrency:
     await asyncio.gather(*(guarded(u) for u in units))
     if failed:
         raise failed[0]
+
+
+class CicdSource(Source):
+    """What the GitHub, GitLab and Jenkins sources share around their own reading.
+
+    Units (repos, projects, jobs) come from :meth:`units` and are synced by
+    :meth:`sync_unit`, ``concurrency`` at a time, each in its own transaction (see
+    the module doc). A credentials error stops the source until restart: retrying
+    a bad token only burns the upstream's patience. A ``Retry-After`` longer than
+    one poll may wait pauses the source until then, without calling.
+    """
+
+    # The shared retry policy's knobs; tests make them fast.
+    attempts = 4
+    backoff = 0.5
+    max_retry_after = 60.0
+
+    def __init__(self, config: Config, settings: SourceConfig, *, concurrency: int) -> None:
+        super().__init__(config, settings)
+        self.rules = config.delivery
+        self.concurrency = concurrency
+        # The config's exact refs of this kind: read whether or not an org lists them.
+        self.explicit: dict[str, str] = {
+            ref.pattern: svc.name
+            for svc in config.services
+            for ref in svc.ci
+            if ref.kind == self.kind and not ref.is_pattern
+        }
+        self._auth_failure: AuthError | None = None
+        self._blocked_until = 0.0
+
+    @abstractmethod
+    async def units(self, ctx: PollContext) -> dict[str, str]:
+        """This poll's units (repo, project or job name) and the service of each."""
+
+    @abstractmethod
+    async def sync_unit(self, ctx: PollContext, name: str, service: str) -> None:
+        """Read one unit and commit its records and cursors in one transaction."""
+
+    async def poll(self, ctx: PollContext) -> None:
+        if self._auth_failure is not None:
+            raise AuthError(
+                f"stopped after a credentials error; fix it and restart: {self._auth_failure}"
+            )
+        if ctx.now() < self._blocked_until:
+            raise RateLimited(
+                f"rate limited until {self._blocked_until:.0f} (Retry-After); not calling",
+                self._blocked_until - ctx.now(),
+            )
+        try:
+            units = await self.units(ctx)
+            await run_units(
+                [self._unit(ctx, name, service) for name, service in sorted(units.items())],
+                self.concurrency,
+            )
+        except AuthError as exc:
+            self._auth_failure = exc
+            raise
+        except RateLimited as exc:
+            if exc.retry_after:
+                self._blocked_until = ctx.now() + exc.retry_after
+            raise
+
+    def _unit(self, ctx: PollContext, name: str, service: str) -> Callable[[], Awaitable[None]]:
+        async def sync() -> None:
+            await self.sync_unit(ctx, name, service)
+
+        return sync
 
 
 def repo_mapper(ctx: PollContext, config: Any, kind: str) -> Callable[[str], str | None]:

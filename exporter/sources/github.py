@@ -43,11 +43,12 @@ from typing import Any
 import httpx
 
 from exporter.config import Config, GitHubAppConfig, GitHubSourceConfig
-from exporter.errors import AuthError, RateLimited
+from exporter.errors import AuthError
 from exporter.httpclient import conditional_get, send
 from exporter.records import Commit, Deployment, Incident, PipelineRun, TemplateUse
-from exporter.sources.base import PollContext, Source
+from exporter.sources.base import PollContext
 from exporter.sources.cicd_common import (
+    CicdSource,
     body_of,
     dump_state,
     get_json_or_none,
@@ -57,7 +58,6 @@ from exporter.sources.cicd_common import (
     parse_time,
     parse_time_or_none,
     repo_mapper,
-    run_units,
 )
 
 API_VERSION = "2022-11-28"
@@ -152,27 +152,14 @@ class GitHubAppAuth(httpx.Auth):
         yield request
 
 
-class GitHubSource(Source):
+class GitHubSource(CicdSource):
     """Reads the catalog's GitHub repos; see the module docstring."""
 
     kind = "github"
-    # The shared retry policy's knobs; tests make them fast.
-    attempts = 4
-    backoff = 0.5
-    max_retry_after = 60.0
 
     def __init__(self, config: Config, settings: GitHubSourceConfig) -> None:
-        super().__init__(config, settings)
+        super().__init__(config, settings, concurrency=settings.concurrency)
         self.gh = settings
-        self.rules = config.delivery
-        self.explicit: dict[str, str] = {
-            ref.pattern: svc.name
-            for svc in config.services
-            for ref in svc.ci
-            if ref.kind == "github" and not ref.is_pattern
-        }
-        self._auth_failure: AuthError | None = None
-        self._blocked_until = 0.0
         self._unmapped_logged: set[str] = set()
 
     @property
@@ -195,36 +182,6 @@ class GitHubSource(Source):
         return options
 
     # --- the poll -------------------------------------------------------------------
-
-    async def poll(self, ctx: PollContext) -> None:
-        if self._auth_failure is not None:
-            raise AuthError(
-                f"stopped after a credentials error; fix it and restart: {self._auth_failure}"
-            )
-        if ctx.now() < self._blocked_until:
-            raise RateLimited(
-                f"rate limited until {self._blocked_until:.0f} (Retry-After); not calling",
-                self._blocked_until - ctx.now(),
-            )
-        try:
-            repos = await self._repos(ctx)
-            await run_units(
-                [self._unit(ctx, repo, service) for repo, service in sorted(repos.items())],
-                self.gh.concurrency,
-            )
-        except AuthError as exc:
-            self._auth_failure = exc
-            raise
-        except RateLimited as exc:
-            if exc.retry_after:
-                self._blocked_until = ctx.now() + exc.retry_after
-            raise
-
-    def _unit(self, ctx: PollContext, repo: str, service: str) -> Callable[[], Any]:
-        async def sync() -> None:
-            await self.sync_repo(ctx, repo, service)
-
-        return sync
 
     async def _get(
         self, ctx: PollContext, url: str, params: dict[str, Any] | None = None
@@ -277,7 +234,7 @@ class GitHubSource(Source):
             del response  # its body, before the next one arrives
             response = await self._get(ctx, following)
 
-    async def _repos(self, ctx: PollContext) -> dict[str, str]:
+    async def units(self, ctx: PollContext) -> dict[str, str]:
         """Repo full name -> service, from the catalog and the orgs."""
         self._etags: dict[str, str] = {}
         repos = dict(self.explicit)
@@ -321,7 +278,7 @@ class GitHubSource(Source):
                 repos.setdefault(name, service)
         return repos
 
-    async def sync_repo(self, ctx: PollContext, repo: str, service: str) -> None:
+    async def sync_unit(self, ctx: PollContext, repo: str, service: str) -> None:
         """Read one repo's four lists and commit them with their cursors, all at once."""
         now = ctx.now()
         backfill_start = now - self.rules.backfill_days * 86400.0

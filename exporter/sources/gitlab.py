@@ -33,18 +33,18 @@ Auth is the ``PRIVATE-TOKEN`` header; a ``401`` stops the source until restart.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from exporter.config import Config, GitLabSourceConfig
-from exporter.errors import AuthError, MalformedResponse, RateLimited
+from exporter.errors import MalformedResponse
 from exporter.httpclient import conditional_get, send
 from exporter.records import Commit, Deployment, Incident, MergeRequest, PipelineRun, TemplateUse
-from exporter.sources.base import PollContext, Source
+from exporter.sources.base import PollContext
 from exporter.sources.cicd_common import (
+    CicdSource,
     body_of,
     dump_state,
     get_json_or_none,
@@ -54,7 +54,6 @@ from exporter.sources.cicd_common import (
     parse_time,
     parse_time_or_none,
     repo_mapper,
-    run_units,
 )
 from exporter.store import delivery as store
 
@@ -83,26 +82,14 @@ def _updated_since(since: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-class GitLabSource(Source):
+class GitLabSource(CicdSource):
     """Reads the catalog's GitLab projects; see the module docstring."""
 
     kind = "gitlab"
-    attempts = 4
-    backoff = 0.5
-    max_retry_after = 60.0
 
     def __init__(self, config: Config, settings: GitLabSourceConfig) -> None:
-        super().__init__(config, settings)
+        super().__init__(config, settings, concurrency=settings.concurrency)
         self.gl = settings
-        self.rules = config.delivery
-        self.explicit: dict[str, str] = {
-            ref.pattern: svc.name
-            for svc in config.services
-            for ref in svc.ci
-            if ref.kind == "gitlab" and not ref.is_pattern
-        }
-        self._auth_failure: AuthError | None = None
-        self._blocked_until = 0.0
 
     @property
     def active(self) -> bool:
@@ -119,35 +106,6 @@ class GitLabSource(Source):
             "reserve": self.gl.rate_limit_reserve,
             "max_connections": self.gl.concurrency,
         }
-
-    async def poll(self, ctx: PollContext) -> None:
-        if self._auth_failure is not None:
-            raise AuthError(
-                f"stopped after a credentials error; fix it and restart: {self._auth_failure}"
-            )
-        if ctx.now() < self._blocked_until:
-            raise RateLimited(
-                "rate limited (Retry-After); not calling yet", self._blocked_until - ctx.now()
-            )
-        try:
-            projects = await self._projects(ctx)
-            await run_units(
-                [self._unit(ctx, path, service) for path, service in sorted(projects.items())],
-                self.gl.concurrency,
-            )
-        except AuthError as exc:
-            self._auth_failure = exc
-            raise
-        except RateLimited as exc:
-            if exc.retry_after:
-                self._blocked_until = ctx.now() + exc.retry_after
-            raise
-
-    def _unit(self, ctx: PollContext, path: str, service: str) -> Callable[[], Any]:
-        async def sync() -> None:
-            await self.sync_project(ctx, path, service)
-
-        return sync
 
     async def _get(
         self,
@@ -196,7 +154,7 @@ class GitLabSource(Source):
                 health=ctx.health,
             )
 
-    async def _projects(self, ctx: PollContext) -> dict[str, str]:
+    async def units(self, ctx: PollContext) -> dict[str, str]:
         projects = dict(self.explicit)
         service_of = repo_mapper(ctx, self.config, "gitlab")
         for group in self.gl.groups:
@@ -397,7 +355,7 @@ class GitLabSource(Source):
                 raise malformed("compare", exc) from None
         return out
 
-    async def sync_project(self, ctx: PollContext, path: str, service: str) -> None:
+    async def sync_unit(self, ctx: PollContext, path: str, service: str) -> None:
         now = ctx.now()
         backfill_start = now - self.rules.backfill_days * 86400.0
         cursor = f"{path}:state"

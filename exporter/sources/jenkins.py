@@ -23,22 +23,21 @@ Auth is HTTP basic with a user and an API token.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 from exporter.config import Config, JenkinsSourceConfig
-from exporter.errors import AuthError, MalformedResponse
+from exporter.errors import MalformedResponse
 from exporter.httpclient import send
 from exporter.records import Commit, Deployment, PipelineRun
-from exporter.sources.base import PollContext, Source
+from exporter.sources.base import PollContext
 from exporter.sources.cicd_common import (
+    CicdSource,
     body_of,
     dump_state,
     load_state,
     malformed,
-    run_units,
 )
 
 RANGE = 100
@@ -62,24 +61,14 @@ def job_url(full_name: str) -> str:
     return "".join(f"/job/{part}" for part in full_name.split("/"))
 
 
-class JenkinsSource(Source):
+class JenkinsSource(CicdSource):
     """Reads the catalog's Jenkins jobs; see the module docstring."""
 
     kind = "jenkins"
-    attempts = 4
-    backoff = 0.5
 
     def __init__(self, config: Config, settings: JenkinsSourceConfig) -> None:
-        super().__init__(config, settings)
+        super().__init__(config, settings, concurrency=settings.concurrency)
         self.jk = settings
-        self.rules = config.delivery
-        self.explicit: dict[str, str] = {
-            ref.pattern: svc.name
-            for svc in config.services
-            for ref in svc.ci
-            if ref.kind == "jenkins" and not ref.is_pattern
-        }
-        self._auth_failure: AuthError | None = None
 
     @property
     def active(self) -> bool:
@@ -107,22 +96,12 @@ class JenkinsSource(Source):
         )
         return body_of(response)
 
-    async def poll(self, ctx: PollContext) -> None:
-        if self._auth_failure is not None:
-            raise AuthError(
-                f"stopped after a credentials error; fix it and restart: {self._auth_failure}"
-            )
-        try:
-            jobs = dict(self.explicit)
-            for folder in self.jk.folders:
-                await self._walk(ctx, folder, jobs, depth=0)
-            await run_units(
-                [self._unit(ctx, job, service) for job, service in sorted(jobs.items())],
-                self.jk.concurrency,
-            )
-        except AuthError as exc:
-            self._auth_failure = exc
-            raise
+    async def units(self, ctx: PollContext) -> dict[str, str]:
+        """Job full name -> service: the catalog's jobs and those found in the folders."""
+        jobs = dict(self.explicit)
+        for folder in self.jk.folders:
+            await self._walk(ctx, folder, jobs, depth=0)
+        return jobs
 
     async def _walk(self, ctx: PollContext, folder: str, jobs: dict[str, str], depth: int) -> None:
         body = await self._get(ctx, f"{job_url(folder)}/api/json", "jobs[name,_class]")
@@ -139,13 +118,7 @@ class JenkinsSource(Source):
             if service is not None:
                 jobs.setdefault(full, service)
 
-    def _unit(self, ctx: PollContext, job: str, service: str) -> Callable[[], Any]:
-        async def sync() -> None:
-            await self.sync_job(ctx, job, service)
-
-        return sync
-
-    async def sync_job(self, ctx: PollContext, job: str, service: str) -> None:
+    async def sync_unit(self, ctx: PollContext, job: str, service: str) -> None:
         cursor = f"{job}:builds"
         state = load_state(ctx, cursor)
         next_number = int(state.get("next", 0))
