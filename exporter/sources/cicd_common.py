@@ -21,7 +21,7 @@ import httpx
 
 from exporter.config import Config, SourceConfig
 from exporter.errors import AuthError, MalformedResponse, RateLimited
-from exporter.httpclient import send
+from exporter.httpclient import conditional_get, send
 from exporter.records import Commit, Deployment
 from exporter.sources.base import PollContext, Source
 
@@ -62,25 +62,6 @@ def load_state(ctx: PollContext, name: str) -> dict[str, Any]:
 
 def dump_state(state: dict[str, Any]) -> str:
     return json.dumps(state, sort_keys=True, separators=(",", ":"))
-
-
-async def get_json_or_none(
-    ctx: PollContext, source: CicdSource, url: str, params: dict[str, Any] | None = None
-) -> Any:
-    """The JSON body of a GET through the shared retry policy, with the source's
-    ``attempts``, ``backoff`` and ``max_retry_after``; None when it is 404."""
-    response = await send(
-        ctx.client,
-        "GET",
-        url,
-        params=params,
-        ok=(200, 404),
-        attempts=source.attempts,
-        backoff=source.backoff,
-        max_retry_after=source.max_retry_after,
-        health=ctx.health,
-    )
-    return None if response.status_code == 404 else body_of(response)
 
 
 def malformed(where: str, exc: Exception) -> MalformedResponse:
@@ -169,6 +150,49 @@ class CicdSource(Source):
             if exc.retry_after:
                 self._blocked_until = ctx.now() + exc.retry_after
             raise
+
+    async def get(
+        self,
+        ctx: PollContext,
+        url: str,
+        params: dict[str, Any] | None = None,
+        *,
+        ok: Iterable[int] = (200,),
+    ) -> httpx.Response:
+        """GET under the shared retry policy, with this source's knobs."""
+        return await send(
+            ctx.client,
+            "GET",
+            url,
+            params=params,
+            ok=ok,
+            attempts=self.attempts,
+            backoff=self.backoff,
+            max_retry_after=self.max_retry_after,
+            health=ctx.health,
+        )
+
+    async def get_if_changed(
+        self, ctx: PollContext, url: str, etag: str | None, params: dict[str, Any] | None = None
+    ) -> httpx.Response:
+        """A conditional GET (``If-None-Match: etag``) under the same policy: 200 or 304."""
+        return await conditional_get(
+            ctx.client,
+            url,
+            etag,
+            params=params,
+            attempts=self.attempts,
+            backoff=self.backoff,
+            max_retry_after=self.max_retry_after,
+            health=ctx.health,
+        )
+
+    async def get_json_or_none(
+        self, ctx: PollContext, url: str, params: dict[str, Any] | None = None
+    ) -> Any:
+        """The JSON body of a GET, or None when it is 404."""
+        response = await self.get(ctx, url, params, ok=(200, 404))
+        return None if response.status_code == 404 else body_of(response)
 
     def _unit(self, ctx: PollContext, name: str, service: str) -> Callable[[], Awaitable[None]]:
         async def sync() -> None:

@@ -44,14 +44,12 @@ import httpx
 
 from exporter.config import Config, GitHubAppConfig, GitHubSourceConfig
 from exporter.errors import AuthError
-from exporter.httpclient import conditional_get, send
 from exporter.records import Commit, Deployment, Incident, PipelineRun, TemplateUse
 from exporter.sources.base import PollContext
 from exporter.sources.cicd_common import (
     CicdSource,
     body_of,
     dump_state,
-    get_json_or_none,
     load_state,
     malformed,
     off_branch_deployments,
@@ -183,20 +181,6 @@ class GitHubSource(CicdSource):
 
     # --- the poll -------------------------------------------------------------------
 
-    async def _get(
-        self, ctx: PollContext, url: str, params: dict[str, Any] | None = None
-    ) -> httpx.Response:
-        return await send(
-            ctx.client,
-            "GET",
-            url,
-            params=params,
-            attempts=self.attempts,
-            backoff=self.backoff,
-            max_retry_after=self.max_retry_after,
-            health=ctx.health,
-        )
-
     async def _list(
         self,
         ctx: PollContext,
@@ -214,16 +198,7 @@ class GitHubSource(CicdSource):
         page at once during a backfill.
         """
         state = load_state(ctx, cursor)
-        response = await conditional_get(
-            ctx.client,
-            url,
-            state.get("etag"),
-            params=params,
-            attempts=self.attempts,
-            backoff=self.backoff,
-            max_retry_after=self.max_retry_after,
-            health=ctx.health,
-        )
+        response = await self.get_if_changed(ctx, url, state.get("etag"), params)
         if response.status_code == 304:
             return
         self._etags[cursor] = response.headers.get("ETag", "")
@@ -232,7 +207,7 @@ class GitHubSource(CicdSource):
             if take(body_of(response)) or not following:
                 return
             del response  # its body, before the next one arrives
-            response = await self._get(ctx, following)
+            response = await self.get(ctx, following)
 
     async def units(self, ctx: PollContext) -> dict[str, str]:
         """Repo full name -> service, from the catalog and the orgs."""
@@ -310,7 +285,7 @@ class GitHubSource(CicdSource):
         known: set[str] = set()
         out: list[Commit] = []
         for dep, base in off_branch_deployments(ctx, service, records, known):
-            body = await get_json_or_none(ctx, self, f"/repos/{repo}/compare/{base}...{dep.sha}")
+            body = await self.get_json_or_none(ctx, f"/repos/{repo}/compare/{base}...{dep.sha}")
             if body is None:
                 continue
             try:
@@ -472,7 +447,7 @@ class GitHubSource(CicdSource):
     async def _deployment(
         self, ctx: PollContext, repo: str, service: str, dep: dict[str, Any]
     ) -> Deployment | None:
-        response = await self._get(
+        response = await self.get(
             ctx, f"/repos/{repo}/deployments/{dep['id']}/statuses", {"per_page": PER_PAGE}
         )
         try:

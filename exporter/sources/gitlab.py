@@ -36,18 +36,14 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from exporter.config import Config, GitLabSourceConfig
 from exporter.errors import MalformedResponse
-from exporter.httpclient import conditional_get, send
 from exporter.records import Commit, Deployment, Incident, MergeRequest, PipelineRun, TemplateUse
 from exporter.sources.base import PollContext
 from exporter.sources.cicd_common import (
     CicdSource,
     body_of,
     dump_state,
-    get_json_or_none,
     load_state,
     malformed,
     off_branch_deployments,
@@ -107,30 +103,12 @@ class GitLabSource(CicdSource):
             "max_connections": self.gl.concurrency,
         }
 
-    async def _get(
-        self,
-        ctx: PollContext,
-        url: str,
-        params: dict[str, Any] | None = None,
-        etag: str | None = None,
-    ) -> httpx.Response:
-        return await conditional_get(
-            ctx.client,
-            url,
-            etag,
-            params=params,
-            attempts=self.attempts,
-            backoff=self.backoff,
-            max_retry_after=self.max_retry_after,
-            health=ctx.health,
-        )
-
     async def _pages(
         self, ctx: PollContext, url: str, params: dict[str, Any], etag: str | None
     ) -> tuple[list[Any], str | None]:
         """Every item of an offset-paginated list (following ``X-Next-Page``), and the
         first page's ETag; ([], etag) when the first page is unchanged."""
-        response = await self._get(ctx, url, params, etag)
+        response = await self.get_if_changed(ctx, url, etag, params)
         if response.status_code == 304:
             return [], etag
         first_etag = response.headers.get("ETag")
@@ -143,16 +121,7 @@ class GitLabSource(CicdSource):
             next_page = response.headers.get("X-Next-Page", "").strip()
             if not next_page:
                 return items, first_etag
-            response = await send(
-                ctx.client,
-                "GET",
-                url,
-                params={**params, "page": next_page},
-                attempts=self.attempts,
-                backoff=self.backoff,
-                max_retry_after=self.max_retry_after,
-                health=ctx.health,
-            )
+            response = await self.get(ctx, url, {**params, "page": next_page})
 
     async def units(self, ctx: PollContext) -> dict[str, str]:
         projects = dict(self.explicit)
@@ -168,15 +137,7 @@ class GitLabSource(CicdSource):
                 "per_page": PER_PAGE,
             }
             while url:
-                response = await send(
-                    ctx.client,
-                    "GET",
-                    url,
-                    params=params,
-                    attempts=self.attempts,
-                    backoff=self.backoff,
-                    health=ctx.health,
-                )
+                response = await self.get(ctx, url, params)
                 try:
                     for item in body_of(response):
                         path = str(item["path_with_namespace"])
@@ -212,19 +173,14 @@ class GitLabSource(CicdSource):
             head is not None and head != state["includes_head"]
         )
         if fresh:
-            response = await send(
-                ctx.client,
-                "GET",
+            response = await self.get(
+                ctx,
                 f"/projects/{pid}/ci/lint",
                 # The head the includes are kept for. A GitLab that predates the parameter
                 # (it only knew `sha`) ignores it and lints the default branch's head, the
                 # same one unless the branch moved in between.
-                params={"content_ref": head} if head else None,
+                {"content_ref": head} if head else None,
                 ok=(200, 403, 404),
-                attempts=self.attempts,
-                backoff=self.backoff,
-                max_retry_after=self.max_retry_after,
-                health=ctx.health,
             )
             if response.status_code == 200:
                 state["includes"] = include_refs(body_of(response))
@@ -323,7 +279,7 @@ class GitLabSource(CicdSource):
         out: list[Commit] = []
         for dep, base in off_branch_deployments(ctx, service, records, known):
             url = f"/projects/{pid}/repository/compare"
-            body = await get_json_or_none(ctx, self, url, {"from": base, "to": dep.sha})
+            body = await self.get_json_or_none(ctx, url, {"from": base, "to": dep.sha})
             if body is None:
                 continue
             try:
@@ -361,7 +317,7 @@ class GitLabSource(CicdSource):
         cursor = f"{path}:state"
         state = load_state(ctx, cursor)
         if "id" not in state:
-            response = await self._get(ctx, f"/projects/{quote(path, safe='')}")
+            response = await self.get(ctx, f"/projects/{quote(path, safe='')}")
             try:
                 info = body_of(response)
                 state["id"] = int(info["id"])
@@ -392,7 +348,7 @@ class GitLabSource(CicdSource):
                 result = _FINISHED.get(str(item["status"]))
                 if result is None or f"{self.kind}/{path}/{item['id']}" in known:
                     continue
-                detail = body_of(await self._get(ctx, f"/projects/{pid}/pipelines/{item['id']}"))
+                detail = body_of(await self.get(ctx, f"/projects/{pid}/pipelines/{item['id']}"))
                 started = parse_time_or_none(detail.get("started_at"))
                 finished = parse_time_or_none(detail.get("finished_at")) or parse_time(
                     detail["updated_at"]

@@ -25,11 +25,8 @@ from __future__ import annotations
 import fnmatch
 from typing import Any
 
-import httpx
-
 from exporter.config import Config, JenkinsSourceConfig
 from exporter.errors import MalformedResponse
-from exporter.httpclient import send
 from exporter.records import Commit, Deployment, PipelineRun
 from exporter.sources.base import PollContext
 from exporter.sources.cicd_common import (
@@ -84,17 +81,9 @@ class JenkinsSource(CicdSource):
             options["auth"] = (self.jk.username, self.jk.api_token.get_secret_value())
         return options
 
-    async def _get(self, ctx: PollContext, url: str, tree: str) -> Any:
-        response: httpx.Response = await send(
-            ctx.client,
-            "GET",
-            url,
-            params={"tree": tree},
-            attempts=self.attempts,
-            backoff=self.backoff,
-            health=ctx.health,
-        )
-        return body_of(response)
+    async def _tree(self, ctx: PollContext, url: str, tree: str) -> Any:
+        """The JSON of ``url`` with only the ``tree=`` fields: never the whole tree."""
+        return body_of(await self.get(ctx, url, {"tree": tree}))
 
     async def units(self, ctx: PollContext) -> dict[str, str]:
         """Job full name -> service: the catalog's jobs and those found in the folders."""
@@ -104,7 +93,7 @@ class JenkinsSource(CicdSource):
         return jobs
 
     async def _walk(self, ctx: PollContext, folder: str, jobs: dict[str, str], depth: int) -> None:
-        body = await self._get(ctx, f"{job_url(folder)}/api/json", "jobs[name,_class]")
+        body = await self._tree(ctx, f"{job_url(folder)}/api/json", "jobs[name,_class]")
         try:
             children = [(str(j["name"]), str(j.get("_class", ""))) for j in body["jobs"]]
         except (KeyError, TypeError) as exc:
@@ -126,7 +115,7 @@ class JenkinsSource(CicdSource):
         builds: list[dict[str, Any]] = []
         start = 0
         while True:
-            body = await self._get(
+            body = await self._tree(
                 ctx, f"{job_url(job)}/api/json", f"{TREE}{{{start},{start + RANGE}}}"
             )
             try:
