@@ -65,12 +65,12 @@ def delivery_services(ctx: RenderContext) -> list[CatalogService]:
     """The services whose delivery KPIs are shown: config services with ``ci`` refs, and
     services of the merged catalog whose annotations name repos of a configured CI source
     (a service only Backstage lists included), in name order."""
-    own = {s.name: s for s in ctx.config.services}
+    with_ci = {s.name for s in ctx.config.services if s.ci}
     kinds = tuple(f"{k}:" for k in SOURCE_KINDS if configured(ctx.config, (k,)))
     return [
         svc
         for name, svc in sorted(ctx.catalog.services.items())
-        if (own[name].ci if name in own else False) or any(r.startswith(kinds) for r in svc.repos)
+        if name in with_ci or any(r.startswith(kinds) for r in svc.repos)
     ]
 
 
