@@ -498,18 +498,22 @@ class TestBudgetMetrics:
         daemon = Daemon(config(tmp_path), clock=lambda: NOW)
         exp = run(daemon)
 
-        def value(metric: str) -> float:
+        def value(metric: str, **match: str) -> float:
             # Exposition.value() takes the metric as `name`, so match the label by hand.
             found = [
                 v
-                for labels, v in exp.samples(metric, scope="team", team="payments")
+                for labels, v in exp.samples(metric, scope="team", team="payments", **match)
                 if labels["name"] == "payments"
             ]
             assert len(found) == 1, found
             return found[0]
 
         assert value("platform_budget") == 100
-        assert value("platform_budget_used_ratio") == pytest.approx(0.32)
+        assert value("platform_budget_used_ratio", window="mtd") == pytest.approx(0.32)
+        assert value("platform_budget_samples", window="mtd") == 21
+        # No October data: last month has no complete day, so no ratio (0 days behind it).
+        assert not exp.samples("platform_budget_used_ratio", window="last_month")
+        assert value("platform_budget_samples", window="last_month") == 0
         assert value("platform_budget_forecast") == pytest.approx(32 / 21 * 30)
         assert value("platform_budget_forecast_ratio") == pytest.approx(32 / 21 * 30 / 100)
         asyncio.run(daemon.shutdown())

@@ -7,15 +7,20 @@ Definitions (see docs/kpis.md):
 * cost over a window = the sum of the chosen amount (EffectiveCost by default)
   over the window's closed days; windows end on the last closed day: ``1d``
   (that day), ``7d``, ``30d``, and ``mtd`` (the month's closed days; none on the
-  1st). Amounts in different currencies are never added.
+  1st); ``last_month`` is the whole previous calendar month. Amounts in
+  different currencies are never added.
 * cost per transaction over a window = cost of the service on the *aligned*
   days / requests of the service on the same days, where a day is aligned if it
-  is closed, inside the window, has request totals for the service and is not
-  newer than the newest day every cost source has data for. No requests on the
-  aligned days: no value.
+  is closed, inside the window, has request totals for the service and lies
+  between the oldest and the newest day every cost source has data for. No
+  requests on the aligned days: no value.
+* a budget's *complete* days in a month are its days that every cost source has
+  data for; used ratio = spend over them / the monthly budget, for ``mtd`` and
+  for ``last_month`` (the closed month's final ratio once all its days are in).
 * budget forecast = spend over the month's complete days / number of those days
-  x days in the month (a linear run rate); budget used ratio = that spend /
-  the monthly budget.
+  x days in the month (a linear run rate). Before any day of the month is
+  complete (the first days of a month), the previous month's daily run rate
+  over its complete days x days in this month.
 """
 
 from __future__ import annotations
@@ -29,8 +34,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
+from exporter.kpis.periods import last_month_days
+
 UNALLOCATED = "unallocated"
-WINDOWS = ("1d", "7d", "30d", "mtd")
+WINDOWS = ("1d", "7d", "30d", "mtd", "last_month")
 
 # (day, service, team, provider, category, currency, amount)
 CostRow = tuple[str, str, str, str, str, str, float]
@@ -122,7 +129,8 @@ class Allocator:
 
 
 def window_bounds(today: date) -> dict[str, tuple[str, str]]:
-    """(first, last) closed day, inclusive, of each window; ``mtd`` is absent on the 1st."""
+    """(first, last) closed day, inclusive, of each window; ``mtd`` is absent on the 1st,
+    ``last_month`` (the previous calendar month) is always there."""
     last = today - timedelta(days=1)
     out = {
         "1d": (last, last),
@@ -131,6 +139,7 @@ def window_bounds(today: date) -> dict[str, tuple[str, str]]:
     }
     if today.day > 1:
         out["mtd"] = (today.replace(day=1), last)
+    out["last_month"] = last_month_days(today)
     return {w: (a.isoformat(), b.isoformat()) for w, (a, b) in out.items()}
 
 
@@ -194,27 +203,29 @@ def cost_per_transaction(
     requests: Mapping[tuple[str, str], float],
     windows: Mapping[str, tuple[str, str]],
     cost_end: str | None,
+    cost_start: str = "",
 ) -> dict[tuple[str, str, str], CostPerTransaction]:
     """Per (window, service, currency): cost / requests over the aligned days.
 
-    Aligned days are the window's days on or before ``cost_end`` (the newest day
-    with cost data from every source) that have a request total for the service.
-    A service with no requests on its aligned days gets no entry.
+    Aligned days are the window's days from ``cost_start`` (the oldest day every
+    cost source has data for) to ``cost_end`` (the newest such day) that have a
+    request total for the service. A service with no requests on its aligned days
+    gets no entry.
     """
     if cost_end is None:
         return {}
     cost: dict[tuple[str, str, str], float] = {}
     for day, service, _team, _provider, _category, currency, amount in rows:
-        if day <= cost_end:
+        if cost_start <= day <= cost_end:
             cost[(service, day, currency)] = cost.get((service, day, currency), 0.0) + amount
     currencies: dict[str, set[str]] = {}
     for service, _day, currency in cost:
         currencies.setdefault(service, set()).add(currency)
     out: dict[tuple[str, str, str], CostPerTransaction] = {}
     for window, (first, last) in windows.items():
-        end = min(last, cost_end)
+        start, end = max(first, cost_start), min(last, cost_end)
         for service, service_currencies in currencies.items():
-            days = [d for (s, d) in requests if s == service and first <= d <= end]
+            days = [d for (s, d) in requests if s == service and start <= d <= end]
             n = sum(requests[(service, d)] for d in days)
             if n <= 0:
                 continue
@@ -226,28 +237,77 @@ def cost_per_transaction(
 
 @dataclass(frozen=True, slots=True)
 class BudgetStatus:
+    """A budget's spend over the complete days of one month."""
+
     spent: float
-    forecast: float
     used_ratio: float
     days: int
 
 
-def budget_status(
-    daily: Mapping[str, float], budget: float, today: date, cost_end: str | None
-) -> BudgetStatus | None:
-    """Month-to-date spend and month-end forecast from the month's complete days.
+def complete_days(
+    first: date, last: date, cost_start: str | None, cost_end: str | None
+) -> tuple[date, date] | None:
+    """The days of ``first``..``last`` (inclusive) that every cost source has data for:
+    from ``cost_start`` to ``cost_end``; None when there are none."""
+    if cost_start is None or cost_end is None:
+        return None
+    a, b = max(first, date.fromisoformat(cost_start)), min(last, date.fromisoformat(cost_end))
+    return (a, b) if a <= b else None
 
-    Complete days are the month's closed days up to ``cost_end``. The forecast
-    is the linear run rate: spend / complete days x days in the month. None
-    when no day of the month is complete yet.
+
+def spend(daily: Mapping[str, float], days: tuple[date, date]) -> float:
+    """The sum of ``daily`` (ISO day -> amount) over ``days`` (first, last, inclusive)."""
+    first, last = days[0].isoformat(), days[1].isoformat()
+    return sum(v for d, v in daily.items() if first <= d <= last)
+
+
+def day_count(days: tuple[date, date]) -> int:
+    return (days[1] - days[0]).days + 1
+
+
+def budget_used(
+    daily: Mapping[str, float], budget: float, days: tuple[date, date] | None
+) -> BudgetStatus | None:
+    """Spend over the complete ``days`` (see :func:`complete_days`) and its share of the
+    monthly budget; None without a complete day."""
+    if days is None or budget <= 0:
+        return None
+    spent = spend(daily, days)
+    return BudgetStatus(spent, spent / budget, day_count(days))
+
+
+def month_days(
+    today: date, cost_start: str | None, cost_end: str | None
+) -> dict[str, tuple[date, date] | None]:
+    """Complete days of the month to date (closed days only) and of the previous month."""
+    return {
+        "mtd": complete_days(today.replace(day=1), today - timedelta(days=1), cost_start, cost_end),
+        "last_month": complete_days(*last_month_days(today), cost_start, cost_end),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetForecast:
+    """Forecast month-end spend, and the window whose run rate it extends."""
+
+    forecast: float
+    basis: str  # "mtd", or "last_month" in the first days of a month
+    days: int
+
+
+def budget_forecast(
+    daily: Mapping[str, float], today: date, days: Mapping[str, tuple[date, date] | None]
+) -> BudgetForecast | None:
+    """Month-end spend at the daily run rate of the month's complete days or, while none
+    is complete, of the previous month's; None without either.
+
+    ``days`` is :func:`month_days`. The run rate (spend / complete days) is multiplied
+    by the number of days of the current month.
     """
-    if cost_end is None or budget <= 0:
-        return None
-    first = today.replace(day=1)
-    last = min(today - timedelta(days=1), date.fromisoformat(cost_end))
-    if last < first:
-        return None
-    n = (last - first).days + 1
-    spent = sum(v for d, v in daily.items() if first.isoformat() <= d <= last.isoformat())
     days_in_month = calendar.monthrange(today.year, today.month)[1]
-    return BudgetStatus(spent, spent / n * days_in_month, spent / budget, n)
+    for basis in ("mtd", "last_month"):
+        span = days[basis]
+        if span is not None:
+            n = day_count(span)
+            return BudgetForecast(spend(daily, span) / n * days_in_month, basis, n)
+    return None

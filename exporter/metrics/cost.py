@@ -9,7 +9,9 @@ Sample::
     platform_cost_data_end_timestamp_seconds{source="focus"} 1.7637e9
     platform_budget{scope="team",name="payments",team="payments",currency="USD"} 3000
     platform_budget_forecast{scope="team",name="payments",team="payments",currency="USD"} 2710.5
-    platform_budget_used_ratio{scope="service",name="checkout",team="payments"} 0.61
+    platform_budget_used_ratio{scope="service",name="checkout",team="payments",window="mtd"} 0.61
+    platform_budget_used_ratio{scope="service",name="checkout",team="payments",window="last_month"} 1.04
+    platform_budget_samples{scope="service",name="checkout",team="payments",window="mtd"} 20
     platform_budget_forecast_ratio{scope="team",name="payments",team="payments"} 0.9035
     platform_exporter_paid_api_calls_total{source="aws_cost"} 12
     platform_exporter_cost_rows_rejected_total{source="focus"} 1
@@ -26,10 +28,13 @@ from prometheus_client.metrics_core import Metric
 from exporter.kpis.cost import (
     UNALLOCATED,
     WINDOWS,
-    budget_status,
+    CostRow,
+    budget_forecast,
+    budget_used,
     cost_by_window,
     cost_per_transaction,
     day_start,
+    month_days,
     split_shared,
     utc_today,
     window_bounds,
@@ -84,8 +89,11 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
     active = active_cost_sources(ctx)
     rows = cost_store.daily_costs(ctx.store, first, last, settings.amount, active)
     ends = cost_store.newest_days(ctx.store, today.isoformat(), active)
-    # Cost per transaction and budgets only count days every cost source has reported.
+    # Cost per transaction and budgets only count days every cost source has reported:
+    # after the newest first day and up to the oldest last day of their histories.
     cost_end = min(ends.values()) if ends else None
+    starts = cost_store.oldest_days(ctx.store, active)
+    cost_start = max(starts.values()) if starts else None
     requests = request_totals(ctx, first, last)
     # The merged catalog: config services, then those an external catalog adds.
     catalog = {name: svc.team for name, svc in ctx.catalog.services.items()}
@@ -129,7 +137,7 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
         _help("Requests on the aligned days behind platform_cost_per_transaction.", ctx),
         labels=["service", "team", "window"],
     )
-    values = cost_per_transaction(rows, requests, windows, cost_end)
+    values = cost_per_transaction(rows, requests, windows, cost_end, cost_start or "")
     for (window, service, currency), v in sorted(values.items()):
         if service in catalog:
             cpt.add_metric([service, catalog[service], currency, window], v.value)
@@ -138,8 +146,9 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
             if window not in windows:
                 continue
             first_day, last_day = windows[window]
+            start = max(first_day, cost_start or "")
             end = min(last_day, cost_end) if cost_end else ""
-            days = [d for (s, d) in requests if s == service and first_day <= d <= end]
+            days = [d for (s, d) in requests if s == service and start <= d <= end]
             samples.add_metric([service, team, window], len(days))
             requests_used.add_metric(
                 [service, team, window], sum(requests[(service, d)] for d in days)
@@ -159,46 +168,7 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
         fresh.add_metric([source], day_start(day) + DAY)
     yield fresh
 
-    budget = GaugeMetricFamily(
-        "platform_budget",
-        "The configured monthly budget of a team or service.",
-        labels=["scope", "name", "team", "currency"],
-    )
-    forecast = GaugeMetricFamily(
-        "platform_budget_forecast",
-        _help(
-            "Forecast month-end spend: spend over the month's complete days / those days x days "
-            "in the month.",
-            ctx,
-        ),
-        labels=["scope", "name", "team", "currency"],
-    )
-    used = GaugeMetricFamily(
-        "platform_budget_used_ratio",
-        _help("Spend over the month's complete days / the monthly budget.", ctx),
-        labels=["scope", "name", "team"],
-    )
-    forecast_ratio = GaugeMetricFamily(
-        "platform_budget_forecast_ratio",
-        _help("Forecast month-end spend / the monthly budget.", ctx),
-        labels=["scope", "name", "team"],
-    )
-    for b in settings.budgets:
-        # `name` is the team or service the budget is for; `team` is always set, so a
-        # budget alert routes by team like every other alert.
-        who = [b.name, catalog.get(b.name, "")] if b.scope == "service" else [b.name, b.name]
-        budget.add_metric([b.scope, *who, b.currency], b.monthly)
-        daily: dict[str, float] = {}
-        for day, service, team, _p, _c, currency, amount in rows:
-            owner = service if b.scope == "service" else team
-            if owner == b.name and currency == b.currency and service != UNALLOCATED:
-                daily[day] = daily.get(day, 0.0) + amount
-        status = budget_status(daily, b.monthly, today, cost_end)
-        if status is not None:
-            forecast.add_metric([b.scope, *who, b.currency], status.forecast)
-            used.add_metric([b.scope, *who], status.used_ratio)
-            forecast_ratio.add_metric([b.scope, *who], status.forecast / b.monthly)
-    yield from (budget, forecast, used, forecast_ratio)
+    yield from _budgets(ctx, rows, catalog, month_days(today, cost_start, cost_end), today)
 
     paid = CounterMetricFamily(
         "platform_exporter_paid_api_calls",
@@ -225,3 +195,71 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
     ):
         rejected.add_metric([labels["source"]], value)
     yield rejected
+
+
+def _budgets(
+    ctx: RenderContext,
+    rows: list[CostRow],
+    catalog: dict[str, str],
+    days: dict[str, tuple[date, date] | None],
+    today: date,
+) -> Iterator[Metric]:
+    """Budget, forecast, used ratios (month to date and last month) and their days."""
+    budget = GaugeMetricFamily(
+        "platform_budget",
+        "The configured monthly budget of a team or service.",
+        labels=["scope", "name", "team", "currency"],
+    )
+    forecast = GaugeMetricFamily(
+        "platform_budget_forecast",
+        _help(
+            "Forecast month-end spend: spend over the month's complete days / those days x days "
+            "in the month; before any day of the month is complete, the previous month's daily "
+            "run rate x days in the month.",
+            ctx,
+        ),
+        labels=["scope", "name", "team", "currency"],
+    )
+    used = GaugeMetricFamily(
+        "platform_budget_used_ratio",
+        _help(
+            "Spend over the complete days of the month (window mtd: this month so far; "
+            "last_month: the closed previous month) / the monthly budget.",
+            ctx,
+        ),
+        labels=["scope", "name", "team", "window"],
+    )
+    samples = GaugeMetricFamily(
+        "platform_budget_samples",
+        _help(
+            "Complete billing days behind platform_budget_used_ratio (0: absent); the "
+            "last_month ratio is final once this equals that month's days.",
+            ctx,
+        ),
+        labels=["scope", "name", "team", "window"],
+    )
+    forecast_ratio = GaugeMetricFamily(
+        "platform_budget_forecast_ratio",
+        _help("Forecast month-end spend / the monthly budget.", ctx),
+        labels=["scope", "name", "team"],
+    )
+    for b in ctx.config.cost.budgets:
+        # `name` is the team or service the budget is for; `team` is always set, so a
+        # budget alert routes by team like every other alert.
+        who = [b.name, catalog.get(b.name, "")] if b.scope == "service" else [b.name, b.name]
+        budget.add_metric([b.scope, *who, b.currency], b.monthly)
+        daily: dict[str, float] = {}
+        for day, service, team, _p, _c, currency, amount in rows:
+            owner = service if b.scope == "service" else team
+            if owner == b.name and currency == b.currency and service != UNALLOCATED:
+                daily[day] = daily.get(day, 0.0) + amount
+        for window, span in days.items():
+            status = budget_used(daily, b.monthly, span)
+            samples.add_metric([b.scope, *who, window], status.days if status else 0)
+            if status is not None:
+                used.add_metric([b.scope, *who, window], status.used_ratio)
+        ahead = budget_forecast(daily, today, days) if b.monthly > 0 else None
+        if ahead is not None:
+            forecast.add_metric([b.scope, *who, b.currency], ahead.forecast)
+            forecast_ratio.add_metric([b.scope, *who], ahead.forecast / b.monthly)
+    yield from (budget, forecast, used, samples, forecast_ratio)

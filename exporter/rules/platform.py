@@ -11,7 +11,8 @@
 * ``PlatformCostBudgetForecastOver``: a team's or service's forecast month-end spend
   is above its monthly budget (``platform_budget_forecast_ratio > 1``);
 * ``PlatformCostBudgetExceeded``: the month's spend so far is already above it
-  (``platform_budget_used_ratio > 1``).
+  (``platform_budget_used_ratio{window="mtd"} > 1``; last month's final ratio is
+  for reviews, not for an alert that would fire all month).
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def rules(config: Config) -> list[dict[str, Any]]:
         },
         {
             "alert": "PlatformCostBudgetExceeded",
-            "expr": f"{USED_RATIO} > 1\n",
+            "expr": f'{USED_RATIO}{{window="mtd"}} > 1\n',
             "labels": {"severity": "ticket"},
             "annotations": {
                 "summary": "{{ $labels.scope }} {{ $labels.name }} has spent more than its "

@@ -188,6 +188,16 @@ def newest_days(
     return {str(r[0]): str(r[1]) for r in rows if r[1] is not None}
 
 
+def oldest_days(store: Store, sources: Sequence[str] | None = None) -> dict[str, str]:
+    """The oldest covered day per source: where its history starts."""
+    where, params = _only(sources)
+    rows = store.query(
+        f"SELECT source, MIN(day) FROM cost_coverage WHERE 1 = 1{where} GROUP BY source",
+        tuple(params),
+    )
+    return {str(r[0]): str(r[1]) for r in rows if r[1] is not None}
+
+
 def request_totals(store: Store, first_day: str, last_day: str) -> dict[tuple[str, str], float]:
     """Requests per (service, day) read by this domain's own request-totals source."""
     rows = store.query(
