@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from exporter.kpis import delivery as kpi
 from exporter.kpis.delivery import CommitNode, IncidentSpan, ProdDeploy
+from exporter.kpis.periods import last_month
 
 H = 3600.0
 D = 86400.0
@@ -335,3 +338,57 @@ class TestDoraLevel:
 
     def test_no_deployment_data_no_level(self) -> None:
         assert kpi.performance_level(None, 10.0, 0.0, 10.0) is None
+
+
+class TestLastMonth:
+    """Delivery KPIs over the previous calendar month (UTC), at the edges of months."""
+
+    @staticmethod
+    def at(text: str) -> float:
+        return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+    def deploys(self) -> list[ProdDeploy]:
+        """Around February 2028 (29 days): one at 23:59:59 on Jan 31, three in February
+        (one failed), one at exactly 00:00 on March 1 (March's, not February's)."""
+        return [
+            ProdDeploy("jan", "a", True, self.at("2028-01-31T23:59:59")),
+            ProdDeploy("f1", "b", True, self.at("2028-02-01T00:00:00")),
+            ProdDeploy("f2", "c", False, self.at("2028-02-15T12:00:00")),
+            ProdDeploy("f3", "d", True, self.at("2028-02-29T23:59:59")),
+            ProdDeploy("mar", "e", True, self.at("2028-03-01T00:00:00")),
+        ]
+
+    @pytest.mark.parametrize(
+        "now", ["2028-03-01T00:05:00", "2028-03-15T12:00:00", "2028-03-31T23:55:00"]
+    )
+    def test_frequency_divides_the_months_successes_by_its_29_days(self, now: str) -> None:
+        window = last_month(self.at(now))
+        assert kpi.successful_deployments(self.deploys(), 0.0, window) == 2
+        assert kpi.deployment_frequency(self.deploys(), 0.0, window) == pytest.approx(2 / 29)
+        cf = kpi.change_failure(self.deploys(), [], 0.0, window, 0.0)
+        assert (cf.failed, cf.total) == (1, 3)
+
+    def test_a_month_without_deployments_is_zero_for_a_deploying_service(self) -> None:
+        """April 2028 holds none of them: 0 per day, and no change failure ratio."""
+        window = last_month(self.at("2028-05-01T00:05:00"))
+        assert kpi.deployment_frequency(self.deploys(), 0.0, window) == 0.0
+        assert kpi.change_failure(self.deploys(), [], 0.0, window, 0.0).ratio is None
+        assert kpi.deployment_frequency([], 0.0, window) is None
+
+    def test_lead_time_and_restore_quantiles_of_the_closed_month(self) -> None:
+        """December 2027, read on New Year's Day: lead times of deployments finished in
+        December (4 h and 2 h), restore times of incidents resolved in it (1 h; the one
+        resolved at 00:00 on January 1 is January's)."""
+        window = last_month(self.at("2028-01-01T00:00:00"))
+        leads = [
+            kpi.LeadTime("d1", "x", self.at("2027-12-31T23:00:00"), 4 * H),
+            kpi.LeadTime("d2", "y", self.at("2027-12-01T00:00:00"), 2 * H),
+            kpi.LeadTime("d3", "z", self.at("2027-11-30T23:59:00"), 50 * H),
+        ]
+        n, qs = kpi.lead_time_quantiles(leads, 0.0, window)
+        assert (n, qs[0.5]) == (2, 3 * H)
+        incidents = [
+            IncidentSpan("i1", self.at("2027-12-10T10:00:00"), self.at("2027-12-10T11:00:00")),
+            IncidentSpan("i2", self.at("2027-12-31T22:00:00"), self.at("2028-01-01T00:00:00")),
+        ]
+        assert kpi.restore_times(incidents, 0.0, window) == [H]

@@ -28,6 +28,10 @@ Definitions (see docs/kpis.md, "Delivery"):
 * DORA performance level: the lowest of the per-key levels, by the thresholds of
   the 2021 Accelerate State of DevOps report (:data:`DORA_2021`).
 
+Windows are rolling, ``(now - window, now]`` for a window in seconds, or a
+calendar :class:`~exporter.kpis.periods.Span` such as ``last_month`` (the previous
+calendar month, whose frequency divides by its 28 to 31 days).
+
 Inputs are plain records of one service; order of arrival never matters, only
 timestamps and commit ancestry. Quantiles use :func:`exporter.kpis.uptime.quantile`.
 """
@@ -38,6 +42,7 @@ import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from exporter.kpis.periods import Span
 from exporter.kpis.uptime import quantile
 
 DAY = 86400.0
@@ -47,6 +52,11 @@ FREQUENCY_WINDOWS: dict[str, float] = {"1d": DAY, "7d": 7 * DAY, "30d": 30 * DAY
 LEAD_TIME_WINDOWS: dict[str, float] = {"7d": 7 * DAY, "30d": 30 * DAY}
 CHANGE_FAILURE_WINDOWS: dict[str, float] = {"30d": 30 * DAY}
 RESTORE_WINDOWS: dict[str, float] = {"30d": 30 * DAY}
+#: Calendar windows every windowed delivery KPI is also reported over.
+CALENDAR_WINDOWS = ("last_month",)
+
+#: A window: rolling seconds ending now, or a calendar span.
+Window = float | Span
 QUANTILES = (0.5, 0.9)
 
 LEAD_TIME_BUCKETS = (
@@ -124,8 +134,16 @@ class LeadTime:
     seconds: float
 
 
-def _in_window(t: float, now: float, window: float) -> bool:
+def _in_window(t: float, now: float, window: Window) -> bool:
+    if isinstance(window, Span):
+        return t in window
     return now - window < t <= now
+
+
+def window_days(window: Window) -> float:
+    """The length of a window in days (a calendar month: 28 to 31)."""
+    seconds = window.seconds if isinstance(window, Span) else window
+    return seconds / DAY
 
 
 def _ordered_successes(deploys: Iterable[ProdDeploy]) -> list[ProdDeploy]:
@@ -175,7 +193,7 @@ def lead_times(
 
 
 def lead_time_quantiles(
-    samples: Sequence[LeadTime], now: float, window: float, qs: Sequence[float] = QUANTILES
+    samples: Sequence[LeadTime], now: float, window: Window, qs: Sequence[float] = QUANTILES
 ) -> tuple[int, dict[float, float]]:
     """(sample count, {q: seconds}) over lead times of deployments finished in the window."""
     values = [s.seconds for s in samples if _in_window(s.deployed_at, now, window)]
@@ -183,18 +201,20 @@ def lead_time_quantiles(
     return len(values), result
 
 
-def successful_deployments(deploys: Iterable[ProdDeploy], now: float, window: float) -> int:
+def successful_deployments(deploys: Iterable[ProdDeploy], now: float, window: Window) -> int:
     return sum(1 for d in deploys if d.success and _in_window(d.finished_at, now, window))
 
 
-def deployment_frequency(deploys: Sequence[ProdDeploy], now: float, window: float) -> float | None:
+def deployment_frequency(
+    deploys: Sequence[ProdDeploy], now: float, window: Window
+) -> float | None:
     """Successful production deployments per day over the window.
 
     None when the service has no production deployment at all: no data is not 0.
     """
     if not deploys:
         return None
-    return successful_deployments(deploys, now, window) / (window / DAY)
+    return successful_deployments(deploys, now, window) / window_days(window)
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,7 +295,7 @@ def change_failure(
     deploys: Sequence[ProdDeploy],
     incidents: Sequence[IncidentSpan],
     now: float,
-    window: float,
+    window: Window,
     link_window: float,
     commits: Mapping[str, CommitNode] | None = None,
     squashed: Mapping[str, Sequence[str]] | None = None,
@@ -286,7 +306,7 @@ def change_failure(
     return ChangeFailure(sum(1 for d in in_window if d.key in failed), len(in_window))
 
 
-def restore_times(incidents: Iterable[IncidentSpan], now: float, window: float) -> list[float]:
+def restore_times(incidents: Iterable[IncidentSpan], now: float, window: Window) -> list[float]:
     """Resolved - opened, for incidents resolved in the window (all of them if window is inf)."""
     return [
         max(0.0, i.resolved_at - i.opened_at)

@@ -9,6 +9,7 @@ Sample::
 
     platform_deployments_total{service="checkout",team="payments",environment="production",result="success"} 41
     platform_deployment_frequency_per_day{service="checkout",team="payments",window="7d"} 1.2857
+    platform_deployment_frequency_per_day{service="checkout",team="payments",window="last_month"} 0.9
     platform_lead_time_seconds_bucket{service="checkout",team="payments",le="3600"} 17
     platform_lead_time_quantile_seconds{service="checkout",team="payments",window="7d",quantile="0.5"} 5400
     platform_lead_time_samples{service="checkout",team="payments",window="7d"} 23
@@ -31,6 +32,7 @@ from prometheus_client.metrics_core import Metric
 from exporter.catalog import CatalogService
 from exporter.evidence import configured
 from exporter.kpis import delivery as kpi
+from exporter.kpis.periods import last_month
 from exporter.kpis.uptime import quantile
 from exporter.metrics import RenderContext, cached_help
 from exporter.store import delivery as store
@@ -85,6 +87,12 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
     rules = ctx.config.delivery
     data = store.load(ctx.store, rules.commit_time)
     now = ctx.now
+    # Every windowed KPI is also reported over the closed previous calendar month.
+    calendar: dict[str, kpi.Window] = {"last_month": last_month(now)}
+    freq_windows: dict[str, kpi.Window] = {**kpi.FREQUENCY_WINDOWS, **calendar}
+    lead_windows: dict[str, kpi.Window] = {**kpi.LEAD_TIME_WINDOWS, **calendar}
+    cfr_windows: dict[str, kpi.Window] = {**kpi.CHANGE_FAILURE_WINDOWS, **calendar}
+    restore_windows: dict[str, kpi.Window] = {**kpi.RESTORE_WINDOWS, **calendar}
 
     deployments = CounterMetricFamily(
         "platform_deployments",
@@ -184,11 +192,11 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
     for svc in catalog:
         d: ServiceDelivery = data.get(svc.name) or ServiceDelivery()
         lbl = [svc.name, svc.team]
-        for window, seconds in kpi.FREQUENCY_WINDOWS.items():
+        for window, span in freq_windows.items():
             freq_samples.add_metric(
-                [*lbl, window], kpi.successful_deployments(d.deploys, now, seconds)
+                [*lbl, window], kpi.successful_deployments(d.deploys, now, span)
             )
-            per_day = kpi.deployment_frequency(d.deploys, now, seconds)
+            per_day = kpi.deployment_frequency(d.deploys, now, span)
             if per_day is not None:
                 freq.add_metric([*lbl, window], per_day)
 
@@ -197,8 +205,8 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
         lead_values = [s.seconds for s in leads if s.deployed_at <= now]
         lead_hist.add_metric(lbl, _buckets(lead_values, kpi.LEAD_TIME_BUCKETS), sum(lead_values))
         lead_median_30d: float | None = None
-        for window, seconds in kpi.LEAD_TIME_WINDOWS.items():
-            n, qs = kpi.lead_time_quantiles(leads, now, seconds)
+        for window, span in lead_windows.items():
+            n, qs = kpi.lead_time_quantiles(leads, now, span)
             lead_samples.add_metric([*lbl, window], n)
             for q, lead_v in qs.items():
                 _add_quantile(lead_q, lbl, window, q, lead_v)
@@ -206,12 +214,12 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
                 lead_median_30d = qs.get(0.5)
 
         cfr_30d: float | None = None
-        for window, seconds in kpi.CHANGE_FAILURE_WINDOWS.items():
+        for window, span in cfr_windows.items():
             cf = kpi.change_failure(
                 d.deploys,
                 d.incidents,
                 now,
-                seconds,
+                span,
                 rules.incident_link_window,
                 d.commits,
                 d.squashed,
@@ -219,19 +227,21 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
             cfr_samples.add_metric([*lbl, window], cf.total)
             if cf.ratio is not None:
                 cfr.add_metric([*lbl, window], cf.ratio)
-                cfr_30d = cf.ratio
+                if window == "30d":
+                    cfr_30d = cf.ratio
 
         restores = kpi.restore_times(d.incidents, now, float("inf"))
         ttr_hist.add_metric(lbl, _buckets(restores, kpi.RESTORE_BUCKETS), sum(restores))
         ttr_median_30d: float | None = None
-        for window, seconds in kpi.RESTORE_WINDOWS.items():
-            values = kpi.restore_times(d.incidents, now, seconds)
+        for window, span in restore_windows.items():
+            values = kpi.restore_times(d.incidents, now, span)
             ttr_samples.add_metric([*lbl, window], len(values))
             for q in kpi.QUANTILES:
                 restore_q = quantile(values, q)
                 if restore_q is not None:
                     _add_quantile(ttr_q, lbl, window, q, restore_q)
-            ttr_median_30d = quantile(values, 0.5)
+            if window == "30d":
+                ttr_median_30d = quantile(values, 0.5)
 
         start = kpi.first_commit_time(d.commits)
         history_start = now - rules.backfill_days * kpi.DAY
