@@ -205,9 +205,7 @@ def successful_deployments(deploys: Iterable[ProdDeploy], now: float, window: Wi
     return sum(1 for d in deploys if d.success and _in_window(d.finished_at, now, window))
 
 
-def deployment_frequency(
-    deploys: Sequence[ProdDeploy], now: float, window: Window
-) -> float | None:
+def deployment_frequency(deploys: Sequence[ProdDeploy], now: float, window: Window) -> float | None:
     """Successful production deployments per day over the window.
 
     None when the service has no production deployment at all: no data is not 0.

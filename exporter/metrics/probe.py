@@ -6,6 +6,7 @@ Sample::
     platform_probe_duration_seconds_bucket{service="checkout",team="payments",probe="health",le="0.1"} 250
     platform_probe_last_success_timestamp_seconds{service="checkout",team="payments",probe="health"} 1.7e9
     platform_service_uptime_ratio{service="checkout",team="payments",window="24h"} 0.9965
+    platform_service_uptime_ratio{service="checkout",team="payments",window="last_month"} 0.9991
     platform_service_uptime_samples{service="checkout",team="payments",window="24h"} 2880
     platform_service_probe_latency_seconds{service="checkout",team="payments",window="1h",quantile="0.95"} 0.12
 """
@@ -21,6 +22,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.metrics_core import Metric
 
+from exporter.kpis.periods import CALENDAR_WINDOWS, calendar_span
 from exporter.kpis.uptime import (
     LATENCY_QUANTILES,
     LATENCY_WINDOWS,
@@ -96,10 +98,15 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
         labels=["service", "team", "window"],
     )
     per_window = probe_store.check_counts(ctx.store, ctx.now, UPTIME_WINDOWS)
+    # Calendar windows (month to date, last month) count whole days from the daily totals.
+    for window in CALENDAR_WINDOWS:
+        span = calendar_span(window, ctx.now)
+        for service, in_span in probe_store.span_counts(ctx.store, span).items():
+            per_window[(service, window)] = in_span.uptime
     for svc in ctx.config.services:
         if not svc.probes:
             continue
-        for window in UPTIME_WINDOWS:
+        for window in (*UPTIME_WINDOWS, *CALENDAR_WINDOWS):
             c = per_window.get((svc.name, window))
             samples.add_metric([svc.name, svc.team, window], c.total if c else 0)
             up_ratio = uptime_ratio(c) if c else None

@@ -8,6 +8,7 @@ Sample::
     platform_service_request_samples{service="checkout",team="payments",window="5m"} 12390
     platform_service_error_ratio{service="checkout",team="payments",window="1h",code_class="5xx"} 0.004
     platform_service_availability_ratio{service="checkout",team="payments",window="30d"} 0.9993
+    platform_service_availability_ratio{service="checkout",team="payments",window="last_month"} 0.9995
     platform_service_latency_seconds{service="checkout",team="payments",window="1h",quantile="0.95"} 0.23
     platform_service_latency_samples{service="checkout",team="payments",window="1h"} 2400
     platform_service_active_consumers{service="checkout",team="payments"} 17
@@ -28,6 +29,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.metrics_core import Metric
 
+from exporter.kpis.periods import CALENDAR_WINDOWS, calendar_span
 from exporter.kpis.traffic import (
     LATENCY_BUCKETS,
     QUANTILES,
@@ -179,6 +181,7 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
                         {"service": service, "team": team, "window": window, "quantile": f"{q:g}"},
                         seconds_q,
                     )
+    _calendar_windows(ctx, sorted(traffic_services & known), samples, errors, avail)
     yield rate
     yield samples
     yield errors
@@ -214,6 +217,33 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
     yield daily
 
     yield from _gateway_health(ctx)
+
+
+def _calendar_windows(
+    ctx: RenderContext,
+    services: list[str],
+    samples: GaugeMetricFamily,
+    errors: GaugeMetricFamily,
+    avail: GaugeMetricFamily,
+) -> None:
+    """Requests, error ratios and availability over ``mtd`` and ``last_month`` (whole
+    days from the daily counts, kept beyond the retention)."""
+    for window in CALENDAR_WINDOWS:
+        counts = traffic_store.span_counts(ctx.store, calendar_span(window, ctx.now))
+        for service in services:
+            team = _team(ctx, service)
+            c = counts.get(service)
+            n = c.requests if c else 0
+            samples.add_metric([service, team, window], n)
+            if c is None:
+                continue
+            for cls, idx in (("5xx", 4), ("4xx", 3)):
+                ratio = error_ratio(c.codes[idx], n)
+                if ratio is not None:
+                    errors.add_metric([service, team, window, cls], ratio)
+            a = availability(c.codes[4], n)
+            if a is not None:
+                avail.add_metric([service, team, window], a)
 
 
 def _gateway_health(ctx: RenderContext) -> Iterator[Metric]:

@@ -1,13 +1,40 @@
-"""Probe results: their table, the writer that counts new ones, and uptime queries."""
+"""Probe results: their table, the writer that counts new ones, and uptime queries.
+
+Raw results (``probe_results``) are pruned after ``state.retention``; each new
+result is also added to its service's UTC day in ``probe_daily`` (checks,
+successes, successful durations per histogram bucket), which is kept, so a
+closed calendar month can be counted whole whatever the retention.
+"""
 
 from __future__ import annotations
 
+import bisect
+import sqlite3
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
+from exporter.kpis.periods import Span, split_days
 from exporter.kpis.uptime import DURATION_BUCKETS, FAILURE_REASONS, CheckCounts
 from exporter.records import ProbeResult
 from exporter.store import register_domain
 from exporter.store.core import Store, Tx
+
+# Successful check durations per bucket of DURATION_BUCKETS, non-cumulative; the last
+# column is the overflow (slower than every bound).
+_BUCKET_COLS = [f"b{i}" for i in range(len(DURATION_BUCKETS) + 1)]
+
+
+def _bucket_sums() -> str:
+    """SQL sums of successful checks per duration bucket, over ``probe_results`` rows."""
+    sums: list[str] = []
+    lower: float | None = None
+    for bound in DURATION_BUCKETS:
+        above = f" AND duration > {lower!r}" if lower is not None else ""
+        sums.append(f"SUM(success{above} AND duration <= {bound!r})")
+        lower = bound
+    sums.append(f"SUM(success AND duration > {DURATION_BUCKETS[-1]!r})")
+    return ", ".join(sums)
+
 
 MIGRATIONS = (
     """
@@ -29,6 +56,28 @@ MIGRATIONS = (
         PRIMARY KEY (service, probe)
     );
     """,
+    # Daily totals per service, filled from the results still stored.
+    f"""
+    CREATE TABLE probe_daily (
+        service TEXT NOT NULL,
+        day TEXT NOT NULL,
+        checks INTEGER NOT NULL,
+        successes INTEGER NOT NULL,
+        {", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in _BUCKET_COLS)},
+        PRIMARY KEY (service, day)
+    );
+    INSERT INTO probe_daily (service, day, checks, successes, {", ".join(_BUCKET_COLS)})
+    SELECT service, date(started_at, 'unixepoch'), COUNT(*), SUM(success), {_bucket_sums()}
+    FROM probe_results GROUP BY service, date(started_at, 'unixepoch')
+    """,
+)
+
+_DAILY_SQL = (
+    f"INSERT INTO probe_daily (service, day, checks, successes, {', '.join(_BUCKET_COLS)}) "
+    f"VALUES (?, date(?, 'unixepoch'), 1, ?, {', '.join('?' for _ in _BUCKET_COLS)}) "
+    "ON CONFLICT (service, day) DO UPDATE SET checks = checks + 1, "
+    "successes = successes + excluded.successes, "
+    + ", ".join(f"{c} = {c} + excluded.{c}" for c in _BUCKET_COLS)
 )
 
 CHECKS_TOTAL = "platform_probe_checks_total"
@@ -57,6 +106,10 @@ def write(tx: Tx, results: Sequence[ProbeResult]) -> None:
         )
         if not new:
             continue
+        one_hot = [0] * len(_BUCKET_COLS)
+        if r.success:
+            one_hot[bisect.bisect_left(DURATION_BUCKETS, r.duration_seconds)] = 1
+        tx.execute(_DAILY_SQL, (r.service, r.started_at, int(r.success), *one_hot))
         labels = {"service": r.service, "probe": r.probe}
         # Every outcome's series exists from the probe's first check on, at 0, so the
         # first failure is an increase Prometheus can see, not a series appearing at 1.
@@ -80,7 +133,7 @@ def write(tx: Tx, results: Sequence[ProbeResult]) -> None:
 
 
 def prune(tx: Tx, older_than: float) -> int:
-    """Delete raw results started before ``older_than``; counters are unaffected."""
+    """Delete raw results started before ``older_than``; counters and daily totals stay."""
     return tx.execute("DELETE FROM probe_results WHERE started_at < ?", (older_than,)).rowcount
 
 
@@ -106,6 +159,56 @@ def check_counts(
             total = int(row[1 + 2 * i] or 0)
             out[(str(row[0]), name)] = CheckCounts(total, int(row[2 + 2 * i] or 0))
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeCounts:
+    """A service's checks over a span: all, successful, and successes per duration bucket."""
+
+    checks: int
+    successes: int
+    # Successful checks per bucket of DURATION_BUCKETS (non-cumulative), then the overflow.
+    buckets: tuple[int, ...]
+
+    @property
+    def uptime(self) -> CheckCounts:
+        return CheckCounts(self.checks, self.successes)
+
+    def slower_than(self, threshold: float) -> int:
+        """Successful checks slower than ``threshold``, a bucket bound (the histogram's test)."""
+        upto = next(i for i, b in enumerate(DURATION_BUCKETS) if abs(b - threshold) < 1e-9)
+        return self.successes - sum(self.buckets[: upto + 1])
+
+
+def span_counts(store: Store, span: Span) -> dict[str, ProbeCounts]:
+    """Checks per service started in ``span``: whole UTC days from the daily totals (kept
+    beyond the retention), the partial days around them from the raw results."""
+    split = split_days(span)
+    parts: list[list[sqlite3.Row]] = []
+    if split.first_day is not None and split.last_day is not None:
+        parts.append(
+            store.query(
+                f"SELECT service, SUM(checks), SUM(successes), "
+                f"{', '.join(f'SUM({c})' for c in _BUCKET_COLS)} FROM probe_daily "
+                "WHERE day >= ? AND day <= ? GROUP BY service",
+                (split.first_day.isoformat(), split.last_day.isoformat()),
+            )
+        )
+    for piece in split.pieces:
+        parts.append(
+            store.query(
+                f"SELECT service, COUNT(*), SUM(success), {_bucket_sums()} FROM probe_results "
+                "WHERE started_at >= ? AND started_at < ? GROUP BY service",
+                (piece.start, piece.end),
+            )
+        )
+    totals: dict[str, list[int]] = {}
+    for rows in parts:
+        for row in rows:
+            acc = totals.setdefault(str(row[0]), [0] * (2 + len(_BUCKET_COLS)))
+            for i, value in enumerate(row[1:]):
+                acc[i] += int(value or 0)
+    return {s: ProbeCounts(v[0], v[1], tuple(v[2:])) for s, v in totals.items()}
 
 
 def success_durations(store: Store, now: float, window: float) -> dict[str, list[float]]:

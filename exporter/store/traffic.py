@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+from exporter.kpis.periods import Span, split_days
 from exporter.kpis.traffic import CODE_CLASSES, LATENCY_BUCKETS, utc_day
 from exporter.records import ConsumerSeen, TrafficDelta, TrafficLatency
 from exporter.store import register_domain
@@ -25,6 +26,7 @@ from exporter.store.core import Store, Tx, _labels_key
 
 NB = len(LATENCY_BUCKETS)
 _BUCKET_COLS = [f"b{i}" for i in range(NB + 1)]  # the last one is the overflow
+_COUNT_COLS = ["c1", "c2", "c3", "c4", "c5", *_BUCKET_COLS]
 
 MIGRATIONS = (
     f"""
@@ -72,6 +74,26 @@ MIGRATIONS = (
         PRIMARY KEY (service, source, consumer)
     )
     """,
+    # Daily status classes and latency buckets, filled from the minutes still stored.
+    f"""
+    CREATE TABLE traffic_daily_counts (
+        service TEXT NOT NULL,
+        source TEXT NOT NULL,
+        day TEXT NOT NULL,
+        {", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in _COUNT_COLS)},
+        PRIMARY KEY (service, source, day)
+    );
+    INSERT INTO traffic_daily_counts (service, source, day, {", ".join(_COUNT_COLS)})
+    SELECT service, source, date(minute, 'unixepoch'), {", ".join(f"SUM({c})" for c in _COUNT_COLS)}
+    FROM traffic_minutes GROUP BY service, source, date(minute, 'unixepoch')
+    """,
+)
+
+_DAY_COUNTS_SQL = (
+    f"INSERT INTO traffic_daily_counts (service, source, day, {', '.join(_COUNT_COLS)}) "
+    f"VALUES (?, ?, ?, {', '.join('?' for _ in _COUNT_COLS)}) "
+    "ON CONFLICT (service, source, day) DO UPDATE SET "
+    + ", ".join(f"{c} = {c} + excluded.{c}" for c in _COUNT_COLS)
 )
 
 REQUESTS_TOTAL = "platform_service_requests_total"
@@ -91,6 +113,7 @@ def write_deltas(tx: Tx, deltas: Sequence[TrafficDelta]) -> None:
     counters: dict[tuple[str, str, str], int] = defaultdict(int)
     hist: dict[tuple[str, str], list[float]] = {}
     daily: dict[tuple[str, str, str], int] = defaultdict(int)
+    day_counts: dict[tuple[str, str, str], list[int]] = {}
     for d in deltas:
         if not tx.insert_new("traffic_batches", {"key": d.key, "minute": d.minute}):
             continue
@@ -102,8 +125,12 @@ def write_deltas(tx: Tx, deltas: Sequence[TrafficDelta]) -> None:
             (d.service, d.source, d.minute, *d.codes, *buckets, d.latency_sum, d.latency_count),
         )
         requests = sum(d.codes)
+        day = utc_day(d.minute).isoformat()
         if requests:
-            daily[(d.service, d.source, utc_day(d.minute).isoformat())] += requests
+            daily[(d.service, d.source, day)] += requests
+        acc_day = day_counts.setdefault((d.service, d.source, day), [0] * len(_COUNT_COLS))
+        for i, n in enumerate((*d.codes, *buckets)):
+            acc_day[i] += n
         for cls, n in zip(CODE_CLASSES, d.codes, strict=True):
             if n:
                 counters[(d.service, d.source, cls)] += n
@@ -119,6 +146,8 @@ def write_deltas(tx: Tx, deltas: Sequence[TrafficDelta]) -> None:
             "requests = requests + excluded.requests",
             (service, source, day, n),
         )
+    for (service, source, day), values in day_counts.items():
+        tx.execute(_DAY_COUNTS_SQL, (service, source, day, *values))
     for (service, source, cls), n in counters.items():
         tx.incr(REQUESTS_TOTAL, {"service": service, "source": source, "code_class": cls}, n)
     for (service, source), acc in hist.items():
@@ -266,6 +295,41 @@ def window_counts(
                 tuple(vals[5:]),
             )
     return out
+
+
+def span_counts(store: Store, span: Span) -> dict[str, WindowCounts]:
+    """Counts per service over every source for the minutes starting in ``span``: whole
+    UTC days from the daily counts (kept beyond the retention), the partial days around
+    them from the minutes."""
+    split = split_days(span)
+    sums = ", ".join(f"SUM({c})" for c in _COUNT_COLS)
+    parts = []
+    if split.first_day is not None and split.last_day is not None:
+        parts.append(
+            store.query(
+                f"SELECT service, {sums} FROM traffic_daily_counts "
+                "WHERE day >= ? AND day <= ? GROUP BY service",
+                (split.first_day.isoformat(), split.last_day.isoformat()),
+            )
+        )
+    for piece in split.pieces:
+        parts.append(
+            store.query(
+                f"SELECT service, {sums} FROM traffic_minutes "
+                "WHERE minute >= ? AND minute < ? GROUP BY service",
+                (piece.start, piece.end),
+            )
+        )
+    totals: dict[str, list[int]] = {}
+    for rows in parts:
+        for row in rows:
+            acc = totals.setdefault(str(row[0]), [0] * len(_COUNT_COLS))
+            for i, value in enumerate(row[1:]):
+                acc[i] += int(value or 0)
+    return {
+        service: WindowCounts(tuple(v[:5]), tuple(v[5:]))  # type: ignore[arg-type]
+        for service, v in totals.items()
+    }
 
 
 def daily_requests(store: Store, service: str, day: date, source: str | None = None) -> int | None:
