@@ -105,7 +105,18 @@ def parse_percent(value: Any) -> float:
     return percent
 
 
+def parse_slo_window(value: Any) -> Any:
+    """An SLO period: a duration (rolling), or ``month`` for the calendar month (UTC)."""
+    if isinstance(value, str) and value.strip() == "month":
+        return "month"
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; or month for the calendar month") from None
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+SLOWindow = Annotated[float | Literal["month"], BeforeValidator(parse_slo_window)]
 Percent = Annotated[float, BeforeValidator(parse_percent)]
 Secret = Annotated[SecretStr, BeforeValidator(resolve_secret)]
 # Names become label values and URL parts: keep them tame.
@@ -256,9 +267,11 @@ class SLOConfig(StrictModel):
     6h/30m, 1d/2h, 3d/6h) and derives each burn factor from the same share of the
     budget (14.4, 6, 3, 1 for 30 days); ``scaled`` shrinks the windows in proportion
     to ``window`` (for short windows, as in tests) and keeps the factors.
+    ``window: month`` is the calendar month (UTC): the budget starts afresh on the
+    1st, and the burn factors follow the month's 28 to 31 days.
     """
 
-    window: Duration = 30 * 86400.0
+    window: SLOWindow = 30 * 86400.0
     alert_windows: Literal["workbook", "scaled"] = "workbook"
     availability: AvailabilitySLOConfig | None = None
     latency: LatencySLOConfig | None = None

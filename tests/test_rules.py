@@ -126,6 +126,7 @@ class TestRecordingRules:
         assert names == [
             "sloth-slo-checkout-availability",
             "sloth-slo-checkout-latency",
+            "sloth-slo-payments-api-availability",
             "sloth-slo-search-availability",
         ]
         rules = doc["groups"][0]["rules"]
@@ -176,6 +177,89 @@ class TestRecordingRules:
         expr = all_slos(config)[0].error_ratio(300)
         assert 'platform_service_requests_total{service="checkout",code_class="5xx"}[5m]' in expr
         assert 'sum(rate(platform_service_requests_total{service="checkout"}[5m]))' in expr
+
+
+class TestCalendarMonth:
+    """``window: month``: the period is the calendar month (UTC) so far."""
+
+    def rules(self) -> dict[str, dict[str, object]]:
+        return _rules(yaml.safe_load(rule_files(load_config(EXAMPLE))["slo.rules.yml"]))
+
+    def group(self) -> list[dict[str, object]]:
+        doc = yaml.safe_load(rule_files(load_config(EXAMPLE))["slo.rules.yml"])
+        found = [g for g in doc["groups"] if g["name"] == "sloth-slo-payments-api-availability"]
+        return list(found[0]["rules"])
+
+    def test_the_period_record_is_the_month_so_far_and_the_alert_windows_stay(self) -> None:
+        group = {"rules": self.group()}
+        sli = [r for r in group["rules"] if r.get("record", "").startswith("slo:sli_error:")]
+        assert [r["labels"]["sloth_window"] for r in sli] == [
+            "5m", "30m", "1h", "2h", "6h", "1d", "3d", "month"
+        ]  # fmt: skip
+        assert sli[-1]["record"] == "slo:sli_error:ratio_rate_month"
+
+    def test_the_month_is_summed_from_days_hours_and_five_minutes_of_this_month(self) -> None:
+        expr = str(self.rules()["slo:sli_error:ratio_rate_month payments-api-availability"]["expr"])
+        now = "last_over_time(vector(time())[1m:1m] @ end())"
+        for field, window in (
+            ("month", "[31d:1d]"),
+            ("day_of_month", "[1d:1h]"),
+            ("hour", "[1h:5m]"),
+        ):
+            assert f"{field}(vector(time() - 1)) == scalar({field}({now}))" in expr
+            assert window in expr
+        # Bad events are summed on their own (never ratio x total, which is NaN on a quiet hour),
+        # and a month without events has no ratio.
+        assert 'result="failure"}[1h]' in expr
+        assert expr.rstrip().endswith(") > 0\n)")
+
+    def test_days_and_burn_thresholds_follow_the_month(self) -> None:
+        rules = self.rules()
+        assert rules["slo:time_period:days payments-api-availability"]["expr"] == "days_in_month()"
+        alerts = {
+            r["labels"]["severity"]: r  # type: ignore[index]
+            for r in self.group()
+            if r.get("alert") == "SLOErrorBudgetBurn"
+        }
+        page = str(alerts["page"]["expr"])
+        assert "(0.02 * 24 * scalar(days_in_month()) * 0.001)" in page
+        assert "(0.05 * 4 * scalar(days_in_month()) * 0.001)" in page
+        ticket = str(alerts["ticket"]["expr"])
+        assert "(0.1 * scalar(days_in_month()) * 0.001)" in ticket
+        assert "(0.1 * scalar(days_in_month()) / 3 * 0.001)" in ticket
+
+    def test_month_factors_in_months_of_28_to_31_days(self) -> None:
+        page, slow_page, ticket, slow_ticket = burn_windows("month", "workbook")
+        assert [page.factor_in(d) for d in (28, 29, 30, 31)] == [13.44, 13.92, 14.4, 14.88]
+        assert slow_page.factor_in(31) == 6.2
+        assert ticket.factor_in(29) == 2.9
+        assert slow_ticket.factor_in(30) == 1.0
+
+    def test_scaled_alert_windows_do_not_fit_a_calendar_month(self, tmp_path: Path) -> None:
+        config = tmp_path / "c.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "services": [
+                        {
+                            "name": "checkout",
+                            "team": "payments",
+                            "probes": [{"name": "health", "url": "http://checkout.test/health"}],
+                            "slo": {
+                                "window": "month",
+                                "alert_windows": "scaled",
+                                "availability": {"objective": 99.9},
+                            },
+                        }
+                    ]
+                }
+            )
+        )
+        proc = run_cli("rules", "--config", str(config), "--out", str(tmp_path / "out"))
+        assert proc.returncode == 2
+        assert proc.stderr.count("\n") == 1, proc.stderr
+        assert "services[0].slo: window: month" in proc.stderr
+        assert "alert_windows: workbook" in proc.stderr
 
 
 class TestBurnWindows:

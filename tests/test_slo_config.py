@@ -108,6 +108,24 @@ class TestBuiltInObjectives:
         )
         assert all_slos(config)[0].period == 12 * 3600
 
+    def test_month_is_the_calendar_month(self, tmp_path: Path) -> None:
+        config = _load(tmp_path, {"window": "month", "availability": {"objective": 99.9}})
+        (spec,) = all_slos(config)
+        assert (spec.period, spec.calendar, spec.period_name) == ("month", True, "month")
+
+    def test_a_calendar_month_needs_the_workbook_windows(self, tmp_path: Path) -> None:
+        msg = _error(
+            tmp_path,
+            {"window": "month", "alert_windows": "scaled", "availability": {"objective": 99.9}},
+        )
+        assert "services[0].slo: window: month is the calendar month" in msg
+        assert "alert_windows: workbook" in msg
+
+    def test_a_window_that_is_no_duration_says_month_is_allowed(self, tmp_path: Path) -> None:
+        msg = _error(tmp_path, {"window": "1 month", "availability": {"objective": 99.9}})
+        assert "services[0].slo.window" in msg
+        assert "or month for the calendar month" in msg
+
     def test_unknown_key_is_an_error(self, tmp_path: Path) -> None:
         msg = _error(tmp_path, {"availability": {"objective": 99.9, "target": 1}})
         assert "services[0].slo.availability.target: unknown key" in msg

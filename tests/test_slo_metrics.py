@@ -7,6 +7,7 @@ gateway minutes of the traffic domain. No events in a window: no ratio, and
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -99,10 +100,14 @@ class TestProbeSLOs:
         assert ratio[("latency", "1h")] == 0.0
         assert ratio[("latency", "2h")] == pytest.approx(1 / 117)
         assert got["platform_slo_burn_rate"][("availability", "1h")] == pytest.approx(50.0)
+        # NOW is mid-January 2027: the month so far holds all the checks, December none.
         assert got["platform_slo_error_budget_remaining_ratio"] == {
             ("availability", "30d"): pytest.approx(1 - (3 / 120) / 0.001),
             ("latency", "30d"): pytest.approx(1 - (1 / 117) / 0.01),
+            ("availability", "month"): pytest.approx(1 - (3 / 120) / 0.001),
+            ("latency", "month"): pytest.approx(1 - (1 / 117) / 0.01),
         }
+        assert got["platform_slo_samples"][("availability", "last_month")] == 0
         assert got["platform_slo_samples"][("availability", "1h")] == 60
         assert got["platform_slo_samples"][("latency", "1h")] == 57  # successful checks only
         assert got["platform_slo_objective_ratio"] == {
@@ -116,6 +121,127 @@ class TestProbeSLOs:
         assert got["platform_slo_burn_rate"] == {}
         assert got["platform_slo_error_budget_remaining_ratio"] == {}
         assert got["platform_slo_samples"][("availability", "30d")] == 0
+
+
+def at(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
+class TestCalendarWindows:
+    """Every SLO is also judged over the calendar month so far and the previous month."""
+
+    def collect_at(
+        self, config: Config, records: list[object], now: float
+    ) -> dict[str, dict[tuple[str, ...], float]]:
+        store = open_store(str(config.state.path))
+        with store.transaction() as tx:
+            write_records(tx, records)
+        ctx = RenderContext(config=config, store=store, health=[], now=now)
+        out = {
+            family.name: {
+                tuple(s.labels[k] for k in ("slo", "window") if k in s.labels): s.value
+                for s in family.samples
+            }
+            for family in slo_metrics.collect(ctx)
+        }
+        store.close()
+        return out
+
+    def leap_february(self) -> list[object]:
+        """A check an hour through February 2028 (29 days: 696), 7 of them failed; one at
+        00:00:00 on March 1 (failed) and one at 00:04 (ok) belong to March."""
+        records: list[object] = []
+        start = at("2028-02-01T00:00:00")
+        for i in range(29 * 24):
+            records.append(_check(start + i * HOUR, ok=i % 100 != 0))
+        records.append(_check(at("2028-03-01T00:00:00"), ok=False))
+        records.append(_check(at("2028-03-01T00:04:00"), ok=True))
+        return records
+
+    @pytest.mark.parametrize("window", ["30d", "month"])
+    def test_at_00_05_on_the_first_the_month_holds_five_minutes(
+        self, tmp_path: Path, window: str
+    ) -> None:
+        config = _config(tmp_path, {"window": window, "availability": {"objective": 99}})
+        got = self.collect_at(config, self.leap_february(), at("2028-03-01T00:05:00"))
+        ratio = got["platform_slo_sli_error_ratio"]
+        assert ratio[("availability", "month")] == 0.5
+        assert ratio[("availability", "last_month")] == pytest.approx(7 / 696)
+        assert got["platform_slo_samples"][("availability", "last_month")] == 696
+        remaining = got["platform_slo_error_budget_remaining_ratio"]
+        assert remaining[("availability", "last_month")] == pytest.approx(1 - (7 / 696) / 0.01)
+        assert remaining[("availability", "month")] == pytest.approx(1 - 50.0)
+
+    def test_a_month_slo_has_no_rolling_period_window(self, tmp_path: Path) -> None:
+        config = _config(tmp_path, {"window": "month", "availability": {"objective": 99}})
+        got = self.collect_at(config, self.leap_february(), at("2028-02-29T12:00:00"))
+        windows = {w for _slo, w in got["platform_slo_samples"]}
+        assert windows == {"5m", "30m", "1h", "2h", "6h", "1d", "3d", "month", "last_month"}
+        # February up to 12:00 on the 29th: 28 x 24 + 13 checks (00:00 to 12:00), 7 failed.
+        assert got["platform_slo_samples"][("availability", "month")] == 28 * 24 + 13
+        assert got["platform_slo_sli_error_ratio"][("availability", "month")] == pytest.approx(
+            7 / (28 * 24 + 13)
+        )
+        # January 2028 had no checks: no last_month ratio, and 0 samples say so.
+        assert got["platform_slo_samples"][("availability", "last_month")] == 0
+        assert ("availability", "last_month") not in got["platform_slo_sli_error_ratio"]
+
+    def test_request_slis_over_the_closed_month(self, tmp_path: Path) -> None:
+        """New Year's Day 2028: December's minutes (one at 23:59 on Dec 31) count, the
+        first minute of 2028 does not."""
+        i_fast = LATENCY_BUCKETS.index(0.5)
+        fast = [0] * (len(LATENCY_BUCKETS) + 1)
+        fast[i_fast], fast[i_fast + 1] = 90, 10
+        deltas: list[object] = [
+            TrafficDelta(
+                "kong",
+                "checkout",
+                at("2027-12-01T00:00:00"),
+                "a",
+                (0, 99, 0, 0, 1),
+                tuple(fast),
+                1.0,
+                100,
+            ),
+            TrafficDelta(
+                "kong",
+                "checkout",
+                at("2027-12-31T23:59:00"),
+                "b",
+                (0, 97, 0, 0, 3),
+                tuple(fast),
+                1.0,
+                100,
+            ),
+            TrafficDelta(
+                "kong",
+                "checkout",
+                at("2028-01-01T00:00:00"),
+                "c",
+                (0, 0, 0, 0, 100),
+                tuple(fast),
+                1.0,
+                100,
+            ),
+        ]
+        config = Config(
+            state={"path": str(tmp_path / "state.db")},
+            services=[
+                {
+                    "name": "checkout",
+                    "team": "payments",
+                    "slo": {
+                        "availability": {"objective": 99, "sli": "requests"},
+                        "latency": {"objective": 95, "threshold": "500ms", "sli": "requests"},
+                    },
+                }
+            ],
+        )
+        got = self.collect_at(config, deltas, at("2028-01-01T00:00:30"))
+        ratio = got["platform_slo_sli_error_ratio"]
+        assert ratio[("availability", "last_month")] == pytest.approx(4 / 200)
+        assert ratio[("latency", "last_month")] == pytest.approx(20 / 200)
+        assert ratio[("availability", "month")] == 1.0
 
 
 class TestRequestSLOs:

@@ -5,12 +5,18 @@ definitions), computed from stored probe results and gateway minutes, so a
 dashboard has them without the rules and a test can check one against the other.
 OpenSLO SLOs, whose events live elsewhere, are left to the rules.
 
+Every SLO is also reported over the calendar windows ``month`` (this month so
+far) and ``last_month`` (the previous calendar month), with its error budget
+remaining: the calendar-month SLA view, whatever the SLO's own period. For a
+``window: month`` SLO, ``month`` is its period.
+
 Sample::
 
     platform_slo_objective_ratio{service="checkout",team="payments",slo="availability"} 0.999
     platform_slo_sli_error_ratio{service="checkout",team="payments",slo="availability",window="1h"} 0.0021
     platform_slo_burn_rate{service="checkout",team="payments",slo="availability",window="1h"} 2.1
     platform_slo_error_budget_remaining_ratio{service="checkout",team="payments",slo="availability",window="30d"} 0.62
+    platform_slo_error_budget_remaining_ratio{service="checkout",team="payments",slo="availability",window="last_month"} 0.35
     platform_slo_samples{service="checkout",team="payments",slo="availability",window="1h"} 120
 """
 
@@ -21,11 +27,12 @@ from collections.abc import Iterator
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from exporter.kpis.periods import last_month, month_to_date
 from exporter.kpis.slo import EventCounts, budget_remaining, burn_rate, error_ratio
 from exporter.metrics import RenderContext
 from exporter.rules.slo import windows as slo_windows
 from exporter.slo.spec import SLOSpec, all_slos
-from exporter.slo.windows import prom_duration
+from exporter.slo.windows import MONTH, prom_duration
 from exporter.store import slo as slo_store
 
 LABELS = ["service", "team", "slo"]
@@ -64,8 +71,8 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
     )
     remaining = GaugeMetricFamily(
         "platform_slo_error_budget_remaining_ratio",
-        "Share of the error budget left over the SLO period (the window label); negative "
-        "when overspent." + CACHED,
+        "Share of the error budget left over the SLO period, or over the calendar month so "
+        "far (window month) and the previous one (last_month); negative when overspent." + CACHED,
         labels=[*LABELS, "window"],
     )
     samples = GaugeMetricFamily(
@@ -73,6 +80,8 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
         "Events behind the SLO's error ratio over the window (0: the ratio is absent)." + CACHED,
         labels=[*LABELS, "window"],
     )
+    calendar = {MONTH: month_to_date(ctx.now), "last_month": last_month(ctx.now)}
+    spans = slo_store.SpanEvents(ctx.store)
     for spec in all_slos(ctx.config):
         if spec.sli == "openslo":
             continue
@@ -80,15 +89,16 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
         objective.add_metric(key, spec.objective)
         windows = {prom_duration(w): w for w in slo_windows(spec)}
         events = _events(ctx, spec, windows)
-        period = prom_duration(spec.period)
-        for name in windows:
-            counts = events[name]
+        for name, span in calendar.items():
+            events[name] = spans.events(spec.sli, spec.service, span, spec.threshold)
+        budgeted = {spec.period_name, *calendar}
+        for name, counts in events.items():
             samples.add_metric([*key, name], counts.total)
             value = error_ratio(counts)
             if value is None:
                 continue
             ratio.add_metric([*key, name], value)
             burn.add_metric([*key, name], burn_rate(value, spec.objective))
-            if name == period:
+            if name in budgeted:
                 remaining.add_metric([*key, name], budget_remaining(value, spec.objective))
     yield from (objective, ratio, burn, remaining, samples)

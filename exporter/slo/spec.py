@@ -1,8 +1,9 @@
 """Every SLO in one normalised form: who it belongs to, its objective, and its SLI in PromQL.
 
-An SLI is two PromQL templates over the ``{{.window}}`` placeholder: the error
-ratio (bad events / all events, weighted by events) and the total event rate,
-whose absence means the SLI has no data. Built-in SLIs read the exporter's own
+An SLI is three PromQL templates over the ``{{.window}}`` placeholder: the error
+ratio (bad events / all events, weighted by events), the total event rate, whose
+absence means the SLI has no data, and the bad event rate (which a calendar-month
+period sums over the month's days, hours and minutes). Built-in SLIs read the exporter's own
 event counters and histograms:
 
 * probe availability: ``platform_probe_checks_total{result="failure"}`` / all checks;
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from exporter.kpis.uptime import DURATION_BUCKETS
 from exporter.slo.openslo import WINDOW, load_documents
-from exporter.slo.windows import BurnWindow, burn_windows, prom_duration
+from exporter.slo.windows import MONTH, BurnWindow, Period, burn_windows, period_name, prom_duration
 
 if TYPE_CHECKING:
     from exporter.config import Config, ServiceConfig
@@ -46,13 +47,14 @@ class SLOSpec:
     team: str
     name: str  # the sloth_slo label: "availability", "latency" or the OpenSLO name
     objective: float  # ratio, e.g. 0.999
-    period: float  # seconds
+    period: Period  # seconds, or "month" (the calendar month, UTC)
     alert_windows: str  # "workbook" or "scaled"
     # "probe-availability", "probe-latency", "requests-availability", "requests-latency", "openslo"
     sli: str
     description: str
     error_ratio_template: str
     total_template: str
+    bad_template: str
     threshold: float | None = None  # latency SLIs: seconds
 
     @property
@@ -64,6 +66,15 @@ class SLOSpec:
         return 1.0 - self.objective
 
     @property
+    def calendar(self) -> bool:
+        """True when the period is the calendar month."""
+        return self.period == MONTH
+
+    @property
+    def period_name(self) -> str:
+        return period_name(self.period)
+
+    @property
     def burn_windows(self) -> tuple[BurnWindow, ...]:
         return burn_windows(self.period, self.alert_windows)
 
@@ -72,6 +83,9 @@ class SLOSpec:
 
     def total(self, window: float) -> str:
         return self.total_template.replace(WINDOW, prom_duration(window))
+
+    def bad(self, window: float) -> str:
+        return self.bad_template.replace(WINDOW, prom_duration(window))
 
 
 def request_buckets() -> tuple[float, ...] | None:
@@ -98,25 +112,30 @@ def _ratio(bad: str, total: str) -> str:
     return f"(\n  ({bad})\n  or vector(0)\n)\n/\n({total})"
 
 
-def _probe_availability(service: str) -> tuple[str, str]:
+# (error ratio, total rate, bad rate) templates of an SLI.
+Templates = tuple[str, str, str]
+
+
+def _probe_availability(service: str) -> Templates:
     sel = f'service="{service}"'
     total = f"sum(rate({PROBE_CHECKS}{{{sel}}}[{WINDOW}]))"
     bad = f'sum(rate({PROBE_CHECKS}{{{sel},result="failure"}}[{WINDOW}]))'
-    return _ratio(bad, total), total
+    return _ratio(bad, total), total, bad
 
 
-def _histogram_latency(metric: str, service: str, threshold: float) -> tuple[str, str]:
+def _histogram_latency(metric: str, service: str, threshold: float) -> Templates:
     sel = f'service="{service}"'
     total = f"sum(rate({metric}_count{{{sel}}}[{WINDOW}]))"
     fast = f"sum(rate({metric}_bucket{{{sel},{_le(threshold)}}}[{WINDOW}]))"
-    return f"(\n  {total}\n  -\n  {fast}\n)\n/\n{total}", total
+    slow = f"(\n  {total}\n  -\n  {fast}\n)"
+    return f"{slow}\n/\n{total}", total, slow
 
 
-def _requests_availability(service: str) -> tuple[str, str]:
+def _requests_availability(service: str) -> Templates:
     sel = f'service="{service}"'
     total = f"sum(rate({REQUESTS}{{{sel}}}[{WINDOW}]))"
     bad = f'sum(rate({REQUESTS}{{{sel},code_class="5xx"}}[{WINDOW}]))'
-    return _ratio(bad, total), total
+    return _ratio(bad, total), total, bad
 
 
 def check_service_slos(service: ServiceConfig) -> None:
@@ -163,7 +182,7 @@ def service_slos(service: ServiceConfig) -> list[SLOSpec]:
     common = {"service": service.name, "team": service.team, "period": slo.window}
     if slo.availability is not None:
         a = slo.availability
-        ratio, total = (
+        ratio, total, bad = (
             _probe_availability(service.name)
             if a.sli == "probe"
             else _requests_availability(service.name)
@@ -179,12 +198,13 @@ def service_slos(service: ServiceConfig) -> list[SLOSpec]:
                 description=f"{a.objective:g}% of {what}",
                 error_ratio_template=ratio,
                 total_template=total,
+                bad_template=bad,
             )
         )
     if slo.latency is not None:
         lat = slo.latency
         metric = PROBE_DURATION if lat.sli == "probe" else REQUEST_DURATION
-        ratio, total = _histogram_latency(metric, service.name, lat.threshold)
+        ratio, total, bad = _histogram_latency(metric, service.name, lat.threshold)
         what = "successful probe checks" if lat.sli == "probe" else "requests"
         out.append(
             SLOSpec(
@@ -196,6 +216,7 @@ def service_slos(service: ServiceConfig) -> list[SLOSpec]:
                 description=f"{lat.objective:g}% of {what} faster than {lat.threshold:g}s",
                 error_ratio_template=ratio,
                 total_template=total,
+                bad_template=bad,
                 threshold=lat.threshold,
             )
         )
@@ -203,8 +224,10 @@ def service_slos(service: ServiceConfig) -> list[SLOSpec]:
         total = doc.total_query
         if doc.bad_query is not None:
             ratio = _ratio(doc.bad_query, total)
+            bad = doc.bad_query
         else:
             ratio = f"1 - (\n  ({doc.good_query})\n  /\n  ({total})\n)"
+            bad = f"(\n  ({total})\n  -\n  ({doc.good_query})\n)"
         out.append(
             SLOSpec(
                 service=service.name,
@@ -217,6 +240,7 @@ def service_slos(service: ServiceConfig) -> list[SLOSpec]:
                 description=doc.description or f"{doc.objective * 100:g}% (OpenSLO)",
                 error_ratio_template=ratio,
                 total_template=total,
+                bad_template=bad,
             )
         )
     return out

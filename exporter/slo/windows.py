@@ -12,6 +12,10 @@ Two ways to fit another period:
   (a 28-day SLO pages at 13.44x over 1h), as Sloth does;
 * ``scaled``: shrink every window by period / 30d and keep the factors
   (a 12-hour SLO pages at 14.4x over 1m and 5s): for tests and demos.
+
+A calendar-month period (``MONTH``) keeps the Workbook's windows, and each
+factor follows the length of the current month: 2% of a 31-day month's budget
+in an hour is 14.88x, of February's 13.44x (13.92x in a leap year).
 """
 
 from __future__ import annotations
@@ -20,6 +24,11 @@ from dataclasses import dataclass
 
 DAY = 86400.0
 WORKBOOK_PERIOD = 30 * DAY
+#: The calendar-month SLO period (UTC), as the config spells it.
+MONTH = "month"
+
+#: An SLO period: seconds (rolling) or the calendar month.
+Period = float | str
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,12 +39,16 @@ class BurnWindow:
     budget_share: float
     long: float  # seconds
     short: float  # seconds
-    period: float  # the SLO period, seconds
+    period: float  # the SLO period, seconds (for a calendar month: 30 days, see factor_in)
 
     @property
     def factor(self) -> float:
         """The burn rate that spends ``budget_share`` of the budget within ``long``."""
         return round(self.budget_share * self.period / self.long, 6)
+
+    def factor_in(self, days: float) -> float:
+        """The factor for a period of ``days`` days: a calendar month of that length."""
+        return round(self.budget_share * days * DAY / self.long, 6)
 
 
 # (severity, budget share, long window, short window) for a 30-day period.
@@ -51,8 +64,17 @@ class WorkbookWindowsError(ValueError):
     """The period cannot hold the requested alert windows."""
 
 
-def check_period(period: float, mode: str) -> None:
+def check_period(period: Period, mode: str) -> None:
     """Raise WorkbookWindowsError if ``period`` does not suit ``mode``."""
+    if isinstance(period, str):
+        if period != MONTH:
+            raise WorkbookWindowsError(f"unknown period {period!r}")
+        if mode != "workbook":
+            raise WorkbookWindowsError(
+                "month is the calendar month: use alert_windows: workbook (its windows fit "
+                "every month)"
+            )
+        return
     if period <= 0:
         raise WorkbookWindowsError("must be positive")
     longest = max(w[2] for w in WORKBOOK)
@@ -71,9 +93,12 @@ def check_period(period: float, mode: str) -> None:
             )
 
 
-def burn_windows(period: float, mode: str) -> tuple[BurnWindow, ...]:
-    """The four alert conditions for an SLO of ``period`` seconds."""
+def burn_windows(period: Period, mode: str) -> tuple[BurnWindow, ...]:
+    """The four alert conditions for an SLO of ``period`` seconds (or the calendar month,
+    whose factors depend on the month: see :meth:`BurnWindow.factor_in`)."""
     check_period(period, mode)
+    if isinstance(period, str):
+        period = WORKBOOK_PERIOD
     scale = period / WORKBOOK_PERIOD if mode == "scaled" else 1.0
     return tuple(
         BurnWindow(sev, share, _round_ms(long * scale), _round_ms(short * scale), period)
@@ -86,6 +111,11 @@ def _round_ms(seconds: float) -> float:
 
 
 _UNITS = (("d", DAY), ("h", 3600.0), ("m", 60.0), ("s", 1.0), ("ms", 0.001))
+
+
+def period_name(period: Period) -> str:
+    """How a period is named in window labels and record names: ``30d``, ``12h``, ``month``."""
+    return period if isinstance(period, str) else prom_duration(period)
 
 
 def prom_duration(seconds: float) -> str:

@@ -7,8 +7,13 @@ request SLIs read the traffic domain's per-minute counts.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
+from exporter.kpis.periods import Span
 from exporter.kpis.slo import EventCounts
+from exporter.kpis.traffic import LATENCY_BUCKETS
+from exporter.store import probe as probe_store
+from exporter.store import traffic as traffic_store
 from exporter.store.core import Store
 
 
@@ -65,7 +70,6 @@ def request_events(
 ) -> dict[tuple[str, str], EventCounts]:
     """Per (service, window): requests and 5xx answers, or, with ``threshold``, requests
     in the latency histogram and those slower than the threshold (a bucket bound)."""
-    from exporter.kpis.traffic import LATENCY_BUCKETS
     from exporter.store.traffic import window_counts
 
     out = {}
@@ -79,3 +83,38 @@ def request_events(
             total = counts.latency_observations
             out[key] = EventCounts(total, total - sum(counts.buckets[: fast_upto + 1]))
     return out
+
+
+@dataclass
+class SpanEvents:
+    """Good and bad events of the built-in SLIs over calendar spans (month to date, last
+    month), reading each span's probe and traffic counts once for every SLO."""
+
+    store: Store
+    _probe: dict[Span, dict[str, probe_store.ProbeCounts]] = field(default_factory=dict)
+    _traffic: dict[Span, dict[str, traffic_store.WindowCounts]] = field(default_factory=dict)
+
+    def events(self, sli: str, service: str, span: Span, threshold: float | None) -> EventCounts:
+        """Events of ``service``'s ``sli`` (``probe-availability``, ``probe-latency``,
+        ``requests-availability`` or ``requests-latency``) in ``span``."""
+        if sli.startswith("probe-"):
+            if span not in self._probe:
+                self._probe[span] = probe_store.span_counts(self.store, span)
+            p = self._probe[span].get(service)
+            if p is None:
+                return EventCounts(0, 0)
+            if sli == "probe-availability":
+                return EventCounts(p.checks, p.checks - p.successes)
+            assert threshold is not None
+            return EventCounts(p.successes, p.slower_than(threshold))
+        if span not in self._traffic:
+            self._traffic[span] = traffic_store.span_counts(self.store, span)
+        t = self._traffic[span].get(service)
+        if t is None:
+            return EventCounts(0, 0)
+        if sli == "requests-availability":
+            return EventCounts(t.requests, t.codes[4])
+        assert threshold is not None
+        upto = next(i for i, b in enumerate(LATENCY_BUCKETS) if abs(b - threshold) < 1e-9)
+        total = t.latency_observations
+        return EventCounts(total, total - sum(t.buckets[: upto + 1]))
