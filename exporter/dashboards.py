@@ -7,8 +7,10 @@ variables (multi-value, "All" by default) that every query filters on:
   transaction, adoption, time-to-production) and their trends;
 * ``delivery``: the four DORA keys, pipeline health;
 * ``reliability``: SLO budgets and burn rates (the generated ``slo:*`` rules and
-  the exporter's own ``platform_slo_*``), firing SLO alerts, probe uptime;
-* ``cost``: cost by team, service, provider and category, budgets, freshness;
+  the exporter's own ``platform_slo_*``), firing SLO alerts, the calendar-month SLA
+  view (this month so far beside last month), probe uptime;
+* ``cost``: cost by team, service, provider and category, month to date beside last
+  month, budgets, freshness;
 * ``exporter-health``: sources up, freshness, poll durations, errors, API budgets.
 
 Output is deterministic (sorted keys, fixed uids, no timestamps), so the JSON in
@@ -272,6 +274,9 @@ DELIVERY: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
 )
 
 SLOSEL = 'team=~"$team",sloth_service=~"$service"'
+# The calendar windows, side by side: this month so far and the closed previous month.
+MONTHS = 'window=~"mtd|last_month"'
+SLO_MONTHS = 'window=~"month|last_month"'
 
 RELIABILITY: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
     (
@@ -297,6 +302,39 @@ RELIABILITY: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
                 _q(
                     f'count(ALERTS{{alertstate="firing",alertname=~"SLO.*",{SLOSEL}}}) or vector(0)'
                 ),
+            ),
+        ),
+    ),
+    (
+        "Calendar-month SLA",
+        (
+            _p(
+                "SLO attainment: this month and last month",
+                "table",
+                _q(f"1 - platform_slo_sli_error_ratio{{{SEL},{SLO_MONTHS}}}", instant=True),
+                unit="percentunit",
+                description="Share of good events of each SLO over the calendar month so far "
+                "(month) and the previous calendar month (last_month), UTC, from the exporter's "
+                "history; compare with the objective.",
+            ),
+            _p(
+                "Error budget remaining: this month and last month",
+                "table",
+                _q(
+                    f"platform_slo_error_budget_remaining_ratio{{{SEL},{SLO_MONTHS}}}", instant=True
+                ),
+                unit="percentunit",
+                description="1 - error ratio / (1 - objective) over the calendar month; it starts "
+                "afresh on the 1st. Negative: the month's budget is overspent.",
+            ),
+            _p(
+                "Uptime and request availability: this month and last month",
+                "table",
+                _q(f"platform_service_uptime_ratio{{{SEL},{MONTHS}}}", instant=True),
+                _q(f"platform_service_availability_ratio{{{SEL},{MONTHS}}}", instant=True),
+                unit="percentunit",
+                description="Probe uptime (A) and 1 - 5xx ratio through the gateways (B) over the "
+                "calendar month so far (mtd) and the previous month (last_month).",
             ),
         ),
     ),
@@ -374,12 +412,14 @@ COST: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
                 width=12,
             ),
             _p(
-                "Cost by service, month to date",
+                "Cost by service: month to date and last month",
                 "table",
                 _q(
-                    f'sum by (service, team, currency) (platform_cost{{{SEL},window="mtd"}})',
+                    f"sum by (service, team, currency, window) (platform_cost{{{SEL},{MONTHS}}})",
                     instant=True,
                 ),
+                description="Closed UTC days of this month (mtd; none on the 1st) beside the whole "
+                "previous calendar month (last_month).",
                 width=12,
             ),
             _p(
@@ -400,22 +440,46 @@ COST: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
                 ),
                 width=12,
             ),
+            _p(
+                "Cost by team: month to date and last month",
+                "table",
+                _q(
+                    f"sum by (team, currency, window) (platform_cost{{{TEAM},{MONTHS}}})",
+                    instant=True,
+                ),
+                width=12,
+            ),
+            _p(
+                "Cost per transaction: month to date and last month",
+                "table",
+                _q(f"platform_cost_per_transaction{{{SEL},{MONTHS}}}", instant=True),
+                description="Cost / requests on the aligned closed days of each calendar window.",
+                width=12,
+            ),
         ),
     ),
     (
         "Budgets",
         (
             _p(
-                "Budget used",
+                "Budget used: month to date and last month",
                 "stat",
-                _q(f"platform_budget_used_ratio{{{TEAM}}}", "{{scope}} {{name}}"),
+                _q(
+                    f"platform_budget_used_ratio{{{TEAM},{MONTHS}}}",
+                    "{{scope}} {{name}} {{window}}",
+                ),
                 unit="percentunit",
+                description="Spend over the month's complete billing days / the monthly budget; "
+                "last_month is the closed month's final ratio once all its days are in "
+                "(platform_budget_samples).",
             ),
             _p(
                 "Forecast / budget",
                 "stat",
                 _q(f"platform_budget_forecast_ratio{{{TEAM}}}", "{{scope}} {{name}}"),
                 unit="percentunit",
+                description="Month-end forecast at this month's daily run rate; before a day of "
+                "the month is complete, at last month's.",
             ),
             _p(
                 "Billing data freshness",

@@ -239,14 +239,15 @@ class TestProbeLatency:
 
 class TestUptime:
     def test_uptime_ratio_per_service_and_window(self, scraped: tuple[Exposition, Daemon]) -> None:
-        """flaky failed two hours ago only: 1h sees 2/2, the longer windows 2/3."""
+        """flaky failed two hours ago only: 1h sees 2/2, the longer windows 2/3. T0 is
+        2023-11-14 22:13 UTC: this month holds all three polls, October none (no value)."""
         exp, _ = scraped
         got = {
             (lb["service"], lb["window"]): v
             for lb, v in exp.samples("platform_service_uptime_ratio")
         }
         expected = {}
-        for window in ("1h", "24h", "7d", "30d"):
+        for window in ("1h", "24h", "7d", "30d", "mtd"):
             expected[("web", window)] = 0.5
             expected[("api", window)] = 0.0
             expected[("reports", window)] = 0.5
