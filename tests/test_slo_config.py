@@ -198,10 +198,40 @@ class TestOpenSLO:
                 {
                     "spec": {
                         **OPENSLO["spec"],
-                        "timeWindow": [{"duration": "1M", "isRolling": False}],
+                        "timeWindow": [{"duration": "1w", "isRolling": False}],
                     }
                 },
-                "only rolling time windows",
+                "calendar-aligned timeWindow (isRolling: false) must be 1M",
+            ),
+            (
+                {
+                    "spec": {
+                        **OPENSLO["spec"],
+                        "timeWindow": [
+                            {
+                                "duration": "1M",
+                                "isRolling": False,
+                                "calendar": {"timeZone": "Europe/Berlin"},
+                            }
+                        ],
+                    }
+                },
+                "only UTC months are supported",
+            ),
+            (
+                {
+                    "spec": {
+                        **OPENSLO["spec"],
+                        "timeWindow": [
+                            {
+                                "duration": "1M",
+                                "isRolling": False,
+                                "calendar": {"startTime": "2026-01-15 00:00:00"},
+                            }
+                        ],
+                    }
+                },
+                "must be the 1st of a month at 00:00",
             ),
             ({"spec": {**OPENSLO["spec"], "objectives": [{"target": 99.5}]}}, "target must be"),
         ],
@@ -212,6 +242,21 @@ class TestOpenSLO:
         msg = _error(tmp_path, {"openslo": [{**OPENSLO, **change}]}, probes=False)
         assert "services[0]" in msg and "openslo" in msg
         assert message in msg
+
+    def test_a_calendar_aligned_month_in_utc_is_the_calendar_month_period(
+        self, tmp_path: Path
+    ) -> None:
+        window = {
+            "duration": "1M",
+            "isRolling": False,
+            "calendar": {"startTime": "2026-01-01 00:00:00", "timeZone": "UTC"},
+        }
+        doc = {**OPENSLO, "spec": {**OPENSLO["spec"], "timeWindow": [window]}}
+        config = _load(tmp_path, {"openslo": [doc]}, probes=False)
+        (spec,) = all_slos(config)
+        assert (spec.period, spec.calendar) == ("month", True)
+        # Its bad events are the document's own bad query, summed over the month.
+        assert 'http_requests_total{job="api",code=~"5.."}[5m]' in spec.bad(300)
 
     def test_query_that_is_neither_a_selector_nor_a_template_is_rejected(
         self, tmp_path: Path

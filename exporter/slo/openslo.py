@@ -4,12 +4,14 @@ Supported: ``apiVersion: openslo/v1``, ``kind: SLO`` with an inline ``indicator`
 or an ``indicatorRef`` to a ``kind: SLI`` document given alongside; a
 ``ratioMetric`` whose ``good`` (or ``bad``) and ``total`` have a ``metricSource``
 of type ``Prometheus`` with ``spec.query``; ``budgetingMethod: Occurrences``; one
-rolling ``timeWindow``; one objective with ``target`` (0..1) or ``targetPercent``.
+``timeWindow``, rolling, or calendar-aligned over one month in UTC (``duration: 1M``,
+``isRolling: false``, a ``calendar.startTime`` on the 1st at 00:00 if any), which is
+the calendar-month period; one objective with ``target`` (0..1) or ``targetPercent``.
 
 A query is either a plain counter selector (``http_requests_total{job="api"}``),
 which becomes ``sum(rate(<selector>[<window>]))``, or PromQL holding the
 ``{{.window}}`` placeholder that Sloth uses. Anything else (threshold metrics,
-timeslice budgeting, calendar windows) is rejected with a message, never
+timeslice budgeting, other calendar windows) is rejected with a message, never
 silently approximated.
 """
 
@@ -42,7 +44,7 @@ class OpenSLOObjective:
     service: str
     description: str
     objective: float  # ratio, 0..1
-    period: float | None  # seconds; None = the service's window
+    period: float | str | None  # seconds, "month"; None = the service's window
     # PromQL with the {{.window}} placeholder.
     total_query: str
     good_query: str | None
@@ -143,18 +145,15 @@ def _objective(doc: Mapping[str, Any], slis: Mapping[str, Mapping[str, Any]]) ->
         raise OpenSLOError("exactly one entry in spec.objectives is supported")
     target = _target(objectives[0])
 
-    period: float | None = None
+    period: float | str | None = None
     windows = spec.get("timeWindow")
     if windows is not None:
         if not isinstance(windows, list) or len(windows) != 1:
             raise OpenSLOError("spec.timeWindow must have one entry")
         window = windows[0]
-        if not isinstance(window, Mapping) or not window.get("isRolling", False):
-            raise OpenSLOError("only rolling time windows (isRolling: true) are supported")
-        match = _DURATION.match(str(window.get("duration", "")))
-        if not match:
-            raise OpenSLOError("timeWindow duration must look like 28d, 4w or 720h")
-        period = int(match.group(1)) * _UNIT[match.group(2)]
+        if not isinstance(window, Mapping):
+            raise OpenSLOError("spec.timeWindow must be a mapping")
+        period = _period(window)
 
     service = spec.get("service")
     return OpenSLOObjective(
@@ -167,6 +166,34 @@ def _objective(doc: Mapping[str, Any], slis: Mapping[str, Mapping[str, Any]]) ->
         good_query=good,
         bad_query=bad,
     )
+
+
+def _period(window: Mapping[str, Any]) -> float | str:
+    """Seconds of a rolling window, or ``month`` for a calendar month in UTC."""
+    if not window.get("isRolling", False):
+        return _calendar_month(window)
+    match = _DURATION.match(str(window.get("duration", "")))
+    if not match:
+        raise OpenSLOError("timeWindow duration must look like 28d, 4w or 720h")
+    return int(match.group(1)) * _UNIT[match.group(2)]
+
+
+def _calendar_month(window: Mapping[str, Any]) -> str:
+    """A calendar-aligned window must be one month in UTC, starting on a 1st at 00:00."""
+    if str(window.get("duration", "")) != "1M":
+        raise OpenSLOError("a calendar-aligned timeWindow (isRolling: false) must be 1M")
+    cal = window.get("calendar") or {}
+    if not isinstance(cal, Mapping):
+        raise OpenSLOError("timeWindow.calendar must be a mapping")
+    zone = str(cal.get("timeZone", "UTC"))
+    if zone not in ("UTC", "Etc/UTC", "Z"):
+        raise OpenSLOError(f"timeWindow.calendar.timeZone {zone!r}: only UTC months are supported")
+    start = cal.get("startTime")
+    if start is not None and not re.match(r"^\d{4}-\d{2}-01[ T]00:00(:00)?Z?$", str(start)):
+        raise OpenSLOError(
+            f"timeWindow.calendar.startTime {start!r} must be the 1st of a month at 00:00"
+        )
+    return "month"
 
 
 def _target(objective: Any) -> float:

@@ -227,7 +227,8 @@ def service_slos(service: ServiceConfig) -> list[SLOSpec]:
             bad = doc.bad_query
         else:
             ratio = f"1 - (\n  ({doc.good_query})\n  /\n  ({total})\n)"
-            bad = f"(\n  ({total})\n  -\n  ({doc.good_query})\n)"
+            # A step with no good event has no good series: all its events are bad.
+            bad = f"(\n  ({total})\n  -\n  (({doc.good_query}) or vector(0))\n)"
         out.append(
             SLOSpec(
                 service=service.name,
