@@ -56,12 +56,14 @@ def _config(tmp_path: Path, slo: dict[str, object]) -> Config:
     )
 
 
-def _collect(config: Config, records: list[object]) -> dict[str, dict[tuple[str, ...], float]]:
+def _collect(
+    config: Config, records: list[object], now: float = NOW
+) -> dict[str, dict[tuple[str, ...], float]]:
     store = open_store(str(config.state.path))
     if records:
         with store.transaction() as tx:
             write_records(tx, records)
-    ctx = RenderContext(config=config, store=store, health=[], now=NOW)
+    ctx = RenderContext(config=config, store=store, health=[], now=now)
     out = {
         family.name: {
             tuple(s.labels[k] for k in ("slo", "window") if k in s.labels): s.value
@@ -71,6 +73,23 @@ def _collect(config: Config, records: list[object]) -> dict[str, dict[tuple[str,
     }
     store.close()
     return out
+
+
+def _requests_config(tmp_path: Path) -> Config:
+    """checkout with request-based availability (99%) and latency (95% under 0.5 s) SLOs."""
+    return Config(
+        state={"path": str(tmp_path / "state.db")},
+        services=[
+            {
+                "name": "checkout",
+                "team": "payments",
+                "slo": {
+                    "availability": {"objective": 99, "sli": "requests"},
+                    "latency": {"objective": 95, "threshold": "500ms", "sli": "requests"},
+                },
+            }
+        ],
+    )
 
 
 def _check(at: float, ok: bool, duration: float = 0.05) -> ProbeResult:
@@ -130,23 +149,6 @@ def at(text: str) -> float:
 class TestCalendarWindows:
     """Every SLO is also judged over the calendar month so far and the previous month."""
 
-    def collect_at(
-        self, config: Config, records: list[object], now: float
-    ) -> dict[str, dict[tuple[str, ...], float]]:
-        store = open_store(str(config.state.path))
-        with store.transaction() as tx:
-            write_records(tx, records)
-        ctx = RenderContext(config=config, store=store, health=[], now=now)
-        out = {
-            family.name: {
-                tuple(s.labels[k] for k in ("slo", "window") if k in s.labels): s.value
-                for s in family.samples
-            }
-            for family in slo_metrics.collect(ctx)
-        }
-        store.close()
-        return out
-
     def leap_february(self) -> list[object]:
         """A check an hour through February 2028 (29 days: 696), 7 of them failed; one at
         00:00:00 on March 1 (failed) and one at 00:04 (ok) belong to March."""
@@ -163,7 +165,7 @@ class TestCalendarWindows:
         self, tmp_path: Path, window: str
     ) -> None:
         config = _config(tmp_path, {"window": window, "availability": {"objective": 99}})
-        got = self.collect_at(config, self.leap_february(), at("2028-03-01T00:05:00"))
+        got = _collect(config, self.leap_february(), at("2028-03-01T00:05:00"))
         ratio = got["platform_slo_sli_error_ratio"]
         assert ratio[("availability", "month")] == 0.5
         assert ratio[("availability", "last_month")] == pytest.approx(7 / 696)
@@ -174,7 +176,7 @@ class TestCalendarWindows:
 
     def test_a_month_slo_has_no_rolling_period_window(self, tmp_path: Path) -> None:
         config = _config(tmp_path, {"window": "month", "availability": {"objective": 99}})
-        got = self.collect_at(config, self.leap_february(), at("2028-02-29T12:00:00"))
+        got = _collect(config, self.leap_february(), at("2028-02-29T12:00:00"))
         windows = {w for _slo, w in got["platform_slo_samples"]}
         assert windows == {"5m", "30m", "1h", "2h", "6h", "1d", "3d", "month", "last_month"}
         # February up to 12:00 on the 29th: 28 x 24 + 13 checks (00:00 to 12:00), 7 failed.
@@ -192,52 +194,17 @@ class TestCalendarWindows:
         i_fast = LATENCY_BUCKETS.index(0.5)
         fast = [0] * (len(LATENCY_BUCKETS) + 1)
         fast[i_fast], fast[i_fast + 1] = 90, 10
+
+        def minute(when: str, batch: str, codes: tuple[int, int, int, int, int]) -> TrafficDelta:
+            return TrafficDelta("kong", "checkout", at(when), batch, codes, tuple(fast), 1.0, 100)
+
         deltas: list[object] = [
-            TrafficDelta(
-                "kong",
-                "checkout",
-                at("2027-12-01T00:00:00"),
-                "a",
-                (0, 99, 0, 0, 1),
-                tuple(fast),
-                1.0,
-                100,
-            ),
-            TrafficDelta(
-                "kong",
-                "checkout",
-                at("2027-12-31T23:59:00"),
-                "b",
-                (0, 97, 0, 0, 3),
-                tuple(fast),
-                1.0,
-                100,
-            ),
-            TrafficDelta(
-                "kong",
-                "checkout",
-                at("2028-01-01T00:00:00"),
-                "c",
-                (0, 0, 0, 0, 100),
-                tuple(fast),
-                1.0,
-                100,
-            ),
+            minute("2027-12-01T00:00:00", "a", (0, 99, 0, 0, 1)),
+            minute("2027-12-31T23:59:00", "b", (0, 97, 0, 0, 3)),
+            minute("2028-01-01T00:00:00", "c", (0, 0, 0, 0, 100)),
         ]
-        config = Config(
-            state={"path": str(tmp_path / "state.db")},
-            services=[
-                {
-                    "name": "checkout",
-                    "team": "payments",
-                    "slo": {
-                        "availability": {"objective": 99, "sli": "requests"},
-                        "latency": {"objective": 95, "threshold": "500ms", "sli": "requests"},
-                    },
-                }
-            ],
-        )
-        got = self.collect_at(config, deltas, at("2028-01-01T00:00:30"))
+        config = _requests_config(tmp_path)
+        got = _collect(config, deltas, at("2028-01-01T00:00:30"))
         ratio = got["platform_slo_sli_error_ratio"]
         assert ratio[("availability", "last_month")] == pytest.approx(4 / 200)
         assert ratio[("latency", "last_month")] == pytest.approx(20 / 200)
@@ -260,19 +227,7 @@ class TestRequestSLOs:
                 "kong", "checkout", NOW - 60, "b", (0, 92, 0, 0, 8), tuple(fast), 10.0, 100
             ),
         ]
-        config = Config(
-            state={"path": str(tmp_path / "state.db")},
-            services=[
-                {
-                    "name": "checkout",
-                    "team": "payments",
-                    "slo": {
-                        "availability": {"objective": 99, "sli": "requests"},
-                        "latency": {"objective": 95, "threshold": "500ms", "sli": "requests"},
-                    },
-                }
-            ],
-        )
+        config = _requests_config(tmp_path)
         got = _collect(config, deltas)
         ratio = got["platform_slo_sli_error_ratio"]
         assert ratio[("availability", "5m")] == pytest.approx(10 / 200)

@@ -158,13 +158,7 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
                 r = request_rate(n, seconds)
                 if r is not None:
                     rate.add_metric([service, team, window], r)
-                for cls, idx in (("5xx", 4), ("4xx", 3)):
-                    ratio = error_ratio(c.codes[idx], n)
-                    if ratio is not None:
-                        errors.add_metric([service, team, window, cls], ratio)
-                a = availability(c.codes[4], n)
-                if a is not None:
-                    avail.add_metric([service, team, window], a)
+                _add_ratios(errors, avail, [service, team, window], c)
             observed = c.latency_observations if c else 0
             lat_samples.add_metric([service, team, window], observed)
             for q in QUANTILES:
@@ -233,17 +227,25 @@ def _calendar_windows(
         for service in services:
             team = _team(ctx, service)
             c = counts.get(service)
-            n = c.requests if c else 0
-            samples.add_metric([service, team, window], n)
-            if c is None:
-                continue
-            for cls, idx in (("5xx", 4), ("4xx", 3)):
-                ratio = error_ratio(c.codes[idx], n)
-                if ratio is not None:
-                    errors.add_metric([service, team, window, cls], ratio)
-            a = availability(c.codes[4], n)
-            if a is not None:
-                avail.add_metric([service, team, window], a)
+            samples.add_metric([service, team, window], c.requests if c else 0)
+            if c is not None:
+                _add_ratios(errors, avail, [service, team, window], c)
+
+
+def _add_ratios(
+    errors: GaugeMetricFamily,
+    avail: GaugeMetricFamily,
+    labels: list[str],
+    c: traffic_store.WindowCounts,
+) -> None:
+    """The 5xx and 4xx ratios and the availability of one window's counts."""
+    for cls, idx in (("5xx", 4), ("4xx", 3)):
+        ratio = error_ratio(c.codes[idx], c.requests)
+        if ratio is not None:
+            errors.add_metric([*labels, cls], ratio)
+    a = availability(c.codes[4], c.requests)
+    if a is not None:
+        avail.add_metric(labels, a)
 
 
 def _gateway_health(ctx: RenderContext) -> Iterator[Metric]:

@@ -9,15 +9,15 @@ closed calendar month can be counted whole whatever the retention.
 from __future__ import annotations
 
 import bisect
-import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from exporter.kpis.periods import Span, split_days
+from exporter.kpis.periods import Span
 from exporter.kpis.uptime import DURATION_BUCKETS, FAILURE_REASONS, CheckCounts
 from exporter.records import ProbeResult
 from exporter.store import register_domain
 from exporter.store.core import Store, Tx
+from exporter.store.spans import span_sums
 
 # Successful check durations per bucket of DURATION_BUCKETS, non-cumulative; the last
 # column is the overflow (slower than every bound).
@@ -183,31 +183,15 @@ class ProbeCounts:
 def span_counts(store: Store, span: Span) -> dict[str, ProbeCounts]:
     """Checks per service started in ``span``: whole UTC days from the daily totals (kept
     beyond the retention), the partial days around them from the raw results."""
-    split = split_days(span)
-    parts: list[list[sqlite3.Row]] = []
-    if split.first_day is not None and split.last_day is not None:
-        parts.append(
-            store.query(
-                f"SELECT service, SUM(checks), SUM(successes), "
-                f"{', '.join(f'SUM({c})' for c in _BUCKET_COLS)} FROM probe_daily "
-                "WHERE day >= ? AND day <= ? GROUP BY service",
-                (split.first_day.isoformat(), split.last_day.isoformat()),
-            )
-        )
-    for piece in split.pieces:
-        parts.append(
-            store.query(
-                f"SELECT service, COUNT(*), SUM(success), {_bucket_sums()} FROM probe_results "
-                "WHERE started_at >= ? AND started_at < ? GROUP BY service",
-                (piece.start, piece.end),
-            )
-        )
-    totals: dict[str, list[int]] = {}
-    for rows in parts:
-        for row in rows:
-            acc = totals.setdefault(str(row[0]), [0] * (2 + len(_BUCKET_COLS)))
-            for i, value in enumerate(row[1:]):
-                acc[i] += int(value or 0)
+    totals = span_sums(
+        store,
+        span,
+        f"SELECT service, SUM(checks), SUM(successes), "
+        f"{', '.join(f'SUM({c})' for c in _BUCKET_COLS)} FROM probe_daily "
+        "WHERE day >= ? AND day <= ? GROUP BY service",
+        f"SELECT service, COUNT(*), SUM(success), {_bucket_sums()} FROM probe_results "
+        "WHERE started_at >= ? AND started_at < ? GROUP BY service",
+    )
     return {s: ProbeCounts(v[0], v[1], tuple(v[2:])) for s, v in totals.items()}
 
 

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from exporter.kpis.periods import Span, split_days
+from exporter.kpis.periods import Span
 from exporter.kpis.traffic import CODE_CLASSES, LATENCY_BUCKETS, utc_day
 from exporter.records import ConsumerSeen, TrafficDelta, TrafficLatency
 from exporter.store import register_domain
 from exporter.store.core import Store, Tx, _labels_key
+from exporter.store.spans import span_sums
 
 NB = len(LATENCY_BUCKETS)
 _BUCKET_COLS = [f"b{i}" for i in range(NB + 1)]  # the last one is the overflow
@@ -301,31 +302,15 @@ def span_counts(store: Store, span: Span) -> dict[str, WindowCounts]:
     """Counts per service over every source for the minutes starting in ``span``: whole
     UTC days from the daily counts (kept beyond the retention), the partial days around
     them from the minutes."""
-    split = split_days(span)
     sums = ", ".join(f"SUM({c})" for c in _COUNT_COLS)
-    parts = []
-    if split.first_day is not None and split.last_day is not None:
-        parts.append(
-            store.query(
-                f"SELECT service, {sums} FROM traffic_daily_counts "
-                "WHERE day >= ? AND day <= ? GROUP BY service",
-                (split.first_day.isoformat(), split.last_day.isoformat()),
-            )
-        )
-    for piece in split.pieces:
-        parts.append(
-            store.query(
-                f"SELECT service, {sums} FROM traffic_minutes "
-                "WHERE minute >= ? AND minute < ? GROUP BY service",
-                (piece.start, piece.end),
-            )
-        )
-    totals: dict[str, list[int]] = {}
-    for rows in parts:
-        for row in rows:
-            acc = totals.setdefault(str(row[0]), [0] * len(_COUNT_COLS))
-            for i, value in enumerate(row[1:]):
-                acc[i] += int(value or 0)
+    totals = span_sums(
+        store,
+        span,
+        f"SELECT service, {sums} FROM traffic_daily_counts "
+        "WHERE day >= ? AND day <= ? GROUP BY service",
+        f"SELECT service, {sums} FROM traffic_minutes "
+        "WHERE minute >= ? AND minute < ? GROUP BY service",
+    )
     return {
         service: WindowCounts(tuple(v[:5]), tuple(v[5:]))  # type: ignore[arg-type]
         for service, v in totals.items()
