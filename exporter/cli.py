@@ -2,7 +2,8 @@
 
 Exit codes:
   0  success
-  1  runtime failure (``once``: at least one source failed; its error is logged)
+  1  runtime failure (``once``: at least one source failed; ``once --as-of``: a
+     metrics provider failed; the error is logged)
   2  invalid configuration or usage
 """
 
@@ -21,7 +22,9 @@ from pathlib import Path
 import yaml
 
 from exporter import __version__
+from exporter.clock import Clock, ShiftedClock, parse_instant, system_clock, utc_datetime
 from exporter.config import Config, ConfigError, load_config, masked
+from exporter.snapshot import Snapshot
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -29,14 +32,36 @@ EXIT_CONFIG = 2
 
 EPILOG = """exit codes:
   0  success
-  1  runtime failure (once: at least one source failed)
+  1  runtime failure (once: a source failed; once --as-of: a KPI failed)
   2  invalid configuration or usage
 
 environment:
   PLATFORM_KPI_<SECTION>__<FIELD>  overrides the config file, e.g. PLATFORM_KPI_SERVER__PORT=9100
 """
 
+AS_OF = "TIMESTAMP is ISO 8601 (2027-03-01T00:05:00Z; no zone means UTC) or Unix epoch seconds."
+
+ONCE = """Poll every enabled source once, print /metrics to stdout and exit.
+
+With --as-of, poll nothing: print the KPIs computed from the stored history
+(the state database) as they stood at TIMESTAMP, every window ending then.
+Nothing is recorded, so the same command prints the same report again: a
+month-end report, or a re-run of a past review. Counters and histograms
+(totals so far, not values at an instant) and source health are left out.
+"""
+
+DEMO = """Start the simulated platform on loopback and the real daemon against it.
+
+With --as-of, both run on one clock that starts at TIMESTAMP and runs on at
+the real pace: the demo as it looks at 00:05 on the 1st of a month, on a leap
+day or on New Year's Eve. Only the demo's clock moves, not the machine's.
+"""
+
 log = logging.getLogger("exporter")
+
+
+class UsageError(Exception):
+    """A command-line value is invalid; ``str()`` is the one line to print."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,11 +103,17 @@ def _parser() -> argparse.ArgumentParser:
         help="poll every source once, print the exposition, exit",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Poll every enabled source once, print /metrics to stdout and exit.",
+        description=ONCE + AS_OF,
     )
     once.add_argument("--config", "-c", required=True, type=Path, help="YAML config file")
     once.add_argument(
         "--openmetrics", action="store_true", help="print the OpenMetrics format instead"
+    )
+    once.add_argument(
+        "--as-of",
+        metavar="TIMESTAMP",
+        default=None,
+        help="report from the stored history at TIMESTAMP, without polling",
     )
 
     rules = sub.add_parser(
@@ -120,7 +151,7 @@ def _parser() -> argparse.ArgumentParser:
         help="run the daemon against the built-in simulated platform",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Start the simulated platform on loopback and the real daemon against it.",
+        description=DEMO + AS_OF,
     )
     demo.add_argument("--port", type=int, default=9877, help="port for /metrics (default 9877)")
     demo.add_argument("--seed", type=int, default=42, help="scenario seed (default 42)")
@@ -129,6 +160,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--duration", type=float, default=None, help="stop after this many seconds (default: run)"
+    )
+    demo.add_argument(
+        "--as-of",
+        metavar="TIMESTAMP",
+        default=None,
+        help="run the simulated platform and the daemon from TIMESTAMP (default: now)",
     )
     demo.add_argument(
         "--write-config",
@@ -155,10 +192,15 @@ def _load(path: Path) -> Config:
     return load_config(path)
 
 
-async def _serve(config: Config, duration: float | None = None, banner: str | None = None) -> int:
+async def _serve(
+    config: Config,
+    duration: float | None = None,
+    banner: str | None = None,
+    clock: Clock = system_clock,
+) -> int:
     from exporter.daemon import Daemon
 
-    daemon = Daemon(config)
+    daemon = Daemon(config, clock=clock)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -174,39 +216,78 @@ async def _serve(config: Config, duration: float | None = None, banner: str | No
     return EXIT_OK
 
 
+def _print(snapshot: Snapshot, openmetrics: bool) -> None:
+    body = snapshot.openmetrics()[0] if openmetrics else snapshot.text
+    sys.stdout.buffer.write(body)
+    sys.stdout.flush()
+
+
 async def _once(config: Config, openmetrics: bool) -> int:
     from exporter.daemon import Daemon
 
     daemon = Daemon(config)
     try:
         ok = await daemon.poll_all()
-        snapshot = daemon.holder.current
-        body = snapshot.openmetrics()[0] if openmetrics else snapshot.text
-        sys.stdout.buffer.write(body)
-        sys.stdout.flush()
+        _print(daemon.holder.current, openmetrics)
     finally:
         await daemon.shutdown()
     return EXIT_OK if ok else EXIT_FAILURE
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _report(config_file: Path, config: Config, at: float, openmetrics: bool) -> int:
+    """``once --as-of``: the stored history at ``at``; polls nothing, records nothing."""
+    from exporter.report import report
+
+    if not config.state.path.is_file():
+        raise ConfigError(
+            str(config_file),
+            [
+                f"state.path: {config.state.path} does not exist: --as-of reports on a stored history"
+            ],
+        )
+    snapshot, failed = report(config, at)
+    _print(snapshot, openmetrics)
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _as_of(args: argparse.Namespace) -> float | None:
+    """The ``--as-of`` instant, if given; a bad one is a usage error (exit 2, one line)."""
+    text = getattr(args, "as_of", None)
+    if text is None:
+        return None
+    try:
+        return parse_instant(text)
+    except ValueError as exc:
+        raise UsageError(f"{args.command} --as-of: {exc}") from None
+
+
+def _demo(args: argparse.Namespace, at: float | None) -> int:
     from exporter.config import Config as _Config
     from exporter.sandbox import platform
     from exporter.sandbox.scenario import Scenario
 
-    scenario = Scenario(seed=args.seed)
+    # One clock for the simulated platform and the daemon, so they agree on "now".
+    clock: Clock = system_clock if at is None else ShiftedClock(at)
+    scenario = Scenario(seed=args.seed, clock=clock)
     sandbox = platform.start(scenario)
     state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="platform-kpi-demo-"))
     data = platform.demo_config(sandbox.url, state_dir, scenario, args.port)
     if args.write_config:
         args.write_config.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     config = _Config(**data)
+    since = "" if at is None else f"; clock from {utc_datetime(at).isoformat()}"
     print(
-        f"simulated platform on {sandbox.url} (seed {args.seed}); state in {state_dir}", flush=True
+        f"simulated platform on {sandbox.url} (seed {args.seed}); state in {state_dir}{since}",
+        flush=True,
     )
     try:
         return asyncio.run(
-            _serve(config, args.duration, banner="metrics at {url}/metrics  (Ctrl-C to stop)")
+            _serve(
+                config,
+                args.duration,
+                banner="metrics at {url}/metrics  (Ctrl-C to stop)",
+                clock=clock,
+            )
         )
     finally:
         sandbox.stop()
@@ -217,6 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _setup_logging(args.log_level)
     try:
+        at = _as_of(args)
         if args.command == "check-config":
             config = _load(args.file)
             print(json.dumps(masked(config), indent=2))
@@ -224,7 +306,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return asyncio.run(_serve(_load(args.config)))
         if args.command == "once":
-            return asyncio.run(_once(_load(args.config), args.openmetrics))
+            config = _load(args.config)
+            if at is not None:
+                return _report(args.config, config, at, args.openmetrics)
+            return asyncio.run(_once(config, args.openmetrics))
         if args.command == "rules":
             from exporter.rules import write_rules
 
@@ -241,8 +326,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(path)
             return EXIT_OK
         if args.command == "demo":
-            return _demo(args)
-    except ConfigError as exc:
+            return _demo(args, at)
+    except (ConfigError, UsageError) as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:

@@ -6,6 +6,10 @@ makes the scheduler skip the next run (logged and counted), never stack it.
 Every poll, successful or not, is followed by a re-render of the snapshot. A
 failing poll marks only its own source down; everything already committed
 keeps being served, with its freshness timestamp.
+
+The daemon's clock (``clock=``, the system clock by default) is the one "now"
+of everything it runs: its sources, the store, health timestamps, retention and
+every render. Only APScheduler's timers run on the machine's clock.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 import httpx
@@ -23,6 +27,7 @@ from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from exporter.catalog import catalog_sources, record_services
+from exporter.clock import Clock, system_clock, wall_datetime
 from exporter.config import Config
 from exporter.errors import classify
 from exporter.health import SourceHealth
@@ -47,17 +52,18 @@ class Daemon:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         sources: list[Source] | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = system_clock,
         store: Store | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
-        self.store = store or open_store(str(config.state.path))
-        self.sources = build_sources(config) if sources is None else sources
+        self.store = store or open_store(str(config.state.path), clock)
+        self.sources = build_sources(config, clock) if sources is None else sources
         self.health: dict[str, SourceHealth] = {}
         self.clients: dict[str, httpx.AsyncClient] = {}
         self.transport = transport
         for src in self.sources:
+            src.clock = clock
             self.health[src.name] = SourceHealth(src.name, src.kind, src.settings.interval)
         self.holder = SnapshotHolder()
         self._last_good: dict[str, Part] = {}
@@ -81,6 +87,7 @@ class Daemon:
                 self.health[src.name],
                 timeout=src.settings.timeout,
                 transport=self.transport,
+                clock=self.clock,
                 **src.client_options(),
             )
         return self.clients[src.name]
@@ -215,7 +222,7 @@ class Daemon:
                 max_instances=1,
                 coalesce=True,
                 misfire_grace_time=None,
-                next_run_time=datetime.now(UTC),
+                next_run_time=wall_datetime(),
             )
 
         def skipped(event: JobExecutionEvent) -> None:

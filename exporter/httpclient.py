@@ -37,6 +37,7 @@ from tenacity import (
 )
 
 from exporter import __version__
+from exporter.clock import Clock, system_clock
 from exporter.errors import AuthError, RateLimited, SourceError, UpstreamStatusError
 from exporter.health import SourceHealth
 
@@ -189,10 +190,8 @@ def host_bucket(host: str, rate: float, burst: float | None = None) -> TokenBuck
         return bucket
 
 
-def read_rate_limit(
-    headers: httpx.Headers, now: float | None = None
-) -> tuple[str, float, float] | None:
-    """(resource, remaining, seconds to reset) from GitHub or GitLab rate-limit headers."""
+def read_rate_limit(headers: httpx.Headers, now: float) -> tuple[str, float, float] | None:
+    """(resource, remaining, seconds to reset at ``now``) from GitHub or GitLab rate-limit headers."""
     remaining = headers.get("X-RateLimit-Remaining") or headers.get("RateLimit-Remaining")
     if remaining is None:
         return None
@@ -201,12 +200,11 @@ def read_rate_limit(
     except ValueError:
         return None
     reset = headers.get("X-RateLimit-Reset") or headers.get("RateLimit-Reset")
-    current = time.time() if now is None else now
     reset_in = 0.0
     if reset:
         try:
             # Both GitHub and GitLab send the reset as Unix seconds.
-            reset_in = max(0.0, float(reset) - current)
+            reset_in = max(0.0, float(reset) - now)
         except ValueError:
             reset_in = 0.0
     resource = headers.get("X-RateLimit-Resource") or "core"
@@ -225,18 +223,20 @@ def build_client(
     max_connections: int = 10,
     rate: float | None = None,
     reserve: int = 0,
+    clock: Clock = system_clock,
 ) -> httpx.AsyncClient:
     """An async client for one source, with its timeouts, auth and request counting.
 
     With ``rate``, requests are paced by their host's :class:`TokenBucket`, and the
-    upstream's rate-limit headers are exported and obeyed (see the module doc).
+    upstream's rate-limit headers are exported and obeyed (see the module doc);
+    their reset instants are read against ``clock``.
     """
 
     async def count(response: httpx.Response) -> None:
         health.count_request(response.status_code)
         if rate is None:
             return
-        budget = read_rate_limit(response.headers)
+        budget = read_rate_limit(response.headers, clock())
         if budget is None:
             return
         resource, remaining, reset_in = budget
@@ -262,8 +262,8 @@ def build_client(
     )
 
 
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait at ``now`` from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
     if not value:
         return None
     value = value.strip()
@@ -275,7 +275,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return max(0.0, when.timestamp() - now)
 
 
 class _Retryable(Exception):
@@ -287,7 +287,9 @@ class _Retryable(Exception):
         self.wait = wait
 
 
-def _raise_for(response: httpx.Response, ok: Iterable[int], max_retry_after: float) -> None:
+def _raise_for(
+    response: httpx.Response, ok: Iterable[int], max_retry_after: float, now: float
+) -> None:
     status = response.status_code
     if status in ok:
         return
@@ -295,7 +297,7 @@ def _raise_for(response: httpx.Response, ok: Iterable[int], max_retry_after: flo
     body = response.text[:200].strip().replace("\n", " ")
     if status == 401:
         raise AuthError(f"{status} from {url}: credentials rejected: {body}")
-    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    retry_after = parse_retry_after(response.headers.get("Retry-After"), now)
     rate_limited = status == 429 or (
         status == 403
         and (retry_after is not None or response.headers.get("X-RateLimit-Remaining") == "0")
@@ -327,12 +329,14 @@ async def send(
     max_retry_after: float = 60.0,
     health: SourceHealth | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock: Clock = system_clock,
     **kwargs: Any,
 ) -> httpx.Response:
     """Send one request under the shared retry policy; return a response whose status is in ``ok``.
 
     Raises a :class:`~exporter.errors.SourceError` subclass once retries are spent.
-    ``sleep`` waits between attempts (tests pass one that records the waits).
+    ``sleep`` waits between attempts (tests pass one that records the waits);
+    ``clock`` is "now" for a ``Retry-After`` given as an HTTP date (pass ``ctx.now``).
     """
     ok_set = frozenset(ok)
 
@@ -375,7 +379,7 @@ async def send(
                     if health is not None:
                         health.count_request("error")
                     raise
-                _raise_for(response, ok_set, max_retry_after)
+                _raise_for(response, ok_set, max_retry_after, clock())
                 return response
     except _Retryable as exc:
         raise exc.error from None

@@ -13,7 +13,6 @@ upstreams are.
 from __future__ import annotations
 
 import gzip
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -75,14 +74,15 @@ class Snapshot:
     text_gzip: bytes
     openmetrics_text: bytes = field(repr=False)
     openmetrics_gzip: bytes = field(repr=False)
+    # The instant (the daemon's clock) whose state it renders; 0.0 before any render.
     created_at: float
 
     @classmethod
-    def render(cls, families: Sequence[Metric], now: float | None = None) -> Snapshot:
+    def render(cls, families: Sequence[Metric], now: float = 0.0) -> Snapshot:
         return cls.assemble([render_part(families)], now)
 
     @classmethod
-    def assemble(cls, parts: Sequence[Part], now: float | None = None) -> Snapshot:
+    def assemble(cls, parts: Sequence[Part], now: float = 0.0) -> Snapshot:
         """Join parts rendered separately (one per provider) into one snapshot."""
         text = b"".join(p.text for p in parts)
         om = b"".join(p.openmetrics for p in parts) + _OM_EOF
@@ -91,7 +91,7 @@ class Snapshot:
             text_gzip=_gzip(text),
             openmetrics_text=om,
             openmetrics_gzip=_gzip(om),
-            created_at=time.time() if now is None else now,
+            created_at=now,
         )
 
     def openmetrics(self) -> tuple[bytes, bytes]:

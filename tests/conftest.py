@@ -10,6 +10,8 @@ stopped at teardown):
 * ``prometheus``: a factory ``prometheus(targets, job=None, rule_files=None) -> PrometheusServer``.
 * ``daemon_process``: a factory ``daemon_process(config_dict, env=None) -> DaemonProcess``
   running ``python -m exporter run`` (not started: call ``.start()``).
+* ``demo_process``: a factory ``demo_process(at=None, port=0) -> DemoProcess`` running
+  ``python -m exporter demo`` (started), ``--as-of`` the instant ``at`` if given.
 
 And plain helpers: ``free_port`` (a function), ``tests.support.exposition.Exposition``
 to read values back, ``tests.support.daemon.run_cli`` to run the CLI.
@@ -23,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.daemon import DaemonProcess
+from tests.support.daemon import DaemonProcess, DemoProcess
 from tests.support.net import free_port as _free_port
 from tests.support.nginx import NginxServer, nginx_available
 from tests.support.prometheus import PrometheusServer
@@ -86,3 +88,17 @@ def daemon_process(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
     yield make
     for proc in made:
         proc.stop()
+
+
+@pytest.fixture
+def demo_process(tmp_path: Path) -> Iterator[Callable[..., DemoProcess]]:
+    started: list[DemoProcess] = []
+
+    def start(at: float | None = None, port: int = 0) -> DemoProcess:
+        demo = DemoProcess(tmp_path / f"demo{len(started)}", at, port)
+        started.append(demo)
+        return demo.start()
+
+    yield start
+    for demo in started:
+        demo.stop()

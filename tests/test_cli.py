@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from exporter import __version__
-from tests.support.daemon import run_cli
+from exporter.clock import FixedClock, utc_datetime
+from exporter.kpis.cost import window_bounds
+from exporter.sandbox import billing
+from exporter.sandbox.scenario import Scenario
+from tests.support.daemon import DemoProcess, run_cli
+from tests.support.exposition import Exposition
+from tests.support.instants import at, each_instant
 
 GOOD = """
 server:
@@ -104,6 +112,105 @@ class TestOnce:
         assert "platform_exporter_build_info{" in proc.stdout
 
 
+def billing_config(tmp_path: Path, instant: float) -> Path:
+    """A config reading the sandbox's FOCUS exports as billed up to ``instant``, with budgets."""
+    scenario = Scenario(clock=FixedClock(instant))
+    exports = tmp_path / "focus"
+    billing.write_exports(scenario, exports)
+    data = {
+        "state": {"path": str(tmp_path / "state.db")},
+        "services": [
+            {"name": s.name, "team": s.team, "cost": {"tags": {"service": s.name}}}
+            for s in scenario.services
+        ],
+        "sources": {"probe": {"enabled": False}, "focus": {"paths": [str(exports)]}},
+        "cost": {"budgets": [{"scope": "team", "name": "payments", "monthly": 6000}]},
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def values_at_an_instant(body: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The gauges of an exposition, apart from the exporter's own health, by name and labels."""
+    out = {}
+    for family in Exposition.parse(body).families.values():
+        if family.type != "gauge" or family.name.startswith("platform_exporter_"):
+            continue
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = float(sample.value)
+    return out
+
+
+class TestOnceAsOf:
+    """``once --as-of``: the KPIs of the stored history at an instant, without polling."""
+
+    @each_instant
+    def test_a_report_at_an_instant_shows_what_the_exporter_showed_then(
+        self, tmp_path: Path, instant: float
+    ) -> None:
+        """``once`` on a machine whose clock reads the instant (faketime) polls and prints the
+        cost KPIs; later, ``once --as-of`` that instant prints the same values from the store
+        alone: a reproducible report. On the 1st, month to date is absent in both."""
+        config = billing_config(tmp_path, instant)
+        then = run_cli("once", "--config", str(config), at=instant)
+        assert then.returncode == 0, then.stderr
+        stamp = utc_datetime(instant).isoformat()
+        report = run_cli("once", "--config", str(config), "--as-of", stamp)
+        assert report.returncode == 0, report.stderr
+        shown = values_at_an_instant(then.stdout)
+        assert any(name == "platform_cost" for name, _ in shown)
+        assert values_at_an_instant(report.stdout) == shown
+        exp = Exposition.parse(report.stdout)
+        has_mtd = "mtd" in window_bounds(utc_datetime(instant).date())
+        assert bool(exp.samples("platform_cost", window="mtd")) is has_mtd
+        assert bool(exp.samples("platform_budget_used_ratio", window="mtd")) is has_mtd
+        assert exp.samples("platform_cost", window="last_month")
+        # Totals and the health of sources polled at another time are no part of a report.
+        assert {f.type for f in exp.families.values() if f.samples} == {"gauge"}
+        assert exp.samples("platform_exporter_source_up") == []
+
+    def test_a_report_polls_nothing_and_records_nothing(self, tmp_path: Path) -> None:
+        """The state database is byte for byte the same after a report."""
+        config = billing_config(tmp_path, at("mid-month"))
+        assert run_cli("once", "--config", str(config)).returncode == 0
+        before = (tmp_path / "state.db").read_bytes()
+        report = run_cli("once", "--config", str(config), "--as-of", "2027-07-14T09:30:00Z")
+        assert report.returncode == 0, report.stderr
+        assert (tmp_path / "state.db").read_bytes() == before
+        assert "platform_cost{" in report.stdout
+
+    def test_without_a_stored_history_it_is_a_one_line_error(self, tmp_path: Path) -> None:
+        path = tmp_path / "c.yaml"
+        path.write_text(f"state:\n  path: {tmp_path}/missing.db\n")
+        proc = run_cli("once", "--config", str(path), "--as-of", "2027-03-01T00:05:00Z")
+        assert proc.returncode == 2
+        assert proc.stderr.strip().splitlines() == [
+            f"config error in {path}: state.path: {tmp_path}/missing.db does not exist: "
+            "--as-of reports on a stored history"
+        ]
+        assert not (tmp_path / "missing.db").exists()
+
+
+class TestInvalidAsOf:
+    @pytest.mark.parametrize("command", [["demo"], ["once", "--config", "examples/config.yaml"]])
+    @pytest.mark.parametrize("value", ["yesterday", "2027-02-29T00:00:00Z", "-1"])
+    def test_an_invalid_instant_is_one_line_and_exit_2(
+        self, command: list[str], value: str
+    ) -> None:
+        proc = run_cli(*command, "--as-of", value)
+        assert proc.returncode == 2
+        assert proc.stderr.strip().splitlines() == [
+            f"{command[0]} --as-of: invalid instant {value!r}: "
+            + (
+                "epoch seconds must be finite and not negative"
+                if value == "-1"
+                else "use e.g. 2027-03-01T00:05:00Z or epoch seconds"
+            )
+        ]
+        assert proc.stdout == ""
+
+
 @pytest.mark.integration
 class TestDemo:
     def test_demo_serves_metrics_from_the_simulated_platform_then_stops(
@@ -159,3 +266,26 @@ class TestDemo:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+    def test_demo_as_of_runs_the_platform_and_the_daemon_from_that_instant(
+        self, demo_process: Callable[..., DemoProcess]
+    ) -> None:
+        """``demo --as-of`` 00:05 on the 1st: the exporter's own timestamps read that morning,
+        the closed 30 days are billed, and month to date is absent (no day has closed)."""
+        from tests.support.net import http_get, wait_until
+
+        instant = at("first-of-month")
+        demo = demo_process(at=instant)
+
+        def billed() -> bool:
+            exp = Exposition.parse(http_get(f"{demo.url}/metrics")[2])
+            return bool(exp.samples("platform_cost", window="30d"))
+
+        wait_until(billed, timeout=30, what="30-day cost from the demo")
+        exp = Exposition.parse(http_get(f"{demo.url}/metrics")[2])
+        polled = [
+            v for _, v in exp.samples("platform_exporter_source_last_success_timestamp_seconds")
+        ]
+        assert polled and all(instant <= t < instant + 120 for t in polled)
+        assert exp.samples("platform_cost", window="mtd") == []
+        assert exp.samples("platform_budget_used_ratio") == []

@@ -3,7 +3,10 @@
 Runs the real daemon in-process against the built-in simulated platform (every
 sandbox module mounted, every source the demo config enables), polls each
 source once, and checks the exposition with ``promtool check metrics``, so no
-metric anywhere in the project breaks Prometheus' naming and typing rules.
+metric anywhere in the project breaks Prometheus' naming and typing rules. It
+does so at each of the suite's fixed instants (tests/support/instants.py), the
+platform and the daemon on one fixed clock: the 1st of a month, with no closed
+day, is as clean as a mid-month day.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from dataclasses import dataclass
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.clock import FixedClock
 from exporter.config import Config
 from exporter.daemon import Daemon
 from exporter.sandbox import platform
 from exporter.sandbox.scenario import Scenario
+from tests.support.instants import INSTANTS
 
 
 @dataclass
@@ -30,17 +35,19 @@ class DemoPoll:
     text: bytes
 
 
-@pytest.fixture(scope="module")
-def demo_poll(tmp_path_factory: pytest.TempPathFactory) -> DemoPoll:
-    """Every demo source polled once against the simulated platform, and the exposition after it."""
-    scenario = Scenario(seed=42)
+@pytest.fixture(scope="module", params=list(INSTANTS.values()), ids=list(INSTANTS))
+def demo_poll(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> DemoPoll:
+    """Every demo source polled once against the simulated platform at an instant, and the
+    exposition after it."""
+    clock = FixedClock(request.param)
+    scenario = Scenario(seed=42, clock=clock)
     sandbox = platform.start(scenario)
     config = Config(
         **platform.demo_config(sandbox.url, tmp_path_factory.mktemp("demo"), scenario, port=0)
     )
 
     async def run() -> DemoPoll:
-        daemon = Daemon(config)
+        daemon = Daemon(config, clock=clock)
         try:
             ok = await daemon.poll_all()
             return DemoPoll(

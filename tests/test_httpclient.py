@@ -12,12 +12,14 @@ import email.utils
 import httpx
 import pytest
 
+from exporter.clock import FixedClock
 from exporter.errors import AuthError, RateLimited, UpstreamStatusError, classify
 from exporter.health import SourceHealth
 from exporter.httpclient import build_client, parse_retry_after, send
 from tests.support.slow import SlowUpstream
 
 Script = list[httpx.Response | Exception]
+NOW = 1_803_859_500.0  # 2027-03-01T00:05:00Z
 
 
 class Upstream:
@@ -122,12 +124,13 @@ class TestRateLimits:
         assert isinstance(result, RateLimited) and classify(result) == "rate_limited"
         assert len(upstream.requests) == 2 and len(waits) == 1
 
-    def test_retry_after_as_an_http_date(self) -> None:
-        import time
-
-        when = email.utils.formatdate(time.time() + 30, usegmt=True)
-        _, _, waits, _ = call([httpx.Response(429, headers={"Retry-After": when}), ok()])
-        assert len(waits) == 1 and 28 <= waits[0] <= 31
+    def test_retry_after_as_an_http_date_is_read_against_the_clock(self) -> None:
+        """An HTTP-date Retry-After 30 s after the clock's now waits 30 s."""
+        when = email.utils.formatdate(NOW + 30, usegmt=True)
+        _, _, waits, _ = call(
+            [httpx.Response(429, headers={"Retry-After": when}), ok()], clock=FixedClock(NOW)
+        )
+        assert waits == [30.0]
 
     def test_retry_after_beyond_the_cap_ends_the_poll_without_waiting(self) -> None:
         result, upstream, waits, _ = call(
@@ -142,7 +145,10 @@ class TestRateLimits:
         [("5", 5.0), ("0", 0.0), ("-3", 0.0), ("2.5", 2.5), ("soon", None), ("", None)],
     )
     def test_parse_retry_after(self, header: str, seconds: float | None) -> None:
-        assert parse_retry_after(header) == seconds
+        assert parse_retry_after(header, NOW) == seconds
+
+    def test_an_http_date_in_the_past_is_no_wait(self) -> None:
+        assert parse_retry_after(email.utils.formatdate(NOW - 5, usegmt=True), NOW) == 0.0
 
 
 class TestAuth:

@@ -21,13 +21,12 @@ platform's client-credentials token endpoint, following their documented shapes:
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from urllib.parse import parse_qs
 
+from exporter.clock import Clock, system_clock
 from exporter.sandbox.app import App, Request, Response
 
 # (scope, YYYY-MM-DD) -> [(tag value, cost, currency)]
@@ -49,7 +48,7 @@ class AzureCostFake:
     expires_in: int = 3599
     page_size: int = 100
     costs: Costs = field(default_factory=dict)
-    clock: Callable[[], float] = time.time
+    clock: Clock = system_clock
     # Each query request pops one: the headers of a 429 to answer instead.
     throttles: list[dict[str, str]] = field(default_factory=list)
     tokens: dict[str, float] = field(default_factory=dict)

@@ -17,11 +17,10 @@ import base64
 import hashlib
 import json
 import threading
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from exporter.clock import utc_datetime
 from exporter.sandbox.app import App, Request, Response
 from exporter.sandbox.scenario import Scenario
 
@@ -96,7 +95,7 @@ EXPECTED_RATIOS = {
 
 
 def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc_datetime(t).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _uid(kind: str, name: str) -> str:
@@ -170,7 +169,7 @@ class FakeCatalog:
 
     @classmethod
     def from_scenario(cls, scenario: Scenario, now: float | None = None) -> FakeCatalog:
-        now = time.time() if now is None else now
+        now = scenario.now() if now is None else now
         entities: list[dict[str, Any]] = []
         teams: set[str] = {IDLE_TEAM}
         for svc in scenario.services:
@@ -407,7 +406,7 @@ def apps(scenario: Scenario) -> dict[str, App]:
 
 def configure(config: dict[str, Any], base_url: str, scenario: Scenario, state_dir: Path) -> None:
     """Read the fake Backstage, give config services their registration time, declare capabilities."""
-    now = time.time()
+    now = scenario.now()
     for service in config["services"]:
         sim = scenario.service(service["name"])
         if sim is not None:

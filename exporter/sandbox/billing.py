@@ -3,14 +3,16 @@
 ``configure`` writes FOCUS 1.0 exports of the scenario's platform under
 ``state_dir/focus/`` (one gzip CSV per billing month, AWS Data Exports style):
 daily lines per service tagged ``service=<name>``, over several service
-categories, for the last :data:`DAYS` closed days and today so far; untagged
+categories, for every day of the previous calendar month and of this one up to
+today so far (and at least the last :data:`DAYS` closed days); untagged
 network cost (which lands in ``unallocated``); a negative correction
 (``ChargeClass=Correction``) of checkout's compute on one day; and a credit
 (``ChargeCategory=Credit``) for search. It also serves, under ``/billing``, a
 Prometheus-API ``/api/v1/query`` answering each service's requests for the UTC
 day that ends at ``time``, and under ``/azure`` a fake Azure Cost Management
-with EUR cost for the recommendations service. Every number is a pure function
-of (seed, service, day), so the demo's cost KPIs are known in advance.
+with EUR cost for the recommendations service over the same days. Every number
+is a pure function of (seed, service, day), so the demo's cost KPIs are known in
+advance; "today" is the scenario clock's UTC day.
 """
 
 from __future__ import annotations
@@ -19,15 +21,16 @@ import csv
 import gzip
 import io
 import json
-import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from exporter.clock import utc_datetime
 from exporter.sandbox.app import App, Request, Response
 from exporter.sandbox.azure_billing import AzureCostFake
 from exporter.sandbox.scenario import Scenario, _unit
 
+# Closed days of history at least; the previous calendar month is always covered too.
 DAYS = 40
 AZURE_SCOPE = "/subscriptions/5a4d7e00-0000-4000-8000-00000000beef"
 AZURE_SECRET = "sandbox-azure-secret"
@@ -72,6 +75,18 @@ HEADER = [
 ]
 
 
+def first_billed_day(today: date) -> date:
+    """The oldest day the sandbox bills: the 1st of the previous month, or DAYS ago if older."""
+    previous_month = (today.replace(day=1) - timedelta(days=1)).replace(day=1)
+    return min(previous_month, today - timedelta(days=DAYS))
+
+
+def billed_days(today: date) -> list[date]:
+    """Every day the sandbox bills, oldest first, ending with ``today`` (billed so far)."""
+    first = first_billed_day(today)
+    return [first + timedelta(days=n) for n in range((today - first).days + 1)]
+
+
 def daily_cost(scenario: Scenario, service: str, category: str, day: date) -> float:
     base = next((c for _, cat, c in DAILY_COST.get(service, ()) if cat == category), 0.0)
     return round(base * (0.85 + 0.3 * _unit(scenario.seed, "cost", service, category, day)), 4)
@@ -81,7 +96,8 @@ def daily_requests(scenario: Scenario, service: str, day: date) -> int:
     sim = scenario.service(service)
     if sim is None:
         return 0
-    registered = datetime.now(UTC).date() - timedelta(days=sim.registered_days_ago)
+    today = utc_datetime(scenario.now()).date()
+    registered = today - timedelta(days=sim.registered_days_ago)
     if day < registered:
         return 0
     base = DAILY_REQUESTS.get(service, 0)
@@ -94,8 +110,8 @@ def focus_lines(scenario: Scenario, today: date, now: float) -> dict[str, list[l
     hours_today = max(
         1, int((now - datetime(today.year, today.month, today.day, tzinfo=UTC).timestamp()) // 3600)
     )
-    for n in range(DAYS, -1, -1):
-        d = today - timedelta(days=n)
+    for d in billed_days(today):
+        n = (today - d).days
         rows = months.setdefault(d.strftime("%Y-%m"), [])
         start = f"{d}T00:00:00Z"
         end = f"{d + timedelta(days=1)}T00:00:00Z" if n else f"{d}T{hours_today:02d}:00:00Z"
@@ -169,12 +185,12 @@ def _row(
 
 
 def write_exports(scenario: Scenario, directory: Path, now: float | None = None) -> list[Path]:
-    """Write one gzip CSV per billing month; return the files."""
-    now = time.time() if now is None else now
-    today = datetime.fromtimestamp(now, UTC).date()
+    """Write one gzip CSV per billing month as of ``now`` (the scenario's now); return the files."""
+    at = scenario.now() if now is None else now
+    today = utc_datetime(at).date()
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for month, rows in sorted(focus_lines(scenario, today, now).items()):
+    for month, rows in sorted(focus_lines(scenario, today, at).items()):
         buf = io.StringIO()
         writer = csv.writer(buf)
         writer.writerow(HEADER)
@@ -193,12 +209,12 @@ def requests_app(scenario: Scenario) -> App:
     @app.route("GET", "/api/v1/query")
     def query(request: Request) -> Response:
         try:
-            at = float(request.arg("time") or time.time())
+            at = float(request.arg("time") or scenario.now())
         except ValueError:
             return Response.json(
                 {"status": "error", "errorType": "bad_data", "error": "invalid time"}, 400
             )
-        day = datetime.fromtimestamp(at - 1, UTC).date()
+        day = utc_datetime(at - 1).date()
         result = [
             {"metric": {"service": svc.name}, "value": [at, str(n)]}
             for svc in scenario.services
@@ -213,12 +229,11 @@ def requests_app(scenario: Scenario) -> App:
 
 def azure_fake(scenario: Scenario, now: float | None = None) -> AzureCostFake:
     """Recommendations' GPU cost in EUR on Azure, tagged like the AWS lines."""
-    today = datetime.fromtimestamp(time.time() if now is None else now, UTC).date()
-    fake = AzureCostFake(client_secret=AZURE_SECRET, page_size=1000)
+    today = utc_datetime(scenario.now() if now is None else now).date()
+    fake = AzureCostFake(client_secret=AZURE_SECRET, page_size=1000, clock=scenario.clock)
     sim = scenario.service("recommendations")
     registered = today - timedelta(days=sim.registered_days_ago if sim else 0)
-    for n in range(1, 32):
-        d = today - timedelta(days=n)
+    for d in billed_days(today)[:-1]:
         if d >= registered:
             eur = round(18.0 * (0.9 + 0.2 * _unit(scenario.seed, "azure", d)), 4)
             fake.costs[(AZURE_SCOPE, d.isoformat())] = [("recommendations", eur, "EUR")]
@@ -239,7 +254,8 @@ def configure(config: dict[str, Any], base_url: str, scenario: Scenario, state_d
     config["sources"]["request_totals"] = {
         "url": f"{base_url}/billing",
         "query": "sum by (service) (increase(http_requests_total[$window]))",
-        "lookback_days": 35,
+        # The previous calendar month and this one, at every date.
+        "lookback_days": 62,
         "settle": "0s",
         "interval": "30s",
     }

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from exporter.sandbox.scenario import Scenario
 
 H = 3600.0
 D = 86400.0
@@ -277,9 +278,9 @@ class _Builder:
         )
 
 
-def build(anchor: float | None = None) -> DeliveryScenario:
+def build(anchor: float) -> DeliveryScenario:
     """The seeded delivery scenario (times are fixed offsets from ``anchor``)."""
-    s = DeliveryScenario(anchor=time.time() if anchor is None else anchor)
+    s = DeliveryScenario(anchor=anchor)
 
     # checkout (GitHub, Deployments API).
     repo = s.github["acme/checkout"] = FakeRepo("acme/checkout", 101, "checkout")
@@ -490,11 +491,14 @@ def synthetic_org(
     return s
 
 
-def delivery_of(scenario: object) -> DeliveryScenario:
-    """The delivery scenario attached to a sandbox :class:`Scenario` (built on first use)."""
+def delivery_of(scenario: Scenario) -> DeliveryScenario:
+    """The delivery scenario attached to a sandbox :class:`Scenario` (built on first use).
+
+    Its anchor is the scenario clock's instant at that first use.
+    """
     existing = getattr(scenario, "_delivery", None)
     if not isinstance(existing, DeliveryScenario):
-        existing = build()
+        existing = build(scenario.now())
         setattr(scenario, "_delivery", existing)  # noqa: B010
     return existing
 

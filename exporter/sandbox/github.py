@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from exporter.clock import Clock, system_clock
 from exporter.sandbox.app import App, Request, Response
 from exporter.sandbox.delivery_data import (
     DeliveryScenario,
@@ -298,7 +298,7 @@ class GitHubFake:
         self,
         scenario: DeliveryScenario,
         token: str = TOKEN,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = system_clock,
         app_credentials: tuple[int, int] | None = None,
         prefix: str = "",
         rate_limit: int = RATE_LIMIT,
@@ -604,7 +604,8 @@ def _jwt_issuer_ok(token: str, app_id: int) -> bool:
 def apps(scenario: Scenario) -> dict[str, App]:
     from exporter.sandbox.delivery_data import delivery_of
 
-    return {"/github": GitHubFake(delivery_of(scenario), prefix="/github").app}
+    fake = GitHubFake(delivery_of(scenario), clock=scenario.clock, prefix="/github")
+    return {"/github": fake.app}
 
 
 def configure(config: dict[str, Any], base_url: str, scenario: Scenario, state_dir: Path) -> None:

@@ -20,12 +20,12 @@ Paths (under ``/gitlab`` in the sandbox): ``/api/v4/projects/{id or path}``,
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
+from exporter.clock import Clock, system_clock
 from exporter.sandbox.app import App, Request, Response
 from exporter.sandbox.delivery_data import (
     DeliveryScenario,
@@ -260,7 +260,7 @@ class GitLabFake:
         self,
         scenario: DeliveryScenario,
         token: str = TOKEN,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = system_clock,
         prefix: str = "",
         includes: dict[str, list[Include]] | None = None,
     ) -> None:
@@ -554,7 +554,8 @@ class GitLabFake:
 def apps(scenario: Scenario) -> dict[str, App]:
     from exporter.sandbox.delivery_data import delivery_of
 
-    return {"/gitlab": GitLabFake(delivery_of(scenario), prefix="/gitlab").app}
+    fake = GitLabFake(delivery_of(scenario), clock=scenario.clock, prefix="/gitlab")
+    return {"/gitlab": fake.app}
 
 
 def configure(config: dict[str, Any], base_url: str, scenario: Scenario, state_dir: Path) -> None:

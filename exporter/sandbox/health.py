@@ -7,8 +7,6 @@ scenario's latency, or ``503 {"status":"unavailable"}`` during an outage.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,8 @@ from exporter.sandbox.app import App, Request, Response
 from exporter.sandbox.scenario import Scenario
 
 
-def health_app(scenario: Scenario, clock: Callable[[], float] = time.time) -> App:
+def health_app(scenario: Scenario) -> App:
+    """The services' health endpoints: up or down as the scenario says at its clock's now."""
     app = App()
 
     @app.route("GET", "/{name}/health")
@@ -24,7 +23,7 @@ def health_app(scenario: Scenario, clock: Callable[[], float] = time.time) -> Ap
         name = request.params["name"]
         if scenario.service(name) is None:
             return Response.json({"status": "unknown service"}, 404)
-        now = clock()
+        now = scenario.now()
         if scenario.is_down(name, now):
             return Response.json({"status": "unavailable"}, 503, {"Retry-After": "30"})
         response = Response.json({"status": "ok", "service": name})

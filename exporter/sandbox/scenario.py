@@ -3,6 +3,10 @@
 Behaviour is a pure function of (seed, service, time), so a run is
 reproducible and its KPI values can be computed in advance. Outages can also be
 switched on by hand through the control API, for alerting tests.
+
+The scenario carries the sandbox's one clock: every fake upstream reads "now"
+from ``scenario.clock``, so a test (or ``demo --as-of``) that gives the scenario
+and the daemon the same clock sees the platform as it stands at that instant.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import hashlib
 import math
 import threading
 from dataclasses import dataclass, field
+
+from exporter.clock import Clock, system_clock
 
 
 @dataclass(frozen=True)
@@ -62,8 +68,13 @@ class Scenario:
 
     seed: int = 42
     services: tuple[SimService, ...] = SERVICES
+    clock: Clock = system_clock
     forced_outages: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def now(self) -> float:
+        """The scenario's current instant (UTC epoch seconds)."""
+        return self.clock()
 
     def service(self, name: str) -> SimService | None:
         return next((s for s in self.services if s.name == name), None)

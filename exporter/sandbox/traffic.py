@@ -19,12 +19,11 @@ from __future__ import annotations
 import json
 import math
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exporter.clock import Clock, system_clock
 from exporter.kpis.traffic import utc_minute
 from exporter.sandbox.app import App, Request, Response
 from exporter.sandbox.scenario import Scenario, _unit
@@ -73,9 +72,14 @@ def _pad(bound: float) -> str:
 class KongFake:
     """Counters as a function of time since the fake (re)started."""
 
-    clock: Callable[[], float] = time.time
-    started: float = field(default_factory=time.time)
+    clock: Clock = system_clock
+    # When the fake (re)started; None: at its creation, by its clock.
+    started: float | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.started is None:
+            self.started = self.clock()
 
     def restart(self) -> None:
         with self.lock:
@@ -84,7 +88,7 @@ class KongFake:
     def totals(self, svc: KongService, now: float) -> tuple[int, int, int]:
         """(2xx, 4xx, 5xx) requests since the start."""
         with self.lock:
-            elapsed = max(0.0, now - self.started)
+            elapsed = max(0.0, now - (self.started or 0.0))
         total = math.floor(svc.rps * elapsed)
         e5 = math.floor(total * svc.share_5xx)
         e4 = math.floor(total * svc.share_4xx)
@@ -250,7 +254,7 @@ def control_app(kong: KongFake) -> App:
 
 
 def apps(scenario: Scenario) -> dict[str, App]:
-    kong = KongFake()
+    kong = KongFake(clock=scenario.clock)
     return {
         KONG_STATUS: status_app(kong),
         KONG_ADMIN: admin_app(),
@@ -293,12 +297,13 @@ def write_access_log(
 ) -> None:
     """Append ``rate`` lines per second until ``stop`` is set or the file's directory goes."""
     i = 0
-    backlog_start = utc_minute(time.time()) - 600
+    clock = scenario.clock
+    backlog_start = utc_minute(clock()) - 600
     try:
         with open(path, "a", encoding="utf-8") as fh:
             # Ten minutes of history first, so every window has data at once.
             t = backlog_start
-            while t < time.time():
+            while t < clock():
                 fh.write(access_log_line(scenario, t, i) + "\n")
                 i += 1
                 t += 1.0 / rate
@@ -306,7 +311,7 @@ def write_access_log(
             while not stop.wait(0.25):
                 if not path.exists():
                     return  # the demo's state directory is gone: so is the demo
-                now = time.time()
+                now = clock()
                 for _ in range(int(rate / 4)):
                     fh.write(access_log_line(scenario, now, i) + "\n")
                     i += 1

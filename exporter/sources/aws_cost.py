@@ -26,7 +26,6 @@ import asyncio
 import hashlib
 import json
 import threading
-import time
 from datetime import date, timedelta
 from typing import Any
 
@@ -112,7 +111,7 @@ class AwsCostSource(Source):
     def _ce_client(self, account: AwsAccountConfig, ctx: PollContext) -> Any:
         with self._lock:
             cached = self._clients.get(account.name)
-            if cached is not None and cached[1] > time.time() + CREDENTIAL_MARGIN:
+            if cached is not None and cached[1] > ctx.now() + CREDENTIAL_MARGIN:
                 return cached[0]
         import boto3
 

@@ -50,9 +50,9 @@ MAX_429_RETRIES = 3
 MAX_PAGES = 1000
 
 
-def retry_after(response: httpx.Response) -> float | None:
-    """The longest wait any of Cost Management's throttling headers asks for."""
-    waits = [parse_retry_after(response.headers.get(h)) for h in RETRY_AFTER_HEADERS]
+def retry_after(response: httpx.Response, now: float) -> float | None:
+    """The longest wait any of Cost Management's throttling headers asks for, at ``now``."""
+    waits = [parse_retry_after(response.headers.get(h), now) for h in RETRY_AFTER_HEADERS]
     known = [w for w in waits if w is not None]
     return max(known) if known else None
 
@@ -90,6 +90,7 @@ class AzureCostSource(Source):
                 "grant_type": "client_credentials",
             },
             health=ctx.health,
+            clock=ctx.now,
         )
         self.token_requests += 1
         body = _json(response)
@@ -132,6 +133,7 @@ class AzureCostSource(Source):
                 json=body,
                 headers={"Authorization": f"Bearer {token}"},
                 health=ctx.health,
+                clock=ctx.now,
             )
             if response.status_code == 401 and not refreshed:
                 # Revoked or expired early: one fresh token, then give up.
@@ -141,7 +143,7 @@ class AzureCostSource(Source):
             if response.status_code == 401:
                 raise AuthError(f"401 from {url.split('?')[0]}: {response.text[:200]}")
             if response.status_code == 429:
-                wait = retry_after(response)
+                wait = retry_after(response, ctx.now())
                 if wait is None or wait > self.az.max_retry_wait or throttled >= MAX_429_RETRIES:
                     raise RateLimited(
                         f"429 from Cost Management (retry after {wait}s): {response.text[:200]}",

@@ -109,6 +109,7 @@ class BackstageSource(Source):
                 f"{self.backstage.base_url}/entities/by-query",
                 params=page_params,
                 health=ctx.health,
+                clock=ctx.now,
             )
             body = response.json()
             if not isinstance(body, dict) or not isinstance(body.get("items"), list):

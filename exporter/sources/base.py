@@ -12,14 +12,14 @@ page, each page with the cursor that resumes after it.
 from __future__ import annotations
 
 import logging
-import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import httpx
 
+from exporter.clock import Clock, system_clock
 from exporter.config import Config, SourceConfig
 from exporter.health import SourceHealth
 from exporter.store import Store, write_records
@@ -32,7 +32,7 @@ class PollContext:
     store: Store
     health: SourceHealth
     client: httpx.AsyncClient
-    now: Callable[[], float] = time.time
+    now: Clock = system_clock
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("exporter.sources"))
 
     @property
@@ -62,6 +62,9 @@ class Source(ABC):
     def __init__(self, config: Config, settings: SourceConfig) -> None:
         self.config = config
         self.settings = settings
+        # "Now" outside a poll (credentials minted by the HTTP client); the daemon sets
+        # its own clock here, so it is the same clock as every poll's ``ctx.now``.
+        self.clock: Clock = system_clock
 
     @property
     def name(self) -> str:

@@ -170,6 +170,7 @@ class CicdSource(Source):
             backoff=self.backoff,
             max_retry_after=self.max_retry_after,
             health=ctx.health,
+            clock=ctx.now,
         )
 
     async def get_if_changed(
@@ -185,6 +186,7 @@ class CicdSource(Source):
             backoff=self.backoff,
             max_retry_after=self.max_retry_after,
             health=ctx.health,
+            clock=ctx.now,
         )
 
     async def get_json_or_none(

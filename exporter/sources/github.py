@@ -36,12 +36,12 @@ import asyncio
 import base64
 import fnmatch
 import json
-import time
 from collections.abc import Callable, Generator
 from typing import Any
 
 import httpx
 
+from exporter.clock import utc_datetime
 from exporter.config import Config, GitHubAppConfig, GitHubSourceConfig
 from exporter.errors import AuthError
 from exporter.records import Commit, Deployment, Incident, PipelineRun, TemplateUse
@@ -176,7 +176,7 @@ class GitHubSource(CicdSource):
         if self.gh.token is not None:
             headers["Authorization"] = f"Bearer {self.gh.token.get_secret_value()}"
         elif self.gh.app is not None:
-            options["auth"] = GitHubAppAuth(self.gh.app, self.gh.base_url, time.time)
+            options["auth"] = GitHubAppAuth(self.gh.app, self.gh.base_url, self.clock)
         return options
 
     # --- the poll -------------------------------------------------------------------
@@ -598,7 +598,7 @@ class GitHubSource(CicdSource):
 
 
 def _iso(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    return utc_datetime(t).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _attempt(run: dict[str, Any]) -> int:

@@ -32,10 +32,10 @@ Auth is the ``PRIVATE-TOKEN`` header; a ``401`` stops the source until restart.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 from urllib.parse import quote
 
+from exporter.clock import utc_datetime
 from exporter.config import Config, GitLabSourceConfig
 from exporter.errors import MalformedResponse
 from exporter.records import Commit, Deployment, Incident, MergeRequest, PipelineRun, TemplateUse
@@ -64,7 +64,7 @@ _DEPLOY_FINISHED = {"success": "success", "failed": "failure"}
 
 
 def _iso(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    return utc_datetime(t).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _updated_since(since: str, **extra: Any) -> dict[str, Any]:

@@ -120,7 +120,12 @@ class KongSource(Source):
                 raise MalformedResponse(f"Kong Admin API pagination loops at {url}")
             seen.add(url)
             response = await send(
-                ctx.client, "GET", url, headers=self._admin_headers(), health=ctx.health
+                ctx.client,
+                "GET",
+                url,
+                headers=self._admin_headers(),
+                health=ctx.health,
+                clock=ctx.now,
             )
             try:
                 body = response.json()
@@ -160,7 +165,11 @@ class KongSource(Source):
                         route_service[str(ident)] = str(name)
             cursors["consumers_registered"] = json.dumps({"count": len(consumers), "at": ctx.now()})
         response = await send(
-            ctx.client, "GET", f"{self.kong.status_url}{self.kong.metrics_path}", health=ctx.health
+            ctx.client,
+            "GET",
+            f"{self.kong.status_url}{self.kong.metrics_path}",
+            health=ctx.health,
+            clock=ctx.now,
         )
         current = parse_exposition(response.text)
         raw_prev = ctx.cursor("series")

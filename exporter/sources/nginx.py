@@ -93,7 +93,9 @@ class NginxSource(Source):
         # The merged catalog may have gained (or lost) Backstage services and routes.
         self.aggregator.routes = RouteMap(self.config, load_catalog(self.config, ctx.store))
         if self.nginx.stub_status_url:
-            response = await send(ctx.client, "GET", self.nginx.stub_status_url, health=ctx.health)
+            response = await send(
+                ctx.client, "GET", self.nginx.stub_status_url, health=ctx.health, clock=ctx.now
+            )
             stub = parse_stub_status(response.text)
             stub["at"] = int(ctx.now())
             with ctx.store.transaction() as tx:

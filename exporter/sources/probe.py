@@ -17,10 +17,10 @@ import asyncio
 import re
 import ssl
 import time
-from typing import Any
 
 import httpx
 
+from exporter.clock import Clock, system_clock
 from exporter.config import Config, ProbeCheckConfig, ProbeSourceConfig
 from exporter.httpclient import build_client
 from exporter.records import ProbeResult
@@ -123,7 +123,7 @@ async def run_check(
     client: httpx.AsyncClient,
     service: str,
     check: ProbeCheckConfig,
-    clock: Any = time.time,
+    clock: Clock = system_clock,
 ) -> ProbeResult:
     """Run one check and classify its outcome. Never raises for the upstream's faults."""
     started = float(clock())

@@ -118,6 +118,7 @@ class PrometheusSource(Source):
             ok=(200, 400, 422, 503),
             data={"query": promql, "time": f"{at:.3f}", "timeout": f"{self.prom.timeout:g}s"},
             health=ctx.health,
+            clock=ctx.now,
         )
         try:
             payload = response.json()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from exporter.clock import Clock, system_clock
 from exporter.config import Config
 from exporter.sources.base import Source
 
@@ -30,8 +31,8 @@ def source_classes() -> dict[str, type[Source]]:
     return found
 
 
-def build_sources(config: Config) -> list[Source]:
-    """One source per enabled block that has something to do."""
+def build_sources(config: Config, clock: Clock = system_clock) -> list[Source]:
+    """One source per enabled block that has something to do, each on ``clock``."""
     out: list[Source] = []
     classes = source_classes()
     for kind in type(config.sources).model_fields:
@@ -39,6 +40,7 @@ def build_sources(config: Config) -> list[Source]:
         if settings is None or not settings.enabled or kind not in classes:
             continue
         source = classes[kind](config, settings)
+        source.clock = clock
         if getattr(source, "active", True):
             out.append(source)
     return out

@@ -22,7 +22,8 @@ from exporter.kpis.cost import utc_today
 from exporter.records import RequestTotal
 from exporter.sources.base import PollContext, Source
 
-# Days read per poll at most, so a first start with a long lookback stays short.
+# Days read per poll at most, so a first start with a long lookback stays short; the
+# newest days are read first, so the recent windows have data after the first poll.
 MAX_DAYS_PER_POLL = 40
 
 
@@ -39,6 +40,7 @@ class RequestTotalsSource(Source):
         return {"base_url": self.rt.url}
 
     def due_days(self, now: float, done: set[str]) -> list[str]:
+        """Closed, settled days not read yet: the newest MAX_DAYS_PER_POLL, oldest first."""
         today = utc_today(now)
         out = []
         for n in range(self.rt.lookback_days, 0, -1):
@@ -46,7 +48,7 @@ class RequestTotalsSource(Source):
             end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
             if end.timestamp() + self.rt.settle <= now and day.isoformat() not in done:
                 out.append(day.isoformat())
-        return out[:MAX_DAYS_PER_POLL]
+        return out[-MAX_DAYS_PER_POLL:]
 
     async def poll(self, ctx: PollContext) -> None:
         now = ctx.now()
@@ -64,6 +66,7 @@ class RequestTotalsSource(Source):
                 ok=(200, 400, 422),
                 params={"query": query, "time": f"{at.timestamp():.0f}"},
                 health=ctx.health,
+                clock=ctx.now,
             )
             body = _json(response.content)
             if body.get("status") != "success":

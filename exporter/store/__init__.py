@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from exporter.clock import Clock, system_clock
 from exporter.store.core import Store, Tx
 
 Writer = Callable[[Tx, Sequence[Any]], None]
@@ -28,10 +29,10 @@ def register_domain(component: str, migrations: Sequence[str], writers: dict[typ
     WRITERS.update(writers)
 
 
-def open_store(path: str) -> Store:
+def open_store(path: str, clock: Clock = system_clock) -> Store:
     """Open the database and bring every registered domain's schema up to date."""
     load_domains()
-    store = Store(path)
+    store = Store(path, clock)
     for component, migrations in DOMAINS.items():
         store.migrate(component, migrations)
     return store

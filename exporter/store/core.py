@@ -17,11 +17,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from exporter.clock import Clock, system_clock
 
 CORE_MIGRATIONS: tuple[str, ...] = (
     """
@@ -60,8 +61,9 @@ def _labels_key(labels: Labels) -> str:
 class Tx:
     """One write transaction. Obtain it from :meth:`Store.transaction`."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, clock: Clock = system_clock) -> None:
         self.conn = conn
+        self.clock = clock
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, params)
@@ -108,7 +110,7 @@ class Tx:
             "INSERT INTO cursors (source, name, value, updated_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (source, name) DO UPDATE SET value = excluded.value, "
             "updated_at = excluded.updated_at",
-            (source, name, value, time.time()),
+            (source, name, value, self.clock()),
         )
 
     def incr(self, metric: str, labels: Labels, amount: float = 1.0) -> None:
@@ -155,8 +157,10 @@ class Store:
     renderer's reads take the same lock so they see a committed state.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, clock: Clock = system_clock) -> None:
         self.path = str(path)
+        # Stamps cursors' ``updated_at``; the daemon passes its own clock.
+        self.clock = clock
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
@@ -209,7 +213,7 @@ class Store:
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield Tx(self._conn)
+                yield Tx(self._conn, self.clock)
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise

@@ -5,11 +5,23 @@ server port is filled in with a free one), starts the daemon with the repo root
 as working directory and on ``PYTHONPATH`` (so the checkout under test is the
 one that runs), waits for ``/healthz``, and can stop it with SIGTERM or kill it
 with SIGKILL. Its stderr (the log) is kept in ``log_path``.
+
+
+:class:`DemoProcess` runs ``python -m exporter demo`` (the simulated platform and
+the daemon in one process), optionally ``--as-of`` an instant, and reads back the
+config it generated.
+
+``run_cli(..., at=)`` runs a command under libfaketime (Debian ``faketime``), its
+wall clock starting at that instant and running at the real pace, monotonic time
+left real (``FAKETIME_DONT_FAKE_MONOTONIC=1``). The library is preloaded into the
+command itself rather than through the ``faketime`` wrapper, which would stand
+between the test and the command's signals.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,9 +31,13 @@ from typing import Any
 
 import yaml
 
+from exporter.clock import utc_datetime
 from tests.support.net import free_port, http_get, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+FAKETIME = shutil.which("faketime") or "/usr/bin/faketime"
+# Where Debian's faketime wrapper finds the library ($LIB is the loader's own multiarch dir).
+LIBFAKETIME = "/usr/$LIB/faketime/libfaketime.so.1"
 
 
 def exporter_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -32,14 +48,34 @@ def exporter_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def faketime_env(at: float, env: dict[str, str]) -> dict[str, str]:
+    """``env`` for a process whose wall clock starts at ``at`` and runs on (libfaketime).
+
+    The test process may itself run under faketime (the suite is checked that way):
+    the child's start is then given afresh, as an absolute instant, not inherited.
+    """
+    if not Path(FAKETIME).exists():
+        raise RuntimeError("faketime is not installed: scripts/test installs the Debian package")
+    env = {k: v for k, v in env.items() if not k.startswith("FAKETIME") and k != "LD_PRELOAD"}
+    env["LD_PRELOAD"] = LIBFAKETIME
+    # "@..." starts the clock there when the process starts and lets it run; TZ=UTC makes
+    # libfaketime read the instant as UTC.
+    env["FAKETIME"] = "@" + utc_datetime(at).strftime("%Y-%m-%d %H:%M:%S")
+    env["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"
+    env["TZ"] = "UTC"
+    return env
+
+
 def run_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60, at: float | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m exporter ARGS`` from the repo root; returns the finished process."""
+    """``python -m exporter ARGS`` from the repo root (under faketime from ``at``, if given);
+    returns the finished process."""
+    full_env = exporter_env(env)
     return subprocess.run(
         [sys.executable, "-m", "exporter", *args],
         cwd=REPO_ROOT,
-        env=exporter_env(env),
+        env=full_env if at is None else faketime_env(at, full_env),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -126,3 +162,64 @@ class DaemonProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
+
+
+class DemoProcess:
+    """``python -m exporter demo`` in ``tmpdir`` on ``port`` (0: any); ``at`` passes ``--as-of``."""
+
+    def __init__(self, tmpdir: Path, at: float | None = None, port: int = 0) -> None:
+        self.dir = Path(tmpdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.at = at
+        self.port = port
+        self.config_path = self.dir / "demo-config.yaml"
+        self.log_path = self.dir / "demo.log"
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+
+    def start(self) -> DemoProcess:
+        argv = [sys.executable, "-m", "exporter", "demo", "--port", str(self.port)]
+        argv += ["--state-dir", str(self.dir), "--write-config", str(self.config_path)]
+        if self.at is not None:
+            argv += ["--as-of", utc_datetime(self.at).isoformat()]
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=REPO_ROOT,
+                env=exporter_env(),
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
+        assert self.proc.stdout is not None
+        banner = self.proc.stdout.readline()  # "simulated platform on ..."
+        line = self.proc.stdout.readline()  # "metrics at http://127.0.0.1:PORT/metrics ..."
+        if not line.startswith("metrics at "):
+            self.stop()
+            raise RuntimeError(f"demo did not start: {banner}{line}{self.log()}")
+        self.url = line.split()[2].removesuffix("/metrics")
+        return self
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of its /metrics, for a scrape target."""
+        return self.url.removeprefix("http://")
+
+    def config(self) -> dict[str, Any]:
+        """The config the demo generated and runs with (YAML-shaped data)."""
+        data: dict[str, Any] = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
+        return data
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()

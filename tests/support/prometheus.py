@@ -4,6 +4,11 @@
 TSDB in a temp dir, web on a free loopback port) and reads series back through
 the HTTP API. :func:`promtool_check_metrics` runs ``promtool check metrics``
 on an exposition and returns what it printed (empty when it is clean).
+
+Prometheus 2.42 scrapes a new target only after its discovery throttle, about
+5 s after start (or after a reload), so a test that needs several fresh
+Prometheus servers can instead keep one on an unchanged target and
+:meth:`PrometheusServer.wipe` it (``admin_api=True``) between uses.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ class PrometheusServer:
         job: dict[str, Any] | None = None,
         rule_files: list[str] | None = None,
         extra: dict[str, Any] | None = None,
+        admin_api: bool = False,
     ) -> None:
         self.dir = Path(tmpdir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -61,6 +67,7 @@ class PrometheusServer:
         }
         if rule_files:
             self.config["rule_files"] = rule_files
+        self.admin_api = admin_api
         self.log_path = self.dir / "prometheus.log"
         self.process = ReadyProcess("prometheus", self.log_path)
 
@@ -78,6 +85,7 @@ class PrometheusServer:
                 f"--storage.tsdb.path={self.dir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 "--web.enable-lifecycle",
+                *(["--web.enable-admin-api"] if self.admin_api else []),
                 "--log.level=warn",
             ],
             f"{self.url}/-/ready",
@@ -97,6 +105,24 @@ class PrometheusServer:
         """Instant query; the result vector."""
         data = self.api("query", query=promql)
         return list(data["result"])
+
+    def wipe(self) -> None:
+        """Delete every sample stored so far (scraped or recorded by rules); needs ``admin_api``.
+
+        The deletion ends at Prometheus' own "now" (its clock, which faketime does not
+        move), so the samples it appends afterwards are kept.
+        """
+        now = float(self.api("query", query="time()")["result"][1])
+        for path, params in (
+            ("delete_series", {"match[]": '{__name__=~".+"}', "end": f"{now:.3f}"}),
+            ("clean_tombstones", {}),
+        ):
+            query = urllib.parse.urlencode(params)
+            request = urllib.request.Request(
+                f"{self.url}/api/v1/admin/tsdb/{path}?{query}", method="POST"
+            )
+            with urllib.request.urlopen(request, timeout=30) as resp:
+                assert resp.status == 204, (path, resp.status)
 
     def targets(self) -> list[dict[str, Any]]:
         return list(self.api("targets")["activeTargets"])
