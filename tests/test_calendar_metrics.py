@@ -33,17 +33,10 @@ from exporter.records import CostContribution, CostDay, ProbeResult, TrafficDelt
 from exporter.store import open_store, write_records
 from exporter.store import traffic as traffic_store
 from tests.support.exposition import Exposition
+from tests.support.instants import INSTANTS
 
-INSTANTS = {
-    "first-of-month": datetime(2027, 3, 1, 0, 5, tzinfo=UTC).timestamp(),
-    "end-of-30-day-month": datetime(2027, 4, 30, 23, 55, tzinfo=UTC).timestamp(),
-    "leap-day": datetime(2028, 2, 29, 12, 0, tzinfo=UTC).timestamp(),
-    "new-years-eve": datetime(2027, 12, 31, 23, 59, tzinfo=UTC).timestamp(),
-    "mid-month": datetime(2027, 7, 14, 9, 30, tzinfo=UTC).timestamp(),
-}
-
-# instant: (L, C, D, checks so far this month, requests so far this month); the check and
-# the minute at 12:00 of today count once 12:00 has come (at the leap day's 12:00, exactly).
+# instant: (L, C, D, checks so far this month); the check and the minute at 12:00 of today
+# count once 12:00 has come (at the leap day's 12:00, exactly).
 CASES = {
     "first-of-month": (28, 0, 31, 0),  # February 2027; nothing of March has closed
     "end-of-30-day-month": (31, 29, 30, 30),  # March; April 1-29 closed, 30 checks
@@ -170,7 +163,9 @@ class TestAtEachInstant:
 
 
 def test_the_cases_are_the_instants_months() -> None:
-    """The table's L and D are the calendar's (a check on the hand-written table)."""
+    """The table covers every fixed instant, and its L, C and D are the calendar's (a check
+    on the hand-written table)."""
+    assert set(CASES) == set(INSTANTS)
     for name, (last, closed, days, _checks) in CASES.items():
         today = datetime.fromtimestamp(INSTANTS[name], UTC).date()
         previous = today.replace(day=1) - timedelta(days=1)
