@@ -271,7 +271,8 @@ class TestDemo:
         self, demo_process: Callable[..., DemoProcess]
     ) -> None:
         """``demo --as-of`` 00:05 on the 1st: the exporter's own timestamps read that morning,
-        the closed 30 days are billed, and month to date is absent (no day has closed)."""
+        the closed 30 days are billed, month to date is absent (no day has closed) and last
+        month's budget ratio is there."""
         from tests.support.net import http_get, wait_until
 
         instant = at("first-of-month")
@@ -288,4 +289,12 @@ class TestDemo:
         ]
         assert polled and all(instant <= t < instant + 120 for t in polled)
         assert exp.samples("platform_cost", window="mtd") == []
-        assert exp.samples("platform_budget_used_ratio") == []
+        assert exp.samples("platform_budget_used_ratio", window="mtd") == []
+
+        def closed_month() -> bool:
+            exp = Exposition.parse(http_get(f"{demo.url}/metrics")[2])
+            return bool(exp.samples("platform_budget_used_ratio", window="last_month"))
+
+        # The closed month is there instead (February, billed in full by the sandbox), once
+        # every cost source has polled.
+        wait_until(closed_month, timeout=30, what="last month's budget ratio from the demo")
