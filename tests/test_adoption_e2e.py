@@ -17,6 +17,9 @@ health probe) and ledger and notifications, which only Backstage lists.
 api-gateway's running cost is the bill's untagged network cost (USD 17.5 a day), so over
 30 closed days it is USD 525, or USD 105 per adopting service.
 
+The platform and the daemon share one fixed clock (the suite's mid-month instant, moved
+on by a second between the polls), so no value depends on today's date.
+
 Backstage says search is owned by search-team; the config says discovery and wins.
 Registrations, each service counted once when first seen: payments 3 (checkout,
 payments-api, ledger), discovery 2 (recommendations, search), identity 2 (accounts,
@@ -34,27 +37,34 @@ from pathlib import Path
 import httpx
 import pytest
 
+from exporter.clock import FixedClock
 from exporter.config import Config
 from exporter.daemon import Daemon
 from exporter.sandbox import platform
 from exporter.sandbox.backstage import EXPECTED_RATIOS
 from exporter.sandbox.scenario import Scenario
 from tests.support.exposition import Exposition
+from tests.support.instants import at
 
 
 @pytest.fixture
-def demo_config(tmp_path: Path) -> Iterator[Config]:
-    scenario = Scenario()
+def clock() -> FixedClock:
+    return FixedClock(at("mid-month"))
+
+
+@pytest.fixture
+def demo_config(tmp_path: Path, clock: FixedClock) -> Iterator[Config]:
+    scenario = Scenario(clock=clock)
     server = platform.start(scenario)
     yield Config(**platform.demo_config(server.url, tmp_path, scenario, 0))
     server.stop()
 
 
-async def scrape_after_two_polls(config: Config) -> bytes:
-    daemon = Daemon(config)
+async def scrape_after_two_polls(config: Config, clock: FixedClock) -> bytes:
+    daemon = Daemon(config, clock=clock)
     try:
         await daemon.poll_all()
-        await asyncio.sleep(1.0)
+        clock.advance(1.0)  # Kong's counters grow by rps x elapsed: the second poll sees traffic
         await daemon.poll_all()
         server = daemon.start_server()
         async with httpx.AsyncClient() as client:
@@ -64,14 +74,16 @@ async def scrape_after_two_polls(config: Config) -> bytes:
 
 
 class TestDemoAdoption:
-    def test_adoption_ratios_equal_the_scenarios_known_values(self, demo_config: Config) -> None:
+    def test_adoption_ratios_equal_the_scenarios_known_values(
+        self, demo_config: Config, clock: FixedClock
+    ) -> None:
         assert EXPECTED_RATIOS == {
             "golden-path": 3 / 7,
             "observability": 5 / 7,
             "ci-template": 4 / 7,
             "api-gateway": 5 / 7,
         }
-        exp = Exposition.parse(asyncio.run(scrape_after_two_polls(demo_config)))
+        exp = Exposition.parse(asyncio.run(scrape_after_two_polls(demo_config, clock)))
 
         assert exp.value("platform_exporter_source_up", source="backstage") == 1
         for capability, ratio in EXPECTED_RATIOS.items():

@@ -7,6 +7,8 @@ https://docs.gitlab.com/api/pipelines/, https://docs.gitlab.com/api/commits/ and
 https://docs.gitlab.com/api/rest/#pagination; Jenkins fields follow
 https://www.jenkins.io/doc/book/using/remote-access-api/ (``tree=``, ranges
 ``{M,N}``) and the git plugin's ``BuildData`` (``lastBuiltRevision.SHA1``).
+The upstreams and the daemon share one fixed clock (the suite's mid-month instant), so
+no value depends on today's date.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from exporter.clock import Clock, FixedClock, system_clock
 from exporter.config import Config
 from exporter.daemon import Daemon
 from exporter.sandbox import github as gh_sandbox
@@ -32,19 +35,22 @@ from exporter.sandbox.gitlab import GitLabFake
 from exporter.sandbox.jenkins import JenkinsFake
 from exporter.sandbox.scenario import Scenario
 from tests.delivery_support import delivery_samples, value
+from tests.support.instants import at
 from tests.support.prometheus import promtool_check_metrics
 
 H = 3600.0
 
 
 class Upstreams:
-    """The three simulated CI/CD upstreams on one loopback server, and a config watching them."""
+    """The three simulated CI/CD upstreams on one loopback server, and a config watching them,
+    all on ``clock``."""
 
-    def __init__(self) -> None:
-        self.scenario = Scenario(seed=42)
+    def __init__(self, clock: Clock = system_clock) -> None:
+        self.clock = clock
+        self.scenario = Scenario(seed=42, clock=clock)
         delivery = delivery_of(self.scenario)
-        self.github = GitHubFake(delivery, prefix="/github")
-        self.gitlab = GitLabFake(delivery, prefix="/gitlab")
+        self.github = GitHubFake(delivery, clock=clock, prefix="/github")
+        self.gitlab = GitLabFake(delivery, clock=clock, prefix="/gitlab")
         self.jenkins = JenkinsFake(delivery, prefix="/jenkins")
         self.server = SandboxServer(
             {"/github": self.github.app, "/gitlab": self.gitlab.app, "/jenkins": self.jenkins.app}
@@ -61,7 +67,7 @@ class Upstreams:
         return data
 
     def daemon(self, state_dir: Path) -> Daemon:
-        daemon = Daemon(Config(**self.config_data(state_dir)))
+        daemon = Daemon(Config(**self.config_data(state_dir)), clock=self.clock)
         for src in daemon.sources:
             src.backoff = 0.01  # type: ignore[attr-defined]
         return daemon
@@ -76,7 +82,7 @@ class Upstreams:
 
 @pytest.fixture(scope="module")
 def upstreams() -> Iterator[Upstreams]:
-    ups = Upstreams()
+    ups = Upstreams(FixedClock(at("mid-month")))
     try:
         yield ups
     finally:
@@ -260,7 +266,7 @@ class TestSquashMerges:
         - 3h = 9h) instead of f1 and f2: lead times 54, 4, 9 -> median 9h, p90 9 + 0.8 * 45."""
         data = upstreams.config_data(tmp_path)
         data.setdefault("delivery", {})["squash_lead_time"] = "squash_commit"
-        daemon = Daemon(Config(**data))
+        daemon = Daemon(Config(**data), clock=upstreams.clock)
         text = poll_once(daemon)[0]
         team = TEAMS["search"]
         assert _v(text, "platform_lead_time_samples", "search", team, window="7d") == 3

@@ -1,4 +1,8 @@
-"""The Prometheus source against a real Prometheus scraping a small fixture target."""
+"""The Prometheus source against a real Prometheus scraping a small fixture target.
+
+The daemon's clock is Prometheus' own "now" (a Go binary, which faketime does not move),
+because the queries ask for the samples Prometheus has scraped up to then.
+"""
 
 from __future__ import annotations
 
@@ -121,7 +125,7 @@ class TestRealPrometheus:
         self, tmp_path: Path, scraped: PrometheusServer
     ) -> None:
         """The first poll sets the cursor; the second counts its span."""
-        now = time.time() - 30  # the second poll spans the last 30 s
+        now = scraped.now() - 30  # the second poll spans the last 30 s
         daemon = make_daemon(tmp_path, scraped.url, lambda: now, latency_seconds=None)
         assert polls(daemon, 1) == [True]
         assert by_class(daemon) == {}
@@ -138,7 +142,7 @@ class TestRealPrometheus:
     def test_latency_quantiles_arrive_in_seconds_for_every_window(
         self, tmp_path: Path, scraped: PrometheusServer
     ) -> None:
-        now = time.time()
+        now = scraped.now()
         daemon = make_daemon(tmp_path, scraped.url, lambda: now)
         assert polls(daemon, 1) == [True], daemon.health["prometheus"].last_error
         got = traffic_store.gateway_latencies(daemon.store, 0)
@@ -156,7 +160,7 @@ class TestRealPrometheus:
     def test_a_scalar_result_belongs_to_scalar_service(
         self, tmp_path: Path, scraped: PrometheusServer
     ) -> None:
-        now = time.time() - 30  # the second poll spans the last 30 s
+        now = scraped.now() - 30  # the second poll spans the last 30 s
         daemon = make_daemon(
             tmp_path,
             scraped.url,
@@ -176,7 +180,7 @@ class TestRealPrometheus:
     def test_an_empty_result_is_no_traffic_not_an_error(
         self, tmp_path: Path, scraped: PrometheusServer
     ) -> None:
-        now = time.time() - 30  # the second poll spans the last 30 s
+        now = scraped.now() - 30  # the second poll spans the last 30 s
         daemon = make_daemon(
             tmp_path,
             scraped.url,
@@ -195,7 +199,7 @@ class TestRealPrometheus:
     def test_a_query_error_fails_the_poll_with_prometheus_message(
         self, tmp_path: Path, scraped: PrometheusServer
     ) -> None:
-        now = time.time() - 30  # the second poll spans the last 30 s
+        now = scraped.now() - 30  # the second poll spans the last 30 s
         daemon = make_daemon(
             tmp_path,
             scraped.url,

@@ -1,4 +1,8 @@
-"""The sandbox's gateways through the real daemon: the demo shows traffic KPIs."""
+"""The sandbox's gateways through the real daemon: the demo shows traffic KPIs.
+
+The platform and the daemon share one fixed clock (the suite's mid-month instant),
+moved on between Kong's two polls.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,18 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.clock import FixedClock
 from exporter.config import Config
 from exporter.daemon import Daemon
 from exporter.sandbox import platform
 from exporter.sandbox.scenario import Scenario
+from tests.support.instants import at
 from tests.support.net import wait_until
 
 
 def test_kong_and_the_access_log_give_traffic_kpis_per_service(tmp_path: Path) -> None:
-    scenario = Scenario(seed=42)
+    clock = FixedClock(at("mid-month"))
+    scenario = Scenario(seed=42, clock=clock)
     sandbox = platform.start(scenario)
     try:
         data = platform.demo_config(sandbox.url, tmp_path, scenario, 0)
@@ -25,13 +32,13 @@ def test_kong_and_the_access_log_give_traffic_kpis_per_service(tmp_path: Path) -
         data["sources"]["probe"] = {"enabled": False}
         log = Path(data["sources"]["nginx"]["access_log"])
         wait_until(lambda: log.stat().st_size > 100_000, timeout=10, what="the access-log backlog")
-        daemon = Daemon(Config(**data))
+        daemon = Daemon(Config(**data), clock=clock)
 
         async def run() -> None:
             kong = next(s for s in daemon.sources if s.kind == "kong")
             nginx = next(s for s in daemon.sources if s.kind == "nginx")
             assert await daemon.poll(kong)
-            await asyncio.sleep(1.1)  # Kong's counters grow by rps x elapsed
+            clock.advance(1.1)  # Kong's counters grow by rps x elapsed
             assert await daemon.poll(kong), daemon.health["kong"].last_error
             assert await daemon.poll(nginx), daemon.health["nginx"].last_error
             for client in daemon.clients.values():

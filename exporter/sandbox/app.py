@@ -12,7 +12,6 @@ import asyncio
 import json
 import re
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -156,7 +155,9 @@ class SandboxServer:
                 else:
                     response = Response.json({"message": "Not Found"}, 404)
                 if response.delay:
-                    time.sleep(response.delay)
+                    # A lock's timeout rather than time.sleep: libfaketime (running the demo
+                    # on another date) breaks time.sleep on Python 3.11 (libfaketime#426).
+                    threading.Event().wait(response.delay)
                 try:
                     self.send_response(response.status)
                     for k, v in response.headers.items():

@@ -106,13 +106,17 @@ class PrometheusServer:
         data = self.api("query", query=promql)
         return list(data["result"])
 
+    def now(self) -> float:
+        """Prometheus' own clock (epoch seconds): the time its samples are stamped with."""
+        return float(self.api("query", query="time()")["result"][1])
+
     def wipe(self) -> None:
         """Delete every sample stored so far (scraped or recorded by rules); needs ``admin_api``.
 
         The deletion ends at Prometheus' own "now" (its clock, which faketime does not
         move), so the samples it appends afterwards are kept.
         """
-        now = float(self.api("query", query="time()")["result"][1])
+        now = self.now()
         for path, params in (
             ("delete_series", {"match[]": '{__name__=~".+"}', "end": f"{now:.3f}"}),
             ("clean_tombstones", {}),

@@ -1,0 +1,42 @@
+"""Running the suite with the machine's clock faked by libfaketime (``faketime``).
+
+The suite must pass on any date, and is checked by running it under
+``FAKETIME_DONT_FAKE_MONOTONIC=1 TZ=UTC faketime '2027-03-01 00:05:00' ...``.
+With that setting, libfaketime 0.9.10 (Debian 12) breaks Python 3.11's
+``time.sleep``, which sleeps with an absolute ``clock_nanosleep`` on
+``CLOCK_MONOTONIC``: libfaketime shifts the deadline as if the monotonic clock
+were faked and the kernel answers ``EINVAL``
+(https://github.com/wolfcw/libfaketime/issues/426). A lock's timeout
+(``sem_clockwait``) is left alone, so :func:`repair_sleep` replaces
+``time.sleep`` with one when, and only when, sleeping fails.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+
+def lock_sleep(seconds: float) -> None:
+    """Sleep ``seconds`` by waiting on a lock nobody releases."""
+    if seconds < 0:
+        raise ValueError("sleep length must be non-negative")
+    lock = threading.Lock()
+    lock.acquire()
+    lock.acquire(timeout=seconds)
+
+
+def sleep_is_broken() -> bool:
+    try:
+        time.sleep(0.0001)
+    except OSError:
+        return True
+    return False
+
+
+def repair_sleep() -> bool:
+    """Make ``time.sleep`` work in this process if libfaketime broke it; True if it did."""
+    if not sleep_is_broken():
+        return False
+    time.sleep = lock_sleep
+    return True
