@@ -234,8 +234,9 @@ class TestDemo:
                 "demo",
                 "--port",
                 "0",
+                # A backstop only: Ctrl-C below ends it first, however slow the machine is.
                 "--duration",
-                "6",
+                "60",
                 "--state-dir",
                 str(tmp_path),
             ],
