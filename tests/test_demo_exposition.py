@@ -12,11 +12,15 @@ day, is as clean as a mid-month day.
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 
 import pytest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.clock import FixedClock
@@ -25,6 +29,9 @@ from exporter.daemon import Daemon
 from exporter.sandbox import platform
 from exporter.sandbox.scenario import Scenario
 from tests.support.instants import INSTANTS
+from tests.support.paths import REPO_ROOT
+
+METRICS_DOC = REPO_ROOT / "docs" / "metrics.md"
 
 
 @dataclass
@@ -33,6 +40,7 @@ class DemoPoll:
     errors: dict[str, str | None]
     sources: list[str]
     text: bytes
+    openmetrics: bytes
 
 
 @pytest.fixture(scope="module", params=list(INSTANTS.values()), ids=list(INSTANTS))
@@ -55,6 +63,7 @@ def demo_poll(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureR
                 errors={n: h.last_error for n, h in daemon.health.items() if not h.up},
                 sources=[s.name for s in daemon.sources],
                 text=daemon.holder.current.text,
+                openmetrics=daemon.holder.current.openmetrics_text,
             )
         finally:
             await daemon.shutdown()
@@ -85,3 +94,11 @@ class TestDemoExposition:
         )
         assert result.stdout.decode() + result.stderr.decode() == ""
         assert result.returncode == 0
+
+    def test_docs_list_every_family(self, demo_poll: DemoPoll) -> None:
+        """docs/metrics.md names every family the demo exposes (a counter as ``name_total``)."""
+        documented = set(re.findall(r"`(platform_[a-z0-9_]+)`", METRICS_DOC.read_text()))
+        families = list(openmetrics_families(demo_poll.openmetrics.decode()))
+        exposed = {f.name + "_total" if f.type == "counter" else f.name for f in families}
+        assert len(exposed) > 50
+        assert sorted(exposed - documented) == []

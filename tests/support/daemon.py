@@ -33,8 +33,8 @@ import yaml
 
 from exporter.clock import utc_datetime
 from tests.support.net import free_port, http_get, wait_until
+from tests.support.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 FAKETIME = shutil.which("faketime") or "/usr/bin/faketime"
 # Where Debian's faketime wrapper finds the library ($LIB is the loader's own multiarch dir).
 LIBFAKETIME = "/usr/$LIB/faketime/libfaketime.so.1"

@@ -1,0 +1,1 @@
+"""Tests of each domain, one folder per domain, beside its KPI tests."""

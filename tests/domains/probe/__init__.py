@@ -1,0 +1,1 @@
+"""Tests of the probe domain: synthetic checks, their store, uptime and latency."""

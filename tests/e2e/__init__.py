@@ -1,0 +1,1 @@
+"""End-to-end tests: the whole exporter against the simulated platform or real servers."""
