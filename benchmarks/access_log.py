@@ -86,8 +86,8 @@ def child(log: str, state: str) -> None:
     import logging
 
     from exporter.config import Config
-    from exporter.health import SourceHealth
-    from exporter.sources.base import PollContext
+    from exporter.core.health import SourceHealth
+    from exporter.core.source import PollContext
     from exporter.sources.nginx import NginxSource
     from exporter.store import open_store
 

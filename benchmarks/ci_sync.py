@@ -29,9 +29,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from exporter.config import Config
-from exporter.health import SourceHealth
-from exporter.httpclient import build_client
-from exporter.sources.base import PollContext
+from exporter.core.health import SourceHealth
+from exporter.core.httpclient import build_client
+from exporter.core.source import PollContext
 from exporter.sources.github import GitHubSource
 from exporter.store import open_store
 

@@ -3,7 +3,7 @@
 For each size (default 10k and 100k series) a child process plays the
 exporter: a real :class:`~exporter.daemon.Daemon` renders one snapshot (a
 provider yields the benchmark series beside the real providers) and the real
-:class:`~exporter.server.MetricsServer` serves it on loopback. The parent
+:class:`~exporter.core.server.MetricsServer` serves it on loopback. The parent
 scrapes it over one keep-alive connection (``http.client``): plain text, gzip,
 and Prometheus' own request (OpenMetrics preferred, gzip), timing each request
 until the last byte of the body is read. In the same run it times
@@ -82,8 +82,8 @@ def serve(series: int) -> None:
 
     import exporter.daemon
     from exporter.config import Config, ServerConfig
-    from exporter.server import MetricsServer
-    from exporter.snapshot import SnapshotHolder
+    from exporter.core.server import MetricsServer
+    from exporter.core.snapshot import SnapshotHolder
 
     real = exporter.daemon.providers()
     exporter.daemon.providers = lambda: {**real, "bench": lambda ctx: iter_families(series)}  # type: ignore[assignment]
@@ -149,7 +149,7 @@ def time_generate_latest(series: int, repeats: int) -> float:
     """Median seconds for generate_latest over the same series (families rebuilt once)."""
     from prometheus_client.exposition import generate_latest
 
-    from exporter.snapshot import _Families
+    from exporter.core.snapshot import _Families
 
     registry = _Families(build_families(series))
     times = []

@@ -22,9 +22,9 @@ from pathlib import Path
 import yaml
 
 from exporter import __version__
-from exporter.clock import Clock, ShiftedClock, parse_instant, system_clock, utc_datetime
 from exporter.config import Config, ConfigError, load_config, masked
-from exporter.snapshot import Snapshot
+from exporter.core.clock import Clock, ShiftedClock, parse_instant, system_clock, utc_datetime
+from exporter.core.snapshot import Snapshot
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

@@ -27,15 +27,15 @@ from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from exporter.catalog import catalog_sources, record_services
-from exporter.clock import Clock, system_clock, wall_datetime
 from exporter.config import Config
-from exporter.errors import classify
-from exporter.health import SourceHealth
-from exporter.httpclient import build_client
+from exporter.core.clock import Clock, system_clock, wall_datetime
+from exporter.core.errors import classify
+from exporter.core.health import SourceHealth
+from exporter.core.httpclient import build_client
+from exporter.core.server import MetricsServer
+from exporter.core.snapshot import Part, Snapshot, SnapshotHolder, render_part
+from exporter.core.source import PollContext, Source
 from exporter.metrics import RenderContext, providers
-from exporter.server import MetricsServer
-from exporter.snapshot import Part, Snapshot, SnapshotHolder, render_part
-from exporter.sources.base import PollContext, Source
 from exporter.sources.registry import build_sources
 from exporter.store import Store, open_store
 from exporter.store import probe as probe_store

@@ -17,10 +17,10 @@ from collections.abc import Iterable, Iterator
 
 from prometheus_client.metrics_core import Metric
 
-from exporter.clock import FixedClock
 from exporter.config import Config
+from exporter.core.clock import FixedClock
+from exporter.core.snapshot import Part, Snapshot, render_part
 from exporter.metrics import RenderContext, providers
-from exporter.snapshot import Part, Snapshot, render_part
 from exporter.store import open_store
 
 log = logging.getLogger("exporter.report")

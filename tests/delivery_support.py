@@ -9,9 +9,9 @@ from typing import Any, ClassVar
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import Config, SourceConfig
+from exporter.core.source import PollContext, Source
 from exporter.records import PipelineRun
 from exporter.sandbox import delivery_data
-from exporter.sources.base import PollContext, Source
 
 SERVICES: list[dict[str, Any]] = [
     {"name": "checkout", "team": "payments", "ci": [{"github": "acme/checkout"}]},

@@ -37,8 +37,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from exporter.clock import FixedClock
 from exporter.config import Config
+from exporter.core.clock import FixedClock
 from exporter.daemon import Daemon
 from exporter.sandbox import platform
 from exporter.sandbox.backstage import EXPECTED_RATIOS

@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from exporter.config import Config
+from exporter.core.snapshot import Snapshot
 from exporter.metrics import RenderContext
 from exporter.metrics.adoption import collect
 from exporter.records import ConsumerSeen, TrafficDelta
-from exporter.snapshot import Snapshot
 from exporter.store import open_store, write_records
 from tests.support.exposition import Exposition
 

@@ -23,16 +23,16 @@ import jsonschema
 import pytest
 
 from exporter.config import BackstageSourceConfig, Config
+from exporter.core.errors import AuthError, MalformedResponse
+from exporter.core.health import SourceHealth
+from exporter.core.httpclient import build_client
+from exporter.core.source import PollContext
 from exporter.daemon import Daemon
-from exporter.errors import AuthError, MalformedResponse
-from exporter.health import SourceHealth
-from exporter.httpclient import build_client
 from exporter.records import CatalogEntity
 from exporter.sandbox.app import App, Request, Response
 from exporter.sandbox.backstage import TOKEN, FakeCatalog, backstage_app
 from exporter.sandbox.scenario import Scenario
 from exporter.sources.backstage import BackstageSource, parse_time, ref_name
-from exporter.sources.base import PollContext
 from exporter.store import catalog as catalog_store
 from exporter.store import open_store
 from tests.support.exposition import Exposition

@@ -20,6 +20,7 @@ from typing import TypeVar
 
 import pytest
 
+from exporter.core.store import Store
 from exporter.kpis import delivery as kpi
 from exporter.kpis.cost import (
     budget_forecast,
@@ -36,7 +37,6 @@ from exporter.store import open_store, write_records
 from exporter.store import probe as probe_store
 from exporter.store import slo as slo_store
 from exporter.store import traffic as traffic_store
-from exporter.store.core import Store
 
 T = TypeVar("T")
 

@@ -203,7 +203,7 @@ class TestRenderContext:
         assert route_index(cat) == {"a-route": "a", "b": "b"}
 
     def test_a_store_without_the_catalog_tables_is_just_the_config(self) -> None:
-        from exporter.store.core import Store
+        from exporter.core.store import Store
 
         ctx = RenderContext(Config(services=[{"name": "a", "team": "t"}]), Store(":memory:"), [], 0)
         assert ctx.known_services() == {"a"}

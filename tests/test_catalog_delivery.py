@@ -29,6 +29,7 @@ import pytest
 
 from exporter import catalog as catalog_module
 from exporter.config import Config
+from exporter.core.source import Source
 from exporter.daemon import Daemon
 from exporter.records import CatalogEntity, CatalogListing
 from exporter.sandbox import delivery_data
@@ -37,7 +38,6 @@ from exporter.sandbox.github import TOKEN as GH_TOKEN
 from exporter.sandbox.github import GitHubFake
 from exporter.sandbox.gitlab import TOKEN as GL_TOKEN
 from exporter.sandbox.gitlab import GitLabFake
-from exporter.sources.base import Source
 from exporter.store import write_records
 from tests.delivery_support import delivery_samples, value
 

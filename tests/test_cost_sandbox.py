@@ -2,7 +2,7 @@
 and an Azure fake; the real sources read them and the cost KPIs come out as the
 scenario says, at each of the suite's fixed instants (tests/support/instants.py).
 
-The sandbox and the daemon share one :class:`~exporter.clock.FixedClock`, so
+The sandbox and the daemon share one :class:`~exporter.core.clock.FixedClock`, so
 "today" is the instant's UTC day whatever the machine's date is. Which windows
 have closed days at an instant is the product's documented rule
 (:func:`~exporter.kpis.cost.window_bounds`): on the 1st no day of the month has
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.clock import FixedClock, utc_datetime
 from exporter.config import Config
+from exporter.core.clock import FixedClock, utc_datetime
 from exporter.daemon import Daemon
 from exporter.kpis.cost import window_bounds
 from exporter.sandbox import billing, platform

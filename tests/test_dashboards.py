@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter.clock import utc_datetime
 from exporter.config import Config
+from exporter.core.clock import utc_datetime
 from exporter.dashboards import DASHBOARDS, queries, render
 from exporter.kpis.cost import WINDOWS as COST_WINDOWS
 from exporter.kpis.cost import window_bounds

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from exporter.clock import Clock, FixedClock, system_clock
 from exporter.config import Config
+from exporter.core.clock import Clock, FixedClock, system_clock
 from exporter.daemon import Daemon
 from exporter.sandbox import github as gh_sandbox
 from exporter.sandbox import gitlab as gl_sandbox

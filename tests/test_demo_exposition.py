@@ -23,8 +23,8 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.clock import FixedClock
 from exporter.config import Config
+from exporter.core.clock import FixedClock
 from exporter.daemon import Daemon
 from exporter.sandbox import platform
 from exporter.sandbox.scenario import Scenario

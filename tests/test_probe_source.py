@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from exporter.config import Config, ProbeCheckConfig
-from exporter.health import SourceHealth
-from exporter.httpclient import build_client
-from exporter.sources.base import PollContext
+from exporter.core.health import SourceHealth
+from exporter.core.httpclient import build_client
+from exporter.core.source import PollContext
 from exporter.sources.probe import ProbeSource, run_check
 from exporter.store import open_store
 

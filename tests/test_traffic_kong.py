@@ -257,8 +257,8 @@ class TestAdminApi:
         source = KongSource(config, config.sources.kong)
 
         async def go() -> list[str]:
-            from exporter.health import SourceHealth
-            from exporter.sources.base import PollContext
+            from exporter.core.health import SourceHealth
+            from exporter.core.source import PollContext
 
             async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
                 ctx = PollContext(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from prometheus_client.metrics_core import Metric
 
 from exporter.config import Config
-from exporter.health import SourceHealth
+from exporter.core.health import SourceHealth
 from exporter.store import Store
 
 if TYPE_CHECKING:

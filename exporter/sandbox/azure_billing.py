@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from urllib.parse import parse_qs
 
-from exporter.clock import Clock, system_clock
+from exporter.core.clock import Clock, system_clock
 from exporter.sandbox.app import App, Request, Response
 
 # (scope, YYYY-MM-DD) -> [(tag value, cost, currency)]

@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from exporter.clock import utc_datetime
+from exporter.core.clock import utc_datetime
 from exporter.sandbox.app import App, Request, Response
 from exporter.sandbox.scenario import Scenario
 

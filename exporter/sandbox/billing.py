@@ -25,7 +25,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from exporter.clock import utc_datetime
+from exporter.core.clock import utc_datetime
 from exporter.sandbox.app import App, Request, Response
 from exporter.sandbox.azure_billing import AzureCostFake
 from exporter.sandbox.scenario import Scenario, _unit

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
-from exporter.clock import Clock, system_clock
+from exporter.core.clock import Clock, system_clock
 from exporter.sandbox.app import App, Request, Response
 from exporter.sandbox.delivery_data import (
     DeliveryScenario,

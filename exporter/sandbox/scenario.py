@@ -16,7 +16,7 @@ import math
 import threading
 from dataclasses import dataclass, field
 
-from exporter.clock import Clock, system_clock
+from exporter.core.clock import Clock, system_clock
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exporter.clock import Clock, system_clock
+from exporter.core.clock import Clock, system_clock
 from exporter.kpis.traffic import utc_minute
 from exporter.sandbox.app import App, Request, Response
 from exporter.sandbox.scenario import Scenario, _unit

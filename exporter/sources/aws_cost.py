@@ -30,16 +30,16 @@ from datetime import date, timedelta
 from typing import Any
 
 from exporter.config import AwsAccountConfig, AwsCostSourceConfig, Config
-from exporter.errors import (
+from exporter.core.errors import (
     AuthError,
     MalformedResponse,
     RateLimited,
     SourceError,
     UpstreamStatusError,
 )
+from exporter.core.source import PollContext, Source
 from exporter.kpis.cost import utc_today
 from exporter.records import CostContribution, CostDay
-from exporter.sources.base import PollContext, Source
 from exporter.sources.billing import allocator_for, current_allocator
 from exporter.store import cost as cost_store
 

@@ -30,11 +30,11 @@ from typing import Any
 import httpx
 
 from exporter.config import AzureCostSourceConfig, Config
-from exporter.errors import AuthError, MalformedResponse, RateLimited
-from exporter.httpclient import parse_retry_after, send
+from exporter.core.errors import AuthError, MalformedResponse, RateLimited
+from exporter.core.httpclient import parse_retry_after, send
+from exporter.core.source import PollContext, Source
 from exporter.kpis.cost import utc_today
 from exporter.records import CostContribution, CostDay
-from exporter.sources.base import PollContext, Source
 from exporter.sources.billing import allocator_for, current_allocator
 from exporter.store import cost as cost_store
 

@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from exporter.config import BackstageSourceConfig, Config
-from exporter.errors import MalformedResponse
-from exporter.httpclient import send
+from exporter.core.errors import MalformedResponse
+from exporter.core.httpclient import send
+from exporter.core.source import PollContext, Source
 from exporter.records import CatalogEntity, CatalogListing
-from exporter.sources.base import PollContext, Source
 
 KINDS = ("component", "system", "group")
 FIELDS = (

@@ -20,10 +20,10 @@ from typing import Any
 import httpx
 
 from exporter.config import Config, SourceConfig
-from exporter.errors import AuthError, MalformedResponse, RateLimited
-from exporter.httpclient import conditional_get, send
+from exporter.core.errors import AuthError, MalformedResponse, RateLimited
+from exporter.core.httpclient import conditional_get, send
+from exporter.core.source import PollContext, Source
 from exporter.records import Commit, Deployment
-from exporter.sources.base import PollContext, Source
 
 
 def parse_time(value: Any) -> float:

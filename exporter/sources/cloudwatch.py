@@ -31,11 +31,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from exporter.config import CloudWatchApiConfig, CloudWatchSourceConfig, Config
-from exporter.errors import AuthError, MalformedResponse, RateLimited, SourceError
+from exporter.core.errors import AuthError, MalformedResponse, RateLimited, SourceError
+from exporter.core.source import PollContext, Source
 from exporter.kpis.traffic import WINDOWS
 from exporter.records import TrafficDelta, TrafficLatency
 from exporter.routes import RouteMap
-from exporter.sources.base import PollContext, Source
 from exporter.store import traffic as traffic_store
 
 NAMESPACE = "AWS/ApiGateway"

@@ -23,15 +23,15 @@ from pathlib import Path
 import httpx
 
 from exporter.config import Config, FocusSourceConfig
-from exporter.errors import (
+from exporter.core.errors import (
     AuthError,
     MalformedResponse,
     SourceError,
     UpstreamStatusError,
     classify,
 )
+from exporter.core.source import PollContext, Source
 from exporter.records import CostContribution
-from exporter.sources.base import PollContext, Source
 from exporter.sources.billing import allocator_for, current_allocator
 from exporter.sources.focus_reader import FocusFormatError, iter_export_files, read_file
 from exporter.store import cost as cost_store

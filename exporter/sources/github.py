@@ -41,11 +41,11 @@ from typing import Any
 
 import httpx
 
-from exporter.clock import utc_datetime
 from exporter.config import Config, GitHubAppConfig, GitHubSourceConfig
-from exporter.errors import AuthError
+from exporter.core.clock import utc_datetime
+from exporter.core.errors import AuthError
+from exporter.core.source import PollContext
 from exporter.records import Commit, Deployment, Incident, PipelineRun, TemplateUse
-from exporter.sources.base import PollContext
 from exporter.sources.cicd_common import (
     CicdSource,
     body_of,

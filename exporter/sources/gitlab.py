@@ -35,11 +35,11 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from exporter.clock import utc_datetime
 from exporter.config import Config, GitLabSourceConfig
-from exporter.errors import MalformedResponse
+from exporter.core.clock import utc_datetime
+from exporter.core.errors import MalformedResponse
+from exporter.core.source import PollContext
 from exporter.records import Commit, Deployment, Incident, MergeRequest, PipelineRun, TemplateUse
-from exporter.sources.base import PollContext
 from exporter.sources.cicd_common import (
     CicdSource,
     body_of,

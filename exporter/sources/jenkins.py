@@ -26,9 +26,9 @@ import fnmatch
 from typing import Any
 
 from exporter.config import Config, JenkinsSourceConfig
-from exporter.errors import MalformedResponse
+from exporter.core.errors import MalformedResponse
+from exporter.core.source import PollContext
 from exporter.records import Commit, Deployment, PipelineRun
-from exporter.sources.base import PollContext
 from exporter.sources.cicd_common import (
     CicdSource,
     body_of,

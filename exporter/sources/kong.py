@@ -34,12 +34,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.catalog import load_catalog
 from exporter.config import Config, KongSourceConfig
-from exporter.errors import MalformedResponse
-from exporter.httpclient import send
+from exporter.core.errors import MalformedResponse
+from exporter.core.httpclient import send
+from exporter.core.source import PollContext, Source
 from exporter.kpis.traffic import LATENCY_BUCKETS, counter_delta, rebucket, utc_minute
 from exporter.records import ConsumerSeen, TrafficDelta
 from exporter.routes import RouteMap
-from exporter.sources.base import PollContext, Source
 from exporter.store import traffic as traffic_store
 
 NB = len(LATENCY_BUCKETS)

@@ -23,10 +23,10 @@ from typing import BinaryIO
 from exporter.accesslog import Aggregator
 from exporter.catalog import load_catalog
 from exporter.config import Config, NginxSourceConfig
-from exporter.errors import MalformedResponse, SourceError
-from exporter.httpclient import send
+from exporter.core.errors import MalformedResponse, SourceError
+from exporter.core.httpclient import send
+from exporter.core.source import PollContext, Source
 from exporter.routes import RouteMap
-from exporter.sources.base import PollContext, Source
 from exporter.store import traffic as traffic_store
 from exporter.store import write_records
 

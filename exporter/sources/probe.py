@@ -20,11 +20,11 @@ import time
 
 import httpx
 
-from exporter.clock import Clock, system_clock
 from exporter.config import Config, ProbeCheckConfig, ProbeSourceConfig
-from exporter.httpclient import build_client
+from exporter.core.clock import Clock, system_clock
+from exporter.core.httpclient import build_client
+from exporter.core.source import PollContext, Source
 from exporter.records import ProbeResult
-from exporter.sources.base import PollContext, Source
 
 
 def _is_tls_error(exc: BaseException) -> bool:

@@ -28,12 +28,12 @@ from collections import defaultdict
 from typing import Any
 
 from exporter.config import Config, PrometheusSourceConfig
-from exporter.errors import MalformedResponse, SourceError
-from exporter.httpclient import send
+from exporter.core.errors import MalformedResponse, SourceError
+from exporter.core.httpclient import send
+from exporter.core.source import PollContext, Source
 from exporter.kpis.traffic import QUANTILES, WINDOWS, utc_minute
 from exporter.records import TrafficDelta, TrafficLatency
 from exporter.routes import RouteMap
-from exporter.sources.base import PollContext, Source
 from exporter.store import traffic as traffic_store
 from exporter.store import write_records
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from exporter.clock import Clock, system_clock
 from exporter.config import Config
-from exporter.sources.base import Source
+from exporter.core.clock import Clock, system_clock
+from exporter.core.source import Source
 
 
 def source_classes() -> dict[str, type[Source]]:

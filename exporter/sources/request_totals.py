@@ -16,11 +16,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from exporter.config import Config, RequestTotalsSourceConfig
-from exporter.errors import MalformedResponse, UpstreamStatusError
-from exporter.httpclient import send
+from exporter.core.errors import MalformedResponse, UpstreamStatusError
+from exporter.core.httpclient import send
+from exporter.core.source import PollContext, Source
 from exporter.kpis.cost import utc_today
 from exporter.records import RequestTotal
-from exporter.sources.base import PollContext, Source
 
 # Days read per poll at most, so a first start with a long lookback stays short; the
 # newest days are read first, so the recent windows have data after the first poll.

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from exporter.clock import Clock, system_clock
-from exporter.store.core import Store, Tx
+from exporter.core.clock import Clock, system_clock
+from exporter.core.store import Store, Tx
 
 Writer = Callable[[Tx, Sequence[Any]], None]
 

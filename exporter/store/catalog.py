@@ -21,9 +21,9 @@ import json
 import sqlite3
 from collections.abc import Sequence
 
+from exporter.core.store import Store, Tx
 from exporter.records import CatalogEntity, CatalogListing, CatalogServicesSeen, TemplateUse
 from exporter.store import register_domain
-from exporter.store.core import Store, Tx
 
 MIGRATIONS = (
     """

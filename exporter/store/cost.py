@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+from exporter.core.store import Store, Tx
 from exporter.records import CostContribution, RequestTotal
 from exporter.store import register_domain
-from exporter.store.core import Store, Tx
 
 MIGRATIONS = (
     """

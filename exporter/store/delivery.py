@@ -15,6 +15,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from exporter.core.store import Store, Tx
 from exporter.kpis.delivery import (
     PIPELINE_DURATION_BUCKETS,
     QUEUE_BUCKETS,
@@ -24,7 +25,6 @@ from exporter.kpis.delivery import (
 )
 from exporter.records import Commit, Deployment, Incident, MergeRequest, PipelineRun
 from exporter.store import register_domain
-from exporter.store.core import Store, Tx
 
 MIGRATIONS = (
     """

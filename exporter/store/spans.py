@@ -8,8 +8,8 @@ rows, and the partial days around them, read from the raw rows
 
 from __future__ import annotations
 
+from exporter.core.store import Store
 from exporter.kpis.periods import Span, split_days
-from exporter.store.core import Store
 
 
 def span_sums(store: Store, span: Span, daily_sql: str, raw_sql: str) -> dict[str, list[int]]:

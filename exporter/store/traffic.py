@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+from exporter.core.store import Store, Tx, _labels_key
 from exporter.kpis.periods import Span
 from exporter.kpis.traffic import CODE_CLASSES, LATENCY_BUCKETS, utc_day
 from exporter.records import ConsumerSeen, TrafficDelta, TrafficLatency
 from exporter.store import register_domain
-from exporter.store.core import Store, Tx, _labels_key
 from exporter.store.spans import span_sums
 
 NB = len(LATENCY_BUCKETS)

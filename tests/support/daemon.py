@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from exporter.clock import utc_datetime
+from exporter.core.clock import utc_datetime
 from tests.support.net import free_port, http_get, wait_until
 from tests.support.paths import REPO_ROOT
 

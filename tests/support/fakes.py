@@ -2,7 +2,7 @@
 
 ``ScriptedSource(config, name=..., interval=..., behaviour=...)`` counts its
 polls and how many ran at once; ``behaviour`` is an async function of the
-:class:`~exporter.sources.base.PollContext` (and the poll number, from 1) that
+:class:`~exporter.core.source.PollContext` (and the poll number, from 1) that
 may sleep, commit records or raise.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from exporter.config import Config, SourceConfig
-from exporter.sources.base import PollContext, Source
+from exporter.core.source import PollContext, Source
 
 Behaviour = Callable[[PollContext, int], Awaitable[None]]
 

@@ -2,7 +2,7 @@
 
 A test that depends on the calendar (month to date, last month, budgets, SLO
 months, dashboards' data) takes its "now" from here, through a
-:class:`~exporter.clock.FixedClock` (in-process) or ``faketime`` (a daemon run
+:class:`~exporter.core.clock.FixedClock` (in-process) or ``faketime`` (a daemon run
 as a process), never from the machine:
 
 * ``first-of-month``: 00:05 UTC on the 1st, after a 28-day February; no day of

@@ -13,11 +13,11 @@ import pytest
 
 import exporter.daemon as daemon_module
 from exporter.config import Config
+from exporter.core.errors import UpstreamStatusError
+from exporter.core.source import PollContext
 from exporter.daemon import Daemon
-from exporter.errors import UpstreamStatusError
 from exporter.metrics import RenderContext, providers
 from exporter.records import ProbeResult
-from exporter.sources.base import PollContext
 from tests.support.exposition import Exposition
 from tests.support.fakes import ScriptedSource
 from tests.support.net import http_get, wait_until
@@ -319,7 +319,7 @@ class TestSnapshotParts:
     def test_parts_rendered_apart_join_into_the_single_rendering(self) -> None:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        from exporter.snapshot import Snapshot, render_part
+        from exporter.core.snapshot import Snapshot, render_part
 
         g = GaugeMetricFamily("platform_a_ratio", "A.", labels=["s"])
         g.add_metric(["x"], 0.5)

@@ -1,7 +1,7 @@
 """What every source is, and what the daemon hands it for a poll.
 
 A source is polled by the scheduler on its own interval. It reads its upstream
-through ``ctx.client`` (built in :mod:`exporter.httpclient`, so tests swap the
+through ``ctx.client`` (built in :mod:`exporter.core.httpclient`, so tests swap the
 transport), turns the answers into records, and hands them over with
 :meth:`PollContext.commit`, together with the cursors that say how far it has
 read. Each ``commit`` is one transaction. A poll normally commits once, at the
@@ -19,9 +19,9 @@ from typing import Any, ClassVar
 
 import httpx
 
-from exporter.clock import Clock, system_clock
 from exporter.config import Config, SourceConfig
-from exporter.health import SourceHealth
+from exporter.core.clock import Clock, system_clock
+from exporter.core.health import SourceHealth
 from exporter.store import Store, write_records
 
 
@@ -71,7 +71,7 @@ class Source(ABC):
         return self.kind
 
     def client_options(self) -> dict[str, Any]:
-        """Keyword arguments for :func:`exporter.httpclient.build_client`: base URL, auth, headers."""
+        """Keyword arguments for :func:`exporter.core.httpclient.build_client`: base URL, auth, headers."""
         return {}
 
     @abstractmethod

@@ -12,10 +12,10 @@ import email.utils
 import httpx
 import pytest
 
-from exporter.clock import FixedClock
-from exporter.errors import AuthError, RateLimited, UpstreamStatusError, classify
-from exporter.health import SourceHealth
-from exporter.httpclient import build_client, parse_retry_after, send
+from exporter.core.clock import FixedClock
+from exporter.core.errors import AuthError, RateLimited, UpstreamStatusError, classify
+from exporter.core.health import SourceHealth
+from exporter.core.httpclient import build_client, parse_retry_after, send
 from tests.support.slow import SlowUpstream
 
 Script = list[httpx.Response | Exception]

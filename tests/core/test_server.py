@@ -17,10 +17,10 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 
 import exporter.daemon as daemon_module
 from exporter.config import ServerConfig
+from exporter.core.server import MetricsServer, wants_gzip, wants_openmetrics
+from exporter.core.snapshot import Snapshot, SnapshotHolder
 from exporter.daemon import Daemon
 from exporter.metrics import RenderContext, providers
-from exporter.server import MetricsServer, wants_gzip, wants_openmetrics
-from exporter.snapshot import Snapshot, SnapshotHolder
 from tests.support.exposition import Exposition
 from tests.support.net import http_get
 
@@ -87,7 +87,7 @@ class TestContentNegotiation:
     ) -> None:
         """Both formats are rendered with the snapshot: Prometheus asks for OpenMetrics
         first, and its first scrape after a refresh must not pay for a render."""
-        import exporter.snapshot as snapshot_module
+        import exporter.core.snapshot as snapshot_module
 
         def no(*args: object) -> bytes:
             raise AssertionError("rendered on the scrape path")

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from exporter import __version__
-from exporter.clock import FixedClock, utc_datetime
+from exporter.core.clock import FixedClock, utc_datetime
 from exporter.kpis.cost import window_bounds
 from exporter.sandbox import billing
 from exporter.sandbox.scenario import Scenario

@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
-from exporter.health import SourceHealth
-from exporter.httpclient import ShardedTransport, build_client, send
+from exporter.core.health import SourceHealth
+from exporter.core.httpclient import ShardedTransport, build_client, send
 
 
 class CountingUpstream:

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from exporter.clock import Clock, system_clock
+from exporter.core.clock import Clock, system_clock
 
 CORE_MIGRATIONS: tuple[str, ...] = (
     """

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from exporter.clock import FixedClock, ShiftedClock, parse_instant, utc_datetime
+from exporter.core.clock import FixedClock, ShiftedClock, parse_instant, utc_datetime
 from tests.support.instants import INSTANTS, at
+from tests.support.paths import REPO_ROOT
 
-PACKAGE = Path(__file__).resolve().parents[1] / "exporter"
-CLOCK_MODULE = PACKAGE / "clock.py"
+PACKAGE = REPO_ROOT / "exporter"
+CLOCK_MODULE = PACKAGE / "core" / "clock.py"
 
 # ``time`` functions that read the wall clock (monotonic and perf_counter measure durations).
 WALL_TIME = {"time", "time_ns", "gmtime", "localtime", "ctime", "asctime"}
@@ -105,14 +106,14 @@ def _modules() -> list[Path]:
 
 class TestNothingButTheClockModuleReadsTheWallClock:
     def test_no_module_of_the_package_reads_the_wall_clock(self) -> None:
-        """Every "now" comes from an injected clock; only exporter/clock.py reads the machine's."""
+        """Every "now" comes from an injected clock; only exporter/core/clock.py reads the machine's."""
         offenders = [
             f"{path.relative_to(PACKAGE.parent)}:{line}: {what}"
             for path in _modules()
             for line, what in wall_clock_reads(path.read_text(encoding="utf-8"))
         ]
         assert offenders == [], (
-            "these read the wall clock; take a Clock (exporter.clock) instead:\n"
+            "these read the wall clock; take a Clock (exporter.core.clock) instead:\n"
             + "\n".join(offenders)
         )
 

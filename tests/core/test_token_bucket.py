@@ -1,4 +1,4 @@
-"""The per-host token bucket and rate-limit header reading of exporter.httpclient."""
+"""The per-host token bucket and rate-limit header reading of exporter.core.httpclient."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import asyncio
 import httpx
 import pytest
 
-from exporter.errors import RateLimited
-from exporter.health import SourceHealth
-from exporter.httpclient import TokenBucket, build_client, host_bucket, read_rate_limit
+from exporter.core.errors import RateLimited
+from exporter.core.health import SourceHealth
+from exporter.core.httpclient import TokenBucket, build_client, host_bucket, read_rate_limit
 
 
 class Clock:

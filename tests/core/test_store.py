@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from exporter.core.store import Store
 from exporter.records import ProbeResult
 from exporter.store import open_store, write_records
 from exporter.store import probe as probe_store
-from exporter.store.core import Store
 
 ITEMS = ("CREATE TABLE items (id TEXT PRIMARY KEY, state TEXT NOT NULL, n INTEGER);",)
 

@@ -1,7 +1,7 @@
 """The HTTP endpoints: ``/metrics`` (cached bytes), ``/healthz``, ``/readyz``.
 
 A threaded stdlib server with HTTP/1.1 keep-alive. ``/metrics`` only reads the
-current :class:`~exporter.snapshot.Snapshot`: it never calls an upstream and
+current :class:`~exporter.core.snapshot.Snapshot`: it never calls an upstream and
 never waits for a refresh. Optional basic auth and TLS come from ``server:``.
 Sources that need an inbound endpoint (webhooks) add routes with
 :meth:`MetricsServer.add_route`.
@@ -19,9 +19,9 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from exporter.config import ServerConfig
-from exporter.snapshot import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, SnapshotHolder
+from exporter.core.snapshot import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, SnapshotHolder
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("exporter.server")
 
 # (method, body, headers) -> (status, content type, body)
 Route = Callable[[str, bytes, dict[str, str]], tuple[int, str, bytes]]

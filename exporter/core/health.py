@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from exporter.errors import ERROR_REASONS
+from exporter.core.errors import ERROR_REASONS
 
 
 @dataclass

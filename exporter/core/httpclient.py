@@ -37,11 +37,11 @@ from tenacity import (
 )
 
 from exporter import __version__
-from exporter.clock import Clock, system_clock
-from exporter.errors import AuthError, RateLimited, SourceError, UpstreamStatusError
-from exporter.health import SourceHealth
+from exporter.core.clock import Clock, system_clock
+from exporter.core.errors import AuthError, RateLimited, SourceError, UpstreamStatusError
+from exporter.core.health import SourceHealth
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("exporter.httpclient")
 
 USER_AGENT = f"platform-kpi-exporter/{__version__}"
 
@@ -334,7 +334,7 @@ async def send(
 ) -> httpx.Response:
     """Send one request under the shared retry policy; return a response whose status is in ``ok``.
 
-    Raises a :class:`~exporter.errors.SourceError` subclass once retries are spent.
+    Raises a :class:`~exporter.core.errors.SourceError` subclass once retries are spent.
     ``sleep`` waits between attempts (tests pass one that records the waits);
     ``clock`` is "now" for a ``Retry-After`` given as an HTTP date (pass ``ctx.now``).
     """
