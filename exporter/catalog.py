@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from exporter.config import Config, ServiceConfig, repo_claims
+from exporter.core.store import Store
 from exporter.records import CatalogEntity
-from exporter.store import Store
 
 log = logging.getLogger("exporter.catalog")
 
@@ -254,8 +254,8 @@ def record_services(config: Config, store: Store, now: float) -> None:
 
     A store without the catalog domain's tables records nothing.
     """
+    from exporter.core.store import write_records
     from exporter.records import CatalogServicesSeen
-    from exporter.store import write_records
 
     catalog = load_catalog(config, store)
     seen = CatalogServicesSeen(now, tuple((s.name, s.team) for s in catalog.services.values()))

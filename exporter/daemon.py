@@ -35,9 +35,10 @@ from exporter.core.httpclient import build_client
 from exporter.core.server import MetricsServer
 from exporter.core.snapshot import Part, Snapshot, SnapshotHolder, render_part
 from exporter.core.source import PollContext, Source
+from exporter.core.store import Store
 from exporter.metrics import RenderContext, providers
 from exporter.sources.registry import build_sources
-from exporter.store import Store, open_store
+from exporter.store import open_store
 from exporter.store import probe as probe_store
 
 log = logging.getLogger("exporter.daemon")

@@ -13,8 +13,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from exporter.config import Config
+from exporter.core.store import Store
 from exporter.kpis.adoption import Evidence, PipelineFact, TrafficFact
-from exporter.store import Store
 
 # The config blocks under ``sources:`` that feed each kind of evidence.
 GATEWAY_SOURCES = ("kong", "nginx", "cloudwatch", "prometheus")

@@ -11,10 +11,11 @@ from typing import Any
 
 from exporter.config import Config
 from exporter.core.snapshot import Snapshot
+from exporter.core.store import write_records
 from exporter.metrics import RenderContext
 from exporter.metrics.adoption import collect
 from exporter.records import ConsumerSeen, TrafficDelta
-from exporter.store import open_store, write_records
+from exporter.store import open_store
 from tests.support.exposition import Exposition
 
 NOW = datetime(2026, 9, 21, 12, tzinfo=UTC).timestamp()

@@ -24,13 +24,14 @@ import pytest
 from prometheus_client.metrics_core import Metric
 
 from exporter.config import Config
+from exporter.core.store import write_records
 from exporter.metrics import RenderContext
 from exporter.metrics import cost as cost_metrics
 from exporter.metrics import probe as probe_metrics
 from exporter.metrics import slo as slo_metrics
 from exporter.metrics import traffic as traffic_metrics
 from exporter.records import CostContribution, CostDay, ProbeResult, TrafficDelta
-from exporter.store import open_store, write_records
+from exporter.store import open_store
 from exporter.store import traffic as traffic_store
 from tests.support.exposition import Exposition
 from tests.support.instants import INSTANTS

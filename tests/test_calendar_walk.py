@@ -20,7 +20,7 @@ from typing import TypeVar
 
 import pytest
 
-from exporter.core.store import Store
+from exporter.core.store import Store, write_records
 from exporter.kpis import delivery as kpi
 from exporter.kpis.cost import (
     budget_forecast,
@@ -33,7 +33,7 @@ from exporter.kpis.cost import (
 from exporter.kpis.periods import calendar_span, last_month
 from exporter.kpis.slo import EventCounts
 from exporter.records import ProbeResult, TrafficDelta
-from exporter.store import open_store, write_records
+from exporter.store import open_store
 from exporter.store import probe as probe_store
 from exporter.store import slo as slo_store
 from exporter.store import traffic as traffic_store

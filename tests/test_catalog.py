@@ -114,7 +114,7 @@ class TestConflictLog:
     def test_each_conflict_is_logged_once_per_process(self, caplog: Any) -> None:
         store = open_store(":memory:")
         with store.transaction() as tx:
-            from exporter.store import write_records
+            from exporter.core.store import write_records
 
             write_records(tx, [CatalogListing("backstage", 1.0, (comp("a", "other"),))])
         config = Config(
@@ -159,7 +159,7 @@ class TestRenderContext:
     def test_team_of_knows_backstage_services_and_the_config_wins(self) -> None:
         store = open_store(":memory:")
         with store.transaction() as tx:
-            from exporter.store import write_records
+            from exporter.core.store import write_records
 
             write_records(
                 tx,
@@ -182,7 +182,7 @@ class TestRenderContext:
     def test_entities_of_a_catalog_source_no_longer_configured_are_ignored(self) -> None:
         store = open_store(":memory:")
         with store.transaction() as tx:
-            from exporter.store import write_records
+            from exporter.core.store import write_records
 
             write_records(tx, [CatalogListing("backstage", 1.0, (comp("ledger", "payments"),))])
         disabled = {"backstage": {"base_url": "http://b/api/catalog", "enabled": False}}
@@ -212,8 +212,8 @@ class TestRenderContext:
 class TestListingReplacesTheSourcesEntities:
     def test_unlisted_entities_are_deleted_and_first_seen_is_kept(self) -> None:
         store = open_store(":memory:")
+        from exporter.core.store import write_records
         from exporter.store import catalog as catalog_store
-        from exporter.store import write_records
 
         with store.transaction() as tx:
             write_records(tx, [CatalogListing("backstage", 10.0, (comp("a", "t"), comp("b", "t")))])

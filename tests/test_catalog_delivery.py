@@ -30,6 +30,7 @@ import pytest
 from exporter import catalog as catalog_module
 from exporter.config import Config
 from exporter.core.source import Source
+from exporter.core.store import write_records
 from exporter.daemon import Daemon
 from exporter.records import CatalogEntity, CatalogListing
 from exporter.sandbox import delivery_data
@@ -38,7 +39,6 @@ from exporter.sandbox.github import TOKEN as GH_TOKEN
 from exporter.sandbox.github import GitHubFake
 from exporter.sandbox.gitlab import TOKEN as GL_TOKEN
 from exporter.sandbox.gitlab import GitLabFake
-from exporter.store import write_records
 from tests.delivery_support import delivery_samples, value
 
 H = 3600.0

@@ -147,8 +147,8 @@ class TestGatewayRequestTotals:
         on the 21st; cost per transaction for the 20th is 6 / 300 = 0.02, and the 21st's
         requests (no cost yet) stay out of the week's value.
         """
+        from exporter.core.store import write_records
         from exporter.records import TrafficDelta
-        from exporter.store import write_records
 
         exports = tmp_path / "exports"
         exports.mkdir()

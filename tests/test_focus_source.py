@@ -406,8 +406,8 @@ class TestConfiguredSources:
         self, tmp_path: Path, exports: Path
     ) -> None:
         """Old Cost Explorer rows neither add cost nor hold back cost per transaction."""
+        from exporter.core.store import write_records
         from exporter.records import CostContribution, CostDay
-        from exporter.store import write_records
 
         write_csv(exports / "a.csv", SAMPLE)
         daemon = Daemon(config(tmp_path), clock=lambda: NOW)
@@ -551,8 +551,8 @@ class TestCatalogCostTags:
         self, tmp_path: Path, exports: Path
     ) -> None:
         """Backstage lists `ledger` (team payments) with the annotation cost tag service=ledger."""
+        from exporter.core.store import write_records
         from exporter.records import CatalogEntity, CatalogListing
-        from exporter.store import write_records
 
         write_csv(
             exports / "a.csv",

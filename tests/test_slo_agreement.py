@@ -26,12 +26,13 @@ import pytest
 import yaml
 
 from exporter.config import Config
+from exporter.core.store import write_records
 from exporter.metrics import RenderContext
 from exporter.metrics import probe as probe_metrics
 from exporter.metrics import slo as slo_metrics
 from exporter.records import ProbeResult
 from exporter.rules import rule_files
-from exporter.store import open_store, write_records
+from exporter.store import open_store
 from tests.support.prometheus import PROMTOOL, PrometheusServer
 
 pytestmark = pytest.mark.integration

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from exporter.config import Config
+from exporter.core.store import write_records
 from exporter.kpis.traffic import (
     LATENCY_BUCKETS,
     UNMAPPED,
@@ -23,7 +24,7 @@ from exporter.kpis.traffic import (
 )
 from exporter.records import TrafficDelta
 from exporter.routes import RouteMap
-from exporter.store import open_store, write_records
+from exporter.store import open_store
 from exporter.store import traffic as traffic_store
 
 NB = len(LATENCY_BUCKETS)

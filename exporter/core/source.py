@@ -22,7 +22,7 @@ import httpx
 from exporter.config import Config, SourceConfig
 from exporter.core.clock import Clock, system_clock
 from exporter.core.health import SourceHealth
-from exporter.store import Store, write_records
+from exporter.core.store import Store, write_records
 
 
 @dataclass

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -265,3 +265,21 @@ class Store:
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             finally:
                 self._conn.close()
+
+
+Writer = Callable[[Tx, Sequence[Any]], None]
+
+# record type -> the writer of the domain that keeps it; filled as domains register.
+WRITERS: dict[type, Writer] = {}
+
+
+def write_records(tx: Tx, records: Sequence[Any]) -> None:
+    """Write a batch of mixed records through their domains' writers, grouped by type."""
+    by_type: dict[type, list[Any]] = {}
+    for record in records:
+        by_type.setdefault(type(record), []).append(record)
+    for record_type, batch in by_type.items():
+        writer = WRITERS.get(record_type)
+        if writer is None:
+            raise TypeError(f"no store writer registered for {record_type.__name__}")
+        writer(tx, batch)

@@ -18,7 +18,7 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.config import Config
 from exporter.core.health import SourceHealth
-from exporter.store import Store
+from exporter.core.store import Store
 
 if TYPE_CHECKING:
     from exporter.catalog import Catalog

@@ -12,7 +12,7 @@ from exporter.kpis.cost import Allocator, ServiceRule, utc_today
 
 if TYPE_CHECKING:
     from exporter.catalog import Catalog
-    from exporter.store import Store
+    from exporter.core.store import Store
 
 
 def parse_cost_tags(items: Iterable[str]) -> dict[str, str]:

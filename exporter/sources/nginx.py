@@ -26,9 +26,9 @@ from exporter.config import Config, NginxSourceConfig
 from exporter.core.errors import MalformedResponse, SourceError
 from exporter.core.httpclient import send
 from exporter.core.source import PollContext, Source
+from exporter.core.store import write_records
 from exporter.routes import RouteMap
 from exporter.store import traffic as traffic_store
-from exporter.store import write_records
 
 MALFORMED_TOTAL = "platform_exporter_access_log_malformed_lines_total"
 ROTATIONS_TOTAL = "platform_exporter_access_log_reopens_total"

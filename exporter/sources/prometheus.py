@@ -31,11 +31,11 @@ from exporter.config import Config, PrometheusSourceConfig
 from exporter.core.errors import MalformedResponse, SourceError
 from exporter.core.httpclient import send
 from exporter.core.source import PollContext, Source
+from exporter.core.store import write_records
 from exporter.kpis.traffic import QUANTILES, WINDOWS, utc_minute
 from exporter.records import TrafficDelta, TrafficLatency
 from exporter.routes import RouteMap
 from exporter.store import traffic as traffic_store
-from exporter.store import write_records
 
 WARNINGS_TOTAL = "platform_exporter_prometheus_query_warnings_total"
 

@@ -3,22 +3,17 @@
 Each domain module (``probe``, and later ``delivery``, ``traffic``, ``cost``,
 ``catalog``) owns its tables as a list of forward ``MIGRATIONS``, a writer that
 turns records into rows (bumping counters only for new events), and the read
-queries its KPIs need. :data:`WRITERS` maps a record type to its writer, so
+queries its KPIs need. :data:`exporter.core.store.WRITERS` maps a record type to its writer, so
 sources hand over records without knowing any SQL.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from exporter.core.clock import Clock, system_clock
-from exporter.core.store import Store, Tx
+from exporter.core.store import WRITERS, Store, Writer
 
-Writer = Callable[[Tx, Sequence[Any]], None]
-
-# record type -> writer; filled by register_domain().
-WRITERS: dict[type, Writer] = {}
 # component name -> migrations; applied by open_store().
 DOMAINS: dict[str, Sequence[str]] = {}
 
@@ -48,24 +43,4 @@ def load_domains() -> None:
             importlib.import_module(f"{__name__}.{info.name}")
 
 
-def write_records(tx: Tx, records: Sequence[Any]) -> None:
-    """Write a batch of mixed records through their domains' writers, grouped by type."""
-    by_type: dict[type, list[Any]] = {}
-    for record in records:
-        by_type.setdefault(type(record), []).append(record)
-    for record_type, batch in by_type.items():
-        writer = WRITERS.get(record_type)
-        if writer is None:
-            raise TypeError(f"no store writer registered for {record_type.__name__}")
-        writer(tx, batch)
-
-
-__all__ = [
-    "WRITERS",
-    "Store",
-    "Tx",
-    "load_domains",
-    "open_store",
-    "register_domain",
-    "write_records",
-]
+__all__ = ["load_domains", "open_store", "register_domain"]

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.core.store import Store
+from exporter.core.store import Store, write_records
 from exporter.records import ProbeResult
-from exporter.store import open_store, write_records
+from exporter.store import open_store
 from exporter.store import probe as probe_store
 
 ITEMS = ("CREATE TABLE items (id TEXT PRIMARY KEY, state TEXT NOT NULL, n INTEGER);",)
