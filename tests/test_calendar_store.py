@@ -7,8 +7,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+from exporter.core.periods import Span, last_month, month_to_date
 from exporter.core.store import Store, write_records
-from exporter.kpis.periods import Span, last_month, month_to_date
 from exporter.records import ProbeResult, TrafficDelta
 from exporter.store import open_store
 from exporter.store import probe as probe_store

@@ -1,7 +1,7 @@
 """Every calendar KPI at every day of 2027 and 2028, and every hour around three month
 boundaries, against a reference computed another way on the same generated history.
 
-The KPIs cut time into spans (:mod:`exporter.kpis.periods`) and count whole days from
+The KPIs cut time into spans (:mod:`exporter.core.periods`) and count whole days from
 daily totals; the reference only compares each event's UTC (year, month) with the
 instant's, using :mod:`datetime`. The store keeps 35 days of raw checks and minutes,
 pruned as the walk goes forward, so closed months must come from the daily totals.
@@ -20,6 +20,7 @@ from typing import TypeVar
 
 import pytest
 
+from exporter.core.periods import calendar_span, last_month
 from exporter.core.store import Store, write_records
 from exporter.kpis import delivery as kpi
 from exporter.kpis.cost import (
@@ -30,7 +31,6 @@ from exporter.kpis.cost import (
     month_days,
     window_bounds,
 )
-from exporter.kpis.periods import calendar_span, last_month
 from exporter.kpis.slo import EventCounts
 from exporter.records import ProbeResult, TrafficDelta
 from exporter.store import open_store

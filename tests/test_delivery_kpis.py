@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from exporter.core.periods import last_month
 from exporter.kpis import delivery as kpi
 from exporter.kpis.delivery import CommitNode, IncidentSpan, ProdDeploy
-from exporter.kpis.periods import last_month
 
 H = 3600.0
 D = 86400.0

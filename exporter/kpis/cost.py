@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from exporter.kpis.periods import last_month_days
+from exporter.core.periods import last_month_days
 
 UNALLOCATED = "unallocated"
 WINDOWS = ("1d", "7d", "30d", "mtd", "last_month")

@@ -29,7 +29,7 @@ Definitions (see docs/kpis.md, "Delivery"):
   the 2021 Accelerate State of DevOps report (:data:`DORA_2021`).
 
 Windows are rolling, ``(now - window, now]`` for a window in seconds, or a
-calendar :class:`~exporter.kpis.periods.Span` such as ``last_month`` (the previous
+calendar :class:`~exporter.core.periods.Span` such as ``last_month`` (the previous
 calendar month, whose frequency divides by its 28 to 31 days).
 
 Inputs are plain records of one service; order of arrival never matters, only
@@ -42,7 +42,7 @@ import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from exporter.kpis.periods import Span
+from exporter.core.periods import Span
 from exporter.kpis.uptime import quantile
 
 DAY = 86400.0

@@ -30,9 +30,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.metrics_core import Metric
 
 from exporter.catalog import CatalogService
+from exporter.core.periods import last_month
 from exporter.evidence import configured
 from exporter.kpis import delivery as kpi
-from exporter.kpis.periods import last_month
 from exporter.kpis.uptime import quantile
 from exporter.metrics import RenderContext, cached_help
 from exporter.store import delivery as store

@@ -22,7 +22,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.metrics_core import Metric
 
-from exporter.kpis.periods import CALENDAR_WINDOWS, calendar_span
+from exporter.core.periods import CALENDAR_WINDOWS, calendar_span
 from exporter.kpis.uptime import (
     LATENCY_QUANTILES,
     LATENCY_WINDOWS,

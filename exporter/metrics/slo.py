@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from exporter.kpis.periods import last_month, month_to_date
+from exporter.core.periods import last_month, month_to_date
 from exporter.kpis.slo import EventCounts, budget_remaining, burn_rate, error_ratio
 from exporter.metrics import RenderContext
 from exporter.rules.slo import windows as slo_windows

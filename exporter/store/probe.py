@@ -12,12 +12,12 @@ import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from exporter.core.periods import Span
+from exporter.core.spans import span_sums
 from exporter.core.store import Store, Tx
-from exporter.kpis.periods import Span
 from exporter.kpis.uptime import DURATION_BUCKETS, FAILURE_REASONS, CheckCounts
 from exporter.records import ProbeResult
 from exporter.store import register_domain
-from exporter.store.spans import span_sums
 
 # Successful check durations per bucket of DURATION_BUCKETS, non-cumulative; the last
 # column is the overflow (slower than every bound).

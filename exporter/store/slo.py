@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from exporter.core.periods import Span
 from exporter.core.store import Store
-from exporter.kpis.periods import Span
 from exporter.kpis.slo import EventCounts
 from exporter.kpis.traffic import LATENCY_BUCKETS
 from exporter.store import probe as probe_store

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+from exporter.core.periods import Span
+from exporter.core.spans import span_sums
 from exporter.core.store import Store, Tx, _labels_key
-from exporter.kpis.periods import Span
 from exporter.kpis.traffic import CODE_CLASSES, LATENCY_BUCKETS, utc_day
 from exporter.records import ConsumerSeen, TrafficDelta, TrafficLatency
 from exporter.store import register_domain
-from exporter.store.spans import span_sums
 
 NB = len(LATENCY_BUCKETS)
 _BUCKET_COLS = [f"b{i}" for i in range(NB + 1)]  # the last one is the overflow

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from exporter.kpis.periods import (
+from exporter.core.periods import (
     Span,
     calendar_span,
     days_in_month,

@@ -3,13 +3,13 @@
 A domain keeps raw rows (probe checks, gateway minutes) for the retention and a row per
 service and UTC day that is kept. A span is cut into whole days, read from the daily
 rows, and the partial days around them, read from the raw rows
-(:func:`exporter.kpis.periods.split_days`).
+(:func:`exporter.core.periods.split_days`).
 """
 
 from __future__ import annotations
 
+from exporter.core.periods import Span, split_days
 from exporter.core.store import Store
-from exporter.kpis.periods import Span, split_days
 
 
 def span_sums(store: Store, span: Span, daily_sql: str, raw_sql: str) -> dict[str, list[int]]:
