@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from exporter.catalog import merge, record_services
 from exporter.config import Config
+from exporter.core.provider import RenderContext
 from exporter.core.snapshot import Snapshot
 from exporter.daemon import Daemon
-from exporter.metrics import RenderContext
 from exporter.metrics.adoption import collect
 from exporter.sandbox.backstage import TOKEN, FakeCatalog, _component, _group, backstage_app
 from exporter.store import catalog as catalog_store

@@ -32,11 +32,12 @@ from exporter.core.clock import Clock, system_clock, wall_datetime
 from exporter.core.errors import classify
 from exporter.core.health import SourceHealth
 from exporter.core.httpclient import build_client
+from exporter.core.provider import RenderContext
 from exporter.core.server import MetricsServer
 from exporter.core.snapshot import Part, Snapshot, SnapshotHolder, render_part
 from exporter.core.source import PollContext, Source
 from exporter.core.store import Store
-from exporter.metrics import RenderContext, providers
+from exporter.metrics import providers
 from exporter.sources.registry import build_sources
 from exporter.store import open_store
 from exporter.store import probe as probe_store

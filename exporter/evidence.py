@@ -132,10 +132,11 @@ def capability_costs(config: Config, store: Store, now: float) -> dict[str, dict
     wanted = {c.name: set(c.cost_services) for c in config.capabilities if c.cost_services}
     if not wanted or not configured(config, COST_SOURCES):
         return {}
-    from exporter.kpis.cost import utc_today, window_bounds
+    from exporter.core.periods import utc_date
+    from exporter.kpis.cost import window_bounds
     from exporter.store import cost as cost_store
 
-    first, last = window_bounds(utc_today(now))["30d"]
+    first, last = window_bounds(utc_date(now))["30d"]
     rows = cost_store.daily_costs(store, first, last, config.cost.amount)
     out: dict[str, dict[str, float]] = {}
     for _day, service, _team, _provider, _category, currency, amount in rows:

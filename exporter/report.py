@@ -19,8 +19,9 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.config import Config
 from exporter.core.clock import FixedClock
+from exporter.core.provider import RenderContext
 from exporter.core.snapshot import Part, Snapshot, render_part
-from exporter.metrics import RenderContext, providers
+from exporter.metrics import providers
 from exporter.store import open_store
 
 log = logging.getLogger("exporter.report")

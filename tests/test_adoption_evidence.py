@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from exporter.config import Config
+from exporter.core.provider import RenderContext
 from exporter.core.snapshot import Snapshot
 from exporter.core.store import write_records
-from exporter.metrics import RenderContext
 from exporter.metrics.adoption import collect
 from exporter.records import ConsumerSeen, TrafficDelta
 from exporter.store import open_store

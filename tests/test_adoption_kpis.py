@@ -22,6 +22,7 @@ import pytest
 
 from exporter.catalog import Catalog, merge
 from exporter.config import CapabilityConfig, ServiceConfig
+from exporter.core.stats import histogram
 from exporter.kpis import adoption as kpi
 from exporter.kpis.adoption import Evidence, PipelineFact, TrafficFact
 from exporter.records import CatalogEntity
@@ -212,7 +213,7 @@ class TestOnboarding:
         assert kpi.onboarding(cat, {"a": ts(2026, 9, 1)}, NOW).seconds == {"a": 0.0}
 
     def test_histogram_buckets_are_cumulative(self) -> None:
-        counts, total, n = kpi.histogram([2 * DAY, 0.0], kpi.ONBOARDING_BUCKETS)
+        counts, total, n = histogram([2 * DAY, 0.0], kpi.ONBOARDING_BUCKETS)
         assert counts == [1, 1, 1, 2, 2, 2, 2, 2, 2, 2]
         assert (total, n) == (2 * DAY, 2)
 

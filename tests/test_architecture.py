@@ -76,6 +76,7 @@ KNOWN: frozenset[str] = frozenset(
         "impure:exporter.kpis.adoption>exporter.config",
         "metrics-io:exporter.metrics.traffic>exporter.sources.nginx",
         "metrics-io:exporter.metrics.traffic>exporter.sources.prometheus",
+        "config-import:exporter.core.provider",
         "config-import:exporter.core.server",
         "config-import:exporter.core.source",
         "compute:exporter/metrics/adoption.py:_catalog",

@@ -24,8 +24,8 @@ import pytest
 from prometheus_client.metrics_core import Metric
 
 from exporter.config import Config
+from exporter.core.provider import RenderContext
 from exporter.core.store import write_records
-from exporter.metrics import RenderContext
 from exporter.metrics import cost as cost_metrics
 from exporter.metrics import probe as probe_metrics
 from exporter.metrics import slo as slo_metrics

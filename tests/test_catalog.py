@@ -10,7 +10,7 @@ import pytest
 from exporter import catalog as catalog_module
 from exporter.catalog import load_catalog, merge
 from exporter.config import Config, ServiceConfig
-from exporter.metrics import RenderContext
+from exporter.core.provider import RenderContext
 from exporter.records import CatalogEntity, CatalogListing
 from exporter.store import open_store
 

@@ -26,8 +26,8 @@ import pytest
 import yaml
 
 from exporter.config import Config
+from exporter.core.provider import RenderContext
 from exporter.core.store import write_records
-from exporter.metrics import RenderContext
 from exporter.metrics import probe as probe_metrics
 from exporter.metrics import slo as slo_metrics
 from exporter.records import ProbeResult

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from exporter.config import Config
+from exporter.core.provider import RenderContext
 from exporter.core.store import write_records
 from exporter.kpis.slo import EventCounts, budget_remaining, burn_rate, error_ratio
 from exporter.kpis.traffic import LATENCY_BUCKETS
-from exporter.metrics import RenderContext
 from exporter.metrics import slo as slo_metrics
 from exporter.records import ProbeResult, TrafficDelta
 from exporter.store import open_store

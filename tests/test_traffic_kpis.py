@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from exporter.config import Config
+from exporter.core.periods import is_closed_day, utc_minute
 from exporter.core.store import write_records
 from exporter.kpis.traffic import (
     LATENCY_BUCKETS,
@@ -17,10 +18,8 @@ from exporter.kpis.traffic import (
     counter_delta,
     error_ratio,
     histogram_quantile,
-    is_closed_day,
     rebucket,
     request_rate,
-    utc_minute,
 )
 from exporter.records import TrafficDelta
 from exporter.routes import RouteMap

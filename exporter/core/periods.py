@@ -11,7 +11,8 @@ serves both. Calendar periods (see docs/kpis.md, "Calendar windows"):
 * ``month`` (the SLO window): the same span as ``mtd``.
 
 Both are defined at every instant, including the 1st and the last day of each
-month and February 29. Pure functions; no clock.
+month and February 29. Also the UTC day and minute arithmetic every domain shares
+(closed days, day starts). Pure functions; no clock.
 """
 
 from __future__ import annotations
@@ -52,9 +53,29 @@ def utc_date(t: float) -> date:
     return datetime.fromtimestamp(t, UTC).date()
 
 
+def utc_minute(t: float) -> float:
+    """The start of the UTC minute holding ``t``."""
+    return float(math.floor(t / 60.0) * 60)
+
+
 def day_start(day: date) -> float:
     """00:00 UTC of ``day``."""
     return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
+
+
+def day_start_iso(day: str) -> float:
+    """00:00 UTC of an ISO day (``2026-03-01``)."""
+    return datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp()
+
+
+def is_closed_day(day: date, now: float) -> bool:
+    """A UTC day is closed once it has ended: today never is."""
+    return day < utc_date(now)
+
+
+def latest_closed_day(now: float) -> date:
+    """Yesterday (UTC): the newest closed day."""
+    return utc_date(now) - timedelta(days=1)
 
 
 def days_in_month(day: date) -> int:

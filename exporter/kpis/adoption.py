@@ -284,12 +284,6 @@ def onboarding(
     return Onboarding(seconds, frozenset(waiting))
 
 
-def histogram(values: Iterable[float], bounds: Sequence[float]) -> tuple[list[int], float, int]:
-    """Cumulative bucket counts for ``bounds``, the sum and the count."""
-    vals = list(values)
-    return [sum(1 for v in vals if v <= b) for b in bounds], sum(vals), len(vals)
-
-
 def cost_per_adopting_service(cost: float | None, adopting: int) -> float | None:
     """Running cost / adopting services; None without cost data or without adopters."""
     if cost is None or adopting <= 0:

@@ -32,7 +32,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
 from exporter.core.periods import last_month_days
 
@@ -41,15 +41,6 @@ WINDOWS = ("1d", "7d", "30d", "mtd", "last_month")
 
 # (day, service, team, provider, category, currency, amount)
 CostRow = tuple[str, str, str, str, str, str, float]
-
-
-def utc_today(now: float) -> date:
-    return datetime.fromtimestamp(now, UTC).date()
-
-
-def day_start(day: str) -> float:
-    """Unix time of 00:00 UTC of an ISO day."""
-    return datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp()
 
 
 @dataclass(frozen=True)

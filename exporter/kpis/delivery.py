@@ -33,7 +33,7 @@ calendar :class:`~exporter.core.periods.Span` such as ``last_month`` (the previo
 calendar month, whose frequency divides by its 28 to 31 days).
 
 Inputs are plain records of one service; order of arrival never matters, only
-timestamps and commit ancestry. Quantiles use :func:`exporter.kpis.uptime.quantile`.
+timestamps and commit ancestry. Quantiles use :func:`exporter.core.stats.quantile`.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from exporter.core.periods import Span
-from exporter.kpis.uptime import quantile
+from exporter.core.stats import quantile
 
 DAY = 86400.0
 HOUR = 3600.0

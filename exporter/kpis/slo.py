@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from exporter.core.stats import share
+
 
 @dataclass(frozen=True, slots=True)
 class EventCounts:
@@ -30,11 +32,7 @@ class EventCounts:
 
 def error_ratio(counts: EventCounts) -> float | None:
     """Bad / all events; None when there were none."""
-    if counts.total <= 0:
-        return None
-    if not 0 <= counts.bad <= counts.total:
-        raise ValueError(f"bad events {counts.bad} outside 0..{counts.total}")
-    return counts.bad / counts.total
+    return share(counts.bad, counts.total, "bad events")
 
 
 def burn_rate(ratio: float, objective: float) -> float:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
 
 # Latency histogram bounds in seconds, for every gateway. SLO latency thresholds must be
 # one of them. 25 ms, 50 ms, 100 ms, 1 s, 2 s, 5 s, 10 s, 30 s and 60 s are bucket bounds
@@ -148,17 +147,3 @@ def counter_delta(previous: float | None, current: float) -> float:
     if current < previous:
         return current
     return current - previous
-
-
-def utc_minute(ts: float) -> float:
-    """The start of the UTC minute holding ``ts``."""
-    return float(math.floor(ts / 60.0) * 60)
-
-
-def utc_day(ts: float) -> date:
-    return datetime.fromtimestamp(ts, UTC).date()
-
-
-def is_closed_day(day: date, now: float) -> bool:
-    """A UTC day is closed once it has ended."""
-    return day < utc_day(now)

@@ -10,9 +10,9 @@ Definitions (see docs/kpis.md):
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass
+
+from exporter.core.stats import share
 
 # The failure reasons a probe can report, bounded so they can be a label.
 FAILURE_REASONS = ("timeout", "connect", "tls", "status", "body")
@@ -41,23 +41,4 @@ class CheckCounts:
 
 def uptime_ratio(counts: CheckCounts) -> float | None:
     """Successful checks / all checks; None when nothing ran."""
-    if counts.total <= 0:
-        return None
-    if not 0 <= counts.successes <= counts.total:
-        raise ValueError(f"successes {counts.successes} outside 0..{counts.total}")
-    return counts.successes / counts.total
-
-
-def quantile(values: Sequence[float], q: float) -> float | None:
-    """The q-quantile with linear interpolation between closest ranks; None if empty.
-
-    Same definition as numpy's default (``method="linear"``).
-    """
-    if not 0.0 <= q <= 1.0:
-        raise ValueError("q must be within [0, 1]")
-    if not values:
-        return None
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+    return share(counts.successes, counts.total, "successes")

@@ -1,85 +1,23 @@
 """Metric families, built from the store and the sources' health once per refresh.
 
-Each module here is a *provider*: ``collect(ctx)`` yields prometheus_client
-metric families. Providers read committed state only (the store, health
-copies, the config); they never call an upstream. The snapshot renderer calls
-every provider after each refresh; if one raises, its previous families are
-kept, so one bug cannot empty ``/metrics``.
+Each module here is a provider (:mod:`exporter.core.provider`): ``collect(ctx)``
+yields prometheus_client metric families.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from functools import cached_property
-from typing import TYPE_CHECKING
-
-from prometheus_client.metrics_core import Metric
-
-from exporter.config import Config
-from exporter.core.health import SourceHealth
-from exporter.core.store import Store
-
-if TYPE_CHECKING:
-    from exporter.catalog import Catalog
-
-
-@dataclass(frozen=True)
-class RenderContext:
-    """What a provider may read."""
-
-    config: Config
-    store: Store
-    health: Sequence[SourceHealth]
-    now: float
-
-    @cached_property
-    def catalog(self) -> Catalog:
-        """The merged service catalog (config first, then external catalogs), read once."""
-        from exporter.catalog import load_catalog
-
-        return load_catalog(self.config, self.store)
-
-    def team_of(self, service: str) -> str:
-        """The owning team from the merged catalog (the config wins); "unknown" if none."""
-        svc = self.config.service(service)
-        if svc is not None:
-            return svc.team
-        return self.catalog.team_of(service)
-
-    def known_services(self) -> frozenset[str]:
-        """Every service of the merged catalog."""
-        return frozenset(self.catalog.services)
-
-    def interval_of(self, kind: str) -> float | None:
-        for h in self.health:
-            if h.kind == kind:
-                return h.interval
-        return None
-
-
-Provider = Callable[[RenderContext], Iterable[Metric]]
-
-
-def cached_help(text: str, ctx: RenderContext, kind: str) -> str:
-    """HELP text that says the value is cached and how often it is refreshed."""
-    interval = ctx.interval_of(kind)
-    every = f"every {interval:g}s" if interval else "on every poll"
-    return f"{text} Cached by the exporter; refreshed after each poll of source {kind} ({every})."
+from exporter.core import self_health
+from exporter.core.provider import Provider
 
 
 def providers() -> dict[str, Provider]:
-    """Every provider module of this package (one with a ``collect``), by name.
-
-    The exporter's own health comes first, then the domains in name order.
-    """
+    """Every provider, by name: the exporter's own health first, then each provider module
+    of this package (one with a ``collect``) in name order."""
     import importlib
     import pkgutil
 
-    found: dict[str, Provider] = {}
-    names = sorted(info.name for info in pkgutil.iter_modules(__path__))
-    names.sort(key=lambda n: n != "self_health")
-    for name in names:
+    found: dict[str, Provider] = {"self_health": self_health.collect}
+    for name in sorted(info.name for info in pkgutil.iter_modules(__path__)):
         module = importlib.import_module(f"{__name__}.{name}")
         collect = getattr(module, "collect", None)
         if callable(collect):

@@ -37,8 +37,9 @@ from prometheus_client.core import (
 from prometheus_client.metrics_core import Metric
 
 from exporter import evidence as evidence_reader
+from exporter.core.provider import RenderContext, cached_help, le_label
+from exporter.core.stats import histogram
 from exporter.kpis import adoption as kpi
-from exporter.metrics import RenderContext, cached_help
 from exporter.store import catalog as catalog_store
 
 SOURCE = "backstage"
@@ -241,9 +242,9 @@ def _onboarding(ctx: RenderContext, facts: kpi.Evidence) -> Iterator[Metric]:
     )
     if facts.first_deploy is not None:
         result = kpi.onboarding(ctx.catalog, facts.first_deploy, ctx.now)
-        counts, total, n = kpi.histogram(result.seconds.values(), kpi.ONBOARDING_BUCKETS)
+        counts, total, n = histogram(result.seconds.values(), kpi.ONBOARDING_BUCKETS)
         buckets = [
-            (f"{b:g}", float(c)) for b, c in zip(kpi.ONBOARDING_BUCKETS, counts, strict=True)
+            (le_label(b), float(c)) for b, c in zip(kpi.ONBOARDING_BUCKETS, counts, strict=True)
         ]
         buckets.append(("+Inf", float(n)))
         hist.add_metric([], buckets, total)

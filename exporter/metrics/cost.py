@@ -25,6 +25,8 @@ from datetime import date
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from exporter.core.periods import day_start_iso, utc_date
+from exporter.core.provider import RenderContext
 from exporter.kpis.cost import (
     UNALLOCATED,
     WINDOWS,
@@ -33,13 +35,10 @@ from exporter.kpis.cost import (
     budget_used,
     cost_by_window,
     cost_per_transaction,
-    day_start,
     month_days,
     split_shared,
-    utc_today,
     window_bounds,
 )
-from exporter.metrics import RenderContext
 from exporter.store import cost as cost_store
 from exporter.store import traffic as traffic_store
 
@@ -74,7 +73,7 @@ def request_totals(ctx: RenderContext, first: str, last: str) -> dict[tuple[str,
         ctx.store, date.fromisoformat(first)
     ).items():
         iso = day.isoformat()
-        if iso <= last and day_start(iso) + DAY + GATEWAY_SETTLE <= ctx.now:
+        if iso <= last and day_start_iso(iso) + DAY + GATEWAY_SETTLE <= ctx.now:
             out[(service, iso)] = float(n)
     out.update(cost_store.request_totals(ctx.store, first, last))
     return out
@@ -82,7 +81,7 @@ def request_totals(ctx: RenderContext, first: str, last: str) -> dict[tuple[str,
 
 def collect(ctx: RenderContext) -> Iterator[Metric]:
     settings = ctx.config.cost
-    today = utc_today(ctx.now)
+    today = utc_date(ctx.now)
     windows = window_bounds(today)
     first = min(a for a, _ in windows.values())
     last = max(b for _, b in windows.values())
@@ -165,7 +164,7 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
         labels=["source"],
     )
     for source, day in sorted(ends.items()):
-        fresh.add_metric([source], day_start(day) + DAY)
+        fresh.add_metric([source], day_start_iso(day) + DAY)
     yield fresh
 
     yield from _budgets(ctx, rows, catalog, month_days(today, cost_start, cost_end), today)

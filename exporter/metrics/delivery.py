@@ -31,10 +31,10 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.catalog import CatalogService
 from exporter.core.periods import last_month
+from exporter.core.provider import RenderContext, cached_help, le_label
+from exporter.core.stats import cumulative_counts, quantile
 from exporter.evidence import configured
 from exporter.kpis import delivery as kpi
-from exporter.kpis.uptime import quantile
-from exporter.metrics import RenderContext, cached_help
 from exporter.store import delivery as store
 from exporter.store.delivery import ServiceDelivery
 
@@ -48,12 +48,11 @@ def _kind(ctx: RenderContext) -> str:
     return "github"
 
 
-def _le(bound: float) -> str:
-    return f"{bound:g}" if bound != float("inf") else "+Inf"
-
-
 def _buckets(values: Sequence[float], bounds: Sequence[float]) -> list[tuple[str, float]]:
-    out = [(_le(b), float(sum(1 for v in values if v <= b))) for b in bounds]
+    out = [
+        (le_label(b), float(n))
+        for b, n in zip(bounds, cumulative_counts(values, bounds), strict=True)
+    ]
     out.append(("+Inf", float(len(values))))
     return out
 
@@ -315,7 +314,7 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
         ):
             if labels_["service"] not in known:
                 continue
-            buckets = [(_le(b), float(c)) for b, c in zip(bounds, counts, strict=True)]
+            buckets = [(le_label(b), float(c)) for b, c in zip(bounds, counts, strict=True)]
             buckets.append(("+Inf", float(n)))
             hist.add_metric(
                 [labels_["service"], ctx.team_of(labels_["service"]), labels_["pipeline"]],

@@ -23,14 +23,9 @@ from prometheus_client.core import (
 from prometheus_client.metrics_core import Metric
 
 from exporter.core.periods import CALENDAR_WINDOWS, calendar_span
-from exporter.kpis.uptime import (
-    LATENCY_QUANTILES,
-    LATENCY_WINDOWS,
-    UPTIME_WINDOWS,
-    quantile,
-    uptime_ratio,
-)
-from exporter.metrics import RenderContext, cached_help
+from exporter.core.provider import RenderContext, cached_help, le_label
+from exporter.core.stats import quantile
+from exporter.kpis.uptime import LATENCY_QUANTILES, LATENCY_WINDOWS, UPTIME_WINDOWS, uptime_ratio
 from exporter.store import probe as probe_store
 
 
@@ -66,7 +61,7 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
     ):
         if labels["service"] not in known:
             continue
-        buckets = [(_le(b), float(c)) for b, c in zip(bounds, counts, strict=True)]
+        buckets = [(le_label(b), float(c)) for b, c in zip(bounds, counts, strict=True)]
         buckets.append(("+Inf", float(n)))
         hist.add_metric(
             [labels["service"], ctx.team_of(labels["service"]), labels["probe"]], buckets, total
@@ -147,7 +142,3 @@ def _order(item: tuple[dict[str, str], object] | tuple[object, ...]) -> list[tup
     labels = item[0]
     assert isinstance(labels, dict)
     return sorted(labels.items())
-
-
-def _le(bound: float) -> str:
-    return f"{bound:g}" if bound != float("inf") else "+Inf"

@@ -28,8 +28,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from exporter.core.periods import last_month, month_to_date
+from exporter.core.provider import RenderContext
 from exporter.kpis.slo import EventCounts, budget_remaining, burn_rate, error_ratio
-from exporter.metrics import RenderContext
 from exporter.rules.slo import windows as slo_windows
 from exporter.slo.spec import SLOSpec, all_slos
 from exporter.slo.windows import MONTH, prom_duration

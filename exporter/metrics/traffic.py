@@ -29,7 +29,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.metrics_core import Metric
 
-from exporter.core.periods import CALENDAR_WINDOWS, calendar_span
+from exporter.core.periods import CALENDAR_WINDOWS, calendar_span, latest_closed_day
+from exporter.core.provider import RenderContext, le_label
 from exporter.kpis.traffic import (
     LATENCY_BUCKETS,
     QUANTILES,
@@ -40,7 +41,6 @@ from exporter.kpis.traffic import (
     histogram_quantile,
     request_rate,
 )
-from exporter.metrics import RenderContext
 from exporter.store import traffic as traffic_store
 
 KINDS = ("kong", "nginx", "cloudwatch", "prometheus")
@@ -101,7 +101,7 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
     ):
         if labels["service"] not in known:
             continue
-        buckets = [(f"{b:g}", float(c)) for b, c in zip(bounds, cumulative, strict=True)]
+        buckets = [(le_label(b), float(c)) for b, c in zip(bounds, cumulative, strict=True)]
         buckets.append(("+Inf", float(n)))
         hist.add_metric(
             [labels["service"], _team(ctx, labels["service"]), labels["source"]], buckets, total
@@ -204,7 +204,7 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
         _help("Requests served on the last closed UTC day (yesterday), over every gateway.", ctx),
         labels=["service", "team"],
     )
-    day = traffic_store.latest_closed_day(ctx.now)
+    day = latest_closed_day(ctx.now)
     for (service, d), n in sorted(traffic_store.daily_totals(ctx.store, day).items()):
         if d == day and service in known:
             daily.add_metric([service, _team(ctx, service)], n)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.core.clock import Clock, system_clock
-from exporter.kpis.traffic import utc_minute
+from exporter.core.periods import utc_minute
 from exporter.sandbox.app import App, Request, Response
 from exporter.sandbox.scenario import Scenario, _unit
 

@@ -37,8 +37,8 @@ from exporter.core.errors import (
     SourceError,
     UpstreamStatusError,
 )
+from exporter.core.periods import utc_date
 from exporter.core.source import PollContext, Source
-from exporter.kpis.cost import utc_today
 from exporter.records import CostContribution, CostDay
 from exporter.sources.billing import allocator_for, current_allocator
 from exporter.store import cost as cost_store
@@ -152,7 +152,7 @@ class AwsCostSource(Source):
             live = self._ctx or ctx
             live.health.count_request(int(response_dict.get("status_code") or 0))
             with live.store.transaction() as tx:
-                cost_store.count_paid_call(tx, self.name, utc_today(live.now()).isoformat())
+                cost_store.count_paid_call(tx, self.name, utc_date(live.now()).isoformat())
 
         client.meta.events.register("response-received.cost-explorer.GetCostAndUsage", counted)
         with self._lock:
@@ -167,7 +167,7 @@ class AwsCostSource(Source):
 
         out: list[dict[str, Any]] = []
         token: str | None = None
-        today = utc_today(ctx.now()).isoformat()
+        today = utc_date(ctx.now()).isoformat()
         while True:
             used = cost_store.paid_calls_on(ctx.store, self.name, today)
             ctx.health.set_rate_limit_remaining(
@@ -215,7 +215,7 @@ class AwsCostSource(Source):
         self.allocator = current_allocator(self.config, ctx.store)
         self._ctx = ctx
         now = ctx.now()
-        today = utc_today(now)
+        today = utc_date(now)
         settled_before = today - timedelta(days=self.aws.data_delay_days)
         days = [today - timedelta(days=n) for n in range(self.aws.lookback_days, 0, -1)]
         known = cost_store.origins(ctx.store, self.name)

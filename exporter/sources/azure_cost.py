@@ -32,8 +32,8 @@ import httpx
 from exporter.config import AzureCostSourceConfig, Config
 from exporter.core.errors import AuthError, MalformedResponse, RateLimited
 from exporter.core.httpclient import parse_retry_after, send
+from exporter.core.periods import utc_date
 from exporter.core.source import PollContext, Source
-from exporter.kpis.cost import utc_today
 from exporter.records import CostContribution, CostDay
 from exporter.sources.billing import allocator_for, current_allocator
 from exporter.store import cost as cost_store
@@ -204,7 +204,7 @@ class AzureCostSource(Source):
     async def poll(self, ctx: PollContext) -> None:
         # Rules can come from an external catalog too, which changes between polls.
         self.allocator = current_allocator(self.config, ctx.store)
-        today = utc_today(ctx.now())
+        today = utc_date(ctx.now())
         settled_before = today - timedelta(days=self.az.data_delay_days)
         days = [today - timedelta(days=n) for n in range(self.az.lookback_days, 0, -1)]
         known = cost_store.origins(ctx.store, self.name)

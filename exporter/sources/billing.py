@@ -1,14 +1,12 @@
-"""What the billing sources share: the allocator built from the service catalog,
-and UTC day arithmetic for "closed" days."""
+"""What the billing sources share: the allocator built from the service catalog."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
 from exporter.config import Config
-from exporter.kpis.cost import Allocator, ServiceRule, utc_today
+from exporter.kpis.cost import Allocator, ServiceRule
 
 if TYPE_CHECKING:
     from exporter.catalog import Catalog
@@ -54,9 +52,3 @@ def current_allocator(config: Config, store: Store) -> Allocator:
     from exporter.catalog import load_catalog
 
     return allocator_for(config, load_catalog(config, store))
-
-
-def closed_days(now: float, lookback_days: int) -> list[date]:
-    """The last ``lookback_days`` closed UTC days, oldest first (today is never closed)."""
-    today = utc_today(now)
-    return [today - timedelta(days=n) for n in range(lookback_days, 0, -1)]

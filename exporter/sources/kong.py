@@ -36,8 +36,9 @@ from exporter.catalog import load_catalog
 from exporter.config import Config, KongSourceConfig
 from exporter.core.errors import MalformedResponse
 from exporter.core.httpclient import send
+from exporter.core.periods import utc_minute
 from exporter.core.source import PollContext, Source
-from exporter.kpis.traffic import LATENCY_BUCKETS, counter_delta, rebucket, utc_minute
+from exporter.kpis.traffic import LATENCY_BUCKETS, counter_delta, rebucket
 from exporter.records import ConsumerSeen, TrafficDelta
 from exporter.routes import RouteMap
 from exporter.store import traffic as traffic_store

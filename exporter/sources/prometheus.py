@@ -30,9 +30,10 @@ from typing import Any
 from exporter.config import Config, PrometheusSourceConfig
 from exporter.core.errors import MalformedResponse, SourceError
 from exporter.core.httpclient import send
+from exporter.core.periods import utc_minute
 from exporter.core.source import PollContext, Source
 from exporter.core.store import write_records
-from exporter.kpis.traffic import QUANTILES, WINDOWS, utc_minute
+from exporter.kpis.traffic import QUANTILES, WINDOWS
 from exporter.records import TrafficDelta, TrafficLatency
 from exporter.routes import RouteMap
 from exporter.store import traffic as traffic_store

@@ -18,8 +18,8 @@ from typing import Any
 from exporter.config import Config, RequestTotalsSourceConfig
 from exporter.core.errors import MalformedResponse, UpstreamStatusError
 from exporter.core.httpclient import send
+from exporter.core.periods import utc_date
 from exporter.core.source import PollContext, Source
-from exporter.kpis.cost import utc_today
 from exporter.records import RequestTotal
 
 # Days read per poll at most, so a first start with a long lookback stays short; the
@@ -41,7 +41,7 @@ class RequestTotalsSource(Source):
 
     def due_days(self, now: float, done: set[str]) -> list[str]:
         """Closed, settled days not read yet: the newest MAX_DAYS_PER_POLL, oldest first."""
-        today = utc_today(now)
+        today = utc_date(now)
         out = []
         for n in range(self.rt.lookback_days, 0, -1):
             day = today - timedelta(days=n)
@@ -54,7 +54,7 @@ class RequestTotalsSource(Source):
         now = ctx.now()
         raw = ctx.cursor("days")
         done = set(json.loads(raw)) if raw else set()
-        oldest = (utc_today(now) - timedelta(days=self.rt.lookback_days)).isoformat()
+        oldest = (utc_date(now) - timedelta(days=self.rt.lookback_days)).isoformat()
         done = {d for d in done if d >= oldest}
         query = self.rt.query.replace("$window", "1d")
         for day in self.due_days(now, done):

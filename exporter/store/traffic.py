@@ -15,13 +15,13 @@ import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
-from exporter.core.periods import Span
+from exporter.core.periods import Span, utc_date
 from exporter.core.spans import span_sums
 from exporter.core.store import Store, Tx, _labels_key
-from exporter.kpis.traffic import CODE_CLASSES, LATENCY_BUCKETS, utc_day
+from exporter.kpis.traffic import CODE_CLASSES, LATENCY_BUCKETS
 from exporter.records import ConsumerSeen, TrafficDelta, TrafficLatency
 from exporter.store import register_domain
 
@@ -126,7 +126,7 @@ def write_deltas(tx: Tx, deltas: Sequence[TrafficDelta]) -> None:
             (d.service, d.source, d.minute, *d.codes, *buckets, d.latency_sum, d.latency_count),
         )
         requests = sum(d.codes)
-        day = utc_day(d.minute).isoformat()
+        day = utc_date(d.minute).isoformat()
         if requests:
             daily[(d.service, d.source, day)] += requests
         acc_day = day_counts.setdefault((d.service, d.source, day), [0] * len(_COUNT_COLS))
@@ -341,10 +341,6 @@ def daily_totals(store: Store, since: date) -> dict[tuple[str, date], int]:
         (since.isoformat(),),
     )
     return {(str(r[0]), date.fromisoformat(str(r[1]))): int(r[2]) for r in rows}
-
-
-def latest_closed_day(now: float) -> date:
-    return utc_day(now) - timedelta(days=1)
 
 
 def gateway_latencies(store: Store, since: float) -> dict[tuple[str, str, float], float]:

@@ -14,9 +14,10 @@ import pytest
 import exporter.daemon as daemon_module
 from exporter.config import Config
 from exporter.core.errors import UpstreamStatusError
+from exporter.core.provider import RenderContext
 from exporter.core.source import PollContext
 from exporter.daemon import Daemon
-from exporter.metrics import RenderContext, providers
+from exporter.metrics import providers
 from exporter.records import ProbeResult
 from tests.support.exposition import Exposition
 from tests.support.fakes import ScriptedSource

@@ -10,11 +10,17 @@ import pytest
 from exporter.core.periods import (
     Span,
     calendar_span,
+    day_start,
+    day_start_iso,
     days_in_month,
+    is_closed_day,
     last_month,
+    latest_closed_day,
     month_to_date,
     rolling,
     split_days,
+    utc_date,
+    utc_minute,
 )
 
 
@@ -112,3 +118,25 @@ class TestSplitDays:
     def test_an_empty_span_has_nothing(self) -> None:
         assert split_days(Span(5.0, 5.0)) == split_days(Span(6.0, 5.0))
         assert split_days(Span(5.0, 5.0)).pieces == ()
+
+
+class TestUtcDays:
+    """The UTC day and minute arithmetic every domain shares."""
+
+    def test_the_minute_and_the_day_holding_an_instant(self) -> None:
+        t = at("2028-02-29T23:59:42.5")
+        assert utc_minute(t) == at("2028-02-29T23:59:00")
+        assert utc_date(t) == date(2028, 2, 29)
+
+    def test_an_iso_day_starts_at_midnight_utc(self) -> None:
+        assert (
+            day_start_iso("2027-12-31")
+            == at("2027-12-31T00:00:00")
+            == day_start(date(2027, 12, 31))
+        )
+
+    def test_today_is_never_closed_yesterday_is_the_latest_closed_day(self) -> None:
+        now = at("2027-03-01T00:05:00")
+        assert not is_closed_day(date(2027, 3, 1), now)
+        assert is_closed_day(date(2027, 2, 28), now)
+        assert latest_closed_day(now) == date(2027, 2, 28)

@@ -17,10 +17,11 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 
 import exporter.daemon as daemon_module
 from exporter.config import ServerConfig
+from exporter.core.provider import RenderContext
 from exporter.core.server import MetricsServer, wants_gzip, wants_openmetrics
 from exporter.core.snapshot import Snapshot, SnapshotHolder
 from exporter.daemon import Daemon
-from exporter.metrics import RenderContext, providers
+from exporter.metrics import providers
 from tests.support.exposition import Exposition
 from tests.support.net import http_get
 

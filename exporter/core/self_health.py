@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from exporter import __version__
-from exporter.metrics import RenderContext
+from exporter.core.provider import RenderContext
 
 
 def collect(ctx: RenderContext) -> Iterator[Metric]:

@@ -1,0 +1,52 @@
+"""The statistics every domain shares (exporter/core/stats.py), on hand-checked values."""
+
+from __future__ import annotations
+
+import pytest
+
+from exporter.core.stats import cumulative_counts, histogram, quantile, share
+
+
+class TestQuantile:
+    @pytest.mark.parametrize(("q", "expected"), [(0.0, 1.0), (0.5, 2.5), (0.9, 3.7), (1.0, 4.0)])
+    def test_interpolates_between_closest_ranks(self, q: float, expected: float) -> None:
+        """On [1, 2, 3, 4]: position (n - 1) * q, so q=0.5 is 2.5 and q=0.9 is 3 + 0.7."""
+        assert quantile([4.0, 1.0, 3.0, 2.0], q) == pytest.approx(expected)
+
+    def test_one_value_is_every_quantile(self) -> None:
+        assert quantile([0.2], 0.5) == 0.2
+        assert quantile([0.2], 0.99) == 0.2
+
+    def test_no_values_is_absent(self) -> None:
+        assert quantile([], 0.5) is None
+
+    @pytest.mark.parametrize("q", [-0.1, 1.5])
+    def test_a_quantile_outside_zero_to_one_is_refused(self, q: float) -> None:
+        with pytest.raises(ValueError, match=r"q must be within \[0, 1\]"):
+            quantile([1.0, 2.0], q)
+
+
+class TestShare:
+    def test_is_the_part_over_the_total(self) -> None:
+        assert share(1, 4, "bad events") == 0.25
+
+    def test_nothing_happened_is_absent(self) -> None:
+        assert share(0, 0, "bad events") is None
+
+    @pytest.mark.parametrize("part", [5, -1])
+    def test_a_part_outside_the_total_names_what_it_counts(self, part: int) -> None:
+        with pytest.raises(ValueError, match=f"^bad events {part} outside 0..4$"):
+            share(part, 4, "bad events")
+
+
+class TestHistogram:
+    def test_buckets_count_values_at_or_below_each_bound(self) -> None:
+        """[0.1, 0.5, 0.5, 3] over bounds 0.1, 0.5, 1: 1, 3 and 3 (3 is in +Inf only)."""
+        assert cumulative_counts([0.5, 3.0, 0.1, 0.5], [0.1, 0.5, 1.0]) == [1, 3, 3]
+
+    def test_histogram_adds_the_sum_and_the_count(self) -> None:
+        counts, total, n = histogram(iter([0.5, 3.0, 0.1, 0.5]), [0.1, 0.5, 1.0])
+        assert (counts, total, n) == ([1, 3, 3], pytest.approx(4.1), 4)
+
+    def test_no_values_is_empty_buckets(self) -> None:
+        assert histogram([], [1.0, 2.0]) == ([0, 0], 0, 0)
