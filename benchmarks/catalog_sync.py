@@ -26,14 +26,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from exporter.catalog import merge, record_services
 from exporter.config import Config
+from exporter.core.catalog import merge, record_services
 from exporter.core.provider import RenderContext
 from exporter.core.snapshot import Snapshot
 from exporter.daemon import Daemon
-from exporter.metrics.adoption import collect
-from exporter.sandbox.backstage import TOKEN, FakeCatalog, _component, _group, backstage_app
-from exporter.store import catalog as catalog_store
+from exporter.domains.adoption.metrics import collect
+from exporter.domains.catalog import store as catalog_store
+from exporter.domains.catalog.sandbox import TOKEN, FakeCatalog, _component, _group, backstage_app
 
 
 def build(components: int, teams: int) -> FakeCatalog:

@@ -32,14 +32,14 @@ from exporter.config import Config
 from exporter.core.health import SourceHealth
 from exporter.core.httpclient import build_client
 from exporter.core.source import PollContext
-from exporter.sources.github import GitHubSource
+from exporter.domains.delivery.sources.github import GitHubSource
 from exporter.store import open_store
 
 
 def serve(args: argparse.Namespace) -> None:
+    from exporter.domains.delivery.sandbox.data import synthetic_org
+    from exporter.domains.delivery.sandbox.github import GitHubFake
     from exporter.sandbox.app import SandboxServer
-    from exporter.sandbox.delivery_data import synthetic_org
-    from exporter.sandbox.github import GitHubFake
 
     scenario = synthetic_org(time.time(), args.repos, args.days, args.runs, args.deploys)
     # The backfill needs far more than github.com's 5000 requests an hour: benchmark a

@@ -280,14 +280,14 @@ class SLOConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> SLOConfig:
-        from exporter.slo.windows import WorkbookWindowsError, check_period
+        from exporter.domains.slo.windows import WorkbookWindowsError, check_period
 
         try:
             check_period(self.window, self.alert_windows)
         except WorkbookWindowsError as exc:
             raise ValueError(f"window: {exc}") from None
         if self.openslo:
-            from exporter.slo.openslo import OpenSLOError, load_documents
+            from exporter.domains.slo.openslo import OpenSLOError, load_documents
 
             try:
                 load_documents(self.openslo)
@@ -382,7 +382,7 @@ class ServiceConfig(StrictModel):
 
     @model_validator(mode="after")
     def _slo_fits(self) -> ServiceConfig:
-        from exporter.slo.spec import SLOSpecError, check_service_slos
+        from exporter.domains.slo.spec import SLOSpecError, check_service_slos
 
         try:
             check_service_slos(self)

@@ -26,8 +26,8 @@ import httpx
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from exporter.catalog import catalog_sources, record_services
 from exporter.config import Config
+from exporter.core.catalog import catalog_sources, record_services
 from exporter.core.clock import Clock, system_clock, wall_datetime
 from exporter.core.errors import classify
 from exporter.core.health import SourceHealth
@@ -37,10 +37,10 @@ from exporter.core.server import MetricsServer
 from exporter.core.snapshot import Part, Snapshot, SnapshotHolder, render_part
 from exporter.core.source import PollContext, Source
 from exporter.core.store import Store
+from exporter.domains.probe import store as probe_store
 from exporter.metrics import providers
 from exporter.sources.registry import build_sources
 from exporter.store import open_store
-from exporter.store import probe as probe_store
 
 log = logging.getLogger("exporter.daemon")
 

@@ -21,7 +21,7 @@ from exporter.core.health import SourceHealth
 from exporter.core.store import Store
 
 if TYPE_CHECKING:
-    from exporter.catalog import Catalog
+    from exporter.core.catalog import Catalog
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class RenderContext:
     @cached_property
     def catalog(self) -> Catalog:
         """The merged service catalog (config first, then external catalogs), read once."""
-        from exporter.catalog import load_catalog
+        from exporter.core.catalog import load_catalog
 
         return load_catalog(self.config, self.store)
 

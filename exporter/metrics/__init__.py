@@ -11,14 +11,18 @@ from exporter.core.provider import Provider
 
 
 def providers() -> dict[str, Provider]:
-    """Every provider, by name: the exporter's own health first, then each provider module
-    of this package (one with a ``collect``) in name order."""
+    """Every provider, by name: the exporter's own health first, then each domain's ``metrics``
+    module (one with a ``collect``) in name order."""
     import importlib
     import pkgutil
 
+    import exporter.domains as package
+
     found: dict[str, Provider] = {"self_health": self_health.collect}
-    for name in sorted(info.name for info in pkgutil.iter_modules(__path__)):
-        module = importlib.import_module(f"{__name__}.{name}")
+    names = (i.name for i in pkgutil.walk_packages(package.__path__, f"{package.__name__}."))
+    for module_name in sorted(n for n in names if n.endswith(".metrics")):
+        name = module_name.split(".")[2]
+        module = importlib.import_module(module_name)
         collect = getattr(module, "collect", None)
         if callable(collect):
             found[name] = collect

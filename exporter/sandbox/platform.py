@@ -17,15 +17,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import exporter.sandbox as package
+import exporter.domains as package
 from exporter.sandbox.app import App, SandboxServer
 from exporter.sandbox.scenario import Scenario
 
 
 def _modules() -> Iterator[ModuleType]:
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
-        if info.name not in ("app", "platform", "scenario"):
-            yield importlib.import_module(f"{package.__name__}.{info.name}")
+    names = (i.name for i in pkgutil.walk_packages(package.__path__, f"{package.__name__}."))
+    for name in sorted(n for n in names if ".sandbox" in n):
+        yield importlib.import_module(name)
 
 
 def apps(scenario: Scenario) -> dict[str, App]:

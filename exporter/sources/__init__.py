@@ -1,2 +1,2 @@
 """Sources: one module per upstream. A source only talks to its upstream and
-turns what it reads into records (:mod:`exporter.records`)."""
+turns what it reads into records (:mod:`exporter.domains.delivery.records`)."""

@@ -8,18 +8,18 @@ from exporter.core.source import Source
 
 
 def source_classes() -> dict[str, type[Source]]:
-    """Every concrete Source subclass in this package, by its ``kind``."""
+    """Every concrete Source subclass in a domain's ``sources`` package, by its ``kind``."""
     import importlib
     import inspect
     import pkgutil
 
-    import exporter.sources as package
+    import exporter.domains as package
 
     found: dict[str, type[Source]] = {}
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.name in ("base", "registry"):
+    for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+        if ".sources." not in info.name:
             continue
-        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        module = importlib.import_module(info.name)
         for obj in vars(module).values():
             if (
                 inspect.isclass(obj)

@@ -34,13 +34,15 @@ def open_store(path: str, clock: Clock = system_clock) -> Store:
 
 
 def load_domains() -> None:
-    """Import every domain module of this package; importing one registers it."""
+    """Import every domain's store module; importing one registers it."""
     import importlib
     import pkgutil
 
-    for info in pkgutil.iter_modules(__path__):
-        if info.name != "core":
-            importlib.import_module(f"{__name__}.{info.name}")
+    import exporter.domains as package
+
+    for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+        if info.name.endswith(".store"):
+            importlib.import_module(info.name)
 
 
 __all__ = ["load_domains", "open_store", "register_domain"]

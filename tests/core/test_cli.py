@@ -11,8 +11,8 @@ import yaml
 
 from exporter import __version__
 from exporter.core.clock import FixedClock, utc_datetime
-from exporter.kpis.cost import window_bounds
-from exporter.sandbox import billing
+from exporter.domains.cost.kpis import window_bounds
+from exporter.domains.cost.sandbox import billing
 from exporter.sandbox.scenario import Scenario
 from tests.support.daemon import DemoProcess, run_cli
 from tests.support.exposition import Exposition

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.kpis.uptime import CheckCounts, uptime_ratio
+from exporter.domains.probe.kpis import CheckCounts, uptime_ratio
 
 
 class TestUptimeRatio:

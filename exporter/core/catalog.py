@@ -1,0 +1,284 @@
+"""The service catalog every KPI joins on: the config's ``services`` merged with external catalogs.
+
+The config is the primary catalog. Components read from Backstage (stored by
+:mod:`exporter.domains.catalog.store`) add the services the config does not list, and
+fill in what a config service leaves empty (registration time, tags,
+annotations, repos, routes, cost tags). Where both give a value and they
+differ, the config wins and the conflict is logged once per process; a repo
+that a service's ``ci`` refs claim (exactly or by pattern) stays with that
+service, and an annotation naming it for another service is such a conflict.
+Backstage groups add teams that may own no service yet.
+
+:func:`merge` is pure; :func:`load_catalog` reads the store and logs new
+conflicts.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from exporter.config import Config, ServiceConfig, repo_claims
+from exporter.core.store import Store
+from exporter.domains.delivery.records import CatalogEntity
+
+log = logging.getLogger("exporter.catalog")
+
+UNKNOWN_TEAM = "unknown"
+CONFIG = "config"
+
+
+@dataclass(frozen=True)
+class CatalogService:
+    """One service of the merged catalog."""
+
+    name: str
+    team: str
+    source: str  # "config", or the external catalog that added it ("backstage")
+    system: str = ""
+    tags: frozenset[str] = frozenset()
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    repos: tuple[str, ...] = ()
+    routes: tuple[str, ...] = ()
+    cost_tags: tuple[str, ...] = ()
+    registered_at: float | None = None
+    has_probes: bool = False
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """The config and an external catalog disagree about a service's field; the config won."""
+
+    service: str
+    field: str
+    config_value: str
+    catalog_value: str
+    source: str
+
+    def message(self) -> str:
+        return (
+            f"catalog conflict for service {self.service}: {self.field} is "
+            f"{self.config_value!r} in the config but {self.catalog_value!r} in {self.source}; "
+            "using the config"
+        )
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Services by name, the teams that exist, and the conflicts found while merging."""
+
+    services: Mapping[str, CatalogService]
+    teams: frozenset[str]
+    conflicts: tuple[Conflict, ...] = ()
+
+    def team_of(self, service: str) -> str:
+        svc = self.services.get(service)
+        return svc.team if svc else UNKNOWN_TEAM
+
+    def services_of(self, team: str) -> list[str]:
+        return sorted(s.name for s in self.services.values() if s.team == team)
+
+
+def _config_service(svc: ServiceConfig) -> CatalogService:
+    return CatalogService(
+        name=svc.name,
+        team=svc.team,
+        source=CONFIG,
+        tags=frozenset(t.lower() for t in svc.tags),
+        annotations=dict(svc.annotations),
+        registered_at=svc.registered_at.timestamp() if svc.registered_at else None,
+        has_probes=bool(svc.probes),
+        repos=tuple(_strings(getattr(svc, "repos", ()))),
+        routes=tuple(_strings(getattr(svc, "routes", ()))),
+        cost_tags=_cost_tags(svc),
+    )
+
+
+def _cost_tags(svc: ServiceConfig) -> tuple[str, ...]:
+    cost = getattr(svc, "cost", None)
+    tags = getattr(cost, "tags", None) or {}
+    return tuple(f"{k}={v}" for k, v in sorted(tags.items()))
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Iterable):
+        return [str(v) for v in value]
+    return []
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, frozenset | set):
+        return ",".join(sorted(value))
+    if isinstance(value, tuple | list):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def merge(config_services: Sequence[ServiceConfig], entities: Iterable[CatalogEntity]) -> Catalog:
+    """The merged catalog: config services first, then external components; config wins."""
+    services: dict[str, CatalogService] = {s.name: _config_service(s) for s in config_services}
+    teams: set[str] = {s.team for s in services.values()}
+    conflicts: list[Conflict] = []
+    components: dict[str, CatalogEntity] = {}
+    # The default namespace first, so a name that exists in several namespaces resolves stably.
+    ordered = sorted(entities, key=lambda e: (e.namespace != "default", e.namespace, e.name))
+    for entity in ordered:
+        if entity.kind == "group":
+            teams.add(entity.name)
+            continue
+        if entity.kind != "component":
+            continue
+        if entity.name in components:
+            first = components[entity.name]
+            conflicts.append(
+                Conflict(
+                    entity.name,
+                    "namespace",
+                    first.namespace,
+                    entity.namespace,
+                    entity.source,
+                )
+            )
+            continue
+        components[entity.name] = entity
+    claims = repo_claims(config_services)
+    for name, entity in components.items():
+        repos = _unclaimed_repos(claims, name, entity, conflicts)
+        from_catalog = CatalogService(
+            name=name,
+            team=entity.team or UNKNOWN_TEAM,
+            source=entity.source,
+            system=entity.system,
+            tags=frozenset(entity.tags),
+            annotations=dict(entity.annotations),
+            repos=repos,
+            routes=entity.routes,
+            cost_tags=entity.cost_tags,
+            registered_at=entity.registered_at,
+        )
+        own = services.get(name)
+        if own is None:
+            services[name] = from_catalog
+            teams.add(from_catalog.team)
+            continue
+        changes: dict[str, object] = {"system": entity.system}
+        for fname in ("team", "registered_at", "tags", "repos", "routes", "cost_tags"):
+            mine, theirs = getattr(own, fname), getattr(from_catalog, fname)
+            if fname == "team" and not entity.team:
+                continue
+            if mine in (None, (), frozenset()):
+                changes[fname] = theirs
+            elif theirs not in (None, (), frozenset()) and mine != theirs:
+                conflicts.append(Conflict(name, fname, _fmt(mine), _fmt(theirs), entity.source))
+        annotations = dict(from_catalog.annotations)
+        for key, value in own.annotations.items():
+            if key in annotations and annotations[key] != value:
+                conflicts.append(
+                    Conflict(name, f"annotation {key}", value, annotations[key], entity.source)
+                )
+            annotations[key] = value
+        changes["annotations"] = annotations
+        services[name] = _replace(own, changes)
+    return Catalog(
+        services=dict(sorted(services.items())), teams=frozenset(teams), conflicts=tuple(conflicts)
+    )
+
+
+def _unclaimed_repos(
+    claims: Callable[[str], str | None],
+    name: str,
+    entity: CatalogEntity,
+    conflicts: list[Conflict],
+) -> tuple[str, ...]:
+    """The entity's repos that no other service's ``ci`` refs claim: the config wins a repo."""
+    kept: list[str] = []
+    for repo in entity.repos:
+        owner = claims(repo)
+        if owner is not None and owner != name:
+            conflicts.append(Conflict(name, f"owner of repo {repo}", owner, name, entity.source))
+            continue
+        kept.append(repo)
+    return tuple(kept)
+
+
+def _replace(svc: CatalogService, changes: Mapping[str, object]) -> CatalogService:
+    import dataclasses
+
+    return dataclasses.replace(svc, **changes)  # type: ignore[arg-type]
+
+
+_logged: set[Conflict] = set()
+_logged_lock = threading.Lock()
+
+
+def log_conflicts(conflicts: Iterable[Conflict]) -> int:
+    """Log each conflict the first time this process sees it; return how many were new."""
+    new = 0
+    with _logged_lock:
+        for conflict in conflicts:
+            if conflict not in _logged:
+                _logged.add(conflict)
+                log.warning("%s", conflict.message())
+                new += 1
+    return new
+
+
+def catalog_sources(config: Config) -> frozenset[str]:
+    """The external catalog sources the config enables: only their stored entities count."""
+    backstage = getattr(config.sources, "backstage", None)
+    return frozenset({"backstage"} if backstage is not None and backstage.enabled else ())
+
+
+def load_catalog(config: Config, store: Store) -> Catalog:
+    """The merged catalog from the config and the stored entities of enabled catalog sources.
+
+    Entities stored by a catalog source that has since been removed from the config
+    (or disabled) are ignored, so they leave the metrics with it.
+    """
+    from exporter.domains.catalog import store as catalog_store
+
+    enabled = catalog_sources(config)
+    entities = [e for e in catalog_store.entities(store) if e.source in enabled]
+    catalog = merge(config.services, entities)
+    log_conflicts(catalog.conflicts)
+    return catalog
+
+
+def record_services(config: Config, store: Store, now: float) -> None:
+    """Store the merged catalog's services, so each is counted once when first seen.
+
+    A store without the catalog domain's tables records nothing.
+    """
+    from exporter.core.store import write_records
+    from exporter.domains.delivery.records import CatalogServicesSeen
+
+    catalog = load_catalog(config, store)
+    seen = CatalogServicesSeen(now, tuple((s.name, s.team) for s in catalog.services.values()))
+    try:
+        with store.transaction() as tx:
+            write_records(tx, [seen])
+    except sqlite3.OperationalError:
+        log.debug("no catalog tables in this store; services not recorded")
+
+
+def repo_index(catalog: Catalog) -> dict[str, str]:
+    """``github:owner/repo`` / ``gitlab:group/project`` -> service, for sources that map repos."""
+    out: dict[str, str] = {}
+    for name, svc in catalog.services.items():
+        for repo in svc.repos:
+            out.setdefault(repo.lower(), name)
+    return out
+
+
+def route_index(catalog: Catalog) -> dict[str, str]:
+    """Gateway route (or service) name -> service, for gateway sources that map routes."""
+    out: dict[str, str] = {}
+    for name, svc in catalog.services.items():
+        for route in svc.routes:
+            out.setdefault(route, name)
+    return out

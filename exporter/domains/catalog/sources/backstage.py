@@ -1,0 +1,223 @@
+"""Backstage software catalog: components (services), systems and groups (teams).
+
+Reads ``GET {base_url}/entities/by-query`` with a bearer token, asking only for
+the fields it needs and following ``pageInfo.nextCursor`` until the last page
+(the response is ``{"items": [...], "totalItems": n, "pageInfo": {"nextCursor": ...}}``).
+Each poll reads the whole catalog and commits it as one
+:class:`~exporter.domains.delivery.records.CatalogListing`, so entities that left the catalog
+leave the store in the same transaction, and a poll that fails on any page
+commits nothing. A component's team is the name part of its ``spec.owner``
+ref (or of its system's owner); annotations give its repos, gateway routes,
+cost tags and registration time (keys configurable). Entity names that cannot
+be label values are skipped and logged.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from exporter.config import BackstageSourceConfig, Config
+from exporter.core.errors import MalformedResponse
+from exporter.core.httpclient import send
+from exporter.core.source import PollContext, Source
+from exporter.domains.delivery.records import CatalogEntity, CatalogListing
+
+KINDS = ("component", "system", "group")
+FIELDS = (
+    "kind",
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.tags",
+    "metadata.annotations",
+    "spec.owner",
+    "spec.system",
+    "spec.type",
+    "spec.lifecycle",
+)
+# A runaway cursor chain (an upstream bug) must not keep a poll going forever.
+MAX_PAGES = 10_000
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+def ref_name(ref: Any) -> str:
+    """The name part of an entity ref ``[kind:][namespace/]name``, lower-cased; "" if none."""
+    if not isinstance(ref, str) or not ref.strip():
+        return ""
+    name = ref.strip().split(":", 1)[-1].rsplit("/", 1)[-1]
+    return name.lower()
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _first(annotations: Mapping[str, str], keys: list[str]) -> list[str]:
+    out: list[str] = []
+    for key in keys:
+        value = annotations.get(key)
+        if isinstance(value, str):
+            out.extend(p for p in _split(value) if p not in out)
+    return out
+
+
+def parse_time(value: str) -> float | None:
+    """Unix seconds from an ISO 8601 time with a zone, or a date alone (UTC midnight)."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        if len(text) != 10:
+            return None  # a time without a zone is ambiguous
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+class BackstageSource(Source):
+    """Lists the Backstage catalog; see the module docstring."""
+
+    kind = "backstage"
+
+    def __init__(self, config: Config, settings: BackstageSourceConfig) -> None:
+        super().__init__(config, settings)
+        self.backstage = settings
+
+    def client_options(self) -> dict[str, Any]:
+        headers = {"Accept": "application/json"}
+        if self.backstage.token is not None:
+            headers["Authorization"] = f"Bearer {self.backstage.token.get_secret_value()}"
+        return {"base_url": self.backstage.base_url, "headers": headers}
+
+    async def poll(self, ctx: PollContext) -> None:
+        items: list[Any] = []
+        params: list[tuple[str, str | int]] = [("filter", f"kind={k}") for k in KINDS]
+        params += [("orderField", "metadata.name,asc")]
+        seen: set[str] = set()
+        total: Any = None
+        for _ in range(MAX_PAGES):
+            page_params = [*params, ("limit", self.backstage.page_size)]
+            page_params += [("fields", ",".join(FIELDS))]
+            response = await send(
+                ctx.client,
+                "GET",
+                f"{self.backstage.base_url}/entities/by-query",
+                params=page_params,
+                health=ctx.health,
+                clock=ctx.now,
+            )
+            body = response.json()
+            if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+                raise MalformedResponse("entities/by-query: expected an object with an items list")
+            items.extend(body["items"])
+            total = body.get("totalItems", total)
+            page_info = body.get("pageInfo")
+            cursor = page_info.get("nextCursor") if isinstance(page_info, dict) else None
+            if not cursor:
+                break
+            if not isinstance(cursor, str) or cursor in seen:
+                raise MalformedResponse(
+                    "entities/by-query: pageInfo.nextCursor repeats or is invalid"
+                )
+            seen.add(cursor)
+            # filter and orderField are fixed by the cursor; sending them again is ignored upstream.
+            params = [("cursor", cursor)]
+        else:
+            raise MalformedResponse(f"entities/by-query: more than {MAX_PAGES} pages")
+        if isinstance(total, int) and total != len(items):
+            ctx.log.info(
+                "backstage: totalItems %d but %d entities listed (catalog changed while paging)",
+                total,
+                len(items),
+            )
+        entities = self.parse(items, ctx)
+        ctx.commit([CatalogListing(self.name, ctx.now(), tuple(entities))])
+        ctx.log.debug("backstage: %d entities from %d items", len(entities), len(items))
+
+    def parse(self, items: list[Any], ctx: PollContext) -> list[CatalogEntity]:
+        """Turn raw entities into records; skip (and log) what cannot be used."""
+        systems: dict[tuple[str, str], str] = {}
+        raw: list[tuple[str, str, str, dict[str, Any], dict[str, Any]]] = []
+        skipped: list[str] = []
+        for item in items:
+            if not isinstance(item, dict):
+                raise MalformedResponse("entities/by-query: an item is not an object")
+            kind = str(item.get("kind", "")).lower()
+            meta = item.get("metadata")
+            spec = item.get("spec") or {}
+            if not isinstance(meta, dict) or not isinstance(spec, dict):
+                raise MalformedResponse("entities/by-query: an item has no metadata object")
+            name = str(meta.get("name", "")).lower()
+            namespace = str(meta.get("namespace") or "default").lower()
+            if kind not in KINDS:
+                continue
+            if not _NAME.match(name):
+                skipped.append(f"{kind}:{namespace}/{meta.get('name')}")
+                continue
+            if self.backstage.namespaces and namespace not in self.backstage.namespaces:
+                continue
+            if kind == "system":
+                systems[(namespace, name)] = ref_name(spec.get("owner"))
+            raw.append((kind, namespace, name, meta, spec))
+        if skipped:
+            ctx.log.warning(
+                "backstage: skipped %d entities whose names cannot be label values: %s",
+                len(skipped),
+                ", ".join(sorted(skipped)[:10]),
+            )
+        keys = self.backstage.annotations
+        out: list[CatalogEntity] = []
+        for kind, namespace, name, meta, spec in raw:
+            if kind == "component":
+                ctype = str(spec.get("type", "")).lower()
+                if self.backstage.component_types and ctype not in self.backstage.component_types:
+                    continue
+            annotations = meta.get("annotations") or {}
+            if not isinstance(annotations, dict):
+                annotations = {}
+            annotations = {str(k): str(v) for k, v in annotations.items()}
+            tags = meta.get("tags") or []
+            tags = [str(t).lower() for t in tags] if isinstance(tags, list) else []
+            system = ref_name(spec.get("system")) if kind == "component" else ""
+            team = name if kind == "group" else ref_name(spec.get("owner"))
+            if not team and system:
+                team = systems.get((namespace, system), "")
+            if team and not _NAME.match(team):
+                team = ""
+            repos = [f"github:{r}" for r in _first(annotations, keys.github_repos)]
+            repos += [f"gitlab:{r}" for r in _first(annotations, keys.gitlab_projects)]
+            registered: float | None = None
+            for value in _first(annotations, keys.registered_at)[:1]:
+                registered = parse_time(value)
+                if registered is None:
+                    ctx.log.warning(
+                        "backstage: %s:%s/%s has an unreadable registration time %r",
+                        kind,
+                        namespace,
+                        name,
+                        value,
+                    )
+            out.append(
+                CatalogEntity(
+                    source=self.name,
+                    kind=kind,
+                    namespace=namespace,
+                    name=name,
+                    team=team,
+                    system=system,
+                    type=str(spec.get("type", "")).lower() if kind != "group" else "",
+                    lifecycle=str(spec.get("lifecycle", "")).lower(),
+                    tags=tuple(tags),
+                    annotations=tuple(sorted(annotations.items())),
+                    repos=tuple(repos),
+                    routes=tuple(_first(annotations, keys.gateway_routes)),
+                    cost_tags=tuple(_first(annotations, keys.cost_tags)),
+                    registered_at=registered,
+                )
+            )
+        return out

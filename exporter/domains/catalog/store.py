@@ -1,0 +1,242 @@
+"""Catalog entities read from external service catalogs (Backstage), and platform template use.
+
+A source hands over a :class:`~exporter.domains.delivery.records.CatalogListing`, the whole
+catalog as it is now. The writer upserts every listed entity and deletes that
+source's entities that are no longer listed, in the same transaction, so an
+entity removed upstream drops out of every KPI on the next refresh. The first
+time an entity was seen is kept across updates.
+
+CI sources hand over :class:`~exporter.domains.delivery.records.TemplateUse` records (which
+workflow files, reusable workflows or includes a service's runs used); only the
+latest use of each is kept, which is what template adoption is judged on.
+
+The daemon hands over :class:`~exporter.domains.delivery.records.CatalogServicesSeen` (the merged
+catalog's services) at start and after each catalog poll; a service is
+registered, and counted, the first time it appears.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+
+from exporter.core.store import Store, Tx
+from exporter.domains.delivery.records import (
+    CatalogEntity,
+    CatalogListing,
+    CatalogServicesSeen,
+    TemplateUse,
+)
+from exporter.store import register_domain
+
+MIGRATIONS = (
+    """
+    CREATE TABLE catalog_entities (
+        source TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        namespace TEXT NOT NULL,
+        name TEXT NOT NULL,
+        team TEXT NOT NULL,
+        system TEXT NOT NULL,
+        type TEXT NOT NULL,
+        lifecycle TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        annotations TEXT NOT NULL,
+        repos TEXT NOT NULL,
+        routes TEXT NOT NULL,
+        cost_tags TEXT NOT NULL,
+        registered_at REAL,
+        first_seen REAL NOT NULL,
+        PRIMARY KEY (source, kind, namespace, name)
+    );
+    CREATE TABLE catalog_listings (
+        source TEXT PRIMARY KEY,
+        listed_at REAL NOT NULL,
+        entities INTEGER NOT NULL
+    );
+    """,
+    """
+    CREATE TABLE template_uses (
+        service TEXT NOT NULL,
+        source TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        ref TEXT NOT NULL,
+        last_at REAL NOT NULL,
+        PRIMARY KEY (service, source, kind, ref)
+    );
+    CREATE INDEX template_uses_last ON template_uses (last_at);
+    """,
+    """
+    CREATE TABLE catalog_registrations (
+        service TEXT PRIMARY KEY,
+        team TEXT NOT NULL,
+        first_seen REAL NOT NULL
+    );
+    """,
+)
+# Services counted once, when the merged catalog first held them (by their team then).
+REGISTERED_TOTAL = "platform_catalog_services_registered_total"
+
+_COLUMNS = (
+    "source",
+    "kind",
+    "namespace",
+    "name",
+    "team",
+    "system",
+    "type",
+    "lifecycle",
+    "tags",
+    "annotations",
+    "repos",
+    "routes",
+    "cost_tags",
+    "registered_at",
+)
+
+
+def _row(e: CatalogEntity) -> dict[str, object]:
+    return {
+        "source": e.source,
+        "kind": e.kind,
+        "namespace": e.namespace,
+        "name": e.name,
+        "team": e.team,
+        "system": e.system,
+        "type": e.type,
+        "lifecycle": e.lifecycle,
+        "tags": json.dumps(list(e.tags)),
+        "annotations": json.dumps(dict(e.annotations), sort_keys=True),
+        "repos": json.dumps(list(e.repos)),
+        "routes": json.dumps(list(e.routes)),
+        "cost_tags": json.dumps(list(e.cost_tags)),
+        "registered_at": e.registered_at,
+    }
+
+
+def write(tx: Tx, listings: Sequence[CatalogListing]) -> None:
+    """Replace each listing's source's entities with the listed ones."""
+    for listing in listings:
+        keep: set[tuple[str, str, str]] = set()
+        for entity in listing.entities:
+            if entity.source != listing.source:
+                raise ValueError(f"entity {entity.key} listed by source {listing.source}")
+            keep.add((entity.kind, entity.namespace, entity.name))
+            row = _row(entity)
+            updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[4:])
+            # first_seen is set on insert only: an update keeps when we first saw it.
+            tx.execute(
+                f"INSERT INTO catalog_entities ({', '.join(row)}, first_seen) "
+                f"VALUES ({', '.join('?' for _ in row)}, ?) "
+                f"ON CONFLICT (source, kind, namespace, name) DO UPDATE SET {updates}",
+                (*row.values(), listing.listed_at),
+            )
+        for kind, namespace, name in tx.execute(
+            "SELECT kind, namespace, name FROM catalog_entities WHERE source = ?",
+            (listing.source,),
+        ).fetchall():
+            if (kind, namespace, name) not in keep:
+                tx.execute(
+                    "DELETE FROM catalog_entities WHERE source = ? AND kind = ? AND namespace = ? "
+                    "AND name = ?",
+                    (listing.source, kind, namespace, name),
+                )
+        tx.execute(
+            "INSERT INTO catalog_listings (source, listed_at, entities) VALUES (?, ?, ?) "
+            "ON CONFLICT (source) DO UPDATE SET listed_at = excluded.listed_at, "
+            "entities = excluded.entities",
+            (listing.source, listing.listed_at, len(listing.entities)),
+        )
+
+
+def write_template_uses(tx: Tx, uses: Sequence[TemplateUse]) -> None:
+    """Keep the latest use of each (service, source, kind, ref); replays change nothing."""
+    for u in uses:
+        tx.execute(
+            "INSERT INTO template_uses (service, source, kind, ref, last_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (service, source, kind, ref) DO UPDATE SET "
+            "last_at = max(last_at, excluded.last_at)",
+            (u.service, u.source, u.kind, u.ref[:300], u.at),
+        )
+
+
+def write_services_seen(tx: Tx, batch: Sequence[CatalogServicesSeen]) -> None:
+    """Register the services never seen before and count each once; later sightings,
+    a removal and a return included, change nothing."""
+    known = {str(r[0]) for r in tx.execute("SELECT service FROM catalog_registrations")}
+    for seen in batch:
+        for name, team in seen.services:
+            if name in known:
+                continue
+            known.add(name)
+            tx.insert_new(
+                "catalog_registrations", {"service": name, "team": team, "first_seen": seen.seen_at}
+            )
+            tx.incr(REGISTERED_TOTAL, {"team": team})
+
+
+def template_uses(store: Store, since: float) -> list[tuple[str, str, str, float]]:
+    """(service, kind, ref, last use) for definitions last used after ``since``, over sources."""
+    try:
+        rows = store.query(
+            "SELECT service, kind, ref, MAX(last_at) FROM template_uses WHERE last_at > ? "
+            "GROUP BY service, kind, ref",
+            (since,),
+        )
+    except sqlite3.OperationalError:
+        return []
+    return [(str(r[0]), str(r[1]), str(r[2]), float(r[3])) for r in rows]
+
+
+def entities(store: Store) -> list[CatalogEntity]:
+    """Every stored entity, ordered by source, kind, namespace and name.
+
+    A store opened without this domain's tables has no entities.
+    """
+    try:
+        rows = store.query(
+            f"SELECT {', '.join(_COLUMNS)} FROM catalog_entities "
+            "ORDER BY source, kind, namespace, name"
+        )
+    except sqlite3.OperationalError:
+        return []
+    return [
+        CatalogEntity(
+            source=str(r["source"]),
+            kind=str(r["kind"]),
+            namespace=str(r["namespace"]),
+            name=str(r["name"]),
+            team=str(r["team"]),
+            system=str(r["system"]),
+            type=str(r["type"]),
+            lifecycle=str(r["lifecycle"]),
+            tags=tuple(json.loads(r["tags"])),
+            annotations=tuple(sorted(json.loads(r["annotations"]).items())),
+            repos=tuple(json.loads(r["repos"])),
+            routes=tuple(json.loads(r["routes"])),
+            cost_tags=tuple(json.loads(r["cost_tags"])),
+            registered_at=None if r["registered_at"] is None else float(r["registered_at"]),
+        )
+        for r in rows
+    ]
+
+
+def listings(store: Store) -> dict[str, tuple[float, int]]:
+    """When each catalog source last listed its catalog, and how many entities it held."""
+    try:
+        rows = store.query("SELECT source, listed_at, entities FROM catalog_listings")
+    except sqlite3.OperationalError:
+        return {}
+    return {str(r[0]): (float(r[1]), int(r[2])) for r in rows}
+
+
+register_domain(
+    "catalog",
+    MIGRATIONS,
+    {
+        CatalogListing: write,
+        TemplateUse: write_template_uses,
+        CatalogServicesSeen: write_services_seen,
+    },
+)

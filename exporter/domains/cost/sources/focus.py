@@ -1,0 +1,203 @@
+"""FOCUS billing exports: every file under the configured paths and URLs.
+
+Each file is one origin: its rows are allocated and summed per UTC day (see
+:mod:`exporter.domains.cost.sources.focus_reader`) and replace what the file said before. A
+file is read again only when it changed: local files by size and modification
+time, URLs by conditional GET (``ETag`` / ``Last-Modified``; a 304 reads
+nothing). A change in the allocation rules re-reads every file once. Parsing
+runs in a worker thread so the scheduler keeps running. A file that is not
+FOCUS at all is reported and makes the poll fail after the other files are
+committed; a malformed row only skips that row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import httpx
+
+from exporter.config import Config, FocusSourceConfig
+from exporter.core.errors import (
+    AuthError,
+    MalformedResponse,
+    SourceError,
+    UpstreamStatusError,
+    classify,
+)
+from exporter.core.source import PollContext, Source
+from exporter.domains.cost import store as cost_store
+from exporter.domains.cost.allocation import allocator_for, current_allocator
+from exporter.domains.cost.sources.focus_reader import (
+    FocusFormatError,
+    iter_export_files,
+    read_file,
+)
+from exporter.domains.delivery.records import CostContribution
+
+
+class MissingPath(SourceError):
+    """A configured export path does not exist (yet): a deployment problem."""
+
+    reason = "config"
+
+
+class FocusSource(Source):
+    """Reads FOCUS export files; see the module docstring."""
+
+    kind = "focus"
+
+    def __init__(self, config: Config, settings: FocusSourceConfig) -> None:
+        super().__init__(config, settings)
+        self.focus: FocusSourceConfig = settings
+        self.allocator = allocator_for(config)
+        self._url_error: SourceError | None = None
+
+    def files(self) -> list[Path]:
+        """Every export file the configured paths name, each once."""
+        found: dict[str, Path] = {}
+        for entry in self.focus.paths:
+            path = Path(entry)
+            if any(ch in entry for ch in "*?["):
+                candidates = [Path(p) for p in sorted(glob.glob(entry, recursive=True))]
+            elif path.is_dir():
+                candidates = list(iter_export_files(path))
+            else:
+                candidates = [path]
+            for c in candidates:
+                if c.is_file():
+                    found.setdefault(str(c.resolve()), c)
+        return [found[k] for k in sorted(found)]
+
+    def _signature(self, content: str) -> str:
+        return f"{content}|alloc={self.allocator.fingerprint}|provider={self.focus.provider or ''}"
+
+    async def poll(self, ctx: PollContext) -> None:
+        # Rules can come from an external catalog too, which changes between polls.
+        self.allocator = current_allocator(self.config, ctx.store)
+        known = cost_store.origins(ctx.store, self.name)
+        bad: list[str] = []
+        # The first URL failure that is not about file contents decides the error reason.
+        self._url_error = None
+        for path in self.files():
+            st = path.stat()
+            signature = self._signature(f"{st.st_size}:{st.st_mtime_ns}")
+            origin = str(path.resolve())
+            if known.get(origin, ("", False))[0] == signature:
+                continue
+            problem = await self._ingest(ctx, path, origin, signature)
+            if problem:
+                bad.append(problem)
+        for url in self.focus.urls:
+            problem = await self._fetch(ctx, url, known)
+            if problem:
+                bad.append(problem)
+        missing = [
+            p for p in self.focus.paths if not any(ch in p for ch in "*?[") and not Path(p).exists()
+        ]
+        if bad:
+            message = "; ".join(bad + [f"path not found: {p}" for p in missing])
+            if self._url_error is not None:
+                self._url_error.args = (message,)
+                raise self._url_error
+            raise MalformedResponse(message)
+        if missing:
+            raise MissingPath(f"path(s) not found: {', '.join(missing)}")
+
+    async def _ingest(
+        self, ctx: PollContext, path: Path, origin: str, signature: str
+    ) -> str | None:
+        try:
+            result = await asyncio.to_thread(
+                read_file, path, self.allocator, self.focus.provider, origin
+            )
+        except FocusFormatError as exc:
+            ctx.log.error("%s", exc)
+            return str(exc)
+        except OSError as exc:
+            ctx.log.error("cannot read %s: %s", path, exc)
+            return f"cannot read {path}: {exc.strerror}"
+        ctx.commit(
+            [
+                CostContribution(
+                    source=self.name,
+                    origin=origin,
+                    signature=signature,
+                    days=tuple(result.days),
+                    final=False,
+                    rows_read=result.rows_read,
+                    rows_rejected=result.rows_rejected,
+                )
+            ]
+        )
+        ctx.log.info(
+            "read %s: %d rows, %d rejected, %d day/service sums",
+            origin,
+            result.rows_read,
+            result.rows_rejected,
+            len(result.days),
+        )
+        return None
+
+    async def _fetch(
+        self, ctx: PollContext, url: str, known: dict[str, tuple[str, bool]]
+    ) -> str | None:
+        cursor = ctx.cursor(f"url:{url}")
+        validators = json.loads(cursor) if cursor else {}
+        headers: dict[str, str] = {}
+        stored = known.get(url, ("", False))[0]
+        # Validators only count if the stored contribution was made under today's rules.
+        if stored.endswith(self._signature("")) and validators:
+            if validators.get("etag"):
+                headers["If-None-Match"] = validators["etag"]
+            if validators.get("last_modified"):
+                headers["If-Modified-Since"] = validators["last_modified"]
+        tmp = tempfile.NamedTemporaryFile(prefix="focus-", delete=False)  # noqa: SIM115
+        try:
+            digest = hashlib.sha256()
+            async with ctx.client.stream("GET", url, headers=headers) as response:
+                if response.status_code == 304:
+                    return None
+                if response.status_code != 200:
+                    body = (await response.aread())[:200].decode(errors="replace")
+                    problem = f"GET {url}: HTTP {response.status_code}: {body}"
+                    if self._url_error is None:
+                        self._url_error = (
+                            AuthError(problem)
+                            if response.status_code in (401, 403)
+                            else UpstreamStatusError(problem, response.status_code)
+                        )
+                    return problem
+                async for chunk in response.aiter_bytes(1 << 20):
+                    tmp.write(chunk)
+                    digest.update(chunk)
+                etag = response.headers.get("ETag", "")
+                modified = response.headers.get("Last-Modified", "")
+            tmp.close()
+            signature = self._signature(f"sha256:{digest.hexdigest()}")
+            if stored == signature:
+                return None
+            failed = await self._ingest(ctx, Path(tmp.name), url, signature)
+            if failed is None:
+                with ctx.store.transaction() as tx:
+                    tx.set_cursor(
+                        self.name,
+                        f"url:{url}",
+                        json.dumps({"etag": etag, "last_modified": modified}),
+                    )
+            return failed
+        except httpx.HTTPError as exc:
+            problem = f"GET {url}: {exc.__class__.__name__}: {exc}"
+            if self._url_error is None:
+                err = UpstreamStatusError(problem, 503)
+                err.reason = classify(exc)
+                self._url_error = err
+            return problem
+        finally:
+            tmp.close()
+            os.unlink(tmp.name)

@@ -1,0 +1,218 @@
+"""Billing data: allocated daily cost per origin, request totals per day, and paid API calls.
+
+Cost is kept as one row per (origin, day, service, team, provider, category,
+currency), where an origin is one export file or one (account, day) answer of a
+cost API. A :class:`~exporter.domains.delivery.records.CostContribution` replaces everything its
+origin said before, in one transaction, so a re-read file or a re-queried day
+never double-counts. Paid API calls are recorded per UTC day as they happen,
+so a restart knows how much of the daily cap is spent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from exporter.core.store import Store, Tx
+from exporter.domains.delivery.records import CostContribution, RequestTotal
+from exporter.store import register_domain
+
+MIGRATIONS = (
+    """
+    CREATE TABLE cost_origins (
+        source TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        final INTEGER NOT NULL,
+        rows_read INTEGER NOT NULL,
+        rows_rejected INTEGER NOT NULL,
+        PRIMARY KEY (source, origin)
+    );
+    CREATE TABLE cost_daily (
+        source TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        day TEXT NOT NULL,
+        service TEXT NOT NULL,
+        team TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        category TEXT NOT NULL,
+        currency TEXT NOT NULL,
+        billed REAL NOT NULL,
+        effective REAL NOT NULL,
+        lines INTEGER NOT NULL,
+        PRIMARY KEY (source, origin, day, service, team, provider, category, currency)
+    );
+    CREATE INDEX cost_daily_day ON cost_daily (day);
+    CREATE TABLE cost_coverage (
+        source TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        day TEXT NOT NULL,
+        PRIMARY KEY (source, origin, day)
+    );
+    CREATE TABLE cost_request_totals (
+        service TEXT NOT NULL,
+        day TEXT NOT NULL,
+        requests REAL NOT NULL,
+        source TEXT NOT NULL,
+        PRIMARY KEY (service, day)
+    );
+    CREATE TABLE cost_paid_calls (
+        source TEXT NOT NULL,
+        day TEXT NOT NULL,
+        calls INTEGER NOT NULL,
+        PRIMARY KEY (source, day)
+    );
+    """,
+)
+
+PAID_CALLS_TOTAL = "platform_exporter_paid_api_calls_total"
+ROWS_REJECTED_TOTAL = "platform_exporter_cost_rows_rejected_total"
+
+CostRow = tuple[str, str, str, str, str, str, float]
+
+
+def write_contributions(tx: Tx, batch: Sequence[CostContribution]) -> None:
+    """Replace each origin's rows with the new contribution."""
+    for c in batch:
+        outcome = tx.upsert(
+            "cost_origins",
+            {
+                "source": c.source,
+                "origin": c.origin,
+                "signature": c.signature,
+                "final": int(c.final),
+                "rows_read": c.rows_read,
+                "rows_rejected": c.rows_rejected,
+            },
+            key=("source", "origin"),
+        )
+        if outcome == "unchanged":
+            continue
+        if c.rows_rejected:
+            tx.incr(ROWS_REJECTED_TOTAL, {"source": c.source}, c.rows_rejected)
+        tx.execute("DELETE FROM cost_daily WHERE source = ? AND origin = ?", (c.source, c.origin))
+        tx.execute(
+            "DELETE FROM cost_coverage WHERE source = ? AND origin = ?", (c.source, c.origin)
+        )
+        merged: dict[tuple[str, ...], list[float]] = {}
+        for d in c.days:
+            k = (d.day, d.service, d.team, d.provider, d.category, d.currency)
+            acc = merged.setdefault(k, [0.0, 0.0, 0.0])
+            acc[0] += d.billed
+            acc[1] += d.effective
+            acc[2] += d.lines
+        tx.conn.executemany(
+            "INSERT INTO cost_daily (source, origin, day, service, team, provider, category, "
+            "currency, billed, effective, lines) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(c.source, c.origin, *k, v[0], v[1], int(v[2])) for k, v in merged.items()],
+        )
+        covered = set(c.covered_days) | {k[0] for k in merged}
+        tx.conn.executemany(
+            "INSERT INTO cost_coverage (source, origin, day) VALUES (?, ?, ?)",
+            [(c.source, c.origin, day) for day in sorted(covered)],
+        )
+
+
+def write_request_totals(tx: Tx, batch: Sequence[RequestTotal]) -> None:
+    for r in batch:
+        tx.upsert(
+            "cost_request_totals",
+            {"service": r.service, "day": r.day, "requests": r.requests, "source": r.source},
+            key=("service", "day"),
+        )
+
+
+def count_paid_call(tx: Tx, source: str, day: str) -> None:
+    """One paid upstream request made on UTC ``day``: for the daily cap and the counter."""
+    tx.execute(
+        "INSERT INTO cost_paid_calls (source, day, calls) VALUES (?, ?, 1) "
+        "ON CONFLICT (source, day) DO UPDATE SET calls = calls + 1",
+        (source, day),
+    )
+    tx.incr(PAID_CALLS_TOTAL, {"source": source})
+
+
+def paid_calls_on(store: Store, source: str, day: str) -> int:
+    row = store.query_one(
+        "SELECT calls FROM cost_paid_calls WHERE source = ? AND day = ?", (source, day)
+    )
+    return int(row[0]) if row else 0
+
+
+def origins(store: Store, source: str) -> dict[str, tuple[str, bool]]:
+    """Each stored origin of ``source``: (signature, final)."""
+    rows = store.query(
+        "SELECT origin, signature, final FROM cost_origins WHERE source = ?", (source,)
+    )
+    return {str(r[0]): (str(r[1]), bool(r[2])) for r in rows}
+
+
+def _only(sources: Sequence[str] | None) -> tuple[str, list[str]]:
+    if sources is None:
+        return "", []
+    return f" AND source IN ({', '.join('?' for _ in sources)})", list(sources)
+
+
+def daily_costs(
+    store: Store,
+    first_day: str,
+    last_day: str,
+    amount: Literal["effective", "billed"],
+    sources: Sequence[str] | None = None,
+) -> list[CostRow]:
+    """(day, service, team, provider, category, currency, amount) summed over origins
+    (of ``sources`` only, if given: a source removed from the config no longer counts)."""
+    column = "effective" if amount == "effective" else "billed"
+    where, params = _only(sources)
+    rows = store.query(
+        f"SELECT day, service, team, provider, category, currency, SUM({column}) "
+        f"FROM cost_daily WHERE day >= ? AND day <= ?{where} "
+        "GROUP BY day, service, team, provider, category, currency",
+        (first_day, last_day, *params),
+    )
+    return [
+        (str(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]), float(r[6]))
+        for r in rows
+    ]
+
+
+def newest_days(
+    store: Store, before_day: str, sources: Sequence[str] | None = None
+) -> dict[str, str]:
+    """The newest covered day before ``before_day`` (exclusive), per source."""
+    where, params = _only(sources)
+    rows = store.query(
+        f"SELECT source, MAX(day) FROM cost_coverage WHERE day < ?{where} GROUP BY source",
+        (before_day, *params),
+    )
+    return {str(r[0]): str(r[1]) for r in rows if r[1] is not None}
+
+
+def oldest_days(store: Store, sources: Sequence[str] | None = None) -> dict[str, str]:
+    """The oldest covered day per source: where its history starts."""
+    where, params = _only(sources)
+    rows = store.query(
+        f"SELECT source, MIN(day) FROM cost_coverage WHERE 1 = 1{where} GROUP BY source",
+        tuple(params),
+    )
+    return {str(r[0]): str(r[1]) for r in rows if r[1] is not None}
+
+
+def request_totals(store: Store, first_day: str, last_day: str) -> dict[tuple[str, str], float]:
+    """Requests per (service, day) read by this domain's own request-totals source."""
+    rows = store.query(
+        "SELECT service, day, requests FROM cost_request_totals WHERE day >= ? AND day <= ?",
+        (first_day, last_day),
+    )
+    return {(str(r[0]), str(r[1])): float(r[2]) for r in rows}
+
+
+def request_days(store: Store) -> set[str]:
+    return {str(r[0]) for r in store.query("SELECT DISTINCT day FROM cost_request_totals")}
+
+
+register_domain(
+    "cost",
+    MIGRATIONS,
+    {CostContribution: write_contributions, RequestTotal: write_request_totals},
+)

@@ -1,0 +1,259 @@
+"""What the CI/CD sources (GitHub, GitLab, Jenkins) share: JSON cursors, pages, time parsing.
+
+Each repo (project, job) is synced as one unit: its pages are read to the end,
+then its records and its cursors are committed in one transaction. A failure
+part-way through a repo commits nothing of it; repos committed before stay, so
+a restart in the middle of a backfill resumes with the next repo and nothing is
+counted twice. The first failure stops the poll from starting further repos
+(a bad token or a dead upstream is not hammered once per repo).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from abc import abstractmethod
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from exporter.config import Config, SourceConfig
+from exporter.core.errors import AuthError, MalformedResponse, RateLimited
+from exporter.core.httpclient import conditional_get, send
+from exporter.core.source import PollContext, Source
+from exporter.domains.delivery.records import Commit, Deployment
+
+
+def parse_time(value: Any) -> float:
+    """Unix seconds from an ISO 8601 timestamp (``Z`` or an offset)."""
+    if not isinstance(value, str) or not value:
+        raise MalformedResponse(f"expected an ISO 8601 timestamp, got {value!r}")
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise MalformedResponse(f"invalid timestamp {value!r}") from None
+
+
+def parse_time_or_none(value: Any) -> float | None:
+    return None if value in (None, "") else parse_time(value)
+
+
+def body_of(response: httpx.Response) -> Any:
+    """The JSON body, or :class:`MalformedResponse` naming the URL."""
+    try:
+        return response.json()
+    except ValueError as exc:
+        url = response.request.url.copy_with(query=None)
+        raise MalformedResponse(f"invalid JSON from {url}: {exc}") from None
+
+
+def load_state(ctx: PollContext, name: str) -> dict[str, Any]:
+    raw = ctx.cursor(name)
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def dump_state(state: dict[str, Any]) -> str:
+    return json.dumps(state, sort_keys=True, separators=(",", ":"))
+
+
+def malformed(where: str, exc: Exception) -> MalformedResponse:
+    return MalformedResponse(f"unexpected {where} body: {type(exc).__name__}: {exc}")
+
+
+async def run_units(units: Iterable[Callable[[], Awaitable[None]]], concurrency: int) -> None:
+    """Run repo syncs with bounded concurrency; stop starting new ones after a failure.
+
+    Re-raises the first failure once the ones in flight have ended.
+    """
+    limit = asyncio.Semaphore(concurrency)
+    failed: list[BaseException] = []
+
+    async def guarded(unit: Callable[[], Awaitable[None]]) -> None:
+        async with limit:
+            if failed:
+                return
+            try:
+                await unit()
+            except Exception as exc:
+                failed.append(exc)
+
+    await asyncio.gather(*(guarded(u) for u in units))
+    if failed:
+        raise failed[0]
+
+
+class CicdSource(Source):
+    """What the GitHub, GitLab and Jenkins sources share around their own reading.
+
+    Units (repos, projects, jobs) come from :meth:`units` and are synced by
+    :meth:`sync_unit`, ``concurrency`` at a time, each in its own transaction (see
+    the module doc). A credentials error stops the source until restart: retrying
+    a bad token only burns the upstream's patience. A ``Retry-After`` longer than
+    one poll may wait pauses the source until then, without calling.
+    """
+
+    # The shared retry policy's knobs; tests make them fast.
+    attempts = 4
+    backoff = 0.5
+    max_retry_after = 60.0
+
+    def __init__(self, config: Config, settings: SourceConfig, *, concurrency: int) -> None:
+        super().__init__(config, settings)
+        self.rules = config.delivery
+        self.concurrency = concurrency
+        # The config's exact refs of this kind: read whether or not an org lists them.
+        self.explicit: dict[str, str] = {
+            ref.pattern: svc.name
+            for svc in config.services
+            for ref in svc.ci
+            if ref.kind == self.kind and not ref.is_pattern
+        }
+        self._auth_failure: AuthError | None = None
+        self._blocked_until = 0.0
+
+    @abstractmethod
+    async def units(self, ctx: PollContext) -> dict[str, str]:
+        """This poll's units (repo, project or job name) and the service of each."""
+
+    @abstractmethod
+    async def sync_unit(self, ctx: PollContext, name: str, service: str) -> None:
+        """Read one unit and commit its records and cursors in one transaction."""
+
+    async def poll(self, ctx: PollContext) -> None:
+        if self._auth_failure is not None:
+            raise AuthError(
+                f"stopped after a credentials error; fix it and restart: {self._auth_failure}"
+            )
+        if ctx.now() < self._blocked_until:
+            raise RateLimited(
+                f"rate limited until {self._blocked_until:.0f} (Retry-After); not calling",
+                self._blocked_until - ctx.now(),
+            )
+        try:
+            units = await self.units(ctx)
+            await run_units(
+                [self._unit(ctx, name, service) for name, service in sorted(units.items())],
+                self.concurrency,
+            )
+        except AuthError as exc:
+            self._auth_failure = exc
+            raise
+        except RateLimited as exc:
+            if exc.retry_after:
+                self._blocked_until = ctx.now() + exc.retry_after
+            raise
+
+    async def get(
+        self,
+        ctx: PollContext,
+        url: str,
+        params: dict[str, Any] | None = None,
+        *,
+        ok: Iterable[int] = (200,),
+    ) -> httpx.Response:
+        """GET under the shared retry policy, with this source's knobs."""
+        return await send(
+            ctx.client,
+            "GET",
+            url,
+            params=params,
+            ok=ok,
+            attempts=self.attempts,
+            backoff=self.backoff,
+            max_retry_after=self.max_retry_after,
+            health=ctx.health,
+            clock=ctx.now,
+        )
+
+    async def get_if_changed(
+        self, ctx: PollContext, url: str, etag: str | None, params: dict[str, Any] | None = None
+    ) -> httpx.Response:
+        """A conditional GET (``If-None-Match: etag``) under the same policy: 200 or 304."""
+        return await conditional_get(
+            ctx.client,
+            url,
+            etag,
+            params=params,
+            attempts=self.attempts,
+            backoff=self.backoff,
+            max_retry_after=self.max_retry_after,
+            health=ctx.health,
+            clock=ctx.now,
+        )
+
+    async def get_json_or_none(
+        self, ctx: PollContext, url: str, params: dict[str, Any] | None = None
+    ) -> Any:
+        """The JSON body of a GET, or None when it is 404."""
+        response = await self.get(ctx, url, params, ok=(200, 404))
+        return None if response.status_code == 404 else body_of(response)
+
+    def _unit(self, ctx: PollContext, name: str, service: str) -> Callable[[], Awaitable[None]]:
+        async def sync() -> None:
+            await self.sync_unit(ctx, name, service)
+
+        return sync
+
+
+def repo_mapper(ctx: PollContext, config: Any, kind: str) -> Callable[[str], str | None]:
+    """Repo name -> service: the config's ``ci`` refs first, then the merged catalog's
+    repos (e.g. Backstage ``github.com/project-slug`` annotations), including services
+    only the external catalog lists. The catalog is read once, on the first lookup the
+    config does not answer."""
+    from exporter.core.catalog import load_catalog, repo_index
+
+    index: dict[str, str] | None = None
+
+    def service_of(name: str) -> str | None:
+        nonlocal index
+        service: str | None = config.service_of_repo(kind, name)
+        if service is not None:
+            return service
+        if index is None:
+            index = repo_index(load_catalog(config, ctx.store))
+        return index.get(f"{kind}:{name}".lower())
+
+    return service_of
+
+
+def off_branch_deployments(
+    ctx: PollContext, service: str, records: Sequence[Any], known: set[str]
+) -> Iterator[tuple[Deployment, str]]:
+    """New successful production deployments in ``records`` of a commit that neither
+    ``known`` (updated by the caller as it learns commits) nor the store holds: made
+    off the default branch (a hotfix). Each comes with the commit of the service's
+    previous successful production deployment, to compare it with."""
+    batch = [r for r in records if isinstance(r, Deployment)]
+    known.update(r.sha for r in records if isinstance(r, Commit))
+    for dep in batch:
+        if not (dep.production and dep.status == "success") or dep.finished_at is None:
+            continue
+        if dep.sha in known or ctx.store.query_one(
+            "SELECT 1 FROM commits WHERE service = ? AND sha = ?", (service, dep.sha)
+        ):
+            continue
+        before = [
+            (d.finished_at, d.sha)
+            for d in batch
+            if d.production
+            and d.status == "success"
+            and d.finished_at is not None
+            and d.finished_at < dep.finished_at
+        ]
+        row = ctx.store.query_one(
+            "SELECT finished_at, sha FROM deployments WHERE service = ? AND production = 1 "
+            "AND status = 'success' AND finished_at < ? ORDER BY finished_at DESC LIMIT 1",
+            (service, dep.finished_at),
+        )
+        if row is not None:
+            before.append((float(row[0]), str(row[1])))
+        if before:
+            yield dep, max(before)[1]

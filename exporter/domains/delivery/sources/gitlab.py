@@ -1,0 +1,523 @@
+"""GitLab (gitlab.com or self-managed): pipelines, deployments, commits and incidents.
+
+Per project (resolved once from its path to its numeric id):
+
+* ``/projects/:id/pipelines?updated_after=<cursor>&order_by=updated_at&sort=asc``:
+  each newly finished pipeline is read once more (``/pipelines/:id``) for its
+  ``started_at``, ``duration`` and ``queued_duration``, and becomes a
+  :class:`PipelineRun`; a pipeline still running will be updated later, so the
+  ``updated_at`` cursor brings it back;
+* ``/projects/:id/deployments?updated_after=<cursor>&order_by=updated_at&sort=asc``:
+  deployments per environment (``success`` / ``failed`` finish them);
+* ``/projects/:id/repository/commits?ref_name=<default branch>&since=<cursor>``
+  with ``parent_ids``, for lead time;
+* ``/projects/:id/merge_requests?state=merged&target_branch=<default branch>&
+  updated_after=<cursor>&order_by=updated_at``, and for each merge request first
+  seen merged, once, ``/merge_requests/:iid/commits``: the commits a squash
+  replaced (lead time counts from them) and those the ``since``-bounded history
+  missed (a branch committed before the cursor);
+* ``/projects/:id/repository/compare?from=<previous>&to=<deployed>`` for a new
+  production deployment of a commit the default branch's history does not hold
+  (a hotfix branch);
+* ``/projects/:id/issues?issue_type=incident`` and ``?labels=<incident_label>``:
+  incidents, linked to a deployment by a root-cause commit in their description
+  (``delivery.incident_root_cause``).
+
+Offset pages follow ``X-Next-Page``; the group project list uses keyset
+pagination (``pagination=keyset&order_by=id``, ``Link rel="next"``). Each
+request sends ``If-None-Match`` with the ETag of the same URL's last answer;
+the ``RateLimit-*`` headers feed the host's token bucket and the budget metric.
+Auth is the ``PRIVATE-TOKEN`` header; a ``401`` stops the source until restart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from exporter.config import Config, GitLabSourceConfig
+from exporter.core.clock import utc_datetime
+from exporter.core.errors import MalformedResponse
+from exporter.core.source import PollContext
+from exporter.domains.delivery import store as store
+from exporter.domains.delivery.records import (
+    Commit,
+    Deployment,
+    Incident,
+    MergeRequest,
+    PipelineRun,
+    TemplateUse,
+)
+from exporter.domains.delivery.sources.common import (
+    CicdSource,
+    body_of,
+    dump_state,
+    load_state,
+    malformed,
+    off_branch_deployments,
+    parse_time,
+    parse_time_or_none,
+    repo_mapper,
+)
+
+PER_PAGE = 100
+_FINISHED = {
+    "success": "success",
+    "failed": "failure",
+    "canceled": "cancelled",
+    "skipped": "skipped",
+}
+_DEPLOY_FINISHED = {"success": "success", "failed": "failure"}
+
+
+def _iso(t: float) -> str:
+    return utc_datetime(t).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _updated_since(since: str, **extra: Any) -> dict[str, Any]:
+    """List parameters for what changed since the cursor, oldest change first."""
+    return {
+        "updated_after": since,
+        "order_by": "updated_at",
+        "sort": "asc",
+        "per_page": PER_PAGE,
+        **extra,
+    }
+
+
+class GitLabSource(CicdSource):
+    """Reads the catalog's GitLab projects; see the module docstring."""
+
+    kind = "gitlab"
+
+    def __init__(self, config: Config, settings: GitLabSourceConfig) -> None:
+        super().__init__(config, settings, concurrency=settings.concurrency)
+        self.gl = settings
+
+    @property
+    def active(self) -> bool:
+        return bool(self.explicit or self.gl.groups)
+
+    def client_options(self) -> dict[str, Any]:
+        headers: dict[str, str] = {}
+        if self.gl.token is not None:
+            headers["PRIVATE-TOKEN"] = self.gl.token.get_secret_value()
+        return {
+            "base_url": self.gl.base_url.rstrip("/") + "/api/v4",
+            "headers": headers,
+            "rate": self.gl.requests_per_second,
+            "reserve": self.gl.rate_limit_reserve,
+            "max_connections": self.gl.concurrency,
+        }
+
+    async def _pages(
+        self, ctx: PollContext, url: str, params: dict[str, Any], etag: str | None
+    ) -> tuple[list[Any], str | None]:
+        """Every item of an offset-paginated list (following ``X-Next-Page``), and the
+        first page's ETag; ([], etag) when the first page is unchanged."""
+        response = await self.get_if_changed(ctx, url, etag, params)
+        if response.status_code == 304:
+            return [], etag
+        first_etag = response.headers.get("ETag")
+        items: list[Any] = []
+        while True:
+            body = body_of(response)
+            if not isinstance(body, list):
+                raise MalformedResponse(f"expected a JSON list from {url}")
+            items.extend(body)
+            next_page = response.headers.get("X-Next-Page", "").strip()
+            if not next_page:
+                return items, first_etag
+            response = await self.get(ctx, url, {**params, "page": next_page})
+
+    async def units(self, ctx: PollContext) -> dict[str, str]:
+        projects = dict(self.explicit)
+        service_of = repo_mapper(ctx, self.config, "gitlab")
+        for group in self.gl.groups:
+            url: str | None = f"/groups/{quote(group.name, safe='')}/projects"
+            params: dict[str, Any] | None = {
+                "include_subgroups": "true",
+                "archived": "false",
+                "pagination": "keyset",
+                "order_by": "id",
+                "sort": "asc",
+                "per_page": PER_PAGE,
+            }
+            while url:
+                response = await self.get(ctx, url, params)
+                try:
+                    for item in body_of(response):
+                        path = str(item["path_with_namespace"])
+                        if item.get("archived") or not group.selects(str(item["path"])):
+                            continue
+                        service = service_of(path)
+                        if service is not None:
+                            projects.setdefault(path, service)
+                except (KeyError, TypeError) as exc:
+                    raise malformed("group projects", exc) from None
+                url, params = response.links.get("next", {}).get("url"), None
+        return projects
+
+    async def _template_uses(
+        self,
+        ctx: PollContext,
+        path: str,
+        pid: int,
+        service: str,
+        state: dict[str, Any],
+        head: str | None,
+        records: list[Any],
+    ) -> list[TemplateUse]:
+        """The CI includes of the default branch's configuration, used by the project's latest
+        pipeline: a :class:`TemplateUse` per include, at that pipeline's finish.
+
+        ``GET /projects/:id/ci/lint`` (at the default branch's head) is called only when the head
+        moved since the includes were last read, or they never were; the includes and the head
+        they were read at are kept in the project's state, so a restart reads nothing again.
+        403 (no access to the CI configuration) and 404 (an empty repository) leave them unknown.
+        """
+        fresh = "includes_head" not in state or (
+            head is not None and head != state["includes_head"]
+        )
+        if fresh:
+            response = await self.get(
+                ctx,
+                f"/projects/{pid}/ci/lint",
+                # The head the includes are kept for. A GitLab that predates the parameter
+                # (it only knew `sha`) ignores it and lints the default branch's head, the
+                # same one unless the branch moved in between.
+                {"content_ref": head} if head else None,
+                ok=(200, 403, 404),
+            )
+            if response.status_code == 200:
+                state["includes"] = include_refs(body_of(response))
+            else:
+                ctx.log.info(
+                    "gitlab project %s: CI lint answered %s; its includes stay unknown",
+                    path,
+                    response.status_code,
+                )
+            state["includes_head"] = head or state.get("includes_head") or ""
+        includes = [str(i) for i in state.get("includes") or []]
+        finished = [r.finished_at for r in records if isinstance(r, PipelineRun)]
+        if fresh:
+            # Includes read for the first time (or anew) also hold for the last pipeline stored.
+            row = ctx.store.query_one(
+                "SELECT MAX(finished_at) FROM pipeline_runs WHERE key LIKE ?",
+                (f"{self.kind}/{path}/%",),
+            )
+            if row is not None and row[0] is not None:
+                finished.append(float(row[0]))
+        if not includes or not finished:
+            return []
+        at = max(finished)
+        return [TemplateUse(self.kind, service, "include", ref, at) for ref in includes]
+
+    async def _merge_requests(
+        self,
+        ctx: PollContext,
+        path: str,
+        service: str,
+        state: dict[str, Any],
+        etags: dict[str, str],
+        start_iso: str,
+        records: list[Any],
+    ) -> None:
+        """Merge requests merged into the default branch, by ``updated_at`` cursor; the
+        commits of each one are read once, when it is first seen merged."""
+        pid = state["id"]
+        since = str(state.get("merge_requests_after") or start_iso)
+        params = _updated_since(since, state="merged", target_branch=state.get("branch", "main"))
+        items, etag = await self._pages(
+            ctx, f"/projects/{pid}/merge_requests", params, etags.get("merge_requests")
+        )
+        known = store.known_merge_requests(ctx.store, self.kind, f"{path}!")
+        newest = since
+        try:
+            for item in items:
+                newest = max(newest, str(item["updated_at"]), key=parse_time)
+                mr_id = f"{path}!{int(item['iid'])}"
+                merged_at = parse_time_or_none(item.get("merged_at"))
+                if merged_at is None or f"{self.kind}/{mr_id}" in known:
+                    continue
+                commits, _ = await self._pages(
+                    ctx,
+                    f"/projects/{pid}/merge_requests/{int(item['iid'])}/commits",
+                    {"per_page": PER_PAGE},
+                    None,
+                )
+                for c in commits:
+                    records.append(
+                        Commit(
+                            service=service,
+                            sha=str(c["id"]),
+                            authored_at=parse_time(c["authored_date"]),
+                            committed_at=parse_time(c["committed_date"]),
+                            parents=tuple(str(p) for p in c.get("parent_ids") or ()),
+                        )
+                    )
+                records.append(
+                    MergeRequest(
+                        source=self.kind,
+                        service=service,
+                        mr_id=mr_id,
+                        merged_at=merged_at,
+                        sha=str(item["sha"]),
+                        merge_commit_sha=item.get("merge_commit_sha") or None,
+                        squash_commit_sha=item.get("squash_commit_sha") or None,
+                        squash=bool(item.get("squash")),
+                        commits=tuple(str(c["id"]) for c in commits),
+                    )
+                )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise malformed("merge requests", exc) from None
+        if etag:
+            etags["merge_requests"] = etag
+        state["merge_requests_after"] = newest
+
+    async def _off_branch_commits(
+        self, ctx: PollContext, path: str, pid: int, service: str, records: list[Any]
+    ) -> list[Commit]:
+        """Commits of new production deployments made off the default branch (a hotfix),
+        through ``compare?from=<previous production sha>&to=<deployed sha>`` (merge-base
+        semantics, as ``from...to``). A compare that timed out is not trusted: its
+        deployment keeps no lead time rather than a partial one."""
+        known: set[str] = set()
+        out: list[Commit] = []
+        for dep, base in off_branch_deployments(ctx, service, records, known):
+            url = f"/projects/{pid}/repository/compare"
+            body = await self.get_json_or_none(ctx, url, {"from": base, "to": dep.sha})
+            if body is None:
+                continue
+            try:
+                if body.get("compare_timeout"):
+                    ctx.log.info(
+                        "gitlab project %s: compare %s...%s timed out; deployment %s gets no "
+                        "lead time",
+                        path,
+                        base[:12],
+                        dep.sha[:12],
+                        dep.deploy_id,
+                    )
+                    continue
+                for item in body["commits"]:
+                    sha = str(item["id"])
+                    if sha in known:
+                        continue
+                    known.add(sha)
+                    out.append(
+                        Commit(
+                            service=service,
+                            sha=sha,
+                            authored_at=parse_time(item["authored_date"]),
+                            committed_at=parse_time(item["committed_date"]),
+                            parents=tuple(str(p) for p in item["parent_ids"]),
+                        )
+                    )
+            except (KeyError, TypeError, AttributeError) as exc:
+                raise malformed("compare", exc) from None
+        return out
+
+    async def sync_unit(self, ctx: PollContext, path: str, service: str) -> None:
+        now = ctx.now()
+        backfill_start = now - self.rules.backfill_days * 86400.0
+        cursor = f"{path}:state"
+        state = load_state(ctx, cursor)
+        if "id" not in state:
+            response = await self.get(ctx, f"/projects/{quote(path, safe='')}")
+            try:
+                info = body_of(response)
+                state["id"] = int(info["id"])
+                state["branch"] = str(info.get("default_branch") or "main")
+            except (KeyError, TypeError, ValueError) as exc:
+                raise malformed("project", exc) from None
+        pid = state["id"]
+        etags: dict[str, str] = dict(state.get("etags", {}))
+        records: list[Any] = []
+        start_iso = _iso(backfill_start)
+
+        # Pipelines.
+        since = str(state.get("pipelines_after") or start_iso)
+        params = _updated_since(since)
+        items, etag = await self._pages(
+            ctx, f"/projects/{pid}/pipelines", params, etags.get("pipelines")
+        )
+        newest = since
+        known = {
+            str(r[0])
+            for r in ctx.store.query(
+                "SELECT key FROM pipeline_runs WHERE key LIKE ?", (f"{self.kind}/{path}/%",)
+            )
+        }
+        try:
+            for item in items:
+                newest = max(newest, str(item["updated_at"]), key=parse_time)
+                result = _FINISHED.get(str(item["status"]))
+                if result is None or f"{self.kind}/{path}/{item['id']}" in known:
+                    continue
+                detail = body_of(await self.get(ctx, f"/projects/{pid}/pipelines/{item['id']}"))
+                started = parse_time_or_none(detail.get("started_at"))
+                finished = parse_time_or_none(detail.get("finished_at")) or parse_time(
+                    detail["updated_at"]
+                )
+                created = parse_time(detail["created_at"])
+                queued = detail.get("queued_duration")
+                if started is None and queued is not None:
+                    started = created + float(queued)
+                records.append(
+                    PipelineRun(
+                        source=self.kind,
+                        service=service,
+                        pipeline=str(detail.get("name") or "pipeline")[:100],
+                        run_id=f"{path}/{item['id']}",
+                        result=result,
+                        created_at=created,
+                        started_at=started,
+                        finished_at=finished,
+                    )
+                )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise malformed("pipelines", exc) from None
+        if etag:
+            etags["pipelines"] = etag
+        state["pipelines_after"] = newest
+
+        # Deployments.
+        since = str(state.get("deployments_after") or start_iso)
+        params = _updated_since(since)
+        items, etag = await self._pages(
+            ctx, f"/projects/{pid}/deployments", params, etags.get("deployments")
+        )
+        newest = since
+        try:
+            for item in items:
+                newest = max(newest, str(item["updated_at"]), key=parse_time)
+                status = str(item["status"])
+                if status in ("canceled", "skipped", "blocked"):
+                    continue
+                env = str(item["environment"]["name"])
+                result = _DEPLOY_FINISHED.get(status, "pending")
+                done_at: float | None = None
+                if result != "pending":
+                    deployable = item.get("deployable") or {}
+                    done_at = (
+                        parse_time_or_none(item.get("finished_at"))
+                        or parse_time_or_none(deployable.get("finished_at"))
+                        or parse_time(item["updated_at"])
+                    )
+                records.append(
+                    Deployment(
+                        source=self.kind,
+                        service=service,
+                        environment=self.rules.environment_label(env),
+                        production=self.rules.is_production(env),
+                        deploy_id=f"{path}/{item['id']}",
+                        sha=str(item["sha"]),
+                        status=result,
+                        created_at=parse_time(item["created_at"]),
+                        finished_at=done_at,
+                    )
+                )
+        except (KeyError, TypeError) as exc:
+            raise malformed("deployments", exc) from None
+        if etag:
+            etags["deployments"] = etag
+        state["deployments_after"] = newest
+
+        # Commits of the default branch.
+        since = str(state.get("commits_since") or start_iso)
+        params = {"ref_name": state.get("branch", "main"), "since": since, "per_page": PER_PAGE}
+        items, etag = await self._pages(
+            ctx, f"/projects/{pid}/repository/commits", params, etags.get("commits")
+        )
+        newest_t = parse_time(since)
+        head: tuple[float, str] | None = None
+        try:
+            for item in items:
+                committed = parse_time(item["committed_date"])
+                newest_t = max(newest_t, committed)
+                head = max(head or (committed, ""), (committed, str(item["id"])))
+                records.append(
+                    Commit(
+                        service=service,
+                        sha=str(item["id"]),
+                        authored_at=parse_time(item["authored_date"]),
+                        committed_at=committed,
+                        parents=tuple(str(p) for p in item["parent_ids"]),
+                    )
+                )
+        except (KeyError, TypeError) as exc:
+            raise malformed("commits", exc) from None
+        if etag:
+            etags["commits"] = etag
+        # An hour of overlap absorbs clock skew between committers; re-reads dedupe.
+        state["commits_since"] = _iso(max(parse_time(since), newest_t - 3600.0))
+        records.extend(
+            await self._template_uses(ctx, path, pid, service, state, head and head[1], records)
+        )
+
+        await self._merge_requests(ctx, path, service, state, etags, start_iso, records)
+
+        # Incidents: issues of type incident, and issues with the incident label.
+        since = str(state.get("incidents_after") or start_iso)
+        seen: dict[int, Any] = {}
+        newest = since
+        for key, extra in (
+            ("incidents", {"issue_type": "incident"}),
+            ("incident_label", {"labels": self.gl.incident_label}),
+        ):
+            params = {
+                "updated_after": since,
+                "order_by": "updated_at",
+                "sort": "asc",
+                "scope": "all",
+                "per_page": PER_PAGE,
+                **extra,
+            }
+            items, etag = await self._pages(ctx, f"/projects/{pid}/issues", params, etags.get(key))
+            if etag:
+                etags[key] = etag
+            for item in items:
+                try:
+                    seen[int(item["iid"])] = item
+                    newest = max(newest, str(item["updated_at"]), key=parse_time)
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise malformed("issues", exc) from None
+        try:
+            for iid, item in sorted(seen.items()):
+                closed = item.get("state") == "closed"
+                records.append(
+                    Incident(
+                        source=self.kind,
+                        service=service,
+                        incident_id=f"{path}#{iid}",
+                        opened_at=parse_time(item["created_at"]),
+                        resolved_at=parse_time(item["closed_at"]) if closed else None,
+                        deployment_sha=self.rules.root_cause_sha(item.get("description")),
+                    )
+                )
+        except (KeyError, TypeError) as exc:
+            raise malformed("issues", exc) from None
+        state["incidents_after"] = newest
+        state["etags"] = etags
+        records.extend(await self._off_branch_commits(ctx, path, pid, service, records))
+        ctx.commit(records, {cursor: dump_state(state)})
+
+
+def include_refs(body: Any) -> list[str]:
+    """What each include of a CI lint answer names, sorted: ``project/path`` for a file of
+    another project (``type: file``, ``extra.project``), the ``location`` otherwise (a template
+    name, a component ``host/path@version``, a remote URL, a local path)."""
+    out: set[str] = set()
+    try:
+        for item in body.get("includes") or []:
+            location = str(item.get("location") or "").lstrip("/")
+            if not location:
+                continue
+            project = (
+                (item.get("extra") or {}).get("project") if item.get("type") == "file" else None
+            )
+            out.add(f"{project}/{location}" if project else location)
+    except (AttributeError, TypeError) as exc:
+        raise malformed("CI lint", exc) from None
+    return sorted(out)

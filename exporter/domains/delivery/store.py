@@ -1,0 +1,309 @@
+"""Delivery records (runs, deployments, commits, merge requests, incidents): tables and queries.
+
+Pipeline runs are immutable once finished: a new one bumps the run counter and
+the duration and queue histograms in the same transaction as its insert.
+Deployments change state (pending, then success or failure): the deployment
+counter is bumped once, when a deployment is first seen finished. Lead time,
+change failure, time to restore and time to production are recomputed from
+these tables on every render, so a late or out-of-order event lands where its
+timestamps say, never where it arrived.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from exporter.core.store import Store, Tx
+from exporter.domains.delivery.kpis import (
+    PIPELINE_DURATION_BUCKETS,
+    QUEUE_BUCKETS,
+    CommitNode,
+    IncidentSpan,
+    ProdDeploy,
+)
+from exporter.domains.delivery.records import (
+    Commit,
+    Deployment,
+    Incident,
+    MergeRequest,
+    PipelineRun,
+)
+from exporter.store import register_domain
+
+MIGRATIONS = (
+    """
+    CREATE TABLE pipeline_runs (
+        key TEXT PRIMARY KEY,
+        source TEXT NOT NULL,
+        service TEXT NOT NULL,
+        pipeline TEXT NOT NULL,
+        result TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL NOT NULL
+    );
+    CREATE INDEX pipeline_runs_finished ON pipeline_runs (finished_at);
+    CREATE INDEX pipeline_runs_service ON pipeline_runs (service, pipeline);
+    CREATE TABLE deployments (
+        key TEXT PRIMARY KEY,
+        source TEXT NOT NULL,
+        service TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        production INTEGER NOT NULL,
+        sha TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        finished_at REAL
+    );
+    CREATE INDEX deployments_service ON deployments (service, production);
+    CREATE TABLE commits (
+        service TEXT NOT NULL,
+        sha TEXT NOT NULL,
+        authored_at REAL NOT NULL,
+        committed_at REAL NOT NULL,
+        parents TEXT NOT NULL,
+        PRIMARY KEY (service, sha)
+    );
+    CREATE TABLE incidents (
+        key TEXT PRIMARY KEY,
+        source TEXT NOT NULL,
+        service TEXT NOT NULL,
+        opened_at REAL NOT NULL,
+        resolved_at REAL,
+        deployment_sha TEXT
+    );
+    """,
+    """
+    CREATE TABLE merge_requests (
+        key TEXT PRIMARY KEY,
+        source TEXT NOT NULL,
+        service TEXT NOT NULL,
+        merged_at REAL NOT NULL,
+        sha TEXT NOT NULL,
+        merge_commit_sha TEXT,
+        squash_commit_sha TEXT,
+        squash INTEGER NOT NULL,
+        commits TEXT NOT NULL
+    );
+    CREATE INDEX merge_requests_service ON merge_requests (service);
+    """,
+)
+
+RUNS_TOTAL = "platform_pipeline_runs_total"
+RUN_DURATION = "platform_pipeline_duration_seconds"
+RUN_QUEUE = "platform_pipeline_queue_seconds"
+DEPLOYMENTS_TOTAL = "platform_deployments_total"
+
+FINISHED = ("success", "failure")
+# Distinct pipeline names kept per service; runs of any further one count as "other".
+MAX_PIPELINES_PER_SERVICE = 50
+
+
+def write_runs(tx: Tx, runs: Sequence[PipelineRun]) -> None:
+    """Insert finished runs; count and observe only those not seen before."""
+    for r in runs:
+        pipeline = _bounded_pipeline(tx, r.service, r.pipeline)
+        new = tx.insert_new(
+            "pipeline_runs",
+            {
+                "key": r.key,
+                "source": r.source,
+                "service": r.service,
+                "pipeline": pipeline,
+                "result": r.result,
+                "created_at": r.created_at,
+                "started_at": r.started_at,
+                "finished_at": r.finished_at,
+            },
+        )
+        if not new:
+            continue
+        labels = {"service": r.service, "pipeline": pipeline}
+        tx.incr(RUNS_TOTAL, {**labels, "result": r.result})
+        started = r.started_at if r.started_at is not None else r.created_at
+        tx.observe(
+            RUN_DURATION, labels, max(0.0, r.finished_at - started), PIPELINE_DURATION_BUCKETS
+        )
+        if r.started_at is not None:
+            tx.observe(RUN_QUEUE, labels, max(0.0, r.started_at - r.created_at), QUEUE_BUCKETS)
+
+
+def _bounded_pipeline(tx: Tx, service: str, pipeline: str) -> str:
+    known = tx.execute(
+        "SELECT 1 FROM pipeline_runs WHERE service = ? AND pipeline = ? LIMIT 1",
+        (service, pipeline),
+    ).fetchone()
+    if known is not None:
+        return pipeline
+    distinct = tx.execute(
+        "SELECT COUNT(DISTINCT pipeline) FROM pipeline_runs WHERE service = ?", (service,)
+    ).fetchone()[0]
+    return pipeline if distinct < MAX_PIPELINES_PER_SERVICE else "other"
+
+
+def write_deployments(tx: Tx, deployments: Sequence[Deployment]) -> None:
+    """Upsert deployments; count each one once, when it is first seen finished."""
+    for d in deployments:
+        old = tx.execute("SELECT status FROM deployments WHERE key = ?", (d.key,)).fetchone()
+        tx.upsert(
+            "deployments",
+            {
+                "key": d.key,
+                "source": d.source,
+                "service": d.service,
+                "environment": d.environment,
+                "production": int(d.production),
+                "sha": d.sha,
+                "status": d.status,
+                "created_at": d.created_at,
+                "finished_at": d.finished_at,
+            },
+            ("key",),
+        )
+        was_finished = old is not None and old[0] in FINISHED
+        if d.status in FINISHED and not was_finished:
+            tx.incr(
+                DEPLOYMENTS_TOTAL,
+                {"service": d.service, "environment": d.environment, "result": d.status},
+            )
+
+
+def write_commits(tx: Tx, commits: Sequence[Commit]) -> None:
+    for c in commits:
+        tx.insert_new(
+            "commits",
+            {
+                "service": c.service,
+                "sha": c.sha,
+                "authored_at": c.authored_at,
+                "committed_at": c.committed_at,
+                "parents": json.dumps(list(c.parents)),
+            },
+        )
+
+
+def write_incidents(tx: Tx, incidents: Sequence[Incident]) -> None:
+    for i in incidents:
+        tx.upsert(
+            "incidents",
+            {
+                "key": i.key,
+                "source": i.source,
+                "service": i.service,
+                "opened_at": i.opened_at,
+                "resolved_at": i.resolved_at,
+                "deployment_sha": i.deployment_sha,
+            },
+            ("key",),
+        )
+
+
+def write_merge_requests(tx: Tx, merge_requests: Sequence[MergeRequest]) -> None:
+    for m in merge_requests:
+        tx.upsert(
+            "merge_requests",
+            {
+                "key": m.key,
+                "source": m.source,
+                "service": m.service,
+                "merged_at": m.merged_at,
+                "sha": m.sha,
+                "merge_commit_sha": m.merge_commit_sha,
+                "squash_commit_sha": m.squash_commit_sha,
+                "squash": int(m.squash),
+                "commits": json.dumps(list(m.commits)),
+            },
+            ("key",),
+        )
+
+
+@dataclass
+class ServiceDelivery:
+    """Everything the delivery KPIs of one service are computed from.
+
+    ``squashed`` maps a squash commit to the original commits of the merge request
+    it replaced.
+    """
+
+    deploys: list[ProdDeploy] = field(default_factory=list)
+    commits: dict[str, CommitNode] = field(default_factory=dict)
+    incidents: list[IncidentSpan] = field(default_factory=list)
+    squashed: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def load(store: Store, commit_time: str) -> dict[str, ServiceDelivery]:
+    """Finished production deployments, commits and incidents, per service."""
+    out: dict[str, ServiceDelivery] = {}
+    for row in store.query(
+        "SELECT service, key, sha, status, finished_at FROM deployments "
+        "WHERE production = 1 AND status IN ('success', 'failure') AND finished_at IS NOT NULL"
+    ):
+        out.setdefault(str(row[0]), ServiceDelivery()).deploys.append(
+            ProdDeploy(str(row[1]), str(row[2]), row[3] == "success", float(row[4]))
+        )
+    time_col = "authored_at" if commit_time == "authored" else "committed_at"
+    for row in store.query(f"SELECT service, sha, {time_col}, parents FROM commits"):
+        out.setdefault(str(row[0]), ServiceDelivery()).commits[str(row[1])] = CommitNode(
+            str(row[1]), float(row[2]), tuple(json.loads(row[3]))
+        )
+    for row in store.query(
+        "SELECT service, key, opened_at, resolved_at, deployment_sha FROM incidents"
+    ):
+        out.setdefault(str(row[0]), ServiceDelivery()).incidents.append(
+            IncidentSpan(
+                str(row[1]),
+                float(row[2]),
+                None if row[3] is None else float(row[3]),
+                None if row[4] is None else str(row[4]),
+            )
+        )
+    for row in store.query(
+        "SELECT service, squash_commit_sha, commits FROM merge_requests "
+        "WHERE squash = 1 AND squash_commit_sha IS NOT NULL"
+    ):
+        originals = tuple(str(sha) for sha in json.loads(row[2]))
+        if originals:
+            out.setdefault(str(row[0]), ServiceDelivery()).squashed[str(row[1])] = originals
+    return out
+
+
+def known_merge_requests(store: Store, source: str, prefix: str) -> set[str]:
+    """Keys of this source's merge requests whose ``mr_id`` starts with ``prefix``."""
+    rows = store.query(
+        "SELECT key FROM merge_requests WHERE source = ? AND key LIKE ?",
+        (source, f"{source}/{prefix}%"),
+    )
+    return {str(r[0]) for r in rows}
+
+
+def pending_deployments(store: Store, source: str) -> list[tuple[str, str]]:
+    """(key, sha) of this source's deployments not finished yet."""
+    rows = store.query(
+        "SELECT key, sha FROM deployments WHERE source = ? AND status NOT IN ('success', 'failure')",
+        (source,),
+    )
+    return [(str(r[0]), str(r[1])) for r in rows]
+
+
+def last_production_sha(store: Store, service: str) -> str | None:
+    row = store.query_one(
+        "SELECT sha FROM deployments WHERE service = ? AND production = 1 AND status = 'success' "
+        "ORDER BY finished_at DESC LIMIT 1",
+        (service,),
+    )
+    return None if row is None else str(row[0])
+
+
+register_domain(
+    "delivery",
+    MIGRATIONS,
+    {
+        PipelineRun: write_runs,
+        Deployment: write_deployments,
+        Commit: write_commits,
+        Incident: write_incidents,
+        MergeRequest: write_merge_requests,
+    },
+)

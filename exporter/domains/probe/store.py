@@ -1,0 +1,216 @@
+"""Probe results: their table, the writer that counts new ones, and uptime queries.
+
+Raw results (``probe_results``) are pruned after ``state.retention``; each new
+result is also added to its service's UTC day in ``probe_daily`` (checks,
+successes, successful durations per histogram bucket), which is kept, so a
+closed calendar month can be counted whole whatever the retention.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from exporter.core.periods import Span
+from exporter.core.spans import span_sums
+from exporter.core.store import Store, Tx
+from exporter.domains.delivery.records import ProbeResult
+from exporter.domains.probe.kpis import DURATION_BUCKETS, FAILURE_REASONS, CheckCounts
+from exporter.store import register_domain
+
+# Successful check durations per bucket of DURATION_BUCKETS, non-cumulative; the last
+# column is the overflow (slower than every bound).
+_BUCKET_COLS = [f"b{i}" for i in range(len(DURATION_BUCKETS) + 1)]
+
+
+def _bucket_sums() -> str:
+    """SQL sums of successful checks per duration bucket, over ``probe_results`` rows."""
+    sums: list[str] = []
+    lower: float | None = None
+    for bound in DURATION_BUCKETS:
+        above = f" AND duration > {lower!r}" if lower is not None else ""
+        sums.append(f"SUM(success{above} AND duration <= {bound!r})")
+        lower = bound
+    sums.append(f"SUM(success AND duration > {DURATION_BUCKETS[-1]!r})")
+    return ", ".join(sums)
+
+
+MIGRATIONS = (
+    """
+    CREATE TABLE probe_results (
+        service TEXT NOT NULL,
+        probe TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        duration REAL NOT NULL,
+        success INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        status_code INTEGER,
+        PRIMARY KEY (service, probe, started_at)
+    );
+    CREATE INDEX probe_results_started ON probe_results (started_at);
+    CREATE TABLE probe_last_success (
+        service TEXT NOT NULL,
+        probe TEXT NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (service, probe)
+    );
+    """,
+    # Daily totals per service, filled from the results still stored.
+    f"""
+    CREATE TABLE probe_daily (
+        service TEXT NOT NULL,
+        day TEXT NOT NULL,
+        checks INTEGER NOT NULL,
+        successes INTEGER NOT NULL,
+        {", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in _BUCKET_COLS)},
+        PRIMARY KEY (service, day)
+    );
+    INSERT INTO probe_daily (service, day, checks, successes, {", ".join(_BUCKET_COLS)})
+    SELECT service, date(started_at, 'unixepoch'), COUNT(*), SUM(success), {_bucket_sums()}
+    FROM probe_results GROUP BY service, date(started_at, 'unixepoch')
+    """,
+)
+
+_DAILY_SQL = (
+    f"INSERT INTO probe_daily (service, day, checks, successes, {', '.join(_BUCKET_COLS)}) "
+    f"VALUES (?, date(?, 'unixepoch'), 1, ?, {', '.join('?' for _ in _BUCKET_COLS)}) "
+    "ON CONFLICT (service, day) DO UPDATE SET checks = checks + 1, "
+    "successes = successes + excluded.successes, "
+    + ", ".join(f"{c} = {c} + excluded.{c}" for c in _BUCKET_COLS)
+)
+
+CHECKS_TOTAL = "platform_probe_checks_total"
+# The (result, reason) label pairs a check can end with.
+OUTCOMES = (
+    {"result": "success", "reason": "none"},
+    *({"result": "failure", "reason": reason} for reason in FAILURE_REASONS),
+)
+DURATION = "platform_probe_duration_seconds"
+
+
+def write(tx: Tx, results: Sequence[ProbeResult]) -> None:
+    """Insert results; count and observe only those not seen before."""
+    for r in results:
+        new = tx.insert_new(
+            "probe_results",
+            {
+                "service": r.service,
+                "probe": r.probe,
+                "started_at": r.started_at,
+                "duration": r.duration_seconds,
+                "success": int(r.success),
+                "reason": r.reason,
+                "status_code": r.status_code,
+            },
+        )
+        if not new:
+            continue
+        one_hot = [0] * len(_BUCKET_COLS)
+        if r.success:
+            one_hot[bisect.bisect_left(DURATION_BUCKETS, r.duration_seconds)] = 1
+        tx.execute(_DAILY_SQL, (r.service, r.started_at, int(r.success), *one_hot))
+        labels = {"service": r.service, "probe": r.probe}
+        # Every outcome's series exists from the probe's first check on, at 0, so the
+        # first failure is an increase Prometheus can see, not a series appearing at 1.
+        for outcome in OUTCOMES:
+            tx.incr(CHECKS_TOTAL, {**labels, **outcome}, 0.0)
+        tx.incr(
+            CHECKS_TOTAL,
+            {
+                **labels,
+                "result": "success" if r.success else "failure",
+                "reason": r.reason or "none",
+            },
+        )
+        if r.success:
+            tx.observe(DURATION, labels, r.duration_seconds, DURATION_BUCKETS)
+            tx.execute(
+                "INSERT INTO probe_last_success (service, probe, at) VALUES (?, ?, ?) "
+                "ON CONFLICT (service, probe) DO UPDATE SET at = max(at, excluded.at)",
+                (r.service, r.probe, r.started_at),
+            )
+
+
+def prune(tx: Tx, older_than: float) -> int:
+    """Delete raw results started before ``older_than``; counters and daily totals stay."""
+    return tx.execute("DELETE FROM probe_results WHERE started_at < ?", (older_than,)).rowcount
+
+
+def check_counts(
+    store: Store, now: float, windows: Mapping[str, float]
+) -> dict[tuple[str, str], CheckCounts]:
+    """Checks and successes per (service, window) for checks started in (now - window, now]."""
+    names = list(windows)
+    cols = ", ".join(
+        f"SUM(started_at > :s{i}), SUM(success AND started_at > :s{i})" for i in range(len(names))
+    )
+    params: dict[str, float] = {f"s{i}": now - windows[n] for i, n in enumerate(names)}
+    params["oldest"] = now - max(windows.values())
+    params["now"] = now
+    rows = store.query(
+        f"SELECT service, {cols} FROM probe_results "
+        "WHERE started_at > :oldest AND started_at <= :now GROUP BY service",
+        params,
+    )
+    out: dict[tuple[str, str], CheckCounts] = {}
+    for row in rows:
+        for i, name in enumerate(names):
+            total = int(row[1 + 2 * i] or 0)
+            out[(str(row[0]), name)] = CheckCounts(total, int(row[2 + 2 * i] or 0))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeCounts:
+    """A service's checks over a span: all, successful, and successes per duration bucket."""
+
+    checks: int
+    successes: int
+    # Successful checks per bucket of DURATION_BUCKETS (non-cumulative), then the overflow.
+    buckets: tuple[int, ...]
+
+    @property
+    def uptime(self) -> CheckCounts:
+        return CheckCounts(self.checks, self.successes)
+
+    def slower_than(self, threshold: float) -> int:
+        """Successful checks slower than ``threshold``, a bucket bound (the histogram's test)."""
+        upto = next(i for i, b in enumerate(DURATION_BUCKETS) if abs(b - threshold) < 1e-9)
+        return self.successes - sum(self.buckets[: upto + 1])
+
+
+def span_counts(store: Store, span: Span) -> dict[str, ProbeCounts]:
+    """Checks per service started in ``span``: whole UTC days from the daily totals (kept
+    beyond the retention), the partial days around them from the raw results."""
+    totals = span_sums(
+        store,
+        span,
+        f"SELECT service, SUM(checks), SUM(successes), "
+        f"{', '.join(f'SUM({c})' for c in _BUCKET_COLS)} FROM probe_daily "
+        "WHERE day >= ? AND day <= ? GROUP BY service",
+        f"SELECT service, COUNT(*), SUM(success), {_bucket_sums()} FROM probe_results "
+        "WHERE started_at >= ? AND started_at < ? GROUP BY service",
+    )
+    return {s: ProbeCounts(v[0], v[1], tuple(v[2:])) for s, v in totals.items()}
+
+
+def success_durations(store: Store, now: float, window: float) -> dict[str, list[float]]:
+    """Durations of successful checks per service started in (now - window, now]."""
+    rows = store.query(
+        "SELECT service, duration FROM probe_results "
+        "WHERE success = 1 AND started_at > ? AND started_at <= ?",
+        (now - window, now),
+    )
+    out: dict[str, list[float]] = {}
+    for service, duration in rows:
+        out.setdefault(str(service), []).append(float(duration))
+    return out
+
+
+def last_success(store: Store) -> dict[tuple[str, str], float]:
+    rows = store.query("SELECT service, probe, at FROM probe_last_success")
+    return {(str(r[0]), str(r[1])): float(r[2]) for r in rows}
+
+
+register_domain("probe", MIGRATIONS, {ProbeResult: write})

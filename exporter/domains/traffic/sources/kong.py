@@ -1,0 +1,274 @@
+"""Kong: requests, status codes and latency from the Prometheus plugin; names from the Admin API.
+
+The plugin's exposition (Status API or Admin API ``/metrics``) is parsed with
+``prometheus_client``'s parser. Both generations of names are read:
+
+* Kong 3.x: ``kong_http_requests_total{service,route,code,source,consumer}`` and the
+  ``kong_request_latency_ms`` histogram (buckets 25 … 60000 ms);
+* Kong 2.x: ``kong_http_status{service,route,code}``, ``kong_http_consumer_status{...,consumer}``
+  and ``kong_latency{service,route,type="request"}`` (buckets 1 … 60000 ms).
+
+The counters are cumulative since Kong started, so each poll stores the increase since
+the previous poll (the previous values are a cursor committed with the counts). The
+first poll only takes the baseline. A counter that went down means Kong restarted: then
+every series counts from zero, as Prometheus' ``rate()`` assumes. Latencies are converted
+from milliseconds to seconds and re-bucketed onto the exporter's bounds. Point the source
+at one Kong node: several nodes behind one URL would look like constant restarts.
+
+With ``admin_url``, ``GET /services``, ``/routes`` and ``/consumers`` (following ``next``)
+map each Kong route to its Kong service, so a catalog service may list either name in
+its ``routes``; ``/consumers`` gives the registered-consumer count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.config import Config, KongSourceConfig
+from exporter.core.catalog import load_catalog
+from exporter.core.errors import MalformedResponse
+from exporter.core.httpclient import send
+from exporter.core.periods import utc_minute
+from exporter.core.source import PollContext, Source
+from exporter.domains.delivery.records import ConsumerSeen, TrafficDelta
+from exporter.domains.traffic import store as traffic_store
+from exporter.domains.traffic.kpis import LATENCY_BUCKETS, counter_delta, rebucket
+from exporter.domains.traffic.routes import RouteMap
+
+NB = len(LATENCY_BUCKETS)
+REQUEST_COUNTERS = ("kong_http_requests_total", "kong_http_status", "kong_http_status_total")
+CONSUMER_COUNTERS = ("kong_http_consumer_status", "kong_http_consumer_status_total")
+LATENCY_3X = "kong_request_latency_ms"
+LATENCY_2X = "kong_latency"
+MAX_PAGES = 10_000
+
+SeriesKey = str  # JSON of the sample name and its sorted labels
+
+
+def _key(name: str, labels: dict[str, str]) -> SeriesKey:
+    return json.dumps([name, sorted(labels.items())], separators=(",", ":"))
+
+
+def parse_exposition(text: str) -> dict[SeriesKey, float]:
+    """Every sample of the request counters and latency histograms, by series.
+
+    Raises MalformedResponse when the text is not an exposition.
+    """
+    out: dict[SeriesKey, float] = {}
+    try:
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                name = s.name
+                if name in REQUEST_COUNTERS or name in CONSUMER_COUNTERS:
+                    out[_key(name, dict(s.labels))] = float(s.value)
+                elif name.startswith((LATENCY_3X, LATENCY_2X)):
+                    labels = dict(s.labels)
+                    if name.startswith(LATENCY_2X + "_") and labels.get("type") != "request":
+                        continue
+                    if name.endswith(("_bucket", "_sum", "_count")):
+                        out[_key(name, labels)] = float(s.value)
+    except ValueError as exc:
+        raise MalformedResponse(f"Kong /metrics is not a Prometheus exposition: {exc}") from None
+    return out
+
+
+def restarted(previous: dict[SeriesKey, float], current: dict[SeriesKey, float]) -> bool:
+    """True when any cumulative series went down: Kong restarted since the last read."""
+    return any(current[k] < v for k, v in previous.items() if k in current)
+
+
+def _class(code: str) -> int | None:
+    try:
+        status = int(code)
+    except ValueError:
+        return None
+    return status // 100 - 1 if 100 <= status <= 599 else None
+
+
+class KongSource(Source):
+    """Reads Kong's Prometheus plugin and Admin API; see the module docstring."""
+
+    kind = "kong"
+
+    def __init__(self, config: Config, settings: KongSourceConfig) -> None:
+        super().__init__(config, settings)
+        self.kong = settings
+        self.routes = RouteMap(config)
+
+    def _admin_headers(self) -> dict[str, str]:
+        if self.kong.admin_token is None:
+            return {}
+        return {"Kong-Admin-Token": self.kong.admin_token.get_secret_value()}
+
+    async def list_all(self, ctx: PollContext, entity: str) -> list[dict[str, Any]]:
+        """Every object of an Admin API collection, following ``next`` page by page."""
+        assert self.kong.admin_url is not None
+        base = self.kong.admin_url
+        prefix = urlsplit(base).path.rstrip("/")
+        url: str | None = f"{base}/{entity}?size={self.kong.page_size}"
+        out: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        while url is not None:
+            if url in seen or len(seen) >= MAX_PAGES:
+                raise MalformedResponse(f"Kong Admin API pagination loops at {url}")
+            seen.add(url)
+            response = await send(
+                ctx.client,
+                "GET",
+                url,
+                headers=self._admin_headers(),
+                health=ctx.health,
+                clock=ctx.now,
+            )
+            try:
+                body = response.json()
+                data = body["data"]
+                nxt = body.get("next")
+            except (ValueError, KeyError, TypeError):
+                raise MalformedResponse(f"Kong /{entity} answer has no data list") from None
+            if not isinstance(data, list):
+                raise MalformedResponse(f"Kong /{entity} data is not a list")
+            out.extend(d for d in data if isinstance(d, dict))
+            if not nxt:
+                url = None
+            elif nxt.startswith(("http://", "https://")):
+                url = nxt
+            else:
+                # `next` is a path from the Admin API's root, e.g. /services?offset=...
+                path = nxt if not prefix or nxt.startswith(prefix + "/") else prefix + nxt
+                parts = urlsplit(base)
+                url = f"{parts.scheme}://{parts.netloc}{path}"
+        return out
+
+    async def poll(self, ctx: PollContext) -> None:
+        # The merged catalog may have gained (or lost) Backstage services and routes.
+        self.routes = RouteMap(self.config, load_catalog(self.config, ctx.store))
+        route_service: dict[str, str] = {}
+        cursors: dict[str, str] = {}
+        if self.kong.admin_url is not None:
+            services = await self.list_all(ctx, "services")
+            routes = await self.list_all(ctx, "routes")
+            consumers = await self.list_all(ctx, "consumers")
+            names = {s.get("id"): s.get("name") or s.get("host") for s in services}
+            for r in routes:
+                svc = r.get("service") or {}
+                name = names.get(svc.get("id")) if isinstance(svc, dict) else None
+                for ident in (r.get("name"), r.get("id")):
+                    if ident and name:
+                        route_service[str(ident)] = str(name)
+            cursors["consumers_registered"] = json.dumps({"count": len(consumers), "at": ctx.now()})
+        response = await send(
+            ctx.client,
+            "GET",
+            f"{self.kong.status_url}{self.kong.metrics_path}",
+            health=ctx.health,
+            clock=ctx.now,
+        )
+        current = parse_exposition(response.text)
+        raw_prev = ctx.cursor("series")
+        previous: dict[SeriesKey, float] | None = json.loads(raw_prev) if raw_prev else None
+        cursors["series"] = json.dumps(current, separators=(",", ":"))
+        records: list[Any] = []
+        if previous is not None:
+            reset = restarted(previous, current)
+            if reset:
+                ctx.log.warning("Kong counters went down: Kong restarted; counting from zero")
+            now = ctx.now()
+            records = list(self.deltas(previous, current, reset, route_service, now))
+        ctx.commit(records, cursors)
+        traffic_store.prune_if_due(ctx.store, ctx.now(), self.config.state.retention)
+
+    def _service(self, labels: dict[str, str], route_service: dict[str, str]) -> str:
+        route = labels.get("route") or ""
+        kong_service = labels.get("service") or route_service.get(route) or ""
+        return self.routes.by_name(route, kong_service)
+
+    def deltas(
+        self,
+        previous: dict[SeriesKey, float],
+        current: dict[SeriesKey, float],
+        reset: bool,
+        route_service: dict[str, str],
+        now: float,
+    ) -> Iterable[TrafficDelta | ConsumerSeen]:
+        codes: dict[str, list[int]] = defaultdict(lambda: [0] * 5)
+        consumers: set[tuple[str, str]] = set()
+        # (service, kong service, route) -> le -> increase, plus sum and count.
+        hist: dict[tuple[str, str, str], dict[str, float]] = defaultdict(dict)
+        for key, value in current.items():
+            name, pairs = json.loads(key)
+            labels = dict(pairs)
+            before = 0.0 if reset else previous.get(key, 0.0)
+            increase = counter_delta(before, value)
+            if increase <= 0:
+                continue
+            service = self._service(labels, route_service)
+            if name in REQUEST_COUNTERS:
+                idx = _class(labels.get("code", ""))
+                if idx is not None:
+                    codes[service][idx] += round(increase)
+                if labels.get("consumer"):
+                    consumers.add((service, labels["consumer"]))
+            elif name in CONSUMER_COUNTERS:
+                if labels.get("consumer"):
+                    consumers.add((service, labels["consumer"]))
+            else:
+                series = (service, labels.get("service", ""), labels.get("route", ""))
+                if name.endswith("_bucket"):
+                    hist[series][labels["le"]] = increase
+                elif name.endswith("_sum"):
+                    hist[series]["sum"] = increase
+                elif name.endswith("_count"):
+                    hist[series]["count"] = increase
+        # Latency: per Kong series, then added up per catalog service.
+        buckets: dict[str, list[int]] = defaultdict(lambda: [0] * (NB + 1))
+        sums: dict[str, float] = defaultdict(float)
+        for (service, _, _), h in hist.items():
+            finite: list[tuple[float, float]] = []
+            total = h.get("count", 0.0)
+            for le, c in h.items():
+                if le in ("sum", "count"):
+                    continue
+                bound = float(le)  # Kong pads bounds ("00025.0") and may write "Inf"
+                if math.isinf(bound):
+                    total = c
+                else:
+                    finite.append((bound, c))
+            finite.sort()
+            if total <= 0:
+                continue
+            ms_bounds = [b for b, _ in finite]
+            cumulative = rebucket([b / 1000.0 for b in ms_bounds], [c for _, c in finite], total)
+            rounded = [round(c) for c in cumulative]
+            prev_c = 0
+            for i, c in enumerate(rounded):
+                c = max(c, prev_c)
+                buckets[service][i] += c - prev_c
+                prev_c = c
+            buckets[service][NB] += max(round(total) - prev_c, 0)
+            sums[service] += h.get("sum", 0.0) / 1000.0
+        minute = utc_minute(now)
+        batch = f"poll:{now:.3f}"
+        for service in sorted(set(codes) | set(buckets)):
+            b = buckets.get(service)
+            yield TrafficDelta(
+                source=self.kind,
+                service=service,
+                minute=minute,
+                batch=batch,
+                codes=tuple(codes[service]) if service in codes else (0, 0, 0, 0, 0),  # type: ignore[arg-type]
+                latency_buckets=tuple(b) if b is not None else None,
+                latency_sum=sums.get(service, 0.0),
+                latency_count=sum(b) if b is not None else 0,
+            )
+        for service, consumer in sorted(consumers):
+            digest = hashlib.sha256(consumer.encode()).hexdigest()[:16]
+            yield ConsumerSeen(self.kind, service, digest, now)

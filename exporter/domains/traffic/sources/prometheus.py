@@ -1,0 +1,206 @@
+"""Any Prometheus: requests, errors and latency per service from user-supplied PromQL.
+
+For gateways and meshes Prometheus already scrapes (Envoy, Istio, Traefik,
+ingress-nginx), the config gives instant queries over ``/api/v1/query`` that return
+one series per service (the label ``service_label``), or one scalar for
+``scalar_service``. ``$window`` becomes a range (``300s``), ``$quantile`` a quantile:
+
+* ``requests`` and ``errors_5xx`` (and optionally ``errors_4xx``): how many requests in
+  ``$window``, e.g. ``sum by (service) (increase(envoy_cluster_upstream_rq_total[$window]))``.
+  Each poll evaluates them at the poll's time over the span since the previous evaluation
+  (the cursor ``evaluated_at``), so consecutive spans neither overlap nor leave gaps; the
+  first poll only sets the cursor. Requests that are neither 5xx nor 4xx count as 2xx.
+* ``latency_seconds``: the ``$quantile`` latency in seconds over ``$window``, evaluated
+  for each window of ``latency_windows`` and each of p50, p95, p99.
+
+An error answer (``{"status":"error","errorType":...,"error":...}``) fails the poll with
+Prometheus' message; ``errorType`` ``timeout`` (the query exceeded the source's
+``timeout``, which is passed as the query's own ``timeout``) is reported as a timeout.
+``warnings`` in an answer are logged and counted in
+``platform_exporter_prometheus_query_warnings_total``. A ``NaN`` sample is no value.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from typing import Any
+
+from exporter.config import Config, PrometheusSourceConfig
+from exporter.core.errors import MalformedResponse, SourceError
+from exporter.core.httpclient import send
+from exporter.core.periods import utc_minute
+from exporter.core.source import PollContext, Source
+from exporter.core.store import write_records
+from exporter.domains.delivery.records import TrafficDelta, TrafficLatency
+from exporter.domains.traffic import store as traffic_store
+from exporter.domains.traffic.kpis import QUANTILES, WINDOWS
+from exporter.domains.traffic.routes import RouteMap
+
+WARNINGS_TOTAL = "platform_exporter_prometheus_query_warnings_total"
+
+
+class QueryError(SourceError):
+    """Prometheus refused or failed a query."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def render(query: str, window: str, quantile: float | None = None) -> str:
+    out = query.replace("$window", window)
+    if quantile is not None:
+        out = out.replace("$quantile", f"{quantile:g}")
+    return out
+
+
+def parse_result(payload: Any, service_label: str) -> tuple[dict[str | None, float], list[str]]:
+    """(label value or None for a scalar -> value, warnings) from an /api/v1/query answer."""
+    if not isinstance(payload, dict) or payload.get("status") != "success":
+        raise MalformedResponse(f"unexpected Prometheus answer: {str(payload)[:200]}")
+    warnings = [str(w) for w in payload.get("warnings") or []]
+    data = payload.get("data") or {}
+    kind = data.get("resultType")
+    result: Any = data.get("result")
+    out: dict[str | None, float] = {}
+    try:
+        if kind == "vector":
+            for sample in result:
+                value = float(sample["value"][1])
+                if math.isnan(value):
+                    continue
+                name = (sample.get("metric") or {}).get(service_label)
+                key = str(name) if name else ""
+                out[key] = out.get(key, 0.0) + value
+        elif kind == "scalar":
+            value = float(result[1])
+            if not math.isnan(value):
+                out[None] = value
+        else:
+            raise MalformedResponse(
+                f"Prometheus returned a {kind} result; queries must return a vector or a scalar"
+            )
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise MalformedResponse(f"unexpected Prometheus result: {exc}") from None
+    return out, warnings
+
+
+class PrometheusSource(Source):
+    """Runs the configured PromQL; see the module docstring."""
+
+    kind = "prometheus"
+
+    def __init__(self, config: Config, settings: PrometheusSourceConfig) -> None:
+        super().__init__(config, settings)
+        self.prom = settings
+        self.routes = RouteMap(config)
+
+    def client_options(self) -> dict[str, Any]:
+        headers = {}
+        if self.prom.bearer_token is not None:
+            headers["Authorization"] = f"Bearer {self.prom.bearer_token.get_secret_value()}"
+        return {"headers": headers}
+
+    def _service(self, name: str | None) -> str:
+        if name is None:
+            return self.prom.scalar_service or self.routes.by_name(None)
+        return self.routes.by_name(name)
+
+    async def query(
+        self, ctx: PollContext, promql: str, at: float, warnings: list[str]
+    ) -> dict[str, float]:
+        """Service -> value of one instant query at ``at``."""
+        response = await send(
+            ctx.client,
+            "POST",
+            f"{self.prom.url}/api/v1/query",
+            ok=(200, 400, 422, 503),
+            data={"query": promql, "time": f"{at:.3f}", "timeout": f"{self.prom.timeout:g}s"},
+            health=ctx.health,
+            clock=ctx.now,
+        )
+        try:
+            payload = response.json()
+        except ValueError:
+            raise MalformedResponse(
+                f"Prometheus answered {response.status_code} with a non-JSON body"
+            ) from None
+        if response.status_code != 200 or payload.get("status") == "error":
+            kind = payload.get("errorType", "")
+            reason = (
+                "timeout"
+                if kind == "timeout"
+                else ("http_5xx" if response.status_code >= 500 else "http_4xx")
+            )
+            raise QueryError(
+                f"Prometheus rejected {promql!r}: {kind}: {payload.get('error', '')}", reason
+            )
+        values, found = parse_result(payload, self.prom.service_label)
+        for w in found:
+            ctx.log.warning("Prometheus warned about %r: %s", promql, w)
+        warnings.extend(found)
+        out: dict[str, float] = defaultdict(float)
+        for name, value in values.items():
+            out[self._service(name)] += value
+        return dict(out)
+
+    async def poll(self, ctx: PollContext) -> None:
+        now = math.floor(ctx.now())
+        warnings: list[str] = []
+        records: list[Any] = []
+        raw = ctx.cursor("evaluated_at")
+        last = float(raw) if raw else None
+        if last is not None and now - last > self.prom.max_catch_up:
+            ctx.log.warning(
+                "last evaluated %.0fs ago; counting only the last %.0fs",
+                now - last,
+                self.prom.max_catch_up,
+            )
+            last = now - self.prom.max_catch_up
+        q = self.prom.queries
+        if last is not None:
+            start = last
+            while start < now:
+                end = min(now, start + self.prom.max_step)
+                span = f"{int(end - start)}s"
+                requests = await self.query(ctx, render(q.requests, span), end, warnings)
+                e5 = await self.query(ctx, render(q.errors_5xx, span), end, warnings)
+                e4 = (
+                    await self.query(ctx, render(q.errors_4xx, span), end, warnings)
+                    if q.errors_4xx
+                    else {}
+                )
+                for service in sorted(set(requests) | set(e5) | set(e4)):
+                    total = max(round(requests.get(service, 0.0)), 0)
+                    n5 = min(max(round(e5.get(service, 0.0)), 0), total)
+                    n4 = min(max(round(e4.get(service, 0.0)), 0), total - n5)
+                    if total:
+                        records.append(
+                            TrafficDelta(
+                                source=self.kind,
+                                service=service,
+                                minute=utc_minute(end - 1),
+                                batch=f"{start:.0f}-{end:.0f}",
+                                codes=(0, total - n4 - n5, 0, n4, n5),
+                            )
+                        )
+                start = end
+        if q.latency_seconds:
+            for window in self.prom.latency_windows:
+                span = f"{int(WINDOWS[window])}s"
+                for quantile in QUANTILES:
+                    values = await self.query(
+                        ctx, render(q.latency_seconds, span, quantile), now, warnings
+                    )
+                    for service, seconds in sorted(values.items()):
+                        records.append(
+                            TrafficLatency(self.kind, service, window, quantile, seconds, now)
+                        )
+        with ctx.store.transaction() as tx:
+            write_records(tx, records)
+            if warnings:
+                tx.incr(WARNINGS_TOTAL, {"source": ctx.source}, len(warnings))
+            tx.set_cursor(ctx.source, "evaluated_at", json.dumps(now))
+        traffic_store.prune_if_due(ctx.store, ctx.now(), self.config.state.retention)

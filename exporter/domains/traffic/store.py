@@ -1,0 +1,371 @@
+"""Gateway traffic: per-minute counts, daily totals, gateway-computed latency, consumers.
+
+Every :class:`~exporter.domains.delivery.records.TrafficDelta` is added to ``traffic_minutes`` (one row
+per service, source and UTC minute), to ``traffic_daily`` (one row per service, source
+and UTC day, kept forever: the cost KPIs divide by it), and to the persisted counter
+``platform_service_requests_total`` and histogram
+``platform_service_request_duration_seconds``, all in the poll's transaction and only
+for a batch not seen before. Window KPIs sum the minutes of the window.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from exporter.core.periods import Span, utc_date
+from exporter.core.spans import span_sums
+from exporter.core.store import Store, Tx, _labels_key
+from exporter.domains.delivery.records import ConsumerSeen, TrafficDelta, TrafficLatency
+from exporter.domains.traffic.kpis import CODE_CLASSES, LATENCY_BUCKETS
+from exporter.store import register_domain
+
+NB = len(LATENCY_BUCKETS)
+_BUCKET_COLS = [f"b{i}" for i in range(NB + 1)]  # the last one is the overflow
+_COUNT_COLS = ["c1", "c2", "c3", "c4", "c5", *_BUCKET_COLS]
+
+MIGRATIONS = (
+    f"""
+    CREATE TABLE traffic_batches (
+        key TEXT PRIMARY KEY,
+        minute REAL NOT NULL
+    );
+    CREATE INDEX traffic_batches_minute ON traffic_batches (minute);
+    CREATE TABLE traffic_minutes (
+        service TEXT NOT NULL,
+        source TEXT NOT NULL,
+        minute REAL NOT NULL,
+        c1 INTEGER NOT NULL DEFAULT 0,
+        c2 INTEGER NOT NULL DEFAULT 0,
+        c3 INTEGER NOT NULL DEFAULT 0,
+        c4 INTEGER NOT NULL DEFAULT 0,
+        c5 INTEGER NOT NULL DEFAULT 0,
+        {", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in _BUCKET_COLS)},
+        latency_sum REAL NOT NULL DEFAULT 0,
+        latency_count INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (service, source, minute)
+    );
+    CREATE INDEX traffic_minutes_minute ON traffic_minutes (minute);
+    CREATE TABLE traffic_daily (
+        service TEXT NOT NULL,
+        source TEXT NOT NULL,
+        day TEXT NOT NULL,
+        requests INTEGER NOT NULL,
+        PRIMARY KEY (service, source, day)
+    );
+    CREATE TABLE traffic_latency (
+        service TEXT NOT NULL,
+        source TEXT NOT NULL,
+        window TEXT NOT NULL,
+        quantile REAL NOT NULL,
+        seconds REAL NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (service, source, window, quantile)
+    );
+    CREATE TABLE traffic_consumers (
+        service TEXT NOT NULL,
+        source TEXT NOT NULL,
+        consumer TEXT NOT NULL,
+        last_seen REAL NOT NULL,
+        PRIMARY KEY (service, source, consumer)
+    )
+    """,
+    # Daily status classes and latency buckets, filled from the minutes still stored.
+    f"""
+    CREATE TABLE traffic_daily_counts (
+        service TEXT NOT NULL,
+        source TEXT NOT NULL,
+        day TEXT NOT NULL,
+        {", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in _COUNT_COLS)},
+        PRIMARY KEY (service, source, day)
+    );
+    INSERT INTO traffic_daily_counts (service, source, day, {", ".join(_COUNT_COLS)})
+    SELECT service, source, date(minute, 'unixepoch'), {", ".join(f"SUM({c})" for c in _COUNT_COLS)}
+    FROM traffic_minutes GROUP BY service, source, date(minute, 'unixepoch')
+    """,
+)
+
+_DAY_COUNTS_SQL = (
+    f"INSERT INTO traffic_daily_counts (service, source, day, {', '.join(_COUNT_COLS)}) "
+    f"VALUES (?, ?, ?, {', '.join('?' for _ in _COUNT_COLS)}) "
+    "ON CONFLICT (service, source, day) DO UPDATE SET "
+    + ", ".join(f"{c} = {c} + excluded.{c}" for c in _COUNT_COLS)
+)
+
+REQUESTS_TOTAL = "platform_service_requests_total"
+DURATION = "platform_service_request_duration_seconds"
+
+
+def write_deltas(tx: Tx, deltas: Sequence[TrafficDelta]) -> None:
+    """Add each new delta to the minute and day rows, the counters and the histogram."""
+    cols = ["c1", "c2", "c3", "c4", "c5", *_BUCKET_COLS, "latency_sum", "latency_count"]
+    minute_sql = (
+        f"INSERT INTO traffic_minutes (service, source, minute, {', '.join(cols)}) "
+        f"VALUES (?, ?, ?, {', '.join('?' for _ in cols)}) "
+        "ON CONFLICT (service, source, minute) DO UPDATE SET "
+        + ", ".join(f"{c} = {c} + excluded.{c}" for c in cols)
+    )
+    # Counter and histogram updates are summed first: one write per series per batch.
+    counters: dict[tuple[str, str, str], int] = defaultdict(int)
+    hist: dict[tuple[str, str], list[float]] = {}
+    daily: dict[tuple[str, str, str], int] = defaultdict(int)
+    day_counts: dict[tuple[str, str, str], list[int]] = {}
+    for d in deltas:
+        if not tx.insert_new("traffic_batches", {"key": d.key, "minute": d.minute}):
+            continue
+        buckets = list(d.latency_buckets) if d.latency_buckets is not None else [0] * (NB + 1)
+        if len(buckets) != NB + 1:
+            raise ValueError(f"a delta needs {NB + 1} latency buckets, got {len(buckets)}")
+        tx.execute(
+            minute_sql,
+            (d.service, d.source, d.minute, *d.codes, *buckets, d.latency_sum, d.latency_count),
+        )
+        requests = sum(d.codes)
+        day = utc_date(d.minute).isoformat()
+        if requests:
+            daily[(d.service, d.source, day)] += requests
+        acc_day = day_counts.setdefault((d.service, d.source, day), [0] * len(_COUNT_COLS))
+        for i, n in enumerate((*d.codes, *buckets)):
+            acc_day[i] += n
+        for cls, n in zip(CODE_CLASSES, d.codes, strict=True):
+            if n:
+                counters[(d.service, d.source, cls)] += n
+        if d.latency_buckets is not None and d.latency_count:
+            acc = hist.setdefault((d.service, d.source), [0.0] * (NB + 2))
+            for i, n in enumerate(buckets):
+                acc[i] += n
+            acc[NB + 1] += d.latency_sum
+    for (service, source, day), n in daily.items():
+        tx.execute(
+            "INSERT INTO traffic_daily (service, source, day, requests) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (service, source, day) DO UPDATE SET "
+            "requests = requests + excluded.requests",
+            (service, source, day, n),
+        )
+    for (service, source, day), values in day_counts.items():
+        tx.execute(_DAY_COUNTS_SQL, (service, source, day, *values))
+    for (service, source, cls), n in counters.items():
+        tx.incr(REQUESTS_TOTAL, {"service": service, "source": source, "code_class": cls}, n)
+    for (service, source), acc in hist.items():
+        _observe_many(
+            tx,
+            DURATION,
+            {"service": service, "source": source},
+            [int(n) for n in acc[: NB + 1]],
+            acc[NB + 1],
+        )
+
+
+def _observe_many(
+    tx: Tx, metric: str, labels: Mapping[str, str], counts: Sequence[int], total: float
+) -> None:
+    """Add non-cumulative bucket ``counts`` (plus overflow) to a persisted histogram.
+
+    Same table layout as :meth:`Tx.observe` (cumulative counts per finite bound).
+    """
+    key = _labels_key(labels)
+    bounds = [float(b) for b in LATENCY_BUCKETS]
+    row = tx.execute(
+        "SELECT buckets, counts, sum, count FROM histograms WHERE metric = ? AND labels = ?",
+        (metric, key),
+    ).fetchone()
+    if row is None or json.loads(row[0]) != bounds:
+        cumulative, old_sum, old_n = [0] * NB, 0.0, 0
+    else:
+        cumulative, old_sum, old_n = json.loads(row[1]), float(row[2]), int(row[3])
+    running = 0
+    for i in range(NB):
+        running += counts[i]
+        cumulative[i] += running
+    n = running + counts[NB]
+    tx.execute(
+        "INSERT INTO histograms (metric, labels, buckets, counts, sum, count) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (metric, labels) DO UPDATE SET "
+        "buckets = excluded.buckets, counts = excluded.counts, sum = excluded.sum, "
+        "count = excluded.count",
+        (metric, key, json.dumps(bounds), json.dumps(cumulative), old_sum + total, old_n + n),
+    )
+
+
+def write_latencies(tx: Tx, points: Sequence[TrafficLatency]) -> None:
+    for p in points:
+        tx.upsert(
+            "traffic_latency",
+            {
+                "service": p.service,
+                "source": p.source,
+                "window": p.window,
+                "quantile": p.quantile,
+                "seconds": p.seconds,
+                "at": p.at,
+            },
+            ("service", "source", "window", "quantile"),
+        )
+
+
+def write_consumers(tx: Tx, seen: Sequence[ConsumerSeen]) -> None:
+    for c in seen:
+        tx.execute(
+            "INSERT INTO traffic_consumers (service, source, consumer, last_seen) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (service, source, consumer) "
+            "DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)",
+            (c.service, c.source, c.consumer, c.at),
+        )
+
+
+def prune(tx: Tx, older_than: float) -> int:
+    """Delete minute rows, batch keys and consumers older than ``older_than``.
+
+    Daily totals, counters and histograms are kept.
+    """
+    n = tx.execute("DELETE FROM traffic_minutes WHERE minute < ?", (older_than,)).rowcount
+    tx.execute("DELETE FROM traffic_batches WHERE minute < ?", (older_than,))
+    tx.execute("DELETE FROM traffic_consumers WHERE last_seen < ?", (older_than,))
+    return n
+
+
+_PRUNE_EVERY = 3600.0
+_last_prune: list[float] = [float("-inf")]
+
+
+def prune_if_due(store: Store, now: float, retention: float) -> None:
+    """Prune (see :func:`prune`) at most once an hour, whichever gateway source asks."""
+    mono = time.monotonic()
+    if mono - _last_prune[0] < _PRUNE_EVERY:
+        return
+    _last_prune[0] = mono
+    with store.transaction() as tx:
+        prune(tx, now - retention)
+
+
+# --- queries ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WindowCounts:
+    """What a service's gateways served in one window."""
+
+    codes: tuple[int, int, int, int, int]
+    # Non-cumulative latency counts per bound, plus overflow; all 0 without a distribution.
+    buckets: tuple[int, ...]
+
+    @property
+    def requests(self) -> int:
+        return sum(self.codes)
+
+    @property
+    def latency_observations(self) -> int:
+        return sum(self.buckets)
+
+
+def window_counts(
+    store: Store, now: float, windows: Mapping[str, float]
+) -> dict[tuple[str, str], WindowCounts]:
+    """Counts per (service, window) over every source, for minutes in (now - W - 60, now].
+
+    A minute row counts in a window when the minute starts after ``now - W``, so a
+    window holds whole minutes only.
+    """
+    names = list(windows)
+    cols = ["c1", "c2", "c3", "c4", "c5", *_BUCKET_COLS]
+    select = ", ".join(
+        f"SUM(CASE WHEN minute > :s{i} THEN {c} ELSE 0 END)"
+        for i in range(len(names))
+        for c in cols
+    )
+    params: dict[str, float] = {f"s{i}": now - windows[n] for i, n in enumerate(names)}
+    params["oldest"] = now - max(windows.values())
+    params["now"] = now
+    rows = store.query(
+        f"SELECT service, {select} FROM traffic_minutes "
+        "WHERE minute > :oldest AND minute <= :now GROUP BY service",
+        params,
+    )
+    out: dict[tuple[str, str], WindowCounts] = {}
+    width = len(cols)
+    for row in rows:
+        for i, name in enumerate(names):
+            vals = [int(v or 0) for v in row[1 + i * width : 1 + (i + 1) * width]]
+            out[(str(row[0]), name)] = WindowCounts(
+                tuple(vals[:5]),  # type: ignore[arg-type]
+                tuple(vals[5:]),
+            )
+    return out
+
+
+def span_counts(store: Store, span: Span) -> dict[str, WindowCounts]:
+    """Counts per service over every source for the minutes starting in ``span``: whole
+    UTC days from the daily counts (kept beyond the retention), the partial days around
+    them from the minutes."""
+    sums = ", ".join(f"SUM({c})" for c in _COUNT_COLS)
+    totals = span_sums(
+        store,
+        span,
+        f"SELECT service, {sums} FROM traffic_daily_counts "
+        "WHERE day >= ? AND day <= ? GROUP BY service",
+        f"SELECT service, {sums} FROM traffic_minutes "
+        "WHERE minute >= ? AND minute < ? GROUP BY service",
+    )
+    return {
+        service: WindowCounts(tuple(v[:5]), tuple(v[5:]))  # type: ignore[arg-type]
+        for service, v in totals.items()
+    }
+
+
+def daily_requests(store: Store, service: str, day: date, source: str | None = None) -> int | None:
+    """Requests served by ``service`` on the UTC ``day``, over every gateway source
+    (or only ``source``); None when no gateway reported traffic for it that day.
+
+    Only a closed day is final: callers dividing by it (cost per request) should ask
+    for days that have ended, plus the sources' ``delay``.
+    """
+    sql = "SELECT SUM(requests) FROM traffic_daily WHERE service = ? AND day = ?"
+    params: list[Any] = [service, day.isoformat()]
+    if source is not None:
+        sql += " AND source = ?"
+        params.append(source)
+    row = store.query_one(sql, params)
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def daily_totals(store: Store, since: date) -> dict[tuple[str, date], int]:
+    """Requests per (service, day) for every day from ``since``, over every source."""
+    rows = store.query(
+        "SELECT service, day, SUM(requests) FROM traffic_daily WHERE day >= ? "
+        "GROUP BY service, day",
+        (since.isoformat(),),
+    )
+    return {(str(r[0]), date.fromisoformat(str(r[1]))): int(r[2]) for r in rows}
+
+
+def gateway_latencies(store: Store, since: float) -> dict[tuple[str, str, float], float]:
+    """(service, window, quantile) -> seconds as the gateways computed them at or after
+    ``since`` (the most recent wins)."""
+    rows = store.query(
+        "SELECT service, window, quantile, seconds FROM traffic_latency WHERE at >= ? "
+        "ORDER BY at, source",
+        (since,),
+    )
+    return {(str(r[0]), str(r[1]), float(r[2])): float(r[3]) for r in rows}
+
+
+def active_consumers(store: Store, since: float) -> dict[str, int]:
+    """Distinct consumers per service seen at or after ``since``."""
+    rows = store.query(
+        "SELECT service, COUNT(DISTINCT consumer) FROM traffic_consumers "
+        "WHERE last_seen >= ? GROUP BY service",
+        (since,),
+    )
+    return {str(r[0]): int(r[1]) for r in rows}
+
+
+register_domain(
+    "traffic",
+    MIGRATIONS,
+    {TrafficDelta: write_deltas, TrafficLatency: write_latencies, ConsumerSeen: write_consumers},
+)

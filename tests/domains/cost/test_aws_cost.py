@@ -1,0 +1,231 @@
+"""The Cost Explorer source through boto3 against moto in server mode, with
+GetCostAndUsage results queued through moto's own API
+(``POST /moto-api/static/ce/cost-and-usage-results``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from exporter.config import Config
+from exporter.daemon import Daemon
+from tests.support.exposition import Exposition
+from tests.support.prometheus import promtool_check_metrics
+
+NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC).timestamp()
+ACCOUNT_A = "111111111111"
+ACCOUNT_B = "222222222222"
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def moto(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    httpx.post(f"{moto_url}/moto-api/reset").raise_for_status()
+    return moto_url
+
+
+def queue(moto: str, account: str, *results: dict[str, Any]) -> None:
+    response = httpx.post(
+        f"{moto}/moto-api/static/ce/cost-and-usage-results",
+        json={"results": list(results), "account_id": account},
+    )
+    assert response.status_code == 201
+
+
+def day(start: str, *groups: tuple[str, float]) -> dict[str, Any]:
+    end = {"2026-11-19": "2026-11-20", "2026-11-20": "2026-11-21", "2026-11-21": "2026-11-22"}
+    return {
+        "TimePeriod": {"Start": start, "End": end[start]},
+        "Total": {},
+        "Groups": [
+            {"Keys": [key], "Metrics": {"UnblendedCost": {"Amount": f"{v}", "Unit": "USD"}}}
+            for key, v in groups
+        ],
+        "Estimated": start == "2026-11-21",
+    }
+
+
+def config(tmp_path: Path, moto: str, **aws: Any) -> Config:
+    return Config(
+        state={"path": str(tmp_path / "state.db")},
+        services=[
+            {"name": "checkout", "team": "payments", "cost": {"tags": {"service": "checkout"}}},
+            {
+                "name": "payments-api",
+                "team": "payments",
+                "cost": {"tags": {"service": "payments-api"}},
+            },
+        ],
+        sources={
+            "aws_cost": {
+                "endpoint_url": moto,
+                "lookback_days": 3,
+                "data_delay_days": 0,
+                "timeout": "10s",
+                **aws,
+            }
+        },
+    )
+
+
+TWO_ACCOUNTS = [
+    {"name": "shop", "role_arn": f"arn:aws:iam::{ACCOUNT_A}:role/cost-reader"},
+    {"name": "pay", "role_arn": f"arn:aws:iam::{ACCOUNT_B}:role/cost-reader", "external_id": "x-1"},
+]
+
+
+def poll(daemon: Daemon) -> Exposition:
+    asyncio.run(daemon.poll(daemon.sources[0]))
+    return Exposition.parse(daemon.holder.current.text)
+
+
+def paid(exp: Exposition) -> float | None:
+    return exp.value("platform_exporter_paid_api_calls_total", source="aws_cost")
+
+
+def queue_two_accounts(moto: str) -> None:
+    # Account A answers in two pages; the first carries a NextPageToken.
+    page1 = {
+        "ResultsByTime": [
+            day("2026-11-19", ("service$checkout", 1.5)),
+            day("2026-11-20", ("service$checkout", 2.5), ("service$", 0.75)),
+        ],
+        "NextPageToken": "page-2",
+        "DimensionValueAttributes": [],
+    }
+    page2 = {"ResultsByTime": [day("2026-11-21", ("service$checkout", 4.0))]}
+    queue(moto, ACCOUNT_A, page1, page2)
+    queue(moto, ACCOUNT_B, {"ResultsByTime": [day("2026-11-21", ("service$payments-api", 3.25))]})
+
+
+class TestCostExplorer:
+    def test_pages_and_two_accounts_through_assumed_roles(self, tmp_path: Path, moto: str) -> None:
+        queue_two_accounts(moto)
+        daemon = Daemon(config(tmp_path, moto, accounts=TWO_ACCOUNTS), clock=lambda: NOW)
+        exp = poll(daemon)
+        assert daemon.health["aws_cost"].up is True, daemon.health["aws_cost"].last_error
+
+        def cost(service: str, window: str) -> float | None:
+            return exp.value("platform_cost", service=service, window=window, provider="aws")
+
+        # Account A, page 2 (the 21st) and both pages over the week.
+        assert cost("checkout", "1d") == pytest.approx(4.0)
+        assert cost("checkout", "7d") == pytest.approx(8.0)
+        # An untagged group ("service$") is kept as unallocated.
+        assert cost("unallocated", "7d") == pytest.approx(0.75)
+        # Account B, read through its own role: its queue is separate in moto.
+        assert cost("payments-api", "1d") == pytest.approx(3.25)
+        assert paid(exp) == 3  # two pages for A, one for B
+        assert daemon.health["aws_cost"].requests == {"200": 3}
+        end = datetime(2026, 11, 22, tzinfo=UTC).timestamp()
+        assert exp.value("platform_cost_data_end_timestamp_seconds", source="aws_cost") == end
+        assert promtool_check_metrics(daemon.holder.current.text) == ""
+        asyncio.run(daemon.shutdown())
+
+    def test_a_restart_makes_no_paid_call_for_closed_days(self, tmp_path: Path, moto: str) -> None:
+        queue_two_accounts(moto)
+        first = Daemon(config(tmp_path, moto, accounts=TWO_ACCOUNTS), clock=lambda: NOW)
+        assert paid(poll(first)) == 3
+        exp = poll(first)
+        assert paid(exp) == 3  # a second poll: every day is settled
+        asyncio.run(first.shutdown())
+
+        second = Daemon(config(tmp_path, moto, accounts=TWO_ACCOUNTS), clock=lambda: NOW)
+        exp = poll(second)
+        assert second.health["aws_cost"].up is True
+        assert second.health["aws_cost"].requests == {}
+        assert paid(exp) == 3  # persisted across the restart, and not one more
+        assert exp.value("platform_cost", service="checkout", window="7d") == pytest.approx(8.0)
+        asyncio.run(second.shutdown())
+
+    def test_unsettled_days_are_requeried_and_replaced(self, tmp_path: Path, moto: str) -> None:
+        """With data_delay_days=1, the 21st is re-read (one call) and its new amount replaces the old."""
+        queue(
+            moto,
+            "123456789012",
+            {
+                "ResultsByTime": [
+                    day("2026-11-19"),
+                    day("2026-11-20"),
+                    day("2026-11-21", ("service$checkout", 1.0)),
+                ]
+            },
+            {"ResultsByTime": [day("2026-11-21", ("service$checkout", 1.4))]},
+        )
+        cfg = config(tmp_path, moto, data_delay_days=1)
+        first = Daemon(cfg, clock=lambda: NOW)
+        assert first.health  # default credentials: one "default" scope
+        exp = poll(first)
+        assert exp.value("platform_cost", service="checkout", window="1d") == pytest.approx(1.0)
+        asyncio.run(first.shutdown())
+        second = Daemon(cfg, clock=lambda: NOW)
+        exp = poll(second)
+        assert paid(exp) == 2
+        assert exp.value("platform_cost", service="checkout", window="1d") == pytest.approx(1.4)
+        assert exp.value("platform_cost", service="checkout", window="7d") == pytest.approx(1.4)
+        asyncio.run(second.shutdown())
+
+    def test_the_daily_cap_holds(self, tmp_path: Path, moto: str) -> None:
+        queue_two_accounts(moto)
+        clock: list[float] = [NOW]
+        daemon = Daemon(
+            config(tmp_path, moto, accounts=TWO_ACCOUNTS[:1], daily_call_cap=1),
+            clock=lambda: clock[0],
+        )
+        exp = poll(daemon)
+        health = daemon.health["aws_cost"]
+        assert health.up is False
+        assert health.errors["rate_limited"] == 1
+        assert "daily cap of 1 paid Cost Explorer requests reached" in (health.last_error or "")
+        assert paid(exp) == 1
+        # A pagination cut short by the cap commits nothing partial.
+        assert exp.samples("platform_cost") == []
+        assert exp.value("platform_exporter_rate_limit_remaining", resource="paid_calls_today") == 0
+        exp = poll(daemon)
+        assert paid(exp) == 1  # still the same UTC day: no call at all
+        clock[0] = NOW + 86400  # the next UTC day has a fresh budget
+        exp = poll(daemon)
+        assert paid(exp) == 2
+        asyncio.run(daemon.shutdown())
+
+    def test_denied_credentials_mark_the_source_down_as_auth(
+        self, tmp_path: Path, moto: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from botocore.exceptions import ClientError
+
+        from exporter.domains.cost.sources import aws_cost
+
+        def deny(self: Any, account: Any, ctx: Any) -> Any:
+            raise ClientError(
+                {"Error": {"Code": "AccessDeniedException", "Message": "no ce:GetCostAndUsage"}},
+                "GetCostAndUsage",
+            )
+
+        monkeypatch.setattr(aws_cost.AwsCostSource, "_ce_client", deny)
+        daemon = Daemon(config(tmp_path, moto), clock=lambda: NOW)
+        poll(daemon)
+        assert daemon.health["aws_cost"].errors["auth"] == 1
+        asyncio.run(daemon.shutdown())

@@ -1,0 +1,167 @@
+"""The Azure Cost Management source against a fake that follows the documented
+Query API and client-credentials token shapes (exporter/sandbox/azure_billing.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exporter.config import Config
+from exporter.daemon import Daemon
+from exporter.domains.cost.sandbox.azure import AzureCostFake
+from tests.support.exposition import Exposition
+
+NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC).timestamp()
+SCOPE = "/subscriptions/00000000-0000-0000-0000-000000000001"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = NOW
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def setup(tmp_path: Path, clock: Clock, **azure: Any) -> tuple[Daemon, AzureCostFake]:
+    fake = AzureCostFake(clock=clock, page_size=2)
+    fake.costs = {
+        (SCOPE, "2026-11-20"): [("checkout", 3.0, "EUR"), ("", 1.0, "EUR")],
+        (SCOPE, "2026-11-21"): [("checkout", 2.0, "EUR"), ("search", 0.5, "EUR")],
+    }
+    cfg = Config(
+        state={"path": str(tmp_path / "state.db")},
+        services=[
+            {"name": "checkout", "team": "payments", "cost": {"tags": {"service": "checkout"}}},
+            {"name": "search", "team": "discovery", "cost": {"tags": {"service": "search"}}},
+        ],
+        sources={
+            "azure_cost": {
+                "tenant_id": "tenant-1",
+                "client_id": "client-1",
+                "client_secret": "secret-1",
+                "scopes": [SCOPE],
+                "lookback_days": 3,
+                "data_delay_days": 1,
+                "max_retry_wait": "5s",
+                **azure,
+            }
+        },
+    )
+    daemon = Daemon(cfg, transport=fake.app().transport(), clock=clock)
+    return daemon, fake
+
+
+def poll(daemon: Daemon) -> Exposition:
+    asyncio.run(daemon.poll(daemon.sources[0]))
+    return Exposition.parse(daemon.holder.current.text)
+
+
+class TestQuery:
+    def test_daily_costs_by_tag_across_pages(self, tmp_path: Path) -> None:
+        daemon, fake = setup(tmp_path, Clock())
+        exp = poll(daemon)
+        assert daemon.health["azure_cost"].up is True, daemon.health["azure_cost"].last_error
+        cost = "platform_cost"
+        assert exp.value(cost, service="checkout", window="1d", currency="EUR") == 2.0
+        assert exp.value(cost, service="checkout", window="7d", currency="EUR") == 5.0
+        assert exp.value(cost, service="search", window="1d", provider="azure") == 0.5
+        # An empty TagValue is an untagged line: unallocated, not dropped.
+        assert exp.value(cost, service="unallocated", window="7d") == 1.0
+        body = fake.queries[0]
+        assert body["timePeriod"] == {
+            "from": "2026-11-19T00:00:00+00:00",
+            "to": "2026-11-21T23:59:59+00:00",
+        }
+        assert body["dataset"]["grouping"] == [{"type": "TagKey", "name": "service"}]  # type: ignore[index]
+        # 4 rows at 2 per page: the nextLink was followed.
+        assert daemon.health["azure_cost"].requests == {"200": 3}
+        asyncio.run(daemon.shutdown())
+
+    def test_settled_days_are_not_queried_again(self, tmp_path: Path) -> None:
+        daemon, fake = setup(tmp_path, Clock())
+        poll(daemon)
+        first_poll = len(fake.queries)
+        poll(daemon)
+        # The second poll's query starts at the first unsettled day (data_delay_days=1).
+        assert len(fake.queries) == first_poll + 1
+        assert fake.queries[-1]["timePeriod"]["from"].startswith("2026-11-21")  # type: ignore[index]
+        asyncio.run(daemon.shutdown())
+
+
+class TestAuth:
+    def test_the_token_is_reused_then_refreshed_before_it_expires(self, tmp_path: Path) -> None:
+        clock = Clock()
+        daemon, fake = setup(tmp_path, clock)
+        poll(daemon)
+        poll(daemon)
+        assert fake.token_requests == 1
+        clock.t += 3599 - 200  # within five minutes of expiry
+        poll(daemon)
+        assert fake.token_requests == 2
+        assert daemon.health["azure_cost"].up is True
+        asyncio.run(daemon.shutdown())
+
+    def test_a_rejected_token_is_refreshed_once(self, tmp_path: Path) -> None:
+        daemon, fake = setup(tmp_path, Clock())
+        poll(daemon)
+        fake.revoke_tokens()
+        poll(daemon)
+        assert fake.token_requests == 2
+        assert daemon.health["azure_cost"].up is True
+        asyncio.run(daemon.shutdown())
+
+    def test_a_bad_secret_is_an_auth_error(self, tmp_path: Path) -> None:
+        daemon, fake = setup(tmp_path, Clock(), client_secret="wrong")
+        poll(daemon)
+        health = daemon.health["azure_cost"]
+        assert health.up is False
+        assert health.errors["auth"] == 1
+        assert "invalid_client" in (health.last_error or "")
+        assert fake.queries == []
+        asyncio.run(daemon.shutdown())
+
+
+class TestThrottling:
+    def test_429_waits_for_the_qpu_retry_after_header(self, tmp_path: Path) -> None:
+        daemon, fake = setup(tmp_path, Clock())
+        fake.throttles.append({"x-ms-ratelimit-microsoft.costmanagement-qpu-retry-after": "1"})
+        started = time.monotonic()
+        exp = poll(daemon)
+        assert time.monotonic() - started >= 1.0
+        assert daemon.health["azure_cost"].up is True
+        assert daemon.health["azure_cost"].requests["429"] == 1
+        assert exp.value("platform_cost", service="checkout", window="1d") == 2.0
+        asyncio.run(daemon.shutdown())
+
+    def test_a_wait_longer_than_allowed_fails_the_poll_as_rate_limited(
+        self, tmp_path: Path
+    ) -> None:
+        daemon, fake = setup(tmp_path, Clock())
+        fake.throttles.append(
+            {
+                "x-ms-ratelimit-microsoft.costmanagement-qpu-retry-after": "2",
+                "x-ms-ratelimit-microsoft.costmanagement-entity-retry-after": "120",
+            }
+        )
+        poll(daemon)
+        health = daemon.health["azure_cost"]
+        assert health.up is False
+        assert health.errors["rate_limited"] == 1
+        # Nothing was committed, and the next poll succeeds.
+        exp = poll(daemon)
+        assert health.up is True
+        assert exp.value("platform_cost", service="checkout", window="7d") == 5.0
+        asyncio.run(daemon.shutdown())
+
+
+@pytest.mark.parametrize("value", ["20261121", 20261121, "2026-11-21T00:00:00"])
+def test_usage_date_forms(value: Any) -> None:
+    from exporter.domains.cost.sources.azure_cost import _usage_date
+
+    assert _usage_date(value) == "2026-11-21"

@@ -1,0 +1,220 @@
+"""Traffic KPIs on hand-checked numbers, route mapping, and the traffic store."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+
+from exporter.config import Config
+from exporter.core.periods import is_closed_day, utc_minute
+from exporter.core.store import write_records
+from exporter.domains.delivery.records import TrafficDelta
+from exporter.domains.traffic import store as traffic_store
+from exporter.domains.traffic.kpis import (
+    LATENCY_BUCKETS,
+    UNMAPPED,
+    availability,
+    code_class_index,
+    counter_delta,
+    error_ratio,
+    histogram_quantile,
+    rebucket,
+    request_rate,
+)
+from exporter.domains.traffic.routes import RouteMap
+from exporter.store import open_store
+
+NB = len(LATENCY_BUCKETS)
+DAY = datetime(2026, 3, 2, tzinfo=UTC).timestamp()
+
+
+def delta(
+    service: str, minute: float, codes: tuple[int, int, int, int, int], batch: str = "b1"
+) -> TrafficDelta:
+    buckets = [0] * (NB + 1)
+    buckets[4] = sum(codes)  # every request in (0.05, 0.1]
+    return TrafficDelta(
+        "nginx", service, minute, batch, codes, tuple(buckets), 0.08 * sum(codes), sum(codes)
+    )
+
+
+class TestRatios:
+    def test_rate_is_requests_over_window_seconds(self) -> None:
+        assert request_rate(600, 300) == 2.0
+        assert request_rate(0, 300) is None
+
+    def test_error_ratio_and_availability(self) -> None:
+        """1000 requests with 5 x 5xx: ratio 0.005, availability 0.995."""
+        assert error_ratio(5, 1000) == 0.005
+        assert availability(5, 1000) == pytest.approx(0.995)
+        assert error_ratio(0, 0) is None
+        assert availability(0, 0) is None
+        with pytest.raises(ValueError):
+            error_ratio(11, 10)
+
+    def test_status_classes(self) -> None:
+        assert [code_class_index(s) for s in (100, 204, 301, 404, 503)] == [0, 1, 2, 3, 4]
+        assert code_class_index(600) is None
+        assert code_class_index(42) is None
+
+
+class TestHistogramQuantile:
+    def test_interpolates_inside_the_bucket(self) -> None:
+        """Bounds 0.1, 0.2, 0.4 with counts 2, 6, 2: p50 is rank 5, 3 of 6 into (0.1, 0.2]."""
+        assert histogram_quantile(0.5, [0.1, 0.2, 0.4], [2, 6, 2]) == pytest.approx(0.15)
+        # p95: rank 9.5, 1.5 of 2 into (0.2, 0.4] -> 0.35
+        assert histogram_quantile(0.95, [0.1, 0.2, 0.4], [2, 6, 2]) == pytest.approx(0.35)
+        # p10: rank 1 of 2 in (0, 0.1] -> 0.05
+        assert histogram_quantile(0.1, [0.1, 0.2, 0.4], [2, 6, 2]) == pytest.approx(0.05)
+
+    def test_overflow_gives_the_highest_bound(self) -> None:
+        assert histogram_quantile(0.99, [0.1, 0.2], [1, 0], overflow=9) == 0.2
+
+    def test_no_observations_no_value(self) -> None:
+        assert histogram_quantile(0.5, [0.1], [0]) is None
+
+
+class TestRebucket:
+    def test_shared_bounds_are_exact_and_others_interpolated(self) -> None:
+        """Kong 3.x request_latency_ms bounds 25, 50, 80, 100, 250 ms (cumulative 1, 3, 4, 8, 10)."""
+        src = [0.025, 0.05, 0.08, 0.1, 0.25]
+        cum = [1, 3, 4, 8, 10]
+        out = dict(zip(LATENCY_BUCKETS, rebucket(src, cum, total=12), strict=True))
+        assert out[0.025] == 1
+        assert out[0.05] == 3
+        assert out[0.1] == 8
+        assert out[0.25] == 10
+        assert out[0.01] == pytest.approx(0.4)  # 1 * 10/25 of the first bucket
+        # Above the source's last bound only its last count is known.
+        assert out[60.0] == 10
+
+
+class TestCounterDelta:
+    def test_increase_between_reads(self) -> None:
+        assert counter_delta(10, 15) == 5
+
+    def test_a_reset_counts_everything_since_the_restart(self) -> None:
+        assert counter_delta(1000, 7) == 7
+
+    def test_first_read_is_a_baseline(self) -> None:
+        assert counter_delta(None, 1000) == 0
+
+
+class TestRouteMap:
+    def config(self) -> Config:
+        return Config(
+            services=[
+                {
+                    "name": "checkout",
+                    "team": "payments",
+                    "routes": ["shop.test/checkout", "co-route"],
+                },
+                {"name": "search", "team": "discovery", "routes": ["/search", "search.test"]},
+                {"name": "accounts", "team": "identity", "routes": ["shop.test/checkout/account"]},
+            ]
+        )
+
+    def test_names_map_exactly_and_catalog_names_map_to_themselves(self) -> None:
+        routes = RouteMap(self.config())
+        assert routes.by_name("co-route") == "checkout"
+        assert routes.by_name("search") == "search"
+        assert routes.by_name("nope", None, "co-route") == "checkout"
+        assert routes.by_name("nope") == UNMAPPED
+
+    def test_requests_map_by_longest_prefix_then_host(self) -> None:
+        routes = RouteMap(self.config())
+        assert routes.by_request("shop.test", "/checkout/cart?x=1") == "checkout"
+        assert routes.by_request("shop.test", "/checkout/account/me") == "accounts"
+        assert routes.by_request("shop.test:8080", "/checkout") == "checkout"
+        assert routes.by_request("other.test", "/search/q") == "search"
+        assert routes.by_request("search.test", "/anything") == "search"
+        assert routes.by_request("shop.test", "/checkoutx") == UNMAPPED
+        assert routes.by_request("other.test", "/") == UNMAPPED
+
+    def test_a_route_claimed_twice_is_a_config_error(self) -> None:
+        with pytest.raises(ValueError, match="claimed by both"):
+            Config(
+                services=[
+                    {"name": "a", "team": "t", "routes": ["r"]},
+                    {"name": "b", "team": "t", "routes": ["r"]},
+                ]
+            )
+
+
+class TestStore:
+    def test_daily_requests_sum_a_utc_day_over_sources(self, tmp_path: Path) -> None:
+        store = open_store(str(tmp_path / "s.db"))
+        with store.transaction() as tx:
+            write_records(
+                tx,
+                [
+                    delta("checkout", DAY - 60, (0, 5, 0, 0, 0)),  # the previous day
+                    delta("checkout", DAY, (0, 10, 1, 2, 3)),
+                    delta("checkout", DAY + 86340, (0, 4, 0, 0, 0)),  # last minute of the day
+                    delta("search", DAY, (0, 1, 0, 0, 0)),
+                ],
+            )
+        assert traffic_store.daily_requests(store, "checkout", date(2026, 3, 2)) == 20
+        assert traffic_store.daily_requests(store, "checkout", date(2026, 3, 1)) == 5
+        assert traffic_store.daily_requests(store, "checkout", date(2026, 3, 3)) is None
+        assert traffic_store.daily_requests(store, "checkout", date(2026, 3, 2), "kong") is None
+        store.close()
+
+    def test_a_batch_is_counted_once(self, tmp_path: Path) -> None:
+        store = open_store(str(tmp_path / "s.db"))
+        d = delta("checkout", DAY, (0, 10, 0, 0, 2))
+        for _ in range(2):
+            with store.transaction() as tx:
+                write_records(tx, [d])
+        counters = {lab["code_class"]: v for lab, v in store.counters(traffic_store.REQUESTS_TOTAL)}
+        assert counters == {"2xx": 10, "5xx": 2}
+        ((labels, _bounds, counts, total, n),) = store.histograms(traffic_store.DURATION)
+        assert labels == {"service": "checkout", "source": "nginx"}
+        assert n == 12 and total == pytest.approx(0.96)
+        assert counts[3] == 0 and counts[4] == 12 and counts[-1] == 12
+        store.close()
+
+    def test_windows_hold_whole_minutes(self, tmp_path: Path) -> None:
+        store = open_store(str(tmp_path / "s.db"))
+        now = DAY + 3600
+        with store.transaction() as tx:
+            write_records(
+                tx,
+                [
+                    delta("checkout", utc_minute(now), (0, 3, 0, 0, 1)),
+                    delta("checkout", now - 600, (0, 6, 0, 0, 0)),
+                    delta("checkout", now - 7200, (0, 100, 0, 0, 0)),
+                ],
+            )
+        got = traffic_store.window_counts(store, now, {"5m": 300, "1h": 3600, "1d": 86400})
+        assert got[("checkout", "5m")].codes == (0, 3, 0, 0, 1)
+        assert got[("checkout", "1h")].requests == 10
+        assert got[("checkout", "1d")].requests == 110
+        store.close()
+
+    def test_closed_days(self) -> None:
+        assert is_closed_day(date(2026, 3, 1), DAY)
+        assert not is_closed_day(date(2026, 3, 2), DAY + 10)
+
+
+class TestPrune:
+    def test_old_minutes_go_and_daily_totals_and_counters_stay(self, tmp_path: Path) -> None:
+        store = open_store(str(tmp_path / "s.db"))
+        with store.transaction() as tx:
+            write_records(
+                tx,
+                [
+                    delta("checkout", DAY - 40 * 86400, (0, 7, 0, 0, 0), "old"),
+                    delta("checkout", DAY, (0, 3, 0, 0, 0), "new"),
+                ],
+            )
+        traffic_store._last_prune[0] = float("-inf")
+        traffic_store.prune_if_due(store, DAY + 60, 35 * 86400)
+        assert store.query_one("SELECT COUNT(*) FROM traffic_minutes")[0] == 1  # type: ignore[index]
+        old_day = datetime.fromtimestamp(DAY - 40 * 86400, UTC).date()
+        assert traffic_store.daily_requests(store, "checkout", old_day) == 7
+        ((_, total),) = store.counters(traffic_store.REQUESTS_TOTAL)
+        assert total == 10
+        store.close()

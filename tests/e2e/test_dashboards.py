@@ -1,0 +1,268 @@
+"""Grafana dashboards: generated as code, committed, and every panel has data on the demo.
+
+The "has data" test runs ``platform-kpi-exporter demo`` (the real exporter
+against the simulated platform), a real Prometheus scraping it every second with
+the rules generated from the demo's config, and runs every query of every panel
+(variables expanded to "All", as Grafana does with the ``.*`` all-value)
+expecting at least one series. It does so at each of the suite's fixed instants
+(tests/support/instants.py), with ``demo --as-of`` putting the simulated
+platform and the daemon on one clock started there. A panel may lack data only
+where absence is the documented answer at that instant: a calendar window with
+no closed day yet (:func:`~exporter.domains.cost.kpis.window_bounds`, e.g. month-to-date
+cost on the 1st); such a panel must then show nothing at all. A panel showing two
+windows (``window=~"mtd|last_month"``) is checked once for each.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from exporter.config import Config
+from exporter.core.clock import utc_datetime
+from exporter.dashboards import DASHBOARDS, queries, render
+from exporter.domains.cost.kpis import WINDOWS as COST_WINDOWS
+from exporter.domains.cost.kpis import window_bounds
+from exporter.rules import write_rules
+from tests.support.daemon import REPO_ROOT, DemoProcess, run_cli
+from tests.support.instants import at, each_instant
+from tests.support.net import free_port, wait_until
+from tests.support.prometheus import PrometheusServer
+
+BOARDS = REPO_ROOT / "dashboards"
+
+# What Grafana substitutes: the "All" value of team and service, and its interval macros
+# for a short range with a 1s scrape interval.
+EXPANSIONS = {"$team": ".*", "$service": ".*", "$__rate_interval": "1m", "$__range": "5m"}
+
+
+# The families whose windows count closed billing days only (docs/kpis.md, cost): which of
+# their windows hold a closed day at an instant is kpis.cost.window_bounds. Every other
+# calendar window (uptime, availability, SLO months) also counts today so far.
+CLOSED_DAY_FAMILIES = re.compile(r"\bplatform_(cost|budget)\w*\{")
+
+
+def expand(expr: str) -> str:
+    for var, value in EXPANSIONS.items():
+        expr = expr.replace(var, value)
+    assert "$" not in expr, expr
+    return expr
+
+
+def per_window(expr: str) -> dict[str, str]:
+    """A cost panel's query once per window it shows: ``window=~"mtd|last_month"`` becomes
+    one query for ``window="mtd"`` and one for ``window="last_month"``, each checked on its
+    own, because the sandbox bills both months at every instant. Other panels are checked
+    whole: the demo's probes and SLOs have no history before the demo started."""
+    match = re.search(r'window=~"([\w|]+)"', expr)
+    if match is None or not CLOSED_DAY_FAMILIES.search(expr):
+        return {"": expr}
+    return {w: expr.replace(match.group(0), f'window="{w}"') for w in match.group(1).split("|")}
+
+
+def honestly_empty(expr: str, instant: float) -> bool:
+    """True when the query reads a closed-billing-day family over a window that holds no
+    closed day at ``instant`` (month to date on the 1st): then no data is the answer."""
+    windows = set(re.findall(r'window="([^"]+)"', expr)) & set(COST_WINDOWS)
+    if not windows or not CLOSED_DAY_FAMILIES.search(expr):
+        return False
+    return not windows & set(window_bounds(utc_datetime(instant).date()))
+
+
+class TestTheHonestAbsenceRule:
+    """The rule the panel test uses to tell an honest gap from a panel without data."""
+
+    FIRST, SECOND = at("first-of-month"), at("first-of-month") + 86400.0
+
+    def test_month_to_date_cost_is_empty_on_the_first_and_only_then(self) -> None:
+        for expr in (
+            'sum by (service) (platform_cost{team=~".*",window="mtd"})',
+            'platform_cost_per_transaction{window="mtd"}',
+            'platform_budget_used_ratio{team=~".*",window="mtd"}',
+        ):
+            assert honestly_empty(expr, self.FIRST), expr
+            assert not honestly_empty(expr, self.SECOND), expr
+
+    def test_last_month_rolling_and_windowless_panels_are_never_excused(self) -> None:
+        for expr in (
+            'platform_cost{window="last_month"}',
+            'platform_cost{window="30d"}',
+            "platform_budget_forecast_ratio{}",
+            'platform_service_uptime_ratio{window="mtd"}',  # counts today so far
+            'platform_service_uptime_ratio{window="24h"}',
+            "platform_exporter_source_up",
+        ):
+            assert not honestly_empty(expr, self.FIRST), expr
+
+    def test_a_panel_over_two_windows_is_checked_once_per_window(self) -> None:
+        assert per_window('platform_cost{team=~".*",window=~"mtd|last_month"}') == {
+            "mtd": 'platform_cost{team=~".*",window="mtd"}',
+            "last_month": 'platform_cost{team=~".*",window="last_month"}',
+        }
+        assert per_window('platform_cost{window="30d"}') == {"": 'platform_cost{window="30d"}'}
+        uptime = 'platform_service_uptime_ratio{window=~"mtd|last_month"}'
+        assert per_window(uptime) == {"": uptime}
+
+
+class TestCommittedDashboards:
+    def test_committed_json_equals_fresh_output(self) -> None:
+        committed = {p.stem: p.read_text(encoding="utf-8") for p in BOARDS.glob("*.json")}
+        assert set(committed) == set(DASHBOARDS)
+        for uid in DASHBOARDS:
+            assert committed[uid] == render(uid), (
+                f"dashboards/{uid}.json is stale: run platform-kpi-exporter dashboards"
+            )
+
+    def test_generation_is_deterministic(self) -> None:
+        assert [render(u) for u in DASHBOARDS] == [render(u) for u in DASHBOARDS]
+
+    def test_command_writes_every_dashboard(self, tmp_path: Path) -> None:
+        proc = run_cli("dashboards", "--out", str(tmp_path))
+        assert proc.returncode == 0, proc.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{u}.json" for u in DASHBOARDS)
+
+
+class TestDashboardShape:
+    @pytest.mark.parametrize("uid", sorted(DASHBOARDS))
+    def test_datasource_team_and_service_variables(self, uid: str) -> None:
+        board = json.loads(render(uid))
+        variables = {v["name"]: v for v in board["templating"]["list"]}
+        assert variables["datasource"]["type"] == "datasource"
+        assert variables["datasource"]["query"] == "prometheus"
+        for name in ("team", "service"):
+            assert variables[name]["type"] == "query"
+            assert variables[name]["includeAll"] is True
+            assert variables[name]["multi"] is True
+            assert variables[name]["datasource"]["uid"] == "${datasource}"
+
+    @pytest.mark.parametrize("uid", sorted(DASHBOARDS))
+    def test_every_panel_queries_the_selected_datasource(self, uid: str) -> None:
+        board = json.loads(render(uid))
+        panels = [p for p in board["panels"] if p["type"] != "row"]
+        assert panels
+        for panel in panels:
+            assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+            assert panel["targets"], panel["title"]
+
+    def test_the_review_dashboard_shows_the_five_kpis(self) -> None:
+        board = json.loads(render("platform-review"))
+        rows = [p["title"] for p in board["panels"] if p["type"] == "row"]
+        assert rows == [
+            "Uptime",
+            "Latency",
+            "Cost per transaction",
+            "Adoption",
+            "Time to production",
+        ]
+
+    def test_provisioning_points_at_a_prometheus_datasource_and_the_dashboards(self) -> None:
+        ds = yaml.safe_load((BOARDS / "provisioning/datasources/prometheus.yaml").read_text())
+        assert ds["datasources"][0]["type"] == "prometheus"
+        prov = yaml.safe_load(
+            (BOARDS / "provisioning/dashboards/platform-kpi-exporter.yaml").read_text()
+        )
+        assert prov["providers"][0]["type"] == "file"
+
+
+def panel_queries() -> dict[str, str]:
+    """Every panel's query (once per window it shows), variables expanded, by
+    "dashboard / panel [window]: query"."""
+    return {
+        f"{uid} / {title}{f' [{w}]' if w else ''}: {expr}": one
+        for uid in DASHBOARDS
+        for title, expr in queries(uid)
+        for w, one in per_window(expand(expr)).items()
+    }
+
+
+class PanelBench:
+    """One Prometheus for the demos of every instant, so each test waits for data only.
+
+    Prometheus scrapes a new target only some 5 s after it starts, so the demos of
+    all instants listen, one after another, on the same port it already scrapes,
+    and the samples of the previous instant are wiped before each one's test.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.port = free_port()
+        self.prometheus: PrometheusServer | None = None
+        self.rules: list[str] = []
+
+    def ready_for(self, demo: DemoProcess) -> PrometheusServer:
+        """Prometheus with the rules of ``demo``'s config, holding nothing but its samples."""
+        rules = write_rules(Config(**demo.config()), demo.dir / "rules")
+        texts = [p.read_text(encoding="utf-8") for p in rules]
+        if self.prometheus is None:
+            self.rules = texts
+            self.prometheus = PrometheusServer(
+                self.dir / "prometheus",
+                [f"127.0.0.1:{self.port}"],
+                rule_files=[str(p) for p in rules],
+                admin_api=True,
+            ).start()
+        else:
+            # The rules depend on the demo's services and objectives, never on the date.
+            assert texts == self.rules
+            self.prometheus.wipe()
+        return self.prometheus
+
+    def stop(self) -> None:
+        if self.prometheus is not None:
+            self.prometheus.stop()
+
+
+@pytest.fixture(scope="class")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PanelBench]:
+    shared = PanelBench(tmp_path_factory.mktemp("panels"))
+    yield shared
+    shared.stop()
+
+
+@pytest.mark.integration
+class TestEveryPanelHasData:
+    @each_instant
+    def test_every_query_returns_a_series_on_the_demo(
+        self,
+        instant: float,
+        bench: PanelBench,
+        demo_process: Callable[..., DemoProcess],
+    ) -> None:
+        demo = demo_process(at=instant, port=bench.port)
+        prom = bench.ready_for(demo)
+
+        # Variables first: each must list values.
+        for var, match in (
+            ("team", "platform_catalog_entity_info"),
+            ("service", 'platform_catalog_entity_info{team=~".*"}'),
+        ):
+            wait_until(
+                lambda var=var, match=match: (
+                    prom.api(f"label/{var}/values", **{"match[]": match}) != []
+                ),
+                timeout=60,
+                what=f"values of ${var}",
+            )
+
+        everything = panel_queries()
+        excused = {k for k, expr in everything.items() if honestly_empty(expr, instant)}
+        pending = {k: expr for k, expr in everything.items() if k not in excused}
+        deadline = time.monotonic() + 90
+        while pending and time.monotonic() < deadline:
+            for key, expr in list(pending.items()):
+                if prom.query(expr):
+                    del pending[key]
+            if pending:
+                time.sleep(1)
+        assert pending == {}, "panels without data:\n" + "\n".join(pending)
+        # Where no data is the honest answer, there is none (no zero standing in for it).
+        shown = sorted(k for k in excused if prom.query(everything[k]))
+        assert shown == [], "panels showing data for a window with no closed day:\n" + "\n".join(
+            shown
+        )
