@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from exporter.config import Config
 from exporter.core.catalog import merge, record_services
-from exporter.core.provider import RenderContext
 from exporter.core.snapshot import Snapshot
 from exporter.daemon import Daemon
+from exporter.domains import render_context
 from exporter.domains.adoption.metrics import collect
 from exporter.domains.catalog import store as catalog_store
 from exporter.domains.catalog.sandbox import TOKEN, FakeCatalog, _component, _group, backstage_app
@@ -94,7 +94,7 @@ def main() -> None:
     from exporter.store import open_store
 
     store = open_store(str(state / "s.db"))
-    ctx = RenderContext(config, store, [], time.time())
+    ctx = render_context(config, store, time.time())
     t0 = time.perf_counter()
     families = list(collect(ctx))
     render = time.perf_counter() - t0

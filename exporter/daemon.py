@@ -32,11 +32,11 @@ from exporter.core.clock import Clock, system_clock, wall_datetime
 from exporter.core.errors import classify
 from exporter.core.health import SourceHealth
 from exporter.core.httpclient import build_client
-from exporter.core.provider import RenderContext
 from exporter.core.server import MetricsServer
 from exporter.core.snapshot import Part, Snapshot, SnapshotHolder, render_part
 from exporter.core.source import PollContext, Source
 from exporter.core.store import Store
+from exporter.domains import render_context, source_infos
 from exporter.domains.probe import store as probe_store
 from exporter.metrics import providers
 from exporter.sources.registry import build_sources
@@ -61,6 +61,7 @@ class Daemon:
         self.clock = clock
         self.store = store or open_store(str(config.state.path), clock)
         self.sources = build_sources(config, clock) if sources is None else sources
+        self.infos = source_infos(config)
         self.health: dict[str, SourceHealth] = {}
         self.clients: dict[str, httpx.AsyncClient] = {}
         self.transport = transport
@@ -164,12 +165,8 @@ class Daemon:
         those bytes are kept between refreshes, not the families.
         """
         with self._render_mutex:
-            ctx = RenderContext(
-                config=self.config,
-                store=self.store,
-                health=[h.copy() for h in self.health.values()],
-                now=self.clock(),
-            )
+            health = [h.copy() for h in self.health.values()]
+            ctx = render_context(self.config, self.store, self.clock(), health, self.infos)
             parts: list[Part] = []
             for name, provider in providers().items():
                 try:

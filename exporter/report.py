@@ -19,8 +19,8 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.config import Config
 from exporter.core.clock import FixedClock
-from exporter.core.provider import RenderContext
 from exporter.core.snapshot import Part, Snapshot, render_part
+from exporter.domains import render_context
 from exporter.metrics import providers
 from exporter.store import open_store
 
@@ -41,7 +41,7 @@ def report(config: Config, at: float) -> tuple[Snapshot, list[str]]:
     """
     store = open_store(str(config.state.path), FixedClock(at))
     try:
-        ctx = RenderContext(config=config, store=store, health=[], now=at)
+        ctx = render_context(config, store, at)
         parts: list[Part] = []
         failed: list[str] = []
         for name, provider in providers().items():

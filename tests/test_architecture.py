@@ -113,8 +113,6 @@ KNOWN: frozenset[str] = frozenset(
         "scan:exporter/metrics/__init__.py",
         "scan:exporter/metrics/__init__.py:import_module",
         "scan:exporter/sandbox/platform.py",
-        "scan:exporter/sources/registry.py",
-        "scan:exporter/sources/registry.py:import_module",
         "scan:exporter/store/__init__.py",
         "scan:exporter/store/__init__.py:import_module",
         "kinds:exporter/config.py:RepoRef._exactly_one",

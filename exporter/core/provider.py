@@ -25,6 +25,16 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class SourceInfo:
+    """What a provider may know about one source kind, instead of naming kinds."""
+
+    kind: str
+    produces: frozenset[type]  # the record types it commits
+    tags: frozenset[str]  # other facts about it: "paid_api", "template:<kind of definition>"
+    enabled: bool  # the config has its block and the block is enabled: its data is collected
+
+
+@dataclass(frozen=True)
 class RenderContext:
     """What a provider may read."""
 
@@ -32,6 +42,21 @@ class RenderContext:
     store: Store
     health: Sequence[SourceHealth]
     now: float
+    sources: Sequence[SourceInfo]  # every source kind, in the config's order
+
+    def kinds(
+        self, *, producing: type | None = None, tag: str | None = None, enabled_only: bool = True
+    ) -> tuple[str, ...]:
+        """The source kinds that commit records of type ``producing`` and carry ``tag``
+        (either filter left out: any), in the config's order; only the enabled ones
+        unless ``enabled_only`` is false."""
+        return tuple(
+            s.kind
+            for s in self.sources
+            if (producing is None or producing in s.produces)
+            and (tag is None or tag in s.tags)
+            and (s.enabled or not enabled_only)
+        )
 
     @cached_property
     def catalog(self) -> Catalog:

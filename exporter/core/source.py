@@ -58,6 +58,14 @@ class Source(ABC):
 
     #: The key of this source's block under ``sources:`` in the config.
     kind: ClassVar[str]
+    #: The model of that block.
+    settings_model: ClassVar[type[SourceConfig]] = SourceConfig
+    #: Whether the block is present (with its defaults) when the config has none.
+    default_on: ClassVar[bool] = False
+    #: The record types this source commits: what consumers ask for instead of naming kinds.
+    produces: ClassVar[tuple[type, ...]] = ()
+    #: Other facts consumers ask about (``paid_api``, ``template:<kind>``), instead of naming kinds.
+    tags: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, config: Config, settings: SourceConfig) -> None:
         self.config = config

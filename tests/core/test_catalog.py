@@ -10,7 +10,7 @@ import pytest
 from exporter.config import Config, ServiceConfig
 from exporter.core import catalog as catalog_module
 from exporter.core.catalog import load_catalog, merge
-from exporter.core.provider import RenderContext
+from exporter.domains import render_context
 from exporter.domains.delivery.records import CatalogEntity, CatalogListing
 from exporter.store import open_store
 
@@ -173,7 +173,7 @@ class TestRenderContext:
             services=[{"name": "a", "team": "mine"}],
             sources={"backstage": {"base_url": "http://b/api/catalog"}},
         )
-        ctx = RenderContext(config, store, [], 2.0)
+        ctx = render_context(config, store, 2.0)
         assert ctx.team_of("a") == "mine"
         assert ctx.team_of("ledger") == "payments"
         assert ctx.team_of("nope") == "unknown"
@@ -187,7 +187,7 @@ class TestRenderContext:
             write_records(tx, [CatalogListing("backstage", 1.0, (comp("ledger", "payments"),))])
         disabled = {"backstage": {"base_url": "http://b/api/catalog", "enabled": False}}
         for config in (Config(), Config(sources=disabled)):
-            assert RenderContext(config, store, [], 2.0).known_services() == frozenset()
+            assert render_context(config, store, 2.0).known_services() == frozenset()
 
     def test_repo_and_route_indexes_map_to_services(self) -> None:
         from exporter.core.catalog import repo_index, route_index
@@ -205,7 +205,7 @@ class TestRenderContext:
     def test_a_store_without_the_catalog_tables_is_just_the_config(self) -> None:
         from exporter.core.store import Store
 
-        ctx = RenderContext(Config(services=[{"name": "a", "team": "t"}]), Store(":memory:"), [], 0)
+        ctx = render_context(Config(services=[{"name": "a", "team": "t"}]), Store(":memory:"), 0)
         assert ctx.known_services() == {"a"}
 
 

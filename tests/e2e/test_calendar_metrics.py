@@ -24,8 +24,8 @@ import pytest
 from prometheus_client.metrics_core import Metric
 
 from exporter.config import Config
-from exporter.core.provider import RenderContext
 from exporter.core.store import write_records
+from exporter.domains import render_context
 from exporter.domains.cost import metrics as cost_metrics
 from exporter.domains.delivery.records import CostContribution, CostDay, ProbeResult, TrafficDelta
 from exporter.domains.probe import metrics as probe_metrics
@@ -99,7 +99,7 @@ def exposed(tmp_path: Path, now: float) -> Exposition:
     store = open_store(str(cfg.state.path))
     with store.transaction() as tx:
         write_records(tx, history(now))
-    ctx = RenderContext(config=cfg, store=store, health=[], now=now)
+    ctx = render_context(cfg, store, now)
     families: Iterable[Metric] = [
         f
         for module in (cost_metrics, probe_metrics, traffic_metrics, slo_metrics)

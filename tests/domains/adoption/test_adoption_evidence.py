@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from exporter.config import Config
-from exporter.core.provider import RenderContext
 from exporter.core.snapshot import Snapshot
 from exporter.core.store import write_records
+from exporter.domains import render_context
 from exporter.domains.adoption.metrics import collect
 from exporter.domains.delivery.records import ConsumerSeen, TrafficDelta
 from exporter.store import open_store
@@ -37,7 +37,7 @@ def render(config: Config, records: list[Any]) -> Exposition:
     store = open_store(":memory:")
     with store.transaction() as tx:
         write_records(tx, records)
-    families = list(collect(RenderContext(config, store, [], NOW)))
+    families = list(collect(render_context(config, store, NOW)))
     return Exposition.parse(Snapshot.render(families).text)
 
 

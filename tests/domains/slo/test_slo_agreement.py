@@ -26,8 +26,8 @@ import pytest
 import yaml
 
 from exporter.config import Config
-from exporter.core.provider import RenderContext
 from exporter.core.store import write_records
+from exporter.domains import render_context
 from exporter.domains.delivery.records import ProbeResult
 from exporter.domains.probe import metrics as probe_metrics
 from exporter.domains.slo import metrics as slo_metrics
@@ -102,7 +102,7 @@ class TestExporterAgreesWithRules:
             if batch:
                 with store.transaction() as tx:
                     write_records(tx, batch)
-            ctx = RenderContext(config=config, store=store, health=[], now=float(t))
+            ctx = render_context(config, store, float(t))
             for family in probe_metrics.collect(ctx):
                 if family.name not in ("platform_probe_checks", "platform_probe_duration_seconds"):
                     continue
@@ -153,7 +153,7 @@ class TestExporterAgreesWithRules:
         finally:
             prom.stop()
 
-        ctx = RenderContext(config=config, store=store, health=[], now=float(end))
+        ctx = render_context(config, store, float(end))
         exporter = {
             family.name: {
                 (s.labels["slo"], s.labels["window"]): s.value

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from exporter.config import Config
-from exporter.core.provider import RenderContext
 from exporter.core.store import write_records
+from exporter.domains import render_context
 from exporter.domains.delivery.records import ProbeResult, TrafficDelta
 from exporter.domains.slo import metrics as slo_metrics
 from exporter.domains.slo.kpis import EventCounts, budget_remaining, burn_rate, error_ratio
@@ -64,7 +64,7 @@ def _collect(
     if records:
         with store.transaction() as tx:
             write_records(tx, records)
-    ctx = RenderContext(config=config, store=store, health=[], now=now)
+    ctx = render_context(config, store, now)
     out = {
         family.name: {
             tuple(s.labels[k] for k in ("slo", "window") if k in s.labels): s.value

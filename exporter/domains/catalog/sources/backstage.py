@@ -83,6 +83,8 @@ class BackstageSource(Source):
     """Lists the Backstage catalog; see the module docstring."""
 
     kind = "backstage"
+    settings_model = BackstageSourceConfig
+    produces = (CatalogListing,)
 
     def __init__(self, config: Config, settings: BackstageSourceConfig) -> None:
         super().__init__(config, settings)

@@ -83,6 +83,9 @@ class AwsCostSource(Source):
     """Cost Explorer daily costs; see the module docstring."""
 
     kind = "aws_cost"
+    settings_model = AwsCostSourceConfig
+    produces = (CostContribution,)
+    tags = frozenset({"paid_api"})
 
     def __init__(self, config: Config, settings: AwsCostSourceConfig) -> None:
         super().__init__(config, settings)

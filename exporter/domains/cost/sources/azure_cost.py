@@ -61,6 +61,8 @@ class AzureCostSource(Source):
     """Azure Cost Management Query API; see the module docstring."""
 
     kind = "azure_cost"
+    settings_model = AzureCostSourceConfig
+    produces = (CostContribution,)
 
     def __init__(self, config: Config, settings: AzureCostSourceConfig) -> None:
         super().__init__(config, settings)

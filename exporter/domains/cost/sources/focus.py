@@ -51,6 +51,8 @@ class FocusSource(Source):
     """Reads FOCUS export files; see the module docstring."""
 
     kind = "focus"
+    settings_model = FocusSourceConfig
+    produces = (CostContribution,)
 
     def __init__(self, config: Config, settings: FocusSourceConfig) -> None:
         super().__init__(config, settings)

@@ -31,6 +31,8 @@ class RequestTotalsSource(Source):
     """Daily request totals per service through the Prometheus HTTP API."""
 
     kind = "request_totals"
+    settings_model = RequestTotalsSourceConfig
+    produces = (RequestTotal,)
 
     def __init__(self, config: Config, settings: RequestTotalsSourceConfig) -> None:
         super().__init__(config, settings)

@@ -154,6 +154,9 @@ class GitHubSource(CicdSource):
     """Reads the catalog's GitHub repos; see the module docstring."""
 
     kind = "github"
+    settings_model = GitHubSourceConfig
+    produces = (PipelineRun, Deployment, Commit, Incident, TemplateUse)
+    tags = frozenset({"template:workflow"})
 
     def __init__(self, config: Config, settings: GitHubSourceConfig) -> None:
         super().__init__(config, settings, concurrency=settings.concurrency)

@@ -89,6 +89,9 @@ class GitLabSource(CicdSource):
     """Reads the catalog's GitLab projects; see the module docstring."""
 
     kind = "gitlab"
+    settings_model = GitLabSourceConfig
+    produces = (PipelineRun, Deployment, Commit, MergeRequest, Incident, TemplateUse)
+    tags = frozenset({"template:include"})
 
     def __init__(self, config: Config, settings: GitLabSourceConfig) -> None:
         super().__init__(config, settings, concurrency=settings.concurrency)

@@ -62,6 +62,8 @@ class JenkinsSource(CicdSource):
     """Reads the catalog's Jenkins jobs; see the module docstring."""
 
     kind = "jenkins"
+    settings_model = JenkinsSourceConfig
+    produces = (PipelineRun, Deployment, Commit)
 
     def __init__(self, config: Config, settings: JenkinsSourceConfig) -> None:
         super().__init__(config, settings, concurrency=settings.concurrency)

@@ -40,6 +40,9 @@ class ProbeSource(Source):
     """Runs every service's HTTP checks; see the module docstring."""
 
     kind = "probe"
+    settings_model = ProbeSourceConfig
+    default_on = True
+    produces = (ProbeResult,)
 
     def __init__(self, config: Config, settings: ProbeSourceConfig) -> None:
         super().__init__(config, settings)

@@ -210,6 +210,8 @@ class CloudWatchSource(Source):
     """Reads API Gateway metrics from CloudWatch; see the module docstring."""
 
     kind = "cloudwatch"
+    settings_model = CloudWatchSourceConfig
+    produces = (TrafficDelta, TrafficLatency)
 
     def __init__(self, config: Config, settings: CloudWatchSourceConfig) -> None:
         super().__init__(config, settings)

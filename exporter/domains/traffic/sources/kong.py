@@ -97,6 +97,8 @@ class KongSource(Source):
     """Reads Kong's Prometheus plugin and Admin API; see the module docstring."""
 
     kind = "kong"
+    settings_model = KongSourceConfig
+    produces = (TrafficDelta, ConsumerSeen)
 
     def __init__(self, config: Config, settings: KongSourceConfig) -> None:
         super().__init__(config, settings)

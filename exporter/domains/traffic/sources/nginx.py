@@ -26,6 +26,7 @@ from exporter.core.errors import MalformedResponse, SourceError
 from exporter.core.httpclient import send
 from exporter.core.source import PollContext, Source
 from exporter.core.store import write_records
+from exporter.domains.delivery.records import ConsumerSeen, TrafficDelta
 from exporter.domains.traffic import store as traffic_store
 from exporter.domains.traffic.accesslog import Aggregator
 from exporter.domains.traffic.routes import RouteMap
@@ -79,6 +80,8 @@ class NginxSource(Source):
     """Tails the access log; see the module docstring."""
 
     kind = "nginx"
+    settings_model = NginxSourceConfig
+    produces = (TrafficDelta, ConsumerSeen)
 
     def __init__(self, config: Config, settings: NginxSourceConfig) -> None:
         super().__init__(config, settings)

@@ -91,6 +91,8 @@ class PrometheusSource(Source):
     """Runs the configured PromQL; see the module docstring."""
 
     kind = "prometheus"
+    settings_model = PrometheusSourceConfig
+    produces = (TrafficDelta, TrafficLatency)
 
     def __init__(self, config: Config, settings: PrometheusSourceConfig) -> None:
         super().__init__(config, settings)
