@@ -34,10 +34,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-from exporter.core.periods import last_month_days
+from exporter.core.periods import day_start_iso, last_month_days
 
 UNALLOCATED = "unallocated"
 WINDOWS = ("1d", "7d", "30d", "mtd", "last_month")
+DAY = 86400.0
+#: Gateway sources read with a delay (CloudWatch's is 5 minutes by default): a gateway
+#: day counts towards cost per transaction once it has been over this long.
+GATEWAY_SETTLE = 900.0
 
 # (day, service, team, provider, category, currency, amount)
 CostRow = tuple[str, str, str, str, str, str, float]
@@ -302,3 +306,94 @@ def budget_forecast(
             n = day_count(span)
             return BudgetForecast(spend(daily, span) / n * days_in_month, basis, n)
     return None
+
+
+# --- What the cost metrics show, from the stored rows ---------------------------------
+
+
+def day_end(day: str) -> float:
+    """The end (next midnight UTC, epoch seconds) of an ISO day."""
+    return day_start_iso(day) + DAY
+
+
+def window_range(windows: Mapping[str, tuple[str, str]]) -> tuple[str, str]:
+    """The first and last day any window covers (the days to read)."""
+    return min(a for a, _ in windows.values()), max(b for _, b in windows.values())
+
+
+def coverage(starts: Mapping[str, str], ends: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """(cost_start, cost_end): the days every cost source has data for run from the newest
+    of their first days to the oldest of their last days; None where no source has any."""
+    return (max(starts.values()) if starts else None, min(ends.values()) if ends else None)
+
+
+def requests_per_day(
+    gateway: Mapping[tuple[str, date], float],
+    own: Mapping[tuple[str, str], float],
+    last: str,
+    now: float,
+) -> dict[tuple[str, str], float]:
+    """Requests per (service, ISO day) up to ``last``: the gateways' daily totals once the
+    day has been over for :data:`GATEWAY_SETTLE`, overridden by the ``request_totals``
+    source's (``own``) where it has a value."""
+    out: dict[tuple[str, str], float] = {}
+    for (service, day), n in gateway.items():
+        iso = day.isoformat()
+        if iso <= last and day_end(iso) + GATEWAY_SETTLE <= now:
+            out[(service, iso)] = float(n)
+    out.update(own)
+    return out
+
+
+def aligned_requests(
+    requests: Mapping[tuple[str, str], float],
+    service: str,
+    bounds: tuple[str, str],
+    cost_start: str | None,
+    cost_end: str | None,
+) -> tuple[int, float]:
+    """(aligned days, requests on them) of one service in a window: the days with a
+    request total from ``cost_start`` to ``cost_end`` (none without a ``cost_end``)."""
+    first_day, last_day = bounds
+    start = max(first_day, cost_start or "")
+    end = min(last_day, cost_end) if cost_end else ""
+    days = [d for (s, d) in requests if s == service and start <= d <= end]
+    return len(days), sum(requests[(service, d)] for d in days)
+
+
+def cost_view(
+    rows: list[CostRow],
+    shared: Mapping[str, str],
+    requests: Mapping[tuple[str, str], float],
+    catalog: Mapping[str, str],
+    split: bool,
+) -> list[CostRow]:
+    """The rows the metrics show: with ``split`` and shared services, the shared cost
+    moved onto the catalog's other services by requests (:func:`split_shared`)."""
+    if not (split and shared):
+        return rows
+    recipients = {n: t for n, t in catalog.items() if n not in shared}
+    return split_shared(rows, shared, requests, recipients)
+
+
+def budget_spend(rows: Iterable[CostRow], scope: str, name: str, currency: str) -> dict[str, float]:
+    """A budget's spend per ISO day: the allocated cost, in its currency, of the service
+    (scope ``service``) or of the team's services (scope ``team``) named ``name``."""
+    daily: dict[str, float] = {}
+    for day, service, team, _p, _c, row_currency, amount in rows:
+        owner = service if scope == "service" else team
+        if owner == name and row_currency == currency and service != UNALLOCATED:
+            daily[day] = daily.get(day, 0.0) + amount
+    return daily
+
+
+def budget_outlook(
+    daily: Mapping[str, float],
+    monthly: float,
+    today: date,
+    days: Mapping[str, tuple[date, date] | None],
+) -> tuple[BudgetForecast, float] | None:
+    """The month-end forecast (:func:`budget_forecast`) and forecast / ``monthly``;
+    None without a forecast or without a positive budget."""
+    ahead = budget_forecast(daily, today, days) if monthly > 0 else None
+    return None if ahead is None else (ahead, ahead.forecast / monthly)

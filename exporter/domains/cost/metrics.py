@@ -20,38 +20,30 @@ Sample::
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from exporter.core.periods import day_start_iso, utc_date
+from exporter.core.periods import utc_date
 from exporter.core.provider import RenderContext
+from exporter.domains.cost import kpis
 from exporter.domains.cost import store as cost_store
-from exporter.domains.cost.kpis import (
-    UNALLOCATED,
-    WINDOWS,
-    CostRow,
-    budget_forecast,
-    budget_used,
-    cost_by_window,
-    cost_per_transaction,
-    month_days,
-    split_shared,
-    window_bounds,
-)
+from exporter.domains.cost.kpis import WINDOWS, CostRow
 from exporter.domains.traffic import store as traffic_store
 
-DAY = 86400.0
 COST_SOURCES = ("focus", "aws_cost", "azure_cost")
-# Gateway sources read with a delay (CloudWatch's is 5 minutes by default).
-GATEWAY_SETTLE = 900.0
 
 
 def _help(text: str, ctx: RenderContext) -> str:
     intervals = [f"{h.source} every {h.interval:g}s" for h in ctx.health if h.kind in COST_SOURCES]
     every = "; ".join(intervals) if intervals else "after each poll"
     return f"{text} Cached by the exporter from stored billing data; refreshed after each poll ({every})."
+
+
+def _gauge(ctx: RenderContext, name: str, text: str, labels: list[str]) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, _help(text, ctx), labels=labels)
 
 
 def active_cost_sources(ctx: RenderContext) -> list[str]:
@@ -66,109 +58,112 @@ def active_cost_sources(ctx: RenderContext) -> list[str]:
 
 def request_totals(ctx: RenderContext, first: str, last: str) -> dict[tuple[str, str], float]:
     """Requests per (service, closed day): the gateways' daily totals, overridden by the
-    ``request_totals`` source where it has a value. A gateway day counts only once it
-    has been over for ``GATEWAY_SETTLE`` seconds (its sources read with a delay)."""
-    out: dict[tuple[str, str], float] = {}
-    for (service, day), n in traffic_store.daily_totals(
-        ctx.store, date.fromisoformat(first)
-    ).items():
-        iso = day.isoformat()
-        if iso <= last and day_start_iso(iso) + DAY + GATEWAY_SETTLE <= ctx.now:
-            out[(service, iso)] = float(n)
-    out.update(cost_store.request_totals(ctx.store, first, last))
-    return out
+    ``request_totals`` source where it has a value (see :func:`kpis.requests_per_day`)."""
+    gateway = traffic_store.daily_totals(ctx.store, date.fromisoformat(first))
+    own = cost_store.request_totals(ctx.store, first, last)
+    return kpis.requests_per_day(gateway, own, last, ctx.now)
 
 
-def collect(ctx: RenderContext) -> Iterator[Metric]:
+@dataclass(frozen=True)
+class _CostState:
+    """What every cost family is shaped from, read once per render."""
+
+    today: date
+    windows: dict[str, tuple[str, str]]
+    rows: list[CostRow]
+    ends: dict[str, str]
+    cost_start: str | None
+    cost_end: str | None
+    requests: dict[tuple[str, str], float]
+    catalog: dict[str, str]  # service -> team, config first
+
+
+def _state(ctx: RenderContext) -> _CostState:
     settings = ctx.config.cost
     today = utc_date(ctx.now)
-    windows = window_bounds(today)
-    first = min(a for a, _ in windows.values())
-    last = max(b for _, b in windows.values())
+    windows = kpis.window_bounds(today)
+    first, last = kpis.window_range(windows)
     active = active_cost_sources(ctx)
     rows = cost_store.daily_costs(ctx.store, first, last, settings.amount, active)
     ends = cost_store.newest_days(ctx.store, today.isoformat(), active)
     # Cost per transaction and budgets only count days every cost source has reported:
     # after the newest first day and up to the oldest last day of their histories.
-    cost_end = min(ends.values()) if ends else None
-    starts = cost_store.oldest_days(ctx.store, active)
-    cost_start = max(starts.values()) if starts else None
+    cost_start, cost_end = kpis.coverage(cost_store.oldest_days(ctx.store, active), ends)
     requests = request_totals(ctx, first, last)
     # The merged catalog: config services, then those an external catalog adds.
     catalog = {name: svc.team for name, svc in ctx.catalog.services.items()}
     catalog.update({s.name: s.team for s in ctx.config.services})
     shared = {s.name: s.team for s in ctx.config.services if s.cost is not None and s.cost.shared}
-    if settings.split_shared_by_requests and shared:
-        recipients = {n: t for n, t in catalog.items() if n not in shared}
-        rows = split_shared(rows, shared, requests, recipients)
+    rows = kpis.cost_view(rows, shared, requests, catalog, settings.split_shared_by_requests)
+    return _CostState(today, windows, rows, ends, cost_start, cost_end, requests, catalog)
 
-    cost = GaugeMetricFamily(
+
+def _cost(ctx: RenderContext, st: _CostState) -> Metric:
+    cost = _gauge(
+        ctx,
         "platform_cost",
-        _help(
-            f"Allocated cloud cost ({settings.amount} cost) over the window's closed UTC days, "
-            'in the currency of the label; unmatched cost is service="unallocated".',
-            ctx,
-        ),
-        labels=["service", "team", "provider", "category", "currency", "window"],
+        f"Allocated cloud cost ({ctx.config.cost.amount} cost) over the window's closed UTC days, "
+        'in the currency of the label; unmatched cost is service="unallocated".',
+        ["service", "team", "provider", "category", "currency", "window"],
     )
     for (window, service, team, provider, category, currency), value in sorted(
-        cost_by_window(rows, windows).items()
+        kpis.cost_by_window(st.rows, st.windows).items()
     ):
         cost.add_metric([service, team, provider, category, currency, window], value)
-    yield cost
+    return cost
 
-    cpt = GaugeMetricFamily(
+
+def _per_transaction(ctx: RenderContext, st: _CostState) -> Iterator[Metric]:
+    cpt = _gauge(
+        ctx,
         "platform_cost_per_transaction",
-        _help(
-            "Cost of the service on closed UTC days with both cost and request data, divided by "
-            "its requests on the same days. Absent when there were no requests.",
-            ctx,
-        ),
-        labels=["service", "team", "currency", "window"],
+        "Cost of the service on closed UTC days with both cost and request data, divided by "
+        "its requests on the same days. Absent when there were no requests.",
+        ["service", "team", "currency", "window"],
     )
-    samples = GaugeMetricFamily(
+    samples = _gauge(
+        ctx,
         "platform_cost_per_transaction_samples",
-        _help("Aligned days behind platform_cost_per_transaction (0: no value).", ctx),
-        labels=["service", "team", "window"],
+        "Aligned days behind platform_cost_per_transaction (0: no value).",
+        ["service", "team", "window"],
     )
-    requests_used = GaugeMetricFamily(
+    requests_used = _gauge(
+        ctx,
         "platform_cost_per_transaction_requests",
-        _help("Requests on the aligned days behind platform_cost_per_transaction.", ctx),
-        labels=["service", "team", "window"],
+        "Requests on the aligned days behind platform_cost_per_transaction.",
+        ["service", "team", "window"],
     )
-    values = cost_per_transaction(rows, requests, windows, cost_end, cost_start or "")
+    values = kpis.cost_per_transaction(
+        st.rows, st.requests, st.windows, st.cost_end, st.cost_start or ""
+    )
     for (window, service, currency), v in sorted(values.items()):
-        if service in catalog:
-            cpt.add_metric([service, catalog[service], currency, window], v.value)
-    for service, team in sorted(catalog.items()):
+        if service in st.catalog:
+            cpt.add_metric([service, st.catalog[service], currency, window], v.value)
+    for service, team in sorted(st.catalog.items()):
         for window in WINDOWS:
-            if window not in windows:
+            if window not in st.windows:
                 continue
-            first_day, last_day = windows[window]
-            start = max(first_day, cost_start or "")
-            end = min(last_day, cost_end) if cost_end else ""
-            days = [d for (s, d) in requests if s == service and start <= d <= end]
-            samples.add_metric([service, team, window], len(days))
-            requests_used.add_metric(
-                [service, team, window], sum(requests[(service, d)] for d in days)
+            days, total = kpis.aligned_requests(
+                st.requests, service, st.windows[window], st.cost_start, st.cost_end
             )
-    yield cpt
-    yield samples
-    yield requests_used
+            samples.add_metric([service, team, window], days)
+            requests_used.add_metric([service, team, window], total)
+    yield from (cpt, samples, requests_used)
 
-    fresh = GaugeMetricFamily(
+
+def _freshness(ctx: RenderContext, st: _CostState) -> Metric:
+    fresh = _gauge(
+        ctx,
         "platform_cost_data_end_timestamp_seconds",
-        _help(
-            "End (next midnight UTC) of the newest closed billing day the source has data for.", ctx
-        ),
-        labels=["source"],
+        "End (next midnight UTC) of the newest closed billing day the source has data for.",
+        ["source"],
     )
-    for source, day in sorted(ends.items()):
-        fresh.add_metric([source], day_start_iso(day) + DAY)
-    yield fresh
+    for source, day in sorted(st.ends.items()):
+        fresh.add_metric([source], kpis.day_end(day))
+    return fresh
 
-    yield from _budgets(ctx, rows, catalog, month_days(today, cost_start, cost_end), today)
 
+def _paid_calls(ctx: RenderContext) -> Metric:
     paid = CounterMetricFamily(
         "platform_exporter_paid_api_calls",
         "Paid upstream API requests made (AWS Cost Explorer: USD 0.01 each), kept across restarts.",
@@ -182,8 +177,10 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
             seen.setdefault(h.source, 0.0)
     for source, value in sorted(seen.items()):
         paid.add_metric([source], value)
-    yield paid
+    return paid
 
+
+def _rejected(ctx: RenderContext) -> Metric:
     rejected = CounterMetricFamily(
         "platform_exporter_cost_rows_rejected",
         "Billing rows rejected as malformed (reported in the log with file and line).",
@@ -193,72 +190,68 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
         ctx.store.counters(cost_store.ROWS_REJECTED_TOTAL), key=lambda kv: kv[0]["source"]
     ):
         rejected.add_metric([labels["source"]], value)
-    yield rejected
+    return rejected
 
 
-def _budgets(
-    ctx: RenderContext,
-    rows: list[CostRow],
-    catalog: dict[str, str],
-    days: dict[str, tuple[date, date] | None],
-    today: date,
-) -> Iterator[Metric]:
+def collect(ctx: RenderContext) -> Iterator[Metric]:
+    st = _state(ctx)
+    yield _cost(ctx, st)
+    yield from _per_transaction(ctx, st)
+    yield _freshness(ctx, st)
+    yield from _budgets(ctx, st)
+    yield _paid_calls(ctx)
+    yield _rejected(ctx)
+
+
+def _budgets(ctx: RenderContext, st: _CostState) -> Iterator[Metric]:
     """Budget, forecast, used ratios (month to date and last month) and their days."""
     budget = GaugeMetricFamily(
         "platform_budget",
         "The configured monthly budget of a team or service.",
         labels=["scope", "name", "team", "currency"],
     )
-    forecast = GaugeMetricFamily(
+    forecast = _gauge(
+        ctx,
         "platform_budget_forecast",
-        _help(
-            "Forecast month-end spend: spend over the month's complete days / those days x days "
-            "in the month; before any day of the month is complete, the previous month's daily "
-            "run rate x days in the month.",
-            ctx,
-        ),
-        labels=["scope", "name", "team", "currency"],
+        "Forecast month-end spend: spend over the month's complete days / those days x days "
+        "in the month; before any day of the month is complete, the previous month's daily "
+        "run rate x days in the month.",
+        ["scope", "name", "team", "currency"],
     )
-    used = GaugeMetricFamily(
+    used = _gauge(
+        ctx,
         "platform_budget_used_ratio",
-        _help(
-            "Spend over the complete days of the month (window mtd: this month so far; "
-            "last_month: the closed previous month) / the monthly budget.",
-            ctx,
-        ),
-        labels=["scope", "name", "team", "window"],
+        "Spend over the complete days of the month (window mtd: this month so far; "
+        "last_month: the closed previous month) / the monthly budget.",
+        ["scope", "name", "team", "window"],
     )
-    samples = GaugeMetricFamily(
+    samples = _gauge(
+        ctx,
         "platform_budget_samples",
-        _help(
-            "Complete billing days behind platform_budget_used_ratio (0: absent); the "
-            "last_month ratio is final once this equals that month's days.",
-            ctx,
-        ),
-        labels=["scope", "name", "team", "window"],
+        "Complete billing days behind platform_budget_used_ratio (0: absent); the "
+        "last_month ratio is final once this equals that month's days.",
+        ["scope", "name", "team", "window"],
     )
-    forecast_ratio = GaugeMetricFamily(
+    forecast_ratio = _gauge(
+        ctx,
         "platform_budget_forecast_ratio",
-        _help("Forecast month-end spend / the monthly budget.", ctx),
-        labels=["scope", "name", "team"],
+        "Forecast month-end spend / the monthly budget.",
+        ["scope", "name", "team"],
     )
+    days = kpis.month_days(st.today, st.cost_start, st.cost_end)
     for b in ctx.config.cost.budgets:
         # `name` is the team or service the budget is for; `team` is always set, so a
         # budget alert routes by team like every other alert.
-        who = [b.name, catalog.get(b.name, "")] if b.scope == "service" else [b.name, b.name]
+        who = [b.name, st.catalog.get(b.name, "")] if b.scope == "service" else [b.name, b.name]
         budget.add_metric([b.scope, *who, b.currency], b.monthly)
-        daily: dict[str, float] = {}
-        for day, service, team, _p, _c, currency, amount in rows:
-            owner = service if b.scope == "service" else team
-            if owner == b.name and currency == b.currency and service != UNALLOCATED:
-                daily[day] = daily.get(day, 0.0) + amount
+        daily = kpis.budget_spend(st.rows, b.scope, b.name, b.currency)
         for window, span in days.items():
-            status = budget_used(daily, b.monthly, span)
+            status = kpis.budget_used(daily, b.monthly, span)
             samples.add_metric([b.scope, *who, window], status.days if status else 0)
             if status is not None:
                 used.add_metric([b.scope, *who, window], status.used_ratio)
-        ahead = budget_forecast(daily, today, days) if b.monthly > 0 else None
-        if ahead is not None:
-            forecast.add_metric([b.scope, *who, b.currency], ahead.forecast)
-            forecast_ratio.add_metric([b.scope, *who], ahead.forecast / b.monthly)
+        outlook = kpis.budget_outlook(daily, b.monthly, st.today, days)
+        if outlook is not None:
+            forecast.add_metric([b.scope, *who, b.currency], outlook[0].forecast)
+            forecast_ratio.add_metric([b.scope, *who], outlook[1])
     yield from (budget, forecast, used, samples, forecast_ratio)

@@ -40,10 +40,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from exporter.core.periods import Span
-from exporter.core.stats import quantile
+from exporter.core.catalog import CatalogService
+from exporter.core.periods import Span, last_month
+from exporter.core.stats import histogram, quantile
 
 DAY = 86400.0
 HOUR = 3600.0
@@ -400,3 +401,147 @@ def performance_level(
         return None
     levels = key_levels(frequency_per_day, lead_time_median, change_failure_ratio, restore_median)
     return max(levels.values(), key=LEVELS.index)
+
+
+# --- One service's delivery KPIs, as the metrics show them ---------------------------
+
+#: A histogram: cumulative counts per bound, the sum and the count of the values.
+Histogram = tuple[list[int], float, int]
+#: Samples behind a quantile pair, and the quantiles that have a value.
+Quantiles = tuple[int, dict[float, float]]
+
+
+@dataclass
+class ServiceDelivery:
+    """Everything the delivery KPIs of one service are computed from.
+
+    ``squashed`` maps a squash commit to the original commits of the merge request
+    it replaced.
+    """
+
+    deploys: list[ProdDeploy] = field(default_factory=list)
+    commits: dict[str, CommitNode] = field(default_factory=dict)
+    incidents: list[IncidentSpan] = field(default_factory=list)
+    squashed: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRules:
+    """The configured rules the delivery KPIs apply (see the ``delivery`` settings)."""
+
+    squash_lead_time: str = "original_commits"
+    incident_link_window: float = DAY
+    backfill_days: int = 90
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceKpis:
+    """One service's delivery KPIs at ``now``, per window name (rolling and ``last_month``).
+
+    ``frequency`` holds (successful deployments, per day or None); ``lead`` and
+    ``restore`` the quantiles per window; ``lead_histogram`` covers every lead time of
+    a deployment finished by now, ``restore_histogram`` every resolved incident;
+    ``ttp_known`` says whether the start of time to production is known.
+    """
+
+    frequency: dict[str, tuple[int, float | None]]
+    lead_histogram: Histogram
+    lead: dict[str, Quantiles]
+    change_failure: dict[str, ChangeFailure]
+    restore_histogram: Histogram
+    restore: dict[str, Quantiles]
+    ttp_known: bool
+    time_to_production: float | None
+    level: str | None
+
+
+def with_calendar(windows: Mapping[str, float], now: float) -> dict[str, Window]:
+    """The rolling windows plus the closed previous calendar month, ``last_month``."""
+    return {**windows, "last_month": last_month(now)}
+
+
+def _restore_quantiles(incidents: Sequence[IncidentSpan], now: float, window: Window) -> Quantiles:
+    values = restore_times(incidents, now, window)
+    return len(values), {q: v for q in QUANTILES if (v := quantile(values, q)) is not None}
+
+
+def production_start(
+    d: ServiceDelivery, registered_at: float | None, now: float, backfill_days: int
+) -> float | None:
+    """Where time to production starts: the first commit, else the catalog registration
+    when it lies within the history read (an older one may predate deployments never
+    seen, so the start is unknown)."""
+    start = first_commit_time(d.commits)
+    if start is None and registered_at is not None:
+        history_start = now - backfill_days * DAY
+        start = registered_at if registered_at >= history_start else None
+    return start
+
+
+def service_kpis(
+    d: ServiceDelivery, rules: DeliveryRules, registered_at: float | None, now: float
+) -> ServiceKpis:
+    """Every delivery KPI of one service at ``now`` (see the module doc)."""
+    squashed = d.squashed if rules.squash_lead_time == "original_commits" else None
+    leads = lead_times(d.deploys, d.commits, squashed)
+    link = rules.incident_link_window
+    frequency = {
+        w: (
+            successful_deployments(d.deploys, now, span),
+            deployment_frequency(d.deploys, now, span),
+        )
+        for w, span in with_calendar(FREQUENCY_WINDOWS, now).items()
+    }
+    lead = {
+        w: lead_time_quantiles(leads, now, span)
+        for w, span in with_calendar(LEAD_TIME_WINDOWS, now).items()
+    }
+    failure = {
+        w: change_failure(d.deploys, d.incidents, now, span, link, d.commits, d.squashed)
+        for w, span in with_calendar(CHANGE_FAILURE_WINDOWS, now).items()
+    }
+    restore = {
+        w: _restore_quantiles(d.incidents, now, span)
+        for w, span in with_calendar(RESTORE_WINDOWS, now).items()
+    }
+    start = production_start(d, registered_at, now, rules.backfill_days)
+    return ServiceKpis(
+        frequency=frequency,
+        lead_histogram=histogram(
+            (s.seconds for s in leads if s.deployed_at <= now), LEAD_TIME_BUCKETS
+        ),
+        lead=lead,
+        change_failure=failure,
+        restore_histogram=histogram(restore_times(d.incidents, now, float("inf")), RESTORE_BUCKETS),
+        restore=restore,
+        ttp_known=start is not None,
+        time_to_production=time_to_production(start, d.deploys, now),
+        level=performance_level(
+            frequency["30d"][1],
+            lead["30d"][1].get(0.5),
+            failure["30d"].ratio,
+            restore["30d"][1].get(0.5),
+        ),
+    )
+
+
+def first_production_histogram(kpis: Iterable[ServiceKpis]) -> Histogram:
+    """Time to production across services, one sample for each service that has one."""
+    values = [k.time_to_production for k in kpis if k.time_to_production is not None]
+    return histogram(values, TIME_TO_PRODUCTION_BUCKETS)
+
+
+def delivery_services(
+    services: Mapping[str, CatalogService], with_ci: Iterable[str], ci_kinds: Iterable[str]
+) -> list[CatalogService]:
+    """The services whose delivery KPIs are shown, in name order: those of ``with_ci``
+    (config services with ``ci`` refs), and catalog services whose repos name a
+    repo of one of ``ci_kinds`` (``kind:...``; a service only an external catalog
+    lists included)."""
+    named = set(with_ci)
+    prefixes = tuple(f"{k}:" for k in ci_kinds)
+    return [
+        svc
+        for name, svc in sorted(services.items())
+        if name in named or any(r.startswith(prefixes) for r in svc.repos)
+    ]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from exporter.core.store import Store, Tx
 from exporter.domains.delivery.kpis import (
@@ -22,6 +21,7 @@ from exporter.domains.delivery.kpis import (
     CommitNode,
     IncidentSpan,
     ProdDeploy,
+    ServiceDelivery,
 )
 from exporter.domains.delivery.records import (
     Commit,
@@ -217,20 +217,6 @@ def write_merge_requests(tx: Tx, merge_requests: Sequence[MergeRequest]) -> None
             },
             ("key",),
         )
-
-
-@dataclass
-class ServiceDelivery:
-    """Everything the delivery KPIs of one service are computed from.
-
-    ``squashed`` maps a squash commit to the original commits of the merge request
-    it replaced.
-    """
-
-    deploys: list[ProdDeploy] = field(default_factory=list)
-    commits: dict[str, CommitNode] = field(default_factory=dict)
-    incidents: list[IncidentSpan] = field(default_factory=list)
-    squashed: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def load(store: Store, commit_time: str) -> dict[str, ServiceDelivery]:

@@ -327,3 +327,99 @@ class TestBudget:
         days = month_days(date(2026, 12, 1), "2026-12-01", "2026-11-30")
         assert days == {"mtd": None, "last_month": None}
         assert budget_forecast({"2026-12-01": 5.0}, date(2026, 12, 1), days) is None
+
+
+class TestWhatTheCostMetricsShow:
+    """The small rules the cost families are shaped with, each on a few hand-made rows."""
+
+    def test_day_end_is_the_next_midnight_utc(self) -> None:
+        from exporter.domains.cost import kpis
+
+        assert kpis.day_end("2027-03-01") == 1803945600.0  # 2027-03-02T00:00:00Z
+
+    def test_window_range_spans_every_window(self) -> None:
+        from exporter.domains.cost import kpis
+
+        windows = {"1d": ("2027-02-28", "2027-02-28"), "last_month": ("2027-01-01", "2027-01-31")}
+        assert kpis.window_range(windows) == ("2027-01-01", "2027-02-28")
+
+    def test_coverage_is_the_days_every_source_has(self) -> None:
+        """focus covers Jan 3..Feb 27, aws Jan 1..Feb 28: together Jan 3..Feb 27; no source, none."""
+        from exporter.domains.cost import kpis
+
+        starts = {"focus": "2027-01-03", "aws": "2027-01-01"}
+        ends = {"focus": "2027-02-27", "aws": "2027-02-28"}
+        assert kpis.coverage(starts, ends) == ("2027-01-03", "2027-02-27")
+        assert kpis.coverage({}, {}) == (None, None)
+
+    def test_gateway_day_counts_once_settled_and_own_totals_win(self) -> None:
+        """Feb 27 ended at 1803686400; it counts from 900 s later. Feb 28 is past ``last``.
+        The request_totals source's value replaces the gateway's for its day."""
+        from exporter.domains.cost import kpis
+
+        gateway = {
+            ("web", date(2027, 2, 26)): 10,
+            ("web", date(2027, 2, 27)): 20,
+            ("web", date(2027, 2, 28)): 30,
+        }
+        own = {("web", "2027-02-26"): 11.0}
+        end_27 = kpis.day_end("2027-02-27")
+        early = kpis.requests_per_day(gateway, own, "2027-02-27", end_27 + 899)
+        assert early == {("web", "2027-02-26"): 11.0}
+        settled = kpis.requests_per_day(gateway, own, "2027-02-27", end_27 + 900)
+        assert settled == {("web", "2027-02-26"): 11.0, ("web", "2027-02-27"): 20.0}
+
+    def test_aligned_requests_only_on_days_with_cost_data(self) -> None:
+        """Window Feb 1..28, cost data Feb 2..27: the requests of Feb 2 and 27 count, not Feb 1
+        nor 28; without cost data no day is aligned."""
+        from exporter.domains.cost import kpis
+
+        requests = {
+            ("web", "2027-02-01"): 5.0,
+            ("web", "2027-02-02"): 7.0,
+            ("web", "2027-02-27"): 3.0,
+            ("web", "2027-02-28"): 9.0,
+            ("api", "2027-02-02"): 100.0,
+        }
+        window = ("2027-02-01", "2027-02-28")
+        assert kpis.aligned_requests(requests, "web", window, "2027-02-02", "2027-02-27") == (
+            2,
+            10.0,
+        )
+        assert kpis.aligned_requests(requests, "web", window, None, None) == (0, 0)
+
+    def test_budget_spend_by_owner_and_currency_without_unallocated(self) -> None:
+        from exporter.domains.cost import kpis
+
+        rows = [
+            ("2027-02-01", "checkout", "payments", "aws", "Compute", "USD", 2.0),
+            ("2027-02-01", "payments-api", "payments", "aws", "Compute", "USD", 3.0),
+            ("2027-02-02", "checkout", "payments", "aws", "Compute", "EUR", 7.0),
+            ("2027-02-02", UNALLOCATED, "payments", "aws", "Compute", "USD", 9.0),
+        ]
+        assert kpis.budget_spend(rows, "team", "payments", "USD") == {"2027-02-01": 5.0}
+        assert kpis.budget_spend(rows, "service", "checkout", "EUR") == {"2027-02-02": 7.0}
+
+    def test_budget_outlook_divides_the_forecast_by_the_budget(self) -> None:
+        """10 a day over Feb 1..10 forecasts 280 for February: 0.28 of a 1,000 budget; a
+        budget of 0 has no outlook."""
+        from exporter.domains.cost import kpis
+
+        daily = {f"2027-02-{d:02d}": 10.0 for d in range(1, 11)}
+        days = kpis.month_days(date(2027, 2, 11), "2027-01-01", "2027-02-10")
+        outlook = kpis.budget_outlook(daily, 1000.0, date(2027, 2, 11), days)
+        assert outlook is not None
+        assert outlook[0].forecast == pytest.approx(280.0)
+        assert outlook[1] == pytest.approx(0.28)
+        assert kpis.budget_outlook(daily, 0.0, date(2027, 2, 11), days) is None
+
+    def test_cost_view_splits_shared_cost_only_when_asked(self) -> None:
+        from exporter.domains.cost import kpis
+
+        rows = [("2027-02-01", "platform", "platform", "aws", "Compute", "USD", 10.0)]
+        requests = {("web", "2027-02-01"): 3.0, ("api", "2027-02-01"): 1.0}
+        catalog = {"web": "a", "api": "b", "platform": "platform"}
+        shared = {"platform": "platform"}
+        assert kpis.cost_view(rows, shared, requests, catalog, False) == rows
+        split = kpis.cost_view(rows, shared, requests, catalog, True)
+        assert sorted((r[1], r[6]) for r in split) == [("api", 2.5), ("web", 7.5)]

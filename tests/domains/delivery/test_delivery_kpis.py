@@ -392,3 +392,113 @@ class TestLastMonth:
             IncidentSpan("i2", self.at("2027-12-31T22:00:00"), self.at("2028-01-01T00:00:00")),
         ]
         assert kpi.restore_times(incidents, 0.0, window) == [H]
+
+
+class TestServiceKpis:
+    """Every KPI of one service as the metrics show it, on one hand-checked history.
+
+    History a(0h) <- b(1h) <- c(2h) <- d(5h); deployments: a succeeds at 1h, c at 4h,
+    d fails at 6h; an incident opens at 4.5h (no root cause named) and is resolved at
+    5.5h. ``now`` is 10h: 2023-11-15, so last_month is October 2023 (no events).
+    """
+
+    NOW = t(10)
+    DATA = kpi.ServiceDelivery(
+        deploys=[
+            ProdDeploy("d1", "a", True, t(1)),
+            ProdDeploy("d2", "c", True, t(4)),
+            ProdDeploy("d3", "d", False, t(6)),
+        ],
+        commits=HISTORY,
+        incidents=[IncidentSpan("i1", t(4.5), t(5.5))],
+    )
+
+    def kpis(self) -> kpi.ServiceKpis:
+        return kpi.service_kpis(self.DATA, kpi.DeliveryRules(), None, self.NOW)
+
+    def test_frequency_per_window_with_the_count_behind_it(self) -> None:
+        """Two successes in every rolling window: 2 per day over 1d, 2/7 over 7d, 2/30 over
+        30d; none in October is a rate of 0, not absent (the service has deployments)."""
+        assert self.kpis().frequency == {
+            "1d": (2, 2.0),
+            "7d": (2, 2 / 7),
+            "30d": (2, 2 / 30),
+            "last_month": (0, 0.0),
+        }
+
+    def test_lead_time_histogram_and_quantiles(self) -> None:
+        """c's deployment ships b (3h) and c (2h): both within the 3h bucket; median 2.5h,
+        p90 2.9h; no lead time in October."""
+        k = self.kpis()
+        counts, total, n = k.lead_histogram
+        assert counts[:3] == [0, 0, 2] and set(counts[2:]) == {2}
+        assert (total, n) == (5 * H, 2)
+        assert k.lead["7d"] == (2, {0.5: 2.5 * H, 0.9: pytest.approx(2.9 * H)})
+        assert k.lead["last_month"] == (0, {})
+
+    def test_change_failure_counts_the_failed_and_the_incident_linked(self) -> None:
+        """d3 failed and the incident links to d2 (the latest success before it opened):
+        2 of 3 over 30d; no deployment in October, no ratio."""
+        k = self.kpis()
+        assert (k.change_failure["30d"].failed, k.change_failure["30d"].total) == (2, 3)
+        assert k.change_failure["30d"].ratio == pytest.approx(2 / 3)
+        assert k.change_failure["last_month"].ratio is None
+
+    def test_restore_histogram_and_quantiles(self) -> None:
+        """One incident restored in exactly 1h: counted in the 3600 s bucket (le is inclusive)."""
+        k = self.kpis()
+        counts, total, n = k.restore_histogram
+        assert counts[: kpi.RESTORE_BUCKETS.index(H) + 1] == [0, 0, 0, 1]
+        assert (total, n) == (H, 1)
+        assert k.restore["30d"] == (1, {0.5: H, 0.9: H})
+        assert k.restore["last_month"] == (0, {})
+
+    def test_time_to_production_from_the_root_commit(self) -> None:
+        """Root commit a at 0h, first successful production deployment at 1h: one hour."""
+        k = self.kpis()
+        assert k.ttp_known
+        assert k.time_to_production == H
+
+    def test_dora_level_is_the_worst_key(self) -> None:
+        """Frequency 2/30 a day (high), lead median 2.5h (high), restore median 1h (high: not
+        under an hour), change failure 2/3 (low): the level is low."""
+        assert self.kpis().level == "low"
+
+    def test_registration_starts_time_to_production_only_within_the_history(self) -> None:
+        """No commits known: a registration inside the backfill starts time to production;
+        one older than the history read leaves the start unknown."""
+        data = kpi.ServiceDelivery(deploys=[ProdDeploy("d1", "x", True, t(5))])
+        rules = kpi.DeliveryRules(backfill_days=1)
+        recent = kpi.service_kpis(data, rules, t(2), self.NOW)
+        assert (recent.ttp_known, recent.time_to_production) == (True, 3 * H)
+        old = kpi.service_kpis(data, rules, self.NOW - 2 * D, self.NOW)
+        assert (old.ttp_known, old.time_to_production) == (False, None)
+
+    def test_no_deployments_no_level_and_no_rates(self) -> None:
+        """A service without production deployments has no rate (absent, not 0) and no level."""
+        k = kpi.service_kpis(kpi.ServiceDelivery(), kpi.DeliveryRules(), None, self.NOW)
+        assert k.frequency["30d"] == (0, None)
+        assert k.level is None
+        assert k.lead_histogram[2] == 0
+
+    def test_first_production_histogram_takes_one_sample_per_service_that_has_one(self) -> None:
+        k = self.kpis()
+        none = kpi.service_kpis(kpi.ServiceDelivery(), kpi.DeliveryRules(), None, self.NOW)
+        counts, total, n = kpi.first_production_histogram([k, none])
+        assert (total, n) == (H, 1)
+        assert counts[0] == 1  # one hour is within the first bucket (one day)
+
+
+class TestDeliveryServices:
+    def test_services_with_ci_refs_or_repos_of_a_configured_ci_kind(self) -> None:
+        """In name order: a config service with ci refs, and catalog services whose repos
+        name a configured kind; a repo of another kind does not count."""
+        from exporter.core.catalog import CatalogService
+
+        services = {
+            "web": CatalogService("web", "t", "backstage", repos=("gitlab:g/web",)),
+            "api": CatalogService("api", "t", "config"),
+            "db": CatalogService("db", "t", "backstage", repos=("jenkins:db",)),
+        }
+        shown = kpi.delivery_services(services, ["api"], ["github", "gitlab"])
+        assert [s.name for s in shown] == ["api", "web"]

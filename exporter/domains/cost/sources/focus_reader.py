@@ -528,18 +528,56 @@ def _group_batch(agg: _Aggregator, batch: Any, by_name: dict[str, str]) -> bool:
     tags[, account][, resource]) in pyarrow, then allocate each group once. False (and
     nothing added) when a row needs a row-by-row look: a bad or missing value."""
     import pyarrow as pa
+
+    costs = _cost_arrays(batch, by_name)
+    if costs is None:
+        return False
+    provider_col = "ProviderName" if "ProviderName" in by_name else "ServiceProviderName"
+    keyed = _group_keys(agg, batch, by_name, provider_col)
+    if keyed is None:
+        return False
+    names, arrays = keyed
+    table = pa.Table.from_arrays([*arrays, *costs], names=[*names, "__b", "__e"])
+    grouped = table.group_by(names, use_threads=False).aggregate(
+        [("__b", "sum"), ("__e", "sum"), ("__b", "count")]
+    )
+    cols = {name: grouped.column(name).to_pylist() for name in grouped.column_names}
+    prepared = _prepare_groups(agg, cols, grouped.num_rows, provider_col)
+    if prepared is None:
+        return False
+    for p, b, e, n in zip(
+        prepared, cols["__b_sum"], cols["__e_sum"], cols["__b_count"], strict=True
+    ):
+        agg.accumulate(p, b, e, float(n))
+    agg.rows += batch.num_rows
+    return True
+
+
+def _cost_arrays(batch: Any, by_name: dict[str, str]) -> tuple[Any, Any] | None:
+    """BilledCost and EffectiveCost as float64 arrays; None if any value is missing or
+    not a number (the row-by-row path reports it)."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     try:
         billed = batch.column(by_name["BilledCost"]).cast(pa.float64())
         effective = batch.column(by_name["EffectiveCost"]).cast(pa.float64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-        return False
+        return None
     if billed.null_count or effective.null_count:
-        return False
+        return None
     if pc.any(pc.is_nan(billed)).as_py() or pc.any(pc.is_nan(effective)).as_py():
-        return False
-    provider_col = "ProviderName" if "ProviderName" in by_name else "ServiceProviderName"
+        return None
+    return billed, effective
+
+
+def _group_keys(
+    agg: _Aggregator, batch: Any, by_name: dict[str, str], provider_col: str
+) -> tuple[list[str], list[Any]] | None:
+    """The columns a batch is grouped by (names, arrays): the line key, and tags or (when
+    accounts or resources decide) the owner id per row; None if a column cannot be."""
+    import pyarrow as pa
+
     keys = ["ChargePeriodStart", "ChargePeriodEnd", "BillingCurrency", "ServiceCategory"]
     keys += [provider_col]
     names: list[str] = []
@@ -551,7 +589,7 @@ def _group_batch(agg: _Aggregator, batch: Any, by_name: dict[str, str]) -> bool:
         # and account once, combine per row in pyarrow, and group by the owner.
         owners = _owner_array(agg, batch, by_name)
         if owners is None:
-            return False
+            return None
         names.append("__owner")
         arrays.append(owners)
     for key in keys:
@@ -566,20 +604,23 @@ def _group_batch(agg: _Aggregator, batch: Any, by_name: dict[str, str]) -> bool:
             or pa.types.is_integer(arr.type)
             or pa.types.is_null(arr.type)
         ):
-            return False  # e.g. Tags as a map: read row by row
+            return None  # e.g. Tags as a map: read row by row
         if key == "ChargePeriodStart" and arr.null_count:
-            return False
+            return None
         names.append(key)
         arrays.append(arr)
-    table = pa.Table.from_arrays([*arrays, billed, effective], names=[*names, "__b", "__e"])
-    grouped = table.group_by(names, use_threads=False).aggregate(
-        [("__b", "sum"), ("__e", "sum"), ("__b", "count")]
-    )
-    cols = {name: grouped.column(name).to_pylist() for name in grouped.column_names}
-    none: list[Any] = [None] * grouped.num_rows
+    return names, arrays
+
+
+def _prepare_groups(
+    agg: _Aggregator, cols: dict[str, list[Any]], rows: int, provider_col: str
+) -> list[tuple[int, int, str, str, str, str, str]] | None:
+    """Each group's validated line key (see :meth:`_Aggregator.prepare`); None if one is
+    malformed (the row-by-row path reports it)."""
+    none: list[Any] = [None] * rows
     prepared = []
-    if "__owner" in cols:
-        try:
+    try:
+        if "__owner" in cols:
             for c, t0, t1, cat, prov, owner in zip(
                 cols.get("BillingCurrency", none),
                 cols["ChargePeriodStart"],
@@ -590,15 +631,7 @@ def _group_batch(agg: _Aggregator, batch: Any, by_name: dict[str, str]) -> bool:
                 strict=True,
             ):
                 prepared.append(agg.prepare_owned(c, t0, t1, cat, prov, owner))
-        except (ValueError, TypeError):
-            return False
-        for p, b, e, n in zip(
-            prepared, cols["__b_sum"], cols["__e_sum"], cols["__b_count"], strict=True
-        ):
-            agg.accumulate(p, b, e, float(n))
-        agg.rows += batch.num_rows
-        return True
-    try:
+            return prepared
         for values in zip(
             cols.get("BillingCurrency", none),
             cols["ChargePeriodStart"],
@@ -613,13 +646,8 @@ def _group_batch(agg: _Aggregator, batch: Any, by_name: dict[str, str]) -> bool:
             c, t0, t1, cat, prov, acc, res, tags = values
             prepared.append(agg.prepare(c, t0, t1, cat, prov, acc, res, tags or None))
     except (ValueError, TypeError):
-        return False
-    for p, b, e, n in zip(
-        prepared, cols["__b_sum"], cols["__e_sum"], cols["__b_count"], strict=True
-    ):
-        agg.accumulate(p, b, e, float(n))
-    agg.rows += batch.num_rows
-    return True
+        return None
+    return prepared
 
 
 def _owner_array(agg: _Aggregator, batch: Any, by_name: dict[str, str]) -> Any:
