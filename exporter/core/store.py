@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -271,6 +271,15 @@ Writer = Callable[[Tx, Sequence[Any]], None]
 
 # record type -> the writer of the domain that keeps it; filled as domains register.
 WRITERS: dict[type, Writer] = {}
+
+
+def upsert_each(
+    tx: Tx, table: str, items: Iterable[Any], columns: Sequence[str], key: Sequence[str]
+) -> None:
+    """Upsert one row of ``table`` per item, each column read from the item's attribute of
+    the same name (records name their fields after their columns)."""
+    for item in items:
+        tx.upsert(table, {c: getattr(item, c) for c in columns}, key)
 
 
 def write_records(tx: Tx, records: Sequence[Any]) -> None:

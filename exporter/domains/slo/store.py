@@ -14,7 +14,7 @@ from exporter.core.store import Store
 from exporter.domains.probe import store as probe_store
 from exporter.domains.slo.kpis import EventCounts
 from exporter.domains.traffic import store as traffic_store
-from exporter.domains.traffic.kpis import LATENCY_BUCKETS
+from exporter.domains.traffic.kpis import LATENCY_BUCKETS, WindowCounts
 
 
 def probe_availability_events(
@@ -92,7 +92,7 @@ class SpanEvents:
 
     store: Store
     _probe: dict[Span, dict[str, probe_store.ProbeCounts]] = field(default_factory=dict)
-    _traffic: dict[Span, dict[str, traffic_store.WindowCounts]] = field(default_factory=dict)
+    _traffic: dict[Span, dict[str, WindowCounts]] = field(default_factory=dict)
 
     def events(self, sli: str, service: str, span: Span, threshold: float | None) -> EventCounts:
         """Events of ``service``'s ``sli`` (``probe-availability``, ``probe-latency``,

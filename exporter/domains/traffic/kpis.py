@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 # Latency histogram bounds in seconds, for every gateway. SLO latency thresholds must be
 # one of them. 25 ms, 50 ms, 100 ms, 1 s, 2 s, 5 s, 10 s, 30 s and 60 s are bucket bounds
@@ -48,6 +49,91 @@ WINDOWS: dict[str, float] = {
 QUANTILES: tuple[float, ...] = (0.5, 0.95, 0.99)
 CODE_CLASSES: tuple[str, ...] = ("1xx", "2xx", "3xx", "4xx", "5xx")
 UNMAPPED = "unmapped"
+# The error classes reported as ratios, in exposition order, with their index in the codes.
+ERROR_CLASSES: tuple[tuple[str, int], ...] = (("5xx", 4), ("4xx", 3))
+# Consumers count as active when seen within this long.
+ACTIVE_CONSUMER_WINDOW = 86400.0
+# Quantiles a gateway computed are shown while fresher than this.
+GATEWAY_LATENCY_MAX_AGE = 3600.0
+
+
+@dataclass(frozen=True)
+class WindowCounts:
+    """What a service's gateways served in one window."""
+
+    codes: tuple[int, int, int, int, int]
+    # Non-cumulative latency counts per bound, plus overflow; all 0 without a distribution.
+    buckets: tuple[int, ...]
+
+    @property
+    def requests(self) -> int:
+        return sum(self.codes)
+
+    @property
+    def latency_observations(self) -> int:
+        return sum(self.buckets)
+
+
+@dataclass(frozen=True)
+class WindowKpis:
+    """A service's traffic KPIs over one window; ``None`` and absent keys mean no data."""
+
+    requests: int
+    rate: float | None
+    error_ratios: dict[str, float]  # code class -> ratio, in ERROR_CLASSES order
+    availability: float | None
+    latency_observations: int
+    latency: dict[float, float]  # quantile -> seconds, in QUANTILES order
+
+
+def ratios(c: WindowCounts) -> tuple[dict[str, float], float | None]:
+    """The 5xx and 4xx ratios and the availability of one window's counts."""
+    errors = {
+        cls: r
+        for cls, idx in ERROR_CLASSES
+        if (r := error_ratio(c.codes[idx], c.requests)) is not None
+    }
+    return errors, availability(c.codes[4], c.requests)
+
+
+def window_kpis(
+    c: WindowCounts | None, seconds: float | None, gateway: Mapping[float, float]
+) -> WindowKpis:
+    """The KPIs of one window from its counts (None: no traffic row) and the quantiles a
+    gateway computed (used where the counts have no latency distribution). ``seconds``
+    None (a calendar window) gives no rate and no latency."""
+    n = c.requests if c else 0
+    errors, avail = ratios(c) if c is not None else ({}, None)
+    rate = request_rate(n, seconds) if c is not None and seconds is not None else None
+    observed = c.latency_observations if c else 0
+    latency: dict[float, float] = {}
+    for q in QUANTILES if seconds is not None else ():
+        value = None
+        if c is not None and observed:
+            value = histogram_quantile(q, LATENCY_BUCKETS, c.buckets[:-1], overflow=c.buckets[-1])
+        if value is None:
+            value = gateway.get(q)
+        if value is not None:
+            latency[q] = value
+    return WindowKpis(n, rate, errors, avail, observed, latency)
+
+
+def traffic_services(
+    routed: Iterable[str], measured: Iterable[str], known: Iterable[str]
+) -> list[str]:
+    """The services traffic families report, sorted: those the config gives routes or a
+    gateway measured, among the ``known`` ones."""
+    return sorted((set(routed) | set(measured)) & set(known))
+
+
+def active_since(now: float) -> float:
+    """Where the window of active consumers starts."""
+    return now - ACTIVE_CONSUMER_WINDOW
+
+
+def gateway_latency_since(now: float) -> float:
+    """The oldest gateway-computed quantile still shown."""
+    return now - GATEWAY_LATENCY_MAX_AGE
 
 
 def code_class_index(status: int) -> int | None:

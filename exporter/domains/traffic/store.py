@@ -14,15 +14,14 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 from exporter.core.periods import Span, utc_date
 from exporter.core.spans import span_sums
-from exporter.core.store import Store, Tx, _labels_key
+from exporter.core.store import Labels, Store, Tx, _labels_key, upsert_each, write_records
 from exporter.domains.delivery.records import ConsumerSeen, TrafficDelta, TrafficLatency
-from exporter.domains.traffic.kpis import CODE_CLASSES, LATENCY_BUCKETS
+from exporter.domains.traffic.kpis import CODE_CLASSES, LATENCY_BUCKETS, WindowCounts
 from exporter.store import register_domain
 
 NB = len(LATENCY_BUCKETS)
@@ -99,6 +98,13 @@ _DAY_COUNTS_SQL = (
 
 REQUESTS_TOTAL = "platform_service_requests_total"
 DURATION = "platform_service_request_duration_seconds"
+# The exporter's own counters of the access-log and Prometheus sources.
+MALFORMED_TOTAL = "platform_exporter_access_log_malformed_lines_total"
+ROTATIONS_TOTAL = "platform_exporter_access_log_reopens_total"
+WARNINGS_TOTAL = "platform_exporter_prometheus_query_warnings_total"
+# Cursors holding a gateway's latest readings (JSON), per source.
+STUB_STATUS = "stub_status"
+CONSUMERS_REGISTERED = "consumers_registered"
 
 
 def write_deltas(tx: Tx, deltas: Sequence[TrafficDelta]) -> None:
@@ -193,19 +199,13 @@ def _observe_many(
 
 
 def write_latencies(tx: Tx, points: Sequence[TrafficLatency]) -> None:
-    for p in points:
-        tx.upsert(
-            "traffic_latency",
-            {
-                "service": p.service,
-                "source": p.source,
-                "window": p.window,
-                "quantile": p.quantile,
-                "seconds": p.seconds,
-                "at": p.at,
-            },
-            ("service", "source", "window", "quantile"),
-        )
+    upsert_each(
+        tx,
+        "traffic_latency",
+        points,
+        ("service", "source", "window", "quantile", "seconds", "at"),
+        ("service", "source", "window", "quantile"),
+    )
 
 
 def write_consumers(tx: Tx, seen: Sequence[ConsumerSeen]) -> None:
@@ -243,24 +243,41 @@ def prune_if_due(store: Store, now: float, retention: float) -> None:
         prune(tx, now - retention)
 
 
+# --- what the sources commit besides records -----------------------------------------
+
+
+def record_stub_status(store: Store, source: str, stub: Mapping[str, int]) -> None:
+    """Keep the latest ``stub_status`` reading of an NGINX source."""
+    with store.transaction() as tx:
+        tx.set_cursor(source, STUB_STATUS, json.dumps(dict(stub)))
+
+
+def record_reopen(store: Store, source: str, reason: str, file_cursor: str) -> None:
+    """Count one rotation or truncation of an access log and move to the new file."""
+    with store.transaction() as tx:
+        tx.incr(ROTATIONS_TOTAL, {"source": source, "reason": reason})
+        tx.set_cursor(source, "file", file_cursor)
+
+
+def commit_counted(
+    store: Store,
+    records: Sequence[Any],
+    counter: str,
+    labels: Labels,
+    amount: float,
+    cursors: Mapping[tuple[str, str], str],
+) -> None:
+    """Write ``records``, add ``amount`` (if any) to ``counter`` and advance ``cursors``
+    ((source, name) -> value), all in one transaction."""
+    with store.transaction() as tx:
+        write_records(tx, records)
+        if amount:
+            tx.incr(counter, labels, amount)
+        for (source, name), value in cursors.items():
+            tx.set_cursor(source, name, value)
+
+
 # --- queries ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WindowCounts:
-    """What a service's gateways served in one window."""
-
-    codes: tuple[int, int, int, int, int]
-    # Non-cumulative latency counts per bound, plus overflow; all 0 without a distribution.
-    buckets: tuple[int, ...]
-
-    @property
-    def requests(self) -> int:
-        return sum(self.codes)
-
-    @property
-    def latency_observations(self) -> int:
-        return sum(self.buckets)
 
 
 def window_counts(
@@ -352,6 +369,32 @@ def gateway_latencies(store: Store, since: float) -> dict[tuple[str, str, float]
         (since,),
     )
     return {(str(r[0]), str(r[1]), float(r[2])): float(r[3]) for r in rows}
+
+
+def _cursor_readings(store: Store, name: str) -> dict[str, dict[str, Any]]:
+    """source -> the decoded JSON of its cursor ``name``, for every source that has one."""
+    rows = store.query("SELECT source, value FROM cursors WHERE name = ? ORDER BY source", (name,))
+    return {str(r[0]): json.loads(r[1]) for r in rows if r[1]}
+
+
+def distinct_consumers(store: Store, since: float) -> int:
+    """Distinct (gateway, consumer) pairs seen at or after ``since``, over every service."""
+    row = store.query_one(
+        "SELECT COUNT(*) FROM (SELECT DISTINCT source, consumer FROM traffic_consumers "
+        "WHERE last_seen >= ?)",
+        (since,),
+    )
+    return int(row[0]) if row is not None else 0
+
+
+def stub_statuses(store: Store) -> dict[str, dict[str, int]]:
+    """source -> its latest NGINX ``stub_status`` numbers (active, reading, ..., requests)."""
+    return _cursor_readings(store, STUB_STATUS)
+
+
+def registered_consumers(store: Store) -> dict[str, int]:
+    """source -> the number of API consumers registered in the gateway when last polled."""
+    return {s: int(v["count"]) for s, v in _cursor_readings(store, CONSUMERS_REGISTERED).items()}
 
 
 def active_consumers(store: Store, since: float) -> dict[str, int]:

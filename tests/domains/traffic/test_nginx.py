@@ -18,11 +18,8 @@ from exporter.config import Config
 from exporter.daemon import Daemon
 from exporter.domains.traffic import store as traffic_store
 from exporter.domains.traffic.kpis import LATENCY_BUCKETS
-from exporter.domains.traffic.sources.nginx import (
-    MALFORMED_TOTAL,
-    ROTATIONS_TOTAL,
-    parse_stub_status,
-)
+from exporter.domains.traffic.sources.nginx import parse_stub_status
+from exporter.domains.traffic.store import MALFORMED_TOTAL, ROTATIONS_TOTAL
 from tests.domains.traffic.nginx_gateway import NginxServer, wait_for_lines
 
 pytestmark = pytest.mark.integration

@@ -10,11 +10,12 @@ import pytest
 from exporter.config import Config
 from exporter.core.periods import is_closed_day, utc_minute
 from exporter.core.store import write_records
-from exporter.domains.delivery.records import TrafficDelta
+from exporter.domains.delivery.records import ConsumerSeen, TrafficDelta
 from exporter.domains.traffic import store as traffic_store
 from exporter.domains.traffic.kpis import (
     LATENCY_BUCKETS,
     UNMAPPED,
+    WindowCounts,
     availability,
     code_class_index,
     counter_delta,
@@ -22,6 +23,8 @@ from exporter.domains.traffic.kpis import (
     histogram_quantile,
     rebucket,
     request_rate,
+    traffic_services,
+    window_kpis,
 )
 from exporter.domains.traffic.routes import RouteMap
 from exporter.store import open_store
@@ -100,6 +103,50 @@ class TestCounterDelta:
 
     def test_first_read_is_a_baseline(self) -> None:
         assert counter_delta(None, 1000) == 0
+
+
+class TestWindowKpis:
+    """One window's KPIs from its counts, and the gateway's quantiles where counts have none."""
+
+    def test_rate_ratios_availability_and_quantiles_from_counts(self) -> None:
+        # 300 requests in 5 min: 6 x 4xx, 3 x 5xx; 200 in (0.05, 0.1], 100 in (0.1, 0.25].
+        buckets = [0] * (NB + 1)
+        buckets[4], buckets[5] = 200, 100
+        c = WindowCounts((0, 291, 0, 6, 3), tuple(buckets))
+        k = window_kpis(c, 300.0, {0.5: 9.0})
+        assert k.requests == 300 and k.rate == pytest.approx(1.0)
+        assert list(k.error_ratios) == ["5xx", "4xx"]
+        assert k.error_ratios["5xx"] == pytest.approx(0.01)
+        assert k.error_ratios["4xx"] == pytest.approx(0.02)
+        assert k.availability == pytest.approx(0.99)
+        assert k.latency_observations == 300
+        # median: rank 150 of 200 in (0.05, 0.1] -> 0.05 + 0.05 * 150/200 = 0.0875; the
+        # histogram wins over the gateway's own 9.0.
+        assert k.latency[0.5] == pytest.approx(0.0875)
+        # p95: rank 285, 85 of 100 into (0.1, 0.25] -> 0.1 + 0.15 * 0.85 = 0.2275
+        assert k.latency[0.95] == pytest.approx(0.2275)
+
+    def test_without_a_distribution_the_gateway_quantiles_are_used(self) -> None:
+        c = WindowCounts((0, 10, 0, 0, 0), (0,) * (NB + 1))
+        k = window_kpis(c, 60.0, {0.95: 0.4})
+        assert k.latency == {0.95: 0.4}
+        assert k.latency_observations == 0
+
+    def test_no_row_is_no_data_but_zero_samples(self) -> None:
+        k = window_kpis(None, 300.0, {0.99: 1.5})
+        assert k.requests == 0
+        assert k.rate is None and k.availability is None and k.error_ratios == {}
+        assert k.latency == {0.99: 1.5}
+
+    def test_a_calendar_window_has_no_rate_and_no_latency(self) -> None:
+        c = WindowCounts((0, 90, 0, 0, 10), (0, 100, *([0] * (NB - 1))))
+        k = window_kpis(c, None, {0.5: 1.0})
+        assert k.rate is None and k.latency == {}
+        assert k.availability == pytest.approx(0.9)
+
+    def test_traffic_services_are_routed_or_measured_and_known(self) -> None:
+        got = traffic_services(["checkout"], ["search", "ghost", "search"], {"checkout", "search"})
+        assert got == ["checkout", "search"]
 
 
 class TestRouteMap:
@@ -192,6 +239,58 @@ class TestStore:
         assert got[("checkout", "5m")].codes == (0, 3, 0, 0, 1)
         assert got[("checkout", "1h")].requests == 10
         assert got[("checkout", "1d")].requests == 110
+        store.close()
+
+    def test_gateway_readings_are_kept_per_source(self, tmp_path: Path) -> None:
+        store = open_store(str(tmp_path / "s.db"))
+        stub = {"active": 3, "reading": 0, "writing": 1, "waiting": 2, "requests": 40, "at": 5}
+        traffic_store.record_stub_status(store, "nginx", stub)
+        with store.transaction() as tx:
+            tx.set_cursor("kong", traffic_store.CONSUMERS_REGISTERED, '{"count": 7, "at": 1.0}')
+        assert traffic_store.stub_statuses(store) == {"nginx": stub}
+        assert traffic_store.registered_consumers(store) == {"kong": 7}
+        store.close()
+
+    def test_a_counted_commit_is_one_transaction_and_adds_only_a_positive_count(
+        self, tmp_path: Path
+    ) -> None:
+        store = open_store(str(tmp_path / "s.db"))
+        labels = {"source": "nginx"}
+        cursor = {("nginx", "file"): "c1"}
+        traffic_store.commit_counted(store, [], traffic_store.MALFORMED_TOTAL, labels, 0, cursor)
+        assert store.counters(traffic_store.MALFORMED_TOTAL) == []
+        traffic_store.commit_counted(
+            store,
+            [delta("checkout", DAY, (0, 1, 0, 0, 0))],
+            traffic_store.MALFORMED_TOTAL,
+            labels,
+            2,
+            {("nginx", "file"): "c2"},
+        )
+        assert store.counters(traffic_store.MALFORMED_TOTAL) == [(labels, 2.0)]
+        assert store.get_cursor("nginx", "file") == "c2"
+        assert traffic_store.daily_requests(store, "checkout", date(2026, 3, 2)) == 1
+        traffic_store.record_reopen(store, "nginx", "rotated", "c3")
+        assert store.counters(traffic_store.ROTATIONS_TOTAL) == [
+            ({"source": "nginx", "reason": "rotated"}, 1.0)
+        ]
+        assert store.get_cursor("nginx", "file") == "c3"
+        store.close()
+
+    def test_distinct_consumers_count_each_gateway_consumer_once(self, tmp_path: Path) -> None:
+        store = open_store(str(tmp_path / "s.db"))
+        with store.transaction() as tx:
+            write_records(
+                tx,
+                [
+                    ConsumerSeen("kong", "checkout", "alice", DAY),
+                    ConsumerSeen("kong", "search", "alice", DAY),
+                    ConsumerSeen("nginx", "search", "alice", DAY),
+                    ConsumerSeen("kong", "search", "bob", DAY - 10),
+                ],
+            )
+        assert traffic_store.distinct_consumers(store, DAY) == 2
+        assert traffic_store.distinct_consumers(store, DAY - 10) == 3
         store.close()
 
     def test_closed_days(self) -> None:

@@ -166,7 +166,9 @@ class KongSource(Source):
                 for ident in (r.get("name"), r.get("id")):
                     if ident and name:
                         route_service[str(ident)] = str(name)
-            cursors["consumers_registered"] = json.dumps({"count": len(consumers), "at": ctx.now()})
+            cursors[traffic_store.CONSUMERS_REGISTERED] = json.dumps(
+                {"count": len(consumers), "at": ctx.now()}
+            )
         response = await send(
             ctx.client,
             "GET",

@@ -25,14 +25,11 @@ from exporter.core.catalog import load_catalog
 from exporter.core.errors import MalformedResponse, SourceError
 from exporter.core.httpclient import send
 from exporter.core.source import PollContext, Source
-from exporter.core.store import write_records
 from exporter.domains.delivery.records import ConsumerSeen, TrafficDelta
 from exporter.domains.traffic import store as traffic_store
 from exporter.domains.traffic.accesslog import Aggregator
 from exporter.domains.traffic.routes import RouteMap
 
-MALFORMED_TOTAL = "platform_exporter_access_log_malformed_lines_total"
-ROTATIONS_TOTAL = "platform_exporter_access_log_reopens_total"
 CHUNK_BYTES = 4 * 1024 * 1024
 # Each commit covers at most this many bytes of log, so a backlog is read in steps.
 COMMIT_BYTES = 32 * 1024 * 1024
@@ -101,8 +98,7 @@ class NginxSource(Source):
             )
             stub = parse_stub_status(response.text)
             stub["at"] = int(ctx.now())
-            with ctx.store.transaction() as tx:
-                tx.set_cursor(ctx.source, "stub_status", json.dumps(stub))
+            traffic_store.record_stub_status(ctx.store, ctx.source, stub)
         await asyncio.to_thread(self.tail, ctx)
 
     # --- tailing (runs in a worker thread) ---------------------------------------------
@@ -144,9 +140,7 @@ class NginxSource(Source):
             # The new file is followed from its start; the switch is committed at once, so
             # it is counted once even if nothing is written to the new file for a while.
             cursor = FileCursor(st.st_dev, st.st_ino, 0)
-            with ctx.store.transaction() as tx:
-                tx.incr(ROTATIONS_TOTAL, {"source": ctx.source, "reason": "rotated"})
-                tx.set_cursor(ctx.source, "file", cursor.dump())
+            traffic_store.record_reopen(ctx.store, ctx.source, "rotated", cursor.dump())
         if st is None:
             self._close()
             ctx.log.info("access log %s does not exist (yet)", self.path)
@@ -161,9 +155,7 @@ class NginxSource(Source):
                 cursor.offset,
             )
             cursor = FileCursor(cursor.dev, cursor.inode, 0)
-            with ctx.store.transaction() as tx:
-                tx.incr(ROTATIONS_TOTAL, {"source": ctx.source, "reason": "truncated"})
-                tx.set_cursor(ctx.source, "file", cursor.dump())
+            traffic_store.record_reopen(ctx.store, ctx.source, "truncated", cursor.dump())
         n, cursor, budget = self._drain(ctx, fh, cursor, budget, final=False)
         lines += n
         self._maybe_prune(ctx)
@@ -242,12 +234,14 @@ class NginxSource(Source):
         if offset == cursor.offset and not lines:
             return 0
         batch = f"{cursor.dev}:{cursor.inode}:{offset}"
-        with ctx.store.transaction() as tx:
-            write_records(tx, agg.deltas(batch))
-            write_records(tx, agg.consumers_seen())
-            if agg.malformed:
-                tx.incr(MALFORMED_TOTAL, {"source": ctx.source}, agg.malformed)
-            tx.set_cursor(ctx.source, "file", FileCursor(cursor.dev, cursor.inode, offset).dump())
+        traffic_store.commit_counted(
+            ctx.store,
+            [*agg.deltas(batch), *agg.consumers_seen()],
+            traffic_store.MALFORMED_TOTAL,
+            {"source": ctx.source},
+            agg.malformed,
+            {(ctx.source, "file"): FileCursor(cursor.dev, cursor.inode, offset).dump()},
+        )
         if agg.malformed:
             ctx.log.warning("skipped %d malformed access-log line(s)", agg.malformed)
         agg.reset()

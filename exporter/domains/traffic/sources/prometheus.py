@@ -32,13 +32,10 @@ from exporter.core.errors import MalformedResponse, SourceError
 from exporter.core.httpclient import send
 from exporter.core.periods import utc_minute
 from exporter.core.source import PollContext, Source
-from exporter.core.store import write_records
 from exporter.domains.delivery.records import TrafficDelta, TrafficLatency
 from exporter.domains.traffic import store as traffic_store
 from exporter.domains.traffic.kpis import QUANTILES, WINDOWS
 from exporter.domains.traffic.routes import RouteMap
-
-WARNINGS_TOTAL = "platform_exporter_prometheus_query_warnings_total"
 
 
 class QueryError(SourceError):
@@ -200,9 +197,12 @@ class PrometheusSource(Source):
                         records.append(
                             TrafficLatency(self.kind, service, window, quantile, seconds, now)
                         )
-        with ctx.store.transaction() as tx:
-            write_records(tx, records)
-            if warnings:
-                tx.incr(WARNINGS_TOTAL, {"source": ctx.source}, len(warnings))
-            tx.set_cursor(ctx.source, "evaluated_at", json.dumps(now))
+        traffic_store.commit_counted(
+            ctx.store,
+            records,
+            traffic_store.WARNINGS_TOTAL,
+            {"source": ctx.source},
+            len(warnings),
+            {(ctx.source, "evaluated_at"): json.dumps(now)},
+        )
         traffic_store.prune_if_due(ctx.store, ctx.now(), self.config.state.retention)
