@@ -112,7 +112,6 @@ KNOWN: frozenset[str] = frozenset(
         "kinds:exporter/domains/adoption/evidence.py:<module>",
         "kinds:exporter/domains/cost/metrics.py:<module>",
         "kinds:exporter/domains/delivery/metrics.py:<module>",
-        "kinds:exporter/domains/traffic/metrics.py:<module>",
         "long:exporter/cli.py:_parser",
         "long:exporter/core/server.py:MetricsServer._handler_class",
         "long:exporter/domains/adoption/metrics.py:collect",

@@ -31,6 +31,7 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.core.periods import CALENDAR_WINDOWS, calendar_span, latest_closed_day
 from exporter.core.provider import RenderContext, le_label
+from exporter.domains.delivery.records import TrafficDelta
 from exporter.domains.traffic import store as traffic_store
 from exporter.domains.traffic.kpis import (
     UNMAPPED,
@@ -42,12 +43,12 @@ from exporter.domains.traffic.kpis import (
     window_kpis,
 )
 
-KINDS = ("kong", "nginx", "cloudwatch", "prometheus")
 STUB_STATES = ("active", "reading", "writing", "waiting")
 
 
 def _help(text: str, ctx: RenderContext) -> str:
-    polled = [f"{k} every {iv:g}s" for k in KINDS if (iv := ctx.interval_of(k)) is not None]
+    gateways = ctx.kinds(producing=TrafficDelta, enabled_only=False)
+    polled = [f"{k} every {iv:g}s" for k in gateways if (iv := ctx.interval_of(k)) is not None]
     every = ", ".join(polled) if polled else "the gateway sources"
     return f"{text} Cached by the exporter; refreshed after each poll of {every}."
 
