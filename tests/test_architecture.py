@@ -71,7 +71,7 @@ NO_CONFIG_FOLDERS = frozenset({"core", "domains", "sandbox"})
 KNOWN: frozenset[str] = frozenset(
     {
         "cycle:exporter.config>exporter.domains.slo.spec",
-        "folders:exporter.config>exporter.core>exporter.domains.adoption>exporter.domains.catalog>exporter.domains.cost>exporter.domains.delivery>exporter.domains.probe>exporter.domains.slo>exporter.domains.traffic>exporter.sandbox>exporter.store",
+        "folders:exporter.config>exporter.core>exporter.domains.catalog>exporter.domains.delivery>exporter.domains.probe>exporter.domains.slo>exporter.domains.traffic>exporter.sandbox>exporter.store",
         "impure:exporter.domains.adoption.kpis>exporter.config",
         "config-import:exporter.core.alerts",
         "config-import:exporter.core.catalog",
@@ -110,8 +110,6 @@ KNOWN: frozenset[str] = frozenset(
         "kinds:exporter/config.py:RepoRef._exactly_one",
         "kinds:exporter/config.py:RepoRef.kind",
         "kinds:exporter/domains/adoption/evidence.py:<module>",
-        "kinds:exporter/domains/cost/metrics.py:<module>",
-        "kinds:exporter/domains/delivery/metrics.py:<module>",
         "long:exporter/cli.py:_parser",
         "long:exporter/core/server.py:MetricsServer._handler_class",
         "long:exporter/domains/adoption/metrics.py:collect",
@@ -120,7 +118,6 @@ KNOWN: frozenset[str] = frozenset(
         "long:exporter/domains/delivery/sandbox/data.py:build",
         "long:exporter/domains/delivery/sandbox/github.py:GitHubFake._routes",
         "long:exporter/domains/delivery/sandbox/gitlab.py:GitLabFake._routes",
-        "long:exporter/domains/delivery/sources/gitlab.py:GitLabSource.sync_unit",
         "long:exporter/domains/probe/metrics.py:collect",
         "long:exporter/domains/traffic/sources/kong.py:KongSource.deltas",
         "{i}",

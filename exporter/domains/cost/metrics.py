@@ -31,13 +31,13 @@ from exporter.core.provider import RenderContext
 from exporter.domains.cost import kpis
 from exporter.domains.cost import store as cost_store
 from exporter.domains.cost.kpis import WINDOWS, CostRow
+from exporter.domains.delivery.records import CostContribution
 from exporter.domains.traffic import store as traffic_store
-
-COST_SOURCES = ("focus", "aws_cost", "azure_cost")
 
 
 def _help(text: str, ctx: RenderContext) -> str:
-    intervals = [f"{h.source} every {h.interval:g}s" for h in ctx.health if h.kind in COST_SOURCES]
+    kinds = ctx.kinds(producing=CostContribution, enabled_only=False)
+    intervals = [f"{h.source} every {h.interval:g}s" for h in ctx.health if h.kind in kinds]
     every = "; ".join(intervals) if intervals else "after each poll"
     return f"{text} Cached by the exporter from stored billing data; refreshed after each poll ({every})."
 
@@ -48,12 +48,7 @@ def _gauge(ctx: RenderContext, name: str, text: str, labels: list[str]) -> Gauge
 
 def active_cost_sources(ctx: RenderContext) -> list[str]:
     """The cost sources enabled in the config: stored data of others no longer counts."""
-    out = []
-    for kind in COST_SOURCES:
-        settings = getattr(ctx.config.sources, kind, None)
-        if settings is not None and settings.enabled:
-            out.append(kind)
-    return out
+    return list(ctx.kinds(producing=CostContribution))
 
 
 def request_totals(ctx: RenderContext, first: str, last: str) -> dict[tuple[str, str], float]:
@@ -172,8 +167,9 @@ def _paid_calls(ctx: RenderContext) -> Metric:
     seen = {
         labels["source"]: value for labels, value in ctx.store.counters(cost_store.PAID_CALLS_TOTAL)
     }
+    paid_kinds = ctx.kinds(tag="paid_api", enabled_only=False)
     for h in ctx.health:
-        if h.kind == "aws_cost":
+        if h.kind in paid_kinds:
             seen.setdefault(h.source, 0.0)
     for source, value in sorted(seen.items()):
         paid.add_metric([source], value)

@@ -31,11 +31,9 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.core.catalog import CatalogService
 from exporter.core.provider import RenderContext, cached_help, le_label
-from exporter.domains.adoption.evidence import configured
 from exporter.domains.delivery import kpis as kpi
 from exporter.domains.delivery import store as store
-
-SOURCE_KINDS = ("github", "gitlab", "jenkins")
+from exporter.domains.delivery.records import PipelineRun
 
 Help = Callable[[str], str]
 Rows = Sequence[tuple[CatalogService, kpi.ServiceKpis]]
@@ -43,10 +41,12 @@ WINDOW_LABELS = ["service", "team", "window"]
 
 
 def _kind(ctx: RenderContext) -> str:
-    for kind in SOURCE_KINDS:
+    """The CI source kind HELP texts name: the first that polls, else the first there is."""
+    kinds = ctx.kinds(producing=PipelineRun, enabled_only=False)
+    for kind in kinds:
         if ctx.interval_of(kind) is not None:
             return kind
-    return "github"
+    return kinds[0]
 
 
 def _buckets(bounds: Sequence[float], h: kpi.Histogram) -> list[tuple[str, float]]:
@@ -80,7 +80,7 @@ def delivery_services(ctx: RenderContext) -> list[CatalogService]:
     """The services whose delivery KPIs are shown: config services with ``ci`` refs, and
     services of the merged catalog whose annotations name repos of a configured CI source
     (a service only Backstage lists included), in name order."""
-    kinds = [k for k in SOURCE_KINDS if configured(ctx.config, (k,))]
+    kinds = ctx.kinds(producing=PipelineRun)
     with_ci = [s.name for s in ctx.config.services if s.ci]
     return kpi.delivery_services(ctx.catalog.services, with_ci, kinds)
 

@@ -293,3 +293,46 @@ register_domain(
         MergeRequest: write_merge_requests,
     },
 )
+
+
+def has_commit(store: Store, service: str, sha: str) -> bool:
+    """Whether the service's commit ``sha`` is stored."""
+    row = store.query_one("SELECT 1 FROM commits WHERE service = ? AND sha = ?", (service, sha))
+    return row is not None
+
+
+def previous_production_deploy(
+    store: Store, service: str, before: float
+) -> tuple[float, str] | None:
+    """(finished_at, sha) of the service's latest successful production deployment that
+    finished before ``before``, if one is stored."""
+    row = store.query_one(
+        "SELECT finished_at, sha FROM deployments WHERE service = ? AND production = 1 "
+        "AND status = 'success' AND finished_at < ? ORDER BY finished_at DESC LIMIT 1",
+        (service, before),
+    )
+    return None if row is None else (float(row[0]), str(row[1]))
+
+
+def finished_deployment_keys(store: Store, source: str, prefix: str) -> set[str]:
+    """Keys of this source's finished (success or failure) deployments starting with ``prefix``."""
+    rows = store.query(
+        "SELECT key FROM deployments WHERE source = ? AND key LIKE ? "
+        "AND status IN ('success', 'failure')",
+        (source, f"{prefix}%"),
+    )
+    return {str(r[0]) for r in rows}
+
+
+def last_run_finished(store: Store, prefix: str) -> float | None:
+    """When the newest stored pipeline run whose key starts with ``prefix`` finished."""
+    row = store.query_one(
+        "SELECT MAX(finished_at) FROM pipeline_runs WHERE key LIKE ?", (f"{prefix}%",)
+    )
+    return None if row is None or row[0] is None else float(row[0])
+
+
+def run_keys(store: Store, prefix: str) -> set[str]:
+    """Keys of the stored pipeline runs starting with ``prefix``."""
+    rows = store.query("SELECT key FROM pipeline_runs WHERE key LIKE ?", (f"{prefix}%",))
+    return {str(r[0]) for r in rows}

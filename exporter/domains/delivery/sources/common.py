@@ -23,6 +23,7 @@ from exporter.config import Config, SourceConfig
 from exporter.core.errors import AuthError, MalformedResponse, RateLimited
 from exporter.core.httpclient import conditional_get, send
 from exporter.core.source import PollContext, Source
+from exporter.domains.delivery import store as store
 from exporter.domains.delivery.records import Commit, Deployment
 
 
@@ -236,9 +237,7 @@ def off_branch_deployments(
     for dep in batch:
         if not (dep.production and dep.status == "success") or dep.finished_at is None:
             continue
-        if dep.sha in known or ctx.store.query_one(
-            "SELECT 1 FROM commits WHERE service = ? AND sha = ?", (service, dep.sha)
-        ):
+        if dep.sha in known or store.has_commit(ctx.store, service, dep.sha):
             continue
         before = [
             (d.finished_at, d.sha)
@@ -248,12 +247,8 @@ def off_branch_deployments(
             and d.finished_at is not None
             and d.finished_at < dep.finished_at
         ]
-        row = ctx.store.query_one(
-            "SELECT finished_at, sha FROM deployments WHERE service = ? AND production = 1 "
-            "AND status = 'success' AND finished_at < ? ORDER BY finished_at DESC LIMIT 1",
-            (service, dep.finished_at),
-        )
-        if row is not None:
-            before.append((float(row[0]), str(row[1])))
+        stored = store.previous_production_deploy(ctx.store, service, dep.finished_at)
+        if stored is not None:
+            before.append(stored)
         if before:
             yield dep, max(before)[1]

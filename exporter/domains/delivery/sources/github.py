@@ -45,6 +45,7 @@ from exporter.config import Config, GitHubAppConfig, GitHubSourceConfig
 from exporter.core.clock import utc_datetime
 from exporter.core.errors import AuthError
 from exporter.core.source import PollContext
+from exporter.domains.delivery import store as store
 from exporter.domains.delivery.records import Commit, Deployment, Incident, PipelineRun, TemplateUse
 from exporter.domains.delivery.sources.common import (
     CicdSource,
@@ -411,14 +412,7 @@ class GitHubSource(CicdSource):
 
         await self._list(ctx, f"/repos/{repo}/deployments", {"per_page": PER_PAGE}, cursor, take)
         if cursor in self._etags:
-            finished = {
-                str(r[0])
-                for r in ctx.store.query(
-                    "SELECT key FROM deployments WHERE source = ? AND key LIKE ? "
-                    "AND status IN ('success', 'failure')",
-                    (self.kind, f"{self.kind}/{repo}/%"),
-                )
-            }
+            finished = store.finished_deployment_keys(ctx.store, self.kind, f"{self.kind}/{repo}/")
             pending: list[float] = []
             newest = since
             todo: list[dict[str, Any]] = []

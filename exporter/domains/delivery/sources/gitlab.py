@@ -32,6 +32,7 @@ Auth is the ``PRIVATE-TOKEN`` header; a ``401`` stops the source until restart.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -205,12 +206,9 @@ class GitLabSource(CicdSource):
         finished = [r.finished_at for r in records if isinstance(r, PipelineRun)]
         if fresh:
             # Includes read for the first time (or anew) also hold for the last pipeline stored.
-            row = ctx.store.query_one(
-                "SELECT MAX(finished_at) FROM pipeline_runs WHERE key LIKE ?",
-                (f"{self.kind}/{path}/%",),
-            )
-            if row is not None and row[0] is not None:
-                finished.append(float(row[0]))
+            last = store.last_run_finished(ctx.store, f"{self.kind}/{path}/")
+            if last is not None:
+                finished.append(last)
         if not includes or not finished:
             return []
         at = max(finished)
@@ -322,117 +320,126 @@ class GitLabSource(CicdSource):
         return out
 
     async def sync_unit(self, ctx: PollContext, path: str, service: str) -> None:
-        now = ctx.now()
-        backfill_start = now - self.rules.backfill_days * 86400.0
+        backfill_start = ctx.now() - self.rules.backfill_days * 86400.0
         cursor = f"{path}:state"
         state = load_state(ctx, cursor)
-        if "id" not in state:
-            response = await self.get(ctx, f"/projects/{quote(path, safe='')}")
-            try:
-                info = body_of(response)
-                state["id"] = int(info["id"])
-                state["branch"] = str(info.get("default_branch") or "main")
-            except (KeyError, TypeError, ValueError) as exc:
-                raise malformed("project", exc) from None
-        pid = state["id"]
-        etags: dict[str, str] = dict(state.get("etags", {}))
-        records: list[Any] = []
-        start_iso = _iso(backfill_start)
-
-        # Pipelines.
-        since = str(state.get("pipelines_after") or start_iso)
-        params = _updated_since(since)
-        items, etag = await self._pages(
-            ctx, f"/projects/{pid}/pipelines", params, etags.get("pipelines")
+        await self._project(ctx, path, state)
+        u = _Unit(ctx, path, service, state["id"], state, dict(state.get("etags", {})))
+        u.start_iso = _iso(backfill_start)
+        await self._pipelines(u)
+        await self._deployments(u)
+        head = await self._commits(u)
+        u.records.extend(
+            await self._template_uses(ctx, path, u.pid, service, state, head, u.records)
         )
+        await self._merge_requests(ctx, path, service, state, u.etags, u.start_iso, u.records)
+        await self._incidents(u)
+        state["etags"] = u.etags
+        u.records.extend(await self._off_branch_commits(ctx, path, u.pid, service, u.records))
+        ctx.commit(u.records, {cursor: dump_state(state)})
+
+    async def _project(self, ctx: PollContext, path: str, state: dict[str, Any]) -> None:
+        """The project's id and default branch, read once and kept in the unit's state."""
+        if "id" in state:
+            return
+        response = await self.get(ctx, f"/projects/{quote(path, safe='')}")
+        try:
+            info = body_of(response)
+            state["id"] = int(info["id"])
+            state["branch"] = str(info.get("default_branch") or "main")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise malformed("project", exc) from None
+
+    async def _listing(self, u: _Unit, what: str, params: dict[str, Any]) -> list[Any]:
+        """All pages of ``/projects/:id/<what>`` (conditional on the stored ETag), keeping
+        the new ETag under ``what``'s last path segment."""
+        key = what.rsplit("/", 1)[-1]
+        items, etag = await self._pages(
+            u.ctx, f"/projects/{u.pid}/{what}", params, u.etags.get(key)
+        )
+        if etag:
+            u.etags[key] = etag
+        return items
+
+    async def _pipelines(self, u: _Unit) -> None:
+        """Finished pipelines updated since the last poll, each read in detail once."""
+        since = str(u.state.get("pipelines_after") or u.start_iso)
+        items = await self._listing(u, "pipelines", _updated_since(since))
         newest = since
-        known = {
-            str(r[0])
-            for r in ctx.store.query(
-                "SELECT key FROM pipeline_runs WHERE key LIKE ?", (f"{self.kind}/{path}/%",)
-            )
-        }
+        known = store.run_keys(u.ctx.store, f"{self.kind}/{u.path}/")
         try:
             for item in items:
                 newest = max(newest, str(item["updated_at"]), key=parse_time)
                 result = _FINISHED.get(str(item["status"]))
-                if result is None or f"{self.kind}/{path}/{item['id']}" in known:
+                if result is None or f"{self.kind}/{u.path}/{item['id']}" in known:
                     continue
-                detail = body_of(await self.get(ctx, f"/projects/{pid}/pipelines/{item['id']}"))
-                started = parse_time_or_none(detail.get("started_at"))
-                finished = parse_time_or_none(detail.get("finished_at")) or parse_time(
-                    detail["updated_at"]
-                )
-                created = parse_time(detail["created_at"])
-                queued = detail.get("queued_duration")
-                if started is None and queued is not None:
-                    started = created + float(queued)
-                records.append(
-                    PipelineRun(
-                        source=self.kind,
-                        service=service,
-                        pipeline=str(detail.get("name") or "pipeline")[:100],
-                        run_id=f"{path}/{item['id']}",
-                        result=result,
-                        created_at=created,
-                        started_at=started,
-                        finished_at=finished,
-                    )
-                )
+                detail = body_of(await self.get(u.ctx, f"/projects/{u.pid}/pipelines/{item['id']}"))
+                u.records.append(self._run(u, item["id"], detail, result))
         except (KeyError, TypeError, ValueError) as exc:
             raise malformed("pipelines", exc) from None
-        if etag:
-            etags["pipelines"] = etag
-        state["pipelines_after"] = newest
+        u.state["pipelines_after"] = newest
 
-        # Deployments.
-        since = str(state.get("deployments_after") or start_iso)
-        params = _updated_since(since)
-        items, etag = await self._pages(
-            ctx, f"/projects/{pid}/deployments", params, etags.get("deployments")
+    def _run(self, u: _Unit, run_id: Any, detail: dict[str, Any], result: str) -> PipelineRun:
+        started = parse_time_or_none(detail.get("started_at"))
+        finished = parse_time_or_none(detail.get("finished_at")) or parse_time(detail["updated_at"])
+        created = parse_time(detail["created_at"])
+        queued = detail.get("queued_duration")
+        if started is None and queued is not None:
+            started = created + float(queued)
+        return PipelineRun(
+            source=self.kind,
+            service=u.service,
+            pipeline=str(detail.get("name") or "pipeline")[:100],
+            run_id=f"{u.path}/{run_id}",
+            result=result,
+            created_at=created,
+            started_at=started,
+            finished_at=finished,
         )
+
+    async def _deployments(self, u: _Unit) -> None:
+        """Deployments updated since the last poll (canceled, skipped and blocked ones skipped)."""
+        since = str(u.state.get("deployments_after") or u.start_iso)
+        items = await self._listing(u, "deployments", _updated_since(since))
         newest = since
         try:
             for item in items:
                 newest = max(newest, str(item["updated_at"]), key=parse_time)
                 status = str(item["status"])
-                if status in ("canceled", "skipped", "blocked"):
-                    continue
-                env = str(item["environment"]["name"])
-                result = _DEPLOY_FINISHED.get(status, "pending")
-                done_at: float | None = None
-                if result != "pending":
-                    deployable = item.get("deployable") or {}
-                    done_at = (
-                        parse_time_or_none(item.get("finished_at"))
-                        or parse_time_or_none(deployable.get("finished_at"))
-                        or parse_time(item["updated_at"])
-                    )
-                records.append(
-                    Deployment(
-                        source=self.kind,
-                        service=service,
-                        environment=self.rules.environment_label(env),
-                        production=self.rules.is_production(env),
-                        deploy_id=f"{path}/{item['id']}",
-                        sha=str(item["sha"]),
-                        status=result,
-                        created_at=parse_time(item["created_at"]),
-                        finished_at=done_at,
-                    )
-                )
+                if status not in ("canceled", "skipped", "blocked"):
+                    u.records.append(self._deployment(u, item, status))
         except (KeyError, TypeError) as exc:
             raise malformed("deployments", exc) from None
-        if etag:
-            etags["deployments"] = etag
-        state["deployments_after"] = newest
+        u.state["deployments_after"] = newest
 
-        # Commits of the default branch.
-        since = str(state.get("commits_since") or start_iso)
-        params = {"ref_name": state.get("branch", "main"), "since": since, "per_page": PER_PAGE}
-        items, etag = await self._pages(
-            ctx, f"/projects/{pid}/repository/commits", params, etags.get("commits")
+    def _deployment(self, u: _Unit, item: dict[str, Any], status: str) -> Deployment:
+        env = str(item["environment"]["name"])
+        result = _DEPLOY_FINISHED.get(status, "pending")
+        done_at: float | None = None
+        if result != "pending":
+            deployable = item.get("deployable") or {}
+            done_at = (
+                parse_time_or_none(item.get("finished_at"))
+                or parse_time_or_none(deployable.get("finished_at"))
+                or parse_time(item["updated_at"])
+            )
+        return Deployment(
+            source=self.kind,
+            service=u.service,
+            environment=self.rules.environment_label(env),
+            production=self.rules.is_production(env),
+            deploy_id=f"{u.path}/{item['id']}",
+            sha=str(item["sha"]),
+            status=result,
+            created_at=parse_time(item["created_at"]),
+            finished_at=done_at,
         )
+
+    async def _commits(self, u: _Unit) -> str | None:
+        """Commits of the default branch since the last poll; the newest one's SHA, if any."""
+        since = str(u.state.get("commits_since") or u.start_iso)
+        params = {"ref_name": u.state.get("branch", "main"), "since": since, "per_page": PER_PAGE}
+        items = await self._listing(u, "repository/commits", params)
         newest_t = parse_time(since)
         head: tuple[float, str] | None = None
         try:
@@ -440,9 +447,9 @@ class GitLabSource(CicdSource):
                 committed = parse_time(item["committed_date"])
                 newest_t = max(newest_t, committed)
                 head = max(head or (committed, ""), (committed, str(item["id"])))
-                records.append(
+                u.records.append(
                     Commit(
-                        service=service,
+                        service=u.service,
                         sha=str(item["id"]),
                         authored_at=parse_time(item["authored_date"]),
                         committed_at=committed,
@@ -451,18 +458,13 @@ class GitLabSource(CicdSource):
                 )
         except (KeyError, TypeError) as exc:
             raise malformed("commits", exc) from None
-        if etag:
-            etags["commits"] = etag
         # An hour of overlap absorbs clock skew between committers; re-reads dedupe.
-        state["commits_since"] = _iso(max(parse_time(since), newest_t - 3600.0))
-        records.extend(
-            await self._template_uses(ctx, path, pid, service, state, head and head[1], records)
-        )
+        u.state["commits_since"] = _iso(max(parse_time(since), newest_t - 3600.0))
+        return head and head[1]
 
-        await self._merge_requests(ctx, path, service, state, etags, start_iso, records)
-
-        # Incidents: issues of type incident, and issues with the incident label.
-        since = str(state.get("incidents_after") or start_iso)
+    async def _incidents(self, u: _Unit) -> None:
+        """Incidents: issues of type incident, and issues with the incident label."""
+        since = str(u.state.get("incidents_after") or u.start_iso)
         seen: dict[int, Any] = {}
         newest = since
         for key, extra in (
@@ -477,9 +479,11 @@ class GitLabSource(CicdSource):
                 "per_page": PER_PAGE,
                 **extra,
             }
-            items, etag = await self._pages(ctx, f"/projects/{pid}/issues", params, etags.get(key))
+            items, etag = await self._pages(
+                u.ctx, f"/projects/{u.pid}/issues", params, u.etags.get(key)
+            )
             if etag:
-                etags[key] = etag
+                u.etags[key] = etag
             for item in items:
                 try:
                     seen[int(item["iid"])] = item
@@ -489,11 +493,11 @@ class GitLabSource(CicdSource):
         try:
             for iid, item in sorted(seen.items()):
                 closed = item.get("state") == "closed"
-                records.append(
+                u.records.append(
                     Incident(
                         source=self.kind,
-                        service=service,
-                        incident_id=f"{path}#{iid}",
+                        service=u.service,
+                        incident_id=f"{u.path}#{iid}",
                         opened_at=parse_time(item["created_at"]),
                         resolved_at=parse_time(item["closed_at"]) if closed else None,
                         deployment_sha=self.rules.root_cause_sha(item.get("description")),
@@ -501,10 +505,21 @@ class GitLabSource(CicdSource):
                 )
         except (KeyError, TypeError) as exc:
             raise malformed("issues", exc) from None
-        state["incidents_after"] = newest
-        state["etags"] = etags
-        records.extend(await self._off_branch_commits(ctx, path, pid, service, records))
-        ctx.commit(records, {cursor: dump_state(state)})
+        u.state["incidents_after"] = newest
+
+
+@dataclass
+class _Unit:
+    """One project's poll: what every reader of it shares."""
+
+    ctx: PollContext
+    path: str
+    service: str
+    pid: int
+    state: dict[str, Any]
+    etags: dict[str, str]
+    records: list[Any] = field(default_factory=list)
+    start_iso: str = ""
 
 
 def include_refs(body: Any) -> list[str]:
