@@ -114,7 +114,6 @@ KNOWN: frozenset[str] = frozenset(
         "long:exporter/core/server.py:MetricsServer._handler_class",
         "long:exporter/domains/adoption/metrics.py:collect",
         "long:exporter/domains/catalog/sources/backstage.py:BackstageSource.parse",
-        "long:exporter/domains/cost/sandbox/azure.py:AzureCostFake.app",
         "long:exporter/domains/delivery/sandbox/data.py:build",
         "long:exporter/domains/delivery/sandbox/github.py:GitHubFake._routes",
         "long:exporter/domains/delivery/sandbox/gitlab.py:GitLabFake._routes",

@@ -60,122 +60,137 @@ class AzureCostFake:
 
     def app(self) -> App:
         app = App()
-
-        @app.route("POST", "/{tenant}/oauth2/v2.0/token")
-        def token(request: Request) -> Response:
-            self.token_requests += 1
-            form = {k: v[-1] for k, v in parse_qs(request.body.decode()).items()}
-            if request.params["tenant"] != self.tenant:
-                return Response.json(
-                    {
-                        "error": "invalid_request",
-                        "error_description": "AADSTS90002: Tenant not found.",
-                    },
-                    400,
-                )
-            if form.get("grant_type") != "client_credentials":
-                return Response.json(
-                    {"error": "unsupported_grant_type", "error_description": "AADSTS70003"}, 400
-                )
-            if not str(form.get("scope", "")).endswith("/.default"):
-                return Response.json(
-                    {"error": "invalid_scope", "error_description": "AADSTS1002012"}, 400
-                )
-            if (
-                form.get("client_id") != self.client_id
-                or form.get("client_secret") != self.client_secret
-            ):
-                return Response.json(
-                    {
-                        "error": "invalid_client",
-                        "error_description": "AADSTS7000215: Invalid client secret provided.",
-                        "error_codes": [7000215],
-                    },
-                    401,
-                )
-            access = uuid.uuid4().hex
-            self.tokens[access] = self.clock() + self.expires_in
-            return Response.json(
-                {
-                    "token_type": "Bearer",
-                    "expires_in": self.expires_in,
-                    "ext_expires_in": self.expires_in,
-                    "access_token": access,
-                }
-            )
-
-        @app.route("POST", "/{scope:path}/providers/Microsoft.CostManagement/query")
-        def query(request: Request) -> Response:
-            auth = request.headers.get("authorization", "")
-            token = auth.removeprefix("Bearer ")
-            if not auth.startswith("Bearer ") or token not in self.tokens:
-                return _error(401, "AuthenticationFailed", "Authentication failed.")
-            if self.tokens[token] <= self.clock():
-                return _error(
-                    401,
-                    "ExpiredAuthenticationToken",
-                    "The access token expiry UTC time is earlier than current UTC time.",
-                )
-            if not request.arg("api-version"):
-                return _error(
-                    400,
-                    "MissingApiVersionParameter",
-                    "The api-version query parameter (?api-version=) is required for all requests.",
-                )
-            if self.throttles:
-                headers = self.throttles.pop(0)
-                return Response.json(
-                    {"error": {"code": "429", "message": "Too many requests. Please retry."}},
-                    429,
-                    headers,
-                )
-            try:
-                body = json.loads(request.body)
-                start, end = self._validate(body)
-            except (ValueError, KeyError, TypeError) as exc:
-                return _error(400, "BadRequest", f"Invalid query definition: {exc}")
-            self.queries.append(body)
-            scope = "/" + request.params["scope"]
-            tag_key = body["dataset"]["grouping"][0]["name"]
-            rows: list[list[object]] = []
-            d = start
-            while d <= end:
-                for value, cost, currency in self.costs.get((scope, d.isoformat()), []):
-                    usage = int(d.strftime("%Y%m%d"))
-                    rows.append([cost, usage, tag_key, value, currency])
-                d += timedelta(days=1)
-            skip = int(request.arg("$skiptoken") or 0)
-            page = rows[skip : skip + self.page_size]
-            next_link = None
-            if skip + self.page_size < len(rows):
-                next_link = (
-                    f"{self.base_url}{scope}/providers/Microsoft.CostManagement/query"
-                    f"?api-version={request.arg('api-version')}&$skiptoken={skip + self.page_size}"
-                )
-            qid = str(uuid.uuid4())
-            return Response.json(
-                {
-                    "id": f"{scope}/providers/Microsoft.CostManagement/query/{qid}",
-                    "name": qid,
-                    "type": "Microsoft.CostManagement/query",
-                    "location": None,
-                    "sku": None,
-                    "eTag": None,
-                    "properties": {
-                        "nextLink": next_link,
-                        "columns": [
-                            {"name": "Cost", "type": "Number"},
-                            {"name": "UsageDate", "type": "Number"},
-                            {"name": "TagKey", "type": "String"},
-                            {"name": "TagValue", "type": "String"},
-                            {"name": "Currency", "type": "String"},
-                        ],
-                        "rows": page,
-                    },
-                }
-            )
-
+        app.route("POST", "/{tenant}/oauth2/v2.0/token")(self._token)
+        app.route("POST", "/{scope:path}/providers/Microsoft.CostManagement/query")(self._query)
         return app
+
+    def _token(self, request: Request) -> Response:
+        """The Entra ID client-credentials grant."""
+        self.token_requests += 1
+        form = {k: v[-1] for k, v in parse_qs(request.body.decode()).items()}
+        if request.params["tenant"] != self.tenant:
+            return Response.json(
+                {
+                    "error": "invalid_request",
+                    "error_description": "AADSTS90002: Tenant not found.",
+                },
+                400,
+            )
+        if form.get("grant_type") != "client_credentials":
+            return Response.json(
+                {"error": "unsupported_grant_type", "error_description": "AADSTS70003"}, 400
+            )
+        if not str(form.get("scope", "")).endswith("/.default"):
+            return Response.json(
+                {"error": "invalid_scope", "error_description": "AADSTS1002012"}, 400
+            )
+        if (
+            form.get("client_id") != self.client_id
+            or form.get("client_secret") != self.client_secret
+        ):
+            return Response.json(
+                {
+                    "error": "invalid_client",
+                    "error_description": "AADSTS7000215: Invalid client secret provided.",
+                    "error_codes": [7000215],
+                },
+                401,
+            )
+        access = uuid.uuid4().hex
+        self.tokens[access] = self.clock() + self.expires_in
+        return Response.json(
+            {
+                "token_type": "Bearer",
+                "expires_in": self.expires_in,
+                "ext_expires_in": self.expires_in,
+                "access_token": access,
+            }
+        )
+
+    def _refused(self, request: Request) -> Response | None:
+        """The answer to a query the API refuses before reading it: bad or expired token,
+        no api-version, or a throttle queued by the test."""
+        auth = request.headers.get("authorization", "")
+        token = auth.removeprefix("Bearer ")
+        if not auth.startswith("Bearer ") or token not in self.tokens:
+            return _error(401, "AuthenticationFailed", "Authentication failed.")
+        if self.tokens[token] <= self.clock():
+            return _error(
+                401,
+                "ExpiredAuthenticationToken",
+                "The access token expiry UTC time is earlier than current UTC time.",
+            )
+        if not request.arg("api-version"):
+            return _error(
+                400,
+                "MissingApiVersionParameter",
+                "The api-version query parameter (?api-version=) is required for all requests.",
+            )
+        if self.throttles:
+            headers = self.throttles.pop(0)
+            return Response.json(
+                {"error": {"code": "429", "message": "Too many requests. Please retry."}},
+                429,
+                headers,
+            )
+        return None
+
+    def _query(self, request: Request) -> Response:
+        """The Cost Management query: daily cost per tag value, paged by ``$skiptoken``."""
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        try:
+            body = json.loads(request.body)
+            start, end = self._validate(body)
+        except (ValueError, KeyError, TypeError) as exc:
+            return _error(400, "BadRequest", f"Invalid query definition: {exc}")
+        self.queries.append(body)
+        scope = "/" + request.params["scope"]
+        rows = self._query_rows(scope, body["dataset"]["grouping"][0]["name"], start, end)
+        return self._page(request, scope, rows)
+
+    def _query_rows(self, scope: str, tag_key: str, start: date, end: date) -> list[list[object]]:
+        rows: list[list[object]] = []
+        d = start
+        while d <= end:
+            for value, cost, currency in self.costs.get((scope, d.isoformat()), []):
+                usage = int(d.strftime("%Y%m%d"))
+                rows.append([cost, usage, tag_key, value, currency])
+            d += timedelta(days=1)
+        return rows
+
+    def _page(self, request: Request, scope: str, rows: list[list[object]]) -> Response:
+        skip = int(request.arg("$skiptoken") or 0)
+        page = rows[skip : skip + self.page_size]
+        next_link = None
+        if skip + self.page_size < len(rows):
+            next_link = (
+                f"{self.base_url}{scope}/providers/Microsoft.CostManagement/query"
+                f"?api-version={request.arg('api-version')}&$skiptoken={skip + self.page_size}"
+            )
+        qid = str(uuid.uuid4())
+        return Response.json(
+            {
+                "id": f"{scope}/providers/Microsoft.CostManagement/query/{qid}",
+                "name": qid,
+                "type": "Microsoft.CostManagement/query",
+                "location": None,
+                "sku": None,
+                "eTag": None,
+                "properties": {
+                    "nextLink": next_link,
+                    "columns": [
+                        {"name": "Cost", "type": "Number"},
+                        {"name": "UsageDate", "type": "Number"},
+                        {"name": "TagKey", "type": "String"},
+                        {"name": "TagValue", "type": "String"},
+                        {"name": "Currency", "type": "String"},
+                    ],
+                    "rows": page,
+                },
+            }
+        )
 
     @staticmethod
     def _validate(body: dict[str, object]) -> tuple[date, date]:
