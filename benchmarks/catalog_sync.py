@@ -27,13 +27,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from exporter.config import Config
-from exporter.core.catalog import merge, record_services
+from exporter.core.catalog import merge
 from exporter.core.snapshot import Snapshot
 from exporter.daemon import Daemon
 from exporter.domains import render_context
 from exporter.domains.adoption.metrics import collect
 from exporter.domains.catalog import store as catalog_store
 from exporter.domains.catalog.sandbox import TOKEN, FakeCatalog, _component, _group, backstage_app
+from exporter.domains.catalog.store import record_services
 
 
 def build(components: int, teams: int) -> FakeCatalog:

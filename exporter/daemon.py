@@ -27,7 +27,6 @@ from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from exporter.config import Config
-from exporter.core.catalog import catalog_sources, record_services
 from exporter.core.clock import Clock, system_clock, wall_datetime
 from exporter.core.errors import classify
 from exporter.core.health import SourceHealth
@@ -37,6 +36,8 @@ from exporter.core.snapshot import Part, Snapshot, SnapshotHolder, render_part
 from exporter.core.source import PollContext, Source
 from exporter.core.store import Store
 from exporter.domains import render_context, source_infos
+from exporter.domains.catalog.records import CatalogListing
+from exporter.domains.catalog.store import record_services
 from exporter.domains.probe import store as probe_store
 from exporter.metrics import providers
 from exporter.sources.registry import build_sources
@@ -126,7 +127,7 @@ class Daemon:
             log.debug("source %s: poll done in %.3fs", src.name, duration)
             ok = True
         self._prune()
-        if src.kind in catalog_sources(self.config):
+        if CatalogListing in type(src).produces:
             # The merged catalog changes only with the config (at start) or a catalog poll.
             record_services(self.config, self.store, self.clock())
         await self.refresh()

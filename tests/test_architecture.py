@@ -71,7 +71,7 @@ NO_CONFIG_FOLDERS = frozenset({"core", "domains", "sandbox"})
 KNOWN: frozenset[str] = frozenset(
     {
         "cycle:exporter.config>exporter.domains.slo.spec",
-        "folders:exporter.config>exporter.core>exporter.domains.catalog>exporter.domains.delivery>exporter.domains.probe>exporter.domains.slo>exporter.domains.traffic>exporter.sandbox>exporter.store",
+        "folders:exporter.config>exporter.core>exporter.domains.catalog>exporter.domains.probe>exporter.domains.slo>exporter.domains.traffic>exporter.sandbox>exporter.store",
         "impure:exporter.domains.adoption.kpis>exporter.config",
         "config-import:exporter.core.alerts",
         "config-import:exporter.core.catalog",

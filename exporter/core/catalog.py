@@ -9,26 +9,52 @@ that a service's ``ci`` refs claim (exactly or by pattern) stays with that
 service, and an annotation naming it for another service is such a conflict.
 Backstage groups add teams that may own no service yet.
 
-:func:`merge` is pure; :func:`load_catalog` reads the store and logs new
-conflicts.
+:func:`merge` is pure; :func:`exporter.domains.catalog.store.load_catalog` reads the
+store and logs new conflicts.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from exporter.config import Config, ServiceConfig, repo_claims
-from exporter.core.store import Store
-from exporter.domains.delivery.records import CatalogEntity
+from exporter.config import ServiceConfig, repo_claims
 
 log = logging.getLogger("exporter.catalog")
 
 UNKNOWN_TEAM = "unknown"
 CONFIG = "config"
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogEntity:
+    """One entity of an external service catalog (a Backstage Component, System or Group).
+
+    ``team`` is the name part of the owner's entity ref; ``repos`` are
+    ``github:owner/repo`` or ``gitlab:group/project``; ``routes`` and
+    ``cost_tags`` come from the configured annotation keys.
+    """
+
+    source: str
+    kind: str  # "component", "system" or "group"
+    namespace: str
+    name: str
+    team: str
+    system: str = ""
+    type: str = ""
+    lifecycle: str = ""
+    tags: tuple[str, ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
+    repos: tuple[str, ...] = ()
+    routes: tuple[str, ...] = ()
+    cost_tags: tuple[str, ...] = ()
+    registered_at: float | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.source}/{self.kind}:{self.namespace}/{self.name}"
 
 
 @dataclass(frozen=True)
@@ -226,44 +252,6 @@ def log_conflicts(conflicts: Iterable[Conflict]) -> int:
                 log.warning("%s", conflict.message())
                 new += 1
     return new
-
-
-def catalog_sources(config: Config) -> frozenset[str]:
-    """The external catalog sources the config enables: only their stored entities count."""
-    backstage = getattr(config.sources, "backstage", None)
-    return frozenset({"backstage"} if backstage is not None and backstage.enabled else ())
-
-
-def load_catalog(config: Config, store: Store) -> Catalog:
-    """The merged catalog from the config and the stored entities of enabled catalog sources.
-
-    Entities stored by a catalog source that has since been removed from the config
-    (or disabled) are ignored, so they leave the metrics with it.
-    """
-    from exporter.domains.catalog import store as catalog_store
-
-    enabled = catalog_sources(config)
-    entities = [e for e in catalog_store.entities(store) if e.source in enabled]
-    catalog = merge(config.services, entities)
-    log_conflicts(catalog.conflicts)
-    return catalog
-
-
-def record_services(config: Config, store: Store, now: float) -> None:
-    """Store the merged catalog's services, so each is counted once when first seen.
-
-    A store without the catalog domain's tables records nothing.
-    """
-    from exporter.core.store import write_records
-    from exporter.domains.delivery.records import CatalogServicesSeen
-
-    catalog = load_catalog(config, store)
-    seen = CatalogServicesSeen(now, tuple((s.name, s.team) for s in catalog.services.values()))
-    try:
-        with store.transaction() as tx:
-            write_records(tx, [seen])
-    except sqlite3.OperationalError:
-        log.debug("no catalog tables in this store; services not recorded")
 
 
 def repo_index(catalog: Catalog) -> dict[str, str]:

@@ -43,6 +43,7 @@ class RenderContext:
     health: Sequence[SourceHealth]
     now: float
     sources: Sequence[SourceInfo]  # every source kind, in the config's order
+    catalog_loader: Callable[[], Catalog]  # reads the merged catalog from the store
 
     def kinds(
         self, *, producing: type | None = None, tag: str | None = None, enabled_only: bool = True
@@ -60,10 +61,9 @@ class RenderContext:
 
     @cached_property
     def catalog(self) -> Catalog:
-        """The merged service catalog (config first, then external catalogs), read once."""
-        from exporter.core.catalog import load_catalog
-
-        return load_catalog(self.config, self.store)
+        """The merged service catalog (config first, then external catalogs), read once, when
+        first asked for: a catalog that fails to load fails only the providers that read it."""
+        return self.catalog_loader()
 
     def team_of(self, service: str) -> str:
         """The owning team from the merged catalog (the config wins); "unknown" if none."""

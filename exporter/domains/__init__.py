@@ -13,6 +13,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from exporter.core.catalog import Catalog
     from exporter.core.health import SourceHealth
     from exporter.core.provider import RenderContext, SourceInfo
     from exporter.core.source import Source
@@ -77,4 +78,18 @@ def render_context(
     from exporter.core.provider import RenderContext
 
     sources = source_infos(config) if infos is None else infos
-    return RenderContext(config=config, store=store, health=health, now=now, sources=sources)
+    return RenderContext(
+        config=config,
+        store=store,
+        health=health,
+        now=now,
+        sources=sources,
+        catalog_loader=lambda: load_catalog(config, store),
+    )
+
+
+def load_catalog(config: Any, store: Store) -> Catalog:
+    """The merged service catalog: the config's services and the enabled catalog sources'."""
+    from exporter.domains.catalog import store as catalog_store
+
+    return catalog_store.load_catalog(config, store)

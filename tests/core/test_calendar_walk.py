@@ -31,11 +31,12 @@ from exporter.domains.cost.kpis import (
     window_bounds,
 )
 from exporter.domains.delivery import kpis as kpi
-from exporter.domains.delivery.records import ProbeResult, TrafficDelta
 from exporter.domains.probe import store as probe_store
+from exporter.domains.probe.records import ProbeResult
 from exporter.domains.slo import store as slo_store
 from exporter.domains.slo.kpis import EventCounts
 from exporter.domains.traffic import store as traffic_store
+from exporter.domains.traffic.records import TrafficDelta
 from exporter.store import open_store
 
 T = TypeVar("T")

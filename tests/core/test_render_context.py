@@ -7,13 +7,11 @@ from __future__ import annotations
 from exporter.config import Config
 from exporter.core.store import Store
 from exporter.domains import render_context, source_classes, source_infos
-from exporter.domains.delivery.records import (
-    CatalogListing,
-    CostContribution,
-    PipelineRun,
-    ProbeResult,
-    TrafficDelta,
-)
+from exporter.domains.catalog.records import CatalogListing
+from exporter.domains.cost.records import CostContribution
+from exporter.domains.delivery.records import PipelineRun
+from exporter.domains.probe.records import ProbeResult
+from exporter.domains.traffic.records import TrafficDelta
 
 ORDER = (
     "probe",

@@ -1,34 +1,38 @@
 """Catalog entities read from external service catalogs (Backstage), and platform template use.
 
-A source hands over a :class:`~exporter.domains.delivery.records.CatalogListing`, the whole
+A source hands over a :class:`~exporter.domains.catalog.records.CatalogListing`, the whole
 catalog as it is now. The writer upserts every listed entity and deletes that
 source's entities that are no longer listed, in the same transaction, so an
 entity removed upstream drops out of every KPI on the next refresh. The first
 time an entity was seen is kept across updates.
 
-CI sources hand over :class:`~exporter.domains.delivery.records.TemplateUse` records (which
+CI sources hand over :class:`~exporter.domains.catalog.records.TemplateUse` records (which
 workflow files, reusable workflows or includes a service's runs used); only the
 latest use of each is kept, which is what template adoption is judged on.
 
-The daemon hands over :class:`~exporter.domains.delivery.records.CatalogServicesSeen` (the merged
+The daemon hands over :class:`~exporter.domains.catalog.records.CatalogServicesSeen` (the merged
 catalog's services) at start and after each catalog poll; a service is
 registered, and counted, the first time it appears.
+
+:func:`load_catalog` merges the config's services with the stored entities (a
+config is typed ``Any`` here: the config is built from the domains, so they cannot
+name it).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Sequence
+from typing import Any
 
-from exporter.core.store import Store, Tx
-from exporter.domains.delivery.records import (
-    CatalogEntity,
-    CatalogListing,
-    CatalogServicesSeen,
-    TemplateUse,
-)
+from exporter.core.catalog import Catalog, CatalogEntity, log_conflicts, merge
+from exporter.core.store import Store, Tx, write_records
+from exporter.domains.catalog.records import CatalogListing, CatalogServicesSeen, TemplateUse
 from exporter.store import register_domain
+
+log = logging.getLogger("exporter.catalog")
 
 MIGRATIONS = (
     """
@@ -229,6 +233,37 @@ def listings(store: Store) -> dict[str, tuple[float, int]]:
     except sqlite3.OperationalError:
         return {}
     return {str(r[0]): (float(r[1]), int(r[2])) for r in rows}
+
+
+def _enabled(config: Any, kind: str) -> bool:
+    block = getattr(config.sources, kind, None)
+    return block is not None and bool(block.enabled)
+
+
+def load_catalog(config: Any, store: Store) -> Catalog:
+    """The merged catalog from the config and the stored entities of enabled catalog sources.
+
+    Entities stored by a catalog source that has since been removed from the config
+    (or disabled) are ignored, so they leave the metrics with it.
+    """
+    found = [e for e in entities(store) if _enabled(config, e.source)]
+    catalog = merge(config.services, found)
+    log_conflicts(catalog.conflicts)
+    return catalog
+
+
+def record_services(config: Any, store: Store, now: float) -> None:
+    """Store the merged catalog's services, so each is counted once when first seen.
+
+    A store without the catalog domain's tables records nothing.
+    """
+    catalog = load_catalog(config, store)
+    seen = CatalogServicesSeen(now, tuple((s.name, s.team) for s in catalog.services.values()))
+    try:
+        with store.transaction() as tx:
+            write_records(tx, [seen])
+    except sqlite3.OperationalError:
+        log.debug("no catalog tables in this store; services not recorded")
 
 
 register_domain(

@@ -49,6 +49,6 @@ def allocator_for(config: Config, catalog: Catalog | None = None) -> Allocator:
 
 def current_allocator(config: Config, store: Store) -> Allocator:
     """The allocator for this poll: the config plus the stored external catalog."""
-    from exporter.core.catalog import load_catalog
+    from exporter.domains.catalog.store import load_catalog
 
     return allocator_for(config, load_catalog(config, store))

@@ -31,7 +31,7 @@ from exporter.core.provider import RenderContext
 from exporter.domains.cost import kpis
 from exporter.domains.cost import store as cost_store
 from exporter.domains.cost.kpis import WINDOWS, CostRow
-from exporter.domains.delivery.records import CostContribution
+from exporter.domains.cost.records import CostContribution
 from exporter.domains.traffic import store as traffic_store
 
 

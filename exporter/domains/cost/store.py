@@ -2,7 +2,7 @@
 
 Cost is kept as one row per (origin, day, service, team, provider, category,
 currency), where an origin is one export file or one (account, day) answer of a
-cost API. A :class:`~exporter.domains.delivery.records.CostContribution` replaces everything its
+cost API. A :class:`~exporter.domains.cost.records.CostContribution` replaces everything its
 origin said before, in one transaction, so a re-read file or a re-queried day
 never double-counts. Paid API calls are recorded per UTC day as they happen,
 so a restart knows how much of the daily cap is spent.
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from exporter.core.store import Store, Tx
-from exporter.domains.delivery.records import CostContribution, RequestTotal
+from exporter.domains.cost.records import CostContribution, RequestTotal
 from exporter.store import register_domain
 
 MIGRATIONS = (

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from exporter.core.periods import Span
 from exporter.core.spans import span_sums
 from exporter.core.store import Store, Tx
-from exporter.domains.delivery.records import ProbeResult
 from exporter.domains.probe.kpis import DURATION_BUCKETS, FAILURE_REASONS, CheckCounts
+from exporter.domains.probe.records import ProbeResult
 from exporter.store import register_domain
 
 # Successful check durations per bucket of DURATION_BUCKETS, non-cumulative; the last

@@ -23,8 +23,8 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from exporter.domains.delivery.records import ConsumerSeen, TrafficDelta
 from exporter.domains.traffic.kpis import LATENCY_BUCKETS
+from exporter.domains.traffic.records import ConsumerSeen, TrafficDelta
 from exporter.domains.traffic.routes import RouteMap
 
 NB = len(LATENCY_BUCKETS)

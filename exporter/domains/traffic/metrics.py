@@ -31,7 +31,6 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.core.periods import CALENDAR_WINDOWS, calendar_span, latest_closed_day
 from exporter.core.provider import RenderContext, le_label
-from exporter.domains.delivery.records import TrafficDelta
 from exporter.domains.traffic import store as traffic_store
 from exporter.domains.traffic.kpis import (
     UNMAPPED,
@@ -42,6 +41,7 @@ from exporter.domains.traffic.kpis import (
     traffic_services,
     window_kpis,
 )
+from exporter.domains.traffic.records import TrafficDelta
 
 STUB_STATES = ("active", "reading", "writing", "waiting")
 

@@ -1,6 +1,6 @@
 """Gateway traffic: per-minute counts, daily totals, gateway-computed latency, consumers.
 
-Every :class:`~exporter.domains.delivery.records.TrafficDelta` is added to ``traffic_minutes`` (one row
+Every :class:`~exporter.domains.traffic.records.TrafficDelta` is added to ``traffic_minutes`` (one row
 per service, source and UTC minute), to ``traffic_daily`` (one row per service, source
 and UTC day, kept forever: the cost KPIs divide by it), and to the persisted counter
 ``platform_service_requests_total`` and histogram
@@ -20,8 +20,8 @@ from typing import Any
 from exporter.core.periods import Span, utc_date
 from exporter.core.spans import span_sums
 from exporter.core.store import Labels, Store, Tx, _labels_key, upsert_each, write_records
-from exporter.domains.delivery.records import ConsumerSeen, TrafficDelta, TrafficLatency
 from exporter.domains.traffic.kpis import CODE_CLASSES, LATENCY_BUCKETS, WindowCounts
+from exporter.domains.traffic.records import ConsumerSeen, TrafficDelta, TrafficLatency
 from exporter.store import register_domain
 
 NB = len(LATENCY_BUCKETS)

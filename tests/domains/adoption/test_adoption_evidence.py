@@ -14,7 +14,7 @@ from exporter.core.snapshot import Snapshot
 from exporter.core.store import write_records
 from exporter.domains import render_context
 from exporter.domains.adoption.metrics import collect
-from exporter.domains.delivery.records import ConsumerSeen, TrafficDelta
+from exporter.domains.traffic.records import ConsumerSeen, TrafficDelta
 from exporter.store import open_store
 from tests.support.exposition import Exposition
 
@@ -101,7 +101,7 @@ class TestTemplateUses:
         from exporter.core.catalog import merge
         from exporter.domains.adoption import evidence
         from exporter.domains.adoption import kpis as kpi
-        from exporter.domains.delivery.records import TemplateUse
+        from exporter.domains.catalog.records import TemplateUse
 
         tmpl = "acme/templates/.github/workflows/build.yml"
         store = open_store(":memory:")
@@ -144,7 +144,7 @@ class TestCostPerAdoptingService:
     def test_capability_cost_over_30_closed_days_divided_by_adopters(self) -> None:
         """USD 60 + 30 in the window (2026-08-22..2026-09-20), 1000 the day before it, EUR 10;
         3 adopting services: USD 30 and EUR 3.33 per service."""
-        from exporter.domains.delivery.records import CostContribution, CostDay
+        from exporter.domains.cost.records import CostContribution, CostDay
 
         def day(d: str, service: str, amount: float, currency: str = "USD") -> CostDay:
             return CostDay(d, service, "platform", "aws", "compute", currency, amount, amount)

@@ -21,11 +21,10 @@ from typing import Any
 import pytest
 
 from exporter.config import CapabilityConfig, ServiceConfig
-from exporter.core.catalog import Catalog, merge
+from exporter.core.catalog import Catalog, CatalogEntity, merge
 from exporter.core.stats import histogram
 from exporter.domains.adoption import kpis as kpi
 from exporter.domains.adoption.kpis import Evidence, PipelineFact, TrafficFact
-from exporter.domains.delivery.records import CatalogEntity
 
 DAY = 86400.0
 

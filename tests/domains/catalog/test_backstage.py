@@ -23,6 +23,7 @@ import jsonschema
 import pytest
 
 from exporter.config import BackstageSourceConfig, Config
+from exporter.core.catalog import CatalogEntity
 from exporter.core.errors import AuthError, MalformedResponse
 from exporter.core.health import SourceHealth
 from exporter.core.httpclient import build_client
@@ -31,7 +32,6 @@ from exporter.daemon import Daemon
 from exporter.domains.catalog import store as catalog_store
 from exporter.domains.catalog.sandbox import TOKEN, FakeCatalog, backstage_app
 from exporter.domains.catalog.sources.backstage import BackstageSource, parse_time, ref_name
-from exporter.domains.delivery.records import CatalogEntity
 from exporter.sandbox.app import App, Request, Response
 from exporter.sandbox.scenario import Scenario
 from exporter.store import open_store

@@ -148,7 +148,7 @@ class TestGatewayRequestTotals:
         requests (no cost yet) stay out of the week's value.
         """
         from exporter.core.store import write_records
-        from exporter.domains.delivery.records import TrafficDelta
+        from exporter.domains.traffic.records import TrafficDelta
 
         exports = tmp_path / "exports"
         exports.mkdir()

@@ -407,7 +407,7 @@ class TestConfiguredSources:
     ) -> None:
         """Old Cost Explorer rows neither add cost nor hold back cost per transaction."""
         from exporter.core.store import write_records
-        from exporter.domains.delivery.records import CostContribution, CostDay
+        from exporter.domains.cost.records import CostContribution, CostDay
 
         write_csv(exports / "a.csv", SAMPLE)
         daemon = Daemon(config(tmp_path), clock=lambda: NOW)
@@ -551,8 +551,9 @@ class TestCatalogCostTags:
         self, tmp_path: Path, exports: Path
     ) -> None:
         """Backstage lists `ledger` (team payments) with the annotation cost tag service=ledger."""
+        from exporter.core.catalog import CatalogEntity
         from exporter.core.store import write_records
-        from exporter.domains.delivery.records import CatalogEntity, CatalogListing
+        from exporter.domains.catalog.records import CatalogListing
 
         write_csv(
             exports / "a.csv",

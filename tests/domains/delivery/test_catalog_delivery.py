@@ -29,10 +29,11 @@ import pytest
 
 from exporter.config import Config
 from exporter.core import catalog as catalog_module
+from exporter.core.catalog import CatalogEntity
 from exporter.core.source import Source
 from exporter.core.store import write_records
 from exporter.daemon import Daemon
-from exporter.domains.delivery.records import CatalogEntity, CatalogListing
+from exporter.domains.catalog.records import CatalogListing
 from exporter.domains.delivery.sandbox import data as delivery_data
 from exporter.domains.delivery.sandbox.data import EXPECTED, DeliveryScenario, FakeRepo
 from exporter.domains.delivery.sandbox.github import TOKEN as GH_TOKEN

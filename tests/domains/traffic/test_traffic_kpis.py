@@ -10,7 +10,6 @@ import pytest
 from exporter.config import Config
 from exporter.core.periods import is_closed_day, utc_minute
 from exporter.core.store import write_records
-from exporter.domains.delivery.records import ConsumerSeen, TrafficDelta
 from exporter.domains.traffic import store as traffic_store
 from exporter.domains.traffic.kpis import (
     LATENCY_BUCKETS,
@@ -26,6 +25,7 @@ from exporter.domains.traffic.kpis import (
     traffic_services,
     window_kpis,
 )
+from exporter.domains.traffic.records import ConsumerSeen, TrafficDelta
 from exporter.domains.traffic.routes import RouteMap
 from exporter.store import open_store
 

@@ -4,7 +4,7 @@ Reads ``GET {base_url}/entities/by-query`` with a bearer token, asking only for
 the fields it needs and following ``pageInfo.nextCursor`` until the last page
 (the response is ``{"items": [...], "totalItems": n, "pageInfo": {"nextCursor": ...}}``).
 Each poll reads the whole catalog and commits it as one
-:class:`~exporter.domains.delivery.records.CatalogListing`, so entities that left the catalog
+:class:`~exporter.domains.catalog.records.CatalogListing`, so entities that left the catalog
 leave the store in the same transaction, and a poll that fails on any page
 commits nothing. A component's team is the name part of its ``spec.owner``
 ref (or of its system's owner); annotations give its repos, gateway routes,
@@ -20,10 +20,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from exporter.config import BackstageSourceConfig, Config
+from exporter.core.catalog import CatalogEntity
 from exporter.core.errors import MalformedResponse
 from exporter.core.httpclient import send
 from exporter.core.source import PollContext, Source
-from exporter.domains.delivery.records import CatalogEntity, CatalogListing
+from exporter.domains.catalog.records import CatalogListing
 
 KINDS = ("component", "system", "group")
 FIELDS = (

@@ -41,7 +41,7 @@ from exporter.core.periods import utc_date
 from exporter.core.source import PollContext, Source
 from exporter.domains.cost import store as cost_store
 from exporter.domains.cost.allocation import allocator_for, current_allocator
-from exporter.domains.delivery.records import CostContribution, CostDay
+from exporter.domains.cost.records import CostContribution, CostDay
 
 # A few Cost Explorer SERVICE names and their FOCUS ServiceCategory.
 SERVICE_CATEGORIES = {

@@ -36,7 +36,7 @@ from exporter.core.periods import utc_date
 from exporter.core.source import PollContext, Source
 from exporter.domains.cost import store as cost_store
 from exporter.domains.cost.allocation import allocator_for, current_allocator
-from exporter.domains.delivery.records import CostContribution, CostDay
+from exporter.domains.cost.records import CostContribution, CostDay
 
 RETRY_AFTER_HEADERS = (
     "x-ms-ratelimit-microsoft.costmanagement-qpu-retry-after",

@@ -33,12 +33,12 @@ from exporter.core.errors import (
 from exporter.core.source import PollContext, Source
 from exporter.domains.cost import store as cost_store
 from exporter.domains.cost.allocation import allocator_for, current_allocator
+from exporter.domains.cost.records import CostContribution
 from exporter.domains.cost.sources.focus_reader import (
     FocusFormatError,
     iter_export_files,
     read_file,
 )
-from exporter.domains.delivery.records import CostContribution
 
 
 class MissingPath(SourceError):

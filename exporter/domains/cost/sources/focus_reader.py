@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.domains.cost.kpis import UNALLOCATED, Allocator
-from exporter.domains.delivery.records import CostDay
+from exporter.domains.cost.records import CostDay
 
 log = logging.getLogger("exporter.sources.focus")
 

@@ -20,7 +20,7 @@ from exporter.core.errors import MalformedResponse, UpstreamStatusError
 from exporter.core.httpclient import send
 from exporter.core.periods import utc_date
 from exporter.core.source import PollContext, Source
-from exporter.domains.delivery.records import RequestTotal
+from exporter.domains.cost.records import RequestTotal
 
 # Days read per poll at most, so a first start with a long lookback stays short; the
 # newest days are read first, so the recent windows have data after the first poll.

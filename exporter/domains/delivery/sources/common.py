@@ -209,7 +209,8 @@ def repo_mapper(ctx: PollContext, config: Any, kind: str) -> Callable[[str], str
     repos (e.g. Backstage ``github.com/project-slug`` annotations), including services
     only the external catalog lists. The catalog is read once, on the first lookup the
     config does not answer."""
-    from exporter.core.catalog import load_catalog, repo_index
+    from exporter.core.catalog import repo_index
+    from exporter.domains.catalog.store import load_catalog
 
     index: dict[str, str] | None = None
 

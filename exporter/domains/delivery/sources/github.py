@@ -45,8 +45,9 @@ from exporter.config import Config, GitHubAppConfig, GitHubSourceConfig
 from exporter.core.clock import utc_datetime
 from exporter.core.errors import AuthError
 from exporter.core.source import PollContext
+from exporter.domains.catalog.records import TemplateUse
 from exporter.domains.delivery import store as store
-from exporter.domains.delivery.records import Commit, Deployment, Incident, PipelineRun, TemplateUse
+from exporter.domains.delivery.records import Commit, Deployment, Incident, PipelineRun
 from exporter.domains.delivery.sources.common import (
     CicdSource,
     body_of,

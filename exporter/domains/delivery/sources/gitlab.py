@@ -40,6 +40,7 @@ from exporter.config import Config, GitLabSourceConfig
 from exporter.core.clock import utc_datetime
 from exporter.core.errors import MalformedResponse
 from exporter.core.source import PollContext
+from exporter.domains.catalog.records import TemplateUse
 from exporter.domains.delivery import store as store
 from exporter.domains.delivery.records import (
     Commit,
@@ -47,7 +48,6 @@ from exporter.domains.delivery.records import (
     Incident,
     MergeRequest,
     PipelineRun,
-    TemplateUse,
 )
 from exporter.domains.delivery.sources.common import (
     CicdSource,

@@ -24,7 +24,7 @@ from exporter.config import Config, ProbeCheckConfig, ProbeSourceConfig
 from exporter.core.clock import Clock, system_clock
 from exporter.core.httpclient import build_client
 from exporter.core.source import PollContext, Source
-from exporter.domains.delivery.records import ProbeResult
+from exporter.domains.probe.records import ProbeResult
 
 
 def _is_tls_error(exc: BaseException) -> bool:

@@ -33,9 +33,9 @@ from typing import Any
 from exporter.config import CloudWatchApiConfig, CloudWatchSourceConfig, Config
 from exporter.core.errors import AuthError, MalformedResponse, RateLimited, SourceError
 from exporter.core.source import PollContext, Source
-from exporter.domains.delivery.records import TrafficDelta, TrafficLatency
 from exporter.domains.traffic import store as traffic_store
 from exporter.domains.traffic.kpis import WINDOWS
+from exporter.domains.traffic.records import TrafficDelta, TrafficLatency
 from exporter.domains.traffic.routes import RouteMap
 
 NAMESPACE = "AWS/ApiGateway"

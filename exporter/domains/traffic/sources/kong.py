@@ -33,14 +33,14 @@ from urllib.parse import urlsplit
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import Config, KongSourceConfig
-from exporter.core.catalog import load_catalog
 from exporter.core.errors import MalformedResponse
 from exporter.core.httpclient import send
 from exporter.core.periods import utc_minute
 from exporter.core.source import PollContext, Source
-from exporter.domains.delivery.records import ConsumerSeen, TrafficDelta
+from exporter.domains.catalog.store import load_catalog
 from exporter.domains.traffic import store as traffic_store
 from exporter.domains.traffic.kpis import LATENCY_BUCKETS, counter_delta, rebucket
+from exporter.domains.traffic.records import ConsumerSeen, TrafficDelta
 from exporter.domains.traffic.routes import RouteMap
 
 NB = len(LATENCY_BUCKETS)

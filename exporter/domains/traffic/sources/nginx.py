@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from exporter.config import Config, NginxSourceConfig
-from exporter.core.catalog import load_catalog
 from exporter.core.errors import MalformedResponse, SourceError
 from exporter.core.httpclient import send
 from exporter.core.source import PollContext, Source
-from exporter.domains.delivery.records import ConsumerSeen, TrafficDelta
+from exporter.domains.catalog.store import load_catalog
 from exporter.domains.traffic import store as traffic_store
 from exporter.domains.traffic.accesslog import Aggregator
+from exporter.domains.traffic.records import ConsumerSeen, TrafficDelta
 from exporter.domains.traffic.routes import RouteMap
 
 CHUNK_BYTES = 4 * 1024 * 1024

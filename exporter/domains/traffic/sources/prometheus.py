@@ -32,9 +32,9 @@ from exporter.core.errors import MalformedResponse, SourceError
 from exporter.core.httpclient import send
 from exporter.core.periods import utc_minute
 from exporter.core.source import PollContext, Source
-from exporter.domains.delivery.records import TrafficDelta, TrafficLatency
 from exporter.domains.traffic import store as traffic_store
 from exporter.domains.traffic.kpis import QUANTILES, WINDOWS
+from exporter.domains.traffic.records import TrafficDelta, TrafficLatency
 from exporter.domains.traffic.routes import RouteMap
 
 

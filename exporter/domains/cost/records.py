@@ -1,0 +1,71 @@
+"""The records cost sources produce and the cost store keeps.
+
+Each record has a ``key``: its upstream identity, so that a re-poll or a restart
+upserts instead of double-counting. Times are Unix seconds (UTC), durations are seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class CostDay:
+    """Allocated cost of one UTC day for one (service, provider, category, currency).
+
+    Amounts are sums over billing lines and may be negative (credits, corrections).
+    """
+
+    day: str  # YYYY-MM-DD, UTC
+    service: str
+    team: str
+    provider: str
+    category: str
+    currency: str
+    billed: float
+    effective: float
+    lines: int = 1
+
+    @property
+    def key(self) -> str:
+        return "/".join(
+            (self.day, self.service, self.team, self.provider, self.category, self.currency)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CostContribution:
+    """Everything one billing origin says, replacing what it said before.
+
+    An origin is one export file, or one (account, day) answer of a cost API. Re-reading
+    an origin replaces its rows, so a changed file or a settled day never double-counts.
+    ``final`` origins are never asked for again (each Cost Explorer request is paid).
+    """
+
+    source: str
+    origin: str
+    signature: str
+    days: tuple[CostDay, ...]
+    final: bool = False
+    rows_read: int = 0
+    rows_rejected: int = 0
+    # Closed days the origin covers even when it has no cost on them: YYYY-MM-DD.
+    covered_days: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.source}/{self.origin}"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTotal:
+    """Requests a service served on one closed UTC day."""
+
+    service: str
+    day: str  # YYYY-MM-DD, UTC
+    requests: float
+    source: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.service}/{self.day}"
