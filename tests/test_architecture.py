@@ -101,7 +101,6 @@ KNOWN: frozenset[str] = frozenset(
         "compute:exporter/domains/adoption/metrics.py:_catalog",
         "compute:exporter/domains/adoption/metrics.py:_onboarding",
         "compute:exporter/domains/adoption/metrics.py:collect",
-        "scan:exporter/domains/slo/spec.py:import_module",
         "scan:exporter/metrics/__init__.py",
         "scan:exporter/metrics/__init__.py:import_module",
         "scan:exporter/sandbox/platform.py",

@@ -17,7 +17,6 @@ OpenSLO documents bring their own queries (see :mod:`exporter.domains.slo.opensl
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -32,6 +31,7 @@ from exporter.domains.slo.windows import (
     period_name,
     prom_duration,
 )
+from exporter.domains.traffic.kpis import LATENCY_BUCKETS
 
 if TYPE_CHECKING:
     from exporter.config import Config, ServiceConfig
@@ -95,14 +95,9 @@ class SLOSpec:
         return self.bad_template.replace(WINDOW, prom_duration(window))
 
 
-def request_buckets() -> tuple[float, ...] | None:
-    """The request-duration histogram bounds, once the traffic domain provides them."""
-    try:
-        module = importlib.import_module("exporter.domains.traffic.kpis")
-    except ImportError:
-        return None
-    buckets = getattr(module, "DURATION_BUCKETS", None) or getattr(module, "LATENCY_BUCKETS", None)
-    return tuple(float(b) for b in buckets) if buckets else None
+def request_buckets() -> tuple[float, ...]:
+    """The request-duration histogram bounds of the traffic domain."""
+    return tuple(float(b) for b in LATENCY_BUCKETS)
 
 
 def _le(bound: float) -> str:
@@ -186,45 +181,33 @@ def service_slos(service: ServiceConfig) -> list[SLOSpec]:
     if slo is None:
         return []
     out: list[SLOSpec] = []
-    common = {"service": service.name, "team": service.team, "period": slo.window}
     if slo.availability is not None:
         a = slo.availability
-        ratio, total, bad = (
+        templates = (
             _probe_availability(service.name)
             if a.sli == "probe"
             else _requests_availability(service.name)
         )
         what = "probe checks that succeed" if a.sli == "probe" else "requests not answered 5xx"
         out.append(
-            SLOSpec(
-                **common,  # type: ignore[arg-type]
-                name="availability",
-                objective=round(a.objective / 100.0, 10),
-                alert_windows=slo.alert_windows,
-                sli=f"{a.sli}-availability",
-                description=f"{a.objective:g}% of {what}",
-                error_ratio_template=ratio,
-                total_template=total,
-                bad_template=bad,
+            _built_in(
+                service,
+                "availability",
+                a.objective,
+                a.sli,
+                f"{a.objective:g}% of {what}",
+                templates,
             )
         )
     if slo.latency is not None:
         lat = slo.latency
         metric = PROBE_DURATION if lat.sli == "probe" else REQUEST_DURATION
-        ratio, total, bad = _histogram_latency(metric, service.name, lat.threshold)
+        templates = _histogram_latency(metric, service.name, lat.threshold)
         what = "successful probe checks" if lat.sli == "probe" else "requests"
+        description = f"{lat.objective:g}% of {what} faster than {lat.threshold:g}s"
         out.append(
-            SLOSpec(
-                **common,  # type: ignore[arg-type]
-                name="latency",
-                objective=round(lat.objective / 100.0, 10),
-                alert_windows=slo.alert_windows,
-                sli=f"{lat.sli}-latency",
-                description=f"{lat.objective:g}% of {what} faster than {lat.threshold:g}s",
-                error_ratio_template=ratio,
-                total_template=total,
-                bad_template=bad,
-                threshold=lat.threshold,
+            _built_in(
+                service, "latency", lat.objective, lat.sli, description, templates, lat.threshold
             )
         )
     for doc in load_documents(slo.openslo) if slo.openslo else []:
@@ -252,6 +235,36 @@ def service_slos(service: ServiceConfig) -> list[SLOSpec]:
             )
         )
     return out
+
+
+def _built_in(
+    service: ServiceConfig,
+    name: str,
+    objective_percent: float,
+    sli: str,
+    description: str,
+    templates: Templates,
+    threshold: float | None = None,
+) -> SLOSpec:
+    """A built-in SLO (``slo.availability`` or ``slo.latency``) of ``service``;
+    ``templates`` are its error-ratio, total and bad PromQL templates."""
+    slo = service.slo
+    assert slo is not None
+    ratio, total, bad = templates
+    return SLOSpec(
+        service=service.name,
+        team=service.team,
+        name=name,
+        objective=round(objective_percent / 100.0, 10),
+        period=slo.window,
+        alert_windows=slo.alert_windows,
+        sli=f"{sli}-{name}",
+        description=description,
+        error_ratio_template=ratio,
+        total_template=total,
+        bad_template=bad,
+        threshold=threshold,
+    )
 
 
 def all_slos(config: Config | Sequence[ServiceConfig]) -> list[SLOSpec]:
