@@ -51,6 +51,8 @@ def wants_openmetrics(accept: str) -> bool:
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    #: The :class:`MetricsServer` whose snapshot, routes and checks the handler serves.
+    owner: MetricsServer
 
     def handle_error(self, request: object, client_address: tuple[str, int] | object) -> None:
         # A scraper that hangs up mid-request is routine; the stdlib would print a traceback.
@@ -80,8 +82,8 @@ class MetricsServer:
                 f"{settings.basic_auth.username}:{settings.basic_auth.password.get_secret_value()}"
             )
             self._auth = b"Basic " + base64.b64encode(token.encode())
-        handler = self._handler_class()
-        self.httpd = _HTTPServer((settings.listen_address, settings.port), handler)
+        self.httpd = _HTTPServer((settings.listen_address, settings.port), _Handler)
+        self.httpd.owner = self
         if settings.tls is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(str(settings.tls.cert_file), str(settings.tls.key_file))
@@ -121,96 +123,95 @@ class MetricsServer:
             return True
         return header is not None and hmac.compare_digest(header.encode(), self._auth)
 
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            server_version = "platform-kpi-exporter"
-            # Headers and body go out in two writes; with Nagle on, the body waits for
-            # the client's delayed ACK of the headers (40 ms per keep-alive request).
-            disable_nagle_algorithm = True
+_TEXT = "text/plain; charset=utf-8"
+_INDEX = (
+    b"<html><head><title>platform-kpi-exporter</title></head><body>"
+    b'<h1>platform-kpi-exporter</h1><p><a href="/metrics">Metrics</a></p>'
+    b"</body></html>"
+)
 
-            def log_message(self, format: str, *args: object) -> None:
-                log.debug("%s " + format, self.address_string(), *args)
 
-            def _send(
-                self, status: int, ctype: str, body: bytes, extra: dict[str, str] | None = None
-            ) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                for k, v in (extra or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
+class _Handler(BaseHTTPRequestHandler):
+    """One request to a :class:`MetricsServer` (found through the listening server)."""
 
-            def do_HEAD(self) -> None:
-                self.do_GET()
+    protocol_version = "HTTP/1.1"
+    server_version = "platform-kpi-exporter"
+    # Headers and body go out in two writes; with Nagle on, the body waits for
+    # the client's delayed ACK of the headers (40 ms per keep-alive request).
+    disable_nagle_algorithm = True
 
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if path == "/healthz":
-                    self._send(200, "text/plain; charset=utf-8", b"ok\n")
-                    return
-                if path == "/readyz":
-                    if server.ready():
-                        self._send(200, "text/plain; charset=utf-8", b"ready\n")
-                    else:
-                        self._send(503, "text/plain; charset=utf-8", b"not ready\n")
-                    return
-                if path == "/metrics":
-                    if not server._authorized(self.headers.get("Authorization")):
-                        self._send(
-                            401,
-                            "text/plain; charset=utf-8",
-                            b"unauthorized\n",
-                            {"WWW-Authenticate": 'Basic realm="platform-kpi-exporter"'},
-                        )
-                        return
-                    self._metrics()
-                    return
-                if path in server.routes:
-                    self._route(path)
-                    return
-                if path == "/":
-                    body = (
-                        b"<html><head><title>platform-kpi-exporter</title></head><body>"
-                        b'<h1>platform-kpi-exporter</h1><p><a href="/metrics">Metrics</a></p>'
-                        b"</body></html>"
-                    )
-                    self._send(200, "text/html; charset=utf-8", body)
-                    return
-                self._send(404, "text/plain; charset=utf-8", b"not found\n")
+    @property
+    def owner(self) -> MetricsServer:
+        assert isinstance(self.server, _HTTPServer)
+        return self.server.owner
 
-            def do_POST(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if path in server.routes:
-                    self._route(path)
-                else:
-                    self._send(404, "text/plain; charset=utf-8", b"not found\n")
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
 
-            def _route(self, path: str) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                status, ctype, out = server.routes[path](self.command, body, headers)
-                self._send(status, ctype, out)
+    def _send(
+        self, status: int, ctype: str, body: bytes, extra: dict[str, str] | None = None
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
-            def _metrics(self) -> None:
-                snap = server.holder.current  # one read: the whole snapshot or none of it
-                gz = wants_gzip(self.headers.get("Accept-Encoding", ""))
-                if wants_openmetrics(self.headers.get("Accept", "")):
-                    plain, zipped = snap.openmetrics()
-                    ctype = OPENMETRICS_CONTENT_TYPE
-                else:
-                    plain, zipped, ctype = snap.text, snap.text_gzip, TEXT_CONTENT_TYPE
-                if gz:
-                    self._send(
-                        200, ctype, zipped, {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
-                    )
-                else:
-                    self._send(200, ctype, plain, {"Vary": "Accept-Encoding"})
+    def do_HEAD(self) -> None:
+        self.do_GET()
 
-        return Handler
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/healthz":
+            self._send(200, _TEXT, b"ok\n")
+        elif path == "/readyz":
+            self._readyz()
+        elif path == "/metrics":
+            self._metrics()
+        elif path in self.owner.routes:
+            self._route(path)
+        elif path == "/":
+            self._send(200, "text/html; charset=utf-8", _INDEX)
+        else:
+            self._send(404, _TEXT, b"not found\n")
+
+    def do_POST(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path in self.owner.routes:
+            self._route(path)
+        else:
+            self._send(404, _TEXT, b"not found\n")
+
+    def _readyz(self) -> None:
+        if self.owner.ready():
+            self._send(200, _TEXT, b"ready\n")
+        else:
+            self._send(503, _TEXT, b"not ready\n")
+
+    def _route(self, path: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        status, ctype, out = self.owner.routes[path](self.command, body, headers)
+        self._send(status, ctype, out)
+
+    def _metrics(self) -> None:
+        if not self.owner._authorized(self.headers.get("Authorization")):
+            realm = {"WWW-Authenticate": 'Basic realm="platform-kpi-exporter"'}
+            self._send(401, _TEXT, b"unauthorized\n", realm)
+            return
+        snap = self.owner.holder.current  # one read: the whole snapshot or none of it
+        gz = wants_gzip(self.headers.get("Accept-Encoding", ""))
+        if wants_openmetrics(self.headers.get("Accept", "")):
+            plain, zipped = snap.openmetrics()
+            ctype = OPENMETRICS_CONTENT_TYPE
+        else:
+            plain, zipped, ctype = snap.text, snap.text_gzip, TEXT_CONTENT_TYPE
+        if gz:
+            self._send(200, ctype, zipped, {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
+        else:
+            self._send(200, ctype, plain, {"Vary": "Accept-Encoding"})
