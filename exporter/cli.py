@@ -16,7 +16,7 @@ import logging
 import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import yaml
@@ -64,6 +64,108 @@ class UsageError(Exception):
     """A command-line value is invalid; ``str()`` is the one line to print."""
 
 
+def _config_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", required=True, type=Path, help="YAML config file")
+
+
+def _add_run(p: argparse.ArgumentParser) -> None:
+    _config_option(p)
+
+
+def _add_check_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", type=Path, help="YAML config file")
+
+
+def _add_once(p: argparse.ArgumentParser) -> None:
+    _config_option(p)
+    p.add_argument(
+        "--openmetrics", action="store_true", help="print the OpenMetrics format instead"
+    )
+    p.add_argument(
+        "--as-of",
+        metavar="TIMESTAMP",
+        default=None,
+        help="report from the stored history at TIMESTAMP, without polling",
+    )
+
+
+def _add_rules(p: argparse.ArgumentParser) -> None:
+    _config_option(p)
+    p.add_argument(
+        "--out", "-o", type=Path, default=Path("alerts"), help="output directory (default alerts)"
+    )
+
+
+def _add_dashboards(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--out",
+        "-o",
+        type=Path,
+        default=Path("dashboards"),
+        help="output directory (default dashboards)",
+    )
+
+
+def _add_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", type=int, default=9877, help="port for /metrics (default 9877)")
+    p.add_argument("--seed", type=int, default=42, help="scenario seed (default 42)")
+    p.add_argument(
+        "--state-dir", type=Path, default=None, help="state directory (default: a temporary one)"
+    )
+    p.add_argument(
+        "--duration", type=float, default=None, help="stop after this many seconds (default: run)"
+    )
+    p.add_argument(
+        "--as-of",
+        metavar="TIMESTAMP",
+        default=None,
+        help="run the simulated platform and the daemon from TIMESTAMP (default: now)",
+    )
+    p.add_argument(
+        "--write-config",
+        type=Path,
+        default=None,
+        help="also write the generated config to this file",
+    )
+
+
+# (command, help, description, adds its arguments), in the order ``--help`` lists them.
+_COMMANDS: tuple[tuple[str, str, str, Callable[[argparse.ArgumentParser], None]], ...] = (
+    (
+        "run",
+        "run the daemon",
+        "Poll every enabled source on its schedule and serve /metrics.",
+        _add_run,
+    ),
+    (
+        "check-config",
+        "validate a config and print it with secrets masked",
+        "Validate FILE (with environment overrides) and print the resolved config.",
+        _add_check_config,
+    ),
+    ("once", "poll every source once, print the exposition, exit", ONCE + AS_OF, _add_once),
+    (
+        "rules",
+        "write Prometheus rule files: SLO recording rules and alerts",
+        "Write slo.rules.yml (Sloth-compatible SLO recording rules and multi-window "
+        "multi-burn-rate alerts) and exporter.rules.yml (exporter health alerts) into DIR.",
+        _add_rules,
+    ),
+    (
+        "dashboards",
+        "write the Grafana dashboards (needs the dashboards extra)",
+        "Write the five Grafana dashboards as JSON into DIR.",
+        _add_dashboards,
+    ),
+    (
+        "demo",
+        "run the daemon against the built-in simulated platform",
+        DEMO + AS_OF,
+        _add_demo,
+    ),
+)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="platform-kpi-exporter",
@@ -79,100 +181,16 @@ def _parser() -> argparse.ArgumentParser:
         help="log verbosity (default INFO)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    run = sub.add_parser(
-        "run",
-        help="run the daemon",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Poll every enabled source on its schedule and serve /metrics.",
-    )
-    run.add_argument("--config", "-c", required=True, type=Path, help="YAML config file")
-
-    check = sub.add_parser(
-        "check-config",
-        help="validate a config and print it with secrets masked",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Validate FILE (with environment overrides) and print the resolved config.",
-    )
-    check.add_argument("file", type=Path, help="YAML config file")
-
-    once = sub.add_parser(
-        "once",
-        help="poll every source once, print the exposition, exit",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=ONCE + AS_OF,
-    )
-    once.add_argument("--config", "-c", required=True, type=Path, help="YAML config file")
-    once.add_argument(
-        "--openmetrics", action="store_true", help="print the OpenMetrics format instead"
-    )
-    once.add_argument(
-        "--as-of",
-        metavar="TIMESTAMP",
-        default=None,
-        help="report from the stored history at TIMESTAMP, without polling",
-    )
-
-    rules = sub.add_parser(
-        "rules",
-        help="write Prometheus rule files: SLO recording rules and alerts",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=(
-            "Write slo.rules.yml (Sloth-compatible SLO recording rules and multi-window "
-            "multi-burn-rate alerts) and exporter.rules.yml (exporter health alerts) into DIR."
-        ),
-    )
-    rules.add_argument("--config", "-c", required=True, type=Path, help="YAML config file")
-    rules.add_argument(
-        "--out", "-o", type=Path, default=Path("alerts"), help="output directory (default alerts)"
-    )
-
-    dashboards = sub.add_parser(
-        "dashboards",
-        help="write the Grafana dashboards (needs the dashboards extra)",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Write the five Grafana dashboards as JSON into DIR.",
-    )
-    dashboards.add_argument(
-        "--out",
-        "-o",
-        type=Path,
-        default=Path("dashboards"),
-        help="output directory (default dashboards)",
-    )
-
-    demo = sub.add_parser(
-        "demo",
-        help="run the daemon against the built-in simulated platform",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=DEMO + AS_OF,
-    )
-    demo.add_argument("--port", type=int, default=9877, help="port for /metrics (default 9877)")
-    demo.add_argument("--seed", type=int, default=42, help="scenario seed (default 42)")
-    demo.add_argument(
-        "--state-dir", type=Path, default=None, help="state directory (default: a temporary one)"
-    )
-    demo.add_argument(
-        "--duration", type=float, default=None, help="stop after this many seconds (default: run)"
-    )
-    demo.add_argument(
-        "--as-of",
-        metavar="TIMESTAMP",
-        default=None,
-        help="run the simulated platform and the daemon from TIMESTAMP (default: now)",
-    )
-    demo.add_argument(
-        "--write-config",
-        type=Path,
-        default=None,
-        help="also write the generated config to this file",
-    )
+    for name, help_text, description, add_arguments in _COMMANDS:
+        add_arguments(
+            sub.add_parser(
+                name,
+                help=help_text,
+                epilog=EPILOG,
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+                description=description,
+            )
+        )
     return parser
 
 

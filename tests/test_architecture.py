@@ -109,7 +109,6 @@ KNOWN: frozenset[str] = frozenset(
         "kinds:exporter/config.py:RepoRef._exactly_one",
         "kinds:exporter/config.py:RepoRef.kind",
         "kinds:exporter/domains/adoption/evidence.py:<module>",
-        "long:exporter/cli.py:_parser",
         "long:exporter/domains/adoption/metrics.py:collect",
         "long:exporter/domains/catalog/sources/backstage.py:BackstageSource.parse",
         "long:exporter/domains/delivery/sandbox/data.py:build",
