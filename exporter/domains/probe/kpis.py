@@ -10,9 +10,10 @@ Definitions (see docs/kpis.md):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from exporter.core.stats import share
+from exporter.core.stats import quantile, share
 
 # The failure reasons a probe can report, bounded so they can be a label.
 FAILURE_REASONS = ("timeout", "connect", "tls", "status", "body")
@@ -42,3 +43,14 @@ class CheckCounts:
 def uptime_ratio(counts: CheckCounts) -> float | None:
     """Successful checks / all checks; None when nothing ran."""
     return share(counts.successes, counts.total, "successes")
+
+
+def latency_quantiles(durations: Sequence[float]) -> dict[float, float]:
+    """q -> the q-quantile of successful check durations, for each of
+    :data:`LATENCY_QUANTILES` that has a value (none without checks)."""
+    out: dict[float, float] = {}
+    for q in LATENCY_QUANTILES:
+        value = quantile(durations, q)
+        if value is not None:
+            out[q] = value
+    return out

@@ -24,77 +24,88 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.core.periods import CALENDAR_WINDOWS, calendar_span
 from exporter.core.provider import RenderContext, cached_help, le_label
-from exporter.core.stats import quantile
+from exporter.domains.delivery.records import ProbeResult
 from exporter.domains.probe import store as probe_store
 from exporter.domains.probe.kpis import (
-    LATENCY_QUANTILES,
     LATENCY_WINDOWS,
     UPTIME_WINDOWS,
+    latency_quantiles,
     uptime_ratio,
 )
 
 
 def collect(ctx: RenderContext) -> Iterator[Metric]:
     known = {s.name for s in ctx.config.services}
+    yield _checks(ctx, known)
+    yield _durations(ctx, known)
+    yield _last_success(ctx, known)
+    yield from _uptime(ctx)
+    yield _latency(ctx, known)
 
-    checks = CounterMetricFamily(
+
+def _help(text: str, ctx: RenderContext) -> str:
+    """HELP text naming the probe source and how often it polls."""
+    return cached_help(text, ctx, ctx.kinds(producing=ProbeResult, enabled_only=False)[0])
+
+
+def _checks(ctx: RenderContext, known: set[str]) -> Metric:
+    family = CounterMetricFamily(
         "platform_probe_checks",
-        cached_help("Synthetic probe checks by result and failure reason.", ctx, "probe"),
+        _help("Synthetic probe checks by result and failure reason.", ctx),
         labels=["service", "team", "probe", "result", "reason"],
     )
     for labels, value in sorted(ctx.store.counters(probe_store.CHECKS_TOTAL), key=_order):
-        if labels["service"] in known:
-            checks.add_metric(
-                [
-                    labels["service"],
-                    ctx.team_of(labels["service"]),
-                    labels["probe"],
-                    labels["result"],
-                    labels["reason"],
-                ],
-                value,
+        service = labels["service"]
+        if service in known:
+            team = ctx.team_of(service)
+            family.add_metric(
+                [service, team, labels["probe"], labels["result"], labels["reason"]], value
             )
-    yield checks
+    return family
 
-    hist = HistogramMetricFamily(
+
+def _durations(ctx: RenderContext, known: set[str]) -> Metric:
+    family = HistogramMetricFamily(
         "platform_probe_duration_seconds",
-        cached_help("Duration of successful probe checks.", ctx, "probe"),
+        _help("Duration of successful probe checks.", ctx),
         labels=["service", "team", "probe"],
     )
     for labels, bounds, counts, total, n in sorted(
         ctx.store.histograms(probe_store.DURATION), key=_order
     ):
-        if labels["service"] not in known:
+        service = labels["service"]
+        if service not in known:
             continue
         buckets = [(le_label(b), float(c)) for b, c in zip(bounds, counts, strict=True)]
         buckets.append(("+Inf", float(n)))
-        hist.add_metric(
-            [labels["service"], ctx.team_of(labels["service"]), labels["probe"]], buckets, total
-        )
-    yield hist
+        family.add_metric([service, ctx.team_of(service), labels["probe"]], buckets, total)
+    return family
 
-    last = GaugeMetricFamily(
+
+def _last_success(ctx: RenderContext, known: set[str]) -> Metric:
+    family = GaugeMetricFamily(
         "platform_probe_last_success_timestamp_seconds",
-        cached_help("Unix time of the last successful check of each probe.", ctx, "probe"),
+        _help("Unix time of the last successful check of each probe.", ctx),
         labels=["service", "team", "probe"],
     )
     for (service, probe), at in sorted(probe_store.last_success(ctx.store).items()):
         if service in known:
-            last.add_metric([service, ctx.team_of(service), probe], at)
-    yield last
+            family.add_metric([service, ctx.team_of(service), probe], at)
+    return family
 
+
+def _uptime(ctx: RenderContext) -> Iterator[Metric]:
     ratio = GaugeMetricFamily(
         "platform_service_uptime_ratio",
-        cached_help(
+        _help(
             "Share of successful probe checks of the service over the window, from stored history.",
             ctx,
-            "probe",
         ),
         labels=["service", "team", "window"],
     )
     samples = GaugeMetricFamily(
         "platform_service_uptime_samples",
-        cached_help("Probe checks behind platform_service_uptime_ratio.", ctx, "probe"),
+        _help("Probe checks behind platform_service_uptime_ratio.", ctx),
         labels=["service", "team", "window"],
     )
     per_window = probe_store.check_counts(ctx.store, ctx.now, UPTIME_WINDOWS)
@@ -115,11 +126,13 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
     yield ratio
     yield samples
 
+
+def _latency(ctx: RenderContext, known: set[str]) -> Metric:
     # Typed summary (quantiles only), like every windowed quantile of the exporter: promtool
     # rejects a "quantile" label on any other type; in PromQL the series are plain samples.
-    latency = Metric(
+    family = Metric(
         "platform_service_probe_latency_seconds",
-        cached_help("Quantiles of successful probe check durations over the window.", ctx, "probe"),
+        _help("Quantiles of successful probe check durations over the window.", ctx),
         "summary",
     )
     for window, seconds in LATENCY_WINDOWS.items():
@@ -127,20 +140,14 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
         for service in sorted(durations):
             if service not in known:
                 continue
-            for q in LATENCY_QUANTILES:
-                seconds_q = quantile(durations[service], q)
-                if seconds_q is not None:
-                    latency.add_sample(
-                        "platform_service_probe_latency_seconds",
-                        {
-                            "service": service,
-                            "team": ctx.team_of(service),
-                            "window": window,
-                            "quantile": f"{q:g}",
-                        },
-                        seconds_q,
-                    )
-    yield latency
+            team = ctx.team_of(service)
+            for q, value in latency_quantiles(durations[service]).items():
+                family.add_sample(
+                    "platform_service_probe_latency_seconds",
+                    {"service": service, "team": team, "window": window, "quantile": f"{q:g}"},
+                    value,
+                )
+    return family
 
 
 def _order(item: tuple[dict[str, str], object] | tuple[object, ...]) -> list[tuple[str, str]]:
