@@ -114,7 +114,6 @@ KNOWN: frozenset[str] = frozenset(
         "long:exporter/domains/delivery/sandbox/data.py:build",
         "long:exporter/domains/delivery/sandbox/github.py:GitHubFake._routes",
         "long:exporter/domains/delivery/sandbox/gitlab.py:GitLabFake._routes",
-        "long:exporter/domains/traffic/sources/kong.py:KongSource.deltas",
         "{i}",
     }
 )

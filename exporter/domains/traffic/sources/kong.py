@@ -49,6 +49,8 @@ CONSUMER_COUNTERS = ("kong_http_consumer_status", "kong_http_consumer_status_tot
 LATENCY_3X = "kong_request_latency_ms"
 LATENCY_2X = "kong_latency"
 MAX_PAGES = 10_000
+# (catalog service, Kong service, route): one Kong latency series.
+_Series = tuple[str, str, str]
 
 SeriesKey = str  # JSON of the sample name and its sorted labels
 
@@ -203,10 +205,39 @@ class KongSource(Source):
         route_service: dict[str, str],
         now: float,
     ) -> Iterable[TrafficDelta | ConsumerSeen]:
+        codes, consumers, hist = self._increases(previous, current, reset, route_service)
+        buckets, sums = _latency(hist)
+        minute = utc_minute(now)
+        batch = f"poll:{now:.3f}"
+        for service in sorted(set(codes) | set(buckets)):
+            b = buckets.get(service)
+            yield TrafficDelta(
+                source=self.kind,
+                service=service,
+                minute=minute,
+                batch=batch,
+                codes=tuple(codes[service]) if service in codes else (0, 0, 0, 0, 0),  # type: ignore[arg-type]
+                latency_buckets=tuple(b) if b is not None else None,
+                latency_sum=sums.get(service, 0.0),
+                latency_count=sum(b) if b is not None else 0,
+            )
+        for service, consumer in sorted(consumers):
+            digest = hashlib.sha256(consumer.encode()).hexdigest()[:16]
+            yield ConsumerSeen(self.kind, service, digest, now)
+
+    def _increases(
+        self,
+        previous: dict[SeriesKey, float],
+        current: dict[SeriesKey, float],
+        reset: bool,
+        route_service: dict[str, str],
+    ) -> tuple[dict[str, list[int]], set[tuple[str, str]], dict[_Series, dict[str, float]]]:
+        """What grew since the previous read: requests per catalog service and status
+        class, (service, consumer) pairs, and each latency series' increases by ``le``
+        (plus ``sum`` and ``count``)."""
         codes: dict[str, list[int]] = defaultdict(lambda: [0] * 5)
         consumers: set[tuple[str, str]] = set()
-        # (service, kong service, route) -> le -> increase, plus sum and count.
-        hist: dict[tuple[str, str, str], dict[str, float]] = defaultdict(dict)
+        hist: dict[_Series, dict[str, float]] = defaultdict(dict)
         for key, value in current.items():
             name, pairs = json.loads(key)
             labels = dict(pairs)
@@ -232,47 +263,38 @@ class KongSource(Source):
                     hist[series]["sum"] = increase
                 elif name.endswith("_count"):
                     hist[series]["count"] = increase
-        # Latency: per Kong series, then added up per catalog service.
-        buckets: dict[str, list[int]] = defaultdict(lambda: [0] * (NB + 1))
-        sums: dict[str, float] = defaultdict(float)
-        for (service, _, _), h in hist.items():
-            finite: list[tuple[float, float]] = []
-            total = h.get("count", 0.0)
-            for le, c in h.items():
-                if le in ("sum", "count"):
-                    continue
-                bound = float(le)  # Kong pads bounds ("00025.0") and may write "Inf"
-                if math.isinf(bound):
-                    total = c
-                else:
-                    finite.append((bound, c))
-            finite.sort()
-            if total <= 0:
+        return codes, consumers, hist
+
+
+def _latency(
+    hist: dict[_Series, dict[str, float]],
+) -> tuple[dict[str, list[int]], dict[str, float]]:
+    """Latency increases per Kong series, converted to :data:`LATENCY_BUCKETS` and added
+    up per catalog service: (non-cumulative bucket counts plus overflow, sum in seconds)."""
+    buckets: dict[str, list[int]] = defaultdict(lambda: [0] * (NB + 1))
+    sums: dict[str, float] = defaultdict(float)
+    for (service, _, _), h in hist.items():
+        finite: list[tuple[float, float]] = []
+        total = h.get("count", 0.0)
+        for le, c in h.items():
+            if le in ("sum", "count"):
                 continue
-            ms_bounds = [b for b, _ in finite]
-            cumulative = rebucket([b / 1000.0 for b in ms_bounds], [c for _, c in finite], total)
-            rounded = [round(c) for c in cumulative]
-            prev_c = 0
-            for i, c in enumerate(rounded):
-                c = max(c, prev_c)
-                buckets[service][i] += c - prev_c
-                prev_c = c
-            buckets[service][NB] += max(round(total) - prev_c, 0)
-            sums[service] += h.get("sum", 0.0) / 1000.0
-        minute = utc_minute(now)
-        batch = f"poll:{now:.3f}"
-        for service in sorted(set(codes) | set(buckets)):
-            b = buckets.get(service)
-            yield TrafficDelta(
-                source=self.kind,
-                service=service,
-                minute=minute,
-                batch=batch,
-                codes=tuple(codes[service]) if service in codes else (0, 0, 0, 0, 0),  # type: ignore[arg-type]
-                latency_buckets=tuple(b) if b is not None else None,
-                latency_sum=sums.get(service, 0.0),
-                latency_count=sum(b) if b is not None else 0,
-            )
-        for service, consumer in sorted(consumers):
-            digest = hashlib.sha256(consumer.encode()).hexdigest()[:16]
-            yield ConsumerSeen(self.kind, service, digest, now)
+            bound = float(le)  # Kong pads bounds ("00025.0") and may write "Inf"
+            if math.isinf(bound):
+                total = c
+            else:
+                finite.append((bound, c))
+        finite.sort()
+        if total <= 0:
+            continue
+        ms_bounds = [b for b, _ in finite]
+        cumulative = rebucket([b / 1000.0 for b in ms_bounds], [c for _, c in finite], total)
+        rounded = [round(c) for c in cumulative]
+        prev_c = 0
+        for i, c in enumerate(rounded):
+            c = max(c, prev_c)
+            buckets[service][i] += c - prev_c
+            prev_c = c
+        buckets[service][NB] += max(round(total) - prev_c, 0)
+        sums[service] += h.get("sum", 0.0) / 1000.0
+    return buckets, sums
