@@ -110,7 +110,6 @@ KNOWN: frozenset[str] = frozenset(
         "kinds:exporter/config.py:RepoRef.kind",
         "kinds:exporter/domains/adoption/evidence.py:<module>",
         "long:exporter/domains/adoption/metrics.py:collect",
-        "long:exporter/domains/catalog/sources/backstage.py:BackstageSource.parse",
         "long:exporter/domains/delivery/sandbox/data.py:build",
         "long:exporter/domains/delivery/sandbox/github.py:GitHubFake._routes",
         "long:exporter/domains/delivery/sandbox/gitlab.py:GitLabFake._routes",

@@ -64,6 +64,18 @@ def _first(annotations: Mapping[str, str], keys: list[str]) -> list[str]:
     return out
 
 
+# (kind, namespace, name, metadata, spec) of one usable catalog item.
+_Raw = tuple[str, str, str, dict[str, Any], dict[str, Any]]
+
+
+def _annotations(meta: dict[str, Any]) -> dict[str, str]:
+    """An item's annotations as strings; none when they are not an object."""
+    annotations = meta.get("annotations") or {}
+    if not isinstance(annotations, dict):
+        return {}
+    return {str(k): str(v) for k, v in annotations.items()}
+
+
 def parse_time(value: str) -> float | None:
     """Unix seconds from an ISO 8601 time with a zone, or a date alone (UTC midnight)."""
     text = value.strip()
@@ -144,8 +156,21 @@ class BackstageSource(Source):
 
     def parse(self, items: list[Any], ctx: PollContext) -> list[CatalogEntity]:
         """Turn raw entities into records; skip (and log) what cannot be used."""
+        raw, systems = self._usable(items, ctx)
+        out: list[CatalogEntity] = []
+        for item in raw:
+            entity = self._entity(item, systems, ctx)
+            if entity is not None:
+                out.append(entity)
+        return out
+
+    def _usable(
+        self, items: list[Any], ctx: PollContext
+    ) -> tuple[list[_Raw], dict[tuple[str, str], str]]:
+        """The items of a kept kind, namespace and name, and each system's owner by
+        (namespace, name); names that cannot be label values are logged once."""
         systems: dict[tuple[str, str], str] = {}
-        raw: list[tuple[str, str, str, dict[str, Any], dict[str, Any]]] = []
+        raw: list[_Raw] = []
         skipped: list[str] = []
         for item in items:
             if not isinstance(item, dict):
@@ -173,54 +198,53 @@ class BackstageSource(Source):
                 len(skipped),
                 ", ".join(sorted(skipped)[:10]),
             )
+        return raw, systems
+
+    def _entity(
+        self, item: _Raw, systems: dict[tuple[str, str], str], ctx: PollContext
+    ) -> CatalogEntity | None:
+        """One usable item as a record; None for a component of a type not kept."""
+        kind, namespace, name, meta, spec = item
+        if kind == "component":
+            ctype = str(spec.get("type", "")).lower()
+            if self.backstage.component_types and ctype not in self.backstage.component_types:
+                return None
         keys = self.backstage.annotations
-        out: list[CatalogEntity] = []
-        for kind, namespace, name, meta, spec in raw:
-            if kind == "component":
-                ctype = str(spec.get("type", "")).lower()
-                if self.backstage.component_types and ctype not in self.backstage.component_types:
-                    continue
-            annotations = meta.get("annotations") or {}
-            if not isinstance(annotations, dict):
-                annotations = {}
-            annotations = {str(k): str(v) for k, v in annotations.items()}
-            tags = meta.get("tags") or []
-            tags = [str(t).lower() for t in tags] if isinstance(tags, list) else []
-            system = ref_name(spec.get("system")) if kind == "component" else ""
-            team = name if kind == "group" else ref_name(spec.get("owner"))
-            if not team and system:
-                team = systems.get((namespace, system), "")
-            if team and not _NAME.match(team):
-                team = ""
-            repos = [f"github:{r}" for r in _first(annotations, keys.github_repos)]
-            repos += [f"gitlab:{r}" for r in _first(annotations, keys.gitlab_projects)]
-            registered: float | None = None
-            for value in _first(annotations, keys.registered_at)[:1]:
-                registered = parse_time(value)
-                if registered is None:
-                    ctx.log.warning(
-                        "backstage: %s:%s/%s has an unreadable registration time %r",
-                        kind,
-                        namespace,
-                        name,
-                        value,
-                    )
-            out.append(
-                CatalogEntity(
-                    source=self.name,
-                    kind=kind,
-                    namespace=namespace,
-                    name=name,
-                    team=team,
-                    system=system,
-                    type=str(spec.get("type", "")).lower() if kind != "group" else "",
-                    lifecycle=str(spec.get("lifecycle", "")).lower(),
-                    tags=tuple(tags),
-                    annotations=tuple(sorted(annotations.items())),
-                    repos=tuple(repos),
-                    routes=tuple(_first(annotations, keys.gateway_routes)),
-                    cost_tags=tuple(_first(annotations, keys.cost_tags)),
-                    registered_at=registered,
+        annotations = _annotations(meta)
+        tags = meta.get("tags") or []
+        tags = [str(t).lower() for t in tags] if isinstance(tags, list) else []
+        system = ref_name(spec.get("system")) if kind == "component" else ""
+        team = name if kind == "group" else ref_name(spec.get("owner"))
+        if not team and system:
+            team = systems.get((namespace, system), "")
+        if team and not _NAME.match(team):
+            team = ""
+        repos = [f"github:{r}" for r in _first(annotations, keys.github_repos)]
+        repos += [f"gitlab:{r}" for r in _first(annotations, keys.gitlab_projects)]
+        registered: float | None = None
+        for value in _first(annotations, keys.registered_at)[:1]:
+            registered = parse_time(value)
+            if registered is None:
+                ctx.log.warning(
+                    "backstage: %s:%s/%s has an unreadable registration time %r",
+                    kind,
+                    namespace,
+                    name,
+                    value,
                 )
-            )
-        return out
+        return CatalogEntity(
+            source=self.name,
+            kind=kind,
+            namespace=namespace,
+            name=name,
+            team=team,
+            system=system,
+            type=str(spec.get("type", "")).lower() if kind != "group" else "",
+            lifecycle=str(spec.get("lifecycle", "")).lower(),
+            tags=tuple(tags),
+            annotations=tuple(sorted(annotations.items())),
+            repos=tuple(repos),
+            routes=tuple(_first(annotations, keys.gateway_routes)),
+            cost_tags=tuple(_first(annotations, keys.cost_tags)),
+            registered_at=registered,
+        )
