@@ -43,6 +43,7 @@ from exporter.config import (
     ProbeRule,
 )
 from exporter.core.catalog import Catalog, CatalogService
+from exporter.core.stats import histogram
 
 DAY = 86400.0
 ACTIVE_WINDOW = 30 * DAY
@@ -109,6 +110,18 @@ class CapabilityAdoption:
     teams: frozenset[str]
     ratio: float | None
     catalog_services: int
+
+    @property
+    def adopting_services(self) -> int:
+        return len(self.services)
+
+    @property
+    def adopting_teams(self) -> int:
+        return len(self.teams)
+
+    def adopted(self, service: str) -> int:
+        """1 if ``service`` adopts the capability, else 0."""
+        return 1 if service in self.services else 0
 
 
 def rule_adopters(
@@ -208,6 +221,30 @@ def active_services(
     return frozenset(out & set(catalog.services))
 
 
+def evidence_window(capabilities: Sequence[CapabilityConfig]) -> float:
+    """How far back the evidence must reach: the activity window, or a longer window of
+    a capability's detection rule."""
+    windows = [c.detect.window for c in capabilities if hasattr(c.detect, "window")]
+    return max([ACTIVE_WINDOW, *windows])
+
+
+def active_since(now: float) -> float:
+    """Where the activity window (``window="30d"``) starts."""
+    return now - ACTIVE_WINDOW
+
+
+def active_service_count(catalog: Catalog, evidence: Evidence, now: float) -> int | None:
+    """How many catalog services are active (see :func:`active_services`); None when
+    neither deployments nor traffic are collected."""
+    active = active_services(catalog, evidence, now)
+    return None if active is None else len(active)
+
+
+def teams_onboarded_count(catalog: Catalog, adoptions: Iterable[CapabilityAdoption]) -> int:
+    """How many teams are onboarded (see :func:`teams_onboarded`)."""
+    return len(teams_onboarded(catalog, adoptions))
+
+
 def teams_onboarded(catalog: Catalog, adoptions: Iterable[CapabilityAdoption]) -> frozenset[str]:
     """Teams owning at least one service that adopts at least one capability."""
     services: set[str] = set()
@@ -262,6 +299,19 @@ class Onboarding:
 
     seconds: Mapping[str, float] = field(default_factory=dict)
     waiting: frozenset[str] = frozenset()
+
+    @property
+    def deployed_count(self) -> int:
+        return len(self.seconds)
+
+    @property
+    def waiting_count(self) -> int:
+        return len(self.waiting)
+
+    def histogram(self) -> tuple[list[int], float, int]:
+        """(cumulative counts per :data:`ONBOARDING_BUCKETS` bound, sum, count) of the
+        times to first deploy."""
+        return histogram(self.seconds.values(), ONBOARDING_BUCKETS)
 
 
 def onboarding(

@@ -1,14 +1,10 @@
-"""The service catalog and the platform's adoption: capabilities, activity, onboarding.
+"""The platform's adoption: capabilities, activity, onboarding.
 
 Everything is recomputed from the merged catalog and stored data on each
 refresh, so a service removed from the catalog has no series in the next
-snapshot. Sample::
+snapshot (the catalog's own families: :mod:`exporter.domains.catalog.metrics`).
+Sample::
 
-    platform_catalog_entity_info{service="ledger",team="payments",system="payments",source="backstage"} 1
-    platform_catalog_services{team="payments"} 3
-    platform_catalog_teams 4
-    platform_catalog_conflicts 1
-    platform_catalog_services_registered_total{team="payments"} 3
     platform_capability_info{capability="golden-path",rule="catalog"} 1
     platform_capability_adopting_services{capability="golden-path"} 3
     platform_capability_adopting_teams{capability="golden-path"} 2
@@ -26,45 +22,40 @@ snapshot. Sample::
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeHistogramMetricFamily,
-    GaugeMetricFamily,
-)
+from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from exporter.core.provider import RenderContext, cached_help, le_label
-from exporter.core.stats import histogram
+from exporter.core.provider import RenderContext, le_label
 from exporter.domains.adoption import evidence as evidence_reader
 from exporter.domains.adoption import kpis as kpi
-from exporter.domains.catalog import store as catalog_store
-
-SOURCE = "backstage"
-
-
-def _help(text: str, ctx: RenderContext) -> str:
-    if ctx.interval_of(SOURCE) is None:
-        return f"{text} Cached by the exporter; recomputed after every poll of any source."
-    return cached_help(text, ctx, SOURCE)
+from exporter.domains.catalog.metrics import catalog_help as _help
 
 
 def collect(ctx: RenderContext) -> Iterator[Metric]:
-    catalog = ctx.catalog
-    yield from _catalog(ctx)
+    window = kpi.evidence_window(ctx.config.capabilities)
+    facts = evidence_reader.collect(ctx.config, ctx.store, ctx.now, window)
+    results = [
+        r
+        for cap in ctx.config.capabilities
+        if (r := kpi.adoption(cap, ctx.catalog, facts, ctx.now)) is not None
+    ]
+    yield from _capabilities(ctx, results)
+    yield from _activity(ctx, facts, results)
+    yield _api_consumers(ctx)
+    yield _costs(ctx, results)
+    yield from _onboarding(ctx, facts)
 
-    windows = [c.detect.window for c in ctx.config.capabilities if hasattr(c.detect, "window")]
-    facts = evidence_reader.collect(
-        ctx.config, ctx.store, ctx.now, max([kpi.ACTIVE_WINDOW, *windows])
-    )
 
+def _capabilities(ctx: RenderContext, results: list[kpi.CapabilityAdoption]) -> Iterator[Metric]:
     info = GaugeMetricFamily(
         "platform_capability_info",
         _help("A platform capability declared in the config, with its detection rule.", ctx),
         labels=["capability", "rule"],
     )
+    for cap in ctx.config.capabilities:
+        info.add_metric([cap.name, cap.detect.rule], 1)
     services = GaugeMetricFamily(
         "platform_capability_adopting_services",
         _help("Catalog services that adopt the capability, by its detection rule.", ctx),
@@ -85,31 +76,27 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
         _help("1 if the service adopts the capability, 0 if not.", ctx),
         labels=["service", "team", "capability"],
     )
-    results = []
-    for cap in ctx.config.capabilities:
-        info.add_metric([cap.name, cap.detect.rule], 1)
-        result = kpi.adoption(cap, catalog, facts, ctx.now)
-        if result is None:
-            continue
-        results.append(result)
-        services.add_metric([cap.name], len(result.services))
-        teams.add_metric([cap.name], len(result.teams))
+    for result in results:
+        name = result.capability
+        services.add_metric([name], result.adopting_services)
+        teams.add_metric([name], result.adopting_teams)
         if result.ratio is not None:
-            ratio.add_metric([cap.name], result.ratio)
-        for name, svc in catalog.services.items():
-            adopted.add_metric([name, svc.team, cap.name], 1 if name in result.services else 0)
-    yield info
-    yield services
-    yield teams
-    yield ratio
-    yield adopted
+            ratio.add_metric([name], result.ratio)
+        for service, svc in ctx.catalog.services.items():
+            adopted.add_metric([service, svc.team, name], result.adopted(service))
+    yield from (info, services, teams, ratio, adopted)
 
+
+def _activity(
+    ctx: RenderContext, facts: kpi.Evidence, results: list[kpi.CapabilityAdoption]
+) -> Iterator[Metric]:
+    catalog = ctx.catalog
     onboarded = GaugeMetricFamily(
         "platform_teams_onboarded",
         _help("Teams owning at least one service that adopts at least one capability.", ctx),
     )
     if ctx.config.capabilities:
-        onboarded.add_metric([], len(kpi.teams_onboarded(catalog, results)))
+        onboarded.add_metric([], kpi.teams_onboarded_count(catalog, results))
     yield onboarded
 
     active = GaugeMetricFamily(
@@ -119,9 +106,9 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
         ),
         labels=["window"],
     )
-    active_set = kpi.active_services(catalog, facts, ctx.now)
-    if active_set is not None:
-        active.add_metric(["30d"], len(active_set))
+    n_active = kpi.active_service_count(catalog, facts, ctx.now)
+    if n_active is not None:
+        active.add_metric(["30d"], n_active)
     yield active
 
     new = GaugeMetricFamily(
@@ -139,7 +126,9 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
     unknown.add_metric([], kpi.unregistered(catalog))
     yield unknown
 
-    consumers = GaugeMetricFamily(
+
+def _api_consumers(ctx: RenderContext) -> Metric:
+    family = GaugeMetricFamily(
         "platform_active_api_consumers",
         _help(
             "Distinct API consumers seen through any gateway in the window, across all services "
@@ -148,12 +137,15 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
         ),
         labels=["window"],
     )
-    n_consumers = evidence_reader.api_consumers(ctx.config, ctx.store, ctx.now - kpi.ACTIVE_WINDOW)
+    since = kpi.active_since(ctx.now)
+    n_consumers = evidence_reader.api_consumers(ctx.config, ctx.store, since)
     if n_consumers is not None:
-        consumers.add_metric(["30d"], n_consumers)
-    yield consumers
+        family.add_metric(["30d"], n_consumers)
+    return family
 
-    cost = GaugeMetricFamily(
+
+def _costs(ctx: RenderContext, results: list[kpi.CapabilityAdoption]) -> Metric:
+    family = GaugeMetricFamily(
         "platform_cost_per_adopting_service",
         _help(
             "Running cost of the capability (its cost_services) over the last 30 closed UTC days "
@@ -165,62 +157,10 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
     costs = evidence_reader.capability_costs(ctx.config, ctx.store, ctx.now)
     for result in results:
         for currency, amount in sorted(costs.get(result.capability, {}).items()):
-            value = kpi.cost_per_adopting_service(amount, len(result.services))
+            value = kpi.cost_per_adopting_service(amount, result.adopting_services)
             if value is not None:
-                cost.add_metric([result.capability, currency], value)
-    yield cost
-
-    yield from _onboarding(ctx, facts)
-
-
-def _catalog(ctx: RenderContext) -> Iterator[Metric]:
-    catalog = ctx.catalog
-    info = GaugeMetricFamily(
-        "platform_catalog_entity_info",
-        _help("A service of the merged catalog (config first, then Backstage).", ctx),
-        labels=["service", "team", "system", "source"],
-    )
-    for name, svc in catalog.services.items():
-        info.add_metric([name, svc.team, svc.system, svc.source], 1)
-    yield info
-
-    per_team = GaugeMetricFamily(
-        "platform_catalog_services",
-        _help("Services in the merged catalog by owning team (0 for a team with none).", ctx),
-        labels=["team"],
-    )
-    counts = Counter(svc.team for svc in catalog.services.values())
-    for team in sorted(catalog.teams):
-        per_team.add_metric([team], counts.get(team, 0))
-    yield per_team
-
-    teams = GaugeMetricFamily("platform_catalog_teams", _help("Teams in the merged catalog.", ctx))
-    teams.add_metric([], len(catalog.teams))
-    yield teams
-
-    conflicts = GaugeMetricFamily(
-        "platform_catalog_conflicts",
-        _help("Fields where the config and an external catalog disagree (the config wins).", ctx),
-    )
-    conflicts.add_metric([], len(catalog.conflicts))
-    yield conflicts
-
-    registered = CounterMetricFamily(
-        "platform_catalog_services_registered",
-        _help(
-            "Services that entered the merged catalog, each counted once when the exporter "
-            "first saw it, by its owning team then.",
-            ctx,
-        ),
-        labels=["team"],
-    )
-    for labels, value in sorted(ctx.store.counters(catalog_store.REGISTERED_TOTAL), key=_team):
-        registered.add_metric([labels["team"]], value)
-    yield registered
-
-
-def _team(item: tuple[dict[str, str], float]) -> str:
-    return item[0].get("team", "")
+                family.add_metric([result.capability, currency], value)
+    return family
 
 
 def _onboarding(ctx: RenderContext, facts: kpi.Evidence) -> Iterator[Metric]:
@@ -242,13 +182,13 @@ def _onboarding(ctx: RenderContext, facts: kpi.Evidence) -> Iterator[Metric]:
     )
     if facts.first_deploy is not None:
         result = kpi.onboarding(ctx.catalog, facts.first_deploy, ctx.now)
-        counts, total, n = histogram(result.seconds.values(), kpi.ONBOARDING_BUCKETS)
+        counts, total, n = result.histogram()
         buckets = [
             (le_label(b), float(c)) for b, c in zip(kpi.ONBOARDING_BUCKETS, counts, strict=True)
         ]
         buckets.append(("+Inf", float(n)))
         hist.add_metric([], buckets, total)
-        states.add_metric(["deployed"], len(result.seconds))
-        states.add_metric(["waiting"], len(result.waiting))
+        states.add_metric(["deployed"], result.deployed_count)
+        states.add_metric(["waiting"], result.waiting_count)
     yield hist
     yield states

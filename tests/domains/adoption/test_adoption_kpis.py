@@ -134,6 +134,8 @@ class TestCapabilityRules:
         assert result.teams == teams
         assert result.ratio == pytest.approx(ratio)
         assert result.catalog_services == 5
+        assert (result.adopting_services, result.adopting_teams) == (len(services), len(teams))
+        assert {s for s in catalog().services if result.adopted(s) == 1} == services
 
     def test_a_service_that_adopted_and_later_stopped(self) -> None:
         """payments-api's last template run was 45 days ago: adopting 20 days ago, not now."""
@@ -153,6 +155,7 @@ class TestCapabilityRules:
         assert all(r is not None and "growth" not in r.teams for r in results)
         onboarded = kpi.teams_onboarded(cat, [r for r in results if r is not None])
         assert onboarded == {"payments", "discovery", "identity"}
+        assert kpi.teams_onboarded_count(cat, [r for r in results if r is not None]) == 3
 
     def test_rules_on_data_that_is_not_collected_have_no_value(self) -> None:
         nothing = Evidence()
@@ -175,9 +178,12 @@ class TestActivity:
         # checkout and accounts by traffic, ledger by deploy; search's traffic is 40 days old
         # (and 0 requests at 29 days); payments-api deployed 31 days ago.
         assert kpi.active_services(catalog(), evidence, NOW) == {"checkout", "accounts", "ledger"}
+        assert kpi.active_service_count(catalog(), evidence, NOW) == 3
+        assert kpi.active_since(NOW) == NOW - 30 * DAY
 
     def test_active_services_without_deploy_or_traffic_data_has_no_value(self) -> None:
         assert kpi.active_services(catalog(), Evidence(), NOW) is None
+        assert kpi.active_service_count(catalog(), Evidence(), NOW) is None
         only_deploys = Evidence(last_deploy={})
         assert kpi.active_services(catalog(), only_deploys, NOW) == frozenset()
 
@@ -203,6 +209,11 @@ class TestOnboarding:
         result = kpi.onboarding(catalog(), first, NOW)
         assert result.seconds == {"payments-api": 2 * DAY}
         assert result.waiting == {"search"}
+        assert (result.deployed_count, result.waiting_count) == (1, 1)
+        # 2 days exactly: counted from the 2-day bound on (a bound holds what is at or below it).
+        counts, total, n = result.histogram()
+        assert counts == [0, 0, 0, 1, 1, 1, 1, 1, 1, 1]
+        assert (total, n) == (2 * DAY, 1)
 
     def test_live_before_registration_counts_as_zero(self) -> None:
         cat = merge(
@@ -215,6 +226,13 @@ class TestOnboarding:
         counts, total, n = histogram([2 * DAY, 0.0], kpi.ONBOARDING_BUCKETS)
         assert counts == [1, 1, 1, 2, 2, 2, 2, 2, 2, 2]
         assert (total, n) == (2 * DAY, 2)
+
+
+class TestEvidenceWindow:
+    def test_is_the_activity_window_or_a_longer_rule_window(self) -> None:
+        assert kpi.evidence_window([cap("obs", rule="probe")]) == 30 * DAY
+        longer = cap("gw", rule="gateway_traffic", window="45d")
+        assert kpi.evidence_window([longer, CI_TEMPLATE]) == 45 * DAY
 
 
 class TestCost:
