@@ -20,7 +20,7 @@ from prometheus_client.metrics_core import Metric
 from exporter.core.provider import RenderContext, cached_help
 from exporter.domains.catalog import store as catalog_store
 from exporter.domains.catalog.kpis import conflict_count, services_per_team, team_count
-from exporter.domains.delivery.records import CatalogListing
+from exporter.domains.catalog.records import CatalogListing
 
 
 def catalog_help(text: str, ctx: RenderContext) -> str:

@@ -24,7 +24,6 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.core.periods import CALENDAR_WINDOWS, calendar_span
 from exporter.core.provider import RenderContext, cached_help, le_label
-from exporter.domains.delivery.records import ProbeResult
 from exporter.domains.probe import store as probe_store
 from exporter.domains.probe.kpis import (
     LATENCY_WINDOWS,
@@ -32,6 +31,7 @@ from exporter.domains.probe.kpis import (
     latency_quantiles,
     uptime_ratio,
 )
+from exporter.domains.probe.records import ProbeResult
 
 
 def collect(ctx: RenderContext) -> Iterator[Metric]:
