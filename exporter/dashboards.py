@@ -64,25 +64,26 @@ def _p(title: str, kind: str, *queries: Query, **kw: Any) -> PanelSpec:
     return PanelSpec(title, kind, tuple(queries), **kw)
 
 
+def _ratio_table(title: str, expr: str, description: str) -> PanelSpec:
+    """A table of one instant ratio query, shown as percent."""
+    return _p(title, "table", _q(expr, instant=True), unit="percentunit", description=description)
+
+
 # --- the dashboards -----------------------------------------------------------------
 
 REVIEW: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
     (
         "Uptime",
         (
-            _p(
+            _ratio_table(
                 "Probe uptime, 30d",
-                "table",
-                _q(f'platform_service_uptime_ratio{{{SEL},window="30d"}}', instant=True),
-                unit="percentunit",
-                description="Share of successful probe checks over 30 days, per service.",
+                f'platform_service_uptime_ratio{{{SEL},window="30d"}}',
+                "Share of successful probe checks over 30 days, per service.",
             ),
-            _p(
+            _ratio_table(
                 "Request availability, 1d",
-                "table",
-                _q(f'platform_service_availability_ratio{{{SEL},window="1d"}}', instant=True),
-                unit="percentunit",
-                description="1 - share of 5xx answers through the gateways over a day.",
+                f'platform_service_availability_ratio{{{SEL},window="1d"}}',
+                "1 - share of 5xx answers through the gateways over a day.",
             ),
             _p(
                 "Uptime trend (24h window)",
@@ -282,19 +283,15 @@ RELIABILITY: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
     (
         "Error budgets",
         (
-            _p(
+            _ratio_table(
                 "Error budget remaining (rules)",
-                "table",
-                _q(f"slo:period_error_budget_remaining:ratio{{{SLOSEL}}}", instant=True),
-                unit="percentunit",
-                description="1 - period error ratio / budget, from the generated recording rules.",
+                f"slo:period_error_budget_remaining:ratio{{{SLOSEL}}}",
+                "1 - period error ratio / budget, from the generated recording rules.",
             ),
-            _p(
+            _ratio_table(
                 "Error budget remaining (exporter history)",
-                "table",
-                _q(f"platform_slo_error_budget_remaining_ratio{{{SEL}}}", instant=True),
-                unit="percentunit",
-                description="The same, computed by the exporter from its stored history.",
+                f"platform_slo_error_budget_remaining_ratio{{{SEL}}}",
+                "The same, computed by the exporter from its stored history.",
             ),
             _p(
                 "SLO alerts firing",
