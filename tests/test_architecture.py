@@ -105,7 +105,6 @@ KNOWN: frozenset[str] = frozenset(
         "scan:exporter/store/__init__.py:import_module",
         "kinds:exporter/config.py:RepoRef._exactly_one",
         "kinds:exporter/config.py:RepoRef.kind",
-        "kinds:exporter/domains/adoption/evidence.py:<module>",
         "long:exporter/domains/delivery/sandbox/data.py:build",
         "long:exporter/domains/delivery/sandbox/github.py:GitHubFake._routes",
         "long:exporter/domains/delivery/sandbox/gitlab.py:GitLabFake._routes",

@@ -35,7 +35,8 @@ from exporter.domains.catalog.metrics import catalog_help as _help
 
 def collect(ctx: RenderContext) -> Iterator[Metric]:
     window = kpi.evidence_window(ctx.config.capabilities)
-    facts = evidence_reader.collect(ctx.config, ctx.store, ctx.now, window)
+    seen = evidence_reader.collected(ctx)
+    facts = evidence_reader.collect(seen, ctx.store, ctx.now, window)
     results = [
         r
         for cap in ctx.config.capabilities
@@ -43,8 +44,8 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
     ]
     yield from _capabilities(ctx, results)
     yield from _activity(ctx, facts, results)
-    yield _api_consumers(ctx)
-    yield _costs(ctx, results)
+    yield _api_consumers(ctx, seen)
+    yield _costs(ctx, seen, results)
     yield from _onboarding(ctx, facts)
 
 
@@ -127,7 +128,7 @@ def _activity(
     yield unknown
 
 
-def _api_consumers(ctx: RenderContext) -> Metric:
+def _api_consumers(ctx: RenderContext, seen: evidence_reader.Collected) -> Metric:
     family = GaugeMetricFamily(
         "platform_active_api_consumers",
         _help(
@@ -138,13 +139,15 @@ def _api_consumers(ctx: RenderContext) -> Metric:
         labels=["window"],
     )
     since = kpi.active_since(ctx.now)
-    n_consumers = evidence_reader.api_consumers(ctx.config, ctx.store, since)
+    n_consumers = evidence_reader.api_consumers(seen, ctx.store, since)
     if n_consumers is not None:
         family.add_metric(["30d"], n_consumers)
     return family
 
 
-def _costs(ctx: RenderContext, results: list[kpi.CapabilityAdoption]) -> Metric:
+def _costs(
+    ctx: RenderContext, seen: evidence_reader.Collected, results: list[kpi.CapabilityAdoption]
+) -> Metric:
     family = GaugeMetricFamily(
         "platform_cost_per_adopting_service",
         _help(
@@ -154,7 +157,7 @@ def _costs(ctx: RenderContext, results: list[kpi.CapabilityAdoption]) -> Metric:
         ),
         labels=["capability", "currency"],
     )
-    costs = evidence_reader.capability_costs(ctx.config, ctx.store, ctx.now)
+    costs = evidence_reader.capability_costs(ctx.config, seen, ctx.store, ctx.now)
     for result in results:
         for currency, amount in sorted(costs.get(result.capability, {}).items()):
             value = kpi.cost_per_adopting_service(amount, result.adopting_services)

@@ -336,3 +336,32 @@ def run_keys(store: Store, prefix: str) -> set[str]:
     """Keys of the stored pipeline runs starting with ``prefix``."""
     rows = store.query("SELECT key FROM pipeline_runs WHERE key LIKE ?", (f"{prefix}%",))
     return {str(r[0]) for r in rows}
+
+
+def _has_table(store: Store, table: str) -> bool:
+    row = store.query_one("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
+    return row is not None
+
+
+def last_runs_per_pipeline(store: Store, since: float) -> list[tuple[str, str, float]]:
+    """(service, pipeline, last finished_at) of the runs finished after ``since``."""
+    if not _has_table(store, "pipeline_runs"):
+        return []
+    rows = store.query(
+        "SELECT service, pipeline, MAX(finished_at) FROM pipeline_runs "
+        "WHERE finished_at > ? GROUP BY service, pipeline",
+        (since,),
+    )
+    return [(str(r[0]), str(r[1]), float(r[2])) for r in rows]
+
+
+def production_deploy_span(store: Store) -> dict[str, tuple[float, float]] | None:
+    """service -> (first, last) successful production deployment; None without the table."""
+    if not _has_table(store, "deployments"):
+        return None
+    rows = store.query(
+        "SELECT service, MIN(finished_at), MAX(finished_at) FROM deployments "
+        "WHERE production = 1 AND status = 'success' AND finished_at IS NOT NULL "
+        "GROUP BY service"
+    )
+    return {str(r[0]): (float(r[1]), float(r[2])) for r in rows}

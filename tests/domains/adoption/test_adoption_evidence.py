@@ -95,13 +95,13 @@ class TestTemplateUses:
     def test_the_latest_use_of_each_definition_is_kept_and_matched(self) -> None:
         """checkout used the template 2 days ago (older uses do not matter); search last used
         it 31 days ago; accounts runs its own workflow."""
-        from types import SimpleNamespace
-
         from exporter.config import CapabilityConfig, ServiceConfig
         from exporter.core.catalog import merge
+        from exporter.core.provider import RenderContext, SourceInfo
         from exporter.domains.adoption import evidence
         from exporter.domains.adoption import kpis as kpi
         from exporter.domains.catalog.records import TemplateUse
+        from exporter.domains.delivery.records import PipelineRun
 
         tmpl = "acme/templates/.github/workflows/build.yml"
         store = open_store(":memory:")
@@ -116,28 +116,37 @@ class TestTemplateUses:
                     TemplateUse("github", "accounts", "workflow", ".github/workflows/ci.yml", NOW),
                 ],
             )
-        # Any configured CI source makes the data "collected"; this one records workflows.
-        config: Any = SimpleNamespace(sources=SimpleNamespace(github=SimpleNamespace(enabled=True)))
-        facts = evidence.pipeline_templates(config, store, NOW - 30 * DAY)
+        # An enabled CI source makes the data "collected"; GitHub also records workflows.
+        github = SourceInfo(
+            "github", frozenset({PipelineRun, TemplateUse}), frozenset({"template:workflow"}), True
+        )
+        off = SourceInfo("jenkins", frozenset({PipelineRun}), frozenset({"template:x"}), False)
+        ctx = RenderContext(Config(), store, (), NOW, (github, off), lambda: merge([], []))
+        seen = evidence.collected(ctx)
+        assert (seen.ci, seen.gateway, seen.cost) == (True, False, False)
+        facts = evidence.pipeline_templates(seen, store, NOW - 30 * DAY)
         assert facts is not None
         assert sorted((f.service, f.last_at) for f in facts) == [
             ("accounts", NOW),
             ("checkout", NOW - 2 * DAY),
         ]
-        assert evidence.template_kinds(config) == {"pipeline", "workflow"}
+        assert seen.template_kinds == {"pipeline", "workflow"}
         cat = merge([ServiceConfig(**s) for s in SERVICES], [])
         rule = CapabilityConfig(
             name="ci-template",
             detect={"rule": "pipeline_template", "workflow_paths": [tmpl]},  # type: ignore[arg-type]
         )
-        ev = kpi.Evidence(pipelines=facts, pipeline_kinds=evidence.template_kinds(config))
+        ev = kpi.Evidence(pipelines=facts, pipeline_kinds=seen.template_kinds)
         result = kpi.adoption(rule, cat, ev, NOW)
         assert result is not None and result.services == {"checkout"}
 
     def test_without_a_ci_source_template_use_is_unknown(self) -> None:
         from exporter.domains.adoption import evidence
 
-        assert evidence.pipeline_templates(Config(), open_store(":memory:"), NOW) is None
+        store = open_store(":memory:")
+        seen = evidence.collected(render_context(Config(), store, NOW))
+        assert seen == evidence.Collected(False, False, False, frozenset())
+        assert evidence.pipeline_templates(seen, store, NOW) is None
 
 
 class TestCostPerAdoptingService:
