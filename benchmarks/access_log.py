@@ -88,8 +88,8 @@ def child(log: str, state: str) -> None:
     from exporter.config import Config
     from exporter.core.health import SourceHealth
     from exporter.core.source import PollContext
+    from exporter.domains import open_store
     from exporter.domains.traffic.sources.nginx import NginxSource
-    from exporter.store import open_store
 
     config = Config(
         state={"path": state},

@@ -92,7 +92,7 @@ def main() -> None:
         await daemon.shutdown()
 
     asyncio.run(run())
-    from exporter.store import open_store
+    from exporter.domains import open_store
 
     store = open_store(str(state / "s.db"))
     ctx = render_context(config, store, time.time())

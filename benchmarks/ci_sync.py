@@ -32,8 +32,8 @@ from exporter.config import Config
 from exporter.core.health import SourceHealth
 from exporter.core.httpclient import build_client
 from exporter.core.source import PollContext
+from exporter.domains import open_store
 from exporter.domains.delivery.sources.github import GitHubSource
-from exporter.store import open_store
 
 
 def serve(args: argparse.Namespace) -> None:

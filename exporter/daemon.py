@@ -35,15 +35,30 @@ from exporter.core.server import MetricsServer
 from exporter.core.snapshot import Part, Snapshot, SnapshotHolder, render_part
 from exporter.core.source import PollContext, Source
 from exporter.core.store import Store
-from exporter.domains import render_context, source_infos
-from exporter.domains.catalog.records import CatalogListing
-from exporter.domains.catalog.store import record_services
-from exporter.domains.probe import store as probe_store
-from exporter.metrics import providers
-from exporter.sources.registry import build_sources
-from exporter.store import open_store
+from exporter.domains import (
+    domains,
+    open_store,
+    providers,
+    render_context,
+    source_classes,
+    source_infos,
+)
 
 log = logging.getLogger("exporter.daemon")
+
+
+def build_sources(config: Config, clock: Clock = system_clock) -> list[Source]:
+    """One source per enabled block that has something to do, each on ``clock``."""
+    out: list[Source] = []
+    for kind, cls in source_classes().items():
+        settings = getattr(config.sources, kind)
+        if settings is None or not settings.enabled:
+            continue
+        source = cls(config, settings)
+        source.clock = clock
+        if getattr(source, "active", True):
+            out.append(source)
+    return out
 
 
 class Daemon:
@@ -80,7 +95,9 @@ class Daemon:
         self._inflight: set[asyncio.Task[Any]] = set()
         self.server: MetricsServer | None = None
         self.scheduler: AsyncIOScheduler | None = None
-        record_services(self.config, self.store, self.clock())
+        for domain in domains():
+            if domain.refresh is not None:
+                domain.refresh(self.config, self.store, self.clock())
         self.holder.set(self.render())
 
     # --- polling -----------------------------------------------------------------
@@ -127,16 +144,21 @@ class Daemon:
             log.debug("source %s: poll done in %.3fs", src.name, duration)
             ok = True
         self._prune()
-        if CatalogListing in type(src).produces:
-            # The merged catalog changes only with the config (at start) or a catalog poll.
-            record_services(self.config, self.store, self.clock())
+        produced = set(type(src).produces)
+        for domain in domains():
+            # Derived state (the merged catalog's services) changes only with the config
+            # (at start) or a poll of a source feeding it.
+            if domain.refresh is not None and domain.refresh_after & produced:
+                domain.refresh(self.config, self.store, self.clock())
         await self.refresh()
         return ok
 
     def _prune(self) -> None:
         cutoff = self.clock() - self.config.state.retention
         with self.store.transaction() as tx:
-            probe_store.prune(tx, cutoff)
+            for domain in domains():
+                if domain.prune is not None:
+                    domain.prune(tx, cutoff)
 
     async def poll_all(self) -> bool:
         """Poll every source once, concurrently. True if all succeeded."""

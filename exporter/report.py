@@ -20,9 +20,7 @@ from prometheus_client.metrics_core import Metric
 from exporter.config import Config
 from exporter.core.clock import FixedClock
 from exporter.core.snapshot import Part, Snapshot, render_part
-from exporter.domains import render_context
-from exporter.metrics import providers
-from exporter.store import open_store
+from exporter.domains import open_store, providers, render_context
 
 log = logging.getLogger("exporter.report")
 

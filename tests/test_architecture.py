@@ -71,7 +71,7 @@ NO_CONFIG_FOLDERS = frozenset({"core", "domains", "sandbox"})
 KNOWN: frozenset[str] = frozenset(
     {
         "cycle:exporter.config>exporter.domains.slo.spec",
-        "folders:exporter.config>exporter.core>exporter.domains.catalog>exporter.domains.probe>exporter.domains.slo>exporter.domains.traffic>exporter.sandbox>exporter.store",
+        "folders:exporter.config>exporter.core>exporter.domains.catalog>exporter.domains.probe>exporter.domains.slo>exporter.domains.traffic>exporter.sandbox",
         "impure:exporter.domains.adoption.kpis>exporter.config",
         "config-import:exporter.core.alerts",
         "config-import:exporter.core.catalog",
@@ -98,11 +98,7 @@ KNOWN: frozenset[str] = frozenset(
         "config-import:exporter.domains.traffic.sources.kong",
         "config-import:exporter.domains.traffic.sources.nginx",
         "config-import:exporter.domains.traffic.sources.prometheus",
-        "scan:exporter/metrics/__init__.py",
-        "scan:exporter/metrics/__init__.py:import_module",
         "scan:exporter/sandbox/platform.py",
-        "scan:exporter/store/__init__.py",
-        "scan:exporter/store/__init__.py:import_module",
         "kinds:exporter/config.py:RepoRef._exactly_one",
         "kinds:exporter/config.py:RepoRef.kind",
         "long:exporter/domains/delivery/sandbox/data.py:build",

@@ -19,6 +19,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +62,15 @@ def _labels_key(labels: Labels) -> str:
 class Tx:
     """One write transaction. Obtain it from :meth:`Store.transaction`."""
 
-    def __init__(self, conn: sqlite3.Connection, clock: Clock = system_clock) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        clock: Clock = system_clock,
+        writers: Mapping[type, Writer] | None = None,
+    ) -> None:
         self.conn = conn
         self.clock = clock
+        self.writers: Mapping[type, Writer] = writers or {}
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, params)
@@ -157,8 +164,12 @@ class Store:
     renderer's reads take the same lock so they see a committed state.
     """
 
-    def __init__(self, path: str | Path, clock: Clock = system_clock) -> None:
+    def __init__(
+        self, path: str | Path, clock: Clock = system_clock, schema: Schema | None = None
+    ) -> None:
         self.path = str(path)
+        # The domains' tables and record writers; an empty schema keeps only the core's.
+        self.schema = schema or Schema()
         # Stamps cursors' ``updated_at``; the daemon passes its own clock.
         self.clock = clock
         if self.path != ":memory:":
@@ -175,6 +186,8 @@ class Store:
             "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
         )
         self.migrate("core", CORE_MIGRATIONS)
+        for component, migrations in self.schema.components:
+            self.migrate(component, migrations)
 
     def migrate(self, component: str, migrations: Sequence[str]) -> int:
         """Apply ``component``'s migrations not applied yet; return its new version.
@@ -213,7 +226,7 @@ class Store:
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield Tx(self._conn, self.clock)
+                yield Tx(self._conn, self.clock, self.schema.writers)
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
@@ -269,8 +282,34 @@ class Store:
 
 Writer = Callable[[Tx, Sequence[Any]], None]
 
-# record type -> the writer of the domain that keeps it; filled as domains register.
-WRITERS: dict[type, Writer] = {}
+
+@dataclass(frozen=True)
+class Schema:
+    """The domains' part of the database: each component's forward migrations (applied in
+    this order, after the core's) and the writer of each record type."""
+
+    components: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    writers: Mapping[type, Writer] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        components: Iterable[tuple[str, Sequence[str]]],
+        writers: Iterable[Mapping[type, Writer]],
+    ) -> Schema:
+        """One schema from every domain's parts; a component or record type twice is a bug."""
+        comps: dict[str, tuple[str, ...]] = {}
+        for name, migrations in components:
+            if name in comps or name == "core":
+                raise ValueError(f"store component {name} declared twice")
+            comps[name] = tuple(migrations)
+        merged: dict[type, Writer] = {}
+        for part in writers:
+            for record_type, writer in part.items():
+                if record_type in merged:
+                    raise ValueError(f"two store writers for {record_type.__name__}")
+                merged[record_type] = writer
+        return cls(tuple(comps.items()), merged)
 
 
 def upsert_each(
@@ -288,7 +327,7 @@ def write_records(tx: Tx, records: Sequence[Any]) -> None:
     for record in records:
         by_type.setdefault(type(record), []).append(record)
     for record_type, batch in by_type.items():
-        writer = WRITERS.get(record_type)
+        writer = tx.writers.get(record_type)
         if writer is None:
             raise TypeError(f"no store writer registered for {record_type.__name__}")
         writer(tx, batch)

@@ -1,9 +1,14 @@
-"""The domains, and what the daemon, the report and the tests ask of all of them at once.
+"""Every domain, and what the daemon, the report and the tests ask of all of them at once.
+
+:func:`domains` lists them in the config's order: the daemon builds sources in it,
+and ``sources:`` lists its blocks in it. A new domain is one line there; a new
+source of a domain touches that domain's folder only.
 
 Everything here is imported inside the functions: importing any domain module runs
 this package's ``__init__`` first, so a module-level import of the domains here
-would re-enter half-initialised modules. A config is typed ``Any`` here: this package
-is below the config (the config is built from the domains), so it cannot name it.
+would re-enter half-initialised modules. A config is typed ``Any`` here: this
+package is below the config (the config is built from the domains), so it cannot
+name it.
 """
 
 from __future__ import annotations
@@ -12,47 +17,66 @@ from collections.abc import Sequence
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from exporter.core.clock import Clock, system_clock
+
 if TYPE_CHECKING:
     from exporter.core.catalog import Catalog
+    from exporter.core.domain import Domain
     from exporter.core.health import SourceHealth
-    from exporter.core.provider import RenderContext, SourceInfo
+    from exporter.core.provider import Provider, RenderContext, SourceInfo
     from exporter.core.source import Source
-    from exporter.core.store import Store
+    from exporter.core.store import Schema, Store
+
+
+@cache
+def domains() -> tuple[Domain, ...]:
+    """Every domain, in the config's order."""
+    from exporter.domains import adoption, catalog, cost, delivery, probe, slo, traffic
+
+    return (
+        probe.DOMAIN,
+        cost.DOMAIN,
+        catalog.DOMAIN,
+        traffic.DOMAIN,
+        slo.DOMAIN,
+        adoption.DOMAIN,
+        delivery.DOMAIN,
+    )
 
 
 @cache
 def source_classes() -> dict[str, type[Source]]:
     """Every source class by its kind, in the config's order (the order of ``sources:``)."""
-    from exporter.domains.catalog.sources.backstage import BackstageSource
-    from exporter.domains.cost.sources.aws_cost import AwsCostSource
-    from exporter.domains.cost.sources.azure_cost import AzureCostSource
-    from exporter.domains.cost.sources.focus import FocusSource
-    from exporter.domains.cost.sources.request_totals import RequestTotalsSource
-    from exporter.domains.delivery.sources.github import GitHubSource
-    from exporter.domains.delivery.sources.gitlab import GitLabSource
-    from exporter.domains.delivery.sources.jenkins import JenkinsSource
-    from exporter.domains.probe.sources.probe import ProbeSource
-    from exporter.domains.traffic.sources.cloudwatch import CloudWatchSource
-    from exporter.domains.traffic.sources.kong import KongSource
-    from exporter.domains.traffic.sources.nginx import NginxSource
-    from exporter.domains.traffic.sources.prometheus import PrometheusSource
+    return {cls.kind: cls for d in domains() for cls in d.sources}
 
-    classes: tuple[type[Source], ...] = (
-        ProbeSource,
-        FocusSource,
-        AwsCostSource,
-        AzureCostSource,
-        RequestTotalsSource,
-        BackstageSource,
-        KongSource,
-        NginxSource,
-        CloudWatchSource,
-        PrometheusSource,
-        GitHubSource,
-        GitLabSource,
-        JenkinsSource,
+
+@cache
+def schema() -> Schema:
+    """Every domain's tables and record writers. Components migrate in name order."""
+    from exporter.core.store import Schema
+
+    by_name = sorted(domains(), key=lambda d: d.name)
+    return Schema.build(
+        [(c, m) for d in by_name for c, m in d.migrations.items()], [d.writers for d in by_name]
     )
-    return {cls.kind: cls for cls in classes}
+
+
+def open_store(path: str, clock: Clock = system_clock) -> Store:
+    """Open the database and bring every domain's schema up to date."""
+    from exporter.core.store import Store
+
+    return Store(path, clock, schema())
+
+
+def providers() -> dict[str, Provider]:
+    """Every provider, by name: the exporter's own health first, then the domains' in name order."""
+    from exporter.core import self_health
+
+    found: dict[str, Provider] = {"self_health": self_health.collect}
+    for d in sorted(domains(), key=lambda d: d.name):
+        if d.provider is not None:
+            found[d.name] = d.provider
+    return found
 
 
 def source_infos(config: Any) -> tuple[SourceInfo, ...]:
@@ -89,7 +113,8 @@ def render_context(
 
 
 def load_catalog(config: Any, store: Store) -> Catalog:
-    """The merged service catalog: the config's services and the enabled catalog sources'."""
-    from exporter.domains.catalog import store as catalog_store
-
-    return catalog_store.load_catalog(config, store)
+    """The merged service catalog, from the domain that provides it."""
+    for d in domains():
+        if d.load_catalog is not None:
+            return d.load_catalog(config, store)
+    raise LookupError("no domain provides the service catalog")

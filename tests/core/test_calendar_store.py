@@ -9,11 +9,11 @@ from pathlib import Path
 
 from exporter.core.periods import Span, last_month, month_to_date
 from exporter.core.store import Store, write_records
+from exporter.domains import open_store
 from exporter.domains.probe import store as probe_store
 from exporter.domains.probe.records import ProbeResult
 from exporter.domains.traffic import store as traffic_store
 from exporter.domains.traffic.records import TrafficDelta
-from exporter.store import open_store
 
 
 def at(text: str) -> float:

@@ -22,6 +22,7 @@ import pytest
 
 from exporter.core.periods import calendar_span, last_month
 from exporter.core.store import Store, write_records
+from exporter.domains import open_store
 from exporter.domains.cost.kpis import (
     budget_forecast,
     budget_used,
@@ -37,7 +38,6 @@ from exporter.domains.slo import store as slo_store
 from exporter.domains.slo.kpis import EventCounts
 from exporter.domains.traffic import store as traffic_store
 from exporter.domains.traffic.records import TrafficDelta
-from exporter.store import open_store
 
 T = TypeVar("T")
 

@@ -10,10 +10,9 @@ import pytest
 from exporter.config import Config, ServiceConfig
 from exporter.core import catalog as catalog_module
 from exporter.core.catalog import CatalogEntity, merge
-from exporter.domains import render_context
+from exporter.domains import open_store, render_context
 from exporter.domains.catalog.records import CatalogListing
 from exporter.domains.catalog.store import load_catalog
-from exporter.store import open_store
 
 
 def svc(name: str, team: str, **extra: Any) -> ServiceConfig:

@@ -17,8 +17,8 @@ from exporter.core.errors import UpstreamStatusError
 from exporter.core.provider import RenderContext
 from exporter.core.source import PollContext
 from exporter.daemon import Daemon
+from exporter.domains import providers
 from exporter.domains.probe.records import ProbeResult
-from exporter.metrics import providers
 from tests.support.exposition import Exposition
 from tests.support.fakes import ScriptedSource
 from tests.support.net import http_get, wait_until

@@ -21,7 +21,7 @@ from exporter.core.provider import RenderContext
 from exporter.core.server import MetricsServer, wants_gzip, wants_openmetrics
 from exporter.core.snapshot import Snapshot, SnapshotHolder
 from exporter.daemon import Daemon
-from exporter.metrics import providers
+from exporter.domains import providers
 from tests.support.exposition import Exposition
 from tests.support.net import http_get
 

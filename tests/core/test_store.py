@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from exporter.core.store import Store, write_records
+from exporter.domains import open_store
 from exporter.domains.probe import store as probe_store
 from exporter.domains.probe.records import ProbeResult
-from exporter.store import open_store
 
 ITEMS = ("CREATE TABLE items (id TEXT PRIMARY KEY, state TEXT NOT NULL, n INTEGER);",)
 

@@ -25,7 +25,7 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.config import Config
 from exporter.core.store import write_records
-from exporter.domains import render_context
+from exporter.domains import open_store, render_context
 from exporter.domains.cost import metrics as cost_metrics
 from exporter.domains.cost.records import CostContribution, CostDay
 from exporter.domains.probe import metrics as probe_metrics
@@ -34,7 +34,6 @@ from exporter.domains.slo import metrics as slo_metrics
 from exporter.domains.traffic import metrics as traffic_metrics
 from exporter.domains.traffic import store as traffic_store
 from exporter.domains.traffic.records import TrafficDelta
-from exporter.store import open_store
 from tests.support.exposition import Exposition
 from tests.support.instants import INSTANTS
 

@@ -28,9 +28,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from exporter.core.catalog import Catalog, CatalogEntity, log_conflicts, merge
-from exporter.core.store import Store, Tx, write_records
+from exporter.core.store import Store, Tx, Writer, write_records
 from exporter.domains.catalog.records import CatalogListing, CatalogServicesSeen, TemplateUse
-from exporter.store import register_domain
 
 log = logging.getLogger("exporter.catalog")
 
@@ -266,12 +265,8 @@ def record_services(config: Any, store: Store, now: float) -> None:
         log.debug("no catalog tables in this store; services not recorded")
 
 
-register_domain(
-    "catalog",
-    MIGRATIONS,
-    {
-        CatalogListing: write,
-        TemplateUse: write_template_uses,
-        CatalogServicesSeen: write_services_seen,
-    },
-)
+WRITERS: dict[type, Writer] = {
+    CatalogListing: write,
+    TemplateUse: write_template_uses,
+    CatalogServicesSeen: write_services_seen,
+}

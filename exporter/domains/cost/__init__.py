@@ -1,0 +1,16 @@
+"""Cost: billing exports and cost APIs allocated to services; cost per transaction, budgets."""
+
+from exporter.core.domain import Domain
+from exporter.domains.cost import metrics, store
+from exporter.domains.cost.sources.aws_cost import AwsCostSource
+from exporter.domains.cost.sources.azure_cost import AzureCostSource
+from exporter.domains.cost.sources.focus import FocusSource
+from exporter.domains.cost.sources.request_totals import RequestTotalsSource
+
+DOMAIN = Domain(
+    name="cost",
+    sources=(FocusSource, AwsCostSource, AzureCostSource, RequestTotalsSource),
+    migrations={"cost": store.MIGRATIONS},
+    writers=store.WRITERS,
+    provider=metrics.collect,
+)

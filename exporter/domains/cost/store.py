@@ -13,9 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from exporter.core.store import Store, Tx
+from exporter.core.store import Store, Tx, Writer
 from exporter.domains.cost.records import CostContribution, RequestTotal
-from exporter.store import register_domain
 
 MIGRATIONS = (
     """
@@ -211,8 +210,7 @@ def request_days(store: Store) -> set[str]:
     return {str(r[0]) for r in store.query("SELECT DISTINCT day FROM cost_request_totals")}
 
 
-register_domain(
-    "cost",
-    MIGRATIONS,
-    {CostContribution: write_contributions, RequestTotal: write_request_totals},
-)
+WRITERS: dict[type, Writer] = {
+    CostContribution: write_contributions,
+    RequestTotal: write_request_totals,
+}

@@ -1,0 +1,16 @@
+"""Delivery: CI/CD runs, deployments, commits and incidents; the four DORA keys and time
+to production."""
+
+from exporter.core.domain import Domain
+from exporter.domains.delivery import metrics, store
+from exporter.domains.delivery.sources.github import GitHubSource
+from exporter.domains.delivery.sources.gitlab import GitLabSource
+from exporter.domains.delivery.sources.jenkins import JenkinsSource
+
+DOMAIN = Domain(
+    name="delivery",
+    sources=(GitHubSource, GitLabSource, JenkinsSource),
+    migrations={"delivery": store.MIGRATIONS},
+    writers=store.WRITERS,
+    provider=metrics.collect,
+)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from exporter.core.store import Store, Tx
+from exporter.core.store import Store, Tx, Writer
 from exporter.domains.delivery.kpis import (
     PIPELINE_DURATION_BUCKETS,
     QUEUE_BUCKETS,
@@ -30,7 +30,6 @@ from exporter.domains.delivery.records import (
     MergeRequest,
     PipelineRun,
 )
-from exporter.store import register_domain
 
 MIGRATIONS = (
     """
@@ -282,17 +281,13 @@ def last_production_sha(store: Store, service: str) -> str | None:
     return None if row is None else str(row[0])
 
 
-register_domain(
-    "delivery",
-    MIGRATIONS,
-    {
-        PipelineRun: write_runs,
-        Deployment: write_deployments,
-        Commit: write_commits,
-        Incident: write_incidents,
-        MergeRequest: write_merge_requests,
-    },
-)
+WRITERS: dict[type, Writer] = {
+    PipelineRun: write_runs,
+    Deployment: write_deployments,
+    Commit: write_commits,
+    Incident: write_incidents,
+    MergeRequest: write_merge_requests,
+}
 
 
 def has_commit(store: Store, service: str, sha: str) -> bool:

@@ -1,0 +1,14 @@
+"""Probe: synthetic HTTP checks of each service's endpoints; uptime and probe latency."""
+
+from exporter.core.domain import Domain
+from exporter.domains.probe import metrics, store
+from exporter.domains.probe.sources.probe import ProbeSource
+
+DOMAIN = Domain(
+    name="probe",
+    sources=(ProbeSource,),
+    migrations={"probe": store.MIGRATIONS},
+    writers=store.WRITERS,
+    provider=metrics.collect,
+    prune=store.prune,
+)

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 from exporter.core.periods import Span
 from exporter.core.spans import span_sums
-from exporter.core.store import Store, Tx
+from exporter.core.store import Store, Tx, Writer
 from exporter.domains.probe.kpis import DURATION_BUCKETS, FAILURE_REASONS, CheckCounts
 from exporter.domains.probe.records import ProbeResult
-from exporter.store import register_domain
 
 # Successful check durations per bucket of DURATION_BUCKETS, non-cumulative; the last
 # column is the overflow (slower than every bound).
@@ -213,4 +212,4 @@ def last_success(store: Store) -> dict[tuple[str, str], float]:
     return {(str(r[0]), str(r[1])): float(r[2]) for r in rows}
 
 
-register_domain("probe", MIGRATIONS, {ProbeResult: write})
+WRITERS: dict[type, Writer] = {ProbeResult: write}

@@ -1,0 +1,17 @@
+"""Traffic: API gateway requests, errors and latency per service (Kong, NGINX, CloudWatch,
+Prometheus)."""
+
+from exporter.core.domain import Domain
+from exporter.domains.traffic import metrics, store
+from exporter.domains.traffic.sources.cloudwatch import CloudWatchSource
+from exporter.domains.traffic.sources.kong import KongSource
+from exporter.domains.traffic.sources.nginx import NginxSource
+from exporter.domains.traffic.sources.prometheus import PrometheusSource
+
+DOMAIN = Domain(
+    name="traffic",
+    sources=(KongSource, NginxSource, CloudWatchSource, PrometheusSource),
+    migrations={"traffic": store.MIGRATIONS},
+    writers=store.WRITERS,
+    provider=metrics.collect,
+)

@@ -19,10 +19,9 @@ from typing import Any
 
 from exporter.core.periods import Span, utc_date
 from exporter.core.spans import span_sums
-from exporter.core.store import Labels, Store, Tx, _labels_key, upsert_each, write_records
+from exporter.core.store import Labels, Store, Tx, Writer, _labels_key, upsert_each, write_records
 from exporter.domains.traffic.kpis import CODE_CLASSES, LATENCY_BUCKETS, WindowCounts
 from exporter.domains.traffic.records import ConsumerSeen, TrafficDelta, TrafficLatency
-from exporter.store import register_domain
 
 NB = len(LATENCY_BUCKETS)
 _BUCKET_COLS = [f"b{i}" for i in range(NB + 1)]  # the last one is the overflow
@@ -407,8 +406,8 @@ def active_consumers(store: Store, since: float) -> dict[str, int]:
     return {str(r[0]): int(r[1]) for r in rows}
 
 
-register_domain(
-    "traffic",
-    MIGRATIONS,
-    {TrafficDelta: write_deltas, TrafficLatency: write_latencies, ConsumerSeen: write_consumers},
-)
+WRITERS: dict[type, Writer] = {
+    TrafficDelta: write_deltas,
+    TrafficLatency: write_latencies,
+    ConsumerSeen: write_consumers,
+}

@@ -12,10 +12,9 @@ from typing import Any
 from exporter.config import Config
 from exporter.core.snapshot import Snapshot
 from exporter.core.store import write_records
-from exporter.domains import render_context
+from exporter.domains import open_store, render_context
 from exporter.domains.adoption.metrics import collect
 from exporter.domains.traffic.records import ConsumerSeen, TrafficDelta
-from exporter.store import open_store
 from tests.support.exposition import Exposition
 
 NOW = datetime(2026, 9, 21, 12, tzinfo=UTC).timestamp()

@@ -9,13 +9,13 @@ from typing import Any
 
 from exporter.config import Config
 from exporter.daemon import Daemon
+from exporter.domains import open_store
 from exporter.domains.delivery.sandbox import data as delivery_data
 from exporter.domains.delivery.sandbox.data import EXPECTED, FakeRepo
 from exporter.domains.delivery.sandbox.gitlab import TOKEN, GitLabFake
 from exporter.domains.delivery.sandbox.jenkins import API_TOKEN, USER, JenkinsFake
 from exporter.domains.delivery.sources.gitlab import GitLabSource
 from exporter.domains.delivery.sources.jenkins import JenkinsSource
-from exporter.store import open_store
 from tests.domains.delivery.helpers import value
 
 

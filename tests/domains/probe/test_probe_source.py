@@ -14,8 +14,8 @@ from exporter.config import Config, ProbeCheckConfig
 from exporter.core.health import SourceHealth
 from exporter.core.httpclient import build_client
 from exporter.core.source import PollContext
+from exporter.domains import open_store
 from exporter.domains.probe.sources.probe import ProbeSource, run_check
-from exporter.store import open_store
 
 
 def check(**kw: Any) -> ProbeCheckConfig:

@@ -27,12 +27,11 @@ import yaml
 
 from exporter.config import Config
 from exporter.core.store import write_records
-from exporter.domains import render_context
+from exporter.domains import open_store, render_context
 from exporter.domains.probe import metrics as probe_metrics
 from exporter.domains.probe.records import ProbeResult
 from exporter.domains.slo import metrics as slo_metrics
 from exporter.rules import rule_files
-from exporter.store import open_store
 from tests.support.prometheus import PROMTOOL, PrometheusServer
 
 pytestmark = pytest.mark.integration

@@ -14,13 +14,12 @@ import pytest
 
 from exporter.config import Config
 from exporter.core.store import write_records
-from exporter.domains import render_context
+from exporter.domains import open_store, render_context
 from exporter.domains.probe.records import ProbeResult
 from exporter.domains.slo import metrics as slo_metrics
 from exporter.domains.slo.kpis import EventCounts, budget_remaining, burn_rate, error_ratio
 from exporter.domains.traffic.kpis import LATENCY_BUCKETS
 from exporter.domains.traffic.records import TrafficDelta
-from exporter.store import open_store
 
 NOW = 1_800_000_000.0
 HOUR = 3600.0

@@ -10,6 +10,7 @@ import pytest
 from exporter.config import Config
 from exporter.core.periods import is_closed_day, utc_minute
 from exporter.core.store import write_records
+from exporter.domains import open_store
 from exporter.domains.traffic import store as traffic_store
 from exporter.domains.traffic.kpis import (
     LATENCY_BUCKETS,
@@ -27,7 +28,6 @@ from exporter.domains.traffic.kpis import (
 )
 from exporter.domains.traffic.records import ConsumerSeen, TrafficDelta
 from exporter.domains.traffic.routes import RouteMap
-from exporter.store import open_store
 
 NB = len(LATENCY_BUCKETS)
 DAY = datetime(2026, 3, 2, tzinfo=UTC).timestamp()

@@ -1,0 +1,30 @@
+"""What a domain brings: the one declaration the daemon, the store, the report and the
+sandbox read (:mod:`exporter.domains` lists them)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from exporter.core.catalog import Catalog
+    from exporter.core.provider import Provider
+    from exporter.core.source import Source
+    from exporter.core.store import Store, Tx, Writer
+
+
+@dataclass(frozen=True)
+class Domain:
+    """One domain's parts. A config is typed ``Any``: the config is built from the domains."""
+
+    name: str  # the provider's name: "probe", "delivery", ...
+    sources: tuple[type[Source], ...] = ()  # in the config's order; each class declares itself
+    migrations: Mapping[str, Sequence[str]] = field(default_factory=dict)  # component -> forward
+    writers: Mapping[type, Writer] = field(default_factory=dict)  # record type -> store writer
+    provider: Provider | None = None  # its metric families
+    prune: Callable[[Tx, float], object] | None = None  # drop raw rows older than the cutoff
+    # Derived state, at start and after a poll of a source producing one of ``refresh_after``.
+    refresh: Callable[[Any, Store, float], None] | None = None
+    refresh_after: frozenset[type] = frozenset()
+    load_catalog: Callable[[Any, Store], Catalog] | None = None  # the merged catalog (catalog)
