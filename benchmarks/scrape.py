@@ -81,8 +81,9 @@ def serve(series: int) -> None:
     import tempfile
 
     import exporter.daemon
-    from exporter.config import Config, ServerConfig
+    from exporter.config import Config
     from exporter.core.server import MetricsServer
+    from exporter.core.settings import ServerConfig
     from exporter.core.snapshot import SnapshotHolder
 
     real = exporter.daemon.providers()

@@ -22,8 +22,9 @@ from pathlib import Path
 import yaml
 
 from exporter import __version__
-from exporter.config import Config, ConfigError, load_config, masked
+from exporter.config import ConfigError, load_config, masked
 from exporter.core.clock import Clock, ShiftedClock, parse_instant, system_clock, utc_datetime
+from exporter.core.settings import ConfigBase
 from exporter.core.snapshot import Snapshot
 
 EXIT_OK = 0
@@ -206,12 +207,12 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def _load(path: Path) -> Config:
+def _load(path: Path) -> ConfigBase:
     return load_config(path)
 
 
 async def _serve(
-    config: Config,
+    config: ConfigBase,
     duration: float | None = None,
     banner: str | None = None,
     clock: Clock = system_clock,
@@ -240,7 +241,7 @@ def _print(snapshot: Snapshot, openmetrics: bool) -> None:
     sys.stdout.flush()
 
 
-async def _once(config: Config, openmetrics: bool) -> int:
+async def _once(config: ConfigBase, openmetrics: bool) -> int:
     from exporter.daemon import Daemon
 
     daemon = Daemon(config)
@@ -252,7 +253,7 @@ async def _once(config: Config, openmetrics: bool) -> int:
     return EXIT_OK if ok else EXIT_FAILURE
 
 
-def _report(config_file: Path, config: Config, at: float, openmetrics: bool) -> int:
+def _report(config_file: Path, config: ConfigBase, at: float, openmetrics: bool) -> int:
     """``once --as-of``: the stored history at ``at``; polls nothing, records nothing."""
     from exporter.report import report
 

@@ -26,12 +26,12 @@ import httpx
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from exporter.config import Config
 from exporter.core.clock import Clock, system_clock, wall_datetime
 from exporter.core.errors import classify
 from exporter.core.health import SourceHealth
 from exporter.core.httpclient import build_client
 from exporter.core.server import MetricsServer
+from exporter.core.settings import ConfigBase
 from exporter.core.snapshot import Part, Snapshot, SnapshotHolder, render_part
 from exporter.core.source import PollContext, Source
 from exporter.core.store import Store
@@ -47,7 +47,7 @@ from exporter.domains import (
 log = logging.getLogger("exporter.daemon")
 
 
-def build_sources(config: Config, clock: Clock = system_clock) -> list[Source]:
+def build_sources(config: ConfigBase, clock: Clock = system_clock) -> list[Source]:
     """One source per enabled block that has something to do, each on ``clock``."""
     out: list[Source] = []
     for kind, cls in source_classes().items():
@@ -66,7 +66,7 @@ class Daemon:
 
     def __init__(
         self,
-        config: Config,
+        config: ConfigBase,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         sources: list[Source] | None = None,

@@ -17,8 +17,8 @@ from collections.abc import Iterable, Iterator
 
 from prometheus_client.metrics_core import Metric
 
-from exporter.config import Config
 from exporter.core.clock import FixedClock
+from exporter.core.settings import ConfigBase
 from exporter.core.snapshot import Part, Snapshot, render_part
 from exporter.domains import open_store, providers, render_context
 
@@ -32,7 +32,7 @@ def _at_instant(families: Iterable[Metric]) -> Iterator[Metric]:
     return (f for f in families if f.type not in TOTALS)
 
 
-def report(config: Config, at: float) -> tuple[Snapshot, list[str]]:
+def report(config: ConfigBase, at: float) -> tuple[Snapshot, list[str]]:
     """The exposition of the stored history at ``at``, and the providers that failed.
 
     A failing provider is logged and left out; the others still report.

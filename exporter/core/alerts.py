@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.config import Config
+from exporter.core.settings import ConfigBase
 
 DOWN_INTERVALS = 2
 STALE_INTERVALS = 5
@@ -35,7 +35,7 @@ FORECAST_RATIO = "platform_budget_forecast_ratio"
 USED_RATIO = "platform_budget_used_ratio"
 
 
-def rules(config: Config) -> list[dict[str, Any]]:
+def rules(config: ConfigBase) -> list[dict[str, Any]]:
     return [
         {
             "alert": "PlatformExporterSourceDown",
@@ -113,5 +113,5 @@ def rules(config: Config) -> list[dict[str, Any]]:
     ]
 
 
-def rule_file(config: Config) -> dict[str, Any]:
+def rule_file(config: ConfigBase) -> dict[str, Any]:
     return {"groups": [{"name": "platform-kpi-exporter", "rules": rules(config)}]}

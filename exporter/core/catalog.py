@@ -15,12 +15,15 @@ store and logs new conflicts.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from exporter.config import ServiceConfig, repo_claims
+from exporter.core.settings import ServiceBase
 
 log = logging.getLogger("exporter.catalog")
 
@@ -108,33 +111,9 @@ class Catalog:
         return sorted(s.name for s in self.services.values() if s.team == team)
 
 
-def _config_service(svc: ServiceConfig) -> CatalogService:
-    return CatalogService(
-        name=svc.name,
-        team=svc.team,
-        source=CONFIG,
-        tags=frozenset(t.lower() for t in svc.tags),
-        annotations=dict(svc.annotations),
-        registered_at=svc.registered_at.timestamp() if svc.registered_at else None,
-        has_probes=bool(svc.probes),
-        repos=tuple(_strings(getattr(svc, "repos", ()))),
-        routes=tuple(_strings(getattr(svc, "routes", ()))),
-        cost_tags=_cost_tags(svc),
-    )
-
-
-def _cost_tags(svc: ServiceConfig) -> tuple[str, ...]:
-    cost = getattr(svc, "cost", None)
-    tags = getattr(cost, "tags", None) or {}
-    return tuple(f"{k}={v}" for k, v in sorted(tags.items()))
-
-
-def _strings(value: object) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, Iterable):
-        return [str(v) for v in value]
-    return []
+def _config_service(svc: ServiceBase) -> CatalogService:
+    fields: dict[str, Any] = svc.catalog_fields()
+    return CatalogService(name=svc.name, team=svc.team, source=CONFIG, **fields)
 
 
 def _fmt(value: object) -> str:
@@ -145,7 +124,7 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
-def merge(config_services: Sequence[ServiceConfig], entities: Iterable[CatalogEntity]) -> Catalog:
+def merge(config_services: Sequence[ServiceBase], entities: Iterable[CatalogEntity]) -> Catalog:
     """The merged catalog: config services first, then external components; config wins."""
     services: dict[str, CatalogService] = {s.name: _config_service(s) for s in config_services}
     teams: set[str] = {s.team for s in services.values()}
@@ -270,3 +249,37 @@ def route_index(catalog: Catalog) -> dict[str, str]:
         for route in svc.routes:
             out.setdefault(route, name)
     return out
+
+
+def is_pattern(text: str) -> bool:
+    """True when ``text`` holds a shell wildcard (``*``, ``?`` or ``[``)."""
+    return any(c in text for c in "*?[")
+
+
+def repo_claims(config_services: Sequence[ServiceBase]) -> Callable[[str], str | None]:
+    """``kind:name`` -> the config service whose ``ci`` refs claim that repo (exact refs
+    before patterns), with the exact refs indexed once."""
+    exact: dict[tuple[str, str], str] = {}
+    patterns: dict[str, list[tuple[str, re.Pattern[str]]]] = {}
+    for svc in config_services:
+        for kind, pattern in svc.repo_refs():
+            if is_pattern(pattern):
+                rx = re.compile(fnmatch.translate(pattern.lower()))
+                patterns.setdefault(kind, []).append((svc.name, rx))
+            else:
+                exact.setdefault((kind, pattern.lower()), svc.name)
+    # One alternation per kind rejects a name no pattern matches in a single pass.
+    any_of = {
+        kind: re.compile("|".join(f"(?:{rx.pattern})" for _, rx in pats))
+        for kind, pats in patterns.items()
+    }
+
+    def owner(repo: str) -> str | None:
+        kind, _, name = repo.partition(":")
+        lowered = name.lower()
+        found = exact.get((kind, lowered))
+        if found is None and kind in any_of and any_of[kind].match(lowered):
+            found = next(s for s, rx in patterns[kind] if rx.match(lowered))
+        return found
+
+    return owner

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 from prometheus_client.metrics_core import Metric
 
-from exporter.config import Config
 from exporter.core.health import SourceHealth
+from exporter.core.settings import ConfigBase
 from exporter.core.store import Store
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ class SourceInfo:
 class RenderContext:
     """What a provider may read."""
 
-    config: Config
+    config: ConfigBase
     store: Store
     health: Sequence[SourceHealth]
     now: float

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from exporter.config import ServerConfig
+from exporter.core.settings import ServerConfig
 from exporter.core.snapshot import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, SnapshotHolder
 
 log = logging.getLogger("exporter.server")

@@ -19,9 +19,9 @@ from typing import Any, ClassVar
 
 import httpx
 
-from exporter.config import Config, SourceConfig
 from exporter.core.clock import Clock, system_clock
 from exporter.core.health import SourceHealth
+from exporter.core.settings import ConfigBase, SourceConfig
 from exporter.core.store import Store, write_records
 
 
@@ -67,7 +67,7 @@ class Source(ABC):
     #: Other facts consumers ask about (``paid_api``, ``template:<kind>``), instead of naming kinds.
     tags: ClassVar[frozenset[str]] = frozenset()
 
-    def __init__(self, config: Config, settings: SourceConfig) -> None:
+    def __init__(self, config: ConfigBase, settings: SourceConfig) -> None:
         self.config = config
         self.settings = settings
         # "Now" outside a poll (credentials minted by the HTTP client); the daemon sets

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import ConfigError, load_config, masked, parse_duration
+from exporter.config import ConfigError, load_config, masked
+from exporter.core.settings import parse_duration
 from tests.support.daemon import REPO_ROOT
 
 VALID = """

@@ -16,9 +16,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
 
 import exporter.daemon as daemon_module
-from exporter.config import ServerConfig
 from exporter.core.provider import RenderContext
 from exporter.core.server import MetricsServer, wants_gzip, wants_openmetrics
+from exporter.core.settings import ServerConfig
 from exporter.core.snapshot import Snapshot, SnapshotHolder
 from exporter.daemon import Daemon
 from exporter.domains import providers

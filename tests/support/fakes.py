@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from exporter.config import Config, SourceConfig
+from exporter.config import Config
+from exporter.core.settings import SourceConfig
 from exporter.core.source import PollContext, Source
 
 Behaviour = Callable[[PollContext, int], Awaitable[None]]

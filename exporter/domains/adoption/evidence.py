@@ -13,11 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from exporter.config import Config
 from exporter.core.provider import RenderContext
+from exporter.core.settings import ConfigBase
 from exporter.core.store import Store
 from exporter.domains.adoption.kpis import Evidence, PipelineFact, TrafficFact
+from exporter.domains.adoption.settings import AdoptionSection
 from exporter.domains.cost.records import CostContribution
+from exporter.domains.cost.settings import CostSection
 from exporter.domains.delivery.records import PipelineRun
 from exporter.domains.traffic.records import TrafficDelta
 
@@ -119,14 +121,18 @@ def production_deploys(
 
 
 def capability_costs(
-    config: Config, seen: Collected, store: Store, now: float
+    config: ConfigBase, seen: Collected, store: Store, now: float
 ) -> dict[str, dict[str, float]]:
     """Each capability's running cost per currency over the last 30 closed UTC days.
 
     The cost of a capability is the allocated cost of its ``cost_services``; a capability
     without them, or with no cost row in the window, is absent (no cost data is not 0).
     """
-    wanted = {c.name: set(c.cost_services) for c in config.capabilities if c.cost_services}
+    wanted = {
+        c.name: set(c.cost_services)
+        for c in AdoptionSection.of(config).capabilities
+        if c.cost_services
+    }
     if not wanted or not seen.cost:
         return {}
     from exporter.core.periods import utc_date
@@ -134,7 +140,7 @@ def capability_costs(
     from exporter.domains.cost.kpis import window_bounds
 
     first, last = window_bounds(utc_date(now))["30d"]
-    rows = cost_store.daily_costs(store, first, last, config.cost.amount)
+    rows = cost_store.daily_costs(store, first, last, CostSection.of(config).cost.amount)
     out: dict[str, dict[str, float]] = {}
     for _day, service, _team, _provider, _category, currency, amount in rows:
         for capability, services in wanted.items():

@@ -35,15 +35,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from exporter.config import (
+from exporter.core.catalog import Catalog, CatalogService
+from exporter.core.stats import histogram
+from exporter.domains.adoption.settings import (
     CapabilityConfig,
     CatalogRule,
     GatewayTrafficRule,
     PipelineTemplateRule,
     ProbeRule,
 )
-from exporter.core.catalog import Catalog, CatalogService
-from exporter.core.stats import histogram
 
 DAY = 86400.0
 ACTIVE_WINDOW = 30 * DAY

@@ -30,16 +30,17 @@ from prometheus_client.metrics_core import Metric
 from exporter.core.provider import RenderContext, le_label
 from exporter.domains.adoption import evidence as evidence_reader
 from exporter.domains.adoption import kpis as kpi
+from exporter.domains.adoption.settings import AdoptionSection
 from exporter.domains.catalog.metrics import catalog_help as _help
 
 
 def collect(ctx: RenderContext) -> Iterator[Metric]:
-    window = kpi.evidence_window(ctx.config.capabilities)
+    window = kpi.evidence_window(AdoptionSection.of(ctx.config).capabilities)
     seen = evidence_reader.collected(ctx)
     facts = evidence_reader.collect(seen, ctx.store, ctx.now, window)
     results = [
         r
-        for cap in ctx.config.capabilities
+        for cap in AdoptionSection.of(ctx.config).capabilities
         if (r := kpi.adoption(cap, ctx.catalog, facts, ctx.now)) is not None
     ]
     yield from _capabilities(ctx, results)
@@ -55,7 +56,7 @@ def _capabilities(ctx: RenderContext, results: list[kpi.CapabilityAdoption]) -> 
         _help("A platform capability declared in the config, with its detection rule.", ctx),
         labels=["capability", "rule"],
     )
-    for cap in ctx.config.capabilities:
+    for cap in AdoptionSection.of(ctx.config).capabilities:
         info.add_metric([cap.name, cap.detect.rule], 1)
     services = GaugeMetricFamily(
         "platform_capability_adopting_services",
@@ -96,7 +97,7 @@ def _activity(
         "platform_teams_onboarded",
         _help("Teams owning at least one service that adopts at least one capability.", ctx),
     )
-    if ctx.config.capabilities:
+    if AdoptionSection.of(ctx.config).capabilities:
         onboarded.add_metric([], kpi.teams_onboarded_count(catalog, results))
     yield onboarded
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from exporter.config import Config
+from exporter.core.settings import ConfigBase
 from exporter.domains.cost.kpis import Allocator, ServiceRule
+from exporter.domains.cost.settings import CostServiceFields
 
 if TYPE_CHECKING:
     from exporter.core.catalog import Catalog
@@ -23,20 +24,20 @@ def parse_cost_tags(items: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def allocator_for(config: Config, catalog: Catalog | None = None) -> Allocator:
+def allocator_for(config: ConfigBase, catalog: Catalog | None = None) -> Allocator:
     """The allocation rules of every service that declares a ``cost`` block, then (with a
     merged ``catalog``) the cost tags an external catalog gives the other services."""
     rules = [
         ServiceRule(
             service=s.name,
             team=s.team,
-            tags=dict(s.cost.tags),
-            resources=tuple(s.cost.resources),
-            accounts=tuple(s.cost.accounts),
-            shared=s.cost.shared,
+            tags=dict(cost.tags),
+            resources=tuple(cost.resources),
+            accounts=tuple(cost.accounts),
+            shared=cost.shared,
         )
         for s in config.services
-        if s.cost is not None
+        if (cost := CostServiceFields.of(s).cost) is not None
     ]
     if catalog is not None:
         claimed = {r.service for r in rules}
@@ -47,7 +48,7 @@ def allocator_for(config: Config, catalog: Catalog | None = None) -> Allocator:
     return Allocator(rules)
 
 
-def current_allocator(config: Config, store: Store) -> Allocator:
+def current_allocator(config: ConfigBase, store: Store) -> Allocator:
     """The allocator for this poll: the config plus the stored external catalog."""
     from exporter.domains.catalog.store import load_catalog
 

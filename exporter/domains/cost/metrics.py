@@ -32,6 +32,7 @@ from exporter.domains.cost import kpis
 from exporter.domains.cost import store as cost_store
 from exporter.domains.cost.kpis import WINDOWS, CostRow
 from exporter.domains.cost.records import CostContribution
+from exporter.domains.cost.settings import CostSection, CostServiceFields
 from exporter.domains.traffic import store as traffic_store
 
 
@@ -74,7 +75,7 @@ class _CostState:
 
 
 def _state(ctx: RenderContext) -> _CostState:
-    settings = ctx.config.cost
+    settings = CostSection.of(ctx.config).cost
     today = utc_date(ctx.now)
     windows = kpis.window_bounds(today)
     first, last = kpis.window_range(windows)
@@ -88,7 +89,11 @@ def _state(ctx: RenderContext) -> _CostState:
     # The merged catalog: config services, then those an external catalog adds.
     catalog = {name: svc.team for name, svc in ctx.catalog.services.items()}
     catalog.update({s.name: s.team for s in ctx.config.services})
-    shared = {s.name: s.team for s in ctx.config.services if s.cost is not None and s.cost.shared}
+    shared = {
+        s.name: s.team
+        for s in ctx.config.services
+        if (own := CostServiceFields.of(s).cost) is not None and own.shared
+    }
     rows = kpis.cost_view(rows, shared, requests, catalog, settings.split_shared_by_requests)
     return _CostState(today, windows, rows, ends, cost_start, cost_end, requests, catalog)
 
@@ -97,7 +102,7 @@ def _cost(ctx: RenderContext, st: _CostState) -> Metric:
     cost = _gauge(
         ctx,
         "platform_cost",
-        f"Allocated cloud cost ({ctx.config.cost.amount} cost) over the window's closed UTC days, "
+        f"Allocated cloud cost ({CostSection.of(ctx.config).cost.amount} cost) over the window's closed UTC days, "
         'in the currency of the label; unmatched cost is service="unallocated".',
         ["service", "team", "provider", "category", "currency", "window"],
     )
@@ -235,7 +240,7 @@ def _budgets(ctx: RenderContext, st: _CostState) -> Iterator[Metric]:
         ["scope", "name", "team"],
     )
     days = kpis.month_days(st.today, st.cost_start, st.cost_end)
-    for b in ctx.config.cost.budgets:
+    for b in CostSection.of(ctx.config).cost.budgets:
         # `name` is the team or service the budget is for; `team` is always set, so a
         # budget alert routes by team like every other alert.
         who = [b.name, st.catalog.get(b.name, "")] if b.scope == "service" else [b.name, b.name]

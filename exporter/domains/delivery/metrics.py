@@ -34,6 +34,7 @@ from exporter.core.provider import RenderContext, cached_help, le_label
 from exporter.domains.delivery import kpis as kpi
 from exporter.domains.delivery import store as store
 from exporter.domains.delivery.records import PipelineRun
+from exporter.domains.delivery.settings import DeliverySection, DeliveryServiceFields
 
 Help = Callable[[str], str]
 Rows = Sequence[tuple[CatalogService, kpi.ServiceKpis]]
@@ -81,12 +82,12 @@ def delivery_services(ctx: RenderContext) -> list[CatalogService]:
     services of the merged catalog whose annotations name repos of a configured CI source
     (a service only Backstage lists included), in name order."""
     kinds = ctx.kinds(producing=PipelineRun)
-    with_ci = [s.name for s in ctx.config.services if s.ci]
+    with_ci = [s.name for s in ctx.config.services if DeliveryServiceFields.of(s).ci]
     return kpi.delivery_services(ctx.catalog.services, with_ci, kinds)
 
 
 def _service_rows(ctx: RenderContext) -> list[tuple[CatalogService, kpi.ServiceKpis]]:
-    settings = ctx.config.delivery
+    settings = DeliverySection.of(ctx.config).delivery
     rules = kpi.DeliveryRules(
         squash_lead_time=settings.squash_lead_time,
         incident_link_window=settings.incident_link_window,

@@ -32,6 +32,7 @@ from exporter.domains.probe.kpis import (
     uptime_ratio,
 )
 from exporter.domains.probe.records import ProbeResult
+from exporter.domains.probe.settings import ProbeServiceFields
 
 
 def collect(ctx: RenderContext) -> Iterator[Metric]:
@@ -115,7 +116,7 @@ def _uptime(ctx: RenderContext) -> Iterator[Metric]:
         for service, in_span in probe_store.span_counts(ctx.store, span).items():
             per_window[(service, window)] = in_span.uptime
     for svc in ctx.config.services:
-        if not svc.probes:
+        if not ProbeServiceFields.of(svc).probes:
             continue
         for window in (*UPTIME_WINDOWS, *CALENDAR_WINDOWS):
             c = per_window.get((svc.name, window))

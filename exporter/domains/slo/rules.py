@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from exporter.config import Config
+from exporter.core.settings import ConfigBase
 from exporter.domains.slo.spec import SLOSpec, all_slos
 from exporter.domains.slo.windows import DAY, BurnWindow, prom_duration
 
@@ -283,7 +283,7 @@ def _alert_group(spec: SLOSpec) -> dict[str, Any]:
     return {"name": f"sloth-slo-alerts-{spec.id}", "rules": rules}
 
 
-def rule_file(config: Config) -> dict[str, Any]:
+def rule_file(config: ConfigBase) -> dict[str, Any]:
     groups: list[dict[str, Any]] = []
     for spec in all_slos(config):
         rules = [r for part in (_sli_group, _meta_group, _alert_group) for r in part(spec)["rules"]]

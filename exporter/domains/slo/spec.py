@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from exporter.domains.probe.kpis import DURATION_BUCKETS
 from exporter.domains.slo.openslo import WINDOW, load_documents
+from exporter.domains.slo.settings import SloServiceFields
 from exporter.domains.slo.windows import (
     MONTH,
     BurnWindow,
@@ -31,19 +31,14 @@ from exporter.domains.slo.windows import (
     period_name,
     prom_duration,
 )
-from exporter.domains.traffic.kpis import LATENCY_BUCKETS
 
 if TYPE_CHECKING:
-    from exporter.config import Config, ServiceConfig
+    from exporter.core.settings import ConfigBase, ServiceBase
 
 PROBE_CHECKS = "platform_probe_checks_total"
 PROBE_DURATION = "platform_probe_duration_seconds"
 REQUESTS = "platform_service_requests_total"
 REQUEST_DURATION = "platform_service_request_duration_seconds"
-
-
-class SLOSpecError(ValueError):
-    """A service's SLO config does not fit its data."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,11 +90,6 @@ class SLOSpec:
         return self.bad_template.replace(WINDOW, prom_duration(window))
 
 
-def request_buckets() -> tuple[float, ...]:
-    """The request-duration histogram bounds of the traffic domain."""
-    return tuple(float(b) for b in LATENCY_BUCKETS)
-
-
 def _le(bound: float) -> str:
     """A matcher for a bucket bound as the exporter writes it (``%g``); a whole number also
     matches its ``1.0`` spelling, which Prometheus 3 normalises ``le`` to."""
@@ -140,44 +130,9 @@ def _requests_availability(service: str) -> Templates:
     return _ratio(bad, total), total, bad
 
 
-def check_service_slos(service: ServiceConfig) -> None:
-    """Raise SLOSpecError when the SLO config cannot work for this service."""
-    slo = service.slo
-    if slo is None:
-        return
-    if slo.availability and slo.availability.sli == "probe" and not service.probes:
-        raise SLOSpecError("availability.sli is probe but the service has no probes")
-    if slo.latency:
-        if slo.latency.sli == "probe":
-            if not service.probes:
-                raise SLOSpecError("latency.sli is probe but the service has no probes")
-            bounds: tuple[float, ...] | None = DURATION_BUCKETS
-        else:
-            bounds = request_buckets()
-        if bounds is not None and not any(abs(b - slo.latency.threshold) < 1e-9 for b in bounds):
-            raise SLOSpecError(
-                f"latency.threshold {slo.latency.threshold:g}s is not a bucket bound of the "
-                f"{slo.latency.sli} duration histogram; use one of "
-                + ", ".join(f"{b:g}s" for b in bounds)
-            )
-    builtin = {n for n in ("availability", "latency") if getattr(slo, n) is not None}
-    for doc in load_documents(slo.openslo) if slo.openslo else []:
-        if doc.service and doc.service != service.name:
-            raise SLOSpecError(
-                f"openslo: SLO {doc.name!r} is for service {doc.service!r}, not {service.name!r}"
-            )
-        if doc.name in builtin:
-            raise SLOSpecError(f"openslo: SLO name {doc.name!r} clashes with slo.{doc.name}")
-        if doc.period is not None:
-            try:
-                burn_windows(doc.period, slo.alert_windows)
-            except ValueError as exc:
-                raise SLOSpecError(f"openslo: SLO {doc.name!r}: timeWindow: {exc}") from None
-
-
-def service_slos(service: ServiceConfig) -> list[SLOSpec]:
+def service_slos(service: ServiceBase) -> list[SLOSpec]:
     """The SLOs of one service, built-in ones first."""
-    slo = service.slo
+    slo = SloServiceFields.of(service).slo
     if slo is None:
         return []
     out: list[SLOSpec] = []
@@ -238,7 +193,7 @@ def service_slos(service: ServiceConfig) -> list[SLOSpec]:
 
 
 def _built_in(
-    service: ServiceConfig,
+    service: ServiceBase,
     name: str,
     objective_percent: float,
     sli: str,
@@ -248,7 +203,7 @@ def _built_in(
 ) -> SLOSpec:
     """A built-in SLO (``slo.availability`` or ``slo.latency``) of ``service``;
     ``templates`` are its error-ratio, total and bad PromQL templates."""
-    slo = service.slo
+    slo = SloServiceFields.of(service).slo
     assert slo is not None
     ratio, total, bad = templates
     return SLOSpec(
@@ -267,7 +222,7 @@ def _built_in(
     )
 
 
-def all_slos(config: Config | Sequence[ServiceConfig]) -> list[SLOSpec]:
+def all_slos(config: ConfigBase | Sequence[ServiceBase]) -> list[SLOSpec]:
     """Every SLO of the catalog, ordered by service then as declared."""
     services = config.services if not isinstance(config, Sequence) else config
     return [spec for svc in sorted(services, key=lambda s: s.name) for spec in service_slos(svc)]

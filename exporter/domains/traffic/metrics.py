@@ -42,6 +42,7 @@ from exporter.domains.traffic.kpis import (
     window_kpis,
 )
 from exporter.domains.traffic.records import TrafficDelta
+from exporter.domains.traffic.settings import TrafficServiceFields
 
 STUB_STATES = ("active", "reading", "writing", "waiting")
 
@@ -180,7 +181,7 @@ def _windows(ctx: RenderContext, known: set[str]) -> Iterator[Metric]:
     counts = traffic_store.window_counts(ctx.store, ctx.now, WINDOWS)
     gateway_q = traffic_store.gateway_latencies(ctx.store, gateway_latency_since(ctx.now))
     services = traffic_services(
-        (s.name for s in ctx.config.services if s.routes),
+        (s.name for s in ctx.config.services if TrafficServiceFields.of(s).routes),
         [*(s for s, _ in counts), *(s for s, _, _ in gateway_q)],
         known,
     )

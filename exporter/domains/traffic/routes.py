@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from exporter.config import Config
+from exporter.core.settings import ConfigBase
 from exporter.domains.traffic.kpis import UNMAPPED
+from exporter.domains.traffic.settings import TrafficServiceFields
 
 if TYPE_CHECKING:
     from exporter.core.catalog import Catalog
@@ -29,12 +30,14 @@ _CACHE_LIMIT = 50_000
 class RouteMap:
     """Resolves gateway identities to catalog services."""
 
-    def __init__(self, config: Config, catalog: Catalog | None = None) -> None:
+    def __init__(self, config: ConfigBase, catalog: Catalog | None = None) -> None:
         self.names: dict[str, str] = {s.name: s.name for s in config.services}
         self.hosts: dict[str, str] = {}
         # (host or "", prefix) -> service; sorted longest prefix first.
         self.prefixes: list[tuple[str, str, str]] = []
-        routes: list[tuple[str, str]] = [(r, s.name) for s in config.services for r in s.routes]
+        routes: list[tuple[str, str]] = [
+            (r, s.name) for s in config.services for r in TrafficServiceFields.of(s).routes
+        ]
         if catalog is not None:
             extra = [s for s in catalog.services.values() if s.name not in self.names]
             for svc in extra:

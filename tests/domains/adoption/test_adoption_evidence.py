@@ -94,11 +94,12 @@ class TestTemplateUses:
     def test_the_latest_use_of_each_definition_is_kept_and_matched(self) -> None:
         """checkout used the template 2 days ago (older uses do not matter); search last used
         it 31 days ago; accounts runs its own workflow."""
-        from exporter.config import CapabilityConfig, ServiceConfig
+        from exporter.config import ServiceConfig
         from exporter.core.catalog import merge
         from exporter.core.provider import RenderContext, SourceInfo
         from exporter.domains.adoption import evidence
         from exporter.domains.adoption import kpis as kpi
+        from exporter.domains.adoption.settings import CapabilityConfig
         from exporter.domains.catalog.records import TemplateUse
         from exporter.domains.delivery.records import PipelineRun
 

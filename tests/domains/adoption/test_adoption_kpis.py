@@ -20,11 +20,12 @@ from typing import Any
 
 import pytest
 
-from exporter.config import CapabilityConfig, ServiceConfig
+from exporter.config import ServiceConfig
 from exporter.core.catalog import Catalog, CatalogEntity, merge
 from exporter.core.stats import histogram
 from exporter.domains.adoption import kpis as kpi
 from exporter.domains.adoption.kpis import Evidence, PipelineFact, TrafficFact
+from exporter.domains.adoption.settings import CapabilityConfig
 
 DAY = 86400.0
 

@@ -22,7 +22,7 @@ import httpx
 import jsonschema
 import pytest
 
-from exporter.config import BackstageSourceConfig, Config
+from exporter.config import Config
 from exporter.core.catalog import CatalogEntity
 from exporter.core.errors import AuthError, MalformedResponse
 from exporter.core.health import SourceHealth
@@ -32,6 +32,7 @@ from exporter.daemon import Daemon
 from exporter.domains import open_store
 from exporter.domains.catalog import store as catalog_store
 from exporter.domains.catalog.sandbox import TOKEN, FakeCatalog, backstage_app
+from exporter.domains.catalog.settings import BackstageSourceConfig
 from exporter.domains.catalog.sources.backstage import BackstageSource, parse_time, ref_name
 from exporter.sandbox.app import App, Request, Response
 from exporter.sandbox.scenario import Scenario

@@ -8,7 +8,8 @@ from typing import Any, ClassVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.config import Config, SourceConfig
+from exporter.config import Config
+from exporter.core.settings import SourceConfig
 from exporter.core.source import PollContext, Source
 from exporter.domains.delivery.records import PipelineRun
 from exporter.domains.delivery.sandbox import data as delivery_data

@@ -25,9 +25,7 @@ from tests.support.paths import DATA, REPO_ROOT
 
 # The shared contract beside the repository, and a copy of it (@octokit/openapi 23.0.2's
 # subset, MIT, see github-openapi-subset.LICENSE) for checkouts without it.
-SHARED_SPEC = (
-    REPO_ROOT.parent / "shared" / "api" / "github" / "openapi-subset.json"
-)
+SHARED_SPEC = REPO_ROOT.parent / "shared" / "api" / "github" / "openapi-subset.json"
 COPY_SPEC = DATA / "github-openapi-subset.json"
 SPEC_PATH = SHARED_SPEC if SHARED_SPEC.is_file() else COPY_SPEC
 _SPEC: dict[str, Any] = {}

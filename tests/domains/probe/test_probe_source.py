@@ -10,11 +10,12 @@ from typing import Any
 import httpx
 import pytest
 
-from exporter.config import Config, ProbeCheckConfig
+from exporter.config import Config
 from exporter.core.health import SourceHealth
 from exporter.core.httpclient import build_client
 from exporter.core.source import PollContext
 from exporter.domains import open_store
+from exporter.domains.probe.settings import ProbeCheckConfig
 from exporter.domains.probe.sources.probe import ProbeSource, run_check
 
 

@@ -15,9 +15,10 @@ import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
-from exporter.config import CloudWatchApiConfig, Config
+from exporter.config import Config
 from exporter.daemon import Daemon
 from exporter.domains.traffic import store as traffic_store
+from exporter.domains.traffic.settings import CloudWatchApiConfig
 from exporter.domains.traffic.sources.cloudwatch import (
     percentile_queries,
     quantile_of,

@@ -19,12 +19,13 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from exporter.config import BackstageSourceConfig, Config
 from exporter.core.catalog import CatalogEntity
 from exporter.core.errors import MalformedResponse
 from exporter.core.httpclient import send
+from exporter.core.settings import ConfigBase
 from exporter.core.source import PollContext, Source
 from exporter.domains.catalog.records import CatalogListing
+from exporter.domains.catalog.settings import BackstageSourceConfig
 
 KINDS = ("component", "system", "group")
 FIELDS = (
@@ -99,7 +100,7 @@ class BackstageSource(Source):
     settings_model = BackstageSourceConfig
     produces = (CatalogListing,)
 
-    def __init__(self, config: Config, settings: BackstageSourceConfig) -> None:
+    def __init__(self, config: ConfigBase, settings: BackstageSourceConfig) -> None:
         super().__init__(config, settings)
         self.backstage = settings
 

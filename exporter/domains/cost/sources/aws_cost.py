@@ -29,7 +29,6 @@ import threading
 from datetime import date, timedelta
 from typing import Any
 
-from exporter.config import AwsAccountConfig, AwsCostSourceConfig, Config
 from exporter.core.errors import (
     AuthError,
     MalformedResponse,
@@ -38,10 +37,12 @@ from exporter.core.errors import (
     UpstreamStatusError,
 )
 from exporter.core.periods import utc_date
+from exporter.core.settings import ConfigBase
 from exporter.core.source import PollContext, Source
 from exporter.domains.cost import store as cost_store
 from exporter.domains.cost.allocation import allocator_for, current_allocator
 from exporter.domains.cost.records import CostContribution, CostDay
+from exporter.domains.cost.settings import AwsAccountConfig, AwsCostSourceConfig
 
 # A few Cost Explorer SERVICE names and their FOCUS ServiceCategory.
 SERVICE_CATEGORIES = {
@@ -87,7 +88,7 @@ class AwsCostSource(Source):
     produces = (CostContribution,)
     tags = frozenset({"paid_api"})
 
-    def __init__(self, config: Config, settings: AwsCostSourceConfig) -> None:
+    def __init__(self, config: ConfigBase, settings: AwsCostSourceConfig) -> None:
         super().__init__(config, settings)
         self.aws: AwsCostSourceConfig = settings
         self.allocator = allocator_for(config)

@@ -29,14 +29,15 @@ from typing import Any
 
 import httpx
 
-from exporter.config import AzureCostSourceConfig, Config
 from exporter.core.errors import AuthError, MalformedResponse, RateLimited
 from exporter.core.httpclient import parse_retry_after, send
 from exporter.core.periods import utc_date
+from exporter.core.settings import ConfigBase
 from exporter.core.source import PollContext, Source
 from exporter.domains.cost import store as cost_store
 from exporter.domains.cost.allocation import allocator_for, current_allocator
 from exporter.domains.cost.records import CostContribution, CostDay
+from exporter.domains.cost.settings import AzureCostSourceConfig
 
 RETRY_AFTER_HEADERS = (
     "x-ms-ratelimit-microsoft.costmanagement-qpu-retry-after",
@@ -64,7 +65,7 @@ class AzureCostSource(Source):
     settings_model = AzureCostSourceConfig
     produces = (CostContribution,)
 
-    def __init__(self, config: Config, settings: AzureCostSourceConfig) -> None:
+    def __init__(self, config: ConfigBase, settings: AzureCostSourceConfig) -> None:
         super().__init__(config, settings)
         self.az: AzureCostSourceConfig = settings
         self.allocator = allocator_for(config)

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import httpx
 
-from exporter.config import Config, FocusSourceConfig
 from exporter.core.errors import (
     AuthError,
     MalformedResponse,
@@ -30,10 +29,12 @@ from exporter.core.errors import (
     UpstreamStatusError,
     classify,
 )
+from exporter.core.settings import ConfigBase
 from exporter.core.source import PollContext, Source
 from exporter.domains.cost import store as cost_store
 from exporter.domains.cost.allocation import allocator_for, current_allocator
 from exporter.domains.cost.records import CostContribution
+from exporter.domains.cost.settings import FocusSourceConfig
 from exporter.domains.cost.sources.focus_reader import (
     FocusFormatError,
     iter_export_files,
@@ -54,7 +55,7 @@ class FocusSource(Source):
     settings_model = FocusSourceConfig
     produces = (CostContribution,)
 
-    def __init__(self, config: Config, settings: FocusSourceConfig) -> None:
+    def __init__(self, config: ConfigBase, settings: FocusSourceConfig) -> None:
         super().__init__(config, settings)
         self.focus: FocusSourceConfig = settings
         self.allocator = allocator_for(config)

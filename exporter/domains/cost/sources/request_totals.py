@@ -15,12 +15,13 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from exporter.config import Config, RequestTotalsSourceConfig
 from exporter.core.errors import MalformedResponse, UpstreamStatusError
 from exporter.core.httpclient import send
 from exporter.core.periods import utc_date
+from exporter.core.settings import ConfigBase
 from exporter.core.source import PollContext, Source
 from exporter.domains.cost.records import RequestTotal
+from exporter.domains.cost.settings import RequestTotalsSourceConfig
 
 # Days read per poll at most, so a first start with a long lookback stays short; the
 # newest days are read first, so the recent windows have data after the first poll.
@@ -34,7 +35,7 @@ class RequestTotalsSource(Source):
     settings_model = RequestTotalsSourceConfig
     produces = (RequestTotal,)
 
-    def __init__(self, config: Config, settings: RequestTotalsSourceConfig) -> None:
+    def __init__(self, config: ConfigBase, settings: RequestTotalsSourceConfig) -> None:
         super().__init__(config, settings)
         self.rt: RequestTotalsSourceConfig = settings
 

@@ -19,12 +19,13 @@ from typing import Any
 
 import httpx
 
-from exporter.config import Config, SourceConfig
 from exporter.core.errors import AuthError, MalformedResponse, RateLimited
 from exporter.core.httpclient import conditional_get, send
+from exporter.core.settings import ConfigBase, SourceConfig
 from exporter.core.source import PollContext, Source
 from exporter.domains.delivery import store as store
 from exporter.domains.delivery.records import Commit, Deployment
+from exporter.domains.delivery.settings import DeliverySection, DeliveryServiceFields
 
 
 def parse_time(value: Any) -> float:
@@ -106,15 +107,15 @@ class CicdSource(Source):
     backoff = 0.5
     max_retry_after = 60.0
 
-    def __init__(self, config: Config, settings: SourceConfig, *, concurrency: int) -> None:
+    def __init__(self, config: ConfigBase, settings: SourceConfig, *, concurrency: int) -> None:
         super().__init__(config, settings)
-        self.rules = config.delivery
+        self.rules = DeliverySection.of(config).delivery
         self.concurrency = concurrency
         # The config's exact refs of this kind: read whether or not an org lists them.
         self.explicit: dict[str, str] = {
             ref.pattern: svc.name
             for svc in config.services
-            for ref in svc.ci
+            for ref in DeliveryServiceFields.of(svc).ci
             if ref.kind == self.kind and not ref.is_pattern
         }
         self._auth_failure: AuthError | None = None

@@ -41,13 +41,14 @@ from typing import Any
 
 import httpx
 
-from exporter.config import Config, GitHubAppConfig, GitHubSourceConfig
 from exporter.core.clock import utc_datetime
 from exporter.core.errors import AuthError
+from exporter.core.settings import ConfigBase
 from exporter.core.source import PollContext
 from exporter.domains.catalog.records import TemplateUse
 from exporter.domains.delivery import store as store
 from exporter.domains.delivery.records import Commit, Deployment, Incident, PipelineRun
+from exporter.domains.delivery.settings import GitHubAppConfig, GitHubSourceConfig
 from exporter.domains.delivery.sources.common import (
     CicdSource,
     body_of,
@@ -160,7 +161,7 @@ class GitHubSource(CicdSource):
     produces = (PipelineRun, Deployment, Commit, Incident, TemplateUse)
     tags = frozenset({"template:workflow"})
 
-    def __init__(self, config: Config, settings: GitHubSourceConfig) -> None:
+    def __init__(self, config: ConfigBase, settings: GitHubSourceConfig) -> None:
         super().__init__(config, settings, concurrency=settings.concurrency)
         self.gh = settings
         self._unmapped_logged: set[str] = set()

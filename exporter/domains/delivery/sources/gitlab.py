@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from exporter.config import Config, GitLabSourceConfig
 from exporter.core.clock import utc_datetime
 from exporter.core.errors import MalformedResponse
+from exporter.core.settings import ConfigBase
 from exporter.core.source import PollContext
 from exporter.domains.catalog.records import TemplateUse
 from exporter.domains.delivery import store as store
@@ -49,6 +49,7 @@ from exporter.domains.delivery.records import (
     MergeRequest,
     PipelineRun,
 )
+from exporter.domains.delivery.settings import GitLabSourceConfig
 from exporter.domains.delivery.sources.common import (
     CicdSource,
     body_of,
@@ -94,7 +95,7 @@ class GitLabSource(CicdSource):
     produces = (PipelineRun, Deployment, Commit, MergeRequest, Incident, TemplateUse)
     tags = frozenset({"template:include"})
 
-    def __init__(self, config: Config, settings: GitLabSourceConfig) -> None:
+    def __init__(self, config: ConfigBase, settings: GitLabSourceConfig) -> None:
         super().__init__(config, settings, concurrency=settings.concurrency)
         self.gl = settings
 

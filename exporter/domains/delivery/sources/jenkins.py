@@ -25,10 +25,11 @@ from __future__ import annotations
 import fnmatch
 from typing import Any
 
-from exporter.config import Config, JenkinsSourceConfig
 from exporter.core.errors import MalformedResponse
+from exporter.core.settings import ConfigBase
 from exporter.core.source import PollContext
 from exporter.domains.delivery.records import Commit, Deployment, PipelineRun
+from exporter.domains.delivery.settings import DeliverySection, JenkinsSourceConfig
 from exporter.domains.delivery.sources.common import (
     CicdSource,
     body_of,
@@ -65,7 +66,7 @@ class JenkinsSource(CicdSource):
     settings_model = JenkinsSourceConfig
     produces = (PipelineRun, Deployment, Commit)
 
-    def __init__(self, config: Config, settings: JenkinsSourceConfig) -> None:
+    def __init__(self, config: ConfigBase, settings: JenkinsSourceConfig) -> None:
         super().__init__(config, settings, concurrency=settings.concurrency)
         self.jk = settings
 
@@ -105,7 +106,7 @@ class JenkinsSource(CicdSource):
             if cls.endswith("Folder") and depth < 3:
                 await self._walk(ctx, full, jobs, depth + 1)
                 continue
-            service = self.config.service_of_repo("jenkins", full)
+            service = DeliverySection.of(self.config).service_of_repo("jenkins", full)
             if service is not None:
                 jobs.setdefault(full, service)
 

@@ -20,11 +20,12 @@ import time
 
 import httpx
 
-from exporter.config import Config, ProbeCheckConfig, ProbeSourceConfig
 from exporter.core.clock import Clock, system_clock
 from exporter.core.httpclient import build_client
+from exporter.core.settings import ConfigBase
 from exporter.core.source import PollContext, Source
 from exporter.domains.probe.records import ProbeResult
+from exporter.domains.probe.settings import ProbeCheckConfig, ProbeServiceFields, ProbeSourceConfig
 
 
 def _is_tls_error(exc: BaseException) -> bool:
@@ -44,11 +45,13 @@ class ProbeSource(Source):
     default_on = True
     produces = (ProbeResult,)
 
-    def __init__(self, config: Config, settings: ProbeSourceConfig) -> None:
+    def __init__(self, config: ConfigBase, settings: ProbeSourceConfig) -> None:
         super().__init__(config, settings)
         self.concurrency = settings.concurrency
         self.checks: list[tuple[str, ProbeCheckConfig]] = [
-            (svc.name, check) for svc in config.services for check in svc.probes
+            (svc.name, check)
+            for svc in config.services
+            for check in ProbeServiceFields.of(svc).probes
         ]
         # When each check is next due, by monotonic clock; restored from the cursors on
         # the first poll (checks with no cursor are due at once).

@@ -30,13 +30,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from exporter.config import CloudWatchApiConfig, CloudWatchSourceConfig, Config
 from exporter.core.errors import AuthError, MalformedResponse, RateLimited, SourceError
+from exporter.core.settings import ConfigBase
 from exporter.core.source import PollContext, Source
 from exporter.domains.traffic import store as traffic_store
 from exporter.domains.traffic.kpis import WINDOWS
 from exporter.domains.traffic.records import TrafficDelta, TrafficLatency
 from exporter.domains.traffic.routes import RouteMap
+from exporter.domains.traffic.settings import CloudWatchApiConfig, CloudWatchSourceConfig
 
 NAMESPACE = "AWS/ApiGateway"
 # A poll reads at most this many minutes; a longer backlog is read over several polls.
@@ -213,7 +214,7 @@ class CloudWatchSource(Source):
     settings_model = CloudWatchSourceConfig
     produces = (TrafficDelta, TrafficLatency)
 
-    def __init__(self, config: Config, settings: CloudWatchSourceConfig) -> None:
+    def __init__(self, config: ConfigBase, settings: CloudWatchSourceConfig) -> None:
         super().__init__(config, settings)
         self.cw = settings
         routes = RouteMap(config)

@@ -32,16 +32,17 @@ from urllib.parse import urlsplit
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.config import Config, KongSourceConfig
 from exporter.core.errors import MalformedResponse
 from exporter.core.httpclient import send
 from exporter.core.periods import utc_minute
+from exporter.core.settings import ConfigBase
 from exporter.core.source import PollContext, Source
 from exporter.domains.catalog.store import load_catalog
 from exporter.domains.traffic import store as traffic_store
 from exporter.domains.traffic.kpis import LATENCY_BUCKETS, counter_delta, rebucket
 from exporter.domains.traffic.records import ConsumerSeen, TrafficDelta
 from exporter.domains.traffic.routes import RouteMap
+from exporter.domains.traffic.settings import KongSourceConfig
 
 NB = len(LATENCY_BUCKETS)
 REQUEST_COUNTERS = ("kong_http_requests_total", "kong_http_status", "kong_http_status_total")
@@ -102,7 +103,7 @@ class KongSource(Source):
     settings_model = KongSourceConfig
     produces = (TrafficDelta, ConsumerSeen)
 
-    def __init__(self, config: Config, settings: KongSourceConfig) -> None:
+    def __init__(self, config: ConfigBase, settings: KongSourceConfig) -> None:
         super().__init__(config, settings)
         self.kong = settings
         self.routes = RouteMap(config)

@@ -20,15 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from exporter.config import Config, NginxSourceConfig
 from exporter.core.errors import MalformedResponse, SourceError
 from exporter.core.httpclient import send
+from exporter.core.settings import ConfigBase
 from exporter.core.source import PollContext, Source
 from exporter.domains.catalog.store import load_catalog
 from exporter.domains.traffic import store as traffic_store
 from exporter.domains.traffic.accesslog import Aggregator
 from exporter.domains.traffic.records import ConsumerSeen, TrafficDelta
 from exporter.domains.traffic.routes import RouteMap
+from exporter.domains.traffic.settings import NginxSourceConfig
 
 CHUNK_BYTES = 4 * 1024 * 1024
 # Each commit covers at most this many bytes of log, so a backlog is read in steps.
@@ -80,7 +81,7 @@ class NginxSource(Source):
     settings_model = NginxSourceConfig
     produces = (TrafficDelta, ConsumerSeen)
 
-    def __init__(self, config: Config, settings: NginxSourceConfig) -> None:
+    def __init__(self, config: ConfigBase, settings: NginxSourceConfig) -> None:
         super().__init__(config, settings)
         self.nginx = settings
         self.path = Path(settings.access_log)

@@ -27,15 +27,16 @@ import math
 from collections import defaultdict
 from typing import Any
 
-from exporter.config import Config, PrometheusSourceConfig
 from exporter.core.errors import MalformedResponse, SourceError
 from exporter.core.httpclient import send
 from exporter.core.periods import utc_minute
+from exporter.core.settings import ConfigBase
 from exporter.core.source import PollContext, Source
 from exporter.domains.traffic import store as traffic_store
 from exporter.domains.traffic.kpis import QUANTILES, WINDOWS
 from exporter.domains.traffic.records import TrafficDelta, TrafficLatency
 from exporter.domains.traffic.routes import RouteMap
+from exporter.domains.traffic.settings import PrometheusSourceConfig
 
 
 class QueryError(SourceError):
@@ -91,7 +92,7 @@ class PrometheusSource(Source):
     settings_model = PrometheusSourceConfig
     produces = (TrafficDelta, TrafficLatency)
 
-    def __init__(self, config: Config, settings: PrometheusSourceConfig) -> None:
+    def __init__(self, config: ConfigBase, settings: PrometheusSourceConfig) -> None:
         super().__init__(config, settings)
         self.prom = settings
         self.routes = RouteMap(config)

@@ -1,0 +1,76 @@
+"""Settings of the catalog domain: a service's catalog keys and the Backstage source."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from pydantic import Field, field_validator
+
+from exporter.core.settings import Duration, Secret, ServiceFields, SourceConfig, StrictModel
+
+
+class CatalogServiceFields(ServiceFields):
+    """When a service entered the catalog, and its catalog tags and annotations."""
+
+    # When the service entered the catalog (new services per month, onboarding time).
+    registered_at: datetime | None = None
+    # Catalog tags and annotations; capability rules of kind "catalog" read them.
+    tags: list[str] = Field(default_factory=list)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("registered_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("needs a time zone, e.g. 2026-01-31T00:00:00Z")
+        return value
+
+    def catalog_fields(self) -> dict[str, object]:
+        return {
+            **super().catalog_fields(),
+            "tags": frozenset(t.lower() for t in self.tags),
+            "annotations": dict(self.annotations),
+            "registered_at": self.registered_at.timestamp() if self.registered_at else None,
+        }
+
+
+class BackstageAnnotationsConfig(StrictModel):
+    """Which entity annotations map a Backstage entity to its repos, routes and cost tags.
+
+    Each list is tried in order; values may hold several items separated by commas.
+    """
+
+    github_repos: list[str] = Field(default_factory=lambda: ["github.com/project-slug"])
+    gitlab_projects: list[str] = Field(default_factory=lambda: ["gitlab.com/project-slug"])
+    gateway_routes: list[str] = Field(
+        default_factory=lambda: ["platform-kpi-exporter/gateway-routes"]
+    )
+    cost_tags: list[str] = Field(default_factory=lambda: ["platform-kpi-exporter/cost-tags"])
+    # An ISO 8601 time: when the service entered the catalog.
+    registered_at: list[str] = Field(
+        default_factory=lambda: ["platform-kpi-exporter/registered-at"]
+    )
+
+
+class BackstageSourceConfig(SourceConfig):
+    """The Backstage software catalog: components, systems and groups by
+    ``GET {base_url}/entities/by-query`` with cursor pagination."""
+
+    # The catalog backend, usually the Backstage backend URL plus /api/catalog.
+    base_url: str
+    token: Secret | None = None
+    interval: Duration = 300.0
+    page_size: int = Field(default=200, ge=1, le=1000)
+    # Component spec.type values that count as services; empty means every component.
+    component_types: list[str] = Field(default_factory=list)
+    # Only entities in these namespaces; empty means all.
+    namespaces: list[str] = Field(default_factory=list)
+    annotations: BackstageAnnotationsConfig = Field(default_factory=BackstageAnnotationsConfig)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
