@@ -25,6 +25,7 @@ Sample::
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -121,93 +122,97 @@ def _stored_counter(
     return family
 
 
-def _frequency(rows: Rows, helptext: Help) -> Iterator[Metric]:
-    freq = _gauge(
-        "platform_deployment_frequency_per_day",
-        "Successful production deployments per day over the window.",
-        helptext,
-    )
-    samples = _gauge(
-        "platform_deployment_frequency_samples",
-        "Successful production deployments in the window (0 with no data: no rate).",
-        helptext,
-    )
+def _ratio_and_samples(
+    rows: Rows,
+    helptext: Help,
+    names: tuple[str, str],
+    texts: tuple[str, str],
+    values: Callable[[kpi.ServiceKpis], dict[str, tuple[int, float | None]]],
+) -> Iterator[Metric]:
+    """A per-window value and the samples behind it (0 with no value)."""
+    value = _gauge(names[0], texts[0], helptext)
+    samples = _gauge(names[1], texts[1], helptext)
     for svc, k in rows:
-        for window, (n, per_day) in k.frequency.items():
+        for window, (n, v) in values(k).items():
             samples.add_metric([svc.name, svc.team, window], n)
-            if per_day is not None:
-                freq.add_metric([svc.name, svc.team, window], per_day)
-    yield freq
+            if v is not None:
+                value.add_metric([svc.name, svc.team, window], v)
+    yield value
     yield samples
 
 
-def _lead_time(rows: Rows, helptext: Help) -> Iterator[Metric]:
-    hist = HistogramMetricFamily(
-        "platform_lead_time_seconds",
-        helptext("Lead time for changes: deployment finish minus commit time, per commit."),
-        labels=["service", "team"],
-    )
-    qs = _summary(
-        "platform_lead_time_quantile_seconds",
-        "Median and p90 lead time for changes of deployments in the window.",
+def _frequency(rows: Rows, helptext: Help) -> Iterator[Metric]:
+    return _ratio_and_samples(
+        rows,
         helptext,
+        ("platform_deployment_frequency_per_day", "platform_deployment_frequency_samples"),
+        (
+            "Successful production deployments per day over the window.",
+            "Successful production deployments in the window (0 with no data: no rate).",
+        ),
+        lambda k: k.frequency,
     )
-    samples = _gauge(
-        "platform_lead_time_samples",
-        "Commits behind platform_lead_time_quantile_seconds.",
-        helptext,
-    )
-    for svc, k in rows:
-        lbl = [svc.name, svc.team]
-        hist.add_metric(lbl, _buckets(kpi.LEAD_TIME_BUCKETS, k.lead_histogram), k.lead_histogram[1])
-        for window, (n, values) in k.lead.items():
-            samples.add_metric([*lbl, window], n)
-            _add_quantiles(qs, lbl, window, values)
-    yield from (hist, qs, samples)
 
 
 def _change_failure(rows: Rows, helptext: Help) -> Iterator[Metric]:
-    ratio = _gauge(
-        "platform_change_failure_ratio",
-        "Failed or incident-linked production deployments / all, over the window.",
+    return _ratio_and_samples(
+        rows,
         helptext,
+        ("platform_change_failure_ratio", "platform_change_failure_samples"),
+        (
+            "Failed or incident-linked production deployments / all, over the window.",
+            "Production deployments behind platform_change_failure_ratio.",
+        ),
+        lambda k: {w: (cf.total, cf.ratio) for w, cf in k.change_failure.items()},
     )
-    samples = _gauge(
-        "platform_change_failure_samples",
-        "Production deployments behind platform_change_failure_ratio.",
-        helptext,
-    )
-    for svc, k in rows:
-        for window, cf in k.change_failure.items():
-            samples.add_metric([svc.name, svc.team, window], cf.total)
-            if cf.ratio is not None:
-                ratio.add_metric([svc.name, svc.team, window], cf.ratio)
-    yield ratio
-    yield samples
 
 
-def _restore(rows: Rows, helptext: Help) -> Iterator[Metric]:
+@dataclass(frozen=True)
+class _Durations:
+    """A duration KPI's three families: the histogram of every value, the quantiles per
+    window and the samples behind them."""
+
+    name: str  # the histogram; the others add _quantile_seconds and _samples to its stem
+    histogram_help: str
+    quantile_help: str
+    samples_help: str
+    bounds: Sequence[float]
+    histogram: Callable[[kpi.ServiceKpis], kpi.Histogram]
+    quantiles: Callable[[kpi.ServiceKpis], dict[str, kpi.Quantiles]]
+
+
+LEAD_TIME = _Durations(
+    "platform_lead_time_seconds",
+    "Lead time for changes: deployment finish minus commit time, per commit.",
+    "Median and p90 lead time for changes of deployments in the window.",
+    "Commits behind platform_lead_time_quantile_seconds.",
+    kpi.LEAD_TIME_BUCKETS,
+    lambda k: k.lead_histogram,
+    lambda k: k.lead,
+)
+TIME_TO_RESTORE = _Durations(
+    "platform_time_to_restore_seconds",
+    "Time to restore: incident resolved minus opened.",
+    "Median and p90 time to restore of incidents resolved in the window.",
+    "Resolved incidents behind platform_time_to_restore_quantile_seconds.",
+    kpi.RESTORE_BUCKETS,
+    lambda k: k.restore_histogram,
+    lambda k: k.restore,
+)
+
+
+def _durations(rows: Rows, helptext: Help, spec: _Durations) -> Iterator[Metric]:
+    stem = spec.name.removesuffix("_seconds")
     hist = HistogramMetricFamily(
-        "platform_time_to_restore_seconds",
-        helptext("Time to restore: incident resolved minus opened."),
-        labels=["service", "team"],
+        spec.name, helptext(spec.histogram_help), labels=["service", "team"]
     )
-    qs = _summary(
-        "platform_time_to_restore_quantile_seconds",
-        "Median and p90 time to restore of incidents resolved in the window.",
-        helptext,
-    )
-    samples = _gauge(
-        "platform_time_to_restore_samples",
-        "Resolved incidents behind platform_time_to_restore_quantile_seconds.",
-        helptext,
-    )
+    qs = _summary(f"{stem}_quantile_seconds", spec.quantile_help, helptext)
+    samples = _gauge(f"{stem}_samples", spec.samples_help, helptext)
     for svc, k in rows:
         lbl = [svc.name, svc.team]
-        hist.add_metric(
-            lbl, _buckets(kpi.RESTORE_BUCKETS, k.restore_histogram), k.restore_histogram[1]
-        )
-        for window, (n, values) in k.restore.items():
+        h = spec.histogram(k)
+        hist.add_metric(lbl, _buckets(spec.bounds, h), h[1])
+        for window, (n, values) in spec.quantiles(k).items():
             samples.add_metric([*lbl, window], n)
             _add_quantiles(qs, lbl, window, values)
     yield from (hist, qs, samples)
@@ -293,9 +298,9 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
     )
     rows = _service_rows(ctx)
     yield from _frequency(rows, helptext)
-    yield from _lead_time(rows, helptext)
+    yield from _durations(rows, helptext, LEAD_TIME)
     yield from _change_failure(rows, helptext)
-    yield from _restore(rows, helptext)
+    yield from _durations(rows, helptext, TIME_TO_RESTORE)
     yield from _time_to_production(rows, helptext)
     yield _level(rows, helptext)
     yield _stored_counter(

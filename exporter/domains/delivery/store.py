@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from exporter.core.store import Store, Tx, Writer
+from exporter.core.store import Store, Tx, Writer, upsert_each
 from exporter.domains.delivery.kpis import (
     PIPELINE_DURATION_BUCKETS,
     QUEUE_BUCKETS,
@@ -184,19 +184,13 @@ def write_commits(tx: Tx, commits: Sequence[Commit]) -> None:
 
 
 def write_incidents(tx: Tx, incidents: Sequence[Incident]) -> None:
-    for i in incidents:
-        tx.upsert(
-            "incidents",
-            {
-                "key": i.key,
-                "source": i.source,
-                "service": i.service,
-                "opened_at": i.opened_at,
-                "resolved_at": i.resolved_at,
-                "deployment_sha": i.deployment_sha,
-            },
-            ("key",),
-        )
+    upsert_each(
+        tx,
+        "incidents",
+        incidents,
+        ("key", "source", "service", "opened_at", "resolved_at", "deployment_sha"),
+        ("key",),
+    )
 
 
 def write_merge_requests(tx: Tx, merge_requests: Sequence[MergeRequest]) -> None:

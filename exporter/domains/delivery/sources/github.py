@@ -37,6 +37,7 @@ import base64
 import fnmatch
 import json
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -267,16 +268,15 @@ class GitHubSource(CicdSource):
         cursors: dict[str, str] = {}
         # The lists are independent: read them at once (the client's connection limit
         # still bounds the source's requests in flight).
+        u = _Unit(ctx, repo, service, backfill_start, cursors)
         runs, uses_deployments, _ = await asyncio.gather(
-            self._runs(ctx, repo, service, backfill_start, parts[0], cursors),
-            self._deployments(ctx, repo, service, backfill_start, parts[1], cursors),
-            self._incidents(ctx, repo, service, backfill_start, parts[2], cursors),
+            self._runs(u, parts[0]), self._deployments(u, parts[1]), self._incidents(u, parts[2])
         )
         # Commits only serve the lead time of deployments: while neither the runs nor the
         # deployments changed, there is no new deployment to link, and the commits list is
         # read later back to its own cursor, so nothing is missed.
         if f"{repo}:runs" in cursors or f"{repo}:deployments" in cursors:
-            await self._commits(ctx, repo, service, backfill_start, parts[3], cursors)
+            await self._commits(u, parts[3])
         records = [r for part in parts for r in part]
         if not uses_deployments and self.gh.deploy_workflows:
             records.extend(self._workflow_deployments(repo, service, runs))
@@ -312,18 +312,10 @@ class GitHubSource(CicdSource):
                 raise malformed("compare", exc) from None
         return out
 
-    async def _runs(
-        self,
-        ctx: PollContext,
-        repo: str,
-        service: str,
-        backfill_start: float,
-        records: list[Any],
-        cursors: dict[str, str],
-    ) -> list[dict[str, Any]]:
-        cursor = f"{repo}:runs"
-        state = load_state(ctx, cursor)
-        since = float(state.get("since", backfill_start))
+    async def _runs(self, u: _Unit, records: list[Any]) -> list[dict[str, Any]]:
+        ctx, repo, service, cursors = u.ctx, u.repo, u.service, u.cursors
+        cursor, state = u.load("runs")
+        since = float(state.get("since", u.backfill_start))
         floor = min(since, ctx.now() - RERUN_LOOKBACK)
         seen: list[dict[str, Any]] = []
 
@@ -384,19 +376,11 @@ class GitHubSource(CicdSource):
         cursors[cursor] = dump_state({"etag": self._etags[cursor], "since": new_since})
         return seen
 
-    async def _deployments(
-        self,
-        ctx: PollContext,
-        repo: str,
-        service: str,
-        backfill_start: float,
-        records: list[Any],
-        cursors: dict[str, str],
-    ) -> bool:
+    async def _deployments(self, u: _Unit, records: list[Any]) -> bool:
         """Read the deployments; True if the repo uses GitHub Deployments at all."""
-        cursor = f"{repo}:deployments"
-        state = load_state(ctx, cursor)
-        since = float(state.get("since", backfill_start))
+        ctx, repo, service, cursors = u.ctx, u.repo, u.service, u.cursors
+        cursor, state = u.load("deployments")
+        since = float(state.get("since", u.backfill_start))
         uses_deployments = bool(state.get("any", False))
         seen: list[dict[str, Any]] = []
 
@@ -508,18 +492,10 @@ class GitHubSource(CicdSource):
             )
         return out
 
-    async def _commits(
-        self,
-        ctx: PollContext,
-        repo: str,
-        service: str,
-        backfill_start: float,
-        records: list[Any],
-        cursors: dict[str, str],
-    ) -> None:
-        cursor = f"{repo}:commits"
-        state = load_state(ctx, cursor)
-        since = float(state.get("since", backfill_start))
+    async def _commits(self, u: _Unit, records: list[Any]) -> None:
+        ctx, repo, service, cursors = u.ctx, u.repo, u.service, u.cursors
+        cursor, state = u.load("commits")
+        since = float(state.get("since", u.backfill_start))
         newest = since
 
         def take(page: Any) -> bool:
@@ -550,19 +526,11 @@ class GitHubSource(CicdSource):
                 {"etag": self._etags[cursor], "since": max(since, newest - 3600.0)}
             )
 
-    async def _incidents(
-        self,
-        ctx: PollContext,
-        repo: str,
-        service: str,
-        backfill_start: float,
-        records: list[Any],
-        cursors: dict[str, str],
-    ) -> None:
-        cursor = f"{repo}:incidents"
-        state = load_state(ctx, cursor)
+    async def _incidents(self, u: _Unit, records: list[Any]) -> None:
+        ctx, repo, service, cursors = u.ctx, u.repo, u.service, u.cursors
+        cursor, state = u.load("incidents")
         # Fixed at the first poll, so the URL (and its ETag) stays the same.
-        since = str(state.get("since") or _iso(backfill_start))
+        since = str(state.get("since") or _iso(u.backfill_start))
         params = {
             "labels": self.gh.incident_label,
             "state": "all",
@@ -594,6 +562,22 @@ class GitHubSource(CicdSource):
         await self._list(ctx, f"/repos/{repo}/issues", params, cursor, take)
         if cursor in self._etags:
             cursors[cursor] = dump_state({"etag": self._etags[cursor], "since": since})
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """One repo's poll: what each of its list readers shares."""
+
+    ctx: PollContext
+    repo: str
+    service: str
+    backfill_start: float
+    cursors: dict[str, str]  # what the poll commits, filled by the readers
+
+    def load(self, name: str) -> tuple[str, dict[str, Any]]:
+        """The cursor of one of the repo's lists and its stored state."""
+        cursor = f"{self.repo}:{name}"
+        return cursor, load_state(self.ctx, cursor)
 
 
 def _iso(t: float) -> str:
