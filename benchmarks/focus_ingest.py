@@ -24,22 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-HEADER = [
-    "BilledCost",
-    "EffectiveCost",
-    "BillingCurrency",
-    "ChargePeriodStart",
-    "ChargePeriodEnd",
-    "ChargeCategory",
-    "ChargeClass",
-    "ProviderName",
-    "ServiceName",
-    "ServiceCategory",
-    "SubAccountId",
-    "RegionId",
-    "ResourceId",
-    "Tags",
-]
+from exporter.domains.cost.focus_schema import EXPORT_HEADER
+
+HEADER = list(EXPORT_HEADER)
 SERVICES = ["checkout", "payments-api", "search", "accounts", "recommendations", "platform"]
 CATEGORIES = ["Compute", "Storage", "Databases", "Networking"]
 RESOURCES = 4000

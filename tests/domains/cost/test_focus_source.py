@@ -18,6 +18,7 @@ import pytest
 
 from exporter.config import Config
 from exporter.daemon import Daemon
+from exporter.domains.cost.focus_schema import EXPORT_HEADER
 from exporter.domains.cost.sources import focus as focus_module
 from exporter.domains.cost.sources.focus import FocusSource
 from exporter.sandbox.app import App, Response, SandboxServer
@@ -25,22 +26,7 @@ from tests.support.exposition import Exposition
 from tests.support.prometheus import promtool_check_metrics
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC).timestamp()
-HEADER = [
-    "BilledCost",
-    "EffectiveCost",
-    "BillingCurrency",
-    "ChargePeriodStart",
-    "ChargePeriodEnd",
-    "ChargeCategory",
-    "ChargeClass",
-    "ProviderName",
-    "ServiceName",
-    "ServiceCategory",
-    "SubAccountId",
-    "RegionId",
-    "ResourceId",
-    "Tags",
-]
+HEADER = list(EXPORT_HEADER)
 
 
 def line(

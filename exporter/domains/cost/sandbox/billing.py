@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.core.clock import utc_datetime
+from exporter.domains.cost.focus_schema import EXPORT_HEADER
 from exporter.domains.cost.sandbox.azure import AzureCostFake
 from exporter.sandbox.app import App, Request, Response
 from exporter.sandbox.scenario import Scenario, _unit
@@ -57,22 +58,7 @@ DAILY_REQUESTS = {
     "accounts": 900_000,
     "recommendations": 150_000,
 }
-HEADER = [
-    "BilledCost",
-    "EffectiveCost",
-    "BillingCurrency",
-    "ChargePeriodStart",
-    "ChargePeriodEnd",
-    "ChargeCategory",
-    "ChargeClass",
-    "ProviderName",
-    "ServiceName",
-    "ServiceCategory",
-    "SubAccountId",
-    "RegionId",
-    "ResourceId",
-    "Tags",
-]
+HEADER = list(EXPORT_HEADER)
 
 
 def first_billed_day(today: date) -> date:

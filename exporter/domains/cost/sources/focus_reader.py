@@ -26,30 +26,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from exporter.domains.cost.focus_schema import COLUMNS, REQUIRED
 from exporter.domains.cost.kpis import UNALLOCATED, Allocator
 from exporter.domains.cost.records import CostDay
 
 log = logging.getLogger("exporter.sources.focus")
 
-FOCUS_VERSION = "1.0"
-COLUMNS = (
-    "BilledCost",
-    "EffectiveCost",
-    "BillingCurrency",
-    "ChargePeriodStart",
-    "ChargePeriodEnd",
-    "ChargeCategory",
-    "ChargeClass",
-    "ServiceName",
-    "ServiceCategory",
-    "SubAccountId",
-    "RegionId",
-    "ResourceId",
-    "Tags",
-    "ProviderName",
-    "ServiceProviderName",
-)
-REQUIRED = ("BilledCost", "EffectiveCost", "BillingCurrency", "ChargePeriodStart")
 DAY = 86400
 # A row spread over more days than this is a mistake in the data, not a charge period.
 MAX_SPREAD_DAYS = 400
