@@ -71,9 +71,6 @@ NO_CONFIG_FOLDERS = frozenset({"core", "domains", "sandbox"})
 KNOWN: frozenset[str] = frozenset(
     {
         "scan:exporter/sandbox/platform.py",
-        "long:exporter/domains/delivery/sandbox/data.py:build",
-        "long:exporter/domains/delivery/sandbox/github.py:GitHubFake._routes",
-        "long:exporter/domains/delivery/sandbox/gitlab.py:GitLabFake._routes",
         "{i}",
     }
 )

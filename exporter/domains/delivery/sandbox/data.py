@@ -281,8 +281,16 @@ class _Builder:
 def build(anchor: float) -> DeliveryScenario:
     """The seeded delivery scenario (times are fixed offsets from ``anchor``)."""
     s = DeliveryScenario(anchor=anchor)
+    _checkout(s)
+    _payments_api(s)
+    _recommendations(s)
+    _search(s)
+    _accounts(s)
+    return s
 
-    # checkout (GitHub, Deployments API).
+
+def _checkout(s: DeliveryScenario) -> None:
+    """Checkout (GitHub, Deployments API)."""
     repo = s.github["acme/checkout"] = FakeRepo("acme/checkout", 101, "checkout")
     b = _Builder(s, repo)
     b.commits(("c1", 200), ("c2", 100), ("c3", 60), ("c4", 50), ("c5", 30), ("c6", 10))
@@ -305,7 +313,9 @@ def build(anchor: float) -> DeliveryScenario:
         b.run("CI", ("c3", "c4", "c5", "c6")[i], concl, hours, duration=300.0 + 60 * i)
     b.run("CI", "c6", None, 0.2)  # still running: not counted
 
-    # payments-api (GitHub, no deployments: the "Deploy" workflow on main is production).
+
+def _payments_api(s: DeliveryScenario) -> None:
+    """Payments-api (GitHub, no deployments: the "Deploy" workflow on main is production)."""
     repo = s.github["acme/payments-api"] = FakeRepo("acme/payments-api", 102, "payments-api")
     b = _Builder(s, repo)
     b.commits(("q1", 300), ("q2", 80), ("q3", 70), ("q4", 10))
@@ -315,7 +325,9 @@ def build(anchor: float) -> DeliveryScenario:
     b.run("Deploy", "q4", "success", 6)  # ships q4 (4h)
     b.run("CI", "q4", "success", 9, duration=120.0, queue=5.0)
 
-    # recommendations (GitHub, new: its root commit is 12 days old).
+
+def _recommendations(s: DeliveryScenario) -> None:
+    """Recommendations (GitHub, new: its root commit is 12 days old)."""
     repo = s.github["acme/recommendations"] = FakeRepo(
         "acme/recommendations", 103, "recommendations"
     )
@@ -326,7 +338,9 @@ def build(anchor: float) -> DeliveryScenario:
     b.deploy("r3", "success", 120)  # first success: time to production 288h - 120h = 168h
     b.run("CI", "r3", "success", 121, duration=600.0, queue=30.0)
 
-    # search (GitLab project discovery/search).
+
+def _search(s: DeliveryScenario) -> None:
+    """Search (GitLab project discovery/search)."""
     repo = s.gitlab["discovery/search"] = FakeRepo("discovery/search", 201, "search")
     b = _Builder(s, repo)
     b.commits(("s1", 400), ("s2", 90), ("s3", 40), ("s4", 12))
@@ -344,7 +358,9 @@ def build(anchor: float) -> DeliveryScenario:
     b.run("build", "s3", "success", 37, duration=240.0, queue=12.0)
     b.run("build", "s4", "failed", 4, duration=180.0, queue=8.0)
 
-    # accounts (Jenkins: a deploy job and a CI job).
+
+def _accounts(s: DeliveryScenario) -> None:
+    """Accounts (Jenkins: a deploy job and a CI job)."""
     repo = s.jenkins["identity/accounts-deploy"] = FakeRepo(
         "identity/accounts-deploy", 301, "accounts"
     )
@@ -358,7 +374,6 @@ def build(anchor: float) -> DeliveryScenario:
     b2.shas = b.shas
     b2.run("accounts-ci", "a3", "FAILURE", 29, duration=100.0, queue=2.0)
     b2.run("accounts-ci", "a3", "SUCCESS", 28, duration=110.0, queue=3.0)
-    return s
 
 
 #: The KPI values the exporter must report for :func:`build` with the demo's delivery

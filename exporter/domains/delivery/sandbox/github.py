@@ -386,207 +386,210 @@ class GitHubFake:
 
     def _routes(self) -> App:
         app = App()
-        not_found = Response.json(
-            {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}, 404
+        for pattern, handler in (
+            ("/rate_limit", self._rate_limit),
+            ("/orgs/{org}/repos", self._org_repos),
+            ("/repos/{owner}/{repo}/actions/runs", self._runs),
+            ("/repos/{owner}/{repo}/deployments", self._deployments),
+            ("/repos/{owner}/{repo}/deployments/{deployment_id}/statuses", self._statuses),
+            ("/repos/{owner}/{repo}/commits", self._commits),
+            ("/repos/{owner}/{repo}/compare/{basehead}", self._compare),
+            ("/repos/{owner}/{repo}/issues", self._issues),
+        ):
+            for prefix in ("", "/api/v3"):
+                app.route("GET", prefix + pattern)(self._guarded(handler))
+        app.route("POST", "/api/v3/app/installations/{installation_id}/access_tokens")(
+            self._access_token
         )
-        bad_credentials = Response.json(
-            {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"},
-            401,
-        )
-
-        def guarded(
-            handler: Callable[[Request, str], Response],
-        ) -> Callable[[Request], Response]:
-            def inner(request: Request) -> Response:
-                token = self._authorised(request)
-                if token is None:
-                    return bad_credentials
-                with self.scenario.lock:
-                    return handler(request, token)
-
-            return inner
-
-        def route(pattern: str) -> Callable[[Callable[[Request, str], Response]], None]:
-            def register(handler: Callable[[Request, str], Response]) -> None:
-                for prefix in ("", "/api/v3"):
-                    app.route("GET", prefix + pattern)(guarded(handler))
-
-            return register
-
-        @route("/rate_limit")
-        def rate_limit(request: Request, token: str) -> Response:
-            left = self.remaining.get(token, self.rate_limit)
-            reset = int(self.clock()) // 3600 * 3600 + 3600
-            core = {
-                "limit": self.rate_limit,
-                "remaining": left,
-                "reset": reset,
-                "used": self.rate_limit - left,
-            }
-            return Response.json(
-                {"resources": {"core": core, "search": core}, "rate": core},
-                200,
-                self._rate_headers(token, 0),
-            )
-
-        @route("/orgs/{org}/repos")
-        def org_repos(request: Request, token: str) -> Response:
-            org = request.params["org"]
-            repos = sorted(
-                (r for name, r in self.scenario.github.items() if name.split("/")[0] == org),
-                key=lambda r: r.full_name,
-            )
-            if not repos:
-                return not_found
-            version = tuple(r.full_name for r in repos)
-            return self._list(request, token, repos, repository, version)
-
-        @route("/repos/{owner}/{repo}/actions/runs")
-        def runs(request: Request, token: str) -> Response:
-            repo = self._repo(request)
-            if repo is None:
-                return not_found
-            items = sorted(repo.runs, key=lambda r: (-r.created_at, -r.id))
-            created = request.arg("created")
-            if created and created.startswith(">="):
-                since = parse_iso(created[2:])
-                items = [r for r in items if r.created_at >= since]
-            status = request.arg("status")
-            if status:
-                items = [r for r in items if status in (r.status, r.conclusion)]
-            total = len(items)
-            return self._list(
-                request,
-                token,
-                items,
-                lambda r: workflow_run(repo, r),
-                repo.version,
-                wrap=lambda body: {"total_count": total, "workflow_runs": body},
-            )
-
-        @route("/repos/{owner}/{repo}/deployments")
-        def deployments(request: Request, token: str) -> Response:
-            repo = self._repo(request)
-            if repo is None:
-                return not_found
-            items = sorted(repo.deployments, key=lambda d: (-d.created_at, -d.id))
-            env = request.arg("environment")
-            if env:
-                items = [d for d in items if d.environment == env]
-            return self._list(
-                request, token, items, lambda d: deployment(repo, d), (repo.version, "deploy")
-            )
-
-        @route("/repos/{owner}/{repo}/deployments/{deployment_id}/statuses")
-        def statuses(request: Request, token: str) -> Response:
-            repo = self._repo(request)
-            dep = None
-            if repo is not None:
-                dep = next(
-                    (d for d in repo.deployments if str(d.id) == request.params["deployment_id"]),
-                    None,
-                )
-            if repo is None or dep is None:
-                return not_found
-            items = sorted(dep.statuses, key=lambda s: (-s[2], -s[0]))
-            return self._list(
-                request,
-                token,
-                items,
-                lambda s: deployment_status(repo, dep, s),
-                (dep.id, len(dep.statuses)),
-            )
-
-        @route("/repos/{owner}/{repo}/commits")
-        def commits(request: Request, token: str) -> Response:
-            repo = self._repo(request)
-            if repo is None:
-                return not_found
-            items = sorted(
-                (c for c in repo.commits if c.on_default_branch), key=lambda c: -c.committed_at
-            )
-            since = request.arg("since")
-            if since:
-                items = [c for c in items if c.committed_at >= parse_iso(since)]
-            until = request.arg("until")
-            if until:
-                items = [c for c in items if c.committed_at <= parse_iso(until)]
-            return self._list(
-                request, token, items, lambda c: commit(repo, c), (repo.version, "commits")
-            )
-
-        @route("/repos/{owner}/{repo}/compare/{basehead}")
-        def compare(request: Request, token: str) -> Response:
-            repo = self._repo(request)
-            base, sep, head = request.params["basehead"].partition("...")
-            by_sha = {c.sha: c for c in repo.commits} if repo else {}
-            if repo is None or not sep or base not in by_sha or head not in by_sha:
-                return not_found
-            of_head, of_base = ancestors(by_sha, head), ancestors(by_sha, base)
-            ahead = sorted((by_sha[s] for s in of_head - of_base), key=lambda c: c.committed_at)
-            behind = of_base - of_head
-            common = sorted((by_sha[s] for s in of_head & of_base), key=lambda c: c.committed_at)
-            status = (
-                "identical"
-                if base == head
-                else "ahead"
-                if not behind
-                else "behind"
-                if not ahead
-                else "diverged"
-            )
-            url = f"{API}/repos/{repo.full_name}/compare/{base}...{head}"
-            body = {
-                "url": url,
-                "html_url": f"https://github.com/{repo.full_name}/compare/{base}...{head}",
-                "permalink_url": f"https://github.com/{repo.full_name}/compare/{base}...{head}",
-                "diff_url": f"https://github.com/{repo.full_name}/compare/{base}...{head}.diff",
-                "patch_url": f"https://github.com/{repo.full_name}/compare/{base}...{head}.patch",
-                "base_commit": commit(repo, by_sha[base]),
-                "merge_base_commit": commit(repo, common[-1] if common else by_sha[base]),
-                "status": status,
-                "ahead_by": len(ahead),
-                "behind_by": len(behind),
-                "total_commits": len(ahead),
-                "commits": [commit(repo, c) for c in ahead],
-                "files": [],
-            }
-            return Response.json(body, 200, self._rate_headers(token, 1))
-
-        @route("/repos/{owner}/{repo}/issues")
-        def issues(request: Request, token: str) -> Response:
-            repo = self._repo(request)
-            if repo is None:
-                return not_found
-            items = sorted(repo.incidents, key=lambda i: -i.updated_at)
-            labels = [x for x in (request.arg("labels") or "").split(",") if x]
-            items = [i for i in items if all(lb in i.labels for lb in labels)]
-            state = request.arg("state", "open")
-            if state != "all":
-                items = [i for i in items if ("closed" if i.closed_at else "open") == state]
-            since = request.arg("since")
-            if since:
-                items = [i for i in items if i.updated_at >= parse_iso(since)]
-            return self._list(
-                request, token, items, lambda i: issue(repo, i), (repo.version, "issues")
-            )
-
-        @app.route("POST", "/app/installations/{installation_id}/access_tokens")
-        @app.route("POST", "/api/v3/app/installations/{installation_id}/access_tokens")
-        def access_token(request: Request) -> Response:
-            if self.app_credentials is None:
-                return not_found
-            app_id, installation_id = self.app_credentials
-            header = request.headers.get("authorization", "")
-            if not header.startswith("Bearer ") or not _jwt_issuer_ok(header[7:], app_id):
-                return Response.json({"message": "A JSON web token could not be decoded"}, 401)
-            if request.params["installation_id"] != str(installation_id):
-                return not_found
-            token = f"ghs_installation{len(self.installation_tokens):020d}"
-            self.installation_tokens.add(token)
-            return Response.json({"token": token, "expires_at": iso(self.clock() + 3600)}, 201)
-
+        app.route("POST", "/app/installations/{installation_id}/access_tokens")(self._access_token)
         return app
+
+    def _guarded(
+        self, handler: Callable[[Request, str], Response]
+    ) -> Callable[[Request], Response]:
+        """The handler behind the token check, holding the scenario's lock."""
+
+        def inner(request: Request) -> Response:
+            token = self._authorised(request)
+            if token is None:
+                return Response.json(
+                    {
+                        "message": "Bad credentials",
+                        "documentation_url": "https://docs.github.com/rest",
+                    },
+                    401,
+                )
+            with self.scenario.lock:
+                return handler(request, token)
+
+        return inner
+
+    def _rate_limit(self, request: Request, token: str) -> Response:
+        left = self.remaining.get(token, self.rate_limit)
+        reset = int(self.clock()) // 3600 * 3600 + 3600
+        core = {
+            "limit": self.rate_limit,
+            "remaining": left,
+            "reset": reset,
+            "used": self.rate_limit - left,
+        }
+        return Response.json(
+            {"resources": {"core": core, "search": core}, "rate": core},
+            200,
+            self._rate_headers(token, 0),
+        )
+
+    def _org_repos(self, request: Request, token: str) -> Response:
+        org = request.params["org"]
+        repos = sorted(
+            (r for name, r in self.scenario.github.items() if name.split("/")[0] == org),
+            key=lambda r: r.full_name,
+        )
+        if not repos:
+            return _not_found()
+        version = tuple(r.full_name for r in repos)
+        return self._list(request, token, repos, repository, version)
+
+    def _runs(self, request: Request, token: str) -> Response:
+        repo = self._repo(request)
+        if repo is None:
+            return _not_found()
+        items = sorted(repo.runs, key=lambda r: (-r.created_at, -r.id))
+        created = request.arg("created")
+        if created and created.startswith(">="):
+            since = parse_iso(created[2:])
+            items = [r for r in items if r.created_at >= since]
+        status = request.arg("status")
+        if status:
+            items = [r for r in items if status in (r.status, r.conclusion)]
+        total = len(items)
+        return self._list(
+            request,
+            token,
+            items,
+            lambda r: workflow_run(repo, r),
+            repo.version,
+            wrap=lambda body: {"total_count": total, "workflow_runs": body},
+        )
+
+    def _deployments(self, request: Request, token: str) -> Response:
+        repo = self._repo(request)
+        if repo is None:
+            return _not_found()
+        items = sorted(repo.deployments, key=lambda d: (-d.created_at, -d.id))
+        env = request.arg("environment")
+        if env:
+            items = [d for d in items if d.environment == env]
+        return self._list(
+            request, token, items, lambda d: deployment(repo, d), (repo.version, "deploy")
+        )
+
+    def _statuses(self, request: Request, token: str) -> Response:
+        repo = self._repo(request)
+        dep = None
+        if repo is not None:
+            dep = next(
+                (d for d in repo.deployments if str(d.id) == request.params["deployment_id"]),
+                None,
+            )
+        if repo is None or dep is None:
+            return _not_found()
+        items = sorted(dep.statuses, key=lambda s: (-s[2], -s[0]))
+        return self._list(
+            request,
+            token,
+            items,
+            lambda s: deployment_status(repo, dep, s),
+            (dep.id, len(dep.statuses)),
+        )
+
+    def _commits(self, request: Request, token: str) -> Response:
+        repo = self._repo(request)
+        if repo is None:
+            return _not_found()
+        items = sorted(
+            (c for c in repo.commits if c.on_default_branch), key=lambda c: -c.committed_at
+        )
+        since = request.arg("since")
+        if since:
+            items = [c for c in items if c.committed_at >= parse_iso(since)]
+        until = request.arg("until")
+        if until:
+            items = [c for c in items if c.committed_at <= parse_iso(until)]
+        return self._list(
+            request, token, items, lambda c: commit(repo, c), (repo.version, "commits")
+        )
+
+    def _compare(self, request: Request, token: str) -> Response:
+        repo = self._repo(request)
+        base, sep, head = request.params["basehead"].partition("...")
+        by_sha = {c.sha: c for c in repo.commits} if repo else {}
+        if repo is None or not sep or base not in by_sha or head not in by_sha:
+            return _not_found()
+        of_head, of_base = ancestors(by_sha, head), ancestors(by_sha, base)
+        ahead = sorted((by_sha[s] for s in of_head - of_base), key=lambda c: c.committed_at)
+        behind = of_base - of_head
+        common = sorted((by_sha[s] for s in of_head & of_base), key=lambda c: c.committed_at)
+        status = (
+            "identical"
+            if base == head
+            else "ahead"
+            if not behind
+            else "behind"
+            if not ahead
+            else "diverged"
+        )
+        url = f"{API}/repos/{repo.full_name}/compare/{base}...{head}"
+        body = {
+            "url": url,
+            "html_url": f"https://github.com/{repo.full_name}/compare/{base}...{head}",
+            "permalink_url": f"https://github.com/{repo.full_name}/compare/{base}...{head}",
+            "diff_url": f"https://github.com/{repo.full_name}/compare/{base}...{head}.diff",
+            "patch_url": f"https://github.com/{repo.full_name}/compare/{base}...{head}.patch",
+            "base_commit": commit(repo, by_sha[base]),
+            "merge_base_commit": commit(repo, common[-1] if common else by_sha[base]),
+            "status": status,
+            "ahead_by": len(ahead),
+            "behind_by": len(behind),
+            "total_commits": len(ahead),
+            "commits": [commit(repo, c) for c in ahead],
+            "files": [],
+        }
+        return Response.json(body, 200, self._rate_headers(token, 1))
+
+    def _issues(self, request: Request, token: str) -> Response:
+        repo = self._repo(request)
+        if repo is None:
+            return _not_found()
+        items = sorted(repo.incidents, key=lambda i: -i.updated_at)
+        labels = [x for x in (request.arg("labels") or "").split(",") if x]
+        items = [i for i in items if all(lb in i.labels for lb in labels)]
+        state = request.arg("state", "open")
+        if state != "all":
+            items = [i for i in items if ("closed" if i.closed_at else "open") == state]
+        since = request.arg("since")
+        if since:
+            items = [i for i in items if i.updated_at >= parse_iso(since)]
+        return self._list(request, token, items, lambda i: issue(repo, i), (repo.version, "issues"))
+
+    def _access_token(self, request: Request) -> Response:
+        if self.app_credentials is None:
+            return _not_found()
+        app_id, installation_id = self.app_credentials
+        header = request.headers.get("authorization", "")
+        if not header.startswith("Bearer ") or not _jwt_issuer_ok(header[7:], app_id):
+            return Response.json({"message": "A JSON web token could not be decoded"}, 401)
+        if request.params["installation_id"] != str(installation_id):
+            return _not_found()
+        token = f"ghs_installation{len(self.installation_tokens):020d}"
+        self.installation_tokens.add(token)
+        return Response.json({"token": token, "expires_at": iso(self.clock() + 3600)}, 201)
+
+
+def _not_found() -> Response:
+    return Response.json(
+        {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}, 404
+    )
 
 
 def _jwt_issuer_ok(token: str, app_id: int) -> bool:

@@ -339,216 +339,215 @@ class GitLabFake:
 
     def _routes(self) -> App:
         app = App()
-        unauthorized = Response.json({"message": "401 Unauthorized"}, 401)
-        not_found = Response.json({"message": "404 Project Not Found"}, 404)
-
-        def guarded(handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
-            def inner(request: Request) -> Response:
-                if request.headers.get("private-token") != self.token:
-                    return unauthorized
-                with self.scenario.lock:
-                    return handler(request)
-
-            return inner
-
-        def updated_filter(request: Request, items: list[Any]) -> list[Any]:
-            after = request.arg("updated_after")
-            if after:
-                t = parse_iso(after)
-                items = [i for i in items if i.updated_at > t]
-            if request.arg("order_by") == "updated_at":
-                items.sort(
-                    key=lambda i: (i.updated_at, i.id), reverse=request.arg("sort") == "desc"
-                )
-            else:
-                items.sort(key=lambda i: i.id, reverse=request.arg("sort", "desc") == "desc")
-            return items
-
-        @app.route("GET", "/api/v4/groups/{group:path}/projects")
-        @guarded
-        def group_projects(request: Request) -> Response:
-            group = unquote(request.params["group"])
-            repos = sorted(
-                (r for r in self.scenario.gitlab.values() if r.full_name.startswith(group + "/")),
-                key=lambda r: r.id,
-            )
-            if request.arg("pagination") != "keyset":
-                return self._list(request, repos, project, tuple(r.id for r in repos))
-            # Keyset: id_after from the previous page's last id; only Link rel="next".
-            per_page = int_arg(request, "per_page", 20, 100)
-            after = int(request.arg("id_after") or 0)
-            rest = [r for r in repos if r.id > after]
-            chunk = rest[:per_page]
-            headers = self._rate_headers(1)
-            if len(rest) > per_page:
-                host = request.headers.get("host", "gitlab.example.com")
-                origin = f"{'http' if ':' in host else 'https'}://{host}{self.prefix}"
-                q = f"pagination=keyset&order_by=id&sort=asc&per_page={per_page}&id_after={chunk[-1].id}"
-                headers["Link"] = f'<{origin}{quote(request.path)}?{q}>; rel="next"'
-            return Response.json([project(r) for r in chunk], 200, headers)
-
-        @app.route("GET", "/api/v4/projects/{id}/ci/lint")
-        @guarded
-        def ci_lint(request: Request) -> Response:
-            repo = self._project(request.params["id"])
-            if repo is None:
-                return not_found
-            if not repo.commits:
-                return Response.json({"message": "404 Repository Not Found"}, 404)
-            head = request.arg("content_ref") or repo.commits[-1].sha
-            if all(c.sha != head for c in repo.commits):
-                return Response.json({"message": "404 Commit Not Found"}, 404)
-            includes = [lint_include(repo, head, i) for i in self.includes.get(repo.full_name, [])]
-            body = {
-                "valid": True,
-                "errors": [],
-                "warnings": [],
-                "merged_yaml": "---\nbuild:\n  script: make\n",
-                "includes": includes,
-            }
-            return Response.json(body, 200, self._rate_headers(1))
-
-        @app.route("GET", "/api/v4/projects/{id}/pipelines/{pipeline_id}")
-        @guarded
-        def one_pipeline(request: Request) -> Response:
-            found = self._child(request, lambda r: r.runs, "pipeline_id", lambda run: run.id)
-            if found is None:
-                return Response.json({"message": "404 Not found"}, 404)
-            repo, run = found
-            return Response.json(pipeline(repo, run, True), 200, self._rate_headers(1))
-
-        @app.route("GET", "/api/v4/projects/{id}/pipelines")
-        @guarded
-        def pipelines(request: Request) -> Response:
-            repo = self._project(request.params["id"])
-            if repo is None:
-                return not_found
-            items = updated_filter(request, list(repo.runs))
-            return self._list(request, items, lambda r: pipeline(repo, r, False), repo.version)
-
-        @app.route("GET", "/api/v4/projects/{id}/deployments")
-        @guarded
-        def deployments(request: Request) -> Response:
-            repo = self._project(request.params["id"])
-            if repo is None:
-                return not_found
-            items = updated_filter(request, list(repo.deployments))
-            env = request.arg("environment")
-            if env:
-                items = [d for d in items if d.environment == env]
-            return self._list(request, items, lambda d: deployment(repo, d), repo.version)
-
-        @app.route("GET", "/api/v4/projects/{id}/repository/commits")
-        @guarded
-        def commits(request: Request) -> Response:
-            repo = self._project(request.params["id"])
-            if repo is None:
-                return not_found
-            items = sorted(
-                (c for c in repo.commits if c.on_default_branch), key=lambda c: -c.committed_at
-            )
-            since = request.arg("since")
-            if since:
-                items = [c for c in items if c.committed_at >= parse_iso(since)]
-            return self._list(request, items, lambda c: commit(repo, c), repo.version)
-
-        @app.route("GET", "/api/v4/projects/{id}/repository/compare")
-        @guarded
-        def compare(request: Request) -> Response:
-            repo = self._project(request.params["id"])
-            base, head = request.arg("from"), request.arg("to")
-            by_sha = {c.sha: c for c in repo.commits} if repo else {}
-            if repo is None or base not in by_sha or head not in by_sha:
-                return Response.json({"message": "404 Ref Not Found"}, 404)
-            # straight=false (the default): from...to, the commits of `to` since the merge base.
-            ahead = ancestors(by_sha, head) - ancestors(by_sha, base)
-            commits = sorted((by_sha[s] for s in ahead), key=lambda c: c.committed_at)
-            body = {
-                "commit": commit(repo, commits[-1]) if commits else None,
-                "commits": [commit(repo, c) for c in commits],
-                "diffs": [],
-                "compare_timeout": False,
-                "compare_same_ref": base == head,
-                "web_url": f"{WEB}/{repo.full_name}/-/compare/{base}...{head}",
-            }
-            return Response.json(body, 200, self._rate_headers(1))
-
-        @app.route("GET", "/api/v4/projects/{id}/merge_requests/{iid}/commits")
-        @guarded
-        def merge_request_commits(request: Request) -> Response:
-            found = self._child(request, lambda r: r.merge_requests, "iid", lambda m: m.iid)
-            if found is None:
-                return Response.json({"message": "404 Not found"}, 404)
-            repo, mr = found
-            items = list(reversed(mr.commits))  # newest first, as git log lists them
-            return self._list(request, items, lambda c: commit(repo, c), repo.version)
-
-        @app.route("GET", "/api/v4/projects/{id}/merge_requests")
-        @guarded
-        def merge_requests(request: Request) -> Response:
-            repo = self._project(request.params["id"])
-            if repo is None:
-                return not_found
-            items = list(repo.merge_requests)  # all merged
-            if request.arg("state", "all") not in ("merged", "all"):
-                items = []
-            target = request.arg("target_branch")
-            if target and target != repo.default_branch:
-                items = []
-            after = request.arg("updated_after")
-            if after:  # "updated on or after the given time"
-                items = [m for m in items if m.updated_at >= parse_iso(after)]
-            desc = request.arg("sort", "desc") == "desc"
-            if request.arg("order_by") == "updated_at":
-                items.sort(key=lambda m: (m.updated_at, m.iid), reverse=desc)
-            else:
-                items.sort(key=lambda m: (m.created_at, m.iid), reverse=desc)
-            return self._list(request, items, lambda m: merge_request(repo, m), repo.version)
-
-        @app.route("GET", "/api/v4/projects/{id}/issues")
-        @guarded
-        def issues(request: Request) -> Response:
-            repo = self._project(request.params["id"])
-            if repo is None:
-                return not_found
-            items = list(repo.incidents)
-            if request.arg("issue_type") == "incident":
-                items = [i for i in items if "incident" in i.labels]
-            labels = [x for x in (request.arg("labels") or "").split(",") if x]
-            items = [i for i in items if all(lb in i.labels for lb in labels)]
-            after = request.arg("updated_after")
-            if after:
-                items = [i for i in items if i.updated_at > parse_iso(after)]
-            items.sort(key=lambda i: i.updated_at)
-
-            def render(i: Any) -> dict[str, Any]:
-                return {
-                    "id": repo.id * 1000 + i.number,
-                    "iid": i.number,
-                    "project_id": repo.id,
-                    "title": i.title,
-                    "description": i.body,
-                    "state": "closed" if i.closed_at else "opened",
-                    "created_at": iso_ms(i.created_at),
-                    "updated_at": iso_ms(i.updated_at),
-                    "closed_at": iso_ms(i.closed_at) if i.closed_at else None,
-                    "labels": list(i.labels),
-                    "issue_type": "incident",
-                    "type": "INCIDENT",
-                    "web_url": f"{WEB}/{repo.full_name}/-/issues/{i.number}",
-                }
-
-            return self._list(request, items, render, repo.version)
-
-        @app.route("GET", "/api/v4/projects/{path:path}")
-        @guarded
-        def get_project(request: Request) -> Response:
-            repo = self._project(request.params["path"])
-            if repo is None:
-                return not_found
-            return Response.json(project(repo), 200, self._rate_headers(1))
-
+        for method, path, handler in (
+            ("GET", "/api/v4/groups/{group:path}/projects", self._group_projects),
+            ("GET", "/api/v4/projects/{id}/ci/lint", self._ci_lint),
+            ("GET", "/api/v4/projects/{id}/pipelines/{pipeline_id}", self._one_pipeline),
+            ("GET", "/api/v4/projects/{id}/pipelines", self._pipelines),
+            ("GET", "/api/v4/projects/{id}/deployments", self._deployments),
+            ("GET", "/api/v4/projects/{id}/repository/commits", self._commits),
+            ("GET", "/api/v4/projects/{id}/repository/compare", self._compare),
+            (
+                "GET",
+                "/api/v4/projects/{id}/merge_requests/{iid}/commits",
+                self._merge_request_commits,
+            ),
+            ("GET", "/api/v4/projects/{id}/merge_requests", self._merge_requests),
+            ("GET", "/api/v4/projects/{id}/issues", self._issues),
+            ("GET", "/api/v4/projects/{path:path}", self._get_project),
+        ):
+            app.route(method, path)(self._guarded(handler))
         return app
+
+    def _guarded(self, handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
+        """The handler behind the token check, holding the scenario's lock."""
+
+        def inner(request: Request) -> Response:
+            if request.headers.get("private-token") != self.token:
+                return Response.json({"message": "401 Unauthorized"}, 401)
+            with self.scenario.lock:
+                return handler(request)
+
+        return inner
+
+    def _group_projects(self, request: Request) -> Response:
+        group = unquote(request.params["group"])
+        repos = sorted(
+            (r for r in self.scenario.gitlab.values() if r.full_name.startswith(group + "/")),
+            key=lambda r: r.id,
+        )
+        if request.arg("pagination") != "keyset":
+            return self._list(request, repos, project, tuple(r.id for r in repos))
+        # Keyset: id_after from the previous page's last id; only Link rel="next".
+        per_page = int_arg(request, "per_page", 20, 100)
+        after = int(request.arg("id_after") or 0)
+        rest = [r for r in repos if r.id > after]
+        chunk = rest[:per_page]
+        headers = self._rate_headers(1)
+        if len(rest) > per_page:
+            host = request.headers.get("host", "gitlab.example.com")
+            origin = f"{'http' if ':' in host else 'https'}://{host}{self.prefix}"
+            q = f"pagination=keyset&order_by=id&sort=asc&per_page={per_page}&id_after={chunk[-1].id}"
+            headers["Link"] = f'<{origin}{quote(request.path)}?{q}>; rel="next"'
+        return Response.json([project(r) for r in chunk], 200, headers)
+
+    def _ci_lint(self, request: Request) -> Response:
+        repo = self._project(request.params["id"])
+        if repo is None:
+            return _not_found()
+        if not repo.commits:
+            return Response.json({"message": "404 Repository Not Found"}, 404)
+        head = request.arg("content_ref") or repo.commits[-1].sha
+        if all(c.sha != head for c in repo.commits):
+            return Response.json({"message": "404 Commit Not Found"}, 404)
+        includes = [lint_include(repo, head, i) for i in self.includes.get(repo.full_name, [])]
+        body = {
+            "valid": True,
+            "errors": [],
+            "warnings": [],
+            "merged_yaml": "---\nbuild:\n  script: make\n",
+            "includes": includes,
+        }
+        return Response.json(body, 200, self._rate_headers(1))
+
+    def _one_pipeline(self, request: Request) -> Response:
+        found = self._child(request, lambda r: r.runs, "pipeline_id", lambda run: run.id)
+        if found is None:
+            return Response.json({"message": "404 Not found"}, 404)
+        repo, run = found
+        return Response.json(pipeline(repo, run, True), 200, self._rate_headers(1))
+
+    def _pipelines(self, request: Request) -> Response:
+        repo = self._project(request.params["id"])
+        if repo is None:
+            return _not_found()
+        items = _updated_filter(request, list(repo.runs))
+        return self._list(request, items, lambda r: pipeline(repo, r, False), repo.version)
+
+    def _deployments(self, request: Request) -> Response:
+        repo = self._project(request.params["id"])
+        if repo is None:
+            return _not_found()
+        items = _updated_filter(request, list(repo.deployments))
+        env = request.arg("environment")
+        if env:
+            items = [d for d in items if d.environment == env]
+        return self._list(request, items, lambda d: deployment(repo, d), repo.version)
+
+    def _commits(self, request: Request) -> Response:
+        repo = self._project(request.params["id"])
+        if repo is None:
+            return _not_found()
+        items = sorted(
+            (c for c in repo.commits if c.on_default_branch), key=lambda c: -c.committed_at
+        )
+        since = request.arg("since")
+        if since:
+            items = [c for c in items if c.committed_at >= parse_iso(since)]
+        return self._list(request, items, lambda c: commit(repo, c), repo.version)
+
+    def _compare(self, request: Request) -> Response:
+        repo = self._project(request.params["id"])
+        base, head = request.arg("from"), request.arg("to")
+        by_sha = {c.sha: c for c in repo.commits} if repo else {}
+        if repo is None or base not in by_sha or head not in by_sha:
+            return Response.json({"message": "404 Ref Not Found"}, 404)
+        # straight=false (the default): from...to, the commits of `to` since the merge base.
+        ahead = ancestors(by_sha, head) - ancestors(by_sha, base)
+        commits = sorted((by_sha[s] for s in ahead), key=lambda c: c.committed_at)
+        body = {
+            "commit": commit(repo, commits[-1]) if commits else None,
+            "commits": [commit(repo, c) for c in commits],
+            "diffs": [],
+            "compare_timeout": False,
+            "compare_same_ref": base == head,
+            "web_url": f"{WEB}/{repo.full_name}/-/compare/{base}...{head}",
+        }
+        return Response.json(body, 200, self._rate_headers(1))
+
+    def _merge_request_commits(self, request: Request) -> Response:
+        found = self._child(request, lambda r: r.merge_requests, "iid", lambda m: m.iid)
+        if found is None:
+            return Response.json({"message": "404 Not found"}, 404)
+        repo, mr = found
+        items = list(reversed(mr.commits))  # newest first, as git log lists them
+        return self._list(request, items, lambda c: commit(repo, c), repo.version)
+
+    def _merge_requests(self, request: Request) -> Response:
+        repo = self._project(request.params["id"])
+        if repo is None:
+            return _not_found()
+        items = list(repo.merge_requests)  # all merged
+        if request.arg("state", "all") not in ("merged", "all"):
+            items = []
+        target = request.arg("target_branch")
+        if target and target != repo.default_branch:
+            items = []
+        after = request.arg("updated_after")
+        if after:  # "updated on or after the given time"
+            items = [m for m in items if m.updated_at >= parse_iso(after)]
+        desc = request.arg("sort", "desc") == "desc"
+        if request.arg("order_by") == "updated_at":
+            items.sort(key=lambda m: (m.updated_at, m.iid), reverse=desc)
+        else:
+            items.sort(key=lambda m: (m.created_at, m.iid), reverse=desc)
+        return self._list(request, items, lambda m: merge_request(repo, m), repo.version)
+
+    def _issues(self, request: Request) -> Response:
+        repo = self._project(request.params["id"])
+        if repo is None:
+            return _not_found()
+        items = list(repo.incidents)
+        if request.arg("issue_type") == "incident":
+            items = [i for i in items if "incident" in i.labels]
+        labels = [x for x in (request.arg("labels") or "").split(",") if x]
+        items = [i for i in items if all(lb in i.labels for lb in labels)]
+        after = request.arg("updated_after")
+        if after:
+            items = [i for i in items if i.updated_at > parse_iso(after)]
+        items.sort(key=lambda i: i.updated_at)
+
+        def render(i: Any) -> dict[str, Any]:
+            return {
+                "id": repo.id * 1000 + i.number,
+                "iid": i.number,
+                "project_id": repo.id,
+                "title": i.title,
+                "description": i.body,
+                "state": "closed" if i.closed_at else "opened",
+                "created_at": iso_ms(i.created_at),
+                "updated_at": iso_ms(i.updated_at),
+                "closed_at": iso_ms(i.closed_at) if i.closed_at else None,
+                "labels": list(i.labels),
+                "issue_type": "incident",
+                "type": "INCIDENT",
+                "web_url": f"{WEB}/{repo.full_name}/-/issues/{i.number}",
+            }
+
+        return self._list(request, items, render, repo.version)
+
+    def _get_project(self, request: Request) -> Response:
+        repo = self._project(request.params["path"])
+        if repo is None:
+            return _not_found()
+        return Response.json(project(repo), 200, self._rate_headers(1))
+
+
+def _not_found() -> Response:
+    return Response.json({"message": "404 Project Not Found"}, 404)
+
+
+def _updated_filter(request: Request, items: list[Any]) -> list[Any]:
+    """``updated_after`` and the ``order_by``/``sort`` of GitLab's list endpoints."""
+    after = request.arg("updated_after")
+    if after:
+        t = parse_iso(after)
+        items = [i for i in items if i.updated_at > t]
+    if request.arg("order_by") == "updated_at":
+        items.sort(key=lambda i: (i.updated_at, i.id), reverse=request.arg("sort") == "desc")
+    else:
+        items.sort(key=lambda i: i.id, reverse=request.arg("sort", "desc") == "desc")
+    return items
 
 
 def apps(scenario: Scenario) -> dict[str, App]:
