@@ -109,7 +109,7 @@ def _write(writer, schema, batch, datetime, pa):  # type: ignore[no-untyped-def]
 
 def child(path: Path, by_resource: bool) -> None:
     """Read one file with the exporter's reader and print what it measured, as JSON."""
-    from exporter.domains.cost.kpis import Allocator, ServiceRule
+    from exporter.domains.cost.allocation import Allocator, ServiceRule
     from exporter.domains.cost.sources.focus_reader import read_file
 
     # With resource patterns, every resource is its own allocation key: the worst case,

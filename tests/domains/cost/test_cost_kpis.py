@@ -7,10 +7,9 @@ from datetime import date
 
 import pytest
 
+from exporter.domains.cost.allocation import Allocator, ServiceRule
 from exporter.domains.cost.kpis import (
     UNALLOCATED,
-    Allocator,
-    ServiceRule,
     budget_forecast,
     budget_used,
     cost_by_window,

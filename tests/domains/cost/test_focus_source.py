@@ -424,7 +424,7 @@ class TestBatchSums:
     def test_grouped_and_row_by_row_reads_agree(
         self, tmp_path: Path, fmt: str, by: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        from exporter.domains.cost.kpis import Allocator, ServiceRule
+        from exporter.domains.cost.allocation import Allocator, ServiceRule
         from exporter.domains.cost.sources import focus_reader
 
         path = tmp_path / f"clean.{fmt}"

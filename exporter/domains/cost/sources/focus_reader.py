@@ -26,8 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from exporter.domains.cost.allocation import UNALLOCATED, Allocator
 from exporter.domains.cost.focus_schema import COLUMNS, REQUIRED
-from exporter.domains.cost.kpis import UNALLOCATED, Allocator
 from exporter.domains.cost.records import CostDay
 
 log = logging.getLogger("exporter.sources.focus")
