@@ -37,9 +37,9 @@ from exporter.domains.delivery.sources.github import GitHubSource
 
 
 def serve(args: argparse.Namespace) -> None:
+    from exporter.core.sandbox.app import SandboxServer
     from exporter.domains.delivery.sandbox.data import synthetic_org
     from exporter.domains.delivery.sandbox.github import GitHubFake
-    from exporter.sandbox.app import SandboxServer
 
     scenario = synthetic_org(time.time(), args.repos, args.days, args.runs, args.deploys)
     # The backfill needs far more than github.com's 5000 requests an hour: benchmark a

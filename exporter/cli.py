@@ -282,8 +282,8 @@ def _as_of(args: argparse.Namespace) -> float | None:
 
 def _demo(args: argparse.Namespace, at: float | None) -> int:
     from exporter.config import Config as _Config
+    from exporter.core.sandbox.scenario import Scenario
     from exporter.sandbox import platform
-    from exporter.sandbox.scenario import Scenario
 
     # One clock for the simulated platform and the daemon, so they agree on "now".
     clock: Clock = system_clock if at is None else ShiftedClock(at)

@@ -70,8 +70,6 @@ NO_CONFIG_FOLDERS = frozenset({"core", "domains", "sandbox"})
 # Violations still to be fixed; each id is "<rule>:<where>". See the module docstring.
 KNOWN: frozenset[str] = frozenset(
     {
-        "scan:exporter/sandbox/platform.py",
-        "{i}",
     }
 )
 

@@ -1,4 +1,4 @@
-"""Alerts on the exporter's own health and on cost budgets.
+"""Alerts on the exporter's own health.
 
 * ``PlatformExporterSourceDown``: a source's polls fail and it has not succeeded
   for more than two of its intervals (``platform_exporter_source_up``,
@@ -8,18 +8,14 @@
   older than five intervals (polls hang or are skipped), so its KPIs are stale;
 * ``PlatformExporterRateLimitLow``: an upstream's remaining API budget is nearly
   spent (``platform_exporter_rate_limit_remaining``);
-* ``PlatformCostBudgetForecastOver``: a team's or service's forecast month-end spend
-  is above its monthly budget (``platform_budget_forecast_ratio > 1``);
-* ``PlatformCostBudgetExceeded``: the month's spend so far is already above it
-  (``platform_budget_used_ratio{window="mtd"} > 1``; last month's final ratio is
-  for reviews, not for an alert that would fire all month).
+
+Each domain may add its own (:attr:`exporter.core.domain.Domain.alerts`); the rule
+file is one group with these first, then the domains' in the config's order.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-from exporter.core.settings import ConfigBase
 
 DOWN_INTERVALS = 2
 STALE_INTERVALS = 5
@@ -31,11 +27,10 @@ INTERVAL = "platform_exporter_source_interval_seconds"
 RATE_LIMIT = "platform_exporter_rate_limit_remaining"
 ERRORS = "platform_exporter_source_errors_total"
 ON = "job, instance, source, kind"
-FORECAST_RATIO = "platform_budget_forecast_ratio"
-USED_RATIO = "platform_budget_used_ratio"
 
 
-def rules(config: ConfigBase) -> list[dict[str, Any]]:
+def rules() -> list[dict[str, Any]]:
+    """The alerts on the exporter's own sources."""
     return [
         {
             "alert": "PlatformExporterSourceDown",
@@ -85,33 +80,4 @@ def rules(config: ConfigBase) -> list[dict[str, Any]]:
                 "fail until the budget resets.",
             },
         },
-        {
-            "alert": "PlatformCostBudgetForecastOver",
-            "expr": f"{FORECAST_RATIO} > 1\n",
-            # The forecast moves once a day, when a billing day closes: no need to be quick.
-            "for": "1h",
-            "labels": {"severity": "ticket"},
-            "annotations": {
-                "summary": "{{ $labels.scope }} {{ $labels.name }} is forecast to exceed its "
-                "monthly budget.",
-                "description": "Forecast month-end spend is {{ $value | humanizePercentage }} of "
-                "the monthly budget of {{ $labels.scope }} {{ $labels.name }} "
-                "(platform_budget_forecast).",
-            },
-        },
-        {
-            "alert": "PlatformCostBudgetExceeded",
-            "expr": f'{USED_RATIO}{{window="mtd"}} > 1\n',
-            "labels": {"severity": "ticket"},
-            "annotations": {
-                "summary": "{{ $labels.scope }} {{ $labels.name }} has spent more than its "
-                "monthly budget.",
-                "description": "Spend this month is {{ $value | humanizePercentage }} of the "
-                "monthly budget of {{ $labels.scope }} {{ $labels.name }}.",
-            },
-        },
     ]
-
-
-def rule_file(config: ConfigBase) -> dict[str, Any]:
-    return {"groups": [{"name": "platform-kpi-exporter", "rules": rules(config)}]}

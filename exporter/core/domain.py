@@ -1,5 +1,5 @@
-"""What a domain brings: the one declaration the daemon, the store, the report and the
-sandbox read (:mod:`exporter.domains` lists them)."""
+"""What a domain brings: the one declaration the daemon, the store, the report, the rules and
+the sandbox read (:mod:`exporter.domains` lists them)."""
 
 from __future__ import annotations
 
@@ -28,3 +28,7 @@ class Domain:
     refresh: Callable[[Any, Store, float], None] | None = None
     refresh_after: frozenset[type] = frozenset()
     load_catalog: Callable[[Any, Store], Catalog] | None = None  # the merged catalog (catalog)
+    alerts: Callable[[Any], list[dict[str, Any]]] | None = None  # rules for exporter.rules.yml
+    # Modules of its fake upstreams, each with ``apps(scenario)`` and/or ``configure(...)``
+    # hooks. Names, not imports: only the CLI may import a sandbox (through the platform).
+    sandbox: tuple[str, ...] = ()

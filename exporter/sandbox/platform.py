@@ -1,7 +1,7 @@
 """The whole simulated platform: every fake upstream mounted on one loopback server,
 and the exporter config that points at it.
 
-Each sandbox module may define two hooks, found by name:
+Each domain names its sandbox modules (``Domain.sandbox``); each may define two hooks:
 
 * ``apps(scenario) -> dict[str, App]``: its fake upstreams, by URL prefix;
 * ``configure(config, base_url, scenario, state_dir) -> None``: add what the
@@ -11,23 +11,21 @@ Each sandbox module may define two hooks, found by name:
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from exporter.sandbox.app import App, SandboxServer
-from exporter.sandbox.scenario import Scenario
-
-# The domain packages, found by path (the interim scan below is to be replaced by a registry).
-_DOMAINS = str(Path(__file__).resolve().parents[1] / "domains")
+from exporter.core.sandbox.app import App, SandboxServer
+from exporter.core.sandbox.scenario import Scenario
+from exporter.domains import domains
 
 
 def _modules() -> Iterator[ModuleType]:
-    names = (i.name for i in pkgutil.walk_packages([_DOMAINS], "exporter.domains."))
-    for name in sorted(n for n in names if ".sandbox" in n):
-        yield importlib.import_module(name)
+    """Every domain's sandbox modules, in the config's order of the domains."""
+    for domain in domains():
+        for name in domain.sandbox:
+            yield importlib.import_module(name)
 
 
 def apps(scenario: Scenario) -> dict[str, App]:

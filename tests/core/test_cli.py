@@ -11,9 +11,9 @@ import yaml
 
 from exporter import __version__
 from exporter.core.clock import FixedClock, utc_datetime
+from exporter.core.sandbox.scenario import Scenario
 from exporter.domains.cost.kpis import window_bounds
 from exporter.domains.cost.sandbox import billing
-from exporter.sandbox.scenario import Scenario
 from tests.support.daemon import DemoProcess, run_cli
 from tests.support.exposition import Exposition
 from tests.support.instants import at, each_instant

@@ -39,10 +39,10 @@ import pytest
 
 from exporter.config import Config
 from exporter.core.clock import FixedClock
+from exporter.core.sandbox.scenario import Scenario
 from exporter.daemon import Daemon
 from exporter.domains.catalog.sandbox import EXPECTED_RATIOS
 from exporter.sandbox import platform
-from exporter.sandbox.scenario import Scenario
 from tests.support.exposition import Exposition
 from tests.support.instants import at
 
@@ -108,7 +108,7 @@ class TestDemoAdoption:
             == 0
         )
         assert exp.value("platform_teams_onboarded") == 3
-        # The bill's untagged network cost (USD 17.5 a day, exporter/sandbox/billing.py) over
+        # The bill's untagged network cost (USD 17.5 a day, exporter/domains/cost/sandbox/billing.py) over
         # 30 closed days, shared by the 5 services adopting the gateway: USD 105 each.
         [(labels, per_service)] = exp.samples("platform_cost_per_adopting_service")
         assert labels == {"capability": "api-gateway", "currency": "USD"}

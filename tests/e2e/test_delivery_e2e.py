@@ -1,7 +1,7 @@
 """End to end over HTTP: the daemon against the sandbox's simulated GitHub, GitLab and Jenkins.
 
 The sandbox serves the seeded delivery scenario; every KPI the exporter reports
-must equal the value worked out by hand in ``exporter/sandbox/delivery_data.py``
+must equal the value worked out by hand in ``exporter/domains/delivery/sandbox/data.py``
 (:data:`EXPECTED`). GitLab fields follow https://docs.gitlab.com/api/deployments/,
 https://docs.gitlab.com/api/pipelines/, https://docs.gitlab.com/api/commits/ and
 https://docs.gitlab.com/api/rest/#pagination; Jenkins fields follow
@@ -24,6 +24,8 @@ import pytest
 
 from exporter.config import Config
 from exporter.core.clock import Clock, FixedClock, system_clock
+from exporter.core.sandbox.app import SandboxServer
+from exporter.core.sandbox.scenario import Scenario
 from exporter.daemon import Daemon
 from exporter.domains.delivery.sandbox import github as gh_sandbox
 from exporter.domains.delivery.sandbox import gitlab as gl_sandbox
@@ -32,8 +34,6 @@ from exporter.domains.delivery.sandbox.data import EXPECTED, delivery_of
 from exporter.domains.delivery.sandbox.github import GitHubFake
 from exporter.domains.delivery.sandbox.gitlab import GitLabFake
 from exporter.domains.delivery.sandbox.jenkins import JenkinsFake
-from exporter.sandbox.app import SandboxServer
-from exporter.sandbox.scenario import Scenario
 from tests.domains.delivery.helpers import delivery_samples, value
 from tests.support.instants import at
 from tests.support.prometheus import promtool_check_metrics

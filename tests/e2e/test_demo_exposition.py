@@ -25,9 +25,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import Config
 from exporter.core.clock import FixedClock
+from exporter.core.sandbox.scenario import Scenario
 from exporter.daemon import Daemon
 from exporter.sandbox import platform
-from exporter.sandbox.scenario import Scenario
 from tests.support.instants import INSTANTS
 from tests.support.paths import REPO_ROOT
 

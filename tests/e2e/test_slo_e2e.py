@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from exporter.config import Config
+from exporter.core.sandbox.app import SandboxServer
+from exporter.core.sandbox.scenario import Scenario
 from exporter.rules import write_rules
 from exporter.sandbox import platform
-from exporter.sandbox.app import SandboxServer
-from exporter.sandbox.scenario import Scenario
 from tests.support.alertmanager import AlertmanagerServer, WebhookReceiver
 from tests.support.daemon import DaemonProcess
 from tests.support.net import wait_until

@@ -15,4 +15,5 @@ DOMAIN = Domain(
     refresh=store.record_services,
     refresh_after=frozenset({CatalogListing}),
     load_catalog=store.load_catalog,
+    sandbox=("exporter.domains.catalog.sandbox",),
 )

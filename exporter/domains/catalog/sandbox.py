@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from exporter.core.clock import utc_datetime
-from exporter.sandbox.app import App, Request, Response
-from exporter.sandbox.scenario import Scenario
+from exporter.core.sandbox.app import App, Request, Response
+from exporter.core.sandbox.scenario import Scenario
 
 TOKEN = "sandbox-backstage-token"
 PREFIX = "/backstage"
@@ -48,7 +48,7 @@ SYSTEMS = {"checkout": "payments-platform", "payments-api": "payments-platform"}
 IDLE_TEAM = "growth"
 
 # The demo's capabilities and their adoption ratios, known from the entities above and the
-# probes every config service gets (exporter/sandbox/health.py): 7 services in the catalog.
+# probes every config service gets (exporter/domains/probe/sandbox.py): 7 services in the catalog.
 CAPABILITIES: list[dict[str, Any]] = [
     {
         "name": "golden-path",
@@ -62,8 +62,8 @@ CAPABILITIES: list[dict[str, Any]] = [
     },
     {
         # The platform's shared CI: checkout, payments-api and recommendations run its GitHub
-        # workflow (exporter/sandbox/delivery_data.py); search's GitLab pipeline includes its
-        # GitLab template (exporter/sandbox/gitlab.py INCLUDES); accounts builds on Jenkins,
+        # workflow (exporter/domains/delivery/sandbox/data.py); search's GitLab pipeline includes its
+        # GitLab template (exporter/domains/delivery/sandbox/gitlab.py INCLUDES); accounts builds on Jenkins,
         # ledger and notifications have no CI here.
         "name": "ci-template",
         "description": "Services whose pipelines ran the platform's CI template in 30 days.",
@@ -75,7 +75,7 @@ CAPABILITIES: list[dict[str, Any]] = [
     },
     {
         # Kong routes checkout, payments-api, search and accounts; NGINX serves
-        # recommendations (exporter/sandbox/traffic.py); ledger and notifications get none.
+        # recommendations (exporter/domains/traffic/sandbox.py); ledger and notifications get none.
         "name": "api-gateway",
         "description": "Services that served traffic through a gateway in 30 days.",
         "detect": {"rule": "gateway_traffic"},

@@ -1,7 +1,7 @@
 """Cost: billing exports and cost APIs allocated to services; cost per transaction, budgets."""
 
 from exporter.core.domain import Domain
-from exporter.domains.cost import metrics, store
+from exporter.domains.cost import alerts, metrics, store
 from exporter.domains.cost.sources.aws_cost import AwsCostSource
 from exporter.domains.cost.sources.azure_cost import AzureCostSource
 from exporter.domains.cost.sources.focus import FocusSource
@@ -13,4 +13,6 @@ DOMAIN = Domain(
     migrations={"cost": store.MIGRATIONS},
     writers=store.WRITERS,
     provider=metrics.collect,
+    alerts=alerts.rules,
+    sandbox=("exporter.domains.cost.sandbox.billing",),
 )

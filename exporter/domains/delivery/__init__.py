@@ -13,4 +13,9 @@ DOMAIN = Domain(
     migrations={"delivery": store.MIGRATIONS},
     writers=store.WRITERS,
     provider=metrics.collect,
+    sandbox=(
+        "exporter.domains.delivery.sandbox.github",
+        "exporter.domains.delivery.sandbox.gitlab",
+        "exporter.domains.delivery.sandbox.jenkins",
+    ),
 )

@@ -11,4 +11,5 @@ DOMAIN = Domain(
     writers=store.WRITERS,
     provider=metrics.collect,
     prune=store.prune,
+    sandbox=("exporter.domains.probe.sandbox",),
 )

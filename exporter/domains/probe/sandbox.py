@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from exporter.sandbox.app import App, Request, Response
-from exporter.sandbox.scenario import Scenario
+from exporter.core.sandbox.app import App, Request, Response
+from exporter.core.sandbox.scenario import Scenario
 
 
 def health_app(scenario: Scenario) -> App:

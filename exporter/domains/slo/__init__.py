@@ -4,4 +4,8 @@ traffic history; their alert rules."""
 from exporter.core.domain import Domain
 from exporter.domains.slo import metrics
 
-DOMAIN = Domain(name="slo", provider=metrics.collect)
+DOMAIN = Domain(
+    name="slo",
+    provider=metrics.collect,
+    sandbox=("exporter.domains.slo.sandbox",),
+)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from exporter.sandbox.scenario import Scenario
+from exporter.core.sandbox.scenario import Scenario
 
 
 def _gateway_services() -> set[str]:

@@ -14,4 +14,5 @@ DOMAIN = Domain(
     migrations={"traffic": store.MIGRATIONS},
     writers=store.WRITERS,
     provider=metrics.collect,
+    sandbox=("exporter.domains.traffic.sandbox",),
 )

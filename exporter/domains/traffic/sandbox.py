@@ -25,8 +25,8 @@ from typing import Any
 
 from exporter.core.clock import Clock, system_clock
 from exporter.core.periods import utc_minute
-from exporter.sandbox.app import App, Request, Response
-from exporter.sandbox.scenario import Scenario, _unit
+from exporter.core.sandbox.app import App, Request, Response
+from exporter.core.sandbox.scenario import Scenario, _unit
 
 KONG_STATUS = "/kong-status"
 KONG_ADMIN = "/kong-admin"

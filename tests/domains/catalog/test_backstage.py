@@ -27,6 +27,8 @@ from exporter.core.catalog import CatalogEntity
 from exporter.core.errors import AuthError, MalformedResponse
 from exporter.core.health import SourceHealth
 from exporter.core.httpclient import build_client
+from exporter.core.sandbox.app import App, Request, Response
+from exporter.core.sandbox.scenario import Scenario
 from exporter.core.source import PollContext
 from exporter.daemon import Daemon
 from exporter.domains import open_store
@@ -34,8 +36,6 @@ from exporter.domains.catalog import store as catalog_store
 from exporter.domains.catalog.sandbox import TOKEN, FakeCatalog, backstage_app
 from exporter.domains.catalog.settings import BackstageSourceConfig
 from exporter.domains.catalog.sources.backstage import BackstageSource, parse_time, ref_name
-from exporter.sandbox.app import App, Request, Response
-from exporter.sandbox.scenario import Scenario
 from tests.support.exposition import Exposition
 
 BASE = "http://backstage.test/api/catalog"

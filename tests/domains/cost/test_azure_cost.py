@@ -1,5 +1,5 @@
 """The Azure Cost Management source against a fake that follows the documented
-Query API and client-credentials token shapes (exporter/sandbox/azure_billing.py)."""
+Query API and client-credentials token shapes (exporter/domains/cost/sandbox/azure.py)."""
 
 from __future__ import annotations
 

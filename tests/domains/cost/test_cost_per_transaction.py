@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from exporter.config import Config
+from exporter.core.sandbox.app import App, Request, Response
 from exporter.daemon import Daemon
-from exporter.sandbox.app import App, Request, Response
 from tests.domains.cost.test_focus_source import line, write_csv
 from tests.support.exposition import Exposition
 

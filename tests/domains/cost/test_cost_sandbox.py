@@ -21,17 +21,17 @@ import pytest
 
 from exporter.config import Config
 from exporter.core.clock import FixedClock, utc_datetime
+from exporter.core.sandbox.scenario import Scenario
 from exporter.daemon import Daemon
 from exporter.domains.cost.kpis import window_bounds
 from exporter.domains.cost.sandbox import billing
 from exporter.sandbox import platform
-from exporter.sandbox.scenario import Scenario
 from tests.support.exposition import Exposition
 from tests.support.instants import at, each_instant
 from tests.support.prometheus import promtool_check_metrics
 
 COST_SOURCES = {"focus", "request_totals", "azure_cost"}
-# The demo's USD budget of team payments (exporter/sandbox/billing.py configure).
+# The demo's USD budget of team payments (exporter/domains/cost/sandbox/billing.py configure).
 PAYMENTS_TEAM = ("checkout", "payments-api")
 PAYMENTS_BUDGET = 6000.0
 

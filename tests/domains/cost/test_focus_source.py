@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from exporter.config import Config
+from exporter.core.sandbox.app import App, Response, SandboxServer
 from exporter.daemon import Daemon
 from exporter.domains.cost.focus_schema import EXPORT_HEADER
 from exporter.domains.cost.sources import focus as focus_module
 from exporter.domains.cost.sources.focus import FocusSource
-from exporter.sandbox.app import App, Response, SandboxServer
 from tests.support.exposition import Exposition
 from tests.support.prometheus import promtool_check_metrics
 

@@ -26,9 +26,9 @@ import pytest
 import yaml
 
 from exporter.config import Config
+from exporter.core.sandbox.fakes import Fault
 from exporter.daemon import Daemon
 from exporter.domains.delivery.sandbox.data import EXPECTED
-from exporter.sandbox.fakes import Fault
 from tests.domains.delivery.helpers import delivery_samples, value
 from tests.e2e.test_delivery_e2e import Upstreams
 from tests.support.paths import REPO_ROOT

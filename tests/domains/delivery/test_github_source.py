@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
+from exporter.core.sandbox.fakes import Fault
 from exporter.daemon import Daemon
 from exporter.domains import open_store
 from exporter.domains.delivery.sandbox import data as delivery_data
 from exporter.domains.delivery.sandbox.data import EXPECTED, FakeDeployment, FakeRun
 from exporter.domains.delivery.sandbox.github import TOKEN, GitHubFake
 from exporter.domains.delivery.sources.github import GitHubSource
-from exporter.sandbox.fakes import Fault
 from tests.domains.delivery.helpers import MarkerSource, add_hotfix, config, delivery_samples, value
 from tests.support.prometheus import promtool_check_metrics
 

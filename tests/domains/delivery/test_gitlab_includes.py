@@ -7,7 +7,7 @@ validates the default branch's ``.gitlab-ci.yml`` and lists its ``includes`` (``
 branch's head moved since it last did, keeps what it read in the project's state, and
 records each include as used by the project's latest pipeline.
 
-Hand-checked scenario (``exporter/sandbox/delivery_data.py``, ``exporter/sandbox/gitlab.py``):
+Hand-checked scenario (``exporter/domains/delivery/sandbox/data.py``, ``exporter/domains/delivery/sandbox/gitlab.py``):
 discovery/search (service search, team discovery) has its head at commit s4 (12 h before
 the anchor) and its latest pipeline finished 4 h before the anchor; its configuration
 includes ``gitlab/build.gitlab-ci.yml`` of acme/platform-templates, a local file and the
@@ -25,12 +25,12 @@ from pathlib import Path
 import pytest
 
 from exporter.config import Config
+from exporter.core.sandbox.fakes import Fault
 from exporter.daemon import Daemon
 from exporter.domains.delivery.sandbox import data as delivery_data
 from exporter.domains.delivery.sandbox.data import DeliveryScenario, sha_of
 from exporter.domains.delivery.sandbox.gitlab import TOKEN, GitLabFake
 from exporter.domains.delivery.sources.gitlab import include_refs
-from exporter.sandbox.fakes import Fault
 from tests.support.exposition import Exposition
 
 H = 3600.0

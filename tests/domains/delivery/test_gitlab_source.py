@@ -21,6 +21,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
+from exporter.core.sandbox.fakes import Fault
 from exporter.daemon import Daemon
 from exporter.domains import open_store
 from exporter.domains.delivery.sandbox import data as delivery_data
@@ -32,7 +33,6 @@ from exporter.domains.delivery.sandbox.data import (
 )
 from exporter.domains.delivery.sandbox.gitlab import TOKEN, GitLabFake
 from exporter.domains.delivery.sources.gitlab import GitLabSource
-from exporter.sandbox.fakes import Fault
 from tests.domains.delivery.helpers import add_hotfix, config, value
 
 H = 3600.0

@@ -9,12 +9,12 @@ import httpx
 import pytest
 
 from exporter.config import Config
+from exporter.core.sandbox.app import App, Request, Response, SandboxServer
 from exporter.daemon import Daemon
 from exporter.domains.traffic import store as traffic_store
 from exporter.domains.traffic.kpis import LATENCY_BUCKETS
 from exporter.domains.traffic.sandbox import KongFake, admin_app, admin_entities
 from exporter.domains.traffic.sources.kong import KongSource, parse_exposition
-from exporter.sandbox.app import App, Request, Response, SandboxServer
 
 NB = len(LATENCY_BUCKETS)
 CK = 'service="checkout-svc",route="checkout-route"'

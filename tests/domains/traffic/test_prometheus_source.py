@@ -19,11 +19,11 @@ import httpx
 import pytest
 
 from exporter.config import Config
+from exporter.core.sandbox.app import App, Request, Response
 from exporter.daemon import Daemon
 from exporter.domains.traffic import store as traffic_store
 from exporter.domains.traffic.sources.prometheus import parse_result
 from exporter.domains.traffic.store import WARNINGS_TOTAL
-from exporter.sandbox.app import App, Request, Response
 from tests.support.net import wait_until
 from tests.support.prometheus import PrometheusServer
 

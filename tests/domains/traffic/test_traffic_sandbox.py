@@ -14,9 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import Config
 from exporter.core.clock import FixedClock
+from exporter.core.sandbox.scenario import Scenario
 from exporter.daemon import Daemon
 from exporter.sandbox import platform
-from exporter.sandbox.scenario import Scenario
 from tests.support.instants import at
 from tests.support.net import wait_until
 

@@ -27,7 +27,7 @@ from datetime import date, datetime, timedelta
 from urllib.parse import parse_qs
 
 from exporter.core.clock import Clock, system_clock
-from exporter.sandbox.app import App, Request, Response
+from exporter.core.sandbox.app import App, Request, Response
 
 # (scope, YYYY-MM-DD) -> [(tag value, cost, currency)]
 Costs = dict[tuple[str, str], list[tuple[str, float, str]]]

@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from exporter.core.clock import utc_datetime
+from exporter.core.sandbox.app import App, Request, Response
+from exporter.core.sandbox.scenario import Scenario, _unit
 from exporter.domains.cost.focus_schema import EXPORT_HEADER
 from exporter.domains.cost.sandbox.azure import AzureCostFake
-from exporter.sandbox.app import App, Request, Response
-from exporter.sandbox.scenario import Scenario, _unit
 
 # Closed days of history at least; the previous calendar month is always covered too.
 DAYS = 40

@@ -24,7 +24,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.sandbox.scenario import Scenario
+from exporter.core.sandbox.scenario import Scenario
 
 H = 3600.0
 D = 86400.0

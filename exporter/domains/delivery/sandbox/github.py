@@ -25,6 +25,9 @@ from typing import Any
 from urllib.parse import quote
 
 from exporter.core.clock import Clock, system_clock
+from exporter.core.sandbox.app import App, Request, Response
+from exporter.core.sandbox.fakes import FaultPlan, etag_of, int_arg, iso, page_slice, parse_iso
+from exporter.core.sandbox.scenario import Scenario
 from exporter.domains.delivery.sandbox.data import (
     DeliveryScenario,
     FakeCommit,
@@ -34,9 +37,6 @@ from exporter.domains.delivery.sandbox.data import (
     FakeRun,
     ancestors,
 )
-from exporter.sandbox.app import App, Request, Response
-from exporter.sandbox.fakes import FaultPlan, etag_of, int_arg, iso, page_slice, parse_iso
-from exporter.sandbox.scenario import Scenario
 
 API = "https://api.github.com"
 TOKEN = "ghp_sandboxtoken0000000000000000000000"

@@ -26,6 +26,9 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from exporter.core.clock import Clock, system_clock
+from exporter.core.sandbox.app import App, Request, Response
+from exporter.core.sandbox.fakes import FaultPlan, etag_of, int_arg, iso_ms, page_slice, parse_iso
+from exporter.core.sandbox.scenario import Scenario
 from exporter.domains.delivery.sandbox.data import (
     DeliveryScenario,
     FakeCommit,
@@ -36,9 +39,6 @@ from exporter.domains.delivery.sandbox.data import (
     ancestors,
     sha_of,
 )
-from exporter.sandbox.app import App, Request, Response
-from exporter.sandbox.fakes import FaultPlan, etag_of, int_arg, iso_ms, page_slice, parse_iso
-from exporter.sandbox.scenario import Scenario
 
 TOKEN = "glpat-sandbox0000000000000"
 RATE_LIMIT = 2000

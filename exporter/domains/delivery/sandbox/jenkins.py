@@ -18,10 +18,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from exporter.core.sandbox.app import App, Request, Response
+from exporter.core.sandbox.fakes import FaultPlan
+from exporter.core.sandbox.scenario import Scenario
 from exporter.domains.delivery.sandbox.data import DeliveryScenario, FakeRepo, FakeRun
-from exporter.sandbox.app import App, Request, Response
-from exporter.sandbox.fakes import FaultPlan
-from exporter.sandbox.scenario import Scenario
 
 USER = "exporter"
 API_TOKEN = "11sandboxjenkinstoken00000000000"

@@ -14,7 +14,7 @@ Then, for each window in ``latency_windows``, one more call reads the percentile
 window, as CloudWatch computes them: percentiles cannot be added up across minutes.
 Every call follows ``NextToken``.
 
-Sample of what it feeds (see exporter/metrics/traffic.py)::
+Sample of what it feeds (see exporter/domains/traffic/metrics.py)::
 
     platform_service_requests_total{service="payments-api",team="payments",source="cloudwatch",code_class="5xx"} 3
     platform_service_latency_seconds{service="payments-api",team="payments",window="1h",quantile="0.95"} 0.21

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from exporter.sandbox.app import App, Request, Response
+from exporter.core.sandbox.app import App, Request, Response
 
 T = TypeVar("T")
 
