@@ -17,23 +17,7 @@ import yaml
 from pydantic import Field, ValidationError, create_model
 
 from exporter.core.settings import ConfigBase, ServiceBase, StrictModel
-from exporter.domains import source_classes
-from exporter.domains.adoption.settings import AdoptionSection
-from exporter.domains.catalog.settings import CatalogServiceFields
-from exporter.domains.cost.settings import (
-    CostSection,
-    CostServiceFields,
-)
-from exporter.domains.delivery.settings import (
-    DeliverySection,
-    DeliveryServiceFields,
-)
-from exporter.domains.probe.settings import ProbeServiceFields
-from exporter.domains.slo.settings import SloServiceFields
-from exporter.domains.traffic.settings import (
-    TrafficSection,
-    TrafficServiceFields,
-)
+from exporter.domains import domains, source_classes
 
 
 class ConfigError(Exception):
@@ -47,18 +31,23 @@ class ConfigError(Exception):
         )
 
 
-# Each domain's services[] keys, in the order its fields appear: bases are listed last
-# first, since pydantic lays out fields from the deepest base up.
-class ServiceConfig(
-    DeliveryServiceFields,
-    SloServiceFields,
-    TrafficServiceFields,
-    CatalogServiceFields,
-    CostServiceFields,
-    ProbeServiceFields,
-    ServiceBase,
-):
-    """A service of the catalog: the identity every KPI joins on."""
+def _service_model() -> type[ServiceBase]:
+    """A service of the catalog with every domain's ``services[]`` keys, in the registry's
+    order: the bases are listed last first, since pydantic lays out fields from the deepest
+    base up."""
+    mixins = [d.service_fields for d in domains() if d.service_fields is not None]
+    return cast(
+        type[ServiceBase],
+        create_model(
+            "ServiceConfig",
+            __base__=(*reversed(mixins), ServiceBase),
+            __doc__="A service of the catalog: the identity every KPI joins on.",
+            __module__=__name__,
+        ),
+    )
+
+
+ServiceConfig = _service_model()
 
 
 def _sources_model() -> type[StrictModel]:
@@ -83,18 +72,19 @@ SourcesConfig = _sources_model()
 
 # The core keys re-typed with the assembled models (a variable cannot be an annotation,
 # hence create_model), then each domain's sections, bases listed last first as above.
+_ListOf: Any = list
 _CoreConfig = create_model(
     "CoreConfig",
     __base__=ConfigBase,
     __module__=__name__,
-    services=(list[ServiceConfig], Field(default_factory=list)),
+    services=(_ListOf[ServiceConfig], Field(default_factory=list)),
     sources=(SourcesConfig, Field(default_factory=SourcesConfig)),
 )
 Config = cast(
     type[ConfigBase],
     create_model(
         "Config",
-        __base__=(DeliverySection, AdoptionSection, TrafficSection, CostSection, _CoreConfig),
+        __base__=(*reversed([d.section for d in domains() if d.section is not None]), _CoreConfig),
         __doc__="The whole configuration.",
         __module__=__name__,
     ),

@@ -14,10 +14,8 @@ functions. The rules are phrased by a module's name segments (``kpis``,
   source kinds: things are found through declarations;
 * no function over 80 lines without a ``# Over 80 lines: <reason>`` comment.
 
-While the code is being brought into shape, :data:`KNOWN` lists the violations
-that remain, one id each. Each test fails on a violation that is not listed (so
-nothing new creeps in) and on a listed one that is gone (so the list only
-shrinks).
+Each test names every violation it finds by an id (``<rule>:<where>``) and
+where it is (file:line), and fails if there is any.
 """
 
 from __future__ import annotations
@@ -66,13 +64,6 @@ ARITHMETIC = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Po
 IMPORT_BY_NAME = frozenset({"exporter/sandbox/platform.py"})
 # Folders that the config is built from, so they must not import it.
 NO_CONFIG_FOLDERS = frozenset({"core", "domains", "sandbox"})
-
-# Violations still to be fixed; each id is "<rule>:<where>". See the module docstring.
-KNOWN: frozenset[str] = frozenset(
-    {
-    }
-)
-
 
 @dataclass(frozen=True)
 class Edge:
@@ -160,12 +151,8 @@ def modules() -> dict[str, Module]:
 
 
 def _check(rule: str, found: dict[str, str]) -> None:
-    """``found``: id -> where (file:line and detail). Fails on new ids and on fixed known ones."""
-    known = {k for k in KNOWN if k.startswith(f"{rule}:")}
-    new = sorted(set(found) - known)
-    fixed = sorted(known - set(found))
-    lines = [f"new violation {i}: {found[i]}" for i in new]
-    lines += [f"fixed, delete from KNOWN: {i}" for i in fixed]
+    """``found``: id -> where (file:line and detail). Fails on any violation of ``rule``."""
+    lines = [f"violation {i}: {found[i]}" for i in sorted(found) if i.startswith(f"{rule}:")]
     assert not lines, "\n".join(lines)
 
 
@@ -511,12 +498,12 @@ class TestSize:
         _check("long", _long_functions(modules))
 
 
-def _print_found() -> None:  # pragma: no cover - refreshes KNOWN by hand
-    """``python3 -m tests.test_architecture``: every current violation, as KNOWN lines."""
+def _print_found() -> None:  # pragma: no cover - a quick look without pytest
+    """``python3 -m tests.test_architecture``: every current violation and where it is."""
     mods = _load()
     for find in RULES.values():
-        for key in sorted(find(mods)):
-            print(f'        "{key}",')
+        for key, where in sorted(find(mods).items()):
+            print(f"{key}  {where}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from exporter.core.catalog import Catalog
     from exporter.core.provider import Provider
+    from exporter.core.settings import Section, ServiceFields
     from exporter.core.source import Source
     from exporter.core.store import Store, Tx, Writer
 
@@ -20,6 +21,8 @@ class Domain:
 
     name: str  # the provider's name: "probe", "delivery", ...
     sources: tuple[type[Source], ...] = ()  # in the config's order; each class declares itself
+    service_fields: type[ServiceFields] | None = None  # the keys it adds to every services[] entry
+    section: type[Section] | None = None  # the top-level keys it adds, and checks across sections
     migrations: Mapping[str, Sequence[str]] = field(default_factory=dict)  # component -> forward
     writers: Mapping[type, Writer] = field(default_factory=dict)  # record type -> store writer
     provider: Provider | None = None  # its metric families

@@ -3,5 +3,6 @@ domains' stores."""
 
 from exporter.core.domain import Domain
 from exporter.domains.adoption import metrics
+from exporter.domains.adoption.settings import AdoptionSection
 
-DOMAIN = Domain(name="adoption", provider=metrics.collect)
+DOMAIN = Domain(name="adoption", section=AdoptionSection, provider=metrics.collect)

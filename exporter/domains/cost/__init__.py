@@ -2,6 +2,7 @@
 
 from exporter.core.domain import Domain
 from exporter.domains.cost import alerts, metrics, store
+from exporter.domains.cost.settings import CostSection, CostServiceFields
 from exporter.domains.cost.sources.aws_cost import AwsCostSource
 from exporter.domains.cost.sources.azure_cost import AzureCostSource
 from exporter.domains.cost.sources.focus import FocusSource
@@ -9,6 +10,8 @@ from exporter.domains.cost.sources.request_totals import RequestTotalsSource
 
 DOMAIN = Domain(
     name="cost",
+    service_fields=CostServiceFields,
+    section=CostSection,
     sources=(FocusSource, AwsCostSource, AzureCostSource, RequestTotalsSource),
     migrations={"cost": store.MIGRATIONS},
     writers=store.WRITERS,

@@ -3,12 +3,15 @@ to production."""
 
 from exporter.core.domain import Domain
 from exporter.domains.delivery import metrics, store
+from exporter.domains.delivery.settings import DeliverySection, DeliveryServiceFields
 from exporter.domains.delivery.sources.github import GitHubSource
 from exporter.domains.delivery.sources.gitlab import GitLabSource
 from exporter.domains.delivery.sources.jenkins import JenkinsSource
 
 DOMAIN = Domain(
     name="delivery",
+    service_fields=DeliveryServiceFields,
+    section=DeliverySection,
     sources=(GitHubSource, GitLabSource, JenkinsSource),
     migrations={"delivery": store.MIGRATIONS},
     writers=store.WRITERS,

@@ -2,10 +2,12 @@
 
 from exporter.core.domain import Domain
 from exporter.domains.probe import metrics, store
+from exporter.domains.probe.settings import ProbeServiceFields
 from exporter.domains.probe.sources.probe import ProbeSource
 
 DOMAIN = Domain(
     name="probe",
+    service_fields=ProbeServiceFields,
     sources=(ProbeSource,),
     migrations={"probe": store.MIGRATIONS},
     writers=store.WRITERS,

@@ -3,9 +3,11 @@ traffic history; their alert rules."""
 
 from exporter.core.domain import Domain
 from exporter.domains.slo import metrics
+from exporter.domains.slo.settings import SloServiceFields
 
 DOMAIN = Domain(
     name="slo",
+    service_fields=SloServiceFields,
     provider=metrics.collect,
     sandbox=("exporter.domains.slo.sandbox",),
 )

@@ -3,6 +3,7 @@ Prometheus)."""
 
 from exporter.core.domain import Domain
 from exporter.domains.traffic import metrics, store
+from exporter.domains.traffic.settings import TrafficSection, TrafficServiceFields
 from exporter.domains.traffic.sources.cloudwatch import CloudWatchSource
 from exporter.domains.traffic.sources.kong import KongSource
 from exporter.domains.traffic.sources.nginx import NginxSource
@@ -10,6 +11,8 @@ from exporter.domains.traffic.sources.prometheus import PrometheusSource
 
 DOMAIN = Domain(
     name="traffic",
+    service_fields=TrafficServiceFields,
+    section=TrafficSection,
     sources=(KongSource, NginxSource, CloudWatchSource, PrometheusSource),
     migrations={"traffic": store.MIGRATIONS},
     writers=store.WRITERS,
