@@ -27,7 +27,7 @@ from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from exporter.core.clock import Clock, system_clock, wall_datetime
-from exporter.core.errors import classify
+from exporter.core.errors import StateError, classify
 from exporter.core.health import SourceHealth
 from exporter.core.httpclient import build_client
 from exporter.core.server import MetricsServer
@@ -143,22 +143,32 @@ class Daemon:
             health.poll_succeeded(self.clock(), duration)
             log.debug("source %s: poll done in %.3fs", src.name, duration)
             ok = True
-        self._prune()
+        # Store housekeeping waits on SQLite's locks, so it runs off the event loop; and
+        # whatever it raises, the refresh below still shows this poll's outcome.
+        try:
+            await asyncio.to_thread(self._housekeeping, src)
+        except StateError as exc:
+            log.warning(
+                "source %s: store housekeeping skipped until the next poll: %s", src.name, exc
+            )
+        except Exception:
+            log.exception("source %s: store housekeeping failed", src.name)
+        await self.refresh()
+        return ok
+
+    def _housekeeping(self, src: Source) -> None:
+        """Retention, then the derived state (the merged catalog) that ``src`` feeds."""
+        cutoff = self.clock() - self.config.state.retention
+        with self.store.transaction() as tx:
+            for domain in domains():
+                if domain.prune is not None:
+                    domain.prune(tx, cutoff)
         produced = set(type(src).produces)
         for domain in domains():
             # Derived state (the merged catalog's services) changes only with the config
             # (at start) or a poll of a source feeding it.
             if domain.refresh is not None and domain.refresh_after & produced:
                 domain.refresh(self.config, self.store, self.clock())
-        await self.refresh()
-        return ok
-
-    def _prune(self) -> None:
-        cutoff = self.clock() - self.config.state.retention
-        with self.store.transaction() as tx:
-            for domain in domains():
-                if domain.prune is not None:
-                    domain.prune(tx, cutoff)
 
     async def poll_all(self) -> bool:
         """Poll every source once, concurrently. True if all succeeded."""

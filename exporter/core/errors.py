@@ -7,6 +7,8 @@ other sources carry on.
 
 from __future__ import annotations
 
+import sqlite3
+
 import httpx
 
 # Every value the ``reason`` label of platform_exporter_source_errors_total can take.
@@ -19,6 +21,7 @@ ERROR_REASONS = (
     "connect",
     "malformed",
     "config",
+    "state",
     "internal",
 )
 
@@ -63,10 +66,41 @@ class MalformedResponse(SourceError):
     reason = "malformed"
 
 
+class StateError(SourceError):
+    """The state database refused a write or a read (disk full, locked, I/O error).
+
+    Nothing of the failed transaction was kept, on disk or in memory; the next poll
+    starts again from the last committed cursors.
+    """
+
+    reason = "state"
+
+
+# SQLite's primary result codes that say the database or its disk failed, not our SQL:
+# full, busy or locked, I/O errors, read-only, corrupt, cannot open, not a database,
+# out of memory, permission denied, locking protocol. Extended codes add bits above 8.
+_ENVIRONMENT_CODES = frozenset({3, 5, 6, 7, 8, 10, 11, 13, 14, 15, 26})
+
+
+def state_failure(exc: BaseException) -> bool:
+    """True when ``exc`` is SQLite failing for its environment (disk full, locked, I/O).
+
+    A syntax error, a missing table or a constraint violation is a bug and stays one.
+    """
+    if isinstance(exc, StateError):
+        return True
+    if not isinstance(exc, sqlite3.Error):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and (code & 0xFF) in _ENVIRONMENT_CODES
+
+
 def classify(exc: BaseException) -> str:
     """Map any exception raised during a poll to a bounded error reason."""
     if isinstance(exc, SourceError):
         return exc.reason
+    if state_failure(exc):
+        return "state"
     if isinstance(exc, httpx.TimeoutException | TimeoutError):
         return "timeout"
     if isinstance(exc, httpx.ConnectError | ConnectionError):

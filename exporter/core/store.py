@@ -15,6 +15,7 @@ owns its tables and declares them as an ordered list of forward migrations;
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.core.clock import Clock, system_clock
+from exporter.core.errors import StateError, state_failure
 
 CORE_MIGRATIONS: tuple[str, ...] = (
     """
@@ -53,6 +55,8 @@ CORE_MIGRATIONS: tuple[str, ...] = (
 )
 
 Labels = Mapping[str, str]
+
+_log = logging.getLogger("exporter.store")
 
 
 def _labels_key(labels: Labels) -> str:
@@ -165,7 +169,12 @@ class Store:
     """
 
     def __init__(
-        self, path: str | Path, clock: Clock = system_clock, schema: Schema | None = None
+        self,
+        path: str | Path,
+        clock: Clock = system_clock,
+        schema: Schema | None = None,
+        *,
+        busy_timeout: float = 5.0,
     ) -> None:
         self.path = str(path)
         # The domains' tables and record writers; an empty schema keeps only the core's.
@@ -180,7 +189,9 @@ class Store:
         # NORMAL is durable across process crashes in WAL mode (only an OS crash can lose
         # the last transactions), which is what kill -9 safety needs.
         self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute("PRAGMA busy_timeout=5000")
+        # How long a write waits for another process's write lock before the poll fails
+        # with reason ``state`` (and is retried at its next interval).
+        self._conn.execute(f"PRAGMA busy_timeout={max(0, round(busy_timeout * 1000))}")
         self._conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_version "
             "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
@@ -222,15 +233,40 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
-        """A write transaction: committed on normal exit, rolled back on any exception."""
+        """A write transaction: committed on normal exit, rolled back on any exception.
+
+        A failure of the database itself (disk full, locked past the busy timeout, an
+        I/O error), whether in a statement or in the ``COMMIT``, is raised as
+        :class:`~exporter.core.errors.StateError` once the transaction is rolled back
+        (any other error, a bug such as bad SQL, is raised as it is, also rolled back):
+        the connection never stays inside a half-written transaction whose rows the
+        next read would serve as if committed.
+        """
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                if state_failure(exc):
+                    raise StateError(
+                        f"state database {self.path}: cannot begin a write: {exc}"
+                    ) from exc
+                raise
             try:
                 yield Tx(self._conn, self.clock, self.schema.writers)
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._conn.execute("COMMIT")
+            except BaseException as exc:
+                self._rollback()
+                if isinstance(exc, sqlite3.Error) and state_failure(exc):
+                    raise StateError(
+                        f"state database {self.path}: write rolled back: {exc}"
+                    ) from exc
                 raise
-            self._conn.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        # SQLite may already have rolled back by itself (SQLITE_FULL, SQLITE_IOERR); then
+        # there is no transaction left, and a ROLLBACK would fail and hide the first error.
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
 
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -273,9 +309,22 @@ class Store:
         ]
 
     def close(self) -> None:
+        """Checkpoint the WAL into the database file if possible, then close.
+
+        A checkpoint that fails (the disk is full, another process holds a lock) loses
+        nothing: the committed transactions stay in the WAL file and the next open
+        replays them. So it is reported, never raised.
+        """
         with self._lock:
             try:
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                _log.warning(
+                    "state database %s: WAL not checkpointed at close (%s); "
+                    "it is replayed at the next start",
+                    self.path,
+                    exc,
+                )
             finally:
                 self._conn.close()
 

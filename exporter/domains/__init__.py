@@ -61,11 +61,11 @@ def schema() -> Schema:
     )
 
 
-def open_store(path: str, clock: Clock = system_clock) -> Store:
+def open_store(path: str, clock: Clock = system_clock, *, busy_timeout: float = 5.0) -> Store:
     """Open the database and bring every domain's schema up to date."""
     from exporter.core.store import Store
 
-    return Store(path, clock, schema())
+    return Store(path, clock, schema(), busy_timeout=busy_timeout)
 
 
 def providers() -> dict[str, Provider]:

@@ -244,7 +244,7 @@ class TestFailingSource:
         assert second.value(errors, source="beta", reason="http_5xx") == 1
         assert second.value(errors, source="alpha", reason="http_5xx") == 0
         # Every bounded reason is present from the start, at 0.
-        assert len(first.samples(errors, source="alpha")) == 9
+        assert len(first.samples(errors, source="alpha")) == 10
 
     def test_an_unexpected_exception_is_counted_as_internal(self, tmp_path: Path) -> None:
         async def bug(ctx: PollContext, n: int) -> None:

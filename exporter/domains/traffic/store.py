@@ -11,12 +11,14 @@ for a batch not seen before. Window KPIs sum the minutes of the window.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any
 
+from exporter.core.errors import StateError
 from exporter.core.periods import Span, utc_date
 from exporter.core.spans import span_sums
 from exporter.core.store import Labels, Store, Tx, Writer, _labels_key, upsert_each, write_records
@@ -228,6 +230,7 @@ def prune(tx: Tx, older_than: float) -> int:
     return n
 
 
+_log = logging.getLogger("exporter.store.traffic")
 _PRUNE_EVERY = 3600.0
 _last_prune: list[float] = [float("-inf")]
 
@@ -237,9 +240,15 @@ def prune_if_due(store: Store, now: float, retention: float) -> None:
     mono = time.monotonic()
     if mono - _last_prune[0] < _PRUNE_EVERY:
         return
+    try:
+        with store.transaction() as tx:
+            prune(tx, now - retention)
+    except StateError as exc:
+        # Retention is housekeeping: the poll that asked has committed its data already,
+        # so a locked or full database only postpones the prune to the next poll.
+        _log.warning("traffic retention postponed: %s", exc)
+        return
     _last_prune[0] = mono
-    with store.transaction() as tx:
-        prune(tx, now - retention)
 
 
 # --- what the sources commit besides records -----------------------------------------

@@ -105,7 +105,20 @@ class NginxSource(Source):
     # --- tailing (runs in a worker thread) ---------------------------------------------
 
     def tail(self, ctx: PollContext) -> int:
-        """Read every complete new line; commit in steps. Returns the lines read."""
+        """Read every complete new line; commit in steps. Returns the lines read.
+
+        The aggregator holds only lines read after the last committed cursor. When a
+        commit fails (the state disk is full, the database is locked) those lines are
+        dropped with it and read again, from that cursor, by the next poll: counted once.
+        """
+        self.aggregator.reset()
+        try:
+            return self._tail(ctx)
+        except BaseException:
+            self.aggregator.reset()
+            raise
+
+    def _tail(self, ctx: PollContext) -> int:
         cursor = FileCursor.load(ctx.cursor("file"))
         try:
             st = os.stat(self.path)
