@@ -3,8 +3,10 @@
 Exit codes:
   0  success
   1  runtime failure (``once``: at least one source failed; ``once --as-of``: a
-     metrics provider failed; the error is logged)
-  2  invalid configuration or usage
+     metrics provider failed; the error is logged), or an environment that keeps
+     the daemon from starting (a read-only or corrupt state file, a port in use)
+  2  invalid configuration or usage (also a state path that is a directory or on
+     a kernel pseudo-filesystem, a listen address that is not one)
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import yaml
 from exporter import __version__
 from exporter.config import ConfigError, load_config, masked
 from exporter.core.clock import Clock, ShiftedClock, parse_instant, system_clock, utc_datetime
+from exporter.core.errors import StartupError
 from exporter.core.settings import ConfigBase
 from exporter.core.snapshot import Snapshot
 
@@ -33,7 +36,8 @@ EXIT_CONFIG = 2
 
 EPILOG = """exit codes:
   0  success
-  1  runtime failure (once: a source failed; once --as-of: a KPI failed)
+  1  runtime failure (once: a source failed; once --as-of: a KPI failed), or the
+     environment keeps the daemon from starting (state file, port in use)
   2  invalid configuration or usage
 
 environment:
@@ -349,6 +353,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, UsageError) as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
+    except StartupError as exc:
+        file = getattr(args, "config", None) or getattr(args, "file", None) or "the config"
+        kind = "config error" if exc.exit_code == EXIT_CONFIG else "cannot start"
+        print(f"{kind} in {file}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_OK
     parser.error(f"unknown command {args.command}")

@@ -30,6 +30,7 @@ from exporter.core.clock import Clock, system_clock, wall_datetime
 from exporter.core.errors import StateError, classify
 from exporter.core.health import SourceHealth
 from exporter.core.httpclient import build_client
+from exporter.core.listen import bind_error, check_tls_files
 from exporter.core.server import MetricsServer
 from exporter.core.settings import ConfigBase
 from exporter.core.snapshot import Part, Snapshot, SnapshotHolder, render_part
@@ -236,7 +237,14 @@ class Daemon:
     # --- lifecycle ---------------------------------------------------------------
 
     def start_server(self) -> MetricsServer:
-        self.server = MetricsServer(self.config.server, self.holder, self.ready)
+        """Bind and serve; a bind or TLS failure is a StartupError (one line, an exit code)."""
+        settings = self.config.server
+        if settings.tls is not None:
+            check_tls_files(settings.tls.cert_file, settings.tls.key_file)
+        try:
+            self.server = MetricsServer(settings, self.holder, self.ready)
+        except OSError as exc:
+            raise bind_error(settings.listen_address, settings.port, exc) from None
         self.server.start()
         return self.server
 

@@ -26,6 +26,20 @@ ERROR_REASONS = (
 )
 
 
+class StartupError(Exception):
+    """The daemon cannot start. ``str()`` is one line naming the field and the path.
+
+    ``exit_code`` is 2 when the configuration names something unusable (a directory as
+    the state file, a path on a kernel pseudo-filesystem, an address that is not one)
+    and 1 when the environment is at fault (a read-only mount, a corrupt file, a state
+    file from a newer release, a port already taken).
+    """
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class SourceError(Exception):
     """A poll failed for a reason the source understood."""
 

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from exporter.core.clock import Clock, system_clock
-from exporter.core.errors import StateError, state_failure
+from exporter.core.errors import StartupError, StateError, state_failure
+from exporter.core.statepath import check_state_path, unusable
 
 CORE_MIGRATIONS: tuple[str, ...] = (
     """
@@ -182,38 +183,67 @@ class Store:
         # Stamps cursors' ``updated_at``; the daemon passes its own clock.
         self.clock = clock
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            check_state_path(Path(self.path))
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        # NORMAL is durable across process crashes in WAL mode (only an OS crash can lose
-        # the last transactions), which is what kill -9 safety needs.
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        # How long a write waits for another process's write lock before the poll fails
-        # with reason ``state`` (and is retried at its next interval).
-        self._conn.execute(f"PRAGMA busy_timeout={max(0, round(busy_timeout * 1000))}")
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version "
-            "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
-        )
+        try:
+            self._conn = self._connect(busy_timeout)
+        except sqlite3.Error as exc:
+            raise unusable(self.path, exc) from None
         self.migrate("core", CORE_MIGRATIONS)
         for component, migrations in self.schema.components:
             self.migrate(component, migrations)
 
+    def _connect(self, busy_timeout: float) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            # How long a write waits for another process's write lock before the poll
+            # fails with reason ``state`` (and is retried at its next interval).
+            conn.execute(f"PRAGMA busy_timeout={max(0, round(busy_timeout * 1000))}")
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable across process crashes in WAL mode (only an OS crash can
+            # lose the last transactions), which is what kill -9 safety needs.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            # A damaged file is refused at start, not found out by a poll at 3 am.
+            problem = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if problem != "ok":
+                raise StartupError(
+                    f"state.path: {self.path} is corrupt (integrity check: "
+                    f"{' '.join(str(problem).split())}); "
+                    "move it away to start afresh",
+                    1,
+                )
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version "
+                "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+            )
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     def migrate(self, component: str, migrations: Sequence[str]) -> int:
         """Apply ``component``'s migrations not applied yet; return its new version.
 
-        Migrations are append-only: never edit one that has shipped, add another.
+        Migrations are append-only: never edit one that has shipped, add another. They
+        run at start, so a database that refuses them is a StartupError.
         """
+        try:
+            return self._migrate(component, migrations)
+        except StateError as exc:
+            cause = exc.__cause__
+            raise unusable(self.path, cause if isinstance(cause, sqlite3.Error) else exc) from None
+
+    def _migrate(self, component: str, migrations: Sequence[str]) -> int:
         with self._lock:
             row = self._conn.execute(
                 "SELECT version FROM schema_version WHERE component = ?", (component,)
             ).fetchone()
             current = int(row[0]) if row else 0
             if current > len(migrations):
-                raise RuntimeError(
-                    f"state database {self.path} has {component} schema v{current}, newer than "
-                    f"this release knows (v{len(migrations)}); refusing to downgrade"
+                raise StartupError(
+                    f"state.path: {self.path} has {component} schema v{current}, written by a "
+                    f"newer release (this one knows v{len(migrations)}); refusing to downgrade",
+                    1,
                 )
             for version in range(current, len(migrations)):
                 with self.transaction() as tx:

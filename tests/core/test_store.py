@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from exporter.core.errors import StartupError
 from exporter.core.store import Store, write_records
 from exporter.domains import open_store
 from exporter.domains.probe import store as probe_store
@@ -53,8 +54,9 @@ class TestMigrations:
     def test_refuses_a_database_from_a_newer_release(self, tmp_path: Path) -> None:
         path = tmp_path / "s.db"
         Store(path).migrate("items", (*ITEMS, "CREATE TABLE more (x);"))
-        with pytest.raises(RuntimeError, match="refusing to downgrade"):
+        with pytest.raises(StartupError, match="refusing to downgrade") as refused:
             Store(path).migrate("items", ITEMS)
+        assert refused.value.exit_code == 1  # the environment, not the config, is at fault
 
     def test_a_failing_migration_leaves_the_version_unchanged(self, tmp_path: Path) -> None:
         store = Store(tmp_path / "s.db")
