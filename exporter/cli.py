@@ -25,6 +25,7 @@ import yaml
 
 from exporter import __version__
 from exporter.config import ConfigError, load_config, masked
+from exporter.core import redact
 from exporter.core.clock import Clock, ShiftedClock, parse_instant, system_clock, utc_datetime
 from exporter.core.errors import StartupError
 from exporter.core.settings import ConfigBase
@@ -209,10 +210,14 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
     logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Every record, httpx's and httpcore's debug lines too, passes the redaction layer.
+    redact.install()
 
 
 def _load(path: Path) -> ConfigBase:
-    return load_config(path)
+    config = load_config(path)
+    redact.REDACTOR.learn(config)
+    return config
 
 
 async def _serve(
@@ -324,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         at = _as_of(args)
         if args.command == "check-config":
             config = _load(args.file)
-            print(json.dumps(masked(config), indent=2))
+            print(json.dumps(redact.REDACTOR.data(masked(config)), indent=2))
             return EXIT_OK
         if args.command == "run":
             return asyncio.run(_serve(_load(args.config)))

@@ -26,6 +26,7 @@ import httpx
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from exporter.core import redact
 from exporter.core.clock import Clock, system_clock, wall_datetime
 from exporter.core.errors import StateError, classify
 from exporter.core.health import SourceHealth
@@ -76,6 +77,7 @@ class Daemon:
     ) -> None:
         self.config = config
         self.clock = clock
+        redact.REDACTOR.learn(config)
         self.store = store or open_store(str(config.state.path), clock)
         self.sources = build_sources(config, clock) if sources is None else sources
         self.infos = source_infos(config)

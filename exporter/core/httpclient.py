@@ -40,6 +40,7 @@ from exporter import __version__
 from exporter.core.clock import Clock, system_clock
 from exporter.core.errors import AuthError, RateLimited, SourceError, UpstreamStatusError
 from exporter.core.health import SourceHealth
+from exporter.core.redact import excerpt
 
 log = logging.getLogger("exporter.httpclient")
 
@@ -294,7 +295,7 @@ def _raise_for(
     if status in ok:
         return
     url = response.request.url.copy_with(query=None)
-    body = response.text[:200].strip().replace("\n", " ")
+    body = excerpt(response.text)
     if status == 401:
         raise AuthError(f"{status} from {url}: credentials rejected: {body}")
     retry_after = parse_retry_after(response.headers.get("Retry-After"), now)

@@ -32,6 +32,7 @@ import httpx
 from exporter.core.errors import AuthError, MalformedResponse, RateLimited
 from exporter.core.httpclient import parse_retry_after, send
 from exporter.core.periods import utc_date
+from exporter.core.redact import excerpt
 from exporter.core.settings import ConfigBase
 from exporter.core.source import PollContext, Source
 from exporter.domains.cost import store as cost_store
@@ -101,7 +102,7 @@ class AzureCostSource(Source):
             raise AuthError(
                 f"token request for client {self.az.client_id} failed: "
                 f"{body.get('error', response.status_code)}: "
-                f"{str(body.get('error_description', ''))[:200]}"
+                f"{excerpt(str(body.get('error_description', '')))}"
             )
         self._token = str(body["access_token"])
         self._token_expires = ctx.now() + float(body.get("expires_in", 3599))
@@ -144,12 +145,12 @@ class AzureCostSource(Source):
                 await self.token(ctx, force=True)
                 continue
             if response.status_code == 401:
-                raise AuthError(f"401 from {url.split('?')[0]}: {response.text[:200]}")
+                raise AuthError(f"401 from {url.split('?')[0]}: {excerpt(response.text)}")
             if response.status_code == 429:
                 wait = retry_after(response, ctx.now())
                 if wait is None or wait > self.az.max_retry_wait or throttled >= MAX_429_RETRIES:
                     raise RateLimited(
-                        f"429 from Cost Management (retry after {wait}s): {response.text[:200]}",
+                        f"429 from Cost Management (retry after {wait}s): {excerpt(response.text)}",
                         wait,
                     )
                 throttled += 1
@@ -172,7 +173,9 @@ class AzureCostSource(Source):
                 return out
             props = _json(response).get("properties")
             if not isinstance(props, dict):
-                raise MalformedResponse(f"query answer without properties: {response.text[:200]}")
+                raise MalformedResponse(
+                    f"query answer without properties: {excerpt(response.text)}"
+                )
             out.extend(self._rows(props))
             next_link = props.get("nextLink")
             if not next_link:
@@ -280,7 +283,7 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     try:
         data = response.json()
     except ValueError as exc:
-        raise MalformedResponse(f"not JSON: {response.text[:200]}") from exc
+        raise MalformedResponse(f"not JSON: {excerpt(response.text)}") from exc
     if not isinstance(data, dict):
-        raise MalformedResponse(f"not a JSON object: {response.text[:200]}")
+        raise MalformedResponse(f"not a JSON object: {excerpt(response.text)}")
     return data

@@ -29,6 +29,7 @@ from exporter.core.errors import (
     UpstreamStatusError,
     classify,
 )
+from exporter.core.redact import excerpt
 from exporter.core.settings import ConfigBase
 from exporter.core.source import PollContext, Source
 from exporter.domains.cost import store as cost_store
@@ -167,7 +168,7 @@ class FocusSource(Source):
                 if response.status_code == 304:
                     return None
                 if response.status_code != 200:
-                    body = (await response.aread())[:200].decode(errors="replace")
+                    body = excerpt((await response.aread())[:4096].decode(errors="replace"))
                     problem = f"GET {url}: HTTP {response.status_code}: {body}"
                     if self._url_error is None:
                         self._url_error = (

@@ -18,6 +18,7 @@ from typing import Any
 from exporter.core.errors import MalformedResponse, UpstreamStatusError
 from exporter.core.httpclient import send
 from exporter.core.periods import utc_date
+from exporter.core.redact import excerpt
 from exporter.core.settings import ConfigBase
 from exporter.core.source import PollContext, Source
 from exporter.domains.cost.records import RequestTotal
@@ -107,7 +108,7 @@ def _json(content: bytes) -> dict[str, Any]:
     try:
         data = json.loads(content)
     except ValueError as exc:
-        raise MalformedResponse(f"not JSON: {content[:200]!r}") from exc
+        raise MalformedResponse(f"not JSON: {excerpt(repr(content))}") from exc
     if not isinstance(data, dict):
-        raise MalformedResponse(f"not a JSON object: {content[:200]!r}")
+        raise MalformedResponse(f"not a JSON object: {excerpt(repr(content))}")
     return data

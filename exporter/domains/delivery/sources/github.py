@@ -44,6 +44,7 @@ import httpx
 
 from exporter.core.clock import utc_datetime
 from exporter.core.errors import AuthError
+from exporter.core.redact import excerpt
 from exporter.core.settings import ConfigBase
 from exporter.core.source import PollContext
 from exporter.domains.catalog.records import TemplateUse
@@ -144,7 +145,7 @@ class GitHubAppAuth(httpx.Auth):
                 response.read()
                 raise AuthError(
                     f"GitHub App installation token refused ({response.status_code}): "
-                    f"{response.text[:200]}"
+                    f"{excerpt(response.text)}"
                 )
             response.read()
             data = response.json()

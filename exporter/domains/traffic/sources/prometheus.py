@@ -30,6 +30,7 @@ from typing import Any
 from exporter.core.errors import MalformedResponse, SourceError
 from exporter.core.httpclient import send
 from exporter.core.periods import utc_minute
+from exporter.core.redact import excerpt
 from exporter.core.settings import ConfigBase
 from exporter.core.source import PollContext, Source
 from exporter.domains.traffic import store as traffic_store
@@ -57,7 +58,7 @@ def render(query: str, window: str, quantile: float | None = None) -> str:
 def parse_result(payload: Any, service_label: str) -> tuple[dict[str | None, float], list[str]]:
     """(label value or None for a scalar -> value, warnings) from an /api/v1/query answer."""
     if not isinstance(payload, dict) or payload.get("status") != "success":
-        raise MalformedResponse(f"unexpected Prometheus answer: {str(payload)[:200]}")
+        raise MalformedResponse(f"unexpected Prometheus answer: {excerpt(str(payload))}")
     warnings = [str(w) for w in payload.get("warnings") or []]
     data = payload.get("data") or {}
     kind = data.get("resultType")
