@@ -39,8 +39,14 @@ FIELDS = (
     "spec.type",
     "spec.lifecycle",
 )
-# A runaway cursor chain (an upstream bug) must not keep a poll going forever.
-MAX_PAGES = 10_000
+# A runaway cursor chain (an upstream bug) must not keep a poll going forever: one
+# poll reads at most this many pages and items, then fails as malformed.
+MAX_PAGES = 1_000
+MAX_ITEMS = 200_000
+# The entity fields the source reads, and the JSON type each must have when present
+# (the catalog's Entity schema: strings, a list of strings, a map of strings).
+_STRINGS_META = ("name", "namespace")
+_STRINGS_SPEC = ("owner", "system", "type", "lifecycle")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 
@@ -75,6 +81,36 @@ def _annotations(meta: dict[str, Any]) -> dict[str, str]:
     if not isinstance(annotations, dict):
         return {}
     return {str(k): str(v) for k, v in annotations.items()}
+
+
+def _check_types(index: int, item: dict[str, Any], meta: dict[str, Any], spec: Any) -> None:
+    """Raise MalformedResponse when a field the source reads has the wrong JSON type.
+
+    Skipping such an entity would silently drop it from the catalog (and its service
+    from every join); failing the poll keeps the last good catalog instead.
+    """
+    wrong: list[str] = []
+    if not isinstance(item.get("kind"), str):
+        wrong.append("kind")
+    wrong += [f"metadata.{k}" for k in _STRINGS_META if not _opt_str(meta.get(k))]
+    wrong += [f"spec.{k}" for k in _STRINGS_SPEC if not _opt_str(spec.get(k))]
+    tags = meta.get("tags")
+    if tags is not None and not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
+        wrong.append("metadata.tags")
+    notes = meta.get("annotations")
+    if notes is not None and not (
+        isinstance(notes, dict) and all(isinstance(v, str) for v in notes.values())
+    ):
+        wrong.append("metadata.annotations")
+    if wrong:
+        raise MalformedResponse(
+            f"entities/by-query: item {index} ({ascii(meta.get('name'))[:80]}) has wrong-typed "
+            f"{', '.join(wrong)}; the last good catalog is kept"
+        )
+
+
+def _opt_str(value: Any) -> bool:
+    return value is None or isinstance(value, str)
 
 
 def parse_time(value: str) -> float | None:
@@ -117,6 +153,8 @@ class BackstageSource(Source):
         seen: set[str] = set()
         total: Any = None
         for _ in range(MAX_PAGES):
+            if len(items) >= MAX_ITEMS:
+                break
             page_params = [*params, ("limit", self.backstage.page_size)]
             page_params += [("fields", ",".join(FIELDS))]
             response = await send(
@@ -144,7 +182,15 @@ class BackstageSource(Source):
             # filter and orderField are fixed by the cursor; sending them again is ignored upstream.
             params = [("cursor", cursor)]
         else:
-            raise MalformedResponse(f"entities/by-query: more than {MAX_PAGES} pages")
+            raise MalformedResponse(
+                f"entities/by-query: stopped after {MAX_PAGES} pages and {len(items)} items "
+                f"(bounds {MAX_PAGES} pages, {MAX_ITEMS} items per poll); nothing committed"
+            )
+        if len(items) >= MAX_ITEMS and cursor:
+            raise MalformedResponse(
+                f"entities/by-query: stopped after {len(seen)} pages and {len(items)} items "
+                f"(bounds {MAX_PAGES} pages, {MAX_ITEMS} items per poll); nothing committed"
+            )
         if isinstance(total, int) and total != len(items):
             ctx.log.info(
                 "backstage: totalItems %d but %d entities listed (catalog changed while paging)",
@@ -173,14 +219,15 @@ class BackstageSource(Source):
         systems: dict[tuple[str, str], str] = {}
         raw: list[_Raw] = []
         skipped: list[str] = []
-        for item in items:
+        for index, item in enumerate(items):
             if not isinstance(item, dict):
                 raise MalformedResponse("entities/by-query: an item is not an object")
-            kind = str(item.get("kind", "")).lower()
             meta = item.get("metadata")
             spec = item.get("spec") or {}
             if not isinstance(meta, dict) or not isinstance(spec, dict):
                 raise MalformedResponse("entities/by-query: an item has no metadata object")
+            _check_types(index, item, meta, spec)
+            kind = str(item.get("kind", "")).lower()
             name = str(meta.get("name", "")).lower()
             namespace = str(meta.get("namespace") or "default").lower()
             if kind not in KINDS:

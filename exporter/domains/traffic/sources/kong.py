@@ -15,6 +15,12 @@ every series counts from zero, as Prometheus' ``rate()`` assumes. Latencies are 
 from milliseconds to seconds and re-bucketed onto the exporter's bounds. Point the source
 at one Kong node: several nodes behind one URL would look like constant restarts.
 
+An upstream answer is data, not trusted: a series missing from one exposition (an
+empty or partial answer) keeps its last reading in the cursor, so it never counts
+from zero again; a sample that cannot be a cumulative count (NaN, infinite, negative,
+beyond 2**53) is dropped alone and the poll reports ``malformed`` with their number,
+after committing the rest. Admin API paging stops at a bound on pages and items.
+
 With ``admin_url``, ``GET /services``, ``/routes`` and ``/consumers`` (following ``next``)
 map each Kong route to its Kong service, so a catalog service may list either name in
 its ``routes``; ``/consumers`` gives the registered-consumer count.
@@ -49,7 +55,12 @@ REQUEST_COUNTERS = ("kong_http_requests_total", "kong_http_status", "kong_http_s
 CONSUMER_COUNTERS = ("kong_http_consumer_status", "kong_http_consumer_status_total")
 LATENCY_3X = "kong_request_latency_ms"
 LATENCY_2X = "kong_latency"
-MAX_PAGES = 10_000
+# Bounds on one poll's Admin API paging: a cursor chain that never ends, or a listing
+# far larger than any Kong's, fails the poll as malformed instead of running on.
+MAX_PAGES = 1_000
+MAX_ITEMS = 100_000
+# A cumulative counter beyond 2**53 is no longer an exact count: not a real reading.
+MAX_COUNTER = float(2**53)
 # (catalog service, Kong service, route): one Kong latency series.
 _Series = tuple[str, str, str]
 
@@ -60,27 +71,47 @@ def _key(name: str, labels: dict[str, str]) -> SeriesKey:
     return json.dumps([name, sorted(labels.items())], separators=(",", ":"))
 
 
-def parse_exposition(text: str) -> dict[SeriesKey, float]:
+def parse_exposition(text: str, rejected: list[str] | None = None) -> dict[SeriesKey, float]:
     """Every sample of the request counters and latency histograms, by series.
 
-    Raises MalformedResponse when the text is not an exposition.
+    A sample that cannot be a cumulative count (NaN, infinite, negative, beyond 2**53)
+    is left out and its series named in ``rejected``. Raises MalformedResponse when
+    the text is not an exposition.
     """
     out: dict[SeriesKey, float] = {}
     try:
         for family in text_string_to_metric_families(text):
             for s in family.samples:
                 name = s.name
+                labels = dict(s.labels)
                 if name in REQUEST_COUNTERS or name in CONSUMER_COUNTERS:
-                    out[_key(name, dict(s.labels))] = float(s.value)
+                    pass
                 elif name.startswith((LATENCY_3X, LATENCY_2X)):
-                    labels = dict(s.labels)
                     if name.startswith(LATENCY_2X + "_") and labels.get("type") != "request":
                         continue
-                    if name.endswith(("_bucket", "_sum", "_count")):
-                        out[_key(name, labels)] = float(s.value)
+                    if not name.endswith(("_bucket", "_sum", "_count")):
+                        continue
+                else:
+                    continue
+                value = float(s.value)
+                if not (math.isfinite(value) and 0.0 <= value <= MAX_COUNTER) or (
+                    name.endswith("_bucket") and not _is_bound(labels.get("le"))
+                ):
+                    if rejected is not None:
+                        rejected.append(f"{name}={value!r}")
+                    continue
+                out[_key(name, labels)] = value
     except ValueError as exc:
         raise MalformedResponse(f"Kong /metrics is not a Prometheus exposition: {exc}") from None
     return out
+
+
+def _is_bound(le: str | None) -> bool:
+    """A histogram bound Kong writes: a number, padded ("00025.0"), "+Inf" or "Inf"."""
+    try:
+        return le is not None and not math.isnan(float(le))
+    except ValueError:
+        return False
 
 
 def restarted(previous: dict[SeriesKey, float], current: dict[SeriesKey, float]) -> bool:
@@ -122,8 +153,13 @@ class KongSource(Source):
         out: list[dict[str, Any]] = []
         seen: set[str] = set()
         while url is not None:
-            if url in seen or len(seen) >= MAX_PAGES:
+            if url in seen:
                 raise MalformedResponse(f"Kong Admin API pagination loops at {url}")
+            if len(seen) >= MAX_PAGES or len(out) >= MAX_ITEMS:
+                raise MalformedResponse(
+                    f"Kong /{entity}: stopped after {len(seen)} pages and {len(out)} items "
+                    f"(bounds {MAX_PAGES} pages, {MAX_ITEMS} items per poll)"
+                )
             seen.add(url)
             response = await send(
                 ctx.client,
@@ -141,6 +177,8 @@ class KongSource(Source):
                 raise MalformedResponse(f"Kong /{entity} answer has no data list") from None
             if not isinstance(data, list):
                 raise MalformedResponse(f"Kong /{entity} data is not a list")
+            if nxt is not None and not isinstance(nxt, str):
+                raise MalformedResponse(f"Kong /{entity} next is not a string")
             out.extend(d for d in data if isinstance(d, dict))
             if not nxt:
                 url = None
@@ -162,13 +200,7 @@ class KongSource(Source):
             services = await self.list_all(ctx, "services")
             routes = await self.list_all(ctx, "routes")
             consumers = await self.list_all(ctx, "consumers")
-            names = {s.get("id"): s.get("name") or s.get("host") for s in services}
-            for r in routes:
-                svc = r.get("service") or {}
-                name = names.get(svc.get("id")) if isinstance(svc, dict) else None
-                for ident in (r.get("name"), r.get("id")):
-                    if ident and name:
-                        route_service[str(ident)] = str(name)
+            route_service = self._route_services(services, routes)
             cursors[traffic_store.CONSUMERS_REGISTERED] = json.dumps(
                 {"count": len(consumers), "at": ctx.now()}
             )
@@ -179,19 +211,51 @@ class KongSource(Source):
             health=ctx.health,
             clock=ctx.now,
         )
-        current = parse_exposition(response.text)
+        rejected: list[str] = []
+        current = parse_exposition(response.text, rejected)
         raw_prev = ctx.cursor("series")
         previous: dict[SeriesKey, float] | None = json.loads(raw_prev) if raw_prev else None
-        cursors["series"] = json.dumps(current, separators=(",", ":"))
         records: list[Any] = []
+        reset = False
         if previous is not None:
             reset = restarted(previous, current)
             if reset:
                 ctx.log.warning("Kong counters went down: Kong restarted; counting from zero")
             now = ctx.now()
             records = list(self.deltas(previous, current, reset, route_service, now))
+        # A series missing from this exposition (an empty or partial answer, a rejected
+        # sample) keeps its last reading: when it is back, only its increase counts.
+        # After a restart the old readings mean nothing and are dropped.
+        kept = current if reset or previous is None else {**previous, **current}
+        cursors["series"] = json.dumps(kept, separators=(",", ":"))
         ctx.commit(records, cursors)
         traffic_store.prune_if_due(ctx.store, ctx.now(), self.config.state.retention)
+        if rejected:
+            raise MalformedResponse(
+                f"Kong /metrics: {len(rejected)} sample(s) rejected (not a finite count), "
+                f"the rest committed; first: {rejected[0][:200]}"
+            )
+
+    @staticmethod
+    def _route_services(
+        services: list[dict[str, Any]], routes: list[dict[str, Any]]
+    ) -> dict[str, str]:
+        """Kong route name or id -> Kong service name; entities with wrong-typed ids are
+        left out (they name nothing a label could use)."""
+        names: dict[str, str] = {}
+        for svc in services:
+            ident, name = svc.get("id"), svc.get("name") or svc.get("host")
+            if isinstance(ident, str) and isinstance(name, str):
+                names[ident] = name
+        out: dict[str, str] = {}
+        for route in routes:
+            ref = route.get("service")
+            ident = ref.get("id") if isinstance(ref, dict) else None
+            name = names.get(ident) if isinstance(ident, str) else None
+            for key in (route.get("name"), route.get("id")):
+                if isinstance(key, str) and key and name:
+                    out[key] = name
+        return out
 
     def _service(self, labels: dict[str, str], route_service: dict[str, str]) -> str:
         route = labels.get("route") or ""
