@@ -135,3 +135,25 @@ class TestBounds:
         assert "stopped after 12 pages and 12 items" in (
             daemon.health["backstage"].last_error or ""
         )
+
+
+class TestLabelValues:
+    def test_a_system_ref_that_cannot_be_a_label_value_is_dropped_not_exported(
+        self, tmp_path: Any, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A 10,000-character ``spec.system`` (or one with a newline) leaves the entity in
+        the catalog with no system, and the log line names it escaped and capped."""
+        long = entity("a", system="s" * 10_000)
+        broken = entity("b", system="shop\nFAKE LOG LINE")
+        app = backstage_app(FakeCatalog([long, broken, entity("c", system="shop")]))
+        _, results, texts = run_polls(tmp_path, app, 1)
+        assert results == [True]
+        systems = {
+            labels["service"]: labels["system"]
+            for labels, _ in Exposition.parse(texts[0]).samples("platform_catalog_entity_info")
+        }
+        assert systems == {"a": "", "b": "", "c": "shop"}
+        warnings = [r.getMessage() for r in caplog.records if "system ref" in r.getMessage()]
+        assert len(warnings) == 2
+        assert all(len(w) < 200 for w in warnings)
+        assert all("\n" not in w for w in warnings)

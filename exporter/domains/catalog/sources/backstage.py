@@ -262,6 +262,16 @@ class BackstageSource(Source):
         tags = meta.get("tags") or []
         tags = [str(t).lower() for t in tags] if isinstance(tags, list) else []
         system = ref_name(spec.get("system")) if kind == "component" else ""
+        if system and not _NAME.match(system):
+            # It becomes a label value: an upstream string is capped and validated first.
+            ctx.log.warning(
+                "backstage: %s:%s/%s has a system ref that cannot be a label value: %r",
+                kind,
+                namespace,
+                name,
+                system[:64],
+            )
+            system = ""
         team = name if kind == "group" else ref_name(spec.get("owner"))
         if not team and system:
             team = systems.get((namespace, system), "")
