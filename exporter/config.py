@@ -113,6 +113,45 @@ def format_validation_error(exc: ValidationError) -> list[str]:
     return problems
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML 1.2 forbids
+    it; PyYAML would keep the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            try:
+                duplicate = key in seen
+            except TypeError:
+                continue  # an unhashable key: the constructor below reports it
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _non_string_key(data: Any, path: tuple[str, ...]) -> str | None:
+    """The path of the first mapping key that is not a string, if any."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if not isinstance(key, str):
+                return ".".join(path) + f"[{key!r}]" if path else f"{key!r}"
+            found = _non_string_key(value, (*path, key))
+            if found is not None:
+                return found
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            found = _non_string_key(
+                value, (*path[:-1], f"{path[-1]}[{i}]") if path else (f"[{i}]",)
+            )
+            if found is not None:
+                return found
+    return None
+
+
 def load_config(path: str | Path) -> ConfigBase:
     """Read, merge with the environment, and validate; raise ConfigError naming the problem."""
     file = str(path)
@@ -120,14 +159,19 @@ def load_config(path: str | Path) -> ConfigBase:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(file, [f"cannot read file: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(file, [f"not UTF-8 text (byte {exc.start})"]) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
     except yaml.YAMLError as exc:
-        raise ConfigError(file, [f"invalid YAML: {exc}"]) from None
+        raise ConfigError(file, [f"invalid YAML: {' '.join(str(exc).split())}"]) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(file, ["(top level): must be a mapping of sections"])
+    bad_key = _non_string_key(data, ())
+    if bad_key is not None:
+        raise ConfigError(file, [f"{bad_key}: keys must be strings"])
     try:
         return Config(**data)
     except ValidationError as exc:

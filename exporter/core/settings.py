@@ -5,6 +5,8 @@ domains' settings extend (``ServiceFields``, ``Section``) and the config is buil
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -28,6 +30,10 @@ ENV_PREFIX = "PLATFORM_KPI_"
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 
 
+MAX_DURATION = 10 * 365 * 86400.0
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -47,6 +53,9 @@ def parse_duration(value: Any) -> float:
         raise ValueError("expected a duration such as 30s, 5m or 1h")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
+    if not math.isfinite(seconds) or seconds > MAX_DURATION:
+        # .inf, .nan or 1e20 would overflow the scheduler's timers or never fire.
+        raise ValueError("a duration must be finite and at most 10 years")
     return seconds
 
 
@@ -133,6 +142,19 @@ class ServerConfig(StrictModel):
     tls: TLSConfig | None = None
     # /readyz turns ready once every source has refreshed, or after this long anyway.
     startup_grace: Duration = 120.0
+
+    @field_validator("listen_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        """An IP address, a host name, or "" (every interface)."""
+        if value == "":
+            return value
+        try:
+            ipaddress.ip_address(value.strip("[]"))
+        except ValueError:
+            if not _HOSTNAME.match(value):
+                raise ValueError(f"{value!r} is not an IP address or a host name") from None
+        return value
 
 
 class StateConfig(StrictModel):
