@@ -98,10 +98,10 @@ class TestErrors:
                 probes:
                   - name: h
                     url: http://a/
-                    expect: [200]
+                    expected: [200]
             """,
         )
-        assert "services[0].probes[0].expect: unknown key" in msg
+        assert "services[0].probes[0].expected: unknown key" in msg
 
     def test_wrong_type(self, tmp_path: Path) -> None:
         msg = self.error(tmp_path, "server:\n  port: lots\n")

@@ -1,7 +1,8 @@
-"""Probe: synthetic HTTP checks of each service's endpoints; uptime and probe latency."""
+"""Probe: synthetic HTTP, TCP and DNS checks of each service's endpoints; uptime, probe latency,
+certificate expiry."""
 
 from exporter.core.domain import Domain
-from exporter.domains.probe import metrics, store
+from exporter.domains.probe import alerts, metrics, store
 from exporter.domains.probe.settings import ProbeServiceFields
 from exporter.domains.probe.sources.probe import ProbeSource
 
@@ -13,5 +14,6 @@ DOMAIN = Domain(
     writers=store.WRITERS,
     provider=metrics.collect,
     prune=store.prune,
+    alerts=alerts.rules,
     sandbox=("exporter.domains.probe.sandbox",),
 )

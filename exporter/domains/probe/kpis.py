@@ -15,8 +15,13 @@ from dataclasses import dataclass
 
 from exporter.core.stats import quantile, share
 
-# The failure reasons a probe can report, bounded so they can be a label.
-FAILURE_REASONS = ("timeout", "connect", "tls", "status", "body")
+# The failure reasons a probe can report, bounded so they can be a label: past the
+# deadline; the name did not resolve; the connection failed or broke; the TLS handshake
+# failed; an unexpected HTTP status; the body (or a TCP answer) did not match; a DNS
+# answer was not the one expected.
+FAILURE_REASONS = ("timeout", "resolve", "connect", "tls", "status", "body", "answer")
+# The phases a probe's duration is cut into, as blackbox_exporter names them.
+PHASES = ("resolve", "connect", "tls", "processing", "transfer")
 
 # The windows uptime is reported over, in seconds.
 UPTIME_WINDOWS: dict[str, float] = {

@@ -9,6 +9,12 @@ Sample::
     platform_service_uptime_ratio{service="checkout",team="payments",window="last_month"} 0.9991
     platform_service_uptime_samples{service="checkout",team="payments",window="24h"} 2880
     platform_service_probe_latency_seconds{service="checkout",team="payments",window="1h",quantile="0.95"} 0.12
+    platform_probe_skipped_total{service="checkout",team="payments",probe="health"} 0
+    platform_probe_phase_duration_seconds{service="checkout",team="payments",probe="health",phase="connect"} 0.0004
+    platform_probe_tls_cert_expiry_timestamp_seconds{service="checkout",team="payments",probe="health"} 1.8e9
+    platform_probe_tls_version_info{service="checkout",team="payments",probe="health",version="TLSv1.3"} 1
+    platform_probe_http_version{service="checkout",team="payments",probe="health"} 1.1
+    platform_probe_http_redirects{service="checkout",team="payments",probe="health"} 0
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
     yield _last_success(ctx, known)
     yield from _uptime(ctx)
     yield _latency(ctx, known)
+    yield _skipped(ctx, known)
+    yield from _last_probe(ctx, known)
 
 
 def _help(text: str, ctx: RenderContext) -> str:
@@ -149,6 +157,68 @@ def _latency(ctx: RenderContext, known: set[str]) -> Metric:
                     value,
                 )
     return family
+
+
+def _skipped(ctx: RenderContext, known: set[str]) -> Metric:
+    family = CounterMetricFamily(
+        "platform_probe_skipped",
+        _help("Probe slots that passed without a probe: it could not start on time.", ctx),
+        labels=["service", "team", "probe"],
+    )
+    for labels, value in sorted(ctx.store.counters(probe_store.SKIPPED_TOTAL), key=_order):
+        service = labels["service"]
+        if service in known:
+            family.add_metric([service, ctx.team_of(service), labels["probe"]], value)
+    return family
+
+
+def _last_probe(ctx: RenderContext, known: set[str]) -> Iterator[Metric]:
+    """What each check's latest probe showed: phases, TLS, HTTP (last values)."""
+    gauges = {
+        name: GaugeMetricFamily(name, _help(text, ctx), labels=[*_CHECK, *extra])
+        for name, text, extra in _LAST_FAMILIES
+    }
+    for (service, probe), last in probe_store.last_probes(ctx.store).items():
+        if service not in known:
+            continue
+        check = [service, ctx.team_of(service), probe]
+        for phase, seconds in sorted(last.phases.items()):
+            gauges["platform_probe_phase_duration_seconds"].add_metric([*check, phase], seconds)
+        if last.cert_not_after is not None:
+            gauges["platform_probe_tls_cert_expiry_timestamp_seconds"].add_metric(
+                check, last.cert_not_after
+            )
+        if last.tls_version is not None:
+            gauges["platform_probe_tls_version_info"].add_metric([*check, last.tls_version], 1.0)
+        if last.http_version is not None:
+            gauges["platform_probe_http_version"].add_metric(check, last.http_version)
+            gauges["platform_probe_http_redirects"].add_metric(check, last.redirects)
+    yield from gauges.values()
+
+
+_CHECK = ("service", "team", "probe")
+# (family, HELP, labels beyond the check's): the latest probe's details, as last values.
+_LAST_FAMILIES = (
+    (
+        "platform_probe_phase_duration_seconds",
+        "Seconds the check's latest probe spent in each phase "
+        "(resolve, connect, tls, processing, transfer).",
+        ("phase",),
+    ),
+    (
+        "platform_probe_tls_cert_expiry_timestamp_seconds",
+        "Unix time of the earliest notAfter in the certificate chain of the check's latest "
+        "TLS probe.",
+        (),
+    ),
+    (
+        "platform_probe_tls_version_info",
+        "TLS version the check's latest probe negotiated.",
+        ("version",),
+    ),
+    ("platform_probe_http_version", "HTTP version of the latest answer to the check (1.1).", ()),
+    ("platform_probe_http_redirects", "Redirects the check's latest HTTP probe followed.", ()),
+)
 
 
 def _order(item: tuple[dict[str, str], object] | tuple[object, ...]) -> list[tuple[str, str]]:

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
 from exporter.core.settings import Duration, Name, ServiceFields, SourceConfig, StrictModel
 
+# A probe's kind, by the scheme of its URL.
+PROBE_KINDS = {"http": "http", "https": "http", "tcp": "tcp", "tls": "tcp", "dns": "dns"}
+
 
 class ProbeCheckConfig(StrictModel):
-    """One synthetic HTTP(S) check of a service."""
+    """One synthetic check of a service: HTTP(S), TCP (optionally TLS) or DNS, by URL scheme.
+
+    ``http(s)://host/path``: one request, judged by ``expect_status`` and
+    ``body_regex``; ``tcp://host:port`` or ``tls://host:port``: a connection,
+    optionally ``send`` then ``expect`` (a regular expression on the answer);
+    ``dns://server[:port]``: the question ``query_name`` / ``query_type``, its
+    answer records matched against ``expect``. ``timeout`` bounds the whole check.
+    """
 
     name: Name
     url: str
@@ -22,13 +33,47 @@ class ProbeCheckConfig(StrictModel):
     timeout: Duration = 5.0
     interval: Duration = 30.0
     tls_verify: bool = True
+    # A PEM bundle of the CAs to trust instead of the system's.
+    tls_ca_file: Path | None = None
+    follow_redirects: bool = True
+    # Which IP family to connect over when a name has both; the other only if allowed.
+    ip_protocol: Literal["ip4", "ip6"] = "ip6"
+    ip_protocol_fallback: bool = True
+    send: str | None = None
+    expect: str | None = None
+    query_name: str | None = None
+    query_type: Literal["A", "AAAA", "CNAME", "MX", "NS", "PTR", "SOA", "SRV", "TXT"] = "A"
+
+    @property
+    def kind(self) -> str:
+        return PROBE_KINDS[self.url.split(":", 1)[0]]
 
     @field_validator("url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an http:// or https:// URL")
-        return value
+    def _probe_url(cls, value: str) -> str:
+        if re.match(r"^https?://[^/\s]+", value):
+            return value
+        if re.match(r"^(tcp|tls)://[^/\s:]+:\d+/?$", value) or re.match(
+            r"^(tcp|tls)://\[[0-9a-fA-F:.]+\]:\d+/?$", value
+        ):
+            return value
+        if re.match(r"^dns://[^/\s]+/?$", value):
+            return value
+        raise ValueError(
+            "must be an http:// or https:// URL, tcp://host:port, tls://host:port or dns://server"
+        )
+
+    @model_validator(mode="after")
+    def _fields_of_its_kind(self) -> Self:
+        if self.kind == "dns" and not self.query_name:
+            raise ValueError("a dns:// check needs query_name")
+        if self.kind != "dns" and self.query_name is not None:
+            raise ValueError("query_name is for dns:// checks")
+        if self.kind == "http" and (self.send is not None or self.expect is not None):
+            raise ValueError("send and expect are for tcp://, tls:// and dns:// checks")
+        if self.kind != "http" and self.body_regex is not None:
+            raise ValueError("body_regex is for http:// and https:// checks")
+        return self
 
     @field_validator("expect_status")
     @classmethod
@@ -37,7 +82,7 @@ class ProbeCheckConfig(StrictModel):
             raise ValueError("must list HTTP status codes between 100 and 599")
         return value
 
-    @field_validator("body_regex")
+    @field_validator("body_regex", "expect")
     @classmethod
     def _regex(cls, value: str | None) -> str | None:
         if value is not None:
@@ -56,8 +101,8 @@ class ProbeCheckConfig(StrictModel):
 
 
 class ProbeSourceConfig(SourceConfig):
-    """The synthetic HTTP probe source. Each check keeps its own interval;
-    the source wakes every `interval` and runs the checks that are due."""
+    """The synthetic probe source. Each check runs on its own grid (its interval, at a
+    stable offset); the source commits what finished every `interval`."""
 
     interval: Duration = 5.0
     jitter: Duration = 0.0
@@ -65,7 +110,7 @@ class ProbeSourceConfig(SourceConfig):
 
 
 class ProbeServiceFields(ServiceFields):
-    """A service's synthetic HTTP(S) checks."""
+    """A service's synthetic checks (HTTP(S), TCP, DNS)."""
 
     probes: list[ProbeCheckConfig] = Field(default_factory=list)
 

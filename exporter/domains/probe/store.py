@@ -9,6 +9,7 @@ closed calendar month can be counted whole whatever the retention.
 from __future__ import annotations
 
 import bisect
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ from exporter.core.periods import Span
 from exporter.core.spans import span_sums
 from exporter.core.store import Store, Tx, Writer
 from exporter.domains.probe.kpis import DURATION_BUCKETS, FAILURE_REASONS, CheckCounts
-from exporter.domains.probe.records import ProbeResult
+from exporter.domains.probe.records import ProbeResult, ProbeSkipped
 
 # Successful check durations per bucket of DURATION_BUCKETS, non-cumulative; the last
 # column is the overflow (slower than every bound).
@@ -69,6 +70,20 @@ MIGRATIONS = (
     SELECT service, date(started_at, 'unixepoch'), COUNT(*), SUM(success), {_bucket_sums()}
     FROM probe_results GROUP BY service, date(started_at, 'unixepoch')
     """,
+    # What the latest probe of each check showed, beyond its result.
+    """
+    CREATE TABLE probe_last (
+        service TEXT NOT NULL,
+        probe TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        phases TEXT NOT NULL,
+        http_version TEXT,
+        tls_version TEXT,
+        cert_not_after REAL,
+        redirects INTEGER NOT NULL,
+        PRIMARY KEY (service, probe)
+    );
+    """,
 )
 
 _DAILY_SQL = (
@@ -86,6 +101,16 @@ OUTCOMES = (
     *({"result": "failure", "reason": reason} for reason in FAILURE_REASONS),
 )
 DURATION = "platform_probe_duration_seconds"
+SKIPPED_TOTAL = "platform_probe_skipped_total"
+
+_LAST_SQL = (
+    "INSERT INTO probe_last (service, probe, started_at, phases, http_version, tls_version, "
+    "cert_not_after, redirects) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (service, probe) DO UPDATE SET started_at = excluded.started_at, "
+    "phases = excluded.phases, http_version = excluded.http_version, "
+    "tls_version = excluded.tls_version, cert_not_after = excluded.cert_not_after, "
+    "redirects = excluded.redirects WHERE excluded.started_at > probe_last.started_at"
+)
 
 
 def write(tx: Tx, results: Sequence[ProbeResult]) -> None:
@@ -110,6 +135,20 @@ def write(tx: Tx, results: Sequence[ProbeResult]) -> None:
             one_hot[bisect.bisect_left(DURATION_BUCKETS, r.duration_seconds)] = 1
         tx.execute(_DAILY_SQL, (r.service, r.started_at, int(r.success), *one_hot))
         labels = {"service": r.service, "probe": r.probe}
+        tx.execute(
+            _LAST_SQL,
+            (
+                r.service,
+                r.probe,
+                r.started_at,
+                json.dumps(dict(r.phases), sort_keys=True),
+                r.http_version,
+                r.tls_version,
+                r.cert_not_after,
+                r.redirects,
+            ),
+        )
+        tx.incr(SKIPPED_TOTAL, labels, 0.0)
         # Every outcome's series exists from the probe's first check on, at 0, so the
         # first failure is an increase Prometheus can see, not a series appearing at 1.
         for outcome in OUTCOMES:
@@ -129,6 +168,12 @@ def write(tx: Tx, results: Sequence[ProbeResult]) -> None:
                 "ON CONFLICT (service, probe) DO UPDATE SET at = max(at, excluded.at)",
                 (r.service, r.probe, r.started_at),
             )
+
+
+def write_skipped(tx: Tx, skips: Sequence[ProbeSkipped]) -> None:
+    """Count slots that passed without a probe."""
+    for s in skips:
+        tx.incr(SKIPPED_TOTAL, {"service": s.service, "probe": s.probe}, float(s.slots))
 
 
 def prune(tx: Tx, older_than: float) -> int:
@@ -212,4 +257,34 @@ def last_success(store: Store) -> dict[tuple[str, str], float]:
     return {(str(r[0]), str(r[1])): float(r[2]) for r in rows}
 
 
-WRITERS: dict[type, Writer] = {ProbeResult: write}
+@dataclass(frozen=True, slots=True)
+class LastProbe:
+    """What the latest probe of a check showed, beyond success or failure."""
+
+    phases: dict[str, float]
+    # The HTTP version as a number (1.1), as blackbox_exporter's probe_http_version.
+    http_version: float | None
+    tls_version: str | None
+    cert_not_after: float | None
+    redirects: int
+
+
+def last_probes(store: Store) -> dict[tuple[str, str], LastProbe]:
+    """The latest probe of every check, by (service, probe)."""
+    rows = store.query(
+        "SELECT service, probe, phases, CAST(http_version AS REAL), tls_version, cert_not_after, redirects "
+        "FROM probe_last ORDER BY service, probe"
+    )
+    return {
+        (str(r[0]), str(r[1])): LastProbe(
+            {str(k): float(v) for k, v in json.loads(r[2]).items()},
+            r[3],
+            r[4],
+            None if r[5] is None else float(r[5]),
+            int(r[6]),
+        )
+        for r in rows
+    }
+
+
+WRITERS: dict[type, Writer] = {ProbeResult: write, ProbeSkipped: write_skipped}

@@ -3,8 +3,8 @@
 nginx (started by the test on a free loopback port) answers 200 on ``/ok``,
 503 on ``/down``, and proxies ``/slow/`` to a Python upstream the test controls
 (``/slow/sleep/<s>`` sleeps, ``/slow/flaky`` answers whatever status the test
-sets). A fourth target is a port where nothing listens. The daemon polls with
-a clock the test sets, so the uptime windows are exact.
+sets). A fourth target is a port where nothing listens. Each daemon polls once
+with a clock the test sets, so the uptime windows are exact.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import pytest
 from exporter.config import Config
 from exporter.daemon import Daemon
 from exporter.domains.probe import store as probe_store
+from exporter.domains.probe.sources.probe import ProbeSource
 from tests.support.exposition import Exposition
 from tests.support.net import closed_port
 from tests.support.nginx import NginxServer
@@ -52,7 +53,7 @@ def nginx_locations(upstream: SlowUpstream) -> str:
 
 def probe_config(base: str, refused: str, tmp_path: Path) -> Config:
     def check(name: str, url: str, **kw: Any) -> dict[str, Any]:
-        return {"name": name, "url": url, "interval": "10ms", "timeout": "2s", **kw}
+        return {"name": name, "url": url, "interval": "10s", "timeout": "2s", **kw}
 
     return Config(
         state={"path": str(tmp_path / "state.db")},
@@ -98,25 +99,40 @@ def scraped(state_dir: Path) -> Iterator[tuple[Exposition, Daemon]]:
         upstream.stop()
 
 
+class HeldTicker:
+    """A grid clock whose slots never come: only each daemon's first poll probes."""
+
+    def now(self) -> float:
+        return 0.0
+
+    async def sleep_until(self, when: float) -> None:
+        await asyncio.Event().wait()
+
+
 def run_polls(
     server: NginxServer, slow_upstream: SlowUpstream, tmp_path: Path
 ) -> tuple[Exposition, Daemon]:
+    """Three daemons in turn on one state file, each polling once: every check is due
+    at each start (its 10 s interval has passed by the test clock), so each runs once."""
     config = probe_config(server.url, f"http://127.0.0.1:{closed_port()}/health", tmp_path)
     clock = Clock(T0 - 7200)
-    daemon = Daemon(config, clock=clock)
-    (source,) = daemon.sources
 
-    async def polls() -> None:
-        slow_upstream.flaky_status = 503
+    async def poll_once(flaky_status: int) -> Daemon:
+        slow_upstream.flaky_status = flaky_status
+        source = ProbeSource(config, config.sources.probe, ticker=HeldTicker())
+        daemon = Daemon(config, clock=clock, sources=[source])
         assert await daemon.poll(source)
-        slow_upstream.flaky_status = 200
-        for t in (T0 - 10, T0):
-            clock.t = t
-            await asyncio.sleep(0.02)  # every check's 10ms interval has passed
-            assert await daemon.poll(source)
         await daemon.shutdown()
+        return daemon
 
-    asyncio.run(polls())
+    async def polls() -> Daemon:
+        await poll_once(503)
+        clock.t = T0 - 10
+        await poll_once(200)
+        clock.t = T0
+        return await poll_once(200)
+
+    daemon = asyncio.run(polls())
     return Exposition.parse(daemon.holder.current.text), daemon
 
 
@@ -283,7 +299,8 @@ class TestUptime:
             lb["code"]: v
             for lb, v in exp.samples("platform_exporter_source_upstream_requests_total")
         }
-        assert codes["503"] == 4  # /down three times, /flaky once
+        # The last daemon's one poll: /down answered 503; /ok (twice), /slow and /flaky 200.
+        assert codes == {"503": 1, "200": 4}
 
 
 class TestTLSProbes:

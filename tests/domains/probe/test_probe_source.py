@@ -1,93 +1,41 @@
-"""The probe source in-process: classification of outcomes, concurrency, cursors."""
+"""The probe source in-process: due checks, cursors, places, honest latency, the grid.
+
+Targets are the process of :mod:`tests.support.targets` (``/delay/<ms>`` answers
+after exactly that long), so the probes' own work never delays the targets.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import ssl
+import itertools
+import statistics
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from exporter.config import Config
 from exporter.core.health import SourceHealth
-from exporter.core.httpclient import build_client
 from exporter.core.source import PollContext
+from exporter.core.store import Store
 from exporter.domains import open_store
-from exporter.domains.probe.settings import ProbeCheckConfig
-from exporter.domains.probe.sources.probe import ProbeSource, run_check
+from exporter.domains.probe.sources.probe import ProbeSource
+from tests.support.targets import TargetServer
+
+pytestmark = pytest.mark.integration
 
 
-def check(**kw: Any) -> ProbeCheckConfig:
-    return ProbeCheckConfig(**{"name": "health", "url": "http://svc.test/health", **kw})
-
-
-def outcome(handler: Any, **kw: Any) -> tuple[bool, str, int | None]:
-    async def go() -> tuple[bool, str, int | None]:
-        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-            r = await run_check(client, "svc", check(**kw), clock=lambda: 100.0)
-        assert r.started_at == 100.0 and r.duration_seconds >= 0
-        return r.success, r.reason, r.status_code
-
-    return asyncio.run(go())
-
-
-def raising(exc: Exception) -> Any:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise exc
-
-    return handler
-
-
-class TestClassification:
-    def test_expected_status_and_body_is_success(self) -> None:
-        got = outcome(lambda r: httpx.Response(200, text='{"status":"ok"}'), body_regex='"ok"')
-        assert got == (True, "", 200)
-
-    def test_unexpected_status(self) -> None:
-        assert outcome(lambda r: httpx.Response(503)) == (False, "status", 503)
-
-    def test_other_expected_statuses(self) -> None:
-        assert outcome(lambda r: httpx.Response(204), expect_status=[200, 204]) == (True, "", 204)
-
-    def test_body_mismatch(self) -> None:
-        got = outcome(lambda r: httpx.Response(200, text="degraded"), body_regex="^ok$")
-        assert got == (False, "body", 200)
-
-    def test_status_is_judged_before_the_body(self) -> None:
-        got = outcome(lambda r: httpx.Response(500, text="ok"), body_regex="ok")
-        assert got == (False, "status", 500)
-
-    def test_timeout(self) -> None:
-        assert outcome(raising(httpx.ReadTimeout("slow"))) == (False, "timeout", None)
-        assert outcome(raising(httpx.ConnectTimeout("slow"))) == (False, "timeout", None)
-
-    def test_connection_refused(self) -> None:
-        assert outcome(raising(httpx.ConnectError("refused"))) == (False, "connect", None)
-
-    def test_certificate_error_is_tls(self) -> None:
-        def handler(request: httpx.Request) -> httpx.Response:
-            try:
-                raise ssl.SSLCertVerificationError("certificate verify failed")
-            except ssl.SSLError as exc:
-                raise httpx.ConnectError("handshake failed") from exc
-
-        assert outcome(handler) == (False, "tls", None)
-
-    def test_method_and_headers_are_sent(self) -> None:
-        seen: list[httpx.Request] = []
-
-        def handler(request: httpx.Request) -> httpx.Response:
-            seen.append(request)
-            return httpx.Response(200)
-
-        outcome(handler, method="HEAD", headers={"X-Probe": "1"})
-        assert seen[0].method == "HEAD" and seen[0].headers["X-Probe"] == "1"
+@pytest.fixture(scope="module")
+def targets() -> Iterator[TargetServer]:
+    server = TargetServer().start()
+    yield server
+    server.stop()
 
 
 def config_with(
-    tmp_path: Path, checks: int, interval: str = "30s", concurrency: int = 16
+    tmp_path: Path, urls: list[str], interval: str = "30s", concurrency: int = 16, **kw: Any
 ) -> Config:
     return Config(
         state={"path": str(tmp_path / "s.db")},
@@ -96,8 +44,8 @@ def config_with(
                 "name": "svc",
                 "team": "t",
                 "probes": [
-                    {"name": f"p{i}", "url": f"http://svc.test/{i}", "interval": interval}
-                    for i in range(checks)
+                    {"name": f"p{i}", "url": url, "interval": interval, **kw}
+                    for i, url in enumerate(urls)
                 ],
             }
         ],
@@ -105,74 +53,103 @@ def config_with(
     )
 
 
-def poll_once(src: ProbeSource, store: Any, handler: Any, now: float) -> None:
-    async def go() -> None:
-        health = SourceHealth("probe", "probe", 5)
-        client = build_client(health, timeout=5, transport=httpx.MockTransport(handler))
-        async with client:
-            await src.poll(PollContext(store=store, health=health, client=client, now=lambda: now))
-
-    asyncio.run(go())
+def context(store: Store, now: Any = time.time) -> PollContext:
+    return PollContext(store=store, health=SourceHealth("probe", "probe", 5), client=None, now=now)  # type: ignore[arg-type]
 
 
-class TestScheduling:
-    def test_concurrency_is_bounded(self, tmp_path: Path) -> None:
-        config = config_with(tmp_path, checks=6, concurrency=2)
-        running, peak = [0], [0]
+def durations(store: Store) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for probe, duration in store.query("SELECT probe, duration FROM probe_results"):
+        out.setdefault(str(probe), []).append(float(duration))
+    return out
 
-        async def handler(request: httpx.Request) -> httpx.Response:
-            running[0] += 1
-            peak[0] = max(peak[0], running[0])
-            await asyncio.sleep(0.02)
-            running[0] -= 1
-            return httpx.Response(200)
 
-        src = ProbeSource(config, config.sources.probe)
-        poll_once(src, open_store(str(tmp_path / "s.db")), handler, 100.0)
-        assert peak[0] == 2
+async def first_poll(src: ProbeSource, store: Store, now: Any = time.time) -> None:
+    try:
+        await src.poll(context(store, now))
+    finally:
+        await src.aclose()
 
-    def test_a_check_runs_again_only_after_its_interval(self, tmp_path: Path) -> None:
-        config = config_with(tmp_path, checks=1, interval="1h")
-        store = open_store(str(tmp_path / "s.db"))
-        src = ProbeSource(config, config.sources.probe)
-        calls: list[str] = []
 
-        def handler(request: httpx.Request) -> httpx.Response:
-            calls.append(request.url.path)
-            return httpx.Response(200)
-
-        poll_once(src, store, handler, 100.0)
-        poll_once(src, store, handler, 101.0)
-        assert calls == ["/0"]
-
-    def test_each_result_advances_its_checks_cursor_in_the_same_commit(
-        self, tmp_path: Path
+class TestFirstPoll:
+    def test_checks_without_a_cursor_run_at_once_and_commit_their_cursors(
+        self, tmp_path: Path, targets: TargetServer
     ) -> None:
-        config = config_with(tmp_path, checks=2)
+        config = config_with(tmp_path, [f"{targets.url}/delay/1"] * 2)
         store = open_store(str(tmp_path / "s.db"))
-        src = ProbeSource(config, config.sources.probe)
-        poll_once(src, store, lambda r: httpx.Response(200), 1234.5)
+        asyncio.run(first_poll(ProbeSource(config, config.sources.probe), store, lambda: 1234.5))
         assert store.cursors("probe") == {"svc/p0": "1234.5", "svc/p1": "1234.5"}
 
     @pytest.mark.parametrize(
         ("last_run_ago", "runs"), [(10.0, False), (29.0, False), (31.0, True), (None, True)]
     )
     def test_after_a_restart_the_cursor_says_when_a_check_is_due(
-        self, tmp_path: Path, last_run_ago: float | None, runs: bool
+        self, tmp_path: Path, targets: TargetServer, last_run_ago: float | None, runs: bool
     ) -> None:
         """A check with a 30 s interval that ran 10 s before the restart waits; 31 s ago runs."""
-        config = config_with(tmp_path, checks=1, interval="30s")
+        config = config_with(tmp_path, [f"{targets.url}/delay/1"], interval="30s")
         store = open_store(str(tmp_path / "s.db"))
         now = 10_000.0
         if last_run_ago is not None:
             with store.transaction() as tx:
                 tx.set_cursor("probe", "svc/p0", repr(now - last_run_ago))
-        calls: list[str] = []
+        asyncio.run(first_poll(ProbeSource(config, config.sources.probe), store, lambda: now))
+        assert bool(durations(store)) is runs
 
-        def handler(request: httpx.Request) -> httpx.Response:
-            calls.append(request.url.path)
-            return httpx.Response(200)
 
-        restarted = ProbeSource(config, config.sources.probe)
-        poll_once(restarted, store, handler, now)
-        assert bool(calls) is runs
+class TestHonestLatency:
+    def test_waiting_for_a_place_is_not_part_of_a_probes_duration(
+        self, tmp_path: Path, targets: TargetServer
+    ) -> None:
+        """6 checks of 200 ms through 2 places: three rounds (0.6 s), yet each took 200 ms."""
+        config = config_with(tmp_path, [f"{targets.url}/delay/200"] * 6, concurrency=2)
+        store = open_store(str(tmp_path / "s.db"))
+        started = time.perf_counter()
+        asyncio.run(first_poll(ProbeSource(config, config.sources.probe), store))
+        assert time.perf_counter() - started >= 0.6
+        got = [d for ds in durations(store).values() for d in ds]
+        assert len(got) == 6
+        assert all(0.2 <= d < 0.215 for d in got), got
+
+    def test_fifty_checks_due_at_once_each_measure_their_targets_20ms(
+        self, tmp_path: Path, targets: TargetServer
+    ) -> None:
+        """Five rounds of 50 checks due together (16 places): every check's p50 is 20-23 ms."""
+        urls = [f"{targets.url}/delay/20"] * 50
+        per_check: dict[str, list[float]] = {}
+        for round_ in range(5):
+            config = config_with(tmp_path / str(round_), urls)
+            store = open_store(str(tmp_path / str(round_) / "s.db"))
+            asyncio.run(first_poll(ProbeSource(config, config.sources.probe), store))
+            for probe, ds in durations(store).items():
+                per_check.setdefault(probe, []).extend(ds)
+            store.close()
+        assert len(per_check) == 50 and all(len(ds) == 5 for ds in per_check.values())
+        p50 = {probe: statistics.median(ds) for probe, ds in per_check.items()}
+        assert all(0.020 <= v <= 0.023 for v in p50.values()), sorted(p50.values())[-5:]
+
+
+class TestTheGrid:
+    def test_later_polls_commit_what_the_grid_probed_meanwhile(
+        self, tmp_path: Path, targets: TargetServer
+    ) -> None:
+        """A 200 ms check, polled after 1.1 s: about five more probes, 200 ms apart."""
+        config = config_with(tmp_path, [f"{targets.url}/delay/1"], interval="200ms")
+        store = open_store(str(tmp_path / "s.db"))
+        src = ProbeSource(config, config.sources.probe)
+
+        async def go() -> None:
+            try:
+                await src.poll(context(store))
+                await asyncio.sleep(1.1)
+                await src.poll(context(store))
+            finally:
+                await src.aclose()
+
+        asyncio.run(go())
+        starts = sorted(float(t) for (t,) in store.query("SELECT started_at FROM probe_results"))
+        assert 5 <= len(starts) <= 7
+        # From the first grid slot on (the start-up probe is off the grid), 200 ms apart.
+        gaps = [b - a for a, b in itertools.pairwise(starts[1:])]
+        assert all(0.15 <= g <= 0.25 for g in gaps), gaps
+        assert store.cursors("probe") == {"svc/p0": repr(starts[-1])}

@@ -1,106 +1,194 @@
-"""Synthetic HTTP(S) probes: each service's configured checks, run on their own intervals.
+"""Synthetic probes: each service's configured checks, each on its own fixed grid.
 
-The source wakes every ``sources.probe.interval`` and runs, concurrently but at
-most ``concurrency`` at a time, the checks whose own ``interval`` has elapsed.
-A check fails with one bounded reason: ``timeout``, ``connect``, ``tls``,
-``status`` (not in ``expect_status``) or ``body`` (``body_regex`` not found).
-A failing check is the service's outage, not the source's: the poll succeeds
-and commits every result in one transaction, together with one cursor per
-check (``<service>/<probe>`` = the start time of its latest result). After a
-restart the cursors say when each check last ran, so a check runs again only
-once its interval has passed: a restart does not bunch up extra samples.
+Every check probes once per ``interval`` at a stable per-check offset
+(:mod:`exporter.domains.probe.schedule`), in a background loop the source
+starts on its first poll; each poll then commits, in one transaction, the
+results that finished since the last one, the slots skipped (a probe that
+could not start on time is counted, never dropped) and one cursor per check
+(``<service>/<probe>`` = the start time of its latest result).
+
+The first poll also runs at once every check that is due (no cursor, or its
+interval has passed since the one stored), so ``once`` and a restart after a
+long stop see fresh results; a check that ran recently before a restart waits
+for its next slot, so a restart does not bunch up extra samples.
+
+A check's kind follows its URL: ``http://`` / ``https://`` (the HTTP probe,
+:mod:`.http`), ``tcp://`` / ``tls://`` (:mod:`.tcp`), ``dns://`` (:mod:`.dns`).
+Each fails with one bounded reason (see ``FAILURE_REASONS``); a failing check
+is the service's outage, not the source's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
-import ssl
-import time
-
-import httpx
+from collections.abc import Awaitable, Callable
 
 from exporter.core.clock import Clock, system_clock
-from exporter.core.httpclient import build_client
 from exporter.core.settings import ConfigBase
 from exporter.core.source import PollContext, Source
-from exporter.domains.probe.records import ProbeResult
+from exporter.domains.probe.records import ProbeResult, ProbeSkipped
+from exporter.domains.probe.schedule import Grid, LoopTicker, Ticker
 from exporter.domains.probe.settings import ProbeCheckConfig, ProbeServiceFields, ProbeSourceConfig
+from exporter.domains.probe.sources.dns import DnsQuery, probe_dns
+from exporter.domains.probe.sources.http import HttpRequest, probe_http
+from exporter.domains.probe.sources.runner import ProbeRunner
+from exporter.domains.probe.sources.tcp import TcpDialog, probe_tcp
+from exporter.domains.probe.sources.wire import Outcome
+
+Key = tuple[str, str]  # (service, check name)
 
 
-def _is_tls_error(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLError | ssl.CertificateError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return "SSL" in str(exc) or "CERTIFICATE" in str(exc).upper()
+def http_request(check: ProbeCheckConfig) -> HttpRequest:
+    return HttpRequest(
+        url=check.url,
+        method=check.method,
+        headers=tuple(check.headers.items()),
+        expect_status=frozenset(check.expect_status),
+        body_regex=check.body_regex,
+        timeout=check.timeout,
+        tls_verify=check.tls_verify,
+        tls_ca_file=str(check.tls_ca_file) if check.tls_ca_file else None,
+        follow_redirects=check.follow_redirects,
+        ip_protocol=check.ip_protocol,
+        ip_fallback=check.ip_protocol_fallback,
+    )
+
+
+def tcp_dialog(check: ProbeCheckConfig) -> TcpDialog:
+    return TcpDialog(
+        url=check.url,
+        send=check.send,
+        expect=check.expect,
+        timeout=check.timeout,
+        tls_verify=check.tls_verify,
+        tls_ca_file=str(check.tls_ca_file) if check.tls_ca_file else None,
+        ip_protocol=check.ip_protocol,
+        ip_fallback=check.ip_protocol_fallback,
+    )
+
+
+def dns_query(check: ProbeCheckConfig) -> DnsQuery:
+    return DnsQuery(
+        url=check.url,
+        name=check.query_name or "",
+        rdtype=check.query_type,
+        expect=check.expect,
+        timeout=check.timeout,
+    )
+
+
+def prober(check: ProbeCheckConfig) -> Callable[[], Awaitable[Outcome]]:
+    """The probe of one check, its request built once."""
+    if check.kind == "dns":
+        query = dns_query(check)
+        return lambda: probe_dns(query)
+    if check.kind == "tcp":
+        dialog = tcp_dialog(check)
+        return lambda: probe_tcp(dialog)
+    request = http_request(check)
+    return lambda: probe_http(request)
+
+
+async def run_check(
+    service: str,
+    check: ProbeCheckConfig,
+    clock: Clock = system_clock,
+    probe: Callable[[], Awaitable[Outcome]] | None = None,
+) -> ProbeResult:
+    """Run one check and classify its outcome. Never raises for the upstream's faults."""
+    started = float(clock())
+    outcome = await (probe or prober(check))()
+    return ProbeResult(
+        service=service,
+        probe=check.name,
+        started_at=started,
+        duration_seconds=outcome.duration,
+        success=outcome.reason == "",
+        reason=outcome.reason,
+        status_code=outcome.status_code,
+        phases=tuple(sorted(outcome.phases.seconds.items())),
+        http_version=outcome.http_version,
+        tls_version=outcome.tls.version,
+        cert_not_after=outcome.tls.not_after,
+        redirects=outcome.redirects,
+    )
 
 
 class ProbeSource(Source):
-    """Runs every service's HTTP checks; see the module docstring."""
+    """Runs every service's checks on their grids; see the module docstring."""
 
     kind = "probe"
     settings_model = ProbeSourceConfig
     default_on = True
     produces = (ProbeResult,)
 
-    def __init__(self, config: ConfigBase, settings: ProbeSourceConfig) -> None:
+    def __init__(
+        self, config: ConfigBase, settings: ProbeSourceConfig, ticker: Ticker | None = None
+    ) -> None:
         super().__init__(config, settings)
         self.concurrency = settings.concurrency
-        self.checks: list[tuple[str, ProbeCheckConfig]] = [
-            (svc.name, check)
+        self.checks: dict[Key, ProbeCheckConfig] = {
+            (svc.name, check.name): check
             for svc in config.services
             for check in ProbeServiceFields.of(svc).probes
-        ]
-        # When each check is next due, by monotonic clock; restored from the cursors on
-        # the first poll (checks with no cursor are due at once).
-        self._due: dict[tuple[str, str], float] = {}
-        self._restored = False
-        self._insecure: httpx.AsyncClient | None = None
+        }
+        self._probes = {key: prober(check) for key, check in self.checks.items()}
+        self.ticker: Ticker = ticker or LoopTicker()
+        self.runner: ProbeRunner[Key, ProbeResult] | None = None
 
     @property
     def active(self) -> bool:
         return bool(self.checks)
 
-    def due_checks(self, mono_now: float) -> list[tuple[str, ProbeCheckConfig]]:
-        return [
-            (service, check)
-            for service, check in self.checks
-            if self._due.get((service, check.name), 0.0) <= mono_now
-        ]
-
     @staticmethod
     def cursor_name(service: str, probe: str) -> str:
         return f"{service}/{probe}"
 
-    def _restore(self, ctx: PollContext, mono: float) -> None:
-        wall = ctx.now()
-        for service, check in self.checks:
-            last = ctx.cursor(self.cursor_name(service, check.name))
-            if last is not None:
-                next_wall = float(last) + check.interval
-                self._due[(service, check.name)] = mono + min(next_wall - wall, check.interval)
-        self._restored = True
+    async def _check(self, key: Key) -> ProbeResult:
+        return await run_check(key[0], self.checks[key], self.clock, self._probes[key])
+
+    async def _start(self, ctx: PollContext) -> list[ProbeResult]:
+        """Run the checks due now, then start the grid loop from each check's next slot."""
+        wall, tick = ctx.now(), self.ticker.now()
+        grid = Grid.of(
+            {k: c.interval for k, c in self.checks.items()},
+            {k: self.cursor_name(*k) for k in self.checks},
+            wall,
+            tick,
+        )
+        last: dict[Key, float | None] = {}
+        for key in self.checks:
+            stored = ctx.cursor(self.cursor_name(*key))
+            last[key] = float(stored) if stored is not None else None
+        due = [k for k, at in last.items() if at is None or at + self.checks[k].interval <= wall]
+        self.clock = ctx.now
+        places = asyncio.Semaphore(self.concurrency)
+
+        async def now(key: Key) -> ProbeResult:
+            async with places:
+                return await self._check(key)
+
+        results = list(await asyncio.gather(*(now(k) for k in due)))
+        first = {k: grid.first_after(k, wall if k in due else at or wall) for k, at in last.items()}
+        self.runner = ProbeRunner(grid, self.ticker, self._check, self.concurrency)
+        self.runner.start(first)
+        return results
 
     async def poll(self, ctx: PollContext) -> None:
-        mono = time.monotonic()
-        if not self._restored:
-            self._restore(ctx, mono)
-        due = self.due_checks(mono)
-        for service, check in due:
-            self._due[(service, check.name)] = mono + check.interval
-        if not due:
-            return
-        limit = asyncio.Semaphore(self.concurrency)
-
-        async def bounded(service: str, check: ProbeCheckConfig) -> ProbeResult:
-            async with limit:
-                client = ctx.client if check.tls_verify else self._insecure_client(ctx)
-                return await run_check(client, service, check, ctx.now)
-
-        results = await asyncio.gather(*(bounded(s, c) for s, c in due))
+        if self.runner is None:
+            results = await self._start(ctx)
+        else:
+            failure = self.runner.failure()
+            if failure is not None:
+                self.runner = None  # the next poll starts a new loop
+                raise failure
+            results = []
+        assert self.runner is not None
+        finished, skipped = self.runner.drain()
+        results.extend(finished)
         for r in results:
+            if r.status_code is not None:
+                ctx.health.count_request(r.status_code)
             if not r.success:
                 ctx.log.info(
                     "probe %s/%s failed: %s (status %s, %.3fs)",
@@ -110,52 +198,15 @@ class ProbeSource(Source):
                     r.status_code,
                     r.duration_seconds,
                 )
-        ctx.commit(
-            results,
-            {self.cursor_name(r.service, r.probe): repr(r.started_at) for r in results},
-        )
-
-    def _insecure_client(self, ctx: PollContext) -> httpx.AsyncClient:
-        if self._insecure is None:
-            self._insecure = build_client(ctx.health, timeout=self.settings.timeout, verify=False)
-        return self._insecure
+        latest: dict[str, float] = {}
+        for r in results:
+            name = self.cursor_name(r.service, r.probe)
+            latest[name] = max(r.started_at, latest.get(name, r.started_at))
+        cursors = {name: repr(at) for name, at in latest.items()}
+        skips = [ProbeSkipped(s, p, n) for (s, p), n in sorted(skipped.items())]
+        ctx.commit([*results, *skips], cursors)
 
     async def aclose(self) -> None:
-        if self._insecure is not None:
-            await self._insecure.aclose()
-
-
-async def run_check(
-    client: httpx.AsyncClient,
-    service: str,
-    check: ProbeCheckConfig,
-    clock: Clock = system_clock,
-) -> ProbeResult:
-    """Run one check and classify its outcome. Never raises for the upstream's faults."""
-    started = float(clock())
-    t0 = time.perf_counter()
-    status: int | None = None
-    reason = ""
-    try:
-        response = await client.request(
-            check.method, check.url, headers=check.headers, timeout=check.timeout
-        )
-        status = response.status_code
-        if status not in check.expect_status:
-            reason = "status"
-        elif check.body_regex is not None and not re.search(check.body_regex, response.text):
-            reason = "body"
-    except httpx.TimeoutException:
-        reason = "timeout"
-    except httpx.TransportError as exc:
-        reason = "tls" if _is_tls_error(exc) else "connect"
-    duration = time.perf_counter() - t0
-    return ProbeResult(
-        service=service,
-        probe=check.name,
-        started_at=started,
-        duration_seconds=duration,
-        success=reason == "",
-        reason=reason,
-        status_code=status,
-    )
+        if self.runner is not None:
+            await self.runner.aclose()
+            self.runner = None
