@@ -1,8 +1,9 @@
 """Loopback probe targets with latencies the test fixes, in a process of their own.
 
 ``TargetServer(ports=n).start()`` runs ``python3 -m tests.support.targets`` on
-``n`` free loopback ports (its own process and event loop, so the prober's work
-never delays the target's timers, as it would sharing the GIL). Every answer is
+``n`` free loopback ports (its own processes and event loops, ``workers`` of them
+sharing each port, so the prober's work never delays the target's timers, as it
+would sharing the GIL). Every answer is
 an HTTP/1.1 ``Connection: close`` response:
 
 * ``GET /delay/<ms>``: ``200 ok`` after exactly that many milliseconds;
@@ -73,7 +74,10 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
 
 
 async def _main(ports: list[int]) -> None:
-    servers = [await asyncio.start_server(_serve, "127.0.0.1", p, backlog=1024) for p in ports]
+    servers = [
+        await asyncio.start_server(_serve, "127.0.0.1", p, backlog=4096, reuse_port=True)
+        for p in ports
+    ]
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     await asyncio.gather(*(s.serve_forever() for s in servers))
@@ -82,11 +86,13 @@ async def _main(ports: list[int]) -> None:
 class TargetServer:
     """The target process; ``urls`` are its base URLs, one per port."""
 
-    def __init__(self, ports: int = 1) -> None:
+    def __init__(self, ports: int = 1, workers: int = 1) -> None:
         from tests.support.net import free_port
 
         self.ports = [free_port() for _ in range(ports)]
-        self.proc: subprocess.Popen[str] | None = None
+        # Processes sharing each port (SO_REUSEPORT: the kernel spreads connections over them).
+        self.workers = workers
+        self.procs: list[subprocess.Popen[str]] = []
 
     @property
     def url(self) -> str:
@@ -97,22 +103,26 @@ class TargetServer:
         return [f"http://127.0.0.1:{p}" for p in self.ports]
 
     def start(self) -> TargetServer:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.targets", *map(str, self.ports)],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        if self.proc.stdout.readline().strip() != "ready":
-            self.stop()
-            raise RuntimeError("the target server did not start")
+        for _ in range(self.workers):
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.support.targets", *map(str, self.ports)],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            self.procs.append(proc)
+            assert proc.stdout is not None
+            if proc.stdout.readline().strip() != "ready":
+                self.stop()
+                raise RuntimeError("the target server did not start")
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=5)
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            proc.wait(timeout=5)
 
 
 if __name__ == "__main__":

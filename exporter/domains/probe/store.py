@@ -135,24 +135,12 @@ def write(tx: Tx, results: Sequence[ProbeResult]) -> None:
             one_hot[bisect.bisect_left(DURATION_BUCKETS, r.duration_seconds)] = 1
         tx.execute(_DAILY_SQL, (r.service, r.started_at, int(r.success), *one_hot))
         labels = {"service": r.service, "probe": r.probe}
-        tx.execute(
-            _LAST_SQL,
-            (
-                r.service,
-                r.probe,
-                r.started_at,
-                json.dumps(dict(r.phases), sort_keys=True),
-                r.http_version,
-                r.tls_version,
-                r.cert_not_after,
-                r.redirects,
-            ),
-        )
-        tx.incr(SKIPPED_TOTAL, labels, 0.0)
-        # Every outcome's series exists from the probe's first check on, at 0, so the
-        # first failure is an increase Prometheus can see, not a series appearing at 1.
-        for outcome in OUTCOMES:
-            tx.incr(CHECKS_TOTAL, {**labels, **outcome}, 0.0)
+        if _first_of_its_check(tx, r):
+            # Every outcome's series exists from the probe's first check on, at 0, so the
+            # first failure is an increase Prometheus can see, not a series appearing at 1.
+            tx.incr(SKIPPED_TOTAL, labels, 0.0)
+            for outcome in OUTCOMES:
+                tx.incr(CHECKS_TOTAL, {**labels, **outcome}, 0.0)
         tx.incr(
             CHECKS_TOTAL,
             {
@@ -168,6 +156,27 @@ def write(tx: Tx, results: Sequence[ProbeResult]) -> None:
                 "ON CONFLICT (service, probe) DO UPDATE SET at = max(at, excluded.at)",
                 (r.service, r.probe, r.started_at),
             )
+
+
+def _first_of_its_check(tx: Tx, r: ProbeResult) -> bool:
+    """Keep the check's latest details; True if this is the check's first result."""
+    seen = tx.execute(
+        "SELECT 1 FROM probe_last WHERE service = ? AND probe = ?", (r.service, r.probe)
+    ).fetchone()
+    tx.execute(
+        _LAST_SQL,
+        (
+            r.service,
+            r.probe,
+            r.started_at,
+            json.dumps(dict(r.phases), sort_keys=True),
+            r.http_version,
+            r.tls_version,
+            r.cert_not_after,
+            r.redirects,
+        ),
+    )
+    return seen is None
 
 
 def write_skipped(tx: Tx, skips: Sequence[ProbeSkipped]) -> None:
