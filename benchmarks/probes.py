@@ -148,6 +148,30 @@ def exporter_results(state: Path, t0: float, t1: float) -> list[tuple[str, str, 
     return [(str(s), str(p), float(d), int(ok)) for s, p, d, ok in rows]
 
 
+def settle(state: Path, t0: float, t1: float, most: float = 90.0) -> None:
+    """Wait until the exporter has committed the window's probes (its next polls do)."""
+    deadline = time.monotonic() + most
+    last = -1
+    time.sleep(6)
+    while time.monotonic() < deadline:
+        n = len(exporter_results(state, t0, t1))
+        if n == last:
+            return
+        last = n
+        time.sleep(6)
+
+
+def skipped(state: Path) -> int:
+    conn = sqlite3.connect(state, timeout=30)
+    try:
+        row = conn.execute(
+            "SELECT SUM(value) FROM counters WHERE metric = 'platform_probe_skipped_total'"
+        ).fetchone()
+    finally:
+        conn.close()
+    return int(row[0] or 0)
+
+
 def row(name: str, made: int, expected: int, cpu: float, rss: float, errors: list[float]) -> str:
     per_1000 = cpu / made * 1000 if made else float("nan")
     median_ms = statistics.median(errors) * 1000 if errors else float("nan")
@@ -228,7 +252,7 @@ def main() -> None:  # Over 80 lines: one straight run of the side-by-side set-u
         t1 = time.time()
         cpu = {p.pid: cpu_seconds(p.pid) - start[p.pid] for p in (exporter, blackbox, bb_prom)}
         rss = {p.pid: rss_mib(p.pid) for p in (exporter, blackbox, bb_prom)}
-        time.sleep(6)  # the exporter's next poll commits the window's last probes
+        settle(work / "state.db", t0, t1)
 
         expected = int(args.checks * args.seconds / args.interval)
         ours = exporter_results(work / "state.db", t0, t1)
@@ -254,7 +278,10 @@ def main() -> None:  # Over 80 lines: one straight run of the side-by-side set-u
                   bb_errors))  # fmt: skip
         failed = sum(1 for *_, ok in ours if not ok)
         print()
-        print(f"exporter: {failed} failed probes in the window; work dir {work}")
+        print(
+            f"exporter: {failed} failed probes in the window, {skipped(work / 'state.db')} slots "
+            f"skipped since start; work dir {work}"
+        )
     finally:
         for proc in reversed(procs):
             proc.terminate()

@@ -98,10 +98,12 @@ class TestIdempotentWrites:
         assert counts == {
             ("success", "none"): 1.0,
             ("failure", "timeout"): 1.0,
+            ("failure", "resolve"): 0.0,
             ("failure", "connect"): 0.0,
             ("failure", "tls"): 0.0,
             ("failure", "status"): 0.0,
             ("failure", "body"): 0.0,
+            ("failure", "answer"): 0.0,
         }
         ((labels, _, _, total, n),) = store.histograms(probe_store.DURATION)
         assert labels == {"service": "svc", "probe": "health"}
