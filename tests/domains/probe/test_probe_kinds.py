@@ -200,3 +200,72 @@ class TestConfig:
     def test_fields_of_another_kind_are_rejected(self, fields: dict[str, str]) -> None:
         with pytest.raises(ValueError):
             ProbeCheckConfig(name="c", **fields)
+
+
+class TestIpProtocol:
+    """Which address a name's lookup picks, with the resolver answering both families."""
+
+    @staticmethod
+    def pick(prefer: str, fallback: bool, families: tuple[int, ...]) -> tuple[int, str]:
+        import socket
+
+        from exporter.domains.probe.sources import wire
+
+        answers = {
+            socket.AF_INET: (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.1", 80)),
+            socket.AF_INET6: (
+                socket.AF_INET6,
+                socket.SOCK_STREAM,
+                6,
+                "",
+                ("2001:db8::1", 80, 0, 0),
+            ),
+        }
+
+        async def go() -> tuple[int, str]:
+            loop = asyncio.get_running_loop()
+
+            async def getaddrinfo(*args: Any, **kwargs: Any) -> list[Any]:
+                return [answers[f] for f in families]
+
+            loop.getaddrinfo = getaddrinfo  # type: ignore[method-assign]
+            return await wire.resolve("svc.test", 80, prefer, fallback)  # type: ignore[arg-type]
+
+        return asyncio.run(go())
+
+    def test_the_preferred_family_wins_when_the_name_has_both(self) -> None:
+        import socket
+
+        both = (socket.AF_INET, socket.AF_INET6)
+        assert self.pick("ip6", True, both) == (socket.AF_INET6, "2001:db8::1")
+        assert self.pick("ip4", True, both) == (socket.AF_INET, "192.0.2.1")
+
+    def test_the_other_family_only_with_fallback(self) -> None:
+        import socket
+
+        from exporter.domains.probe.sources.wire import ProbeFailure
+
+        assert self.pick("ip6", True, (socket.AF_INET,)) == (socket.AF_INET, "192.0.2.1")
+        with pytest.raises(ProbeFailure) as failure:
+            self.pick("ip6", False, (socket.AF_INET,))
+        assert failure.value.reason == "resolve"
+
+    def test_an_ipv6_literal_needs_no_lookup_and_connects(self) -> None:
+        """A probe of [::1] against a server on ::1, if this machine has IPv6 loopback."""
+        import socket
+
+        if not socket.has_ipv6:
+            pytest.skip("no IPv6")
+
+        async def go() -> Outcome:
+            try:
+                server = await asyncio.start_server(_pong, "::1", 0)
+            except OSError:
+                pytest.skip("no IPv6 loopback")
+            port = server.sockets[0].getsockname()[1]
+            async with server:
+                return await probe_tcp(
+                    TcpDialog(f"tcp://[::1]:{port}", send="PING\n", expect="^PONG")
+                )
+
+        assert asyncio.run(go()).reason == ""
