@@ -120,7 +120,7 @@ class ProbeSource(Source):
     kind = "probe"
     settings_model = ProbeSourceConfig
     default_on = True
-    produces = (ProbeResult,)
+    produces = (ProbeResult, ProbeSkipped)
 
     def __init__(
         self, config: ConfigBase, settings: ProbeSourceConfig, ticker: Ticker | None = None
