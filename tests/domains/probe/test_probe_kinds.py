@@ -19,7 +19,7 @@ import dns.rcode
 import dns.rrset
 import pytest
 
-from exporter.config import ProbeCheckConfig
+from exporter.domains.probe.settings import ProbeCheckConfig
 from exporter.domains.probe.sources.dns import DnsQuery, probe_dns
 from exporter.domains.probe.sources.tcp import TcpDialog, probe_tcp
 from exporter.domains.probe.sources.wire import Outcome
