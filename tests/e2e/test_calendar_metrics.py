@@ -63,6 +63,8 @@ def history(now: float) -> list[object]:
             CostDay(x.isoformat(), "checkout", "payments", "aws", "Compute", "USD", 10.0, 10.0)
             for x in days
         ),
+        # Daily usage lines: each day's usage has arrived, today's too (today never counts).
+        covered_days=tuple(x.isoformat() for x in days),
     )
     out: list[object] = [cost]
     for x in days:

@@ -139,8 +139,13 @@ def capability_costs(
     from exporter.domains.cost import store as cost_store
     from exporter.domains.cost.kpis import window_bounds
 
-    first, last = window_bounds(utc_date(now))["30d"]
-    rows = cost_store.daily_costs(store, first, last, CostSection.of(config).cost.amount)
+    today = utc_date(now)
+    first, last = window_bounds(today)["30d"]
+    # Only days every cost source has proved arrived (a spread monthly fee proves none).
+    end = cost_store.data_end(store, today.isoformat())
+    if end is None or end < first:
+        return {}
+    rows = cost_store.daily_costs(store, first, min(last, end), CostSection.of(config).cost.amount)
     out: dict[str, dict[str, float]] = {}
     for _day, service, _team, _provider, _category, currency, amount in rows:
         for capability, services in wanted.items():

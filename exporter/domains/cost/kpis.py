@@ -145,8 +145,10 @@ def cost_per_transaction(
             if n <= 0:
                 continue
             for currency in service_currencies:
-                spent = sum(cost.get((service, d, currency), 0.0) for d in days)
-                out[(window, service, currency)] = CostPerTransaction(spent, n, len(days))
+                lines = [cost[k] for d in days if (k := (service, d, currency)) in cost]
+                # No line in this currency on these days: absent, not a cost of 0.
+                if lines:
+                    out[(window, service, currency)] = CostPerTransaction(sum(lines), n, len(days))
     return out
 
 
@@ -176,6 +178,12 @@ def spend(daily: Mapping[str, float], days: tuple[date, date]) -> float:
     return sum(v for d, v in daily.items() if first <= d <= last)
 
 
+def has_lines(daily: Mapping[str, float], days: tuple[date, date]) -> bool:
+    """Whether ``daily`` has any line on ``days``: without one a spend is absent, not 0."""
+    first, last = days[0].isoformat(), days[1].isoformat()
+    return any(first <= d <= last for d in daily)
+
+
 def day_count(days: tuple[date, date]) -> int:
     return (days[1] - days[0]).days + 1
 
@@ -185,7 +193,7 @@ def budget_used(
 ) -> BudgetStatus | None:
     """Spend over the complete ``days`` (see :func:`complete_days`) and its share of the
     monthly budget; None without a complete day."""
-    if days is None or budget <= 0:
+    if days is None or budget <= 0 or not has_lines(daily, days):
         return None
     spent = spend(daily, days)
     return BudgetStatus(spent, spent / budget, day_count(days))
@@ -223,6 +231,8 @@ def budget_forecast(
     for basis in ("mtd", "last_month"):
         span = days[basis]
         if span is not None:
+            if not has_lines(daily, span):
+                return None
             n = day_count(span)
             return BudgetForecast(spend(daily, span) / n * days_in_month, basis, n)
     return None

@@ -30,6 +30,7 @@ from exporter.core.periods import utc_date
 from exporter.core.provider import RenderContext
 from exporter.domains.cost import kpis
 from exporter.domains.cost import store as cost_store
+from exporter.domains.cost.freshness import clip_windows
 from exporter.domains.cost.kpis import WINDOWS, CostRow
 from exporter.domains.cost.records import CostContribution
 from exporter.domains.cost.settings import CostSection, CostServiceFields
@@ -82,8 +83,8 @@ def _state(ctx: RenderContext) -> _CostState:
     active = active_cost_sources(ctx)
     rows = cost_store.daily_costs(ctx.store, first, last, settings.amount, active)
     ends = cost_store.newest_days(ctx.store, today.isoformat(), active)
-    # Cost per transaction and budgets only count days every cost source has reported:
-    # after the newest first day and up to the oldest last day of their histories.
+    # Every cost KPI counts only days every cost source has proved arrived (up to the
+    # oldest data end); cost per transaction and budgets also start at the newest first day.
     cost_start, cost_end = kpis.coverage(cost_store.oldest_days(ctx.store, active), ends)
     requests = request_totals(ctx, first, last)
     # The merged catalog: config services, then those an external catalog adds.
@@ -107,7 +108,7 @@ def _cost(ctx: RenderContext, st: _CostState) -> Metric:
         ["service", "team", "provider", "category", "currency", "window"],
     )
     for (window, service, team, provider, category, currency), value in sorted(
-        kpis.cost_by_window(st.rows, st.windows).items()
+        kpis.cost_by_window(st.rows, clip_windows(st.windows, st.cost_end)).items()
     ):
         cost.add_metric([service, team, provider, category, currency, window], value)
     return cost

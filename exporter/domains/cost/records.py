@@ -49,7 +49,8 @@ class CostContribution:
     final: bool = False
     rows_read: int = 0
     rows_rejected: int = 0
-    # Closed days the origin covers even when it has no cost on them: YYYY-MM-DD.
+    # Days the origin proves arrived (YYYY-MM-DD): one-day usage lines, or a day a cost API
+    # answered with cost. Only these advance the source's data end.
     covered_days: tuple[str, ...] = ()
 
     @property

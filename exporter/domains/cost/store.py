@@ -105,10 +105,10 @@ def write_contributions(tx: Tx, batch: Sequence[CostContribution]) -> None:
             "currency, billed, effective, lines) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(c.source, c.origin, *k, v[0], v[1], int(v[2])) for k, v in merged.items()],
         )
-        covered = set(c.covered_days) | {k[0] for k in merged}
+        # Only the days the origin proves arrived: a fee spread over a month does not.
         tx.conn.executemany(
             "INSERT INTO cost_coverage (source, origin, day) VALUES (?, ?, ?)",
-            [(c.source, c.origin, day) for day in sorted(covered)],
+            [(c.source, c.origin, day) for day in sorted(set(c.covered_days))],
         )
 
 
@@ -178,7 +178,7 @@ def daily_costs(
 def newest_days(
     store: Store, before_day: str, sources: Sequence[str] | None = None
 ) -> dict[str, str]:
-    """The newest covered day before ``before_day`` (exclusive), per source."""
+    """The newest arrived day before ``before_day`` (exclusive), per source: its data end."""
     where, params = _only(sources)
     rows = store.query(
         f"SELECT source, MAX(day) FROM cost_coverage WHERE day < ?{where} GROUP BY source",
@@ -187,8 +187,15 @@ def newest_days(
     return {str(r[0]): str(r[1]) for r in rows if r[1] is not None}
 
 
+def data_end(store: Store, before_day: str, sources: Sequence[str] | None = None) -> str | None:
+    """The newest day before ``before_day`` that every source (of ``sources``, if given)
+    has proved arrived: where every closed-day cost window ends. None without data."""
+    ends = newest_days(store, before_day, sources)
+    return min(ends.values()) if ends else None
+
+
 def oldest_days(store: Store, sources: Sequence[str] | None = None) -> dict[str, str]:
-    """The oldest covered day per source: where its history starts."""
+    """The oldest arrived day per source: where its history starts."""
     where, params = _only(sources)
     rows = store.query(
         f"SELECT source, MIN(day) FROM cost_coverage WHERE 1 = 1{where} GROUP BY source",

@@ -177,7 +177,10 @@ class TestCostPerAdoptingService:
             day("2026-09-01", "platform-gw", 10.0, "EUR"),
             day("2026-09-01", "checkout", 500.0),
         )
-        exp = render(config, [CostContribution("focus", "file-1", "sig", days)])
+        arrived = tuple(sorted({d.day for d in days}))
+        exp = render(
+            config, [CostContribution("focus", "file-1", "sig", days, covered_days=arrived)]
+        )
         assert (
             exp.value(
                 "platform_cost_per_adopting_service", capability="api-gateway", currency="USD"
@@ -189,6 +192,16 @@ class TestCostPerAdoptingService:
                 "platform_cost_per_adopting_service", capability="api-gateway", currency="EUR"
             )
             == 10.0 / 3
+        )
+        # The 20th's usage not arrived yet (the file proves days through the 19th only):
+        # its 60 is not counted, USD 30 / 3.
+        early = tuple(d for d in arrived if d < "2026-09-20")
+        exp = render(config, [CostContribution("focus", "file-1", "sig", days, covered_days=early)])
+        assert (
+            exp.value(
+                "platform_cost_per_adopting_service", capability="api-gateway", currency="USD"
+            )
+            == 10.0
         )
 
     def test_no_cost_source_no_value(self) -> None:

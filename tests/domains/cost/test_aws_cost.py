@@ -229,3 +229,26 @@ class TestCostExplorer:
         poll(daemon)
         assert daemon.health["aws_cost"].errors["auth"] == 1
         asyncio.run(daemon.shutdown())
+
+
+class TestLookback:
+    def test_on_the_20th_the_whole_previous_month_is_asked_for(
+        self, tmp_path: Path, moto: str
+    ) -> None:
+        """2026-11-20 with lookback_days 3: the request reaches back to October 1st (so
+        last_month is whole), in one paid request, and every day of it is stored."""
+        from exporter.domains.cost import store as cost_store
+
+        queue(
+            moto, "123456789012", {"ResultsByTime": [day("2026-11-19", ("service$checkout", 1.0))]}
+        )
+        now = datetime(2026, 11, 20, 10, 0, tzinfo=UTC).timestamp()
+        daemon = Daemon(config(tmp_path, moto), clock=lambda: now)
+        exp = poll(daemon)
+        assert daemon.health["aws_cost"].up is True, daemon.health["aws_cost"].last_error
+        assert paid(exp) == 1
+        days = sorted(o.split("/", 1)[1] for o in cost_store.origins(daemon.store, "aws_cost"))
+        assert days[0] == "2026-10-01"
+        assert days[-1] == "2026-11-19"
+        assert len(days) == 31 + 19
+        asyncio.run(daemon.shutdown())

@@ -73,14 +73,18 @@ class TestQuery:
         assert exp.value(cost, service="search", window="1d", provider="azure") == 0.5
         # An empty TagValue is an untagged line: unallocated, not dropped.
         assert exp.value(cost, service="unallocated", window="7d") == 1.0
-        body = fake.queries[0]
-        assert body["timePeriod"] == {
-            "from": "2026-11-19T00:00:00+00:00",
-            "to": "2026-11-21T23:59:59+00:00",
-        }
+        # The whole previous month (for last_month), then this month's closed days in
+        # two pages (each page is a POST of the same body).
+        november = {"from": "2026-11-01T00:00:00+00:00", "to": "2026-11-21T23:59:59+00:00"}
+        assert [q["timePeriod"] for q in fake.queries] == [
+            {"from": "2026-10-01T00:00:00+00:00", "to": "2026-10-31T23:59:59+00:00"},
+            november,
+            november,
+        ]
+        body = fake.queries[-1]
         assert body["dataset"]["grouping"] == [{"type": "TagKey", "name": "service"}]  # type: ignore[index]
-        # 4 rows at 2 per page: the nextLink was followed.
-        assert daemon.health["azure_cost"].requests == {"200": 3}
+        # A token, October (no rows) and 4 rows at 2 per page: the nextLink was followed.
+        assert daemon.health["azure_cost"].requests == {"200": 4}
         asyncio.run(daemon.shutdown())
 
     def test_settled_days_are_not_queried_again(self, tmp_path: Path) -> None:
@@ -165,3 +169,29 @@ def test_usage_date_forms(value: Any) -> None:
     from exporter.domains.cost.sources.azure_cost import _usage_date
 
     assert _usage_date(value) == "2026-11-21"
+
+
+class TestLookback:
+    def test_on_the_20th_the_whole_previous_month_is_read_in_31_day_queries(
+        self, tmp_path: Path
+    ) -> None:
+        """2027-04-20, lookback 31 days: 31 days back is March 20th, but last_month needs
+        March 1st. The days asked are March 1st to April 19th, in queries of at most 31
+        days (the Query API's limit for a daily granularity); March's cost is in
+        last_month."""
+        clock = Clock()
+        clock.t = datetime(2027, 4, 20, 10, 0, tzinfo=UTC).timestamp()
+        daemon, fake = setup(tmp_path, clock, lookback_days=31)
+        fake.costs = {
+            (SCOPE, "2027-03-02"): [("checkout", 7.0, "EUR")],
+            (SCOPE, "2027-04-19"): [("checkout", 1.0, "EUR")],
+        }
+        exp = poll(daemon)
+        assert [q["timePeriod"] for q in fake.queries] == [
+            {"from": "2027-03-01T00:00:00+00:00", "to": "2027-03-31T23:59:59+00:00"},
+            {"from": "2027-04-01T00:00:00+00:00", "to": "2027-04-19T23:59:59+00:00"},
+        ]
+        cost = "platform_cost"
+        assert exp.value(cost, service="checkout", window="last_month", currency="EUR") == 7.0
+        assert exp.value(cost, service="checkout", window="30d", currency="EUR") == 1.0
+        asyncio.run(daemon.shutdown())

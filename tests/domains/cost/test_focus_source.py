@@ -478,8 +478,10 @@ class TestBatchSums:
 
 class TestBudgetMetrics:
     def test_team_budget_forecast_and_used_ratio(self, tmp_path: Path, exports: Path) -> None:
-        """Payments (checkout 11 + payments-api 21 USD over Nov 1-21, budget 100):
-        used 0.32; forecast 32 / 21 days x 30 days = 45.714."""
+        """Only days the bill proves arrived count: usage lines exist for Nov 20 and 21,
+        while the support fee spread over November proves none of Nov 1-19. Payments
+        (checkout 9 + 5 - 2 - 1 = 11, payments-api 2 x 1 USD of the fee; budget 100) is
+        used 0.13 over 2 days; forecast 13 / 2 days x 30 days = 195."""
         write_csv(exports / "a.csv", SAMPLE)
         daemon = Daemon(config(tmp_path), clock=lambda: NOW)
         exp = run(daemon)
@@ -495,13 +497,13 @@ class TestBudgetMetrics:
             return found[0]
 
         assert value("platform_budget") == 100
-        assert value("platform_budget_used_ratio", window="mtd") == pytest.approx(0.32)
-        assert value("platform_budget_samples", window="mtd") == 21
+        assert value("platform_budget_used_ratio", window="mtd") == pytest.approx(0.13)
+        assert value("platform_budget_samples", window="mtd") == 2
         # No October data: last month has no complete day, so no ratio (0 days behind it).
         assert not exp.samples("platform_budget_used_ratio", window="last_month")
         assert value("platform_budget_samples", window="last_month") == 0
-        assert value("platform_budget_forecast") == pytest.approx(32 / 21 * 30)
-        assert value("platform_budget_forecast_ratio") == pytest.approx(32 / 21 * 30 / 100)
+        assert value("platform_budget_forecast") == pytest.approx(13 / 2 * 30)
+        assert value("platform_budget_forecast_ratio") == pytest.approx(13 / 2 * 30 / 100)
         asyncio.run(daemon.shutdown())
 
 

@@ -41,6 +41,7 @@ from exporter.core.settings import ConfigBase
 from exporter.core.source import PollContext, Source
 from exporter.domains.cost import store as cost_store
 from exporter.domains.cost.allocation import allocator_for, current_allocator
+from exporter.domains.cost.lookback import poll_days
 from exporter.domains.cost.records import CostContribution, CostDay
 from exporter.domains.cost.settings import AwsAccountConfig, AwsCostSourceConfig
 
@@ -221,7 +222,7 @@ class AwsCostSource(Source):
         now = ctx.now()
         today = utc_date(now)
         settled_before = today - timedelta(days=self.aws.data_delay_days)
-        days = [today - timedelta(days=n) for n in range(self.aws.lookback_days, 0, -1)]
+        days = poll_days(today, self.aws.lookback_days)
         known = cost_store.origins(ctx.store, self.name)
         for account in self.accounts:
             need: list[date] = []
@@ -237,7 +238,7 @@ class AwsCostSource(Source):
                     if raw is None:
                         need.append(day)
                     else:
-                        rebuilt.append(self._contribution(origin, day, json.loads(raw), True))
+                        rebuilt.append(self._contribution(origin, day, json.loads(raw), True, True))
             if rebuilt:
                 ctx.commit(rebuilt)
             if not need:
@@ -245,13 +246,16 @@ class AwsCostSource(Source):
             start = min(need)
             results = await asyncio.to_thread(self._fetch, ctx, account, start, today)
             groups = self._by_day(results, start, today)
+            # Cost Explorer has processed every day up to the newest it answered with cost.
+            newest = max((d for d, g in groups.items() if g), default="")
             records = []
             cursors = {}
             for day in (start + timedelta(days=n) for n in range((today - start).days)):
                 origin = f"{account.name}/{day.isoformat()}"
                 raw_groups = groups.get(day.isoformat(), [])
                 final = day < settled_before
-                records.append(self._contribution(origin, day, raw_groups, final))
+                arrived = day.isoformat() <= newest
+                records.append(self._contribution(origin, day, raw_groups, final, arrived))
                 if final:
                     cursors[f"raw:{origin}"] = json.dumps(raw_groups)
             ctx.commit(records, cursors)
@@ -288,7 +292,7 @@ class AwsCostSource(Source):
         return out
 
     def _contribution(
-        self, origin: str, day: date, raw: list[list[Any]], final: bool
+        self, origin: str, day: date, raw: list[list[Any]], final: bool, arrived: bool
     ) -> CostContribution:
         rows: list[CostDay] = []
         for keys, amount, unit in raw:
@@ -318,7 +322,7 @@ class AwsCostSource(Source):
             days=tuple(rows),
             final=final,
             rows_read=len(raw),
-            covered_days=(day.isoformat(),),
+            covered_days=(day.isoformat(),) if arrived else (),
         )
 
 

@@ -37,6 +37,7 @@ from exporter.core.settings import ConfigBase
 from exporter.core.source import PollContext, Source
 from exporter.domains.cost import store as cost_store
 from exporter.domains.cost.allocation import allocator_for, current_allocator
+from exporter.domains.cost.lookback import poll_days, spans
 from exporter.domains.cost.records import CostContribution, CostDay
 from exporter.domains.cost.settings import AzureCostSourceConfig
 
@@ -50,6 +51,8 @@ COST_COLUMNS = ("Cost", "PreTaxCost", "CostUSD", "PreTaxCostUSD", "totalCost")
 TOKEN_MARGIN = 300.0
 MAX_429_RETRIES = 3
 MAX_PAGES = 1000
+# A daily query spans at most 31 days.
+MAX_QUERY_DAYS = 31
 
 
 def retry_after(response: httpx.Response, now: float) -> float | None:
@@ -212,7 +215,7 @@ class AzureCostSource(Source):
         self.allocator = current_allocator(self.config, ctx.store)
         today = utc_date(ctx.now())
         settled_before = today - timedelta(days=self.az.data_delay_days)
-        days = [today - timedelta(days=n) for n in range(self.az.lookback_days, 0, -1)]
+        days = poll_days(today, self.az.lookback_days)
         known = cost_store.origins(ctx.store, self.name)
         for scope in self.az.scopes:
             need = [
@@ -225,11 +228,15 @@ class AzureCostSource(Source):
             if not need:
                 continue
             start = min(need)
-            rows = await self.query(ctx, scope, start, today)
+            rows = []
+            for a, b in spans(start, today, MAX_QUERY_DAYS):
+                rows += await self.query(ctx, scope, a, b)
             by_day: dict[str, list[list[Any]]] = {}
             for day, value, cost, currency in rows:
                 by_day.setdefault(day, []).append([value, cost, currency])
             account = _subscription(scope)
+            # Cost Management has processed every day up to the newest it answered with cost.
+            newest = max(by_day, default="")
             records = []
             for d in (start + timedelta(days=n) for n in range((today - start).days)):
                 iso = d.isoformat()
@@ -250,7 +257,7 @@ class AzureCostSource(Source):
                         days=tuple(items),
                         final=d < settled_before,
                         rows_read=len(raw),
-                        covered_days=(iso,),
+                        covered_days=(iso,) if iso <= newest else (),
                     )
                 )
             ctx.commit(records)

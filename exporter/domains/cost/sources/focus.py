@@ -136,6 +136,7 @@ class FocusSource(Source):
                     final=False,
                     rows_read=result.rows_read,
                     rows_rejected=result.rows_rejected,
+                    covered_days=tuple(result.arrived),
                 )
             ]
         )

@@ -6,7 +6,10 @@ one at a time (CSV) or one record batch at a time (Parquet, through pyarrow,
 imported lazily), allocated to a service, and summed per (UTC day, service,
 team, provider, ServiceCategory, BillingCurrency): memory holds those sums and
 a few bounded memo tables, never the file. A row whose charge period spans
-several days is spread over them in proportion to time.
+several days is spread over them in proportion to time (a monthly fee from the
+1st to the next 1st gives each day of the month an equal share). Only one-day
+usage lines prove that their day has arrived (see
+:mod:`exporter.domains.cost.freshness`); the file's result lists those days.
 
 A malformed row (unparseable cost or date, no currency, invalid ``Tags``) is
 rejected and reported with the file and line (CSV) or row number (Parquet);
@@ -28,6 +31,7 @@ from typing import Any
 
 from exporter.domains.cost.allocation import UNALLOCATED, Allocator
 from exporter.domains.cost.focus_schema import COLUMNS, REQUIRED
+from exporter.domains.cost.freshness import proves_arrival
 from exporter.domains.cost.records import CostDay
 
 log = logging.getLogger("exporter.sources.focus")
@@ -71,6 +75,8 @@ class FileResult:
     """What one file contributed."""
 
     days: list[CostDay]
+    # Days a one-day usage line proves arrived (YYYY-MM-DD), oldest first.
+    arrived: list[str] = field(default_factory=list)
     rows_read: int = 0
     rows_rejected: int = 0
     problems: list[str] = field(default_factory=list)
@@ -84,6 +90,8 @@ class _Aggregator:
         self.provider = provider
         self.label = label
         self.sums: dict[tuple[int, str, str, str, str, str], list[float]] = {}
+        # UTC day numbers a usage line proves arrived.
+        self.arrived: set[int] = set()
         self.rows = 0
         self.rejected = 0
         self.problems: list[str] = []
@@ -238,13 +246,21 @@ class _Aggregator:
         return p[0], p[1], service, team, p[4], p[5], p[6]
 
     def accumulate(
-        self, p: tuple[int, int, str, str, str, str, str], b: float, e: float, n: float
+        self,
+        p: tuple[int, int, str, str, str, str, str],
+        b: float,
+        e: float,
+        n: float,
+        proves: bool = True,
     ) -> None:
-        """Add ``n`` lines summing to (b, e) to their UTC day(s)."""
+        """Add ``n`` lines summing to (b, e) to their UTC day(s); a one-day line that
+        ``proves`` its day (see :func:`proves_arrival`) marks it arrived."""
         t0, t1 = p[0], p[1]
         first = t0 // DAY
         if t1 <= (first + 1) * DAY:
             self._sum((first, p[2], p[3], p[4], p[5], p[6]), b, e, n)
+            if proves:
+                self.arrived.add(first)
             return
         span = t1 - t0
         last = min((t1 - 1) // DAY, first + MAX_SPREAD_DAYS)
@@ -265,6 +281,8 @@ class _Aggregator:
         account: Any,
         resource: Any,
         tags: Any,
+        charge_category: Any = None,
+        charge_class: Any = None,
     ) -> None:
         """One line, read row by row (the stdlib CSV path, and batches that need it)."""
         self.rows += 1
@@ -277,7 +295,7 @@ class _Aggregator:
         except (ValueError, TypeError) as exc:
             self.reject(pos, str(exc) or type(exc).__name__)
             return
-        self.accumulate(p, b, e, 1.0)
+        self.accumulate(p, b, e, 1.0, proves_arrival(charge_category, charge_class))
 
     def _remember(
         self, key: Any, tags: dict[str, str], account: str, resource: str
@@ -298,9 +316,10 @@ class _Aggregator:
             acc[2] += n
 
     def result(self) -> FileResult:
+        arrived = [_iso_day(d) for d in sorted(self.arrived)]
         days = [
             CostDay(
-                day=datetime.fromtimestamp(k[0] * DAY, UTC).date().isoformat(),
+                day=_iso_day(k[0]),
                 service=k[1],
                 team=k[2],
                 provider=k[3],
@@ -312,7 +331,11 @@ class _Aggregator:
             )
             for k, v in self.sums.items()
         ]
-        return FileResult(days, self.rows, self.rejected, self.problems)
+        return FileResult(days, arrived, self.rows, self.rejected, self.problems)
+
+
+def _iso_day(number: int) -> str:
+    return datetime.fromtimestamp(number * DAY, UTC).date().isoformat()
 
 
 def file_format(path: Path) -> str:
@@ -440,6 +463,7 @@ def _read_csv_stdlib(path: Path, gzipped: bool, agg: _Aggregator) -> None:
             col("Tags"),
         )
         iprov = idx.get("ProviderName", idx.get("ServiceProviderName", width))
+        ichg, icls = col("ChargeCategory"), col("ChargeClass")
         add = agg.add
         try:
             for row in reader:
@@ -462,6 +486,8 @@ def _read_csv_stdlib(path: Path, gzipped: bool, agg: _Aggregator) -> None:
                     row[iacc],
                     row[ires],
                     row[itag] or None,
+                    row[ichg],
+                    row[icls],
                 )
         except (csv.Error, UnicodeDecodeError, EOFError, OSError) as exc:
             # A truncated or corrupt tail: what was read still counts.
@@ -527,10 +553,17 @@ def _group_batch(agg: _Aggregator, batch: Any, by_name: dict[str, str]) -> bool:
     prepared = _prepare_groups(agg, cols, grouped.num_rows, provider_col)
     if prepared is None:
         return False
-    for p, b, e, n in zip(
-        prepared, cols["__b_sum"], cols["__e_sum"], cols["__b_count"], strict=True
+    none: list[Any] = [None] * grouped.num_rows
+    proves = [
+        proves_arrival(c, k)
+        for c, k in zip(
+            cols.get("ChargeCategory", none), cols.get("ChargeClass", none), strict=True
+        )
+    ]
+    for p, b, e, n, ok in zip(
+        prepared, cols["__b_sum"], cols["__e_sum"], cols["__b_count"], proves, strict=True
     ):
-        agg.accumulate(p, b, e, float(n))
+        agg.accumulate(p, b, e, float(n), ok)
     agg.rows += batch.num_rows
     return True
 
@@ -561,7 +594,7 @@ def _group_keys(
     import pyarrow as pa
 
     keys = ["ChargePeriodStart", "ChargePeriodEnd", "BillingCurrency", "ServiceCategory"]
-    keys += [provider_col]
+    keys += [provider_col, "ChargeCategory", "ChargeClass"]
     names: list[str] = []
     arrays: list[Any] = []
     if agg._by_tags_only:
@@ -675,7 +708,7 @@ def _row_batch(agg: _Aggregator, batch: Any, by_name: dict[str, str], first_pos:
     none: list[Any] = [None] * batch.num_rows
     prov = cols.get("ProviderName", cols.get("ServiceProviderName", none))
     add = agg.add
-    for pos, (b, e, c, t0, t1, cat, p, a, r, t) in enumerate(
+    for pos, (b, e, c, t0, t1, cat, p, a, r, t, chg, cls) in enumerate(
         zip(
             cols["BilledCost"],
             cols["EffectiveCost"],
@@ -687,6 +720,8 @@ def _row_batch(agg: _Aggregator, batch: Any, by_name: dict[str, str], first_pos:
             cols.get("SubAccountId", none),
             cols.get("ResourceId", none),
             cols.get("Tags", none),
+            cols.get("ChargeCategory", none),
+            cols.get("ChargeClass", none),
             strict=True,
         ),
         start=first_pos,
@@ -695,7 +730,7 @@ def _row_batch(agg: _Aggregator, batch: Any, by_name: dict[str, str], first_pos:
             agg.rows += 1
             agg.reject(pos, "null BilledCost, EffectiveCost or ChargePeriodStart")
             continue
-        add(pos, b, e, c, t0, t1, cat, p, a, r, t or None)
+        add(pos, b, e, c, t0, t1, cat, p, a, r, t or None, chg, cls)
 
 
 def iter_export_files(root: Path) -> Iterator[Path]:
