@@ -48,8 +48,21 @@ Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 PositiveInt = Annotated[int, Field(ge=1)]
 
 
+class FocusS3Config(StrictModel):
+    """FOCUS exports under an S3 prefix (AWS Data Exports), read through boto3 (the `aws` extra)."""
+
+    # s3://bucket/prefix/ (the prefix may be empty).
+    url: str = Field(pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
+    # Read through sts:AssumeRole with this role, as with Cost Explorer; else the default chain.
+    role_arn: str | None = Field(default=None, pattern=r"^arn:aws[\w-]*:iam::\d{12}:role/.+$")
+    external_id: Secret | None = None
+    region: str = "us-east-1"
+    # Only for tests or private endpoints; boto3's default otherwise.
+    endpoint_url: str | None = None
+
+
 class FocusSourceConfig(SourceConfig):
-    """FOCUS 1.x billing export files (CSV, gzip CSV or Parquet), local or over HTTP(S)."""
+    """FOCUS 1.x billing export files (CSV, gzip CSV or Parquet), local, over HTTP(S) or in S3."""
 
     interval: Duration = 3600.0
     timeout: Duration = 300.0
@@ -57,6 +70,8 @@ class FocusSourceConfig(SourceConfig):
     paths: list[str] = Field(default_factory=list)
     # HTTP(S) URLs of export files; fetched with conditional requests.
     urls: list[str] = Field(default_factory=list)
+    # S3 prefixes of exports; an object is fetched again only when its ETag changes.
+    s3: list[FocusS3Config] = Field(default_factory=list)
     # The provider label; by default taken from each row's ProviderName.
     provider: Name | None = None
 
@@ -70,8 +85,8 @@ class FocusSourceConfig(SourceConfig):
 
     @model_validator(mode="after")
     def _something(self) -> FocusSourceConfig:
-        if self.enabled and not self.paths and not self.urls:
-            raise ValueError("give at least one entry in paths or urls")
+        if self.enabled and not self.paths and not self.urls and not self.s3:
+            raise ValueError("give at least one entry in paths, urls or s3")
         return self
 
 

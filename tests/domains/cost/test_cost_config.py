@@ -78,7 +78,7 @@ class TestCostConfig:
                 {"sources": {"aws_cost": {"metric": "BlendedCost"}}},
                 "sources.aws_cost.metric",
             ),
-            ({"sources": {"focus": {}}}, "give at least one entry in paths or urls"),
+            ({"sources": {"focus": {}}}, "give at least one entry in paths, urls or s3"),
             ({"sources": {"focus": {"urls": ["ftp://x"]}}}, "is not an http:// or https:// URL"),
             (
                 {"cost": {"budgets": [{"scope": "team", "name": "nobody", "monthly": 5}]}},

@@ -41,6 +41,7 @@ from exporter.domains.cost.sources.focus_reader import (
     iter_export_files,
     read_file,
 )
+from exporter.domains.cost.sources.focus_s3 import S3Exports, plan
 
 
 class MissingPath(SourceError):
@@ -61,6 +62,7 @@ class FocusSource(Source):
         self.focus: FocusSourceConfig = settings
         self.allocator = allocator_for(config)
         self._url_error: SourceError | None = None
+        self.s3 = [S3Exports(entry, settings.timeout) for entry in settings.s3]
 
     def files(self) -> list[Path]:
         """Every export file the configured paths name, each once."""
@@ -101,6 +103,8 @@ class FocusSource(Source):
             problem = await self._fetch(ctx, url, known)
             if problem:
                 bad.append(problem)
+        for exports in self.s3:
+            bad.extend(await self._poll_s3(ctx, exports, known))
         missing = [
             p for p in self.focus.paths if not any(ch in p for ch in "*?[") and not Path(p).exists()
         ]
@@ -148,6 +152,75 @@ class FocusSource(Source):
             len(result.days),
         )
         return None
+
+    async def _poll_s3(
+        self, ctx: PollContext, exports: S3Exports, known: dict[str, tuple[str, bool]]
+    ) -> list[str]:
+        """One S3 prefix: list it, read the changed objects of complete periods, and drop
+        what objects no longer there (or no longer listed by their manifest) said."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        where = exports.settings.url
+        exports.renew(ctx.now())
+        try:
+            objects = await asyncio.to_thread(lambda: list(exports.objects()))
+            todo = plan(
+                exports.bucket, objects, await asyncio.to_thread(exports.manifests, objects)
+            )
+        except (BotoCoreError, ClientError) as exc:
+            return [self._s3_problem(where, exc)]
+        for period in todo.waiting:
+            ctx.log.info(
+                "%s: %s is still being written (no complete manifest); not read", where, period
+            )
+        bad: list[str] = []
+        for obj in todo.read:
+            origin = f"s3://{exports.bucket}/{obj.key}"
+            signature = self._signature(f"etag={obj.etag}:{obj.size}")
+            if known.get(origin, ("", False))[0] == signature:
+                continue
+            problem = await self._read_s3(ctx, exports, obj.key, origin, signature)
+            if problem:
+                bad.append(problem)
+        kept = {f"s3://{exports.bucket}/{o.key}" for o in (*todo.read, *todo.held)}
+        under = f"s3://{exports.bucket}/{exports.prefix}"
+        gone = [
+            o
+            for o, (sig, _) in known.items()
+            if o.startswith(under) and o not in kept and sig != "gone"
+        ]
+        if gone:
+            ctx.commit([CostContribution(self.name, o, "gone", ()) for o in gone])
+        return bad
+
+    async def _read_s3(
+        self, ctx: PollContext, exports: S3Exports, key: str, origin: str, signature: str
+    ) -> str | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        tmp = tempfile.NamedTemporaryFile(prefix="focus-", delete=False)  # noqa: SIM115
+        tmp.close()
+        try:
+            await asyncio.to_thread(exports.download, key, Path(tmp.name))
+            return await self._ingest(ctx, Path(tmp.name), origin, signature)
+        except (BotoCoreError, ClientError) as exc:
+            return self._s3_problem(origin, exc)
+        finally:
+            os.unlink(tmp.name)
+
+    def _s3_problem(self, where: str, exc: Exception) -> str:
+        """The message of a failed S3 call; the first decides the poll's error reason."""
+        response = getattr(exc, "response", None) or {}
+        code = str(response.get("Error", {}).get("Code", type(exc).__name__))
+        status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 503)
+        problem = f"{where}: S3 {code}: {exc}"
+        if self._url_error is None:
+            self._url_error = (
+                AuthError(problem)
+                if status in (401, 403) or code in ("AccessDenied", "InvalidAccessKeyId")
+                else UpstreamStatusError(problem, status)
+            )
+        return problem
 
     async def _fetch(
         self, ctx: PollContext, url: str, known: dict[str, tuple[str, bool]]
