@@ -74,6 +74,8 @@ class FocusSourceConfig(SourceConfig):
     s3: list[FocusS3Config] = Field(default_factory=list)
     # The provider label; by default taken from each row's ProviderName.
     provider: Name | None = None
+    # The exports' FOCUS version (1.0, 1.1 or 1.2), or `auto`: told from each file's columns.
+    focus_version: str = Field(default="auto", pattern=r"^(auto|\d+\.\d+)$")
 
     @field_validator("urls")
     @classmethod

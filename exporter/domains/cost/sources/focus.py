@@ -81,7 +81,11 @@ class FocusSource(Source):
         return [found[k] for k in sorted(found)]
 
     def _signature(self, content: str) -> str:
-        return f"{content}|alloc={self.allocator.fingerprint}|provider={self.focus.provider or ''}"
+        pinned = "" if self.focus.focus_version == "auto" else f"|focus={self.focus.focus_version}"
+        return (
+            f"{content}|alloc={self.allocator.fingerprint}|provider={self.focus.provider or ''}"
+            f"{pinned}"
+        )
 
     async def poll(self, ctx: PollContext) -> None:
         # Rules can come from an external catalog too, which changes between polls.
@@ -122,7 +126,12 @@ class FocusSource(Source):
     ) -> str | None:
         try:
             result = await asyncio.to_thread(
-                read_file, path, self.allocator, self.focus.provider, origin
+                read_file,
+                path,
+                self.allocator,
+                self.focus.provider,
+                origin,
+                self.focus.focus_version,
             )
         except FocusFormatError as exc:
             ctx.log.error("%s", exc)

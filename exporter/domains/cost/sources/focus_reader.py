@@ -1,7 +1,9 @@
 """Streaming reader of FOCUS billing exports: CSV, gzip CSV and Parquet.
 
-Targets FOCUS 1.0 (the columns it reads are unchanged in 1.1 and 1.2, and
-``ServiceProviderName`` is read where ``ProviderName`` is absent). Rows are read
+Reads FOCUS 1.0, 1.1 and 1.2 (the columns it reads are in all three; see
+:mod:`exporter.domains.cost.focus_versions` for how a file's version is told and
+which columns it must have; ``ServiceProviderName`` is read where
+``ProviderName`` is absent). Rows are read
 one at a time (CSV) or one record batch at a time (Parquet, through pyarrow,
 imported lazily), allocated to a service, and summed per (UTC day, service,
 team, provider, ServiceCategory, BillingCurrency): memory holds those sums and
@@ -30,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from exporter.domains.cost.allocation import UNALLOCATED, Allocator
-from exporter.domains.cost.focus_schema import COLUMNS, REQUIRED
+from exporter.domains.cost.focus_schema import COLUMNS
+from exporter.domains.cost.focus_versions import VersionError, check
 from exporter.domains.cost.freshness import proves_arrival
 from exporter.domains.cost.records import CostDay
 
@@ -75,6 +78,8 @@ class FileResult:
     """What one file contributed."""
 
     days: list[CostDay]
+    # The file's FOCUS version (see exporter.domains.cost.focus_versions).
+    version: str = ""
     # Days a one-day usage line proves arrived (YYYY-MM-DD), oldest first.
     arrived: list[str] = field(default_factory=list)
     rows_read: int = 0
@@ -83,12 +88,16 @@ class FileResult:
 
 
 class _Aggregator:
-    def __init__(self, allocator: Allocator, provider: str | None, label: str) -> None:
+    def __init__(
+        self, allocator: Allocator, provider: str | None, label: str, focus_version: str = "auto"
+    ) -> None:
         # How a position is reported: a CSV line number, or a Parquet row number.
         self.where = "{}"
         self.allocator = allocator
         self.provider = provider
         self.label = label
+        self.focus_version = focus_version
+        self.version = ""
         self.sums: dict[tuple[int, str, str, str, str, str], list[float]] = {}
         # UTC day numbers a usage line proves arrived.
         self.arrived: set[int] = set()
@@ -331,7 +340,7 @@ class _Aggregator:
             )
             for k, v in self.sums.items()
         ]
-        return FileResult(days, arrived, self.rows, self.rejected, self.problems)
+        return FileResult(days, self.version, arrived, self.rows, self.rejected, self.problems)
 
 
 def _iso_day(number: int) -> str:
@@ -350,11 +359,16 @@ def file_format(path: Path) -> str:
 
 
 def read_file(
-    path: Path, allocator: Allocator, provider: str | None = None, label: str | None = None
+    path: Path,
+    allocator: Allocator,
+    provider: str | None = None,
+    label: str | None = None,
+    focus_version: str = "auto",
 ) -> FileResult:
-    """Read one FOCUS export file; raise FocusFormatError if it is not one."""
+    """Read one FOCUS export file; raise FocusFormatError if it is not one (of a
+    supported version: ``focus_version``, or told from its columns with ``auto``)."""
     fmt = file_format(path)
-    agg = _Aggregator(allocator, provider, label or str(path))
+    agg = _Aggregator(allocator, provider, label or str(path), focus_version)
     if fmt == "parquet":
         _read_parquet(path, agg)
     else:
@@ -362,13 +376,12 @@ def read_file(
     return agg.result()
 
 
-def _index(header: list[str], label: str) -> dict[str, int]:
+def _index(header: list[str], agg: _Aggregator) -> dict[str, int]:
     names = {name.strip().lstrip("\ufeff"): i for i, name in enumerate(header)}
-    missing = [c for c in REQUIRED if c not in names]
-    if missing:
-        raise FocusFormatError(
-            f"{label}: not a FOCUS export: missing column(s) {', '.join(missing)}"
-        )
+    try:
+        agg.version = check(agg.label, names, agg.focus_version)
+    except VersionError as exc:
+        raise FocusFormatError(str(exc)) from None
     return {c: names[c] for c in COLUMNS if c in names}
 
 
@@ -399,7 +412,7 @@ def _read_csv_arrow(path: Path, gzipped: bool, agg: _Aggregator) -> None:
     import pyarrow.csv as pcsv
 
     header = _csv_header(path, gzipped, agg.label)
-    idx = _index(header, agg.label)
+    idx = _index(header, agg)
     wanted = [header[idx[c]] for c in COLUMNS if c in idx]
     by_name = {c: header[idx[c]] for c in COLUMNS if c in idx}
 
@@ -447,7 +460,7 @@ def _read_csv_stdlib(path: Path, gzipped: bool, agg: _Aggregator) -> None:
             raise FocusFormatError(f"{agg.label}: empty file") from None
         except (csv.Error, UnicodeDecodeError, OSError) as exc:
             raise FocusFormatError(f"{agg.label}: unreadable: {exc}") from None
-        idx = _index(header, agg.label)
+        idx = _index(header, agg)
         width = len(header)
 
         def col(name: str) -> int:
@@ -509,7 +522,7 @@ def _read_parquet(path: Path, agg: _Aggregator) -> None:
     except (pa.ArrowException, OSError) as exc:
         raise FocusFormatError(f"{agg.label}: unreadable Parquet: {exc}") from None
     names = pf.schema_arrow.names
-    idx = _index(names, agg.label)
+    idx = _index(names, agg)
     wanted = [c for c in COLUMNS if c in idx]
     agg.where = "row {}"
     row_no = 1
