@@ -16,6 +16,7 @@ import pytest
 from exporter.config import Config
 from exporter.daemon import Daemon
 from tests.support.exposition import Exposition
+from tests.support.moto import fresh_account, moto_server
 from tests.support.prometheus import promtool_check_metrics
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC).timestamp()
@@ -25,26 +26,13 @@ ACCOUNT_B = "222222222222"
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture
 def moto(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    httpx.post(f"{moto_url}/moto-api/reset").raise_for_status()
-    return moto_url
+    return fresh_account(moto_url, monkeypatch)
 
 
 def queue(moto: str, account: str, *results: dict[str, Any]) -> None:

@@ -20,13 +20,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from exporter.config import Config
 from exporter.daemon import Daemon
 from tests.domains.cost.test_focus_source import HEADER, NOW, line
 from tests.support.exposition import Exposition
+from tests.support.moto import fresh_account, moto_server
 
 BUCKET = "billing-exports"
 PERIOD = "exports/focus/data/BILLING_PERIOD=2026-11"
@@ -35,27 +35,15 @@ MANIFEST = "exports/focus/metadata/BILLING_PERIOD=2026-11/focus-Manifest.json"
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture
 def s3(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     import boto3
 
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    httpx.post(f"{moto_url}/moto-api/reset").raise_for_status()
+    fresh_account(moto_url, monkeypatch)
     client = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1")
     client.create_bucket(Bucket=BUCKET)
     return client
