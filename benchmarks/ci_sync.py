@@ -12,18 +12,34 @@ requests, 304 answers, and this process's peak RSS.
 
 Targets (issue 3): steady-state poll <= 2 s, <= 1 request per repo and resource
 kind, >= 95 % answered 304; backfill <= 5 min; peak RSS <= 300 MB.
+
+``--budget 5000 --speedup F`` runs the backfill at github.com's budget instead:
+the fake grants 5,000 requests per hour window (then ``403`` with
+``x-ratelimit-remaining: 0`` until ``x-ratelimit-reset``), and every duration
+(the window, the source's interval, pacing and pauses) is divided by ``F``. The
+daemon polls as its scheduler would, until one poll completes the backfill; then
+the same backfill runs again with the upstream answering ``500`` from 80 % of the
+requests the first one needed (``--fault-at``), for ``--fault-len`` requests.
+
+    python benchmarks/ci_sync.py --budget 5000 --speedup 60
+
+Targets (issue 14): the backfill takes <= (requests / 5,000) hours + 10 %; a
+fault at 80 % costs <= 5 % extra requests.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -36,18 +52,80 @@ from exporter.domains import open_store
 from exporter.domains.delivery.sources.github import GitHubSource
 
 
+class HourlyBudget:
+    """GitHub's primary limit over a fake: ``per_window`` costly requests per window of
+    ``window`` seconds (a 304 costs nothing), then 403 until the window resets; and,
+    from the ``fail_from``-th request, ``fail_len`` answers of 500 (a fault)."""
+
+    def __init__(
+        self, app: Any, per_window: int, window: float, fail_from: int, fail_len: int, verbose: bool
+    ):
+        self.app, self.per_window, self.window, self.verbose = app, per_window, window, verbose
+        self.fail_from, self.fail_len = fail_from, fail_len
+        self.lock = threading.Lock()
+        self.current, self.used, self.seen = -1, 0, 0
+
+    def handle(self, request: Any) -> Any:
+        from exporter.core.sandbox.app import Response
+
+        with self.lock:
+            self.seen += 1
+            now = time.time()
+            if int(now // self.window) != self.current:
+                if self.used and self.verbose:
+                    print(f"window {self.current}: {self.used} used", file=sys.stderr)
+                self.current, self.used = int(now // self.window), 0
+            reset = str(int((self.current + 1) * self.window))
+            failing = (
+                self.fail_from > 0 and self.fail_from <= self.seen < self.fail_from + self.fail_len
+            )
+            spent = self.used >= self.per_window
+        if failing:
+            return Response.json({"message": "Server Error"}, 500)
+        if spent:
+            message = {"message": "API rate limit exceeded for user ID 1."}
+            return Response.json(message, 403, self._headers(0, reset))
+        response = self.app.handle(request)
+        with self.lock:
+            if response.status != 304:
+                self.used += 1
+            left = max(0, self.per_window - self.used)
+        response.headers.update(self._headers(left, reset))
+        return response
+
+    def _headers(self, left: int, reset: str) -> dict[str, str]:
+        return {
+            "X-RateLimit-Limit": str(self.per_window),
+            "X-RateLimit-Remaining": str(left),
+            "X-RateLimit-Reset": reset,
+            "X-RateLimit-Used": str(self.per_window - left),
+            "X-RateLimit-Resource": "core",
+        }
+
+
 def serve(args: argparse.Namespace) -> None:
-    from exporter.core.sandbox.app import SandboxServer
+    from exporter.core.sandbox.app import App, SandboxServer
     from exporter.domains.delivery.sandbox.data import synthetic_org
     from exporter.domains.delivery.sandbox.github import GitHubFake
 
-    scenario = synthetic_org(time.time(), args.repos, args.days, args.runs, args.deploys)
-    # The backfill needs far more than github.com's 5000 requests an hour: benchmark a
-    # GitHub Enterprise Server with a high limit (the exporter would otherwise pace itself
-    # to the hourly budget, as it should).
+    scenario = synthetic_org(args.anchor, args.repos, args.days, args.runs, args.deploys)
+    # Without --budget: a GitHub Enterprise Server with a high limit (the exporter would
+    # otherwise pace itself to the hourly budget, as it should).
     fake = GitHubFake(scenario, prefix="/github", rate_limit=10_000_000)
     fake.plan.latency = args.latency
-    server = SandboxServer({"/github": fake.app}).start()
+    app = fake.app
+    if args.budget:
+        budget = HourlyBudget(
+            fake.app,
+            args.budget,
+            3600.0 / args.speedup,
+            args.fail_from,
+            args.fault_len,
+            args.verbose,
+        )
+        app = App()
+        app.handle = budget.handle  # type: ignore[method-assign]
+    server = SandboxServer({"/github": app}).start()
     print(server.url, flush=True)
     sys.stdin.read()  # serve until the parent closes our stdin
     server.stop()
@@ -127,6 +205,119 @@ async def bench(args: argparse.Namespace, url: str, state: Path) -> list[tuple[s
     return rows
 
 
+def services_of(repos: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": f"svc-{r:04d}",
+            "team": f"team-{r % 20:02d}",
+            "ci": [{"github": f"bench/svc-{r:04d}"}],
+        }
+        for r in range(repos)
+    ]
+
+
+async def budget_backfill(
+    args: argparse.Namespace, url: str, state: Path
+) -> tuple[int, float, int]:
+    """Poll as the scheduler would (every interval, a poll running past it is cancelled at
+    its deadline) until one poll completes; (requests sent, seconds, polls)."""
+    from exporter.daemon import Daemon
+
+    f = args.speedup
+    github: dict[str, Any] = {
+        "base_url": f"{url}/github",
+        "token": "ghp_sandboxtoken0000000000000000000000",
+        "concurrency": args.concurrency,
+        # The defaults (20 requests/s, a 300 s interval, pauses up to 60 s), scaled.
+        "requests_per_second": 20.0 * f,
+        "interval": f"{300.0 / f}s",
+        "max_pause": f"{60.0 / f}s",
+        "timeout": "30s",
+    }
+    if args.poll_timeout:
+        github["poll_timeout"] = f"{args.poll_timeout / f}s"
+    config = Config(
+        services=services_of(args.repos),
+        sources={"probe": {"enabled": False}, "github": github},
+        delivery={"backfill_days": args.days},
+        state={"path": str(state)},
+    )
+    daemon = Daemon(config)
+    source = daemon.sources[0]
+    started = time.perf_counter()
+    polls = 0
+    try:
+        while True:
+            polls += 1
+            began = time.perf_counter()
+            if await daemon.poll(source):
+                break
+            await asyncio.sleep(max(0.0, began + source.settings.interval - time.perf_counter()))
+    finally:
+        await daemon.shutdown()
+    health = daemon.health[source.name]
+    if args.verbose:
+        print(health.requests, health.errors, health.paused_seconds, health.paused_requests)
+    return sum(health.requests.values()), time.perf_counter() - started, polls
+
+
+def budget_rows(args: argparse.Namespace) -> list[tuple[str, str]]:
+    anchor = time.time()
+    with served(args, anchor) as url, tempfile.TemporaryDirectory() as tmp:
+        needed, seconds, polls = asyncio.run(budget_backfill(args, url, Path(tmp) / "s.db"))
+    fail_from = math.ceil(args.fault_at * needed)
+    with served(args, anchor, fail_from) as url, tempfile.TemporaryDirectory() as tmp:
+        faulted, f_seconds, f_polls = asyncio.run(budget_backfill(args, url, Path(tmp) / "s.db"))
+    hours = seconds * args.speedup / 3600
+    bound = needed / args.budget * 1.1
+    extra = faulted - needed
+    return [
+        ("repos / days", f"{args.repos} / {args.days}"),
+        ("budget", f"{args.budget} requests an hour, time / {args.speedup:g}"),
+        ("backfill requests", f"{needed}"),
+        ("backfill hours", f"{hours:.2f} h in {polls} polls (target <= {bound:.2f} h)"),
+        (
+            f"fault at {args.fault_at:.0%} ({args.fault_len} x 500)",
+            f"{faulted} requests, {extra:+d} ({100 * extra / needed:.1f} %; target <= 5 %), "
+            f"{f_seconds * args.speedup / 3600:.2f} h in {f_polls} polls",
+        ),
+    ]
+
+
+class served:
+    """The fake GitHub in a child process, for the ``with`` block; yields its URL."""
+
+    def __init__(self, args: argparse.Namespace, anchor: float, fail_from: int = 0) -> None:
+        self.argv = [
+            sys.executable,
+            __file__,
+            "--serve",
+            f"--repos={args.repos}",
+            f"--days={args.days}",
+            f"--runs={args.runs}",
+            f"--deploys={args.deploys}",
+            f"--latency={args.latency}",
+            f"--anchor={anchor}",
+            f"--budget={args.budget}",
+            f"--speedup={args.speedup}",
+            f"--fail-from={fail_from}",
+            f"--fault-len={args.fault_len}",
+            *(["--verbose"] if args.verbose else []),
+        ]
+
+    def __enter__(self) -> str:
+        self.child = subprocess.Popen(
+            self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert self.child.stdout is not None
+        return self.child.stdout.readline().strip()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.child.stdin:
+            self.child.stdin.close()
+        self.child.wait(timeout=30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repos", type=int, default=500)
@@ -136,35 +327,25 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.020)
     parser.add_argument("--concurrency", type=int, default=48)
     parser.add_argument("--rps", type=float, default=5000.0, help="token bucket rate")
+    parser.add_argument("--budget", type=int, default=0, help="requests an hour (github.com: 5000)")
+    parser.add_argument("--speedup", type=float, default=60.0, help="time scale of --budget")
+    parser.add_argument("--poll-timeout", type=float, default=0.0, help="seconds, before scaling")
+    parser.add_argument("--fault-at", type=float, default=0.8)
+    parser.add_argument("--fault-len", type=int, default=30)
+    parser.add_argument("--verbose", action="store_true", help="print each budget window's use")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--anchor", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--fail-from", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
+        args.anchor = args.anchor or time.time()
         serve(args)
         return
-    child = subprocess.Popen(
-        [
-            sys.executable,
-            __file__,
-            "--serve",
-            f"--repos={args.repos}",
-            f"--days={args.days}",
-            f"--runs={args.runs}",
-            f"--deploys={args.deploys}",
-            f"--latency={args.latency}",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout is not None
-        url = child.stdout.readline().strip()
-        with tempfile.TemporaryDirectory() as tmp:
+    if args.budget:
+        rows = budget_rows(args)
+    else:
+        with served(args, time.time()) as url, tempfile.TemporaryDirectory() as tmp:
             rows = asyncio.run(bench(args, url, Path(tmp) / "state.db"))
-    finally:
-        if child.stdin:
-            child.stdin.close()
-        child.wait(timeout=30)
     width = max(len(k) for k, _ in rows)
     print(f"{'measure':<{width}}  value")
     print(f"{'-' * width}  {'-' * 40}")

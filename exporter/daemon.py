@@ -28,15 +28,16 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from exporter.core import redact
 from exporter.core.clock import Clock, system_clock, wall_datetime
-from exporter.core.errors import StateError, classify
+from exporter.core.errors import DeadlineExceeded, StateError, classify
 from exporter.core.health import SourceHealth
 from exporter.core.httpclient import build_client
 from exporter.core.listen import bind_error, check_tls_files
 from exporter.core.server import MetricsServer
 from exporter.core.settings import ConfigBase
 from exporter.core.snapshot import Part, Snapshot, SnapshotHolder, render_part
-from exporter.core.source import PollContext, Source
+from exporter.core.source import PollContext, Source, poll_deadline
 from exporter.core.store import Store
+from exporter.core.upstream import poll_scope
 from exporter.domains import (
     domains,
     open_store,
@@ -47,6 +48,9 @@ from exporter.domains import (
 )
 
 log = logging.getLogger("exporter.daemon")
+
+# While a poll runs, the snapshot is re-rendered this often (seconds) for its in-flight gauge.
+IN_FLIGHT_REFRESH = 15.0
 
 
 def build_sources(config: ConfigBase, clock: Clock = system_clock) -> list[Source]:
@@ -111,7 +115,9 @@ class Daemon:
                 self.health[src.name],
                 timeout=src.settings.timeout,
                 transport=self.transport,
-                clock=self.clock,
+                # The daemon's clock as it is at each request (tests move it forward).
+                clock=lambda: self.clock(),
+                max_pause=src.settings.max_pause,
                 **src.client_options(),
             )
         return self.clients[src.name]
@@ -130,9 +136,10 @@ class Daemon:
         health.poll_started(self.clock())
         ok = False
         try:
-            await src.poll(ctx)
+            await self._run_poll(src, ctx)
         except asyncio.CancelledError:
-            log.info("source %s: poll cancelled; nothing of it was committed", src.name)
+            health.poll_ended()
+            log.info("source %s: poll cancelled; what it committed stays", src.name)
             raise
         except Exception as exc:
             reason = classify(exc)
@@ -173,6 +180,21 @@ class Daemon:
             if domain.refresh is not None and domain.refresh_after & produced:
                 domain.refresh(self.config, self.store, self.clock())
 
+    async def _run_poll(self, src: Source, ctx: PollContext) -> None:
+        """One poll under its deadline and its retry budget (see exporter.core.upstream)."""
+        deadline = poll_deadline(src.settings)
+        with poll_scope():
+            try:
+                async with asyncio.timeout(deadline) as limit:
+                    await src.poll(ctx)
+            except TimeoutError:
+                if not limit.expired():
+                    raise
+                raise DeadlineExceeded(
+                    f"poll still running at its {deadline:g}s deadline: cancelled; "
+                    "the units it committed stay"
+                ) from None
+
     async def poll_all(self) -> bool:
         """Poll every source once, concurrently. True if all succeeded."""
         results = await asyncio.gather(*(self.poll(s) for s in self.sources))
@@ -190,6 +212,11 @@ class Daemon:
             return
         finally:
             self._inflight.discard(task)
+
+    async def _refresh_in_flight(self) -> None:
+        """Re-render while a poll runs, so its in-flight seconds are served as they grow."""
+        if any(h.running_since is not None for h in self.health.values()):
+            await self.refresh()
 
     # --- rendering ---------------------------------------------------------------
 
@@ -267,7 +294,18 @@ class Daemon:
                 next_run_time=wall_datetime(),
             )
 
+        scheduler.add_job(
+            self._refresh_in_flight,
+            "interval",
+            id="in-flight refresh",
+            seconds=IN_FLIGHT_REFRESH,
+            max_instances=1,
+            coalesce=True,
+        )
+
         def skipped(event: JobExecutionEvent) -> None:
+            if event.job_id not in self.health:
+                return  # the in-flight refresh: skipping one is harmless
             in_a_row = self.health[event.job_id].poll_skipped()
             # Warn once per overrunning poll; further skips of the same poll only add noise.
             log.log(

@@ -23,6 +23,7 @@ ERROR_REASONS = (
     "config",
     "state",
     "internal",
+    "deadline",
 )
 
 
@@ -63,6 +64,12 @@ class RateLimited(SourceError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class DeadlineExceeded(SourceError):
+    """The poll was still running at its deadline and was cancelled (its commits stay)."""
+
+    reason = "deadline"
 
 
 class UpstreamStatusError(SourceError):

@@ -33,6 +33,12 @@ class SourceHealth:
     requests: dict[str, int] = field(default_factory=dict)
     # Remaining upstream API budget, by resource (e.g. "core", "search" for GitHub).
     rate_limit_remaining: dict[str, float] = field(default_factory=dict)
+    # Seconds the upstream asked us to hold every request (each pause counted once), and
+    # requests that had to wait for such a pause to end.
+    paused_seconds: float = 0.0
+    paused_requests: int = 0
+    # While a poll runs, when it started (by the daemon's clock); None between polls.
+    running_since: float | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def count_request(self, code: int | str) -> None:
@@ -44,14 +50,29 @@ class SourceHealth:
         with self.lock:
             self.rate_limit_remaining[resource] = remaining
 
+    def count_pause(self, seconds: float) -> None:
+        with self.lock:
+            self.paused_seconds += seconds
+
+    def count_paused_request(self) -> None:
+        with self.lock:
+            self.paused_requests += 1
+
+    def in_flight(self, now: float) -> float:
+        """Seconds the running poll has been going at ``now``; 0 between polls."""
+        with self.lock:
+            return 0.0 if self.running_since is None else max(0.0, now - self.running_since)
+
     def poll_started(self, now: float) -> None:
         with self.lock:
             self.last_poll_started = now
+            self.running_since = now
             self.skipped_in_a_row = 0
 
     def poll_succeeded(self, now: float, duration: float) -> None:
         with self.lock:
             self.up = True
+            self.running_since = None
             self.last_success = now
             self.last_duration = duration
             self.last_error = None
@@ -60,10 +81,16 @@ class SourceHealth:
     def poll_failed(self, reason: str, message: str, duration: float) -> None:
         with self.lock:
             self.up = False
+            self.running_since = None
             self.last_duration = duration
             self.last_error = message
             self.polls += 1
             self.errors[reason] = self.errors.get(reason, 0) + 1
+
+    def poll_ended(self) -> None:
+        """The poll ended without a verdict (cancelled at shutdown)."""
+        with self.lock:
+            self.running_since = None
 
     def poll_skipped(self) -> int:
         """Count a skipped run; return how many runs this poll has now overrun."""
@@ -89,4 +116,7 @@ class SourceHealth:
                 errors=dict(self.errors),
                 requests=dict(self.requests),
                 rate_limit_remaining=dict(self.rate_limit_remaining),
+                paused_seconds=self.paused_seconds,
+                paused_requests=self.paused_requests,
+                running_since=self.running_since,
             )

@@ -8,6 +8,11 @@ connection errors; ``Retry-After`` honoured on 429 and 403 (secondary rate
 limits) up to a cap; 401 fails at once, because retrying a bad token only burns
 the upstream's patience.
 
+Every client's transport is wrapped in :class:`~exporter.core.upstream.GatedTransport`:
+one queue of connection slots (its wait counts toward the request's timeout),
+one pause for every request of the source when the upstream says it is rate
+limited, and the poll's retry budget (see :mod:`exporter.core.upstream`).
+
 Sources that talk to rate-limited APIs also pass ``rate``: every request then
 waits for a token of the upstream host's :class:`TokenBucket` (one per host,
 shared by every client of the process), and the response hook reads the
@@ -20,12 +25,11 @@ accepts ``304 Not Modified``, which GitHub does not count against the limit.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import httpx
@@ -41,6 +45,16 @@ from exporter.core.clock import Clock, system_clock
 from exporter.core.errors import AuthError, RateLimited, SourceError, UpstreamStatusError
 from exporter.core.health import SourceHealth
 from exporter.core.redact import excerpt
+from exporter.core.upstream import (
+    GatedTransport,
+    ReleasingStream,
+    Sleep,
+    current_scope,
+    parse_retry_after,
+    pause_until,
+)
+
+__all__ = ["ShardedTransport", "TokenBucket", "build_client", "parse_retry_after", "send"]
 
 log = logging.getLogger("exporter.httpclient")
 
@@ -98,26 +112,6 @@ class TokenBucket:
             self._slow_interval = max(0.0, reset_in) / max(1.0, remaining)
 
 
-class _ReleasingStream(httpx.AsyncByteStream):
-    """A response body that gives its connection slot back when it is closed."""
-
-    def __init__(self, stream: httpx.AsyncByteStream, release: Callable[[], None]) -> None:
-        self._stream = stream
-        self._release: Callable[[], None] | None = release
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._stream:
-            yield chunk
-
-    async def aclose(self) -> None:
-        try:
-            await self._stream.aclose()
-        finally:
-            release, self._release = self._release, None
-            if release is not None:
-                release()
-
-
 class ShardedTransport(httpx.AsyncBaseTransport):
     """Keep-alive HTTP/1.1 connections in small pools that never queue a request.
 
@@ -170,7 +164,7 @@ class ShardedTransport(httpx.AsyncBaseTransport):
             release()
             raise
         assert isinstance(response.stream, httpx.AsyncByteStream)
-        response.stream = _ReleasingStream(response.stream, release)
+        response.stream = ReleasingStream(response.stream, release)
         return response
 
     async def aclose(self) -> None:
@@ -225,12 +219,18 @@ def build_client(
     rate: float | None = None,
     reserve: int = 0,
     clock: Clock = system_clock,
+    max_pause: float = 60.0,
+    sleep: Sleep = asyncio.sleep,
+    rate_limits: bool = True,
 ) -> httpx.AsyncClient:
     """An async client for one source, with its timeouts, auth and request counting.
 
     With ``rate``, requests are paced by their host's :class:`TokenBucket`, and the
     upstream's rate-limit headers are exported and obeyed (see the module doc);
-    their reset instants are read against ``clock``.
+    their reset instants are read against ``clock``. A rate-limit pause longer than
+    ``max_pause`` seconds ends the request with ``RateLimited`` instead of waiting;
+    ``sleep`` is how a pause is waited out (tests record it). ``rate_limits=False``
+    (the probe) never pauses: there a 429 is what a check found.
     """
 
     async def count(response: httpx.Response) -> None:
@@ -242,7 +242,8 @@ def build_client(
             return
         resource, remaining, reset_in = budget
         health.set_rate_limit_remaining(resource, remaining)
-        if remaining <= reserve and reset_in > 0:
+        # At 0 the transport pauses every request until the reset; above it, pace them.
+        if 0 < remaining <= reserve and reset_in > 0:
             host_bucket(response.request.url.host, rate).slow_down(remaining, reset_in)
 
     async def pace(request: httpx.Request) -> None:
@@ -251,41 +252,39 @@ def build_client(
 
     all_headers = {"User-Agent": USER_AGENT}
     all_headers.update(headers or {})
+    gate = GatedTransport(
+        transport or ShardedTransport(max_connections, verify=verify),
+        health,
+        max_connections=max_connections,
+        clock=clock,
+        max_pause=max_pause,
+        pace=pace if rate is not None else None,
+        sleep=sleep,
+        pauses=rate_limits,
+    )
     return httpx.AsyncClient(
         base_url=base_url,
         headers=all_headers,
         auth=auth,
         verify=verify,
         timeout=httpx.Timeout(timeout),
-        transport=transport or ShardedTransport(max_connections, verify=verify),
-        event_hooks={"request": [pace], "response": [count]},
+        transport=gate,
+        event_hooks={"response": [count]},
         follow_redirects=True,
     )
 
 
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait at ``now`` from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - now)
-
-
 class _Retryable(Exception):
-    """Internal: a response or error worth another attempt."""
+    """Internal: a response or error worth another attempt.
 
-    def __init__(self, error: SourceError, wait: float | None = None) -> None:
+    ``paused`` marks a rate-limit answer: its wait is the transport's pause, which
+    holds every request of the source, so it costs no backoff and no retry budget.
+    """
+
+    def __init__(self, error: SourceError, *, paused: bool = False) -> None:
         super().__init__(str(error))
         self.error = error
-        self.wait = wait
+        self.paused = paused
 
 
 def _raise_for(
@@ -298,24 +297,56 @@ def _raise_for(
     body = excerpt(response.text)
     if status == 401:
         raise AuthError(f"{status} from {url}: credentials rejected: {body}")
-    retry_after = parse_retry_after(response.headers.get("Retry-After"), now)
-    rate_limited = status == 429 or (
-        status == 403
-        and (retry_after is not None or response.headers.get("X-RateLimit-Remaining") == "0")
-    )
-    if rate_limited:
-        err = RateLimited(f"{status} from {url}: rate limited: {body}", retry_after)
-        if retry_after is not None and retry_after > max_retry_after:
+    until = pause_until(response, response.content, now) if status in (403, 429) else None
+    if until is not None:
+        wait = max(0.0, until - now)
+        err = RateLimited(f"{status} from {url}: rate limited: {body}", wait)
+        if wait > max_retry_after:
             # Waiting that long inside one poll would stall the scheduler: give up this
-            # poll; the next one starts after the interval.
+            # poll; the pause keeps the next ones from calling until it has passed.
             raise err
-        raise _Retryable(err, retry_after)
+        raise _Retryable(err, paused=True)
     if status == 403:
         raise AuthError(f"{status} from {url}: forbidden: {body}")
     err_status = UpstreamStatusError(f"{status} from {url}: {body}", status)
     if status >= 500:
         raise _Retryable(err_status)
     raise err_status
+
+
+def describe(exc: BaseException | None) -> str:
+    """A failure in words, never empty (httpx's timeouts often carry no message)."""
+    if exc is None:
+        return "unknown failure"
+    if isinstance(exc, _Retryable):
+        exc = exc.error
+    text = str(exc).strip()
+    name = type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException):
+        return f"{name}: {text}" if text else f"{name}: no answer within the timeout"
+    return text or name
+
+
+def _within_budget(exc: BaseException, method: str, url: str) -> bool:
+    """Whether a failure may be retried: a rate-limit pause always, others while the
+    poll's retry budget lasts."""
+    if isinstance(exc, _Retryable) and exc.paused:
+        return True
+    if not isinstance(exc, _Retryable | httpx.TransportError):
+        return False
+    scope = current_scope()
+    if scope is None or scope.take_retry():
+        return True
+    log.warning(
+        "%s %s failed: %s; not retried: this poll's retry budget is spent "
+        "(%d retries for %d requests)",
+        method,
+        url,
+        describe(exc),
+        scope.retries,
+        scope.requests,
+    )
+    return False
 
 
 async def send(
@@ -338,13 +369,15 @@ async def send(
     Raises a :class:`~exporter.core.errors.SourceError` subclass once retries are spent.
     ``sleep`` waits between attempts (tests pass one that records the waits);
     ``clock`` is "now" for a ``Retry-After`` given as an HTTP date (pass ``ctx.now``).
+    A rate-limited answer is retried at once: the client's transport holds the retry,
+    with every other request of the source, until the pause ends.
     """
     ok_set = frozenset(ok)
 
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _Retryable) and exc.wait is not None:
-            return exc.wait
+        if isinstance(exc, _Retryable) and exc.paused:
+            return 0.0
         # Exponential with up to one base step of jitter (tenacity's own helper renamed
         # its arguments between releases we support).
         step = backoff * 2.0 ** (state.attempt_number - 1)
@@ -359,15 +392,19 @@ async def send(
             url,
             state.attempt_number,
             attempts,
-            exc,
+            describe(exc),
             delay,
         )
 
+    async def pause(seconds: float) -> None:
+        if seconds > 0:
+            await sleep(seconds)
+
     retrying = AsyncRetrying(
-        sleep=sleep,
+        sleep=pause,
         stop=stop_after_attempt(attempts),
         wait=wait,
-        retry=retry_if_exception(lambda e: isinstance(e, _Retryable | httpx.TransportError)),
+        retry=retry_if_exception(lambda e: _within_budget(e, method, url)),
         before_sleep=before_sleep,
         reraise=True,
     )

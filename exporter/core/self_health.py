@@ -9,6 +9,9 @@ Sample::
     platform_exporter_source_errors_total{source="probe",kind="probe",reason="timeout"} 0
     platform_exporter_source_upstream_requests_total{source="probe",kind="probe",code="200"} 42
     platform_exporter_rate_limit_remaining{source="github",kind="github",resource="core"} 4990
+    platform_exporter_source_poll_in_flight_seconds{source="github",kind="github"} 12.5
+    platform_exporter_source_rate_limit_paused_seconds_total{source="github",kind="github"} 60
+    platform_exporter_source_rate_limit_paused_requests_total{source="github",kind="github"} 8
 """
 
 from __future__ import annotations
@@ -90,3 +93,30 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
         for resource, remaining in sorted(h.rate_limit_remaining.items()):
             budget.add_metric([*key, resource], remaining)
     yield from (up, last, duration, interval, errors, skipped, requests, budget)
+    yield from _poll_activity(ctx)
+
+
+def _poll_activity(ctx: RenderContext) -> Iterator[Metric]:
+    """What a running poll is doing: how long it has run, and how long rate limits held it."""
+    labels = ["source", "kind"]
+    in_flight = GaugeMetricFamily(
+        "platform_exporter_source_poll_in_flight_seconds",
+        "How long the source's running poll has been going; 0 between polls.",
+        labels=labels,
+    )
+    paused = CounterMetricFamily(
+        "platform_exporter_source_rate_limit_paused_seconds",
+        "Seconds the upstream's rate limits held every request of the source (each pause once).",
+        labels=labels,
+    )
+    held = CounterMetricFamily(
+        "platform_exporter_source_rate_limit_paused_requests",
+        "Requests that waited for a rate-limit pause of the upstream to end.",
+        labels=labels,
+    )
+    for h in ctx.health:
+        key = [h.source, h.kind]
+        in_flight.add_metric(key, h.in_flight(ctx.now))
+        paused.add_metric(key, h.paused_seconds)
+        held.add_metric(key, h.paused_requests)
+    yield from (in_flight, paused, held)

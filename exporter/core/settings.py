@@ -172,13 +172,18 @@ class SourceConfig(StrictModel):
     # How often the source is polled, with a random delay of up to `jitter` added.
     interval: Duration = 60.0
     jitter: Duration = 0.0
-    # Per upstream request.
+    # Per upstream request, the wait for a connection slot included.
     timeout: Duration = 10.0
+    # Per poll: past it the poll is cancelled (what it committed stays).
+    # Default: `interval`, or `timeout` if that is longer.
+    poll_timeout: Duration | None = None
+    # The longest rate-limit pause (Retry-After, reset) a poll waits out; past it, it stops.
+    max_pause: Duration = 60.0
 
-    @field_validator("interval")
+    @field_validator("interval", "poll_timeout")
     @classmethod
-    def _interval_positive(cls, value: float) -> float:
-        if value <= 0:
+    def _interval_positive(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
             raise ValueError("must be positive")
         return value
 

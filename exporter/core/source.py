@@ -53,6 +53,13 @@ class PollContext:
                 tx.set_cursor(self.source, name, value)
 
 
+def poll_deadline(settings: SourceConfig) -> float:
+    """Seconds a poll may run before it is cancelled: ``poll_timeout``, else the interval,
+    but never less than one request's ``timeout`` (a 1 s probe wake-up still lets a check
+    run its full timeout)."""
+    return settings.poll_timeout or max(settings.interval, settings.timeout)
+
+
 class Source(ABC):
     """One upstream, polled on a schedule."""
 

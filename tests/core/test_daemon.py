@@ -13,7 +13,7 @@ import pytest
 
 import exporter.daemon as daemon_module
 from exporter.config import Config
-from exporter.core.errors import UpstreamStatusError
+from exporter.core.errors import ERROR_REASONS, UpstreamStatusError
 from exporter.core.provider import RenderContext
 from exporter.core.source import PollContext
 from exporter.daemon import Daemon
@@ -244,7 +244,8 @@ class TestFailingSource:
         assert second.value(errors, source="beta", reason="http_5xx") == 1
         assert second.value(errors, source="alpha", reason="http_5xx") == 0
         # Every bounded reason is present from the start, at 0.
-        assert len(first.samples(errors, source="alpha")) == 10
+        reasons = {labels["reason"] for labels, _ in first.samples(errors, source="alpha")}
+        assert reasons == set(ERROR_REASONS) and "deadline" in reasons
 
     def test_an_unexpected_exception_is_counted_as_internal(self, tmp_path: Path) -> None:
         async def bug(ctx: PollContext, n: int) -> None:

@@ -48,6 +48,8 @@ def call(
     upstream = Upstream(script)
     waits = Waits()
     health = health or SourceHealth("test", "test", 60.0)
+    # One clock for the client's pause and for send's reading of Retry-After.
+    clock = kwargs.setdefault("clock", FixedClock(NOW))
 
     async def go() -> httpx.Response | Exception:
         client = build_client(
@@ -55,6 +57,8 @@ def call(
             timeout=1.0,
             base_url="https://api.example",
             transport=httpx.MockTransport(upstream),
+            sleep=waits,
+            clock=clock,  # type: ignore[arg-type]
         )
         try:
             return await send(client, "GET", "/things", sleep=waits, health=health, **kwargs)  # type: ignore[arg-type]

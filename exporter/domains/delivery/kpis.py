@@ -7,8 +7,10 @@ Definitions (see docs/kpis.md, "Delivery"):
 * lead time for changes: each successful production deployment D of a service,
   taken in order of finish time, and P the service's previous successful
   production deployment: every commit reachable from D's commit and not from
-  P's commit contributes ``D.finished_at - commit time``. No P (the first one
-  known), a commit we do not know, a redeploy of the same commit or a rollback
+  P's commit contributes ``D.finished_at - commit time``. The first one (no P)
+  contributes every commit it ships only when its history is known whole down to
+  a parentless root commit (a new service); otherwise it has no lower bound and
+  contributes nothing. A commit we do not know, a redeploy of the same commit or a rollback
   (D's commit already reachable from P's) contribute nothing. A squash commit
   that replaced a merge request's commits contributes, when ``squashed`` says
   so, those original commits (each one that we know) instead of itself;
@@ -39,7 +41,7 @@ timestamps and commit ancestry. Quantiles use :func:`exporter.core.stats.quantil
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from exporter.core.catalog import CatalogService
@@ -176,21 +178,47 @@ def lead_times(
     ``squashed`` maps a squash commit to the original commits of the merge request
     it replaced; those count in its place.
     """
-    out: list[LeadTime] = []
     originals_of: Mapping[str, Sequence[str]] = squashed or {}
     successes = _ordered_successes(deploys)
+    out: list[LeadTime] = []
+    if successes:
+        first = successes[0]
+        out.extend(_shipped(first, _history_from_root(first.sha, commits), commits, originals_of))
     for prev, cur in itertools.pairwise(successes):
         if cur.sha not in commits or prev.sha not in commits or cur.sha == prev.sha:
             continue
         shipped_before = set(_reachable(prev.sha, commits, set()))
         if cur.sha in shipped_before:
             continue  # a rollback to (or redeploy of) something already in production
-        for shipped in _reachable(cur.sha, commits, shipped_before):
-            originals = [o for o in originals_of.get(shipped, ()) if o in commits]
-            for sha in originals or [shipped]:
-                seconds = max(0.0, cur.finished_at - commits[sha].at)
-                out.append(LeadTime(cur.key, sha, cur.finished_at, seconds))
+        shipped = _reachable(cur.sha, commits, shipped_before)
+        out.extend(_shipped(cur, shipped, commits, originals_of))
     return out
+
+
+def _history_from_root(sha: str, commits: Mapping[str, CommitNode]) -> list[str]:
+    """Every commit reachable from ``sha``, if that history is known whole down to a
+    parentless root commit (a new service's first deployment ships all of it); else
+    nothing, as there is no lower bound."""
+    if sha not in commits:
+        return []
+    history = _reachable(sha, commits, set())
+    whole = all(p in commits for c in history for p in commits[c].parents)
+    has_root = any(not commits[c].parents for c in history)
+    return history if whole and has_root else []
+
+
+def _shipped(
+    dep: ProdDeploy,
+    shas: Iterable[str],
+    commits: Mapping[str, CommitNode],
+    originals_of: Mapping[str, Sequence[str]],
+) -> Iterator[LeadTime]:
+    """The lead time of each commit ``dep`` shipped (a squash commit's originals in its place)."""
+    for shipped in shas:
+        originals = [o for o in originals_of.get(shipped, ()) if o in commits]
+        for sha in originals or [shipped]:
+            seconds = max(0.0, dep.finished_at - commits[sha].at)
+            yield LeadTime(dep.key, sha, dep.finished_at, seconds)
 
 
 def lead_time_quantiles(

@@ -19,18 +19,21 @@ def t(hours: float) -> float:
     return T0 + hours * H
 
 
-def chain(*specs: tuple[str, float]) -> dict[str, CommitNode]:
-    """A linear history: each (sha, hour) has the previous one as parent."""
+def chain(*specs: tuple[str, float], root: bool = False) -> dict[str, CommitNode]:
+    """A linear history: each (sha, hour) has the previous one as parent. The first one's
+    parent is a commit older than the history read, unless ``root`` (it has none)."""
     out: dict[str, CommitNode] = {}
-    prev: tuple[str, ...] = ()
+    prev: tuple[str, ...] = () if root else ("before-history",)
     for sha, hour in specs:
         out[sha] = CommitNode(sha, t(hour), prev)
         prev = (sha,)
     return out
 
 
-# a(0h) <- b(1h) <- c(2h) <- d(5h)
+# (older, unread) <- a(0h) <- b(1h) <- c(2h) <- d(5h)
 HISTORY = chain(("a", 0), ("b", 1), ("c", 2), ("d", 5))
+# The same history, of a new service: a is its root commit.
+NEW_SERVICE = chain(("a", 0), ("b", 1), ("c", 2), ("d", 5), root=True)
 
 
 class TestLeadTime:
@@ -47,7 +50,38 @@ class TestLeadTime:
         assert all(s.deploy_key == "d2" for s in samples)
 
     def test_first_known_deploy_has_no_lower_bound_and_contributes_nothing(self) -> None:
+        """a's parent was never read: what the first deploy shipped is unknown."""
         assert kpi.lead_times([ProdDeploy("d1", "c", True, t(3))], HISTORY) == []
+
+    def test_a_new_services_first_deploy_ships_every_commit_from_its_root(self) -> None:
+        """a is a root commit, so the first deploy (c at 3h) shipped a, b and c: 3h, 2h and
+        1h; the next (d at 8h) ships d: 3h. Four samples for four commits, median
+        (2 + 3) / 2 = 2.5h, p90 at rank 2.7: 3h."""
+        deploys = [ProdDeploy("d1", "c", True, t(3)), ProdDeploy("d2", "d", True, t(8))]
+        samples = kpi.lead_times(deploys, NEW_SERVICE)
+        assert sorted((s.deploy_key, s.sha, s.seconds / H) for s in samples) == [
+            ("d1", "a", 3.0),
+            ("d1", "b", 2.0),
+            ("d1", "c", 1.0),
+            ("d2", "d", 3.0),
+        ]
+        n, q = kpi.lead_time_quantiles(samples, t(9), 7 * D)
+        assert n == 4
+        assert q[0.5] == pytest.approx(2.5 * H) and q[0.9] == pytest.approx(3.0 * H)
+
+    def test_a_failed_first_deploy_is_no_lower_bound_the_first_success_is(self) -> None:
+        """b failed at 1.5h, then c succeeded at 3h: c shipped everything from the root."""
+        deploys = [ProdDeploy("f", "b", False, t(1.5)), ProdDeploy("s", "c", True, t(3))]
+        shas = sorted(s.sha for s in kpi.lead_times(deploys, NEW_SERVICE))
+        assert shas == ["a", "b", "c"]
+
+    def test_a_root_reached_by_one_path_only_is_no_lower_bound(self) -> None:
+        """m merges c (whose history reaches the root a) and f, whose parent was never read:
+        part of what m shipped is unknown, so the first deploy still contributes nothing."""
+        commits = dict(NEW_SERVICE)
+        commits["f"] = CommitNode("f", t(1.5), ("unread",))
+        commits["m"] = CommitNode("m", t(3), ("c", "f"))
+        assert kpi.lead_times([ProdDeploy("d1", "m", True, t(4))], commits) == []
 
     def test_redeploy_of_the_same_sha_adds_no_commits(self) -> None:
         """Deploying c again at 6h after c at 4h ships nothing new: only d2's 2 samples exist."""
@@ -308,7 +342,7 @@ class TestTimeToProduction:
             ProdDeploy("s", "c", True, t(30)),
             ProdDeploy("s2", "d", True, t(40)),
         ]
-        start = kpi.first_commit_time(HISTORY)
+        start = kpi.first_commit_time(NEW_SERVICE)
         assert start == t(0)
         assert kpi.time_to_production(start, deploys) == 30 * H
 
@@ -397,7 +431,8 @@ class TestLastMonth:
 class TestServiceKpis:
     """Every KPI of one service as the metrics show it, on one hand-checked history.
 
-    History a(0h) <- b(1h) <- c(2h) <- d(5h); deployments: a succeeds at 1h, c at 4h,
+    History (a new service) a(0h, the root) <- b(1h) <- c(2h) <- d(5h); deployments: a
+    succeeds at 1h, c at 4h,
     d fails at 6h; an incident opens at 4.5h (no root cause named) and is resolved at
     5.5h. ``now`` is 10h: 2023-11-15, so last_month is October 2023 (no events).
     """
@@ -409,7 +444,7 @@ class TestServiceKpis:
             ProdDeploy("d2", "c", True, t(4)),
             ProdDeploy("d3", "d", False, t(6)),
         ],
-        commits=HISTORY,
+        commits=NEW_SERVICE,
         incidents=[IncidentSpan("i1", t(4.5), t(5.5))],
     )
 
@@ -427,13 +462,14 @@ class TestServiceKpis:
         }
 
     def test_lead_time_histogram_and_quantiles(self) -> None:
-        """c's deployment ships b (3h) and c (2h): both within the 3h bucket; median 2.5h,
-        p90 2.9h; no lead time in October."""
+        """a's deployment ships a, the root (1h: in the 1h bucket, le is inclusive); c's
+        ships b (3h) and c (2h), within the 3h bucket. Sorted 1 2 3: median 2h, p90 at
+        rank 1.8: 2.8h; no lead time in October."""
         k = self.kpis()
         counts, total, n = k.lead_histogram
-        assert counts[:3] == [0, 0, 2] and set(counts[2:]) == {2}
-        assert (total, n) == (5 * H, 2)
-        assert k.lead["7d"] == (2, {0.5: 2.5 * H, 0.9: pytest.approx(2.9 * H)})
+        assert counts[:3] == [0, 1, 3] and set(counts[2:]) == {3}
+        assert (total, n) == (6 * H, 3)
+        assert k.lead["7d"] == (3, {0.5: 2 * H, 0.9: pytest.approx(2.8 * H)})
         assert k.lead["last_month"] == (0, {})
 
     def test_change_failure_counts_the_failed_and_the_incident_linked(self) -> None:
@@ -460,7 +496,7 @@ class TestServiceKpis:
         assert k.time_to_production == H
 
     def test_dora_level_is_the_worst_key(self) -> None:
-        """Frequency 2/30 a day (high), lead median 2.5h (high), restore median 1h (high: not
+        """Frequency 2/30 a day (high), lead median 2h (high), restore median 1h (high: not
         under an hour), change failure 2/3 (low): the level is low."""
         assert self.kpis().level == "low"
 

@@ -125,7 +125,8 @@ class TestIncremental:
         self, upstreams: Upstreams, tmp_path: Path
     ) -> None:
         """The daemon (a real process) is killed after checkout's repo committed and before
-        the last repo did; a restart finishes the backfill and every count is exact."""
+        the last repo did; a restart finishes the backfill, every count is exact, and what
+        was committed is not fetched again (its lists answer 304 to their ETags)."""
         data = upstreams.config_data(tmp_path)
         data["server"] = {"listen_address": "127.0.0.1", "port": 0}
         data["sources"]["github"]["concurrency"] = 1
@@ -163,6 +164,9 @@ class TestIncremental:
                 time.sleep(0.05)
             assert "acme/checkout:runs" in committed
             assert "acme/recommendations:runs" not in committed  # mid-backfill
+            killed_after = {
+                name.removesuffix(":runs") for name in committed if name.endswith(":runs")
+            }
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
         finally:
@@ -172,7 +176,15 @@ class TestIncremental:
         restarted = make_daemon(
             upstreams, tmp_path, gitlab={"enabled": False}, jenkins={"enabled": False}
         )
+        upstreams.github.plan.clear()
         text = run(restarted, [restarted.poll_all, lambda: restarted.holder.current.text])[1]
+        of_committed = [
+            (path, status)
+            for path, _, status in upstreams.github.plan.log
+            if path.startswith(tuple(f"/repos/{repo}/" for repo in killed_after))
+        ]
+        assert of_committed, "the committed repos were checked"
+        assert [(p, s) for p, s in of_committed if s != 304] == []
         for service in ("checkout", "payments-api", "recommendations"):
             team = "payments" if service != "recommendations" else "discovery"
             for (env, result), n in EXPECTED[service]["deployments"].items():

@@ -428,7 +428,9 @@ class TestFaults:
                 {"Retry-After": "120"},
                 b'{"message":"You have exceeded a secondary rate limit."}',
             ),
-            Fault("/commits", 502, times=10),
+            # As many failures as one request's attempts: the poll spends them and fails
+            # (it sends no more: repos go one after another, retries come from a budget).
+            Fault("/commits", 502, times=4),
             Fault("/issues", 200, truncate=True),
             Fault("/actions/runs", 200, delay=2.0),
         ],

@@ -335,7 +335,9 @@ def _recommendations(s: DeliveryScenario) -> None:
     b = _Builder(s, repo)
     b.commits(("r1", 288), ("r2", 200), ("r3", 150), root=True)
     b.deploy("r2", "failure", 180)
-    b.deploy("r3", "success", 120)  # first success: time to production 288h - 120h = 168h
+    # First success: time to production 288h - 120h = 168h; it ships r1, r2 and r3 (the
+    # history is whole down to the root r1), so each has a lead time.
+    b.deploy("r3", "success", 120)
     b.run("CI", "r3", "success", 121, duration=600.0, queue=30.0)
 
 
@@ -415,7 +417,10 @@ EXPECTED: dict[str, dict[str, Any]] = {
     },
     "recommendations": {
         "frequency": {"1d": 0.0, "7d": 1 / 7, "30d": 1 / 30},
-        "lead_time": {"n": 0},
+        # a new service: its first success (r3, 120h ago) ships every commit from its root,
+        # r1 (288h), r2 (200h) and r3 (150h): 168, 80 and 30h. Median 80, p90 at rank 1.8:
+        # 80 + 0.8 * (168 - 80) = 150.4.
+        "lead_time": {"n": 3, "0.5": 80.0, "0.9": 150.4},
         "change_failure": (1, 2),
         "restore": {"n": 0},
         "time_to_production": 168.0,

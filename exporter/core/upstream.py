@@ -1,0 +1,366 @@
+"""One pause, one queue and one retry budget per upstream: good manners under rate limits.
+
+:class:`GatedTransport` sits between a source's ``httpx.AsyncClient`` and its real
+transport (see :func:`exporter.core.httpclient.build_client`). Every request of
+the source passes three gates, in this order:
+
+1. **a connection slot** (:class:`PrioritySlots`, ``max_connections`` of them). The
+   wait counts toward the request's timeout (``httpx.PoolTimeout`` past it; a
+   pause of the source does not count), and
+   requests of the earliest-started unit of work go first (:func:`working_on`), so
+   a backfill finishes its repos one after another instead of all at the end;
+2. **the host's token bucket**, when the source paces its requests;
+3. **the pause** (:class:`Pause`), checked last, right before the request is sent.
+   A ``429``, a ``403`` whose body says a secondary rate limit was exceeded, or ``x-ratelimit-remaining: 0`` pauses *every* request
+   of the source, including those already queued or holding a slot, until
+   ``Retry-After`` has passed, or the ``x-ratelimit-reset`` instant, or for one
+   minute when neither is given (GitHub's documented rules:
+   https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api#exceeding-the-rate-limit).
+   A pause longer than ``max_pause`` is not waited out: the request raises
+   :class:`~exporter.core.errors.RateLimited`, the poll ends, and what it
+   committed stays.
+
+:class:`PollScope` is what one poll's requests share (through a context
+variable, so every task of the poll sees it): the retry budget. Retries of 5xx
+answers, timeouts and connection errors may take at most ``retry_ratio`` of the
+requests sent so far (and ``retry_floor`` at least); past it the poll fails
+fast rather than hammering a sick upstream.
+
+One pause per source's client, not per host: GitHub and GitLab limit each token
+separately, and two sources on one host carry different credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import heapq
+import itertools
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+import httpx
+
+from exporter.core.clock import Clock
+from exporter.core.errors import RateLimited
+from exporter.core.health import SourceHealth
+
+Sleep = Callable[[float], Awaitable[None]]
+
+#: How long GitHub asks a client to wait on a secondary limit that names no time.
+DEFAULT_PAUSE = 60.0
+#: Body phrases of GitHub's secondary rate limits (older answers said "abuse detection").
+SECONDARY_LIMIT_PHRASES = ("secondary rate limit", "abuse detection")
+_WIRE_HEADERS = (b"content-encoding", b"content-length", b"transfer-encoding")
+
+
+@dataclass
+class PollScope:
+    """What every request of one poll shares: the retry budget."""
+
+    retry_ratio: float = 0.1
+    retry_floor: int = 5
+    requests: int = 0
+    retries: int = 0
+
+    def count_request(self) -> None:
+        self.requests += 1
+
+    def allowed_retries(self) -> int:
+        return max(self.retry_floor, int(self.retry_ratio * self.requests))
+
+    def take_retry(self) -> bool:
+        """Spend one retry of the budget; False once it is spent."""
+        if self.retries >= self.allowed_retries():
+            return False
+        self.retries += 1
+        return True
+
+
+_SCOPE: ContextVar[PollScope | None] = ContextVar("exporter_poll_scope", default=None)
+_PRIORITY: ContextVar[int] = ContextVar("exporter_unit_priority", default=0)
+
+
+@contextmanager
+def poll_scope(scope: PollScope | None = None) -> Iterator[PollScope]:
+    """Run a poll's requests (and every task they start) under ``scope``."""
+    scope = scope or PollScope()
+    token = _SCOPE.set(scope)
+    try:
+        yield scope
+    finally:
+        _SCOPE.reset(token)
+
+
+def current_scope() -> PollScope | None:
+    """The scope of the poll this code runs in, if any."""
+    return _SCOPE.get()
+
+
+def working_on(priority: int) -> None:
+    """Mark the current task (and the tasks it starts) as work of unit ``priority``:
+    the lower, the sooner its requests get a connection slot."""
+    _PRIORITY.set(priority)
+
+
+class PrioritySlots:
+    """A semaphore whose waiters are served lowest priority first, then first come."""
+
+    def __init__(self, slots: int) -> None:
+        if slots < 1:
+            raise ValueError("slots must be at least 1")
+        self.slots = slots
+        self._free = slots
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    async def acquire(self, priority: int, remaining: Callable[[], float | None]) -> None:
+        """Take a slot; ``httpx.PoolTimeout`` once ``remaining()`` (seconds left to wait,
+        asked again whenever it runs out; None: no bound) reaches 0."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (priority, next(self._order), waiter))
+        try:
+            while not waiter.done():
+                left = remaining()
+                if left is not None and left <= 0:
+                    raise httpx.PoolTimeout(f"no connection slot in time (all {self.in_use} busy)")
+                await asyncio.wait({waiter}, timeout=left)
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed a slot just as we gave up: pass it on
+            waiter.cancel()
+            raise
+
+    @property
+    def in_use(self) -> int:
+        return self.slots - self._free
+
+    def release(self) -> None:
+        while self._waiters:
+            _, _, waiter = heapq.heappop(self._waiters)
+            if not waiter.done():
+                waiter.set_result(None)  # the slot passes straight to this waiter
+                return
+        self._free += 1
+
+
+class Pause:
+    """Until when every request of one upstream must wait (by the source's clock)."""
+
+    def __init__(self, health: SourceHealth) -> None:
+        self.until = 0.0
+        self.health = health
+
+    def extend(self, until: float, now: float) -> None:
+        """Pause until ``until``; the newly paused seconds are counted once."""
+        added = until - max(now, self.until)
+        if added > 0:
+            self.health.count_pause(added)
+        self.until = max(self.until, until)
+
+    async def wait(self, clock: Clock, sleep: Sleep, max_pause: float) -> None:
+        """Hold the caller while paused; :class:`RateLimited` if the pause outlasts ``max_pause``."""
+        counted = False
+        while True:
+            until = self.until
+            remaining = until - clock()
+            if remaining <= 0:
+                return
+            if remaining > max_pause:
+                raise RateLimited(
+                    f"rate limited for {remaining:.0f}s more (over the {max_pause:.0f}s a poll "
+                    "waits); not calling until then",
+                    remaining,
+                )
+            if not counted:
+                self.health.count_paused_request()
+                counted = True
+            await sleep(remaining)
+            if self.until == until:
+                return  # waited it out, and no new pause came meanwhile
+
+
+def pause_until(response: httpx.Response, body: bytes, now: float) -> float | None:
+    """When ``response`` says the upstream may be called again, if it says it is rate limited.
+
+    GitHub's rules: a 429, or a 403 with ``x-ratelimit-remaining: 0`` or a
+    secondary-limit message (or a ``Retry-After``), waits ``Retry-After`` seconds if given, else until
+    ``x-ratelimit-reset`` if the remaining budget is 0, else one minute; any answer
+    with ``x-ratelimit-remaining: 0`` means the next request would be refused, so
+    it waits for the reset too. GitLab sends ``RateLimit-*`` and ``Retry-After``.
+    """
+    headers = response.headers
+    status = response.status_code
+    spent = (headers.get("x-ratelimit-remaining") or headers.get("ratelimit-remaining")) == "0"
+    retry_after = parse_retry_after(headers.get("Retry-After"), now)
+    # A 403 is a refusal of the credentials unless it names a limit (or when to retry).
+    limited = status == 429 or (
+        status == 403 and (spent or retry_after is not None or _secondary_limit(body))
+    )
+    if not limited and not spent:
+        return None
+    if limited and retry_after is not None:
+        return now + retry_after
+    reset = headers.get("x-ratelimit-reset") or headers.get("ratelimit-reset")
+    if spent and reset:
+        try:
+            return max(now, float(reset))
+        except ValueError:
+            pass
+    return now + DEFAULT_PAUSE if limited else None
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait at ``now`` from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def _secondary_limit(body: bytes) -> bool:
+    try:
+        message = json.loads(body).get("message", "")
+    except (ValueError, AttributeError):
+        message = body[:500].decode(errors="replace")
+    text = str(message).lower()
+    return any(phrase in text for phrase in SECONDARY_LIMIT_PHRASES)
+
+
+class ReleasingStream(httpx.AsyncByteStream):
+    """A response body that gives its slot back when it is closed."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, release: Callable[[], None]) -> None:
+        self._stream = stream
+        self._release: Callable[[], None] | None = release
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            release, self._release = self._release, None
+            if release is not None:
+                release()
+
+
+class GatedTransport(httpx.AsyncBaseTransport):
+    """The slot queue, the pause and the pacing of one source, around its transport."""
+
+    def __init__(
+        self,
+        inner: httpx.AsyncBaseTransport,
+        health: SourceHealth,
+        *,
+        max_connections: int,
+        clock: Clock,
+        max_pause: float = 60.0,
+        pace: Callable[[httpx.Request], Awaitable[None]] | None = None,
+        sleep: Sleep = asyncio.sleep,
+        pauses: bool = True,
+    ) -> None:
+        self.inner = inner
+        self.slots = PrioritySlots(max_connections)
+        self.pause = Pause(health)
+        self.clock = clock
+        self.max_pause = max_pause
+        self._pace = pace
+        self._sleep = sleep
+        self._pauses = pauses
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeouts: dict[str, float | None] = dict(request.extensions.get("timeout") or {})
+        budget = timeouts.get("pool")
+        queued = self.clock()
+
+        def remaining() -> float | None:
+            # The slot wait counts toward the request's timeout; a pause of the whole
+            # source does not (it is the upstream's order, not its slowness).
+            if budget is None:
+                return None
+            return max(queued, self.pause.until) + budget - self.clock()
+
+        await self.slots.acquire(_PRIORITY.get(), remaining)
+        left = remaining()
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.slots.release()
+
+        try:
+            if self._pace is not None:
+                await self._pace(request)
+            # Last before sending, with no wait in between: a pause that began while this
+            # request queued or paced holds it too.
+            await self.pause.wait(self.clock, self._sleep, self.max_pause)
+            if left is not None:
+                # The slot wait was part of this request's time: what is left bounds the rest.
+                request.extensions["timeout"] = {
+                    k: (None if v is None else min(v, max(0.001, left)))
+                    for k, v in timeouts.items()
+                }
+            scope = current_scope()
+            if scope is not None:
+                scope.count_request()
+            response = await self.inner.handle_async_request(request)
+        except BaseException:
+            release()
+            raise
+        return await self._inspect(response, release)
+
+    async def _inspect(
+        self, response: httpx.Response, release: Callable[[], None]
+    ) -> httpx.Response:
+        """Pause on a rate-limit answer; hand back a response that releases the slot."""
+        status = response.status_code
+        if self._pauses and status in (403, 429):
+            # Small error bodies: read now, so the pause starts before the slot is let go.
+            try:
+                body = await response.aread()
+            except BaseException:
+                release()
+                raise
+            finally:
+                await response.aclose()
+            # The body is decoded now: hand it on without the headers that described its wire form.
+            headers = [(k, v) for k, v in response.headers.raw if k.lower() not in _WIRE_HEADERS]
+            answer = httpx.Response(
+                status, headers=headers, content=body, extensions=response.extensions
+            )
+            until = pause_until(answer, body, self.clock())
+            if until is not None:
+                self.pause.extend(until, self.clock())
+            release()
+            return answer
+        until = pause_until(response, b"", self.clock()) if self._pauses else None
+        if until is not None:
+            self.pause.extend(until, self.clock())
+        if response.is_closed:
+            release()  # read already (an in-memory transport): nothing holds the slot
+            return response
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        response.stream = ReleasingStream(response.stream, release)
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

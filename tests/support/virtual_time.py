@@ -1,0 +1,50 @@
+"""An asyncio event loop on virtual time: when nothing is ready, its clock jumps to the next timer.
+
+``run_virtual(main)`` runs a coroutine on it; ``loop_epoch(at)`` is a clock (epoch
+seconds) that starts at ``at`` and advances with the loop. Every ``asyncio.sleep``
+and ``asyncio.timeout`` then costs no real time, so a test can wait out a 5 s
+``Retry-After`` in microseconds and still see exactly when each request was sent.
+Only for code that waits on timers, not on sockets or threads (an in-process
+``httpx.MockTransport`` upstream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import selectors
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    def __init__(self) -> None:
+        super().__init__()
+        self._virtual = 0.0
+        selector = self._selector  # type: ignore[attr-defined]
+        real_select = selector.select
+
+        def select(timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+            if timeout is None:
+                return real_select(None)  # nothing scheduled: only I/O can wake us
+            events = real_select(0)
+            if not events and timeout > 0:
+                self._virtual += timeout  # nothing to do until the next timer: skip to it
+            return events
+
+        selector.select = select
+
+    def time(self) -> float:
+        return self._virtual
+
+
+def run_virtual(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+        return runner.run(main())
+
+
+def loop_epoch(at: float) -> Callable[[], float]:
+    """Epoch seconds that start at ``at`` and move with the running loop's (virtual) time."""
+    start = asyncio.get_running_loop().time()
+    return lambda: at + asyncio.get_running_loop().time() - start
