@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from exporter.domains.probe.sources.http import HttpRequest, probe_http
+from exporter.domains.probe.sources.http import HttpRequest, basic_auth, probe_http
 from exporter.domains.probe.sources.wire import Outcome
 from tests.support.net import closed_port
 from tests.support.nginx import NginxServer, nginx_available
@@ -215,3 +215,18 @@ class TestTls:
             [PROMTOOL, "test", "rules", str(fixture)], capture_output=True, text=True, timeout=60
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+class TestUserinfo:
+    """A check URL's ``user:password@`` is sent as Basic auth, as HTTP clients do (RFC 7617)."""
+
+    def test_userinfo_becomes_a_basic_authorization_header(self) -> None:
+        # base64("probe:p@ss word") with the percent-escapes of the URL undone.
+        assert basic_auth("https://probe:p%40ss%20word@svc.test/health", ()) == [
+            ("Authorization", "Basic cHJvYmU6cEBzcyB3b3Jk")
+        ]
+
+    def test_a_url_without_user_or_a_check_with_its_own_authorization_adds_none(self) -> None:
+        assert basic_auth("https://svc.test/health", ()) == []
+        own = (("authorization", "Bearer t"),)
+        assert basic_auth("https://probe:pw@svc.test/health", own) == []

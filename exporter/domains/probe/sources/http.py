@@ -16,10 +16,12 @@ redirects followed.
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import h11
 
@@ -83,6 +85,16 @@ def _target(url: str) -> tuple[str, int, str, bool, str]:
     return host, port, target, tls, bracketed if default else f"{bracketed}:{port}"
 
 
+def basic_auth(url: str, headers: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """An ``Authorization: Basic`` header from the URL's userinfo (RFC 7617), as HTTP clients
+    send it; none when the URL has no user or the check sets its own ``Authorization``."""
+    parts = urlsplit(url)
+    if parts.username is None or any(k.lower() == "authorization" for k, _ in headers):
+        return []
+    pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    return [("Authorization", "Basic " + base64.b64encode(pair.encode()).decode("ascii"))]
+
+
 def _charset(headers: list[tuple[bytes, bytes]]) -> str:
     for name, value in headers:
         if name == b"content-type":
@@ -123,6 +135,7 @@ async def _exchange(
             ("User-Agent", USER_AGENT),
             ("Accept", "*/*"),
             ("Connection", "close"),
+            *basic_auth(url, request.headers),
             *request.headers,
         ]
         t = time.perf_counter()
