@@ -37,6 +37,7 @@ import email.utils
 import heapq
 import itertools
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -198,7 +199,7 @@ def pause_until(response: httpx.Response, body: bytes, now: float) -> float | No
     headers = response.headers
     status = response.status_code
     spent = (headers.get("x-ratelimit-remaining") or headers.get("ratelimit-remaining")) == "0"
-    retry_after = parse_retry_after(headers.get("Retry-After"), now)
+    retry_after = _named_wait(headers, now)
     # A 403 is a refusal of the credentials unless it names a limit (or when to retry).
     limited = status == 429 or (
         status == 403 and (spent or retry_after is not None or _secondary_limit(body))
@@ -214,6 +215,21 @@ def pause_until(response: httpx.Response, body: bytes, now: float) -> float | No
         except ValueError:
             pass
     return now + DEFAULT_PAUSE if limited else None
+
+
+# Azure Cost Management names its wait per quota instead of in Retry-After
+# (learn.microsoft.com, "Cost Management API throttling"); the longest one applies.
+MS_RETRY_AFTER = re.compile(r"^x-ms-ratelimit-microsoft\.[a-z]+-[a-z]+-retry-after$")
+
+
+def _named_wait(headers: httpx.Headers, now: float) -> float | None:
+    """The wait an answer names: ``Retry-After``, else the longest Azure quota wait."""
+    standard = parse_retry_after(headers.get("Retry-After"), now)
+    if standard is not None:
+        return standard
+    waits = [parse_retry_after(v, now) for k, v in headers.items() if MS_RETRY_AFTER.match(k)]
+    known = [w for w in waits if w is not None]
+    return max(known) if known else None
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

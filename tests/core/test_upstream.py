@@ -61,6 +61,16 @@ class TestPauseRules:
             (answer(403, message="Resource not accessible by integration"), None),  # permissions
             (answer(200, {"X-RateLimit-Remaining": "12"}), None),
             (answer(500), None),
+            (
+                answer(
+                    429,
+                    {
+                        "x-ms-ratelimit-microsoft.costmanagement-qpu-retry-after": "2",
+                        "x-ms-ratelimit-microsoft.costmanagement-entity-retry-after": "120",
+                    },
+                ),
+                NOW + 120,
+            ),
         ],
         ids=[
             "429-retry-after",
@@ -73,6 +83,7 @@ class TestPauseRules:
             "403-forbidden",
             "200-budget-left",
             "500",
+            "azure-429-longest-quota-wait",
         ],
     )
     def test_when_the_upstream_may_be_called_again(

@@ -146,7 +146,8 @@ class TestThrottling:
     def test_a_wait_longer_than_allowed_fails_the_poll_as_rate_limited(
         self, tmp_path: Path
     ) -> None:
-        daemon, fake = setup(tmp_path, Clock())
+        clock = Clock()
+        daemon, fake = setup(tmp_path, clock)
         fake.throttles.append(
             {
                 "x-ms-ratelimit-microsoft.costmanagement-qpu-retry-after": "2",
@@ -157,7 +158,13 @@ class TestThrottling:
         health = daemon.health["azure_cost"]
         assert health.up is False
         assert health.errors["rate_limited"] == 1
-        # Nothing was committed, and the next poll succeeds.
+        # Nothing was committed. Until the named 120 s have passed, a poll sends nothing.
+        asked = len(fake.queries)
+        poll(daemon)
+        assert health.up is False
+        assert len(fake.queries) == asked
+        # After them, the next poll succeeds.
+        clock.t += 121
         exp = poll(daemon)
         assert health.up is True
         assert exp.value("platform_cost", service="checkout", window="7d") == 5.0
