@@ -20,6 +20,7 @@ import yaml
 
 from exporter.cli import main
 from tests.support.daemon import run_cli
+from tests.support.tmpfs import tmpfs
 
 
 def write_config(tmp_path: Path, state: Path | str, **server: Any) -> Path:
@@ -46,20 +47,8 @@ def refused(capsys: pytest.CaptureFixture[str], config: Path, code: int) -> str:
 @pytest.fixture
 def mounted(tmp_path: Path) -> Iterator[Path]:
     """A small tmpfs this test may remount read-only; skipped without the right to mount."""
-    mount = tmp_path / "mnt"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "mnt", "1m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def remount_read_only(mount: Path) -> None:

@@ -18,7 +18,6 @@ import errno
 import json
 import os
 import sqlite3
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +31,7 @@ from exporter.domains import open_store
 from exporter.domains.traffic import store as traffic_store
 from tests.support.exposition import Exposition
 from tests.support.instants import at
+from tests.support.tmpfs import tmpfs
 
 NOW = at("mid-month")
 REQUESTS = "platform_service_requests_total"
@@ -42,20 +42,8 @@ UP = "platform_exporter_source_up"
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs mounted for this test, unmounted after it."""
-    mount = tmp_path / "state"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "state", "2m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def fill(directory: Path) -> Path:
