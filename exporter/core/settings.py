@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Self
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -103,6 +104,16 @@ Percent = Annotated[float, BeforeValidator(parse_percent)]
 
 
 Secret = Annotated[SecretStr, BeforeValidator(resolve_secret)]
+
+
+def http_url(value: str) -> str:
+    """An upstream's base URL: http(s) with a host, without a trailing slash (paths are added)."""
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError("must be an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+HttpUrl = Annotated[str, AfterValidator(http_url)]
 
 
 # Names become label values and URL parts: keep them tame.

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 
 from pydantic import Field, field_validator
 
-from exporter.core.settings import Duration, Secret, ServiceFields, SourceConfig, StrictModel
+from exporter.core.settings import (
+    Duration,
+    HttpUrl,
+    Secret,
+    ServiceFields,
+    SourceConfig,
+    StrictModel,
+)
 
 
 class CatalogServiceFields(ServiceFields):
@@ -58,7 +64,7 @@ class BackstageSourceConfig(SourceConfig):
     ``GET {base_url}/entities/by-query`` with cursor pagination."""
 
     # The catalog backend, usually the Backstage backend URL plus /api/catalog.
-    base_url: str
+    base_url: HttpUrl
     token: Secret | None = None
     interval: Duration = 300.0
     page_size: int = Field(default=200, ge=1, le=1000)
@@ -67,10 +73,3 @@ class BackstageSourceConfig(SourceConfig):
     # Only entities in these namespaces; empty means all.
     namespaces: list[str] = Field(default_factory=list)
     annotations: BackstageAnnotationsConfig = Field(default_factory=BackstageAnnotationsConfig)
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an http:// or https:// URL")
-        return value.rstrip("/")

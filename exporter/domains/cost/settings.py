@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from exporter.core.settings import (
     ConfigBase,
     Duration,
+    HttpUrl,
     Name,
     Secret,
     Section,
@@ -163,20 +164,13 @@ class RequestTotalsSourceConfig(SourceConfig):
 
     interval: Duration = 3600.0
     # Prometheus base URL, e.g. http://prometheus:9090
-    url: str
+    url: HttpUrl
     # PromQL evaluated at the end of each closed UTC day; `$window` becomes `1d`.
     query: str = "sum by (service) (increase(http_requests_total[$window]))"
     service_label: str = "service"
     lookback_days: int = Field(default=35, ge=1, le=366)
     # Wait this long after midnight UTC before reading a day (late scrapes).
     settle: Duration = 900.0
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an http:// or https:// URL")
-        return value.rstrip("/")
 
 
 class BudgetConfig(StrictModel):

@@ -11,6 +11,7 @@ from pydantic import Field, field_validator, model_validator
 from exporter.core.settings import (
     ConfigBase,
     Duration,
+    HttpUrl,
     Name,
     Secret,
     Section,
@@ -25,19 +26,12 @@ class KongSourceConfig(SourceConfig):
 
     interval: Duration = 30.0
     # Where the exposition is served: the Status API (``http://kong:8100``) or the Admin API.
-    status_url: str
+    status_url: HttpUrl
     metrics_path: str = "/metrics"
     # The Admin API (``http://kong:8001``); without it, Kong service names map directly.
-    admin_url: str | None = None
+    admin_url: HttpUrl | None = None
     admin_token: Secret | None = None
     page_size: int = Field(default=1000, ge=1, le=1000)
-
-    @field_validator("status_url", "admin_url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an http:// or https:// URL")
-        return value.rstrip("/") if value else value
 
 
 class NginxSourceConfig(SourceConfig):
@@ -101,7 +95,7 @@ class PrometheusSourceConfig(SourceConfig):
     """Any Prometheus (or compatible API) that already scrapes a gateway or mesh."""
 
     interval: Duration = 60.0
-    url: str
+    url: HttpUrl
     bearer_token: Secret | None = None
     service_label: str = "service"
     # The service a scalar result belongs to (a query that returns one number).
@@ -112,13 +106,6 @@ class PrometheusSourceConfig(SourceConfig):
     # max_catch_up back: a longer outage of the exporter is skipped (and logged).
     max_step: Duration = 3600.0
     max_catch_up: Duration = 86400.0
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an http:// or https:// URL")
-        return value.rstrip("/")
 
 
 class TrafficServiceFields(ServiceFields):
