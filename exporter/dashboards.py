@@ -29,6 +29,12 @@ from grafana_foundation_sdk.builders import common as common_b
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.builders import prometheus, stat, table, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.common import (
+    LegendDisplayMode,
+    LegendPlacement,
+    SortOrder,
+    TooltipDisplayMode,
+)
 from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableRefresh, VariableSort
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
@@ -605,14 +611,32 @@ def _variables(board: dash.Dashboard) -> dash.Dashboard:
     return board
 
 
+def _visualisation(kind: str) -> Any:
+    """An empty panel of ``kind`` with its options set: a panel whose options are left
+    unset is written with ``"options": null``, which Grafana cannot display."""
+    if kind == "stat":
+        return stat.Panel().reduce_options(common_b.ReduceDataOptions().calcs(["lastNotNull"]))
+    if kind == "table":
+        return table.Panel().show_header(True)
+    return (
+        timeseries.Panel()
+        .legend(
+            common_b.VizLegendOptions()
+            .display_mode(LegendDisplayMode.LIST)
+            .placement(LegendPlacement.BOTTOM)
+            .show_legend(True)
+        )
+        .tooltip(
+            common_b.VizTooltipOptions().mode(TooltipDisplayMode.MULTI).sort(SortOrder.DESCENDING)
+        )
+        # Its field config too: left unset, Grafana (and the SDK) fill in an empty one.
+        .line_width(1)
+        .fill_opacity(10)
+    )
+
+
 def _panel(spec: PanelSpec) -> Any:
-    builder: Any
-    if spec.kind == "stat":
-        builder = stat.Panel().reduce_options(common_b.ReduceDataOptions().calcs(["lastNotNull"]))
-    elif spec.kind == "table":
-        builder = table.Panel()
-    else:
-        builder = timeseries.Panel()
+    builder = _visualisation(spec.kind)
     builder = (
         builder.title(spec.title)
         .datasource(DS)
