@@ -42,7 +42,7 @@ def report(config: ConfigBase, at: float) -> tuple[Snapshot, list[str]]:
         ctx = render_context(config, store, at)
         parts: list[Part] = []
         failed: list[str] = []
-        for name, provider in providers().items():
+        for name, provider in providers(live=False).items():
             try:
                 parts.append(render_part(_at_instant(provider(ctx))))
             except Exception:

@@ -56,7 +56,9 @@ PURE_STDLIB = frozenset(
 PURE_SEGMENTS = frozenset({"kpis", "records", "settings"})
 PURE_CORE = frozenset({"exporter.core.stats", "exporter.core.periods", "exporter.core.catalog"})
 # Modules that shape metric families (and so must not compute or read upstreams).
-PROVIDER_CORE = frozenset({"exporter.core.provider", "exporter.core.self_health"})
+PROVIDER_CORE = frozenset(
+    {"exporter.core.provider", "exporter.core.self_health", "exporter.core.runtime"}
+)
 METRICS_FORBIDDEN_EXTERNAL = frozenset({"httpx", "sqlite3", "boto3", "botocore"})
 COMPUTING_CALLS = frozenset({"sum", "min", "max", "len", "round", "abs"})
 ARITHMETIC = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow)

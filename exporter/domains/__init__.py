@@ -68,14 +68,18 @@ def open_store(path: str, clock: Clock = system_clock, *, busy_timeout: float = 
     return Store(path, clock, schema(), busy_timeout=busy_timeout)
 
 
-def providers() -> dict[str, Provider]:
-    """Every provider, by name: the exporter's own health first, then the domains' in name order."""
-    from exporter.core import self_health
+def providers(*, live: bool = True) -> dict[str, Provider]:
+    """Every provider, by name: the exporter's own health first, then the domains' in name
+    order, then the process's own resources unless ``live`` is false (a report of the
+    stored history is not about the process printing it)."""
+    from exporter.core import runtime, self_health
 
     found: dict[str, Provider] = {"self_health": self_health.collect}
     for d in sorted(domains(), key=lambda d: d.name):
         if d.provider is not None:
             found[d.name] = d.provider
+    if live:
+        found["runtime"] = runtime.collect
     return found
 
 

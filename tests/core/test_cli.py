@@ -132,10 +132,12 @@ def billing_config(tmp_path: Path, instant: float) -> Path:
 
 
 def values_at_an_instant(body: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """The gauges of an exposition, apart from the exporter's own health, by name and labels."""
+    """The gauges of an exposition, apart from the exporter's own health and the process's
+    own resources (``process_*``, ``python_*``), by name and labels."""
+    own = ("platform_exporter_", "process_", "python_")
     out = {}
     for family in Exposition.parse(body).families.values():
-        if family.type != "gauge" or family.name.startswith("platform_exporter_"):
+        if family.type != "gauge" or family.name.startswith(own):
             continue
         for sample in family.samples:
             out[(sample.name, tuple(sorted(sample.labels.items())))] = float(sample.value)

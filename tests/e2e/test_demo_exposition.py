@@ -96,8 +96,11 @@ class TestDemoExposition:
         assert result.returncode == 0
 
     def test_docs_list_every_family(self, demo_poll: DemoPoll) -> None:
-        """docs/metrics.md names every family the demo exposes (a counter as ``name_total``)."""
-        documented = set(re.findall(r"`(platform_[a-z0-9_]+)`", METRICS_DOC.read_text()))
+        """docs/metrics.md names every family the demo exposes (a counter as ``name_total``),
+        the process's own ``process_*`` and ``python_*`` too."""
+        documented = set(
+            re.findall(r"`((?:platform|process|python)_[a-z0-9_]+)`", METRICS_DOC.read_text())
+        )
         families = list(openmetrics_families(demo_poll.openmetrics.decode()))
         exposed = {f.name + "_total" if f.type == "counter" else f.name for f in families}
         assert len(exposed) > 50
