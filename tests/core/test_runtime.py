@@ -58,13 +58,16 @@ class TestProcessFamilies:
 class TestPythonFamilies:
     def test_python_info_names_the_running_interpreter(self, rendered: Exposition) -> None:
         major, minor, patch = platform.python_version_tuple()
-        assert rendered.value(
-            "python_info",
-            implementation=platform.python_implementation(),
-            major=major,
-            minor=minor,
-            patchlevel=patch,
-        ) == 1
+        assert (
+            rendered.value(
+                "python_info",
+                implementation=platform.python_implementation(),
+                major=major,
+                minor=minor,
+                patchlevel=patch,
+            )
+            == 1
+        )
 
     @pytest.mark.skipif(platform.python_implementation() != "CPython", reason="CPython's gc")
     def test_garbage_collections_per_generation(self, rendered: Exposition) -> None:
