@@ -25,7 +25,7 @@ import yaml
 
 from exporter import __version__
 from exporter.config import ConfigError, load_config, masked
-from exporter.core import redact
+from exporter.core import logs, redact
 from exporter.core.clock import Clock, ShiftedClock, parse_instant, system_clock, utc_datetime
 from exporter.core.errors import StartupError
 from exporter.core.settings import ConfigBase
@@ -186,6 +186,13 @@ def _parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log verbosity (default INFO)",
     )
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=list(logs.FORMATS),
+        help="text lines, or one JSON object per line with source, poll_id and "
+        "duration_seconds fields (default text)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text, description, add_arguments in _COMMANDS:
         add_arguments(
@@ -200,12 +207,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(level: str, log_format: str = "text") -> None:
+    logging.basicConfig(level=getattr(logging, level), format=logs.TEXT_FORMAT, stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        logs.configure(handler, log_format)
     # APScheduler's own skip message is replaced by ours, which names the source.
     logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
     logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
@@ -324,7 +329,7 @@ def _demo(args: argparse.Namespace, at: float | None) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.log_level)
+    _setup_logging(args.log_level, args.log_format)
     try:
         at = _as_of(args)
         if args.command == "check-config":

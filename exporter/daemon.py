@@ -32,6 +32,7 @@ from exporter.core.errors import DeadlineExceeded, StateError, classify
 from exporter.core.health import SourceHealth
 from exporter.core.httpclient import build_client
 from exporter.core.listen import bind_error, check_tls_files
+from exporter.core.logs import per_poll
 from exporter.core.server import MetricsServer
 from exporter.core.settings import ConfigBase
 from exporter.core.snapshot import Part, Snapshot, SnapshotHolder, render_part
@@ -122,6 +123,7 @@ class Daemon:
             )
         return self.clients[src.name]
 
+    @per_poll
     async def poll(self, src: Source) -> bool:
         """Poll one source once; record its health; never raise. True on success."""
         health = self.health[src.name]
@@ -143,15 +145,22 @@ class Daemon:
             raise
         except Exception as exc:
             reason = classify(exc)
-            health.poll_failed(reason, str(exc), time.perf_counter() - started)
+            duration = time.perf_counter() - started
+            health.poll_failed(reason, str(exc), duration)
+            took = {"duration_seconds": duration}
             if reason == "internal":
-                log.exception("source %s: poll failed (%s)", src.name, reason)
+                log.exception("source %s: poll failed (%s)", src.name, reason, extra=took)
             else:
-                log.error("source %s: poll failed (%s): %s", src.name, reason, exc)
+                log.error("source %s: poll failed (%s): %s", src.name, reason, exc, extra=took)
         else:
             duration = time.perf_counter() - started
             health.poll_succeeded(self.clock(), duration)
-            log.debug("source %s: poll done in %.3fs", src.name, duration)
+            log.debug(
+                "source %s: poll done in %.3fs",
+                src.name,
+                duration,
+                extra={"duration_seconds": duration},
+            )
             ok = True
         # Store housekeeping waits on SQLite's locks, so it runs off the event loop; and
         # whatever it raises, the refresh below still shows this poll's outcome.

@@ -185,7 +185,15 @@ class TestDefaults:
         config = load_config(config_of(default_docs, tmp_path))
         assert config.services == []
         c = container(default_docs)
-        assert c["args"] == ["--log-level", "INFO", "run", "--config", CONFIG_PATH]
+        assert c["args"] == [
+            "--log-level",
+            "INFO",
+            "--log-format",
+            "text",
+            "run",
+            "--config",
+            CONFIG_PATH,
+        ]
         (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == CONFIG_PATH]
         assert mount["subPath"] == "config.yaml"
 
@@ -327,6 +335,7 @@ class TestValuesSchema:
             ("persistance.size=2Gi", "persistance"),
             ("replicaCount=0", "replicaCount"),
             ("logLevel=TRACE", "logLevel"),
+            ("logFormat=xml", "logFormat"),
             ("probes.scheme=TCP", "scheme"),
             ("serviceMonitor.interval=soon", "interval"),
         ],
