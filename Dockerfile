@@ -1,12 +1,18 @@
 # platform-kpi-exporter: a slim, non-root image.
 #   docker build -t platform-kpi-exporter .
+#   docker build --build-arg EXTRAS=github-app -t platform-kpi-exporter:slim .
 #   docker run -p 9877:9877 -v $PWD/examples/config.yaml:/etc/platform-kpi-exporter/config.yaml:ro \
 #              -v pke-state:/var/lib/platform-kpi-exporter platform-kpi-exporter
+# EXTRAS picks the optional dependencies (README, "Image size"): aws (Cost Explorer, CloudWatch,
+# FOCUS in S3), parquet (FOCUS Parquet files), github-app (GitHub App auth); "" for none.
 FROM python:3.11-slim AS build
+ARG EXTRAS="aws,parquet,github-app"
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY requirements/image.lock requirements/image.lock
 COPY exporter ./exporter
-RUN pip install --no-cache-dir --prefix=/install ".[aws,parquet]"
+# Every version comes from the lock; only what EXTRAS needs is installed.
+RUN pip install --no-cache-dir --prefix=/install --constraint requirements/image.lock ".${EXTRAS:+[$EXTRAS]}"
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home-dir /var/lib/platform-kpi-exporter --create-home exporter

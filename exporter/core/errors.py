@@ -8,6 +8,8 @@ other sources carry on.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 
@@ -48,6 +50,25 @@ class SourceError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
+
+
+class MissingExtra(SourceError):
+    """The config asks for a feature whose optional dependency is not installed."""
+
+    reason = "config"
+
+
+@contextmanager
+def needs_extra(extra: str, feature: str) -> Iterator[None]:
+    """Around the import of an optional dependency: without it, the poll fails with reason
+    ``config`` and a message naming the extra to install, not with a traceback."""
+    try:
+        yield
+    except ImportError as exc:
+        raise MissingExtra(
+            f"{feature} needs {exc.name or 'an optional package'}: "
+            f"pip install 'platform-kpi-exporter[{extra}]'"
+        ) from None
 
 
 class AuthError(SourceError):

@@ -511,3 +511,70 @@ class TestGitHubApp:
         assert h.poll()
         assert len(h.fake.installation_tokens) == 1
         assert h.fake.plan.requests[("/app/installations/7/access_tokens", 201)] == 1
+
+
+def _pem(key: Any) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    return str(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+    )
+
+
+class TestAppJwt:
+    """The app JWT GitHub documents ("Generating a JSON Web Token (JWT) for a GitHub App"):
+    RS256, ``iat`` 60 s back against clock drift, ``exp`` at most 10 minutes on, ``iss``
+    the app id."""
+
+    NOW = 1_800_000_000.0
+
+    def test_signed_with_the_app_s_key_and_the_documented_claims(self) -> None:
+        import jwt
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        from exporter.domains.delivery.sources.github import app_jwt
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        token = app_jwt(42, _pem(key), self.NOW)
+        assert jwt.get_unverified_header(token) == {"alg": "RS256", "typ": "JWT"}
+        claims = jwt.decode(
+            token,
+            key.public_key(),
+            algorithms=["RS256"],
+            options={"verify_exp": False, "verify_iat": False},
+        )
+        assert claims == {"iat": 1_799_999_940, "exp": 1_800_000_540, "iss": "42"}
+        other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        with pytest.raises(jwt.InvalidSignatureError):
+            jwt.decode(
+                token, other.public_key(), algorithms=["RS256"], options={"verify_exp": False}
+            )
+
+    @pytest.mark.parametrize("kind", ["ec", "garbage"])
+    def test_a_key_that_is_not_rsa_is_an_auth_error_that_never_quotes_it(self, kind: str) -> None:
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        from exporter.core.errors import AuthError
+        from exporter.domains.delivery.sources.github import app_jwt
+
+        pem = _pem(ec.generate_private_key(ec.SECP256R1())) if kind == "ec" else "not-a-key-x1"
+        with pytest.raises(AuthError) as caught:
+            app_jwt(42, pem, self.NOW)
+        assert str(caught.value) == "the GitHub App private key is not an RSA private key in PEM"
+
+    def test_without_pyjwt_installed_the_poll_names_the_extra(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import sys
+
+        from exporter.core.errors import MissingExtra, classify
+        from exporter.domains.delivery.sources.github import app_jwt
+
+        monkeypatch.setitem(sys.modules, "jwt", None)  # what an install without it does
+        with pytest.raises(MissingExtra, match=r"platform-kpi-exporter\[github-app\]") as caught:
+            app_jwt(42, "unused", self.NOW)
+        assert classify(caught.value) == "config"

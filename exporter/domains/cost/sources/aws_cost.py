@@ -35,6 +35,7 @@ from exporter.core.errors import (
     RateLimited,
     SourceError,
     UpstreamStatusError,
+    needs_extra,
 )
 from exporter.core.periods import utc_date
 from exporter.core.settings import ConfigBase
@@ -103,7 +104,8 @@ class AwsCostSource(Source):
     # --- boto3 (in a worker thread) ------------------------------------------------
 
     def _boto_config(self) -> Any:
-        from botocore.config import Config as BotoConfig
+        with needs_extra("aws", "the aws_cost source"):
+            from botocore.config import Config as BotoConfig
 
         return BotoConfig(
             connect_timeout=self.aws.timeout,
@@ -118,7 +120,8 @@ class AwsCostSource(Source):
             cached = self._clients.get(account.name)
             if cached is not None and cached[1] > ctx.now() + CREDENTIAL_MARGIN:
                 return cached[0]
-        import boto3
+        with needs_extra("aws", "the aws_cost source"):
+            import boto3
 
         session = boto3.session.Session()
         common: dict[str, Any] = {

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from exporter.core.errors import needs_extra
+
 DATA_SUFFIXES = (".csv", ".csv.gz", ".gz", ".parquet")
 MANIFEST_SUFFIX = "Manifest.json"
 # Assumed-role credentials are renewed this long before they expire.
@@ -148,8 +150,9 @@ class S3Exports:
             return self._client
 
     def _build(self) -> Any:
-        import boto3
-        from botocore.config import Config as BotoConfig
+        with needs_extra("aws", "FOCUS exports in S3"):
+            import boto3
+            from botocore.config import Config as BotoConfig
 
         common: dict[str, Any] = {
             "region_name": self.settings.region,

@@ -33,9 +33,7 @@ nears ``rate_limit_reserve``; a ``401`` stops the source until restart.
 from __future__ import annotations
 
 import asyncio
-import base64
 import fnmatch
-import json
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +41,7 @@ from typing import Any
 import httpx
 
 from exporter.core.clock import utc_datetime
-from exporter.core.errors import AuthError
+from exporter.core.errors import AuthError, needs_extra
 from exporter.core.redact import excerpt
 from exporter.core.settings import ConfigBase
 from exporter.core.source import PollContext
@@ -98,25 +96,17 @@ _CONCLUSIONS = {
 }
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 def app_jwt(app_id: int, private_key_pem: str, now: float) -> str:
-    """An RS256 JSON Web Token for a GitHub App (valid 9 minutes, issued 60 s back)."""
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import padding, rsa
-
-    key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise AuthError("the GitHub App private key is not an RSA key")
-    header = _b64url(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
-    payload = _b64url(
-        json.dumps({"iat": int(now) - 60, "exp": int(now) + 540, "iss": str(app_id)}).encode()
-    )
-    signing_input = f"{header}.{payload}".encode()
-    signature = key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
-    return f"{header}.{payload}.{_b64url(signature)}"
+    """An RS256 JSON Web Token for a GitHub App (valid 9 minutes, issued 60 s back), signed
+    by PyJWT with ``cryptography`` (the ``github-app`` extra)."""
+    with needs_extra("github-app", "GitHub App auth"):
+        import jwt
+    claims = {"iat": int(now) - 60, "exp": int(now) + 540, "iss": str(app_id)}
+    try:
+        return jwt.encode(claims, private_key_pem, algorithm="RS256")
+    except (jwt.PyJWTError, ValueError, TypeError):
+        # The key itself is never quoted.
+        raise AuthError("the GitHub App private key is not an RSA private key in PEM") from None
 
 
 class GitHubAppAuth(httpx.Auth):

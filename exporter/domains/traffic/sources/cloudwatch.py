@@ -30,7 +30,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from exporter.core.errors import AuthError, MalformedResponse, RateLimited, SourceError
+from exporter.core.errors import (
+    AuthError,
+    MalformedResponse,
+    RateLimited,
+    SourceError,
+    needs_extra,
+)
 from exporter.core.settings import ConfigBase
 from exporter.core.source import PollContext, Source
 from exporter.domains.traffic import store as traffic_store
@@ -224,8 +230,9 @@ class CloudWatchSource(Source):
 
     def client(self) -> Any:
         if self._client is None:
-            import boto3
-            from botocore.config import Config as BotoConfig
+            with needs_extra("aws", "the cloudwatch source"):
+                import boto3
+                from botocore.config import Config as BotoConfig
 
             self._client = boto3.session.Session().client(
                 "cloudwatch",
