@@ -12,58 +12,74 @@ upstreams are.
 
 from __future__ import annotations
 
-import gzip
+import struct
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import Metric
-from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+from exporter.core import exposition
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
-
-class _Families:
-    """Adapts a fixed list of families to the registry interface generate_latest expects."""
-
-    def __init__(self, families: Sequence[Metric]) -> None:
-        self._families = families
-
-    def collect(self) -> Iterable[Metric]:
-        return self._families
-
-
-def _gzip(data: bytes) -> bytes:
-    # Level 6 is zlib's default trade-off; mtime=0 keeps the bytes deterministic.
-    return gzip.compress(data, compresslevel=6, mtime=0)
-
-
 _OM_EOF = b"# EOF\n"
+# A gzip member header: deflate, no name, mtime 0 (deterministic bytes), OS unknown.
+_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+# The deflate block that ends a stream: final, fixed codes, empty.
+_DEFLATE_END = b"\x03\x00"
+
+
+def deflate(data: bytes) -> bytes:
+    """``data`` as raw deflate blocks that end on a byte boundary and refer to nothing
+    before them: such pieces, deflated apart, concatenate into one valid stream."""
+    # Level 6 is zlib's default trade-off.
+    comp = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return comp.compress(data) + comp.flush(zlib.Z_SYNC_FLUSH)
+
+
+def gzip_pieces(pieces: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """One gzip member from (data, ``deflate(data)``) pieces, in order: each piece is
+    compressed once, when it is rendered, and reused while it does not change. A single
+    member (not one per piece) so that every client decodes it whole."""
+    crc = 0
+    size = 0
+    for data, _ in pieces:
+        crc = zlib.crc32(data, crc)
+        size += len(data)
+    trailer = struct.pack("<II", crc, size & 0xFFFFFFFF)
+    return b"".join([_GZIP_HEADER, *(z for _, z in pieces), _DEFLATE_END, trailer])
 
 
 @dataclass(frozen=True)
 class Part:
-    """Some families rendered in both formats (OpenMetrics without its ``# EOF``).
+    """Some families rendered in both formats (OpenMetrics without its ``# EOF``), each
+    with its deflated copy.
 
     Both formats are a plain sequence of families, so parts rendered separately
-    concatenate into the exposition a single render would give.
+    concatenate into the exposition a single render would give, and their deflated
+    copies into its gzip copy.
     """
 
     text: bytes
     openmetrics: bytes
+    text_deflate: bytes = field(repr=False)
+    openmetrics_deflate: bytes = field(repr=False)
+
+    @classmethod
+    def of(cls, text: bytes, openmetrics: bytes) -> Part:
+        return cls(text, openmetrics, deflate(text), deflate(openmetrics))
 
 
-def render_part(families: Iterable[Metric]) -> Part:
+def render_part(families: Iterable[Metric], help_suffix: str = "") -> Part:
     """Render families one by one as they come, so a provider that yields them
-    lazily never has all of its families alive at once."""
-    text: list[bytes] = []
-    om: list[bytes] = []
-    for family in families:
-        registry = _Families([family])
-        text.append(generate_latest(registry))  # type: ignore[arg-type,no-untyped-call]
-        om.append(generate_openmetrics(registry).removesuffix(_OM_EOF))  # type: ignore[arg-type,no-untyped-call]
-    return Part(b"".join(text), b"".join(om))
+    lazily never has all of its families alive at once. ``help_suffix`` is added to
+    every family's HELP text."""
+    return Part.of(*exposition.write(families, help_suffix))
+
+
+_EOF_PART = (_OM_EOF, deflate(_OM_EOF))
 
 
 @dataclass(frozen=True)
@@ -84,13 +100,14 @@ class Snapshot:
     @classmethod
     def assemble(cls, parts: Sequence[Part], now: float = 0.0) -> Snapshot:
         """Join parts rendered separately (one per provider) into one snapshot."""
-        text = b"".join(p.text for p in parts)
-        om = b"".join(p.openmetrics for p in parts) + _OM_EOF
+        text = [(p.text, p.text_deflate) for p in parts]
+        om = [(p.openmetrics, p.openmetrics_deflate) for p in parts]
+        om.append(_EOF_PART)
         return cls(
-            text=text,
-            text_gzip=_gzip(text),
-            openmetrics_text=om,
-            openmetrics_gzip=_gzip(om),
+            text=b"".join(t for t, _ in text),
+            text_gzip=gzip_pieces(text),
+            openmetrics_text=b"".join(o for o, _ in om),
+            openmetrics_gzip=gzip_pieces(om),
             created_at=now,
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import threading
 import time
 from collections.abc import Iterator
@@ -329,6 +330,8 @@ class TestSnapshotParts:
         c.add_metric(["y"], 3)
         whole = Snapshot.render([g, c], 1.0)
         joined = Snapshot.assemble([render_part([g]), render_part([c])], 1.0)
-        assert joined == whole
+        assert (joined.text, joined.openmetrics_text) == (whole.text, whole.openmetrics_text)
+        assert gzip.decompress(joined.text_gzip) == whole.text
+        assert gzip.decompress(joined.openmetrics_gzip) == whole.openmetrics_text
         assert whole.openmetrics_text.count(b"# EOF") == 1
         assert whole.openmetrics_text.endswith(b"# EOF\n")

@@ -88,13 +88,15 @@ class TestContentNegotiation:
     ) -> None:
         """Both formats are rendered with the snapshot: Prometheus asks for OpenMetrics
         first, and its first scrape after a refresh must not pay for a render."""
+        import exporter.core.exposition as exposition_module
         import exporter.core.snapshot as snapshot_module
 
         def no(*args: object) -> bytes:
             raise AssertionError("rendered on the scrape path")
 
-        monkeypatch.setattr(snapshot_module, "generate_latest", no)
-        monkeypatch.setattr(snapshot_module, "generate_openmetrics", no)
+        monkeypatch.setattr(exposition_module, "write", no)
+        monkeypatch.setattr(snapshot_module, "deflate", no)
+        monkeypatch.setattr(snapshot_module, "gzip_pieces", no)
         for headers in ({}, {"Accept": "application/openmetrics-text; version=1.0.0"}):
             for encoding in ({}, {"Accept-Encoding": "gzip"}):
                 assert http_get(f"{server.url}/metrics", {**headers, **encoding})[0] == 200

@@ -1,0 +1,147 @@
+"""One pass over metric families writes both exposition formats.
+
+:func:`write` renders families as the Prometheus text format (0.0.4) and the
+OpenMetrics text format (1.0, without its ``# EOF``), byte for byte what
+``prometheus_client``'s ``generate_latest`` and OpenMetrics ``generate_latest``
+give for the same families. It is faster because a sample line is the same in
+both formats for the samples the exporter makes (no timestamp, no exemplar):
+each line is built once, with its label names checked once per name instead of
+escaped character by character per sample. A family it does not handle that
+way (a timestamp, an exemplar, a native histogram, a name that needs escaping)
+is handed to ``prometheus_client`` whole, so the output never differs.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterable, Sequence
+
+from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+_OM_EOF = "# EOF\n"
+# Names the formats print as they are (prometheus_client's legacy character set).
+# (Without colons: OpenMetrics sample names are escaped with the label-name set.)
+_METRIC_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+# The text format renames some types (and counters' HELP/TYPE name gets _total).
+_TEXT_TYPE = {
+    "info": "gauge",
+    "stateset": "gauge",
+    "gaugehistogram": "histogram",
+    "unknown": "untyped",
+}
+_TEXT_SUFFIX = {"counter": "_total", "info": "_info"}
+# Samples the text format moves into a gauge family of their own, after the family.
+_OM_ONLY = ("_created", "_gsum", "_gcount")
+_SPECIAL = {"inf": "+Inf", "-inf": "-Inf", "nan": "NaN"}
+
+
+class _Generic(Exception):
+    """This family needs prometheus_client's general writer."""
+
+
+class _Registry:
+    def __init__(self, families: Sequence[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Sequence[Metric]:
+        return self._families
+
+
+def go_float(value: float) -> str:
+    """A sample value as prometheus_client's ``floatToGoString`` writes it."""
+    d = float(value)
+    s = repr(d)
+    if s[-1] in "fn":
+        return _SPECIAL[s]
+    if d > 0:
+        dot = s.find(".")
+        if dot > 6:  # Go switches to exponents sooner than Python
+            mantissa = f"{s[0]}.{s[1:dot]}{s[dot + 1 :]}".rstrip("0.")
+            return f"{mantissa}e+{dot - 1:02d}"
+    return s
+
+
+def _escape_value(v: str) -> str:
+    if "\\" in v or "\n" in v or '"' in v:
+        return v.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    return v
+
+
+def _samples(metric: Metric, lines: list[str], moved: dict[str, list[str]]) -> None:
+    """Append the family's sample lines; the OpenMetrics-only ones also go to ``moved``."""
+    valid_labels: set[str] = set()
+    special = tuple(metric.name + s for s in _OM_ONLY)
+    for name, labels, value, timestamp, exemplar, native in metric.samples:
+        if timestamp is not None or exemplar is not None or native is not None:
+            raise _Generic
+        if labels:
+            parts = []
+            for k, v in sorted(labels.items()):
+                if k not in valid_labels:
+                    if not _LABEL_NAME.match(k):
+                        raise _Generic
+                    valid_labels.add(k)
+                parts.append(f'{k}="{_escape_value(v)}"')
+            line = f"{name}{{{','.join(parts)}}} {go_float(value)}\n"
+        else:
+            line = f"{name} {go_float(value)}\n"
+        if name in special:
+            moved.setdefault(name[len(metric.name) :], []).append(line)
+        lines.append(line)
+
+
+def _family(metric: Metric, text: list[str], om: list[str], help_suffix: str) -> None:
+    name, mtype = metric.name, metric.type
+    if not _METRIC_NAME.match(name):
+        raise _Generic
+    doc = metric.documentation + help_suffix
+    text_doc = doc.replace("\\", r"\\").replace("\n", r"\n")
+    om_doc = text_doc.replace('"', r"\"")
+    lines: list[str] = []
+    moved: dict[str, list[str]] = {}
+    _samples(metric, lines, moved)
+    text_name = name + _TEXT_SUFFIX.get(mtype, "")
+    text.append(
+        f"# HELP {text_name} {text_doc}\n# TYPE {text_name} {_TEXT_TYPE.get(mtype, mtype)}\n"
+    )
+    om.append(f"# HELP {name} {om_doc}\n# TYPE {name} {mtype}\n")
+    if metric.unit:
+        om.append(f"# UNIT {name} {metric.unit}\n")
+    om.extend(lines)
+    if not moved:
+        text.extend(lines)
+        return
+    skip = {id(line) for group in moved.values() for line in group}
+    text.extend(line for line in lines if id(line) not in skip)
+    for suffix, group in sorted(moved.items()):
+        text.append(f"# HELP {name}{suffix} {text_doc}\n# TYPE {name}{suffix} gauge\n")
+        text.extend(group)
+
+
+def _generic(metric: Metric, text: list[str], om: list[str], help_suffix: str) -> None:
+    if help_suffix:
+        metric = copy.copy(metric)
+        metric.documentation += help_suffix
+    registry = _Registry([metric])
+    text.append(generate_latest(registry).decode())  # type: ignore[arg-type,no-untyped-call]
+    om.append(generate_openmetrics(registry).decode().removesuffix(_OM_EOF))  # type: ignore[arg-type,no-untyped-call]
+
+
+def write(families: Iterable[Metric], help_suffix: str = "") -> tuple[bytes, bytes]:
+    """(text format, OpenMetrics without ``# EOF``) of ``families``, taken one at a time
+    as they come (a provider that yields lazily never has them all alive at once).
+    ``help_suffix`` is appended to every family's HELP text."""
+    text: list[str] = []
+    om: list[str] = []
+    for metric in families:
+        t0, o0 = len(text), len(om)
+        try:
+            _family(metric, text, om, help_suffix)
+        except _Generic:
+            del text[t0:], om[o0:]
+            _generic(metric, text, om, help_suffix)
+    return "".join(text).encode(), "".join(om).encode()

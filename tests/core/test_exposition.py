@@ -1,0 +1,138 @@
+"""The one-pass writer gives exactly what prometheus_client gives, in both formats, and the
+snapshot's gzip copies (pieces deflated apart, one member) decode to the exposition."""
+
+from __future__ import annotations
+
+import gzip
+import math
+import zlib
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeHistogramMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    StateSetMetricFamily,
+    SummaryMetricFamily,
+    UnknownMetricFamily,
+)
+from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+from exporter.core import exposition
+from exporter.core.snapshot import Snapshot, deflate, gzip_pieces, render_part
+from tests.support.prometheus import promtool_check_metrics
+
+VALUES = [0, 1, -1, 0.5, 1e-9, 123456.0, 1234567.0, 1e16, 2**53, -0.0, math.inf, -math.inf, 7.25e21]
+
+
+class _Reg:
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> list[Metric]:
+        return self.families
+
+
+def families() -> Iterator[Metric]:
+    g = GaugeMetricFamily(
+        "platform_a_ratio", 'Help with "quotes", a \\ and\na newline.', labels=["s", "k"]
+    )
+    for i, v in enumerate(VALUES):
+        g.add_metric([f"svc-{i}", 'odd "q" \\ \n é'], v)
+    yield g
+    yield GaugeMetricFamily("platform_empty", "No samples.", labels=["s"])
+    yield GaugeMetricFamily("platform_plain_seconds", "No labels.", value=3.5, unit="seconds")
+    c = CounterMetricFamily("platform_events", "Events.", labels=["z", "a"], created=None)
+    c.add_metric(["1", "2"], 5)
+    c.add_metric(["3", "4"], 6, created=1700000000.5)
+    yield c
+    h = HistogramMetricFamily("platform_latency_seconds", "Latency.", labels=["s"])
+    h.add_metric(["x"], [("0.1", 1), ("1", 3), ("+Inf", 4)], sum_value=2.5)
+    yield h
+    gh = GaugeHistogramMetricFamily("platform_age_seconds", "Ages.", labels=["s"])
+    gh.add_metric(["x"], [("1", 2), ("+Inf", 5)], gsum_value=11)
+    gh.add_metric(["y"], [("1", 0), ("+Inf", 1)], gsum_value=3)
+    yield gh
+    s = SummaryMetricFamily("platform_size_bytes", "Sizes.", labels=["s"])
+    s.add_metric(["x"], count_value=3, sum_value=12)
+    yield s
+    info = InfoMetricFamily("platform_build", "Build.")
+    info.add_metric([], {"version": "1.2"})
+    yield info
+    ss = StateSetMetricFamily("platform_mode", "Mode.", labels=["s"])
+    ss.add_metric(["x"], {"on": True, "off": False})
+    yield ss
+    u = UnknownMetricFamily("platform_other", "Other.", labels=["s"])
+    u.add_metric(["x"], 2)
+    yield u
+
+
+def timestamped() -> Metric:
+    g = GaugeMetricFamily("platform_stamped", "Has a timestamp.", labels=["s"])
+    g.add_metric(["x"], 1, timestamp=1700000000.25)
+    return g
+
+
+class TestOnePassWriter:
+    @pytest.mark.parametrize("family", [*families(), timestamped()], ids=lambda m: m.name)
+    def test_each_family_is_written_as_prometheus_client_writes_it(self, family: Metric) -> None:
+        text, om = exposition.write([family])
+        assert text == generate_latest(_Reg([family]))  # type: ignore[arg-type]
+        assert om + b"# EOF\n" == generate_openmetrics(_Reg([family]))  # type: ignore[arg-type]
+
+    def test_a_sequence_of_families_is_their_renderings_joined(self) -> None:
+        all_families = list(families())
+        text, om = exposition.write(iter(all_families))
+        assert text == generate_latest(_Reg(all_families))  # type: ignore[arg-type]
+        assert om + b"# EOF\n" == generate_openmetrics(_Reg(all_families))  # type: ignore[arg-type]
+
+    def test_values_are_written_as_go_writes_floats(self) -> None:
+        from prometheus_client.utils import floatToGoString
+
+        for v in [*VALUES, math.nan, 1e6, 9999999.0, 0.1 + 0.2, 5e-324, 1.7976931348623157e308]:
+            assert exposition.go_float(v) == floatToGoString(v)
+
+    def test_a_help_suffix_is_added_to_every_family_in_both_formats(self) -> None:
+        text, om = exposition.write([timestamped(), *families()], help_suffix=" Every 15s.")
+        assert text.count(b" Every 15s.\n") == text.count(b"# HELP ")
+        assert om.count(b" Every 15s.\n") == om.count(b"# HELP ")
+
+    def test_the_openmetrics_parser_reads_back_every_sample(self) -> None:
+        all_families = list(families())
+        _, om = exposition.write(all_families)
+        parsed = {f.name: f for f in text_string_to_metric_families((om + b"# EOF\n").decode())}
+        for family in all_families:
+            assert parsed[family.name].samples == family.samples
+
+    def test_promtool_finds_nothing_to_report(self) -> None:
+        families_ok = [f for f in families() if f.type not in ("unknown", "stateset", "info")]
+        snapshot = Snapshot.render(families_ok)
+        assert promtool_check_metrics(snapshot.text) == ""
+
+
+class TestGzipFromPieces:
+    def test_pieces_deflated_apart_decode_as_one_member_to_their_concatenation(self) -> None:
+        pieces = [b"# HELP a A.\n" * 300, b"", "é\n".encode() * 1000, bytes(range(256)) * 50]
+        body = gzip_pieces([(p, deflate(p)) for p in pieces])
+        assert gzip.decompress(body) == b"".join(pieces)
+        one = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        assert one.decompress(body) == b"".join(pieces)
+        assert one.eof and one.unused_data == b""  # a single member: every client reads it all
+
+    def test_a_snapshot_of_parts_decompresses_to_its_text_and_openmetrics(self) -> None:
+        parts = [render_part([f]) for f in families()]
+        snap = Snapshot.assemble(parts)
+        assert gzip.decompress(snap.text_gzip) == snap.text
+        assert gzip.decompress(snap.openmetrics_gzip) == snap.openmetrics_text
+        assert snap.openmetrics_text.endswith(b"# EOF\n")
+
+    def test_an_empty_snapshot_is_valid_gzip(self) -> None:
+        snap = Snapshot.assemble([])
+        assert gzip.decompress(snap.text_gzip) == b""
+        assert gzip.decompress(snap.openmetrics_gzip) == b"# EOF\n"
