@@ -3,7 +3,10 @@
 Each enabled source is one APScheduler job with its own interval and jitter,
 ``max_instances=1`` and ``coalesce=True``: a poll that overruns its interval
 makes the scheduler skip the next run (logged and counted), never stack it.
-Every poll, successful or not, is followed by a re-render of the snapshot. A
+Every poll, successful or not, is followed by a refresh of the snapshot, which
+recomputes only the providers that read what the poll changed (each poll's writes
+are attributed to the domains its source writes, see :mod:`exporter.core.changes`);
+time-driven providers are also recomputed every ``metrics.min_refresh``. A
 failing poll marks only its own source down; everything already committed
 keeps being served, with its freshness timestamp.
 
@@ -27,15 +30,17 @@ from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from exporter.core import redact
+from exporter.core.changes import writing_for
 from exporter.core.clock import Clock, system_clock, wall_datetime
 from exporter.core.errors import DeadlineExceeded, StateError, classify
 from exporter.core.health import SourceHealth
 from exporter.core.httpclient import build_client
 from exporter.core.listen import bind_error, check_tls_files
 from exporter.core.logs import per_poll
+from exporter.core.provider import HEALTH, ProviderSpec
 from exporter.core.server import MetricsServer
 from exporter.core.settings import ConfigBase
-from exporter.core.snapshot import Part, Snapshot, SnapshotHolder, render_part
+from exporter.core.snapshot import Part, Parts, Snapshot, SnapshotHolder, render_part
 from exporter.core.source import PollContext, Source, poll_deadline
 from exporter.core.store import Store
 from exporter.core.upstream import poll_scope
@@ -46,6 +51,7 @@ from exporter.domains import (
     render_context,
     source_classes,
     source_infos,
+    written_by,
 )
 
 log = logging.getLogger("exporter.daemon")
@@ -89,11 +95,17 @@ class Daemon:
         self.health: dict[str, SourceHealth] = {}
         self.clients: dict[str, httpx.AsyncClient] = {}
         self.transport = transport
+        # The inputs each source's polls change; a source of no known domain: all of them.
+        self._writes: dict[str, frozenset[str] | None] = {}
         for src in self.sources:
             src.clock = clock
             self.health[src.name] = SourceHealth(src.name, src.kind, src.settings.interval)
+            self._writes[src.name] = written_by(type(src)) or None
         self.holder = SnapshotHolder()
-        self._last_good: dict[str, Part] = {}
+        self.parts = Parts()
+        # The sources' health as last rendered, and its version (an input of its own).
+        self._health_seen: list[SourceHealth] = []
+        self._health_version = 0
         # Held while rendering, so shutdown never closes the store under a render
         # that a cancelled refresh left running in its worker thread.
         self._render_mutex = threading.Lock()
@@ -105,7 +117,8 @@ class Daemon:
         self.scheduler: AsyncIOScheduler | None = None
         for domain in domains():
             if domain.refresh is not None:
-                domain.refresh(self.config, self.store, self.clock())
+                with writing_for({domain.name}):
+                    domain.refresh(self.config, self.store, self.clock())
         self.holder.set(self.render())
 
     # --- polling -----------------------------------------------------------------
@@ -138,7 +151,8 @@ class Daemon:
         health.poll_started(self.clock())
         ok = False
         try:
-            await self._run_poll(src, ctx)
+            with writing_for(self._writes[src.name]):
+                await self._run_poll(src, ctx)
         except asyncio.CancelledError:
             health.poll_ended()
             log.info("source %s: poll cancelled; what it committed stays", src.name)
@@ -178,7 +192,9 @@ class Daemon:
     def _housekeeping(self, src: Source) -> None:
         """Retention, then the derived state (the merged catalog) that ``src`` feeds."""
         cutoff = self.clock() - self.config.state.retention
-        with self.store.transaction() as tx:
+        # Rows aged out of retention are the passage of time, not new data: the
+        # (time-driven) providers reading them see it at their next cadence.
+        with writing_for(()), self.store.transaction() as tx:
             for domain in domains():
                 if domain.prune is not None:
                     domain.prune(tx, cutoff)
@@ -187,7 +203,8 @@ class Daemon:
             # Derived state (the merged catalog's services) changes only with the config
             # (at start) or a poll of a source feeding it.
             if domain.refresh is not None and domain.refresh_after & produced:
-                domain.refresh(self.config, self.store, self.clock())
+                with writing_for({domain.name}):
+                    domain.refresh(self.config, self.store, self.clock())
 
     async def _run_poll(self, src: Source, ctx: PollContext) -> None:
         """One poll under its deadline and its retry budget (see exporter.core.upstream)."""
@@ -230,7 +247,8 @@ class Daemon:
     # --- rendering ---------------------------------------------------------------
 
     def render(self) -> Snapshot:
-        """Build every family from committed state and render the exposition once.
+        """Recompute the providers that are due (see :class:`~exporter.core.snapshot.Parts`)
+        from committed state, reuse the others' rendered bytes, and join them.
 
         Each provider's families are rendered on their own; if a provider (or the
         rendering of what it yielded) fails, its previous rendering is served. Only
@@ -238,21 +256,30 @@ class Daemon:
         """
         with self._render_mutex:
             health = [h.copy() for h in self.health.values()]
-            ctx = render_context(self.config, self.store, self.clock(), health, self.infos)
+            ctx = render_context(
+                self.config,
+                self.store,
+                self.clock(),
+                health,
+                self.infos,
+                self.config.metrics.min_refresh,
+            )
+            versions = {**self.store.versions(), HEALTH: self._health_input(health)}
             parts: list[Part] = []
             for name, provider in providers().items():
-                try:
-                    part = render_part(provider(ctx))
-                except Exception:
-                    log.exception("metrics provider %s failed; serving its previous values", name)
-                    previous = self._last_good.get(name)
-                    if previous is None:
-                        continue
-                    part = previous
-                else:
-                    self._last_good[name] = part
-                parts.append(part)
+                part = self.parts.part(ProviderSpec.of(name, provider), ctx, versions)
+                if part is not None:
+                    parts.append(part)
+            parts.append(render_part(self.parts.stats()))
             return Snapshot.assemble(parts, ctx.now)
+
+    def _health_input(self, health: list[SourceHealth]) -> int:
+        """The version of the sources' health: new when it differs from the last render,
+        and at every render while a poll runs (its in-flight seconds grow)."""
+        if health != self._health_seen or any(h.running_since is not None for h in health):
+            self._health_version += 1
+            self._health_seen = health
+        return self._health_version
 
     async def refresh(self) -> None:
         """Re-render in a worker thread; concurrent requests coalesce into one render."""
@@ -304,6 +331,14 @@ class Daemon:
             )
 
         scheduler.add_job(
+            self.refresh,
+            "interval",
+            id="cadence refresh",
+            seconds=self.config.metrics.min_refresh,
+            max_instances=1,
+            coalesce=True,
+        )
+        scheduler.add_job(
             self._refresh_in_flight,
             "interval",
             id="in-flight refresh",
@@ -314,7 +349,7 @@ class Daemon:
 
         def skipped(event: JobExecutionEvent) -> None:
             if event.job_id not in self.health:
-                return  # the in-flight refresh: skipping one is harmless
+                return  # a refresh job: skipping one is harmless
             in_a_row = self.health[event.job_id].poll_skipped()
             # Warn once per overrunning poll; further skips of the same poll only add noise.
             log.log(

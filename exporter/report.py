@@ -42,9 +42,9 @@ def report(config: ConfigBase, at: float) -> tuple[Snapshot, list[str]]:
         ctx = render_context(config, store, at)
         parts: list[Part] = []
         failed: list[str] = []
-        for name, provider in providers(live=False).items():
+        for name, spec in providers(live=False).items():
             try:
-                parts.append(render_part(_at_instant(provider(ctx))))
+                parts.append(render_part(_at_instant(spec.collect(ctx))))
             except Exception:
                 log.exception("metrics provider %s failed; its families are left out", name)
                 failed.append(name)

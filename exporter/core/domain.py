@@ -26,6 +26,10 @@ class Domain:
     migrations: Mapping[str, Sequence[str]] = field(default_factory=dict)  # component -> forward
     writers: Mapping[type, Writer] = field(default_factory=dict)  # record type -> store writer
     provider: Provider | None = None  # its metric families
+    # The domains whose stored data the provider reads (its own included): a poll that
+    # changed none of them leaves its rendering as it is. None: recomputed every refresh.
+    reads: frozenset[str] | None = None
+    time_driven: bool = True  # its values move with the clock: recomputed per min_refresh
     prune: Callable[[Tx, float], object] | None = None  # drop raw rows older than the cutoff
     # Derived state, at start and after a poll of a source producing one of ``refresh_after``.
     refresh: Callable[[Any, Store, float], None] | None = None

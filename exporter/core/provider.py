@@ -2,9 +2,15 @@
 
 A *provider* is ``collect(ctx)``, yielding prometheus_client metric families.
 Providers read committed state only (the store, health copies, the config); they
-never call an upstream. The snapshot renderer calls every provider after each
-refresh; if one raises, its previous families are kept, so one bug cannot empty
-``/metrics``.
+never call an upstream. A :class:`ProviderSpec` says what a provider reads and
+whether its values move with the clock, so that a refresh recomputes only the
+providers whose inputs changed, and the time-driven ones at most once per
+``metrics.min_refresh`` (see :mod:`exporter.core.snapshot`). If one raises, its
+previous rendering is kept, so one bug cannot empty ``/metrics``.
+
+Domain providers may read the static facts of ``ctx.health`` (source names, kinds,
+intervals) but not what changes with each poll: only the exporter's own health
+provider reads that (it declares the input :data:`HEALTH`).
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ class RenderContext:
     now: float
     sources: Sequence[SourceInfo]  # every source kind, in the config's order
     catalog_loader: Callable[[], Catalog]  # reads the merged catalog from the store
+    # Seconds between recomputations of a time-driven provider without new data.
+    min_refresh: float = 15.0
 
     def kinds(
         self, *, producing: type | None = None, tag: str | None = None, enabled_only: bool = True
@@ -84,6 +92,28 @@ class RenderContext:
 
 
 Provider = Callable[[RenderContext], Iterable[Metric]]
+
+#: The input of the sources' health as each poll changes it (not a domain's data).
+HEALTH = "health"
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    """A provider and what decides when it is recomputed."""
+
+    name: str  # its ``provider`` label in the render self-metrics
+    collect: Provider
+    # The inputs it reads: domains' stored data by domain name, or HEALTH. None: not
+    # declared, so it is recomputed at every refresh.
+    reads: frozenset[str] | None = None
+    # Its values move with the clock (rolling windows, "now - x"): without new data it
+    # is still recomputed, once per ``min_refresh``.
+    time_driven: bool = True
+
+    @classmethod
+    def of(cls, name: str, provider: Provider | ProviderSpec) -> ProviderSpec:
+        """A spec for ``provider``; a bare function declares nothing (every refresh)."""
+        return provider if isinstance(provider, ProviderSpec) else cls(name, provider)
 
 
 def cached_help(text: str, ctx: RenderContext, kind: str) -> str:

@@ -176,6 +176,13 @@ class StateConfig(StrictModel):
     retention: Duration = 35 * 86400.0
 
 
+class MetricsConfig(StrictModel):
+    """How the snapshot is refreshed."""
+
+    # A time-driven provider (rolling windows) without new data is recomputed this often.
+    min_refresh: Duration = Field(default=15.0, gt=0)
+
+
 class SourceConfig(StrictModel):
     """Settings every source shares; each source's section extends it."""
 
@@ -251,6 +258,7 @@ class ConfigBase(BaseSettings):
 
     server: ServerConfig = Field(default_factory=ServerConfig)
     state: StateConfig = Field(default_factory=StateConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     services: Sequence[ServiceBase] = Field(default_factory=list)
     sources: StrictModel = Field(default_factory=StrictModel)
 

@@ -12,14 +12,21 @@ upstreams are.
 
 from __future__ import annotations
 
+import logging
 import struct
+import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from exporter.core import exposition
+from exporter.core.changes import ANY
+from exporter.core.provider import ProviderSpec, RenderContext
+
+log = logging.getLogger("exporter.snapshot")
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -128,3 +135,109 @@ class SnapshotHolder:
 
     def set(self, snapshot: Snapshot) -> None:
         self._current = snapshot
+
+
+REASONS = ("changed", "cadence", "skipped")
+
+
+@dataclass(frozen=True)
+class _Kept:
+    part: Part
+    stamp: tuple[int, ...] | None  # its inputs' versions when it was rendered; None: retry
+    at: float  # the clock's time of that render
+
+
+def cadence_help(min_refresh: float) -> str:
+    """What a time-driven provider's HELP texts add."""
+    return (
+        f" Recomputed after each poll that changed its data, and every {min_refresh:g}s"
+        " (metrics.min_refresh) as time passes."
+    )
+
+
+class Parts:
+    """Each provider's last rendered part, and which to render again.
+
+    At a refresh a provider is recomputed when one of its inputs has a new version
+    (reason ``changed``; always for a provider that declares no inputs), or when it
+    is time-driven and its rendering is ``min_refresh`` old (``cadence``); otherwise
+    its bytes are reused (``skipped``). The counts and each provider's last render
+    time are families of their own, rendered last.
+    """
+
+    def __init__(self) -> None:
+        self._kept: dict[str, _Kept] = {}
+        self.renders: dict[str, dict[str, int]] = {}
+        self.seconds: dict[str, float] = {}
+
+    def rendered(self, name: str) -> Part | None:
+        """The provider's part as last rendered (None before its first)."""
+        kept = self._kept.get(name)
+        return None if kept is None else kept.part
+
+    def reason(self, spec: ProviderSpec, stamp: tuple[int, ...] | None, ctx: RenderContext) -> str:
+        kept = self._kept.get(spec.name)
+        if kept is None or stamp is None or kept.stamp != stamp:
+            return "changed"
+        # A clock set back (a test, a corrected host clock) also makes it due.
+        if spec.time_driven and not 0 <= ctx.now - kept.at < ctx.min_refresh:
+            return "cadence"
+        return "skipped"
+
+    def part(
+        self, spec: ProviderSpec, ctx: RenderContext, versions: Mapping[str, int]
+    ) -> Part | None:
+        """The provider's part at this refresh: reused, or rendered anew. If it fails,
+        its previous part (None if it never rendered), and it is tried again next time."""
+        stamp = _stamp(spec, versions)
+        reason = self.reason(spec, stamp, ctx)
+        counts = self.renders.setdefault(spec.name, dict.fromkeys(REASONS, 0))
+        counts[reason] += 1
+        kept = self._kept.get(spec.name)
+        if reason == "skipped":
+            assert kept is not None
+            return kept.part
+        started = time.perf_counter()
+        # Said of stored data's windows; a provider of no stored data says its own.
+        suffix = cadence_help(ctx.min_refresh) if spec.time_driven and spec.reads else ""
+        try:
+            part = render_part(spec.collect(ctx), suffix)
+        except Exception:
+            log.exception("metrics provider %s failed; serving its previous values", spec.name)
+            if kept is None:
+                return None
+            self._kept[spec.name] = _Kept(kept.part, None, kept.at)
+            return kept.part
+        finally:
+            self.seconds[spec.name] = time.perf_counter() - started
+        self._kept[spec.name] = _Kept(part, stamp, ctx.now)
+        return part
+
+    def stats(self) -> Iterator[Metric]:
+        """The render self-metrics, as of this refresh."""
+        seconds = GaugeMetricFamily(
+            "platform_exporter_render_seconds",
+            "Seconds the provider's last recomputation took: building its families and "
+            "rendering both exposition formats and their gzip copies.",
+            labels=["provider"],
+        )
+        renders = CounterMetricFamily(
+            "platform_exporter_renders",
+            "Refreshes by what they did with the provider: recomputed because an input "
+            "changed, recomputed because its time windows moved on (cadence), or its "
+            "rendering reused (skipped).",
+            labels=["provider", "reason"],
+        )
+        for name, counts in self.renders.items():
+            if name in self.seconds:
+                seconds.add_metric([name], self.seconds[name])
+            for reason in REASONS:
+                renders.add_metric([name, reason], counts[reason])
+        yield seconds
+        yield renders
+
+
+def _stamp(spec: ProviderSpec, versions: Mapping[str, int]) -> tuple[int, ...] | None:
+    if spec.reads is None:
+        return None
+    return tuple(versions.get(name, 0) for name in (ANY, *sorted(spec.reads)))

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exporter.core.changes import ChangeLog
 from exporter.core.clock import Clock, system_clock
 from exporter.core.errors import StartupError, StateError, state_failure
 from exporter.core.statepath import check_state_path, unusable
@@ -118,10 +119,12 @@ class Tx:
         return "updated"
 
     def set_cursor(self, source: str, name: str, value: str) -> None:
+        """Set a cursor; ``updated_at`` is when its value last changed (setting the same
+        value again writes nothing, so a poll that found nothing new changes nothing)."""
         self.conn.execute(
             "INSERT INTO cursors (source, name, value, updated_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (source, name) DO UPDATE SET value = excluded.value, "
-            "updated_at = excluded.updated_at",
+            "updated_at = excluded.updated_at WHERE cursors.value IS NOT excluded.value",
             (source, name, value, self.clock()),
         )
 
@@ -129,6 +132,14 @@ class Tx:
         """Add ``amount`` to a persisted counter (created at 0)."""
         if amount < 0:
             raise ValueError("counters only go up")
+        if amount == 0:
+            # Creates the series at 0 once; an existing one is left as it is (no change).
+            self.conn.execute(
+                "INSERT INTO counters (metric, labels, value) VALUES (?, ?, 0) "
+                "ON CONFLICT (metric, labels) DO NOTHING",
+                (metric, _labels_key(labels)),
+            )
+            return
         self.conn.execute(
             "INSERT INTO counters (metric, labels, value) VALUES (?, ?, ?) "
             "ON CONFLICT (metric, labels) DO UPDATE SET value = value + excluded.value",
@@ -182,6 +193,9 @@ class Store:
         self.schema = schema or Schema()
         # Stamps cursors' ``updated_at``; the daemon passes its own clock.
         self.clock = clock
+        # What each committed write changed, for the providers' inputs.
+        self.changes = ChangeLog()
+        self._data_version: int | None = None
         if self.path != ":memory:":
             check_state_path(Path(self.path))
         self._lock = threading.RLock()
@@ -282,6 +296,7 @@ class Store:
                     ) from exc
                 raise
             try:
+                before = self._conn.total_changes
                 yield Tx(self._conn, self.clock, self.schema.writers)
                 self._conn.execute("COMMIT")
             except BaseException as exc:
@@ -291,6 +306,22 @@ class Store:
                         f"state database {self.path}: write rolled back: {exc}"
                     ) from exc
                 raise
+            self.changes.committed(self._conn.total_changes - before)
+
+    def versions(self) -> Mapping[str, int]:
+        """Every provider input's version (see :mod:`exporter.core.changes`), after
+        noting a commit by another connection to the same file, if there was one."""
+        with self._lock:
+            try:
+                version: int | None = int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+            except sqlite3.Error:
+                version = None  # unreadable (closed, failing): assume anything changed
+            if version is None or (
+                self._data_version is not None and version != self._data_version
+            ):
+                self.changes.changed_elsewhere()
+            self._data_version = version
+        return self.changes.versions()
 
     def _rollback(self) -> None:
         # SQLite may already have rolled back by itself (SQLITE_FULL, SQLITE_IOERR); then

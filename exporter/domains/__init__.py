@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from exporter.core.catalog import Catalog
     from exporter.core.domain import Domain
     from exporter.core.health import SourceHealth
-    from exporter.core.provider import Provider, RenderContext, SourceInfo
+    from exporter.core.provider import ProviderSpec, RenderContext, SourceInfo
     from exporter.core.source import Source
     from exporter.core.store import Schema, Store
 
@@ -68,19 +68,33 @@ def open_store(path: str, clock: Clock = system_clock, *, busy_timeout: float = 
     return Store(path, clock, schema(), busy_timeout=busy_timeout)
 
 
-def providers(*, live: bool = True) -> dict[str, Provider]:
-    """Every provider, by name: the exporter's own health first, then the domains' in name
-    order, then the process's own resources unless ``live`` is false (a report of the
-    stored history is not about the process printing it)."""
+def providers(*, live: bool = True) -> dict[str, ProviderSpec]:
+    """Every provider, by name, with what it reads: the exporter's own health first, then
+    the domains' in name order, then the process's own resources unless ``live`` is false
+    (a report of the stored history is not about the process printing it)."""
     from exporter.core import runtime, self_health
+    from exporter.core.provider import HEALTH, ProviderSpec
 
-    found: dict[str, Provider] = {"self_health": self_health.collect}
+    found: dict[str, ProviderSpec] = {
+        "self_health": ProviderSpec(
+            "self_health", self_health.collect, frozenset({HEALTH}), time_driven=False
+        )
+    }
     for d in sorted(domains(), key=lambda d: d.name):
         if d.provider is not None:
-            found[d.name] = d.provider
+            found[d.name] = ProviderSpec(d.name, d.provider, d.reads, d.time_driven)
     if live:
-        found["runtime"] = runtime.collect
+        # It reads no stored data: its values (CPU, memory) move only as time passes.
+        found["runtime"] = ProviderSpec("runtime", runtime.collect, frozenset())
     return found
+
+
+def written_by(source: type[Source]) -> frozenset[str]:
+    """The domains whose stored data a poll of ``source`` may change: the domain that
+    declares it and those whose writers store the records it produces."""
+    out = {d.name for d in domains() if source in d.sources}
+    out |= {d.name for d in domains() if set(d.writers) & set(source.produces)}
+    return frozenset(out)
 
 
 def source_infos(config: Any) -> tuple[SourceInfo, ...]:
@@ -101,6 +115,7 @@ def render_context(
     now: float,
     health: Sequence[SourceHealth] = (),
     infos: Sequence[SourceInfo] | None = None,
+    min_refresh: float = 15.0,
 ) -> RenderContext:
     """What the providers read for one rendering: committed state at ``now``."""
     from exporter.core.provider import RenderContext
@@ -113,6 +128,7 @@ def render_context(
         now=now,
         sources=sources,
         catalog_loader=lambda: load_catalog(config, store),
+        min_refresh=min_refresh,
     )
 
 

@@ -19,7 +19,7 @@ def test_source_kinds_come_from_the_domains_declarations() -> None:
     assert list(source_classes()) == [c.kind for d in domains() for c in d.sources]
 
 
-def test_providers_are_own_health_first_then_the_domains_in_name_order() -> None:
+def test_providers_are_own_health_first_then_the_domains_in_name_order_then_the_process() -> None:
     assert list(providers()) == [
         "self_health",
         "adoption",
@@ -29,6 +29,7 @@ def test_providers_are_own_health_first_then_the_domains_in_name_order() -> None
         "probe",
         "slo",
         "traffic",
+        "runtime",
     ]
 
 

@@ -26,6 +26,7 @@ class TestAssembledModels:
         assert list(Config.model_fields) == [
             "server",
             "state",
+            "metrics",
             "services",
             "sources",
             "cost",

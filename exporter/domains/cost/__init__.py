@@ -16,6 +16,7 @@ DOMAIN = Domain(
     migrations={"cost": store.MIGRATIONS},
     writers=store.WRITERS,
     provider=metrics.collect,
+    reads=frozenset({"cost", "catalog", "traffic"}),
     alerts=alerts.rules,
     sandbox=("exporter.domains.cost.sandbox.billing",),
 )

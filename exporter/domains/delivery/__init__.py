@@ -16,6 +16,7 @@ DOMAIN = Domain(
     migrations={"delivery": store.MIGRATIONS},
     writers=store.WRITERS,
     provider=metrics.collect,
+    reads=frozenset({"delivery", "catalog"}),
     sandbox=(
         "exporter.domains.delivery.sandbox.github",
         "exporter.domains.delivery.sandbox.gitlab",

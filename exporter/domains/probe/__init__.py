@@ -13,6 +13,7 @@ DOMAIN = Domain(
     migrations={"probe": store.MIGRATIONS},
     writers=store.WRITERS,
     provider=metrics.collect,
+    reads=frozenset({"probe", "catalog"}),
     prune=store.prune,
     alerts=alerts.rules,
     sandbox=("exporter.domains.probe.sandbox",),

@@ -9,5 +9,6 @@ DOMAIN = Domain(
     name="slo",
     service_fields=SloServiceFields,
     provider=metrics.collect,
+    reads=frozenset({"slo", "catalog", "probe", "traffic"}),
     sandbox=("exporter.domains.slo.sandbox",),
 )

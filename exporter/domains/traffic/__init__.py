@@ -17,5 +17,6 @@ DOMAIN = Domain(
     migrations={"traffic": store.MIGRATIONS},
     writers=store.WRITERS,
     provider=metrics.collect,
+    reads=frozenset({"traffic", "catalog"}),
     sandbox=("exporter.domains.traffic.sandbox",),
 )
