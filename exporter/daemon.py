@@ -209,9 +209,10 @@ class Daemon:
     async def _run_poll(self, src: Source, ctx: PollContext) -> None:
         """One poll under its deadline and its retry budget (see exporter.core.upstream)."""
         deadline = poll_deadline(src.settings)
-        with poll_scope():
+        with poll_scope() as scope:
             try:
                 async with asyncio.timeout(deadline) as limit:
+                    scope.deadline = limit.when()
                     await src.poll(ctx)
             except TimeoutError:
                 if not limit.expired():

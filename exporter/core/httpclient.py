@@ -15,7 +15,7 @@ limited, and the poll's retry budget (see :mod:`exporter.core.upstream`).
 
 Sources that talk to rate-limited APIs also pass ``rate``: every request then
 waits for a token of the upstream host's :class:`TokenBucket` (one per host,
-shared by every client of the process), and the response hook reads the
+shared by every client of the event loop), and the response hook reads the
 ``X-RateLimit-*`` (GitHub) and ``RateLimit-*`` (GitLab) headers into the
 source's health and slows the bucket down when fewer than ``reserve`` requests
 remain before the reset. :func:`conditional_get` sends ``If-None-Match`` and
@@ -61,6 +61,15 @@ log = logging.getLogger("exporter.httpclient")
 USER_AGENT = f"platform-kpi-exporter/{__version__}"
 
 
+def loop_time() -> float:
+    """The running event loop's time (what its sleeps are measured in), else monotonic
+    seconds: a bucket's waits are slept on the loop, so they must be reserved on its clock."""
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        return time.monotonic()
+
+
 class TokenBucket:
     """Paces requests to one upstream host: ``rate`` per second with bursts of ``burst``.
 
@@ -71,13 +80,13 @@ class TokenBucket:
     """
 
     def __init__(
-        self, rate: float, burst: float | None = None, clock: Callable[[], float] = time.monotonic
+        self, rate: float, burst: float | None = None, clock: Callable[[], float] | None = None
     ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.rate = rate
         self.burst = max(1.0, burst if burst is not None else rate)
-        self.clock = clock
+        self.clock = clock or loop_time
         self._lock = threading.Lock()
         self._next = 0.0  # when the next token is free, by `clock`
         self._slow_interval = 0.0
@@ -172,17 +181,23 @@ class ShardedTransport(httpx.AsyncBaseTransport):
             await pool.aclose()
 
 
-_BUCKETS: dict[str, TokenBucket] = {}
+_BUCKETS: dict[str, tuple[asyncio.AbstractEventLoop | None, TokenBucket]] = {}
 _BUCKETS_LOCK = threading.Lock()
 
 
 def host_bucket(host: str, rate: float, burst: float | None = None) -> TokenBucket:
-    """The process-wide bucket of ``host`` (created with ``rate`` on first use)."""
+    """The bucket of ``host`` for the running event loop, shared by every client on it
+    (created with ``rate`` on first use). Its tokens are reserved on that loop's clock,
+    so a bucket does not outlive its loop."""
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
     with _BUCKETS_LOCK:
-        bucket = _BUCKETS.get(host)
-        if bucket is None or bucket.rate != rate:
-            bucket = _BUCKETS[host] = TokenBucket(rate, burst)
-        return bucket
+        entry = _BUCKETS.get(host)
+        if entry is None or entry[0] is not loop or entry[1].rate != rate:
+            entry = _BUCKETS[host] = (loop, TokenBucket(rate, burst))
+        return entry[1]
 
 
 def read_rate_limit(headers: httpx.Headers, now: float) -> tuple[str, float, float] | None:
@@ -261,6 +276,7 @@ def build_client(
         pace=pace if rate is not None else None,
         sleep=sleep,
         pauses=rate_limits,
+        reserve=reserve if rate is not None else 0,
     )
     return httpx.AsyncClient(
         base_url=base_url,

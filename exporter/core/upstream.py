@@ -24,7 +24,10 @@ the source passes three gates, in this order:
 variable, so every task of the poll sees it): the retry budget. Retries of 5xx
 answers, timeouts and connection errors may take at most ``retry_ratio`` of the
 requests sent so far (and ``retry_floor`` at least); past it the poll fails
-fast rather than hammering a sick upstream.
+fast rather than hammering a sick upstream. The scope also holds the poll's
+deadline and the upstream's rate-limit budget as its answers state it, so a
+backfill can stop starting units (repos) that would not finish in either
+(:class:`UnitPlan`): a unit cut off part-way is work thrown away.
 
 One pause per source's client, not per host: GitHub and GitLab limit each token
 separately, and two sources on one host carry different credentials.
@@ -46,7 +49,7 @@ from dataclasses import dataclass
 import httpx
 
 from exporter.core.clock import Clock
-from exporter.core.errors import RateLimited
+from exporter.core.errors import DeadlineExceeded, RateLimited, SourceError
 from exporter.core.health import SourceHealth
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -60,15 +63,39 @@ _WIRE_HEADERS = (b"content-encoding", b"content-length", b"transfer-encoding")
 
 @dataclass
 class PollScope:
-    """What every request of one poll shares: the retry budget."""
+    """What every request of one poll shares: the retry budget, the deadline, the rate budget."""
 
     retry_ratio: float = 0.1
     retry_floor: int = 5
     requests: int = 0
     retries: int = 0
+    #: The event loop's time at which the poll is cancelled (None: no deadline).
+    deadline: float | None = None
+    #: Requests sent and not yet answered.
+    in_flight: int = 0
+    #: The upstream's rate-limit budget as its latest answer of the current window said,
+    #: that window's reset (epoch seconds), and how long a pause the gate waits out.
+    budget_left: float | None = None
+    budget_reset: float = 0.0
+    max_pause: float = 60.0
 
     def count_request(self) -> None:
         self.requests += 1
+
+    def seconds_left(self) -> float | None:
+        """Seconds until the poll's deadline (None: it has none)."""
+        if self.deadline is None:
+            return None
+        return self.deadline - asyncio.get_running_loop().time()
+
+    def note_budget(self, left: float, reset: float, max_pause: float) -> None:
+        """Record a ``remaining``/``reset`` pair an answer carried. Answers of one window
+        may arrive out of order, so the lowest count of the newest window holds."""
+        self.max_pause = max_pause
+        if self.budget_left is None or reset > self.budget_reset:
+            self.budget_left, self.budget_reset = left, reset
+        elif reset == self.budget_reset:
+            self.budget_left = min(self.budget_left, left)
 
     def allowed_retries(self) -> int:
         return max(self.retry_floor, int(self.retry_ratio * self.requests))
@@ -83,6 +110,7 @@ class PollScope:
 
 _SCOPE: ContextVar[PollScope | None] = ContextVar("exporter_poll_scope", default=None)
 _PRIORITY: ContextVar[int] = ContextVar("exporter_unit_priority", default=0)
+_UNIT: ContextVar[UnitWork | None] = ContextVar("exporter_unit_work", default=None)
 
 
 @contextmanager
@@ -101,10 +129,87 @@ def current_scope() -> PollScope | None:
     return _SCOPE.get()
 
 
-def working_on(priority: int) -> None:
+@dataclass(eq=False)
+class UnitWork:
+    """One unit of a poll's work (a repo of a backfill): since when it runs (loop time),
+    and how many requests it has sent."""
+
+    started: float
+    requests: int = 0
+
+
+def working_on(priority: int, work: UnitWork | None = None) -> None:
     """Mark the current task (and the tasks it starts) as work of unit ``priority``:
-    the lower, the sooner its requests get a connection slot."""
+    the lower, the sooner its requests get a connection slot. Its requests are
+    counted in ``work``."""
     _PRIORITY.set(priority)
+    _UNIT.set(work)
+
+
+class UnitPlan:
+    """Whether a poll may start one more unit of work, which commits whole or not at all.
+
+    A unit cut off by the poll's deadline, or by a rate-limit budget that runs out
+    for longer than a poll waits, is work thrown away: its requests are sent again by
+    the next poll. So a unit starts only while what is left covers the costliest unit
+    finished so far in this poll: its seconds (with :attr:`TIME_MARGIN`: units in
+    flight share the connection slots) before the deadline, and its requests (plus
+    what the units in flight may still send) within the budget until its reset, unless
+    that reset is near enough to wait for. Until a unit has finished there is no
+    estimate, and units start freely: a poll always begins with its whole deadline.
+    """
+
+    TIME_MARGIN = 1.5
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.scope = current_scope()
+        self.longest = 0.0
+        self.costliest = 0
+        self.running: set[UnitWork] = set()
+
+    def start(self) -> UnitWork:
+        work = UnitWork(asyncio.get_running_loop().time())
+        self.running.add(work)
+        return work
+
+    def finish(self, work: UnitWork) -> None:
+        self.running.discard(work)
+        self.longest = max(self.longest, asyncio.get_running_loop().time() - work.started)
+        self.costliest = max(self.costliest, work.requests)
+
+    def ended(self, work: UnitWork) -> None:
+        """``work`` failed: it is no longer in flight, and says nothing of a unit's cost."""
+        self.running.discard(work)
+
+    def refusal(self, left: int, total: int) -> SourceError | None:
+        """Why the next unit must not start now (``left`` of ``total`` units unstarted),
+        or None when it may."""
+        scope = self.scope
+        if scope is None or not self.costliest:
+            return None
+        rest = f"{left} of {total} units are left for the next poll"
+        seconds = scope.seconds_left()
+        if seconds is not None and seconds < self.longest * self.TIME_MARGIN:
+            return DeadlineExceeded(
+                f"stopped starting units {seconds:.1f}s before the poll's deadline (the longest "
+                f"took {self.longest:.1f}s), so none is cut off; {rest}"
+            )
+        if scope.budget_left is None:
+            return None
+        reset_in = scope.budget_reset - self.clock()
+        if reset_in <= scope.max_pause:
+            return None  # the gate waits for the reset: nothing is cut off
+        owed = sum(max(0, self.costliest - w.requests) for w in self.running)
+        available = scope.budget_left - scope.in_flight
+        if available >= owed + self.costliest:
+            return None
+        return RateLimited(
+            f"the rate-limit budget has {available:.0f} requests left (above its reserve) "
+            f"until its reset in {reset_in:.0f}s, fewer than the units in flight and the "
+            f"next may send ({owed + self.costliest}); {rest}",
+            reset_in,
+        )
 
 
 class PrioritySlots:
@@ -291,8 +396,11 @@ class GatedTransport(httpx.AsyncBaseTransport):
         pace: Callable[[httpx.Request], Awaitable[None]] | None = None,
         sleep: Sleep = asyncio.sleep,
         pauses: bool = True,
+        reserve: int = 0,
     ) -> None:
         self.inner = inner
+        # The rate-limit budget kept in reserve (paced, not planned for): see _note_budget.
+        self.reserve = reserve
         self.slots = PrioritySlots(max_connections)
         self.pause = Pause(health)
         self.clock = clock
@@ -336,13 +444,36 @@ class GatedTransport(httpx.AsyncBaseTransport):
                     for k, v in timeouts.items()
                 }
             scope = current_scope()
-            if scope is not None:
+            unit = _UNIT.get()
+            if unit is not None:
+                unit.requests += 1
+            if scope is None:
+                response = await self.inner.handle_async_request(request)
+            else:
                 scope.count_request()
-            response = await self.inner.handle_async_request(request)
+                scope.in_flight += 1
+                try:
+                    response = await self.inner.handle_async_request(request)
+                finally:
+                    scope.in_flight -= 1
+                self._note_budget(scope, response.headers)
         except BaseException:
             release()
             raise
         return await self._inspect(response, release)
+
+    def _note_budget(self, scope: PollScope, headers: httpx.Headers) -> None:
+        """Hand the poll's scope the rate-limit budget an answer states (GitHub, GitLab),
+        less the reserve: below it the host's bucket trickles requests out until the reset,
+        so a unit started on it would not finish in a poll."""
+        left = headers.get("x-ratelimit-remaining") or headers.get("ratelimit-remaining")
+        reset = headers.get("x-ratelimit-reset") or headers.get("ratelimit-reset")
+        if left is None or reset is None:
+            return
+        try:
+            scope.note_budget(float(left) - self.reserve, float(reset), self.max_pause)
+        except ValueError:
+            return  # not numbers: nothing to plan by
 
     async def _inspect(
         self, response: httpx.Response, release: Callable[[], None]

@@ -58,6 +58,20 @@ class TestTokenBucket:
         assert host_bucket("a.example", 5.0) is host_bucket("a.example", 5.0)
         assert host_bucket("a.example", 5.0) is not host_bucket("b.example", 5.0)
 
+    def test_a_bucket_does_not_outlive_its_event_loop(self) -> None:
+        """Its tokens are reserved on the loop's clock: a later loop (whose clock may
+        start anywhere, as a virtual-time loop's does) gets a bucket of its own."""
+
+        async def bucket() -> TokenBucket:
+            return host_bucket("loop.example", 5.0)
+
+        async def twice() -> tuple[TokenBucket, TokenBucket]:
+            return await bucket(), await bucket()
+
+        first, again = asyncio.run(twice())
+        assert first is again
+        assert asyncio.run(bucket()) is not first
+
 
 class TestRateLimitHeaders:
     def test_github_headers(self) -> None:
@@ -89,7 +103,7 @@ class TestRateLimitHeaders:
                 },
             )
 
-        async def go() -> None:
+        async def go() -> float:
             async with build_client(
                 health,
                 timeout=5,
@@ -99,9 +113,10 @@ class TestRateLimitHeaders:
                 reserve=10,
             ) as client:
                 await client.get("/x")
+            bucket = host_bucket("slow.example", 1000.0)
+            bucket.reserve()
+            return bucket.reserve()
 
-        asyncio.run(go())
+        wait = asyncio.run(go())
         assert health.rate_limit_remaining == {"core": 5.0}
-        bucket = host_bucket("slow.example", 1000.0)
-        bucket.reserve()
-        assert bucket.reserve() > 5.0  # ~50 s / 5 requests apart
+        assert wait > 5.0  # ~50 s / 5 requests apart

@@ -16,10 +16,17 @@ import httpx
 import pytest
 
 from exporter.core.clock import FixedClock
-from exporter.core.errors import UpstreamStatusError
+from exporter.core.errors import DeadlineExceeded, RateLimited, UpstreamStatusError
 from exporter.core.health import SourceHealth
 from exporter.core.httpclient import build_client, describe, send
-from exporter.core.upstream import PollScope, PrioritySlots, pause_until, poll_scope, working_on
+from exporter.core.upstream import (
+    PollScope,
+    PrioritySlots,
+    UnitPlan,
+    pause_until,
+    poll_scope,
+    working_on,
+)
 from tests.support.virtual_time import loop_epoch, run_virtual
 
 NOW = 1_803_859_500.0  # 2027-03-01T00:05:00Z
@@ -242,3 +249,69 @@ class TestReasons:
             return got
 
         assert run_virtual(main) == [1, 2, 3]
+
+
+class TestUnitPlan:
+    """A unit (a repo of a backfill) starts only when it can finish: before the poll's
+    deadline, and within the rate-limit budget unless its reset is near enough to wait."""
+
+    @staticmethod
+    def plan_after_one_unit(seconds: float, requests: int) -> UnitPlan:
+        """A plan of the current poll that has seen one unit take ``seconds`` and ``requests``."""
+        plan = UnitPlan(FixedClock(NOW))
+        work = plan.start()
+        work.started -= seconds
+        work.requests = requests
+        plan.finish(work)
+        return plan
+
+    def test_with_no_unit_finished_units_start_freely(self) -> None:
+        async def main() -> object:
+            loop = asyncio.get_running_loop()
+            with poll_scope(PollScope(deadline=loop.time() + 0.001, budget_left=0.0)):
+                return UnitPlan(FixedClock(NOW)).refusal(3, 3)
+
+        assert run_virtual(main) is None
+
+    def test_a_unit_starts_while_its_time_with_a_margin_is_left(self) -> None:
+        async def main() -> tuple[object, object]:
+            loop = asyncio.get_running_loop()
+            with poll_scope(PollScope(deadline=loop.time() + 16.0)):
+                plan = self.plan_after_one_unit(10.0, 5)
+                early = plan.refusal(2, 3)
+                await asyncio.sleep(2.0)  # 14 s left, under 1.5 x 10 s
+                return early, plan.refusal(2, 3)
+
+        early, late = run_virtual(main)
+        assert early is None
+        assert isinstance(late, DeadlineExceeded)
+        assert "2 of 3 units are left for the next poll" in str(late)
+
+    def test_the_budget_must_cover_the_next_unit_and_what_the_ones_in_flight_still_send(
+        self,
+    ) -> None:
+        """The costliest unit sent 10 requests; one in flight has sent 4 (so 6 may follow),
+        one of them still unanswered. The next unit needs 1 + 6 + 10 = 17 of the budget."""
+
+        async def main() -> list[object]:
+            out: list[object] = []
+            for left in (17.0, 16.0):
+                scope = PollScope(budget_left=left, budget_reset=NOW + 600, in_flight=1)
+                with poll_scope(scope):
+                    plan = self.plan_after_one_unit(1.0, 10)
+                    plan.start().requests = 4
+                    out.append(plan.refusal(5, 6))
+            return out
+
+        enough, short = run_virtual(main)
+        assert enough is None
+        assert isinstance(short, RateLimited)
+        assert short.retry_after == pytest.approx(600.0)
+
+    def test_a_spent_budget_whose_reset_the_gate_waits_for_does_not_stop_units(self) -> None:
+        async def main() -> object:
+            scope = PollScope(budget_left=0.0, budget_reset=NOW + 30, max_pause=60.0)
+            with poll_scope(scope):
+                return self.plan_after_one_unit(1.0, 10).refusal(1, 2)
+
+        assert run_virtual(main) is None

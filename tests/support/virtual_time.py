@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import selectors
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -19,9 +20,14 @@ T = TypeVar("T")
 
 
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    #: The latest virtual time any loop of the process reached: the next loop starts
+    #: there, so loop time never goes back, as a monotonic clock does not (state kept
+    #: across loops, like a host's token bucket, is reserved on it).
+    _reached = 0.0
+
     def __init__(self) -> None:
         super().__init__()
-        self._virtual = 0.0
+        self._virtual = max(time.monotonic(), VirtualTimeLoop._reached)
         selector = self._selector  # type: ignore[attr-defined]
         real_select = selector.select
 
@@ -38,6 +44,10 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def time(self) -> float:
         return self._virtual
 
+    def close(self) -> None:
+        VirtualTimeLoop._reached = max(VirtualTimeLoop._reached, self._virtual)
+        super().close()
+
 
 def run_virtual(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
@@ -45,6 +55,8 @@ def run_virtual(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 
 def loop_epoch(at: float) -> Callable[[], float]:
-    """Epoch seconds that start at ``at`` and move with the running loop's (virtual) time."""
-    start = asyncio.get_running_loop().time()
-    return lambda: at + asyncio.get_running_loop().time() - start
+    """Epoch seconds that start at ``at`` and move with the running loop's (virtual) time
+    (readable from worker threads too: the daemon renders in one)."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    return lambda: at + loop.time() - start

@@ -15,18 +15,22 @@ import json
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import httpx
 
+from exporter.core.clock import Clock
 from exporter.core.errors import AuthError, MalformedResponse, RateLimited
 from exporter.core.httpclient import conditional_get, send
 from exporter.core.settings import ConfigBase, SourceConfig
 from exporter.core.source import PollContext, Source
-from exporter.core.upstream import working_on
+from exporter.core.upstream import UnitPlan, working_on
 from exporter.domains.delivery import store as store
 from exporter.domains.delivery.records import Commit, Deployment
 from exporter.domains.delivery.settings import DeliverySection, DeliveryServiceFields
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def parse_time(value: Any) -> float:
@@ -83,30 +87,77 @@ def units_in_flight(connections: int) -> int:
     return max(1, -(-connections // 8))
 
 
-async def run_units(units: Iterable[Callable[[], Awaitable[None]]], concurrency: int) -> None:
-    """Run repo syncs with bounded concurrency; stop starting new ones after a failure.
+async def run_units(
+    units: Sequence[Callable[[], Awaitable[None]]], concurrency: int, clock: Clock
+) -> None:
+    """Run repo syncs with bounded concurrency; stop starting new ones after a failure,
+    or when one would not finish before the poll's deadline or within the upstream's
+    rate-limit budget (:class:`~exporter.core.upstream.UnitPlan`).
 
     The requests of an earlier unit take connection slots before a later one's
     (:func:`~exporter.core.upstream.working_on`), so units finish, and commit, one
     after another: a fault late in a backfill loses the units in flight, not all.
-    Re-raises the first failure once the ones in flight have ended.
+    Re-raises the first failure once the ones in flight have ended; a poll that
+    stopped short raises why (``deadline`` or ``rate_limited``), once every unit it
+    started is committed.
     """
     limit = asyncio.Semaphore(concurrency)
     failed: list[BaseException] = []
+    stopped: list[BaseException] = []  # why no further unit was started
+    plan = UnitPlan(clock)
+    started = 0
 
     async def guarded(order: int, unit: Callable[[], Awaitable[None]]) -> None:
+        nonlocal started
         async with limit:
-            if failed:
+            if failed or stopped:
                 return
-            working_on(order)
+            refusal = plan.refusal(len(units) - started, len(units))
+            if refusal is not None:
+                stopped.append(refusal)
+                return
+            started += 1
+            work = plan.start()
+            working_on(order, work)
             try:
                 await unit()
             except Exception as exc:
+                plan.ended(work)
                 failed.append(exc)
+            else:
+                plan.finish(work)
 
     await asyncio.gather(*(guarded(i, u) for i, u in enumerate(units)))
+    if failed or stopped:
+        raise (failed or stopped)[0]
+
+
+async def bounded_each(
+    items: Sequence[T], read: Callable[[T], Awaitable[R]], limit: int
+) -> list[R]:
+    """``read`` each item, in order, at most ``limit`` at a time; the results in order.
+
+    After a failure no further item is started (the unit fails whole anyway, so
+    their requests would be wasted), and the first failure is raised once the reads
+    in flight have ended.
+    """
+    results: list[R | None] = [None] * len(items)
+    slots = asyncio.Semaphore(max(1, limit))
+    failed: list[BaseException] = []
+
+    async def one(index: int, item: T) -> None:
+        async with slots:
+            if failed:
+                return
+            try:
+                results[index] = await read(item)
+            except Exception as exc:
+                failed.append(exc)
+
+    await asyncio.gather(*(one(i, item) for i, item in enumerate(items)))
     if failed:
         raise failed[0]
+    return cast(list[R], results)
 
 
 #: A backfill resumed by later polls skips the units committed within this many seconds.
@@ -147,6 +198,11 @@ class CicdSource(Source):
         self._round: tuple[float, set[str]] | None = None
         self._blocked_until = 0.0
 
+    @property
+    def slots_per_unit(self) -> int:
+        """The connection slots one unit has when :func:`units_in_flight` units share them."""
+        return max(1, self.concurrency // units_in_flight(self.concurrency))
+
     @abstractmethod
     async def units(self, ctx: PollContext) -> dict[str, str]:
         """This poll's units (repo, project or job name) and the service of each."""
@@ -171,6 +227,7 @@ class CicdSource(Source):
             await run_units(
                 [self._unit(ctx, name, service) for name, service in sorted(todo.items())],
                 units_in_flight(self.concurrency),
+                ctx.now,
             )
             self._round = None  # every unit is read: the next poll reads them all again
         except AuthError as exc:

@@ -11,7 +11,9 @@ each carries an ``ETag`` from the previous poll and an unchanged list costs a
   ``created_at``; each ``run_attempt`` after the first is a run of its own); the
   first poll reads ``backfill_days`` of history;
 * ``/repos/{r}/deployments`` and, for each deployment not yet known finished,
-  its ``/statuses``: the truth for production deploys where a repo uses them;
+  its ``/statuses``, newest first and no more at once than the repo's share of the
+  connection slots (so a failure stops the rest from being sent): the truth for
+  production deploys where a repo uses them;
   a repo with no deployments at all takes runs of ``deploy_workflows`` on its
   default branch as its production deployments instead;
 * ``/repos/{r}/commits``: the default branch's history with parents, so lead
@@ -52,6 +54,7 @@ from exporter.domains.delivery.settings import GitHubAppConfig, GitHubSourceConf
 from exporter.domains.delivery.sources.common import (
     CicdSource,
     body_of,
+    bounded_each,
     dump_state,
     load_state,
     malformed,
@@ -398,8 +401,10 @@ class GitHubSource(CicdSource):
                     newest = max(newest, parse_time(dep["created_at"]))
                     if f"{self.kind}/{repo}/{dep['id']}" not in finished:
                         todo.append(dep)
-                found = await asyncio.gather(
-                    *(self._deployment(ctx, repo, service, dep) for dep in todo)
+                found = await bounded_each(
+                    todo,
+                    lambda dep: self._deployment(ctx, repo, service, dep),
+                    self.slots_per_unit,
                 )
             except (KeyError, TypeError) as exc:
                 raise malformed("deployment", exc) from None
