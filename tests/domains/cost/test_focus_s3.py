@@ -119,6 +119,8 @@ class TestS3Exports:
         exp = poll(daemon)
         assert daemon.health["focus"].up is True, daemon.health["focus"].last_error
         assert week(exp) == pytest.approx(14.0)
+        # Every answer is an upstream request: AssumeRole, one listing, two GETs.
+        assert daemon.health["focus"].requests == {"200": 4}
         asyncio.run(daemon.shutdown())
 
     def test_unchanged_objects_are_not_fetched_again(
@@ -131,12 +133,33 @@ class TestS3Exports:
         gets = Gets(daemon)
         poll(daemon)
         assert sorted(gets.keys) == ["a.csv.gz", "b.csv.gz"]
+        assert daemon.health["focus"].requests == {"200": 3}  # a listing and two GETs
         poll(daemon)
         assert len(gets.keys) == 2
+        assert daemon.health["focus"].requests == {"200": 4}  # the listing only
         put(s3, "exports/b.csv.gz", [line(6, 6, "2026-11-21", service="checkout")])
         exp = poll(daemon)
         assert gets.keys[2:] == ["b.csv.gz"]
         assert week(exp) == pytest.approx(15.0)
+        asyncio.run(daemon.shutdown())
+
+    def test_an_error_answer_is_counted_with_its_status(
+        self, tmp_path: Path, s3: Any, moto_url: str
+    ) -> None:
+        """A prefix in a bucket that does not exist: S3 answers 404 (NoSuchBucket), the
+        source is down, and the answer is counted as an upstream request."""
+        config = Config(
+            state={"path": str(tmp_path / "state.db")},
+            sources={
+                "focus": {"s3": [{"url": "s3://no-such-bucket/x/", "endpoint_url": moto_url}]}
+            },
+        )
+        daemon = Daemon(config, clock=lambda: NOW)
+        poll(daemon)
+        health = daemon.health["focus"]
+        assert health.up is False
+        assert "NoSuchBucket" in (health.last_error or "")
+        assert health.requests == {"404": 1}
         asyncio.run(daemon.shutdown())
 
     def test_a_restated_object_replaces_its_rows(

@@ -170,6 +170,7 @@ class FocusSource(Source):
         from botocore.exceptions import BotoCoreError, ClientError
 
         where = exports.settings.url
+        exports.on_answer = ctx.health.count_request
         exports.renew(ctx.now())
         try:
             objects = await asyncio.to_thread(lambda: list(exports.objects()))

@@ -16,7 +16,10 @@ that layout a period is read only when a manifest lists its files and every file
 listed is there; its files that no manifest lists are not read. Files outside
 that layout are read as they are.
 
-Objects are listed and fetched in a worker thread (boto3 blocks).
+Objects are listed and fetched in a worker thread (boto3 blocks). Every answer of
+S3 (and of STS, for the assumed role) is counted in the source's
+``platform_exporter_source_upstream_requests_total{code}``, through botocore's
+``response-received`` event, once per HTTP attempt.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -135,6 +138,20 @@ class S3Exports:
         self._lock = threading.Lock()
         # Manifest key -> (ETag, dataFiles): a manifest is fetched again only when it changes.
         self._manifests: dict[str, tuple[str, list[str] | None]] = {}
+        #: Told the HTTP status of every answer from S3 or STS (each attempt, retries
+        #: included): the source's upstream-requests count. Set by the poll.
+        self.on_answer: Callable[[int], None] | None = None
+
+    def _answered(self, response_dict: dict[str, Any] | None = None, **_: Any) -> None:
+        # botocore fires response-received once per HTTP attempt; with no answer (a
+        # connection error) there is nothing to count.
+        if response_dict is not None and self.on_answer is not None:
+            self.on_answer(int(response_dict.get("status_code") or 0))
+
+    def _counted(self, client: Any, service: str) -> Any:
+        """``client`` with its answers counted (botocore's hierarchical events: every operation)."""
+        client.meta.events.register(f"response-received.{service}", self._answered)
+        return client
 
     def renew(self, now: float) -> None:
         """Forget the client if its assumed-role credentials expire within five minutes."""
@@ -167,22 +184,24 @@ class S3Exports:
             common["endpoint_url"] = self.settings.endpoint_url
         session = boto3.session.Session()
         if not self.settings.role_arn:
-            return session.client("s3", **common)
+            return self._counted(session.client("s3", **common), "s3")
         params: dict[str, Any] = {
             "RoleArn": self.settings.role_arn,
             "RoleSessionName": "platform-kpi-exporter",
         }
         if self.settings.external_id is not None:
             params["ExternalId"] = self.settings.external_id.get_secret_value()
-        creds = session.client("sts", **common).assume_role(**params)["Credentials"]
+        sts = self._counted(session.client("sts", **common), "sts")
+        creds = sts.assume_role(**params)["Credentials"]
         self._expires = creds["Expiration"].timestamp()
-        return session.client(
+        client = session.client(
             "s3",
             aws_access_key_id=creds["AccessKeyId"],
             aws_secret_access_key=creds["SecretAccessKey"],
             aws_session_token=creds["SessionToken"],
             **common,
         )
+        return self._counted(client, "s3")
 
     def objects(self) -> Iterator[S3Object]:
         """Every object under the prefix, across pages."""
