@@ -23,6 +23,13 @@ def day_end(day: str) -> float:
     return datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp() + 86400
 
 
+def days_ending(first: str, last: str) -> list[float]:
+    """The end of each day from ``first`` to ``last`` (inclusive), in order."""
+    start = datetime.fromisoformat(first).replace(tzinfo=UTC).timestamp()
+    count = round((datetime.fromisoformat(last).replace(tzinfo=UTC).timestamp() - start) / 86400)
+    return [start + 86400 * (n + 1) for n in range(count + 1)]
+
+
 def prometheus_fake(totals: dict[str, dict[str, float]], queries: list[dict[str, str]]) -> App:
     """Answers /api/v1/query like Prometheus: a vector per service at `time`."""
     app = App()
@@ -87,12 +94,10 @@ class TestCostPerTransaction:
         asyncio.run(daemon.poll_all())
         exp = Exposition.parse(daemon.holder.current.text)
         assert queries[0]["query"] == ("sum by (service) (increase(http_requests_total[1d]))")
-        # One query per closed day, at the day's end: the 19th, 20th and 21st.
-        assert [float(q["time"]) for q in queries] == [
-            day_end("2026-11-19"),
-            day_end("2026-11-20"),
-            day_end("2026-11-21"),
-        ]
+        # One query per closed day, at the day's end: the last 3 days (`lookback_days`)
+        # and every day of last month, so `last_month` has a whole month of requests. A
+        # first poll reads the newest 40 of those 52 days, oldest first.
+        assert [float(q["time"]) for q in queries] == days_ending("2026-10-13", "2026-11-21")
         cpt = "platform_cost_per_transaction"
         assert exp.value(cpt, service="checkout", window="7d", currency="USD") == pytest.approx(
             0.01
@@ -109,8 +114,10 @@ class TestCostPerTransaction:
         exp = Exposition.parse(daemon.holder.current.text)
         assert exp.value(cpt, service="checkout", window="1d") == pytest.approx(2 / 500)
         assert exp.value(cpt, service="checkout", window="7d") == pytest.approx(12 / 1500)
-        # Days already read are not queried again.
-        assert len(queries) == 3
+        # The second poll reads the rest of October; days already read are not queried again.
+        times = [float(q["time"]) for q in queries]
+        assert times[40:] == days_ending("2026-10-01", "2026-10-12")
+        assert len(set(times)) == len(times) == 52
         asyncio.run(daemon.shutdown())
 
     def test_a_query_error_marks_the_source_down(self, tmp_path: Path) -> None:
@@ -133,7 +140,9 @@ class TestCostPerTransaction:
         early = datetime(2026, 11, 22, 0, 5, tzinfo=UTC).timestamp()  # 5 min after midnight
         daemon = Daemon(config(tmp_path), transport=app.transport(), clock=lambda: early)
         asyncio.run(daemon.poll_all())
-        assert [float(q["time"]) for q in queries] == [day_end("2026-11-19"), day_end("2026-11-20")]
+        times = [float(q["time"]) for q in queries]
+        assert times[-2:] == [day_end("2026-11-19"), day_end("2026-11-20")]
+        assert day_end("2026-11-21") not in times
         asyncio.run(daemon.shutdown())
 
 

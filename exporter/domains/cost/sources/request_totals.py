@@ -1,8 +1,10 @@
 """Requests per service per closed UTC day, from a Prometheus query: the
 denominator of cost per transaction where no gateway source stores them.
 
-For each closed day not read yet (within ``lookback_days``, and once
-``settle`` has passed after its midnight), the source evaluates the configured
+For each closed day not read yet (within ``lookback_days`` and, in any case,
+every day of the previous calendar month, as the cost APIs are asked, so that
+``last_month`` divides a whole month of requests; and once ``settle`` has passed
+after its midnight), the source evaluates the configured
 PromQL (``$window`` replaced by ``1d``) as an instant query over
 ``GET /api/v1/query`` at 00:00 UTC of the next day, so the value covers
 exactly that UTC day. Each series' ``service_label`` names the service. A day
@@ -21,6 +23,7 @@ from exporter.core.periods import utc_date
 from exporter.core.redact import excerpt
 from exporter.core.settings import ConfigBase
 from exporter.core.source import PollContext, Source
+from exporter.domains.cost.lookback import poll_days
 from exporter.domains.cost.records import RequestTotal
 from exporter.domains.cost.settings import RequestTotalsSourceConfig
 
@@ -45,10 +48,8 @@ class RequestTotalsSource(Source):
 
     def due_days(self, now: float, done: set[str]) -> list[str]:
         """Closed, settled days not read yet: the newest MAX_DAYS_PER_POLL, oldest first."""
-        today = utc_date(now)
         out = []
-        for n in range(self.rt.lookback_days, 0, -1):
-            day = today - timedelta(days=n)
+        for day in poll_days(utc_date(now), self.rt.lookback_days):
             end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
             if end.timestamp() + self.rt.settle <= now and day.isoformat() not in done:
                 out.append(day.isoformat())
@@ -58,7 +59,7 @@ class RequestTotalsSource(Source):
         now = ctx.now()
         raw = ctx.cursor("days")
         done = set(json.loads(raw)) if raw else set()
-        oldest = (utc_date(now) - timedelta(days=self.rt.lookback_days)).isoformat()
+        oldest = poll_days(utc_date(now), self.rt.lookback_days)[0].isoformat()
         done = {d for d in done if d >= oldest}
         query = self.rt.query.replace("$window", "1d")
         for day in self.due_days(now, done):
