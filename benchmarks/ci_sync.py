@@ -22,6 +22,12 @@ the same backfill runs again with the upstream answering ``500`` from 80 % of th
 requests the first one needed (``--fault-at``), for ``--fault-len`` requests.
 
     python benchmarks/ci_sync.py --budget 5000 --speedup 60
+    python benchmarks/ci_sync.py --budget 5000 --virtual   # simulated time: minutes, not hours
+
+``--virtual`` runs the fake in this process behind an in-memory transport, on an
+event loop whose clock jumps to its next timer whenever nothing is ready: every
+wait (``--latency``, pacing, pauses, the hourly window) costs no real time, so the
+hours it reports are the exporter's, not this machine's.
 
 Targets (issue 14): the backfill takes <= (requests / 5,000) hours + 10 %; a
 fault at 80 % costs <= 5 % extra requests.
@@ -38,8 +44,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -58,9 +67,17 @@ class HourlyBudget:
     from the ``fail_from``-th request, ``fail_len`` answers of 500 (a fault)."""
 
     def __init__(
-        self, app: Any, per_window: int, window: float, fail_from: int, fail_len: int, verbose: bool
+        self,
+        app: Any,
+        per_window: int,
+        window: float,
+        fail_from: int,
+        fail_len: int,
+        verbose: bool,
+        clock: Callable[[], float] = time.time,
     ):
         self.app, self.per_window, self.window, self.verbose = app, per_window, window, verbose
+        self.clock = clock
         self.fail_from, self.fail_len = fail_from, fail_len
         self.lock = threading.Lock()
         self.current, self.used, self.seen = -1, 0, 0
@@ -70,7 +87,7 @@ class HourlyBudget:
 
         with self.lock:
             self.seen += 1
-            now = time.time()
+            now = self.clock()
             if int(now // self.window) != self.current:
                 if self.used and self.verbose:
                     print(f"window {self.current}: {self.used} used", file=sys.stderr)
@@ -217,15 +234,31 @@ def services_of(repos: int) -> list[dict[str, Any]]:
 
 
 async def budget_backfill(
-    args: argparse.Namespace, url: str, state: Path
+    args: argparse.Namespace, url: str, state: Path, fail_from: int = 0
 ) -> tuple[int, float, int]:
     """Poll as the scheduler would (every interval, a poll running past it is cancelled at
-    its deadline) until one poll completes; (requests sent, seconds, polls)."""
+    its deadline) until one poll completes; (requests sent, seconds, polls).
+
+    With ``--virtual``, the fake runs in this process on the event loop's virtual time
+    (``url`` is unused): the seconds are simulated ones, unscaled."""
+    from exporter.core.clock import system_clock
     from exporter.daemon import Daemon
 
     f = args.speedup
+    transport = None
+    clock: Callable[[], float] = system_clock
+    now: Callable[[], float] = time.perf_counter
+    if args.virtual:
+        from tests.support.virtual_time import loop_epoch
+
+        f = 1.0
+        clock = loop_epoch(args.anchor)
+        loop = asyncio.get_running_loop()
+        now = loop.time
+        transport = virtual_github(args, clock, fail_from)
+    base_url = "https://api.github.com" if args.virtual else f"{url}/github"
     github: dict[str, Any] = {
-        "base_url": f"{url}/github",
+        "base_url": base_url,
         "token": "ghp_sandboxtoken0000000000000000000000",
         "concurrency": args.concurrency,
         # The defaults (20 requests/s, a 300 s interval, pauses up to 60 s), scaled.
@@ -242,38 +275,76 @@ async def budget_backfill(
         delivery={"backfill_days": args.days},
         state={"path": str(state)},
     )
-    daemon = Daemon(config)
+    daemon = Daemon(config, transport=transport, clock=clock)
     source = daemon.sources[0]
-    started = time.perf_counter()
+    started = now()
     polls = 0
     try:
         while True:
             polls += 1
-            began = time.perf_counter()
+            began = now()
             if await daemon.poll(source):
                 break
-            await asyncio.sleep(max(0.0, began + source.settings.interval - time.perf_counter()))
+            await asyncio.sleep(max(0.0, began + source.settings.interval - now()))
     finally:
         await daemon.shutdown()
     health = daemon.health[source.name]
     if args.verbose:
         print(health.requests, health.errors, health.paused_seconds, health.paused_requests)
-    return sum(health.requests.values()), time.perf_counter() - started, polls
+    return sum(health.requests.values()), now() - started, polls
+
+
+def virtual_github(
+    args: argparse.Namespace, clock: Callable[[], float], fail_from: int
+) -> httpx.AsyncBaseTransport:
+    """The simulated org with its hourly budget, in this process, answering on ``clock``."""
+    from exporter.core.sandbox.app import App
+    from exporter.domains.delivery.sandbox.data import synthetic_org
+    from exporter.domains.delivery.sandbox.github import GitHubFake
+
+    scenario = synthetic_org(args.anchor, args.repos, args.days, args.runs, args.deploys)
+    fake = GitHubFake(scenario, rate_limit=10_000_000, clock=clock)
+    fake.plan.latency = args.latency
+    budget = HourlyBudget(
+        fake.app, args.budget, 3600.0, fail_from, args.fault_len, args.verbose, clock
+    )
+    app = App()
+    app.handle = budget.handle  # type: ignore[method-assign]
+    return app.transport()
+
+
+def run_virtual_backfill(args: argparse.Namespace, fail_from: int) -> tuple[int, float, int]:
+    from tests.support.virtual_time import run_virtual
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return run_virtual(lambda: budget_backfill(args, "", Path(tmp) / "s.db", fail_from))
 
 
 def budget_rows(args: argparse.Namespace) -> list[tuple[str, str]]:
     anchor = time.time()
-    with served(args, anchor) as url, tempfile.TemporaryDirectory() as tmp:
-        needed, seconds, polls = asyncio.run(budget_backfill(args, url, Path(tmp) / "s.db"))
-    fail_from = math.ceil(args.fault_at * needed)
-    with served(args, anchor, fail_from) as url, tempfile.TemporaryDirectory() as tmp:
-        faulted, f_seconds, f_polls = asyncio.run(budget_backfill(args, url, Path(tmp) / "s.db"))
+    if args.virtual:
+        args.anchor, args.speedup = anchor, 1.0
+        needed, seconds, polls = run_virtual_backfill(args, 0)
+        fail_from = math.ceil(args.fault_at * needed)
+        faulted, f_seconds, f_polls = run_virtual_backfill(args, fail_from)
+    else:
+        with served(args, anchor) as url, tempfile.TemporaryDirectory() as tmp:
+            needed, seconds, polls = asyncio.run(budget_backfill(args, url, Path(tmp) / "s.db"))
+        fail_from = math.ceil(args.fault_at * needed)
+        with served(args, anchor, fail_from) as url, tempfile.TemporaryDirectory() as tmp:
+            faulted, f_seconds, f_polls = asyncio.run(
+                budget_backfill(args, url, Path(tmp) / "s.db")
+            )
     hours = seconds * args.speedup / 3600
     bound = needed / args.budget * 1.1
     extra = faulted - needed
     return [
         ("repos / days", f"{args.repos} / {args.days}"),
-        ("budget", f"{args.budget} requests an hour, time / {args.speedup:g}"),
+        (
+            "budget",
+            f"{args.budget} requests an hour, "
+            + ("simulated time" if args.virtual else f"time / {args.speedup:g}"),
+        ),
         ("backfill requests", f"{needed}"),
         ("backfill hours", f"{hours:.2f} h in {polls} polls (target <= {bound:.2f} h)"),
         (
@@ -330,6 +401,11 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=0, help="requests an hour (github.com: 5000)")
     parser.add_argument("--speedup", type=float, default=60.0, help="time scale of --budget")
     parser.add_argument("--poll-timeout", type=float, default=0.0, help="seconds, before scaling")
+    parser.add_argument(
+        "--virtual",
+        action="store_true",
+        help="with --budget: run the fake in-process on simulated time (no real hours)",
+    )
     parser.add_argument("--fault-at", type=float, default=0.8)
     parser.add_argument("--fault-len", type=int, default=30)
     parser.add_argument("--verbose", action="store_true", help="print each budget window's use")
