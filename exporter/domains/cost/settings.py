@@ -134,9 +134,16 @@ class AzureCostSourceConfig(SourceConfig):
 
     interval: Duration = 6 * 3600.0
     timeout: Duration = 60.0
-    tenant_id: str = Field(min_length=1)
-    client_id: str = Field(min_length=1)
-    client_secret: Secret
+    # How the token is got: a client secret (the default), or through azure-identity (the
+    # `azure` extra) a workload identity (AKS mounts a federated token file and sets
+    # AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE) or a managed identity
+    # (client_id picks a user-assigned one).
+    auth: Literal["client_secret", "workload_identity", "managed_identity"] = "client_secret"
+    tenant_id: str | None = Field(default=None, min_length=1)
+    client_id: str | None = Field(default=None, min_length=1)
+    client_secret: Secret | None = None
+    # Workload identity: the federated token file (else AZURE_FEDERATED_TOKEN_FILE).
+    federated_token_file: str | None = Field(default=None, min_length=1)
     # e.g. /subscriptions/<id> or /providers/Microsoft.Billing/billingAccounts/<id>
     scopes: list[str] = Field(min_length=1)
     tag_key: str = "service"
@@ -157,6 +164,20 @@ class AzureCostSourceConfig(SourceConfig):
             if not scope.startswith("/") or scope.endswith("/"):
                 raise ValueError(f"scope {scope!r} must start with / and not end with /")
         return value
+
+    @model_validator(mode="after")
+    def _credentials(self) -> Self:
+        if self.auth == "client_secret":
+            missing = [
+                name
+                for name in ("tenant_id", "client_id", "client_secret")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(f"auth client_secret needs {', '.join(missing)}")
+        elif self.client_secret is not None:
+            raise ValueError(f"client_secret is not used with auth {self.auth}; remove it")
+        return self
 
 
 class RequestTotalsSourceConfig(SourceConfig):

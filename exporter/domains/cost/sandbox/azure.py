@@ -6,6 +6,14 @@ platform's client-credentials token endpoint, following their documented shapes:
   ``{"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599,
   "access_token": ...}``, or 401 ``{"error": "invalid_client", ...}``
   (https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow);
+  with ``client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer``
+  and a ``client_assertion`` instead of the secret, the workload-identity form
+  (https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow#second-case-access-token-request-with-a-certificate);
+* ``GET /metadata/identity/oauth2/token?api-version=2018-02-01&resource=...``
+  (``client_id`` for a user-assigned identity) with ``Metadata: true``: the managed
+  identity endpoint (IMDS), answering ``access_token``, ``expires_in``,
+  ``expires_on`` (epoch seconds, as strings), ``resource`` and ``token_type``
+  (https://learn.microsoft.com/en-us/entra/identity/managed-identities-azure-resources/how-to-use-vm-token#get-a-token-using-http);
 * ``POST {scope}/providers/Microsoft.CostManagement/query?api-version=...``
   validates the body (``type``, ``timeframe``, ``timePeriod`` for ``Custom``,
   ``dataset.granularity``, ``aggregation``, at most two ``grouping`` entries of
@@ -28,6 +36,8 @@ from urllib.parse import parse_qs
 
 from exporter.core.clock import Clock, system_clock
 from exporter.core.sandbox.app import App, Request, Response
+
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 # (scope, YYYY-MM-DD) -> [(tag value, cost, currency)]
 Costs = dict[tuple[str, str], list[tuple[str, float, str]]]
@@ -53,6 +63,10 @@ class AzureCostFake:
     throttles: list[dict[str, str]] = field(default_factory=list)
     tokens: dict[str, float] = field(default_factory=dict)
     token_requests: int = 0
+    # The assertion a workload identity presents (its federated service-account token).
+    federated_token: str | None = None
+    # The client id of the managed identity the IMDS endpoint holds.
+    managed_client_id: str = "managed-1"
     queries: list[dict[str, object]] = field(default_factory=list)
 
     def revoke_tokens(self) -> None:
@@ -61,6 +75,7 @@ class AzureCostFake:
     def app(self) -> App:
         app = App()
         app.route("POST", "/{tenant}/oauth2/v2.0/token")(self._token)
+        app.route("GET", "/metadata/identity/oauth2/token")(self._imds_token)
         app.route("POST", "/{scope:path}/providers/Microsoft.CostManagement/query")(self._query)
         return app
 
@@ -84,6 +99,20 @@ class AzureCostFake:
             return Response.json(
                 {"error": "invalid_scope", "error_description": "AADSTS1002012"}, 400
             )
+        if form.get("client_assertion_type") == JWT_BEARER:
+            if form.get("client_id") != self.client_id or (
+                self.federated_token is None or form.get("client_assertion") != self.federated_token
+            ):
+                return Response.json(
+                    {
+                        "error": "invalid_client",
+                        "error_description": "AADSTS70021: No matching federated identity "
+                        "record found for presented assertion.",
+                        "error_codes": [70021],
+                    },
+                    401,
+                )
+            return self._issue()
         if (
             form.get("client_id") != self.client_id
             or form.get("client_secret") != self.client_secret
@@ -96,6 +125,9 @@ class AzureCostFake:
                 },
                 401,
             )
+        return self._issue()
+
+    def _issue(self) -> Response:
         access = uuid.uuid4().hex
         self.tokens[access] = self.clock() + self.expires_in
         return Response.json(
@@ -104,6 +136,43 @@ class AzureCostFake:
                 "expires_in": self.expires_in,
                 "ext_expires_in": self.expires_in,
                 "access_token": access,
+            }
+        )
+
+    def _imds_token(self, request: Request) -> Response:
+        """The managed identity's token from the instance metadata service."""
+        self.token_requests += 1
+        query = {k: v[-1] for k, v in request.query.items()}
+        if request.headers.get("metadata") != "true":
+            return Response.json(
+                {
+                    "error": "invalid_request",
+                    "error_description": "Required metadata header not specified",
+                },
+                400,
+            )
+        if not query.get("api-version") or not query.get("resource"):
+            return Response.json(
+                {"error": "invalid_request", "error_description": "Required parameter missing"},
+                400,
+            )
+        if query.get("client_id", self.managed_client_id) != self.managed_client_id:
+            return Response.json(
+                {"error": "invalid_request", "error_description": "Identity not found"}, 400
+            )
+        access = uuid.uuid4().hex
+        expires_on = self.clock() + self.expires_in
+        self.tokens[access] = expires_on
+        return Response.json(
+            {
+                "access_token": access,
+                "client_id": self.managed_client_id,
+                "expires_in": str(self.expires_in),
+                "expires_on": str(int(expires_on)),
+                "ext_expires_in": str(self.expires_in),
+                "not_before": str(int(self.clock())),
+                "resource": query["resource"],
+                "token_type": "Bearer",
             }
         )
 

@@ -11,7 +11,9 @@ https://learn.microsoft.com/en-us/rest/api/cost-management/query/usage.
 Tokens come from the Microsoft identity platform's OAuth 2.0 client-credentials
 grant (``POST {login_url}/{tenant}/oauth2/v2.0/token`` with ``client_id``,
 ``client_secret``, ``scope={management_url}/.default``); one is reused until five
-minutes before it expires, and a 401 refreshes it once. A 429 is retried after
+minutes before it expires, and a 401 refreshes it once. With ``auth:
+workload_identity`` or ``managed_identity`` the token comes through azure-identity
+instead (:mod:`.azure_identity`). A 429 is retried after
 the longest of the ``x-ms-ratelimit-microsoft.costmanagement-{qpu,entity,tenant}-retry-after``
 and ``Retry-After`` headers, if that is within ``max_retry_wait``; otherwise the
 poll fails with ``rate_limited`` and the next one tries again. Days older than
@@ -40,6 +42,7 @@ from exporter.domains.cost.allocation import allocator_for, current_allocator
 from exporter.domains.cost.lookback import poll_days, spans
 from exporter.domains.cost.records import CostContribution, CostDay
 from exporter.domains.cost.settings import AzureCostSourceConfig
+from exporter.domains.cost.sources.azure_identity import IdentityTokens
 
 RETRY_AFTER_HEADERS = (
     "x-ms-ratelimit-microsoft.costmanagement-qpu-retry-after",
@@ -75,6 +78,8 @@ class AzureCostSource(Source):
         self.allocator = allocator_for(config)
         self._token: str | None = None
         self._token_expires = 0.0
+        # Workload or managed identity: tokens through azure-identity instead of a secret.
+        self.identity = IdentityTokens(settings) if settings.auth != "client_secret" else None
         self.token_requests = 0
         query = [settings.cost_type, settings.tag_key, settings.api_version]
         self.query_id = hashlib.sha256(json.dumps(query).encode()).hexdigest()[:12]
@@ -84,6 +89,14 @@ class AzureCostSource(Source):
     async def token(self, ctx: PollContext, force: bool = False) -> str:
         if not force and self._token and ctx.now() < self._token_expires - TOKEN_MARGIN:
             return self._token
+        if self.identity is not None:
+            self.identity.on_answer = ctx.health.count_request
+            scope = f"{self.az.management_url.rstrip('/')}/.default"
+            token, valid_for = await asyncio.to_thread(self.identity.get, scope)
+            self.token_requests += 1
+            self._token, self._token_expires = token, ctx.now() + valid_for
+            return token
+        assert self.az.client_secret is not None  # the settings require it for this auth
         url = f"{self.az.login_url.rstrip('/')}/{self.az.tenant_id}/oauth2/v2.0/token"
         response = await send(
             ctx.client,
