@@ -4,9 +4,10 @@
 #   docker run -p 9877:9877 -v $PWD/examples/config.yaml:/etc/platform-kpi-exporter/config.yaml:ro \
 #              -v pke-state:/var/lib/platform-kpi-exporter platform-kpi-exporter
 # EXTRAS picks the optional dependencies (README, "Image size"): aws (Cost Explorer, CloudWatch,
-# FOCUS in S3), parquet (FOCUS Parquet files), github-app (GitHub App auth); "" for none.
+# FOCUS in S3), parquet (FOCUS Parquet files), github-app (GitHub App auth), otel (tracing with
+# --otlp-endpoint), azure (Azure workload or managed identity; not in the default); "" for none.
 FROM python:3.11-slim AS build
-ARG EXTRAS="aws,parquet,github-app"
+ARG EXTRAS="aws,parquet,github-app,otel"
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY requirements/image.lock requirements/image.lock

@@ -25,9 +25,9 @@ import yaml
 
 from exporter import __version__
 from exporter.config import ConfigError, load_config, masked
-from exporter.core import logs, redact
+from exporter.core import logs, redact, tracing
 from exporter.core.clock import Clock, ShiftedClock, parse_instant, system_clock, utc_datetime
-from exporter.core.errors import StartupError
+from exporter.core.errors import MissingExtra, StartupError
 from exporter.core.settings import ConfigBase
 from exporter.core.snapshot import Snapshot
 
@@ -193,6 +193,13 @@ def _parser() -> argparse.ArgumentParser:
         help="text lines, or one JSON object per line with source, poll_id and "
         "duration_seconds fields (default text)",
     )
+    parser.add_argument(
+        "--otlp-endpoint",
+        metavar="URL",
+        default=None,
+        help="trace polls and upstream requests to this OTLP/HTTP endpoint, e.g. "
+        "http://jaeger:4318/v1/traces (needs the otel extra)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text, description, add_arguments in _COMMANDS:
         add_arguments(
@@ -294,6 +301,18 @@ def _as_of(args: argparse.Namespace) -> float | None:
         raise UsageError(f"{args.command} --as-of: {exc}") from None
 
 
+def _tracing(endpoint: str | None) -> None:
+    """Set up tracing to ``endpoint``, if given; a bad one is a usage error."""
+    if endpoint is None:
+        return
+    if not endpoint.startswith(("http://", "https://")):
+        raise UsageError(f"--otlp-endpoint: {endpoint!r} is not an http:// or https:// URL")
+    try:
+        tracing.setup(endpoint)
+    except MissingExtra as exc:
+        raise UsageError(f"--otlp-endpoint: {exc}") from None
+
+
 def _demo(args: argparse.Namespace, at: float | None) -> int:
     from exporter.config import Config as _Config
     from exporter.core.sandbox.scenario import Scenario
@@ -331,6 +350,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _setup_logging(args.log_level, args.log_format)
     try:
+        return _command(parser, args)
+    finally:
+        tracing.shutdown()
+
+
+def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    try:
+        _tracing(args.otlp_endpoint)
         at = _as_of(args)
         if args.command == "check-config":
             config = _load(args.file)

@@ -43,6 +43,7 @@ from exporter.core.settings import ConfigBase
 from exporter.core.snapshot import Part, Parts, Snapshot, SnapshotHolder, render_part
 from exporter.core.source import PollContext, Source, poll_deadline
 from exporter.core.store import Store
+from exporter.core.tracing import traced_poll
 from exporter.core.upstream import poll_scope
 from exporter.domains import (
     domains,
@@ -137,6 +138,7 @@ class Daemon:
         return self.clients[src.name]
 
     @per_poll
+    @traced_poll
     async def poll(self, src: Source) -> bool:
         """Poll one source once; record its health; never raise. True on success."""
         health = self.health[src.name]

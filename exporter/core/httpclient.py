@@ -45,6 +45,7 @@ from exporter.core.clock import Clock, system_clock
 from exporter.core.errors import AuthError, RateLimited, SourceError, UpstreamStatusError
 from exporter.core.health import SourceHealth
 from exporter.core.redact import excerpt
+from exporter.core.tracing import TracingTransport
 from exporter.core.upstream import (
     GatedTransport,
     ReleasingStream,
@@ -284,7 +285,8 @@ def build_client(
         auth=auth,
         verify=verify,
         timeout=httpx.Timeout(timeout),
-        transport=gate,
+        # Outside the gate: a request's span includes its wait for a slot or a pause.
+        transport=TracingTransport(gate),
         event_hooks={"response": [count]},
         follow_redirects=True,
     )

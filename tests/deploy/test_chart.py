@@ -322,6 +322,12 @@ class TestSeveralReplicas:
         budget = one(ha_docs, "PodDisruptionBudget")
         assert budget["spec"]["minAvailable"] == 1
 
+    def test_tracing_goes_to_the_endpoint_given(self, ha_docs: list[dict[str, Any]]) -> None:
+        args = container(ha_docs)["args"]
+        at = args.index("--otlp-endpoint")
+        assert args[at + 1] == "http://jaeger-collector.tracing:4318/v1/traces"
+        assert at < args.index("run")  # a global option: before the command
+
     def test_replicas_on_one_sqlite_file_are_refused(self) -> None:
         proc = helm(*template_args(sets=["replicaCount=2"]))
         assert proc.returncode != 0
@@ -336,6 +342,7 @@ class TestValuesSchema:
             ("replicaCount=0", "replicaCount"),
             ("logLevel=TRACE", "logLevel"),
             ("logFormat=xml", "logFormat"),
+            ("tracing.otlpEndpoint=jaeger:4318", "otlpEndpoint"),
             ("probes.scheme=TCP", "scheme"),
             ("serviceMonitor.interval=soon", "interval"),
         ],
