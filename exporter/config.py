@@ -16,7 +16,7 @@ from typing import Any, cast
 import yaml
 from pydantic import Field, ValidationError, create_model
 
-from exporter.core.settings import ConfigBase, ServiceBase, StrictModel
+from exporter.core.settings import ConfigBase, FieldError, ServiceBase, StrictModel
 from exporter.domains import domains, source_classes
 
 
@@ -107,6 +107,11 @@ def format_validation_error(exc: ValidationError) -> list[str]:
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not str(p).startswith("function-after"))
         msg = err["msg"].removeprefix("Value error, ")
+        cause = err.get("ctx", {}).get("error")
+        if isinstance(cause, FieldError):
+            # A check across sections: its path is where the problem is.
+            problems.append(f"{_loc(loc) + '.' if loc else ''}{cause.path}: {cause.message}")
+            continue
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         problems.append(f"{_loc(loc)}: {msg}")

@@ -90,7 +90,9 @@ class Daemon:
         self.config = config
         self.clock = clock
         redact.REDACTOR.learn(config)
-        self.store = store or open_store(str(config.state.path), clock)
+        self.store = store or open_store(
+            str(config.state.path), clock, busy_timeout=config.state.busy_timeout
+        )
         self.sources = build_sources(config, clock) if sources is None else sources
         self.infos = source_infos(config)
         self.health: dict[str, SourceHealth] = {}

@@ -11,7 +11,8 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, ClassVar, Self
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -106,14 +107,50 @@ Percent = Annotated[float, BeforeValidator(parse_percent)]
 Secret = Annotated[SecretStr, BeforeValidator(resolve_secret)]
 
 
+# In URLs, host names as container runtimes hand them out (``my_db``) are accepted too.
+_URL_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$"
+)
+
+
+def _valid_host(host: str, pattern: re.Pattern[str] = _HOSTNAME) -> bool:
+    """An IP address (v6 in brackets or not) or a DNS host name."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return bool(pattern.match(host))
+    return True
+
+
+def check_url(value: str, schemes: tuple[str, ...] = ("http", "https")) -> str:
+    """``value`` if it is an absolute URL of one of ``schemes`` with a valid host (and
+    port); a ValueError saying what is wrong otherwise."""
+    expected = " or ".join(f"{s}://" for s in schemes)
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise ValueError(f"must be an {expected} URL without spaces")
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # raises on a port that is not a number in 0..65535
+    except ValueError as exc:
+        raise ValueError(f"must be an {expected} URL: {exc}") from None
+    if parts.scheme.lower() not in schemes or not parts.netloc:
+        raise ValueError(f"must be an {expected} URL")
+    host = parts.hostname or ""
+    if not host or not _valid_host(host, _URL_HOSTNAME):
+        raise ValueError(f"must be an {expected} URL with a valid host")
+    if port == 0:
+        raise ValueError(f"must be an {expected} URL with a port between 1 and 65535")
+    return value
+
+
 def http_url(value: str) -> str:
     """An upstream's base URL: http(s) with a host, without a trailing slash (paths are added)."""
-    if not re.match(r"^https?://[^/\s]+", value):
-        raise ValueError("must be an http:// or https:// URL")
-    return value.rstrip("/")
+    return check_url(value).rstrip("/")
 
 
+# A base URL (paths are appended to it) and a full URL (used as it is).
 HttpUrl = Annotated[str, AfterValidator(http_url)]
+HttpEndpoint = Annotated[str, AfterValidator(check_url)]
 
 
 # Names become label values and URL parts: keep them tame.
@@ -158,13 +195,8 @@ class ServerConfig(StrictModel):
     @classmethod
     def _address(cls, value: str) -> str:
         """An IP address, a host name, or "" (every interface)."""
-        if value == "":
-            return value
-        try:
-            ipaddress.ip_address(value.strip("[]"))
-        except ValueError:
-            if not _HOSTNAME.match(value):
-                raise ValueError(f"{value!r} is not an IP address or a host name") from None
+        if value != "" and not _valid_host(value):
+            raise ValueError(f"{value!r} is not an IP address or a host name")
         return value
 
 
@@ -174,6 +206,9 @@ class StateConfig(StrictModel):
     path: Path = Path("state/platform-kpi-exporter.db")
     # Raw events older than this are pruned; counters and histograms are kept forever.
     retention: Duration = 35 * 86400.0
+    # How long a write waits for another process's write lock before its poll fails
+    # with reason `state` (it is retried at the source's next interval).
+    busy_timeout: Duration = 5.0
 
 
 class MetricsConfig(StrictModel):
@@ -198,12 +233,30 @@ class SourceConfig(StrictModel):
     # The longest rate-limit pause (Retry-After, reset) a poll waits out; past it, it stops.
     max_pause: Duration = 60.0
 
+    #: True for a source that adds services at run time (a service catalog): names of
+    #: services in other blocks cannot be checked against ``services[]`` alone then.
+    adds_services: ClassVar[bool] = False
+
+    def service_refs(self) -> list[tuple[str, str]]:
+        """``(field path inside this block, service name)`` of every service it names."""
+        return []
+
     @field_validator("interval", "poll_timeout")
     @classmethod
     def _interval_positive(cls, value: float | None) -> float | None:
         if value is not None and value <= 0:
             raise ValueError("must be positive")
         return value
+
+
+class FieldError(ValueError):
+    """A check across sections found a problem at ``path`` (``sources.x.y[0].z``): the
+    config loader reports it there, not at the top level."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
 
 
 class ServiceFields(StrictModel):
@@ -236,6 +289,15 @@ class ServiceBase(ServiceFields):
 class Section(BaseModel):
     """Top-level keys one domain adds to the config, and its checks across sections
     (``self`` is then the whole assembled config)."""
+
+    def service_refs(self) -> list[tuple[str, str]]:
+        """``(field path, service name)`` of every service this section names; each
+        override adds its own to ``super().service_refs()``."""
+        return []
+
+    def implicit_services(self) -> tuple[str, ...]:
+        """Service names that exist without a ``services[]`` entry; overrides add theirs."""
+        return ()
 
     @classmethod
     def of(cls, config: ConfigBase) -> Self:
@@ -276,11 +338,47 @@ class ConfigBase(BaseSettings):
 
     @model_validator(mode="after")
     def _unique_services(self) -> Self:
-        names = [s.name for s in self.services]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"service names must be unique: {', '.join(dupes)}")
+        first: dict[str, int] = {}
+        for i, svc in enumerate(self.services):
+            if svc.name in first:
+                raise FieldError(
+                    f"services[{i}].name",
+                    f"service names must be unique: {svc.name} is also services[{first[svc.name]}]",
+                )
+            first[svc.name] = i
         return self
+
+    @model_validator(mode="after")
+    def _known_services(self) -> Self:
+        """Every service a section or a source block names is in ``services[]``; with a
+        source that adds services at run time (a catalog), names it may add are accepted."""
+        known = {s.name for s in self.services} | set(self.implicit_services())
+        blocks = [
+            (name, block)
+            for name, block in self.sources
+            if isinstance(block, SourceConfig) and block.enabled
+        ]
+        if any(block.adds_services for _, block in blocks):
+            return self
+        refs = list(self.service_refs())
+        refs += [
+            (f"sources.{name}.{path}", ref)
+            for name, block in blocks
+            for path, ref in block.service_refs()
+        ]
+        for path, ref in refs:
+            if ref not in known:
+                raise FieldError(path, f"service {ref!r} is not in services[]")
+        return self
+
+    def service_refs(self) -> list[tuple[str, str]]:
+        """``(field path, service name)`` of every service the sections name; each domain's
+        section adds its own (cooperatively, through ``super()``)."""
+        return []
+
+    def implicit_services(self) -> tuple[str, ...]:
+        """Service names that exist without a ``services[]`` entry (cost's ``unallocated``)."""
+        return ()
 
     def service(self, name: str) -> ServiceBase | None:
         return next((s for s in self.services if s.name == name), None)

@@ -141,7 +141,7 @@ class TestErrors:
 
     def test_duplicate_service_names(self, tmp_path: Path) -> None:
         msg = self.error(tmp_path, "services:\n  - {name: a, team: t}\n  - {name: a, team: u}\n")
-        assert "service names must be unique: a" in msg
+        assert "services[1].name: service names must be unique: a is also services[0]" in msg
 
     def test_bad_probe_url_and_status(self, tmp_path: Path) -> None:
         msg = self.error(

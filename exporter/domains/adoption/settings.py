@@ -88,3 +88,13 @@ class AdoptionSection(Section):
         if dupes:
             raise ValueError(f"capability names must be unique: {', '.join(dupes)}")
         return self
+
+    def service_refs(self) -> list[tuple[str, str]]:
+        return [
+            *super().service_refs(),
+            *(
+                (f"capabilities[{i}].cost_services[{j}]", name)
+                for i, cap in enumerate(self.capabilities)
+                for j, name in enumerate(cap.cost_services)
+            ),
+        ]

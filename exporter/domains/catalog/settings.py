@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import ClassVar
 
 from pydantic import Field, field_validator
 
@@ -73,3 +74,6 @@ class BackstageSourceConfig(SourceConfig):
     # Only entities in these namespaces; empty means all.
     namespaces: list[str] = Field(default_factory=list)
     annotations: BackstageAnnotationsConfig = Field(default_factory=BackstageAnnotationsConfig)
+
+    # The catalog's services join those of `services[]`.
+    adds_services: ClassVar[bool] = True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
@@ -10,6 +9,8 @@ from pydantic import Field, field_validator, model_validator
 from exporter.core.settings import (
     ConfigBase,
     Duration,
+    FieldError,
+    HttpEndpoint,
     HttpUrl,
     Name,
     Secret,
@@ -18,6 +19,7 @@ from exporter.core.settings import (
     SourceConfig,
     StrictModel,
 )
+from exporter.domains.cost.kpis import UNALLOCATED
 
 
 class ServiceCostConfig(StrictModel):
@@ -59,7 +61,7 @@ class FocusS3Config(StrictModel):
     external_id: Secret | None = None
     region: str = "us-east-1"
     # Only for tests or private endpoints; boto3's default otherwise.
-    endpoint_url: str | None = None
+    endpoint_url: HttpUrl | None = None
 
 
 class FocusSourceConfig(SourceConfig):
@@ -70,21 +72,13 @@ class FocusSourceConfig(SourceConfig):
     # Files, directories (every *.csv, *.csv.gz and *.parquet inside, recursively) or globs.
     paths: list[str] = Field(default_factory=list)
     # HTTP(S) URLs of export files; fetched with conditional requests.
-    urls: list[str] = Field(default_factory=list)
+    urls: list[HttpEndpoint] = Field(default_factory=list)
     # S3 prefixes of exports; an object is fetched again only when its ETag changes.
     s3: list[FocusS3Config] = Field(default_factory=list)
     # The provider label; by default taken from each row's ProviderName.
     provider: Name | None = None
     # The exports' FOCUS version (1.0, 1.1 or 1.2), or `auto`: told from each file's columns.
     focus_version: str = Field(default="auto", pattern=r"^(auto|\d+\.\d+)$")
-
-    @field_validator("urls")
-    @classmethod
-    def _urls(cls, value: list[str]) -> list[str]:
-        for url in value:
-            if not re.match(r"^https?://[^/\s]+", url):
-                raise ValueError(f"{url!r} is not an http:// or https:// URL")
-        return value
 
     @model_validator(mode="after")
     def _something(self) -> FocusSourceConfig:
@@ -113,7 +107,7 @@ class AwsCostSourceConfig(SourceConfig):
     timeout: Duration = 60.0
     region: str = "us-east-1"
     # Only for tests or private endpoints; boto3's default otherwise.
-    endpoint_url: str | None = None
+    endpoint_url: HttpUrl | None = None
     metric: Literal["UnblendedCost", "AmortizedCost", "NetAmortizedCost"] = "UnblendedCost"
     group_by: list[CostExplorerGroupBy] = Field(
         default_factory=lambda: [CostExplorerGroupBy(type="TAG", key="service")],
@@ -148,8 +142,8 @@ class AzureCostSourceConfig(SourceConfig):
     scopes: list[str] = Field(min_length=1)
     tag_key: str = "service"
     cost_type: Literal["ActualCost", "AmortizedCost"] = "ActualCost"
-    management_url: str = "https://management.azure.com"
-    login_url: str = "https://login.microsoftonline.com"
+    management_url: HttpUrl = "https://management.azure.com"
+    login_url: HttpUrl = "https://login.microsoftonline.com"
     api_version: str = "2023-03-01"
     data_delay_days: int = Field(default=3, ge=0, le=31)
     # A daily query spans at most 31 days.
@@ -234,10 +228,14 @@ class CostSection(Section):
         assert isinstance(self, ConfigBase)
         services = {s.name for s in self.services}
         teams = {s.team for s in self.services}
-        for b in CostSection.of(self).cost.budgets:
+        for i, b in enumerate(CostSection.of(self).cost.budgets):
             known = services if b.scope == "service" else teams
             if b.name not in known:
-                raise ValueError(
-                    f"cost.budgets: {b.scope} {b.name!r} is not in the service catalog"
+                raise FieldError(
+                    f"cost.budgets[{i}].name", f"{b.scope} {b.name!r} is not in the service catalog"
                 )
         return self
+
+    def implicit_services(self) -> tuple[str, ...]:
+        # Cost that no service claims is allocated to this one.
+        return (*super().implicit_services(), UNALLOCATED)

@@ -14,6 +14,7 @@ from exporter.core.catalog import is_pattern, repo_claims
 from exporter.core.settings import (
     ConfigBase,
     Duration,
+    HttpUrl,
     Secret,
     Section,
     ServiceFields,
@@ -157,7 +158,7 @@ class GitHubSourceConfig(SourceConfig):
 
     interval: Duration = 300.0
     # GitHub Enterprise Server: https://HOST/api/v3
-    base_url: str = "https://api.github.com"
+    base_url: HttpUrl = "https://api.github.com"
     token: Secret | None = None
     app: GitHubAppConfig | None = None
     # Orgs whose repos are read (each repo must map to a service through `repos` patterns).
@@ -184,7 +185,7 @@ class GitLabSourceConfig(SourceConfig):
     """GitLab (gitlab.com or self-managed): pipelines, deployments, commits, incidents."""
 
     interval: Duration = 300.0
-    base_url: str = "https://gitlab.com"
+    base_url: HttpUrl = "https://gitlab.com"
     token: Secret | None = None
     groups: list[OrgSelector] = Field(default_factory=list)
     incident_label: str = "incident"
@@ -197,7 +198,7 @@ class JenkinsSourceConfig(SourceConfig):
     """Jenkins: builds of the services' jobs through the JSON API with ``tree=``."""
 
     interval: Duration = 120.0
-    base_url: str = Field(pattern=r"^https?://")
+    base_url: HttpUrl
     username: str | None = None
     api_token: Secret | None = None
     # Folders whose jobs (recursively) are read when a service's `ci` patterns match them.

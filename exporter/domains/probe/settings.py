@@ -5,10 +5,18 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from exporter.core.settings import Duration, Name, ServiceFields, SourceConfig, StrictModel
+from exporter.core.settings import (
+    Duration,
+    Name,
+    ServiceFields,
+    SourceConfig,
+    StrictModel,
+    check_url,
+)
 
 # A probe's kind, by the scheme of its URL.
 PROBE_KINDS = {"http": "http", "https": "http", "tcp": "tcp", "tls": "tcp", "dns": "dns"}
@@ -51,17 +59,21 @@ class ProbeCheckConfig(StrictModel):
     @field_validator("url")
     @classmethod
     def _probe_url(cls, value: str) -> str:
-        if re.match(r"^https?://[^/\s]+", value):
-            return value
-        if re.match(r"^(tcp|tls)://[^/\s:]+:\d+/?$", value) or re.match(
-            r"^(tcp|tls)://\[[0-9a-fA-F:.]+\]:\d+/?$", value
-        ):
-            return value
-        if re.match(r"^dns://[^/\s]+/?$", value):
-            return value
-        raise ValueError(
-            "must be an http:// or https:// URL, tcp://host:port, tls://host:port or dns://server"
-        )
+        kinds = "an http:// or https:// URL, tcp://host:port, tls://host:port or dns://server"
+        scheme = value.split(":", 1)[0].lower()
+        try:
+            check_url(value, (scheme,) if scheme in PROBE_KINDS else ("http", "https"))
+        except ValueError as exc:
+            problem = str(exc).split(" URL", 1)[-1].strip(": ")
+            raise ValueError(f"must be {kinds}{': ' + problem if problem else ''}") from None
+        if scheme != value.split(":", 1)[0]:
+            raise ValueError(f"must be {kinds} (the scheme in lower case)")
+        parts = urlsplit(value)
+        if PROBE_KINDS[scheme] == "tcp" and (parts.port is None or parts.path not in ("", "/")):
+            raise ValueError(f"must be {kinds}: {scheme}:// needs host:port and no path")
+        if scheme == "dns" and parts.path not in ("", "/"):
+            raise ValueError(f"must be {kinds}: dns:// takes a server and no path")
+        return value
 
     @model_validator(mode="after")
     def _fields_of_its_kind(self) -> Self:

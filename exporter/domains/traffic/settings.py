@@ -11,6 +11,7 @@ from pydantic import Field, field_validator, model_validator
 from exporter.core.settings import (
     ConfigBase,
     Duration,
+    HttpEndpoint,
     HttpUrl,
     Name,
     Secret,
@@ -39,7 +40,7 @@ class NginxSourceConfig(SourceConfig):
 
     interval: Duration = 15.0
     access_log: Path
-    stub_status_url: str | None = None
+    stub_status_url: HttpEndpoint | None = None
     # JSON field holding an API key or consumer id, for active-consumer counts.
     consumer_field: str | None = None
     # A poll reads at most this many bytes (and commits them in chunks); the rest waits.
@@ -62,7 +63,7 @@ class CloudWatchSourceConfig(SourceConfig):
 
     interval: Duration = 300.0
     region: str = "us-east-1"
-    endpoint_url: str | None = None
+    endpoint_url: HttpUrl | None = None
     apis: list[CloudWatchApiConfig] = Field(min_length=1)
     # CloudWatch data for the last minutes is incomplete: only minutes older than this are read.
     delay: Duration = 300.0
@@ -79,6 +80,13 @@ class CloudWatchSourceConfig(SourceConfig):
             if not re.fullmatch(r"p(\d{1,2}(\.\d+)?|100)", stat):
                 raise ValueError(f"{stat!r} is not a percentile statistic such as p95")
         return value
+
+    def service_refs(self) -> list[tuple[str, str]]:
+        return [
+            (f"apis[{i}].service", api.service)
+            for i, api in enumerate(self.apis)
+            if api.service is not None
+        ]
 
 
 class PrometheusQueriesConfig(StrictModel):
@@ -106,6 +114,9 @@ class PrometheusSourceConfig(SourceConfig):
     # max_catch_up back: a longer outage of the exporter is skipped (and logged).
     max_step: Duration = 3600.0
     max_catch_up: Duration = 86400.0
+
+    def service_refs(self) -> list[tuple[str, str]]:
+        return [] if self.scalar_service is None else [("scalar_service", self.scalar_service)]
 
 
 class TrafficServiceFields(ServiceFields):

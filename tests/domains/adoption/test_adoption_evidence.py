@@ -24,6 +24,7 @@ SERVICES = [
     {"name": "search", "team": "discovery"},
     {"name": "accounts", "team": "identity"},
 ]
+PLATFORM_GW = {"name": "platform-gw", "team": "platform"}
 GATEWAY = {"nginx": {"access_log": "/var/log/nginx/access.json"}}
 CAPS = [{"name": "api-gateway", "detect": {"rule": "gateway_traffic", "min_requests": 10}}]
 
@@ -160,7 +161,8 @@ class TestCostPerAdoptingService:
 
         tagged = [{**s, "tags": ["gw"]} for s in SERVICES]
         config = Config(
-            services=tagged,
+            # The gateway's own service carries its cost; it does not adopt itself.
+            services=[*tagged, PLATFORM_GW],
             sources={"focus": {"paths": ["/data/focus"]}},
             capabilities=[
                 {
@@ -206,7 +208,7 @@ class TestCostPerAdoptingService:
 
     def test_no_cost_source_no_value(self) -> None:
         config = Config(
-            services=SERVICES,
+            services=[*SERVICES, PLATFORM_GW],
             capabilities=[
                 {"name": "obs", "detect": {"rule": "probe"}, "cost_services": ["platform-gw"]}
             ],

@@ -79,10 +79,13 @@ class TestCostConfig:
                 "sources.aws_cost.metric",
             ),
             ({"sources": {"focus": {}}}, "give at least one entry in paths, urls or s3"),
-            ({"sources": {"focus": {"urls": ["ftp://x"]}}}, "is not an http:// or https:// URL"),
+            (
+                {"sources": {"focus": {"urls": ["ftp://x"]}}},
+                "sources.focus.urls[0]: must be an http:// or https:// URL",
+            ),
             (
                 {"cost": {"budgets": [{"scope": "team", "name": "nobody", "monthly": 5}]}},
-                "cost.budgets: team 'nobody' is not in the service catalog",
+                "cost.budgets[0].name: team 'nobody' is not in the service catalog",
             ),
             (
                 {
