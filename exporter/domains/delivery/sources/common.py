@@ -160,6 +160,43 @@ async def bounded_each(
     return cast(list[R], results)
 
 
+#: A list (one repo's runs, an org's repos) is read to at most this many pages and items
+#: per poll: an upstream whose cursor never ends stops there, reported as ``malformed``.
+MAX_PAGES = 2_000
+MAX_ITEMS = 200_000
+
+
+class PageBound:
+    """The pages and items one list has handed over in this poll, against its bounds."""
+
+    def __init__(self, what: str, max_pages: int = MAX_PAGES, max_items: int = MAX_ITEMS) -> None:
+        self.what = what
+        self.max_pages = max_pages
+        self.max_items = max_items
+        self.pages = 0
+        self.items = 0
+
+    def more(self, body: Any) -> None:
+        """Count the page just read (``body``: a JSON list, or an object holding one) before
+        the next one is asked for; :class:`MalformedResponse` with the numbers past a bound."""
+        self.pages += 1
+        self.items += _items_in(body)
+        if self.pages >= self.max_pages or self.items >= self.max_items:
+            raise MalformedResponse(
+                f"{self.what}: still more pages after {self.pages} pages and {self.items} "
+                f"items (bounds per list and poll: {self.max_pages} pages, "
+                f"{self.max_items} items); nothing of it committed"
+            )
+
+
+def _items_in(body: Any) -> int:
+    if isinstance(body, list):
+        return len(body)
+    if isinstance(body, dict):
+        return max((len(v) for v in body.values() if isinstance(v, list)), default=0)
+    return 0
+
+
 #: A backfill resumed by later polls skips the units committed within this many seconds.
 ROUND_HORIZON = 3600.0
 
@@ -178,6 +215,9 @@ class CicdSource(Source):
     attempts = 4
     backoff = 0.5
     max_retry_after = 60.0
+    # Each list's bounds per poll (see PageBound); tests make them small.
+    max_pages = MAX_PAGES
+    max_items = MAX_ITEMS
 
     def __init__(self, config: ConfigBase, settings: SourceConfig, *, concurrency: int) -> None:
         super().__init__(config, settings)
@@ -275,6 +315,10 @@ class CicdSource(Source):
             health=ctx.health,
             clock=ctx.now,
         )
+
+    def page_bound(self, what: str) -> PageBound:
+        """The bound of one list read in this poll."""
+        return PageBound(what, self.max_pages, self.max_items)
 
     async def get_json_or_none(
         self, ctx: PollContext, url: str, params: dict[str, Any] | None = None

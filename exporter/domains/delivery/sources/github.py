@@ -203,11 +203,14 @@ class GitHubSource(CicdSource):
         if response.status_code == 304:
             return
         self._etags[cursor] = response.headers.get("ETag", "")
+        bound = self.page_bound(f"GET {url}")
         while True:
             following = response.links.get("next", {}).get("url")
-            if take(body_of(response)) or not following:
+            body = body_of(response)
+            if take(body) or not following:
                 return
-            del response  # its body, before the next one arrives
+            bound.more(body)
+            del response, body  # its body, before the next one arrives
             response = await self.get(ctx, following)
 
     async def units(self, ctx: PollContext) -> dict[str, str]:

@@ -125,6 +125,7 @@ class GitLabSource(CicdSource):
             return [], etag
         first_etag = response.headers.get("ETag")
         items: list[Any] = []
+        bound = self.page_bound(f"GET {url}")
         while True:
             body = body_of(response)
             if not isinstance(body, list):
@@ -133,6 +134,7 @@ class GitLabSource(CicdSource):
             next_page = response.headers.get("X-Next-Page", "").strip()
             if not next_page:
                 return items, first_etag
+            bound.more(body)
             response = await self.get(ctx, url, {**params, "page": next_page})
 
     async def units(self, ctx: PollContext) -> dict[str, str]:
@@ -148,10 +150,12 @@ class GitLabSource(CicdSource):
                 "sort": "asc",
                 "per_page": PER_PAGE,
             }
+            bound = self.page_bound(f"GET /groups/{group.name}/projects")
             while url:
                 response = await self.get(ctx, url, params)
+                body = body_of(response)
                 try:
-                    for item in body_of(response):
+                    for item in body:
                         path = str(item["path_with_namespace"])
                         if item.get("archived") or not group.selects(str(item["path"])):
                             continue
@@ -161,6 +165,8 @@ class GitLabSource(CicdSource):
                 except (KeyError, TypeError) as exc:
                     raise malformed("group projects", exc) from None
                 url, params = response.links.get("next", {}).get("url"), None
+                if url:
+                    bound.more(body)
         return projects
 
     async def _template_uses(

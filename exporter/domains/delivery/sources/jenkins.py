@@ -117,6 +117,7 @@ class JenkinsSource(CicdSource):
         backfill_start = ctx.now() - self.rules.backfill_days * 86400.0
         builds: list[dict[str, Any]] = []
         start = 0
+        bound = self.page_bound(f"job {job} builds")
         while True:
             body = await self._tree(
                 ctx, f"{job_url(job)}/api/json", f"{TREE}{{{start},{start + RANGE}}}"
@@ -134,6 +135,7 @@ class JenkinsSource(CicdSource):
                 or float(oldest["timestamp"]) / 1000 < backfill_start
             ):
                 break
+            bound.more(page)
             start += RANGE
         records: list[Any] = []
         deploy = any(fnmatch.fnmatchcase(job, p) for p in self.jk.deploy_jobs)
