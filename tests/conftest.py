@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import internal
 from tests.support.daemon import DaemonProcess, DemoProcess
 from tests.support.faketime import repair_sleep
 from tests.support.net import free_port as _free_port
@@ -34,6 +35,20 @@ from tests.support.slow import SlowUpstream
 
 # Under faketime (how the suite is checked on other dates), time.sleep may need repair.
 repair_sleep()
+
+
+@pytest.fixture(autouse=True)
+def no_internal_reason(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Reason ``internal`` is kept for real bugs: a test that sees one fails, unless it is
+    marked ``internal_reason`` (it provokes a bug on purpose)."""
+    with internal.watch() as seen:
+        yield
+        if seen and request.node.get_closest_marker("internal_reason") is None:
+            pytest.fail(
+                "a poll failed with reason internal (a bug; mark the test internal_reason "
+                "if it provokes one on purpose):\n" + "\n".join(seen[:5]),
+                pytrace=False,
+            )
 
 
 @pytest.fixture
@@ -92,6 +107,7 @@ def daemon_process(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
     yield make
     for proc in made:
         proc.stop()
+        internal.note_log("daemon", proc.log())
 
 
 @pytest.fixture
@@ -106,3 +122,4 @@ def demo_process(tmp_path: Path) -> Iterator[Callable[..., DemoProcess]]:
     yield start
     for demo in started:
         demo.stop()
+        internal.note_log("demo", demo.log())

@@ -248,6 +248,7 @@ class TestFailingSource:
         reasons = {labels["reason"] for labels, _ in first.samples(errors, source="alpha")}
         assert reasons == set(ERROR_REASONS) and "deadline" in reasons
 
+    @pytest.mark.internal_reason
     def test_an_unexpected_exception_is_counted_as_internal(self, tmp_path: Path) -> None:
         async def bug(ctx: PollContext, n: int) -> None:
             raise KeyError("oops")
@@ -258,6 +259,26 @@ class TestFailingSource:
         assert asyncio.run(daemon.poll(src)) is False
         exp = Exposition.parse(daemon.holder.current.text)
         assert exp.value("platform_exporter_source_errors_total", reason="internal") == 1
+
+    def test_the_suite_guard_sees_reason_internal(self, tmp_path: Path) -> None:
+        """The suite fails any test that sees reason internal unless it is marked
+        internal_reason: the guard records the poll above, and a subprocess's log line."""
+        from tests.support import internal
+
+        async def bug(ctx: PollContext, n: int) -> None:
+            raise KeyError("oops")
+
+        config = make_config(tmp_path)
+        src = ScriptedSource(config, behaviour=bug)
+        daemon = Daemon(config, sources=[src])
+        with internal.watch() as seen:
+            asyncio.run(daemon.poll(src))
+            internal.note_log("daemon", "ERROR source x: poll failed (internal)\nINFO fine")
+            found = list(seen)
+        assert found == [
+            f"source {src.name}: 'oops'",
+            "daemon: ERROR source x: poll failed (internal)",
+        ]
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from exporter.core.clock import utc_datetime
+from tests.support import internal
 from tests.support.net import free_port, http_get, wait_until
 from tests.support.paths import REPO_ROOT
 
@@ -72,7 +73,7 @@ def run_cli(
     """``python -m exporter ARGS`` from the repo root (under faketime from ``at``, if given);
     returns the finished process."""
     full_env = exporter_env(env)
-    return subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "exporter", *args],
         cwd=REPO_ROOT,
         env=full_env if at is None else faketime_env(at, full_env),
@@ -80,6 +81,8 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+    internal.note_log(" ".join(args[:1]), done.stderr)
+    return done
 
 
 class DaemonProcess:
