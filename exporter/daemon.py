@@ -32,7 +32,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from exporter.core import redact
 from exporter.core.changes import writing_for
 from exporter.core.clock import Clock, system_clock, wall_datetime
-from exporter.core.errors import DeadlineExceeded, StateError, classify
+from exporter.core.errors import DeadlineExceeded, StateError, StoreBusy, classify
 from exporter.core.health import SourceHealth
 from exporter.core.httpclient import build_client
 from exporter.core.listen import bind_error, check_tls_files
@@ -196,12 +196,17 @@ class Daemon:
     def _housekeeping(self, src: Source) -> None:
         """Retention, then the derived state (the merged catalog) that ``src`` feeds."""
         cutoff = self.clock() - self.config.state.retention
-        # Rows aged out of retention are the passage of time, not new data: the
-        # (time-driven) providers reading them see it at their next cadence.
-        with writing_for(()), self.store.transaction() as tx:
-            for domain in domains():
-                if domain.prune is not None:
-                    domain.prune(tx, cutoff)
+        try:
+            # Rows aged out of retention are the passage of time, not new data: the
+            # (time-driven) providers reading them see it at their next cadence.
+            with writing_for(()), self.store.transaction(wait=False) as tx:
+                for domain in domains():
+                    if domain.prune is not None:
+                        domain.prune(tx, cutoff)
+        except StoreBusy:
+            # Another source is writing (maybe waiting for another process's lock):
+            # retention is never urgent, and this poll's refresh should not queue behind it.
+            log.debug("source %s: store busy; retention at a later poll", src.name)
         produced = set(type(src).produces)
         for domain in domains():
             # Derived state (the merged catalog's services) changes only with the config

@@ -118,6 +118,10 @@ class StateError(SourceError):
     reason = "state"
 
 
+class StoreBusy(StateError):
+    """A write that asked not to wait found another write of this process in progress."""
+
+
 # SQLite's primary result codes that say the database or its disk failed, not our SQL:
 # full, busy or locked, I/O errors, read-only, corrupt, cannot open, not a database,
 # out of memory, permission denied, locking protocol. Extended codes add bits above 8.

@@ -7,15 +7,22 @@ transport), turns the answers into records, and hands them over with
 read. Each ``commit`` is one transaction. A poll normally commits once, at the
 end, so a failure part-way commits nothing; a long backfill may commit page by
 page, each page with the cursor that resumes after it.
+
+A commit runs in a worker thread: while another process holds the database's write
+lock it waits there (up to ``state.busy_timeout``), and the event loop goes on serving
+the other sources. A poll cancelled while its commit runs (its deadline, shutdown)
+waits for the commit to end first, so what a source keeps in memory never disagrees
+with what was committed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import httpx
 
@@ -23,6 +30,22 @@ from exporter.core.clock import Clock, system_clock
 from exporter.core.health import SourceHealth
 from exporter.core.settings import ConfigBase, SourceConfig
 from exporter.core.store import Store, write_records
+
+T = TypeVar("T")
+
+
+async def to_the_end(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a worker thread, awaited to its end: if the caller is cancelled
+    meanwhile, the cancellation is raised only once ``fn`` has returned or raised (a
+    thread cannot be stopped, and its writes must not outlive the poll unseen)."""
+    future = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.wait([future])
+        if not future.cancelled():
+            future.exception()  # retrieved: the cancellation is what the caller sees
+        raise
 
 
 @dataclass
@@ -43,14 +66,46 @@ class PollContext:
         """The value last committed for this source's cursor ``name``."""
         return self.store.get_cursor(self.source, name)
 
-    def commit(self, records: Sequence[Any], cursors: Mapping[str, str] | None = None) -> None:
-        """Store ``records`` and advance ``cursors``, all in one transaction."""
+    async def commit(
+        self,
+        records: Sequence[Any],
+        cursors: Mapping[str, str] | None = None,
+        *,
+        on_rollback: Callable[[], None] | None = None,
+    ) -> None:
+        """Store ``records`` and advance ``cursors``, all in one transaction, in a worker
+        thread (see the module doc). ``on_rollback`` is called when the transaction did
+        not commit, whatever ended it: the source puts back (or forgets) what it holds
+        in memory for these records."""
         if not records and not cursors:
             return  # nothing changed: no transaction to open
+        future = asyncio.ensure_future(asyncio.to_thread(self.commit_now, records, cursors))
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError:
+            await asyncio.wait([future])
+            if not future.cancelled() and future.exception() is not None and on_rollback:
+                on_rollback()
+            raise
+        except Exception:
+            if on_rollback is not None:
+                on_rollback()
+            raise
+
+    def commit_now(self, records: Sequence[Any], cursors: Mapping[str, str] | None = None) -> None:
+        """:meth:`commit` in the calling thread: for a source that reads in a worker
+        thread already (a log tailer), never on the event loop."""
+        if not records and not cursors:
+            return
         with self.store.transaction() as tx:
             write_records(tx, records)
             for name, value in (cursors or {}).items():
                 tx.set_cursor(self.source, name, value)
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Any other write of the poll (``fn(*args)``, opening its own transaction), in a
+        worker thread to its end, like :meth:`commit`."""
+        return await to_the_end(fn, *args)
 
 
 def poll_deadline(settings: SourceConfig) -> float:

@@ -26,7 +26,7 @@ from typing import Any
 
 from exporter.core.changes import ChangeLog
 from exporter.core.clock import Clock, system_clock
-from exporter.core.errors import StartupError, StateError, state_failure
+from exporter.core.errors import StartupError, StateError, StoreBusy, state_failure
 from exporter.core.statepath import check_state_path, unusable
 
 CORE_MIGRATIONS: tuple[str, ...] = (
@@ -176,8 +176,11 @@ class Tx:
 class Store:
     """A SQLite database shared by the scheduler's polls and the snapshot renderer.
 
-    One connection guarded by a lock: writes are short transactions, and the
-    renderer's reads take the same lock so they see a committed state.
+    Two connections, each behind its own lock: writes go through one (a transaction at
+    a time), reads through the other. In WAL mode a read never waits for a write and
+    sees only what is committed, so a write that waits for another process's lock
+    (up to ``busy_timeout``) holds up other writes but never a read, a cursor lookup or
+    a render. An in-memory database (tests) has one connection for both.
     """
 
     def __init__(
@@ -203,9 +206,28 @@ class Store:
             self._conn = self._connect(busy_timeout)
         except sqlite3.Error as exc:
             raise unusable(self.path, exc) from None
-        self.migrate("core", CORE_MIGRATIONS)
-        for component, migrations in self.schema.components:
-            self.migrate(component, migrations)
+        self._read_lock = self._lock
+        self._reader = self._conn
+        try:
+            self.migrate("core", CORE_MIGRATIONS)
+            for component, migrations in self.schema.components:
+                self.migrate(component, migrations)
+            if self.path != ":memory:":
+                self._reader = self._connect_reader(busy_timeout)
+                self._read_lock = threading.RLock()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _connect_reader(self, busy_timeout: float) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            # Readers wait only in rare cases (WAL recovery after a crash of another process).
+            conn.execute(f"PRAGMA busy_timeout={max(0, round(busy_timeout * 1000))}")
+            conn.execute("PRAGMA query_only=ON")
+        except sqlite3.Error as exc:
+            raise unusable(self.path, exc) from None
+        return conn
 
     def _connect(self, busy_timeout: float) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -276,8 +298,11 @@ class Store:
         return int(row[0]) if row else 0
 
     @contextmanager
-    def transaction(self) -> Iterator[Tx]:
+    def transaction(self, *, wait: bool = True) -> Iterator[Tx]:
         """A write transaction: committed on normal exit, rolled back on any exception.
+
+        ``wait=False`` (housekeeping that can run later) raises :class:`StoreBusy` at
+        once when another write of this process is in progress, instead of queueing.
 
         A failure of the database itself (disk full, locked past the busy timeout, an
         I/O error), whether in a statement or in the ``COMMIT``, is raised as
@@ -286,7 +311,9 @@ class Store:
         the connection never stays inside a half-written transaction whose rows the
         next read would serve as if committed.
         """
-        with self._lock:
+        if not self._lock.acquire(blocking=wait):
+            raise StoreBusy(f"state database {self.path}: another write is in progress")
+        try:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
@@ -307,11 +334,19 @@ class Store:
                     ) from exc
                 raise
             self.changes.committed(self._conn.total_changes - before)
+        finally:
+            self._lock.release()
 
     def versions(self) -> Mapping[str, int]:
         """Every provider input's version (see :mod:`exporter.core.changes`), after
-        noting a commit by another connection to the same file, if there was one."""
-        with self._lock:
+        noting a commit by another connection to the same file, if there was one.
+
+        The check reads the writing connection's ``data_version``; while a write holds
+        that connection (it may be waiting for another process's lock) it is left to the
+        next call, which still sees the change: a render never waits for a write."""
+        if not self._lock.acquire(blocking=False):
+            return self.changes.versions()
+        try:
             try:
                 version: int | None = int(self._conn.execute("PRAGMA data_version").fetchone()[0])
             except sqlite3.Error:
@@ -321,6 +356,8 @@ class Store:
             ):
                 self.changes.changed_elsewhere()
             self._data_version = version
+        finally:
+            self._lock.release()
         return self.changes.versions()
 
     def _rollback(self) -> None:
@@ -330,8 +367,9 @@ class Store:
             self._conn.execute("ROLLBACK")
 
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            cur = self._conn.execute(sql, params)
+        """Rows of a read, as committed when it starts (never a write in progress)."""
+        with self._read_lock:
+            cur = self._reader.execute(sql, params)
             cur.row_factory = sqlite3.Row
             return cur.fetchall()
 
@@ -376,7 +414,9 @@ class Store:
         nothing: the committed transactions stay in the WAL file and the next open
         replays them. So it is reported, never raised.
         """
-        with self._lock:
+        with self._lock, self._read_lock:
+            if self._reader is not self._conn:
+                self._reader.close()
             try:
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as exc:

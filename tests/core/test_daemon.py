@@ -133,7 +133,7 @@ class TestScheduler:
     ) -> None:
         async def commit_late(ctx: PollContext, n: int) -> None:
             await asyncio.sleep(30)
-            ctx.commit([ProbeResult("a", "p", 1.0, 0.1, True, "")])
+            await ctx.commit([ProbeResult("a", "p", 1.0, 0.1, True, "")])
 
         src = ScriptedSource(make_config(tmp_path), behaviour=commit_late)
         daemon = Daemon(make_config(tmp_path), sources=[src])
@@ -208,12 +208,12 @@ class TestFailingSource:
         config = make_config(tmp_path)
 
         async def alpha(ctx: PollContext, n: int) -> None:
-            ctx.commit([probe("a", 1000.0 + n)])
+            await ctx.commit([probe("a", 1000.0 + n)])
 
         async def beta(ctx: PollContext, n: int) -> None:
             if n >= 2:
                 raise UpstreamStatusError("503 from https://beta.example/api: busy", 503)
-            ctx.commit([probe("b", 1000.0 + n, success=False)])
+            await ctx.commit([probe("b", 1000.0 + n, success=False)])
 
         now = [2000.0]
         a = ScriptedSource(config, name="alpha", behaviour=alpha)

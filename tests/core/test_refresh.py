@@ -109,7 +109,7 @@ class TestNothingNew:
         commits change no row, so no domain provider runs and their bytes stay the same."""
 
         async def resend(ctx: PollContext, n: int) -> None:
-            ctx.commit([probe(NOW - 30)], {"since": str(NOW - 30)})
+            await ctx.commit([probe(NOW - 30)], {"since": str(NOW - 30)})
 
         clock = FixedClock(NOW)
         src = ScriptedSource(config(tmp_path), behaviour=resend)
@@ -138,7 +138,7 @@ class TestOneDomainChanged:
         self, tmp_path: Path
     ) -> None:
         async def minute(ctx: PollContext, n: int) -> None:
-            ctx.commit([delta(NOW - 60, f"poll-{n}")])
+            await ctx.commit([delta(NOW - 60, f"poll-{n}")])
 
         clock = FixedClock(NOW)
         src = TrafficScripted(config(tmp_path), name="gateway", behaviour=minute)
@@ -161,7 +161,7 @@ class TestOneDomainChanged:
         monkeypatch.setattr(daemon_module, "providers", lambda: providers(live=False))
 
         async def minute(ctx: PollContext, n: int) -> None:
-            ctx.commit([delta(NOW - 60, f"poll-{n}")])
+            await ctx.commit([delta(NOW - 60, f"poll-{n}")])
 
         clock = FixedClock(NOW)
         src = TrafficScripted(config(tmp_path), name="gateway", behaviour=minute)

@@ -20,7 +20,8 @@ def store_with_a_deferred_check(path: Path) -> Store:
             "CREATE TABLE child (id INTEGER PRIMARY KEY, parent INTEGER "
             "REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
         )
-    store.query("PRAGMA foreign_keys=ON")
+    # On the connection that writes (reads have their own); a pragma outside a transaction.
+    store._conn.execute("PRAGMA foreign_keys=ON")
     return store
 
 

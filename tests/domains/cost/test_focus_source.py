@@ -345,12 +345,19 @@ class TestHttpExports:
                 sources={"focus": {"urls": [url]}},
             )
             daemon = Daemon(cfg, clock=lambda: NOW)
-            exp = run(daemon)
-            assert cost(exp, "checkout", "7d") == pytest.approx(14.0)
-            exp = run(daemon)
+            src = daemon.sources[0]
+
+            async def twice() -> tuple[list[bool], Exposition]:
+                # One event loop, as in the daemon: its HTTP client keeps its connections.
+                polls = [await daemon.poll(src), await daemon.poll(src)]
+                exp = Exposition.parse(daemon.holder.current.text)
+                await daemon.shutdown()
+                return polls, exp
+
+            polls, exp = asyncio.run(twice())
+            assert polls == [True, True]
             assert seen[1].get("if-none-match") == '"v1"'
             assert cost(exp, "checkout", "7d") == pytest.approx(14.0)
-            asyncio.run(daemon.shutdown())
         finally:
             server.stop()
 

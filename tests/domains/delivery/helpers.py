@@ -99,7 +99,7 @@ class MarkerSource(Source):
 
     async def poll(self, ctx: PollContext) -> None:
         now = 1_700_000_000.0
-        ctx.commit(
+        await ctx.commit(
             [PipelineRun("marker", "accounts", "nightly", "n/1", "success", now, now + 5, now + 65)]
         )
 

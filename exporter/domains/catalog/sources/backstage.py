@@ -198,7 +198,7 @@ class BackstageSource(Source):
                 len(items),
             )
         entities = self.parse(items, ctx)
-        ctx.commit([CatalogListing(self.name, ctx.now(), tuple(entities))])
+        await ctx.commit([CatalogListing(self.name, ctx.now(), tuple(entities))])
         ctx.log.debug("backstage: %d entities from %d items", len(entities), len(items))
 
     def parse(self, items: list[Any], ctx: PollContext) -> list[CatalogEntity]:

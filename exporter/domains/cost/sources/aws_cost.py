@@ -243,7 +243,7 @@ class AwsCostSource(Source):
                     else:
                         rebuilt.append(self._contribution(origin, day, json.loads(raw), True, True))
             if rebuilt:
-                ctx.commit(rebuilt)
+                await ctx.commit(rebuilt)
             if not need:
                 continue
             start = min(need)
@@ -261,7 +261,7 @@ class AwsCostSource(Source):
                 records.append(self._contribution(origin, day, raw_groups, final, arrived))
                 if final:
                     cursors[f"raw:{origin}"] = json.dumps(raw_groups)
-            ctx.commit(records, cursors)
+            await ctx.commit(records, cursors)
             ctx.log.info(
                 "account %s: %s..%s read, %d day(s) now settled",
                 account.name,

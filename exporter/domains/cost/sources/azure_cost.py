@@ -273,7 +273,7 @@ class AzureCostSource(Source):
                         covered_days=(iso,) if iso <= newest else (),
                     )
                 )
-            ctx.commit(records)
+            await ctx.commit(records)
 
 
 def _settled(known: tuple[str, bool] | None, query_id: str, alloc: str) -> bool:

@@ -139,7 +139,7 @@ class FocusSource(Source):
         except OSError as exc:
             ctx.log.error("cannot read %s: %s", path, exc)
             return f"cannot read {path}: {exc.strerror}"
-        ctx.commit(
+        await ctx.commit(
             [
                 CostContribution(
                     source=self.name,
@@ -200,7 +200,7 @@ class FocusSource(Source):
             if o.startswith(under) and o not in kept and sig != "gone"
         ]
         if gone:
-            ctx.commit([CostContribution(self.name, o, "gone", ()) for o in gone])
+            await ctx.commit([CostContribution(self.name, o, "gone", ()) for o in gone])
         return bad
 
     async def _read_s3(
@@ -272,12 +272,9 @@ class FocusSource(Source):
                 return None
             failed = await self._ingest(ctx, Path(tmp.name), url, signature)
             if failed is None:
-                with ctx.store.transaction() as tx:
-                    tx.set_cursor(
-                        self.name,
-                        f"url:{url}",
-                        json.dumps({"etag": etag, "last_modified": modified}),
-                    )
+                await ctx.commit(
+                    [], {f"url:{url}": json.dumps({"etag": etag, "last_modified": modified})}
+                )
             return failed
         except httpx.HTTPError as exc:
             problem = f"GET {url}: {exc.__class__.__name__}: {exc}"

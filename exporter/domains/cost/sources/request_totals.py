@@ -83,7 +83,7 @@ class RequestTotalsSource(Source):
                 ctx.log.warning("Prometheus warning for %s: %s", day, warning)
             totals = self._totals(body, day)
             done.add(day)
-            ctx.commit(totals, {"days": json.dumps(sorted(done))})
+            await ctx.commit(totals, {"days": json.dumps(sorted(done))})
 
     def _totals(self, body: dict[str, Any], day: str) -> list[RequestTotal]:
         data = body.get("data")

@@ -244,7 +244,7 @@ class GitHubSource(CicdSource):
             if names is None:
                 names = [str(n) for n in state.get("repos", [])]
             else:
-                ctx.commit([], {cursor: dump_state({"etag": self._etags[cursor], "repos": names})})
+                await ctx.commit([], {cursor: dump_state({"etag": self._etags[cursor], "repos": names})})
             for name in names:
                 service = service_of(name)
                 if service is None:
@@ -278,7 +278,7 @@ class GitHubSource(CicdSource):
         if not uses_deployments and self.gh.deploy_workflows:
             records.extend(self._workflow_deployments(repo, service, runs))
         records.extend(await self._off_branch_commits(ctx, repo, service, records))
-        ctx.commit(records, cursors)
+        await ctx.commit(records, cursors)
 
     async def _off_branch_commits(
         self, ctx: PollContext, repo: str, service: str, records: list[Any]

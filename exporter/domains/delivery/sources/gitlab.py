@@ -343,7 +343,7 @@ class GitLabSource(CicdSource):
         await self._incidents(u)
         state["etags"] = u.etags
         u.records.extend(await self._off_branch_commits(ctx, path, u.pid, service, u.records))
-        ctx.commit(u.records, {cursor: dump_state(state)})
+        await ctx.commit(u.records, {cursor: dump_state(state)})
 
     async def _project(self, ctx: PollContext, path: str, state: dict[str, Any]) -> None:
         """The project's id and default branch, read once and kept in the unit's state."""

@@ -189,7 +189,7 @@ class JenkinsSource(CicdSource):
         except (KeyError, TypeError, ValueError) as exc:
             raise malformed("build", exc) from None
         state["next"] = min(running) if running else newest + 1
-        ctx.commit(records, {cursor: dump_state(state)})
+        await ctx.commit(records, {cursor: dump_state(state)})
 
     def _commits(
         self, service: str, build: dict[str, Any], previous_sha: str | None

@@ -16,6 +16,10 @@ A check's kind follows its URL: ``http://`` / ``https://`` (the HTTP probe,
 :mod:`.http`), ``tcp://`` / ``tls://`` (:mod:`.tcp`), ``dns://`` (:mod:`.dns`).
 Each fails with one bounded reason (see ``FAILURE_REASONS``); a failing check
 is the service's outage, not the source's.
+
+Results whose commit fails (the state disk is full, the database is locked) stay
+in memory and go with the next poll's commit, so each is counted once when the
+store recovers; at most ``MAX_UNCOMMITTED`` of them, the oldest dropped first.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ from exporter.domains.probe.sources.tcp import TcpDialog, probe_tcp
 from exporter.domains.probe.sources.wire import Outcome
 
 Key = tuple[str, str]  # (service, check name)
+
+# Results kept for the next commit while commits fail: about a day of 70 checks every 30 s.
+MAX_UNCOMMITTED = 200_000
 
 
 def http_request(check: ProbeCheckConfig) -> HttpRequest:
@@ -135,6 +142,9 @@ class ProbeSource(Source):
         self._probes = {key: prober(check) for key, check in self.checks.items()}
         self.ticker: Ticker = ticker or LoopTicker()
         self.runner: ProbeRunner[Key, ProbeResult] | None = None
+        # What a failed commit handed back: results and skip counts not stored yet.
+        self._uncommitted: list[ProbeResult] = []
+        self._uncommitted_skips: dict[Key, int] = {}
 
     @property
     def active(self) -> bool:
@@ -198,13 +208,33 @@ class ProbeSource(Source):
                     r.status_code,
                     r.duration_seconds,
                 )
+        await self._commit(ctx, results, skipped)
+
+    async def _commit(
+        self, ctx: PollContext, fresh: list[ProbeResult], fresh_skips: dict[Key, int]
+    ) -> None:
+        """Commit ``fresh`` with what earlier failed commits handed back."""
+        results, self._uncommitted = [*self._uncommitted, *fresh], []
+        skipped, self._uncommitted_skips = dict(self._uncommitted_skips), {}
+        for key, n in fresh_skips.items():
+            skipped[key] = skipped.get(key, 0) + n
         latest: dict[str, float] = {}
         for r in results:
             name = self.cursor_name(r.service, r.probe)
             latest[name] = max(r.started_at, latest.get(name, r.started_at))
         cursors = {name: repr(at) for name, at in latest.items()}
         skips = [ProbeSkipped(s, p, n) for (s, p), n in sorted(skipped.items())]
-        ctx.commit([*results, *skips], cursors)
+
+        def hand_back() -> None:
+            if len(results) > MAX_UNCOMMITTED:
+                ctx.log.warning(
+                    "state store still failing: %d probe result(s) dropped, oldest first",
+                    len(results) - MAX_UNCOMMITTED,
+                )
+            self._uncommitted = results[-MAX_UNCOMMITTED:]
+            self._uncommitted_skips = skipped
+
+        await ctx.commit([*results, *skips], cursors, on_rollback=hand_back)
 
     async def aclose(self) -> None:
         if self.runner is not None:

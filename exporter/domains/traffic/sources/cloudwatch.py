@@ -306,5 +306,7 @@ class CloudWatchSource(Source):
                 records.extend(
                     window_latencies(self.apis, self.services, stats, window, results, now)
                 )
-        ctx.commit(records, cursors)
-        traffic_store.prune_if_due(ctx.store, ctx.now(), self.config.state.retention)
+        await ctx.commit(records, cursors)
+        await ctx.write(
+            traffic_store.prune_if_due, ctx.store, ctx.now(), self.config.state.retention
+        )

@@ -228,8 +228,10 @@ class KongSource(Source):
         # After a restart the old readings mean nothing and are dropped.
         kept = current if reset or previous is None else {**previous, **current}
         cursors["series"] = json.dumps(kept, separators=(",", ":"))
-        ctx.commit(records, cursors)
-        traffic_store.prune_if_due(ctx.store, ctx.now(), self.config.state.retention)
+        await ctx.commit(records, cursors)
+        await ctx.write(
+            traffic_store.prune_if_due, ctx.store, ctx.now(), self.config.state.retention
+        )
         if rejected:
             raise MalformedResponse(
                 f"Kong /metrics: {len(rejected)} sample(s) rejected (not a finite count), "

@@ -12,7 +12,6 @@ counted in ``platform_exporter_access_log_malformed_lines_total`` and skipped.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -99,8 +98,9 @@ class NginxSource(Source):
             )
             stub = parse_stub_status(response.text)
             stub["at"] = int(ctx.now())
-            traffic_store.record_stub_status(ctx.store, ctx.source, stub)
-        await asyncio.to_thread(self.tail, ctx)
+            await ctx.write(traffic_store.record_stub_status, ctx.store, ctx.source, stub)
+        # To its end even if the poll is cancelled: the next poll's tail must not overlap it.
+        await ctx.write(self.tail, ctx)
 
     # --- tailing (runs in a worker thread) ---------------------------------------------
 

@@ -199,7 +199,8 @@ class PrometheusSource(Source):
                         records.append(
                             TrafficLatency(self.kind, service, window, quantile, seconds, now)
                         )
-        traffic_store.commit_counted(
+        await ctx.write(
+            traffic_store.commit_counted,
             ctx.store,
             records,
             traffic_store.WARNINGS_TOTAL,
@@ -207,4 +208,6 @@ class PrometheusSource(Source):
             len(warnings),
             {(ctx.source, "evaluated_at"): json.dumps(now)},
         )
-        traffic_store.prune_if_due(ctx.store, ctx.now(), self.config.state.retention)
+        await ctx.write(
+            traffic_store.prune_if_due, ctx.store, ctx.now(), self.config.state.retention
+        )
