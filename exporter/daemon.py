@@ -113,8 +113,12 @@ class Daemon:
         # that a cancelled refresh left running in its worker thread.
         self._render_mutex = threading.Lock()
         self._started = time.monotonic()
-        self._render_lock = asyncio.Lock()
-        self._render_pending = False
+        # Refresh requests (numbered) waiting for a render that started after them, and
+        # the task rendering for them; futures, not a lock, so that no request waits for
+        # renders asked for after it (and nothing is bound to one event loop).
+        self._asked = 0
+        self._waiting: list[tuple[int, asyncio.Future[None]]] = []
+        self._renderer: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
         self.server: MetricsServer | None = None
         self.scheduler: AsyncIOScheduler | None = None
@@ -292,15 +296,36 @@ class Daemon:
         return self._health_version
 
     async def refresh(self) -> None:
-        """Re-render in a worker thread; concurrent requests coalesce into one render."""
-        if self._render_lock.locked():
-            self._render_pending = True
-            return
-        async with self._render_lock:
-            self._render_pending = True
-            while self._render_pending:
-                self._render_pending = False
+        """Return once a render that started after this call has been swapped in (so it
+        shows what was committed before the call). Renders run one at a time in a worker
+        thread; requests made during one coalesce into the next, and a request waits for
+        that one only, never for renders asked for after it (a poll is never held by
+        others' refreshes, however slow renders are)."""
+        loop = asyncio.get_running_loop()
+        self._asked += 1
+        done = loop.create_future()
+        self._waiting.append((self._asked, done))
+        if self._renderer is None or self._renderer.done():
+            self._renderer = loop.create_task(self._render_loop())
+        await done
+
+    async def _render_loop(self) -> None:
+        while self._waiting:
+            upto = self._asked
+            try:
                 self.holder.set(await asyncio.to_thread(self.render))
+            except asyncio.CancelledError:
+                for _, waiter in self._waiting:
+                    waiter.cancel()
+                self._waiting.clear()
+                raise
+            except Exception:
+                log.exception("refresh failed; the snapshot stays as it was")
+            served = [w for n, w in self._waiting if n <= upto]
+            self._waiting = [(n, w) for n, w in self._waiting if n > upto]
+            for waiter in served:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     # --- readiness ---------------------------------------------------------------
 
@@ -410,6 +435,8 @@ class Daemon:
             await client.aclose()
         if self.server is not None:
             self.server.stop()
+        if self._renderer is not None:
+            self._renderer.cancel()  # no render starts after this one
         # A refresh cancelled above may have left its render running in a thread.
         acquired = await asyncio.to_thread(self._render_mutex.acquire, True, 10)
         try:

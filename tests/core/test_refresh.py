@@ -259,3 +259,48 @@ class TestDeclarations:
         for name in DOMAIN_PROVIDERS:
             spec = providers()[name]
             assert spec.reads is not None and name in spec.reads, name
+
+
+class TestRefreshRequests:
+    def test_a_refresh_waits_for_one_render_after_it_not_for_later_requests(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With renders slower than the requests that keep coming (a poll every few ms), a
+        request returns after at most two renders: the one running, then its own."""
+        import threading
+        import time
+
+        renders_seen: list[int] = []
+        count = [0]
+        lock = threading.Lock()
+
+        def slow(ctx: Any) -> Any:
+            with lock:
+                count[0] += 1
+            time.sleep(0.1)
+            return iter(())
+
+        daemon = Daemon(config(tmp_path), sources=[], clock=FixedClock(NOW))
+        monkeypatch.setattr(daemon_module, "providers", lambda: {"slow": slow})
+
+        async def go() -> None:
+            stop = asyncio.Event()
+
+            asked: set[asyncio.Task[None]] = set()
+
+            async def others() -> None:
+                while not stop.is_set():
+                    asked.add(asyncio.create_task(daemon.refresh()))
+                    await asyncio.sleep(0.01)
+
+            noise = asyncio.create_task(others())
+            await asyncio.sleep(0.05)  # a render is running, and more are asked for
+            start = count[0]
+            await asyncio.wait_for(daemon.refresh(), timeout=5)
+            renders_seen.append(count[0] - start)
+            stop.set()
+            await noise
+            await daemon.shutdown()
+
+        asyncio.run(go())
+        assert 1 <= renders_seen[0] <= 2
