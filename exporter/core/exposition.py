@@ -71,22 +71,32 @@ def _escape_value(v: str) -> str:
     return v
 
 
+def _template(name: str, keys: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """The line of a sample named ``name`` with label names ``keys`` (in the sample's
+    order) as a %-template of its sorted label values and its value, and that order."""
+    for k in keys:
+        if not _LABEL_NAME.match(k):
+            raise _Generic
+    order = tuple(sorted(keys))
+    labels = ",".join(f'{k}="%s"' for k in order)
+    return f"{name}{{{labels}}} %s\n", order
+
+
 def _samples(metric: Metric, lines: list[str], moved: dict[str, list[str]]) -> None:
     """Append the family's sample lines; the OpenMetrics-only ones also go to ``moved``."""
-    valid_labels: set[str] = set()
+    # Samples of one family mostly share their name and label names: one template each.
+    templates: dict[tuple[str, tuple[str, ...]], tuple[str, tuple[str, ...]]] = {}
     special = tuple(metric.name + s for s in _OM_ONLY)
     for name, labels, value, timestamp, exemplar, native in metric.samples:
         if timestamp is not None or exemplar is not None or native is not None:
             raise _Generic
         if labels:
-            parts = []
-            for k, v in sorted(labels.items()):
-                if k not in valid_labels:
-                    if not _LABEL_NAME.match(k):
-                        raise _Generic
-                    valid_labels.add(k)
-                parts.append(f'{k}="{_escape_value(v)}"')
-            line = f"{name}{{{','.join(parts)}}} {go_float(value)}\n"
+            shape = (name, tuple(labels))
+            found = templates.get(shape)
+            if found is None:
+                found = templates[shape] = _template(name, shape[1])
+            template, order = found
+            line = template % (*[_escape_value(labels[k]) for k in order], go_float(value))
         else:
             line = f"{name} {go_float(value)}\n"
         if name in special:

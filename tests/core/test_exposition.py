@@ -44,7 +44,7 @@ def families() -> Iterator[Metric]:
         "platform_a_ratio", 'Help with "quotes", a \\ and\na newline.', labels=["s", "k"]
     )
     for i, v in enumerate(VALUES):
-        g.add_metric([f"svc-{i}", 'odd "q" \\ \n é'], v)
+        g.add_metric([f"svc-{i}", 'odd "q" \\ \n é %s %%'], v)
     yield g
     yield GaugeMetricFamily("platform_empty", "No samples.", labels=["s"])
     yield GaugeMetricFamily("platform_plain_seconds", "No labels.", value=3.5, unit="seconds")
