@@ -315,8 +315,10 @@ class Daemon:
             try:
                 self.holder.set(await asyncio.to_thread(self.render))
             except asyncio.CancelledError:
+                # Shutting down: the requests end quietly, with the snapshot as it is.
                 for _, waiter in self._waiting:
-                    waiter.cancel()
+                    if not waiter.done():
+                        waiter.set_result(None)
                 self._waiting.clear()
                 raise
             except Exception:
