@@ -16,7 +16,8 @@ from typing import Any, cast
 import yaml
 from pydantic import Field, ValidationError, create_model
 
-from exporter.core.settings import ConfigBase, FieldError, ServiceBase, StrictModel
+from exporter.core.settings import ConfigBase, ServiceBase, StrictModel
+from exporter.core.yamlfile import UniqueKeyLoader, format_validation_error
 from exporter.domains import domains, source_classes
 
 
@@ -91,53 +92,6 @@ Config = cast(
 )
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
-
-
-def format_validation_error(exc: ValidationError) -> list[str]:
-    """One line per problem: ``field.path: reason``."""
-    problems = []
-    for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not str(p).startswith("function-after"))
-        msg = err["msg"].removeprefix("Value error, ")
-        cause = err.get("ctx", {}).get("error")
-        if isinstance(cause, FieldError):
-            # A check across sections: its path is where the problem is.
-            problems.append(f"{_loc(loc) + '.' if loc else ''}{cause.path}: {cause.message}")
-            continue
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        problems.append(f"{_loc(loc)}: {msg}")
-    return problems
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key given twice in one mapping (YAML 1.2 forbids
-    it; PyYAML would keep the last silently)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-            try:
-                duplicate = key in seen
-            except TypeError:
-                continue  # an unhashable key: the constructor below reports it
-            if duplicate:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def _non_string_key(data: Any, path: tuple[str, ...]) -> str | None:
     """The path of the first mapping key that is not a string, if any."""
     if isinstance(data, dict):
@@ -167,7 +121,7 @@ def load_config(path: str | Path) -> ConfigBase:
     except UnicodeDecodeError as exc:
         raise ConfigError(file, [f"not UTF-8 text (byte {exc.start})"]) from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
+        data = yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
     except yaml.YAMLError as exc:
         raise ConfigError(file, [f"invalid YAML: {' '.join(str(exc).split())}"]) from None
     if data is None:

@@ -35,7 +35,7 @@ from exporter.core.clock import Clock, system_clock, wall_datetime
 from exporter.core.errors import DeadlineExceeded, StateError, StoreBusy, classify
 from exporter.core.health import SourceHealth
 from exporter.core.httpclient import build_client
-from exporter.core.listen import bind_error, check_tls_files
+from exporter.core.listen import bind_error, check_tls_files, web_config_error
 from exporter.core.logs import per_poll
 from exporter.core.provider import HEALTH, ProviderSpec
 from exporter.core.server import MetricsServer
@@ -45,6 +45,7 @@ from exporter.core.source import PollContext, Source, poll_deadline
 from exporter.core.store import Store
 from exporter.core.tracing import traced_poll
 from exporter.core.upstream import poll_scope
+from exporter.core.webconfig import WebConfigError
 from exporter.domains import (
     domains,
     open_store,
@@ -345,6 +346,8 @@ class Daemon:
             check_tls_files(settings.tls.cert_file, settings.tls.key_file)
         try:
             self.server = MetricsServer(settings, self.holder, self.ready)
+        except WebConfigError as exc:
+            raise web_config_error(exc) from None
         except OSError as exc:
             raise bind_error(settings.listen_address, settings.port, exc) from None
         self.server.start()

@@ -1,8 +1,8 @@
 """Turning a failure to listen into one line naming the field at fault.
 
-The HTTP server binds its socket and loads its TLS files when it is built; the
-operating system's errors ("[Errno 98] Address already in use") name neither the
-config field nor, for TLS, the file. See :class:`~exporter.core.errors.StartupError`.
+The HTTP server binds its socket and loads its web config (TLS files, users) when
+it is built; the operating system's errors ("[Errno 98] Address already in use")
+name neither the config field nor, for TLS, the file. See :class:`~exporter.core.errors.StartupError`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import ssl
 from pathlib import Path
 
 from exporter.core.errors import StartupError
+from exporter.core.webconfig import WebConfigError
 
 CONFIG, ENVIRONMENT = 2, 1
 
@@ -48,3 +49,8 @@ def bind_error(address: str, port: int, exc: OSError) -> StartupError:
             f"server.listen_address: {address!r} is not an address of this host", CONFIG
         )
     return StartupError(f"server: cannot listen on {where}: {exc.strerror or exc}", ENVIRONMENT)
+
+
+def web_config_error(exc: WebConfigError) -> StartupError:
+    """The web config file does not load: one line naming it and the key, exit 2."""
+    return StartupError(f"server.web_config_file: {exc}", CONFIG)

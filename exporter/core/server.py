@@ -1,30 +1,60 @@
 """The HTTP endpoints: ``/metrics`` (cached bytes), ``/healthz``, ``/readyz``.
 
-A threaded stdlib server with HTTP/1.1 keep-alive. ``/metrics`` only reads the
-current :class:`~exporter.core.snapshot.Snapshot`: it never calls an upstream and
-never waits for a refresh. Optional basic auth and TLS come from ``server:``.
-Sources that need an inbound endpoint (webhooks) add routes with
-:meth:`MetricsServer.add_route`.
+An asyncio server on its own thread and event loop, so neither the daemon's loop
+nor a slow client delays a scrape. Each connection is a coroutine
+(:mod:`exporter.core.connection`): its TLS handshake, its reads and its writes run
+under deadlines, and an idle or trickling client costs a socket, not a thread.
+At most ``server.max_connections`` are served at once; the ones past that are
+answered 503 and closed. The listen backlog is ``server.listen_backlog``
+(at least 128), so a burst of connects waits in the kernel rather than being dropped.
+
+``/metrics`` only reads the current :class:`~exporter.core.snapshot.Snapshot`: it
+never calls an upstream and never waits for a refresh. TLS and basic auth come
+from the web config (:mod:`exporter.core.webconfig`), re-read when its files
+change. Work that may block (bcrypt, routes that sources add with
+:meth:`MetricsServer.add_route`) runs on a small, bounded thread pool.
+``/-/healthy`` and ``/-/ready`` are aliases, as Prometheus' own components serve them.
 """
 
 from __future__ import annotations
 
-import base64
-import hmac
+import asyncio
 import logging
+import socket
 import ssl
-import sys
 import threading
+import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from concurrent.futures import ThreadPoolExecutor
 
+from exporter.core.connection import Limits, Request, Response, serve
 from exporter.core.settings import ServerConfig
 from exporter.core.snapshot import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, SnapshotHolder
+from exporter.core.webauth import Authenticator, basic_credentials
+from exporter.core.webconfig import (
+    TLSServer,
+    WebConfig,
+    WebConfigError,
+    WebConfigWatcher,
+    legacy_web_config,
+    load_web_config,
+)
 
 log = logging.getLogger("exporter.server")
 
 # (method, body, headers) -> (status, content type, body)
 Route = Callable[[str, bytes, dict[str, str]], tuple[int, str, bytes]]
+
+SERVER_HEADER = "platform-kpi-exporter"
+WORKER_THREADS = 4
+HEALTH_PATHS = frozenset({"/healthz", "/readyz", "/-/healthy", "/-/ready"})
+_TEXT = "text/plain; charset=utf-8"
+_INDEX = (
+    b"<html><head><title>platform-kpi-exporter</title></head><body>"
+    b'<h1>platform-kpi-exporter</h1><p><a href="/metrics">Metrics</a></p>'
+    b"</body></html>"
+)
+_CHALLENGE = (("WWW-Authenticate", 'Basic realm="platform-kpi-exporter"'),)
 
 
 def wants_gzip(accept_encoding: str) -> bool:
@@ -49,22 +79,46 @@ def wants_openmetrics(accept: str) -> bool:
     return "application/openmetrics-text" in accept
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    #: The :class:`MetricsServer` whose snapshot, routes and checks the handler serves.
-    owner: MetricsServer
+def web_config_of(settings: ServerConfig) -> WebConfig:
+    """The web config the settings name: ``server.web_config_file`` (which
+    ``--web.config.file`` sets), or the legacy ``server.tls`` and ``server.basic_auth``."""
+    if settings.web_config_file is not None:
+        return load_web_config(settings.web_config_file)
+    return legacy_web_config(settings.tls, settings.basic_auth)
 
-    def handle_error(self, request: object, client_address: tuple[str, int] | object) -> None:
-        # A scraper that hangs up mid-request is routine; the stdlib would print a traceback.
-        exc = sys.exc_info()[1]
-        if isinstance(exc, ConnectionError | TimeoutError | ssl.SSLError):
-            log.debug("client %s went away: %s", client_address, exc)
-        else:
-            log.exception("error serving a request from %s", client_address)
+
+def bind(settings: ServerConfig) -> socket.socket:
+    """The listening socket (OSError if the address cannot be bound)."""
+    host = settings.listen_address.strip("[]") or "0.0.0.0"
+    family = socket.getaddrinfo(host, settings.port, type=socket.SOCK_STREAM)[0][0]
+    sock = socket.create_server(
+        (host, settings.port), family=family, backlog=settings.listen_backlog
+    )
+    sock.setblocking(False)
+    return sock
+
+
+class _RateLimit:
+    """The toolkit's ``rate_limit``: a token bucket of ``burst`` tokens, one more every
+    ``interval`` seconds; a request finding it empty is answered 429."""
+
+    def __init__(self, interval: float, burst: int) -> None:
+        self.interval, self.burst = interval, burst
+        self.tokens = float(burst)
+        self.at = time.monotonic()
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(float(self.burst), self.tokens + (now - self.at) / self.interval)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
 
 
 class MetricsServer:
-    """Serves a SnapshotHolder; runs in its own threads beside the event loop."""
+    """Serves a SnapshotHolder on its own thread and event loop, beside the daemon's."""
 
     def __init__(
         self,
@@ -76,142 +130,254 @@ class MetricsServer:
         self.holder = holder
         self.ready = ready
         self.routes: dict[str, Route] = {}
-        self._auth: bytes | None = None
-        if settings.basic_auth is not None:
-            token = (
-                f"{settings.basic_auth.username}:{settings.basic_auth.password.get_secret_value()}"
-            )
-            self._auth = b"Basic " + base64.b64encode(token.encode())
-        self.httpd = _HTTPServer((settings.listen_address, settings.port), _Handler)
-        self.httpd.owner = self
-        if settings.tls is not None:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(str(settings.tls.cert_file), str(settings.tls.key_file))
-            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        # Raises WebConfigError before anything is bound.
+        self.web = WebConfigWatcher(lambda: web_config_of(settings))
+        self.tls = self.web.current().tls is not None
+        self.limits = Limits(
+            idle_timeout=settings.idle_timeout,
+            read_timeout=settings.read_timeout,
+            write_timeout=settings.write_timeout,
+        )
+        self.auth = Authenticator()
+        self.sock = bind(settings)
+        self.active = 0  # connections open now (read and written on the loop only)
+        self._limiter: tuple[tuple[float, int], _RateLimit] | None = None
+        self._pool = ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="metrics-http-work")
+        self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None
+        self._accepting: asyncio.Task[None] | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def port(self) -> int:
-        return int(self.httpd.server_address[1])
+        return int(self.sock.getsockname()[1])
 
     @property
     def url(self) -> str:
-        scheme = "https" if self.settings.tls else "http"
+        scheme = "https" if self.tls else "http"
         host = self.settings.listen_address
         host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        if host in ("::", "[::]"):
+            host = "[::1]"
+        elif ":" in host and not host.startswith("["):
+            host = f"[{host}]"
         return f"{scheme}://{host}:{self.port}"
 
     def add_route(self, path: str, route: Route) -> None:
         self.routes[path] = route
 
     def start(self) -> None:
-        self._thread = threading.Thread(
-            # A short poll interval lets stop() return quickly on shutdown.
-            target=self.httpd.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name="metrics-http",
-            daemon=True,
-        )
+        started = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._accepting = self._loop.create_task(self._accept())
+            self._loop.call_soon(started.set)
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="metrics-http", daemon=True)
         self._thread.start()
+        started.wait(5)
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        """Stop accepting, drop every open connection, and free the socket and the threads."""
+        if self._thread is not None and self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+        if not self._loop.is_running():
+            self._loop.close()
+        self.sock.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _authorized(self, header: str | None) -> bool:
-        if self._auth is None:
-            return True
-        return header is not None and hmac.compare_digest(header.encode(), self._auth)
+    async def _shutdown(self) -> None:
+        if self._accepting is not None:
+            self._accepting.cancel()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
+    # --- connections -----------------------------------------------------------------
 
-_TEXT = "text/plain; charset=utf-8"
-_INDEX = (
-    b"<html><head><title>platform-kpi-exporter</title></head><body>"
-    b'<h1>platform-kpi-exporter</h1><p><a href="/metrics">Metrics</a></p>'
-    b"</body></html>"
-)
+    async def _accept(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                client, address = await loop.sock_accept(self.sock)
+            except OSError as exc:  # EMFILE and the like: back off, do not spin
+                log.warning("cannot accept a connection: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            task = loop.create_task(self._connection(client, address))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
+    async def _connection(self, client: socket.socket, address: object) -> None:
+        peer = _peer(address)
+        self.active += 1
+        try:
+            if self.active > 2 * self.settings.max_connections:
+                client.close()  # far over the bound: not even a 503
+                return
+            over = self.active > self.settings.max_connections
+            await self._serve_client(client, peer, over)
+        finally:
+            self.active -= 1
 
-class _Handler(BaseHTTPRequestHandler):
-    """One request to a :class:`MetricsServer` (found through the listening server)."""
-
-    protocol_version = "HTTP/1.1"
-    server_version = "platform-kpi-exporter"
-    # Headers and body go out in two writes; with Nagle on, the body waits for
-    # the client's delayed ACK of the headers (40 ms per keep-alive request).
-    disable_nagle_algorithm = True
-
-    @property
-    def owner(self) -> MetricsServer:
-        assert isinstance(self.server, _HTTPServer)
-        return self.server.owner
-
-    def log_message(self, format: str, *args: object) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
-
-    def _send(
-        self, status: int, ctype: str, body: bytes, extra: dict[str, str] | None = None
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (extra or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def do_HEAD(self) -> None:
-        self.do_GET()
-
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == "/healthz":
-            self._send(200, _TEXT, b"ok\n")
-        elif path == "/readyz":
-            self._readyz()
-        elif path == "/metrics":
-            self._metrics()
-        elif path in self.owner.routes:
-            self._route(path)
-        elif path == "/":
-            self._send(200, "text/html; charset=utf-8", _INDEX)
-        else:
-            self._send(404, _TEXT, b"not found\n")
-
-    def do_POST(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path in self.owner.routes:
-            self._route(path)
-        else:
-            self._send(404, _TEXT, b"not found\n")
-
-    def _readyz(self) -> None:
-        if self.owner.ready():
-            self._send(200, _TEXT, b"ready\n")
-        else:
-            self._send(503, _TEXT, b"not ready\n")
-
-    def _route(self, path: str) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        status, ctype, out = self.owner.routes[path](self.command, body, headers)
-        self._send(status, ctype, out)
-
-    def _metrics(self) -> None:
-        if not self.owner._authorized(self.headers.get("Authorization")):
-            realm = {"WWW-Authenticate": 'Basic realm="platform-kpi-exporter"'}
-            self._send(401, _TEXT, b"unauthorized\n", realm)
+    async def _serve_client(self, client: socket.socket, peer: str, over: bool) -> None:
+        limits = self.limits
+        if over:  # answered 503 quickly: its deadlines are short
+            limits = Limits(1.0, min(limits.read_timeout, 2.0), min(limits.write_timeout, 2.0))
+        try:
+            tls = self.web.current().tls
+        except WebConfigError:
+            client.close()  # fails closed until the web config loads again
             return
-        snap = self.owner.holder.current  # one read: the whole snapshot or none of it
-        gz = wants_gzip(self.headers.get("Accept-Encoding", ""))
-        if wants_openmetrics(self.headers.get("Accept", "")):
+        opened = await self._open(client, peer, tls, limits)
+        if opened is None:
+            return
+        reader, writer = opened
+        self._writers.add(writer)
+        clean = False
+        try:
+            handler = self._refuse if over else self._handle
+            clean = await serve(reader, writer, handler, limits, peer, SERVER_HEADER)
+        finally:
+            self._writers.discard(writer)
+            transport = writer.transport
+            if clean:
+                writer.close()  # sends what is still buffered (a 408, a 503) first
+                # ... within the write timeout: a client that stops reading then is dropped.
+                asyncio.get_running_loop().call_later(limits.write_timeout, transport.abort)
+            else:
+                transport.abort()  # a client that stopped reading: drop what is left
+
+    async def _open(
+        self, client: socket.socket, peer: str, tls: TLSServer | None, limits: Limits
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """Streams over ``client``, after the TLS handshake when TLS is on (None if it fails)."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=2**16, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        try:
+            # The handshake runs here, on this connection's own deadline.
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol,
+                client,
+                ssl=tls.context if tls else None,
+                ssl_handshake_timeout=limits.read_timeout if tls else None,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            log.debug("TLS handshake with %s failed: %s", peer, exc)
+            client.close()
+            return None
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        if tls is not None and tls.allowed_sans is not None and not _san_allowed(writer, tls):
+            log.debug("client %s: its certificate has none of the allowed SANs", peer)
+            transport.abort()
+            return None
+        return reader, writer
+
+    # --- requests --------------------------------------------------------------------
+
+    async def _refuse(self, request: Request) -> Response:
+        return Response(503, b"too many connections\n", headers=(("Retry-After", "1"),), close=True)
+
+    async def _handle(self, request: Request) -> Response:
+        try:
+            web = self.web.current()
+        except WebConfigError:
+            return Response(500, b"web config error: see the exporter's log\n", close=True)
+        response = await self._respond(web, request)
+        if web.headers:
+            response = Response(
+                response.status,
+                response.body,
+                response.content_type,
+                response.headers + web.headers,
+                response.close,
+            )
+        return response
+
+    async def _respond(self, web: WebConfig, request: Request) -> Response:
+        if not self._rate_allows(web):
+            return Response(429, b"too many requests\n")
+        if request.method not in ("GET", "HEAD", "POST"):
+            return Response(405, b"method not allowed\n", headers=(("Allow", "GET, HEAD"),))
+        open_path = self.settings.health_without_auth and request.path in HEALTH_PATHS
+        if web.auth_required and not open_path and not await self._authorized(web, request):
+            return Response(401, b"unauthorized\n", headers=_CHALLENGE)
+        path = request.path
+        if path in self.routes:
+            return await self._route(request)
+        if request.method == "POST":
+            return Response(405, b"method not allowed\n", headers=(("Allow", "GET, HEAD"),))
+        if path == "/metrics":
+            return self._metrics(request)
+        if path in ("/healthz", "/-/healthy"):
+            return Response(200, b"ok\n")
+        if path in ("/readyz", "/-/ready"):
+            return Response(200, b"ready\n") if self.ready() else Response(503, b"not ready\n")
+        if path == "/":
+            return Response(200, _INDEX, "text/html; charset=utf-8")
+        return Response(404, b"not found\n")
+
+    def _rate_allows(self, web: WebConfig) -> bool:
+        if web.rate_limit is None:
+            return True
+        if self._limiter is None or self._limiter[0] != web.rate_limit:
+            self._limiter = (web.rate_limit, _RateLimit(*web.rate_limit))
+        return self._limiter[1].allow()
+
+    async def _authorized(self, web: WebConfig, request: Request) -> bool:
+        credentials = basic_credentials(request.headers.get("authorization"))
+        ok = self.auth.quick(web, credentials)
+        if ok is None:
+            assert credentials is not None
+            loop = asyncio.get_running_loop()
+            async with asyncio.timeout(self.limits.read_timeout):
+                ok = await loop.run_in_executor(self._pool, self.auth.verify, web, credentials)
+        if not ok and credentials is not None:
+            self.auth.failures.record(credentials[0], request.peer)
+        return ok
+
+    async def _route(self, request: Request) -> Response:
+        loop = asyncio.get_running_loop()
+        route = self.routes[request.path]
+        status, ctype, body = await loop.run_in_executor(
+            self._pool, route, request.method, request.body, request.headers
+        )
+        return Response(status, body, ctype)
+
+    def _metrics(self, request: Request) -> Response:
+        snap = self.holder.current  # one read: the whole snapshot or none of it
+        if wants_openmetrics(request.headers.get("accept", "")):
             plain, zipped = snap.openmetrics()
             ctype = OPENMETRICS_CONTENT_TYPE
         else:
             plain, zipped, ctype = snap.text, snap.text_gzip, TEXT_CONTENT_TYPE
-        if gz:
-            self._send(200, ctype, zipped, {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
-        else:
-            self._send(200, ctype, plain, {"Vary": "Accept-Encoding"})
+        if wants_gzip(request.headers.get("accept-encoding", "")):
+            headers = (("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding"))
+            return Response(200, zipped, ctype, headers)
+        return Response(200, plain, ctype, (("Vary", "Accept-Encoding"),))
+
+
+def _peer(address: object) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address)
+
+
+def _san_allowed(writer: asyncio.StreamWriter, tls: TLSServer) -> bool:
+    """True if the verified client certificate names one of the allowed SANs (DNS, IP,
+    e-mail or URI), as the toolkit's ``client_allowed_sans`` requires."""
+    ssl_object = writer.get_extra_info("ssl_object")
+    cert = ssl_object.getpeercert() if ssl_object is not None else None
+    if not cert:
+        return False
+    names = {str(value) for _, value in cert.get("subjectAltName", ())}
+    return bool(tls.allowed_sans and names & tls.allowed_sans)

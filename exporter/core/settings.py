@@ -182,14 +182,47 @@ class TLSConfig(StrictModel):
 
 
 class ServerConfig(StrictModel):
-    """Where ``/metrics``, ``/healthz`` and ``/readyz`` listen."""
+    """Where ``/metrics``, ``/healthz`` and ``/readyz`` listen, and how clients are held."""
 
     listen_address: str = "0.0.0.0"
     port: int = Field(default=9877, ge=0, le=65535)
+    # TLS and basic auth in the exporter-toolkit format (also --web.config.file).
+    web_config_file: Path | None = None
+    # The older, simpler keys: one plain-text user, and a certificate with its key.
     basic_auth: BasicAuthConfig | None = None
     tls: TLSConfig | None = None
+    # /healthz, /readyz, /-/healthy and /-/ready answer without credentials (probes).
+    health_without_auth: bool = False
     # /readyz turns ready once every source has refreshed, or after this long anyway.
     startup_grace: Duration = 120.0
+    # A connection with no request under way is closed after this.
+    idle_timeout: Duration = 30.0
+    # A request (and a TLS handshake) must arrive whole within this of its first byte.
+    read_timeout: Duration = 10.0
+    # A response the client does not read within this is dropped.
+    write_timeout: Duration = 30.0
+    # Connections served at once; the next ones are answered 503.
+    max_connections: int = Field(default=512, ge=1, le=100_000)
+    listen_backlog: int = Field(default=1024, ge=128, le=65535)
+
+    @field_validator("idle_timeout", "read_timeout", "write_timeout")
+    @classmethod
+    def _timeout_positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be positive")
+        return value
+
+    @model_validator(mode="after")
+    def _one_way_to_secure(self) -> ServerConfig:
+        if self.web_config_file is not None:
+            if self.tls is not None or self.basic_auth is not None:
+                raise ValueError(
+                    "web_config_file replaces server.tls and server.basic_auth: "
+                    "move them into the web config file"
+                )
+            if not self.web_config_file.is_file():
+                raise ValueError(f"web_config_file {self.web_config_file} does not exist")
+        return self
 
     @field_validator("listen_address")
     @classmethod

@@ -162,11 +162,20 @@ class TestBasicAuth:
         assert status == 200 and body == server.holder.current.text
 
     @pytest.mark.parametrize("server", [AUTH], indirect=True)
-    def test_probes_of_the_exporter_itself_need_no_credentials(self, server: MetricsServer) -> None:
-        """Kubernetes liveness and readiness probes carry no credentials."""
-        assert http_get(f"{server.url}/healthz")[0] == 200
-        assert http_get(f"{server.url}/readyz")[0] == 200
+    def test_every_path_needs_credentials_by_default(self, server: MetricsServer) -> None:
+        """As in the exporter-toolkit, auth guards the whole server unless told otherwise."""
+        for path in ("/healthz", "/readyz", "/-/healthy", "/-/ready", "/"):
+            assert http_get(f"{server.url}{path}")[0] == 401, path
+        assert http_get(f"{server.url}/healthz", basic("prom", "s3cret"))[0] == 200
 
+    @pytest.mark.parametrize("server", [{**AUTH, "health_without_auth": True}], indirect=True)
+    def test_probes_need_no_credentials_when_configured(self, server: MetricsServer) -> None:
+        """Kubernetes liveness and readiness probes carry no credentials:
+        ``health_without_auth`` opens the four health paths, and only those."""
+        for path in ("/healthz", "/readyz", "/-/healthy", "/-/ready"):
+            assert http_get(f"{server.url}{path}")[0] == 200, path
+        assert http_get(f"{server.url}/metrics")[0] == 401
+        assert http_get(f"{server.url}/")[0] == 401
 
 MARKER_SERIES = 1000
 REFRESHES = 25

@@ -22,6 +22,8 @@ def daemon_config(upstream: SlowUpstream) -> dict[str, Any]:
         "server": {
             "startup_grace": "1h",
             "basic_auth": {"username": "prom", "password": {"env": "TEST_SCRAPE_PASSWORD"}},
+            # The harness waits on /healthz without credentials, as a kubelet probe does.
+            "health_without_auth": True,
         },
         "services": [
             {
