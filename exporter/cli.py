@@ -30,6 +30,7 @@ from exporter.core.clock import Clock, ShiftedClock, parse_instant, system_clock
 from exporter.core.errors import MissingExtra, StartupError
 from exporter.core.settings import ConfigBase
 from exporter.core.snapshot import Snapshot
+from exporter.core.webconfig import WebConfigError, load_web_config
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -76,6 +77,14 @@ def _config_option(p: argparse.ArgumentParser) -> None:
 
 def _add_run(p: argparse.ArgumentParser) -> None:
     _config_option(p)
+    p.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="TLS and basic auth in the exporter-toolkit format (sets server.web_config_file)",
+    )
 
 
 def _add_check_config(p: argparse.ArgumentParser) -> None:
@@ -226,10 +235,28 @@ def _setup_logging(level: str, log_format: str = "text") -> None:
     redact.install()
 
 
-def _load(path: Path) -> ConfigBase:
+def _load(path: Path, web_config_file: Path | None = None) -> ConfigBase:
     config = load_config(path)
+    if web_config_file is not None:
+        config = _with_web_config(config, web_config_file)
+    if config.server.web_config_file is not None:
+        try:
+            load_web_config(config.server.web_config_file)
+        except WebConfigError as exc:
+            raise UsageError(f"config error in {path}: server.web_config_file: {exc}") from None
     redact.REDACTOR.learn(config)
     return config
+
+
+def _with_web_config(config: ConfigBase, path: Path) -> ConfigBase:
+    """``config`` with ``--web.config.file`` as its ``server.web_config_file``."""
+    if config.server.tls is not None or config.server.basic_auth is not None:
+        raise UsageError(
+            "--web.config.file replaces server.tls and server.basic_auth: "
+            "move them into the web config file"
+        )
+    server = config.server.model_copy(update={"web_config_file": path})
+    return config.model_copy(update={"server": server})
 
 
 async def _serve(
@@ -364,7 +391,7 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             print(json.dumps(redact.REDACTOR.data(masked(config)), indent=2))
             return EXIT_OK
         if args.command == "run":
-            return asyncio.run(_serve(_load(args.config)))
+            return asyncio.run(_serve(_load(args.config, args.web_config_file)))
         if args.command == "once":
             config = _load(args.config)
             if at is not None:

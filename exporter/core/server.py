@@ -235,8 +235,10 @@ class MetricsServer:
         try:
             tls = self.web.current().tls
         except WebConfigError:
-            client.close()  # fails closed until the web config loads again
-            return
+            if self.tls:
+                client.close()  # no handshake until the web config loads again
+                return
+            tls = None  # plain HTTP: each request is answered 500 until then
         opened = await self._open(client, peer, tls, limits)
         if opened is None:
             return
