@@ -150,9 +150,16 @@ def time_generate_latest(series: int, repeats: int) -> float:
     """Median seconds for generate_latest over the same series (families rebuilt once)."""
     from prometheus_client.exposition import generate_latest
 
-    from exporter.core.snapshot import _Families
+    class Families:
+        """A collector yielding the same families on every collect, as a registry would."""
 
-    registry = _Families(build_families(series))
+        def __init__(self, families: list[Any]) -> None:
+            self.families = families
+
+        def collect(self) -> list[Any]:
+            return self.families
+
+    registry = Families(build_families(series))
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()

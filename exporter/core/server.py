@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from exporter.core.connection import Limits, Request, Response, serve
+from exporter.core.connection import MAX_HEAD, Limits, Request, Response, serve
 from exporter.core.settings import ServerConfig
 from exporter.core.snapshot import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, SnapshotHolder
 from exporter.core.webauth import Authenticator, basic_credentials
@@ -48,6 +48,7 @@ Route = Callable[[str, bytes, dict[str, str]], tuple[int, str, bytes]]
 SERVER_HEADER = "platform-kpi-exporter"
 WORKER_THREADS = 4
 HEALTH_PATHS = frozenset({"/healthz", "/readyz", "/-/healthy", "/-/ready"})
+_GET_PATHS = HEALTH_PATHS | {"/metrics", "/"}
 _TEXT = "text/plain; charset=utf-8"
 _INDEX = (
     b"<html><head><title>platform-kpi-exporter</title></head><body>"
@@ -263,7 +264,7 @@ class MetricsServer:
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         """Streams over ``client``, after the TLS handshake when TLS is on (None if it fails)."""
         loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=2**16, loop=loop)
+        reader = asyncio.StreamReader(limit=MAX_HEAD, loop=loop)
         protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
         try:
             # The handshake runs here, on this connection's own deadline.
@@ -317,7 +318,9 @@ class MetricsServer:
         if path in self.routes:
             return await self._route(request)
         if request.method == "POST":
-            return Response(405, b"method not allowed\n", headers=(("Allow", "GET, HEAD"),))
+            if path in _GET_PATHS:
+                return Response(405, b"method not allowed\n", headers=(("Allow", "GET, HEAD"),))
+            return Response(404, b"not found\n")
         if path == "/metrics":
             return self._metrics(request)
         if path in ("/healthz", "/-/healthy"):

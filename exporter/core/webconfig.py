@@ -201,6 +201,8 @@ class HTTPServerFile(_Strict):
         for name, text in value.items():
             if name not in EXTRA_HEADERS:
                 raise ValueError(f"HTTP header {name!r} can not be configured")
+            if any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in text):
+                raise ValueError(f"{name}: a header value cannot hold control characters")
             allowed = EXTRA_HEADERS[name]
             if allowed is not None and text not in allowed:
                 raise ValueError(

@@ -309,3 +309,45 @@ class TestCertificateReload:
             assert served_certificate(server) == der(new_cert.read_text())
         finally:
             server.stop()
+
+
+class TestCommandLine:
+    def config(self, tmp_path: Path, server: dict[str, object]) -> Path:
+        import yaml
+
+        path = tmp_path / "config.yaml"
+        data = {
+            "server": {"listen_address": "127.0.0.1", "port": 0, **server},
+            "state": {"path": str(tmp_path / "state.db")},
+        }
+        path.write_text(yaml.safe_dump(data), encoding="utf-8")
+        return path
+
+    def test_a_bad_web_config_is_one_line_and_exit_2(self, tmp_path: Path) -> None:
+        from tests.support.daemon import run_cli
+
+        web = tmp_path / "web.yml"
+        web.write_text("tls_server_config:\n  cert_file: nope.crt\n  key_file: nope.key\n")
+        config = self.config(tmp_path, {})
+        for argv in (
+            ["run", "--config", str(config), "--web.config.file", str(web)],
+            ["check-config", str(self.config(tmp_path, {"web_config_file": str(web)}))],
+        ):
+            proc = run_cli(*argv)
+            assert proc.returncode == 2, proc.stderr
+            (line,) = proc.stderr.strip().splitlines()
+            assert f"server.web_config_file: web config {web}: tls_server_config.cert_file:" in line
+            assert "Traceback" not in proc.stderr
+
+    def test_the_flag_and_the_legacy_keys_do_not_mix(self, tmp_path: Path) -> None:
+        from tests.support.daemon import run_cli
+
+        web = tmp_path / "web.yml"
+        web.write_text("")
+        config = self.config(tmp_path, {"basic_auth": {"username": "u", "password": "p"}})
+        proc = run_cli("run", "--config", str(config), "--web.config.file", str(web))
+        assert proc.returncode == 2
+        assert proc.stderr.strip() == (
+            "--web.config.file replaces server.tls and server.basic_auth: "
+            "move them into the web config file"
+        )
