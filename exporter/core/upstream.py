@@ -156,16 +156,19 @@ class UnitPlan:
     flight share the connection slots) before the deadline, and its requests (plus
     what the units in flight may still send) within the budget until its reset, unless
     that reset is near enough to wait for. Until a unit has finished there is no
-    estimate, and units start freely: a poll always begins with its whole deadline.
+    estimate (unless an earlier poll of the same backfill gave one), and units start
+    freely: a poll always begins with its whole deadline.
     """
 
     TIME_MARGIN = 1.5
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, seen: tuple[float, int] = (0.0, 0)) -> None:
         self.clock = clock
         self.scope = current_scope()
-        self.longest = 0.0
-        self.costliest = 0
+        # The longest (seconds) and costliest (requests) unit finished: ``seen`` carries
+        # them over from earlier polls of a backfill, whose first units may be cheap ones
+        # (lists answered 304 once its round starts over).
+        self.longest, self.costliest = seen
         self.running: set[UnitWork] = set()
 
     def start(self) -> UnitWork:

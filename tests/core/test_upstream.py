@@ -308,6 +308,19 @@ class TestUnitPlan:
         assert isinstance(short, RateLimited)
         assert short.retry_after == pytest.approx(600.0)
 
+    def test_an_estimate_from_an_earlier_poll_of_the_backfill_holds_from_the_first_unit(
+        self,
+    ) -> None:
+        """The round of a backfill starts over with committed repos answered 304 (cheap):
+        the costliest unit of its earlier polls still decides."""
+
+        async def main() -> object:
+            loop = asyncio.get_running_loop()
+            with poll_scope(PollScope(deadline=loop.time() + 14.0)):
+                return UnitPlan(FixedClock(NOW), seen=(10.0, 5)).refusal(4, 4)
+
+        assert isinstance(run_virtual(main), DeadlineExceeded)
+
     def test_a_spent_budget_whose_reset_the_gate_waits_for_does_not_stop_units(self) -> None:
         async def main() -> object:
             scope = PollScope(budget_left=0.0, budget_reset=NOW + 30, max_pause=60.0)

@@ -19,7 +19,6 @@ from typing import Any, TypeVar, cast
 
 import httpx
 
-from exporter.core.clock import Clock
 from exporter.core.errors import AuthError, MalformedResponse, RateLimited
 from exporter.core.httpclient import conditional_get, send
 from exporter.core.settings import ConfigBase, SourceConfig
@@ -88,7 +87,7 @@ def units_in_flight(connections: int) -> int:
 
 
 async def run_units(
-    units: Sequence[Callable[[], Awaitable[None]]], concurrency: int, clock: Clock
+    units: Sequence[Callable[[], Awaitable[None]]], concurrency: int, plan: UnitPlan
 ) -> None:
     """Run repo syncs with bounded concurrency; stop starting new ones after a failure,
     or when one would not finish before the poll's deadline or within the upstream's
@@ -104,7 +103,6 @@ async def run_units(
     limit = asyncio.Semaphore(concurrency)
     failed: list[BaseException] = []
     stopped: list[BaseException] = []  # why no further unit was started
-    plan = UnitPlan(clock)
     started = 0
 
     async def guarded(order: int, unit: Callable[[], Awaitable[None]]) -> None:
@@ -236,6 +234,8 @@ class CicdSource(Source):
         # While polls fail part-way: when the round of reading every unit began, and the
         # units committed since (see _resumed).
         self._round: tuple[float, set[str]] | None = None
+        # The longest and costliest unit of the polls of an unfinished round (UnitPlan).
+        self._seen_units: tuple[float, int] = (0.0, 0)
         self._blocked_until = 0.0
 
     @property
@@ -264,12 +264,17 @@ class CicdSource(Source):
         try:
             units = await self.units(ctx)
             todo = self._resumed(ctx, units)
-            await run_units(
-                [self._unit(ctx, name, service) for name, service in sorted(todo.items())],
-                units_in_flight(self.concurrency),
-                ctx.now,
-            )
+            plan = UnitPlan(ctx.now, self._seen_units)
+            try:
+                await run_units(
+                    [self._unit(ctx, name, service) for name, service in sorted(todo.items())],
+                    units_in_flight(self.concurrency),
+                    plan,
+                )
+            finally:
+                self._seen_units = (plan.longest, plan.costliest)
             self._round = None  # every unit is read: the next poll reads them all again
+            self._seen_units = (0.0, 0)  # and estimates its units afresh
         except AuthError as exc:
             self._auth_failure = exc
             raise
