@@ -109,22 +109,30 @@ def week(exp: Exposition) -> float | None:
     return exp.value("platform_cost", service="checkout", window="7d", currency="EUR")
 
 
+def workload_daemon(
+    tmp_path: Path, authority: tuple[str, AzureCostFake], federated: str = FEDERATED
+) -> Daemon:
+    """A daemon whose Azure source presents ``federated`` from its token file."""
+    url, fake = authority
+    token_file = tmp_path / "azure-identity-token"
+    token_file.write_text(federated)
+    return daemon_for(
+        tmp_path,
+        fake,
+        auth="workload_identity",
+        tenant_id="tenant-1",
+        client_id="client-1",
+        federated_token_file=str(token_file),
+        login_url=url,
+    )
+
+
 class TestWorkloadIdentity:
     def test_the_federated_token_is_exchanged_and_the_token_reused(
         self, tmp_path: Path, authority: tuple[str, AzureCostFake]
     ) -> None:
-        url, fake = authority
-        token_file = tmp_path / "azure-identity-token"
-        token_file.write_text(FEDERATED)
-        daemon = daemon_for(
-            tmp_path,
-            fake,
-            auth="workload_identity",
-            tenant_id="tenant-1",
-            client_id="client-1",
-            federated_token_file=str(token_file),
-            login_url=url,
-        )
+        fake = authority[1]
+        daemon = workload_daemon(tmp_path, authority)
         exp = poll(daemon)
         health = daemon.health["azure_cost"]
         assert health.up is True, health.last_error
@@ -154,18 +162,8 @@ class TestWorkloadIdentity:
     def test_an_assertion_without_a_federated_record_is_an_auth_error(
         self, tmp_path: Path, authority: tuple[str, AzureCostFake]
     ) -> None:
-        url, fake = authority
-        token_file = tmp_path / "azure-identity-token"
-        token_file.write_text("eyJ.some-other-service-account.sig")
-        daemon = daemon_for(
-            tmp_path,
-            fake,
-            auth="workload_identity",
-            tenant_id="tenant-1",
-            client_id="client-1",
-            federated_token_file=str(token_file),
-            login_url=url,
-        )
+        fake = authority[1]
+        daemon = workload_daemon(tmp_path, authority, "eyJ.some-other-service-account.sig")
         poll(daemon)
         health = daemon.health["azure_cost"]
         assert health.up is False

@@ -46,6 +46,26 @@ def config(sources: dict[str, Any], state: str = ":memory:", **extra: Any) -> Co
     )
 
 
+def synthetic_org_config(repos: int, **github: Any) -> Config:
+    """A config over :func:`~exporter.domains.delivery.sandbox.data.synthetic_org`'s repos
+    (``bench/svc-NNNN``, one service each), 30 days of backfill, in memory; ``github``
+    adds to (or overrides) its GitHub source block."""
+    from exporter.domains.delivery.sandbox.github import TOKEN
+
+    return Config(
+        services=[
+            {"name": f"svc-{r:04d}", "team": "t", "ci": [{"github": f"bench/svc-{r:04d}"}]}
+            for r in range(repos)
+        ],
+        sources={
+            "probe": {"enabled": False},
+            "github": {"token": TOKEN, "requests_per_second": 10_000, **github},
+        },
+        delivery={"backfill_days": 30},
+        state={"path": ":memory:"},
+    )
+
+
 def samples(text: bytes | str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Every sample of an exposition, by (name, sorted labels)."""
     out = {}

@@ -23,13 +23,12 @@ from typing import Any
 
 import httpx
 
-from exporter.config import Config
 from exporter.daemon import Daemon
 from exporter.domains import open_store
 from exporter.domains.delivery.sandbox.data import synthetic_org
-from exporter.domains.delivery.sandbox.github import TOKEN, GitHubFake
+from exporter.domains.delivery.sandbox.github import GitHubFake
 from exporter.domains.delivery.sources.github import GitHubSource
-from tests.domains.delivery.helpers import delivery_samples
+from tests.domains.delivery.helpers import delivery_samples, synthetic_org_config
 from tests.support.virtual_time import loop_epoch, run_virtual
 
 NOW = 1_803_859_500.0  # 2027-03-01T00:05:00Z
@@ -102,24 +101,7 @@ def backfill(budget: int = 0, **github: Any) -> Backfill:
     async def main() -> Backfill:
         clock = loop_epoch(NOW)
         upstream = PacedGitHub(clock, budget)
-        config = Config(
-            services=[
-                {"name": f"svc-{r:04d}", "team": "t", "ci": [{"github": f"bench/svc-{r:04d}"}]}
-                for r in range(REPOS)
-            ],
-            sources={
-                "probe": {"enabled": False},
-                "github": {
-                    "token": TOKEN,
-                    "requests_per_second": 10_000,
-                    "concurrency": 8,
-                    "interval": f"{INTERVAL:g}s",
-                    **github,
-                },
-            },
-            delivery={"backfill_days": 30},
-            state={"path": ":memory:"},
-        )
+        config = synthetic_org_config(REPOS, concurrency=8, interval=f"{INTERVAL:g}s", **github)
         assert config.sources.github is not None
         source = GitHubSource(config, config.sources.github)
         daemon = Daemon(

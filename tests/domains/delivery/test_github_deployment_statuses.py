@@ -25,15 +25,15 @@ from typing import Any
 
 import httpx
 
-from exporter.config import Config
 from exporter.core.health import SourceHealth
 from exporter.core.httpclient import build_client
 from exporter.core.source import PollContext
 from exporter.core.upstream import poll_scope
 from exporter.domains import open_store
 from exporter.domains.delivery.sandbox.data import synthetic_org
-from exporter.domains.delivery.sandbox.github import TOKEN, GitHubFake
+from exporter.domains.delivery.sandbox.github import GitHubFake
 from exporter.domains.delivery.sources.github import GitHubSource
+from tests.domains.delivery.helpers import synthetic_org_config
 from tests.support.virtual_time import loop_epoch, run_virtual
 
 NOW = 1_803_859_500.0  # 2027-03-01T00:05:00Z
@@ -79,18 +79,7 @@ class CountingGitHub:
 def polls(upstream: CountingGitHub, *between: Callable[[], None]) -> list[str]:
     """Poll once, then once more after each of ``between``, into one store; each poll's
     error (or "")."""
-    config = Config(
-        services=[
-            {"name": f"svc-{r:04d}", "team": "t", "ci": [{"github": f"bench/svc-{r:04d}"}]}
-            for r in range(REPOS)
-        ],
-        sources={
-            "probe": {"enabled": False},
-            "github": {"token": TOKEN, "requests_per_second": 10_000, "concurrency": 16},
-        },
-        delivery={"backfill_days": 30},
-        state={"path": ":memory:"},
-    )
+    config = synthetic_org_config(REPOS, concurrency=16)
     settings = config.sources.github
     assert settings is not None
     source = GitHubSource(config, settings)
