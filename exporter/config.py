@@ -17,7 +17,7 @@ import yaml
 from pydantic import Field, ValidationError, create_model
 
 from exporter.core.settings import ConfigBase, ServiceBase, StrictModel
-from exporter.core.yamlfile import UniqueKeyLoader, format_validation_error
+from exporter.core.yamlfile import UniqueKeyLoader, format_validation_error, one_line
 from exporter.domains import domains, source_classes
 
 
@@ -28,7 +28,8 @@ class ConfigError(Exception):
         self.file = file
         self.problems = problems
         super().__init__(
-            "\n".join(f"config error in {file}: {p}" for p in problems) or f"config error in {file}"
+            "\n".join(f"config error in {file}: {one_line(p)}" for p in problems)
+            or f"config error in {file}"
         )
 
 

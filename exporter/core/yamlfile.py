@@ -4,6 +4,7 @@ web config file."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -11,16 +12,27 @@ from pydantic import ValidationError
 
 from exporter.core.settings import FieldError
 
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
 
 def field_path(loc: tuple[int | str, ...]) -> str:
-    """``a.b[0].c`` for the location ``("a", "b", 0, "c")``."""
+    """``a.b[0].c`` for the location ``("a", "b", 0, "c")``; a key with dots, spaces or
+    line breaks is quoted (``a['x.y']``), so the path stays one unambiguous line."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif not _PLAIN_KEY.match(str(part)):
+            out += f"[{str(part)!r}]"
         else:
             out += f".{part}" if out else str(part)
     return out or "(top level)"
+
+
+def one_line(problem: str) -> str:
+    """``problem`` with control characters escaped: each problem stays one line."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], problem)
 
 
 def format_validation_error(exc: ValidationError) -> list[str]:

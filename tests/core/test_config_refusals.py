@@ -54,6 +54,12 @@ class TestYaml:
         err = refused(tmp_path, capsys, BASE + "server:\n  true: 1\n")
         assert err == "server[True]: keys must be strings"
 
+    def test_a_key_with_a_line_break_stays_on_one_line(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        err = refused(tmp_path, capsys, BASE + 'state:\n  "a\\rb.c": 1\n')
+        assert err == "state['a\\rb.c']: unknown key", err
+
     def test_a_file_that_is_not_utf8_is_refused(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
