@@ -265,6 +265,12 @@ def _gateway_health(ctx: RenderContext) -> Iterator[Metric]:
         "Warnings Prometheus attached to the answers of the configured queries.",
         traffic_store.WARNINGS_TOTAL,
     )
+    yield _per_source(
+        ctx,
+        "platform_exporter_upstream_series_dropped",
+        "Upstream series left out because the source's max_series was reached.",
+        traffic_store.SERIES_DROPPED_TOTAL,
+    )
     registered = GaugeMetricFamily(
         "platform_gateway_consumers",
         _help("API consumers registered in Kong (Admin API /consumers).", ctx),

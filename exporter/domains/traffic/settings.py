@@ -33,6 +33,9 @@ class KongSourceConfig(SourceConfig):
     admin_url: HttpUrl | None = None
     admin_token: Secret | None = None
     page_size: int = Field(default=1000, ge=1, le=1000)
+    # At most this many series (samples of the counters and histograms read) are kept
+    # from the exposition; past it, series not seen before are left out and counted.
+    max_series: int = Field(default=50_000, ge=1, le=10_000_000)
 
 
 class NginxSourceConfig(SourceConfig):
@@ -114,6 +117,9 @@ class PrometheusSourceConfig(SourceConfig):
     # max_catch_up back: a longer outage of the exporter is skipped (and logged).
     max_step: Duration = 3600.0
     max_catch_up: Duration = 86400.0
+    # At most this many series are read from one query's answer (Prometheus is asked for
+    # no more, with `limit`); the rest are left out and counted.
+    max_series: int = Field(default=10_000, ge=1, le=1_000_000)
 
     def service_refs(self) -> list[tuple[str, str]]:
         return [] if self.scalar_service is None else [("scalar_service", self.scalar_service)]

@@ -103,6 +103,8 @@ DURATION = "platform_service_request_duration_seconds"
 MALFORMED_TOTAL = "platform_exporter_access_log_malformed_lines_total"
 ROTATIONS_TOTAL = "platform_exporter_access_log_reopens_total"
 WARNINGS_TOTAL = "platform_exporter_prometheus_query_warnings_total"
+# Upstream series left out because the source's `max_series` was reached.
+SERIES_DROPPED_TOTAL = "platform_exporter_upstream_series_dropped_total"
 # Cursors holding a gateway's latest readings (JSON), per source.
 STUB_STATUS = "stub_status"
 CONSUMERS_REGISTERED = "consumers_registered"
@@ -277,10 +279,22 @@ def commit_counted(
 ) -> None:
     """Write ``records``, add ``amount`` (if any) to ``counter`` and advance ``cursors``
     ((source, name) -> value), all in one transaction."""
+    commit_counts(store, records, {counter: amount}, labels, cursors)
+
+
+def commit_counts(
+    store: Store,
+    records: Sequence[Any],
+    counts: Mapping[str, float],
+    labels: Labels,
+    cursors: Mapping[tuple[str, str], str],
+) -> None:
+    """:func:`commit_counted` with several counters (each with its amount, if any)."""
     with store.transaction() as tx:
         write_records(tx, records)
-        if amount:
-            tx.incr(counter, labels, amount)
+        for counter, amount in counts.items():
+            if amount:
+                tx.incr(counter, labels, amount)
         for (source, name), value in cursors.items():
             tx.set_cursor(source, name, value)
 

@@ -21,6 +21,13 @@ from zero again; a sample that cannot be a cumulative count (NaN, infinite, nega
 beyond 2**53) is dropped alone and the poll reports ``malformed`` with their number,
 after committing the rest. Admin API paging stops at a bound on pages and items.
 
+At most ``max_series`` series are kept from an exposition: those of the cursor first,
+then new ones while there is room; the others are left out (counted in
+``platform_exporter_upstream_series_dropped_total``) until Kong restarts and every
+series counts from zero anyway. So a series is never taken up late, with its whole
+cumulative value counted as new. Only the lines of the families read are parsed, a
+few thousand at a time, so memory follows the cap, not the exposition.
+
 With ``admin_url``, ``GET /services``, ``/routes`` and ``/consumers`` (following ``next``)
 map each Kong route to its Kong service, so a catalog service may list either name in
 its ``routes``; ``/consumers`` gives the registered-consumer count.
@@ -30,9 +37,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
+import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Iterator
+from itertools import islice
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -66,21 +76,88 @@ _Series = tuple[str, str, str]
 
 SeriesKey = str  # JSON of the sample name and its sorted labels
 
+# The families read: lines of any other family are skipped before parsing.
+_READ = (*REQUEST_COUNTERS, *CONSUMER_COUNTERS, LATENCY_3X, LATENCY_2X)
+# What every sample line of an exposition starts with: a metric name, then labels or a space.
+_SAMPLE_LINE = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*[{ \t]")
+# Sample lines handed to the parser at once.
+PARSE_BATCH = 5_000
+
 
 def _key(name: str, labels: dict[str, str]) -> SeriesKey:
     return json.dumps([name, sorted(labels.items())], separators=(",", ":"))
 
 
-def parse_exposition(text: str, rejected: list[str] | None = None) -> dict[SeriesKey, float]:
+class SeriesCap:
+    """Admits at most ``limit`` series: every one of ``known`` (the cursor's, at most
+    ``limit``), then new ones while there is room; counts the new ones left out."""
+
+    def __init__(self, limit: int, known: Collection[SeriesKey] = ()) -> None:
+        self.limit = limit
+        self.known = known
+        self.room = max(0, limit - len(known))
+        self.dropped = 0
+
+    def admit(self, key: SeriesKey) -> bool:
+        if key in self.known:
+            return True
+        if self.room > 0:
+            self.room -= 1
+            return True
+        self.dropped += 1
+        return False
+
+
+def _lines(body: str | bytes) -> Iterator[str]:
+    """The lines of ``body`` one at a time (ending in a newline), without a copy of the
+    whole: a 200k-series exposition is tens of megabytes."""
+    newline: Any = b"\n" if isinstance(body, bytes) else "\n"
+    start = 0
+    while start < len(body):
+        end = body.find(newline, start)
+        end = len(body) if end < 0 else end + 1
+        piece = body[start:end]
+        line = piece.decode("utf-8", "replace") if isinstance(piece, bytes) else piece
+        yield line if line.endswith("\n") else line + "\n"
+        start = end
+
+
+def _sample_lines(body: str | bytes) -> Iterator[str]:
+    """The sample lines of the families read; MalformedResponse for a line that is no
+    sample line at all (an HTML error page, a truncated body)."""
+    for line in _lines(body):
+        if line.startswith("#") or not line.strip():
+            continue
+        if not _SAMPLE_LINE.match(line):
+            raise MalformedResponse(f"Kong /metrics is not a Prometheus exposition: {line[:100]!r}")
+        if line.startswith(_READ):
+            yield line
+
+
+def _batches(lines: Iterator[str]) -> Iterator[str]:
+    while batch := list(islice(lines, PARSE_BATCH)):
+        yield "".join(batch)
+
+
+def parse_exposition(
+    text: str | bytes, rejected: list[str] | None = None, cap: SeriesCap | None = None
+) -> dict[SeriesKey, float]:
     """Every sample of the request counters and latency histograms, by series.
 
     A sample that cannot be a cumulative count (NaN, infinite, negative, beyond 2**53)
-    is left out and its series named in ``rejected``. Raises MalformedResponse when
-    the text is not an exposition.
+    is left out and its series named in ``rejected``; a series ``cap`` does not admit is
+    left out and counted there. Raises MalformedResponse when the text is not an
+    exposition.
     """
     out: dict[SeriesKey, float] = {}
     try:
-        for family in text_string_to_metric_families(text):
+        # Without their TYPE lines the samples parse alike (names and labels as written).
+        families = (
+            f
+            for batch in _batches(_sample_lines(text))
+            for f in text_string_to_metric_families(batch)
+        )
+        for family in families:
             for s in family.samples:
                 name = s.name
                 labels = dict(s.labels)
@@ -100,7 +177,9 @@ def parse_exposition(text: str, rejected: list[str] | None = None) -> dict[Serie
                     if rejected is not None:
                         rejected.append(f"{name}={value!r}")
                     continue
-                out[_key(name, labels)] = value
+                key = _key(name, labels)
+                if key in out or cap is None or cap.admit(key):
+                    out[key] = value
     except ValueError as exc:
         raise MalformedResponse(f"Kong /metrics is not a Prometheus exposition: {exc}") from None
     return out
@@ -138,6 +217,8 @@ class KongSource(Source):
         super().__init__(config, settings)
         self.kong = settings
         self.routes = RouteMap(config)
+        # Whether the last poll left series out (its warning is logged once).
+        self._dropping = False
 
     def _admin_headers(self) -> dict[str, str]:
         if self.kong.admin_token is None:
@@ -212,9 +293,11 @@ class KongSource(Source):
             clock=ctx.now,
         )
         rejected: list[str] = []
-        current = parse_exposition(response.text, rejected)
         raw_prev = ctx.cursor("series")
         previous: dict[SeriesKey, float] | None = json.loads(raw_prev) if raw_prev else None
+        cap = SeriesCap(self.kong.max_series, previous or {})
+        current = parse_exposition(response.content, rejected, cap)
+        del response  # its body: the largest thing this poll holds
         records: list[Any] = []
         reset = False
         if previous is not None:
@@ -228,7 +311,24 @@ class KongSource(Source):
         # After a restart the old readings mean nothing and are dropped.
         kept = current if reset or previous is None else {**previous, **current}
         cursors["series"] = json.dumps(kept, separators=(",", ":"))
-        await ctx.commit(records, cursors)
+        await ctx.write(
+            traffic_store.commit_counted,
+            ctx.store,
+            records,
+            traffic_store.SERIES_DROPPED_TOTAL,
+            {"source": ctx.source},
+            cap.dropped,
+            {(ctx.source, name): value for name, value in cursors.items()},
+        )
+        if cap.dropped:
+            # Once when it starts; every poll after that only adds to the counter.
+            ctx.log.log(
+                logging.DEBUG if self._dropping else logging.WARNING,
+                "Kong /metrics: %d series left out, max_series (%d) reached",
+                cap.dropped,
+                cap.limit,
+            )
+        self._dropping = bool(cap.dropped)
         await ctx.write(
             traffic_store.prune_if_due, ctx.store, ctx.now(), self.config.state.retention
         )

@@ -18,6 +18,9 @@ Prometheus' message; ``errorType`` ``timeout`` (the query exceeded the source's
 ``timeout``, which is passed as the query's own ``timeout``) is reported as a timeout.
 ``warnings`` in an answer are logged and counted in
 ``platform_exporter_prometheus_query_warnings_total``. A ``NaN`` sample is no value.
+An answer holds at most ``max_series`` series (Prometheus is asked for no more, with
+``limit``; one that ignores it has the rest left out here), and the series left out are
+counted in ``platform_exporter_upstream_series_dropped_total``.
 """
 
 from __future__ import annotations
@@ -55,8 +58,14 @@ def render(query: str, window: str, quantile: float | None = None) -> str:
     return out
 
 
-def parse_result(payload: Any, service_label: str) -> tuple[dict[str | None, float], list[str]]:
-    """(label value or None for a scalar -> value, warnings) from an /api/v1/query answer."""
+def parse_result(
+    payload: Any,
+    service_label: str,
+    max_series: int | None = None,
+    dropped: list[int] | None = None,
+) -> tuple[dict[str | None, float], list[str]]:
+    """(label value or None for a scalar -> value, warnings) from an /api/v1/query answer;
+    past ``max_series`` series the rest are left out, their number added to ``dropped``."""
     if not isinstance(payload, dict) or payload.get("status") != "success":
         raise MalformedResponse(f"unexpected Prometheus answer: {excerpt(str(payload))}")
     warnings = [str(w) for w in payload.get("warnings") or []]
@@ -66,6 +75,10 @@ def parse_result(payload: Any, service_label: str) -> tuple[dict[str | None, flo
     out: dict[str | None, float] = {}
     try:
         if kind == "vector":
+            if max_series is not None and len(result) > max_series:
+                if dropped is not None:
+                    dropped.append(len(result) - max_series)
+                result = result[:max_series]
             for sample in result:
                 value = float(sample["value"][1])
                 if math.isnan(value):
@@ -97,6 +110,8 @@ class PrometheusSource(Source):
         super().__init__(config, settings)
         self.prom = settings
         self.routes = RouteMap(config)
+        # Series left out of this poll's answers (see max_series).
+        self._dropped: list[int] = []
 
     def client_options(self) -> dict[str, Any]:
         headers = {}
@@ -118,7 +133,12 @@ class PrometheusSource(Source):
             "POST",
             f"{self.prom.url}/api/v1/query",
             ok=(200, 400, 422, 503),
-            data={"query": promql, "time": f"{at:.3f}", "timeout": f"{self.prom.timeout:g}s"},
+            data={
+                "query": promql,
+                "time": f"{at:.3f}",
+                "timeout": f"{self.prom.timeout:g}s",
+                "limit": str(self.prom.max_series),
+            },
             health=ctx.health,
             clock=ctx.now,
         )
@@ -138,7 +158,9 @@ class PrometheusSource(Source):
             raise QueryError(
                 f"Prometheus rejected {promql!r}: {kind}: {payload.get('error', '')}", reason
             )
-        values, found = parse_result(payload, self.prom.service_label)
+        values, found = parse_result(
+            payload, self.prom.service_label, self.prom.max_series, self._dropped
+        )
         for w in found:
             ctx.log.warning("Prometheus warned about %r: %s", promql, w)
         warnings.extend(found)
@@ -149,6 +171,7 @@ class PrometheusSource(Source):
 
     async def poll(self, ctx: PollContext) -> None:
         now = math.floor(ctx.now())
+        self._dropped = []
         warnings: list[str] = []
         records: list[Any] = []
         raw = ctx.cursor("evaluated_at")
@@ -199,15 +222,24 @@ class PrometheusSource(Source):
                         records.append(
                             TrafficLatency(self.kind, service, window, quantile, seconds, now)
                         )
+        dropped = sum(self._dropped)
         await ctx.write(
-            traffic_store.commit_counted,
+            traffic_store.commit_counts,
             ctx.store,
             records,
-            traffic_store.WARNINGS_TOTAL,
+            {
+                traffic_store.WARNINGS_TOTAL: len(warnings),
+                traffic_store.SERIES_DROPPED_TOTAL: dropped,
+            },
             {"source": ctx.source},
-            len(warnings),
             {(ctx.source, "evaluated_at"): json.dumps(now)},
         )
+        if dropped:
+            ctx.log.warning(
+                "Prometheus answers held more than max_series (%d): %d series left out",
+                self.prom.max_series,
+                dropped,
+            )
         await ctx.write(
             traffic_store.prune_if_due, ctx.store, ctx.now(), self.config.state.retention
         )
