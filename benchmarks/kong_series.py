@@ -9,7 +9,7 @@ is read from ``/proc/self/status`` before the first poll (``VmRSS``, after start
 and after each poll (``VmRSS`` and the peak ``VmHWM``); the growth is peak minus the
 RSS before the first poll. Target: 200k upstream series raise RSS by at most 150 MB.
 
-    python benchmarks/kong_series.py --series 200000 --max-series 50000
+    python benchmarks/kong_series.py --series 200000 --max-series 20000
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def status_kb(field: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--series", type=int, default=200_000)
-    parser.add_argument("--max-series", type=int, default=50_000)
+    parser.add_argument("--max-series", type=int, default=20_000)
     parser.add_argument("--polls", type=int, default=3)
     args = parser.parse_args()
 

@@ -35,7 +35,7 @@ class KongSourceConfig(SourceConfig):
     page_size: int = Field(default=1000, ge=1, le=1000)
     # At most this many series (samples of the counters and histograms read) are kept
     # from the exposition; past it, series not seen before are left out and counted.
-    max_series: int = Field(default=50_000, ge=1, le=10_000_000)
+    max_series: int = Field(default=20_000, ge=1, le=10_000_000)
 
 
 class NginxSourceConfig(SourceConfig):
