@@ -1,14 +1,16 @@
 """Every poll has a deadline: an upstream that turns slow mid-backfill cannot hold a poll forever.
 
-The simulated GitHub answers its first requests at once, then takes a second for
-each. The poll (``poll_timeout: 5s``) is cancelled at its deadline, the source is
+The simulated GitHub answers its first requests at once, then takes as long as
+the whole deadline for each, so no repo in flight when it turns slow can finish
+before the deadline. The poll (``poll_timeout: 5s``) is cancelled at its deadline, the source is
 marked down with reason ``deadline``, the repos committed before stay committed,
 and while the poll runs the in-flight gauge shows how long it has been going.
 
 A repo starts only while the time left covers 1.5 times the longest repo so far
 (so none is cut off when the upstream keeps its pace); the repos before the slow
 turn take well under a second even on a loaded machine, so the repo that meets it
-starts, and the deadline cuts it off.
+starts, and the deadline cuts it off. (An upstream only a little slower would let
+the repos in flight finish, and the poll would end early, by the same rule.)
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from tests.domains.delivery.helpers import value
 NOW = 1_803_859_500.0  # 2027-03-01T00:05:00Z
 DEADLINE = 5.0
 FAST_REQUESTS = 40  # answered at once; every later one takes SLOW seconds
-SLOW = 1.0
+SLOW = DEADLINE
 REPOS = 10
 
 
