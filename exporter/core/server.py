@@ -208,14 +208,24 @@ class MetricsServer:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                client, address = await loop.sock_accept(self.sock)
+                accepted = [await loop.sock_accept(self.sock)]
+                # Then every connection already queued, without a wait each (as asyncio's
+                # own servers do): a burst of connects costs one wake-up.
+                while len(accepted) < self.settings.listen_backlog:
+                    try:
+                        client, address = self.sock.accept()
+                    except OSError:  # none left (or EMFILE: the next sock_accept says so)
+                        break
+                    client.setblocking(False)
+                    accepted.append((client, address))
             except OSError as exc:  # EMFILE and the like: back off, do not spin
                 log.warning("cannot accept a connection: %s", exc)
                 await asyncio.sleep(0.1)
                 continue
-            task = loop.create_task(self._connection(client, address))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            for client, address in accepted:
+                task = loop.create_task(self._connection(client, address))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
     async def _connection(self, client: socket.socket, address: object) -> None:
         peer = _peer(address)

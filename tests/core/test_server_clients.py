@@ -268,7 +268,7 @@ class TestBounds:
         before = threading.active_count()
         held = [s.connect() for _ in range(200)]
         try:
-            wait_for(lambda: s.server.active == 200, 5)
+            wait_for(lambda: s.server.active == 200, 10)
             assert s.scrape()[0] == 200
             assert threading.active_count() <= before + WORKER_THREADS
         finally:
