@@ -30,6 +30,7 @@ from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from exporter.core import redact
+from exporter.core.catalog_wait import CatalogGate
 from exporter.core.changes import writing_for
 from exporter.core.clock import Clock, system_clock, wall_datetime
 from exporter.core.errors import DeadlineExceeded, StateError, StoreBusy, classify
@@ -105,6 +106,7 @@ class Daemon:
             src.clock = clock
             self.health[src.name] = SourceHealth(src.name, src.kind, src.settings.interval)
             self._writes[src.name] = written_by(type(src)) or None
+        self.catalog_gate = CatalogGate(self.sources, self.health, self.store)
         self.holder = SnapshotHolder()
         self.parts = Parts()
         # The sources' health as last rendered, and its version (an input of its own).
@@ -147,7 +149,12 @@ class Daemon:
     @per_poll
     @traced_poll
     async def poll(self, src: Source) -> bool:
-        """Poll one source once; record its health; never raise. True on success."""
+        """Poll one source once; record its health; never raise. True on success.
+
+        A source attributing records to services waits, before its first poll, for the
+        catalog's first load (bounded: see :mod:`exporter.core.catalog_wait`).
+        """
+        await self.catalog_gate.before_poll(src)
         health = self.health[src.name]
         ctx = PollContext(
             store=self.store,
@@ -195,6 +202,7 @@ class Daemon:
             )
         except Exception:
             log.exception("source %s: store housekeeping failed", src.name)
+        self.catalog_gate.after_poll(src, ok)
         await self.refresh()
         return ok
 
@@ -388,8 +396,8 @@ class Daemon:
         )
 
         def skipped(event: JobExecutionEvent) -> None:
-            if event.job_id not in self.health:
-                return  # a refresh job: skipping one is harmless
+            if event.job_id not in self.health or event.job_id in self.catalog_gate.waiting:
+                return  # a refresh job, or a first poll waiting for the catalog
             in_a_row = self.health[event.job_id].poll_skipped()
             # Warn once per overrunning poll; further skips of the same poll only add noise.
             log.log(

@@ -67,6 +67,7 @@ IMPORT_BY_NAME = frozenset({"exporter/sandbox/platform.py"})
 # Folders that the config is built from, so they must not import it.
 NO_CONFIG_FOLDERS = frozenset({"core", "domains", "sandbox"})
 
+
 @dataclass(frozen=True)
 class Edge:
     """One import: ``source`` imports ``target`` (a module of the project, or ``EXT:<name>``)."""

@@ -19,7 +19,7 @@ import fnmatch
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,8 @@ from exporter.core.settings import ServiceBase
 log = logging.getLogger("exporter.catalog")
 
 UNKNOWN_TEAM = "unknown"
+# The team of a service whose owner is no team (nobody, or a user): in no team's figures.
+NO_OWNER = ""
 CONFIG = "config"
 
 
@@ -45,6 +47,7 @@ class CatalogEntity:
     namespace: str
     name: str
     team: str
+    owner_kind: str = "group"  # the kind of the owner's entity ref ("group", "user"); "" if none
     system: str = ""
     type: str = ""
     lifecycle: str = ""
@@ -110,6 +113,15 @@ class Catalog:
     def services_of(self, team: str) -> list[str]:
         return sorted(s.name for s in self.services.values() if s.team == team)
 
+    def owning_teams(self, services: Iterable[str]) -> frozenset[str]:
+        """The teams that own any of ``services``; a service without owner adds none."""
+        return frozenset(t for t in map(self.team_of, services) if t != NO_OWNER)
+
+    @property
+    def without_owner(self) -> list[str]:
+        """The services no team owns (see ``catalog.owner_kinds``), in name order."""
+        return sorted(s.name for s in self.services.values() if s.team == NO_OWNER)
+
 
 def _config_service(svc: ServiceBase) -> CatalogService:
     fields: dict[str, Any] = svc.catalog_fields()
@@ -124,39 +136,30 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
-def merge(config_services: Sequence[ServiceBase], entities: Iterable[CatalogEntity]) -> Catalog:
-    """The merged catalog: config services first, then external components; config wins."""
+def merge(
+    config_services: Sequence[ServiceBase],
+    entities: Iterable[CatalogEntity],
+    *,
+    lifecycles: Collection[str] = (),
+    owner_kinds: Collection[str] = ("group",),
+) -> Catalog:
+    """The merged catalog: config services first, then external components; config wins.
+
+    Only components whose lifecycle is one of ``lifecycles`` (all when empty; a
+    component that states none counts) are services. A component owned by no entity
+    of ``owner_kinds`` is a service without owner (team :data:`NO_OWNER`).
+    """
     services: dict[str, CatalogService] = {s.name: _config_service(s) for s in config_services}
     teams: set[str] = {s.team for s in services.values()}
     conflicts: list[Conflict] = []
-    components: dict[str, CatalogEntity] = {}
-    # The default namespace first, so a name that exists in several namespaces resolves stably.
-    ordered = sorted(entities, key=lambda e: (e.namespace != "default", e.namespace, e.name))
-    for entity in ordered:
-        if entity.kind == "group":
-            teams.add(entity.name)
-            continue
-        if entity.kind != "component":
-            continue
-        if entity.name in components:
-            first = components[entity.name]
-            conflicts.append(
-                Conflict(
-                    entity.name,
-                    "namespace",
-                    first.namespace,
-                    entity.namespace,
-                    entity.source,
-                )
-            )
-            continue
-        components[entity.name] = entity
+    components = _components(entities, lifecycles, teams, conflicts)
     claims = repo_claims(config_services)
     for name, entity in components.items():
         repos = _unclaimed_repos(claims, name, entity, conflicts)
+        team = entity.team if entity.team and entity.owner_kind in owner_kinds else NO_OWNER
         from_catalog = CatalogService(
             name=name,
-            team=entity.team or UNKNOWN_TEAM,
+            team=team,
             source=entity.source,
             system=entity.system,
             tags=frozenset(entity.tags),
@@ -169,12 +172,13 @@ def merge(config_services: Sequence[ServiceBase], entities: Iterable[CatalogEnti
         own = services.get(name)
         if own is None:
             services[name] = from_catalog
-            teams.add(from_catalog.team)
+            if team != NO_OWNER:
+                teams.add(team)
             continue
         changes: dict[str, object] = {"system": entity.system}
         for fname in ("team", "registered_at", "tags", "repos", "routes", "cost_tags"):
             mine, theirs = getattr(own, fname), getattr(from_catalog, fname)
-            if fname == "team" and not entity.team:
+            if fname == "team" and team == NO_OWNER:
                 continue
             if mine in (None, (), frozenset()):
                 changes[fname] = theirs
@@ -192,6 +196,34 @@ def merge(config_services: Sequence[ServiceBase], entities: Iterable[CatalogEnti
     return Catalog(
         services=dict(sorted(services.items())), teams=frozenset(teams), conflicts=tuple(conflicts)
     )
+
+
+def _components(
+    entities: Iterable[CatalogEntity],
+    lifecycles: Collection[str],
+    teams: set[str],
+    conflicts: list[Conflict],
+) -> dict[str, CatalogEntity]:
+    """The components that count, by name; groups are added to ``teams``."""
+    components: dict[str, CatalogEntity] = {}
+    # The default namespace first, so a name that exists in several namespaces resolves stably.
+    ordered = sorted(entities, key=lambda e: (e.namespace != "default", e.namespace, e.name))
+    for entity in ordered:
+        if entity.kind == "group":
+            teams.add(entity.name)
+            continue
+        if entity.kind != "component":
+            continue
+        if lifecycles and entity.lifecycle and entity.lifecycle not in lifecycles:
+            continue
+        if entity.name in components:
+            first = components[entity.name]
+            conflicts.append(
+                Conflict(entity.name, "namespace", first.namespace, entity.namespace, entity.source)
+            )
+            continue
+        components[entity.name] = entity
+    return components
 
 
 def _unclaimed_repos(
@@ -231,6 +263,23 @@ def log_conflicts(conflicts: Iterable[Conflict]) -> int:
                 log.warning("%s", conflict.message())
                 new += 1
     return new
+
+
+_ownerless_logged: set[str] = set()
+
+
+def log_without_owner(catalog: Catalog) -> int:
+    """Log, once per process, the services that became services without owner; return
+    how many were new."""
+    with _logged_lock:
+        new = [n for n in catalog.without_owner if n not in _ownerless_logged]
+        _ownerless_logged.update(new)
+    if new:
+        log.warning(
+            "services without owner (counted as services, in no team's figures): %s",
+            ", ".join(new),
+        )
+    return len(new)
 
 
 def repo_index(catalog: Catalog) -> dict[str, str]:

@@ -39,6 +39,9 @@ class SourceHealth:
     paused_requests: int = 0
     # While a poll runs, when it started (by the daemon's clock); None between polls.
     running_since: float | None = None
+    # True while the source polls without the catalog it waited for (the first-load
+    # bound passed); False once the catalog loaded; None when it never waited.
+    without_catalog: bool | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def count_request(self, code: int | str) -> None:
@@ -87,6 +90,10 @@ class SourceHealth:
             self.polls += 1
             self.errors[reason] = self.errors.get(reason, 0) + 1
 
+    def set_without_catalog(self, value: bool) -> None:
+        with self.lock:
+            self.without_catalog = value
+
     def poll_ended(self) -> None:
         """The poll ended without a verdict (cancelled at shutdown)."""
         with self.lock:
@@ -119,4 +126,5 @@ class SourceHealth:
                 paused_seconds=self.paused_seconds,
                 paused_requests=self.paused_requests,
                 running_since=self.running_since,
+                without_catalog=self.without_catalog,
             )

@@ -12,6 +12,7 @@ Sample::
     platform_exporter_source_poll_in_flight_seconds{source="github",kind="github"} 12.5
     platform_exporter_source_rate_limit_paused_seconds_total{source="github",kind="github"} 60
     platform_exporter_source_rate_limit_paused_requests_total{source="github",kind="github"} 8
+    platform_exporter_source_without_catalog{source="nginx",kind="nginx"} 0
 """
 
 from __future__ import annotations
@@ -114,9 +115,18 @@ def _poll_activity(ctx: RenderContext) -> Iterator[Metric]:
         "Requests that waited for a rate-limit pause of the upstream to end.",
         labels=labels,
     )
+    without_catalog = GaugeMetricFamily(
+        "platform_exporter_source_without_catalog",
+        "1 while the source attributes records with the config's services only, because the "
+        "catalog had not loaded within catalog.first_load_timeout of the start; 0 once it "
+        "has. Absent for sources that attribute nothing to services, or without a catalog source.",
+        labels=labels,
+    )
     for h in ctx.health:
         key = [h.source, h.kind]
         in_flight.add_metric(key, h.in_flight(ctx.now))
         paused.add_metric(key, h.paused_seconds)
         held.add_metric(key, h.paused_requests)
-    yield from (in_flight, paused, held)
+        if h.without_catalog is not None:
+            without_catalog.add_metric(key, 1.0 if h.without_catalog else 0.0)
+    yield from (in_flight, paused, held, without_catalog)

@@ -128,6 +128,11 @@ class Source(ABC):
     produces: ClassVar[tuple[type, ...]] = ()
     #: Other facts consumers ask about (``paid_api``, ``template:<kind>``), instead of naming kinds.
     tags: ClassVar[frozenset[str]] = frozenset()
+    #: It loads the service catalog: the sources that attribute records to services wait
+    #: for its first successful poll (up to :meth:`catalog_wait`) before their first.
+    is_catalog: ClassVar[bool] = False
+    #: It attributes what it reads to services through the catalog (routes, repos, tags).
+    attributes_to_services: ClassVar[bool] = False
 
     def __init__(self, config: ConfigBase, settings: SourceConfig) -> None:
         self.config = config
@@ -139,6 +144,15 @@ class Source(ABC):
     @property
     def name(self) -> str:
         return self.kind
+
+    def catalog_wait(self) -> float:
+        """Of a catalog source: how long the attributing sources wait for its first load."""
+        return 0.0
+
+    def catalog_stored(self, store: Store) -> bool:
+        """Of a catalog source: whether the store holds a listing of it (from a previous
+        run, say), so the sources attributing through it need not wait for a poll."""
+        return False
 
     def client_options(self) -> dict[str, Any]:
         """Keyword arguments for :func:`exporter.core.httpclient.build_client`: base URL, auth, headers."""

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from exporter.core.periods import Span, last_month, month_to_date
-from exporter.core.store import Store, write_records
+from exporter.core.store import Schema, Store, write_records
 from exporter.domains import open_store
 from exporter.domains.probe import store as probe_store
 from exporter.domains.probe.records import ProbeResult
@@ -155,13 +155,21 @@ class TestTrafficDays:
         assert counts.codes == (0, 190, 0, 5, 5)
 
     def test_the_migration_fills_daily_counts_from_stored_minutes(self, tmp_path: Path) -> None:
-        store = stored(tmp_path)
-        with store.transaction() as tx:
-            tx.execute("DELETE FROM traffic_daily_counts")
-            tx.execute("DELETE FROM schema_version WHERE component = 'traffic'")
-            tx.execute("INSERT INTO schema_version VALUES ('traffic', 1)")
-            tx.execute("DROP TABLE traffic_daily_counts")
-        store.close()
+        """A database written by the first traffic schema (rows by service) is migrated:
+        daily counts are filled from its minutes, and its rows keep their service."""
+        v1 = Store(
+            str(tmp_path / "s.db"),
+            schema=Schema.build([("traffic", traffic_store.MIGRATIONS[:1])], []),
+        )
+        with v1.transaction() as tx:
+            for d in DELTAS:
+                tx.execute(
+                    "INSERT INTO traffic_minutes (service, source, minute, c1, c2, c3, c4, c5) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (d.service, d.source, d.minute, *d.codes),
+                )
+        v1.close()
         store = open_store(str(tmp_path / "s.db"))
         counts = traffic_store.span_counts(store, last_month(NOW))["checkout"]
         assert counts.codes == (0, 190, 0, 5, 5)
+        assert traffic_store.attributions(store) == [("nginx", "service:checkout", "checkout")]

@@ -9,7 +9,7 @@ import pytest
 
 from exporter.config import Config, ServiceConfig
 from exporter.core import catalog as catalog_module
-from exporter.core.catalog import CatalogEntity, merge
+from exporter.core.catalog import NO_OWNER, CatalogEntity, merge
 from exporter.domains import open_store, render_context
 from exporter.domains.catalog.records import CatalogListing
 from exporter.domains.catalog.store import load_catalog
@@ -71,10 +71,34 @@ class TestMerge:
         assert cat.teams == frozenset({"payments", "identity", "growth"})
         assert cat.services_of("growth") == []
 
-    def test_a_component_without_owner_belongs_to_unknown(self) -> None:
-        cat = merge([], [comp("orphan", "")])
-        assert cat.team_of("orphan") == "unknown"
+    def test_a_component_without_owner_is_a_service_of_no_team(self) -> None:
+        """No pseudo-team: it is a service, its team is empty, and the teams do not grow;
+        "unknown" stays the team of what the catalog does not hold (unmapped traffic)."""
+        cat = merge([svc("a", "payments")], [comp("orphan", "")])
+        assert "orphan" in cat.services
+        assert cat.team_of("orphan") == NO_OWNER == ""
+        assert cat.teams == frozenset({"payments"})
+        assert cat.without_owner == ["orphan"]
+        assert cat.owning_teams(["a", "orphan"]) == frozenset({"payments"})
         assert cat.team_of("never-heard-of") == "unknown"
+
+    def test_a_user_owned_component_has_no_team_unless_users_are_owner_kinds(self) -> None:
+        user_owned = CatalogEntity("backstage", "component", "default", "tool", "jdoe", "user")
+        assert merge([], [user_owned]).without_owner == ["tool"]
+        assert merge([], [user_owned]).teams == frozenset()
+        as_team = merge([], [user_owned], owner_kinds={"group", "user"})
+        assert as_team.team_of("tool") == "jdoe" and as_team.without_owner == []
+
+    def test_only_components_of_the_configured_lifecycles_are_services(self) -> None:
+        def at(name: str, lifecycle: str) -> CatalogEntity:
+            return CatalogEntity(
+                "backstage", "component", "default", name, "t", lifecycle=lifecycle
+            )
+
+        entities = [at("live", "production"), at("old", "deprecated"), at("unstated", "")]
+        cat = merge([], entities, lifecycles={"production", "experimental"})
+        assert sorted(cat.services) == ["live", "unstated"]
+        assert sorted(merge([], entities).services) == ["live", "old", "unstated"]
 
     def test_the_same_name_in_two_namespaces_keeps_the_default_one(self) -> None:
         other = CatalogEntity(

@@ -30,6 +30,7 @@ class TestAssembledModels:
             "services",
             "sources",
             "cost",
+            "catalog",
             "capabilities",
             "delivery",
         ]

@@ -172,6 +172,8 @@ def config(url: str, state: Path) -> dict[str, Any]:
             "focus": {"urls": [f"{url}/focus/export.csv?sig={s['focus_sig']}&sv=2022"]},
             "probe": {"interval": "30s"},
         },
+        # The echoing Backstage never lists: the others wait only this long for it.
+        "catalog": {"first_load_timeout": 0.5},
     }
 
 

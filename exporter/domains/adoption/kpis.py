@@ -191,7 +191,7 @@ def adoption(
     services = rule_adopters(capability, catalog, evidence, now)
     if services is None:
         return None
-    teams = frozenset(catalog.team_of(s) for s in services)
+    teams = catalog.owning_teams(services)
     total = len(catalog.services)
     return CapabilityAdoption(
         capability=capability.name,
@@ -246,11 +246,12 @@ def teams_onboarded_count(catalog: Catalog, adoptions: Iterable[CapabilityAdopti
 
 
 def teams_onboarded(catalog: Catalog, adoptions: Iterable[CapabilityAdoption]) -> frozenset[str]:
-    """Teams owning at least one service that adopts at least one capability."""
+    """Teams owning at least one service that adopts at least one capability (a service
+    without owner makes no team onboarded)."""
     services: set[str] = set()
     for a in adoptions:
         services |= a.services
-    return frozenset(catalog.team_of(s) for s in services)
+    return catalog.owning_teams(services)
 
 
 def month_of(t: float) -> str:

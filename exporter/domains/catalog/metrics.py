@@ -19,7 +19,12 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.core.provider import RenderContext, cached_help
 from exporter.domains.catalog import store as catalog_store
-from exporter.domains.catalog.kpis import conflict_count, services_per_team, team_count
+from exporter.domains.catalog.kpis import (
+    conflict_count,
+    services_per_team,
+    team_count,
+    without_owner_count,
+)
 from exporter.domains.catalog.records import CatalogListing
 
 
@@ -53,6 +58,17 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
     for team, count in services_per_team(catalog).items():
         per_team.add_metric([team], count)
     yield per_team
+
+    ownerless = GaugeMetricFamily(
+        "platform_catalog_services_without_owner",
+        catalog_help(
+            "Services of the merged catalog that no team owns (no owner, or an owner of a kind "
+            "not in catalog.owner_kinds); they count in no team's figures.",
+            ctx,
+        ),
+    )
+    ownerless.add_metric([], without_owner_count(catalog))
+    yield ownerless
 
     teams = GaugeMetricFamily(
         "platform_catalog_teams", catalog_help("Teams in the merged catalog.", ctx)

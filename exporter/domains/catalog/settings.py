@@ -1,4 +1,5 @@
-"""Settings of the catalog domain: a service's catalog keys and the Backstage source."""
+"""Settings of the catalog domain: a service's catalog keys, which external components
+count as services (``catalog:``), and the Backstage source."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from exporter.core.settings import (
     Duration,
     HttpUrl,
     Secret,
+    Section,
     ServiceFields,
     SourceConfig,
     StrictModel,
@@ -77,3 +79,30 @@ class BackstageSourceConfig(SourceConfig):
 
     # The catalog's services join those of `services[]`.
     adds_services: ClassVar[bool] = True
+
+class CatalogSettings(StrictModel):
+    """Which components of an external catalog count, and how long others wait for it."""
+
+    # Components whose spec.lifecycle is one of these count as services (lower case;
+    # empty: every lifecycle). Deprecated components are left out by default: they are
+    # on their way out, and counting them would hold adoption ratios down.
+    lifecycles: list[str] = Field(default_factory=lambda: ["production", "experimental"])
+    # Entity kinds whose owner refs name a team. A component owned by another kind
+    # (a user, by default) or by nobody is a service without owner: it counts as a
+    # service, in no team's figures.
+    owner_kinds: list[str] = Field(default_factory=lambda: ["group"])
+    # How long sources that attribute records to services (gateways, CI/CD, cost) wait
+    # for the catalog's first load before their first poll; past it they go ahead
+    # with the config's services, and their stored records are re-attributed later.
+    first_load_timeout: Duration = 60.0
+
+    @field_validator("lifecycles", "owner_kinds")
+    @classmethod
+    def _lower(cls, value: list[str]) -> list[str]:
+        return [v.strip().lower() for v in value if v.strip()]
+
+
+class CatalogSection(Section):
+    """The top-level ``catalog:`` key."""
+
+    catalog: CatalogSettings = Field(default_factory=CatalogSettings)

@@ -27,9 +27,16 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from exporter.core.catalog import Catalog, CatalogEntity, log_conflicts, merge
+from exporter.core.catalog import (
+    Catalog,
+    CatalogEntity,
+    log_conflicts,
+    log_without_owner,
+    merge,
+)
 from exporter.core.store import Store, Tx, Writer, write_records
 from exporter.domains.catalog.records import CatalogListing, CatalogServicesSeen, TemplateUse
+from exporter.domains.catalog.settings import CatalogSection
 
 log = logging.getLogger("exporter.catalog")
 
@@ -77,6 +84,12 @@ MIGRATIONS = (
         first_seen REAL NOT NULL
     );
     """,
+    # The kind of an entity's owner ref; rows listed before say nothing, and an owner
+    # ref's default kind is Group.
+    """
+    ALTER TABLE catalog_entities ADD COLUMN owner_kind TEXT NOT NULL DEFAULT 'group';
+    UPDATE catalog_entities SET owner_kind = '' WHERE team = ''
+    """,
 )
 # Services counted once, when the merged catalog first held them (by their team then).
 REGISTERED_TOTAL = "platform_catalog_services_registered_total"
@@ -90,6 +103,7 @@ _COLUMNS = (
     "system",
     "type",
     "lifecycle",
+    "owner_kind",
     "tags",
     "annotations",
     "repos",
@@ -109,6 +123,7 @@ def _row(e: CatalogEntity) -> dict[str, object]:
         "system": e.system,
         "type": e.type,
         "lifecycle": e.lifecycle,
+        "owner_kind": e.owner_kind,
         "tags": json.dumps(list(e.tags)),
         "annotations": json.dumps(dict(e.annotations), sort_keys=True),
         "repos": json.dumps(list(e.repos)),
@@ -214,6 +229,7 @@ def entities(store: Store) -> list[CatalogEntity]:
             system=str(r["system"]),
             type=str(r["type"]),
             lifecycle=str(r["lifecycle"]),
+            owner_kind=str(r["owner_kind"]),
             tags=tuple(json.loads(r["tags"])),
             annotations=tuple(sorted(json.loads(r["annotations"]).items())),
             repos=tuple(json.loads(r["repos"])),
@@ -246,8 +262,15 @@ def load_catalog(config: Any, store: Store) -> Catalog:
     (or disabled) are ignored, so they leave the metrics with it.
     """
     found = [e for e in entities(store) if _enabled(config, e.source)]
-    catalog = merge(config.services, found)
+    settings = CatalogSection.of(config).catalog
+    catalog = merge(
+        config.services,
+        found,
+        lifecycles=frozenset(settings.lifecycles),
+        owner_kinds=frozenset(settings.owner_kinds),
+    )
     log_conflicts(catalog.conflicts)
+    log_without_owner(catalog)
     return catalog
 
 

@@ -2,7 +2,9 @@
 Prometheus)."""
 
 from exporter.core.domain import Domain
-from exporter.domains.traffic import metrics, store
+from exporter.domains.catalog.records import CatalogListing
+from exporter.domains.traffic import attribution, metrics, store
+from exporter.domains.traffic.records import ConsumerSeen, TrafficDelta
 from exporter.domains.traffic.settings import TrafficSection, TrafficServiceFields
 from exporter.domains.traffic.sources.cloudwatch import CloudWatchSource
 from exporter.domains.traffic.sources.kong import KongSource
@@ -18,5 +20,8 @@ DOMAIN = Domain(
     writers=store.WRITERS,
     provider=metrics.collect,
     reads=frozenset({"traffic", "catalog"}),
+    # Stored traffic follows the catalog: re-resolved after every catalog or gateway poll.
+    refresh=attribution.refresh,
+    refresh_after=frozenset({CatalogListing, TrafficDelta, ConsumerSeen}),
     sandbox=("exporter.domains.traffic.sandbox",),
 )

@@ -9,8 +9,12 @@ The expected ``log_format`` (``escape=json``) carries at least::
 ``time_iso8601`` (or ``time``) may replace ``msec``. The latency is ``request_time``
 (seconds, what the client waited); without it, the sum of ``upstream_response_time``
 (one value per upstream tried). A line that is not such an object is malformed: it
-is counted and skipped. :class:`Aggregator` folds lines into counts per (service,
-UTC minute) with a fixed memory footprint per minute, whatever the file size.
+is counted and skipped. :class:`Aggregator` folds lines into counts per (gateway
+identity, UTC minute) with a fixed memory footprint per minute, whatever the file size.
+The identity is the host and the first path segments (see
+:meth:`~exporter.domains.traffic.routes.RouteMap.request_key`); past
+:data:`MAX_IDENTS` distinct ones a source stores new ones under the service they
+resolve to now (pinned), so a path full of ids cannot grow the store without bound.
 """
 
 from __future__ import annotations
@@ -25,13 +29,15 @@ from datetime import datetime
 
 from exporter.domains.traffic.kpis import LATENCY_BUCKETS
 from exporter.domains.traffic.records import ConsumerSeen, TrafficDelta
-from exporter.domains.traffic.routes import RouteMap
+from exporter.domains.traffic.routes import RouteMap, pinned
 
 NB = len(LATENCY_BUCKETS)
 # The C scanner behind json.loads, without its per-call encoding checks.
 _scan_once = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[no-untyped-call,arg-type]
 # Per aggregate: 5 status classes, NB + 1 latency buckets, then the count.
 _WIDTH = 5 + NB + 1 + 1
+# Distinct request identities one source keeps correctable (per process).
+MAX_IDENTS = 5_000
 
 
 def _seconds(value: object) -> float | None:
@@ -56,7 +62,7 @@ def _seconds(value: object) -> float | None:
 
 @dataclass
 class Aggregator:
-    """Folds parsed lines into counts per (service, minute)."""
+    """Folds parsed lines into counts per (identity, minute)."""
 
     routes: RouteMap
     consumer_field: str | None = None
@@ -67,6 +73,9 @@ class Aggregator:
     sums: dict[tuple[str, float], float] = field(default_factory=dict)
     consumers: dict[tuple[str, str], float] = field(default_factory=dict)
     _minutes: dict[str, float] = field(default_factory=dict)
+    # identity -> the service it resolved to when read
+    services: dict[str, str] = field(default_factory=dict)
+    _idents: set[str] = field(default_factory=set)
 
     def add_line(self, line: bytes | str) -> None:
         """Fold one line (without its newline) in."""
@@ -77,7 +86,8 @@ class Aggregator:
         scan = _scan_once
         counts = self.counts
         sums = self.sums
-        by_request = self.routes.by_request
+        request_key = self.routes.request_key
+        services = self.services
         minute_of = self._minute
         bounds = LATENCY_BUCKETS
         bisect_left = bisect.bisect_left
@@ -106,13 +116,15 @@ class Aggregator:
                 if not latency >= 0:  # also rejects NaN
                     raise ValueError("negative latency")
                 minute = minute_of(entry)
-                service = by_request(
+                ident, service = request_key(
                     str(entry.get("host") or ""), str(entry.get("request_uri") or "/")
                 )
             except (ValueError, TypeError, KeyError, AttributeError, OverflowError, StopIteration):
                 self.malformed += 1
                 continue
-            key = (service, minute)
+            if ident not in services:
+                ident = self._admit(ident, service)
+            key = (ident, minute)
             row = counts.get(key)
             if row is None:
                 row = counts[key] = [0] * _WIDTH
@@ -124,9 +136,19 @@ class Aggregator:
             if consumer_field is not None:
                 consumer = entry.get(consumer_field)
                 if consumer and consumer != "-":
-                    ckey = (service, str(consumer))
+                    ckey = (ident, str(consumer))
                     if self.consumers.get(ckey, 0.0) < minute:
                         self.consumers[ckey] = minute
+
+    def _admit(self, ident: str, service: str) -> str:
+        """A new identity, kept as it is while the source holds fewer than MAX_IDENTS."""
+        if ident not in self._idents:
+            if len(self._idents) >= MAX_IDENTS:
+                ident = pinned(service)
+            else:
+                self._idents.add(ident)
+        self.services[ident] = service
+        return ident
 
     def _minute(self, entry: dict[str, object]) -> float:
         raw = entry.get("msec")
@@ -157,16 +179,17 @@ class Aggregator:
 
     def deltas(self, batch: str) -> list[TrafficDelta]:
         out = []
-        for (service, minute), row in sorted(self.counts.items()):
+        for (ident, minute), row in sorted(self.counts.items()):
             out.append(
                 TrafficDelta(
                     source=self.source,
-                    service=service,
+                    service=self.services[ident],
+                    ident=ident,
                     minute=minute,
                     batch=batch,
                     codes=(row[0], row[1], row[2], row[3], row[4]),
                     latency_buckets=tuple(row[5 : 5 + NB + 1]),
-                    latency_sum=self.sums[(service, minute)],
+                    latency_sum=self.sums[(ident, minute)],
                     latency_count=row[-1],
                 )
             )
@@ -175,9 +198,13 @@ class Aggregator:
     def consumers_seen(self) -> list[ConsumerSeen]:
         return [
             ConsumerSeen(
-                self.source, service, hashlib.sha256(consumer.encode()).hexdigest()[:16], at
+                self.source,
+                self.services[ident],
+                hashlib.sha256(consumer.encode()).hexdigest()[:16],
+                at,
+                ident,
             )
-            for (service, consumer), at in sorted(self.consumers.items())
+            for (ident, consumer), at in sorted(self.consumers.items())
         ]
 
     def reset(self) -> None:
@@ -186,3 +213,4 @@ class Aggregator:
         self.counts.clear()
         self.sums.clear()
         self.consumers.clear()
+        self.services.clear()

@@ -15,7 +15,9 @@ Sample::
     platform_service_daily_requests{service="checkout",team="payments"} 3.1e6
 
 Traffic no catalog service claims is reported as ``service="unmapped"``, team
-``unknown``. HELP strings name the sources, since several gateways feed these families.
+``unknown``. The windowed families attribute stored traffic under the catalog as it is
+at the refresh (see :mod:`exporter.domains.traffic.attribution`); the counter and the
+histogram keep the service of the moment the traffic was read. HELP strings name the sources, since several gateways feed these families.
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ from exporter.domains.traffic.kpis import (
     window_kpis,
 )
 from exporter.domains.traffic.records import TrafficDelta
-from exporter.domains.traffic.settings import TrafficServiceFields
 
 STUB_STATES = ("active", "reading", "writing", "waiting")
 
@@ -55,7 +56,8 @@ def _help(text: str, ctx: RenderContext) -> str:
 
 
 def _known(ctx: RenderContext) -> set[str]:
-    return {s.name for s in ctx.config.services} | {UNMAPPED}
+    """The services of the merged catalog (config and external catalogs), and unmapped."""
+    return set(ctx.known_services()) | {UNMAPPED}
 
 
 def collect(ctx: RenderContext) -> Iterator[Metric]:
@@ -181,7 +183,7 @@ def _windows(ctx: RenderContext, known: set[str]) -> Iterator[Metric]:
     counts = traffic_store.window_counts(ctx.store, ctx.now, WINDOWS)
     gateway_q = traffic_store.gateway_latencies(ctx.store, gateway_latency_since(ctx.now))
     services = traffic_services(
-        (s.name for s in ctx.config.services if TrafficServiceFields.of(s).routes),
+        (s.name for s in ctx.catalog.services.values() if s.routes),
         [*(s for s, _ in counts), *(s for s, _, _ in gateway_q)],
         known,
     )

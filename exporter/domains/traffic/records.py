@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class TrafficDelta:
-    """Requests a gateway served for one service in one UTC minute, as read by one poll.
+    """Requests a gateway served under one identity (route, host and path) in one UTC
+    minute, as read by one poll.
 
-    Deltas add up: the store sums every delta of a (service, source, minute). ``batch``
+    Deltas add up: the store sums every delta of an (identity, source, minute). ``batch``
     names the read that produced it (a log offset, a poll's end time), so the same read
     is never counted twice. ``latency_buckets`` are non-cumulative counts per bound of
     :data:`exporter.domains.traffic.kpis.LATENCY_BUCKETS` plus one overflow count, or ``None``
@@ -29,10 +30,14 @@ class TrafficDelta:
     latency_buckets: tuple[int, ...] | None = None
     latency_sum: float = 0.0
     latency_count: int = 0
+    # The gateway identity the requests were counted under (see
+    # :mod:`exporter.domains.traffic.attribution`); ``service`` is what it resolved to
+    # when read. Empty: the source named the service itself (pinned).
+    ident: str = ""
 
     @property
     def key(self) -> str:
-        return f"{self.source}/{self.batch}/{self.service}/{self.minute:.0f}"
+        return f"{self.source}/{self.batch}/{self.ident or self.service}/{self.minute:.0f}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +67,8 @@ class ConsumerSeen:
     service: str
     consumer: str
     at: float
+    ident: str = ""  # as for TrafficDelta
 
     @property
     def key(self) -> str:
-        return f"{self.source}/{self.service}/{self.consumer}"
+        return f"{self.source}/{self.ident or self.service}/{self.consumer}"

@@ -11,6 +11,11 @@ alone. Traffic that matches nothing is
 Given the merged catalog, services that only an external catalog lists (Backstage)
 and their annotated gateway routes are matched too; an identity the config already
 maps keeps the config's service.
+
+Traffic is stored under its gateway identity, not only its service (see
+:mod:`exporter.domains.traffic.attribution`): :meth:`RouteMap.name_key` and
+:meth:`RouteMap.request_key` build that identity, :meth:`RouteMap.resolve` maps it to
+a service under the catalog as it is now.
 """
 
 from __future__ import annotations
@@ -25,12 +30,31 @@ if TYPE_CHECKING:
     from exporter.core.catalog import Catalog
 
 _CACHE_LIMIT = 50_000
+# The prefixes of stored identities: pinned to a service, gateway names, HTTP requests.
+PINNED = "service:"
+NAMES = "name:"
+REQUEST = "req:"
+_SEP = "\t"  # never in a route, host, path or gateway name (all refuse whitespace)
+MAX_IDENT = 300
+
+
+def pinned(service: str) -> str:
+    """The identity of traffic a source attributed itself (a configured service)."""
+    return PINNED + service
+
+
+def path_key(path: str, depth: int) -> str:
+    """The first ``depth`` segments of a request path: ``/a/b/c`` at depth 2 is ``/a/b``."""
+    return "/".join(path.split("/")[: depth + 1]) or "/"
 
 
 class RouteMap:
     """Resolves gateway identities to catalog services."""
 
-    def __init__(self, config: ConfigBase, catalog: Catalog | None = None) -> None:
+    def __init__(
+        self, config: ConfigBase, catalog: Catalog | None = None, *, depth: int = 2
+    ) -> None:
+        self.depth = depth
         self.names: dict[str, str] = {s.name: s.name for s in config.services}
         self.hosts: dict[str, str] = {}
         # (host or "", prefix) -> service; sorted longest prefix first.
@@ -53,6 +77,8 @@ class RouteMap:
                 self.hosts.setdefault(route.lower(), service)
         self.prefixes.sort(key=lambda p: (-len(p[1]), p[0] == ""))
         self._cache: dict[tuple[str, str], str] = {}
+        self._keys: dict[tuple[str, str], tuple[str, str]] = {}
+        self._resolved: dict[str, str] = {}
 
     def by_name(self, *identities: str | None) -> str:
         """The service of the first identity that is known (e.g. route, then service)."""
@@ -75,9 +101,57 @@ class RouteMap:
         return found
 
     def _match(self, host: str, path: str) -> str:
+        return self._match_prefix(host, path)[0]
+
+    def _match_prefix(self, host: str, path: str) -> tuple[str, str]:
+        """The service of a request and the part of its path the matching prefix covers."""
         for p_host, prefix, service in self.prefixes:
             if p_host and p_host != host:
                 continue
-            if path == prefix or path.startswith(prefix.rstrip("/") + "/") or prefix == "/":
-                return service
-        return self.hosts.get(host) or self.names.get(host) or UNMAPPED
+            if path == prefix or prefix == "/":
+                return service, prefix
+            if path.startswith(prefix.rstrip("/") + "/"):
+                return service, path[: len(prefix.rstrip("/")) + 1]
+        return self.hosts.get(host) or self.names.get(host) or UNMAPPED, ""
+
+    # --- stored identities ---------------------------------------------------------------
+
+    def name_key(self, *identities: str | None) -> tuple[str, str]:
+        """(identity, service) of traffic named by gateway identities, tried in order."""
+        ident = (NAMES + _SEP.join(i or "" for i in identities))[:MAX_IDENT]
+        return ident, self.by_name(*identities)
+
+    def request_key(self, host: str, uri: str) -> tuple[str, str]:
+        """(identity, service) of an HTTP request: its host and the first ``depth`` segments
+        of its path, or the longer prefix of a route that matches it now."""
+        cache_key = (host, uri)
+        found = self._keys.get(cache_key)
+        if found is not None:
+            return found
+        path = uri.split("?", 1)[0]
+        bare = host.lower().split(":", 1)[0]
+        service, covered = self._match_prefix(bare, path)
+        short = path_key(path, self.depth)
+        key_path = covered if len(covered) > len(short) else short
+        found = ((REQUEST + bare + _SEP + key_path)[:MAX_IDENT], service)
+        if len(self._keys) >= _CACHE_LIMIT:
+            self._keys.clear()
+        self._keys[cache_key] = found
+        return found
+
+    def resolve(self, ident: str) -> str:
+        """The service of a stored identity under this map (the catalog as it is now)."""
+        found = self._resolved.get(ident)
+        if found is not None:
+            return found
+        if ident.startswith(PINNED):
+            found = ident[len(PINNED) :] or UNMAPPED
+        elif ident.startswith(NAMES):
+            found = self.by_name(*ident[len(NAMES) :].split(_SEP))
+        elif ident.startswith(REQUEST):
+            host, _, path = ident[len(REQUEST) :].partition(_SEP)
+            found = self._match(host, path or "/")
+        else:
+            found = UNMAPPED
+        self._resolved[ident] = found
+        return found

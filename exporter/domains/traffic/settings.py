@@ -48,6 +48,9 @@ class NginxSourceConfig(SourceConfig):
     consumer_field: str | None = None
     # A poll reads at most this many bytes (and commits them in chunks); the rest waits.
     max_bytes_per_poll: int = Field(default=256 * 1024 * 1024, ge=4096)
+    # Traffic is stored under its host and this many leading path segments, so a route
+    # claimed later (up to this deep) takes over the traffic already stored.
+    attribution_depth: int = Field(default=2, ge=0, le=16)
 
 
 class CloudWatchApiConfig(StrictModel):

@@ -1,17 +1,24 @@
 """Gateway traffic: per-minute counts, daily totals, gateway-computed latency, consumers.
 
 Every :class:`~exporter.domains.traffic.records.TrafficDelta` is added to ``traffic_minutes`` (one row
-per service, source and UTC minute), to ``traffic_daily`` (one row per service, source
-and UTC day, kept forever: the cost KPIs divide by it), and to the persisted counter
+per gateway identity, source and UTC minute), to ``traffic_daily`` (one row per identity,
+source and UTC day, kept forever: the cost KPIs divide by it), and to the persisted counter
 ``platform_service_requests_total`` and histogram
 ``platform_service_request_duration_seconds``, all in the poll's transaction and only
 for a batch not seen before. Window KPIs sum the minutes of the window.
+
+Rows hold the identity the traffic was counted under (a route, a host and path, an
+API name); ``traffic_idents`` says which service each identity belongs to, and every
+query joins through it. :mod:`exporter.domains.traffic.attribution` re-resolves it
+when the catalog changes, so every windowed KPI follows the catalog from the next
+refresh. The counter and the histogram keep the service of the moment of ingest.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -24,6 +31,7 @@ from exporter.core.spans import span_sums
 from exporter.core.store import Labels, Store, Tx, Writer, _labels_key, upsert_each, write_records
 from exporter.domains.traffic.kpis import CODE_CLASSES, LATENCY_BUCKETS, WindowCounts
 from exporter.domains.traffic.records import ConsumerSeen, TrafficDelta, TrafficLatency
+from exporter.domains.traffic.routes import pinned
 
 NB = len(LATENCY_BUCKETS)
 _BUCKET_COLS = [f"b{i}" for i in range(NB + 1)]  # the last one is the overflow
@@ -88,12 +96,42 @@ MIGRATIONS = (
     SELECT service, source, date(minute, 'unixepoch'), {", ".join(f"SUM({c})" for c in _COUNT_COLS)}
     FROM traffic_minutes GROUP BY service, source, date(minute, 'unixepoch')
     """,
+    # Rows keyed by the gateway identity they were counted under, resolved to a service
+    # through traffic_idents (re-resolved when the catalog changes). Rows stored before
+    # keep the service they were attributed to, pinned.
+    """
+    CREATE TABLE traffic_idents (
+        source TEXT NOT NULL,
+        ident TEXT NOT NULL,
+        service TEXT NOT NULL,
+        PRIMARY KEY (source, ident)
+    );
+    INSERT OR IGNORE INTO traffic_idents (source, ident, service)
+    SELECT source, 'service:' || service, service FROM (
+        SELECT source, service FROM traffic_minutes
+        UNION SELECT source, service FROM traffic_daily
+        UNION SELECT source, service FROM traffic_daily_counts
+        UNION SELECT source, service FROM traffic_consumers
+    );
+    CREATE INDEX traffic_idents_service ON traffic_idents (service);
+    ALTER TABLE traffic_minutes RENAME COLUMN service TO ident;
+    UPDATE traffic_minutes SET ident = 'service:' || ident;
+    ALTER TABLE traffic_daily RENAME COLUMN service TO ident;
+    UPDATE traffic_daily SET ident = 'service:' || ident;
+    ALTER TABLE traffic_daily_counts RENAME COLUMN service TO ident;
+    UPDATE traffic_daily_counts SET ident = 'service:' || ident;
+    ALTER TABLE traffic_consumers RENAME COLUMN service TO ident;
+    UPDATE traffic_consumers SET ident = 'service:' || ident
+    """,
 )
+# Joins a raw row (alias r) to the service its identity resolves to now.
+_RESOLVED = "LEFT JOIN traffic_idents a ON a.source = r.source AND a.ident = r.ident"
+_SERVICE = "COALESCE(a.service, 'unmapped')"
 
 _DAY_COUNTS_SQL = (
-    f"INSERT INTO traffic_daily_counts (service, source, day, {', '.join(_COUNT_COLS)}) "
+    f"INSERT INTO traffic_daily_counts (ident, source, day, {', '.join(_COUNT_COLS)}) "
     f"VALUES (?, ?, ?, {', '.join('?' for _ in _COUNT_COLS)}) "
-    "ON CONFLICT (service, source, day) DO UPDATE SET "
+    "ON CONFLICT (ident, source, day) DO UPDATE SET "
     + ", ".join(f"{c} = {c} + excluded.{c}" for c in _COUNT_COLS)
 )
 
@@ -110,13 +148,33 @@ STUB_STATUS = "stub_status"
 CONSUMERS_REGISTERED = "consumers_registered"
 
 
+def _ident(record: TrafficDelta | ConsumerSeen) -> str:
+    return record.ident or pinned(record.service)
+
+
+def _note_idents(tx: Tx, seen: Mapping[tuple[str, str], str]) -> None:
+    """Attribute identities never seen before to the service their source resolved;
+    known ones keep theirs (:mod:`~exporter.domains.traffic.attribution` re-resolves)."""
+    for (source, ident), service in seen.items():
+        tx.execute(
+            "INSERT INTO traffic_idents (source, ident, service) VALUES (?, ?, ?) "
+            "ON CONFLICT (source, ident) DO NOTHING",
+            (source, ident, service),
+        )
+
+
 def write_deltas(tx: Tx, deltas: Sequence[TrafficDelta]) -> None:
-    """Add each new delta to the minute and day rows, the counters and the histogram."""
+    """Add each new delta to the minute and day rows, the counters and the histogram.
+
+    Minute and day rows are keyed by the delta's identity (resolved when read); the
+    counters and the histogram by the service it resolved to at ingest (exported
+    counters only go forward).
+    """
     cols = ["c1", "c2", "c3", "c4", "c5", *_BUCKET_COLS, "latency_sum", "latency_count"]
     minute_sql = (
-        f"INSERT INTO traffic_minutes (service, source, minute, {', '.join(cols)}) "
+        f"INSERT INTO traffic_minutes (ident, source, minute, {', '.join(cols)}) "
         f"VALUES (?, ?, ?, {', '.join('?' for _ in cols)}) "
-        "ON CONFLICT (service, source, minute) DO UPDATE SET "
+        "ON CONFLICT (ident, source, minute) DO UPDATE SET "
         + ", ".join(f"{c} = {c} + excluded.{c}" for c in cols)
     )
     # Counter and histogram updates are summed first: one write per series per batch.
@@ -124,21 +182,24 @@ def write_deltas(tx: Tx, deltas: Sequence[TrafficDelta]) -> None:
     hist: dict[tuple[str, str], list[float]] = {}
     daily: dict[tuple[str, str, str], int] = defaultdict(int)
     day_counts: dict[tuple[str, str, str], list[int]] = {}
+    idents: dict[tuple[str, str], str] = {}
     for d in deltas:
         if not tx.insert_new("traffic_batches", {"key": d.key, "minute": d.minute}):
             continue
         buckets = list(d.latency_buckets) if d.latency_buckets is not None else [0] * (NB + 1)
         if len(buckets) != NB + 1:
             raise ValueError(f"a delta needs {NB + 1} latency buckets, got {len(buckets)}")
+        ident = _ident(d)
+        idents.setdefault((d.source, ident), d.service)
         tx.execute(
             minute_sql,
-            (d.service, d.source, d.minute, *d.codes, *buckets, d.latency_sum, d.latency_count),
+            (ident, d.source, d.minute, *d.codes, *buckets, d.latency_sum, d.latency_count),
         )
         requests = sum(d.codes)
         day = utc_date(d.minute).isoformat()
         if requests:
-            daily[(d.service, d.source, day)] += requests
-        acc_day = day_counts.setdefault((d.service, d.source, day), [0] * len(_COUNT_COLS))
+            daily[(ident, d.source, day)] += requests
+        acc_day = day_counts.setdefault((ident, d.source, day), [0] * len(_COUNT_COLS))
         for i, n in enumerate((*d.codes, *buckets)):
             acc_day[i] += n
         for cls, n in zip(CODE_CLASSES, d.codes, strict=True):
@@ -149,15 +210,16 @@ def write_deltas(tx: Tx, deltas: Sequence[TrafficDelta]) -> None:
             for i, n in enumerate(buckets):
                 acc[i] += n
             acc[NB + 1] += d.latency_sum
-    for (service, source, day), n in daily.items():
+    _note_idents(tx, idents)
+    for (ident, source, day), n in daily.items():
         tx.execute(
-            "INSERT INTO traffic_daily (service, source, day, requests) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (service, source, day) DO UPDATE SET "
+            "INSERT INTO traffic_daily (ident, source, day, requests) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (ident, source, day) DO UPDATE SET "
             "requests = requests + excluded.requests",
-            (service, source, day, n),
+            (ident, source, day, n),
         )
-    for (service, source, day), values in day_counts.items():
-        tx.execute(_DAY_COUNTS_SQL, (service, source, day, *values))
+    for (ident, source, day), values in day_counts.items():
+        tx.execute(_DAY_COUNTS_SQL, (ident, source, day, *values))
     for (service, source, cls), n in counters.items():
         tx.incr(REQUESTS_TOTAL, {"service": service, "source": source, "code_class": cls}, n)
     for (service, source), acc in hist.items():
@@ -212,13 +274,36 @@ def write_latencies(tx: Tx, points: Sequence[TrafficLatency]) -> None:
 
 
 def write_consumers(tx: Tx, seen: Sequence[ConsumerSeen]) -> None:
+    idents: dict[tuple[str, str], str] = {}
     for c in seen:
+        ident = _ident(c)
+        idents.setdefault((c.source, ident), c.service)
         tx.execute(
-            "INSERT INTO traffic_consumers (service, source, consumer, last_seen) "
-            "VALUES (?, ?, ?, ?) ON CONFLICT (service, source, consumer) "
+            "INSERT INTO traffic_consumers (ident, source, consumer, last_seen) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (ident, source, consumer) "
             "DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)",
-            (c.service, c.source, c.consumer, c.at),
+            (ident, c.source, c.consumer, c.at),
         )
+    _note_idents(tx, idents)
+
+
+def attributions(store: Store) -> list[tuple[str, str, str]]:
+    """(source, identity, service) of every identity traffic was stored under."""
+    try:
+        rows = store.query("SELECT source, ident, service FROM traffic_idents ORDER BY 1, 2")
+    except sqlite3.OperationalError:
+        return []
+    return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+
+def reattribute(store: Store, changes: Sequence[tuple[str, str, str]]) -> None:
+    """Move each (source, identity) to its new service, in one transaction."""
+    with store.transaction() as tx:
+        for source, ident, service in changes:
+            tx.execute(
+                "UPDATE traffic_idents SET service = ? WHERE source = ? AND ident = ?",
+                (service, source, ident),
+            )
 
 
 def prune(tx: Tx, older_than: float) -> int:
@@ -321,8 +406,8 @@ def window_counts(
     params["oldest"] = now - max(windows.values())
     params["now"] = now
     rows = store.query(
-        f"SELECT service, {select} FROM traffic_minutes "
-        "WHERE minute > :oldest AND minute <= :now GROUP BY service",
+        f"SELECT {_SERVICE}, {select} FROM traffic_minutes r {_RESOLVED} "
+        f"WHERE minute > :oldest AND minute <= :now GROUP BY {_SERVICE}",
         params,
     )
     out: dict[tuple[str, str], WindowCounts] = {}
@@ -345,10 +430,10 @@ def span_counts(store: Store, span: Span) -> dict[str, WindowCounts]:
     totals = span_sums(
         store,
         span,
-        f"SELECT service, {sums} FROM traffic_daily_counts "
-        "WHERE day >= ? AND day <= ? GROUP BY service",
-        f"SELECT service, {sums} FROM traffic_minutes "
-        "WHERE minute >= ? AND minute < ? GROUP BY service",
+        f"SELECT {_SERVICE}, {sums} FROM traffic_daily_counts r {_RESOLVED} "
+        f"WHERE day >= ? AND day <= ? GROUP BY {_SERVICE}",
+        f"SELECT {_SERVICE}, {sums} FROM traffic_minutes r {_RESOLVED} "
+        f"WHERE minute >= ? AND minute < ? GROUP BY {_SERVICE}",
     )
     return {
         service: WindowCounts(tuple(v[:5]), tuple(v[5:]))  # type: ignore[arg-type]
@@ -363,10 +448,10 @@ def daily_requests(store: Store, service: str, day: date, source: str | None = N
     Only a closed day is final: callers dividing by it (cost per request) should ask
     for days that have ended, plus the sources' ``delay``.
     """
-    sql = "SELECT SUM(requests) FROM traffic_daily WHERE service = ? AND day = ?"
+    sql = f"SELECT SUM(requests) FROM traffic_daily r {_RESOLVED} WHERE {_SERVICE} = ? AND day = ?"
     params: list[Any] = [service, day.isoformat()]
     if source is not None:
-        sql += " AND source = ?"
+        sql += " AND r.source = ?"
         params.append(source)
     row = store.query_one(sql, params)
     return None if row is None or row[0] is None else int(row[0])
@@ -375,8 +460,8 @@ def daily_requests(store: Store, service: str, day: date, source: str | None = N
 def daily_totals(store: Store, since: date) -> dict[tuple[str, date], int]:
     """Requests per (service, day) for every day from ``since``, over every source."""
     rows = store.query(
-        "SELECT service, day, SUM(requests) FROM traffic_daily WHERE day >= ? "
-        "GROUP BY service, day",
+        f"SELECT {_SERVICE}, day, SUM(requests) FROM traffic_daily r {_RESOLVED} "
+        f"WHERE day >= ? GROUP BY {_SERVICE}, day",
         (since.isoformat(),),
     )
     return {(str(r[0]), date.fromisoformat(str(r[1]))): int(r[2]) for r in rows}
@@ -422,8 +507,8 @@ def registered_consumers(store: Store) -> dict[str, int]:
 def active_consumers(store: Store, since: float) -> dict[str, int]:
     """Distinct consumers per service seen at or after ``since``."""
     rows = store.query(
-        "SELECT service, COUNT(DISTINCT consumer) FROM traffic_consumers "
-        "WHERE last_seen >= ? GROUP BY service",
+        f"SELECT {_SERVICE}, COUNT(DISTINCT consumer) FROM traffic_consumers r {_RESOLVED} "
+        f"WHERE last_seen >= ? GROUP BY {_SERVICE}",
         (since,),
     )
     return {str(r[0]): int(r[1]) for r in rows}

@@ -131,6 +131,7 @@ class TestPollDeadline:
     def test_the_deadline_defaults_to_the_interval(self) -> None:
         fake = GitHubFake(synthetic_org(NOW, 2, 30, 40, 6), clock=ShiftedClock(NOW))
         daemon, source = daemon_over(slow_after(fake, 0), interval="2s", timeout="1s")
+
         async def go() -> bool:
             try:
                 return await daemon.poll(source)

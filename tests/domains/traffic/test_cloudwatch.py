@@ -146,8 +146,8 @@ class TestGetMetricData:
         rows = {
             r[0]: (r[1], r[2])
             for r in daemon.store.query(
-                "SELECT service, SUM(latency_sum), SUM(latency_count) FROM traffic_minutes "
-                "GROUP BY service"
+                "SELECT a.service, SUM(latency_sum), SUM(latency_count) FROM traffic_minutes "
+                "JOIN traffic_idents a USING (source, ident) GROUP BY a.service"
             )
         }
         assert rows["payments-api"][0] == pytest.approx(25.0) and rows["payments-api"][1] == 100

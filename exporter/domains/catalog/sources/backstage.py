@@ -7,7 +7,8 @@ Each poll reads the whole catalog and commits it as one
 :class:`~exporter.domains.catalog.records.CatalogListing`, so entities that left the catalog
 leave the store in the same transaction, and a poll that fails on any page
 commits nothing. A component's team is the name part of its ``spec.owner``
-ref (or of its system's owner); annotations give its repos, gateway routes,
+ref (or of its system's owner), and the ref's kind says whether it is a team (see
+``catalog.owner_kinds``); annotations give its repos, gateway routes,
 cost tags and registration time (keys configurable). Entity names that cannot
 be label values are skipped and logged.
 """
@@ -24,8 +25,10 @@ from exporter.core.errors import MalformedResponse
 from exporter.core.httpclient import send
 from exporter.core.settings import ConfigBase
 from exporter.core.source import PollContext, Source
+from exporter.core.store import Store
+from exporter.domains.catalog import store as catalog_store
 from exporter.domains.catalog.records import CatalogListing
-from exporter.domains.catalog.settings import BackstageSourceConfig
+from exporter.domains.catalog.settings import BackstageSourceConfig, CatalogSection
 
 KINDS = ("component", "system", "group")
 FIELDS = (
@@ -56,6 +59,14 @@ def ref_name(ref: Any) -> str:
         return ""
     name = ref.strip().split(":", 1)[-1].rsplit("/", 1)[-1]
     return name.lower()
+
+
+def ref_kind(ref: Any) -> str:
+    """The kind part of an owner's entity ref, lower-cased: ``group`` when the ref names
+    none (an owner ref's default kind, per the descriptor format's ``spec.owner``)."""
+    if not isinstance(ref, str) or ":" not in ref:
+        return "group"
+    return ref.strip().split(":", 1)[0].lower() or "group"
 
 
 def _split(value: str) -> list[str]:
@@ -135,10 +146,17 @@ class BackstageSource(Source):
     kind = "backstage"
     settings_model = BackstageSourceConfig
     produces = (CatalogListing,)
+    is_catalog = True
 
     def __init__(self, config: ConfigBase, settings: BackstageSourceConfig) -> None:
         super().__init__(config, settings)
         self.backstage = settings
+
+    def catalog_wait(self) -> float:
+        return CatalogSection.of(self.config).catalog.first_load_timeout
+
+    def catalog_stored(self, store: Store) -> bool:
+        return self.name in catalog_store.listings(store)
 
     def client_options(self) -> dict[str, Any]:
         headers = {"Accept": "application/json"}
@@ -214,7 +232,7 @@ class BackstageSource(Source):
     def _usable(
         self, items: list[Any], ctx: PollContext
     ) -> tuple[list[_Raw], dict[tuple[str, str], str]]:
-        """The items of a kept kind, namespace and name, and each system's owner by
+        """The items of a kept kind, namespace and name, and each system's owner ref by
         (namespace, name); names that cannot be label values are logged once."""
         systems: dict[tuple[str, str], str] = {}
         raw: list[_Raw] = []
@@ -238,7 +256,8 @@ class BackstageSource(Source):
             if self.backstage.namespaces and namespace not in self.backstage.namespaces:
                 continue
             if kind == "system":
-                systems[(namespace, name)] = ref_name(spec.get("owner"))
+                owner = spec.get("owner")
+                systems[(namespace, name)] = owner if isinstance(owner, str) else ""
             raw.append((kind, namespace, name, meta, spec))
         if skipped:
             ctx.log.warning(
@@ -272,9 +291,10 @@ class BackstageSource(Source):
                 system[:64],
             )
             system = ""
-        team = name if kind == "group" else ref_name(spec.get("owner"))
-        if not team and system:
-            team = systems.get((namespace, system), "")
+        owner = spec.get("owner") if kind != "group" else f"group:{name}"
+        if not ref_name(owner) and system:
+            owner = systems.get((namespace, system), "")
+        team = ref_name(owner)
         if team and not _NAME.match(team):
             team = ""
         repos = [f"github:{r}" for r in _first(annotations, keys.github_repos)]
@@ -296,6 +316,7 @@ class BackstageSource(Source):
             namespace=namespace,
             name=name,
             team=team,
+            owner_kind=ref_kind(owner) if team else "",
             system=system,
             type=str(spec.get("type", "")).lower() if kind != "group" else "",
             lifecycle=str(spec.get("lifecycle", "")).lower(),

@@ -85,6 +85,8 @@ class CapReached(RateLimited):
 class AwsCostSource(Source):
     """Cost Explorer daily costs; see the module docstring."""
 
+    attributes_to_services = True
+
     kind = "aws_cost"
     settings_model = AwsCostSourceConfig
     produces = (CostContribution,)

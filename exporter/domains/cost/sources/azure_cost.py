@@ -68,6 +68,8 @@ def retry_after(response: httpx.Response, now: float) -> float | None:
 class AzureCostSource(Source):
     """Azure Cost Management Query API; see the module docstring."""
 
+    attributes_to_services = True
+
     kind = "azure_cost"
     settings_model = AzureCostSourceConfig
     produces = (CostContribution,)

@@ -53,6 +53,8 @@ class MissingPath(SourceError):
 class FocusSource(Source):
     """Reads FOCUS export files; see the module docstring."""
 
+    attributes_to_services = True
+
     kind = "focus"
     settings_model = FocusSourceConfig
     produces = (CostContribution,)

@@ -209,6 +209,8 @@ class CicdSource(Source):
     one poll may wait pauses the source until then, without calling.
     """
 
+    attributes_to_services = True
+
     # The shared retry policy's knobs; tests make them fast.
     attempts = 4
     backoff = 0.5

@@ -39,10 +39,11 @@ from exporter.core.errors import (
 )
 from exporter.core.settings import ConfigBase
 from exporter.core.source import PollContext, Source
+from exporter.domains.catalog.store import load_catalog
 from exporter.domains.traffic import store as traffic_store
 from exporter.domains.traffic.kpis import WINDOWS
 from exporter.domains.traffic.records import TrafficDelta, TrafficLatency
-from exporter.domains.traffic.routes import RouteMap
+from exporter.domains.traffic.routes import RouteMap, pinned
 from exporter.domains.traffic.settings import CloudWatchApiConfig, CloudWatchSourceConfig
 
 NAMESPACE = "AWS/ApiGateway"
@@ -137,8 +138,10 @@ def minute_deltas(
     services: Sequence[str],
     results: Sequence[dict[str, Any]],
     batch: str,
+    idents: Sequence[str] | None = None,
 ) -> list[TrafficDelta]:
-    """Per (API, minute) counts and latency from the count queries' results."""
+    """Per (API, minute) counts and latency from the count queries' results, stored under
+    each API's identity in ``idents`` (by default, its service, pinned)."""
     series = _series(results)
     out = []
     for i, (api, service) in enumerate(zip(apis, services, strict=True)):
@@ -161,6 +164,7 @@ def minute_deltas(
                     latency_buckets=None,
                     latency_sum=latency_sum,
                     latency_count=total if avg_ms is not None else 0,
+                    ident=idents[i] if idents is not None else "",
                 )
             )
     return out
@@ -216,6 +220,8 @@ def _classify_client_error(exc: Exception) -> SourceError:
 class CloudWatchSource(Source):
     """Reads API Gateway metrics from CloudWatch; see the module docstring."""
 
+    attributes_to_services = True
+
     kind = "cloudwatch"
     settings_model = CloudWatchSourceConfig
     produces = (TrafficDelta, TrafficLatency)
@@ -225,7 +231,12 @@ class CloudWatchSource(Source):
         self.cw = settings
         routes = RouteMap(config)
         self.apis = list(settings.apis)
-        self.services = [api.service or routes.by_name(api.name) for api in self.apis]
+        # An API's stored identity: its configured service (pinned), else its name.
+        self.idents = [
+            pinned(api.service) if api.service else routes.name_key(api.name)[0]
+            for api in self.apis
+        ]
+        self.services = [routes.resolve(i) for i in self.idents]
         self._client: Any = None
 
     def client(self) -> Any:
@@ -279,6 +290,9 @@ class CloudWatchSource(Source):
                 return results
 
     async def poll(self, ctx: PollContext) -> None:
+        # The merged catalog may have gained (or lost) Backstage services and routes.
+        routes = RouteMap(self.config, load_catalog(self.config, ctx.store))
+        self.services = [routes.resolve(i) for i in self.idents]
         now = ctx.now()
         end = math.floor((now - self.cw.delay) / 60.0) * 60.0
         raw = ctx.cursor("until")
@@ -290,7 +304,9 @@ class CloudWatchSource(Source):
             results = await asyncio.to_thread(
                 self.get_metric_data, ctx, count_queries(self.apis), start, end
             )
-            records.extend(minute_deltas(self.apis, self.services, results, f"{end:.0f}"))
+            records.extend(
+                minute_deltas(self.apis, self.services, results, f"{end:.0f}", self.idents)
+            )
             cursors["until"] = f"{end:.0f}"
         stats = list(self.cw.latency_statistics)
         if stats:

@@ -71,7 +71,7 @@ MAX_PAGES = 1_000
 MAX_ITEMS = 100_000
 # A cumulative counter beyond 2**53 is no longer an exact count: not a real reading.
 MAX_COUNTER = float(2**53)
-# (catalog service, Kong service, route): one Kong latency series.
+# (stored identity, Kong service, route): one Kong latency series.
 _Series = tuple[str, str, str]
 
 SeriesKey = str  # JSON of the sample name and its sorted labels
@@ -208,6 +208,8 @@ def _class(code: str) -> int | None:
 
 class KongSource(Source):
     """Reads Kong's Prometheus plugin and Admin API; see the module docstring."""
+
+    attributes_to_services = True
 
     kind = "kong"
     settings_model = KongSourceConfig
@@ -359,10 +361,11 @@ class KongSource(Source):
                     out[key] = name
         return out
 
-    def _service(self, labels: dict[str, str], route_service: dict[str, str]) -> str:
+    def _ident(self, labels: dict[str, str], route_service: dict[str, str]) -> str:
+        """The stored identity of a series: its Kong route, then its Kong service."""
         route = labels.get("route") or ""
         kong_service = labels.get("service") or route_service.get(route) or ""
-        return self.routes.by_name(route, kong_service)
+        return self.routes.name_key(route, kong_service)[0]
 
     def deltas(
         self,
@@ -376,21 +379,22 @@ class KongSource(Source):
         buckets, sums = _latency(hist)
         minute = utc_minute(now)
         batch = f"poll:{now:.3f}"
-        for service in sorted(set(codes) | set(buckets)):
-            b = buckets.get(service)
+        for ident in sorted(set(codes) | set(buckets)):
+            b = buckets.get(ident)
             yield TrafficDelta(
                 source=self.kind,
-                service=service,
+                service=self.routes.resolve(ident),
                 minute=minute,
                 batch=batch,
-                codes=tuple(codes[service]) if service in codes else (0, 0, 0, 0, 0),  # type: ignore[arg-type]
+                codes=tuple(codes[ident]) if ident in codes else (0, 0, 0, 0, 0),  # type: ignore[arg-type]
                 latency_buckets=tuple(b) if b is not None else None,
-                latency_sum=sums.get(service, 0.0),
+                latency_sum=sums.get(ident, 0.0),
                 latency_count=sum(b) if b is not None else 0,
+                ident=ident,
             )
-        for service, consumer in sorted(consumers):
+        for ident, consumer in sorted(consumers):
             digest = hashlib.sha256(consumer.encode()).hexdigest()[:16]
-            yield ConsumerSeen(self.kind, service, digest, now)
+            yield ConsumerSeen(self.kind, self.routes.resolve(ident), digest, now, ident)
 
     def _increases(
         self,
@@ -399,8 +403,8 @@ class KongSource(Source):
         reset: bool,
         route_service: dict[str, str],
     ) -> tuple[dict[str, list[int]], set[tuple[str, str]], dict[_Series, dict[str, float]]]:
-        """What grew since the previous read: requests per catalog service and status
-        class, (service, consumer) pairs, and each latency series' increases by ``le``
+        """What grew since the previous read: requests per stored identity and status
+        class, (identity, consumer) pairs, and each latency series' increases by ``le``
         (plus ``sum`` and ``count``)."""
         codes: dict[str, list[int]] = defaultdict(lambda: [0] * 5)
         consumers: set[tuple[str, str]] = set()
@@ -412,7 +416,7 @@ class KongSource(Source):
             increase = counter_delta(before, value)
             if increase <= 0:
                 continue
-            service = self._service(labels, route_service)
+            service = self._ident(labels, route_service)
             if name in REQUEST_COUNTERS:
                 idx = _class(labels.get("code", ""))
                 if idx is not None:
@@ -437,7 +441,7 @@ def _latency(
     hist: dict[_Series, dict[str, float]],
 ) -> tuple[dict[str, list[int]], dict[str, float]]:
     """Latency increases per Kong series, converted to :data:`LATENCY_BUCKETS` and added
-    up per catalog service: (non-cumulative bucket counts plus overflow, sum in seconds)."""
+    up per stored identity: (non-cumulative bucket counts plus overflow, sum in seconds)."""
     buckets: dict[str, list[int]] = defaultdict(lambda: [0] * (NB + 1))
     sums: dict[str, float] = defaultdict(float)
     for (service, _, _), h in hist.items():

@@ -76,6 +76,8 @@ def parse_stub_status(text: str) -> dict[str, int]:
 class NginxSource(Source):
     """Tails the access log; see the module docstring."""
 
+    attributes_to_services = True
+
     kind = "nginx"
     settings_model = NginxSourceConfig
     produces = (TrafficDelta, ConsumerSeen)
@@ -84,14 +86,18 @@ class NginxSource(Source):
         super().__init__(config, settings)
         self.nginx = settings
         self.path = Path(settings.access_log)
-        self.aggregator = Aggregator(RouteMap(config), settings.consumer_field, self.kind)
+        self.aggregator = Aggregator(
+            RouteMap(config, depth=settings.attribution_depth), settings.consumer_field, self.kind
+        )
         # The file we read last, kept open so that the rest of a renamed file is not lost.
         self._fh: BinaryIO | None = None
         self._fh_id: tuple[int, int] | None = None
 
     async def poll(self, ctx: PollContext) -> None:
         # The merged catalog may have gained (or lost) Backstage services and routes.
-        self.aggregator.routes = RouteMap(self.config, load_catalog(self.config, ctx.store))
+        self.aggregator.routes = RouteMap(
+            self.config, load_catalog(self.config, ctx.store), depth=self.nginx.attribution_depth
+        )
         if self.nginx.stub_status_url:
             response = await send(
                 ctx.client, "GET", self.nginx.stub_status_url, health=ctx.health, clock=ctx.now

@@ -36,10 +36,11 @@ from exporter.core.periods import utc_minute
 from exporter.core.redact import excerpt
 from exporter.core.settings import ConfigBase
 from exporter.core.source import PollContext, Source
+from exporter.domains.catalog.store import load_catalog
 from exporter.domains.traffic import store as traffic_store
 from exporter.domains.traffic.kpis import QUANTILES, WINDOWS
 from exporter.domains.traffic.records import TrafficDelta, TrafficLatency
-from exporter.domains.traffic.routes import RouteMap
+from exporter.domains.traffic.routes import NAMES, RouteMap, pinned
 from exporter.domains.traffic.settings import PrometheusSourceConfig
 
 
@@ -102,6 +103,8 @@ def parse_result(
 class PrometheusSource(Source):
     """Runs the configured PromQL; see the module docstring."""
 
+    attributes_to_services = True
+
     kind = "prometheus"
     settings_model = PrometheusSourceConfig
     produces = (TrafficDelta, TrafficLatency)
@@ -119,15 +122,16 @@ class PrometheusSource(Source):
             headers["Authorization"] = f"Bearer {self.prom.bearer_token.get_secret_value()}"
         return {"headers": headers}
 
-    def _service(self, name: str | None) -> str:
+    def _ident(self, name: str | None) -> str:
+        """The stored identity of a series: its service label's value (or the scalar's)."""
         if name is None:
-            return self.prom.scalar_service or self.routes.by_name(None)
-        return self.routes.by_name(name)
+            return pinned(self.prom.scalar_service) if self.prom.scalar_service else NAMES
+        return self.routes.name_key(name)[0]
 
     async def query(
         self, ctx: PollContext, promql: str, at: float, warnings: list[str]
     ) -> dict[str, float]:
-        """Service -> value of one instant query at ``at``."""
+        """Stored identity -> value of one instant query at ``at``."""
         response = await send(
             ctx.client,
             "POST",
@@ -166,10 +170,12 @@ class PrometheusSource(Source):
         warnings.extend(found)
         out: dict[str, float] = defaultdict(float)
         for name, value in values.items():
-            out[self._service(name)] += value
+            out[self._ident(name)] += value
         return dict(out)
 
     async def poll(self, ctx: PollContext) -> None:
+        # The merged catalog may have gained (or lost) Backstage services and routes.
+        self.routes = RouteMap(self.config, load_catalog(self.config, ctx.store))
         now = math.floor(ctx.now())
         self._dropped = []
         warnings: list[str] = []
@@ -196,15 +202,16 @@ class PrometheusSource(Source):
                     if q.errors_4xx
                     else {}
                 )
-                for service in sorted(set(requests) | set(e5) | set(e4)):
-                    total = max(round(requests.get(service, 0.0)), 0)
-                    n5 = min(max(round(e5.get(service, 0.0)), 0), total)
-                    n4 = min(max(round(e4.get(service, 0.0)), 0), total - n5)
+                for ident in sorted(set(requests) | set(e5) | set(e4)):
+                    total = max(round(requests.get(ident, 0.0)), 0)
+                    n5 = min(max(round(e5.get(ident, 0.0)), 0), total)
+                    n4 = min(max(round(e4.get(ident, 0.0)), 0), total - n5)
                     if total:
                         records.append(
                             TrafficDelta(
                                 source=self.kind,
-                                service=service,
+                                service=self.routes.resolve(ident),
+                                ident=ident,
                                 minute=utc_minute(end - 1),
                                 batch=f"{start:.0f}-{end:.0f}",
                                 codes=(0, total - n4 - n5, 0, n4, n5),
@@ -218,7 +225,8 @@ class PrometheusSource(Source):
                     values = await self.query(
                         ctx, render(q.latency_seconds, span, quantile), now, warnings
                     )
-                    for service, seconds in sorted(values.items()):
+                    for ident, seconds in sorted(values.items()):
+                        service = self.routes.resolve(ident)
                         records.append(
                             TrafficLatency(self.kind, service, window, quantile, seconds, now)
                         )
