@@ -11,7 +11,7 @@ The expected ``log_format`` (``escape=json``) carries at least::
 (one value per upstream tried). A line that is not such an object is malformed: it
 is counted and skipped. :class:`Aggregator` folds lines into counts per (gateway
 identity, UTC minute) with a fixed memory footprint per minute, whatever the file size.
-The identity is the host and the first path segments (see
+The identity is the host and the first path segments, ids made ``*`` (see
 :meth:`~exporter.domains.traffic.routes.RouteMap.request_key`); past
 :data:`MAX_IDENTS` distinct ones a source stores new ones under the service they
 resolve to now (pinned), so a path full of ids cannot grow the store without bound.
@@ -37,7 +37,7 @@ _scan_once = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[no-un
 # Per aggregate: 5 status classes, NB + 1 latency buckets, then the count.
 _WIDTH = 5 + NB + 1 + 1
 # Distinct request identities one source keeps correctable (per process).
-MAX_IDENTS = 5_000
+MAX_IDENTS = 1_000
 
 
 def _seconds(value: object) -> float | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from exporter.core.redact import excerpt
 from exporter.core.store import Store
 from exporter.domains.catalog.store import load_catalog
 from exporter.domains.traffic import store as traffic_store
@@ -41,7 +42,7 @@ def refresh(config: Any, store: Store, now: float) -> None:
     traffic_store.reattribute(store, changes)
     old_of = {(s, i): old for s, i, old in stored}
     named = ", ".join(
-        f"{ident.replace(chr(9), ' ')!r} ({source}): {old_of[(source, ident)]} -> {new}"
+        f"{excerpt(ident, 80)!r} ({source}): {old_of[(source, ident)]} -> {new}"
         for source, ident, new in changes[:_NAMED]
     )
     more = f" and {len(changes) - _NAMED} more" if len(changes) > _NAMED else ""

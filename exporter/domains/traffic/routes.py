@@ -20,6 +20,7 @@ a service under the catalog as it is now.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from exporter.core.settings import ConfigBase
@@ -43,9 +44,16 @@ def pinned(service: str) -> str:
     return PINNED + service
 
 
+_ID = re.compile(r"\d+|[0-9a-fA-F-]{16,}|[^/]*\d[^/]*\d[^/]*\d[^/]*")
+
+
 def path_key(path: str, depth: int) -> str:
-    """The first ``depth`` segments of a request path: ``/a/b/c`` at depth 2 is ``/a/b``."""
-    return "/".join(path.split("/")[: depth + 1]) or "/"
+    """The first ``depth`` segments of a request path, ids made ``*``: ``/a/b/c`` at depth 2
+    is ``/a/b``, ``/orders/123/items`` is ``/orders/*``. A segment is an id when it is all
+    digits, 16 or more hex digits and dashes (a UUID, a hash), or holds three digits or more:
+    so one route's requests stay one identity whatever ids their paths carry."""
+    parts = path.split("/")[1 : depth + 1]
+    return "/" + "/".join("*" if _ID.fullmatch(p) else p for p in parts) if parts else "/"
 
 
 class RouteMap:

@@ -32,6 +32,17 @@ class TestRequestKeys:
         )
         assert path_key("/a/b/c", 1) == "/a" and path_key("", 2) == "/"
 
+    def test_ids_in_a_path_are_one_identity(self) -> None:
+        """All digits, a UUID or hash, or three digits or more: ``*``; ``v1`` stays."""
+        assert path_key("/orders/123/items", 2) == "/orders/*"
+        assert path_key("/u/550e8400-e29b-41d4-a716-446655440000", 2) == "/u/*"
+        assert path_key("/img/abc123def", 2) == "/img/*"
+        assert path_key("/v1/orders/9", 2) == "/v1/orders"
+        routes = RouteMap(CONFIG)
+        keys = {routes.request_key("shop.test", f"/checkout/{i}")[0] for i in range(100)}
+        assert keys == {"req:shop.test\t/checkout/*"}
+        assert RouteMap(CONFIG).resolve("req:shop.test\t/checkout/*") == "checkout"
+
     def test_a_longer_matching_route_prefix_is_kept_whole(self) -> None:
         ident, service = RouteMap(CONFIG).request_key("any.test", "/api/v1/orders/export/7")
         assert service == "deep"
@@ -76,15 +87,15 @@ class TestIdentityBound:
         monkeypatch.setattr(accesslog, "MAX_IDENTS", 2)
         agg = Aggregator(RouteMap(CONFIG))
         lines = [
-            f'{{"msec":"1790000000.000","host":"shop.test","request_uri":"/checkout/{i}",'
+            f'{{"msec":"1790000000.000","host":"shop.test","request_uri":"/checkout/p{i}",'
             f'"status":"200","request_time":"0.01"}}'
             for i in range(4)
         ]
         agg.add_lines(lines)
         idents = sorted(d.ident for d in agg.deltas("b"))
         assert idents == [
-            "req:shop.test\t/checkout/0",
-            "req:shop.test\t/checkout/1",
+            "req:shop.test\t/checkout/p0",
+            "req:shop.test\t/checkout/p1",
             "service:checkout",
         ]
         assert sum(d.codes[1] for d in agg.deltas("b")) == 4
