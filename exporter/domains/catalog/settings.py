@@ -80,6 +80,7 @@ class BackstageSourceConfig(SourceConfig):
     # The catalog's services join those of `services[]`.
     adds_services: ClassVar[bool] = True
 
+
 class CatalogSettings(StrictModel):
     """Which components of an external catalog count, and how long others wait for it."""
 
