@@ -8,7 +8,9 @@ holds (listed by a previous run) counts as loaded: a restart waits for nothing. 
 ``catalog_wait()`` of the catalog sources: past that bound it goes ahead with the
 config's services, logs it, and its ``without_catalog`` health flag (served as
 ``platform_exporter_source_without_catalog``) is 1 until the catalog loads. A
-catalog that is down never blocks the rest for longer than the bound. Whatever was
+catalog that is down never blocks the rest for longer than the bound, counted once
+from the first wait: a source whose first poll starts later waits only for what is
+left of it. Whatever was
 stored meanwhile is re-attributed when the catalog arrives (each domain's refresh).
 """
 
@@ -43,6 +45,9 @@ class CatalogGate:
         self.waiting: set[str] = set()
         self._loaded: set[str] = set()
         self._went_ahead: set[str] = set()
+        # One bound for the whole process, from the first wait: a source whose first
+        # poll comes later waits only for what is left of it, never a bound of its own.
+        self._until: float | None = None
         for name in self.pending:
             health[name].set_without_catalog(False)
 
@@ -87,7 +92,9 @@ class CatalogGate:
         different event loops (each ``asyncio.run`` of a test, say).
         """
         loop = asyncio.get_running_loop()
-        until = loop.time() + self.bound
+        if self._until is None:
+            self._until = loop.time() + self.bound
+        until = self._until
         while not self.loaded():
             left = until - loop.time()
             if left <= 0:

@@ -55,13 +55,15 @@ def expected_cost(scenario: Scenario, service: str, days: list[date], today: dat
 
 
 def poll_cost_sources(scenario: Scenario, tmp_path: Path, clock: FixedClock) -> Exposition:
-    """The demo config's cost sources polled once each at ``clock``; the exposition after."""
+    """The demo config's catalog, then its cost sources, polled once each at ``clock``; the exposition after."""
     server = platform.start(scenario)
     try:
         config = Config(**platform.demo_config(server.url, tmp_path, scenario, 0))
         daemon = Daemon(config, clock=clock)
         mine = [s for s in daemon.sources if s.kind in COST_SOURCES]
         assert {s.kind for s in mine} == COST_SOURCES
+        # The catalog first, as the daemon orders first polls: cost attributes to its services.
+        mine = [s for s in daemon.sources if s.is_catalog] + mine
 
         async def poll() -> None:
             try:
