@@ -566,6 +566,8 @@ def configure(config: dict[str, Any], base_url: str, scenario: Scenario, state_d
         "base_url": f"{base_url}/gitlab",
         "token": TOKEN,
         "interval": "10s",
+        # The first poll is a backfill: let it finish rather than stop at the interval.
+        "poll_timeout": "60s",
     }
     for svc in config["services"]:
         for name, repo in delivery.gitlab.items():

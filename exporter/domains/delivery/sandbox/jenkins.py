@@ -232,6 +232,8 @@ def configure(config: dict[str, Any], base_url: str, scenario: Scenario, state_d
         "username": USER,
         "api_token": API_TOKEN,
         "interval": "10s",
+        # The first poll is a backfill: let it finish rather than stop at the interval.
+        "poll_timeout": "60s",
         "deploy_jobs": ["*-deploy"],
     }
     for svc in config["services"]:
