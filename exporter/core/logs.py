@@ -47,7 +47,9 @@ class PollTag:
 CURRENT_POLL: ContextVar[PollTag | None] = ContextVar("current_poll", default=None)
 
 
-class _NamedSource(Protocol):
+class NamedSource(Protocol):
+    """What a poll wrapper reads of a source: its name and kind."""
+
     @property
     def name(self) -> str: ...
 
@@ -57,7 +59,7 @@ class _NamedSource(Protocol):
 
 S = TypeVar("S")
 R = TypeVar("R")
-Src = TypeVar("Src", bound=_NamedSource)
+Src = TypeVar("Src", bound=NamedSource)
 
 
 def per_poll(

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from functools import wraps
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
 from exporter import __version__
 from exporter.core.errors import needs_extra
-from exporter.core.logs import CURRENT_POLL
+from exporter.core.logs import CURRENT_POLL, NamedSource
 from exporter.core.redact import REDACTOR
 
 SCOPE = "platform-kpi-exporter"
@@ -57,16 +57,8 @@ def shutdown() -> None:
     _provider = _tracer = None
 
 
-class _NamedSource(Protocol):
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def kind(self) -> str: ...
-
-
 S = TypeVar("S")
-Src = TypeVar("Src", bound=_NamedSource)
+Src = TypeVar("Src", bound=NamedSource)
 
 
 def traced_poll(
