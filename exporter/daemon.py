@@ -47,6 +47,8 @@ from exporter.core.store import Store
 from exporter.core.tracing import traced_poll
 from exporter.core.upstream import poll_scope
 from exporter.core.webconfig import WebConfigError
+from exporter.core.webhooks import INPUT as WEBHOOKS
+from exporter.core.webhooks import WebhookIntake
 from exporter.domains import (
     domains,
     open_store,
@@ -54,6 +56,7 @@ from exporter.domains import (
     render_context,
     source_classes,
     source_infos,
+    webhook_endpoints,
     written_by,
 )
 
@@ -61,6 +64,8 @@ log = logging.getLogger("exporter.daemon")
 
 # While a poll runs, the snapshot is re-rendered this often (seconds) for its in-flight gauge.
 IN_FLIGHT_REFRESH = 15.0
+# A webhook's refresh waits this long (seconds) for more deliveries, so a burst costs one render.
+WEBHOOK_SETTLE = 0.5
 
 
 def build_sources(config: ConfigBase, clock: Clock = system_clock) -> list[Source]:
@@ -125,6 +130,11 @@ class Daemon:
         self._inflight: set[asyncio.Task[Any]] = set()
         self.server: MetricsServer | None = None
         self.scheduler: AsyncIOScheduler | None = None
+        # Webhook endpoints (none unless configured); each commit asks for a refresh.
+        self.intake = WebhookIntake(webhook_endpoints(config), self.store, clock, self._pushed)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._push_timer: asyncio.TimerHandle | None = None
+        self._inflight_refreshes: set[asyncio.Future[None]] = set()
         for domain in domains():
             if domain.refresh is not None:
                 with writing_for({domain.name}):
@@ -287,9 +297,16 @@ class Daemon:
                 self.infos,
                 self.config.metrics.min_refresh,
             )
-            versions = {**self.store.versions(), HEALTH: self._health_input(health)}
+            versions = {
+                **self.store.versions(),
+                HEALTH: self._health_input(health),
+                WEBHOOKS: self.intake.version,
+            }
+            specs = providers()
+            if self.intake.endpoints:
+                specs = {**specs, WEBHOOKS: self.intake.spec()}
             parts: list[Part] = []
-            for name, provider in providers().items():
+            for name, provider in specs.items():
                 part = self.parts.part(ProviderSpec.of(name, provider), ctx, versions)
                 if part is not None:
                     parts.append(part)
@@ -338,6 +355,24 @@ class Daemon:
                 if not waiter.done():
                     waiter.set_result(None)
 
+    def _pushed(self) -> None:
+        """A webhook committed something (called on a server thread): refresh soon."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._refresh_after_push)
+
+    def _refresh_after_push(self) -> None:
+        if self._push_timer is not None or self._loop is None:
+            return  # a refresh is already due: it shows this push too
+
+        def due() -> None:
+            self._push_timer = None
+            task = asyncio.ensure_future(self.refresh())
+            self._inflight_refreshes.add(task)
+            task.add_done_callback(self._inflight_refreshes.discard)
+
+        self._push_timer = self._loop.call_later(WEBHOOK_SETTLE, due)
+
     # --- readiness ---------------------------------------------------------------
 
     def ready(self) -> bool:
@@ -358,6 +393,12 @@ class Daemon:
             raise web_config_error(exc) from None
         except OSError as exc:
             raise bind_error(settings.listen_address, settings.port, exc) from None
+        for path, route in self.intake.routes():
+            self.server.add_route(path, route)
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None  # started outside a loop (a test): pushes show at the next refresh
         self.server.start()
         return self.server
 
@@ -448,6 +489,10 @@ class Daemon:
             await client.aclose()
         if self.server is not None:
             self.server.stop()
+        if self._push_timer is not None:
+            self._push_timer.cancel()
+        for pending in list(self._inflight_refreshes):
+            pending.cancel()
         if self._renderer is not None:
             self._renderer.cancel()  # no render starts after this one
         # A refresh cancelled above may have left its render running in a thread.

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from exporter.core.settings import Section, ServiceFields
     from exporter.core.source import Source
     from exporter.core.store import Store, Tx, Writer
+    from exporter.core.webhooks import Endpoint
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class Domain:
     refresh_after: frozenset[type] = frozenset()
     load_catalog: Callable[[Any, Store], Catalog] | None = None  # the merged catalog (catalog)
     alerts: Callable[[Any], list[dict[str, Any]]] | None = None  # rules for exporter.rules.yml
+    # Its webhook endpoints under this config (none unless configured): /webhooks/<name>.
+    webhooks: Callable[[Any], Sequence[Endpoint]] | None = None
     # Modules of its fake upstreams, each with ``apps(scenario)`` and/or ``configure(...)``
     # hooks. Names, not imports: only the CLI may import a sandbox (through the platform).
     sandbox: tuple[str, ...] = ()

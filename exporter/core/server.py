@@ -14,6 +14,10 @@ from the web config (:mod:`exporter.core.webconfig`), re-read when its files
 change. Work that may block (bcrypt, routes that sources add with
 :meth:`MetricsServer.add_route`) runs on a small, bounded thread pool.
 ``/-/healthy`` and ``/-/ready`` are aliases, as Prometheus' own components serve them.
+
+Paths under ``/webhooks/`` (:mod:`exporter.core.webhooks`) are apart: each endpoint
+checks its own sender's proof, so the web config's basic auth is neither asked for
+nor accepted there, and a path there that no endpoint serves is 404.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from exporter.core.webconfig import (
     legacy_web_config,
     load_web_config,
 )
+from exporter.core.webhooks import PREFIX as WEBHOOK_PREFIX
 
 log = logging.getLogger("exporter.server")
 
@@ -56,6 +61,7 @@ _INDEX = (
     b"</body></html>"
 )
 _CHALLENGE = (("WWW-Authenticate", 'Basic realm="platform-kpi-exporter"'),)
+_NOT_FOUND = Response(404, b"not found\n")
 
 
 def wants_gzip(accept_encoding: str) -> bool:
@@ -166,6 +172,8 @@ class MetricsServer:
         return f"{scheme}://{host}:{self.port}"
 
     def add_route(self, path: str, route: Route) -> None:
+        """Serve ``route`` at ``path`` (on the worker pool). Under ``/webhooks/`` it must
+        authenticate requests itself: the web config's basic auth is skipped there."""
         self.routes[path] = route
 
     def start(self) -> None:
@@ -321,10 +329,13 @@ class MetricsServer:
             return Response(429, b"too many requests\n")
         if request.method not in ("GET", "HEAD", "POST"):
             return Response(405, b"method not allowed\n", headers=(("Allow", "GET, HEAD"),))
-        open_path = self.settings.health_without_auth and request.path in HEALTH_PATHS
+        path = request.path
+        if path.startswith(WEBHOOK_PREFIX):
+            # Webhooks authenticate their senders themselves: /metrics credentials do not apply.
+            return await self._route(request) if path in self.routes else _NOT_FOUND
+        open_path = self.settings.health_without_auth and path in HEALTH_PATHS
         if web.auth_required and not open_path and not await self._authorized(web, request):
             return Response(401, b"unauthorized\n", headers=_CHALLENGE)
-        path = request.path
         if path in self.routes:
             return await self._route(request)
         if request.method == "POST":
@@ -366,7 +377,10 @@ class MetricsServer:
         status, ctype, body = await loop.run_in_executor(
             self._pool, route, request.method, request.body, request.headers
         )
-        return Response(status, body, ctype)
+        headers: tuple[tuple[str, str], ...] = ()
+        if request.path.startswith(WEBHOOK_PREFIX) and status in (405, 503):
+            headers = (("Allow", "POST"),) if status == 405 else (("Retry-After", "5"),)
+        return Response(status, body, ctype, headers)
 
     def _metrics(self, request: Request) -> Response:
         snap = self.holder.current  # one read: the whole snapshot or none of it

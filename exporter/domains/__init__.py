@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from exporter.core.provider import ProviderSpec, RenderContext, SourceInfo
     from exporter.core.source import Source
     from exporter.core.store import Schema, Store
+    from exporter.core.webhooks import Endpoint
 
 
 @cache
@@ -95,6 +96,26 @@ def written_by(source: type[Source]) -> frozenset[str]:
     out = {d.name for d in domains() if source in d.sources}
     out |= {d.name for d in domains() if set(d.writers) & set(source.produces)}
     return frozenset(out)
+
+
+def webhook_endpoints(config: Any) -> list[Endpoint]:
+    """Every enabled webhook endpoint the domains declare under this config, each with the
+    domains its records change (its own, and those whose writers store them)."""
+    from dataclasses import replace
+
+    out: list[Endpoint] = []
+    for d in domains():
+        for endpoint in d.webhooks(config) if d.webhooks is not None else ():
+            if not endpoint.settings.enabled:
+                continue
+            writes = {d.name} | {
+                o.name for o in domains() if set(o.writers) & set(endpoint.produces)
+            }
+            out.append(replace(endpoint, writes=frozenset(writes)))
+    names = [e.name for e in out]
+    if len(names) != len(set(names)):
+        raise ValueError(f"two webhook endpoints share a name: {sorted(names)}")
+    return out
 
 
 def source_infos(config: Any) -> tuple[SourceInfo, ...]:

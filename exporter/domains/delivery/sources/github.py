@@ -244,7 +244,9 @@ class GitHubSource(CicdSource):
             if names is None:
                 names = [str(n) for n in state.get("repos", [])]
             else:
-                await ctx.commit([], {cursor: dump_state({"etag": self._etags[cursor], "repos": names})})
+                await ctx.commit(
+                    [], {cursor: dump_state({"etag": self._etags[cursor], "repos": names})}
+                )
             for name in names:
                 service = service_of(name)
                 if service is None:
