@@ -27,7 +27,7 @@ import pytest
 
 from tests.support import internal
 from tests.support.daemon import DaemonProcess, DemoProcess
-from tests.support.faketime import repair_sleep
+from tests.support.faketime import repair_sleep, reserve_environ
 from tests.support.net import free_port as _free_port
 from tests.support.nginx import NginxServer, nginx_available
 from tests.support.prometheus import PrometheusServer
@@ -35,6 +35,8 @@ from tests.support.slow import SlowUpstream
 
 # Under faketime (how the suite is checked on other dates), time.sleep may need repair.
 repair_sleep()
+# Before any test starts a thread: tests add environment variables while servers run.
+reserve_environ()
 
 
 @pytest.fixture(autouse=True)
