@@ -439,7 +439,20 @@ class Daemon:
         def skipped(event: JobExecutionEvent) -> None:
             if event.job_id not in self.health or event.job_id in self.catalog_gate.waiting:
                 return  # a refresh job, or a first poll waiting for the catalog
-            in_a_row = self.health[event.job_id].poll_skipped()
+            health = self.health[event.job_id]
+            in_a_row = health.poll_skipped()
+            if health.polls == 0:
+                # A first poll does the start-up work (a first backfill; the probe source
+                # runs every check due at once, each up to its timeout), so it may well
+                # outlast a short interval: expected, not an overrun to warn about.
+                log.log(
+                    logging.INFO if in_a_row == 1 else logging.DEBUG,
+                    "source %s: first poll (start-up work) still running at its next "
+                    "interval; this run is skipped (%d in a row)",
+                    event.job_id,
+                    in_a_row,
+                )
+                return
             # Warn once per overrunning poll; further skips of the same poll only add noise.
             log.log(
                 logging.WARNING if in_a_row == 1 else logging.DEBUG,

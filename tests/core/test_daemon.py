@@ -109,6 +109,33 @@ class TestScheduler:
         assert all("source scripted" in r.getMessage() for r in warnings)
         assert len(warnings) < len(skips)
 
+    def test_a_first_poll_outlasting_its_interval_is_start_up_work_not_a_warning(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """First poll 0.45 s (a backfill, the probes due at start), later ones quick, interval
+        0.1 s: its skipped runs are counted and logged at info as the first poll's, with no
+        warning."""
+
+        async def first_slow(ctx: PollContext, n: int) -> None:
+            await asyncio.sleep(0.45 if n == 1 else 0.0)
+
+        src = ScriptedSource(make_config(tmp_path), interval=0.1, behaviour=first_slow)
+        daemon = Daemon(make_config(tmp_path), sources=[src])
+
+        async def go() -> None:
+            daemon.start_scheduler()
+            await wait_for(lambda: src.finished >= 3)
+            await daemon.shutdown()
+
+        with caplog.at_level("DEBUG", logger="exporter.daemon"):
+            asyncio.run(go())
+        skips = [r for r in caplog.records if "this run is skipped" in r.getMessage()]
+        assert len(skips) == daemon.health["scripted"].skipped >= 1
+        assert not [r for r in skips if r.levelname == "WARNING"]
+        first = [r for r in skips if r.levelname == "INFO"]
+        assert len(first) == 1
+        assert "source scripted: first poll (start-up work) still running" in first[0].getMessage()
+
     def test_sources_run_independently(self, tmp_path: Path) -> None:
         """A slow source does not hold back a fast one."""
 
