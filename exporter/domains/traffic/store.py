@@ -123,6 +123,14 @@ MIGRATIONS = (
     ALTER TABLE traffic_consumers RENAME COLUMN service TO ident;
     UPDATE traffic_consumers SET ident = 'service:' || ident
     """,
+    # Indexes for the windows every render reads: by day, by the time a gateway computed
+    # its quantiles, by when a consumer was last seen.
+    """
+    CREATE INDEX traffic_daily_day ON traffic_daily (day);
+    CREATE INDEX traffic_daily_counts_day ON traffic_daily_counts (day);
+    CREATE INDEX traffic_latency_at ON traffic_latency (at);
+    CREATE INDEX traffic_consumers_last_seen ON traffic_consumers (last_seen)
+    """,
 )
 # Joins a raw row (alias r) to the service its identity resolves to now.
 _RESOLVED = "LEFT JOIN traffic_idents a ON a.source = r.source AND a.ident = r.ident"
