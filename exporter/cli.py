@@ -57,6 +57,14 @@ month-end report, or a re-run of a past review. Counters and histograms
 (totals so far, not values at an instant) and source health are left out.
 """
 
+REPORT = """Print the platform review of one ISO week, computed from the stored history
+(the state database) with the same KPI functions as /metrics: the five headline
+KPIs with their change and 12-week trend, every team and service, what changed,
+and each source's freshness. Polls nothing and records nothing. html is one
+self-contained file; markdown pastes into a wiki or an issue; json carries the
+same numbers.
+"""
+
 DEMO = """Start the simulated platform on loopback and the real daemon against it.
 
 With --as-of, both run on one clock that starts at TIMESTAMP and runs on at
@@ -102,6 +110,24 @@ def _add_once(p: argparse.ArgumentParser) -> None:
         default=None,
         help="report from the stored history at TIMESTAMP, without polling",
     )
+
+
+def _add_report(p: argparse.ArgumentParser) -> None:
+    _config_option(p)
+    p.add_argument(
+        "--week",
+        metavar="YYYY-Www",
+        help="the ISO week to review, e.g. 2026-W53 (default: the week holding the instant)",
+    )
+    p.add_argument(
+        "--as-of",
+        metavar="TIMESTAMP",
+        default=None,
+        help="read the history as it stood at TIMESTAMP (default: now); a week still "
+        "running then ends there",
+    )
+    p.add_argument("--format", choices=["html", "markdown", "json"], default="html")
+    p.add_argument("--out", type=Path, default=None, help="write here instead of stdout")
 
 
 def _add_rules(p: argparse.ArgumentParser) -> None:
@@ -159,6 +185,7 @@ _COMMANDS: tuple[tuple[str, str, str, Callable[[argparse.ArgumentParser], None]]
         _add_check_config,
     ),
     ("once", "poll every source once, print the exposition, exit", ONCE + AS_OF, _add_once),
+    ("report", "print the weekly platform review from the stored history", REPORT + AS_OF, _add_report),
     (
         "rules",
         "write Prometheus rule files: SLO recording rules and alerts",
@@ -317,6 +344,38 @@ def _report(config_file: Path, config: ConfigBase, at: float, openmetrics: bool)
     return EXIT_FAILURE if failed else EXIT_OK
 
 
+def _review(args: argparse.Namespace, at: float | None) -> int:
+    """``report``: the platform review of one week from the stored history."""
+    from exporter.review.command import report_text
+    from exporter.review.weeks import IsoWeek
+
+    config = _load(args.config)
+    week = None
+    if args.week is not None:
+        try:
+            week = IsoWeek.parse(args.week)
+        except ValueError as exc:
+            raise UsageError(f"report --week: {exc}") from None
+    if not config.state.path.is_file():
+        raise ConfigError(
+            str(args.config),
+            [f"state.path: {config.state.path} does not exist: report reads a stored history"],
+        )
+    instant = system_clock() if at is None else at
+    if week is not None and week.start > instant:
+        raise UsageError(f"report --week: {week.label} starts after the review's instant")
+    text = report_text(config, instant, week, args.format)
+    if args.out is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        try:
+            args.out.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"report --out: cannot write {args.out}: {exc.strerror}") from None
+    return EXIT_OK
+
+
 def _as_of(args: argparse.Namespace) -> float | None:
     """The ``--as-of`` instant, if given; a bad one is a usage error (exit 2, one line)."""
     text = getattr(args, "as_of", None)
@@ -364,7 +423,7 @@ def _demo(args: argparse.Namespace, at: float | None) -> int:
             _serve(
                 config,
                 args.duration,
-                banner="metrics at {url}/metrics  (Ctrl-C to stop)",
+                banner="metrics at {url}/metrics  review at {url}/  (Ctrl-C to stop)",
                 clock=clock,
             )
         )
@@ -397,6 +456,8 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             if at is not None:
                 return _report(args.config, config, at, args.openmetrics)
             return asyncio.run(_once(config, args.openmetrics))
+        if args.command == "report":
+            return _review(args, at)
         if args.command == "rules":
             from exporter.rules import write_rules
 

@@ -59,6 +59,7 @@ from exporter.domains import (
     webhook_endpoints,
     written_by,
 )
+from exporter.review.page import LandingPage
 
 log = logging.getLogger("exporter.daemon")
 
@@ -114,6 +115,7 @@ class Daemon:
         self.catalog_gate = CatalogGate(self.sources, self.health, self.store)
         self.holder = SnapshotHolder()
         self.parts = Parts()
+        self.page = LandingPage()
         # The sources' health as last rendered, and its version (an input of its own).
         self._health_seen: list[SourceHealth] = []
         self._health_version = 0
@@ -311,7 +313,7 @@ class Daemon:
                 if part is not None:
                     parts.append(part)
             parts.append(render_part(self.parts.stats()))
-            return Snapshot.assemble(parts, ctx.now)
+            return Snapshot.assemble(parts, ctx.now, self.page.render(ctx))
 
     def _health_input(self, health: list[SourceHealth]) -> int:
         """The version of the sources' health: new when it differs from the last render,

@@ -349,7 +349,8 @@ class MetricsServer:
         if path in ("/readyz", "/-/ready"):
             return Response(200, b"ready\n") if self.ready() else Response(503, b"not ready\n")
         if path == "/":
-            return Response(200, _INDEX, "text/html; charset=utf-8")
+            # The review rendered with the snapshot, or the plain index before the first.
+            return Response(200, self.holder.current.page or _INDEX, "text/html; charset=utf-8")
         return Response(404, b"not found\n")
 
     def _rate_allows(self, web: WebConfig) -> bool:

@@ -99,13 +99,16 @@ class Snapshot:
     openmetrics_gzip: bytes = field(repr=False)
     # The instant (the daemon's clock) whose state it renders; 0.0 before any render.
     created_at: float
+    # The landing page (``/``): the week's platform review as HTML, rendered with the
+    # snapshot; empty before the first one (the server then serves a plain index).
+    page: bytes = field(default=b"", repr=False)
 
     @classmethod
     def render(cls, families: Sequence[Metric], now: float = 0.0) -> Snapshot:
         return cls.assemble([render_part(families)], now)
 
     @classmethod
-    def assemble(cls, parts: Sequence[Part], now: float = 0.0) -> Snapshot:
+    def assemble(cls, parts: Sequence[Part], now: float = 0.0, page: bytes = b"") -> Snapshot:
         """Join parts rendered separately (one per provider) into one snapshot."""
         text = [(p.text, p.text_deflate) for p in parts]
         om = [(p.openmetrics, p.openmetrics_deflate) for p in parts]
@@ -116,6 +119,7 @@ class Snapshot:
             openmetrics_text=b"".join(o for o, _ in om),
             openmetrics_gzip=gzip_pieces(om),
             created_at=now,
+            page=page,
         )
 
     def openmetrics(self) -> tuple[bytes, bytes]:

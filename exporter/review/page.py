@@ -1,0 +1,41 @@
+"""The landing page (``/``): the current week's review, rendered with the snapshot.
+
+The daemon renders it at refresh time, from the same committed state and live
+source health as the metrics, and the server serves the bytes: a request never
+computes or calls out. A review takes longer than a metrics render, so it is
+redone at most once per ``metrics.min_refresh``; if it fails, the previous page
+stays (logged), as a failing provider keeps its previous families.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from exporter.core.provider import RenderContext
+from exporter.review.build import build_review
+from exporter.review.render import html
+
+log = logging.getLogger("exporter.review")
+
+
+class LandingPage:
+    """The last rendered landing page and when it was rendered (the daemon's clock)."""
+
+    def __init__(self) -> None:
+        self.body = b""
+        self.at: float | None = None
+
+    def due(self, ctx: RenderContext) -> bool:
+        # A clock set back (a test, a corrected host clock) also makes it due.
+        return self.at is None or not 0 <= ctx.now - self.at < ctx.min_refresh
+
+    def render(self, ctx: RenderContext) -> bytes:
+        """The page for this refresh: rendered anew when due, else the last one."""
+        if not self.due(ctx):
+            return self.body
+        try:
+            self.body = html(build_review(ctx), landing=True).encode("utf-8")
+        except Exception:
+            log.exception("the review page failed to render; serving the previous one")
+        self.at = ctx.now
+        return self.body

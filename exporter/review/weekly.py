@@ -1,0 +1,107 @@
+"""One week's numbers for every service, read once and shared by the rows and headlines.
+
+:class:`WeekNumbers` holds, for one span, what each domain's store gives (probe
+checks, gateway counts, cost) and what the adoption rules decide; rows and the
+platform headline are shaped from it with the domains' KPI functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from exporter.core.periods import Span
+from exporter.core.provider import RenderContext
+from exporter.core.stats import share
+from exporter.domains.adoption import evidence as evidence_reader
+from exporter.domains.adoption import kpis as adoption_kpis
+from exporter.domains.adoption.settings import AdoptionSection
+from exporter.domains.cost.kpis import CostPerTransaction
+from exporter.domains.probe import store as probe_store
+from exporter.domains.probe.kpis import CheckCounts, uptime_ratio
+from exporter.domains.traffic import store as traffic_store
+from exporter.domains.traffic.kpis import WindowCounts, window_kpis
+from exporter.review.costs import CostHistory, pooled
+
+
+@dataclass(frozen=True)
+class WeekNumbers:
+    span: Span
+    checks: dict[str, CheckCounts]
+    traffic: dict[str, WindowCounts]
+    costs: dict[str, tuple[float | None, CostPerTransaction | None]]
+    adoptions: list[adoption_kpis.CapabilityAdoption]
+
+    def uptime(self, services: Iterable[str]) -> float | None:
+        """Successful checks / checks of ``services`` taken together."""
+        counts = [c for s in services if (c := self.checks.get(s)) is not None]
+        if not counts:
+            return None
+        return uptime_ratio(
+            CheckCounts(sum(c.total for c in counts), sum(c.successes for c in counts))
+        )
+
+    def _counts(self, services: Iterable[str]) -> WindowCounts | None:
+        counts = [c for s in services if (c := self.traffic.get(s)) is not None]
+        if not counts:
+            return None
+        codes = tuple(sum(c.codes[i] for c in counts) for i in range(5))
+        width = len(counts[0].buckets)
+        buckets = tuple(sum(c.buckets[i] for c in counts) for i in range(width))
+        return WindowCounts(codes, buckets)  # type: ignore[arg-type]
+
+    def p95(self, services: Iterable[str]) -> float | None:
+        """The 95th percentile of gateway latency of ``services`` taken together."""
+        counts = self._counts(services)
+        if counts is None:
+            return None
+        return window_kpis(counts, self.span.seconds, {}).latency.get(0.95)
+
+    def requests(self, services: Iterable[str]) -> float | None:
+        counts = self._counts(services)
+        return None if counts is None else float(counts.requests)
+
+    def cost(self, services: Iterable[str]) -> float | None:
+        amounts = [c for s in services if (c := self.costs.get(s, (None, None))[0]) is not None]
+        return sum(amounts) if amounts else None
+
+    def per_transaction(self, services: Iterable[str]) -> float | None:
+        values = [c for s in services if (c := self.costs.get(s, (None, None))[1]) is not None]
+        cpt = pooled(values)
+        return None if cpt is None else cpt.value
+
+    def adopted(self, services: Sequence[str]) -> tuple[str, ...]:
+        """The capabilities any of ``services`` adopts."""
+        return tuple(a.capability for a in self.adoptions if any(a.adopted(s) for s in services))
+
+    def adoption(self, services: Sequence[str]) -> float | None:
+        """Adopted capabilities / capabilities whose rule has data."""
+        return share(len(self.adopted(services)), len(self.adoptions), "adopted capabilities")
+
+    def platform_adoption(self, catalog_services: int) -> float | None:
+        """Catalog services that adopt at least one capability / catalog services."""
+        if not self.adoptions:
+            return None
+        adopters = frozenset().union(*(a.services for a in self.adoptions))
+        return share(len(adopters), catalog_services, "adopting services")
+
+
+def read_week(
+    ctx: RenderContext, span: Span, cost: CostHistory, services: Sequence[str]
+) -> WeekNumbers:
+    """The numbers of ``services`` over ``span``."""
+    checks = {s: c.uptime for s, c in probe_store.span_counts(ctx.store, span).items()}
+    traffic = traffic_store.span_counts(ctx.store, span)
+    costs = {s: cost.week(s, span) for s in services}
+    capabilities = AdoptionSection.of(ctx.config).capabilities
+    adoptions = []
+    if capabilities:
+        window = adoption_kpis.evidence_window(capabilities)
+        seen = evidence_reader.collected(ctx)
+        facts = evidence_reader.collect(seen, ctx.store, span.end, window)
+        adoptions = [
+            r
+            for cap in capabilities
+            if (r := adoption_kpis.adoption(cap, ctx.catalog, facts, span.end)) is not None
+        ]
+    return WeekNumbers(span, checks, traffic, costs, adoptions)
