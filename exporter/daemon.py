@@ -18,6 +18,7 @@ every render. Only APScheduler's timers run on the machine's clock.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -115,7 +116,11 @@ class Daemon:
         self.catalog_gate = CatalogGate(self.sources, self.health, self.store)
         self.holder = SnapshotHolder()
         self.parts = Parts()
+        # The landing page: rendered in a task of its own after a refresh, so a review
+        # (slower than the metrics) never holds a refresh up, nor a poll waiting for one.
         self.page = LandingPage()
+        self._page_mutex = threading.Lock()
+        self._page_task: asyncio.Task[None] | None = None
         # The sources' health as last rendered, and its version (an input of its own).
         self._health_seen: list[SourceHealth] = []
         self._health_version = 0
@@ -313,7 +318,7 @@ class Daemon:
                 if part is not None:
                     parts.append(part)
             parts.append(render_part(self.parts.stats()))
-            return Snapshot.assemble(parts, ctx.now, self.page.render(ctx))
+            return Snapshot.assemble(parts, ctx.now, self.page.body)
 
     def _health_input(self, health: list[SourceHealth]) -> int:
         """The version of the sources' health: new when it differs from the last render,
@@ -356,6 +361,32 @@ class Daemon:
             for waiter in served:
                 if not waiter.done():
                     waiter.set_result(None)
+            self._schedule_page()
+
+    def _schedule_page(self) -> None:
+        """Start rendering the landing page if it is due and no rendering is running."""
+        running = self._page_task is not None and not self._page_task.done()
+        if running or not self.page.due(self.clock(), self.config.metrics.min_refresh):
+            return
+        self._page_task = asyncio.get_running_loop().create_task(
+            asyncio.to_thread(self.render_page)
+        )
+
+    def render_page(self) -> None:
+        """Render the week's review from committed state and serve it on ``/`` with the
+        current snapshot (and every later one, until the next page)."""
+        with self._page_mutex:
+            health = [h.copy() for h in self.health.values()]
+            ctx = render_context(
+                self.config,
+                self.store,
+                self.clock(),
+                health,
+                self.infos,
+                self.config.metrics.min_refresh,
+            )
+            body = self.page.render(ctx)
+            self.holder.set(dataclasses.replace(self.holder.current, page=body))
 
     def _pushed(self) -> None:
         """A webhook committed something (called on a server thread): refresh soon."""
@@ -510,11 +541,15 @@ class Daemon:
             pending.cancel()
         if self._renderer is not None:
             self._renderer.cancel()  # no render starts after this one
-        # A refresh cancelled above may have left its render running in a thread.
+        # A refresh cancelled above may have left its render running in a thread, and a
+        # landing page may be rendering in one.
         acquired = await asyncio.to_thread(self._render_mutex.acquire, True, 10)
+        page_free = await asyncio.to_thread(self._page_mutex.acquire, True, 10)
         try:
             self.store.close()
         finally:
             if acquired:
                 self._render_mutex.release()
+            if page_free:
+                self._page_mutex.release()
         log.info("stopped; state committed to %s", self.config.state.path)

@@ -65,6 +65,10 @@ class _Builder:
         self.cost = costs.read(ctx, self.weeks[0].monday, self.span)
         self.numbers = [read_week(ctx, s, self.cost, self.services) for s in self.spans]
         self.delivery = delivery.read(ctx)
+        self.shipped = {
+            name: delivery.shipped(self.delivery, d, self.span.end)
+            for name, d in self.delivery.data.items()
+        }
         self.fresh = freshness(ctx, self.span.end)
         self.stale = stale_inputs(self.fresh)
         past = replace(ctx, health=())
@@ -111,12 +115,7 @@ class _Builder:
     def row(self, name: str, team: str, services: Sequence[str]) -> Row:
         n, st = self.now, self.stale
         budget = self._availability_budget(services) if len(services) == 1 else None
-        d = self.delivery.of(services)
-        registered = (
-            self.ctx.catalog.services[name].registered_at
-            if (name in self.ctx.catalog.services and len(services) == 1)
-            else None
-        )
+        shipped = delivery.together(self.shipped[s] for s in services if s in self.shipped)
         return Row(
             name=name,
             team=team,
@@ -130,7 +129,7 @@ class _Builder:
             requests=_cell(n.requests(services), {TRAFFIC}, st),
             cost=_cell(n.cost(services), {COST}, st),
             cost_per_transaction=_cell(n.per_transaction(services), {COST, TRAFFIC}, st),
-            dora=delivery.dora(self.delivery, d, registered, self.span.end, DELIVERY in st),
+            dora=delivery.dora(self.delivery, shipped, self.span.end, DELIVERY in st),
             adopted=n.adopted(services),
             adoption=_cell(n.adoption(services), self.adoption_inputs, st),
             currency=self.cost.currency,

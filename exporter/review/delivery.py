@@ -1,10 +1,13 @@
 """The review's delivery numbers, through the delivery and adoption domains' KPIs.
 
 The DORA keys of a service (or of a team: its services' deliveries taken as one)
-are :func:`~exporter.domains.delivery.kpis.service_kpis` at the week's end, so
-they use the metrics' windows: deployments and lead time over the 7 days that
-end there (for a finished week, the week itself), change failure ratio and time
-to restore over 30 days, and the performance level from those.
+are the delivery KPIs at the week's end (what
+:func:`~exporter.domains.delivery.kpis.service_kpis` computes, without the
+histograms and calendar windows the review does not show), so they use the
+metrics' windows: deployments and lead time over the 7 days that end there (for
+a finished week, the week itself), change failure ratio, time to restore and the
+performance level over 30 days. Lead times are walked once per service; a team
+pools its services' samples.
 """
 
 from __future__ import annotations
@@ -33,18 +36,6 @@ class DeliveryHistory:
     data: Mapping[str, kpi.ServiceDelivery]
     rules: kpi.DeliveryRules
 
-    def of(self, services: Iterable[str]) -> kpi.ServiceDelivery:
-        """The deliveries of ``services`` as one (a team's)."""
-        merged = kpi.ServiceDelivery()
-        for name in services:
-            d = self.data.get(name)
-            if d is not None:
-                merged.deploys.extend(d.deploys)
-                merged.commits.update(d.commits)
-                merged.incidents.extend(d.incidents)
-                merged.squashed.update(d.squashed)
-        return merged
-
 
 def read(ctx: RenderContext) -> DeliveryHistory:
     settings = DeliverySection.of(ctx.config).delivery
@@ -58,26 +49,64 @@ def read(ctx: RenderContext) -> DeliveryHistory:
     return DeliveryHistory(enabled, data, rules)
 
 
-def dora(
-    history: DeliveryHistory,
-    d: kpi.ServiceDelivery,
-    registered_at: float | None,
-    end: float,
-    stale: bool,
-) -> Dora:
-    """The four keys and the level of ``d`` at ``end``; no data without a CI/CD source."""
+@dataclass(frozen=True)
+class Shipped:
+    """What one service's (or team's) DORA keys are computed from: its deployments, its
+    incidents and its commits' lead times (the costly part, computed once per service)."""
+
+    deploys: list[kpi.ProdDeploy]
+    incidents: list[kpi.IncidentSpan]
+    leads: list[kpi.LeadTime]
+    failure: kpi.ChangeFailure
+
+
+def shipped(history: DeliveryHistory, d: kpi.ServiceDelivery, end: float) -> Shipped:
+    squashed = d.squashed if history.rules.squash_lead_time == "original_commits" else None
+    failure = kpi.change_failure(
+        d.deploys,
+        d.incidents,
+        end,
+        kpi.CHANGE_FAILURE_WINDOWS["30d"],
+        history.rules.incident_link_window,
+        d.commits,
+        d.squashed,
+    )
+    return Shipped(d.deploys, d.incidents, kpi.lead_times(d.deploys, d.commits, squashed), failure)
+
+
+def together(parts: Iterable[Shipped]) -> Shipped:
+    """Several services' deliveries as one (a team's): their samples pooled."""
+    items = list(parts)
+    return Shipped(
+        [x for p in items for x in p.deploys],
+        [x for p in items for x in p.incidents],
+        [x for p in items for x in p.leads],
+        kpi.ChangeFailure(
+            sum(p.failure.failed for p in items), sum(p.failure.total for p in items)
+        ),
+    )
+
+
+def dora(history: DeliveryHistory, s: Shipped, end: float, stale: bool) -> Dora:
+    """The four keys and the level at ``end``, over the metrics' windows (see the module
+    doc); no data without a CI/CD source."""
     if not history.enabled:
         none = Cell(None, stale)
         return Dora(none, none, none, none, none, None, stale)
-    k = kpi.service_kpis(d, history.rules, registered_at, end)
-    deploys, per_day = k.frequency["7d"]
+    week, month = kpi.FREQUENCY_WINDOWS["7d"], kpi.FREQUENCY_WINDOWS["30d"]
+    lead_week = kpi.lead_time_quantiles(s.leads, end, week)[1].get(0.5)
+    lead_month = kpi.lead_time_quantiles(s.leads, end, month)[1].get(0.5)
+    restore = quantile(kpi.restore_times(s.incidents, end, kpi.RESTORE_WINDOWS["30d"]), 0.5)
+    level = kpi.performance_level(
+        kpi.deployment_frequency(s.deploys, end, month), lead_month, s.failure.ratio, restore
+    )
     return Dora(
-        deploys=Cell(float(deploys), stale),
-        per_day=Cell(per_day, stale),
-        lead_time=Cell(k.lead["7d"][1].get(0.5), stale),
-        change_failure=Cell(k.change_failure["30d"].ratio, stale),
-        restore=Cell(k.restore["30d"][1].get(0.5), stale),
-        level=k.level,
+        deploys=Cell(float(kpi.successful_deployments(s.deploys, end, week)), stale),
+        per_day=Cell(kpi.deployment_frequency(s.deploys, end, week), stale),
+        lead_time=Cell(lead_week, stale),
+        change_failure=Cell(s.failure.ratio, stale),
+        restore=Cell(restore, stale),
+        level=level,
         level_stale=stale,
     )
 

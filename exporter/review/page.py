@@ -1,10 +1,11 @@
 """The landing page (``/``): the current week's review, rendered with the snapshot.
 
-The daemon renders it at refresh time, from the same committed state and live
-source health as the metrics, and the server serves the bytes: a request never
-computes or calls out. A review takes longer than a metrics render, so it is
-redone at most once per ``metrics.min_refresh``; if it fails, the previous page
-stays (logged), as a failing provider keeps its previous families.
+The daemon renders it after a refresh, from the same committed state and live
+source health as the metrics, in a thread of its own, and puts the bytes in the
+snapshot; the server serves them: a request never computes or calls out. A
+review takes longer than a metrics render, so it is redone at most once per
+``metrics.min_refresh``; if it fails, the previous page stays (logged), as a
+failing provider keeps its previous families.
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ class LandingPage:
         self.body = b""
         self.at: float | None = None
 
-    def due(self, ctx: RenderContext) -> bool:
+    def due(self, now: float, min_refresh: float) -> bool:
         # A clock set back (a test, a corrected host clock) also makes it due.
-        return self.at is None or not 0 <= ctx.now - self.at < ctx.min_refresh
+        return self.at is None or not 0 <= now - self.at < min_refresh
 
     def render(self, ctx: RenderContext) -> bytes:
-        """The page for this refresh: rendered anew when due, else the last one."""
-        if not self.due(ctx):
+        """The page at ``ctx.now``: rendered anew when due, else the last one."""
+        if not self.due(ctx.now, ctx.min_refresh):
             return self.body
         try:
             self.body = html(build_review(ctx), landing=True).encode("utf-8")

@@ -203,7 +203,9 @@ class TestFormats:
     def test_html_is_self_contained(self, review: Review) -> None:
         page = html(review)
         assert "<script" not in page.lower().replace("&lt;script", "")
-        for needle in ("http://", "https://", "@import", "url(", "<link", "@font-face"):
+        # The one link is the empty icon, so a browser asks for no favicon.
+        assert page.count("<link") == 1 and '<link rel="icon" href="data:,">' in page
+        for needle in ("http://", "https://", "@import", "url(", "@font-face"):
             assert needle not in page.replace('xmlns="http://www.w3.org/2000/svg"', ""), needle
         assert page.count("<svg") == 5
 
