@@ -73,12 +73,15 @@ class RenderContext:
         first asked for: a catalog that fails to load fails only the providers that read it."""
         return self.catalog_loader()
 
+    @cached_property
+    def _config_teams(self) -> dict[str, str]:
+        # Once per render: looking each service up in the config is linear in its services.
+        return {s.name: s.team for s in reversed(self.config.services)}
+
     def team_of(self, service: str) -> str:
         """The owning team from the merged catalog (the config wins); "unknown" if none."""
-        svc = self.config.service(service)
-        if svc is not None:
-            return svc.team
-        return self.catalog.team_of(service)
+        team = self._config_teams.get(service)
+        return team if team is not None else self.catalog.team_of(service)
 
     def known_services(self) -> frozenset[str]:
         """Every service of the merged catalog."""

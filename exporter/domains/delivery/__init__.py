@@ -2,7 +2,7 @@
 to production."""
 
 from exporter.core.domain import Domain
-from exporter.domains.delivery import metrics, store
+from exporter.domains.delivery import metrics, rollup, store
 from exporter.domains.delivery.settings import DeliverySection, DeliveryServiceFields
 from exporter.domains.delivery.sources.github import GitHubSource
 from exporter.domains.delivery.sources.gitlab import GitLabSource
@@ -17,6 +17,8 @@ DOMAIN = Domain(
     writers=store.WRITERS,
     provider=metrics.collect,
     reads=frozenset({"delivery", "catalog"}),
+    # A database from before the rollups gets them built at start (see delivery.rollup).
+    refresh=rollup.catch_up,
     sandbox=(
         "exporter.domains.delivery.sandbox.github",
         "exporter.domains.delivery.sandbox.gitlab",

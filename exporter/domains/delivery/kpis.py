@@ -40,12 +40,13 @@ timestamps and commit ancestry. Quantiles use :func:`exporter.core.stats.quantil
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from exporter.core.catalog import CatalogService
-from exporter.core.periods import Span, last_month
+from exporter.core.periods import Span, last_month, rolling
 from exporter.core.stats import histogram, quantile
 
 DAY = 86400.0
@@ -288,6 +289,45 @@ def shipping_deployment(
     return None
 
 
+def root_cause_links(
+    deploys: Sequence[ProdDeploy],
+    incidents: Iterable[IncidentSpan],
+    commits: Mapping[str, CommitNode] | None = None,
+    squashed: Mapping[str, Sequence[str]] | None = None,
+) -> set[str]:
+    """Keys of the deployments that incidents naming a root-cause commit link to: the
+    first successful one that shipped it (a commit a squash replaced: where the squash
+    commit shipped). An unknown or ambiguous root cause links nothing."""
+    graph: Mapping[str, CommitNode] = commits or {}
+    squash_of = {o: s for s, originals in (squashed or {}).items() for o in originals}
+    successes = _ordered_successes(deploys)
+    linked: set[str] = set()
+    for inc in incidents:
+        if inc.deployment_sha is None:
+            continue
+        sha = resolve_sha(inc.deployment_sha, deploys, graph)
+        sha = squash_of.get(sha, sha) if sha is not None else None
+        dep = None if sha is None else shipping_deployment(sha, successes, graph)
+        if dep is not None:
+            linked.add(dep.key)
+    return linked
+
+
+def time_links(
+    deploys: Iterable[ProdDeploy], opened: Iterable[float], link_window: float
+) -> set[str]:
+    """Keys of the deployments that incidents naming no root cause (opened at ``opened``)
+    link to: the latest successful one finished at most ``link_window`` before each."""
+    successes = _ordered_successes(deploys)
+    finished = [d.finished_at for d in successes]
+    linked: set[str] = set()
+    for at in opened:
+        i = bisect.bisect_right(finished, at)
+        if i and at - successes[i - 1].finished_at <= link_window:
+            linked.add(successes[i - 1].key)
+    return linked
+
+
 def failed_changes(
     deploys: Sequence[ProdDeploy],
     incidents: Sequence[IncidentSpan],
@@ -299,23 +339,10 @@ def failed_changes(
 
     A root cause naming a commit that a squash replaced links where the squash commit shipped.
     """
-    graph: Mapping[str, CommitNode] = commits or {}
-    squash_of = {o: s for s, originals in (squashed or {}).items() for o in originals}
     failed = {d.key for d in deploys if not d.success}
-    successes = _ordered_successes(deploys)
-    for inc in incidents:
-        linked: ProdDeploy | None = None
-        if inc.deployment_sha is not None:
-            sha = resolve_sha(inc.deployment_sha, deploys, graph)
-            sha = squash_of.get(sha, sha) if sha is not None else None
-            linked = None if sha is None else shipping_deployment(sha, successes, graph)
-        else:
-            before = [d for d in successes if d.finished_at <= inc.opened_at]
-            if before and inc.opened_at - before[-1].finished_at <= link_window:
-                linked = before[-1]
-        if linked is not None:
-            failed.add(linked.key)
-    return failed
+    failed |= root_cause_links(deploys, incidents, commits, squashed)
+    timed = (i.opened_at for i in incidents if i.deployment_sha is None)
+    return failed | time_links(deploys, timed, link_window)
 
 
 def change_failure(
@@ -342,10 +369,11 @@ def restore_times(incidents: Iterable[IncidentSpan], now: float, window: Window)
     ]
 
 
-def time_to_production(
+def first_production_at(
     start: float | None, deploys: Iterable[ProdDeploy], now: float | None = None
 ) -> float | None:
-    """From ``start`` to the first successful production deployment at or after it."""
+    """When the first successful production deployment at or after ``start`` (and by
+    ``now``, if given) finished."""
     if start is None:
         return None
     firsts = [
@@ -353,7 +381,15 @@ def time_to_production(
         for d in deploys
         if d.success and d.finished_at >= start and (now is None or d.finished_at <= now)
     ]
-    return min(firsts) - start if firsts else None
+    return min(firsts) if firsts else None
+
+
+def time_to_production(
+    start: float | None, deploys: Iterable[ProdDeploy], now: float | None = None
+) -> float | None:
+    """From ``start`` to the first successful production deployment at or after it."""
+    first = first_production_at(start, deploys, now)
+    return None if first is None or start is None else first - start
 
 
 def first_commit_time(commits: Mapping[str, CommitNode]) -> float | None:
@@ -496,54 +532,156 @@ def _restore_quantiles(incidents: Sequence[IncidentSpan], now: float, window: Wi
 def production_start(
     d: ServiceDelivery, registered_at: float | None, now: float, backfill_days: int
 ) -> float | None:
+    """Where time to production starts (see :func:`production_start_at`)."""
+    return production_start_at(first_commit_time(d.commits), registered_at, now, backfill_days)
+
+
+def production_start_at(
+    first_commit: float | None, registered_at: float | None, now: float, backfill_days: int
+) -> float | None:
     """Where time to production starts: the first commit, else the catalog registration
     when it lies within the history read (an older one may predate deployments never
     seen, so the start is unknown)."""
-    start = first_commit_time(d.commits)
+    start = first_commit
     if start is None and registered_at is not None:
         history_start = now - backfill_days * DAY
         start = registered_at if registered_at >= history_start else None
     return start
 
 
-def service_kpis(
+def window_start(now: float) -> float:
+    """Where the earliest window of the delivery KPIs at ``now`` starts (the rolling
+    30 days or the previous calendar month): no event before it is in any window."""
+    longest = max(
+        (*FREQUENCY_WINDOWS.values(), *LEAD_TIME_WINDOWS.values(), *RESTORE_WINDOWS.values())
+    )
+    return min(now - longest, last_month(now).start)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryView:
+    """What one service's delivery KPIs at ``now`` are computed from: the events that can
+    fall in a window (at or after ``since``, :func:`window_start`), and what covers all
+    time. The store keeps these at write time (see ``delivery.rollup``), so a render
+    reads index ranges and totals; :func:`view_of` derives the same from raw records.
+
+    ``deploys``: finished production deployments; ``leads``: lead times of deployments;
+    ``linked``: deployments an incident's root cause links to; ``timed_incidents``: when
+    the incidents naming no root cause opened; ``restores``: (resolved_at, seconds) of
+    resolved incidents; all of those at or after ``since``. ``lead_histogram`` covers
+    every lead time of a deployment finished by now, ``restore_histogram`` every
+    incident resolved by now; ``first_production`` is the first successful production
+    deployment in ``[production_start, now]``.
+    """
+
+    has_deploys: bool
+    deploys: Sequence[ProdDeploy]
+    leads: Sequence[tuple[float, float]]  # (deployed_at, seconds)
+    linked: frozenset[str]
+    timed_incidents: Sequence[float]
+    restores: Sequence[tuple[float, float]]
+    lead_histogram: Histogram
+    restore_histogram: Histogram
+    production_start: float | None
+    first_production: float | None
+
+
+def view_of(
     d: ServiceDelivery, rules: DeliveryRules, registered_at: float | None, now: float
-) -> ServiceKpis:
-    """Every delivery KPI of one service at ``now`` (see the module doc)."""
+) -> DeliveryView:
+    """The view of one service's raw records at ``now`` (the reference the stored
+    rollups must equal)."""
+    since = window_start(now)
     squashed = d.squashed if rules.squash_lead_time == "original_commits" else None
     leads = lead_times(d.deploys, d.commits, squashed)
-    link = rules.incident_link_window
-    frequency = {
-        w: (
-            successful_deployments(d.deploys, now, span),
-            deployment_frequency(d.deploys, now, span),
-        )
-        for w, span in with_calendar(FREQUENCY_WINDOWS, now).items()
-    }
-    lead = {
-        w: lead_time_quantiles(leads, now, span)
-        for w, span in with_calendar(LEAD_TIME_WINDOWS, now).items()
-    }
-    failure = {
-        w: change_failure(d.deploys, d.incidents, now, span, link, d.commits, d.squashed)
-        for w, span in with_calendar(CHANGE_FAILURE_WINDOWS, now).items()
-    }
-    restore = {
-        w: _restore_quantiles(d.incidents, now, span)
-        for w, span in with_calendar(RESTORE_WINDOWS, now).items()
-    }
     start = production_start(d, registered_at, now, rules.backfill_days)
-    return ServiceKpis(
-        frequency=frequency,
+    recent = [x for x in d.deploys if x.finished_at >= since]
+    keys = {x.key for x in recent}
+    restores = restore_times(d.incidents, now, float("inf"))
+    return DeliveryView(
+        has_deploys=bool(d.deploys),
+        deploys=recent,
+        leads=[(s.deployed_at, s.seconds) for s in leads if s.deployed_at >= since],
+        linked=frozenset(root_cause_links(d.deploys, d.incidents, d.commits, d.squashed) & keys),
+        timed_incidents=[
+            i.opened_at for i in d.incidents if i.deployment_sha is None and i.opened_at >= since
+        ],
+        restores=[
+            (i.resolved_at, max(0.0, i.resolved_at - i.opened_at))
+            for i in d.incidents
+            if i.resolved_at is not None and i.resolved_at >= since
+        ],
         lead_histogram=histogram(
             (s.seconds for s in leads if s.deployed_at <= now), LEAD_TIME_BUCKETS
         ),
+        restore_histogram=histogram(restores, RESTORE_BUCKETS),
+        production_start=start,
+        first_production=first_production_at(start, d.deploys, now),
+    )
+
+
+def as_span(window: Window, now: float) -> Span:
+    """A window as the span ``start <= t < end`` it covers at ``now`` (a rolling window
+    ``(now - w, now]`` is exactly the span between the floats next above each end)."""
+    return window if isinstance(window, Span) else rolling(now, window)
+
+
+class _Timeline:
+    """Values sorted by their time, so a window's values are one slice."""
+
+    def __init__(self, items: Iterable[tuple[float, float]]) -> None:
+        ordered = sorted(items)
+        self.times = [t for t, _ in ordered]
+        self.values = [v for _, v in ordered]
+
+    def within(self, span: Span) -> list[float]:
+        lo = bisect.bisect_left(self.times, span.start)
+        return self.values[lo : bisect.bisect_left(self.times, span.end, lo)]
+
+
+def _quantiles(values: Sequence[float]) -> Quantiles:
+    return len(values), {q: v for q in QUANTILES if (v := quantile(values, q)) is not None}
+
+
+def view_kpis(view: DeliveryView, rules: DeliveryRules, now: float) -> ServiceKpis:
+    """Every delivery KPI of one service at ``now``, from its view (see the module doc):
+    each window a slice of the view's events, sorted by time once."""
+    failed = {d.key for d in view.deploys if not d.success} | view.linked
+    failed |= time_links(view.deploys, view.timed_incidents, rules.incident_link_window)
+    # Per deployment: (is a success, is a failed change), by finish time.
+    deploys = _Timeline(
+        (d.finished_at, float(d.success) + 2.0 * (d.key in failed)) for d in view.deploys
+    )
+    leads = _Timeline(view.leads)
+    restores = _Timeline(view.restores)
+    frequency: dict[str, tuple[int, float | None]] = {}
+    for w, window in with_calendar(FREQUENCY_WINDOWS, now).items():
+        n = sum(1 for v in deploys.within(as_span(window, now)) if v % 2)
+        frequency[w] = (n, n / window_days(window) if view.has_deploys else None)
+    lead = {
+        w: _quantiles(leads.within(as_span(window, now)))
+        for w, window in with_calendar(LEAD_TIME_WINDOWS, now).items()
+    }
+    failure = {}
+    for w, window in with_calendar(CHANGE_FAILURE_WINDOWS, now).items():
+        flags = deploys.within(as_span(window, now))
+        failure[w] = ChangeFailure(sum(1 for v in flags if v >= 2), len(flags))
+    restore = {
+        w: _quantiles(restores.within(as_span(window, now)))
+        for w, window in with_calendar(RESTORE_WINDOWS, now).items()
+    }
+    start = view.production_start
+    return ServiceKpis(
+        frequency=frequency,
+        lead_histogram=view.lead_histogram,
         lead=lead,
         change_failure=failure,
-        restore_histogram=histogram(restore_times(d.incidents, now, float("inf")), RESTORE_BUCKETS),
+        restore_histogram=view.restore_histogram,
         restore=restore,
         ttp_known=start is not None,
-        time_to_production=time_to_production(start, d.deploys, now),
+        time_to_production=None
+        if start is None or view.first_production is None
+        else view.first_production - start,
         level=performance_level(
             frequency["30d"][1],
             lead["30d"][1].get(0.5),
@@ -551,6 +689,13 @@ def service_kpis(
             restore["30d"][1].get(0.5),
         ),
     )
+
+
+def service_kpis(
+    d: ServiceDelivery, rules: DeliveryRules, registered_at: float | None, now: float
+) -> ServiceKpis:
+    """Every delivery KPI of one service at ``now``, from its raw records."""
+    return view_kpis(view_of(d, rules, registered_at, now), rules, now)
 
 
 def first_production_histogram(kpis: Iterable[ServiceKpis]) -> Histogram:

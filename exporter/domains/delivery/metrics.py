@@ -33,6 +33,7 @@ from prometheus_client.metrics_core import Metric
 from exporter.core.catalog import CatalogService
 from exporter.core.provider import RenderContext, cached_help, le_label
 from exporter.domains.delivery import kpis as kpi
+from exporter.domains.delivery import rollup
 from exporter.domains.delivery import store as store
 from exporter.domains.delivery.records import PipelineRun
 from exporter.domains.delivery.settings import DeliverySection, DeliveryServiceFields
@@ -94,16 +95,16 @@ def _service_rows(ctx: RenderContext) -> list[tuple[CatalogService, kpi.ServiceK
         incident_link_window=settings.incident_link_window,
         backfill_days=settings.backfill_days,
     )
-    data = store.load(ctx.store, settings.commit_time)
-    return [
-        (
-            svc,
-            kpi.service_kpis(
-                data.get(svc.name) or kpi.ServiceDelivery(), rules, svc.registered_at, ctx.now
-            ),
-        )
-        for svc in delivery_services(ctx)
-    ]
+    services = delivery_services(ctx)
+    views = rollup.views(
+        ctx.store,
+        [s.name for s in services],
+        rules,
+        settings.commit_time,
+        {s.name: s.registered_at for s in services},
+        ctx.now,
+    )
+    return [(svc, kpi.view_kpis(views[svc.name], rules, ctx.now)) for svc in services]
 
 
 def _stored_counter(

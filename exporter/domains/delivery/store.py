@@ -14,13 +14,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from exporter.core.store import Store, Tx, Writer, upsert_each
+from exporter.core.store import Store, Tx, Writer
+from exporter.domains.delivery import rollup
 from exporter.domains.delivery.kpis import (
     PIPELINE_DURATION_BUCKETS,
     QUEUE_BUCKETS,
-    CommitNode,
-    IncidentSpan,
-    ProdDeploy,
     ServiceDelivery,
 )
 from exporter.domains.delivery.records import (
@@ -88,6 +86,7 @@ MIGRATIONS = (
     );
     CREATE INDEX merge_requests_service ON merge_requests (service);
     """,
+    rollup.MIGRATION,
 )
 
 RUNS_TOTAL = "platform_pipeline_runs_total"
@@ -144,9 +143,12 @@ def _bounded_pipeline(tx: Tx, service: str, pipeline: str) -> str:
 
 def write_deployments(tx: Tx, deployments: Sequence[Deployment]) -> None:
     """Upsert deployments; count each one once, when it is first seen finished."""
+    changed: set[str] = set()
     for d in deployments:
-        old = tx.execute("SELECT status FROM deployments WHERE key = ?", (d.key,)).fetchone()
-        tx.upsert(
+        old = tx.execute(
+            "SELECT status, service FROM deployments WHERE key = ?", (d.key,)
+        ).fetchone()
+        outcome = tx.upsert(
             "deployments",
             {
                 "key": d.key,
@@ -161,17 +163,21 @@ def write_deployments(tx: Tx, deployments: Sequence[Deployment]) -> None:
             },
             ("key",),
         )
+        if outcome != "unchanged":
+            changed.update({d.service} if old is None else {d.service, str(old[1])})
         was_finished = old is not None and old[0] in FINISHED
         if d.status in FINISHED and not was_finished:
             tx.incr(
                 DEPLOYMENTS_TOTAL,
                 {"service": d.service, "environment": d.environment, "result": d.status},
             )
+    rollup.rebuild(tx, changed)
 
 
 def write_commits(tx: Tx, commits: Sequence[Commit]) -> None:
+    changed: set[str] = set()
     for c in commits:
-        tx.insert_new(
+        new = tx.insert_new(
             "commits",
             {
                 "service": c.service,
@@ -181,21 +187,26 @@ def write_commits(tx: Tx, commits: Sequence[Commit]) -> None:
                 "parents": json.dumps(list(c.parents)),
             },
         )
+        if new:
+            changed.add(c.service)
+    rollup.rebuild(tx, changed)
 
 
 def write_incidents(tx: Tx, incidents: Sequence[Incident]) -> None:
-    upsert_each(
-        tx,
-        "incidents",
-        incidents,
-        ("key", "source", "service", "opened_at", "resolved_at", "deployment_sha"),
-        ("key",),
-    )
+    columns = ("key", "source", "service", "opened_at", "resolved_at", "deployment_sha")
+    changed: set[str] = set()
+    for i in incidents:
+        old = tx.execute("SELECT service FROM incidents WHERE key = ?", (i.key,)).fetchone()
+        if tx.upsert("incidents", {c: getattr(i, c) for c in columns}, ("key",)) != "unchanged":
+            # An incident moved to another service changes the old one's rollups too.
+            changed.update({i.service} if old is None else {i.service, str(old[0])})
+    rollup.rebuild(tx, changed)
 
 
 def write_merge_requests(tx: Tx, merge_requests: Sequence[MergeRequest]) -> None:
+    changed: set[str] = set()
     for m in merge_requests:
-        tx.upsert(
+        outcome = tx.upsert(
             "merge_requests",
             {
                 "key": m.key,
@@ -210,42 +221,15 @@ def write_merge_requests(tx: Tx, merge_requests: Sequence[MergeRequest]) -> None
             },
             ("key",),
         )
+        if outcome != "unchanged":
+            changed.add(m.service)
+    rollup.rebuild(tx, changed)
 
 
 def load(store: Store, commit_time: str) -> dict[str, ServiceDelivery]:
-    """Finished production deployments, commits and incidents, per service."""
-    out: dict[str, ServiceDelivery] = {}
-    for row in store.query(
-        "SELECT service, key, sha, status, finished_at FROM deployments "
-        "WHERE production = 1 AND status IN ('success', 'failure') AND finished_at IS NOT NULL"
-    ):
-        out.setdefault(str(row[0]), ServiceDelivery()).deploys.append(
-            ProdDeploy(str(row[1]), str(row[2]), row[3] == "success", float(row[4]))
-        )
-    time_col = "authored_at" if commit_time == "authored" else "committed_at"
-    for row in store.query(f"SELECT service, sha, {time_col}, parents FROM commits"):
-        out.setdefault(str(row[0]), ServiceDelivery()).commits[str(row[1])] = CommitNode(
-            str(row[1]), float(row[2]), tuple(json.loads(row[3]))
-        )
-    for row in store.query(
-        "SELECT service, key, opened_at, resolved_at, deployment_sha FROM incidents"
-    ):
-        out.setdefault(str(row[0]), ServiceDelivery()).incidents.append(
-            IncidentSpan(
-                str(row[1]),
-                float(row[2]),
-                None if row[3] is None else float(row[3]),
-                None if row[4] is None else str(row[4]),
-            )
-        )
-    for row in store.query(
-        "SELECT service, squash_commit_sha, commits FROM merge_requests "
-        "WHERE squash = 1 AND squash_commit_sha IS NOT NULL"
-    ):
-        originals = tuple(str(sha) for sha in json.loads(row[2]))
-        if originals:
-            out.setdefault(str(row[0]), ServiceDelivery()).squashed[str(row[1])] = originals
-    return out
+    """Every service's finished production deployments, commits, incidents and squashes,
+    from the raw tables (the windowed KPIs read :func:`rollup.views` instead)."""
+    return rollup.load_service(store.query, commit_time)
 
 
 def known_merge_requests(store: Store, source: str, prefix: str) -> set[str]:
