@@ -77,9 +77,20 @@ class Tx:
         self.conn = conn
         self.clock = clock
         self.writers: Mapping[type, Writer] = writers or {}
+        # Rows written by :meth:`execute_bookkeeping`: not a change of any provider's input.
+        self.bookkeeping = 0
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, params)
+
+    def execute_bookkeeping(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> sqlite3.Cursor:
+        """Execute one write of rows no provider renders (when a source last listed, say):
+        the rows it changes are not counted as a change of the transaction's inputs."""
+        cur = self.conn.execute(sql, params)
+        self.bookkeeping += max(0, cur.rowcount)
+        return cur
 
     def insert_new(self, table: str, row: Mapping[str, Any]) -> bool:
         """Insert ``row`` unless its primary key exists; True if it was new.
@@ -324,7 +335,8 @@ class Store:
                 raise
             try:
                 before = self._conn.total_changes
-                yield Tx(self._conn, self.clock, self.schema.writers)
+                tx = Tx(self._conn, self.clock, self.schema.writers)
+                yield tx
                 self._conn.execute("COMMIT")
             except BaseException as exc:
                 self._rollback()
@@ -333,7 +345,7 @@ class Store:
                         f"state database {self.path}: write rolled back: {exc}"
                     ) from exc
                 raise
-            self.changes.committed(self._conn.total_changes - before)
+            self.changes.committed(self._conn.total_changes - before - tx.bookkeeping)
         finally:
             self._lock.release()
 

@@ -242,6 +242,31 @@ class TestWhatCountsAsAChange:
         assert store.versions()["probe"] == v["probe"] + 1
         assert store.versions()[ANY] == v[ANY]
 
+    def test_a_catalog_listed_again_unchanged_changes_nothing(self, tmp_path: Path) -> None:
+        """Each poll records when the catalog was listed (its freshness), which no
+        provider renders: only a changed entity is a change of the catalog input."""
+        from exporter.core.catalog import CatalogEntity
+        from exporter.core.store import write_records
+        from exporter.domains.catalog import store as catalog_store
+        from exporter.domains.catalog.records import CatalogListing
+
+        def listing(at: float, team: str) -> CatalogListing:
+            entity = CatalogEntity("backstage", "component", "default", "web", team)
+            return CatalogListing("backstage", at, (entity,))
+
+        store = open_store(str(tmp_path / "s.db"))
+        with writing_for({"catalog"}), store.transaction() as tx:
+            write_records(tx, [listing(10.0, "shop")])
+        v = store.versions()
+        for listed in (20.0, 30.0):
+            with writing_for({"catalog"}), store.transaction() as tx:
+                write_records(tx, [listing(listed, "shop")])
+        assert store.versions() == v
+        assert catalog_store.listings(store) == {"backstage": (30.0, 1)}
+        with writing_for({"catalog"}), store.transaction() as tx:
+            write_records(tx, [listing(40.0, "payments")])
+        assert store.versions()["catalog"] == v["catalog"] + 1
+
     def test_a_rolled_back_transaction_changes_nothing(self, tmp_path: Path) -> None:
         store = open_store(str(tmp_path / "s.db"))
         v = store.versions()

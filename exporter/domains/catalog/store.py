@@ -143,11 +143,15 @@ def write(tx: Tx, listings: Sequence[CatalogListing]) -> None:
             keep.add((entity.kind, entity.namespace, entity.name))
             row = _row(entity)
             updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[4:])
-            # first_seen is set on insert only: an update keeps when we first saw it.
+            differs = " OR ".join(f"catalog_entities.{c} IS NOT excluded.{c}" for c in _COLUMNS[4:])
+            # first_seen is set on insert only: an update keeps when we first saw it. An
+            # entity listed as it was is not updated, so a listing that changed nothing
+            # changes no row the providers read.
             tx.execute(
                 f"INSERT INTO catalog_entities ({', '.join(row)}, first_seen) "
                 f"VALUES ({', '.join('?' for _ in row)}, ?) "
-                f"ON CONFLICT (source, kind, namespace, name) DO UPDATE SET {updates}",
+                f"ON CONFLICT (source, kind, namespace, name) DO UPDATE SET {updates} "
+                f"WHERE {differs}",
                 (*row.values(), listing.listed_at),
             )
         for kind, namespace, name in tx.execute(
@@ -160,7 +164,9 @@ def write(tx: Tx, listings: Sequence[CatalogListing]) -> None:
                     "AND name = ?",
                     (listing.source, kind, namespace, name),
                 )
-        tx.execute(
+        # When the source last listed (its freshness, for the review) moves at every poll;
+        # no provider renders it, so it alone is no change to recompute for.
+        tx.execute_bookkeeping(
             "INSERT INTO catalog_listings (source, listed_at, entities) VALUES (?, ?, ?) "
             "ON CONFLICT (source) DO UPDATE SET listed_at = excluded.listed_at, "
             "entities = excluded.entities",

@@ -26,7 +26,7 @@ Definitions (see docs/kpis.md):
 from __future__ import annotations
 
 import calendar
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -137,18 +137,21 @@ def cost_per_transaction(
     for service, _day, currency in cost:
         currencies.setdefault(service, set()).add(currency)
     out: dict[tuple[str, str, str], CostPerTransaction] = {}
+    by_service = requests_by_service(requests)
     for window, (first, last) in windows.items():
         start, end = max(first, cost_start), min(last, cost_end)
         for service, service_currencies in currencies.items():
-            days = [d for (s, d) in requests if s == service and start <= d <= end]
-            n = sum(requests[(service, d)] for d in days)
-            if n <= 0:
+            days = [(d, n) for d, n in by_service.get(service, ()) if start <= d <= end]
+            total = sum(n for _, n in days)
+            if total <= 0:
                 continue
             for currency in service_currencies:
-                lines = [cost[k] for d in days if (k := (service, d, currency)) in cost]
+                lines = [cost[k] for d, _ in days if (k := (service, d, currency)) in cost]
                 # No line in this currency on these days: absent, not a cost of 0.
                 if lines:
-                    out[(window, service, currency)] = CostPerTransaction(sum(lines), n, len(days))
+                    out[(window, service, currency)] = CostPerTransaction(
+                        sum(lines), total, len(days)
+                    )
     return out
 
 
@@ -275,6 +278,33 @@ def requests_per_day(
     return out
 
 
+def requests_by_service(
+    requests: Mapping[tuple[str, str], float],
+) -> dict[str, list[tuple[str, float]]]:
+    """(day, requests) per service, in the order of ``requests``: each service's days
+    are then read once, not searched for among every service's."""
+    out: dict[str, list[tuple[str, float]]] = {}
+    for (service, day), n in requests.items():
+        out.setdefault(service, []).append((day, n))
+    return out
+
+
+def aligned_days(
+    days: Sequence[tuple[str, float]],
+    bounds: tuple[str, str],
+    cost_start: str | None,
+    cost_end: str | None,
+) -> tuple[int, float]:
+    """(aligned days, requests on them) among one service's (day, requests) in a window:
+    the days with a request total from ``cost_start`` to ``cost_end`` (none without a
+    ``cost_end``)."""
+    first_day, last_day = bounds
+    start = max(first_day, cost_start or "")
+    end = min(last_day, cost_end) if cost_end else ""
+    kept = [n for d, n in days if start <= d <= end]
+    return len(kept), sum(kept)
+
+
 def aligned_requests(
     requests: Mapping[tuple[str, str], float],
     service: str,
@@ -282,13 +312,8 @@ def aligned_requests(
     cost_start: str | None,
     cost_end: str | None,
 ) -> tuple[int, float]:
-    """(aligned days, requests on them) of one service in a window: the days with a
-    request total from ``cost_start`` to ``cost_end`` (none without a ``cost_end``)."""
-    first_day, last_day = bounds
-    start = max(first_day, cost_start or "")
-    end = min(last_day, cost_end) if cost_end else ""
-    days = [d for (s, d) in requests if s == service and start <= d <= end]
-    return len(days), sum(requests[(service, d)] for d in days)
+    """:func:`aligned_days` of one service, from every service's requests."""
+    return aligned_days(requests_by_service(requests).get(service, []), bounds, cost_start, cost_end)
 
 
 def cost_view(

@@ -140,12 +140,13 @@ def _per_transaction(ctx: RenderContext, st: _CostState) -> Iterator[Metric]:
     for (window, service, currency), v in sorted(values.items()):
         if service in st.catalog:
             cpt.add_metric([service, st.catalog[service], currency, window], v.value)
+    by_service = kpis.requests_by_service(st.requests)
     for service, team in sorted(st.catalog.items()):
         for window in WINDOWS:
             if window not in st.windows:
                 continue
-            days, total = kpis.aligned_requests(
-                st.requests, service, st.windows[window], st.cost_start, st.cost_end
+            days, total = kpis.aligned_days(
+                by_service.get(service, []), st.windows[window], st.cost_start, st.cost_end
             )
             samples.add_metric([service, team, window], days)
             requests_used.add_metric([service, team, window], total)
