@@ -1,0 +1,110 @@
+"""What the providers and writers declare is what they do, checked against their SQL.
+
+A refresh recomputes a provider only when one of the inputs it declares (``reads``, by
+domain) changed, and a poll changes the domains whose writers store the records its
+source produces (``produces``). So a provider reading a domain it does not declare
+would serve stale values, and one declaring a domain it never reads is recomputed for
+nothing. Every statement is captured with ``set_trace_callback`` from a state seeded
+with every record type; each table belongs to the domain whose migrations create it.
+Tables of the core (counters, histograms, cursors) belong to no domain.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from exporter.config import Config
+from exporter.core.provider import HEALTH
+from exporter.core.store import Store, write_records
+from exporter.domains import domains, open_store, providers, render_context
+from tests.test_query_plans import NOW, aliases, config, records, seeded
+
+_CREATE = re.compile(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", re.IGNORECASE)
+_WRITE = re.compile(
+    r"^\s*(?:INSERT(?: OR \w+)? INTO|REPLACE INTO|UPDATE|DELETE FROM)\s+(\w+)", re.IGNORECASE
+)
+
+
+def owners() -> dict[str, str]:
+    """Table -> the domain whose migrations create it."""
+    out: dict[str, str] = {}
+    for d in domains():
+        for migrations in d.migrations.values():
+            for sql in migrations:
+                out.update((table, d.name) for table in _CREATE.findall(sql))
+    return out
+
+
+def traced(store: Store, run: Callable[[], Any]) -> list[str]:
+    statements: list[str] = []
+    connections = list({id(c): c for c in (store._reader, store._conn)}.values())
+    for conn in connections:
+        conn.set_trace_callback(statements.append)
+    try:
+        run()
+    finally:
+        for conn in connections:
+            conn.set_trace_callback(None)
+    return statements
+
+
+def full_config(tmp_path: Path) -> Config:
+    """The query-plan test's config, with a capability of every kind of evidence (and a
+    cost), so that every provider reads all it may read."""
+    data = config(tmp_path).model_dump(exclude_unset=True)
+    data["capabilities"] = [
+        {"name": "gateway", "detect": {"rule": "gateway_traffic"}, "cost_services": ["search"]},
+        {"name": "ci", "detect": {"rule": "pipeline_template", "pipeline_names": ["ci"]}},
+    ]
+    return Config(**data)
+
+
+def test_each_provider_reads_exactly_the_domains_it_declares(tmp_path: Path) -> None:
+    cfg = full_config(tmp_path)
+    store = seeded(tmp_path, cfg)
+    tables = owners()
+    for name, spec in providers().items():
+        if spec.reads is None:
+            continue
+        # A context of its own: the merged catalog is read by whoever asks for it first.
+        ctx = render_context(cfg, store, NOW)
+        statements = traced(store, lambda: [f.samples for f in spec.collect(ctx)])  # noqa: B023
+        read = {
+            tables[t]
+            for sql in statements
+            if sql.lstrip().upper().startswith(("SELECT", "WITH"))
+            for t in aliases(sql).values()
+            if t in tables
+        }
+        assert read <= spec.reads, f"{name} reads {sorted(read - spec.reads)} undeclared"
+        # The owning team of a service only the catalog lists comes from the catalog: every
+        # provider may read it, but these seeded services are all in the config.
+        needless = spec.reads - read - {name, HEALTH, "catalog"}
+        assert needless == set(), f"{name} declares {sorted(needless)} and never reads it"
+    store.close()
+
+
+def test_each_writer_writes_only_its_own_domains_tables(tmp_path: Path) -> None:
+    """So a poll changes only the domains whose writers store its records (what
+    ``written_by`` attributes its commits to)."""
+    store = open_store(str(tmp_path / "state.db"))
+    tables = owners()
+    writers = {t: d.name for d in domains() for t in d.writers}
+    seen: set[type] = set()
+    for record in records():
+        statements = traced(store, lambda: _write(store, record))  # noqa: B023
+        written = {
+            tables[m.group(1)] for sql in statements if (m := _WRITE.match(sql)) and m.group(1) in tables
+        }  # fmt: skip
+        assert written <= {writers[type(record)]}, type(record).__name__
+        seen.add(type(record))
+    assert seen == set(writers)
+    store.close()
+
+
+def _write(store: Store, record: Any) -> None:
+    with store.transaction() as tx:
+        write_records(tx, [record])
