@@ -26,7 +26,7 @@ from exporter.review.inputs import (
     stale_inputs,
 )
 from exporter.review.model import Cell, CostMover, Headline, Review, Row, SloBurn
-from exporter.review.weekly import WeekNumbers, read_week
+from exporter.review.weekly import Evidence, WeekNumbers, read_week
 from exporter.review.weeks import IsoWeek
 
 TREND_WEEKS = 12
@@ -63,7 +63,8 @@ class _Builder:
         names = set(catalog) | {s.name for s in ctx.config.services}
         self.services = sorted(names, key=lambda n: (ctx.team_of(n), n))
         self.cost = costs.read(ctx, self.weeks[0].monday, self.span)
-        self.numbers = [read_week(ctx, s, self.cost, self.services) for s in self.spans]
+        evidence = Evidence(ctx, self.spans)
+        self.numbers = [read_week(ctx, s, self.cost, self.services, evidence) for s in self.spans]
         self.delivery = delivery.read(ctx)
         self.shipped = {
             name: delivery.shipped(self.delivery, d, self.span.end)

@@ -55,12 +55,26 @@ def _probe_newest(store: Store, end: float) -> dict[str, float]:
     return {} if row is None or row[0] is None else {"*": float(row[0])}
 
 
+def _newest_per_source(store: Store, table: str, column: str, end: float) -> dict[str, float]:
+    """The newest ``column`` before ``end`` of each source of ``table``: one backward walk of
+    the column's index per source, which stops at the source's newest row."""
+    sources = [str(r[0]) for r in store.query(f"SELECT DISTINCT source FROM {table}")]
+    out = {}
+    for source in sources:
+        row = store.query_one(
+            f"SELECT {column} FROM {table} WHERE {column} < ? AND source = ? "
+            f"ORDER BY {column} DESC LIMIT 1",
+            (end, source),
+        )
+        if row is not None:
+            out[source] = float(row[0])
+    return out
+
+
 def _traffic_newest(store: Store, end: float) -> dict[str, float]:
-    rows = store.query(
-        "SELECT source, MAX(minute) FROM traffic_minutes WHERE minute < ? GROUP BY source", (end,)
-    )
     # A minute row covers the minute it starts: its data runs to the minute's end.
-    return {str(r[0]): float(r[1]) + 60.0 for r in rows if r[1] is not None}
+    newest = _newest_per_source(store, "traffic_minutes", "minute", end)
+    return {source: minute + 60.0 for source, minute in newest.items()}
 
 
 def _cost_newest(store: Store, end: float) -> dict[str, float]:
@@ -70,14 +84,8 @@ def _cost_newest(store: Store, end: float) -> dict[str, float]:
 
 
 def _delivery_newest(store: Store, end: float) -> dict[str, float]:
-    rows = store.query(
-        "SELECT source, MAX(t) FROM ("
-        " SELECT source, finished_at AS t FROM pipeline_runs WHERE finished_at < ?"
-        " UNION ALL SELECT source, COALESCE(finished_at, created_at) FROM deployments"
-        " WHERE COALESCE(finished_at, created_at) < ?) GROUP BY source",
-        (end, end),
-    )
-    return {str(r[0]): float(r[1]) for r in rows if r[1] is not None}
+    # The newest finished pipeline run: every CI/CD source reads runs.
+    return _newest_per_source(store, "pipeline_runs", "finished_at", end)
 
 
 def _catalog_newest(store: Store, end: float) -> dict[str, float]:

@@ -86,22 +86,38 @@ class WeekNumbers:
         return share(len(adopters), catalog_services, "adopting services")
 
 
+class Evidence:
+    """The adoption rules' evidence for every week of a review, read once where it can be:
+    gateway traffic and deployments are facts with times, which each rule filters to its
+    window; pipeline templates are the last run per pipeline, so they are read per week."""
+
+    def __init__(self, ctx: RenderContext, spans: Sequence[Span]) -> None:
+        self.ctx = ctx
+        self.capabilities = AdoptionSection.of(ctx.config).capabilities
+        self.seen = evidence_reader.collected(ctx)
+        self.window = adoption_kpis.evidence_window(self.capabilities) if self.capabilities else 0
+        self.per_week = any(c.detect.rule == "pipeline_template" for c in self.capabilities)
+        self.shared = None
+        if self.capabilities and not self.per_week:
+            reach = self.window + spans[-1].end - spans[0].end
+            self.shared = evidence_reader.collect(self.seen, ctx.store, spans[-1].end, reach)
+
+    def adoptions(self, end: float) -> list[adoption_kpis.CapabilityAdoption]:
+        if not self.capabilities:
+            return []
+        facts = self.shared or evidence_reader.collect(self.seen, self.ctx.store, end, self.window)
+        return [
+            r
+            for cap in self.capabilities
+            if (r := adoption_kpis.adoption(cap, self.ctx.catalog, facts, end)) is not None
+        ]
+
+
 def read_week(
-    ctx: RenderContext, span: Span, cost: CostHistory, services: Sequence[str]
+    ctx: RenderContext, span: Span, cost: CostHistory, services: Sequence[str], evidence: Evidence
 ) -> WeekNumbers:
     """The numbers of ``services`` over ``span``."""
     checks = {s: c.uptime for s, c in probe_store.span_counts(ctx.store, span).items()}
     traffic = traffic_store.span_counts(ctx.store, span)
     costs = {s: cost.week(s, span) for s in services}
-    capabilities = AdoptionSection.of(ctx.config).capabilities
-    adoptions = []
-    if capabilities:
-        window = adoption_kpis.evidence_window(capabilities)
-        seen = evidence_reader.collected(ctx)
-        facts = evidence_reader.collect(seen, ctx.store, span.end, window)
-        adoptions = [
-            r
-            for cap in capabilities
-            if (r := adoption_kpis.adoption(cap, ctx.catalog, facts, span.end)) is not None
-        ]
-    return WeekNumbers(span, checks, traffic, costs, adoptions)
+    return WeekNumbers(span, checks, traffic, costs, evidence.adoptions(span.end))
