@@ -7,6 +7,8 @@ from exporter.domains.delivery.settings import DeliverySection, DeliveryServiceF
 from exporter.domains.delivery.sources.github import GitHubSource
 from exporter.domains.delivery.sources.gitlab import GitLabSource
 from exporter.domains.delivery.sources.jenkins import JenkinsSource
+from exporter.domains.delivery.webhooks import store as webhook_store
+from exporter.domains.delivery.webhooks.endpoints import endpoints
 
 DOMAIN = Domain(
     name="delivery",
@@ -14,11 +16,12 @@ DOMAIN = Domain(
     section=DeliverySection,
     sources=(GitHubSource, GitLabSource, JenkinsSource),
     migrations={"delivery": store.MIGRATIONS},
-    writers=store.WRITERS,
+    writers={**store.WRITERS, **webhook_store.WRITERS},
     provider=metrics.collect,
     reads=frozenset({"delivery", "catalog"}),
     # A database from before the rollups gets them built at start (see delivery.rollup).
     refresh=rollup.catch_up,
+    webhooks=endpoints,
     sandbox=(
         "exporter.domains.delivery.sandbox.github",
         "exporter.domains.delivery.sandbox.gitlab",

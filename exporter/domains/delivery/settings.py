@@ -6,7 +6,7 @@ import fnmatch
 import re
 from collections.abc import Callable
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -21,6 +21,7 @@ from exporter.core.settings import (
     SourceConfig,
     StrictModel,
 )
+from exporter.core.webhooks import MAX_BODY_LIMIT, WebhookSettings
 
 
 class RepoRef(StrictModel):
@@ -153,6 +154,70 @@ class GitHubAppConfig(StrictModel):
     private_key: Secret
 
 
+#: How often a CI/CD source with webhooks on polls, unless its ``interval`` is given: the
+#: poll then only reconciles what a webhook missed (a lost delivery, downtime).
+WEBHOOK_POLL_INTERVAL = 3600.0
+
+
+class WebhookConfig(StrictModel):
+    """Push events from a CI/CD upstream, at ``POST /webhooks/<kind>``: off unless given."""
+
+    enabled: bool = True
+    # The poll's interval while webhooks are on, unless the source's `interval` is given.
+    poll_interval: Duration = WEBHOOK_POLL_INTERVAL
+    # Bodies larger than this are answered 413 and not read.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1, le=MAX_BODY_LIMIT)
+
+    def intake(self) -> WebhookSettings:
+        """The endpoint's settings for the webhook intake."""
+        raise NotImplementedError
+
+    def _settings(self, auth: dict[str, Any]) -> WebhookSettings:
+        return WebhookSettings.model_validate(
+            {"enabled": self.enabled, "auth": auth, "max_body_bytes": self.max_body_bytes}
+        )
+
+    @field_validator("poll_interval")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be positive")
+        return value
+
+
+class GitHubWebhookConfig(WebhookConfig):
+    """GitHub ``deployment_status`` and ``workflow_run`` events, signed (HMAC-SHA256,
+    ``X-Hub-Signature-256``) with the webhook's secret."""
+
+    secret: Secret
+
+    def intake(self) -> WebhookSettings:
+        return self._settings({"hmac": {"secret": self.secret.get_secret_value()}})
+
+
+class GitLabWebhookConfig(WebhookConfig):
+    """GitLab ``Deployment Hook`` and ``Pipeline Hook`` events, carrying the webhook's
+    secret token in ``X-Gitlab-Token``."""
+
+    token: Secret
+
+    def intake(self) -> WebhookSettings:
+        return self._settings({"token": {"token": self.token.get_secret_value()}})
+
+
+def _webhook_interval(data: Any) -> Any:
+    """A source block with a ``webhook`` and no ``interval`` polls every
+    ``webhook.poll_interval`` (raw input: the block is frozen once built)."""
+    if not isinstance(data, dict) or "interval" in data:
+        return data
+    hook = data.get("webhook")
+    if isinstance(hook, WebhookConfig):
+        hook = {"enabled": hook.enabled, "poll_interval": hook.poll_interval}
+    if isinstance(hook, dict) and hook.get("enabled", True) is not False:
+        return {**data, "interval": hook.get("poll_interval", WEBHOOK_POLL_INTERVAL)}
+    return data
+
+
 class GitHubSourceConfig(SourceConfig):
     """GitHub (github.com or Enterprise Server): Actions runs, deployments, commits, incidents."""
 
@@ -173,6 +238,10 @@ class GitHubSourceConfig(SourceConfig):
     requests_per_second: float = Field(default=20.0, gt=0)
     # Pause requests when fewer than this many remain in the rate-limit window.
     rate_limit_reserve: int = Field(default=100, ge=0)
+    # Deployment and workflow-run events pushed at POST /webhooks/github.
+    webhook: GitHubWebhookConfig | None = None
+
+    _v_webhook_interval = model_validator(mode="before")(_webhook_interval)
 
     @model_validator(mode="after")
     def _one_auth(self) -> GitHubSourceConfig:
@@ -192,6 +261,10 @@ class GitLabSourceConfig(SourceConfig):
     concurrency: int = Field(default=8, ge=1, le=64)
     requests_per_second: float = Field(default=10.0, gt=0)
     rate_limit_reserve: int = Field(default=50, ge=0)
+    # Deployment and pipeline events pushed at POST /webhooks/gitlab.
+    webhook: GitLabWebhookConfig | None = None
+
+    _v_webhook_interval = model_validator(mode="before")(_webhook_interval)
 
 
 class JenkinsSourceConfig(SourceConfig):

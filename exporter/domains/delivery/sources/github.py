@@ -50,7 +50,11 @@ from exporter.core.source import PollContext
 from exporter.domains.catalog.records import TemplateUse
 from exporter.domains.delivery import store as store
 from exporter.domains.delivery.records import Commit, Deployment, Incident, PipelineRun
-from exporter.domains.delivery.settings import GitHubAppConfig, GitHubSourceConfig
+from exporter.domains.delivery.settings import (
+    DeliveryConfig,
+    GitHubAppConfig,
+    GitHubSourceConfig,
+)
 from exporter.domains.delivery.sources.common import (
     CicdSource,
     body_of,
@@ -348,20 +352,7 @@ class GitHubSource(CicdSource):
                     if created > ctx.now() - PENDING_HORIZON:
                         unfinished.append(created)  # holds the cursor until it finishes
                     continue
-                rerun = _attempt(run) > 1
-                records.append(
-                    PipelineRun(
-                        source=self.kind,
-                        service=service,
-                        pipeline=str(run.get("name") or run.get("path") or "workflow")[:100],
-                        run_id=f"{repo}/{run['id']}{_attempt_suffix(run)}",
-                        result=_CONCLUSIONS.get(str(run.get("conclusion")), "other"),
-                        # A re-run's queue time is unknown (no created_at of its own).
-                        created_at=_started_if_rerun(run),
-                        started_at=None if rerun else parse_time_or_none(run.get("run_started_at")),
-                        finished_at=parse_time(run["updated_at"]),
-                    )
-                )
+                records.append(pipeline_run(repo, service, run))
                 # The workflow file and the reusable workflows it called: platform template use.
                 for path in _workflow_paths(run):
                     records.append(
@@ -442,56 +433,13 @@ class GitHubSource(CicdSource):
     def _deployment_record(
         self, repo: str, service: str, dep: dict[str, Any], statuses: list[Any]
     ) -> Deployment | None:
-        status, finished_at = "pending", None
-        latest = str(statuses[0]["state"]) if statuses else "pending"
-        for st in statuses:  # newest first
-            state = str(st["state"])
-            if state in ("success", "failure", "error"):
-                status = "success" if state == "success" else "failure"
-                finished_at = parse_time(st["created_at"])
-                break
-        if status == "pending" and latest == "inactive":
-            return None  # superseded before it finished: not a deployment that happened
-        env = str(dep["environment"])
-        return Deployment(
-            source=self.kind,
-            service=service,
-            environment=self.rules.environment_label(env),
-            production=self.rules.is_production(env),
-            deploy_id=f"{repo}/{dep['id']}",
-            sha=str(dep["sha"]),
-            status=status,
-            created_at=parse_time(dep["created_at"]),
-            finished_at=finished_at,
-        )
+        return deployment_record(self.rules, repo, service, dep, statuses)
 
     def _workflow_deployments(
         self, repo: str, service: str, runs: list[dict[str, Any]]
     ) -> list[Deployment]:
-        out = []
-        for run in runs:
-            name = str(run.get("name") or "")
-            if run.get("status") != "completed" or run.get("head_branch") not in DEPLOY_BRANCHES:
-                continue
-            if not any(fnmatch.fnmatchcase(name, p) for p in self.gh.deploy_workflows):
-                continue
-            result = _CONCLUSIONS.get(str(run.get("conclusion")), "other")
-            if result not in ("success", "failure"):
-                continue
-            out.append(
-                Deployment(
-                    source=self.kind,
-                    service=service,
-                    environment="production",
-                    production=True,
-                    deploy_id=f"{repo}/run/{run['id']}{_attempt_suffix(run)}",
-                    sha=str(run["head_sha"]),
-                    status=result,
-                    created_at=_started_if_rerun(run),
-                    finished_at=parse_time(run["updated_at"]),
-                )
-            )
-        return out
+        found = (workflow_deployment(repo, service, run, self.gh.deploy_workflows) for run in runs)
+        return [dep for dep in found if dep is not None]
 
     async def _commits(self, u: _Unit, records: list[Any]) -> None:
         ctx, repo, service, cursors = u.ctx, u.repo, u.service, u.cursors
@@ -563,6 +511,82 @@ class GitHubSource(CicdSource):
         await self._list(ctx, f"/repos/{repo}/issues", params, cursor, take)
         if cursor in self._etags:
             cursors[cursor] = dump_state({"etag": self._etags[cursor], "since": since})
+
+
+# --- what a repo's JSON becomes: shared with the webhook intake, so that an event and
+# the poll of the same object yield the same record (the same key) ---------------------
+
+
+def pipeline_run(repo: str, service: str, run: dict[str, Any]) -> PipelineRun:
+    """The run (attempt) of a completed workflow run body (a list item or a webhook's)."""
+    rerun = _attempt(run) > 1
+    return PipelineRun(
+        source=GitHubSource.kind,
+        service=service,
+        pipeline=str(run.get("name") or run.get("path") or "workflow")[:100],
+        run_id=f"{repo}/{run['id']}{_attempt_suffix(run)}",
+        result=_CONCLUSIONS.get(str(run.get("conclusion")), "other"),
+        # A re-run's queue time is unknown (no created_at of its own).
+        created_at=_started_if_rerun(run),
+        started_at=None if rerun else parse_time_or_none(run.get("run_started_at")),
+        finished_at=parse_time(run["updated_at"]),
+    )
+
+
+def workflow_deployment(
+    repo: str, service: str, run: dict[str, Any], deploy_workflows: list[str]
+) -> Deployment | None:
+    """The production deployment a completed run of a deploy workflow on the default
+    branch is (for a repo without GitHub Deployments), or None."""
+    name = str(run.get("name") or "")
+    if run.get("status") != "completed" or run.get("head_branch") not in DEPLOY_BRANCHES:
+        return None
+    if not any(fnmatch.fnmatchcase(name, p) for p in deploy_workflows):
+        return None
+    result = _CONCLUSIONS.get(str(run.get("conclusion")), "other")
+    if result not in ("success", "failure"):
+        return None
+    return Deployment(
+        source=GitHubSource.kind,
+        service=service,
+        environment="production",
+        production=True,
+        deploy_id=f"{repo}/run/{run['id']}{_attempt_suffix(run)}",
+        sha=str(run["head_sha"]),
+        status=result,
+        created_at=_started_if_rerun(run),
+        finished_at=parse_time(run["updated_at"]),
+    )
+
+
+def deployment_record(
+    rules: DeliveryConfig, repo: str, service: str, dep: dict[str, Any], statuses: list[Any]
+) -> Deployment | None:
+    """A deployment body and its statuses (newest first) as a record: finished by its
+    newest success, failure or error; None when it was superseded (``inactive``) before
+    it finished, so it is not a deployment that happened."""
+    status, finished_at = "pending", None
+    latest = str(statuses[0]["state"]) if statuses else "pending"
+    for st in statuses:  # newest first
+        state = str(st["state"])
+        if state in ("success", "failure", "error"):
+            status = "success" if state == "success" else "failure"
+            finished_at = parse_time(st["created_at"])
+            break
+    if status == "pending" and latest == "inactive":
+        return None
+    env = str(dep["environment"])
+    return Deployment(
+        source=GitHubSource.kind,
+        service=service,
+        environment=rules.environment_label(env),
+        production=rules.is_production(env),
+        deploy_id=f"{repo}/{dep['id']}",
+        sha=str(dep["sha"]),
+        status=status,
+        created_at=parse_time(dep["created_at"]),
+        finished_at=finished_at,
+    )
 
 
 @dataclass(frozen=True)

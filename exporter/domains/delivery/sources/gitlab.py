@@ -49,7 +49,7 @@ from exporter.domains.delivery.records import (
     MergeRequest,
     PipelineRun,
 )
-from exporter.domains.delivery.settings import GitLabSourceConfig
+from exporter.domains.delivery.settings import DeliveryConfig, GitLabSourceConfig
 from exporter.domains.delivery.sources.common import (
     CicdSource,
     body_of,
@@ -63,13 +63,15 @@ from exporter.domains.delivery.sources.common import (
 )
 
 PER_PAGE = 100
-_FINISHED = {
+PIPELINE_FINISHED = {
     "success": "success",
     "failed": "failure",
     "canceled": "cancelled",
     "skipped": "skipped",
 }
-_DEPLOY_FINISHED = {"success": "success", "failed": "failure"}
+DEPLOY_FINISHED = {"success": "success", "failed": "failure"}
+# Deployments that never ran: neither the poll nor a webhook records them.
+DEPLOY_SKIPPED = ("canceled", "skipped", "blocked")
 
 
 def _iso(t: float) -> str:
@@ -377,7 +379,7 @@ class GitLabSource(CicdSource):
         try:
             for item in items:
                 newest = max(newest, str(item["updated_at"]), key=parse_time)
-                result = _FINISHED.get(str(item["status"]))
+                result = PIPELINE_FINISHED.get(str(item["status"]))
                 if result is None or f"{self.kind}/{u.path}/{item['id']}" in known:
                     continue
                 detail = body_of(await self.get(u.ctx, f"/projects/{u.pid}/pipelines/{item['id']}"))
@@ -387,22 +389,7 @@ class GitLabSource(CicdSource):
         u.state["pipelines_after"] = newest
 
     def _run(self, u: _Unit, run_id: Any, detail: dict[str, Any], result: str) -> PipelineRun:
-        started = parse_time_or_none(detail.get("started_at"))
-        finished = parse_time_or_none(detail.get("finished_at")) or parse_time(detail["updated_at"])
-        created = parse_time(detail["created_at"])
-        queued = detail.get("queued_duration")
-        if started is None and queued is not None:
-            started = created + float(queued)
-        return PipelineRun(
-            source=self.kind,
-            service=u.service,
-            pipeline=str(detail.get("name") or "pipeline")[:100],
-            run_id=f"{u.path}/{run_id}",
-            result=result,
-            created_at=created,
-            started_at=started,
-            finished_at=finished,
-        )
+        return pipeline_run(u.path, u.service, run_id, detail, result)
 
     async def _deployments(self, u: _Unit) -> None:
         """Deployments updated since the last poll (canceled, skipped and blocked ones skipped)."""
@@ -413,31 +400,29 @@ class GitLabSource(CicdSource):
             for item in items:
                 newest = max(newest, str(item["updated_at"]), key=parse_time)
                 status = str(item["status"])
-                if status not in ("canceled", "skipped", "blocked"):
+                if status not in DEPLOY_SKIPPED:
                     u.records.append(self._deployment(u, item, status))
         except (KeyError, TypeError) as exc:
             raise malformed("deployments", exc) from None
         u.state["deployments_after"] = newest
 
     def _deployment(self, u: _Unit, item: dict[str, Any], status: str) -> Deployment:
-        env = str(item["environment"]["name"])
-        result = _DEPLOY_FINISHED.get(status, "pending")
         done_at: float | None = None
-        if result != "pending":
+        if status in DEPLOY_FINISHED:
             deployable = item.get("deployable") or {}
             done_at = (
                 parse_time_or_none(item.get("finished_at"))
                 or parse_time_or_none(deployable.get("finished_at"))
                 or parse_time(item["updated_at"])
             )
-        return Deployment(
-            source=self.kind,
-            service=u.service,
-            environment=self.rules.environment_label(env),
-            production=self.rules.is_production(env),
-            deploy_id=f"{u.path}/{item['id']}",
+        return deployment_record(
+            self.rules,
+            u.path,
+            u.service,
+            deployment_id=item["id"],
+            environment=str(item["environment"]["name"]),
             sha=str(item["sha"]),
-            status=result,
+            status=status,
             created_at=parse_time(item["created_at"]),
             finished_at=done_at,
         )
@@ -513,6 +498,62 @@ class GitLabSource(CicdSource):
         except (KeyError, TypeError) as exc:
             raise malformed("issues", exc) from None
         u.state["incidents_after"] = newest
+
+
+# --- what a project's JSON becomes: shared with the webhook intake, so that an event and
+# the poll of the same object yield the same record (the same key) ---------------------
+
+
+def pipeline_run(
+    path: str, service: str, run_id: Any, detail: dict[str, Any], result: str
+) -> PipelineRun:
+    """A finished pipeline (``GET /pipelines/:id``, or a webhook's ``object_attributes``
+    with its times in ISO 8601) as a run: started at ``started_at``, else after its
+    ``queued_duration``; finished at ``finished_at``, else at its last update."""
+    started = parse_time_or_none(detail.get("started_at"))
+    finished = parse_time_or_none(detail.get("finished_at")) or parse_time(detail["updated_at"])
+    created = parse_time(detail["created_at"])
+    queued = detail.get("queued_duration")
+    if started is None and queued is not None:
+        started = created + float(queued)
+    return PipelineRun(
+        source=GitLabSource.kind,
+        service=service,
+        pipeline=str(detail.get("name") or "pipeline")[:100],
+        run_id=f"{path}/{run_id}",
+        result=result,
+        created_at=created,
+        started_at=started,
+        finished_at=finished,
+    )
+
+
+def deployment_record(
+    rules: DeliveryConfig,
+    path: str,
+    service: str,
+    *,
+    deployment_id: Any,
+    environment: str,
+    sha: str,
+    status: str,
+    created_at: float,
+    finished_at: float | None,
+) -> Deployment:
+    """A deployment of ``status`` (GitLab's: ``success`` and ``failed`` finish it, the
+    others keep it pending) as a record keyed by the project path and deployment id."""
+    result = DEPLOY_FINISHED.get(status, "pending")
+    return Deployment(
+        source=GitLabSource.kind,
+        service=service,
+        environment=rules.environment_label(environment),
+        production=rules.is_production(environment),
+        deploy_id=f"{path}/{deployment_id}",
+        sha=sha,
+        status=result,
+        created_at=created_at,
+        finished_at=finished_at if result != "pending" else None,
+    )
 
 
 @dataclass
