@@ -28,7 +28,7 @@ from exporter.core.clock import FixedClock, utc_datetime
 from exporter.core.webhooks import PREFIX
 from exporter.daemon import Daemon
 from exporter.domains.delivery.sandbox import github as gh_fake
-from exporter.domains.delivery.sandbox.data import FakeDeployment, FakeRepo
+from exporter.domains.delivery.sandbox.data import FakeCommit, FakeDeployment, FakeRepo, sha_of
 from exporter.domains.delivery.webhooks.gitlab import gitlab_time
 from tests.domains.delivery.helpers import samples
 from tests.e2e.test_delivery_e2e import Upstreams
@@ -106,6 +106,15 @@ def deployments_of(text: bytes, service: str) -> float:
         v
         for (name, labels), v in samples(text).items()
         if name == "platform_deployments_total" and ("service", service) in labels
+    )
+
+
+def lead_times_of(text: bytes, service: str) -> float:
+    labels = dict(service=service)
+    return sum(
+        v
+        for (name, lbls), v in samples(text).items()
+        if name == "platform_lead_time_seconds_count" and ("service", labels["service"]) in lbls
     )
 
 
@@ -229,6 +238,29 @@ def test_github_webhook_then_poll_counts_once(tmp_path: Path) -> None:
             await asyncio.sleep(0.6)  # a push's refresh settles for half a second
             text = await h.metrics()
             assert deployments_of(text, service) == before + 3
+
+            # A hotfix off the default branch, told by webhook: the poll still reads its commit
+            # (compare with the previous production deployment), so its lead time is known.
+            now = h.ups.clock()
+            fix = FakeCommit(
+                sha_of("webhook-hotfix"),
+                now - 7200,
+                now - 7200,
+                [repo.commits[-1].sha],
+                "fix",
+                False,
+            )
+            repo.commits.append(fix)
+            hotfix = h.new_deployment(repo)
+            hotfix.sha = fix.sha
+            lead_before = lead_times_of(text, service)
+            hooked = github_body(repo, hotfix)
+            assert await h.push("github", hooked, github_headers(hooked, "d-6")) == 200
+            h.publish(repo, hotfix)
+            assert await h.daemon.poll(next(s for s in h.daemon.sources if s.kind == "github"))
+            text = await h.metrics()
+            assert deployments_of(text, service) == before + 4
+            assert lead_times_of(text, service) == lead_before + 1  # the hotfix commit, once
 
         harness.run(steps)
     finally:

@@ -67,6 +67,7 @@ from exporter.domains.delivery.sources.common import (
     parse_time_or_none,
     repo_mapper,
 )
+from exporter.domains.delivery.webhooks.store import stored_deployments
 
 API_VERSION = "2022-11-28"
 PER_PAGE = 100
@@ -392,10 +393,14 @@ class GitHubSource(CicdSource):
             pending: list[float] = []
             newest = since
             todo: list[dict[str, Any]] = []
+            told: list[str] = []  # finished before this poll read them: a webhook told of them
             try:
                 for dep in seen:
                     newest = max(newest, parse_time(dep["created_at"]))
-                    if f"{self.kind}/{repo}/{dep['id']}" not in finished:
+                    key = f"{self.kind}/{repo}/{dep['id']}"
+                    if key in finished:
+                        told.append(key)
+                    else:
                         todo.append(dep)
                 found = await bounded_each(
                     todo,
@@ -404,6 +409,9 @@ class GitHubSource(CicdSource):
                 )
             except (KeyError, TypeError) as exc:
                 raise malformed("deployment", exc) from None
+            # Their commits are still to be read like any new deployment's (a hotfix branch's
+            # through compare): they take part in the commit reading below, counted already.
+            records.extend(stored_deployments(ctx.store, told))
             for record in found:
                 if record is None:
                     continue

@@ -22,7 +22,7 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from exporter.core.store import Tx, Writer
+from exporter.core.store import Store, Tx, Writer
 from exporter.domains.delivery.records import Deployment
 from exporter.domains.delivery.store import FINISHED, write_deployments
 
@@ -48,3 +48,31 @@ def write_pushed_deployments(tx: Tx, pushed: Sequence[PushedDeployment]) -> None
 
 
 WRITERS: dict[type, Writer] = {PushedDeployment: write_pushed_deployments}
+
+
+def stored_deployments(store: Store, keys: Sequence[str]) -> list[Deployment]:
+    """The stored deployments of ``keys`` (those stored), as records: for a poll that
+    meets deployments a webhook finished before it, and still has their commits to read."""
+    out: list[Deployment] = []
+    for start in range(0, len(keys), 500):  # SQLite's bound on parameters, with room
+        chunk = keys[start : start + 500]
+        rows = store.query(
+            "SELECT key, source, service, environment, production, sha, status, created_at, "
+            f"finished_at FROM deployments WHERE key IN ({','.join('?' * len(chunk))})",
+            chunk,
+        )
+        for r in rows:
+            out.append(
+                Deployment(
+                    source=str(r[1]),
+                    service=str(r[2]),
+                    environment=str(r[3]),
+                    production=bool(r[4]),
+                    deploy_id=str(r[0])[len(str(r[1])) + 1 :],
+                    sha=str(r[5]),
+                    status=str(r[6]),
+                    created_at=float(r[7]),
+                    finished_at=None if r[8] is None else float(r[8]),
+                )
+            )
+    return out
