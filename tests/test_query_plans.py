@@ -31,6 +31,7 @@ from exporter.domains.delivery.records import (
     MergeRequest,
     PipelineRun,
 )
+from exporter.domains.delivery.webhooks.store import PushedDeployment
 from exporter.domains.probe.records import ProbeResult, ProbeSkipped
 from exporter.domains.traffic.kpis import LATENCY_BUCKETS
 from exporter.domains.traffic.records import ConsumerSeen, TrafficDelta, TrafficLatency
@@ -160,7 +161,19 @@ def records() -> list[Any]:
                 RequestTotal(svc, day.day, 1000.0, "focus"),
                 CostContribution("focus", f"export-{svc}-{k}.csv", f"sig-{k}", (day,), True, 1),
             ]
+        pushed = Deployment(
+            "github",
+            svc,
+            "staging",
+            False,
+            f"{svc}-hook",
+            "b" * 40,
+            "success",
+            NOW - 900,
+            NOW - 600,
+        )
         out += [
+            PushedDeployment(pushed),  # a deployment a webhook reported
             ProbeResult(svc, "health", NOW - 60, 0.05, True, "", 200),
             ProbeSkipped(svc, "health", 1),
             traffic(svc, NOW - NOW % 60 - 120, "recent"),

@@ -18,7 +18,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from exporter.config import Config
+from exporter.config import Config, masked
 from exporter.core.webhooks import Malformed, WebhookIntake, verify
 from exporter.domains import open_store
 from exporter.domains.delivery.records import Deployment, PipelineRun
@@ -112,6 +112,22 @@ class TestSignatures:
         assert verify(auth, b"{}", {"x-gitlab-token": "glwt-token"})
         for header in ("", "glwt-toke", "glwt-token ", "GLWT-TOKEN"):
             assert not verify(auth, b"{}", {"x-gitlab-token": header})
+
+    def test_the_secrets_are_never_printed(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """From the environment, as the README shows; masked in the printed config and in
+        the endpoint's settings."""
+        monkeypatch.setenv("GITHUB_WEBHOOK_SECRET", "gh-secret-value-42")
+        config = make_config(
+            gitlab_hook={"token": "gl-token-value-42"},
+            webhook={"secret": {"env": "GITHUB_WEBHOOK_SECRET"}},
+        )
+        shown = json.dumps(masked(config)) + "".join(repr(e.settings) for e in endpoints(config))
+        assert "gh-secret-value-42" not in shown and "gl-token-value-42" not in shown
+        auth = self.hook_auth("github", secret={"env": "GITHUB_WEBHOOK_SECRET"})
+        body = b"{}"
+        assert verify(
+            auth, body, {"x-hub-signature-256": github_signature("gh-secret-value-42", body)}
+        )
 
     def test_no_webhook_no_endpoint(self) -> None:
         assert endpoints(make_config()) == []
