@@ -65,11 +65,7 @@ class _Builder:
         self.cost = costs.read(ctx, self.weeks[0].monday, self.span)
         evidence = Evidence(ctx, self.spans)
         self.numbers = [read_week(ctx, s, self.cost, self.services, evidence) for s in self.spans]
-        self.delivery = delivery.read(ctx)
-        self.shipped = {
-            name: delivery.shipped(self.delivery, d, self.span.end)
-            for name, d in self.delivery.data.items()
-        }
+        self.delivery = delivery.read(ctx, self.services, self.span.end)
         self.fresh = freshness(ctx, self.span.end)
         self.stale = stale_inputs(self.fresh)
         past = replace(ctx, health=())
@@ -87,9 +83,7 @@ class _Builder:
             "p95_latency": n.p95(self.services),
             "cost_per_transaction": n.per_transaction(self.services),
             "adoption": n.platform_adoption(len(self.ctx.catalog.services)),
-            "time_to_production": delivery.median_time_to_production(
-                self.delivery, self.ctx.catalog, n.span.end
-            ),
+            "time_to_production": delivery.median_time_to_production(self.delivery, n.span.end),
         }
 
     def headlines(self) -> tuple[Headline, ...]:
@@ -116,7 +110,6 @@ class _Builder:
     def row(self, name: str, team: str, services: Sequence[str]) -> Row:
         n, st = self.now, self.stale
         budget = self._availability_budget(services) if len(services) == 1 else None
-        shipped = delivery.together(self.shipped[s] for s in services if s in self.shipped)
         return Row(
             name=name,
             team=team,
@@ -130,7 +123,7 @@ class _Builder:
             requests=_cell(n.requests(services), {TRAFFIC}, st),
             cost=_cell(n.cost(services), {COST}, st),
             cost_per_transaction=_cell(n.per_transaction(services), {COST, TRAFFIC}, st),
-            dora=delivery.dora(self.delivery, shipped, self.span.end, DELIVERY in st),
+            dora=delivery.dora(self.delivery, services, DELIVERY in st),
             adopted=n.adopted(services),
             adoption=_cell(n.adoption(services), self.adoption_inputs, st),
             currency=self.cost.currency,
@@ -207,7 +200,7 @@ class _Builder:
             onboarded=tuple(delivery.onboarded(self.ctx, self.span, bool({DELIVERY} & self.stale))),
             slo_burns=self.slo_burns(),
             incidents=tuple(
-                delivery.incidents(self.delivery, team_of, self.span, DELIVERY in self.stale)
+                delivery.incidents(self.ctx, team_of, self.span, DELIVERY in self.stale)
             ),
             freshness=tuple(self.fresh),
             stale_inputs=tuple(sorted(self.stale)),

@@ -38,8 +38,8 @@ def closed_days(span: Span) -> tuple[str, str] | None:
 class CostHistory:
     """Cost rows and request totals per service over every week of a review."""
 
-    rows: Mapping[str, list[CostRow]]
-    requests: Mapping[str, dict[tuple[str, str], float]]
+    rows: Mapping[str, dict[str, list[CostRow]]]  # service -> ISO day -> its rows
+    requests: Mapping[str, dict[str, float]]  # service -> ISO day -> requests
     cost_start: str | None
     cost_end: str | None
     currency: str | None  # the currency most of the cost is in; the review's
@@ -48,15 +48,14 @@ class CostHistory:
         """(cost, cost per transaction) of ``service`` over the week's closed days, in
         the review's currency; None where there is no data."""
         days = closed_days(span)
-        rows = self.rows.get(service)
-        if days is None or not rows or self.currency is None:
+        by_day = self.rows.get(service)
+        if days is None or not by_day or self.currency is None:
             return None, None
-        # Only the week's rows and request days go in: the same result, for a 7th of the work.
-        first, last = days
-        rows = [r for r in rows if first <= r[0] <= last]
-        requests = {
-            k: n for k, n in self.requests.get(service, {}).items() if first <= k[1] <= last
-        }
+        # Only the week's rows and request days go in: the same result, for a part of the work.
+        week = _days(*days)
+        rows = [r for d in week for r in by_day.get(d, ())]
+        own = self.requests.get(service, {})
+        requests = {(service, d): own[d] for d in week if d in own}
         windows = {WEEK: days}
         by_key = kpis.cost_by_window(rows, clip_windows(windows, self.cost_end))
         amounts = [v for k, v in by_key.items() if k[5] == self.currency]
@@ -98,19 +97,24 @@ def read(ctx: RenderContext, first: date, span: Span) -> CostHistory:
     )
 
 
-def _by_service(rows: Sequence[CostRow]) -> dict[str, list[CostRow]]:
-    out: dict[str, list[CostRow]] = {}
+def _days(first: str, last: str) -> list[str]:
+    start, end = date.fromisoformat(first), date.fromisoformat(last)
+    return [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+
+
+def _by_service(rows: Sequence[CostRow]) -> dict[str, dict[str, list[CostRow]]]:
+    out: dict[str, dict[str, list[CostRow]]] = {}
     for row in rows:
-        out.setdefault(row[1], []).append(row)
+        out.setdefault(row[1], {}).setdefault(row[0], []).append(row)
     return out
 
 
 def _requests_by_service(
     requests: Mapping[tuple[str, str], float],
-) -> dict[str, dict[tuple[str, str], float]]:
-    out: dict[str, dict[tuple[str, str], float]] = {}
+) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
     for (service, day), n in requests.items():
-        out.setdefault(service, {})[(service, day)] = n
+        out.setdefault(service, {})[day] = n
     return out
 
 
