@@ -13,11 +13,12 @@ connections as fast as the server answers. It reports:
 * with the server idle, the time from one webhook to its value on ``/metrics``
   (``--probes`` times), against the refresh interval (``metrics.min_refresh``).
 
-    python benchmarks/webhooks.py                      # 20,000 events, 8 connections
-    python benchmarks/webhooks.py --events 5000 --connections 4
+    python benchmarks/webhooks.py                      # 10,000 events, 200 repos
+    python benchmarks/webhooks.py --events 20000 --repos 50 --connections 4
 
-Targets: at least 500 events/s on one core; every value on /metrics within one refresh
-interval.
+Targets: at least 500 events/s on one core (wall clock, and per CPU-second the server
+used: on a shared machine the second says what one core does); every value on /metrics
+within one refresh interval.
 """
 
 from __future__ import annotations
@@ -160,6 +161,12 @@ def until_count(port: int, want: float, limit: float) -> float | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def burst(port: int, requests: list[bytes], connections: int) -> tuple[float, dict[int, int]]:
     """Send every request over ``connections`` connections; (seconds, statuses)."""
     statuses: dict[int, int] = {}
@@ -189,9 +196,9 @@ def burst(port: int, requests: list[bytes], connections: int) -> tuple[float, di
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--repos", type=int, default=50)
+    parser.add_argument("--repos", type=int, default=200)
     parser.add_argument("--probes", type=int, default=20)
     args = parser.parse_args()
     os.sched_setaffinity(0, {CLIENT_CPU})
@@ -204,9 +211,12 @@ def main() -> int:
         child.start()
         try:
             port, refresh = ports.get(timeout=60)
+            assert child.pid is not None
+            cpu_before = cpu_seconds(child.pid)
             seconds, statuses = burst(
                 port, [r for _, r in prepared[: args.events]], args.connections
             )
+            cpu = cpu_seconds(child.pid) - cpu_before
             settle = until_count(port, args.events, 4 * refresh)
             counted = deployments_on_metrics(port)
             probes = []
@@ -231,7 +241,14 @@ def main() -> int:
     print(
         f"| other answers | {({k: v for k, v in statuses.items() if k != 200}) or 'none'} | none |"
     )
-    print(f"| sustained events/s (verified, parsed, committed) | {rate:,.0f} | >= 500 |")
+    print(
+        f"| sustained events/s (verified, parsed, committed), wall clock | {rate:,.0f} | >= 500 |"
+    )
+    per_cpu = statuses.get(200, 0) / cpu if cpu > 0 else float("inf")
+    print(
+        f"| events per CPU-second of the server ({cpu:.1f} s of CPU in {seconds:.1f} s) "
+        f"| {per_cpu:,.0f} | >= 500 |"
+    )
     print(f"| deployments counted on /metrics after the burst | {counted:,.0f} | {args.events:,} |")
     shown = "not within 4 refreshes" if settle is None else f"{settle:.2f} s"
     print(f"| last event of the burst to /metrics | {shown} | <= {refresh:g} s |")
@@ -243,7 +260,7 @@ def main() -> int:
         )
     ok = (
         statuses.get(200, 0) == args.events
-        and rate >= 500
+        and min(rate, per_cpu) >= 500
         and counted == args.events
         and settle is not None
         and settle <= refresh
