@@ -135,6 +135,8 @@ class Daemon:
         self._waiting: list[tuple[int, asyncio.Future[None]]] = []
         self._renderer: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
+        # Set while poll_all runs: each poll is then its source's only one (see PollContext).
+        self._only_poll = False
         self.server: MetricsServer | None = None
         self.scheduler: AsyncIOScheduler | None = None
         # Webhook endpoints (none unless configured); each commit asks for a refresh.
@@ -179,6 +181,7 @@ class Daemon:
             client=self._client(src),
             now=self.clock,
             log=logging.getLogger(f"exporter.sources.{src.kind}"),
+            only_poll=self._only_poll,
         )
         started = time.perf_counter()
         health.poll_started(self.clock())
@@ -262,8 +265,12 @@ class Daemon:
                 ) from None
 
     async def poll_all(self) -> bool:
-        """Poll every source once, concurrently. True if all succeeded."""
-        results = await asyncio.gather(*(self.poll(s) for s in self.sources))
+        """Poll every source once, concurrently, each as its only poll. True if all succeeded."""
+        self._only_poll = True
+        try:
+            results = await asyncio.gather(*(self.poll(s) for s in self.sources))
+        finally:
+            self._only_poll = False
         return all(results)
 
     async def _job(self, name: str) -> None:

@@ -57,6 +57,9 @@ class PollContext:
     client: httpx.AsyncClient
     now: Clock = system_clock
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("exporter.sources"))
+    # This poll is the only one (``once``): work a source would leave to its next poll
+    # (the probes due at start) is finished and committed within it.
+    only_poll: bool = False
 
     @property
     def source(self) -> str:

@@ -121,7 +121,7 @@ def run_polls(
         slow_upstream.flaky_status = flaky_status
         source = ProbeSource(config, config.sources.probe, ticker=HeldTicker())
         daemon = Daemon(config, clock=clock, sources=[source])
-        assert await daemon.poll(source)
+        assert await daemon.poll_all()  # its only poll, as `once` runs it
         await daemon.shutdown()
         return daemon
 

@@ -3,9 +3,10 @@
 The check's ``timeout`` bounds everything together (DNS, connect, TLS, sending
 the request, the whole body and the body match), as blackbox_exporter's probe
 deadline does; httpx's ``timeout=`` is per phase, so a body trickling in a few
-bytes at a time never tripped it. HTTP/1.1 is spoken with ``h11`` over asyncio
-streams (the same parser httpx uses underneath), one connection per probe with
-``Connection: close``.
+bytes at a time never tripped it. HTTP/1.1 is spoken with ``h11`` (the same
+parser httpx uses underneath) from an asyncio protocol, one connection per probe
+with ``Connection: close``; each phase is stamped in the loop callback that sees
+its event.
 
 Phases follow blackbox_exporter's ``probe_http_duration_seconds``: ``resolve``,
 ``connect``, ``tls``, ``processing`` (request sent until the first byte of the
@@ -18,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import unquote, urljoin, urlsplit
 
 import h11
@@ -29,14 +32,15 @@ from exporter import __version__
 from exporter.domains.probe.sources.wire import (
     CONNECT,
     TIMEOUT,
+    TLS,
     IpProtocol,
     Outcome,
     Phases,
     ProbeFailure,
     TlsFacts,
     client_context,
-    close,
-    connect,
+    earliest_not_after,
+    open_socket,
 )
 
 USER_AGENT = f"platform-kpi-exporter/{__version__}"
@@ -73,6 +77,7 @@ class _Answer:
     charset: str
 
 
+@lru_cache(maxsize=4096)
 def _target(url: str) -> tuple[str, int, str, bool, str]:
     """(host, port, request target, is TLS, Host header) of an http(s) URL."""
     parts = urlsplit(url)
@@ -111,79 +116,149 @@ def _decode(body: bytes, charset: str) -> str:
         return body.decode("utf-8", errors="replace")
 
 
+class _Exchange(asyncio.Protocol):
+    """One request and its answer on a connected socket, timed where the loop sees each event.
+
+    The request goes out in ``connection_made`` and the answer is parsed as it
+    arrives in ``data_received``, so the phases are stamped in the loop's own
+    callbacks, not when the probe's task next gets the loop after other checks'
+    work (see :func:`probe_http`).
+    """
+
+    def __init__(self, request: bytes, phases: Phases, connected: float) -> None:
+        self.request = request
+        self.phases = phases
+        self.connected = connected
+        self.conn = h11.Connection(our_role=h11.CLIENT)
+        self.done: asyncio.Future[_Answer] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+        self.sent = 0.0
+        self.first_byte: float | None = None
+        self.response: h11.Response | None = None
+        self.body = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if transport.get_extra_info("ssl_object") is not None:
+            self.connected = self.phases.add("tls", self.connected)
+        transport.write(self.request)
+        self.sent = time.perf_counter()
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        if self.first_byte is None:
+            self.first_byte = self.phases.add("processing", self.sent, now)
+        self._feed(data, now)
+
+    def eof_received(self) -> bool:
+        self._feed(b"", time.perf_counter())
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            detail = str(exc) if exc else "the connection closed before the whole answer"
+            self.done.set_exception(ProbeFailure(CONNECT, detail))
+
+    def close(self) -> None:
+        """The exchange is over (answered, failed or cancelled): what comes later is dropped."""
+        if not self.done.done():
+            self.done.cancel()
+        elif not self.done.cancelled():
+            self.done.exception()  # retrieved, even when nobody awaited it (a cancelled probe)
+
+    def _feed(self, data: bytes, now: float) -> None:
+        if self.done.done():
+            return
+        try:
+            self.conn.receive_data(data)
+            while (event := self.conn.next_event()) is not h11.NEED_DATA:
+                if isinstance(event, h11.Response):
+                    self.response = event
+                elif isinstance(event, h11.Data):
+                    room = BODY_LIMIT - len(self.body)
+                    if room > 0:
+                        self.body += bytes(event.data[:room])
+                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                    self._finish(now)
+                    return
+        except h11.ProtocolError as exc:
+            self.done.set_exception(ProbeFailure(CONNECT, f"malformed HTTP answer: {exc}"))
+
+    def _finish(self, now: float) -> None:
+        response = self.response
+        if response is None:
+            self.done.set_exception(ProbeFailure(CONNECT, "the connection closed before an answer"))
+            return
+        if self.first_byte is not None:
+            self.phases.add("transfer", self.first_byte, now)
+        headers = list(response.headers)
+        location = next((v.decode("latin-1") for k, v in headers if k == b"location"), None)
+        self.done.set_result(
+            _Answer(
+                response.status_code,
+                response.http_version.decode("ascii"),
+                location,
+                bytes(self.body),
+                _charset(headers),
+            )
+        )
+
+
+@lru_cache(maxsize=4096)
+def _request_bytes(request: HttpRequest, url: str, method: str) -> bytes:
+    """The request's bytes, built once per check (and redirect): h11 validates every header."""
+    _host, _port, target, _tls, host_header = _target(url)
+    conn = h11.Connection(our_role=h11.CLIENT)
+    headers = [
+        ("Host", host_header),
+        ("User-Agent", USER_AGENT),
+        ("Accept", "*/*"),
+        ("Connection", "close"),
+        *basic_auth(url, request.headers),
+        *request.headers,
+    ]
+    head = conn.send(h11.Request(method=method, target=target, headers=headers))
+    return (head or b"") + (conn.send(h11.EndOfMessage()) or b"")
+
+
 async def _exchange(
     request: HttpRequest, url: str, method: str, phases: Phases, facts: TlsFacts
 ) -> _Answer:
     """One request on a new connection; the answer with at most BODY_LIMIT bytes of body."""
-    host, port, target, tls, host_header = _target(url)
+    host, port, _target_path, tls, _host_header = _target(url)
     context = (
         client_context(request.tls_verify, request.tls_ca_file, ("http/1.1",)) if tls else None
     )
-    reader, writer = await connect(
-        host,
-        port,
-        phases,
-        prefer=request.ip_protocol,
-        fallback=request.ip_fallback,
-        tls=context,
-        facts=facts,
-    )
     try:
-        conn = h11.Connection(our_role=h11.CLIENT)
-        headers = [
-            ("Host", host_header),
-            ("User-Agent", USER_AGENT),
-            ("Accept", "*/*"),
-            ("Connection", "close"),
-            *basic_auth(url, request.headers),
-            *request.headers,
-        ]
-        t = time.perf_counter()
-        writer.write(conn.send(h11.Request(method=method, target=target, headers=headers)))
-        writer.write(conn.send(h11.EndOfMessage()))
-        await writer.drain()
-        return await _read_answer(conn, reader, phases, t)
-    except h11.ProtocolError as exc:
-        raise ProbeFailure(CONNECT, f"malformed HTTP answer: {exc}") from None
-    except OSError as exc:
-        raise ProbeFailure(CONNECT, str(exc)) from None
-    finally:
-        close(writer)
-
-
-async def _read_answer(
-    conn: h11.Connection, reader: asyncio.StreamReader, phases: Phases, sent: float
-) -> _Answer:
-    first_byte: float | None = None
-    response: h11.Response | None = None
-    body = bytearray()
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            chunk = await reader.read(_READ)
-            if first_byte is None:
-                first_byte = phases.add("processing", sent)
-            conn.receive_data(chunk)
-        elif isinstance(event, h11.Response):
-            response = event
-        elif isinstance(event, h11.Data):
-            room = BODY_LIMIT - len(body)
-            if room > 0:
-                body += bytes(event.data[:room])
-        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-            break
-    if response is None:
-        raise ProbeFailure(CONNECT, "the connection closed before an answer")
-    if first_byte is not None:
-        phases.add("transfer", first_byte)
-    location = next((v.decode("latin-1") for k, v in response.headers if k == b"location"), None)
-    return _Answer(
-        response.status_code,
-        response.http_version.decode("ascii"),
-        location,
-        bytes(body),
-        _charset(list(response.headers)),
+        wire_request = _request_bytes(request, url, method)
+    except h11.LocalProtocolError as exc:
+        raise ProbeFailure(CONNECT, f"request not sendable: {exc}") from None
+    sock, connected = await open_socket(
+        host, port, phases, prefer=request.ip_protocol, fallback=request.ip_fallback
     )
+    exchange = _Exchange(wire_request, phases, connected)
+    loop = asyncio.get_running_loop()
+    try:
+        transport, _ = await loop.create_connection(
+            lambda: exchange, sock=sock, ssl=context, server_hostname=host if tls else None
+        )
+    except BaseException as exc:
+        sock.close()
+        if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+            raise ProbeFailure(TLS, str(exc)) from None
+        if isinstance(exc, OSError):
+            raise ProbeFailure(CONNECT, str(exc)) from None
+        raise
+    try:
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            facts.version = ssl_object.version()
+            facts.not_after = earliest_not_after(ssl_object)
+        return await exchange.done
+    finally:
+        exchange.close()
+        transport.abort()
 
 
 async def _follow(request: HttpRequest, outcome: Outcome) -> _Answer:
@@ -202,9 +277,17 @@ async def _follow(request: HttpRequest, outcome: Outcome) -> _Answer:
 
 
 async def probe_http(request: HttpRequest) -> Outcome:
-    """Probe once; never raises for the upstream's faults (cancellation passes through)."""
+    """Probe once; never raises for the upstream's faults (cancellation passes through).
+
+    An answered probe's duration is the sum of its phases, each stamped in the
+    loop callback that saw its event; the moments between, when the probe only
+    waited for the loop to finish other checks' work, are the prober's queue,
+    not the target's latency. A probe that got no whole answer took the time it
+    took to fail, and the deadline is always wall time.
+    """
     outcome = Outcome()
     started = time.perf_counter()
+    answered = False
     try:
         async with asyncio.timeout(request.timeout):
             answer = await _follow(request, outcome)
@@ -216,12 +299,14 @@ async def probe_http(request: HttpRequest) -> Outcome:
                 text = _decode(answer.body, answer.charset)
                 if re.search(request.body_regex, text) is None:
                     outcome.reason = "body"
+            answered = True
     except TimeoutError:
         outcome.reason = TIMEOUT
     except ProbeFailure as failure:
         outcome.reason = failure.reason
-    outcome.duration = time.perf_counter() - started
+    elapsed = time.perf_counter() - started
     # The match runs on the CPU, where no timer can interrupt it: past the deadline is late.
-    if outcome.duration > request.timeout:
-        outcome.reason = TIMEOUT
+    if elapsed > request.timeout:
+        outcome.reason, answered = TIMEOUT, False
+    outcome.duration = sum(outcome.phases.seconds.values()) if answered else elapsed
     return outcome

@@ -7,10 +7,13 @@ results that finished since the last one, the slots skipped (a probe that
 could not start on time is counted, never dropped) and one cursor per check
 (``<service>/<probe>`` = the start time of its latest result).
 
-The first poll also runs at once every check that is due (no cursor, or its
-interval has passed since the one stored), so ``once`` and a restart after a
-long stop see fresh results; a check that ran recently before a restart waits
-for its next slot, so a restart does not bunch up extra samples.
+The first poll also starts at once every check that is due (no cursor, or its
+interval has passed since the one stored), so a restart after a long stop sees
+fresh results; a check that ran recently before a restart waits for its next
+slot, so a restart does not bunch up extra samples. Those probes go through the
+runner's places like the grid's and the next poll commits them: the first poll
+does not wait for them (it would last as long as the slowest check due, past
+the source's interval), except as ``once``'s only poll, which commits them itself.
 
 A check's kind follows its URL: ``http://`` / ``https://`` (the HTTP probe,
 :mod:`.http`), ``tcp://`` / ``tls://`` (:mod:`.tcp`), ``dns://`` (:mod:`.dns`).
@@ -24,7 +27,6 @@ store recovers; at most ``MAX_UNCOMMITTED`` of them, the oldest dropped first.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
 from exporter.core.clock import Clock, system_clock
@@ -157,8 +159,8 @@ class ProbeSource(Source):
     async def _check(self, key: Key) -> ProbeResult:
         return await run_check(key[0], self.checks[key], self.clock, self._probes[key])
 
-    async def _start(self, ctx: PollContext) -> list[ProbeResult]:
-        """Run the checks due now, then start the grid loop from each check's next slot."""
+    async def _start(self, ctx: PollContext) -> None:
+        """Start the grid loop from each check's next slot, and the checks due now at once."""
         wall, tick = ctx.now(), self.ticker.now()
         grid = Grid.of(
             {k: c.interval for k, c in self.checks.items()},
@@ -172,30 +174,25 @@ class ProbeSource(Source):
             last[key] = float(stored) if stored is not None else None
         due = [k for k, at in last.items() if at is None or at + self.checks[k].interval <= wall]
         self.clock = ctx.now
-        places = asyncio.Semaphore(self.concurrency)
-
-        async def now(key: Key) -> ProbeResult:
-            async with places:
-                return await self._check(key)
-
-        results = list(await asyncio.gather(*(now(k) for k in due)))
         first = {k: grid.first_after(k, wall if k in due else at or wall) for k, at in last.items()}
         self.runner = ProbeRunner(grid, self.ticker, self._check, self.concurrency)
+        # Through the runner's places like every other probe; the next poll commits them,
+        # so a first poll never lasts as long as the slowest check due at start.
+        self.runner.launch_now(due)
         self.runner.start(first)
-        return results
+        if ctx.only_poll:
+            await self.runner.settle(due)
 
     async def poll(self, ctx: PollContext) -> None:
         if self.runner is None:
-            results = await self._start(ctx)
+            await self._start(ctx)
         else:
             failure = self.runner.failure()
             if failure is not None:
                 self.runner = None  # the next poll starts a new loop
                 raise failure
-            results = []
         assert self.runner is not None
-        finished, skipped = self.runner.drain()
-        results.extend(finished)
+        results, skipped = self.runner.drain()
         for r in results:
             if r.status_code is not None:
                 ctx.health.count_request(r.status_code)

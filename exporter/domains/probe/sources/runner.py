@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from typing import Generic, TypeVar
 
 from exporter.domains.probe.schedule import Grid, Ticker, run_grid
@@ -49,6 +49,18 @@ class ProbeRunner(Generic[K, R]):
         self._loop = asyncio.create_task(
             run_grid(self.grid, self.ticker, first, self.launch, self.skip), name="probe grid"
         )
+
+    def launch_now(self, keys: Iterable[K]) -> None:
+        """Start these checks' probes now, off their grids (the checks due at start)."""
+        now = self.ticker.now()
+        for key in keys:
+            self.launch(key, now)
+
+    async def settle(self, keys: Iterable[K]) -> None:
+        """Wait for these checks' probes in flight to end (``once`` commits them)."""
+        running = [self._running[k] for k in keys if k in self._running]
+        if running:
+            await asyncio.wait(running)
 
     def failure(self) -> BaseException | None:
         """What stopped the grid loop, if it stopped (it runs until closed)."""

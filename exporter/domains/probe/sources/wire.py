@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import socket
 import ssl
 import time
@@ -43,9 +44,11 @@ class Phases:
 
     seconds: dict[str, float] = field(default_factory=dict)
 
-    def add(self, phase: str, since: float) -> float:
-        """Add the time from ``since`` (a ``perf_counter`` reading) to now; return now."""
-        now = time.perf_counter()
+    def add(self, phase: str, since: float, now: float | None = None) -> float:
+        """Add the time from ``since`` to ``now`` (``perf_counter`` readings; ``now`` is read
+        if not given); return ``now``."""
+        if now is None:
+            now = time.perf_counter()
         self.seconds[phase] = self.seconds.get(phase, 0.0) + (now - since)
         return now
 
@@ -109,7 +112,7 @@ async def resolve(host: str, port: int, prefer: IpProtocol, fallback: bool) -> t
     raise ProbeFailure(RESOLVE, f"{host} has no {prefer} address")
 
 
-def _earliest_not_after(ssl_object: Any) -> float | None:
+def earliest_not_after(ssl_object: Any) -> float | None:
     """The earliest notAfter of the chain the peer sent.
 
     Python 3.13 makes the chain public; before that the same method lives on the
@@ -164,8 +167,60 @@ async def connect(
         ssl_object = writer.get_extra_info("ssl_object")
         if ssl_object is not None:
             facts.version = ssl_object.version()
-            facts.not_after = _earliest_not_after(ssl_object)
+            facts.not_after = earliest_not_after(ssl_object)
     return reader, writer
+
+
+async def open_socket(
+    host: str, port: int, phases: Phases, *, prefer: IpProtocol = "ip6", fallback: bool = True
+) -> tuple[socket.socket, float]:
+    """A new TCP connection to ``host:port`` as a non-blocking socket, and when it connected.
+
+    The moment is stamped in the loop's own writability callback, where the
+    connection is first seen as made, so a probe's ``connect`` phase does not
+    include the time its task then waits for the loop behind other checks' work.
+    """
+    t = time.perf_counter()
+    family, address = await resolve(host, port, prefer, fallback)
+    t = phases.add("resolve", t)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        connected = await _connect(sock, (address, port))
+    except BaseException as exc:
+        sock.close()
+        if isinstance(exc, OSError):
+            raise ProbeFailure(CONNECT, str(exc)) from None
+        raise
+    phases.add("connect", t, connected)
+    return sock, connected
+
+
+async def _connect(sock: socket.socket, address: tuple[str, int]) -> float:
+    try:
+        sock.connect(address)
+        return time.perf_counter()
+    except BlockingIOError:
+        pass
+    loop = asyncio.get_running_loop()
+    made: asyncio.Future[float] = loop.create_future()
+
+    def writable() -> None:
+        if not made.done():
+            made.set_result(time.perf_counter())
+
+    # By file number: given the socket, the selector's not-registered KeyError formats
+    # the socket's repr (two system calls) on every first registration.
+    fd = sock.fileno()
+    loop.add_writer(fd, writable)
+    try:
+        connected = await made
+    finally:
+        loop.remove_writer(fd)
+    error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if error:
+        raise OSError(error, os.strerror(error))
+    return connected
 
 
 def close(writer: asyncio.StreamWriter) -> None:
