@@ -62,6 +62,7 @@ HISTORY = frozenset(
         "traffic_consumers",
         "traffic_daily",
         "traffic_daily_counts",
+        "traffic_hours",
         "traffic_minutes",
     }
 )

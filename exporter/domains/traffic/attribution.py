@@ -17,6 +17,7 @@ from typing import Any
 from exporter.core.redact import excerpt
 from exporter.core.store import Store
 from exporter.domains.catalog.store import load_catalog
+from exporter.domains.traffic import rollup
 from exporter.domains.traffic import store as traffic_store
 from exporter.domains.traffic.routes import RouteMap
 
@@ -26,8 +27,15 @@ _NAMED = 5
 
 
 def refresh(config: Any, store: Store, now: float) -> None:
-    """Re-resolve every stored gateway identity; log what moved."""
-    del now  # attribution depends on the catalog, not on the time
+    """Re-resolve every stored gateway identity; log what moved. Then build one batch of
+    the hour buckets of an upgraded database, if any is left (see
+    :func:`~exporter.domains.traffic.rollup.backfill_step`)."""
+    _reattribute(config, store)
+    if rollup.backfill_pending(store):
+        rollup.backfill_step(store, now)
+
+
+def _reattribute(config: Any, store: Store) -> None:
     stored = traffic_store.attributions(store)
     if not stored:
         return

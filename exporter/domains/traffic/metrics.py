@@ -194,7 +194,8 @@ def _windows(ctx: RenderContext, known: set[str]) -> Iterator[Metric]:
             k = window_kpis(counts.get((service, window)), seconds, gateway)
             out.add([service, team, window], k, rolling=True)
     for window in CALENDAR_WINDOWS:
-        span_counts = traffic_store.span_counts(ctx.store, calendar_span(window, ctx.now))
+        span = calendar_span(window, ctx.now)
+        span_counts = traffic_store.span_counts(ctx.store, span, ctx.now)
         for service in services:
             k = window_kpis(span_counts.get(service), None, {})
             out.add([service, ctx.team_of(service), window], k, rolling=False)

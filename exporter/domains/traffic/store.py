@@ -27,15 +27,16 @@ from typing import Any
 
 from exporter.core.errors import StateError
 from exporter.core.periods import Span, utc_date
-from exporter.core.spans import span_sums
+from exporter.core.rollups import HOUR, floor_to
 from exporter.core.store import Labels, Store, Tx, Writer, _labels_key, upsert_each, write_records
+from exporter.domains.traffic import rollup
 from exporter.domains.traffic.kpis import CODE_CLASSES, LATENCY_BUCKETS, WindowCounts
 from exporter.domains.traffic.records import ConsumerSeen, TrafficDelta, TrafficLatency
 from exporter.domains.traffic.routes import pinned
 
 NB = len(LATENCY_BUCKETS)
-_BUCKET_COLS = [f"b{i}" for i in range(NB + 1)]  # the last one is the overflow
-_COUNT_COLS = ["c1", "c2", "c3", "c4", "c5", *_BUCKET_COLS]
+_BUCKET_COLS = rollup.BUCKET_COLS
+_COUNT_COLS = rollup.COUNT_COLS
 
 MIGRATIONS = (
     f"""
@@ -131,6 +132,12 @@ MIGRATIONS = (
     CREATE INDEX traffic_latency_at ON traffic_latency (at);
     CREATE INDEX traffic_consumers_last_seen ON traffic_consumers (last_seen)
     """,
+    # Hour buckets (see exporter.domains.traffic.rollup); the minutes stored before them
+    # are added by the batched backfill (rollup.BACKFILL) while the daemon serves.
+    f"""
+    {rollup.HOURS_TABLE};
+    {rollup.BACKFILL_QUEUE}
+    """,
 )
 # Joins a raw row (alias r) to the service its identity resolves to now.
 _RESOLVED = "LEFT JOIN traffic_idents a ON a.source = r.source AND a.ident = r.ident"
@@ -172,11 +179,11 @@ def _note_idents(tx: Tx, seen: Mapping[tuple[str, str], str]) -> None:
 
 
 def write_deltas(tx: Tx, deltas: Sequence[TrafficDelta]) -> None:
-    """Add each new delta to the minute and day rows, the counters and the histogram.
+    """Add each new delta to the minute, hour and day rows, the counters and the histogram.
 
-    Minute and day rows are keyed by the delta's identity (resolved when read); the
-    counters and the histogram by the service it resolved to at ingest (exported
-    counters only go forward).
+    Minute, hour and day rows are keyed by the delta's identity (resolved when read);
+    the counters and the histogram by the service it resolved to at ingest (exported
+    counters only go forward). A delta whose batch was counted before adds nothing.
     """
     cols = ["c1", "c2", "c3", "c4", "c5", *_BUCKET_COLS, "latency_sum", "latency_count"]
     minute_sql = (
@@ -185,12 +192,8 @@ def write_deltas(tx: Tx, deltas: Sequence[TrafficDelta]) -> None:
         "ON CONFLICT (ident, source, minute) DO UPDATE SET "
         + ", ".join(f"{c} = {c} + excluded.{c}" for c in cols)
     )
-    # Counter and histogram updates are summed first: one write per series per batch.
-    counters: dict[tuple[str, str, str], int] = defaultdict(int)
-    hist: dict[tuple[str, str], list[float]] = {}
-    daily: dict[tuple[str, str, str], int] = defaultdict(int)
-    day_counts: dict[tuple[str, str, str], list[int]] = {}
-    idents: dict[tuple[str, str], str] = {}
+    # Rollup, counter and histogram updates are summed first: one write per row per batch.
+    sums = _BatchSums()
     for d in deltas:
         if not tx.insert_new("traffic_batches", {"key": d.key, "minute": d.minute}):
             continue
@@ -198,46 +201,72 @@ def write_deltas(tx: Tx, deltas: Sequence[TrafficDelta]) -> None:
         if len(buckets) != NB + 1:
             raise ValueError(f"a delta needs {NB + 1} latency buckets, got {len(buckets)}")
         ident = _ident(d)
-        idents.setdefault((d.source, ident), d.service)
         tx.execute(
             minute_sql,
             (ident, d.source, d.minute, *d.codes, *buckets, d.latency_sum, d.latency_count),
         )
+        sums.add(d, ident, buckets)
+    sums.write(tx)
+
+
+class _BatchSums:
+    """What one batch of new deltas adds to the day totals, the hour and day buckets,
+    the counters and the histogram, summed per row."""
+
+    def __init__(self) -> None:
+        self.idents: dict[tuple[str, str], str] = {}
+        self.daily: dict[tuple[str, str, str], int] = defaultdict(int)
+        self.hours: dict[tuple[float, str, str], list[int]] = {}
+        self.days: dict[tuple[str, str, str], list[int]] = {}
+        self.counters: dict[tuple[str, str, str], int] = defaultdict(int)
+        self.hist: dict[tuple[str, str], list[float]] = {}
+
+    def add(self, d: TrafficDelta, ident: str, buckets: Sequence[int]) -> None:
+        self.idents.setdefault((d.source, ident), d.service)
         requests = sum(d.codes)
         day = utc_date(d.minute).isoformat()
         if requests:
-            daily[(ident, d.source, day)] += requests
-        acc_day = day_counts.setdefault((ident, d.source, day), [0] * len(_COUNT_COLS))
-        for i, n in enumerate((*d.codes, *buckets)):
-            acc_day[i] += n
+            self.daily[(ident, d.source, day)] += requests
+        values = (*d.codes, *buckets)
+        hour = floor_to(d.minute, HOUR)
+        for acc in (
+            self.hours.setdefault((hour, d.source, ident), [0] * len(_COUNT_COLS)),
+            self.days.setdefault((ident, d.source, day), [0] * len(_COUNT_COLS)),
+        ):
+            for i, n in enumerate(values):
+                acc[i] += n
         for cls, n in zip(CODE_CLASSES, d.codes, strict=True):
             if n:
-                counters[(d.service, d.source, cls)] += n
+                self.counters[(d.service, d.source, cls)] += n
         if d.latency_buckets is not None and d.latency_count:
-            acc = hist.setdefault((d.service, d.source), [0.0] * (NB + 2))
+            hist = self.hist.setdefault((d.service, d.source), [0.0] * (NB + 2))
             for i, n in enumerate(buckets):
-                acc[i] += n
-            acc[NB + 1] += d.latency_sum
-    _note_idents(tx, idents)
-    for (ident, source, day), n in daily.items():
-        tx.execute(
-            "INSERT INTO traffic_daily (ident, source, day, requests) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (ident, source, day) DO UPDATE SET "
-            "requests = requests + excluded.requests",
-            (ident, source, day, n),
-        )
-    for (ident, source, day), values in day_counts.items():
-        tx.execute(_DAY_COUNTS_SQL, (ident, source, day, *values))
-    for (service, source, cls), n in counters.items():
-        tx.incr(REQUESTS_TOTAL, {"service": service, "source": source, "code_class": cls}, n)
-    for (service, source), acc in hist.items():
-        _observe_many(
-            tx,
-            DURATION,
-            {"service": service, "source": source},
-            [int(n) for n in acc[: NB + 1]],
-            acc[NB + 1],
-        )
+                hist[i] += n
+            hist[NB + 1] += d.latency_sum
+
+    def write(self, tx: Tx) -> None:
+        _note_idents(tx, self.idents)
+        for (ident, source, day), n in self.daily.items():
+            tx.execute(
+                "INSERT INTO traffic_daily (ident, source, day, requests) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (ident, source, day) DO UPDATE SET "
+                "requests = requests + excluded.requests",
+                (ident, source, day, n),
+            )
+        for (hour, source, ident), values in self.hours.items():
+            tx.execute(rollup.HOUR_SQL, (hour, source, ident, *values))
+        for (ident, source, day), values in self.days.items():
+            tx.execute(_DAY_COUNTS_SQL, (ident, source, day, *values))
+        for (service, source, cls), n in self.counters.items():
+            tx.incr(REQUESTS_TOTAL, {"service": service, "source": source, "code_class": cls}, n)
+        for (service, source), acc in self.hist.items():
+            _observe_many(
+                tx,
+                DURATION,
+                {"service": service, "source": source},
+                [int(n) for n in acc[: NB + 1]],
+                acc[NB + 1],
+            )
 
 
 def _observe_many(
@@ -314,15 +343,35 @@ def reattribute(store: Store, changes: Sequence[tuple[str, str, str]]) -> None:
             )
 
 
-def prune(tx: Tx, older_than: float) -> int:
-    """Delete minute rows, batch keys and consumers older than ``older_than``.
+def prune(tx: Tx, older_than: float, now: float | None = None) -> int:
+    """Delete what no KPI reads any more, bucket by bucket; return the minute rows deleted.
 
-    Daily totals, counters and histograms are kept.
+    Minute rows, batch keys and consumers go once older than ``older_than`` (the
+    retention). With ``now``, minute rows also go once older than the ladder keeps them
+    (a little over a day; not while the upgrade backfill still needs them), and hour
+    buckets once older than the ladder keeps them (see
+    :mod:`exporter.domains.traffic.rollup`). Day rows, counters and histograms are kept.
     """
-    n = tx.execute("DELETE FROM traffic_minutes WHERE minute < ?", (older_than,)).rowcount
+    minutes = floor_to(older_than, 60)
+    if now is not None:
+        hours = rollup.LADDER.keep_after(rollup.LADDER.tiers[1], now)
+        tx.execute("DELETE FROM traffic_hours WHERE hour < ?", (hours,))
+        # Until the hour buckets hold every minute row stored before them, the windows
+        # read minute rows, and the backfill needs them.
+        if not _backfill_pending(tx):
+            minutes = max(minutes, rollup.minutes_kept_from(now))
+    n = tx.execute("DELETE FROM traffic_minutes WHERE minute < ?", (minutes,)).rowcount
     tx.execute("DELETE FROM traffic_batches WHERE minute < ?", (older_than,))
     tx.execute("DELETE FROM traffic_consumers WHERE last_seen < ?", (older_than,))
     return n
+
+
+def _backfill_pending(tx: Tx) -> bool:
+    row = tx.execute(
+        "SELECT value FROM cursors WHERE source = ? AND name = ?", rollup.BACKFILL_CURSOR
+    ).fetchone()
+    state = json.loads(row[0]) if row is not None else None
+    return state is not None and bool(state["after"] < state["until"])
 
 
 _log = logging.getLogger("exporter.store.traffic")
@@ -337,7 +386,7 @@ def prune_if_due(store: Store, now: float, retention: float) -> None:
         return
     try:
         with store.transaction() as tx:
-            prune(tx, now - retention)
+            prune(tx, now - retention, now)
     except StateError as exc:
         # Retention is housekeeping: the poll that asked has committed its data already,
         # so a locked or full database only postpones the prune to the next poll.
@@ -398,55 +447,29 @@ def commit_counts(
 def window_counts(
     store: Store, now: float, windows: Mapping[str, float]
 ) -> dict[tuple[str, str], WindowCounts]:
-    """Counts per (service, window) over every source, for minutes in (now - W - 60, now].
+    """Counts per (service, window) over every source, for the minutes starting in
+    (now - W, now], from the rollups (see :mod:`exporter.domains.traffic.rollup`).
 
-    A minute row counts in a window when the minute starts after ``now - W``, so a
-    window holds whole minutes only.
+    A window holds whole minutes only. One starting before the minute rows kept starts
+    at the start of the hour that holds ``now - W``.
     """
-    names = list(windows)
-    cols = ["c1", "c2", "c3", "c4", "c5", *_BUCKET_COLS]
-    select = ", ".join(
-        f"SUM(CASE WHEN minute > :s{i} THEN {c} ELSE 0 END)"
-        for i in range(len(names))
-        for c in cols
-    )
-    params: dict[str, float] = {f"s{i}": now - windows[n] for i, n in enumerate(names)}
-    params["oldest"] = now - max(windows.values())
-    params["now"] = now
-    rows = store.query(
-        f"SELECT {_SERVICE}, {select} FROM traffic_minutes r {_RESOLVED} "
-        f"WHERE minute > :oldest AND minute <= :now GROUP BY {_SERVICE}",
-        params,
-    )
-    out: dict[tuple[str, str], WindowCounts] = {}
-    width = len(cols)
-    for row in rows:
-        for i, name in enumerate(names):
-            vals = [int(v or 0) for v in row[1 + i * width : 1 + (i + 1) * width]]
-            out[(str(row[0]), name)] = WindowCounts(
-                tuple(vals[:5]),  # type: ignore[arg-type]
-                tuple(vals[5:]),
-            )
-    return out
+    spans = {name: rollup.rolling_span(now, seconds) for name, seconds in windows.items()}
+    return {key: _counts(v) for key, v in rollup.span_sums(store, spans, now).items()}
 
 
-def span_counts(store: Store, span: Span) -> dict[str, WindowCounts]:
-    """Counts per service over every source for the minutes starting in ``span``: whole
-    UTC days from the daily counts (kept beyond the retention), the partial days around
-    them from the minutes."""
-    sums = ", ".join(f"SUM({c})" for c in _COUNT_COLS)
-    totals = span_sums(
-        store,
-        span,
-        f"SELECT {_SERVICE}, {sums} FROM traffic_daily_counts r {_RESOLVED} "
-        f"WHERE day >= ? AND day <= ? GROUP BY {_SERVICE}",
-        f"SELECT {_SERVICE}, {sums} FROM traffic_minutes r {_RESOLVED} "
-        f"WHERE minute >= ? AND minute < ? GROUP BY {_SERVICE}",
-    )
-    return {
-        service: WindowCounts(tuple(v[:5]), tuple(v[5:]))  # type: ignore[arg-type]
-        for service, v in totals.items()
-    }
+def span_counts(store: Store, span: Span, now: float | None = None) -> dict[str, WindowCounts]:
+    """Counts per service over every source for the minutes starting in ``span``, from
+    whole day buckets (kept beyond the retention), hour buckets and minute rows.
+
+    ``now`` (default: the span's end) decides which buckets are still kept.
+    """
+    at = span.end if now is None else now
+    sums = rollup.span_sums(store, {"span": rollup.calendar_minutes(span)}, at)
+    return {service: _counts(v) for (service, _), v in sums.items()}
+
+
+def _counts(values: Sequence[int]) -> WindowCounts:
+    return WindowCounts(tuple(values[:5]), tuple(values[5:]))  # type: ignore[arg-type]
 
 
 def daily_requests(store: Store, service: str, day: date, source: str | None = None) -> int | None:

@@ -1,0 +1,289 @@
+"""Traffic windows read from rollups: minute rows, hour buckets and day buckets.
+
+Gateway traffic is stored per gateway identity, source and UTC minute
+(``traffic_minutes``: the raw rows), and, in the same transaction, summed into one row
+per identity, source and UTC hour (``traffic_hours``) and UTC day
+(``traffic_daily_counts``). Every bucket holds the same columns: requests by status class
+and the latency histogram's bucket counts, so sums of buckets are exact.
+
+A window is the set of minute rows whose minute starts in a span. The span is cut on
+the bucket ladder of :mod:`exporter.core.rollups` into runs of whole buckets plus raw
+edges; a run is read from its tier's table and an edge from the minute rows. Minute
+rows are kept for :func:`minutes_kept_from` (a little over a day), so the edges of any
+window starting within the last day are exact to the minute. An edge older than that
+is widened to the whole hour bucket (or day bucket) that holds it: the window then
+starts at most one hour (one day) early, which ``docs/kpis.md`` states per KPI.
+
+Rollups stay keyed by identity, like the raw rows: the service is resolved through
+``traffic_idents`` when read, so a catalog change corrects every window from the next
+refresh on.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from exporter.core.errors import StoreBusy
+from exporter.core.periods import Span
+from exporter.core.rollups import (
+    DAY,
+    DEFAULT_LADDER,
+    HOUR,
+    MINUTE,
+    Ladder,
+    Tier,
+    ceil_to,
+    floor_to,
+)
+from exporter.core.rollups import split_window as ladder_split
+from exporter.core.store import Store, Tx
+from exporter.domains.traffic.kpis import LATENCY_BUCKETS, UNMAPPED
+
+LADDER: Ladder = DEFAULT_LADDER
+# While the hour buckets of an upgraded database are being built: minute rows (kept for
+# the retention until then) and day buckets (complete since they were added).
+_RAW_LADDER = Ladder((Tier(MINUTE, 1e15), Tier(DAY, math.inf)))
+NB = len(LATENCY_BUCKETS)
+BUCKET_COLS = [f"b{i}" for i in range(NB + 1)]  # the last one is the overflow
+COUNT_COLS = ["c1", "c2", "c3", "c4", "c5", *BUCKET_COLS]
+
+# Per tier size: the table, its bucket column, and how a bucket start is written there.
+_TABLES: dict[int, tuple[str, str]] = {
+    MINUTE: ("traffic_minutes", "minute"),
+    HOUR: ("traffic_hours", "hour"),
+    DAY: ("traffic_daily_counts", "day"),
+}
+
+HOURS_TABLE = f"""
+    CREATE TABLE traffic_hours (
+        hour REAL NOT NULL,
+        source TEXT NOT NULL,
+        ident TEXT NOT NULL,
+        {", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in COUNT_COLS)},
+        PRIMARY KEY (hour, source, ident)
+    ) WITHOUT ROWID
+"""
+
+HOUR_SQL = (
+    f"INSERT INTO traffic_hours (hour, source, ident, {', '.join(COUNT_COLS)}) "
+    f"VALUES (?, ?, ?, {', '.join('?' for _ in COUNT_COLS)}) "
+    "ON CONFLICT (hour, source, ident) DO UPDATE SET "
+    + ", ".join(f"{c} = {c} + excluded.{c}" for c in COUNT_COLS)
+)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Piece:
+    """Buckets of one size starting in ``[start, end)``, read from that size's table."""
+
+    size: int
+    start: float
+    end: float
+
+
+def minutes_kept_from(now: float) -> float:
+    """The oldest minute row a render may read at ``now`` (older ones may be pruned)."""
+    return LADDER.keep_after(LADDER.tiers[0], now)
+
+
+def rolling_span(now: float, seconds: float) -> Span:
+    """The minute starts of a rolling window: every minute starting in ``(now - W, now]``
+    (the last one still running)."""
+    return Span(floor_to(now - seconds, MINUTE) + MINUTE, floor_to(now, MINUTE) + MINUTE)
+
+
+def calendar_minutes(span: Span) -> Span:
+    """The minute starts in ``span`` (``start <= minute < end``)."""
+    return Span(ceil_to(span.start, MINUTE), ceil_to(span.end, MINUTE))
+
+
+def pieces(span: Span, now: float, *, raw: bool = False) -> tuple[Piece, ...]:
+    """What to read for the minutes starting in ``span`` (minute-aligned) at ``now``.
+
+    The ladder's runs, and its raw edges as minute pieces while the minute rows are
+    kept; an older edge is widened to the finest bucket still kept that holds it.
+    ``raw`` (while the hour buckets are being built): whole days and minute rows only.
+    """
+    if raw:
+        # The same minutes (the same widened start), from minute rows and whole days.
+        start = min((p.start for p in pieces(span, now)), default=span.start)
+        split = ladder_split(Span(start, span.end), now, _RAW_LADDER)
+        return tuple(sorted(Piece(r.size, r.start, r.end) for r in split.runs))
+    split = ladder_split(span, now, LADDER)
+    out = [Piece(r.size, r.start, r.end) for r in split.runs]
+    kept = minutes_kept_from(now)
+    for edge in split.raw:
+        if edge.start >= kept:
+            out.append(Piece(MINUTE, edge.start, edge.end))
+            continue
+        out.append(_widened(edge, now))
+    return tuple(sorted(out))
+
+
+def _widened(edge: Span, now: float) -> Piece:
+    """The whole buckets of the finest kept tier above minutes that cover ``edge``."""
+    for tier in LADDER.tiers[1:]:
+        start = floor_to(edge.start, tier.size)
+        if start >= LADDER.usable_from(tier, now):
+            return Piece(tier.size, start, ceil_to(edge.end, tier.size))
+    raise AssertionError("the coarsest tier is kept for ever")  # pragma: no cover
+
+
+def widening(span: Span, now: float) -> float:
+    """How many seconds before ``span.start`` the pieces of ``span`` start (0: exact)."""
+    return span.start - min((p.start for p in pieces(span, now)), default=span.start)
+
+
+def elementary(all_pieces: Iterable[Piece]) -> list[Piece]:
+    """Disjoint pieces whose unions are each of ``all_pieces``: every row is read once."""
+    by_size: dict[int, list[Piece]] = {}
+    for p in set(all_pieces):
+        by_size.setdefault(p.size, []).append(p)
+    out: list[Piece] = []
+    for size, group in by_size.items():
+        cuts = sorted({t for p in group for t in (p.start, p.end)})
+        for a, b in itertools.pairwise(cuts):
+            if any(p.start <= a and b <= p.end for p in group):
+                out.append(Piece(size, a, b))
+    return sorted(out)
+
+
+def _bound(size: int, t: float) -> float | str:
+    """A bucket start as its table stores it (days as ISO dates)."""
+    if size == DAY:
+        if math.isinf(t):
+            return "0000-00-00" if t < 0 else "9999-99-99"
+        return datetime.fromtimestamp(t, UTC).date().isoformat()
+    return t
+
+
+def _read(store: Store, piece: Piece) -> list[tuple[str, str, list[int]]]:
+    """(source, identity, column sums) of the rows of one piece."""
+    table, col = _TABLES[piece.size]
+    sums = ", ".join(f"SUM({c})" for c in COUNT_COLS)
+    rows = store.query(
+        f"SELECT source, ident, {sums} FROM {table} WHERE {col} >= ? AND {col} < ? "
+        "GROUP BY source, ident",
+        (_bound(piece.size, piece.start), _bound(piece.size, piece.end)),
+    )
+    return [(str(r[0]), str(r[1]), [int(v or 0) for v in r[2:]]) for r in rows]
+
+
+def resolution(store: Store) -> dict[tuple[str, str], str]:
+    """(source, identity) -> the service it resolves to now."""
+    rows = store.query("SELECT source, ident, service FROM traffic_idents")
+    return {(str(r[0]), str(r[1])): str(r[2]) for r in rows}
+
+
+def span_sums(
+    store: Store, spans: Mapping[str, Span], now: float
+) -> dict[tuple[str, str], list[int]]:
+    """Per (service, name): the column sums over the minutes starting in ``spans[name]``.
+
+    Each row of the rollups is read once, however many spans hold it; a service is
+    present for a span when any row of the span is stored for it.
+    """
+    raw = backfill_pending(store)
+    wanted = {name: pieces(span, now, raw=raw) for name, span in spans.items()}
+    parts = elementary(p for ps in wanted.values() for p in ps)
+    services = resolution(store)
+    per_part: dict[Piece, dict[str, list[int]]] = {}
+    for part in parts:
+        acc: dict[str, list[int]] = {}
+        for source, ident, values in _read(store, part):
+            _add(acc.setdefault(services.get((source, ident), UNMAPPED), [0] * len(values)), values)
+        per_part[part] = acc
+    out: dict[tuple[str, str], list[int]] = {}
+    for name, ps in wanted.items():
+        for part in parts:
+            if any(p.size == part.size and p.start <= part.start and part.end <= p.end for p in ps):
+                for service, values in per_part[part].items():
+                    _add(out.setdefault((service, name), [0] * len(values)), values)
+    return out
+
+
+def _add(acc: list[int], values: Sequence[int]) -> None:
+    for i, v in enumerate(values):
+        acc[i] += v
+
+
+# --- the hour buckets of minutes stored before them -------------------------------------
+
+_log = logging.getLogger("exporter.rollups")
+# Where the progress is kept: a cursors row, committed with each batch.
+BACKFILL_CURSOR = ("rollups", "traffic_hours")
+BACKFILL_BATCH = 20_000
+
+# Queued by the migration that adds the hour buckets: the minute rows there then.
+BACKFILL_QUEUE = (
+    "INSERT INTO cursors (source, name, value, updated_at) "
+    f"SELECT '{BACKFILL_CURSOR[0]}', '{BACKFILL_CURSOR[1]}', "
+    "json_object('after', 0, 'until', COALESCE(MAX(rowid), 0), 'total', COUNT(*), 'done', 0), 0 "
+    "FROM traffic_minutes WHERE true ON CONFLICT (source, name) DO NOTHING"
+)
+
+_RECOUNT_SQL = (
+    f"INSERT INTO traffic_hours (hour, source, ident, {', '.join(COUNT_COLS)}) "
+    f"SELECT ?, source, ident, {', '.join(f'SUM({c})' for c in COUNT_COLS)} "
+    "FROM traffic_minutes WHERE ident = ? AND source = ? AND minute >= ? AND minute < ? "
+    "GROUP BY source, ident ON CONFLICT (hour, source, ident) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in COUNT_COLS)
+)
+
+
+def backfill_pending(store: Store) -> bool:
+    """True while minute rows stored before the hour buckets are not all in them."""
+    value = store.get_cursor(*BACKFILL_CURSOR)
+    if value is None:
+        return False
+    state = json.loads(value)
+    return bool(state["after"] < state["until"])
+
+
+def backfill_step(store: Store, now: float, batch: int = BACKFILL_BATCH) -> bool:
+    """Build the hour buckets of the next ``batch`` minute rows stored before them; True
+    once none is left. A write in progress wins: the step is left for the next call.
+
+    Each hour touched is counted again from all its minute rows (a set, not an add), so
+    a minute row that grew after the upgrade, or a batch done twice, counts once.
+    """
+    try:
+        with store.transaction(wait=False) as tx:
+            row = tx.execute(
+                "SELECT value FROM cursors WHERE source = ? AND name = ?", BACKFILL_CURSOR
+            ).fetchone()
+            if row is None:
+                return True
+            state = json.loads(row[0])
+            if state["after"] >= state["until"]:
+                return True
+            rows = tx.execute(
+                "SELECT rowid, source, ident, minute FROM traffic_minutes "
+                "WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?",
+                (state["after"], state["until"], batch),
+            ).fetchall()
+            _recount(tx, {(floor_to(r[3], HOUR), r[1], r[2]) for r in rows}, now)
+            state["after"] = int(rows[-1][0]) if rows else state["until"]
+            state["done"] = int(state.get("done", 0)) + len(rows)
+            tx.set_cursor(*BACKFILL_CURSOR, json.dumps(state, sort_keys=True))
+    except StoreBusy:
+        return False
+    finished = state["after"] >= state["until"]
+    done = " (done)" if finished else ""
+    _log.info(
+        "rollup backfill traffic_hours: %d of %d minute rows%s", state["done"], state["total"], done
+    )
+    return bool(finished)
+
+
+def _recount(tx: Tx, hours: Iterable[tuple[float, str, str]], now: float) -> None:
+    oldest = LADDER.keep_after(LADDER.tiers[1], now)
+    for hour, source, ident in sorted(hours):
+        if hour >= oldest:
+            tx.execute(_RECOUNT_SQL, (hour, ident, source, hour, hour + HOUR))
