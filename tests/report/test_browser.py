@@ -137,7 +137,9 @@ class TestTheLandingPage:
             status, _, body = http_get(url)
             return status == 200 and b"Platform review" in body and b"no data" in body
 
-        wait_until(reviewed, timeout=60, what="the review on /")
+        # The first page comes after the demo's first polls (backfills) and a refresh: on a
+        # loaded 2-core machine that took up to a minute, so the bound leaves room.
+        wait_until(reviewed, timeout=180, what="the review on /")
         for width, height in SIZES:
             with browser.page() as page:
                 page.viewport(width, height)

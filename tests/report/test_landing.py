@@ -38,7 +38,9 @@ class TestLandingPage:
         finally:
             daemon.store.close()
 
-    def test_the_page_is_rendered_at_most_once_per_min_refresh_and_kept_by_snapshots(self, tmp_path: Path) -> None:
+    def test_the_page_is_rendered_at_most_once_per_min_refresh_and_kept_by_snapshots(
+        self, tmp_path: Path
+    ) -> None:
         cfg = seed.seeded(tmp_path)
         clock = FixedClock(seed.AS_OF)
         daemon = Daemon(cfg, sources=[], clock=clock)

@@ -41,7 +41,7 @@ def chromium_binary() -> str | None:
 class Page:
     """One tab: navigate, evaluate, screenshot and print, recording what happened."""
 
-    def __init__(self, ws_url: str, timeout: float = 30.0) -> None:
+    def __init__(self, ws_url: str, timeout: float = 60.0) -> None:
         self.ws = websocket.create_connection(ws_url, timeout=timeout, suppress_origin=True)
         self.timeout = timeout
         self.ids = itertools.count(1)
