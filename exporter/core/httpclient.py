@@ -53,6 +53,7 @@ from exporter.core.upstream import (
     current_scope,
     parse_retry_after,
     pause_until,
+    reset_instant,
 )
 
 __all__ = ["ShardedTransport", "TokenBucket", "build_client", "parse_retry_after", "send"]
@@ -210,14 +211,9 @@ def read_rate_limit(headers: httpx.Headers, now: float) -> tuple[str, float, flo
         left = float(remaining)
     except ValueError:
         return None
-    reset = headers.get("X-RateLimit-Reset") or headers.get("RateLimit-Reset")
-    reset_in = 0.0
-    if reset:
-        try:
-            # Both GitHub and GitLab send the reset as Unix seconds.
-            reset_in = max(0.0, float(reset) - now)
-        except ValueError:
-            reset_in = 0.0
+    # Unix seconds (GitHub, GitLab) or seconds left (PagerDuty): see reset_instant.
+    reset = reset_instant(headers.get("X-RateLimit-Reset") or headers.get("RateLimit-Reset"), now)
+    reset_in = 0.0 if reset is None else max(0.0, reset - now)
     resource = headers.get("X-RateLimit-Resource") or "core"
     return resource, left, reset_in
 

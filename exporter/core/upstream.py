@@ -316,13 +316,26 @@ def pause_until(response: httpx.Response, body: bytes, now: float) -> float | No
         return None
     if limited and retry_after is not None:
         return now + retry_after
-    reset = headers.get("x-ratelimit-reset") or headers.get("ratelimit-reset")
-    if spent and reset:
-        try:
-            return max(now, float(reset))
-        except ValueError:
-            pass
+    reset = reset_instant(headers.get("x-ratelimit-reset") or headers.get("ratelimit-reset"), now)
+    if spent and reset is not None:
+        return max(now, reset)
     return now + DEFAULT_PAUSE if limited else None
+
+
+def reset_instant(value: str | None, now: float) -> float | None:
+    """When a rate-limit window resets, from its ``x-ratelimit-reset`` / ``ratelimit-reset``.
+
+    GitHub and GitLab send Unix seconds; PagerDuty (and the IETF ``RateLimit`` draft) the
+    seconds left. An instant more than a day before ``now`` cannot be a reset still to
+    come, so such a value is read as seconds from now.
+    """
+    if not value:
+        return None
+    try:
+        reset = float(value)
+    except ValueError:
+        return None
+    return now + reset if reset < now - 86400.0 else reset
 
 
 # Azure Cost Management names its wait per quota instead of in Retry-After
@@ -331,10 +344,16 @@ MS_RETRY_AFTER = re.compile(r"^x-ms-ratelimit-microsoft\.[a-z]+-[a-z]+-retry-aft
 
 
 def _named_wait(headers: httpx.Headers, now: float) -> float | None:
-    """The wait an answer names: ``Retry-After``, else the longest Azure quota wait."""
+    """The wait an answer names: ``Retry-After``, Opsgenie's throttling period, else the
+    longest Azure quota wait."""
     standard = parse_retry_after(headers.get("Retry-After"), now)
     if standard is not None:
         return standard
+    if headers.get("X-RateLimit-State", "").upper() == "THROTTLED":
+        # Opsgenie's throttled answer names the period its token bucket refills over.
+        period = parse_retry_after(headers.get("X-RateLimit-Period-In-Sec"), now)
+        if period is not None:
+            return period
     waits = [parse_retry_after(v, now) for k, v in headers.items() if MS_RETRY_AFTER.match(k)]
     known = [w for w in waits if w is not None]
     return max(known) if known else None
