@@ -32,6 +32,7 @@ from exporter.domains.delivery.records import (
     PipelineRun,
 )
 from exporter.domains.delivery.webhooks.store import PushedDeployment
+from exporter.domains.incident.records import AlertGroupNotice, OnCallIncident
 from exporter.domains.probe.records import ProbeResult, ProbeSkipped
 from exporter.domains.traffic.kpis import LATENCY_BUCKETS
 from exporter.domains.traffic.records import ConsumerSeen, TrafficDelta, TrafficLatency
@@ -54,6 +55,7 @@ HISTORY = frozenset(
         "deployments",
         "incidents",
         "merge_requests",
+        "oncall_incidents",
         "pipeline_runs",
         "probe_daily",
         "probe_results",
@@ -155,6 +157,15 @@ def records() -> list[Any]:
                 ),
                 MergeRequest("gitlab", svc, f"shop/{svc}!{k}", t, "a" * 40, None, None, False, ()),
                 Incident("github", svc, f"{svc}-inc-{k}", t, t + 900),
+                OnCallIncident(
+                    "pagerduty", svc, f"P{k}", t, t + 60, t + 900, "high", True, f"g{k}"
+                ),
+                OnCallIncident(
+                    "opsgenie", svc, f"A{k}", t + 30, None, t + 950, "P1", True, f"g{k}"
+                ),
+                AlertGroupNotice(
+                    f"{svc}-group-{k}", svc, k > 0, t, None if k > 0 else t + 600, "page"
+                ),
                 ProbeResult(svc, "health", t, 0.05, k != 2, "", 200),
                 traffic(svc, t - t % 60, f"b{k}"),
                 ConsumerSeen("nginx", svc, f"consumer-{k}", t, f"{svc}.test"),

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 @cache
 def domains() -> tuple[Domain, ...]:
     """Every domain, in the config's order."""
-    from exporter.domains import adoption, catalog, cost, delivery, probe, slo, traffic
+    from exporter.domains import adoption, catalog, cost, delivery, incident, probe, slo, traffic
 
     return (
         probe.DOMAIN,
@@ -42,6 +42,7 @@ def domains() -> tuple[Domain, ...]:
         slo.DOMAIN,
         adoption.DOMAIN,
         delivery.DOMAIN,
+        incident.DOMAIN,
     )
 
 

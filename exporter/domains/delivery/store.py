@@ -203,6 +203,40 @@ def write_incidents(tx: Tx, incidents: Sequence[Incident]) -> None:
     rollup.rebuild(tx, changed)
 
 
+def replace_incidents(
+    tx: Tx,
+    source: str,
+    service: str,
+    incidents: Sequence[Incident],
+    overlapping: tuple[float, float] | None = None,
+) -> None:
+    """Make ``incidents`` the service's incidents of ``source`` (those whose span overlaps
+    ``overlapping`` when given: the others stay): the new and changed ones written, the
+    rest deleted. For a set derived elsewhere (on-call incidents merged across tools)
+    whose members may merge or split."""
+    where = "source = ? AND service = ?"
+    params: list[object] = [source, service]
+    if overlapping is not None:
+        where += " AND opened_at <= ? AND (resolved_at IS NULL OR resolved_at >= ?)"
+        params += [overlapping[1], overlapping[0]]
+    stored = {
+        str(r[0]): (float(r[1]), None if r[2] is None else float(r[2]), r[3])
+        for r in tx.execute(
+            f"SELECT key, opened_at, resolved_at, deployment_sha FROM incidents WHERE {where}",
+            params,
+        )
+    }
+    wanted = {i.key: i for i in incidents}
+    gone = [(key,) for key in stored if key not in wanted]
+    tx.conn.executemany("DELETE FROM incidents WHERE key = ?", gone)
+    changed = [
+        i
+        for key, i in wanted.items()
+        if stored.get(key) != (i.opened_at, i.resolved_at, i.deployment_sha)
+    ]
+    write_incidents(tx, changed)
+
+
 def write_merge_requests(tx: Tx, merge_requests: Sequence[MergeRequest]) -> None:
     changed: set[str] = set()
     for m in merge_requests:
