@@ -27,7 +27,16 @@ from tests.support.fakes import ScriptedSource
 from tests.support.instants import at
 
 NOW = at("mid-month")
-DOMAIN_PROVIDERS = ("adoption", "catalog", "cost", "delivery", "probe", "slo", "traffic")
+DOMAIN_PROVIDERS = (
+    "adoption",
+    "catalog",
+    "cost",
+    "delivery",
+    "incident",
+    "probe",
+    "slo",
+    "traffic",
+)
 TRAFFIC_READERS = {"adoption", "cost", "slo", "traffic"}
 
 

@@ -12,7 +12,16 @@ from exporter.domains.probe.records import ProbeResult
 
 def test_domains_are_listed_in_the_config_order() -> None:
     names = [d.name for d in domains()]
-    assert names == ["probe", "cost", "catalog", "traffic", "slo", "adoption", "delivery"]
+    assert names == [
+        "probe",
+        "cost",
+        "catalog",
+        "traffic",
+        "slo",
+        "adoption",
+        "delivery",
+        "incident",
+    ]
 
 
 def test_source_kinds_come_from_the_domains_declarations() -> None:
@@ -26,6 +35,7 @@ def test_providers_are_own_health_first_then_the_domains_in_name_order_then_the_
         "catalog",
         "cost",
         "delivery",
+        "incident",
         "probe",
         "slo",
         "traffic",
@@ -36,7 +46,7 @@ def test_providers_are_own_health_first_then_the_domains_in_name_order_then_the_
 def test_open_store_migrates_every_declared_component() -> None:
     store = open_store(":memory:")
     components = {c for d in domains() for c in d.migrations}
-    assert components == {"probe", "cost", "catalog", "traffic", "delivery"}
+    assert components == {"probe", "cost", "catalog", "traffic", "delivery", "incident"}
     for d in domains():
         for component, migrations in d.migrations.items():
             assert store.schema_version(component) == len(migrations)

@@ -27,6 +27,8 @@ ORDER = (
     "github",
     "gitlab",
     "jenkins",
+    "pagerduty",
+    "opsgenie",
 )
 
 

@@ -33,6 +33,7 @@ class TestAssembledModels:
             "catalog",
             "capabilities",
             "delivery",
+            "incidents",
         ]
 
     def test_service_keys_keep_their_order(self) -> None:
@@ -47,6 +48,9 @@ class TestAssembledModels:
             "routes",
             "slo",
             "ci",
+            "pagerduty_services",
+            "pagerduty_escalation_policies",
+            "opsgenie_query",
         ]
 
     def test_source_blocks_keep_their_order(self) -> None:
@@ -64,6 +68,8 @@ class TestAssembledModels:
             "github",
             "gitlab",
             "jenkins",
+            "pagerduty",
+            "opsgenie",
         ]
 
     def test_a_service_carries_every_domains_keys(self) -> None:
