@@ -222,12 +222,12 @@ def bench_sources(args: argparse.Namespace, cfg: Any) -> list[Any]:
             Nginx.polls += 1
             minute = (ctx.now() // 60) * 60
             batch = f"poll-{Nginx.polls}"
-            ctx.commit([delta(f"svc-{i:04d}", minute, batch) for i in range(n)])
+            await ctx.commit([delta(f"svc-{i:04d}", minute, batch) for i in range(n)])
 
     class Probe(ProbeSource):
         async def poll(self, ctx: PollContext) -> None:
             t = ctx.now()
-            ctx.commit(
+            await ctx.commit(
                 [
                     ProbeResult(f"svc-{i:04d}", "health", t + i * 1e-6, 0.05, True, "", 200)
                     for i in range(n)

@@ -97,8 +97,6 @@ PENDING: tuple[tuple[str, str], ...] = (
     ("pipeline_runs", "SELECT service, pipeline, MAX(finished_at) FROM pipeline_runs"),
     # probe: calendar days by day range, no index on day.
     ("probe_daily", "FROM probe_daily WHERE day >= "),
-    # cost: request totals by day range, no index on day.
-    ("cost_request_totals", "SELECT service, day, requests FROM cost_request_totals"),
 )
 
 SERVICES = ("checkout", "search")

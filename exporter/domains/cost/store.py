@@ -62,6 +62,8 @@ MIGRATIONS = (
         PRIMARY KEY (source, day)
     );
     """,
+    # A render reads request totals by day range.
+    "CREATE INDEX cost_request_totals_day ON cost_request_totals (day);",
 )
 
 PAID_CALLS_TOTAL = "platform_exporter_paid_api_calls_total"
