@@ -18,7 +18,8 @@ DOMAIN = Domain(
     migrations={"delivery": store.MIGRATIONS},
     writers={**store.WRITERS, **webhook_store.WRITERS},
     provider=metrics.collect,
-    reads=frozenset({"delivery", "catalog"}),
+    # The incident domain's writers store the on-call incidents among delivery's.
+    reads=frozenset({"delivery", "catalog", "incident"}),
     # A database from before the rollups gets them built at start (see delivery.rollup).
     refresh=rollup.catch_up,
     webhooks=endpoints,

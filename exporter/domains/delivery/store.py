@@ -229,6 +229,8 @@ def replace_incidents(
     wanted = {i.key: i for i in incidents}
     gone = [(key,) for key in stored if key not in wanted]
     tx.conn.executemany("DELETE FROM incidents WHERE key = ?", gone)
+    if gone:
+        rollup.rebuild(tx, {service})
     changed = [
         i
         for key, i in wanted.items()
