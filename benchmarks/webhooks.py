@@ -68,9 +68,13 @@ def config(state: Path, repos: int) -> Config:
     )
 
 
-def serve(state: str, repos: int, ports: Any, stop: Any) -> None:
+def serve(state: str, repos: int, settle: float | None, ports: Any, stop: Any) -> None:
     """The child: the daemon's server and intake on one CPU, until ``stop`` is set."""
     os.sched_setaffinity(0, {SERVER_CPU})
+    if settle is not None:
+        import exporter.daemon
+
+        exporter.daemon.WEBHOOK_SETTLE = settle  # the what-if of --settle
 
     async def run() -> None:
         daemon = Daemon(config(Path(state), repos), clock=lambda: NOW)
@@ -200,6 +204,12 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--repos", type=int, default=200)
     parser.add_argument("--probes", type=int, default=20)
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=None,
+        help="seconds a push's refresh waits (default: the daemon's WEBHOOK_SETTLE)",
+    )
     args = parser.parse_args()
     os.sched_setaffinity(0, {CLIENT_CPU})
     prepared = [event(n, args.repos) for n in range(args.events + args.probes)]
@@ -207,7 +217,9 @@ def main() -> int:
     ctx = mp.get_context("spawn")
     ports, stop = ctx.Queue(), ctx.Event()
     with tempfile.TemporaryDirectory() as tmp:
-        child = ctx.Process(target=serve, args=(f"{tmp}/state.db", args.repos, ports, stop))
+        child = ctx.Process(
+            target=serve, args=(f"{tmp}/state.db", args.repos, args.settle, ports, stop)
+        )
         child.start()
         try:
             port, refresh = ports.get(timeout=60)
@@ -233,7 +245,8 @@ def main() -> int:
     rate = statuses.get(200, 0) / seconds
     print(
         f"{args.events:,} signed deployment_status events ({size / 1e3:.1f} kB each) over "
-        f"{args.connections} keep-alive connections; {args.repos} repos; server on 1 CPU\n"
+        f"{args.connections} keep-alive connections; {args.repos} repos; server on 1 CPU; "
+        f"push refresh settle {'default' if args.settle is None else f'{args.settle:g} s'}\n"
     )
     print("| measure | value | target |")
     print("|---|---:|---:|")
