@@ -40,6 +40,7 @@ from exporter.core.httpclient import build_client
 from exporter.core.listen import bind_error, check_tls_files, web_config_error
 from exporter.core.logs import per_poll
 from exporter.core.provider import HEALTH, ProviderSpec
+from exporter.core.rollups import backfill_batches, backfill_pending
 from exporter.core.server import MetricsServer
 from exporter.core.settings import ConfigBase
 from exporter.core.snapshot import Part, Parts, Snapshot, SnapshotHolder, render_part
@@ -442,6 +443,20 @@ class Daemon:
         self.server.start()
         return self.server
 
+    def backfill_batch(self) -> bool:
+        """One batch of every domain's rollup backfill still pending; True once none is."""
+        with writing_for(()):
+            return backfill_batches(self.store, (b for d in domains() for b in d.backfills))
+
+    async def _backfill_job(self) -> None:
+        try:
+            done = await asyncio.to_thread(self.backfill_batch)
+        except StateError as exc:
+            log.warning("rollup backfill: batch left for later: %s", exc)
+            return
+        if done and self.scheduler is not None:
+            self.scheduler.remove_job("rollup backfill")
+
     def start_scheduler(self) -> AsyncIOScheduler:
         scheduler = AsyncIOScheduler(timezone=UTC)
         for src in self.sources:
@@ -459,6 +474,11 @@ class Daemon:
                 next_run_time=wall_datetime(),
             )
 
+        if any(backfill_pending(self.store, b.name) for d in domains() for b in d.backfills):
+            # An upgraded database: its new rollups fill in, a batch a second, while it serves.
+            scheduler.add_job(
+                self._backfill_job, "interval", id="rollup backfill", seconds=1.0, max_instances=1
+            )
         scheduler.add_job(
             self.refresh,
             "interval",

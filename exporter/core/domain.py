@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from exporter.core.catalog import Catalog
     from exporter.core.provider import Provider
+    from exporter.core.rollups import Backfill
     from exporter.core.settings import Section, ServiceFields
     from exporter.core.source import Source
     from exporter.core.store import Store, Tx, Writer
@@ -32,6 +33,8 @@ class Domain:
     reads: frozenset[str] | None = None
     time_driven: bool = True  # its values move with the clock: recomputed per min_refresh
     prune: Callable[[Tx, float], object] | None = None  # drop raw rows older than the cutoff
+    # Rollups built in batches, after an upgrade, from the raw rows an older release left.
+    backfills: tuple[Backfill, ...] = ()
     # Derived state, at start and after a poll of a source producing one of ``refresh_after``.
     refresh: Callable[[Any, Store, float], None] | None = None
     refresh_after: frozenset[type] = frozenset()

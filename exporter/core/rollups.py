@@ -16,16 +16,27 @@ counted as if it were the window's edge. A window of ``D`` days is at most ``D``
 buckets, ``2 x 23`` hour buckets and ``2 x 59`` minute buckets, plus two raw ranges
 (each under a minute where minute buckets are kept, under an hour or a day beyond).
 
-Pure functions and values; no clock, no I/O.
+Also shared by the domains: :class:`KeptFrom`, the store's record of the oldest
+complete bucket of each tier, and :class:`Backfill`, the batched build of a new rollup
+from the raw rows an older release left. (Quantile sketches that merge by adding
+counts are :mod:`exporter.core.sketch`.)
+
+The ladder and the split are pure; KeptFrom and the backfill touch the store.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+import logging
 import math
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from exporter.core.errors import StoreBusy
 from exporter.core.periods import Span
+from exporter.core.store import Store, Tx
 
 MINUTE = 60
 HOUR = 3600
@@ -56,7 +67,7 @@ class Ladder:
     """
 
     tiers: tuple[Tier, ...]
-    slack: float = float(DAY)
+    slack: float = float(HOUR)
 
     def __post_init__(self) -> None:
         if not self.tiers:
@@ -104,13 +115,13 @@ DEFAULT_LADDER = Ladder((Tier(MINUTE, 2 * HOUR), Tier(HOUR, 35 * DAY), Tier(DAY,
 
 
 def floor_to(t: float, size: int) -> float:
-    """The start of the ``size``-second bucket holding ``t``."""
-    return float(math.floor(t / size) * size)
+    """The start of the ``size``-second bucket holding ``t`` (infinities stay as they are)."""
+    return float(math.floor(t / size) * size) if math.isfinite(t) else t
 
 
 def ceil_to(t: float, size: int) -> float:
-    """The first ``size``-second bucket boundary at or after ``t``."""
-    return float(math.ceil(t / size) * size)
+    """The first ``size``-second bucket boundary at or after ``t`` (infinities stay)."""
+    return float(math.ceil(t / size) * size) if math.isfinite(t) else t
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,19 +151,30 @@ class WindowSplit:
         return sum(r.count for r in self.runs)
 
 
-def split_window(span: Span, now: float, ladder: Ladder = DEFAULT_LADDER) -> WindowSplit:
+def split_window(
+    span: Span,
+    now: float,
+    ladder: Ladder = DEFAULT_LADDER,
+    kept_from: Mapping[int, float] | None = None,
+) -> WindowSplit:
     """Cut ``span`` (``start <= t < end``) into runs of whole buckets and raw edges.
 
     The coarsest tier covers the whole buckets it can; what is left on either side is
     covered by the next finer tier, and so on; what no tier covers (less than a bucket
     of the finest usable tier, or older than a tier's horizon) is a raw edge. A tier's
-    buckets are used only from :meth:`Ladder.usable_from` on, so a pruned bucket is
-    never asked for. Adjacent raw pieces are merged.
+    buckets are used only from :meth:`Ladder.usable_from` on, and from
+    ``kept_from[size]`` on (the store's own record of the oldest complete bucket: see
+    :class:`KeptFrom`), so a pruned or skipped bucket is never asked for. Adjacent raw
+    pieces are merged.
     """
     runs: list[BucketRun] = []
     raw: list[Span] = []
     if span.end > span.start:
-        _cover(span.start, span.end, len(ladder.tiers) - 1, now, ladder, runs, raw)
+        floors = {
+            t.size: max(ladder.usable_from(t, now), (kept_from or {}).get(t.size, -math.inf))
+            for t in ladder.tiers
+        }
+        _cover(span.start, span.end, len(ladder.tiers) - 1, floors, ladder, runs, raw)
     runs.sort(key=lambda r: r.start)
     return WindowSplit(tuple(runs), _merged(raw))
 
@@ -161,7 +183,7 @@ def _cover(
     start: float,
     end: float,
     level: int,
-    now: float,
+    floors: Mapping[int, float],
     ladder: Ladder,
     runs: list[BucketRun],
     raw: list[Span],
@@ -173,14 +195,14 @@ def _cover(
         raw.append(Span(start, end))
         return
     tier = ladder.tiers[level]
-    first = max(ceil_to(start, tier.size), ladder.usable_from(tier, now))
+    first = max(ceil_to(start, tier.size), ceil_to(floors[tier.size], tier.size))
     last = floor_to(end, tier.size)
     if first >= last:
-        _cover(start, end, level - 1, now, ladder, runs, raw)
+        _cover(start, end, level - 1, floors, ladder, runs, raw)
         return
-    _cover(start, first, level - 1, now, ladder, runs, raw)
+    _cover(start, first, level - 1, floors, ladder, runs, raw)
     runs.append(BucketRun(tier.size, first, last))
-    _cover(last, end, level - 1, now, ladder, runs, raw)
+    _cover(last, end, level - 1, floors, ladder, runs, raw)
 
 
 def _merged(pieces: list[Span]) -> tuple[Span, ...]:
@@ -192,3 +214,139 @@ def _merged(pieces: list[Span]) -> tuple[Span, ...]:
         else:
             out.append(piece)
     return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class KeptFrom:
+    """A domain's record, in its table ``table`` (``part TEXT, size INTEGER, kept_from
+    REAL``, primary key ``(part, size)``), of the oldest bucket of each rollup part and
+    size that is complete.
+
+    A writer that skips a tier for an old row (:meth:`Ladder.written`) and a prune both
+    raise it to their cutoff, in their transaction. Windows are split with it, so what
+    a render uses never depends on its clock agreeing with the writer's (a replica, a
+    test at a fixed instant).
+    """
+
+    table: str
+
+    def create_sql(self) -> str:
+        return (
+            f"CREATE TABLE {self.table} (part TEXT NOT NULL, size INTEGER NOT NULL, "
+            "kept_from REAL NOT NULL, PRIMARY KEY (part, size))"
+        )
+
+    def raise_to(self, tx: Tx, part: str, size: int, cutoff: float) -> None:
+        """Buckets of ``part`` and ``size`` before ``cutoff`` may be incomplete from now on."""
+        if cutoff == -math.inf:
+            return
+        tx.execute(
+            f"INSERT INTO {self.table} (part, size, kept_from) VALUES (?, ?, ?) "
+            "ON CONFLICT (part, size) DO UPDATE SET kept_from = max(kept_from, excluded.kept_from)",
+            (part, size, cutoff),
+        )
+
+    def read(self, store: Store, part: str) -> dict[int, float]:
+        rows = store.query(f"SELECT size, kept_from FROM {self.table} WHERE part = ?", (part,))
+        return {int(r[0]): float(r[1]) for r in rows}
+
+
+# --- building a new rollup from existing raw rows ---------------------------------------
+
+BACKFILL_SOURCE = "rollups"
+
+_log = logging.getLogger("exporter.rollups")
+
+
+def backfill_migration(name: str, table: str) -> str:
+    """The migration statement that queues the backfill ``name`` of ``table``'s rows.
+
+    It records the rows already there (``rowid`` up to the current maximum); rows
+    written later go into the rollup with their own transaction. Append it to the
+    migration that creates the rollup tables, so both happen in one transaction.
+    """
+    return (
+        "INSERT INTO cursors (source, name, value, updated_at) "
+        f"SELECT '{BACKFILL_SOURCE}', '{name}', "
+        "json_object('after', 0, 'until', COALESCE(MAX(rowid), 0), 'total', COUNT(*)), 0 "
+        f"FROM {table} WHERE true ON CONFLICT (source, name) DO NOTHING"
+    )
+
+
+@dataclass(frozen=True)
+class Backfill:
+    """A rollup built in batches from the raw rows of ``table`` that predate it.
+
+    ``columns`` is the SELECT list handed to ``add`` (with the transaction and the time
+    of the batch) for each batch of at most ``batch`` rows, in ``rowid`` order. The
+    progress is the ``cursors`` row (:data:`BACKFILL_SOURCE`, ``name``), committed with
+    each batch, so a restart resumes where the last batch ended, and a batch is added
+    once. Until it is done, the domain reads its windows from raw rows
+    (:func:`backfill_pending`).
+    """
+
+    name: str
+    table: str
+    columns: str
+    add: Callable[[Tx, Sequence[sqlite3.Row], float], None]
+    batch: int = 20_000
+
+
+def backfill_pending(store: Store, name: str) -> bool:
+    """True while the backfill ``name`` has rows left to add."""
+    value = store.get_cursor(BACKFILL_SOURCE, name)
+    if value is None:
+        return False
+    state = json.loads(value)
+    return bool(state["after"] < state["until"])
+
+
+def backfill_step(store: Store, backfill: Backfill) -> bool:
+    """Add one batch of ``backfill``; True once nothing is left (now or before).
+
+    A write of a poll in progress wins: the step is left for the next call
+    (:class:`~exporter.core.errors.StoreBusy` is not raised). Progress is logged per
+    batch.
+    """
+    try:
+        with store.transaction(wait=False) as tx:
+            row = tx.execute(
+                "SELECT value FROM cursors WHERE source = ? AND name = ?",
+                (BACKFILL_SOURCE, backfill.name),
+            ).fetchone()
+            if row is None:
+                return True
+            state = json.loads(row[0])
+            if state["after"] >= state["until"]:
+                return True
+            cur = tx.execute(
+                f"SELECT rowid, {backfill.columns} FROM {backfill.table} "
+                "WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?",
+                (state["after"], state["until"], backfill.batch),
+            )
+            cur.row_factory = sqlite3.Row
+            rows = cur.fetchall()
+            backfill.add(tx, rows, tx.clock())
+            state["after"] = int(rows[-1][0]) if rows else state["until"]
+            state["done"] = int(state.get("done", 0)) + len(rows)
+            tx.set_cursor(BACKFILL_SOURCE, backfill.name, json.dumps(state, sort_keys=True))
+    except StoreBusy:
+        return False
+    finished = state["after"] >= state["until"]
+    _log.info(
+        "rollup backfill %s: %d of %d rows%s",
+        backfill.name,
+        state["done"],
+        state["total"],
+        " (done)" if finished else "",
+    )
+    return bool(finished)
+
+
+def backfill_batches(store: Store, backfills: Iterable[Backfill]) -> bool:
+    """One batch of each backfill not done yet; True once all are done.
+
+    The daemon calls it on a timer from its start until it returns True, so the
+    rollups of an upgraded database fill in while it serves (reading raw rows meanwhile).
+    """
+    return all([backfill_step(store, b) for b in backfills])

@@ -1,4 +1,5 @@
-"""The small statistics every domain's KPIs share: quantiles, checked ratios and histograms.
+"""The small statistics every domain's KPIs share: quantiles, checked ratios, histograms,
+and fixed logarithmic bins (a quantile sketch that merges by adding counts).
 
 Pure functions. ``None`` stands for "no data": a KPI over nothing is absent, never 0.
 """
@@ -6,7 +7,8 @@ Pure functions. ``None`` stands for "no data": a KPI over nothing is absent, nev
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 
 def quantile(values: Sequence[float], q: float) -> float | None:
@@ -43,3 +45,68 @@ def histogram(values: Iterable[float], bounds: Sequence[float]) -> tuple[list[in
     """Cumulative bucket counts for ``bounds``, the sum and the count."""
     vals = list(values)
     return cumulative_counts(vals, bounds), sum(vals), len(vals)
+
+
+@dataclass(frozen=True, slots=True)
+class LogBins:
+    """Fixed logarithmic bins for positive values (durations): a mergeable quantile sketch.
+
+    Bin ``i`` holds the values in ``(gamma**(i-1), gamma**i]`` with
+    ``gamma = (1 + alpha) / (1 - alpha)``, and stands for ``2 gamma**i / (gamma + 1)``,
+    which is within ``alpha`` (relative) of every value in it: DDSketch's mapping with
+    fixed bins. Values at or below ``floor`` share one bin that stands for ``floor``
+    (within ``floor`` absolute). Counts per bin add, so buckets merge by summing them in
+    SQL. :meth:`quantile` interpolates between closest ranks as
+    :func:`exporter.core.stats.quantile` does, so it is within ``alpha`` relative of the
+    exact value (each of the two interpolated values is).
+    """
+
+    alpha: float = 0.01
+    floor: float = 1e-6
+
+    @property
+    def gamma(self) -> float:
+        return (1 + self.alpha) / (1 - self.alpha)
+
+    def _log_index(self, value: float) -> int:
+        return math.ceil(math.log(value) / math.log(self.gamma) - 1e-12)
+
+    def index(self, value: float) -> int:
+        """The bin holding ``value``: one below every other bin for values up to ``floor``."""
+        if value <= self.floor:
+            return self._log_index(self.floor) - 1
+        return self._log_index(value)
+
+    def value(self, index: int) -> float:
+        """The value bin ``index`` stands for."""
+        if index < self._log_index(self.floor):
+            return self.floor
+        return 2 * self.gamma**index / (self.gamma + 1)
+
+    def quantile(self, counts: Mapping[int, int], q: float) -> float | None:
+        """The q-quantile of the values counted in ``counts`` (bin -> count); None if empty."""
+        if not 0.0 <= q <= 1.0:
+            raise ValueError("q must be within [0, 1]")
+        n = sum(counts.values())
+        if n <= 0:
+            return None
+        pos = (n - 1) * q
+        lo, hi = math.floor(pos), math.ceil(pos)
+        v_lo = v_hi = None
+        seen = 0
+        for index in sorted(counts):
+            seen += counts[index]
+            if v_lo is None and seen > lo:
+                v_lo = self.value(index)
+            if seen > hi:
+                v_hi = self.value(index)
+                break
+        assert v_lo is not None and v_hi is not None
+        return v_lo + (v_hi - v_lo) * (pos - lo)
+
+
+def add_counts(into: dict[int, int], rows: Iterable[tuple[int, int]]) -> dict[int, int]:
+    """Add (bin, count) pairs into ``into``; returns it."""
+    for index, n in rows:
+        into[index] = into.get(index, 0) + n
+    return into

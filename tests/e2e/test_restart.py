@@ -95,8 +95,27 @@ class State:
         rows = self.query("SELECT service, probe, MAX(started_at) FROM probe_results GROUP BY 1, 2")
         return {f"{s}/{p}": float(t) for s, p, t in rows}
 
+    def rollups(self) -> dict[tuple[int, float, str], tuple[int, int]]:
+        """(checks, successes) per minute and hour bucket of each probe, as rolled up."""
+        rows = self.query("SELECT size, bucket, probe, checks, successes FROM probe_rollup")
+        return {(int(z), float(b), str(p)): (int(c), int(s)) for z, b, p, c, s in rows}
+
+    def rolled_from_raw(self) -> dict[tuple[int, float, str], tuple[int, int]]:
+        """The same, computed from the raw rows (the daemon's clock is this machine's, so
+        every recent result is in its minute bucket)."""
+        out: dict[tuple[int, float, str], tuple[int, int]] = {}
+        for probe, started, success in self.query(
+            "SELECT probe, started_at, success FROM probe_results"
+        ):
+            for size in (60, 3600):
+                key = (size, float(int(started // size) * size), str(probe))
+                c, s = out.get(key, (0, 0))
+                out[key] = (c + 1, s + int(success))
+        return out
+
     def assert_consistent(self) -> None:
-        """Counters, histograms and cursors agree exactly with the stored rows."""
+        """Counters, histograms, rollups and cursors agree exactly with the stored rows."""
+        assert self.rollups() == self.rolled_from_raw()
         rows = self.rows()
         assert self.counted() == {p: float(n) for p, n in rows.items()}
         assert self.observed() == rows  # every check succeeded

@@ -2,7 +2,7 @@
 certificate expiry."""
 
 from exporter.core.domain import Domain
-from exporter.domains.probe import alerts, metrics, store
+from exporter.domains.probe import alerts, metrics, rollup, store
 from exporter.domains.probe.settings import ProbeServiceFields
 from exporter.domains.probe.sources.probe import ProbeSource
 
@@ -15,6 +15,7 @@ DOMAIN = Domain(
     provider=metrics.collect,
     reads=frozenset({"probe", "catalog"}),
     prune=store.prune,
+    backfills=(rollup.BACKFILL,),
     alerts=alerts.rules,
     sandbox=("exporter.domains.probe.sandbox",),
 )

@@ -34,7 +34,7 @@ from exporter.domains.probe import store as probe_store
 from exporter.domains.probe.kpis import (
     LATENCY_WINDOWS,
     UPTIME_WINDOWS,
-    latency_quantiles,
+    binned_latency_quantiles,
     uptime_ratio,
 )
 from exporter.domains.probe.records import ProbeResult
@@ -121,7 +121,7 @@ def _uptime(ctx: RenderContext) -> Iterator[Metric]:
     # Calendar windows (month to date, last month) count whole days from the daily totals.
     for window in CALENDAR_WINDOWS:
         span = calendar_span(window, ctx.now)
-        for service, in_span in probe_store.span_counts(ctx.store, span).items():
+        for service, in_span in probe_store.span_counts(ctx.store, span, ctx.now).items():
             per_window[(service, window)] = in_span.uptime
     for svc in ctx.config.services:
         if not ProbeServiceFields.of(svc).probes:
@@ -145,12 +145,12 @@ def _latency(ctx: RenderContext, known: set[str]) -> Metric:
         "summary",
     )
     for window, seconds in LATENCY_WINDOWS.items():
-        durations = probe_store.success_durations(ctx.store, ctx.now, seconds)
-        for service in sorted(durations):
+        bins = probe_store.latency_bins(ctx.store, ctx.now, seconds)
+        for service in sorted(bins):
             if service not in known:
                 continue
             team = ctx.team_of(service)
-            for q, value in latency_quantiles(durations[service]).items():
+            for q, value in binned_latency_quantiles(bins[service]).items():
                 family.add_sample(
                     "platform_service_probe_latency_seconds",
                     {"service": service, "team": team, "window": window, "quantile": f"{q:g}"},

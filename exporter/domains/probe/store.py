@@ -1,9 +1,10 @@
 """Probe results: their table, the writer that counts new ones, and uptime queries.
 
-Raw results (``probe_results``) are pruned after ``state.retention``; each new
-result is also added to its service's UTC day in ``probe_daily`` (checks,
-successes, successful durations per histogram bucket), which is kept, so a
-closed calendar month can be counted whole whatever the retention.
+Raw results (``probe_results``) are pruned after ``state.retention``; each new result is also added to its service's UTC day in
+``probe_daily`` (checks, successes, successful durations per histogram bucket), which
+is kept, so a closed calendar month can be counted whole whatever the retention, and
+to its minute and hour buckets (:mod:`exporter.domains.probe.rollup`), so a window
+is read as a bounded number of buckets plus exact edges.
 """
 
 from __future__ import annotations
@@ -13,27 +14,15 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from exporter.core.periods import Span
-from exporter.core.spans import span_sums
+from exporter.core.periods import Span, rolling
 from exporter.core.store import Store, Tx, Writer
+from exporter.domains.probe import rollup
 from exporter.domains.probe.kpis import DURATION_BUCKETS, FAILURE_REASONS, CheckCounts
 from exporter.domains.probe.records import ProbeResult, ProbeSkipped
 
 # Successful check durations per bucket of DURATION_BUCKETS, non-cumulative; the last
 # column is the overflow (slower than every bound).
 _BUCKET_COLS = [f"b{i}" for i in range(len(DURATION_BUCKETS) + 1)]
-
-
-def _bucket_sums() -> str:
-    """SQL sums of successful checks per duration bucket, over ``probe_results`` rows."""
-    sums: list[str] = []
-    lower: float | None = None
-    for bound in DURATION_BUCKETS:
-        above = f" AND duration > {lower!r}" if lower is not None else ""
-        sums.append(f"SUM(success{above} AND duration <= {bound!r})")
-        lower = bound
-    sums.append(f"SUM(success AND duration > {DURATION_BUCKETS[-1]!r})")
-    return ", ".join(sums)
 
 
 MIGRATIONS = (
@@ -67,7 +56,7 @@ MIGRATIONS = (
         PRIMARY KEY (service, day)
     );
     INSERT INTO probe_daily (service, day, checks, successes, {", ".join(_BUCKET_COLS)})
-    SELECT service, date(started_at, 'unixepoch'), COUNT(*), SUM(success), {_bucket_sums()}
+    SELECT service, date(started_at, 'unixepoch'), COUNT(*), SUM(success), {rollup.raw_bucket_sums()}
     FROM probe_results GROUP BY service, date(started_at, 'unixepoch')
     """,
     # What the latest probe of each check showed, beyond its result.
@@ -84,6 +73,8 @@ MIGRATIONS = (
         PRIMARY KEY (service, probe)
     );
     """,
+    # Minute and hour rollups, and the backfill of the results already stored.
+    rollup.MIGRATION,
 )
 
 _DAILY_SQL = (
@@ -114,7 +105,8 @@ _LAST_SQL = (
 
 
 def write(tx: Tx, results: Sequence[ProbeResult]) -> None:
-    """Insert results; count and observe only those not seen before."""
+    """Insert results; count, observe and roll up only those not seen before."""
+    new_checks: list[rollup.Check] = []
     for r in results:
         new = tx.insert_new(
             "probe_results",
@@ -130,6 +122,9 @@ def write(tx: Tx, results: Sequence[ProbeResult]) -> None:
         )
         if not new:
             continue
+        new_checks.append(
+            rollup.Check(r.service, r.probe, r.started_at, r.duration_seconds, r.success)
+        )
         one_hot = [0] * len(_BUCKET_COLS)
         if r.success:
             one_hot[bisect.bisect_left(DURATION_BUCKETS, r.duration_seconds)] = 1
@@ -156,6 +151,7 @@ def write(tx: Tx, results: Sequence[ProbeResult]) -> None:
                 "ON CONFLICT (service, probe) DO UPDATE SET at = max(at, excluded.at)",
                 (r.service, r.probe, r.started_at),
             )
+    rollup.add(tx, new_checks, tx.clock())
 
 
 def _first_of_its_check(tx: Tx, r: ProbeResult) -> bool:
@@ -186,7 +182,18 @@ def write_skipped(tx: Tx, skips: Sequence[ProbeSkipped]) -> None:
 
 
 def prune(tx: Tx, older_than: float) -> int:
-    """Delete raw results started before ``older_than``; counters and daily totals stay."""
+    """Delete raw results started before ``older_than``, and rollup buckets past their
+    keeping (whole buckets); counters and daily totals stay.
+
+    Raw results wait while the backfill of the rollups is not done: the backfill reads
+    them, and deleting the newest of them could let a new result take its rowid."""
+    rollup.prune(tx, tx.clock())
+    pending = tx.execute(
+        "SELECT 1 FROM cursors WHERE source = 'rollups' AND name = 'probe' "
+        "AND json_extract(value, '$.after') < json_extract(value, '$.until')"
+    ).fetchone()
+    if pending is not None:
+        return 0
     return tx.execute("DELETE FROM probe_results WHERE started_at < ?", (older_than,)).rowcount
 
 
@@ -194,23 +201,10 @@ def check_counts(
     store: Store, now: float, windows: Mapping[str, float]
 ) -> dict[tuple[str, str], CheckCounts]:
     """Checks and successes per (service, window) for checks started in (now - window, now]."""
-    names = list(windows)
-    cols = ", ".join(
-        f"SUM(started_at > :s{i}), SUM(success AND started_at > :s{i})" for i in range(len(names))
-    )
-    params: dict[str, float] = {f"s{i}": now - windows[n] for i, n in enumerate(names)}
-    params["oldest"] = now - max(windows.values())
-    params["now"] = now
-    rows = store.query(
-        f"SELECT service, {cols} FROM probe_results "
-        "WHERE started_at > :oldest AND started_at <= :now GROUP BY service",
-        params,
-    )
     out: dict[tuple[str, str], CheckCounts] = {}
-    for row in rows:
-        for i, name in enumerate(names):
-            total = int(row[1 + 2 * i] or 0)
-            out[(str(row[0]), name)] = CheckCounts(total, int(row[2 + 2 * i] or 0))
+    for name, seconds in windows.items():
+        for service, counts in span_counts(store, rolling(now, seconds), now).items():
+            out[(service, name)] = counts.uptime
     return out
 
 
@@ -233,32 +227,17 @@ class ProbeCounts:
         return self.successes - sum(self.buckets[: upto + 1])
 
 
-def span_counts(store: Store, span: Span) -> dict[str, ProbeCounts]:
-    """Checks per service started in ``span``: whole UTC days from the daily totals (kept
-    beyond the retention), the partial days around them from the raw results."""
-    totals = span_sums(
-        store,
-        span,
-        f"SELECT service, SUM(checks), SUM(successes), "
-        f"{', '.join(f'SUM({c})' for c in _BUCKET_COLS)} FROM probe_daily "
-        "WHERE day >= ? AND day <= ? GROUP BY service",
-        f"SELECT service, COUNT(*), SUM(success), {_bucket_sums()} FROM probe_results "
-        "WHERE started_at >= ? AND started_at < ? GROUP BY service",
-    )
+def span_counts(store: Store, span: Span, now: float | None = None) -> dict[str, ProbeCounts]:
+    """Checks per service started in ``span`` (rollups plus raw edges: see
+    :mod:`exporter.domains.probe.rollup`) as seen at ``now`` (default: the store's clock)."""
+    totals = rollup.span_sums_by_service(store, span, store.clock() if now is None else now)
     return {s: ProbeCounts(v[0], v[1], tuple(v[2:])) for s, v in totals.items()}
 
 
-def success_durations(store: Store, now: float, window: float) -> dict[str, list[float]]:
-    """Durations of successful checks per service started in (now - window, now]."""
-    rows = store.query(
-        "SELECT service, duration FROM probe_results "
-        "WHERE success = 1 AND started_at > ? AND started_at <= ?",
-        (now - window, now),
-    )
-    out: dict[str, list[float]] = {}
-    for service, duration in rows:
-        out.setdefault(str(service), []).append(float(duration))
-    return out
+def latency_bins(store: Store, now: float, window: float) -> dict[str, dict[int, int]]:
+    """Per service, successful checks started in (now - window, now] per latency bin
+    (:data:`exporter.domains.probe.rollup.BINS`)."""
+    return rollup.latency_bins(store, rolling(now, window), now)
 
 
 def last_success(store: Store) -> dict[tuple[str, str], float]:

@@ -39,14 +39,14 @@ LABELS = ["service", "team", "slo"]
 CACHED = " Computed from the exporter's stored history after each poll and cached."
 
 
-def _events(ctx: RenderContext, spec: SLOSpec, windows: dict[str, float]) -> dict[str, EventCounts]:
+def _events(
+    ctx: RenderContext, probes: slo_store.ProbeWindows, spec: SLOSpec, windows: dict[str, float]
+) -> dict[str, EventCounts]:
     if spec.sli == "probe-availability":
-        return slo_store.probe_availability_events(ctx.store, spec.service, ctx.now, windows)
+        return slo_store.probe_availability_events(probes, spec.service, windows)
     if spec.sli == "probe-latency":
         assert spec.threshold is not None
-        return slo_store.probe_latency_events(
-            ctx.store, spec.service, ctx.now, windows, spec.threshold
-        )
+        return slo_store.probe_latency_events(probes, spec.service, windows, spec.threshold)
     threshold = spec.threshold if spec.sli == "requests-latency" else None
     per_service = slo_store.request_events(ctx.store, ctx.now, windows, threshold)
     return {w: per_service.get((spec.service, w), EventCounts(0, 0)) for w in windows}
@@ -81,14 +81,15 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
         labels=[*LABELS, "window"],
     )
     calendar = {MONTH: month_to_date(ctx.now), "last_month": last_month(ctx.now)}
-    spans = slo_store.SpanEvents(ctx.store)
+    spans = slo_store.SpanEvents(ctx.store, ctx.now)
+    probes = slo_store.ProbeWindows(ctx.store, ctx.now)
     for spec in all_slos(ctx.config):
         if spec.sli == "openslo":
             continue
         key = [spec.service, spec.team, spec.name]
         objective.add_metric(key, spec.objective)
         windows = {prom_duration(w): w for w in slo_windows(spec)}
-        events = _events(ctx, spec, windows)
+        events = _events(ctx, probes, spec, windows)
         for name, span in calendar.items():
             events[name] = spans.events(spec.sli, spec.service, span, spec.threshold)
         budgeted = {spec.period_name, *calendar}

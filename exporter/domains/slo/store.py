@@ -1,7 +1,7 @@
 """Read queries behind the SLO metrics: good and bad events per window from stored history.
 
-No tables of its own: probe SLIs read ``probe_results`` (the probe domain), and
-request SLIs read the traffic domain's per-minute counts.
+No tables of its own: probe SLIs read the probe domain's rollups (whole buckets) and
+raw results (the window's edges), and request SLIs read the traffic domain's counts.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from exporter.core.periods import Span
+from exporter.core.periods import Span, rolling
 from exporter.core.store import Store
 from exporter.domains.probe import store as probe_store
 from exporter.domains.slo.kpis import EventCounts
@@ -17,51 +17,47 @@ from exporter.domains.traffic import store as traffic_store
 from exporter.domains.traffic.kpis import LATENCY_BUCKETS, WindowCounts
 
 
+@dataclass
+class ProbeWindows:
+    """Every service's probe checks per rolling window ending at ``now``: each window is
+    read once per render, for all SLOs, from the probe rollups plus exact raw edges
+    (:func:`exporter.domains.probe.store.span_counts`)."""
+
+    store: Store
+    now: float
+    _counts: dict[float, dict[str, probe_store.ProbeCounts]] = field(default_factory=dict)
+
+    def counts(self, service: str, seconds: float) -> probe_store.ProbeCounts | None:
+        """``service``'s checks started in (now - seconds, now]; None without any."""
+        if seconds not in self._counts:
+            span = rolling(self.now, seconds)
+            self._counts[seconds] = probe_store.span_counts(self.store, span, self.now)
+        return self._counts[seconds].get(service)
+
+
 def probe_availability_events(
-    store: Store, service: str, now: float, windows: Mapping[str, float]
+    probes: ProbeWindows, service: str, windows: Mapping[str, float]
 ) -> dict[str, EventCounts]:
     """Checks and failed checks of ``service`` started in (now - window, now], per window."""
-    return _probe_events(store, service, now, windows, "1", "NOT success")
+    out = {}
+    for name, seconds in windows.items():
+        c = probes.counts(service, seconds)
+        out[name] = EventCounts(c.checks, c.checks - c.successes) if c else EventCounts(0, 0)
+    return out
 
 
 def probe_latency_events(
-    store: Store, service: str, now: float, windows: Mapping[str, float], threshold: float
+    probes: ProbeWindows, service: str, windows: Mapping[str, float], threshold: float
 ) -> dict[str, EventCounts]:
     """Successful checks, and those slower than ``threshold``, per window.
 
-    A check is fast when its duration is at most the threshold: the same test as the
-    histogram's ``le`` bucket the recording rules read.
+    A check is fast when its duration is at most the threshold (a bucket bound of
+    the duration histogram): the same test as the ``le`` bucket the recording rules read.
     """
-    return _probe_events(
-        store, service, now, windows, "success", "success AND duration > :threshold", threshold
-    )
-
-
-def _probe_events(
-    store: Store,
-    service: str,
-    now: float,
-    windows: Mapping[str, float],
-    counted: str,
-    bad: str,
-    threshold: float = 0.0,
-) -> dict[str, EventCounts]:
-    names = list(windows)
-    cols = ", ".join(
-        f"SUM(started_at > :s{i} AND {counted}), SUM(started_at > :s{i} AND {bad})"
-        for i in range(len(names))
-    )
-    params: dict[str, float | str] = {f"s{i}": now - windows[n] for i, n in enumerate(names)}
-    params.update(service=service, oldest=now - max(windows.values()), now=now, threshold=threshold)
-    row = store.query_one(
-        f"SELECT {cols} FROM probe_results "
-        "WHERE service = :service AND started_at > :oldest AND started_at <= :now",
-        params,
-    )
     out = {}
-    for i, name in enumerate(names):
-        total = int(row[2 * i] or 0) if row else 0
-        out[name] = EventCounts(total, int(row[2 * i + 1] or 0) if row else 0)
+    for name, seconds in windows.items():
+        c = probes.counts(service, seconds)
+        out[name] = EventCounts(c.successes, c.slower_than(threshold)) if c else EventCounts(0, 0)
     return out
 
 
@@ -91,6 +87,7 @@ class SpanEvents:
     month), reading each span's probe and traffic counts once for every SLO."""
 
     store: Store
+    now: float | None = None  # what the render sees as now (default: the store's clock)
     _probe: dict[Span, dict[str, probe_store.ProbeCounts]] = field(default_factory=dict)
     _traffic: dict[Span, dict[str, WindowCounts]] = field(default_factory=dict)
 
@@ -99,7 +96,7 @@ class SpanEvents:
         ``requests-availability`` or ``requests-latency``) in ``span``."""
         if sli.startswith("probe-"):
             if span not in self._probe:
-                self._probe[span] = probe_store.span_counts(self.store, span)
+                self._probe[span] = probe_store.span_counts(self.store, span, self.now)
             p = self._probe[span].get(service)
             if p is None:
                 return EventCounts(0, 0)

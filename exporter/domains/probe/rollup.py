@@ -1,0 +1,278 @@
+"""Probe rollups: checks per (service, probe) and bucket, kept with the raw results.
+
+Every new result is added, in the transaction that stores it, to its minute and hour
+bucket in ``probe_rollup`` (checks, successes, successful checks per duration bucket
+of :data:`~exporter.domains.probe.kpis.DURATION_BUCKETS`) and, when it succeeded, to
+its duration's bin (:data:`BINS`, 1 % relative) in ``probe_latency_bins``. Day
+buckets are ``probe_daily`` (per service, kept for ever). A result already stored is
+not added again: the writer adds only what ``insert_new`` took.
+
+A window is read as :func:`exporter.core.rollups.split_window` cuts it: whole buckets
+from the rollups, the edges from ``probe_results`` through its ``started_at`` index,
+so checks and successes are exactly those of the raw rows. A database from before
+the rollups gets them from a batched backfill (:data:`BACKFILL`); until it is done,
+windows are read from the raw rows and the daily totals, as before.
+
+Kept: minute buckets for 3 hours, hour buckets for 35 days and an hour, hour bins for
+the longest latency window plus 2 hours (see :data:`LATENCY_KEEP`).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from exporter.core.periods import Span
+from exporter.core.rollups import (
+    DAY,
+    DEFAULT_LADDER,
+    HOUR,
+    MINUTE,
+    Backfill,
+    KeptFrom,
+    Ladder,
+    Tier,
+    backfill_migration,
+    backfill_pending,
+    floor_to,
+    split_window,
+)
+from exporter.core.spans import span_sums
+from exporter.core.stats import add_counts
+from exporter.core.store import Store, Tx
+from exporter.domains.probe.kpis import BINS, DURATION_BUCKETS, LATENCY_WINDOWS
+
+LADDER = DEFAULT_LADDER
+#: Latency bins are kept at minutes and hours only, so a latency window is read from
+#: minute buckets (last 2 hours) and hour buckets, the rest from raw rows.
+LATENCY_LADDER = Ladder((LADDER.tiers[0], Tier(HOUR, float("inf"))), LADDER.slack)
+#: How long hour bins are kept: the longest latency window, plus two hours of margin.
+LATENCY_KEEP = max(LATENCY_WINDOWS.values()) + 2 * HOUR
+#: The oldest complete bucket of each part ("rollup", "bins") and size.
+KEPT = KeptFrom("probe_rollup_kept")
+
+# Successful checks per duration bucket (non-cumulative), then the overflow.
+BUCKET_COLS = tuple(f"b{i}" for i in range(len(DURATION_BUCKETS) + 1))
+_SUMS = ", ".join(f"SUM({c})" for c in ("checks", "successes", *BUCKET_COLS))
+
+MIGRATION = ";".join(
+    (
+        f"""
+    CREATE TABLE probe_rollup (
+        size INTEGER NOT NULL,
+        bucket REAL NOT NULL,
+        service TEXT NOT NULL,
+        probe TEXT NOT NULL,
+        checks INTEGER NOT NULL,
+        successes INTEGER NOT NULL,
+        {", ".join(f"{c} INTEGER NOT NULL" for c in BUCKET_COLS)},
+        PRIMARY KEY (size, bucket, service, probe)
+    ) WITHOUT ROWID""",
+        """
+    CREATE TABLE probe_latency_bins (
+        size INTEGER NOT NULL,
+        bucket REAL NOT NULL,
+        service TEXT NOT NULL,
+        probe TEXT NOT NULL,
+        bin INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (size, bucket, service, probe, bin)
+    ) WITHOUT ROWID""",
+        KEPT.create_sql(),
+        # Day runs read the daily totals by day, for every service at once.
+        "CREATE INDEX probe_daily_day ON probe_daily (day)",
+        backfill_migration("probe", "probe_results"),
+    )
+)
+
+_ROLLUP_SQL = (
+    f"INSERT INTO probe_rollup (size, bucket, service, probe, checks, successes, "
+    f"{', '.join(BUCKET_COLS)}) VALUES ({', '.join('?' for _ in range(6 + len(BUCKET_COLS)))}) "
+    "ON CONFLICT (size, bucket, service, probe) DO UPDATE SET "
+    + ", ".join(f"{c} = {c} + excluded.{c}" for c in ("checks", "successes", *BUCKET_COLS))
+)
+_BINS_SQL = (
+    "INSERT INTO probe_latency_bins (size, bucket, service, probe, bin, n) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (size, bucket, service, probe, bin) "
+    "DO UPDATE SET n = n + excluded.n"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """What a rollup needs of one stored result."""
+
+    service: str
+    probe: str
+    started_at: float
+    duration: float
+    success: bool
+
+
+def add(tx: Tx, checks: Iterable[Check], now: float) -> None:
+    """Add results (each stored once, in this transaction) to their buckets and bins.
+
+    A result older than a tier keeps is left out of that tier, and the tier's
+    :data:`KEPT` mark raised past it, so no window reads the incomplete bucket."""
+    rows: dict[tuple[int, float, str, str], list[int]] = {}
+    bins: dict[tuple[int, float, str, str, int], int] = {}
+    bins_from = floor_to(now - LATENCY_KEEP, HOUR)
+    skipped: dict[tuple[str, int], float] = {}
+    for c in checks:
+        one_hot = [0] * len(BUCKET_COLS)
+        if c.success:
+            one_hot[bisect.bisect_left(DURATION_BUCKETS, c.duration)] = 1
+        written = dict(LADDER.written(c.started_at, now))
+        for tier in LADDER.tiers:
+            if tier.size == DAY:
+                continue  # the day tier is probe_daily, written by the store
+            if tier.size not in written:
+                skipped[("rollup", tier.size)] = LADDER.keep_after(tier, now)
+                skipped[("bins", tier.size)] = LADDER.keep_after(tier, now)
+                continue
+            bucket = written[tier.size]
+            acc = rows.setdefault((tier.size, bucket, c.service, c.probe), [0] * (2 + len(one_hot)))
+            acc[0] += 1
+            acc[1] += int(c.success)
+            for i, v in enumerate(one_hot, start=2):
+                acc[i] += v
+            if tier.size == HOUR and bucket < bins_from:
+                skipped[("bins", HOUR)] = bins_from
+            elif c.success:
+                key = (tier.size, bucket, c.service, c.probe, BINS.index(c.duration))
+                bins[key] = bins.get(key, 0) + 1
+    if rows:
+        tx.conn.executemany(_ROLLUP_SQL, [(*k, *v) for k, v in rows.items()])
+    if bins:
+        tx.conn.executemany(_BINS_SQL, [(*k, n) for k, n in bins.items()])
+    for (part, size), cutoff in skipped.items():
+        KEPT.raise_to(tx, part, size, cutoff)
+
+
+def prune(tx: Tx, now: float) -> None:
+    """Drop buckets past their tier's keeping (minute, hour) and hour bins past
+    :data:`LATENCY_KEEP`, raising :data:`KEPT` to match; the daily totals stay."""
+    minute, hour = LADDER.tiers[:2]
+    cutoffs = (
+        ("probe_rollup", "rollup", MINUTE, LADDER.keep_after(minute, now)),
+        ("probe_rollup", "rollup", HOUR, LADDER.keep_after(hour, now)),
+        ("probe_latency_bins", "bins", MINUTE, LADDER.keep_after(minute, now)),
+        ("probe_latency_bins", "bins", HOUR, floor_to(now - LATENCY_KEEP, HOUR)),
+    )
+    for table, part, size, cutoff in cutoffs:
+        tx.execute(f"DELETE FROM {table} WHERE size = ? AND bucket < ?", (size, cutoff))
+        KEPT.raise_to(tx, part, size, cutoff)
+
+
+def _backfill_rows(tx: Tx, rows: Sequence[object], now: float) -> None:
+    add(
+        tx,
+        (
+            Check(r["service"], r["probe"], r["started_at"], r["duration"], bool(r["success"]))  # type: ignore[index]
+            for r in rows
+        ),
+        now,
+    )
+
+
+#: Rollups of the results stored before them, built in batches after the upgrade.
+BACKFILL = Backfill(
+    name="probe",
+    table="probe_results",
+    columns="service, probe, started_at, duration, success",
+    add=_backfill_rows,
+)
+
+
+def pending(store: Store) -> bool:
+    """True while the backfill of results stored before the rollups is not done."""
+    return backfill_pending(store, BACKFILL.name)
+
+
+# --- reading windows ------------------------------------------------------------------
+
+_RAW_SUMS_SELECT = (
+    "SELECT service, COUNT(*), SUM(success), {sums} FROM probe_results "
+    "WHERE started_at >= ? AND started_at < ? GROUP BY service"
+)
+
+
+def raw_bucket_sums() -> str:
+    """SQL sums of successful checks per duration bucket, over ``probe_results`` rows."""
+    sums: list[str] = []
+    lower: float | None = None
+    for bound in DURATION_BUCKETS:
+        above = f" AND duration > {lower!r}" if lower is not None else ""
+        sums.append(f"SUM(success{above} AND duration <= {bound!r})")
+        lower = bound
+    sums.append(f"SUM(success AND duration > {DURATION_BUCKETS[-1]!r})")
+    return ", ".join(sums)
+
+
+RAW_SQL = _RAW_SUMS_SELECT.format(sums=raw_bucket_sums())
+DAILY_SQL = f"SELECT service, {_SUMS} FROM probe_daily WHERE day >= ? AND day <= ? GROUP BY service"
+_RUN_SQL = (
+    f"SELECT service, {_SUMS} FROM probe_rollup "
+    "WHERE size = ? AND bucket >= ? AND bucket < ? GROUP BY service"
+)
+_DAY_RUN_SQL = (
+    f"SELECT service, {_SUMS} FROM probe_daily WHERE day >= ? AND day < ? GROUP BY service"
+)
+
+
+def _iso_day(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).date().isoformat()
+
+
+def span_sums_by_service(store: Store, span: Span, now: float) -> dict[str, list[int]]:
+    """Per service: checks, successes and successes per duration bucket in ``span``.
+
+    From the rollups when they are built, else from the daily totals and raw rows; the
+    same numbers either way."""
+    if pending(store):
+        return span_sums(store, span, DAILY_SQL, RAW_SQL)
+    split = split_window(span, now, LADDER, KEPT.read(store, "rollup"))
+    parts = [store.query(RAW_SQL, (piece.start, piece.end)) for piece in split.raw]
+    for run in split.runs:
+        if run.size == DAY:
+            parts.append(store.query(_DAY_RUN_SQL, (_iso_day(run.start), _iso_day(run.end))))
+        else:
+            parts.append(store.query(_RUN_SQL, (run.size, run.start, run.end)))
+    totals: dict[str, list[int]] = {}
+    for rows in parts:
+        for row in rows:
+            acc = totals.setdefault(str(row[0]), [0] * (len(row) - 1))
+            for i, value in enumerate(row[1:]):
+                acc[i] += int(value or 0)
+    return totals
+
+
+_RAW_DURATIONS_SQL = (
+    "SELECT service, duration FROM probe_results "
+    "WHERE success = 1 AND started_at >= ? AND started_at < ?"
+)
+_BINS_RUN_SQL = (
+    "SELECT service, bin, SUM(n) FROM probe_latency_bins "
+    "WHERE size = ? AND bucket >= ? AND bucket < ? GROUP BY service, bin"
+)
+
+
+def latency_bins(store: Store, span: Span, now: float) -> dict[str, dict[int, int]]:
+    """Per service, successful checks started in ``span`` per latency bin (:data:`BINS`):
+    whole buckets from the bins still kept, the rest from raw rows."""
+    out: dict[str, dict[int, int]] = {}
+    pieces: Sequence[Span] = (span,)
+    if not pending(store):
+        split = split_window(span, now, LATENCY_LADDER, KEPT.read(store, "bins"))
+        pieces = split.raw
+        for run in split.runs:
+            for service, index, n in store.query(_BINS_RUN_SQL, (run.size, run.start, run.end)):
+                add_counts(out.setdefault(str(service), {}), ((int(index), int(n)),))
+    for piece in pieces:
+        for service, duration in store.query(_RAW_DURATIONS_SQL, (piece.start, piece.end)):
+            acc = out.setdefault(str(service), {})
+            index = BINS.index(float(duration))
+            acc[index] = acc.get(index, 0) + 1
+    return out
