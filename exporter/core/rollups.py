@@ -292,12 +292,17 @@ class Backfill:
     batch: int = 20_000
 
 
-def backfill_pending(store: Store, name: str) -> bool:
-    """True while the backfill ``name`` has rows left to add."""
-    value = store.get_cursor(BACKFILL_SOURCE, name)
-    if value is None:
+def backfill_pending(store: Store | Tx, name: str) -> bool:
+    """True while the backfill ``name`` has rows left to add (read in ``store``, or in a
+    write transaction)."""
+    sql = "SELECT value FROM cursors WHERE source = ? AND name = ?"
+    if isinstance(store, Tx):
+        row = store.execute(sql, (BACKFILL_SOURCE, name)).fetchone()
+    else:
+        row = store.query_one(sql, (BACKFILL_SOURCE, name))
+    if row is None:
         return False
-    state = json.loads(value)
+    state = json.loads(row[0])
     return bool(state["after"] < state["until"])
 
 

@@ -186,7 +186,7 @@ BACKFILL = Backfill(
 )
 
 
-def pending(store: Store) -> bool:
+def pending(store: Store | Tx) -> bool:
     """True while the backfill of results stored before the rollups is not done."""
     return backfill_pending(store, BACKFILL.name)
 

@@ -1,9 +1,10 @@
 """Probe results: their table, the writer that counts new ones, and uptime queries.
 
-Raw results (``probe_results``) are pruned after ``state.retention``; each new result is also added to its service's UTC day in
-``probe_daily`` (checks, successes, successful durations per histogram bucket), which
-is kept, so a closed calendar month can be counted whole whatever the retention, and
-to its minute and hour buckets (:mod:`exporter.domains.probe.rollup`), so a window
+Raw results (``probe_results``) are pruned after ``state.retention``; each new
+result is also added to its service's UTC day in ``probe_daily`` (checks,
+successes, successful durations per histogram bucket), which is kept, so a
+closed calendar month can be counted whole whatever the retention, and to its
+minute and hour buckets (:mod:`exporter.domains.probe.rollup`), so a window
 is read as a bounded number of buckets plus exact edges.
 """
 
@@ -188,11 +189,7 @@ def prune(tx: Tx, older_than: float) -> int:
     Raw results wait while the backfill of the rollups is not done: the backfill reads
     them, and deleting the newest of them could let a new result take its rowid."""
     rollup.prune(tx, tx.clock())
-    pending = tx.execute(
-        "SELECT 1 FROM cursors WHERE source = 'rollups' AND name = 'probe' "
-        "AND json_extract(value, '$.after') < json_extract(value, '$.until')"
-    ).fetchone()
-    if pending is not None:
+    if rollup.pending(tx):
         return 0
     return tx.execute("DELETE FROM probe_results WHERE started_at < ?", (older_than,)).rowcount
 

@@ -5,9 +5,12 @@ quantiles within 1 % relative; the same after an upgrade from a state without ro
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import dataclasses
 import math
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,11 +19,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from exporter.config import Config
 from exporter.core.clock import FixedClock
 from exporter.core.periods import Span, last_month, month_to_date, rolling
 from exporter.core.rollups import DAY, HOUR, MINUTE, backfill_pending, backfill_step
 from exporter.core.stats import quantile
 from exporter.core.store import Store, write_records
+from exporter.daemon import Daemon
 from exporter.domains import open_store
 from exporter.domains.probe import rollup
 from exporter.domains.probe import store as probe_store
@@ -33,6 +38,7 @@ from exporter.domains.probe.kpis import (
     binned_latency_quantiles,
 )
 from exporter.domains.probe.records import ProbeResult
+from tests.support.exposition import Exposition
 
 
 def at(text: str) -> float:
@@ -185,15 +191,16 @@ NOW = at("2027-03-01T00:05:00")
 
 
 def history() -> list[ProbeResult]:
-    """Two services over 32 days: a check every 30 minutes, every minute in the last hour."""
+    """Two services over 32 days: a check an hour each (off the hour), and one a minute
+    in the last hour."""
 
     def result(svc: str, probe: str, t: float, duration: float, ok: bool) -> ProbeResult:
         return ProbeResult(svc, probe, t, duration, ok, "" if ok else "status")
 
     out = []
-    for i, t in enumerate(range(int(NOW - 32 * DAY), int(NOW - HOUR), 1800)):
+    for i, t in enumerate(range(int(NOW - 32 * DAY) + 123, int(NOW - HOUR), 3600)):
         out.append(result("checkout", "health", float(t), 0.05 + (i % 7) / 50, i % 13 != 0))
-        out.append(result("search", "home", float(t) + 7, 0.2 + (i % 5) / 10, i % 29 != 0))
+        out.append(result("search", "home", float(t) + 1807, 0.2 + (i % 5) / 10, i % 29 != 0))
     for t in range(int(NOW - HOUR), int(NOW) + 1, 60):
         out.append(result("checkout", "health", float(t), 0.04, t % 600 != 0))
     return out
@@ -244,14 +251,14 @@ class TestUpgrade:
         upgraded = open_store(str(old_path), FixedClock(NOW))
         assert rollup.pending(upgraded)
         assert kpis(upgraded) == want  # served from raw rows meanwhile
-        small = type(rollup.BACKFILL)(**{**vars(rollup.BACKFILL), "batch": 500})
+        small = dataclasses.replace(rollup.BACKFILL, batch=400)
         caplog.set_level("INFO", logger="exporter.rollups")
         steps = 0
         while not backfill_step(upgraded, small):
             steps += 1
             if steps == 2:
                 assert kpis(upgraded) == want  # half built: still the raw rows
-        assert steps + 1 == math.ceil(len(results) / 500)  # the last batch says done
+        assert steps + 1 == math.ceil(len(results) / 400)  # the last batch says done
         assert not backfill_pending(upgraded, "probe")
         assert kpis(upgraded) == want
         assert tables(upgraded) == tables(fresh)
@@ -266,7 +273,7 @@ class TestUpgrade:
         store.close()
         without_rollups(path)
         store = open_store(str(path), FixedClock(NOW))
-        small = type(rollup.BACKFILL)(**{**vars(rollup.BACKFILL), "batch": 500})
+        small = dataclasses.replace(rollup.BACKFILL, batch=400)
         backfill_step(store, small)
         with store.transaction() as tx:
             write_records(tx, results[-25:])  # five already stored, twenty new
@@ -341,3 +348,75 @@ class TestWrites:
         span = rolling(then, HOUR)
         assert probe_store.span_counts(store, span, then) == expected(results, span)
         assert probe_store.span_counts(store, span, then)["checkout"].checks == 50
+
+
+KPI_FAMILIES = (
+    "platform_service_uptime_ratio",
+    "platform_service_uptime_samples",
+    "platform_service_probe_latency_seconds",
+    "platform_slo_sli_error_ratio",
+    "platform_slo_samples",
+    "platform_slo_error_budget_remaining_ratio",
+)
+
+
+class TestDaemonUpgrade:
+    def test_the_daemon_serves_while_its_backfill_runs_and_after_it_the_same_kpis(
+        self, tmp_path: Path
+    ) -> None:
+        """An upgraded state renders at once (raw rows); the daemon's scheduled backfill
+        finishes the rollups and removes its job; the KPIs served are the same throughout,
+        and the same as a state that had rollups from the start."""
+        results = history()
+
+        def cfg(path: Path) -> Config:
+            return Config(
+                server={"listen_address": "127.0.0.1", "port": 0},
+                state={"path": str(path)},
+                services=[
+                    {
+                        "name": name,
+                        "team": "t",
+                        "probes": [{"name": probe, "url": f"http://{name}.test/"}],
+                        "slo": {
+                            "availability": {"objective": 99.0},
+                            "latency": {"objective": 95.0, "threshold": "250ms"},
+                        },
+                    }
+                    for name, probe in (("checkout", "health"), ("search", "home"))
+                ],
+            )
+
+        def served(daemon: Daemon) -> dict[str, list[tuple[dict[str, str], float]]]:
+            exp = Exposition.parse(daemon.render().text)
+            return {name: sorted(exp.samples(name), key=str) for name in KPI_FAMILIES}
+
+        fresh_path = tmp_path / "fresh.db"
+        store = open_store(str(fresh_path), FixedClock(NOW))
+        with store.transaction() as tx:
+            write_records(tx, results)
+        store.close()
+        want = served(Daemon(cfg(fresh_path), sources=[], clock=FixedClock(NOW)))
+        assert want["platform_service_uptime_ratio"] and want["platform_slo_samples"]
+
+        path = tmp_path / "old.db"
+        store = open_store(str(path), FixedClock(NOW))
+        with store.transaction() as tx:
+            write_records(tx, results)
+        store.close()
+        without_rollups(path)
+        daemon = Daemon(cfg(path), sources=[], clock=FixedClock(NOW))
+        assert rollup.pending(daemon.store)
+        assert served(daemon) == want
+
+        async def backfill() -> tuple[bool, object]:
+            scheduler = daemon.start_scheduler()
+            deadline = time.monotonic() + 60
+            while scheduler.get_job("rollup backfill") is not None:
+                assert time.monotonic() < deadline, "backfill still running after 60 s"
+                await asyncio.sleep(0.1)
+            after = (rollup.pending(daemon.store), served(daemon))
+            await daemon.shutdown()
+            return after
+
+        assert asyncio.run(backfill()) == (False, want)
