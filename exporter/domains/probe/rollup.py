@@ -40,7 +40,6 @@ from exporter.core.rollups import (
     split_window,
 )
 from exporter.core.spans import span_sums
-from exporter.core.stats import add_counts
 from exporter.core.store import Store, Tx
 from exporter.domains.probe.kpis import BINS, DURATION_BUCKETS, LATENCY_WINDOWS
 
@@ -193,60 +192,84 @@ def pending(store: Store | Tx) -> bool:
 
 # --- reading windows ------------------------------------------------------------------
 
-_RAW_SUMS_SELECT = (
-    "SELECT service, COUNT(*), SUM(success), {sums} FROM probe_results "
-    "WHERE started_at >= ? AND started_at < ? GROUP BY service"
-)
+
+def _raw_bucket_terms() -> list[str]:
+    terms: list[str] = []
+    lower: float | None = None
+    for bound in DURATION_BUCKETS:
+        above = f" AND duration > {lower!r}" if lower is not None else ""
+        terms.append(f"SUM(success{above} AND duration <= {bound!r})")
+        lower = bound
+    terms.append(f"SUM(success AND duration > {DURATION_BUCKETS[-1]!r})")
+    return terms
 
 
 def raw_bucket_sums() -> str:
     """SQL sums of successful checks per duration bucket, over ``probe_results`` rows."""
-    sums: list[str] = []
-    lower: float | None = None
-    for bound in DURATION_BUCKETS:
-        above = f" AND duration > {lower!r}" if lower is not None else ""
-        sums.append(f"SUM(success{above} AND duration <= {bound!r})")
-        lower = bound
-    sums.append(f"SUM(success AND duration > {DURATION_BUCKETS[-1]!r})")
-    return ", ".join(sums)
+    return ", ".join(_raw_bucket_terms())
 
 
-RAW_SQL = _RAW_SUMS_SELECT.format(sums=raw_bucket_sums())
-DAILY_SQL = f"SELECT service, {_SUMS} FROM probe_daily WHERE day >= ? AND day <= ? GROUP BY service"
-_RUN_SQL = (
-    f"SELECT service, {_SUMS} FROM probe_rollup "
-    "WHERE size = ? AND bucket >= ? AND bucket < ? GROUP BY service"
+def _aliased(terms: Sequence[str]) -> str:
+    return ", ".join(f"{t} AS v{i}" for i, t in enumerate(terms))
+
+
+_VALUES = [f"v{i}" for i in range(2 + len(BUCKET_COLS))]
+_STORED_SUMS = _aliased([f"SUM({c})" for c in ("checks", "successes", *BUCKET_COLS)])
+RAW_SQL = (
+    f"SELECT service, {_aliased(['COUNT(*)', 'SUM(success)', *_raw_bucket_terms()])} "
+    "FROM probe_results WHERE started_at >= ? AND started_at < ? GROUP BY service"
 )
-_DAY_RUN_SQL = (
-    f"SELECT service, {_SUMS} FROM probe_daily WHERE day >= ? AND day < ? GROUP BY service"
+DAILY_SQL = (
+    f"SELECT service, {_STORED_SUMS} FROM probe_daily WHERE day >= ? AND day <= ? GROUP BY service"
 )
+# Row by row, for one GROUP BY over all of a window's parts: each raw check, each bucket.
+_ROW_TERMS = ["1", "success", *(f"({t[4:-1]})" for t in _raw_bucket_terms())]  # SUM(x) -> (x)
+_RAW_ROWS = (
+    f"SELECT service, {_aliased(_ROW_TERMS)} "
+    "FROM probe_results WHERE started_at >= ? AND started_at < ?"
+)
+_STORED = _aliased(["checks", "successes", *BUCKET_COLS])
+_RUN_ROWS = (
+    f"SELECT service, {_STORED} FROM probe_rollup WHERE size = ? AND bucket >= ? AND bucket < ?"
+)
+_DAY_ROWS = f"SELECT service, {_STORED} FROM probe_daily WHERE day >= ? AND day < ?"
 
 
 def _iso_day(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).date().isoformat()
 
 
-def span_sums_by_service(store: Store, span: Span, now: float) -> dict[str, list[int]]:
-    """Per service: checks, successes and successes per duration bucket in ``span``.
+def span_sums_by_service(
+    store: Store, span: Span, now: float, width: int = len(_VALUES)
+) -> dict[str, list[int]]:
+    """Per service: checks, successes and successes per duration bucket in ``span`` (the
+    first ``width`` of them: 2 for uptime).
 
-    From the rollups when they are built, else from the daily totals and raw rows; the
-    same numbers either way."""
+    From the rollups when they are built (one query: each run and raw edge through its
+    index, summed by SQLite), else from the daily totals and raw rows; the same numbers
+    either way."""
     if pending(store):
-        return span_sums(store, span, DAILY_SQL, RAW_SQL)
+        return {s: v[:width] for s, v in span_sums(store, span, DAILY_SQL, RAW_SQL).items()}
     split = split_window(span, now, LADDER, KEPT.read(store, "rollup"))
-    parts = [store.query(RAW_SQL, (piece.start, piece.end)) for piece in split.raw]
+    parts: list[str] = []
+    params: list[object] = []
+    for piece in split.raw:
+        parts.append(_RAW_ROWS)
+        params += [piece.start, piece.end]
     for run in split.runs:
         if run.size == DAY:
-            parts.append(store.query(_DAY_RUN_SQL, (_iso_day(run.start), _iso_day(run.end))))
+            parts.append(_DAY_ROWS)
+            params += [_iso_day(run.start), _iso_day(run.end)]
         else:
-            parts.append(store.query(_RUN_SQL, (run.size, run.start, run.end)))
-    totals: dict[str, list[int]] = {}
-    for rows in parts:
-        for row in rows:
-            acc = totals.setdefault(str(row[0]), [0] * (len(row) - 1))
-            for i, value in enumerate(row[1:]):
-                acc[i] += int(value or 0)
-    return totals
+            parts.append(_RUN_ROWS)
+            params += [run.size, run.start, run.end]
+    if not parts:
+        return {}
+    sums = ", ".join(f"SUM({v})" for v in _VALUES[:width])
+    rows = store.query(
+        f"SELECT service, {sums} FROM ({' UNION ALL '.join(parts)}) GROUP BY service", params
+    )
+    return {str(r[0]): [int(v or 0) for v in r[1:]] for r in rows}
 
 
 _RAW_DURATIONS_SQL = (
@@ -254,8 +277,7 @@ _RAW_DURATIONS_SQL = (
     "WHERE success = 1 AND started_at >= ? AND started_at < ?"
 )
 _BINS_RUN_SQL = (
-    "SELECT service, bin, SUM(n) FROM probe_latency_bins "
-    "WHERE size = ? AND bucket >= ? AND bucket < ? GROUP BY service, bin"
+    "SELECT service, bin, n FROM probe_latency_bins WHERE size = ? AND bucket >= ? AND bucket < ?"
 )
 
 
@@ -267,9 +289,14 @@ def latency_bins(store: Store, span: Span, now: float) -> dict[str, dict[int, in
     if not pending(store):
         split = split_window(span, now, LATENCY_LADDER, KEPT.read(store, "bins"))
         pieces = split.raw
-        for run in split.runs:
-            for service, index, n in store.query(_BINS_RUN_SQL, (run.size, run.start, run.end)):
-                add_counts(out.setdefault(str(service), {}), ((int(index), int(n)),))
+        if split.runs:
+            runs = " UNION ALL ".join(_BINS_RUN_SQL for _ in split.runs)
+            params = [v for r in split.runs for v in (r.size, r.start, r.end)]
+            rows = store.query(
+                f"SELECT service, bin, SUM(n) FROM ({runs}) GROUP BY service, bin", params
+            )
+            for service, index, n in rows:
+                out.setdefault(str(service), {})[int(index)] = int(n)
     for piece in pieces:
         for service, duration in store.query(_RAW_DURATIONS_SQL, (piece.start, piece.end)):
             acc = out.setdefault(str(service), {})

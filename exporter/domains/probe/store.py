@@ -200,8 +200,10 @@ def check_counts(
     """Checks and successes per (service, window) for checks started in (now - window, now]."""
     out: dict[tuple[str, str], CheckCounts] = {}
     for name, seconds in windows.items():
-        for service, counts in span_counts(store, rolling(now, seconds), now).items():
-            out[(service, name)] = counts.uptime
+        # Checks and successes only: the duration buckets are not summed.
+        sums = rollup.span_sums_by_service(store, rolling(now, seconds), now, width=2)
+        for service, (checks, successes) in sums.items():
+            out[(service, name)] = CheckCounts(checks, successes)
     return out
 
 
