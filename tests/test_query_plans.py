@@ -58,7 +58,9 @@ HISTORY = frozenset(
         "oncall_incidents",
         "pipeline_runs",
         "probe_daily",
+        "probe_latency_bins",
         "probe_results",
+        "probe_rollup",
         "template_uses",
         "traffic_batches",
         "traffic_consumers",
@@ -83,6 +85,7 @@ SMALL = frozenset(
         "histograms",
         "probe_last",
         "probe_last_success",
+        "probe_rollup_kept",
         "schema_version",
         "traffic_idents",
         "traffic_latency",
@@ -95,8 +98,6 @@ SMALL = frozenset(
 PENDING: tuple[tuple[str, str], ...] = (
     # delivery: the planner prefers the (service, pipeline) index for the GROUP BY.
     ("pipeline_runs", "SELECT service, pipeline, MAX(finished_at) FROM pipeline_runs"),
-    # probe: calendar days by day range, no index on day.
-    ("probe_daily", "FROM probe_daily WHERE day >= "),
 )
 
 SERVICES = ("checkout", "search")
