@@ -67,7 +67,7 @@ class Ladder:
     """
 
     tiers: tuple[Tier, ...]
-    slack: float = float(HOUR)
+    slack: float = float(DAY)
 
     def __post_init__(self) -> None:
         if not self.tiers:

@@ -13,7 +13,7 @@ so checks and successes are exactly those of the raw rows. A database from befor
 the rollups gets them from a batched backfill (:data:`BACKFILL`); until it is done,
 windows are read from the raw rows and the daily totals, as before.
 
-Kept: minute buckets for 3 hours, hour buckets for 35 days and an hour, hour bins for
+Kept: minute buckets for 26 hours, hour buckets for 36 days, hour bins for
 the longest latency window plus 2 hours (see :data:`LATENCY_KEEP`).
 """
 
