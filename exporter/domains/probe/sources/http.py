@@ -142,8 +142,10 @@ class _Exchange(asyncio.Protocol):
         self.transport = transport
         if transport.get_extra_info("ssl_object") is not None:
             self.connected = self.phases.add("tls", self.connected)
-        transport.write(self.request)
+        # Stamped before the write: on loopback the send wakes the server, which may run (and
+        # start its answer's clock) before the write returns to us.
         self.sent = time.perf_counter()
+        transport.write(self.request)
 
     def data_received(self, data: bytes) -> None:
         now = time.perf_counter()
