@@ -356,9 +356,11 @@ def last_runs_per_pipeline(store: Store, since: float) -> list[tuple[str, str, f
     """(service, pipeline, last finished_at) of the runs finished after ``since``."""
     if not _has_table(store, "pipeline_runs"):
         return []
+    # Left to itself the planner walks the whole (service, pipeline) index to group
+    # without sorting; the window's range of finished_at is what should bound the read.
     rows = store.query(
         "SELECT service, pipeline, MAX(finished_at) FROM pipeline_runs "
-        "WHERE finished_at > ? GROUP BY service, pipeline",
+        "INDEXED BY pipeline_runs_finished WHERE finished_at > ? GROUP BY service, pipeline",
         (since,),
     )
     return [(str(r[0]), str(r[1]), float(r[2])) for r in rows]
