@@ -141,13 +141,13 @@ def render(args: argparse.Namespace, state: Path) -> None:
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
         parts.append(part)
         series = sum(1 for line in part.text.splitlines() if line and not line.startswith(b"#"))
-        print(json.dumps({"provider": name, "wall": wall, "cpu": cpu, "series": series}), flush=True)
+        print(
+            json.dumps({"provider": name, "wall": wall, "cpu": cpu, "series": series}), flush=True
+        )
     snap = Snapshot.assemble(parts, ANCHOR)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
-        json.dumps(
-            {"text": len(snap.text), "gzip": len(snap.text_gzip), "rss": rss}
-        ),
+        json.dumps({"text": len(snap.text), "gzip": len(snap.text_gzip), "rss": rss}),
         flush=True,
     )
     daemon.store.close()
@@ -183,7 +183,12 @@ def delivery_compare(args: argparse.Namespace, state: Path) -> list[tuple[str, s
     for name, run in (("rollups", from_rollups), ("raw records", from_raw)):
         c0 = time.process_time()
         results[name] = run()
-        out.append((f"delivery KPIs of {len(services)} services, {name}", f"{time.process_time() - c0:.2f} s CPU"))
+        out.append(
+            (
+                f"delivery KPIs of {len(services)} services, {name}",
+                f"{time.process_time() - c0:.2f} s CPU",
+            )
+        )
     same = [a.frequency == b.frequency and a.lead == b.lead and a.change_failure == b.change_failure
             for a, b in zip(results["rollups"], results["raw records"], strict=True)]  # fmt: skip
     out.append(("  the same values", f"{sum(same)} of {len(same)} services"))
@@ -200,9 +205,13 @@ def sizes(state: Path, args: argparse.Namespace) -> list[tuple[str, str]]:
     conn = sqlite3.connect(state)
     page = conn.execute("PRAGMA page_size").fetchone()[0]
     by_table: dict[str, int] = {}
-    for name, pages in conn.execute("SELECT name, SUM(pgsize) / ? FROM dbstat GROUP BY name", (page,)):
+    for name, pages in conn.execute(
+        "SELECT name, SUM(pgsize) / ? FROM dbstat GROUP BY name", (page,)
+    ):
         by_table[str(name)] = int(pages) * page
-    index_of = dict(conn.execute("SELECT name, tbl_name FROM sqlite_master WHERE type = 'index'").fetchall())
+    index_of = dict(
+        conn.execute("SELECT name, tbl_name FROM sqlite_master WHERE type = 'index'").fetchall()
+    )
     conn.close()
     owner = {}
     for d in domains():
@@ -216,10 +225,17 @@ def sizes(state: Path, args: argparse.Namespace) -> list[tuple[str, str]]:
         if table.startswith("sqlite_autoindex_"):
             table = table.removeprefix("sqlite_autoindex_").rsplit("_", 1)[0]
         per_domain[owner.get(table, "core")] = per_domain.get(owner.get(table, "core"), 0) + size
-    days = {"delivery": args.days, "probe": args.probe_days, "traffic": args.traffic_hours / 24, "cost": args.cost_days}
+    days = {
+        "delivery": args.days,
+        "probe": args.probe_days,
+        "traffic": args.traffic_hours / 24,
+        "cost": args.cost_days,
+    }
     rows = [("database", f"{state.stat().st_size / 1e6:.0f} MB")]
     for domain, size in sorted(per_domain.items(), key=lambda kv: -kv[1]):
-        per_day = f", {size / days[domain] / 1e6:.1f} MB per day of history" if domain in days else ""
+        per_day = (
+            f", {size / days[domain] / 1e6:.1f} MB per day of history" if domain in days else ""
+        )
         rows.append((f"  {domain}", f"{size / 1e6:.1f} MB{per_day}"))
     return rows
 

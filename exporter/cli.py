@@ -185,7 +185,12 @@ _COMMANDS: tuple[tuple[str, str, str, Callable[[argparse.ArgumentParser], None]]
         _add_check_config,
     ),
     ("once", "poll every source once, print the exposition, exit", ONCE + AS_OF, _add_once),
-    ("report", "print the weekly platform review from the stored history", REPORT + AS_OF, _add_report),
+    (
+        "report",
+        "print the weekly platform review from the stored history",
+        REPORT + AS_OF,
+        _add_report,
+    ),
     (
         "rules",
         "write Prometheus rule files: SLO recording rules and alerts",

@@ -260,11 +260,15 @@ class TestDemo:
                 # those that did: wait for the three services' checks, not only the first.
                 exp = Exposition.parse(http_get(url)[2])
                 services = {lb["service"] for lb, _ in exp.samples("platform_probe_checks_total")}
-                return bool(exp.samples("platform_service_uptime_ratio")) and {
-                    "checkout",
-                    "search",
-                    "accounts",
-                } <= services
+                return (
+                    bool(exp.samples("platform_service_uptime_ratio"))
+                    and {
+                        "checkout",
+                        "search",
+                        "accounts",
+                    }
+                    <= services
+                )
 
             wait_until(probed, timeout=15, what="uptime and the checks of three services")
             proc.send_signal(signal.SIGINT)

@@ -177,6 +177,7 @@ class TestBasicAuth:
         assert http_get(f"{server.url}/metrics")[0] == 401
         assert http_get(f"{server.url}/")[0] == 401
 
+
 MARKER_SERIES = 1000
 REFRESHES = 25
 

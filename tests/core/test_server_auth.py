@@ -146,9 +146,7 @@ class TestBcryptUsers:
         assert lines[0].startswith("basic auth failed for user 'mallory0' from 127.0.0.1:")
         assert "hunter2" not in caplog.text
 
-    def test_the_warning_counts_what_it_did_not_log(
-        self, caplog: pytest.LogCaptureFixture
-    ) -> None:
+    def test_the_warning_counts_what_it_did_not_log(self, caplog: pytest.LogCaptureFixture) -> None:
         now = [1000.0]
         failures = FailedLogins(lambda: now[0], every=60)
         with caplog.at_level(logging.WARNING, "exporter.server"):
@@ -227,7 +225,9 @@ class TestClientCertificates:
     def test_require_and_verify(self, tmp_path: Path) -> None:
         """RequireAndVerifyClientCert with client_selfsigned.pem as the CA: that certificate
         gets in; another one, or none, does not."""
-        server = start(toolkit_tls(tmp_path, "tls_config_noAuth.requireandverifyclientcert.good.yml"))
+        server = start(
+            toolkit_tls(tmp_path, "tls_config_noAuth.requireandverifyclientcert.good.yml")
+        )
         try:
             assert https_status(server, client_context("client_selfsigned")) == 200
             assert https_status(server, client_context("client2_selfsigned")) != 200
@@ -286,9 +286,7 @@ def served_certificate(server: MetricsServer) -> bytes:
 
 
 class TestCertificateReload:
-    def test_a_renewed_certificate_is_served_from_the_next_connection(
-        self, tmp_path: Path
-    ) -> None:
+    def test_a_renewed_certificate_is_served_from_the_next_connection(self, tmp_path: Path) -> None:
         old_cert, old_key = self_signed(tmp_path / "old")
         new_cert, new_key = self_signed(tmp_path / "new")
         live = tmp_path / "live"

@@ -313,7 +313,9 @@ def aligned_requests(
     cost_end: str | None,
 ) -> tuple[int, float]:
     """:func:`aligned_days` of one service, from every service's requests."""
-    return aligned_days(requests_by_service(requests).get(service, []), bounds, cost_start, cost_end)
+    return aligned_days(
+        requests_by_service(requests).get(service, []), bounds, cost_start, cost_end
+    )
 
 
 def cost_view(

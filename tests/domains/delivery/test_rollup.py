@@ -154,7 +154,9 @@ class TestRollupsEqualRaw:
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
-    @given(records=histories(), batches=st.integers(1, 4), shift=st.sampled_from([0.0, 1e-3, -1e-3]))
+    @given(
+        records=histories(), batches=st.integers(1, 4), shift=st.sampled_from([0.0, 1e-3, -1e-3])
+    )
     def test_generated_histories(self, db: Store, records: list[Any], batches: int, shift: float) -> None:  # fmt: skip
         """Written in any order and batching, every view and KPI equals the raw
         computation, also with now a hair either side of a window edge."""
@@ -177,8 +179,12 @@ class TestRollupsEqualRaw:
         rows = db.query("SELECT * FROM delivery_lead_times ORDER BY deploy_key, sha, squash")
         write(db, records, 2)
         assert db.versions()["*"] == before
-        assert db.query("SELECT * FROM delivery_lead_times ORDER BY deploy_key, sha, squash") == rows
-        assert [tuple(r) for r in db.query("SELECT deploy_key FROM delivery_links")] == [("github/a-1",)]
+        assert (
+            db.query("SELECT * FROM delivery_lead_times ORDER BY deploy_key, sha, squash") == rows
+        )
+        assert [tuple(r) for r in db.query("SELECT deploy_key FROM delivery_links")] == [
+            ("github/a-1",)
+        ]
         assert_views_equal(db, NOW)
 
 

@@ -26,9 +26,7 @@ class TestAFailedCommit:
     def test_hands_its_results_to_the_next_commit(self, tmp_path: Path) -> None:
         config = Config(
             state={"path": str(tmp_path / "s.db")},
-            services=[
-                {"name": "svc", "team": "t", "probes": [{"name": "p0", "url": "http://x/"}]}
-            ],
+            services=[{"name": "svc", "team": "t", "probes": [{"name": "p0", "url": "http://x/"}]}],
         )
         store = open_store(str(tmp_path / "s.db"), busy_timeout=0.05)
         src = ProbeSource(config, config.sources.probe)
