@@ -14,13 +14,14 @@ import asyncio
 import json
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from datetime import datetime
 from typing import Any, TypeVar, cast
 
 import httpx
 
 from exporter.core.errors import AuthError, MalformedResponse, RateLimited
 from exporter.core.httpclient import conditional_get, send
+from exporter.core.payload import body_of as body_of
+from exporter.core.payload import parse_time as parse_time
 from exporter.core.settings import ConfigBase, SourceConfig
 from exporter.core.source import PollContext, Source
 from exporter.core.upstream import UnitPlan, working_on
@@ -32,27 +33,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def parse_time(value: Any) -> float:
-    """Unix seconds from an ISO 8601 timestamp (``Z`` or an offset)."""
-    if not isinstance(value, str) or not value:
-        raise MalformedResponse(f"expected an ISO 8601 timestamp, got {value!r}")
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        raise MalformedResponse(f"invalid timestamp {value!r}") from None
-
-
 def parse_time_or_none(value: Any) -> float | None:
     return None if value in (None, "") else parse_time(value)
-
-
-def body_of(response: httpx.Response) -> Any:
-    """The JSON body, or :class:`MalformedResponse` naming the URL."""
-    try:
-        return response.json()
-    except ValueError as exc:
-        url = response.request.url.copy_with(query=None)
-        raise MalformedResponse(f"invalid JSON from {url}: {exc}") from None
 
 
 def load_state(ctx: PollContext, name: str) -> dict[str, Any]:

@@ -10,13 +10,12 @@ commits once: a failure part-way commits nothing, and the next poll reads it all
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
-
-import httpx
 
 from exporter.core.errors import MalformedResponse
 from exporter.core.httpclient import send
+from exporter.core.payload import body_of as body_of
+from exporter.core.payload import parse_time as parse_time
 from exporter.core.settings import ConfigBase, SourceConfig
 from exporter.core.source import PollContext, Source
 from exporter.domains.incident import store
@@ -26,24 +25,6 @@ from exporter.domains.incident.sources.mapping import ServiceMap, service_map
 DAY = 86400.0
 #: Each poll reads back this far before the previous poll's instant.
 OVERLAP = 600.0
-
-
-def parse_time(value: Any) -> float:
-    """Unix seconds from an ISO 8601 timestamp (``Z`` or an offset)."""
-    if not isinstance(value, str) or not value:
-        raise MalformedResponse(f"expected an ISO 8601 timestamp, got {value!r}")
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        raise MalformedResponse(f"invalid timestamp {value!r}") from None
-
-
-def body_of(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError as exc:
-        url = response.request.url.copy_with(query=None)
-        raise MalformedResponse(f"invalid JSON from {url}: {exc}") from None
 
 
 def malformed(where: str, exc: Exception) -> MalformedResponse:
