@@ -46,7 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -168,8 +168,18 @@ def cost_records(args: argparse.Namespace) -> Iterator[list[Any]]:
     del today
 
 
-def build(args: argparse.Namespace, state: Path) -> None:
-    """Write the whole state through the domains' writers, a batch per transaction."""
+def write_state(
+    state: Path,
+    config_for: Callable[[Path], Any],
+    parts: Sequence[tuple[str, Iterable[list[Any]]]],
+) -> None:
+    """Write ``parts`` (a name and its batches of records) into a new state at ``state``.
+
+    Each batch goes through the domains' writers in one transaction, then each
+    domain's refresh runs, as the daemon's would. The state is built beside
+    ``state`` and renamed only when complete, so an interrupted build is not cached.
+    ``config_for`` makes the config for the state's path.
+    """
     from exporter.core.clock import FixedClock
     from exporter.core.store import write_records
     from exporter.domains import domains, open_store
@@ -179,14 +189,9 @@ def build(args: argparse.Namespace, state: Path) -> None:
     (state.parent / "access.log").touch()
     tmp = state.with_suffix(".building")
     tmp.unlink(missing_ok=True)
-    cfg = config(args, tmp)
+    cfg = config_for(tmp)
     store = open_store(str(tmp), FixedClock(ANCHOR))
-    for name, records in (
-        ("delivery", delivery_records(args)),
-        ("probe", probe_records(args)),
-        ("traffic", traffic_records(args)),
-        ("cost", cost_records(args)),
-    ):
+    for name, records in parts:
         t0 = time.perf_counter()
         n = 0
         for batch in records:
@@ -199,6 +204,17 @@ def build(args: argparse.Namespace, state: Path) -> None:
             domain.refresh(cfg, store, ANCHOR)
     store.close()
     tmp.rename(state)
+
+
+def build(args: argparse.Namespace, state: Path) -> None:
+    """Write the whole state through the domains' writers, a batch per transaction."""
+    parts = (
+        ("delivery", delivery_records(args)),
+        ("probe", probe_records(args)),
+        ("traffic", traffic_records(args)),
+        ("cost", cost_records(args)),
+    )
+    write_state(state, lambda path: config(args, path), parts)
 
 
 # --- the daemon on it -------------------------------------------------------------------

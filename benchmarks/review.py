@@ -115,36 +115,15 @@ def daily_cost(args: argparse.Namespace) -> Iterator[list[Any]]:
 
 
 def build(args: argparse.Namespace, state: Path) -> None:
-    from benchmarks.refresh import delivery_records
-    from exporter.core.clock import FixedClock
-    from exporter.core.store import write_records
-    from exporter.domains import domains, open_store
+    from benchmarks.refresh import delivery_records, write_state
 
-    state.parent.mkdir(parents=True, exist_ok=True)
-    (state.parent / "focus").mkdir(exist_ok=True)
-    (state.parent / "access.log").touch()
-    tmp = state.with_suffix(".building")
-    tmp.unlink(missing_ok=True)
-    cfg = config(args, tmp)
-    store = open_store(str(tmp), FixedClock(ANCHOR))
     ci = argparse.Namespace(repos=args.services, days=args.days)
-    for name, records in (
+    parts = (
         ("delivery", delivery_records(ci)),
         ("probe+traffic", samples(args)),
         ("cost", daily_cost(args)),
-    ):
-        t0 = time.perf_counter()
-        n = 0
-        for batch in records:
-            with store.transaction() as tx:
-                write_records(tx, batch)
-            n += len(batch)
-        print(f"  {name}: {n} records in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
-    for domain in domains():
-        if domain.refresh is not None:
-            domain.refresh(cfg, store, ANCHOR)
-    store.close()
-    tmp.rename(state)
+    )
+    write_state(state, lambda path: config(args, path), parts)
 
 
 def review_child(args: argparse.Namespace, state: Path) -> dict[str, Any]:

@@ -67,36 +67,14 @@ def probe_records(args: argparse.Namespace) -> Iterator[list[Any]]:
 
 def build(args: argparse.Namespace, state: Path) -> None:
     """Write the whole state through the domains' writers, a batch per transaction."""
-    from exporter.core.clock import FixedClock
-    from exporter.core.store import write_records
-    from exporter.domains import domains, open_store
-
-    state.parent.mkdir(parents=True, exist_ok=True)
-    (state.parent / "focus").mkdir(exist_ok=True)
-    (state.parent / "access.log").touch()
-    tmp = state.with_suffix(".building")
-    tmp.unlink(missing_ok=True)
     shape = refresh_args(args)
-    cfg = refresh.config(shape, tmp)
-    store = open_store(str(tmp), FixedClock(ANCHOR))
-    for name, records in (
+    parts = (
         ("delivery", refresh.delivery_records(shape)),
         ("cost", cost_records(args)),
         ("traffic", refresh.traffic_records(shape)),
         ("probe", probe_records(args)),
-    ):
-        t0 = time.perf_counter()
-        n = 0
-        for batch in records:
-            with store.transaction() as tx:
-                write_records(tx, batch)
-            n += len(batch)
-        print(f"  {name}: {n} records in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
-    for domain in domains():
-        if domain.refresh is not None:
-            domain.refresh(cfg, store, ANCHOR)
-    store.close()
-    tmp.rename(state)
+    )
+    refresh.write_state(state, lambda path: refresh.config(shape, path), parts)
 
 
 def cost_records(args: argparse.Namespace) -> Iterator[list[Any]]:
