@@ -39,7 +39,7 @@ from exporter.core.health import SourceHealth
 from exporter.core.httpclient import build_client
 from exporter.core.listen import bind_error, check_tls_files, web_config_error
 from exporter.core.logs import per_poll
-from exporter.core.provider import HEALTH, ProviderSpec
+from exporter.core.provider import HEALTH, ProviderSpec, RenderContext
 from exporter.core.rollups import backfill_batches, backfill_pending
 from exporter.core.server import MetricsServer
 from exporter.core.settings import ConfigBase
@@ -304,14 +304,7 @@ class Daemon:
         """
         with self._render_mutex:
             health = [h.copy() for h in self.health.values()]
-            ctx = render_context(
-                self.config,
-                self.store,
-                self.clock(),
-                health,
-                self.infos,
-                self.config.metrics.min_refresh,
-            )
+            ctx = self._render_context(health)
             versions = {
                 **self.store.versions(),
                 HEALTH: self._health_input(health),
@@ -380,19 +373,23 @@ class Daemon:
             asyncio.to_thread(self.render_page)
         )
 
+    def _render_context(self, health: list[SourceHealth]) -> RenderContext:
+        """What a render reads: committed state, the clock and the sources' ``health``."""
+        return render_context(
+            self.config,
+            self.store,
+            self.clock(),
+            health,
+            self.infos,
+            self.config.metrics.min_refresh,
+        )
+
     def render_page(self) -> None:
         """Render the week's review from committed state and serve it on ``/`` with the
         current snapshot (and every later one, until the next page)."""
         with self._page_mutex:
             health = [h.copy() for h in self.health.values()]
-            ctx = render_context(
-                self.config,
-                self.store,
-                self.clock(),
-                health,
-                self.infos,
-                self.config.metrics.min_refresh,
-            )
+            ctx = self._render_context(health)
             body = self.page.render(ctx)
             self.holder.set(dataclasses.replace(self.holder.current, page=body))
 
