@@ -12,6 +12,9 @@ stopped at teardown):
   running ``python -m exporter run`` (not started: call ``.start()``).
 * ``demo_process``: a factory ``demo_process(at=None, port=0) -> DemoProcess`` running
   ``python -m exporter demo`` (started), ``--as-of`` the instant ``at`` if given.
+* ``postgres_server``: one :class:`~tests.support.postgres.PostgresServer` for the whole
+  session (started at its first use, stopped at the end); ``postgres_url``: a fresh empty
+  database on it for one test (its URL, password included), dropped after.
 
 And plain helpers: ``free_port`` (a function), ``tests.support.exposition.Exposition``
 to read values back, ``tests.support.daemon.run_cli`` to run the CLI.
@@ -30,6 +33,7 @@ from tests.support.daemon import DaemonProcess, DemoProcess
 from tests.support.faketime import repair_sleep, reserve_environ
 from tests.support.net import free_port as _free_port
 from tests.support.nginx import NginxServer, nginx_available
+from tests.support.postgres import PostgresServer
 from tests.support.prometheus import PrometheusServer
 from tests.support.slow import SlowUpstream
 
@@ -125,3 +129,32 @@ def demo_process(tmp_path: Path) -> Iterator[Callable[..., DemoProcess]]:
     for demo in started:
         demo.stop()
         internal.note_log("demo", demo.log())
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session; a test needing it fails (never skips) when it
+    cannot start, with the reason."""
+    try:
+        server = PostgresServer()
+    except RuntimeError as exc:
+        pytest.fail(f"PostgreSQL unavailable: {exc}", pytrace=False)
+    try:
+        server.start()
+    except RuntimeError as exc:
+        server.destroy()
+        pytest.fail(f"PostgreSQL did not start: {exc}", pytrace=False)
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database of the session's server, dropped after the test."""
+    if postgres_server.proc is None:
+        postgres_server.start()  # a test before stopped it and failed before restarting
+    name = postgres_server.create_database()
+    yield postgres_server.dsn(name)
+    if postgres_server.proc is None:
+        postgres_server.start()
+    postgres_server.drop_database(name)

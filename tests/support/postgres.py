@@ -1,0 +1,198 @@
+"""A real PostgreSQL server for the tests: Debian's ``postgresql`` package, on loopback.
+
+:class:`PostgresServer` initialises a data directory (``initdb``) and runs ``postgres``
+in the foreground on ``127.0.0.1`` and a free port, as an unprivileged user: PostgreSQL
+refuses to run as root, so under root it runs as the package's ``postgres`` user (through
+``runuser``), in a directory of its own under the system's temporary directory (pytest's
+``tmp_path`` is private to root). Durability is switched off (``fsync``, full page writes):
+a test database never outlives the session.
+
+One server is started per pytest session (the ``postgres_server`` fixture in
+``tests/conftest.py``) and each test that needs it gets a fresh, empty database of its own
+(``postgres_url``). The server can be stopped and started again on the same port and data
+(the database outage tests). When the binaries are missing or the server does not start,
+the fixture fails with the reason: nothing is skipped.
+
+Clients log in as ``postgres`` with :data:`PASSWORD` (scram-sha-256 over TCP).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import IO
+
+from tests.support.net import free_port, port_open
+
+PASSWORD = "pke-test-password"
+USER = "postgres"
+_LIB = Path("/usr/lib/postgresql")
+
+
+def binaries() -> Path | None:
+    """The newest installed PostgreSQL's ``bin`` directory, if any."""
+    if not _LIB.is_dir():
+        return None
+    found = sorted(
+        (p for p in _LIB.iterdir() if (p / "bin" / "postgres").is_file()),
+        key=lambda p: int(p.name) if p.name.isdigit() else 0,
+    )
+    return found[-1] / "bin" if found else None
+
+
+def _as_user() -> list[str]:
+    # PostgreSQL will not run as root: run it as the package's system user.
+    if os.geteuid() != 0:
+        return []
+    runuser = shutil.which("runuser")
+    if runuser is None:
+        raise RuntimeError("PostgreSQL cannot run as root and runuser is not installed")
+    return [runuser, "-u", USER, "--"]
+
+
+class PostgresServer:
+    """One PostgreSQL server: ``start()``, ``stop()``, ``start()`` again, ``destroy()``."""
+
+    def __init__(self) -> None:
+        bindir = binaries()
+        if bindir is None:
+            raise RuntimeError(
+                "PostgreSQL is not installed (no /usr/lib/postgresql/<v>/bin/postgres): "
+                "scripts/test installs the Debian package postgresql"
+            )
+        self.bindir = bindir
+        self.root = Path(tempfile.mkdtemp(prefix="pke-postgres-"))
+        self.data = self.root / "data"
+        self.log_path = self.root / "postgres.log"
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self._names = itertools.count(1)
+        self._initdb()
+
+    def _initdb(self) -> None:
+        pwfile = self.root / "pwfile"
+        pwfile.write_text(PASSWORD + "\n", encoding="utf-8")
+        if os.geteuid() == 0:
+            shutil.chown(self.root, USER, USER)
+            shutil.chown(pwfile, USER, USER)
+        argv = [
+            *_as_user(),
+            str(self.bindir / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            USER,
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            f"--pwfile={pwfile}",
+        ]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb failed ({done.returncode}): {done.stderr.strip()}")
+
+    @property
+    def url(self) -> str:
+        """The server's URL without a database or password (add both)."""
+        return f"postgresql://{USER}@127.0.0.1:{self.port}"
+
+    def dsn(self, database: str = "postgres") -> str:
+        return f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{database}"
+
+    def start(self, timeout: float = 60) -> PostgresServer:
+        """Run the server (same port, same data as before a ``stop()``) until it accepts."""
+        self._log = self.log_path.open("ab")
+        argv = [
+            *_as_user(),
+            str(self.bindir / "postgres"),
+            "-D",
+            str(self.data),
+            "-p",
+            str(self.port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"unix_socket_directories={self.root}",
+            "-c",
+            "fsync=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "max_connections=200",
+        ]
+        self.proc = subprocess.Popen(
+            argv, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout
+        while not self._accepts():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"postgres exited: {self._tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"postgres did not start in {timeout}s: {self._tail()}")
+            time.sleep(0.05)
+        return self
+
+    def _accepts(self) -> bool:
+        if not port_open(self.port):
+            return False
+        import psycopg
+
+        try:
+            psycopg.connect(self.dsn(), connect_timeout=2).close()
+        except psycopg.OperationalError:
+            return False
+        return True
+
+    def _tail(self) -> str:
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
+        except OSError as exc:
+            return f"(no log: {exc})"
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT: clients are disconnected, nothing is lost)."""
+        if self.proc is not None and self.proc.poll() is None:
+            # The server runs as another user: signal the group runuser started.
+            os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self.proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def admin(self, sql: str) -> None:
+        """Run one statement outside a transaction (CREATE/DROP DATABASE)."""
+        import psycopg
+
+        with psycopg.connect(self.dsn(), autocommit=True, connect_timeout=10) as conn:
+            conn.execute(sql)
+
+    def create_database(self) -> str:
+        """A new empty database's name."""
+        name = f"test_{os.getpid()}_{next(self._names)}"
+        self.admin(f'CREATE DATABASE "{name}" TEMPLATE template0')
+        return name
+
+    def drop_database(self, name: str) -> None:
+        self.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
