@@ -83,7 +83,7 @@ class TestFirstStartOnAnExistingAccessLog:
             assert counted(m, "payments-api") == 5
             assert counted(m, "search") == 3
             assert counted(m, "unmapped") == 2
-            for window in ("1h", "1d", "30d"):
+            for window in ("1h", "1d", "7d", "30d"):
                 assert samples(m, "checkout", window) == 4
                 assert samples(m, "payments-api", window) == 5
                 assert samples(m, "search", window) == 3
@@ -132,7 +132,7 @@ class TestCatalogDownAtFirstStart:
             assert p.poll("backstage")
             m = p.metrics()
             assert m.value("platform_exporter_source_without_catalog", source="nginx") == 0
-            for window in ("1h", "1d", "30d"):
+            for window in ("1h", "1d", "7d", "30d"):
                 assert samples(m, "payments-api", window) == 5
                 assert samples(m, "search", window) == 3
                 assert availability(m, "search", window) == 1.0
@@ -153,7 +153,7 @@ class TestRouteClaimedAfterItsTrafficArrived:
         self, tmp_path: Path, instant: float
     ) -> None:
         """payments-api claims ``shop.test/payments`` an hour after its 5 requests
-        arrived (58 minutes before now): from the next refresh on, its 1h, 1d and 30d
+        arrived (58 minutes before now): from the next refresh on, its 1h, 1d (24 h), 7d and 30d
         traffic and availability, and the calendar window holding them, include them,
         and unmapped no longer does."""
         arrived = instant - 58 * 60
@@ -168,7 +168,7 @@ class TestRouteClaimedAfterItsTrafficArrived:
             p.set_routes("payments-api", "shop.test/payments")
             assert p.poll("backstage")
             m = p.metrics()
-            for window in ("1h", "1d", "30d"):
+            for window in ("1h", "1d", "7d", "30d"):
                 assert samples(m, "payments-api", window) == 5
                 assert availability(m, "payments-api", window) == 1.0
                 assert samples(m, "unmapped", window) == 2
@@ -177,6 +177,34 @@ class TestRouteClaimedAfterItsTrafficArrived:
             calendar = "mtd" if this_month else "last_month"
             assert samples(m, "payments-api", calendar) == 5
             assert samples(m, "unmapped", calendar) == 2
+        finally:
+            p.close()
+
+    def test_traffic_of_three_days_ago_moves_in_its_7d_and_30d_windows(
+        self, tmp_path: Path
+    ) -> None:
+        """The same claim, the 5 requests 3 days old (7d and 30d read them from hour
+        buckets): 7d and 30d take them; 1h and 1d never held them (samples 0)."""
+        arrived = NOW - 3 * 86400
+        p = Platform(tmp_path, NOW, catalog(payments_routes=None), services=[CHECKOUT])
+        p.write(*access_log(arrived))
+        try:
+            assert p.poll_all()
+            before = p.metrics()
+            assert samples(before, "unmapped", "7d") == 2 + 5
+            assert samples(before, "unmapped", "1d") == 0
+            p.set_routes("payments-api", "shop.test/payments")
+            assert p.poll("backstage")
+            m = p.metrics()
+            for window in ("7d", "30d"):
+                assert samples(m, "payments-api", window) == 5
+                assert availability(m, "payments-api", window) == 1.0
+                assert samples(m, "unmapped", window) == 2
+                assert samples(m, "checkout", window) == 4
+                assert availability(m, "checkout", window) == pytest.approx(0.75)
+            for window in ("1h", "1d"):
+                assert samples(m, "payments-api", window) == 0
+                assert availability(m, "payments-api", window) is None
         finally:
             p.close()
 
