@@ -4,7 +4,7 @@ Prometheus)."""
 from exporter.core.domain import Domain
 from exporter.domains.catalog.records import CatalogListing
 from exporter.domains.traffic import attribution, metrics, store
-from exporter.domains.traffic.records import ConsumerSeen, TrafficDelta
+from exporter.domains.traffic.records import ConsumerSeen, TrafficDelta, TrafficLatency
 from exporter.domains.traffic.settings import TrafficSection, TrafficServiceFields
 from exporter.domains.traffic.sources.cloudwatch import CloudWatchSource
 from exporter.domains.traffic.sources.kong import KongSource
@@ -22,6 +22,6 @@ DOMAIN = Domain(
     reads=frozenset({"traffic", "catalog"}),
     # Stored traffic follows the catalog: re-resolved after every catalog or gateway poll.
     refresh=attribution.refresh,
-    refresh_after=frozenset({CatalogListing, TrafficDelta, ConsumerSeen}),
+    refresh_after=frozenset({CatalogListing, TrafficDelta, TrafficLatency, ConsumerSeen}),
     sandbox=("exporter.domains.traffic.sandbox",),
 )

@@ -50,10 +50,11 @@ class TrafficLatency:
     quantile: float
     seconds: float
     at: float
+    ident: str = ""  # as for TrafficDelta: resolved to a service when read
 
     @property
     def key(self) -> str:
-        return f"{self.source}/{self.service}/{self.window}/{self.quantile:g}"
+        return f"{self.source}/{self.ident or self.service}/{self.window}/{self.quantile:g}"
 
 
 @dataclass(frozen=True, slots=True)

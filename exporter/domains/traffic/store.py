@@ -28,7 +28,7 @@ from typing import Any
 from exporter.core.errors import StateError
 from exporter.core.periods import Span, utc_date
 from exporter.core.rollups import HOUR, floor_to
-from exporter.core.store import Labels, Store, Tx, Writer, _labels_key, upsert_each, write_records
+from exporter.core.store import Labels, Store, Tx, Writer, _labels_key, write_records
 from exporter.domains.traffic import rollup
 from exporter.domains.traffic.kpis import CODE_CLASSES, LATENCY_BUCKETS, WindowCounts
 from exporter.domains.traffic.records import ConsumerSeen, TrafficDelta, TrafficLatency
@@ -138,6 +138,14 @@ MIGRATIONS = (
     {rollup.HOURS_TABLE};
     {rollup.BACKFILL_QUEUE}
     """,
+    # Gateway-computed quantiles keyed by identity too, resolved through traffic_idents
+    # when read; those stored before keep the service they were read for, pinned.
+    """
+    INSERT OR IGNORE INTO traffic_idents (source, ident, service)
+    SELECT DISTINCT source, 'service:' || service, service FROM traffic_latency;
+    ALTER TABLE traffic_latency RENAME COLUMN service TO ident;
+    UPDATE traffic_latency SET ident = 'service:' || ident
+    """,
 )
 # Joins a raw row (alias r) to the service its identity resolves to now.
 _RESOLVED = "LEFT JOIN traffic_idents a ON a.source = r.source AND a.ident = r.ident"
@@ -163,7 +171,7 @@ STUB_STATUS = "stub_status"
 CONSUMERS_REGISTERED = "consumers_registered"
 
 
-def _ident(record: TrafficDelta | ConsumerSeen) -> str:
+def _ident(record: TrafficDelta | ConsumerSeen | TrafficLatency) -> str:
     return record.ident or pinned(record.service)
 
 
@@ -301,13 +309,18 @@ def _observe_many(
 
 
 def write_latencies(tx: Tx, points: Sequence[TrafficLatency]) -> None:
-    upsert_each(
-        tx,
-        "traffic_latency",
-        points,
-        ("service", "source", "window", "quantile", "seconds", "at"),
-        ("service", "source", "window", "quantile"),
-    )
+    """Keep each quantile under its identity (the latest reading replaces the one before)."""
+    idents: dict[tuple[str, str], str] = {}
+    for p in points:
+        ident = _ident(p)
+        idents.setdefault((p.source, ident), p.service)
+        tx.execute(
+            "INSERT INTO traffic_latency (ident, source, window, quantile, seconds, at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (ident, source, window, quantile) "
+            "DO UPDATE SET seconds = excluded.seconds, at = excluded.at",
+            (ident, p.source, p.window, p.quantile, p.seconds, p.at),
+        )
+    _note_idents(tx, idents)
 
 
 def write_consumers(tx: Tx, seen: Sequence[ConsumerSeen]) -> None:
@@ -500,10 +513,10 @@ def daily_totals(store: Store, since: date) -> dict[tuple[str, date], int]:
 
 def gateway_latencies(store: Store, since: float) -> dict[tuple[str, str, float], float]:
     """(service, window, quantile) -> seconds as the gateways computed them at or after
-    ``since`` (the most recent wins)."""
+    ``since``, each identity under the service it resolves to now (the most recent wins)."""
     rows = store.query(
-        "SELECT service, window, quantile, seconds FROM traffic_latency WHERE at >= ? "
-        "ORDER BY at, source",
+        f"SELECT {_SERVICE}, window, quantile, seconds FROM traffic_latency r {_RESOLVED} "
+        "WHERE at >= ? ORDER BY at, r.source, r.ident",
         (since,),
     )
     return {(str(r[0]), str(r[1]), float(r[2])): float(r[3]) for r in rows}

@@ -177,8 +177,10 @@ def window_latencies(
     window: str,
     results: Sequence[dict[str, Any]],
     at: float,
+    idents: Sequence[str] | None = None,
 ) -> list[TrafficLatency]:
-    """The latest percentile datapoint of each API over ``window``, in seconds."""
+    """The latest percentile datapoint of each API over ``window``, in seconds, under
+    each API's identity in ``idents`` (by default, its service, pinned)."""
     series = _series(results)
     out = []
     for i, service in enumerate(services):
@@ -191,7 +193,13 @@ def window_latencies(
                 continue
             out.append(
                 TrafficLatency(
-                    "cloudwatch", service, window, quantile_of(stat), value_ms / 1000.0, at
+                    "cloudwatch",
+                    service,
+                    window,
+                    quantile_of(stat),
+                    value_ms / 1000.0,
+                    at,
+                    idents[i] if idents is not None else "",
                 )
             )
     return out
@@ -320,7 +328,9 @@ class CloudWatchSource(Source):
                     end,
                 )
                 records.extend(
-                    window_latencies(self.apis, self.services, stats, window, results, now)
+                    window_latencies(
+                        self.apis, self.services, stats, window, results, now, self.idents
+                    )
                 )
         await ctx.commit(records, cursors)
         await ctx.write(

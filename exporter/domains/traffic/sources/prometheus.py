@@ -228,7 +228,9 @@ class PrometheusSource(Source):
                     for ident, seconds in sorted(values.items()):
                         service = self.routes.resolve(ident)
                         records.append(
-                            TrafficLatency(self.kind, service, window, quantile, seconds, now)
+                            TrafficLatency(
+                                self.kind, service, window, quantile, seconds, now, ident
+                            )
                         )
         dropped = sum(self._dropped)
         await ctx.write(
