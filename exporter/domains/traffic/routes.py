@@ -88,6 +88,14 @@ class RouteMap:
         self._keys: dict[tuple[str, str], tuple[str, str]] = {}
         self._resolved: dict[str, str] = {}
 
+    def deeper_than(self, depth: int) -> set[str]:
+        """The ``host/prefix`` routes with more than ``depth`` path segments."""
+        return {
+            f"{host}{prefix}"
+            for host, prefix, _ in self.prefixes
+            if len([p for p in prefix.split("/") if p]) > depth
+        }
+
     def by_name(self, *identities: str | None) -> str:
         """The service of the first identity that is known (e.g. route, then service)."""
         for identity in identities:

@@ -92,6 +92,7 @@ class Platform:
         services: list[dict[str, Any]] | None = None,
         first_load_timeout: float = 30.0,
         catalog: dict[str, Any] | None = None,
+        nginx: dict[str, Any] | None = None,
     ) -> None:
         self.clock = FixedClock(now)
         self.catalog = FakeCatalog(entities)
@@ -103,7 +104,7 @@ class Platform:
             services=services or [],
             sources={
                 "backstage": {"base_url": BASE, "token": TOKEN, "page_size": 2},
-                "nginx": {"access_log": str(self.log)},
+                "nginx": {"access_log": str(self.log), **(nginx or {})},
             },
             capabilities=[{"name": "api-gateway", "detect": {"rule": "gateway_traffic"}}],
             catalog={"first_load_timeout": first_load_timeout, **(catalog or {})},

@@ -208,6 +208,54 @@ class TestRouteClaimedAfterItsTrafficArrived:
         finally:
             p.close()
 
+    @pytest.mark.parametrize(("depth", "moved"), [(2, 0), (3, 2)])
+    def test_a_route_deeper_than_the_attribution_depth_takes_stored_traffic_only_within_it(
+        self, tmp_path: Path, depth: int, moved: int, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """search (``/search``) served 4 requests: 2 on ``/search/q/shoes``, 1 on
+        ``/search/q/boots``, 1 on ``/search/admin/reindex``. Then a new component, shoes,
+        claims ``/search/q/shoes``: 3 segments deep. At ``attribution_depth`` 2 the stored
+        traffic was kept as ``/search/q`` (shoes and boots together) and
+        ``/search/admin``: nothing stored can be told to be shoes', so all 4 stay with
+        search. At depth 3 the 2 shoes requests were kept apart and move. Requests read
+        after the claim are kept under the claimed prefix and go to shoes at any depth;
+        at depth 2 the NGINX source names the route in a warning."""
+        shoes = [("any.test", "/search/q/shoes", 200)] * 2
+        others = [("any.test", "/search/q/boots", 200), ("any.test", "/search/admin/reindex", 200)]
+        lines = [line(NOW - 1800 + i, h, u, s) for i, (h, u, s) in enumerate(shoes + others)]
+        p = Platform(
+            tmp_path, NOW, catalog(), services=[CHECKOUT], nginx={"attribution_depth": depth}
+        )
+        p.write(*lines)
+        try:
+            assert p.poll_all()
+            assert samples(p.metrics(), "search", "1h") == 4
+            p.catalog.entities = [
+                *p.catalog.entities,
+                component("shoes", "discovery", "/search/q/shoes"),
+            ]
+            assert p.poll("backstage")
+            m = p.metrics()
+            assert samples(m, "shoes", "1h") == moved
+            assert samples(m, "search", "1h") == 4 - moved
+            # Read after the claim: its identity holds the claimed prefix, at any depth.
+            p.write(*[line(NOW - 60 + i, h, u, s) for i, (h, u, s) in enumerate(shoes)])
+            with caplog.at_level(logging.WARNING):
+                assert p.poll("nginx")
+            warned = [
+                r.getMessage() for r in caplog.records if "attribution_depth" in r.getMessage()
+            ]
+            assert warned == (
+                ["route '/search/q/shoes' is deeper than attribution_depth (2): it takes the "
+                 "traffic read from now on; what was stored before stays with its service"]
+                if depth == 2 else []
+            )  # fmt: skip
+            m = p.metrics()
+            assert samples(m, "shoes", "1h") == moved + 2
+            assert samples(m, "search", "1h") == 4 - moved
+        finally:
+            p.close()
+
     def test_a_renamed_service_takes_its_traffic_with_it(self, tmp_path: Path) -> None:
         """The route's component is renamed (payments-api -> payments): the traffic follows."""
         p = Platform(tmp_path, NOW, catalog(), services=[CHECKOUT])

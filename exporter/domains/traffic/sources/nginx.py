@@ -21,6 +21,7 @@ from typing import BinaryIO
 
 from exporter.core.errors import MalformedResponse, SourceError
 from exporter.core.httpclient import send
+from exporter.core.redact import excerpt
 from exporter.core.settings import ConfigBase
 from exporter.core.source import PollContext, Source
 from exporter.domains.catalog.store import load_catalog
@@ -89,6 +90,8 @@ class NginxSource(Source):
         self.aggregator = Aggregator(
             RouteMap(config, depth=settings.attribution_depth), settings.consumer_field, self.kind
         )
+        # Routes deeper than the attribution depth, as of the last poll (None: not polled).
+        self._deep: set[str] | None = None
         # The file we read last, kept open so that the rest of a renamed file is not lost.
         self._fh: BinaryIO | None = None
         self._fh_id: tuple[int, int] | None = None
@@ -98,6 +101,7 @@ class NginxSource(Source):
         self.aggregator.routes = RouteMap(
             self.config, load_catalog(self.config, ctx.store), depth=self.nginx.attribution_depth
         )
+        self._warn_deep_claims(ctx)
         if self.nginx.stub_status_url:
             response = await send(
                 ctx.client, "GET", self.nginx.stub_status_url, health=ctx.health, clock=ctx.now
@@ -107,6 +111,20 @@ class NginxSource(Source):
             await ctx.write(traffic_store.record_stub_status, ctx.store, ctx.source, stub)
         # To its end even if the poll is cancelled: the next poll's tail must not overlap it.
         await ctx.write(self.tail, ctx)
+
+    def _warn_deep_claims(self, ctx: PollContext) -> None:
+        """Name a route newly claimed deeper than ``attribution_depth``: the traffic stored
+        before it is kept at that depth, so it stays where it was (docs/kpis.md)."""
+        depth = self.nginx.attribution_depth
+        deep = self.aggregator.routes.deeper_than(depth)
+        for route in sorted(deep - self._deep) if self._deep is not None else ():
+            ctx.log.warning(
+                "route %r is deeper than attribution_depth (%d): it takes the traffic read "
+                "from now on; what was stored before stays with its service",
+                excerpt(route, 120),
+                depth,
+            )
+        self._deep = deep
 
     # --- tailing (runs in a worker thread) ---------------------------------------------
 
