@@ -7,9 +7,9 @@ Each transport makes the same probe (a new connection, ``GET`` with
 its own, so that its imports and its CPU are its own:
 
 * ``h11-protocol``: what the exporter uses (``exporter.domains.probe.sources.http``),
-  the whole probe: h11 fed from an asyncio protocol, each phase stamped in the loop
-  callback, one deadline, its headers, redirects, TLS facts; the others do only the
-  request and the answer;
+  the whole probe: h11 on a socket whose sends and receives the kernel stamps, one
+  deadline, its headers, redirects, TLS facts; the others do only the request and
+  the answer;
 * ``h11-streams``: h11 over ``asyncio.open_connection`` streams, read in the task
   (the exporter's transport before);
 * ``raw-protocol``: an asyncio protocol with a minimal status line / header /

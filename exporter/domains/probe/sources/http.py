@@ -4,14 +4,17 @@ The check's ``timeout`` bounds everything together (DNS, connect, TLS, sending
 the request, the whole body and the body match), as blackbox_exporter's probe
 deadline does; httpx's ``timeout=`` is per phase, so a body trickling in a few
 bytes at a time never tripped it. HTTP/1.1 is spoken with ``h11`` (the same
-parser httpx uses underneath) from an asyncio protocol, one connection per probe
-with ``Connection: close``; each phase is stamped in the loop callback that sees
-its event.
+parser httpx uses underneath), one connection per probe with ``Connection:
+close``, TLS through ``ssl`` memory BIOs, all on a socket whose sends and
+receives the kernel stamps (:mod:`.stamps`): a probe's phases are the target's
+and the network's time, not the time its task then waited for the loop behind
+other checks' work.
 
 Phases follow blackbox_exporter's ``probe_http_duration_seconds``: ``resolve``,
-``connect``, ``tls``, ``processing`` (request sent until the first byte of the
-answer) and ``transfer`` (first byte to the end of the body), summed over the
-redirects followed.
+``connect``, ``tls`` (the ClientHello leaving until the server's last handshake
+flight arrives), ``processing`` (the request's last byte leaving until the
+answer's first byte arrives) and ``transfer`` (first byte to the end of the
+body), summed over the redirects followed.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 import h11
 
 from exporter import __version__
+from exporter.domains.probe.sources.stamps import Stamp, StampedSocket
 from exporter.domains.probe.sources.wire import (
     CONNECT,
     TIMEOUT,
@@ -116,95 +120,133 @@ def _decode(body: bytes, charset: str) -> str:
         return body.decode("utf-8", errors="replace")
 
 
-class _Exchange(asyncio.Protocol):
-    """One request and its answer on a connected socket, timed where the loop sees each event.
+class _Plain:
+    """The answer's bytes as they come off the socket."""
 
-    The request goes out in ``connection_made`` and the answer is parsed as it
-    arrives in ``data_received``, so the phases are stamped in the loop's own
-    callbacks, not when the probe's task next gets the loop after other checks'
-    work (see :func:`probe_http`).
-    """
+    def __init__(self, wire: StampedSocket) -> None:
+        self.wire = wire
 
-    def __init__(self, request: bytes, phases: Phases, connected: float) -> None:
-        self.request = request
-        self.phases = phases
-        self.connected = connected
-        self.conn = h11.Connection(our_role=h11.CLIENT)
-        self.done: asyncio.Future[_Answer] = asyncio.get_running_loop().create_future()
-        self.transport: asyncio.Transport | None = None
-        self.sent = 0.0
-        self.first_byte: float | None = None
-        self.response: h11.Response | None = None
-        self.body = bytearray()
+    async def send(self, data: bytes) -> Stamp:
+        return await self.wire.send(data)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        if transport.get_extra_info("ssl_object") is not None:
-            self.connected = self.phases.add("tls", self.connected)
-        # Stamped before the write: on loopback the send wakes the server, which may run (and
-        # start its answer's clock) before the write returns to us.
-        self.sent = time.perf_counter()
-        transport.write(self.request)
+    async def recv(self) -> tuple[bytes, Stamp]:
+        return await self.wire.recv()
 
-    def data_received(self, data: bytes) -> None:
-        now = time.perf_counter()
-        if self.first_byte is None:
-            self.first_byte = self.phases.add("processing", self.sent, now)
-        self._feed(data, now)
 
-    def eof_received(self) -> bool:
-        self._feed(b"", time.perf_counter())
-        return False
+class _Tls:
+    """TLS on the stamped socket through memory BIOs: each stretch of plaintext carries
+    the stamp of the socket read that completed it, each send the stamp of its bytes."""
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.done.done():
-            detail = str(exc) if exc else "the connection closed before the whole answer"
-            self.done.set_exception(ProbeFailure(CONNECT, detail))
+    def __init__(self, wire: StampedSocket, context: ssl.SSLContext, host: str) -> None:
+        self.wire = wire
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.ssl_object = context.wrap_bio(self.incoming, self.outgoing, server_hostname=host)
+        self.stamp: Stamp | None = None  # of the latest socket read
 
-    def close(self) -> None:
-        """The exchange is over (answered, failed or cancelled): what comes later is dropped."""
-        if not self.done.done():
-            self.done.cancel()
-        elif not self.done.cancelled():
-            self.done.exception()  # retrieved, even when nobody awaited it (a cancelled probe)
+    async def handshake(self, phases: Phases, facts: TlsFacts) -> None:
+        """The handshake, timed from the ClientHello leaving to the server's last flight
+        arriving (the prober's own work of building and checking them is not the target's)."""
+        hello: Stamp | None = None
+        while True:
+            try:
+                self.ssl_object.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                sent = await self._flush()
+                hello = hello or sent
+                if not await self._fill():
+                    raise ProbeFailure(
+                        CONNECT, "the connection closed in the TLS handshake"
+                    ) from None
+            except ssl.SSLError as exc:  # certificate verification failures included
+                raise ProbeFailure(TLS, str(exc)) from None
+        await self._flush()  # the client's Finished
+        if hello is not None and self.stamp is not None:
+            phases.put("tls", hello.until(self.stamp))
+        facts.version = self.ssl_object.version()
+        facts.not_after = earliest_not_after(self.ssl_object)
 
-    def _feed(self, data: bytes, now: float) -> None:
-        if self.done.done():
-            return
+    async def send(self, data: bytes) -> Stamp:
+        self.ssl_object.write(data)
+        stamp = await self._flush()
+        assert stamp is not None
+        return stamp
+
+    async def recv(self) -> tuple[bytes, Stamp]:
+        while True:
+            try:
+                data = self.ssl_object.read(_READ)
+            except ssl.SSLWantReadError:
+                if self.incoming.eof:
+                    data = b""
+                else:
+                    await self._flush()  # a post-handshake message may ask for an answer
+                    await self._fill()
+                    continue
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                data = b""  # a close, with close_notify or without (h11 judges the message)
+            except ssl.SSLError as exc:
+                raise ProbeFailure(CONNECT, f"TLS: {exc}") from None
+            assert self.stamp is not None  # a read returns only what a socket read brought
+            return data, self.stamp
+
+    async def _flush(self) -> Stamp | None:
+        data = self.outgoing.read()
+        return await self.wire.send(data) if data else None
+
+    async def _fill(self) -> bool:
+        raw, self.stamp = await self.wire.recv()
+        if raw:
+            self.incoming.write(raw)
+        else:
+            self.incoming.write_eof()
+        return bool(raw)
+
+
+def _answer(response: h11.Response, body: bytearray) -> _Answer:
+    headers = list(response.headers)
+    location = next((v.decode("latin-1") for k, v in headers if k == b"location"), None)
+    return _Answer(
+        response.status_code,
+        response.http_version.decode("ascii"),
+        location,
+        bytes(body),
+        _charset(headers),
+    )
+
+
+async def _ask(channel: _Plain | _Tls, request: bytes, phases: Phases) -> _Answer:
+    """Send the request, read the whole answer; ``processing`` runs from the request's last
+    byte leaving to the answer's first arriving, ``transfer`` from there to its last."""
+    sent = await channel.send(request)
+    conn = h11.Connection(our_role=h11.CLIENT)
+    response: h11.Response | None = None
+    body = bytearray()
+    first: Stamp | None = None
+    while True:
+        data, stamp = await channel.recv()
+        if first is None and data:
+            first = stamp
+            phases.put("processing", sent.until(stamp))
         try:
-            self.conn.receive_data(data)
-            while (event := self.conn.next_event()) is not h11.NEED_DATA:
+            conn.receive_data(data)
+            while (event := conn.next_event()) is not h11.NEED_DATA:
                 if isinstance(event, h11.Response):
-                    self.response = event
+                    response = event
                 elif isinstance(event, h11.Data):
-                    room = BODY_LIMIT - len(self.body)
+                    room = BODY_LIMIT - len(body)
                     if room > 0:
-                        self.body += bytes(event.data[:room])
+                        body += bytes(event.data[:room])
                 elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                    self._finish(now)
-                    return
+                    if response is None:
+                        raise ProbeFailure(CONNECT, "the connection closed before an answer")
+                    if first is not None:
+                        phases.put("transfer", first.until(stamp))
+                    return _answer(response, body)
         except h11.ProtocolError as exc:
-            self.done.set_exception(ProbeFailure(CONNECT, f"malformed HTTP answer: {exc}"))
-
-    def _finish(self, now: float) -> None:
-        response = self.response
-        if response is None:
-            self.done.set_exception(ProbeFailure(CONNECT, "the connection closed before an answer"))
-            return
-        if self.first_byte is not None:
-            self.phases.add("transfer", self.first_byte, now)
-        headers = list(response.headers)
-        location = next((v.decode("latin-1") for k, v in headers if k == b"location"), None)
-        self.done.set_result(
-            _Answer(
-                response.status_code,
-                response.http_version.decode("ascii"),
-                location,
-                bytes(self.body),
-                _charset(headers),
-            )
-        )
+            raise ProbeFailure(CONNECT, f"malformed HTTP answer: {exc}") from None
+        if not data:
+            raise ProbeFailure(CONNECT, "the connection closed before the whole answer")
 
 
 @lru_cache(maxsize=4096)
@@ -236,31 +278,20 @@ async def _exchange(
         wire_request = _request_bytes(request, url, method)
     except h11.LocalProtocolError as exc:
         raise ProbeFailure(CONNECT, f"request not sendable: {exc}") from None
-    sock, connected = await open_socket(
+    sock, _connected = await open_socket(
         host, port, phases, prefer=request.ip_protocol, fallback=request.ip_fallback
     )
-    exchange = _Exchange(wire_request, phases, connected)
-    loop = asyncio.get_running_loop()
+    wire = StampedSocket(sock)
     try:
-        transport, _ = await loop.create_connection(
-            lambda: exchange, sock=sock, ssl=context, server_hostname=host if tls else None
-        )
-    except BaseException as exc:
-        sock.close()
-        if isinstance(exc, ssl.SSLError | ssl.CertificateError):
-            raise ProbeFailure(TLS, str(exc)) from None
-        if isinstance(exc, OSError):
-            raise ProbeFailure(CONNECT, str(exc)) from None
-        raise
-    try:
-        ssl_object = transport.get_extra_info("ssl_object")
-        if ssl_object is not None:
-            facts.version = ssl_object.version()
-            facts.not_after = earliest_not_after(ssl_object)
-        return await exchange.done
+        channel: _Plain | _Tls = _Plain(wire)
+        if context is not None:
+            channel = _Tls(wire, context, host)
+            await channel.handshake(phases, facts)
+        return await _ask(channel, wire_request, phases)
+    except OSError as exc:
+        raise ProbeFailure(CONNECT, str(exc)) from None
     finally:
-        exchange.close()
-        transport.abort()
+        wire.close()
 
 
 async def _follow(request: HttpRequest, outcome: Outcome) -> _Answer:
@@ -281,9 +312,9 @@ async def _follow(request: HttpRequest, outcome: Outcome) -> _Answer:
 async def probe_http(request: HttpRequest) -> Outcome:
     """Probe once; never raises for the upstream's faults (cancellation passes through).
 
-    An answered probe's duration is the sum of its phases, each stamped in the
-    loop callback that saw its event; the moments between, when the probe only
-    waited for the loop to finish other checks' work, are the prober's queue,
+    An answered probe's duration is the sum of its phases, timed by the kernel
+    where it can (see the module docstring); the moments between, when the probe
+    only waited for the loop to finish other checks' work, are the prober's queue,
     not the target's latency. A probe that got no whole answer took the time it
     took to fail, and the deadline is always wall time.
     """

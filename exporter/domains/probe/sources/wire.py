@@ -4,8 +4,10 @@ A check opens one new connection per probe, as blackbox_exporter does: what it
 measures is what a new client sees (DNS, TCP and TLS included), and no pool
 slot or idle connection of another check is ever waited for. Each step is timed
 into :class:`Phases` (``resolve``, ``connect``, ``tls``, then the kind's own
-``processing`` and ``transfer``) with ``time.perf_counter``; the wall clock is
-not read here.
+``processing`` and ``transfer``) with ``time.perf_counter``, or, where the
+kernel timed the event itself (the TCP handshake's round trip; the HTTP probe's
+sends and receives, :mod:`.stamps`), with the kernel's own interval; the wall
+clock is not read here.
 
 The TLS facts kept are the negotiated version and the earliest ``notAfter`` of
 the certificate chain the server sent (the leaf, or an intermediate that
@@ -23,6 +25,8 @@ import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
+
+from exporter.domains.probe.sources.stamps import established, handshake_seconds
 
 IpProtocol = Literal["ip4", "ip6"]
 
@@ -51,6 +55,10 @@ class Phases:
             now = time.perf_counter()
         self.seconds[phase] = self.seconds.get(phase, 0.0) + (now - since)
         return now
+
+    def put(self, phase: str, seconds: float) -> None:
+        """Add ``seconds`` measured elsewhere (a difference of the kernel's stamps)."""
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
 
 
 @dataclass(slots=True)
@@ -176,13 +184,19 @@ async def open_socket(
 ) -> tuple[socket.socket, float]:
     """A new TCP connection to ``host:port`` as a non-blocking socket, and when it connected.
 
-    The moment is stamped in the loop's own writability callback, where the
-    connection is first seen as made, so a probe's ``connect`` phase does not
-    include the time its task then waits for the loop behind other checks' work.
+    The ``connect`` phase is the handshake's round trip as the kernel timed it
+    (:func:`.stamps.handshake_seconds`); without it (a SYN was retransmitted, or the
+    system does not tell) it runs to the moment the connection was first seen made:
+    at once when ``connect()`` itself completed the handshake (loopback does), else
+    in the loop's own writability callback. Either way it leaves out the time the
+    probe's task then waits for the loop behind other checks' work.
     """
     t = time.perf_counter()
     family, address = await resolve(host, port, prefer, fallback)
-    t = phases.add("resolve", t)
+    if address == host:  # an address: nothing was looked up
+        phases.put("resolve", 0.0)
+    else:
+        t = phases.add("resolve", t)
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setblocking(False)
     try:
@@ -192,7 +206,11 @@ async def open_socket(
         if isinstance(exc, OSError):
             raise ProbeFailure(CONNECT, str(exc)) from None
         raise
-    phases.add("connect", t, connected)
+    handshake = handshake_seconds(sock)
+    if handshake is not None:
+        phases.put("connect", handshake)
+    else:
+        phases.add("connect", t, connected)
     return sock, connected
 
 
@@ -201,7 +219,8 @@ async def _connect(sock: socket.socket, address: tuple[str, int]) -> float:
         sock.connect(address)
         return time.perf_counter()
     except BlockingIOError:
-        pass
+        if established(sock):
+            return time.perf_counter()
     loop = asyncio.get_running_loop()
     made: asyncio.Future[float] = loop.create_future()
 
