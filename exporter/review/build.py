@@ -12,8 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
+from exporter.core.periods import utc_date
 from exporter.core.provider import RenderContext
+from exporter.domains.adoption import kpis as adoption_kpis
 from exporter.domains.adoption.settings import AdoptionSection
+from exporter.domains.traffic import store as traffic_store
 from exporter.review import costs, delivery, slos
 from exporter.review.inputs import (
     CATALOG,
@@ -62,9 +65,15 @@ class _Builder:
         catalog = ctx.catalog.services
         names = set(catalog) | {s.name for s in ctx.config.services}
         self.services = sorted(names, key=lambda n: (ctx.team_of(n), n))
-        self.cost = costs.read(ctx, self.weeks[0].monday, self.span)
-        evidence = Evidence(ctx, self.spans)
-        self.numbers = [read_week(ctx, s, self.cost, self.services, evidence) for s in self.spans]
+        # The gateways' daily totals, read once for both their readers: cost per
+        # transaction (from the first week's Monday) and the adoption rules (from the
+        # evidence window before the first week's end).
+        window = adoption_kpis.evidence_window(AdoptionSection.of(ctx.config).capabilities)
+        since = min(self.weeks[0].monday, utc_date(self.spans[0].end - window))
+        gateway = traffic_store.daily_totals(ctx.store, since)
+        self.cost = costs.read(ctx, self.weeks[0].monday, self.span, gateway)
+        evidence = Evidence(ctx, gateway)
+        self.numbers = [read_week(ctx, s, self.cost, evidence) for s in self.spans]
         self.delivery = delivery.read(ctx, self.services, self.span.end)
         self.fresh = freshness(ctx, self.span.end)
         self.stale = stale_inputs(self.fresh)

@@ -22,7 +22,6 @@ from exporter.domains.cost.freshness import clip_windows
 from exporter.domains.cost.kpis import CostPerTransaction, CostRow
 from exporter.domains.cost.records import CostContribution
 from exporter.domains.cost.settings import CostSection, CostServiceFields
-from exporter.domains.traffic import store as traffic_store
 
 WEEK = "week"
 
@@ -36,38 +35,47 @@ def closed_days(span: Span) -> tuple[str, str] | None:
 
 @dataclass(frozen=True)
 class CostHistory:
-    """Cost rows and request totals per service over every week of a review."""
+    """Cost rows and request totals of every service over every week of a review."""
 
-    rows: Mapping[str, dict[str, list[CostRow]]]  # service -> ISO day -> its rows
-    requests: Mapping[str, dict[str, float]]  # service -> ISO day -> requests
+    rows: Mapping[str, list[CostRow]]  # ISO day -> its rows, in the order they were read
+    requests: Mapping[str, dict[str, float]]  # ISO day -> service -> requests
     cost_start: str | None
     cost_end: str | None
     currency: str | None  # the currency most of the cost is in; the review's
 
-    def week(self, service: str, span: Span) -> tuple[float | None, CostPerTransaction | None]:
-        """(cost, cost per transaction) of ``service`` over the week's closed days, in
-        the review's currency; None where there is no data."""
+    def week(self, span: Span) -> dict[str, tuple[float | None, CostPerTransaction | None]]:
+        """Per service with data: (cost, cost per transaction) over the week's closed days,
+        in the review's currency (None where there is none)."""
         days = closed_days(span)
-        by_day = self.rows.get(service)
-        if days is None or not by_day or self.currency is None:
-            return None, None
-        # Only the week's rows and request days go in: the same result, for a part of the work.
+        if days is None or self.currency is None:
+            return {}
+        # Only the week's rows and request days go in: the same result, for a part of the
+        # work. Day by day, so each service's rows and days keep their order, and its sums
+        # add the same numbers in the same order as the metrics' would.
         week = _days(*days)
-        rows = [r for d in week for r in by_day.get(d, ())]
-        own = self.requests.get(service, {})
-        requests = {(service, d): own[d] for d in week if d in own}
+        rows = [r for d in week for r in self.rows.get(d, ())]
+        requests = {(s, d): n for d in week for s, n in self.requests.get(d, {}).items()}
         windows = {WEEK: days}
-        by_key = kpis.cost_by_window(rows, clip_windows(windows, self.cost_end))
-        amounts = [v for k, v in by_key.items() if k[5] == self.currency]
-        cost = sum(amounts) if amounts else None
+        amounts: dict[str, list[float]] = {}
+        for key, amount in kpis.cost_by_window(rows, clip_windows(windows, self.cost_end)).items():
+            if key[5] == self.currency:
+                amounts.setdefault(key[1], []).append(amount)
         cpt = kpis.cost_per_transaction(
             rows, requests, windows, self.cost_end, self.cost_start or ""
-        ).get((WEEK, service, self.currency))
-        return cost, cpt
+        )
+        per_service = {s: cpt.get((WEEK, s, self.currency)) for s in {r[1] for r in rows}}
+        return {
+            s: (sum(amounts[s]) if s in amounts else None, value)
+            for s, value in per_service.items()
+        }
 
 
-def read(ctx: RenderContext, first: date, span: Span) -> CostHistory:
-    """The cost history from ``first`` to the end of ``span``, as the metrics view it."""
+def read(
+    ctx: RenderContext, first: date, span: Span, gateway: Mapping[tuple[str, date], int]
+) -> CostHistory:
+    """The cost history from ``first`` to the end of ``span``, as the metrics view it;
+    ``gateway`` holds the gateways' requests per (service, UTC day) from ``first`` on
+    (or from earlier)."""
     if not ctx.kinds(producing=CostContribution):
         return CostHistory({}, {}, None, None, None)
     settings = CostSection.of(ctx.config).cost
@@ -76,7 +84,7 @@ def read(ctx: RenderContext, first: date, span: Span) -> CostHistory:
     rows = cost_store.daily_costs(ctx.store, first.isoformat(), last, settings.amount, active)
     ends = cost_store.newest_days(ctx.store, utc_date(span.end).isoformat(), active)
     cost_start, cost_end = kpis.coverage(cost_store.oldest_days(ctx.store, active), ends)
-    gateway = traffic_store.daily_totals(ctx.store, first)
+    gateway = {k: n for k, n in gateway.items() if k[1] >= first}
     own = cost_store.request_totals(ctx.store, first.isoformat(), last)
     # A gateway day counts once it has settled, as of the review's instant.
     requests = kpis.requests_per_day(gateway, own, last, ctx.now)
@@ -89,8 +97,8 @@ def read(ctx: RenderContext, first: date, span: Span) -> CostHistory:
     }
     rows = kpis.cost_view(rows, shared, requests, catalog, settings.split_shared_by_requests)
     return CostHistory(
-        _by_service(rows),
-        _requests_by_service(requests),
+        _by_day(rows),
+        _requests_by_day(requests),
         cost_start,
         cost_end,
         _main_currency(rows),
@@ -102,19 +110,19 @@ def _days(first: str, last: str) -> list[str]:
     return [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
 
 
-def _by_service(rows: Sequence[CostRow]) -> dict[str, dict[str, list[CostRow]]]:
-    out: dict[str, dict[str, list[CostRow]]] = {}
+def _by_day(rows: Sequence[CostRow]) -> dict[str, list[CostRow]]:
+    out: dict[str, list[CostRow]] = {}
     for row in rows:
-        out.setdefault(row[1], {}).setdefault(row[0], []).append(row)
+        out.setdefault(row[0], []).append(row)
     return out
 
 
-def _requests_by_service(
+def _requests_by_day(
     requests: Mapping[tuple[str, str], float],
 ) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for (service, day), n in requests.items():
-        out.setdefault(service, {})[day] = n
+        out.setdefault(day, {})[service] = n
     return out
 
 

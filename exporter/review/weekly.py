@@ -7,15 +7,21 @@ platform headline are shaped from it with the domains' KPI functions.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import bisect
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 
 from exporter.core.periods import Span
 from exporter.core.provider import RenderContext
 from exporter.core.stats import share
 from exporter.domains.adoption import evidence as evidence_reader
 from exporter.domains.adoption import kpis as adoption_kpis
-from exporter.domains.adoption.settings import AdoptionSection
+from exporter.domains.adoption.settings import (
+    AdoptionSection,
+    GatewayTrafficRule,
+    PipelineTemplateRule,
+)
 from exporter.domains.cost.kpis import CostPerTransaction
 from exporter.domains.probe import store as probe_store
 from exporter.domains.probe.kpis import CheckCounts, uptime_ratio
@@ -87,25 +93,49 @@ class WeekNumbers:
 
 
 class Evidence:
-    """The adoption rules' evidence for every week of a review, read once where it can be:
-    gateway traffic and deployments are facts with times, which each rule filters to its
-    window; pipeline templates are the last run per pipeline, so they are read per week."""
+    """The adoption rules' evidence for every week of a review, read once where it can be.
 
-    def __init__(self, ctx: RenderContext, spans: Sequence[Span]) -> None:
+    Only what the configured rules read is gathered: gateway traffic (from the review's
+    one read of the gateways' daily totals, sorted by day so that each week takes its
+    window's facts by bisection) and, for a template rule, pipeline templates, which
+    are the last run per pipeline and so read per week."""
+
+    def __init__(self, ctx: RenderContext, totals: Mapping[tuple[str, date], int]) -> None:
         self.ctx = ctx
         self.capabilities = AdoptionSection.of(ctx.config).capabilities
         self.seen = evidence_reader.collected(ctx)
         self.window = adoption_kpis.evidence_window(self.capabilities) if self.capabilities else 0
-        self.per_week = any(c.detect.rule == "pipeline_template" for c in self.capabilities)
-        self.shared = None
-        if self.capabilities and not self.per_week:
-            reach = self.window + spans[-1].end - spans[0].end
-            self.shared = evidence_reader.collect(self.seen, ctx.store, spans[-1].end, reach)
+        rules = {type(c.detect) for c in self.capabilities}
+        self.templates = PipelineTemplateRule in rules
+        self.traffic: list[adoption_kpis.TrafficFact] | None = None
+        if GatewayTrafficRule in rules and self.seen.gateway:
+            facts = evidence_reader.traffic_facts(totals)
+            # A stable sort: each service's facts keep their day order, so every sum a
+            # rule takes adds the same numbers in the same order as over all the facts.
+            self.traffic = sorted(facts, key=lambda f: f.start)
+        self.starts = [f.start for f in self.traffic or ()]
+
+    def _traffic(self, end: float) -> list[adoption_kpis.TrafficFact] | None:
+        """The facts of the periods starting in (end - window, end]: what any rule's
+        window up to the evidence window sees at ``end``."""
+        if self.traffic is None:
+            return None
+        lo = bisect.bisect_right(self.starts, end - self.window)
+        return self.traffic[lo : bisect.bisect_right(self.starts, end)]
 
     def adoptions(self, end: float) -> list[adoption_kpis.CapabilityAdoption]:
         if not self.capabilities:
             return []
-        facts = self.shared or evidence_reader.collect(self.seen, self.ctx.store, end, self.window)
+        since = end - self.window
+        facts = adoption_kpis.Evidence(
+            traffic=self._traffic(end),
+            pipelines=(
+                evidence_reader.pipeline_templates(self.seen, self.ctx.store, since)
+                if self.templates
+                else None
+            ),
+            pipeline_kinds=self.seen.template_kinds,
+        )
         return [
             r
             for cap in self.capabilities
@@ -113,11 +143,8 @@ class Evidence:
         ]
 
 
-def read_week(
-    ctx: RenderContext, span: Span, cost: CostHistory, services: Sequence[str], evidence: Evidence
-) -> WeekNumbers:
-    """The numbers of ``services`` over ``span``."""
+def read_week(ctx: RenderContext, span: Span, cost: CostHistory, evidence: Evidence) -> WeekNumbers:
+    """The numbers of every service over ``span``."""
     checks = {s: c.uptime for s, c in probe_store.span_counts(ctx.store, span).items()}
     traffic = traffic_store.span_counts(ctx.store, span)
-    costs = {s: cost.week(s, span) for s in services}
-    return WeekNumbers(span, checks, traffic, costs, evidence.adoptions(span.end))
+    return WeekNumbers(span, checks, traffic, cost.week(span), evidence.adoptions(span.end))

@@ -10,8 +10,9 @@ rule on missing data has no value rather than a false 0.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from exporter.core.provider import RenderContext
 from exporter.core.settings import ConfigBase
@@ -68,10 +69,14 @@ def gateway_traffic(seen: Collected, store: Store, since: float) -> list[Traffic
     from exporter.domains.traffic import store as traffic_store
 
     first = datetime.fromtimestamp(since, UTC).date()
-    return [
-        TrafficFact(service, datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp(), float(n))
-        for (service, d), n in sorted(traffic_store.daily_totals(store, first).items())
-    ]
+    return traffic_facts(traffic_store.daily_totals(store, first))
+
+
+def traffic_facts(totals: Mapping[tuple[str, date], int]) -> list[TrafficFact]:
+    """The gateways' requests per (service, UTC day) as facts, by service, then day."""
+    days = {d for _, d in totals}
+    starts = {d: datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp() for d in days}
+    return [TrafficFact(service, starts[d], float(n)) for (service, d), n in sorted(totals.items())]
 
 
 def api_consumers(seen: Collected, store: Store, since: float) -> int | None:
