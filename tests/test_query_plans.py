@@ -14,6 +14,7 @@ table is classified by whoever adds it.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from exporter.domains.incident.records import AlertGroupNotice, OnCallIncident
 from exporter.domains.probe.records import ProbeResult, ProbeSkipped
 from exporter.domains.traffic.kpis import LATENCY_BUCKETS
 from exporter.domains.traffic.records import ConsumerSeen, TrafficDelta, TrafficLatency
+from exporter.review.build import build_review
 from tests.support.instants import at
 
 NOW = at("mid-month")
@@ -100,7 +102,7 @@ PENDING: tuple[tuple[str, str], ...] = ()
 SERVICES = ("checkout", "search")
 
 
-def config(tmp_path: Path) -> Config:
+def config(tmp_path: Path, **extra: Any) -> Config:
     (tmp_path / "focus").mkdir()
     return Config(
         state={"path": str(tmp_path / "state.db")},
@@ -125,6 +127,7 @@ def config(tmp_path: Path) -> Config:
             "focus": {"paths": [str(tmp_path / "focus")]},
             "backstage": {"base_url": "http://backstage.test", "token": "bs-token"},
         },
+        **extra,
     )
 
 
@@ -251,29 +254,66 @@ def test_the_seed_writes_every_record_type_of_every_domain() -> None:
         assert set(domain.writers) <= written, domain.name
 
 
+def selects_of(store: Store, work: Callable[[], object]) -> list[str]:
+    """The distinct SELECTs ``work`` sends to SQLite, through either connection."""
+    statements: list[str] = []
+    connections = list({id(c): c for c in (store._reader, store._conn)}.values())
+    for conn in connections:
+        conn.set_trace_callback(statements.append)
+    try:
+        work()
+    finally:
+        for conn in connections:
+            conn.set_trace_callback(None)
+    return sorted({s for s in statements if s.lstrip().upper().startswith(("SELECT", "WITH"))})
+
+
+def assert_no_history_scan(store: Store, selects: list[str]) -> None:
+    found = [(table, sql) for sql in selects for table in scans(store, sql)]
+    assert [(t, " ".join(sql.split())) for t, sql in found if pending(t, sql) is None] == []
+    matched = {pending(t, sql) for t, sql in found}
+    assert [p for p in PENDING if p not in matched] == [], "fixed: remove it from PENDING"
+
+
 def test_a_full_render_scans_no_history_table(tmp_path: Path) -> None:
     """Every provider renders once from the seeded state (nothing reused); none of the
     SELECTs it runs scans a history table."""
     cfg = config(tmp_path)
     store = seeded(tmp_path, cfg)
     ctx = render_context(cfg, store, NOW)
-    statements: list[str] = []
-    connections = list({id(c): c for c in (store._reader, store._conn)}.values())
-    for conn in connections:
-        conn.set_trace_callback(statements.append)
-    try:
-        names = {
-            s.name for spec in providers().values() for family in spec.collect(ctx)
-            for s in family.samples
-        }  # fmt: skip
-    finally:
-        for conn in connections:
-            conn.set_trace_callback(None)
+    names: set[str] = set()
+
+    def render() -> None:
+        for spec in providers().values():
+            names.update(s.name for family in spec.collect(ctx) for s in family.samples)
+
+    selects = selects_of(store, render)
     assert "platform_service_request_rate" in names  # the render did read the seed
-    selects = sorted({s for s in statements if s.lstrip().upper().startswith(("SELECT", "WITH"))})
     assert len(selects) > 20
-    found = [(table, sql) for sql in selects for table in scans(store, sql)]
-    assert [(t, " ".join(sql.split())) for t, sql in found if pending(t, sql) is None] == []
-    matched = {pending(t, sql) for t, sql in found}
-    assert [p for p in PENDING if p not in matched] == [], "fixed: remove it from PENDING"
+    assert_no_history_scan(store, selects)
+    store.close()
+
+
+def test_the_weekly_review_scans_no_history_table(tmp_path: Path) -> None:
+    """The review of the week (its 12 weeks of trend, with adoption rules that read
+    gateway traffic and pipeline templates) runs no SELECT that scans a history table:
+    its cost grows with services x weeks, not with the history kept."""
+    capabilities = [
+        {"name": "api-gateway", "detect": {"rule": "gateway_traffic"}},
+        {
+            "name": "golden-path",
+            "detect": {"rule": "pipeline_template", "workflow_paths": ["shop/templates/*"]},
+        },
+    ]
+    cfg = config(tmp_path, capabilities=capabilities)
+    store = seeded(tmp_path, cfg)
+    ctx = render_context(cfg, store, NOW)
+    reviews = []
+    selects = selects_of(store, lambda: reviews.append(build_review(ctx)))
+    review = reviews[0]
+    assert [r.name for r in review.services] == ["billing", *SERVICES]  # it read the seed
+    assert review.services[1].uptime.value is not None
+    assert review.services[1].adopted == ("golden-path",)
+    assert len(selects) > 20
+    assert_no_history_scan(store, selects)
     store.close()

@@ -18,6 +18,7 @@ month and February 29. Also the UTC day and minute arithmetic every domain share
 from __future__ import annotations
 
 import calendar
+import functools
 import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -63,8 +64,10 @@ def day_start(day: date) -> float:
     return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
 
 
+@functools.lru_cache(maxsize=4096)
 def day_start_iso(day: str) -> float:
-    """00:00 UTC of an ISO day (``2026-03-01``)."""
+    """00:00 UTC of an ISO day (``2026-03-01``). Cached: callers ask for the same few
+    hundred days once per stored row."""
     return datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp()
 
 

@@ -15,7 +15,7 @@ review shows names its inputs; a stale input marks exactly the numbers it feeds.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -47,18 +47,21 @@ RULE_INPUTS: Mapping[str, str] = {
 # Continuous data may lag its poll interval twice, plus this, before it is stale.
 SLACK = 120.0
 
-Newest = Callable[[Store, float], dict[str, float]]
+# The newest data before a review's end per source name ("*": whichever feeds it), from
+# the store, for the enabled sources of that input.
+Newest = Callable[[Store, float, Sequence[str]], dict[str, float]]
 
 
-def _probe_newest(store: Store, end: float) -> dict[str, float]:
+def _probe_newest(store: Store, end: float, sources: Sequence[str]) -> dict[str, float]:
     row = store.query_one("SELECT MAX(started_at) FROM probe_results WHERE started_at < ?", (end,))
     return {} if row is None or row[0] is None else {"*": float(row[0])}
 
 
-def _newest_per_source(store: Store, table: str, column: str, end: float) -> dict[str, float]:
-    """The newest ``column`` before ``end`` of each source of ``table``: one backward walk of
-    the column's index per source, which stops at the source's newest row."""
-    sources = [str(r[0]) for r in store.query(f"SELECT DISTINCT source FROM {table}")]
+def _newest_per_source(
+    store: Store, table: str, column: str, end: float, sources: Sequence[str]
+) -> dict[str, float]:
+    """The newest ``column`` before ``end`` of each of ``sources`` in ``table``: one
+    backward walk of the column's index per source, which stops at its newest row."""
     out = {}
     for source in sources:
         row = store.query_one(
@@ -71,24 +74,24 @@ def _newest_per_source(store: Store, table: str, column: str, end: float) -> dic
     return out
 
 
-def _traffic_newest(store: Store, end: float) -> dict[str, float]:
+def _traffic_newest(store: Store, end: float, sources: Sequence[str]) -> dict[str, float]:
     # A minute row covers the minute it starts: its data runs to the minute's end.
-    newest = _newest_per_source(store, "traffic_minutes", "minute", end)
+    newest = _newest_per_source(store, "traffic_minutes", "minute", end, sources)
     return {source: minute + 60.0 for source, minute in newest.items()}
 
 
-def _cost_newest(store: Store, end: float) -> dict[str, float]:
+def _cost_newest(store: Store, end: float, sources: Sequence[str]) -> dict[str, float]:
     before = (utc_date(end - 1e-6) + timedelta(days=1)).isoformat()
-    days = cost_store.newest_days(store, before)
+    days = cost_store.newest_days(store, before, sources)
     return {s: day_start(date.fromisoformat(d) + timedelta(days=1)) for s, d in days.items()}
 
 
-def _delivery_newest(store: Store, end: float) -> dict[str, float]:
+def _delivery_newest(store: Store, end: float, sources: Sequence[str]) -> dict[str, float]:
     # The newest finished pipeline run: every CI/CD source reads runs.
-    return _newest_per_source(store, "pipeline_runs", "finished_at", end)
+    return _newest_per_source(store, "pipeline_runs", "finished_at", end, sources)
 
 
-def _catalog_newest(store: Store, end: float) -> dict[str, float]:
+def _catalog_newest(store: Store, end: float, sources: Sequence[str]) -> dict[str, float]:
     return {s: at for s, (at, _) in catalog_store.listings(store).items() if at < end}
 
 
@@ -96,7 +99,7 @@ def _catalog_newest(store: Store, end: float) -> dict[str, float]:
 class Input:
     name: str
     record: type  # what its sources produce
-    newest: Newest  # newest data per source name ("*": whichever feeds it)
+    newest: Newest
     continuous: bool  # data arrives all the time, so its age tells staleness
     daily: bool = False  # data arrives by UTC day (billing)
 
@@ -144,7 +147,7 @@ def freshness(ctx: RenderContext, end: float) -> list[Freshness]:
         kinds = ctx.kinds(producing=inp.record)
         if not kinds:
             continue
-        newest = inp.newest(ctx.store, end)
+        newest = inp.newest(ctx.store, end, kinds)
         for kind in kinds:
             at = newest.get(kind, newest.get("*"))
             up = next((h.up for h in ctx.health if h.kind == kind), None)
