@@ -319,7 +319,7 @@ class Daemon:
                 if part is not None:
                     parts.append(part)
             parts.append(render_part(self.parts.stats()))
-            return Snapshot.assemble(parts, ctx.now, self.page.body)
+            return Snapshot.assemble(parts, ctx.now, self.page.served)
 
     def _health_input(self, health: list[SourceHealth]) -> int:
         """The version of the sources' health: new when it differs from the last render,
@@ -390,8 +390,8 @@ class Daemon:
         with self._page_mutex:
             health = [h.copy() for h in self.health.values()]
             ctx = self._render_context(health)
-            body = self.page.render(ctx)
-            self.holder.set(dataclasses.replace(self.holder.current, page=body))
+            page = self.page.render(ctx)
+            self.holder.set(dataclasses.replace(self.holder.current, page=page))
 
     def _pushed(self) -> None:
         """A webhook committed something (called on a server thread): refresh soon."""

@@ -55,6 +55,7 @@ WORKER_THREADS = 4
 HEALTH_PATHS = frozenset({"/healthz", "/readyz", "/-/healthy", "/-/ready"})
 _GET_PATHS = HEALTH_PATHS | {"/metrics", "/"}
 _TEXT = "text/plain; charset=utf-8"
+_HTML = "text/html; charset=utf-8"
 _INDEX = (
     b"<html><head><title>platform-kpi-exporter</title></head><body>"
     b'<h1>platform-kpi-exporter</h1><p><a href="/metrics">Metrics</a></p>'
@@ -349,9 +350,19 @@ class MetricsServer:
         if path in ("/readyz", "/-/ready"):
             return Response(200, b"ready\n") if self.ready() else Response(503, b"not ready\n")
         if path == "/":
-            # The review rendered with the snapshot, or the plain index before the first.
-            return Response(200, self.holder.current.page or _INDEX, "text/html; charset=utf-8")
+            return self._page(request)
         return Response(404, b"not found\n")
+
+    def _page(self, request: Request) -> Response:
+        """The review rendered with the snapshot (gzipped when the client accepts it, as
+        it was compressed when rendered), or the plain index before the first."""
+        page = self.holder.current.page
+        if not page.html:
+            return Response(200, _INDEX, _HTML)
+        if wants_gzip(request.headers.get("accept-encoding", "")):
+            headers = (("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding"))
+            return Response(200, page.gzip, _HTML, headers)
+        return Response(200, page.html, _HTML, (("Vary", "Accept-Encoding"),))
 
     def _rate_allows(self, web: WebConfig) -> bool:
         if web.rate_limit is None:

@@ -90,6 +90,22 @@ _EOF_PART = (_OM_EOF, deflate(_OM_EOF))
 
 
 @dataclass(frozen=True)
+class Page:
+    """An HTML page served as it is (the landing page) and its gzip copy, compressed
+    once, when the page is rendered: a request only picks one of the two."""
+
+    html: bytes = b""
+    gzip: bytes = field(default=b"", repr=False)
+
+    @classmethod
+    def of(cls, html: bytes) -> Page:
+        return cls(html, gzip_pieces([(html, deflate(html))]))
+
+
+NO_PAGE = Page()
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """One immutable rendering of every metric family, in both exposition formats."""
 
@@ -101,15 +117,16 @@ class Snapshot:
     created_at: float
     # The landing page (``/``): the week's platform review as HTML, rendered with the
     # snapshot; empty before the first one (the server then serves a plain index).
-    page: bytes = field(default=b"", repr=False)
+    page: Page = field(default=NO_PAGE, repr=False)
 
     @classmethod
     def render(cls, families: Sequence[Metric], now: float = 0.0) -> Snapshot:
         return cls.assemble([render_part(families)], now)
 
     @classmethod
-    def assemble(cls, parts: Sequence[Part], now: float = 0.0, page: bytes = b"") -> Snapshot:
-        """Join parts rendered separately (one per provider) into one snapshot."""
+    def assemble(cls, parts: Sequence[Part], now: float = 0.0, page: Page = NO_PAGE) -> Snapshot:
+        """Join parts rendered separately (one per provider) into one snapshot, which
+        carries ``page`` as it is (its gzip copy is not made again)."""
         text = [(p.text, p.text_deflate) for p in parts]
         om = [(p.openmetrics, p.openmetrics_deflate) for p in parts]
         om.append(_EOF_PART)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 
 from exporter.core.provider import RenderContext
+from exporter.core.snapshot import NO_PAGE, Page
 from exporter.review.build import build_review
 from exporter.review.render import html
 
@@ -23,20 +24,21 @@ class LandingPage:
     """The last rendered landing page and when it was rendered (the daemon's clock)."""
 
     def __init__(self) -> None:
-        self.body = b""
+        self.served: Page = NO_PAGE
         self.at: float | None = None
 
     def due(self, now: float, min_refresh: float) -> bool:
         # A clock set back (a test, a corrected host clock) also makes it due.
         return self.at is None or not 0 <= now - self.at < min_refresh
 
-    def render(self, ctx: RenderContext) -> bytes:
-        """The page at ``ctx.now``: rendered anew when due, else the last one."""
+    def render(self, ctx: RenderContext) -> Page:
+        """The page at ``ctx.now`` (with its gzip copy, made here, once per rendering):
+        rendered anew when due, else the last one."""
         if not self.due(ctx.now, ctx.min_refresh):
-            return self.body
+            return self.served
         try:
-            self.body = html(build_review(ctx), landing=True).encode("utf-8")
+            self.served = Page.of(html(build_review(ctx), landing=True).encode("utf-8"))
         except Exception:
             log.exception("the review page failed to render; serving the previous one")
         self.at = ctx.now
-        return self.body
+        return self.served
