@@ -179,21 +179,32 @@ def lead_times(
     ``squashed`` maps a squash commit to the original commits of the merge request
     it replaced; those count in its place.
     """
-    originals_of: Mapping[str, Sequence[str]] = squashed or {}
     successes = _ordered_successes(deploys)
     out: list[LeadTime] = []
-    if successes:
-        first = successes[0]
-        out.extend(_shipped(first, _history_from_root(first.sha, commits), commits, originals_of))
-    for prev, cur in itertools.pairwise(successes):
-        if cur.sha not in commits or prev.sha not in commits or cur.sha == prev.sha:
-            continue
-        shipped_before = set(_reachable(prev.sha, commits, set()))
-        if cur.sha in shipped_before:
-            continue  # a rollback to (or redeploy of) something already in production
-        shipped = _reachable(cur.sha, commits, shipped_before)
-        out.extend(_shipped(cur, shipped, commits, originals_of))
+    for prev, cur in itertools.pairwise([None, *successes]):
+        assert cur is not None
+        out.extend(lead_times_of(cur, prev, commits, squashed))
     return out
+
+
+def lead_times_of(
+    cur: ProdDeploy,
+    prev: ProdDeploy | None,
+    commits: Mapping[str, CommitNode],
+    squashed: Mapping[str, Sequence[str]] | None = None,
+) -> list[LeadTime]:
+    """The lead times of what successful deployment ``cur`` shipped, ``prev`` being the
+    successful one before it (None: ``cur`` is the service's first)."""
+    originals_of: Mapping[str, Sequence[str]] = squashed or {}
+    if prev is None:
+        return list(_shipped(cur, _history_from_root(cur.sha, commits), commits, originals_of))
+    if cur.sha not in commits or prev.sha not in commits or cur.sha == prev.sha:
+        return []
+    shipped_before = set(_reachable(prev.sha, commits, set()))
+    if cur.sha in shipped_before:
+        return []  # a rollback to (or redeploy of) something already in production
+    shipped = _reachable(cur.sha, commits, shipped_before)
+    return list(_shipped(cur, shipped, commits, originals_of))
 
 
 def _history_from_root(sha: str, commits: Mapping[str, CommitNode]) -> list[str]:

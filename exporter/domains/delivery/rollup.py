@@ -138,14 +138,28 @@ def load_service(
                 None if row[4] is None else str(row[4]),
             )
         )
-    for row in rows(
-        "SELECT service, squash_commit_sha, commits FROM merge_requests "
-        f"WHERE squash = 1 AND squash_commit_sha IS NOT NULL{where} ORDER BY rowid",
-        params,
-    ):
+    for row in _squash_rows(rows, where, params):
         originals = tuple(str(sha) for sha in json.loads(row[2]))
         if originals:
             out.setdefault(str(row[0]), kpi.ServiceDelivery()).squashed[str(row[1])] = originals
+    return out
+
+
+def _squash_rows(rows: Any, where: str, params: Sequence[Any]) -> Any:
+    return rows(
+        "SELECT service, squash_commit_sha, commits FROM merge_requests "
+        f"WHERE squash = 1 AND squash_commit_sha IS NOT NULL{where} ORDER BY rowid",
+        params,
+    )
+
+
+def load_squashes(rows: Any, service: str) -> dict[str, tuple[str, ...]]:
+    """The service's squash commits and the original commits each replaced."""
+    out: dict[str, tuple[str, ...]] = {}
+    for row in _squash_rows(rows, " AND service = ?", (service,)):
+        originals = tuple(str(sha) for sha in json.loads(row[2]))
+        if originals:
+            out[str(row[1])] = originals
     return out
 
 
@@ -222,6 +236,143 @@ def _write_service(tx: Tx, service: str, d: kpi.ServiceDelivery) -> None:
             min((d.commits[sha].at for sha in roots), default=None),
         ),
     )
+
+
+Change = tuple[kpi.ProdDeploy | None, kpi.ProdDeploy | None]
+
+
+def counted(
+    key: str, sha: str, production: bool, status: str, finished_at: float | None
+) -> kpi.ProdDeploy | None:
+    """A deployment as the rollups see it: a finished production one, else None."""
+    if not production or status not in ("success", "failure") or finished_at is None:
+        return None
+    return kpi.ProdDeploy(key, sha, status == "success", float(finished_at))
+
+
+def update(tx: Tx, changes: Mapping[str, Sequence[Change]]) -> None:
+    """Bring the rollups of services whose deployments changed (each change: the
+    deployment as the rollups saw it before the write, and after it) up to date.
+
+    The common change, a new finished deployment after every other success of its
+    service (what a webhook or a poll brings as it happens), only adds rows: its lead
+    times, added to the service's totals, and ``has_deploys``. It reads the service's
+    commits only when the deployed commit is one of them (it may then ship commits).
+    Anything else (a deployment rewritten, several at once, one finished before the
+    latest success, a service with incidents naming a root-cause commit, whose links
+    it could move) rebuilds the service, as :func:`rebuild` would; the rows are the
+    same either way (the totals' sums add in the rebuild's order)."""
+    todo = [s for s, c in changes.items() if not _added(tx, s, [x for x in c if x[0] != x[1]])]
+    rebuild(tx, todo)
+
+
+def _added(tx: Tx, service: str, changes: Sequence[Change]) -> bool:
+    """Add ``changes`` to the service's rollups if that is exact (see :func:`update`);
+    False, touching nothing, if the service needs a rebuild."""
+    if not changes:
+        return True  # nothing the rollups count changed
+    old, new = changes[0]
+    if len(changes) > 1 or old is not None or new is None:
+        return False
+    one = "SELECT 1 FROM {} WHERE service = ?{} LIMIT 1"
+    if (
+        tx.execute(one.format("delivery_rollup_pending", ""), (service,)).fetchone()
+        or (
+            tx.execute(one.format("incidents", " AND deployment_sha IS NOT NULL"), (service,))
+        ).fetchone()
+    ):
+        return False
+    if (
+        tx.execute(
+            "UPDATE delivery_services SET has_deploys = 1 WHERE service = ?", (service,)
+        ).rowcount
+        == 0
+    ):
+        return False  # no row yet: the service's first rollups
+    if not new.success:
+        return True  # a failure ships nothing
+    row = tx.execute(
+        "SELECT key, sha, finished_at FROM deployments WHERE service = ? AND production = 1 "
+        "AND status = 'success' AND finished_at IS NOT NULL AND key != ? "
+        "ORDER BY finished_at DESC, key DESC LIMIT 1",
+        (service, new.key),
+    ).fetchone()
+    prev = None if row is None else kpi.ProdDeploy(str(row[0]), str(row[1]), True, float(row[2]))
+    if prev is not None and (prev.finished_at, prev.key) > (new.finished_at, new.key):
+        return False  # finished before the latest success: it changes the next one's
+    if tx.execute(one.format("commits", " AND sha = ?"), (service, new.sha)).fetchone() is None:
+        return True  # an unknown commit ships nothing (until its commits are written)
+    commits, authored, squashed = _graph(tx, service)
+    for squash in (1, 0):
+        leads = kpi.lead_times_of(new, prev, commits, squashed if squash else None)
+        _add_leads(tx, service, squash, leads, commits, authored)
+    return True
+
+
+def _graph(
+    tx: Tx, service: str
+) -> tuple[dict[str, kpi.CommitNode], dict[str, float], dict[str, tuple[str, ...]]]:
+    """The service's commits (by commit time), their author times and its squashes, as
+    :func:`load_service` reads them."""
+    commits: dict[str, kpi.CommitNode] = {}
+    authored: dict[str, float] = {}
+    for r in tx.execute(
+        "SELECT sha, authored_at, committed_at, parents FROM commits WHERE service = ?",
+        (service,),
+    ):
+        commits[str(r[0])] = kpi.CommitNode(str(r[0]), float(r[2]), tuple(json.loads(r[3])))
+        authored[str(r[0])] = float(r[1])
+    return commits, authored, load_squashes(_tx_rows(tx), service)
+
+
+def _add_leads(
+    tx: Tx,
+    service: str,
+    squash: int,
+    leads: Sequence[kpi.LeadTime],
+    commits: Mapping[str, kpi.CommitNode],
+    authored: Mapping[str, float],
+) -> None:
+    """Store one deployment's lead-time samples and add them to the service's totals."""
+    tx.conn.executemany(
+        "INSERT INTO delivery_lead_times (service, squash, deploy_key, sha, deployed_at, "
+        "authored_at, committed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                service,
+                squash,
+                s.deploy_key,
+                s.sha,
+                s.deployed_at,
+                authored[s.sha],
+                commits[s.sha].at,
+            )
+            for s in leads
+        ],
+    )
+    for clock in CLOCKS:
+        at = authored if clock == "authored" else {k: c.at for k, c in commits.items()}
+        values = [max(0.0, s.deployed_at - at[s.sha]) for s in leads]
+        if not values:
+            continue
+        row = tx.execute(
+            "SELECT counts, sum, count FROM delivery_lead_totals "
+            "WHERE squash = ? AND clock = ? AND service = ?",
+            (squash, clock, service),
+        ).fetchone()
+        counts, total, n = histogram(values, kpi.LEAD_TIME_BUCKETS)
+        if row is not None:
+            # Added one by one after the stored sum, as the rebuild's sum() goes.
+            total = float(row[1])
+            for v in values:
+                total += v
+            counts = [a + b for a, b in zip(json.loads(row[0]), counts, strict=True)]
+            n += int(row[2])
+        tx.execute(
+            "INSERT OR REPLACE INTO delivery_lead_totals (service, squash, clock, counts, sum, "
+            "count) VALUES (?, ?, ?, ?, ?, ?)",
+            (service, squash, clock, json.dumps(counts), total, n),
+        )
 
 
 def _restore_seconds(incidents: Iterable[kpi.IncidentSpan]) -> list[float]:

@@ -144,9 +144,11 @@ def _bounded_pipeline(tx: Tx, service: str, pipeline: str) -> str:
 def write_deployments(tx: Tx, deployments: Sequence[Deployment]) -> None:
     """Upsert deployments; count each one once, when it is first seen finished."""
     changed: set[str] = set()
+    changes: dict[str, list[rollup.Change]] = {}
     for d in deployments:
         old = tx.execute(
-            "SELECT status, service FROM deployments WHERE key = ?", (d.key,)
+            "SELECT status, service, production, sha, finished_at FROM deployments WHERE key = ?",
+            (d.key,),
         ).fetchone()
         outcome = tx.upsert(
             "deployments",
@@ -163,8 +165,12 @@ def write_deployments(tx: Tx, deployments: Sequence[Deployment]) -> None:
             },
             ("key",),
         )
-        if outcome != "unchanged":
-            changed.update({d.service} if old is None else {d.service, str(old[1])})
+        if outcome != "unchanged" and old is not None and str(old[1]) != d.service:
+            changed.update({d.service, str(old[1])})  # moved: both services rebuilt
+        elif outcome != "unchanged":
+            before = None if old is None else rollup.counted(d.key, old[3], old[2], old[0], old[4])
+            after = rollup.counted(d.key, d.sha, d.production, d.status, d.finished_at)
+            changes.setdefault(d.service, []).append((before, after))
         was_finished = old is not None and old[0] in FINISHED
         if d.status in FINISHED and not was_finished:
             tx.incr(
@@ -172,6 +178,7 @@ def write_deployments(tx: Tx, deployments: Sequence[Deployment]) -> None:
                 {"service": d.service, "environment": d.environment, "result": d.status},
             )
     rollup.rebuild(tx, changed)
+    rollup.update(tx, {s: c for s, c in changes.items() if s not in changed})
 
 
 def write_commits(tx: Tx, commits: Sequence[Commit]) -> None:
