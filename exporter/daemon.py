@@ -50,7 +50,7 @@ from exporter.core.tracing import traced_poll
 from exporter.core.upstream import poll_scope
 from exporter.core.webconfig import WebConfigError
 from exporter.core.webhooks import INPUT as WEBHOOKS
-from exporter.core.webhooks import WebhookIntake
+from exporter.core.webhooks import PushPacer, WebhookIntake
 from exporter.domains import (
     domains,
     open_store,
@@ -69,6 +69,10 @@ log = logging.getLogger("exporter.daemon")
 IN_FLIGHT_REFRESH = 15.0
 # A webhook's refresh waits this long (seconds) for more deliveries, so a burst costs one render.
 WEBHOOK_SETTLE = 0.5
+# Under a stream of webhooks, pushed renders are spaced by this many times the CPU the last
+# render used, and a delivery waits at most WEBHOOK_LONGEST seconds (see PushPacer).
+WEBHOOK_PACE = 4.0
+WEBHOOK_LONGEST = 3.0
 
 
 def build_sources(config: ConfigBase, clock: Clock = system_clock) -> list[Source]:
@@ -144,6 +148,9 @@ class Daemon:
         self.intake = WebhookIntake(webhook_endpoints(config), self.store, clock, self._pushed)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._push_timer: asyncio.TimerHandle | None = None
+        # Set by a server thread when it asked for a refresh; cleared when that one starts.
+        self._push_asked = False
+        self.pacer = PushPacer(WEBHOOK_SETTLE, WEBHOOK_PACE, WEBHOOK_LONGEST)
         self._inflight_refreshes: set[asyncio.Future[None]] = set()
         for domain in domains():
             if domain.refresh is not None:
@@ -303,6 +310,7 @@ class Daemon:
         those bytes are kept between refreshes, not the families.
         """
         with self._render_mutex:
+            cpu = time.thread_time()
             health = [h.copy() for h in self.health.values()]
             ctx = self._render_context(health)
             versions = {
@@ -319,7 +327,9 @@ class Daemon:
                 if part is not None:
                     parts.append(part)
             parts.append(render_part(self.parts.stats()))
-            return Snapshot.assemble(parts, ctx.now, self.page.served)
+            snapshot = Snapshot.assemble(parts, ctx.now, self.page.served)
+            self.pacer.rendered(time.monotonic(), time.thread_time() - cpu)
+            return snapshot
 
     def _health_input(self, health: list[SourceHealth]) -> int:
         """The version of the sources' health: new when it differs from the last render,
@@ -396,7 +406,10 @@ class Daemon:
     def _pushed(self) -> None:
         """A webhook committed something (called on a server thread): refresh soon."""
         loop = self._loop
+        if self._push_asked:
+            return  # a refresh is due that has not started: it shows this push too
         if loop is not None and not loop.is_closed():
+            self._push_asked = True
             loop.call_soon_threadsafe(self._refresh_after_push)
 
     def _refresh_after_push(self) -> None:
@@ -404,7 +417,13 @@ class Daemon:
             return  # a refresh is already due: it shows this push too
 
         def due() -> None:
+            assert self._loop is not None
+            left = self.pacer.left(time.monotonic())
+            if left > 0:  # the last render was recent: space this one from it
+                self._push_timer = self._loop.call_later(left, due)
+                return
             self._push_timer = None
+            self._push_asked = False  # a commit from now on may not be in this render
             task = asyncio.ensure_future(self.refresh())
             self._inflight_refreshes.add(task)
             task.add_done_callback(self._inflight_refreshes.discard)

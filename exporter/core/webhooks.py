@@ -382,3 +382,33 @@ class WebhookIntake:
                     last.add_metric([name], stats.last_accepted)
         yield requests
         yield last
+
+
+class PushPacer:
+    """When the refresh a webhook asks for may start.
+
+    A lone delivery is shown ``settle`` seconds after it (time for the rest of a burst
+    to arrive, so a burst costs one render). Under a steady stream every commit asks
+    for a refresh, and rendering each time the settle ends would spend much of the
+    process on renders; so a pushed refresh also waits until ``pace`` times the CPU
+    the last render used has passed since that render ended (renders then take at
+    most 1 / (1 + ``pace``) of a stream's CPU), but never longer than ``longest``
+    seconds after it: a value still reaches ``/metrics`` within a bounded time. CPU
+    time, not wall time, so that a busy machine does not stretch the wait. Times are
+    the process's monotonic seconds.
+    """
+
+    def __init__(self, settle: float, pace: float, longest: float) -> None:
+        self.settle = settle
+        self.pace = pace
+        self.longest = longest
+        self._free_at = float("-inf")
+
+    def rendered(self, ended: float, cpu_seconds: float) -> None:
+        """A render ended at ``ended`` after using ``cpu_seconds`` of CPU."""
+        self._free_at = ended + min(self.pace * cpu_seconds, self.longest)
+
+    def left(self, now: float) -> float:
+        """Seconds from ``now`` until a pushed refresh may start (0: it may now). Asked
+        again when the settle is over, as a render may have ended in between."""
+        return max(0.0, self._free_at - now)

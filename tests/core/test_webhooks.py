@@ -27,6 +27,7 @@ from exporter.core.webhooks import (
     Endpoint,
     Malformed,
     Parsed,
+    PushPacer,
     WebhookAuth,
     WebhookIntake,
     WebhookRequest,
@@ -373,3 +374,26 @@ class TestDaemonIntake:
             )
             == 1
         )
+
+
+class TestPushPacer:
+    """When a pushed refresh may start: after the settle for a lone delivery; under a
+    stream, spaced from the last render by ``pace`` times its CPU, at most ``longest``."""
+
+    def test_a_lone_delivery_waits_for_the_settle_only(self) -> None:
+        pacer = PushPacer(settle=0.5, pace=4.0, longest=3.0)
+        assert pacer.left(100.0) == 0.0
+        pacer.rendered(ended=100.0, cpu_seconds=0.2)  # free from 100.8 on
+        assert pacer.left(101.0) == 0.0
+
+    def test_a_render_just_ended_spaces_the_next_by_its_cpu(self) -> None:
+        pacer = PushPacer(settle=0.5, pace=4.0, longest=3.0)
+        pacer.rendered(ended=100.0, cpu_seconds=0.25)  # free from 101.0 on
+        assert pacer.left(100.5) == pytest.approx(0.5)
+        assert pacer.left(100.0) == pytest.approx(1.0)
+
+    def test_the_spacing_is_bounded(self) -> None:
+        pacer = PushPacer(settle=0.5, pace=4.0, longest=3.0)
+        pacer.rendered(ended=100.0, cpu_seconds=10.0)  # 40 s of pace, bounded to 3
+        assert pacer.left(100.5) == pytest.approx(2.5)
+        assert pacer.left(103.0) == 0.0
