@@ -5,7 +5,10 @@ from it to the previous production deployment: too costly to redo for every serv
 every render. So whenever a write changes a service's deployments, commits, incidents
 or merge requests, :func:`rebuild` recomputes that service's derived rows in the same
 transaction (a service's rows depend on that service's records only, so it is exact
-and idempotent, whatever order events arrive in):
+and idempotent, whatever order events arrive in). The writes that happen as things
+happen, a deployment finished after the service's latest success and an incident
+opening or resolving, update the rows they touch in place instead (:func:`update`,
+:func:`update_incidents`), leaving everything else to the rebuild:
 
 * ``delivery_lead_times``: every lead-time sample (deployment, commit, both commit
   times), for either squash rule, indexed by deployment finish time;
@@ -309,6 +312,64 @@ def _added(tx: Tx, service: str, changes: Sequence[Change]) -> bool:
     return True
 
 
+IncidentChange = tuple[kpi.IncidentSpan | None, kpi.IncidentSpan]
+
+
+def update_incidents(tx: Tx, changes: Mapping[str, Sequence[IncidentChange]]) -> None:
+    """Bring the rollups of services whose incidents changed (each change: the incident
+    before the write, None if new, and after it) up to date.
+
+    An incident that names no root cause changes only the time-to-restore totals: a new
+    one, or an open one resolving, adds its time to restore to them in place. Anything
+    else (a resolved incident changed, one naming a root-cause commit, whose links it
+    could move) rebuilds the service, as :func:`rebuild` would. The counts are the
+    same either way; the sum may differ from the rebuild's in its last bits (it adds in
+    another order), and not at all for whole seconds."""
+    todo = [s for s, c in changes.items() if not _restores_added(tx, s, c)]
+    rebuild(tx, todo)
+
+
+def _restores_added(tx: Tx, service: str, changes: Sequence[IncidentChange]) -> bool:
+    values: list[float] = []
+    for old, new in changes:
+        if new.deployment_sha is not None or (old is not None and old.deployment_sha is not None):
+            return False
+        if old is not None and (old.resolved_at is not None or old.opened_at != new.opened_at):
+            return False
+        values.extend(_restore_seconds([new]))
+    one = "SELECT 1 FROM {} WHERE service = ? LIMIT 1"
+    if tx.execute(one.format("delivery_rollup_pending"), (service,)).fetchone() or (
+        tx.execute(one.format("delivery_services"), (service,)).fetchone() is None
+    ):
+        return False
+    if not values:
+        return True
+    row = tx.execute(
+        "SELECT counts, sum, count FROM delivery_restore_totals WHERE service = ?", (service,)
+    ).fetchone()
+    counts, total, n = histogram(values, kpi.RESTORE_BUCKETS)
+    if row is not None:
+        counts, total, n = _added_to(row, values, counts, n)
+    tx.execute(
+        "INSERT OR REPLACE INTO delivery_restore_totals (service, counts, sum, count) "
+        "VALUES (?, ?, ?, ?)",
+        (service, json.dumps(counts), total, n),
+    )
+    return True
+
+
+def _added_to(
+    row: Sequence[Any], values: Sequence[float], counts: Sequence[int], n: int
+) -> tuple[list[int], float, int]:
+    """A stored histogram row (counts, sum, count) with ``values`` (whose counts and
+    number are given) added; the values one by one after the stored sum, as the
+    rebuild's ``sum()`` adds them."""
+    total = float(row[1])
+    for v in values:
+        total += v
+    return [a + b for a, b in zip(json.loads(row[0]), counts, strict=True)], total, n + int(row[2])
+
+
 def _graph(
     tx: Tx, service: str
 ) -> tuple[dict[str, kpi.CommitNode], dict[str, float], dict[str, tuple[str, ...]]]:
@@ -362,12 +423,7 @@ def _add_leads(
         ).fetchone()
         counts, total, n = histogram(values, kpi.LEAD_TIME_BUCKETS)
         if row is not None:
-            # Added one by one after the stored sum, as the rebuild's sum() goes.
-            total = float(row[1])
-            for v in values:
-                total += v
-            counts = [a + b for a, b in zip(json.loads(row[0]), counts, strict=True)]
-            n += int(row[2])
+            counts, total, n = _added_to(row, values, counts, n)
         tx.execute(
             "INSERT OR REPLACE INTO delivery_lead_totals (service, squash, clock, counts, sum, "
             "count) VALUES (?, ?, ?, ?, ?, ?)",

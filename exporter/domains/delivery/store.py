@@ -19,6 +19,7 @@ from exporter.domains.delivery import rollup
 from exporter.domains.delivery.kpis import (
     PIPELINE_DURATION_BUCKETS,
     QUEUE_BUCKETS,
+    IncidentSpan,
     ServiceDelivery,
 )
 from exporter.domains.delivery.records import (
@@ -202,12 +203,23 @@ def write_commits(tx: Tx, commits: Sequence[Commit]) -> None:
 def write_incidents(tx: Tx, incidents: Sequence[Incident]) -> None:
     columns = ("key", "source", "service", "opened_at", "resolved_at", "deployment_sha")
     changed: set[str] = set()
+    changes: dict[str, list[rollup.IncidentChange]] = {}
     for i in incidents:
-        old = tx.execute("SELECT service FROM incidents WHERE key = ?", (i.key,)).fetchone()
-        if tx.upsert("incidents", {c: getattr(i, c) for c in columns}, ("key",)) != "unchanged":
+        old = tx.execute(
+            "SELECT service, opened_at, resolved_at, deployment_sha FROM incidents WHERE key = ?",
+            (i.key,),
+        ).fetchone()
+        if tx.upsert("incidents", {c: getattr(i, c) for c in columns}, ("key",)) == "unchanged":
+            continue
+        if old is not None and str(old[0]) != i.service:
             # An incident moved to another service changes the old one's rollups too.
-            changed.update({i.service} if old is None else {i.service, str(old[0])})
+            changed.update({i.service, str(old[0])})
+            continue
+        before = None if old is None else IncidentSpan(i.key, old[1], old[2], old[3])
+        after = IncidentSpan(i.key, i.opened_at, i.resolved_at, i.deployment_sha)
+        changes.setdefault(i.service, []).append((before, after))
     rollup.rebuild(tx, changed)
+    rollup.update_incidents(tx, {s: c for s, c in changes.items() if s not in changed})
 
 
 def replace_incidents(

@@ -23,6 +23,8 @@ from tests.domains.delivery.test_rollup import NOW, SERVICES, assert_views_equal
 
 H = 3600.0
 D = 86400.0
+#: The rebuild itself (the ``rebuilds`` fixture spies on the module's name).
+REBUILD = rollup.rebuild
 TABLES = (
     "delivery_lead_times",
     "delivery_lead_totals",
@@ -64,7 +66,7 @@ def assert_equals_rebuild(db: Store) -> None:
     kept = dump(db)
     with db.transaction() as tx:
         services = [str(r[0]) for r in tx.execute("SELECT DISTINCT service FROM deployments")]
-        rollup.rebuild(tx, services)
+        REBUILD(tx, services)
     assert kept == dump(db)
 
 
@@ -142,6 +144,33 @@ class TestAppendingADeployment:
         rebuilds.clear()
         write_one(db, deploy("d3", base + 3 * D + H, sha(1)))
         assert rebuilds == [["alpha"]]
+        assert_equals_rebuild(db)
+        assert_views_equal(db, NOW)
+
+
+class TestIncidents:
+    def test_new_and_resolving_incidents_add_to_the_restore_totals(
+        self, db: Store, rebuilds: list[list[str]]
+    ) -> None:
+        """i1 opens (nothing to restore yet), i2 opens and resolves in 30 min, then i1
+        resolves after 2 h: totals of 2 restores, 2.5 h, without a rebuild; an incident
+        naming a root cause, or a resolved one changed, rebuilds the service."""
+        base = NOW - 5 * D
+        write_one(db, deploy("d1", base, sha(1)))
+        rebuilds.clear()
+        write_one(db, Incident("pagerduty", "alpha", "i1", base + H, None))
+        write_one(db, Incident("pagerduty", "alpha", "i2", base + 2 * H, base + 2.5 * H))
+        write_one(db, Incident("pagerduty", "alpha", "i1", base + H, base + 3 * H))
+        assert rebuilds == []
+        row = db.query_one("SELECT counts, sum, count FROM delivery_restore_totals")
+        assert (row[1], row[2]) == (2.5 * H, 2)
+        # Buckets 300, 900, 1800 (i2), 3600, 7200 (i1), ...: cumulative.
+        assert json.loads(row[0])[:5] == [0, 0, 1, 1, 2]
+        assert_equals_rebuild(db)
+        write_one(db, Incident("pagerduty", "alpha", "i1", base + H, base + 4 * H))
+        assert rebuilds == [["alpha"]]
+        write_one(db, Incident("pagerduty", "alpha", "i3", base + 5 * H, None, sha(1)[:8]))
+        assert rebuilds == [["alpha"], ["alpha"]]
         assert_equals_rebuild(db)
         assert_views_equal(db, NOW)
 
