@@ -39,6 +39,8 @@ class OnCallIncident:
     severity: str
     counts: bool
     dedup_key: str | None = None
+    # The tool's priority, if it has one (PagerDuty's priority name, Opsgenie's priority).
+    priority: str | None = None
 
     @property
     def key(self) -> str:

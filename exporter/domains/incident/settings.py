@@ -100,6 +100,9 @@ class IncidentsConfig(StrictModel):
 
     # PagerDuty urgencies that count (PagerDuty's own: high, low).
     pagerduty_urgencies: list[Urgency] = Field(default_factory=lambda: list[Urgency](["high"]))
+    # PagerDuty priorities that count, by name (the account's own, e.g. P1, P2); an incident
+    # must pass both filters. Empty: priorities do not filter (an incident may have none).
+    pagerduty_priorities: list[str] = Field(default_factory=list)
     # Opsgenie priorities that count.
     opsgenie_priorities: list[Priority] = Field(
         default_factory=lambda: list[Priority](["P1", "P2", "P3"])

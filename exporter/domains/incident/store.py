@@ -43,6 +43,7 @@ MIGRATIONS = (
     CREATE INDEX oncall_incidents_dedup ON oncall_incidents (source, dedup_key, resolved_at);
     CREATE INDEX oncall_incidents_resolved ON oncall_incidents (resolved_at, opened_at);
     """,
+    "ALTER TABLE oncall_incidents ADD COLUMN priority TEXT;",
 )
 
 INCIDENTS_TOTAL = "platform_incidents_total"
@@ -61,6 +62,7 @@ _COLUMNS = (
     "severity",
     "counts",
     "dedup_key",
+    "priority",
 )
 
 
@@ -76,6 +78,7 @@ def _row(i: OnCallIncident) -> dict[str, object]:
         "severity": i.severity,
         "counts": int(i.counts),
         "dedup_key": i.dedup_key,
+        "priority": i.priority,
     }
 
 

@@ -110,6 +110,51 @@ class TestListing:
         assert rows["pagerduty/Q0002"] == ("accounts", NOW - 3 * H, None, NOW - 2 * H, "low", 0)
 
 
+class TestPriority:
+    def test_a_priority_filter_applies_with_the_urgency_filter(self) -> None:
+        """With ``pagerduty_priorities: [P1, P2]`` an incident counts when its urgency is
+        high and its priority is P1 or P2: the P1 and the P2 count; the P3, the one with no
+        priority and the low-urgency P1 do not. Each stores its priority's name."""
+        clock = MovableClock(NOW)
+        pd = fake(
+            clock,
+            incident(1, priority="P1", created_at=NOW - 5 * H),
+            incident(2, priority="P2", created_at=NOW - 4 * H),
+            incident(3, priority="P3", created_at=NOW - 3 * H),
+            incident(4, created_at=NOW - 2 * H),
+            incident(5, urgency="low", priority="P1", created_at=NOW - H),
+        )
+        cfg = config(
+            SERVICES,
+            {"pagerduty": {"token": TOKEN}},
+            incidents={"pagerduty_priorities": ["P1", "P2"]},
+        )
+        assert cfg.sources.pagerduty is not None
+        src = PagerDutySource(cfg, cfg.sources.pagerduty)
+        with poller(src, pd.app, clock) as p:
+            assert p.poll() == [""]
+            rows = p.store.query("SELECT incident_id, priority, counts FROM oncall_incidents")
+        assert sorted(tuple(r) for r in rows) == [
+            ("Q0001", "P1", 1),
+            ("Q0002", "P2", 1),
+            ("Q0003", "P3", 0),
+            ("Q0004", None, 0),
+            ("Q0005", "P1", 0),
+        ]
+
+    def test_without_a_priority_filter_priorities_do_not_matter(self) -> None:
+        clock = MovableClock(NOW)
+        pd = fake(
+            clock,
+            incident(1, priority="P4", created_at=NOW - 2 * H),
+            incident(2, created_at=NOW - H),
+        )
+        with poller(source(), pd.app, clock) as p:
+            assert p.poll() == [""]
+            rows = p.store.query("SELECT incident_id, counts FROM oncall_incidents")
+        assert sorted(tuple(r) for r in rows) == [("Q0001", 1), ("Q0002", 1)]
+
+
 class TestAcrossPolls:
     def test_an_incident_open_across_two_polls_then_resolved(self) -> None:
         """Triggered at the first poll, acknowledged at the second, resolved at the third

@@ -39,6 +39,8 @@ class FakePdIncident:
     resolved_at: float | None = None
     incident_key: str | None = None
     escalation_policy_id: str = "PESCAL1"
+    # Its priority's name (P1 to P5 by default), None on an account without priorities.
+    priority: str | None = None
 
     def status(self, now: float) -> str:
         return status_at(now, self.acknowledged_at, self.resolved_at)

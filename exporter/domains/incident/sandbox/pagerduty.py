@@ -12,6 +12,9 @@ for an incident", "Pagination", "Rate Limits", "Authentication"):
 * every answer carries ``ratelimit-limit``, ``ratelimit-remaining`` and
   ``ratelimit-reset`` (seconds left); a test makes it ``429`` through a
   :class:`~exporter.core.sandbox.fakes.FaultPlan`;
+* an incident's ``priority`` is a ``priority_reference`` whose ``summary`` is the
+  priority's name, or null on an account without priorities (the "List incidents"
+  response example; support.pagerduty.com, "Incident Priority");
 * ``log_entries`` holds the ``trigger_log_entry``, ``acknowledge_log_entry`` and
   ``resolve_log_entry`` that have happened by "now".
 """
@@ -138,6 +141,22 @@ class PagerDutyFake:
         return Response.json(body, 200, RATE_HEADERS)
 
 
+def _priority(name: str | None) -> dict[str, Any] | None:
+    """A ``priority_reference`` as "List incidents" shows it (its response example:
+    ``{"id": "P53ZZH5", "type": "priority_reference", "summary": "P2", "self":
+    "https://api.pagerduty.com/priorities/P53ZZH5"}``); null where the account has no
+    priorities (support.pagerduty.com, "Incident Priority")."""
+    if name is None:
+        return None
+    pid = "PPRI" + name.upper().replace(" ", "")[:3]
+    return {
+        "id": pid,
+        "type": "priority_reference",
+        "summary": name,
+        "self": f"https://api.pagerduty.com/priorities/{pid}",
+    }
+
+
 def _incident(i: FakePdIncident, now: float) -> dict[str, Any]:
     status = i.status(now)
     changed = {
@@ -160,7 +179,7 @@ def _incident(i: FakePdIncident, now: float) -> dict[str, Any]:
         "status": status,
         "incident_key": i.incident_key,
         "urgency": i.urgency,
-        "priority": None,
+        "priority": _priority(i.priority),
         "service": {"id": i.service_id, "type": "service_reference", "summary": i.service_id},
         "escalation_policy": {
             "id": i.escalation_policy_id,

@@ -121,6 +121,7 @@ class OpsgenieSource(OnCallSource):
                 severity=priority if priority in PRIORITIES else "other",
                 counts=priority in self.rules.opsgenie_priorities,
                 dedup_key=str(alert["alias"]) if alert.get("alias") else None,
+                priority=priority[:64],
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise malformed("alert", exc) from None

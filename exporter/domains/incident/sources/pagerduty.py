@@ -16,8 +16,10 @@ incident whose stored times already say what its status says is not read again).
 
 Each incident is an :class:`OnCallIncident` of the service its PagerDuty service (or
 escalation policy) maps to; its severity is its urgency, and it counts toward the DORA
-keys when that urgency is one of ``incidents.pagerduty_urgencies``. Its ``incident_key``
-is its correlation key across tools.
+keys when that urgency is one of ``incidents.pagerduty_urgencies`` and, if
+``incidents.pagerduty_priorities`` names any, its priority is one of them. Its priority is
+the ``summary`` (the priority's name, e.g. ``P1``) of its ``priority`` reference, null on
+an account without priorities. Its ``incident_key`` is its correlation key across tools.
 """
 
 from __future__ import annotations
@@ -146,6 +148,7 @@ class PagerDutySource(OnCallSource):
             status = str(item["status"])
             opened = parse_time(item["created_at"])
             urgency = str(item.get("urgency") or "high")
+            priority = _priority(item.get("priority"))
         except (KeyError, TypeError) as exc:
             raise malformed("incident", exc) from None
         acked, resolved = stored.get(incident_id, (None, None))
@@ -167,8 +170,12 @@ class PagerDutySource(OnCallSource):
             acknowledged_at=acked,
             resolved_at=resolved,
             severity=urgency if urgency in ("high", "low") else "other",
-            counts=urgency in self.rules.pagerduty_urgencies,
+            counts=urgency in self.rules.pagerduty_urgencies
+            and (
+                not self.rules.pagerduty_priorities or priority in self.rules.pagerduty_priorities
+            ),
             dedup_key=str(item["incident_key"]) if item.get("incident_key") else None,
+            priority=priority,
         )
 
     async def _log_times(
@@ -211,3 +218,12 @@ def _resolved_fallback(item: dict[str, Any]) -> float | None:
         if item.get(field):
             return parse_time(item[field])
     return None
+
+
+def _priority(ref: Any) -> str | None:
+    """The name of an incident's priority (its ``priority_reference``'s ``summary``)."""
+    if ref is None:
+        return None
+    if not isinstance(ref, dict) or not isinstance(ref.get("summary"), str):
+        raise TypeError("priority is not a priority reference")
+    return str(ref["summary"])[:64]
