@@ -9,7 +9,9 @@ always give the same review.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import gc
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 
 from exporter.core.periods import utc_date
@@ -228,6 +230,25 @@ HEADLINES: tuple[tuple[str, str, str, frozenset[str]], ...] = (
 )
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cycle collector held off while a review is built.
+
+    A build makes a few hundred thousand small objects (rows read, facts, cells) that
+    all live until it ends, and no cycles: every full pass of the collector would walk
+    them all again to free nothing (at 500 services, a quarter of the build's CPU).
+    Reference counting still frees everything as it goes; the collector resumes after.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def build_review(ctx: RenderContext, week: IsoWeek | None = None) -> Review:
     """The review of ``week`` (default: the week holding ``ctx.now``), as of ``ctx.now``."""
-    return _Builder(ctx, week or IsoWeek.of(ctx.now)).build()
+    with _collector_paused():
+        return _Builder(ctx, week or IsoWeek.of(ctx.now)).build()

@@ -136,6 +136,9 @@ def incidents(
 
 def onboarded(ctx: RenderContext, span: Span, stale: bool) -> list[Onboarded]:
     """Services registered in the week and their time to first production deployment."""
+    # Without a registration in the week there is nothing to list: deployments unread.
+    if not adoption_kpis.onboarding(ctx.catalog, {}, span.end, span.seconds).waiting:
+        return []
     seen = evidence_reader.collected(ctx)
     deploys = evidence_reader.production_deploys(seen, ctx.store)
     first = deploys[0] if deploys else {}

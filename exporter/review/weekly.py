@@ -51,9 +51,8 @@ class WeekNumbers:
         counts = [c for s in services if (c := self.traffic.get(s)) is not None]
         if not counts:
             return None
-        codes = tuple(sum(c.codes[i] for c in counts) for i in range(5))
-        width = len(counts[0].buckets)
-        buckets = tuple(sum(c.buckets[i] for c in counts) for i in range(width))
+        codes = tuple(map(sum, zip(*(c.codes for c in counts), strict=True)))
+        buckets = tuple(map(sum, zip(*(c.buckets for c in counts), strict=True)))
         return WindowCounts(codes, buckets)  # type: ignore[arg-type]
 
     def p95(self, services: Iterable[str]) -> float | None:
