@@ -8,6 +8,7 @@ the gateways stay text. A stale source marks exactly the numbers it feeds.
 
 from __future__ import annotations
 
+import gc
 import json
 from dataclasses import replace
 from html.parser import HTMLParser
@@ -349,3 +350,32 @@ class TestStaleMarkers:
         assert [b.budget_left.stale for b in review.slo_burns] == []  # 1 good check: no burn
         probe = next(f for f in review.freshness if f.source == "probe")
         assert (probe.stale, probe.reason) == (True, "data ends before the review's end")
+
+
+class TestTheBuildLeavesTheCollectorAsItWas:
+    """A review is built with Python's cycle collector held off (its objects live until
+    it ends); after it, whether it succeeded or failed, the collector is as it was."""
+
+    def test_on_and_off(self, cfg: Any) -> None:
+        store = open_store(str(cfg.state.path), FixedClock(seed.AS_OF))
+        ctx = render_context(cfg, store, seed.AS_OF)
+        try:
+            assert gc.isenabled()
+            build_review(ctx)
+            assert gc.isenabled()
+            gc.disable()
+            try:
+                build_review(ctx)
+                assert not gc.isenabled()
+            finally:
+                gc.enable()
+        finally:
+            store.close()
+
+    def test_after_a_failure(self, cfg: Any) -> None:
+        store = open_store(str(cfg.state.path), FixedClock(seed.AS_OF))
+        ctx = render_context(cfg, store, seed.AS_OF)
+        store.close()  # every read of the build now fails
+        with pytest.raises(Exception, match="closed"):
+            build_review(ctx)
+        assert gc.isenabled()
