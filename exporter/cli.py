@@ -296,6 +296,7 @@ async def _serve(
     duration: float | None = None,
     banner: str | None = None,
     clock: Clock = system_clock,
+    listening: Callable[[str], None] | None = None,
 ) -> int:
     from exporter.daemon import Daemon
 
@@ -310,6 +311,8 @@ async def _serve(
     def announce(url: str) -> None:
         if banner is not None:
             print(banner.format(url=url), flush=True)
+        if listening is not None:
+            listening(url)
 
     await daemon.run(stop, on_ready=announce)
     return EXIT_OK
@@ -423,6 +426,8 @@ def _demo(args: argparse.Namespace, at: float | None) -> int:
         f"simulated platform on {sandbox.url} (seed {args.seed}); state in {state_dir}{since}",
         flush=True,
     )
+    # The simulated upstreams that post to the exporter (webhooks) start once it listens.
+    pushers: list[platform.Pusher] = []
     try:
         return asyncio.run(
             _serve(
@@ -430,9 +435,12 @@ def _demo(args: argparse.Namespace, at: float | None) -> int:
                 args.duration,
                 banner="metrics at {url}/metrics  review at {url}/  (Ctrl-C to stop)",
                 clock=clock,
+                listening=lambda url: pushers.extend(platform.push(scenario, url)),
             )
         )
     finally:
+        for pusher in pushers:
+            pusher.stop()
         sandbox.stop()
 
 

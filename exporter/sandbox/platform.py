@@ -5,7 +5,9 @@ Each domain names its sandbox modules (``Domain.sandbox``); each may define two 
 
 * ``apps(scenario) -> dict[str, App]``: its fake upstreams, by URL prefix;
 * ``configure(config, base_url, scenario, state_dir) -> None``: add what the
-  exporter needs to watch them to the demo config (YAML-shaped data).
+  exporter needs to watch them to the demo config (YAML-shaped data);
+* ``push(scenario, exporter_url) -> Pusher``: start a simulated upstream that posts to
+  the exporter (a webhook sender), once the exporter listens at ``exporter_url``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import importlib
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 from exporter.core.sandbox.app import App, SandboxServer
 from exporter.core.sandbox.scenario import Scenario
@@ -36,6 +38,24 @@ def apps(scenario: Scenario) -> dict[str, App]:
         if hook is not None:
             mounted.update(hook(scenario))
     return mounted
+
+
+class Pusher(Protocol):
+    """A simulated upstream posting to the exporter, running until stopped."""
+
+    def caught_up(self, timeout: float) -> bool: ...  # everything due so far was accepted
+
+    def stop(self) -> None: ...
+
+
+def push(scenario: Scenario, exporter_url: str) -> list[Pusher]:
+    """Start every domain's webhook senders, posting to the exporter at ``exporter_url``."""
+    started: list[Pusher] = []
+    for module in _modules():
+        hook = getattr(module, "push", None)
+        if hook is not None:
+            started.append(hook(scenario, exporter_url))
+    return started
 
 
 def start(scenario: Scenario, port: int = 0) -> SandboxServer:

@@ -31,5 +31,6 @@ DOMAIN = Domain(
     sandbox=(
         "exporter.domains.incident.sandbox.pagerduty",
         "exporter.domains.incident.sandbox.opsgenie",
+        "exporter.domains.incident.sandbox.alertmanager",
     ),
 )

@@ -1,5 +1,6 @@
 """The demo's incidents: the simulated PagerDuty and Opsgenie beside the simulated CI/CD,
-polled once at a fixed instant; the accounts service's DORA keys must be the values
+polled once at a fixed instant, after the simulated Alertmanager posted its notifications
+to the webhook receiver; the accounts service's DORA keys must be the values
 worked out by hand in ``exporter/domains/incident/sandbox/data.py``
 (:data:`EXPECTED_ACCOUNTS`)."""
 
@@ -34,10 +35,16 @@ def text(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
     async def run() -> bytes:
         daemon = Daemon(config, clock=clock)
+        server = daemon.start_server()
+        # The simulated Alertmanager posts its notifications to the receiver first.
+        pushers = platform.push(scenario, f"http://127.0.0.1:{server.port}")
         try:
+            assert [await asyncio.to_thread(p.caught_up, 60) for p in pushers] == [True]
             assert await daemon.poll_all(), {n: h.last_error for n, h in daemon.health.items()}
             return daemon.holder.current.text
         finally:
+            for p in pushers:
+                p.stop()
             await daemon.shutdown()
 
     try:
@@ -56,7 +63,7 @@ def test_change_failure_counts_the_incident_paged_twice_once(text: bytes) -> Non
     assert value(text, "platform_change_failure_samples", **w) == total
 
 
-def test_time_to_restore_from_the_on_call_tools(text: bytes) -> None:
+def test_time_to_restore_from_the_on_call_tools_and_alertmanager(text: bytes) -> None:
     exp = EXPECTED_ACCOUNTS["restore"]
     assert isinstance(exp, dict)
     w = {**LABELS, "window": "30d"}

@@ -15,6 +15,7 @@ from exporter.core.sandbox.scenario import Scenario
 
 H = 3600.0
 TOKEN = "sandbox-pagerduty-token-0000000000"
+ALERTMANAGER_TOKEN = "sandbox-alertmanager-token-000000"
 API_KEY = "11111111-2222-3333-4444-555555555555"
 
 
@@ -64,10 +65,31 @@ class FakeOgAlert:
 
 
 @dataclass
+class FakeAlertGroup:
+    """An Alertmanager alert group of one alert (grouped by ``alertname``)."""
+
+    alertname: str
+    labels: dict[str, str]
+    starts_at: float
+    ends_at: float | None = None
+    summary: str = "Service degraded"
+
+    @property
+    def group_key(self) -> str:
+        """Its group key as Alertmanager forms it: the route's matchers, then the group's
+        labels (the root route here)."""
+        return f'{{}}:{{alertname="{self.alertname}"}}'
+
+    def resolved(self, now: float) -> bool:
+        return self.ends_at is not None and self.ends_at <= now
+
+
+@dataclass
 class IncidentScenario:
     anchor: float
     pagerduty: list[FakePdIncident] = field(default_factory=list)
     opsgenie: list[FakeOgAlert] = field(default_factory=list)
+    alert_groups: list[FakeAlertGroup] = field(default_factory=list)
     # The PagerDuty services and Opsgenie queries of the catalog's services.
     pd_services: dict[str, str] = field(default_factory=dict)
     og_queries: dict[str, str] = field(default_factory=dict)
@@ -109,6 +131,11 @@ def build(anchor: float) -> IncidentScenario:
             outage,
         )
     )
+    # Alertmanager posts the same group to the exporter: still one incident.
+    critical = {"service": "accounts", "severity": "critical"}
+    s.alert_groups.append(FakeAlertGroup("AccountsDown", critical, s.at(19), s.at(17.5)))
+    # Known to Alertmanager only: 40h to 38h ago, no deploy in the 2h before it; restored in 2h.
+    s.alert_groups.append(FakeAlertGroup("AccountsErrorRate", critical, s.at(40), s.at(38)))
     # Low urgency: stored and shown, not a DORA incident.
     s.pagerduty.append(FakePdIncident("Q1ACC0002", 102, "PACCNTS", "low", s.at(60), None, s.at(59)))
     # 10h after the 100h deploy (outside the 2h window): no failed change; restored in 0.5h.
@@ -149,21 +176,26 @@ def incidents_of(scenario: Scenario) -> IncidentScenario:
 #: (``exporter.domains.delivery.sandbox.data``, demo rules: link window 2h), at any render
 #: time within a few minutes after the anchor. Hours.
 EXPECTED_ACCOUNTS: dict[str, object] = {
-    # The incident paged through PagerDuty and Opsgenie 1h after the 20h deploy fails it
-    # (counted once); the Opsgenie one 10h after the 100h deploy links nothing.
+    # The incident paged through PagerDuty, Opsgenie and the Alertmanager webhook 1h after
+    # the 20h deploy fails it (counted once); the Opsgenie one 10h after the 100h deploy and
+    # the Alertmanager-only one (40h) link nothing.
     "change_failure": (1, 2),
-    # restores 1.5h (both tools resolved 17.5h ago) and 0.5h: median 1, p90 0.5 + 0.9 * 1.
-    "restore": {"n": 2, "0.5": 1.0, "0.9": 1.4},
-    # frequency 1/15 a day -> high; lead 20h -> high; CFR 1/2 -> low; restore 1h -> high.
+    # restores 1.5h (all three resolved 17.5h ago), 0.5h and 2h (Alertmanager only):
+    # median 1.5, p90 1.5 + 0.8 * 0.5.
+    "restore": {"n": 3, "0.5": 1.5, "0.9": 1.9},
+    # frequency 1/15 a day -> high; lead 20h -> high; CFR 1/2 -> low; restore 1.5h -> high.
     "level": "low",
-    # acknowledged 0.1h after opening (Opsgenie first) and 0.1h: median 0.1h.
+    # acknowledged 0.1h after opening (Opsgenie first) and 0.1h; Alertmanager has no
+    # acknowledgement: median 0.1h of 2.
     "acknowledge": {"n": 2, "0.5": 0.1},
-    "distinct_30d": 2,
-    # PagerDuty: one high, one low urgency; Opsgenie: a P1 and a P2.
+    "distinct_30d": 3,
+    # PagerDuty: one high, one low urgency; Opsgenie: a P1 and a P2; Alertmanager: two
+    # critical groups.
     "totals": {
         ("pagerduty", "high"): 1,
         ("pagerduty", "low"): 1,
         ("opsgenie", "P1"): 1,
         ("opsgenie", "P2"): 1,
+        ("alertmanager", "critical"): 2,
     },
 }
