@@ -12,6 +12,8 @@ incident of its tool yet, their spans overlap (an open incident spans to infinit
 2. it opened within ``window`` of the group's first incident.
 
 Two incidents of one tool are never merged: each tool already deduplicates its own.
+GitHub and GitLab issue incidents take part as tools of their own (they carry no key,
+so they merge by time; see :func:`exporter.domains.incident.store.derive`).
 A group opens at its earliest opening, is acknowledged at its earliest
 acknowledgement, and is resolved when its last incident resolves (open while any is).
 Each group is one incident for change failure and time to restore (see

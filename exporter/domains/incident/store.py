@@ -189,6 +189,10 @@ def set_duplicate_window(store: Store, window: float) -> None:
 def derive(tx: Tx, service: str, window: float, around: tuple[float, float] = (-INF, INF)) -> None:
     """The service's DORA incidents: its counted on-call incidents, merged across tools.
 
+    The service's issue incidents (GitHub and GitLab issues labelled as incidents, in the
+    delivery domain) take part in the merge as a tool each: a group holding one is not
+    written, as that issue already counts for it (with its own times and root cause).
+
     Only the incidents connected by overlapping spans to ``around`` are grouped again: a
     group's incidents overlap one another, so no group reaches past them. The range grows
     until no further incident overlaps it (an open incident reaches to the end of time).
@@ -201,12 +205,25 @@ def derive(tx: Tx, service: str, window: float, around: tuple[float, float] = (-
             "AND (resolved_at IS NULL OR resolved_at >= ?)",
             (service, hi, lo),
         ).fetchall()
+        issues = tx.execute(
+            "SELECT key, source, opened_at, NULL, resolved_at, NULL FROM incidents "
+            "WHERE service = ? AND source != ? AND opened_at <= ? "
+            "AND (resolved_at IS NULL OR resolved_at >= ?)",
+            (service, DORA_SOURCE, hi, lo),
+        ).fetchall()
         spans = [_span(r) for r in rows]
-        grown = (min([lo, *(s.opened_at for s in spans)]), max([hi, *(s.end for s in spans)]))
+        issue_spans = [_span(r) for r in issues] if spans else []
+        every = [*spans, *issue_spans]
+        grown = (min([lo, *(s.opened_at for s in every)]), max([hi, *(s.end for s in every)]))
         if grown == (lo, hi):
             break
         lo, hi = grown
-    groups = merge_duplicates(spans, window)
+    issue_keys = {s.key for s in issue_spans}
+    groups = [
+        g
+        for g in merge_duplicates(every, window)
+        if not any(m.key in issue_keys for m in g.members)
+    ]
     replace_incidents(
         tx,
         DORA_SOURCE,
@@ -214,6 +231,21 @@ def derive(tx: Tx, service: str, window: float, around: tuple[float, float] = (-
         [Incident(DORA_SOURCE, service, g.key, g.opened_at, g.resolved_at) for g in groups],
         overlapping=(lo, hi),
     )
+
+
+def merge_issue_incidents(store: Store) -> None:
+    """Derive again the DORA incidents of every service with both on-call and issue
+    incidents: after a poll wrote issue incidents, which may duplicate on-call ones."""
+    window = float(store.get_cursor("incident", "duplicate_window") or DEFAULT_WINDOW)
+    rows = store.query(
+        "SELECT DISTINCT service FROM oncall_incidents WHERE counts = 1 AND service IN "
+        "(SELECT DISTINCT service FROM incidents WHERE source != ?)",
+        (DORA_SOURCE,),
+    )
+    if rows:
+        with store.transaction() as tx:
+            for r in rows:
+                derive(tx, str(r[0]), window)
 
 
 def _span(r: Sequence[object]) -> Span:

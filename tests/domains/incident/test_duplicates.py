@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.core.store import write_records
+from exporter.core.store import Store, write_records
 from exporter.domains import open_store
 from exporter.domains.delivery import store as delivery_store
 from exporter.domains.delivery.kpis import ChangeFailure, DeliveryRules, service_kpis
-from exporter.domains.delivery.records import Deployment
+from exporter.domains.delivery.records import Deployment, Incident
+from exporter.domains.incident import DOMAIN
 from exporter.domains.incident.kpis import Span, merge_duplicates
 from exporter.domains.incident.records import AlertGroupNotice, OnCallIncident
-from exporter.domains.incident.store import group_key_hash
+from exporter.domains.incident.store import group_key_hash, merge_issue_incidents
 from tests.domains.incident.helpers import NOW, H
 
 W = 900.0  # the default duplicate window, 15 min
@@ -167,3 +168,66 @@ def test_dora_with_three_tools_for_one_service_counts_each_incident_once() -> No
         i.resolved_at - i.opened_at for i in delivery.incidents if i.resolved_at
     ) == pytest.approx([2160.0, 3600.0, 5460.0])
     assert kpis.change_failure["30d"] == ChangeFailure(1, 2)
+
+
+class TestIssueIncidents:
+    """GitHub/GitLab issue incidents take part in the cross-tool rule: an issue and an
+    on-call incident of one service that overlap and opened within the window are one
+    incident, and the issue (with its own times and root cause) is the one counted."""
+
+    def records(self) -> list[object]:
+        """Accounts: an issue opened 10 min after PagerDuty's P1 (19h ago), both resolved by
+        17h: one incident; PagerDuty's P2 (50h ago) and an issue opened 30 min after it:
+        two incidents; an issue 80h ago alone."""
+        return [
+            OnCallIncident(
+                "pagerduty", "accounts", "P1", NOW - 19 * H, None, NOW - 17.5 * H, "high", True
+            ),
+            Incident("github", "accounts", "7", NOW - 19 * H + 600, NOW - 17 * H, "abc1234"),
+            OnCallIncident(
+                "pagerduty", "accounts", "P2", NOW - 50 * H, None, NOW - 49 * H, "high", True
+            ),
+            Incident("github", "accounts", "8", NOW - 49.5 * H, NOW - 48 * H),
+            Incident("gitlab", "accounts", "9", NOW - 80 * H, NOW - 79 * H),
+        ]
+
+    def dora(self, db: Store) -> list[tuple[str, float, float | None]]:
+        rows = db.query("SELECT key, opened_at, resolved_at FROM incidents ORDER BY opened_at")
+        return [(str(r[0]), float(r[1]), r[2]) for r in rows]
+
+    WANT = [
+        ("gitlab/9", NOW - 80 * H, NOW - 79 * H),
+        ("oncall/pagerduty/P2", NOW - 50 * H, NOW - 49 * H),
+        ("github/8", NOW - 49.5 * H, NOW - 48 * H),
+        ("github/7", NOW - 19 * H + 600, NOW - 17 * H),
+    ]
+
+    def test_on_call_incidents_written_after_the_issues(self) -> None:
+        db = open_store(":memory:")
+        try:
+            records = self.records()
+            for record in [*records[1:2], *records[3:], records[0], records[2]]:
+                with db.transaction() as tx:
+                    write_records(tx, [record])
+            assert self.dora(db) == self.WANT
+        finally:
+            db.close()
+
+    def test_issues_written_after_the_on_call_incidents_merge_at_the_refresh(self) -> None:
+        """An issue poll writes the issue; the refresh that follows it (the domain's
+        ``refresh_after`` names delivery's Incident) drops the on-call duplicate."""
+        db = open_store(":memory:")
+        try:
+            for record in self.records():
+                with db.transaction() as tx:
+                    write_records(tx, [record])
+            assert ("oncall/pagerduty/P1", NOW - 19 * H, NOW - 17.5 * H) in self.dora(db)
+            assert Incident in DOMAIN.refresh_after
+            merge_issue_incidents(db)
+            assert self.dora(db) == self.WANT
+            # Time to restore counts the merged incident once: 4 restores, not 5.
+            delivery = delivery_store.load(db, "committed")["accounts"]
+            kpis = service_kpis(delivery, DeliveryRules(incident_link_window=2 * H), None, NOW)
+            assert kpis.restore["30d"][0] == 4
+        finally:
+            db.close()
