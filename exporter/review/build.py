@@ -83,6 +83,11 @@ class _Builder:
         self.prev_stale = stale_inputs(freshness(past, self.prev_span.end))
         self.adoption_inputs = adoption_inputs(ctx)
         self.budgets = slos.budgets(ctx, self.span.end, self.prev_span.end)
+        # Each service's availability SLO (the first, if several): looked up per row.
+        self.availability: dict[str, slos.Budget] = {}
+        for b in self.budgets:
+            if b.spec.name == "availability":
+                self.availability.setdefault(b.spec.service, b)
 
     @property
     def now(self) -> WeekNumbers:
@@ -120,7 +125,7 @@ class _Builder:
 
     def row(self, name: str, team: str, services: Sequence[str]) -> Row:
         n, st = self.now, self.stale
-        budget = self._availability_budget(services) if len(services) == 1 else None
+        budget = self.availability.get(services[0]) if len(services) == 1 else None
         return Row(
             name=name,
             team=team,
@@ -138,16 +143,6 @@ class _Builder:
             adopted=n.adopted(services),
             adoption=_cell(n.adoption(services), self.adoption_inputs, st),
             currency=self.cost.currency,
-        )
-
-    def _availability_budget(self, services: Sequence[str]) -> slos.Budget | None:
-        return next(
-            (
-                b
-                for b in self.budgets
-                if b.spec.service == services[0] and b.spec.name == "availability"
-            ),
-            None,
         )
 
     def rows(self) -> tuple[tuple[Row, ...], tuple[Row, ...]]:
