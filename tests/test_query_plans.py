@@ -81,6 +81,7 @@ SMALL = frozenset(
         "counters",
         "cursors",
         "delivery_lead_totals",
+        "delivery_repos",
         "delivery_restore_totals",
         "delivery_rollup_pending",
         "delivery_services",

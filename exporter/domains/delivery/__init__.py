@@ -2,7 +2,8 @@
 to production."""
 
 from exporter.core.domain import Domain
-from exporter.domains.delivery import metrics, rollup, store
+from exporter.domains.catalog.records import CatalogListing
+from exporter.domains.delivery import attribution, metrics, store
 from exporter.domains.delivery.settings import DeliverySection, DeliveryServiceFields
 from exporter.domains.delivery.sources.github import GitHubSource
 from exporter.domains.delivery.sources.gitlab import GitLabSource
@@ -20,8 +21,10 @@ DOMAIN = Domain(
     provider=metrics.collect,
     # The incident domain's writers store the on-call incidents among delivery's.
     reads=frozenset({"delivery", "catalog", "incident"}),
-    # A database from before the rollups gets them built at start (see delivery.rollup).
-    refresh=rollup.catch_up,
+    # At start and after every catalog poll: stored records follow their repo's service
+    # (see delivery.attribution); a database from before the rollups gets them built.
+    refresh=attribution.refresh,
+    refresh_after=frozenset({CatalogListing}),
     webhooks=endpoints,
     sandbox=(
         "exporter.domains.delivery.sandbox.github",

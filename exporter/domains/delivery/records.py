@@ -29,6 +29,10 @@ class PipelineRun:
     created_at: float
     started_at: float | None
     finished_at: float
+    # The upstream identity the record was read from ("github:acme/checkout",
+    # "gitlab:group/project", "jenkins:folder/job"); resolved to a service again when the
+    # catalog changes (see exporter.domains.delivery.attribution). Empty: not known.
+    repo: str = ""
 
     @property
     def key(self) -> str:
@@ -52,6 +56,7 @@ class Deployment:
     status: str
     created_at: float
     finished_at: float | None
+    repo: str = ""  # as for PipelineRun
 
     @property
     def key(self) -> str:
@@ -67,6 +72,7 @@ class Commit:
     authored_at: float
     committed_at: float
     parents: tuple[str, ...]
+    repo: str = ""  # as for PipelineRun
 
     @property
     def key(self) -> str:
@@ -90,6 +96,7 @@ class MergeRequest:
     squash_commit_sha: str | None
     squash: bool
     commits: tuple[str, ...]
+    repo: str = ""  # as for PipelineRun
 
     @property
     def key(self) -> str:

@@ -88,7 +88,22 @@ MIGRATIONS = (
     CREATE INDEX merge_requests_service ON merge_requests (service);
     """,
     rollup.MIGRATION,
+    # The repo (project, job) each record was read from, so a catalog change can give a
+    # repo's records to the service that claims it now (see delivery.attribution).
+    """
+    ALTER TABLE pipeline_runs ADD COLUMN repo TEXT;
+    ALTER TABLE deployments ADD COLUMN repo TEXT;
+    ALTER TABLE commits ADD COLUMN repo TEXT;
+    ALTER TABLE merge_requests ADD COLUMN repo TEXT;
+    CREATE INDEX pipeline_runs_repo ON pipeline_runs (repo, service);
+    CREATE INDEX deployments_repo ON deployments (repo, service);
+    CREATE INDEX commits_repo ON commits (repo, service);
+    CREATE INDEX merge_requests_repo ON merge_requests (repo, service);
+    CREATE TABLE delivery_repos (repo TEXT PRIMARY KEY);
+    """,
 )
+# The tables whose records carry their repo.
+REPO_TABLES = ("pipeline_runs", "deployments", "commits", "merge_requests")
 
 RUNS_TOTAL = "platform_pipeline_runs_total"
 RUN_DURATION = "platform_pipeline_duration_seconds"
@@ -115,6 +130,7 @@ def write_runs(tx: Tx, runs: Sequence[PipelineRun]) -> None:
                 "created_at": r.created_at,
                 "started_at": r.started_at,
                 "finished_at": r.finished_at,
+                **_repo(tx, r.repo),
             },
         )
         if not new:
@@ -127,6 +143,43 @@ def write_runs(tx: Tx, runs: Sequence[PipelineRun]) -> None:
         )
         if r.started_at is not None:
             tx.observe(RUN_QUEUE, labels, max(0.0, r.started_at - r.created_at), QUEUE_BUCKETS)
+
+
+def _repo(tx: Tx, repo: str) -> dict[str, str]:
+    """The ``repo`` column of a record read from a known repo (noted in ``delivery_repos``);
+    none otherwise, so an update from a source that does not know it keeps the stored one."""
+    if not repo:
+        return {}
+    tx.execute("INSERT INTO delivery_repos (repo) VALUES (?) ON CONFLICT DO NOTHING", (repo,))
+    return {"repo": repo}
+
+
+def repos(store: Store) -> list[str]:
+    """Every repo records were stored from."""
+    return [str(r[0]) for r in store.query("SELECT repo FROM delivery_repos ORDER BY repo")]
+
+
+def move_repo(tx: Tx, repo: str, service: str) -> set[str]:
+    """Give every stored record of ``repo`` to ``service`` and rebuild the rollups of the
+    services concerned; return the services it left (none: nothing moved). A commit the
+    service already holds (the same sha, read again after the claim) is kept once."""
+    left: set[str] = set()
+    for table in REPO_TABLES:
+        rows = tx.execute(
+            f"SELECT DISTINCT service FROM {table} WHERE repo = ? AND service != ?",
+            (repo, service),
+        )
+        left.update(str(r[0]) for r in rows)
+    if not left:
+        return left
+    for table in REPO_TABLES:
+        tx.execute(
+            f"UPDATE OR IGNORE {table} SET service = ? WHERE repo = ? AND service != ?",
+            (service, repo, service),
+        )
+    tx.execute("DELETE FROM commits WHERE repo = ? AND service != ?", (repo, service))
+    rollup.rebuild(tx, left | {service})
+    return left
 
 
 def _bounded_pipeline(tx: Tx, service: str, pipeline: str) -> str:
@@ -163,6 +216,7 @@ def write_deployments(tx: Tx, deployments: Sequence[Deployment]) -> None:
                 "status": d.status,
                 "created_at": d.created_at,
                 "finished_at": d.finished_at,
+                **_repo(tx, d.repo),
             },
             ("key",),
         )
@@ -193,6 +247,7 @@ def write_commits(tx: Tx, commits: Sequence[Commit]) -> None:
                 "authored_at": c.authored_at,
                 "committed_at": c.committed_at,
                 "parents": json.dumps(list(c.parents)),
+                **_repo(tx, c.repo),
             },
         )
         if new:
@@ -273,6 +328,7 @@ def write_merge_requests(tx: Tx, merge_requests: Sequence[MergeRequest]) -> None
                 "squash_commit_sha": m.squash_commit_sha,
                 "squash": int(m.squash),
                 "commits": json.dumps(list(m.commits)),
+                **_repo(tx, m.repo),
             },
             ("key",),
         )

@@ -11,6 +11,7 @@ counted twice. The first failure stops the poll from starting further repos
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
@@ -26,7 +27,7 @@ from exporter.core.settings import ConfigBase, SourceConfig
 from exporter.core.source import PollContext, Source
 from exporter.core.upstream import UnitPlan, working_on
 from exporter.domains.delivery import store as store
-from exporter.domains.delivery.records import Commit, Deployment
+from exporter.domains.delivery.records import Commit, Deployment, MergeRequest, PipelineRun
 from exporter.domains.delivery.settings import DeliverySection, DeliveryServiceFields
 
 T = TypeVar("T")
@@ -333,6 +334,19 @@ class CicdSource(Source):
                 self._round[1].add(name)  # committed: a resumed poll need not read it
 
         return sync
+
+
+_WITH_REPO = (PipelineRun, Deployment, Commit, MergeRequest)
+
+
+def with_repo(records: Iterable[Any], kind: str, name: str) -> list[Any]:
+    """``records`` read from one repo (project, job), each run, deployment, commit and
+    merge request stamped with it (``kind:name``), so it can follow the repo's service."""
+    repo = f"{kind}:{name}"
+    return [
+        dataclasses.replace(r, repo=repo) if isinstance(r, _WITH_REPO) and not r.repo else r
+        for r in records
+    ]
 
 
 def repo_mapper(ctx: PollContext, config: Any, kind: str) -> Callable[[str], str | None]:

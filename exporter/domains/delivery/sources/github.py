@@ -66,6 +66,7 @@ from exporter.domains.delivery.sources.common import (
     parse_time,
     parse_time_or_none,
     repo_mapper,
+    with_repo,
 )
 from exporter.domains.delivery.webhooks.store import stored_deployments
 
@@ -285,7 +286,7 @@ class GitHubSource(CicdSource):
         if not uses_deployments and self.gh.deploy_workflows:
             records.extend(self._workflow_deployments(repo, service, runs))
         records.extend(await self._off_branch_commits(ctx, repo, service, records))
-        await ctx.commit(records, cursors)
+        await ctx.commit(with_repo(records, self.kind, repo), cursors)
 
     async def _off_branch_commits(
         self, ctx: PollContext, repo: str, service: str, records: list[Any]

@@ -60,6 +60,7 @@ from exporter.domains.delivery.sources.common import (
     parse_time,
     parse_time_or_none,
     repo_mapper,
+    with_repo,
 )
 
 PER_PAGE = 100
@@ -345,7 +346,7 @@ class GitLabSource(CicdSource):
         await self._incidents(u)
         state["etags"] = u.etags
         u.records.extend(await self._off_branch_commits(ctx, path, u.pid, service, u.records))
-        await ctx.commit(u.records, {cursor: dump_state(state)})
+        await ctx.commit(with_repo(u.records, self.kind, path), {cursor: dump_state(state)})
 
     async def _project(self, ctx: PollContext, path: str, state: dict[str, Any]) -> None:
         """The project's id and default branch, read once and kept in the unit's state."""

@@ -36,6 +36,7 @@ from exporter.domains.delivery.sources.common import (
     dump_state,
     load_state,
     malformed,
+    with_repo,
 )
 
 RANGE = 100
@@ -189,7 +190,7 @@ class JenkinsSource(CicdSource):
         except (KeyError, TypeError, ValueError) as exc:
             raise malformed("build", exc) from None
         state["next"] = min(running) if running else newest + 1
-        await ctx.commit(records, {cursor: dump_state(state)})
+        await ctx.commit(with_repo(records, self.kind, job), {cursor: dump_state(state)})
 
     def _commits(
         self, service: str, build: dict[str, Any], previous_sha: str | None
