@@ -187,22 +187,7 @@ def _write_service(tx: Tx, service: str, d: kpi.ServiceDelivery) -> None:
     }
     for squash in (1, 0):
         leads = kpi.lead_times(d.deploys, d.commits, d.squashed if squash else None)
-        tx.conn.executemany(
-            "INSERT INTO delivery_lead_times (service, squash, deploy_key, sha, deployed_at, "
-            "authored_at, committed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    service,
-                    squash,
-                    s.deploy_key,
-                    s.sha,
-                    s.deployed_at,
-                    authored[s.sha],
-                    d.commits[s.sha].at,
-                )
-                for s in leads
-            ],
-        )
+        _insert_leads(tx, service, squash, leads, d.commits, authored)
         for clock in CLOCKS:
             at = authored if clock == "authored" else {k: c.at for k, c in d.commits.items()}
             counts, total, n = histogram(
@@ -395,22 +380,7 @@ def _add_leads(
     authored: Mapping[str, float],
 ) -> None:
     """Store one deployment's lead-time samples and add them to the service's totals."""
-    tx.conn.executemany(
-        "INSERT INTO delivery_lead_times (service, squash, deploy_key, sha, deployed_at, "
-        "authored_at, committed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                service,
-                squash,
-                s.deploy_key,
-                s.sha,
-                s.deployed_at,
-                authored[s.sha],
-                commits[s.sha].at,
-            )
-            for s in leads
-        ],
-    )
+    _insert_leads(tx, service, squash, leads, commits, authored)
     for clock in CLOCKS:
         at = authored if clock == "authored" else {k: c.at for k, c in commits.items()}
         values = [max(0.0, s.deployed_at - at[s.sha]) for s in leads]
@@ -429,6 +399,32 @@ def _add_leads(
             "count) VALUES (?, ?, ?, ?, ?, ?)",
             (service, squash, clock, json.dumps(counts), total, n),
         )
+
+
+def _insert_leads(
+    tx: Tx,
+    service: str,
+    squash: int,
+    leads: Iterable[kpi.LeadTime],
+    commits: Mapping[str, kpi.CommitNode],
+    authored: Mapping[str, float],
+) -> None:
+    tx.conn.executemany(
+        "INSERT INTO delivery_lead_times (service, squash, deploy_key, sha, deployed_at, "
+        "authored_at, committed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                service,
+                squash,
+                s.deploy_key,
+                s.sha,
+                s.deployed_at,
+                authored[s.sha],
+                commits[s.sha].at,
+            )
+            for s in leads
+        ],
+    )
 
 
 def _restore_seconds(incidents: Iterable[kpi.IncidentSpan]) -> list[float]:
