@@ -105,7 +105,7 @@ class Daemon:
         self.clock = clock
         redact.REDACTOR.learn(config)
         self.store = store or open_store(
-            str(config.state.path), clock, busy_timeout=config.state.busy_timeout
+            config.state.location(), clock, busy_timeout=config.state.busy_timeout
         )
         self.sources = build_sources(config, clock) if sources is None else sources
         self.infos = source_infos(config)
@@ -595,4 +595,4 @@ class Daemon:
                 self._render_mutex.release()
             if page_free:
                 self._page_mutex.release()
-        log.info("stopped; state committed to %s", self.config.state.path)
+        log.info("stopped; state committed to %s", self.store.path)

@@ -15,6 +15,9 @@ stopped at teardown):
 * ``postgres_server``: one :class:`~tests.support.postgres.PostgresServer` for the whole
   session (started at its first use, stopped at the end); ``postgres_url``: a fresh empty
   database on it for one test (its URL, password included), dropped after.
+* ``state_location``: parametrised over both backends, where a store test keeps its
+  state: a SQLite file in ``tmp_path``, or a fresh PostgreSQL database
+  (:class:`~exporter.core.backend.PostgresTarget`). A test asking for it runs on both.
 
 And plain helpers: ``free_port`` (a function), ``tests.support.exposition.Exposition``
 to read values back, ``tests.support.daemon.run_cli`` to run the CLI.
@@ -28,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from exporter.core.backend import PostgresTarget
 from tests.support import internal
 from tests.support.daemon import DaemonProcess, DemoProcess
 from tests.support.faketime import repair_sleep, reserve_environ
@@ -149,12 +153,37 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture
-def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
-    """A fresh, empty database of the session's server, dropped after the test."""
+def postgres_database(postgres_server: PostgresServer) -> Iterator[str]:
+    """The name of a fresh, empty database of the session's server, dropped after the test."""
     if postgres_server.proc is None:
         postgres_server.start()  # a test before stopped it and failed before restarting
     name = postgres_server.create_database()
-    yield postgres_server.dsn(name)
+    yield name
     if postgres_server.proc is None:
         postgres_server.start()
     postgres_server.drop_database(name)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer, postgres_database: str) -> str:
+    """A fresh, empty database's URL, password included (for psycopg itself)."""
+    return postgres_server.dsn(postgres_database)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_location(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Path | PostgresTarget]:
+    """Where a store test keeps its state, once per backend (PostgreSQL: a fresh schema of
+    the session's one server, started only when a test asks for it)."""
+    if request.param == "sqlite":
+        yield tmp_path / "state.db"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    if server.proc is None:
+        server.start()
+    target = server.create_schema()
+    yield target
+    if server.proc is None:
+        server.start()
+    server.drop_schema(target)

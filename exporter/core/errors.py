@@ -8,6 +8,7 @@ other sources carry on.
 from __future__ import annotations
 
 import sqlite3
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -136,7 +137,9 @@ def state_failure(exc: BaseException) -> bool:
     if isinstance(exc, StateError):
         return True
     if not isinstance(exc, sqlite3.Error):
-        return False
+        # The PostgreSQL backend's failures (imported only when a store uses it).
+        pg = sys.modules.get("exporter.core.backend_postgres")
+        return pg is not None and bool(pg.state_failure(exc))
     code = getattr(exc, "sqlite_errorcode", None)
     return isinstance(code, int) and (code & 0xFF) in _ENVIRONMENT_CODES
 

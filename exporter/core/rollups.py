@@ -329,7 +329,8 @@ def backfill_step(store: Store, backfill: Backfill) -> bool:
                 "WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?",
                 (state["after"], state["until"], backfill.batch),
             )
-            cur.row_factory = sqlite3.Row
+            if isinstance(cur, sqlite3.Cursor):  # PostgreSQL's rows read by name already
+                cur.row_factory = sqlite3.Row
             rows = cur.fetchall()
             backfill.add(tx, rows, tx.clock())
             state["after"] = int(rows[-1][0]) if rows else state["until"]

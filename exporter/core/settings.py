@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from exporter.core.backend import PostgresTarget, parse_url
 
 ENV_PREFIX = "PLATFORM_KPI_"
 
@@ -234,14 +236,57 @@ class ServerConfig(StrictModel):
 
 
 class StateConfig(StrictModel):
-    """The SQLite state database."""
+    """The state database: a SQLite file (the default), or PostgreSQL shared by replicas."""
 
     path: Path = Path("state/platform-kpi-exporter.db")
+    # sqlite:///relative/path.db, sqlite:////absolute/path.db, or
+    # postgresql://user@host:5432/database (the password from `password`). Overrides `path`.
+    url: str | None = None
+    # PostgreSQL's password: {env: NAME} or {file: PATH} (never in the URL).
+    password: Secret | None = None
+    # PostgreSQL TLS: libpq's sslmode, and the CA bundle that verifies the server.
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = (
+        None
+    )
+    sslrootcert: Path | None = None
+    # PostgreSQL: the schema holding the tables (created if missing); default: search_path.
+    schema_name: str | None = Field(default=None, alias="schema", pattern=r"^[a-z_][a-z0-9_]*$")
+    connect_timeout: Duration = 10.0
     # Raw events older than this are pruned; counters and histograms are kept forever.
     retention: Duration = 35 * 86400.0
     # How long a write waits for another process's write lock before its poll fails
     # with reason `state` (it is retried at the source's next interval).
     busy_timeout: Duration = 5.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_url(value)
+        return value
+
+    @field_validator("sslrootcert")
+    @classmethod
+    def _ca_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} does not exist")
+        return value
+
+    def location(self) -> Path | PostgresTarget:
+        """Where the state is: the SQLite file's path, or the PostgreSQL target."""
+        if self.url is None:
+            return self.path
+        parsed = parse_url(self.url)
+        if isinstance(parsed, Path):
+            return parsed
+        return PostgresTarget(
+            self.url,
+            password=None if self.password is None else self.password.get_secret_value(),
+            sslmode=self.sslmode,
+            sslrootcert=self.sslrootcert,
+            connect_timeout=self.connect_timeout,
+            schema=self.schema_name,
+        )
 
 
 class MetricsConfig(StrictModel):

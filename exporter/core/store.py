@@ -1,4 +1,4 @@
-"""The embedded state store: SQLite in WAL mode.
+"""The state store: an embedded SQLite file in WAL mode, or a shared PostgreSQL database.
 
 It holds normalised records keyed by their upstream id, each source's cursors,
 and the monotonic event counters and histograms derived from records. Every
@@ -10,6 +10,9 @@ skips.
 Each component (the core, and each domain such as ``probe`` or ``delivery``)
 owns its tables and declares them as an ordered list of forward migrations;
 ``schema_version`` records how far each component has been migrated.
+
+The SQL is SQLite's everywhere; on PostgreSQL (:mod:`exporter.core.backend_postgres`) the
+same statements run through :mod:`exporter.core.dialect`, and so do the same migrations.
 """
 
 from __future__ import annotations
@@ -19,15 +22,17 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from exporter.core.backend import PostgresTarget
 from exporter.core.changes import ChangeLog
 from exporter.core.clock import Clock, system_clock
+from exporter.core.dialect import to_postgres_ddl
 from exporter.core.errors import StartupError, StateError, StoreBusy, state_failure
-from exporter.core.statepath import check_state_path, unusable
+from exporter.core.statepath import CONFIG, ENVIRONMENT, check_state_path, unusable
 
 CORE_MIGRATIONS: tuple[str, ...] = (
     """
@@ -58,6 +63,20 @@ CORE_MIGRATIONS: tuple[str, ...] = (
 
 Labels = Mapping[str, str]
 
+
+class Cursor(Protocol):
+    """What a statement returns on either backend (``sqlite3.Cursor`` or psycopg's)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
 _log = logging.getLogger("exporter.store")
 
 
@@ -70,7 +89,7 @@ class Tx:
 
     def __init__(
         self,
-        conn: sqlite3.Connection,
+        conn: Any,
         clock: Clock = system_clock,
         writers: Mapping[type, Writer] | None = None,
     ) -> None:
@@ -80,15 +99,17 @@ class Tx:
         # Rows written by :meth:`execute_bookkeeping`: not a change of any provider's input.
         self.bookkeeping = 0
 
-    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> sqlite3.Cursor:
-        return self.conn.execute(sql, params)
+    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Cursor:
+        """Run one statement (SQLite's SQL, on either backend); its cursor."""
+        cur: Cursor = self.conn.execute(sql, params)
+        return cur
 
     def execute_bookkeeping(
         self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
-    ) -> sqlite3.Cursor:
+    ) -> Cursor:
         """Execute one write of rows no provider renders (when a source last listed, say):
         the rows it changes are not counted as a change of the transaction's inputs."""
-        cur = self.conn.execute(sql, params)
+        cur: Cursor = self.conn.execute(sql, params)
         self.bookkeeping += max(0, cur.rowcount)
         return cur
 
@@ -101,7 +122,7 @@ class Tx:
         """
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
-        cur = self.conn.execute(
+        cur: Cursor = self.conn.execute(
             f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING",
             tuple(row.values()),
         )
@@ -153,7 +174,7 @@ class Tx:
             return
         self.conn.execute(
             "INSERT INTO counters (metric, labels, value) VALUES (?, ?, ?) "
-            "ON CONFLICT (metric, labels) DO UPDATE SET value = value + excluded.value",
+            "ON CONFLICT (metric, labels) DO UPDATE SET value = counters.value + excluded.value",
             (metric, _labels_key(labels), amount),
         )
 
@@ -185,24 +206,28 @@ class Tx:
 
 
 class Store:
-    """A SQLite database shared by the scheduler's polls and the snapshot renderer.
+    """The database shared by the scheduler's polls and the snapshot renderer.
+
+    ``path`` is a SQLite file (or ``:memory:``) or a :class:`PostgresTarget`.
 
     Two connections, each behind its own lock: writes go through one (a transaction at
     a time), reads through the other. In WAL mode a read never waits for a write and
     sees only what is committed, so a write that waits for another process's lock
     (up to ``busy_timeout``) holds up other writes but never a read, a cursor lookup or
-    a render. An in-memory database (tests) has one connection for both.
+    a render. An in-memory database (tests) has one connection for both. PostgreSQL is
+    the same: two connections, each read sees what is committed when it starts.
     """
 
     def __init__(
         self,
-        path: str | Path,
+        path: str | Path | PostgresTarget,
         clock: Clock = system_clock,
         schema: Schema | None = None,
         *,
         busy_timeout: float = 5.0,
     ) -> None:
         self.path = str(path)
+        self.postgres = isinstance(path, PostgresTarget)
         # The domains' tables and record writers; an empty schema keeps only the core's.
         self.schema = schema or Schema()
         # Stamps cursors' ``updated_at``; the daemon passes its own clock.
@@ -210,20 +235,30 @@ class Store:
         # What each committed write changed, for the providers' inputs.
         self.changes = ChangeLog()
         self._data_version: int | None = None
-        if self.path != ":memory:":
-            check_state_path(Path(self.path))
+        self._own_commits, self._pg_others = 0, 0
+        self._pg_seen: int | None = None
         self._lock = threading.RLock()
-        try:
-            self._conn = self._connect(busy_timeout)
-        except sqlite3.Error as exc:
-            raise unusable(self.path, exc) from None
+        self._conn: Any
+        self._reader: Any
+        if isinstance(path, PostgresTarget):
+            self._conn = self._connect_postgres(path, busy_timeout)
+        else:
+            if self.path != ":memory:":
+                check_state_path(Path(self.path))
+            try:
+                self._conn = self._connect(busy_timeout)
+            except sqlite3.Error as exc:
+                raise unusable(self.path, exc) from None
         self._read_lock = self._lock
         self._reader = self._conn
         try:
             self.migrate("core", CORE_MIGRATIONS)
             for component, migrations in self.schema.components:
                 self.migrate(component, migrations)
-            if self.path != ":memory:":
+            if isinstance(path, PostgresTarget):
+                self._reader = self._connect_postgres(path, busy_timeout)
+                self._read_lock = threading.RLock()
+            elif self.path != ":memory:":
                 self._reader = self._connect_reader(busy_timeout)
                 self._read_lock = threading.RLock()
         except BaseException:
@@ -268,6 +303,48 @@ class Store:
             raise
         return conn
 
+    def _connect_postgres(self, target: PostgresTarget, lock_timeout: float) -> Any:
+        try:
+            from exporter.core import backend_postgres as pg
+        except ImportError:
+            raise StartupError(
+                "state.url: a PostgreSQL state needs psycopg: "
+                "pip install 'platform-kpi-exporter[postgres]'",
+                CONFIG,
+            ) from None
+        try:
+            conn = pg.PgConnection(target, lock_timeout)
+            if target.schema is not None:
+                conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{target.schema}"')
+            # The commits of every replica, for :meth:`versions` (PRAGMA data_version's part).
+            conn.execute("CREATE SEQUENCE IF NOT EXISTS state_commits")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version "
+                "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+            )
+        except Exception as exc:
+            if not pg.state_failure(exc):
+                raise
+            reason = " ".join(str(exc).split())
+            raise StartupError(f"state.url: cannot use {target}: {reason}", ENVIRONMENT) from None
+        return conn
+
+    def _migrating(self) -> AbstractContextManager[None]:
+        """Held while migrating: on PostgreSQL, replicas starting together migrate one at a
+        time (a session advisory lock), and each finds the others' versions applied."""
+        if not self.postgres:
+            return nullcontext()
+        return self._advisory("schema_version")
+
+    @contextmanager
+    def _advisory(self, name: str) -> Iterator[None]:
+        key = f"{self.path}:{name}"  # per database and schema
+        self._conn.execute("SELECT pg_advisory_lock(hashtext(?))", (key,))
+        try:
+            yield
+        finally:
+            self._conn.execute("SELECT pg_advisory_unlock(hashtext(?))", (key,))
+
     def migrate(self, component: str, migrations: Sequence[str]) -> int:
         """Apply ``component``'s migrations not applied yet; return its new version.
 
@@ -275,9 +352,13 @@ class Store:
         run at start, so a database that refuses them is a StartupError.
         """
         try:
-            return self._migrate(component, migrations)
+            with self._migrating():
+                return self._migrate(component, migrations)
         except StateError as exc:
             cause = exc.__cause__
+            if self.postgres:
+                reason = " ".join(str(cause or exc).split())
+                raise StartupError(f"state.url: {self.path}: {reason}", ENVIRONMENT) from None
             raise unusable(self.path, cause if isinstance(cause, sqlite3.Error) else exc) from None
 
     def _migrate(self, component: str, migrations: Sequence[str]) -> int:
@@ -294,15 +375,20 @@ class Store:
                 )
             for version in range(current, len(migrations)):
                 with self.transaction() as tx:
-                    for statement in migrations[version].split(";"):
-                        if statement.strip():
-                            tx.execute(statement)
+                    for statement in self._statements(migrations[version]):
+                        tx.execute(statement)
                     tx.execute(
                         "INSERT INTO schema_version (component, version) VALUES (?, ?) "
                         "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
                         (component, version + 1),
                     )
             return len(migrations)
+
+    def _statements(self, migration: str) -> list[str]:
+        if self.postgres:
+            text = getattr(migration, "postgresql", migration)
+            return [to_postgres_ddl(s) for s in text.split(";") if s.strip()]
+        return [s for s in migration.split(";") if s.strip()]
 
     def schema_version(self, component: str) -> int:
         row = self.query_one("SELECT version FROM schema_version WHERE component = ?", (component,))
@@ -326,8 +412,8 @@ class Store:
             raise StoreBusy(f"state database {self.path}: another write is in progress")
         try:
             try:
-                self._conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
+                self._conn.execute("BEGIN" if self.postgres else "BEGIN IMMEDIATE")
+            except Exception as exc:
                 if state_failure(exc):
                     raise StateError(
                         f"state database {self.path}: cannot begin a write: {exc}"
@@ -340,14 +426,38 @@ class Store:
                 self._conn.execute("COMMIT")
             except BaseException as exc:
                 self._rollback()
-                if isinstance(exc, sqlite3.Error) and state_failure(exc):
+                if not isinstance(exc, StateError) and state_failure(exc):
                     raise StateError(
                         f"state database {self.path}: write rolled back: {exc}"
                     ) from exc
                 raise
-            self.changes.committed(self._conn.total_changes - before - tx.bookkeeping)
+            changed = self._conn.total_changes - before
+            self.changes.committed(changed - tx.bookkeeping)
+            if self.postgres and changed > 0:
+                self._announce_commit()
         finally:
             self._lock.release()
+
+    def _announce_commit(self) -> None:
+        # After the COMMIT, so a peer that sees the new number reads the committed rows.
+        # Lost if the process dies between the two: the next commit announces it.
+        try:
+            self._conn.execute("SELECT nextval('state_commits')")
+            self._own_commits += 1
+        except Exception as exc:
+            if not state_failure(exc):
+                raise
+
+    def _other_commits(self) -> int | None:
+        """A number that changes when another connection commits (None: cannot tell)."""
+        if not self.postgres:
+            return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+        last = int(self._conn.execute("SELECT last_value FROM state_commits").fetchone()[0])
+        # Our own announcements since the last look are not another's commits.
+        if self._pg_seen is not None and last != self._pg_seen + self._own_commits:
+            self._pg_others += 1
+        self._pg_seen, self._own_commits = last, 0
+        return self._pg_others
 
     def versions(self) -> Mapping[str, int]:
         """Every provider input's version (see :mod:`exporter.core.changes`), after
@@ -360,8 +470,10 @@ class Store:
             return self.changes.versions()
         try:
             try:
-                version: int | None = int(self._conn.execute("PRAGMA data_version").fetchone()[0])
-            except sqlite3.Error:
+                version: int | None = self._other_commits()
+            except Exception as exc:
+                if not state_failure(exc):
+                    raise
                 version = None  # unreadable (closed, failing): assume anything changed
             if version is None or (
                 self._data_version is not None and version != self._data_version
@@ -382,8 +494,10 @@ class Store:
         """Rows of a read, as committed when it starts (never a write in progress)."""
         with self._read_lock:
             cur = self._reader.execute(sql, params)
-            cur.row_factory = sqlite3.Row
-            return cur.fetchall()
+            if not self.postgres:
+                cur.row_factory = sqlite3.Row
+            rows: list[sqlite3.Row] = cur.fetchall()
+            return rows
 
     def query_one(
         self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
@@ -429,6 +543,9 @@ class Store:
         with self._lock, self._read_lock:
             if self._reader is not self._conn:
                 self._reader.close()
+            if self.postgres:
+                self._conn.close()
+                return
             try:
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as exc:

@@ -20,6 +20,9 @@ from typing import TYPE_CHECKING, Any
 from exporter.core.clock import Clock, system_clock
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from exporter.core.backend import PostgresTarget
     from exporter.core.catalog import Catalog
     from exporter.core.domain import Domain
     from exporter.core.health import SourceHealth
@@ -63,8 +66,11 @@ def schema() -> Schema:
     )
 
 
-def open_store(path: str, clock: Clock = system_clock, *, busy_timeout: float = 5.0) -> Store:
-    """Open the database and bring every domain's schema up to date."""
+def open_store(
+    path: str | Path | PostgresTarget, clock: Clock = system_clock, *, busy_timeout: float = 5.0
+) -> Store:
+    """Open the database (a SQLite file, or PostgreSQL) and bring every domain's schema up
+    to date."""
     from exporter.core.store import Store
 
     return Store(path, clock, schema(), busy_timeout=busy_timeout)

@@ -1,12 +1,13 @@
-"""The SQLite state store: migrations, idempotent writes, persisted counters and histograms."""
+"""The state store, on SQLite and on PostgreSQL alike: migrations, idempotent writes,
+persisted counters and histograms (each test runs on both backends)."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
 
+from exporter.core.backend import PostgresTarget
 from exporter.core.errors import StartupError
 from exporter.core.store import Store, write_records
 from exporter.domains import open_store
@@ -14,13 +15,23 @@ from exporter.domains.probe import store as probe_store
 from exporter.domains.probe.records import ProbeResult
 
 ITEMS = ("CREATE TABLE items (id TEXT PRIMARY KEY, state TEXT NOT NULL, n INTEGER);",)
+State = Path | PostgresTarget
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path / "state.db")
+def store(state_location: State) -> Store:
+    s = Store(state_location)
     s.migrate("items", ITEMS)
     return s
+
+
+def tables(store: Store) -> set[str]:
+    """The names of the tables the store's database holds."""
+    if store.postgres:
+        sql = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+    else:
+        sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
+    return {str(r[0]) for r in store.query(sql)}
 
 
 class TestMigrations:
@@ -30,8 +41,21 @@ class TestMigrations:
         assert store.schema_version("core") == 1
         assert store.schema_version("probe") == len(probe_store.MIGRATIONS)
 
-    def test_only_new_migrations_run(self, tmp_path: Path) -> None:
-        path = tmp_path / "s.db"
+    def test_every_migration_runs_from_an_empty_database(self, state_location: State) -> None:
+        """Every component's migrations, in order, from nothing, on either backend; a second
+        open (another replica starting) finds them applied."""
+        store = open_store(state_location)
+        from exporter.domains import schema
+
+        for component, migrations in schema().components:
+            assert store.schema_version(component) == len(migrations), component
+        assert {"cursors", "counters", "histograms", "probe_results"} <= tables(store)
+        store.close()
+        again = open_store(state_location)
+        assert again.schema_version("core") == 1
+
+    def test_only_new_migrations_run(self, state_location: State) -> None:
+        path = state_location
         store = Store(path)
         assert store.migrate("items", ITEMS) == 1
         with store.transaction() as tx:
@@ -51,20 +75,20 @@ class TestMigrations:
         # Running again is a no-op.
         assert store.migrate("items", v2) == 2
 
-    def test_refuses_a_database_from_a_newer_release(self, tmp_path: Path) -> None:
-        path = tmp_path / "s.db"
-        Store(path).migrate("items", (*ITEMS, "CREATE TABLE more (x);"))
+    def test_refuses_a_database_from_a_newer_release(self, state_location: State) -> None:
+        path = state_location
+        Store(path).migrate("items", (*ITEMS, "CREATE TABLE more (x TEXT);"))
         with pytest.raises(StartupError, match="refusing to downgrade") as refused:
             Store(path).migrate("items", ITEMS)
         assert refused.value.exit_code == 1  # the environment, not the config, is at fault
 
-    def test_a_failing_migration_leaves_the_version_unchanged(self, tmp_path: Path) -> None:
-        store = Store(tmp_path / "s.db")
+    def test_a_failing_migration_leaves_the_version_unchanged(self, state_location: State) -> None:
+        store = Store(state_location)
         store.migrate("items", ITEMS)
-        with pytest.raises(sqlite3.OperationalError):
-            store.migrate("items", (*ITEMS, "CREATE TABLE ok (x); CREATE TABLE broken ("))
+        with pytest.raises(Exception, match=r"incomplete input|syntax error"):
+            store.migrate("items", (*ITEMS, "CREATE TABLE ok (x TEXT); CREATE TABLE broken ("))
         assert store.schema_version("items") == 1
-        assert store.query("SELECT name FROM sqlite_master WHERE name = 'ok'") == []
+        assert "ok" not in tables(store)
 
 
 class TestIdempotentWrites:
@@ -83,8 +107,8 @@ class TestIdempotentWrites:
             assert tx.upsert("items", {"id": "a", "state": "closed", "n": 1}, ["id"]) == "unchanged"
         assert [tuple(r) for r in store.query("SELECT id, state FROM items")] == [("a", "closed")]
 
-    def test_probe_results_written_twice_count_once(self, tmp_path: Path) -> None:
-        store = open_store(str(tmp_path / "s.db"))
+    def test_probe_results_written_twice_count_once(self, state_location: State) -> None:
+        store = open_store(state_location)
         results = [
             ProbeResult("svc", "health", 100.0, 0.02, True, "", 200),
             ProbeResult("svc", "health", 130.0, 5.0, False, "timeout", None),
@@ -150,8 +174,8 @@ class TestCountersAndHistograms:
         ((_, bounds, counts, total, n),) = store.histograms("h")
         assert (bounds, counts, total, n) == ([0.5, 1.0], [1, 1], 0.2, 1)
 
-    def test_values_survive_reopening(self, tmp_path: Path) -> None:
-        path = tmp_path / "s.db"
+    def test_values_survive_reopening(self, state_location: State) -> None:
+        path = state_location
         store = Store(path)
         with store.transaction() as tx:
             tx.incr("m_total", {"a": "1"}, 4)
@@ -176,13 +200,15 @@ class TestTransactions:
         assert store.counters("m_total") == []
         assert store.get_cursor("src", "page") is None
 
-    def test_committed_work_is_visible_to_another_connection(self, store: Store) -> None:
+    def test_committed_work_is_visible_to_another_connection(
+        self, store: Store, state_location: State
+    ) -> None:
         with store.transaction() as tx:
             tx.insert_new("items", {"id": "a", "state": "open", "n": 1})
             tx.set_cursor("src", "page", "3")
-        other = sqlite3.connect(store.path)
-        assert other.execute("SELECT id FROM items").fetchall() == [("a",)]
-        assert other.execute("SELECT value FROM cursors").fetchall() == [("3",)]
+        other = Store(state_location)  # another process, or another replica
+        assert [tuple(r) for r in other.query("SELECT id FROM items")] == [("a",)]
+        assert [tuple(r) for r in other.query("SELECT value FROM cursors")] == [("3",)]
         other.close()
 
     def test_cursors_overwrite_and_are_per_source(self, store: Store) -> None:
@@ -196,8 +222,10 @@ class TestTransactions:
 
 
 class TestProbeQueries:
-    def test_check_counts_per_window_include_the_upper_edge_only(self, tmp_path: Path) -> None:
-        store = open_store(str(tmp_path / "s.db"))
+    def test_check_counts_per_window_include_the_upper_edge_only(
+        self, state_location: State
+    ) -> None:
+        store = open_store(state_location)
         now = 10_000.0
         with store.transaction() as tx:
             write_records(
@@ -213,8 +241,8 @@ class TestProbeQueries:
         assert (counts[("s", "short")].total, counts[("s", "short")].successes) == (2, 1)
         assert (counts[("s", "long")].total, counts[("s", "long")].successes) == (3, 2)
 
-    def test_prune_drops_raw_rows_but_keeps_counters(self, tmp_path: Path) -> None:
-        store = open_store(str(tmp_path / "s.db"))
+    def test_prune_drops_raw_rows_but_keeps_counters(self, state_location: State) -> None:
+        store = open_store(state_location)
         with store.transaction() as tx:
             write_records(
                 tx,

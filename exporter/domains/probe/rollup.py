@@ -193,20 +193,27 @@ def pending(store: Store | Tx) -> bool:
 # --- reading windows ------------------------------------------------------------------
 
 
-def _raw_bucket_terms() -> list[str]:
+def _raw_bucket_terms(portable: bool = True) -> list[str]:
+    # Portable: PostgreSQL sums no boolean and ANDs no integer (``success`` is 0 or 1).
+    def term(condition: str) -> str:
+        if not portable:
+            return f"SUM(success{condition})"
+        return f"SUM(CASE WHEN success = 1{condition} THEN 1 ELSE 0 END)"
+
     terms: list[str] = []
     lower: float | None = None
     for bound in DURATION_BUCKETS:
         above = f" AND duration > {lower!r}" if lower is not None else ""
-        terms.append(f"SUM(success{above} AND duration <= {bound!r})")
+        terms.append(term(f"{above} AND duration <= {bound!r}"))
         lower = bound
-    terms.append(f"SUM(success AND duration > {DURATION_BUCKETS[-1]!r})")
+    terms.append(term(f" AND duration > {DURATION_BUCKETS[-1]!r}"))
     return terms
 
 
-def raw_bucket_sums() -> str:
-    """SQL sums of successful checks per duration bucket, over ``probe_results`` rows."""
-    return ", ".join(_raw_bucket_terms())
+def raw_bucket_sums(portable: bool = False) -> str:
+    """SQL sums of successful checks per duration bucket, over ``probe_results`` rows
+    (``portable=False``: as the migration that shipped wrote them, SQLite only)."""
+    return ", ".join(_raw_bucket_terms(portable))
 
 
 def _aliased(terms: Sequence[str]) -> str:

@@ -15,6 +15,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from exporter.core.dialect import Dialects
 from exporter.core.periods import Span, rolling
 from exporter.core.store import Store, Tx, Writer
 from exporter.domains.probe import rollup
@@ -25,6 +26,20 @@ from exporter.domains.probe.records import ProbeResult, ProbeSkipped
 # column is the overflow (slower than every bound).
 _BUCKET_COLS = [f"b{i}" for i in range(len(DURATION_BUCKETS) + 1)]
 
+
+_DAILY = f"""
+    CREATE TABLE probe_daily (
+        service TEXT NOT NULL,
+        day TEXT NOT NULL,
+        checks INTEGER NOT NULL,
+        successes INTEGER NOT NULL,
+        {", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in _BUCKET_COLS)},
+        PRIMARY KEY (service, day)
+    );
+    INSERT INTO probe_daily (service, day, checks, successes, {", ".join(_BUCKET_COLS)})
+    SELECT service, date(started_at, 'unixepoch'), COUNT(*), SUM(success), {{sums}}
+    FROM probe_results GROUP BY service, date(started_at, 'unixepoch')
+    """
 
 MIGRATIONS = (
     """
@@ -47,19 +62,10 @@ MIGRATIONS = (
     );
     """,
     # Daily totals per service, filled from the results still stored.
-    f"""
-    CREATE TABLE probe_daily (
-        service TEXT NOT NULL,
-        day TEXT NOT NULL,
-        checks INTEGER NOT NULL,
-        successes INTEGER NOT NULL,
-        {", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in _BUCKET_COLS)},
-        PRIMARY KEY (service, day)
-    );
-    INSERT INTO probe_daily (service, day, checks, successes, {", ".join(_BUCKET_COLS)})
-    SELECT service, date(started_at, 'unixepoch'), COUNT(*), SUM(success), {rollup.raw_bucket_sums()}
-    FROM probe_results GROUP BY service, date(started_at, 'unixepoch')
-    """,
+    Dialects(
+        _DAILY.format(sums=rollup.raw_bucket_sums()),
+        _DAILY.format(sums=rollup.raw_bucket_sums(True)),
+    ),
     # What the latest probe of each check showed, beyond its result.
     """
     CREATE TABLE probe_last (
