@@ -20,9 +20,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC
 from typing import Any
 
@@ -30,13 +32,15 @@ import httpx
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from exporter.core import redact
+from exporter.core import lease, redact
+from exporter.core.backend import PostgresTarget
 from exporter.core.catalog_wait import CatalogGate
 from exporter.core.changes import writing_for
 from exporter.core.clock import Clock, system_clock, wall_datetime
 from exporter.core.errors import DeadlineExceeded, StateError, StoreBusy, classify
 from exporter.core.health import SourceHealth
 from exporter.core.httpclient import build_client
+from exporter.core.lease import Leases
 from exporter.core.listen import bind_error, check_tls_files, web_config_error
 from exporter.core.logs import per_poll
 from exporter.core.provider import HEALTH, ProviderSpec, RenderContext
@@ -118,6 +122,8 @@ class Daemon:
             src.clock = clock
             self.health[src.name] = SourceHealth(src.name, src.kind, src.settings.interval)
             self._writes[src.name] = written_by(type(src)) or None
+        self.leases = self._leases(config)
+        self._polling: set[str] = set()
         self.catalog_gate = CatalogGate(self.sources, self.health, self.store)
         self.holder = SnapshotHolder()
         self.parts = Parts()
@@ -160,6 +166,27 @@ class Daemon:
 
     # --- polling -----------------------------------------------------------------
 
+    def _leases(self, config: ConfigBase) -> Leases | None:
+        """On PostgreSQL, the leases that let several replicas share the sources (see
+        :mod:`exporter.core.lease`); on SQLite, None: this process polls every source."""
+        target = self.store.location
+        if not isinstance(target, PostgresTarget):
+            return None
+        self.store.migrate("lease", lease.MIGRATIONS)
+        replica = config.state.replica or socket.gethostname()
+        for health in self.health.values():
+            health.replica, health.leased = replica, False
+        return Leases(target, replica, [s.name for s in self.sources], config.state.lease_ttl)
+
+    def renew_leases(self) -> None:
+        """One round of lease renewal (off the event loop: it waits on the database)."""
+        assert self.leases is not None
+        self._leased(self.leases.renew(busy=lambda: self._polling))
+
+    def _leased(self, held: frozenset[str]) -> None:
+        for name, health in self.health.items():
+            health.set_leased(name in held)
+
     def _client(self, src: Source) -> httpx.AsyncClient:
         if src.name not in self.clients:
             self.clients[src.name] = build_client(
@@ -194,8 +221,11 @@ class Daemon:
         started = time.perf_counter()
         health.poll_started(self.clock())
         ok = False
+        fence: AbstractContextManager[None] = (
+            self.leases.fenced(src.name) if self.leases is not None else nullcontext()
+        )
         try:
-            with writing_for(self._writes[src.name]):
+            with writing_for(self._writes[src.name]), fence:
                 await self._run_poll(src, ctx)
         except asyncio.CancelledError:
             health.poll_ended()
@@ -275,14 +305,25 @@ class Daemon:
     async def poll_all(self) -> bool:
         """Poll every source once, concurrently, each as its only poll. True if all succeeded."""
         self._only_poll = True
+        sources = self.sources
+        if self.leases is not None:
+            # Several replicas: only what this one holds (the others poll the rest).
+            await asyncio.to_thread(self.renew_leases)
+            sources = [s for s in self.sources if self.leases.held(s.name)]
         try:
-            results = await asyncio.gather(*(self.poll(s) for s in self.sources))
+            results = await asyncio.gather(*(self.poll(s) for s in sources))
         finally:
             self._only_poll = False
         return all(results)
 
     async def _job(self, name: str) -> None:
         src = next(s for s in self.sources if s.name == name)
+        # Busy before the lease is asked: a renewal round either sees it busy (and keeps
+        # the lease) or has handed the lease back before the answer (and no poll starts).
+        self._polling.add(name)
+        if self.leases is not None and not self.leases.held(name):
+            self._polling.discard(name)
+            return  # another replica holds the lease: it polls this source
         task = asyncio.current_task()
         assert task is not None
         self._inflight.add(task)
@@ -293,6 +334,7 @@ class Daemon:
             return
         finally:
             self._inflight.discard(task)
+            self._polling.discard(name)
 
     async def _refresh_in_flight(self) -> None:
         """Re-render while a poll runs, so its in-flight seconds are served as they grow."""
@@ -475,6 +517,9 @@ class Daemon:
 
     def start_scheduler(self) -> AsyncIOScheduler:
         scheduler = AsyncIOScheduler(timezone=UTC)
+        if self.leases is not None:
+            self.renew_leases()  # before the first polls: they run only where leased
+            self.leases.start(lambda: self._polling, self._leased)
         for src in self.sources:
             scheduler.add_job(
                 self._job,
@@ -576,6 +621,11 @@ class Daemon:
                 await closer()
         for client in self.clients.values():
             await client.aclose()
+        if self.leases is not None:
+            # The polls are over: hand the leases to the other replicas now, not at expiry.
+            await asyncio.to_thread(self.leases.stop)
+            await asyncio.to_thread(self.leases.release)
+            self.leases.close()
         if self.server is not None:
             self.server.stop()
         if self._push_timer is not None:

@@ -12,7 +12,8 @@ as they are), once per distinct statement (cached):
   ``date(x, 'unixepoch')`` is the UTC day of an epoch as ``YYYY-MM-DD``;
 - types: ``REAL`` is ``DOUBLE PRECISION`` (PostgreSQL's ``REAL`` is 4 bytes), ``INTEGER``
   is ``BIGINT`` (epoch milliseconds and byte counts pass 2^31), ``BLOB`` is ``BYTEA``;
-- a subquery in ``FROM`` gets the alias PostgreSQL requires;
+- a subquery in ``FROM`` gets the alias PostgreSQL requires, an empty ``IN ()`` list is
+  an empty subquery;
 - a column named as a PostgreSQL reserved word (``window``) is quoted;
 - a table SQLite gives a ``rowid`` (every one not declared ``WITHOUT ROWID``) gets a
   ``rowid`` identity column, so ``ORDER BY rowid`` and the backfills' rowid ranges keep
@@ -167,6 +168,13 @@ def _functions(tokens: list[str]) -> list[str]:
                 ]
         elif (
             tokens[i] == "("
+            and _is_word(_previous(tokens, i), "IN")
+            and (tokens[_next(tokens, i + 1)] == ")")
+        ):
+            # SQLite's empty list; PostgreSQL's is an empty subquery (NOT IN it is true).
+            tokens.insert(i + 1, "SELECT NULL WHERE false")
+        elif (
+            tokens[i] == "("
             and _is_word(_previous(tokens, i), "FROM", "JOIN")
             and _is_word(tokens[_next(tokens, i + 1)], "SELECT")
         ):
@@ -271,6 +279,8 @@ def _qualify_upsert(tokens: list[str]) -> list[str]:
     depth = 0
     for k in range(start, len(tokens)):
         tok = tokens[k]
+        if tok.upper() == "RETURNING" and depth == 0:
+            return out + tokens[k:]
         if tok == "(":
             depth += 1
         elif tok == ")":

@@ -42,6 +42,10 @@ class SourceHealth:
     # True while the source polls without the catalog it waited for (the first-load
     # bound passed); False once the catalog loaded; None when it never waited.
     without_catalog: bool | None = None
+    # With several replicas (leases on PostgreSQL): this replica's name, and whether it
+    # holds the source's lease (None: no leases, a single replica).
+    replica: str | None = None
+    leased: bool | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def count_request(self, code: int | str) -> None:
@@ -127,4 +131,14 @@ class SourceHealth:
                 paused_requests=self.paused_requests,
                 running_since=self.running_since,
                 without_catalog=self.without_catalog,
+                replica=self.replica,
+                leased=self.leased,
             )
+
+    def set_leased(self, leased: bool) -> None:
+        """The lease moved to or from this replica. A source a peer holds has no ``up``
+        here (the peer's is the one that counts), until this replica polls it again."""
+        with self.lock:
+            if self.leased and not leased:
+                self.up = None
+            self.leased = leased

@@ -13,6 +13,12 @@ Sample::
     platform_exporter_source_rate_limit_paused_seconds_total{source="github",kind="github"} 60
     platform_exporter_source_rate_limit_paused_requests_total{source="github",kind="github"} 8
     platform_exporter_source_without_catalog{source="nginx",kind="nginx"} 0
+
+With several replicas (``state.url`` on PostgreSQL), every family above also has a
+``replica`` label, ``up`` is absent for a source a peer holds, and::
+
+    platform_exporter_source_leased{source="probe",kind="probe",replica="kpi-0"} 1
+    platform_exporter_leases_held{replica="kpi-0"} 3
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from exporter import __version__
+from exporter.core.health import SourceHealth
 from exporter.core.provider import RenderContext
 
 
@@ -36,7 +43,8 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
     build.add_metric([__version__, platform.python_version()], 1)
     yield build
 
-    labels = ["source", "kind"]
+    replica = _replica(ctx)
+    labels = ["source", "kind", *(["replica"] if replica else [])]
     up = GaugeMetricFamily(
         "platform_exporter_source_up",
         "1 if the source's last poll succeeded, 0 if it failed. Absent before the first poll.",
@@ -78,7 +86,7 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
         labels=[*labels, "resource"],
     )
     for h in ctx.health:
-        key = [h.source, h.kind]
+        key = _key(h, replica)
         interval.add_metric(key, h.interval)
         if h.up is not None:
             up.add_metric(key, 1.0 if h.up else 0.0)
@@ -95,11 +103,44 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
             budget.add_metric([*key, resource], remaining)
     yield from (up, last, duration, interval, errors, skipped, requests, budget)
     yield from _poll_activity(ctx)
+    if replica:
+        yield from _leases(ctx, replica)
+
+
+def _replica(ctx: RenderContext) -> str | None:
+    """This replica's name when several share the state (its health is labelled with it)."""
+    return next((h.replica for h in ctx.health if h.replica), None)
+
+
+def _key(h: SourceHealth, replica: str | None) -> list[str]:
+    return [h.source, h.kind, *([replica] if replica else [])]
+
+
+def _leases(ctx: RenderContext, replica: str) -> Iterator[Metric]:
+    """Which sources this replica polls (holds the lease of), with several replicas."""
+    leased = GaugeMetricFamily(
+        "platform_exporter_source_leased",
+        "1 if this replica holds the source's lease (it alone polls the source), else 0.",
+        labels=["source", "kind", "replica"],
+    )
+    held = GaugeMetricFamily(
+        "platform_exporter_leases_held",
+        "How many source leases this replica holds.",
+        labels=["replica"],
+    )
+    n = 0
+    for h in ctx.health:
+        if h.leased is not None:
+            leased.add_metric([h.source, h.kind, replica], 1.0 if h.leased else 0.0)
+            n += bool(h.leased)
+    held.add_metric([replica], n)
+    yield from (leased, held)
 
 
 def _poll_activity(ctx: RenderContext) -> Iterator[Metric]:
     """What a running poll is doing: how long it has run, and how long rate limits held it."""
-    labels = ["source", "kind"]
+    replica = _replica(ctx)
+    labels = ["source", "kind", *(["replica"] if replica else [])]
     in_flight = GaugeMetricFamily(
         "platform_exporter_source_poll_in_flight_seconds",
         "How long the source's running poll has been going; 0 between polls.",
@@ -123,7 +164,7 @@ def _poll_activity(ctx: RenderContext) -> Iterator[Metric]:
         labels=labels,
     )
     for h in ctx.health:
-        key = [h.source, h.kind]
+        key = _key(h, replica)
         in_flight.add_metric(key, h.in_flight(ctx.now))
         paused.add_metric(key, h.paused_seconds)
         held.add_metric(key, h.paused_requests)

@@ -252,6 +252,12 @@ class StateConfig(StrictModel):
     # PostgreSQL: the schema holding the tables (created if missing); default: search_path.
     schema_name: str | None = Field(default=None, alias="schema", pattern=r"^[a-z_][a-z0-9_]*$")
     connect_timeout: Duration = 10.0
+    # PostgreSQL, several replicas: each source is polled by the replica holding its lease;
+    # a dead holder's leases are taken over within this. Renewed every third of it.
+    lease_ttl: Duration = Field(default=30.0, ge=3.0)
+    # This replica's name in the leases and in its health labels (default: the host name,
+    # which is the pod's name on Kubernetes). Unique per replica.
+    replica: str | None = Field(default=None, min_length=1, max_length=128)
     # Raw events older than this are pruned; counters and histograms are kept forever.
     retention: Duration = 35 * 86400.0
     # How long a write waits for another process's write lock before its poll fails

@@ -32,6 +32,7 @@ from exporter.core.changes import ChangeLog
 from exporter.core.clock import Clock, system_clock
 from exporter.core.dialect import to_postgres_ddl
 from exporter.core.errors import StartupError, StateError, StoreBusy, state_failure
+from exporter.core.lease import check_fence, current_fence
 from exporter.core.statepath import CONFIG, ENVIRONMENT, check_state_path, unusable
 
 CORE_MIGRATIONS: tuple[str, ...] = (
@@ -227,6 +228,7 @@ class Store:
         busy_timeout: float = 5.0,
     ) -> None:
         self.path = str(path)
+        self.location = path
         self.postgres = isinstance(path, PostgresTarget)
         # The domains' tables and record writers; an empty schema keeps only the core's.
         self.schema = schema or Schema()
@@ -423,6 +425,9 @@ class Store:
                 before = self._conn.total_changes
                 tx = Tx(self._conn, self.clock, self.schema.writers)
                 yield tx
+                fence = current_fence() if self.postgres else None
+                if fence is not None:
+                    check_fence(tx, fence)  # a poll that lost its lease keeps nothing
                 self._conn.execute("COMMIT")
             except BaseException as exc:
                 self._rollback()

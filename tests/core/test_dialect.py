@@ -44,6 +44,10 @@ class TestRewrites:
                 "SELECT COUNT(*) FROM (SELECT DISTINCT a FROM t) AS _sub",
             ),
             ("SELECT window FROM t", 'SELECT "window" FROM t'),
+            (
+                "SELECT a FROM t WHERE a IN () OR b NOT IN ( )",
+                "SELECT a FROM t WHERE a IN (SELECT NULL WHERE false) OR b NOT IN (SELECT NULL WHERE false )",
+            ),
         ],
     )
     def test_statements(self, sqlite: str, postgresql: str) -> None:

@@ -1,0 +1,278 @@
+"""Leases: which replica polls which source, when several share one PostgreSQL state.
+
+A lease is a row of ``leases`` (source, holder, token, expires_at): its holder alone polls
+the source until ``expires_at``, and renews it well before (every third of ``lease_ttl``).
+A replica that dies (``kill -9``, a lost node, a network cut from the database) stops
+renewing; its leases expire within ``lease_ttl`` and the others take them over at their
+next renewal round. Times are the database server's clock (``clock_timestamp()``), the one
+clock every replica shares, so a replica's skewed clock cannot extend its leases.
+
+Every poll's commit is fenced (:func:`fenced`): the transaction ends by reading its lease
+row ``FOR SHARE``, under the token it was started with; if the lease expired or moved
+(another replica took it, or this one lost it and took it again) the transaction rolls
+back with :class:`LeaseLost`, so a poll that lost its lease mid-way commits nothing more.
+The share lock holds a takeover back until that commit is done.
+
+Spread: each replica records itself in ``replicas`` (with the same expiry) and holds at
+most ``ceil(sources / live replicas)`` leases, taking free ones in an order of its own
+(rendezvous hashing, so replicas starting together reach for different sources) and
+handing back extras when more replicas join. With 3 replicas and 9 sources, each ends
+with 3.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from exporter.core.backend import PostgresTarget
+from exporter.core.errors import StateError
+
+MIGRATIONS = (
+    """
+    CREATE TABLE leases (
+        source TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        token INTEGER NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE TABLE replicas (
+        replica TEXT PRIMARY KEY,
+        seen_until REAL NOT NULL
+    );
+    """,
+)
+
+_NOW = "SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8"
+_log = logging.getLogger("exporter.lease")
+
+
+class LeaseLost(StateError):
+    """The poll's lease expired or moved to another replica before its commit (reason
+    ``state``, as any write the state refused)."""
+
+
+@dataclass(frozen=True)
+class Fence:
+    """What a poll's commits must still hold: ``source``'s lease, by ``holder``, at ``token``."""
+
+    source: str
+    holder: str
+    token: int
+
+
+_FENCE: ContextVar[Fence | None] = ContextVar("lease_fence", default=None)
+
+
+def current_fence() -> Fence | None:
+    """The fence of the poll this code runs in (follows it into worker threads)."""
+    return _FENCE.get()
+
+
+def check_fence(tx: Any, fence: Fence) -> None:
+    """At the end of a write transaction: raise :class:`LeaseLost` unless the lease is still
+    ``fence``'s and unexpired; the row stays share-locked until the commit."""
+    row = tx.execute(
+        "SELECT 1 FROM leases WHERE source = ? AND holder = ? AND token = ? "
+        "AND expires_at > EXTRACT(EPOCH FROM clock_timestamp()) FOR SHARE",
+        (fence.source, fence.holder, fence.token),
+    ).fetchone()
+    if row is None:
+        raise LeaseLost(
+            f"lease of {fence.source} lost before the commit (expired or taken over): "
+            "nothing of this transaction is kept"
+        )
+
+
+def _rank(replica: str, source: str) -> str:
+    return hashlib.sha256(f"{replica}\0{source}".encode()).hexdigest()
+
+
+class Leases:
+    """This replica's leases: renewed in rounds (:meth:`renew`), asked with :meth:`held`.
+
+    It has a connection of its own, so a renewal never waits behind a poll's commit.
+    """
+
+    def __init__(
+        self,
+        target: PostgresTarget,
+        replica: str,
+        sources: Sequence[str],
+        ttl: float,
+        *,
+        monotonic: Any = time.monotonic,
+    ) -> None:
+        from exporter.core import backend_postgres as pg
+
+        if ttl <= 0:
+            raise ValueError("lease_ttl must be positive")
+        self.replica = replica
+        self.sources = tuple(sources)
+        self.ttl = ttl
+        self._monotonic = monotonic
+        self._conn = pg.PgConnection(target, lock_timeout=max(1.0, ttl / 6))
+        self._lock = threading.Lock()  # the connection: one round at a time
+        self._view = threading.Lock()  # what is held, as polls ask it (never waits on I/O)
+        # source -> (token, local monotonic time until which it is surely still ours)
+        self._held: dict[str, tuple[int, float]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _begin(self) -> None:
+        self._conn.execute("BEGIN")
+
+    def renew(self, busy: Callable[[], Iterable[str]] = tuple) -> frozenset[str]:
+        """One round: renew what is held, hand back extras (not ``busy()`` ones: a poll is
+        running), take free or expired leases up to the fair share. Returns what is held.
+
+        A failure (the database unreachable) leaves the local view to run out on its own:
+        a lease is believed held only until its last renewal plus the TTL."""
+        started = self._monotonic()
+        try:
+            with self._lock:
+                self._begin()
+                try:
+                    held = self._round(busy)
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise
+        except Exception as exc:
+            from exporter.core.errors import state_failure
+
+            if not state_failure(exc):
+                raise
+            _log.warning("leases not renewed (%s); held ones run out on their own", exc)
+            return self.held_now()
+        # Our expiry is the server's now (at or after ``started``) plus the TTL.
+        until = started + self.ttl
+        with self._view:
+            self._held = {s: (token, until) for s, token in held.items()}
+        return frozenset(held)
+
+    def _round(self, busy: Callable[[], Iterable[str]]) -> dict[str, int]:
+        now = float(self._conn.execute(_NOW).fetchone()[0])
+        until = now + self.ttl
+        self._conn.execute(
+            "INSERT INTO replicas (replica, seen_until) VALUES (?, ?) ON CONFLICT (replica) "
+            "DO UPDATE SET seen_until = excluded.seen_until",
+            (self.replica, until),
+        )
+        live = int(
+            self._conn.execute(
+                "SELECT COUNT(*) FROM replicas WHERE seen_until > ?", (now,)
+            ).fetchone()[0]
+        )
+        share = math.ceil(len(self.sources) / max(1, live))
+        held = {
+            str(r[0]): int(r[1])
+            for r in self._conn.execute(
+                "UPDATE leases SET expires_at = ? WHERE holder = ? AND expires_at > ? "
+                "RETURNING source, token",
+                (until, self.replica, now),
+            ).fetchall()
+            if str(r[0]) in self.sources
+        }
+        for source in sorted(held, key=lambda s: _rank(self.replica, s), reverse=True):
+            if len(held) <= share:
+                break
+            with self._view:
+                # Asked now, and no longer ours from now on, before the row goes: a poll
+                # about to start either shows as busy here or finds the lease gone.
+                if source in set(busy()):
+                    continue
+                self._held.pop(source, None)
+            self._conn.execute(
+                "DELETE FROM leases WHERE source = ? AND holder = ?", (source, self.replica)
+            )
+            del held[source]
+            _log.info("lease of %s handed back (%d replicas share the sources)", source, live)
+        for source in sorted(self.sources, key=lambda s: _rank(self.replica, s)):
+            if len(held) >= share:
+                break
+            if source not in held:
+                token = self._take(source, now, until)
+                if token is not None:
+                    held[source] = token
+        return held
+
+    def _take(self, source: str, now: float, until: float) -> int | None:
+        row = self._conn.execute(
+            "INSERT INTO leases (source, holder, token, expires_at) VALUES (?, ?, 1, ?) "
+            "ON CONFLICT (source) DO UPDATE SET holder = excluded.holder, "
+            "token = leases.token + 1, expires_at = excluded.expires_at "
+            "WHERE leases.expires_at <= ? RETURNING token",
+            (source, self.replica, until, now),
+        ).fetchone()
+        if row is None:
+            return None
+        _log.info("lease of %s taken (token %d)", source, int(row[0]))
+        return int(row[0])
+
+    def start(
+        self, busy: Callable[[], Iterable[str]], changed: Callable[[frozenset[str]], None]
+    ) -> None:
+        """Renew every third of the TTL in a thread of its own: a loaded event loop or a
+        busy worker pool (renders, commits) never delays a renewal past the expiry."""
+
+        def loop() -> None:
+            while not self._stop.wait(self.ttl / 3):
+                try:
+                    changed(self.renew(busy))
+                except Exception:
+                    _log.exception("lease renewal failed")
+
+        self._thread = threading.Thread(target=loop, name="lease renewal", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.ttl)
+
+    def held(self, source: str) -> bool:
+        """True while this replica surely holds ``source``'s lease (by its last renewal)."""
+        with self._view:
+            entry = self._held.get(source)
+        return entry is not None and self._monotonic() < entry[1]
+
+    def held_now(self) -> frozenset[str]:
+        now = self._monotonic()
+        with self._view:
+            return frozenset(s for s, (_, until) in self._held.items() if now < until)
+
+    @contextmanager
+    def fenced(self, source: str) -> Iterator[None]:
+        """Around a poll: its commits keep only while the lease it started under holds."""
+        with self._view:
+            entry = self._held.get(source)
+        token = entry[0] if entry is not None else -1
+        reset = _FENCE.set(Fence(source, self.replica, token))
+        try:
+            yield
+        finally:
+            _FENCE.reset(reset)
+
+    def release(self) -> None:
+        """Hand every lease back (a clean shutdown): the others take over at once."""
+        try:
+            with self._lock:
+                self._conn.execute("DELETE FROM leases WHERE holder = ?", (self.replica,))
+                self._conn.execute("DELETE FROM replicas WHERE replica = ?", (self.replica,))
+            with self._view:
+                self._held = {}
+        except Exception as exc:
+            _log.warning("leases not handed back (%s); they expire on their own", exc)
+
+    def close(self) -> None:
+        self._conn.close()

@@ -1,0 +1,159 @@
+"""Several replicas in one process, sharing one PostgreSQL state: each source is polled by
+exactly one of them, the leases are spread, and a poll's commits are fenced by its lease."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from exporter.config import Config
+from exporter.core.backend import PostgresTarget
+from exporter.core.clock import FixedClock
+from exporter.core.source import PollContext
+from exporter.daemon import Daemon
+from exporter.domains import open_store
+from exporter.domains.probe import store as probe_store
+from exporter.domains.probe.records import ProbeResult
+from tests.support.exposition import Exposition
+from tests.support.fakes import ScriptedSource
+from tests.support.postgres import PASSWORD, PostgresServer
+
+NAMES = [f"source{i}" for i in range(9)]
+
+
+@pytest.fixture
+def target(postgres_server: PostgresServer) -> Iterator[PostgresTarget]:
+    if postgres_server.proc is None:
+        postgres_server.start()
+    made = postgres_server.create_schema()
+    yield made
+    postgres_server.drop_schema(made)
+
+
+def config(target: PostgresTarget, replica: str) -> Config:
+    return Config(
+        server={"listen_address": "127.0.0.1", "port": 0},
+        state={
+            "url": target.url,
+            "password": PASSWORD,
+            "schema": target.schema,
+            "replica": replica,
+            "lease_ttl": "3s",
+        },
+        services=[{"name": "a", "team": "x"}],
+    )
+
+
+class Upstream:
+    """The fake upstream every replica's sources call: who polled what, and when."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, str, str]] = []
+
+    def behaviour(self, replica: str, source: str) -> Any:
+        async def poll(ctx: PollContext, n: int) -> None:
+            at = time.monotonic()
+            self.calls.append((at, replica, source))
+            # One check result per poll: the stored rows count the committed polls.
+            await ctx.commit(
+                [ProbeResult("a", source, 1_000_000.0 + len(self.calls), 0.01, True, "")]
+            )
+
+        return poll
+
+
+def replicas(target: PostgresTarget, upstream: Upstream, n: int = 3) -> list[Daemon]:
+    made = []
+    for i in range(n):
+        cfg = config(target, f"replica{i}")
+        sources = [
+            ScriptedSource(
+                cfg, name=s, interval=0.5, behaviour=upstream.behaviour(f"replica{i}", s)
+            )
+            for s in NAMES
+        ]
+        # A fixed clock near the results' times: retention keeps them all.
+        made.append(
+            Daemon(cfg, sources=sources, store=open_store(target), clock=FixedClock(2_000_000.0))
+        )
+    return made
+
+
+class TestThreeReplicas:
+    def test_each_source_is_polled_by_one_replica_and_the_leases_are_spread(
+        self, target: PostgresTarget
+    ) -> None:
+        """3 replicas, 9 sources: once the leases settle (a renewal round or two), each
+        holds 3, every source is polled by exactly one replica, every poll it made is
+        committed, and every replica serves the same stored values."""
+        upstream = Upstream()
+        group = replicas(target, upstream)
+
+        async def go() -> tuple[list[int], float]:
+            for d in group:
+                d.start_scheduler()
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                held = [len(d.leases.held_now()) for d in group if d.leases is not None]
+                if held == [3, 3, 3]:
+                    break
+                await asyncio.sleep(0.1)
+            settled = time.monotonic()
+            await asyncio.sleep(2.5)
+            for d in group:
+                await d.shutdown()
+            return held, settled
+
+        held, settled = asyncio.run(go())
+        assert held == [3, 3, 3]
+        after = [(replica, source) for at, replica, source in upstream.calls if at > settled]
+        pollers: dict[str, set[str]] = {}
+        for replica, source in after:
+            pollers.setdefault(source, set()).add(replica)
+        assert sorted(pollers) == NAMES  # every source still polled
+        assert all(len(who) == 1 for who in pollers.values()), pollers
+        per_replica = Counter(next(iter(who)) for who in pollers.values())
+        assert max(per_replica.values()) <= 4
+        # No double count: the stored results are the polls made (each poll's one result).
+        store = open_store(target)
+        stored = store.query("SELECT COUNT(*) FROM probe_results")[0][0]
+        counted = sum(
+            v for lb, v in store.counters(probe_store.CHECKS_TOTAL) if lb["result"] == "success"
+        )
+        store.close()
+        assert stored == counted == len(upstream.calls)
+
+    def test_every_replica_serves_the_same_kpis_with_its_own_health_labels(
+        self, target: PostgresTarget
+    ) -> None:
+        upstream = Upstream()
+        group = replicas(target, upstream, n=2)
+
+        async def go() -> list[bytes]:
+            for d in group:
+                d.start_scheduler()
+            await asyncio.sleep(2.0)
+            for d in group:
+                await d.shutdown()  # stops polling; the last committed state is the same
+            return [d.render().text for d in group]
+
+        bodies = asyncio.run(go())
+        views = [Exposition.parse(b) for b in bodies]
+        checks = [
+            v.value(
+                "platform_probe_checks_total",
+                service="a",
+                probe="source0",
+                result="success",
+                reason="none",
+            )
+            for v in views
+        ]
+        assert checks[0] == checks[1] and checks[0] >= 1
+        for i, v in enumerate(views):
+            assert v.value("platform_exporter_leases_held", replica=f"replica{i}") is not None
