@@ -185,7 +185,7 @@ class Daemon:
 
     def _leased(self, held: frozenset[str]) -> None:
         for name, health in self.health.items():
-            health.set_leased(name in held)
+            health.set_leased(name in held, len(held))
 
     def _client(self, src: Source) -> httpx.AsyncClient:
         if src.name not in self.clients:

@@ -34,7 +34,10 @@ IMAGE_EXTRAS = ("aws", "parquet", "github-app", "otel")
 # ...and what the lock pins besides, for an image built with them.
 LOCKED_EXTRAS = (*IMAGE_EXTRAS, "azure")
 # Modules that are themselves optional: each owned by one extra, imported only lazily.
-OPTIONAL_MODULES = {"exporter.dashboards": "dashboards"}
+OPTIONAL_MODULES = {
+    "exporter.dashboards": "dashboards",
+    "exporter.core.backend_postgres": "postgres",
+}
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,8 @@ class SourceHealth:
     # holds the source's lease (None: no leases, a single replica).
     replica: str | None = None
     leased: bool | None = None
+    # How many leases the replica holds (the same on each source's health).
+    leases_held: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def count_request(self, code: int | str) -> None:
@@ -133,12 +135,15 @@ class SourceHealth:
                 without_catalog=self.without_catalog,
                 replica=self.replica,
                 leased=self.leased,
+                leases_held=self.leases_held,
             )
 
-    def set_leased(self, leased: bool) -> None:
-        """The lease moved to or from this replica. A source a peer holds has no ``up``
-        here (the peer's is the one that counts), until this replica polls it again."""
+    def set_leased(self, leased: bool, held: int) -> None:
+        """The lease moved to or from this replica (which holds ``held`` leases now). A
+        source a peer holds has no ``up`` here (the peer's is the one that counts), until
+        this replica polls it again."""
         with self.lock:
             if self.leased and not leased:
                 self.up = None
             self.leased = leased
+            self.leases_held = held

@@ -128,12 +128,10 @@ def _leases(ctx: RenderContext, replica: str) -> Iterator[Metric]:
         "How many source leases this replica holds.",
         labels=["replica"],
     )
-    n = 0
     for h in ctx.health:
         if h.leased is not None:
             leased.add_metric([h.source, h.kind, replica], 1.0 if h.leased else 0.0)
-            n += bool(h.leased)
-    held.add_metric([replica], n)
+    held.add_metric([replica], next((h.leases_held for h in ctx.health if h.replica), 0))
     yield from (leased, held)
 
 

@@ -477,9 +477,9 @@ class Store:
             try:
                 version: int | None = self._other_commits()
             except Exception as exc:
-                if not state_failure(exc):
+                if not (isinstance(exc, sqlite3.Error) or state_failure(exc)):
                     raise
-                version = None  # unreadable (closed, failing): assume anything changed
+                version = None  # unreadable (closed, failing): assume anything changed  # unreadable (closed, failing): assume anything changed
             if version is None or (
                 self._data_version is not None and version != self._data_version
             ):
