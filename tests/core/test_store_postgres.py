@@ -191,3 +191,29 @@ class TestStateUrl:
 
         assert parse_url("sqlite:///state/x.db") == Path("state/x.db")
         assert parse_url(f"sqlite:///{tmp_path}/x.db") == tmp_path / "x.db"
+
+
+class TestOutage:
+    def test_the_store_reconnects_after_the_database_comes_back(
+        self, postgres_server: PostgresServer, target: PostgresTarget
+    ) -> None:
+        """PostgreSQL stops: writes and reads fail as ``state`` (nothing half-kept); it starts
+        again: the same store writes and reads on new connections, without a restart, and
+        what was committed before is all there, once."""
+        store = Store(target, busy_timeout=1.0)
+        with store.transaction() as tx:
+            tx.incr("events_total", {"service": "a"})
+        postgres_server.stop()
+        try:
+            with pytest.raises(StateError) as caught, store.transaction() as tx:
+                tx.incr("events_total", {"service": "a"})
+            assert classify(caught.value) == "state"
+            with pytest.raises(psycopg.OperationalError) as read:
+                store.counters("events_total")
+            assert classify(read.value) == "state"
+        finally:
+            postgres_server.start()
+        with store.transaction() as tx:
+            tx.incr("events_total", {"service": "a"})
+        assert store.counters("events_total") == [({"service": "a"}, 2.0)]
+        store.close()

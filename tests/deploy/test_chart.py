@@ -319,6 +319,13 @@ class TestSeveralReplicas:
             "secretKeyRef": {"name": "platform-kpi-exporter-state", "key": "url"}
         }
         assert "PLATFORM_KPI_STATE__PATH" not in variables
+        # The password from its Secret; each replica named by its pod in the leases.
+        assert variables["PLATFORM_KPI_STATE__PASSWORD"] == {
+            "secretKeyRef": {"name": "platform-kpi-exporter-state", "key": "password"}
+        }
+        assert variables["PLATFORM_KPI_STATE__REPLICA"] == {
+            "fieldRef": {"fieldPath": "metadata.name"}
+        }
         budget = one(ha_docs, "PodDisruptionBudget")
         assert budget["spec"]["minAvailable"] == 1
 
