@@ -140,10 +140,11 @@ class SourceHealth:
 
     def set_leased(self, leased: bool, held: int) -> None:
         """The lease moved to or from this replica (which holds ``held`` leases now). A
-        source a peer holds has no ``up`` here (the peer's is the one that counts), until
-        this replica polls it again."""
+        source a peer holds has no ``up`` and no last success here (the peer's are the ones
+        that count: the alert rules read them), until this replica polls it again."""
         with self.lock:
             if self.leased and not leased:
                 self.up = None
+                self.last_success = None
             self.leased = leased
             self.leases_held = held
