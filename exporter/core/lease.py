@@ -1,10 +1,10 @@
 """Leases: which replica polls which source, when several share one PostgreSQL state.
 
 A lease is a row of ``leases`` (source, holder, token, expires_at): its holder alone polls
-the source until ``expires_at``, and renews it well before (every third of ``lease_ttl``).
-A replica that dies (``kill -9``, a lost node, a network cut from the database) stops
-renewing; its leases expire within ``lease_ttl`` and the others take them over at their
-next renewal round. Times are the database server's clock (``clock_timestamp()``), the one
+the source until ``expires_at``, two thirds of ``lease_ttl`` after its last renewal, and
+renews it every third of ``lease_ttl``. A replica that dies (``kill -9``, a lost node, a
+network cut from the database) stops renewing; its leases expire within two thirds of the
+TTL and the others, looking every third, take them over within the TTL. Times are the database server's clock (``clock_timestamp()``), the one
 clock every replica shares, so a replica's skewed clock cannot extend its leases.
 
 Every poll's commit is fenced (:func:`fenced`): the transaction ends by reading its lease
@@ -118,6 +118,10 @@ class Leases:
         self.replica = replica
         self.sources = tuple(sources)
         self.ttl = ttl
+        # A lease lasts two thirds of the TTL past each renewal (one missed renewal is
+        # survived), and every replica looks for expired ones every third: so a dead
+        # holder's lease is taken within the TTL.
+        self.hold = ttl * 2 / 3
         self._monotonic = monotonic
         self._conn = pg.PgConnection(target, lock_timeout=max(1.0, ttl / 6))
         self._lock = threading.Lock()  # the connection: one round at a time
@@ -154,15 +158,15 @@ class Leases:
                 raise
             _log.warning("leases not renewed (%s); held ones run out on their own", exc)
             return self.held_now()
-        # Our expiry is the server's now (at or after ``started``) plus the TTL.
-        until = started + self.ttl
+        # Our expiry is the server's now (at or after ``started``) plus the hold.
+        until = started + self.hold
         with self._view:
             self._held = {s: (token, until) for s, token in held.items()}
         return frozenset(held)
 
     def _round(self, busy: Callable[[], Iterable[str]]) -> dict[str, int]:
         now = float(self._conn.execute(_NOW).fetchone()[0])
-        until = now + self.ttl
+        until = now + self.hold
         self._conn.execute(
             "INSERT INTO replicas (replica, seen_until) VALUES (?, ?) ON CONFLICT (replica) "
             "DO UPDATE SET seen_until = excluded.seen_until",
