@@ -20,7 +20,7 @@ the same ``--seconds`` window:
 
     python3 benchmarks/probes.py                     # 1,000 checks at 15 s for 2 minutes
     python3 benchmarks/probes.py --checks 100 --seconds 30
-    python3 benchmarks/probes.py --poll-interval 15  # the exporter commits (renders) every 15 s
+    python3 benchmarks/probes.py --poll-interval 5   # the exporter commits (renders) every 5 s
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def target_urls(base: str, checks: int) -> list[tuple[str, int]]:
 
 
 def exporter_config(
-    work: Path, urls: list[tuple[str, int]], interval: float, port: int, poll: float = 5.0
+    work: Path, urls: list[tuple[str, int]], interval: float, port: int, poll: float = 15.0
 ) -> Path:
     per_service = 10
     services = [
@@ -194,7 +194,7 @@ def main() -> None:  # Over 80 lines: one straight run of the side-by-side set-u
     parser.add_argument("--warmup", type=float, default=30.0)
     parser.add_argument("--target-workers", type=int, default=2)
     # How often the exporter commits (and so re-renders) what its grid probed.
-    parser.add_argument("--poll-interval", type=float, default=5.0)
+    parser.add_argument("--poll-interval", type=float, default=15.0)
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-probes-"))

@@ -20,6 +20,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     field_validator,
     model_validator,
@@ -407,6 +408,9 @@ class ConfigBase(BaseSettings):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     services: Sequence[ServiceBase] = Field(default_factory=list)
     sources: StrictModel = Field(default_factory=StrictModel)
+    # Set once the services are validated (see _unique_services).
+    _by_name: dict[str, ServiceBase] = PrivateAttr(default_factory=dict)
+    _indexed: Sequence[ServiceBase] | None = PrivateAttr(default=None)
 
     @classmethod
     def settings_customise_sources(
@@ -430,6 +434,8 @@ class ConfigBase(BaseSettings):
                     f"service names must be unique: {svc.name} is also services[{first[svc.name]}]",
                 )
             first[svc.name] = i
+        self._by_name = {s.name: s for s in self.services}
+        self._indexed = self.services
         return self
 
     @model_validator(mode="after")
@@ -465,7 +471,11 @@ class ConfigBase(BaseSettings):
         return ()
 
     def service(self, name: str) -> ServiceBase | None:
-        return next((s for s in self.services if s.name == name), None)
+        """The ``services[]`` entry named ``name``, if any (a dict lookup: the config is
+        frozen, and a render may ask once per series)."""
+        if self._indexed is not self.services:  # ``model_copy(update=...)`` skips validation
+            return next((s for s in self.services if s.name == name), None)
+        return self._by_name.get(name)
 
 
 def source_block(config: ConfigBase, kind: str) -> SourceConfig | None:

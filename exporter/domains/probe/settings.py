@@ -114,9 +114,10 @@ class ProbeCheckConfig(StrictModel):
 
 class ProbeSourceConfig(SourceConfig):
     """The synthetic probe source. Each check runs on its own grid (its interval, at a
-    stable offset); the source commits what finished every `interval`."""
+    stable offset); the source commits what finished every `interval` (15 s: each commit
+    re-renders every check's series; see docs/decisions.md)."""
 
-    interval: Duration = 5.0
+    interval: Duration = 15.0
     jitter: Duration = 0.0
     concurrency: int = Field(default=16, ge=1, le=512)
 
