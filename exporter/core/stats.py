@@ -104,6 +104,32 @@ class LogBins:
         assert v_lo is not None and v_hi is not None
         return v_lo + (v_hi - v_lo) * (pos - lo)
 
+    def quantiles(self, counts: Mapping[int, int], qs: Sequence[float]) -> dict[float, float]:
+        """:meth:`quantile` of each of ``qs`` (none if nothing is counted), the bins sorted
+        once for all of them."""
+        if any(not 0.0 <= q <= 1.0 for q in qs):
+            raise ValueError("q must be within [0, 1]")
+        n = sum(counts.values())
+        if n <= 0:
+            return {}
+        # Each q interpolates between the values of two ranks (0-based, in sorted order).
+        ranks = sorted({r for q in qs for r in (math.floor((n - 1) * q), math.ceil((n - 1) * q))})
+        at: dict[int, float] = {}
+        seen, i = 0, 0
+        for index in sorted(counts):
+            seen += counts[index]
+            while i < len(ranks) and ranks[i] < seen:
+                at[ranks[i]] = self.value(index)
+                i += 1
+            if i == len(ranks):
+                break
+        out: dict[float, float] = {}
+        for q in qs:
+            pos = (n - 1) * q
+            lo, hi = math.floor(pos), math.ceil(pos)
+            out[q] = at[lo] + (at[hi] - at[lo]) * (pos - lo)
+        return out
+
 
 def add_counts(into: dict[int, int], rows: Iterable[tuple[int, int]]) -> dict[int, int]:
     """Add (bin, count) pairs into ``into``; returns it."""

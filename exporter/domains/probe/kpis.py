@@ -68,9 +68,4 @@ def latency_quantiles(durations: Sequence[float]) -> dict[float, float]:
 def binned_latency_quantiles(bins: Mapping[int, int]) -> dict[float, float]:
     """:func:`latency_quantiles` from the durations' counts per bin of :data:`BINS`,
     within its error bound."""
-    out: dict[float, float] = {}
-    for q in LATENCY_QUANTILES:
-        value = BINS.quantile(bins, q)
-        if value is not None:
-            out[q] = value
-    return out
+    return BINS.quantiles(bins, LATENCY_QUANTILES)

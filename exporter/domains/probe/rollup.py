@@ -31,6 +31,7 @@ from exporter.core.rollups import (
     HOUR,
     MINUTE,
     Backfill,
+    BucketRun,
     KeptFrom,
     Ladder,
     Tier,
@@ -284,8 +285,37 @@ _RAW_DURATIONS_SQL = (
     "WHERE success = 1 AND started_at >= ? AND started_at < ?"
 )
 _BINS_RUN_SQL = (
-    "SELECT service, bin, n FROM probe_latency_bins WHERE size = ? AND bucket >= ? AND bucket < ?"
+    "SELECT service, bin, SUM(n) FROM probe_latency_bins "
+    "WHERE size = ? AND bucket >= ? AND bucket < ? GROUP BY service, bin"
 )
+# What a run's bins hold, cheaply: counts only grow (a result is added once) and a pruned
+# bucket moves KEPT, so an unchanged fingerprint means unchanged bins.
+_BINS_PRINT_SQL = "SELECT COUNT(*), TOTAL(n) FROM probe_latency_bins WHERE size = ? AND bucket >= ? AND bucket < ?"
+#: Bins per service of a run of whole buckets, by (store, run), with its fingerprint: a
+#: run of complete buckets (24 hours of a 24 h window) changes only when a late result
+#: lands in it, so a render sums it again only then. A few entries: the runs of each window.
+_RUN_CACHE: dict[
+    tuple[str, int, int, float, float], tuple[tuple[float, ...], dict[str, dict[int, int]]]
+] = {}
+_RUN_CACHE_SIZE = 8
+
+
+def _run_bins(store: Store, run: BucketRun) -> dict[str, dict[int, int]]:
+    """Successful checks per service and bin in the whole buckets of ``run`` (do not
+    change the result: it may be the cached one)."""
+    key = (store.path, id(store), run.size, run.start, run.end)
+    params = (run.size, run.start, run.end)
+    fingerprint = tuple(float(v) for v in store.query(_BINS_PRINT_SQL, params)[0])
+    cached = _RUN_CACHE.get(key)
+    if cached is not None and cached[0] == fingerprint:
+        return cached[1]
+    bins: dict[str, dict[int, int]] = {}
+    for service, index, n in store.query(_BINS_RUN_SQL, params):
+        bins.setdefault(str(service), {})[int(index)] = int(n)
+    while len(_RUN_CACHE) >= _RUN_CACHE_SIZE:
+        del _RUN_CACHE[next(iter(_RUN_CACHE))]  # the oldest entry
+    _RUN_CACHE[key] = (fingerprint, bins)
+    return bins
 
 
 def latency_bins(store: Store, span: Span, now: float) -> dict[str, dict[int, int]]:
@@ -296,14 +326,14 @@ def latency_bins(store: Store, span: Span, now: float) -> dict[str, dict[int, in
     if not pending(store):
         split = split_window(span, now, LATENCY_LADDER, KEPT.read(store, "bins"))
         pieces = split.raw
-        if split.runs:
-            runs = " UNION ALL ".join(_BINS_RUN_SQL for _ in split.runs)
-            params = [v for r in split.runs for v in (r.size, r.start, r.end)]
-            rows = store.query(
-                f"SELECT service, bin, SUM(n) FROM ({runs}) GROUP BY service, bin", params
-            )
-            for service, index, n in rows:
-                out.setdefault(str(service), {})[int(index)] = int(n)
+        for run in split.runs:
+            for service, bins in _run_bins(store, run).items():
+                acc = out.get(service)
+                if acc is None:
+                    out[service] = dict(bins)
+                    continue
+                for index, n in bins.items():
+                    acc[index] = acc.get(index, 0) + n
     for piece in pieces:
         for service, duration in store.query(_RAW_DURATIONS_SQL, (piece.start, piece.end)):
             acc = out.setdefault(str(service), {})
