@@ -28,6 +28,7 @@ store recovers; at most ``MAX_UNCOMMITTED`` of them, the oldest dropped first.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from exporter.core.clock import Clock, system_clock
 from exporter.core.settings import ConfigBase
@@ -35,11 +36,13 @@ from exporter.core.source import PollContext, Source
 from exporter.domains.probe.records import ProbeResult, ProbeSkipped
 from exporter.domains.probe.schedule import Grid, LoopTicker, Ticker
 from exporter.domains.probe.settings import ProbeCheckConfig, ProbeServiceFields, ProbeSourceConfig
-from exporter.domains.probe.sources.dns import DnsQuery, probe_dns
 from exporter.domains.probe.sources.http import HttpRequest, probe_http
 from exporter.domains.probe.sources.runner import ProbeRunner
 from exporter.domains.probe.sources.tcp import TcpDialog, probe_tcp
 from exporter.domains.probe.sources.wire import Outcome
+
+if TYPE_CHECKING:
+    from exporter.domains.probe.sources.dns import DnsQuery
 
 Key = tuple[str, str]  # (service, check name)
 
@@ -77,6 +80,9 @@ def tcp_dialog(check: ProbeCheckConfig) -> TcpDialog:
 
 
 def dns_query(check: ProbeCheckConfig) -> DnsQuery:
+    # Imported here: dnspython (2 MiB) is loaded only when a config has a dns check.
+    from exporter.domains.probe.sources.dns import DnsQuery
+
     return DnsQuery(
         url=check.url,
         name=check.query_name or "",
@@ -89,6 +95,8 @@ def dns_query(check: ProbeCheckConfig) -> DnsQuery:
 def prober(check: ProbeCheckConfig) -> Callable[[], Awaitable[Outcome]]:
     """The probe of one check, its request built once."""
     if check.kind == "dns":
+        from exporter.domains.probe.sources.dns import probe_dns
+
         query = dns_query(check)
         return lambda: probe_dns(query)
     if check.kind == "tcp":
