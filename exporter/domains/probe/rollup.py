@@ -290,7 +290,10 @@ _BINS_RUN_SQL = (
 )
 # What a run's bins hold, cheaply: counts only grow (a result is added once) and a pruned
 # bucket moves KEPT, so an unchanged fingerprint means unchanged bins.
-_BINS_PRINT_SQL = "SELECT COUNT(*), TOTAL(n) FROM probe_latency_bins WHERE size = ? AND bucket >= ? AND bucket < ?"
+_BINS_PRINT_SQL = (
+    "SELECT COUNT(*), COALESCE(SUM(n), 0) FROM probe_latency_bins "
+    "WHERE size = ? AND bucket >= ? AND bucket < ?"
+)
 #: Bins per service of a run of whole buckets, by (store, run), with its fingerprint: a
 #: run of complete buckets (24 hours of a 24 h window) changes only when a late result
 #: lands in it, so a render sums it again only then. A few entries: the runs of each window.
