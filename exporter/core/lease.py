@@ -128,6 +128,8 @@ class Leases:
         self._view = threading.Lock()  # what is held, as polls ask it (never waits on I/O)
         # source -> (token, local monotonic time until which it is surely still ours)
         self._held: dict[str, tuple[int, float]] = {}
+        # Held leases over the fair share that a running poll keeps: no new poll starts.
+        self._draining: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -187,20 +189,7 @@ class Leases:
             ).fetchall()
             if str(r[0]) in self.sources
         }
-        for source in sorted(held, key=lambda s: _rank(self.replica, s), reverse=True):
-            if len(held) <= share:
-                break
-            with self._view:
-                # Asked now, and no longer ours from now on, before the row goes: a poll
-                # about to start either shows as busy here or finds the lease gone.
-                if source in set(busy()):
-                    continue
-                self._held.pop(source, None)
-            self._conn.execute(
-                "DELETE FROM leases WHERE source = ? AND holder = ?", (source, self.replica)
-            )
-            del held[source]
-            _log.info("lease of %s handed back (%d replicas share the sources)", source, live)
+        self._hand_back(held, share, live, busy)
         for source in sorted(self.sources, key=lambda s: _rank(self.replica, s)):
             if len(held) >= share:
                 break
@@ -209,6 +198,35 @@ class Leases:
                 if token is not None:
                     held[source] = token
         return held
+
+    def _hand_back(
+        self, held: dict[str, int], share: int, live: int, busy: Callable[[], Iterable[str]]
+    ) -> None:
+        """Hand back the leases over the fair share (removed from ``held``). One a poll is
+        running under drains instead: no new poll starts under it, and a later round hands
+        it back once that poll is done. (Skipping busy ones outright kept every lease on a
+        replica whose polls were always running.)"""
+        excess = len(held) - share
+        draining: set[str] = set()
+        for source in sorted(held, key=lambda s: _rank(self.replica, s), reverse=True):
+            if excess <= 0:
+                break
+            excess -= 1
+            with self._view:
+                # Asked now, and no longer ours from now on, before the row goes: a poll
+                # about to start either shows as busy here or finds the lease gone.
+                if source in set(busy()):
+                    draining.add(source)
+                    self._draining.add(source)
+                    continue
+                self._held.pop(source, None)
+            self._conn.execute(
+                "DELETE FROM leases WHERE source = ? AND holder = ?", (source, self.replica)
+            )
+            del held[source]
+            _log.info("lease of %s handed back (%d replicas share the sources)", source, live)
+        with self._view:
+            self._draining = draining
 
     def _take(self, source: str, now: float, until: float) -> int | None:
         row = self._conn.execute(
@@ -247,13 +265,16 @@ class Leases:
     def held(self, source: str) -> bool:
         """True while this replica surely holds ``source``'s lease (by its last renewal)."""
         with self._view:
-            entry = self._held.get(source)
+            entry = None if source in self._draining else self._held.get(source)
         return entry is not None and self._monotonic() < entry[1]
 
     def held_now(self) -> frozenset[str]:
+        """The leases this replica polls under now (draining ones are not among them)."""
         now = self._monotonic()
         with self._view:
-            return frozenset(s for s, (_, until) in self._held.items() if now < until)
+            return frozenset(
+                s for s, (_, until) in self._held.items() if now < until and s not in self._draining
+            )
 
     @contextmanager
     def fenced(self, source: str) -> Iterator[None]:

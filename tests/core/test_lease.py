@@ -80,6 +80,23 @@ class TestSpread:
         kept = one.renew(busy=lambda: everything)
         assert kept == everything
 
+    def test_a_replica_always_polling_still_hands_its_extras_back(
+        self, target: PostgresTarget
+    ) -> None:
+        """Extras a running poll keeps drain: no new poll starts under them (they are not
+        held for polling), and the round after that poll ends hands them back, so a
+        replica whose polls never pause still gets down to its share."""
+        one, two = replicas(target, 2)
+        everything = one.renew()
+        two.renew()
+        one.renew(busy=lambda: everything)
+        draining = everything - one.held_now()
+        assert len(draining) == 4  # over the share of 5
+        assert not any(one.held(s) for s in draining)
+        assert len(one.renew()) == 5  # the polls ended: handed back
+        assert len(two.renew()) == 4
+        assert one.held_now().isdisjoint(two.held_now())
+
 
 class TestTakeover:
     def test_a_dead_replicas_leases_are_taken_after_the_ttl(self, target: PostgresTarget) -> None:
