@@ -156,7 +156,8 @@ def records() -> list[Any]:
                     "github", svc, "production", True, f"{svc}-{k}", f"{i}{k:039d}", "success", t, t
                 ),
                 MergeRequest("gitlab", svc, f"shop/{svc}!{k}", t, "a" * 40, None, None, False, ()),
-                Incident("github", svc, f"{svc}-inc-{k}", t, t + 900),
+                # An hour after the on-call ones: not their duplicate, so both are stored.
+                Incident("github", svc, f"{svc}-inc-{k}", t + 3600, t + 4500),
                 OnCallIncident(
                     "pagerduty", svc, f"P{k}", t, t + 60, t + 900, "high", True, f"g{k}"
                 ),
