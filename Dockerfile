@@ -5,9 +5,10 @@
 #              -v pke-state:/var/lib/platform-kpi-exporter platform-kpi-exporter
 # EXTRAS picks the optional dependencies (README, "Image size"): aws (Cost Explorer, CloudWatch,
 # FOCUS in S3), parquet (FOCUS Parquet files), github-app (GitHub App auth), otel (tracing with
-# --otlp-endpoint), azure (Azure workload or managed identity; not in the default); "" for none.
+# --otlp-endpoint), postgres (a PostgreSQL state shared by replicas), azure (Azure workload or
+# managed identity; not in the default); "" for none.
 FROM python:3.11-slim AS build
-ARG EXTRAS="aws,parquet,github-app,otel"
+ARG EXTRAS="aws,parquet,github-app,otel,postgres"
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY requirements/image.lock requirements/image.lock

@@ -30,7 +30,7 @@ from tests.support.paths import REPO_ROOT
 PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 LOCK = REPO_ROOT / "requirements" / "image.lock"
 # Extras the image may install (the Dockerfile's EXTRAS); dev and dashboards are not for it.
-IMAGE_EXTRAS = ("aws", "parquet", "github-app", "otel")
+IMAGE_EXTRAS = ("aws", "parquet", "github-app", "otel", "postgres")
 # ...and what the lock pins besides, for an image built with them.
 LOCKED_EXTRAS = (*IMAGE_EXTRAS, "azure")
 # Modules that are themselves optional: each owned by one extra, imported only lazily.
