@@ -47,6 +47,15 @@ def binaries() -> Path | None:
     return found[-1] / "bin" if found else None
 
 
+def _real_time_env() -> dict[str, str]:
+    """The environment without libfaketime: the server keeps the real clock, as a real
+    database does while the suite runs under ``faketime`` (faked, its lock timeouts never
+    fired, and a waiting test hung)."""
+    return {
+        k: v for k, v in os.environ.items() if not k.startswith("FAKETIME") and k != "LD_PRELOAD"
+    }
+
+
 def _as_user() -> list[str]:
     # PostgreSQL will not run as root: run it as the package's system user.
     if os.geteuid() != 0:
@@ -99,7 +108,9 @@ class PostgresServer:
             "--auth-host=scram-sha-256",
             f"--pwfile={pwfile}",
         ]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=120, check=False, env=_real_time_env()
+        )
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed ({done.returncode}): {done.stderr.strip()}")
 
@@ -140,7 +151,11 @@ class PostgresServer:
             "max_connections=200",
         ]
         self.proc = subprocess.Popen(
-            argv, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=_real_time_env(),
         )
         deadline = time.monotonic() + timeout
         while not self._accepts():
