@@ -33,6 +33,7 @@ import yaml
 
 from exporter.core.clock import utc_datetime
 from tests.support import internal
+from tests.support.faketime import without_faketime
 from tests.support.net import free_port, http_get, wait_until
 from tests.support.paths import REPO_ROOT
 
@@ -57,7 +58,7 @@ def faketime_env(at: float, env: dict[str, str]) -> dict[str, str]:
     """
     if not Path(FAKETIME).exists():
         raise RuntimeError("faketime is not installed: scripts/test installs the Debian package")
-    env = {k: v for k, v in env.items() if not k.startswith("FAKETIME") and k != "LD_PRELOAD"}
+    env = without_faketime(env)
     env["LD_PRELOAD"] = LIBFAKETIME
     # "@..." starts the clock there when the process starts and lets it run; TZ=UTC makes
     # libfaketime read the instant as UTC.

@@ -66,3 +66,9 @@ def reserve_environ(headroom: int = ENVIRON_HEADROOM) -> None:
         os.environ[name] = "1"
     for name in names:
         del os.environ[name]
+
+
+def without_faketime(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with libfaketime and its settings removed: a child on the real clock (a real
+    server), or one given a fake clock of its own afresh."""
+    return {k: v for k, v in env.items() if not k.startswith("FAKETIME") and k != "LD_PRELOAD"}

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from exporter.core.backend import PostgresTarget
+from tests.support.faketime import without_faketime
 from tests.support.net import free_port, port_open
 
 PASSWORD = "pke-test-password"
@@ -45,15 +46,6 @@ def binaries() -> Path | None:
         key=lambda p: int(p.name) if p.name.isdigit() else 0,
     )
     return found[-1] / "bin" if found else None
-
-
-def _real_time_env() -> dict[str, str]:
-    """The environment without libfaketime: the server keeps the real clock, as a real
-    database does while the suite runs under ``faketime`` (faked, its lock timeouts never
-    fired, and a waiting test hung)."""
-    return {
-        k: v for k, v in os.environ.items() if not k.startswith("FAKETIME") and k != "LD_PRELOAD"
-    }
 
 
 def _as_user() -> list[str]:
@@ -109,7 +101,12 @@ class PostgresServer:
             f"--pwfile={pwfile}",
         ]
         done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=120, check=False, env=_real_time_env()
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=without_faketime(dict(os.environ)),
         )
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed ({done.returncode}): {done.stderr.strip()}")
@@ -155,7 +152,9 @@ class PostgresServer:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env=_real_time_env(),
+            # The real clock, as a real database has while the suite runs under faketime
+            # (faked, its lock timeouts never fired and a waiting test hung).
+            env=without_faketime(dict(os.environ)),
         )
         deadline = time.monotonic() + timeout
         while not self._accepts():
