@@ -27,6 +27,7 @@ store recovers; at most ``MAX_UNCOMMITTED`` of them, the oldest dropped first.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -38,6 +39,7 @@ from exporter.domains.probe.schedule import Grid, LoopTicker, Ticker
 from exporter.domains.probe.settings import ProbeCheckConfig, ProbeServiceFields, ProbeSourceConfig
 from exporter.domains.probe.sources.http import HttpRequest, probe_http
 from exporter.domains.probe.sources.runner import ProbeRunner
+from exporter.domains.probe.sources.stamps import hold_receive_stamping
 from exporter.domains.probe.sources.tcp import TcpDialog, probe_tcp
 from exporter.domains.probe.sources.wire import Outcome
 
@@ -155,6 +157,7 @@ class ProbeSource(Source):
         # What a failed commit handed back: results and skip counts not stored yet.
         self._uncommitted: list[ProbeResult] = []
         self._uncommitted_skips: dict[Key, int] = {}
+        self._stamping: socket.socket | None = None
 
     @property
     def active(self) -> bool:
@@ -170,6 +173,8 @@ class ProbeSource(Source):
     async def _start(self, ctx: PollContext) -> None:
         """Start the grid loop from each check's next slot, and the checks due now at once."""
         wall, tick = ctx.now(), self.ticker.now()
+        if self._stamping is None:
+            self._stamping = hold_receive_stamping()
         grid = Grid.of(
             {k: c.interval for k, c in self.checks.items()},
             {k: self.cursor_name(*k) for k in self.checks},
@@ -245,3 +250,6 @@ class ProbeSource(Source):
         if self.runner is not None:
             await self.runner.aclose()
             self.runner = None
+        if self._stamping is not None:
+            self._stamping.close()
+            self._stamping = None

@@ -106,6 +106,27 @@ def handshake_seconds(sock: socket.socket) -> float | None:
     return float(info[_RTT]) / 1e6
 
 
+def hold_receive_stamping() -> socket.socket | None:
+    """A socket that keeps the kernel's receive stamping on while it stays open.
+
+    Linux turns receive stamping on for the whole system when the first socket asks
+    for it, but through deferred work (``net_enable_timestamp`` in ``net/core/dev.c``),
+    and off again when the last such socket closes. A probe that opens its connection
+    while no other socket holds it would race that work, and its answer would arrive
+    unstamped. The prober holds this one from its start, so every probe's own socket
+    finds stamping already on. None where the kernel does not stamp.
+    """
+    if not KERNEL_STAMPS:
+        return None
+    keeper = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        keeper.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPING, _RX_SOFTWARE | _SOFTWARE)
+    except OSError:
+        keeper.close()
+        return None
+    return keeper
+
+
 class StampedSocket:
     """A connected non-blocking TCP socket: ``send`` and ``recv`` with their :class:`Stamp`."""
 
