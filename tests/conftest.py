@@ -34,7 +34,8 @@ import pytest
 from exporter.core.backend import PostgresTarget
 from tests.support import internal
 from tests.support.daemon import DaemonProcess, DemoProcess
-from tests.support.faketime import repair_sleep, reserve_environ
+from tests.support.environ import pin_environ
+from tests.support.faketime import repair_sleep
 from tests.support.net import free_port as _free_port
 from tests.support.nginx import NginxServer, nginx_available
 from tests.support.postgres import PostgresServer
@@ -43,8 +44,8 @@ from tests.support.slow import SlowUpstream
 
 # Under faketime (how the suite is checked on other dates), time.sleep may need repair.
 repair_sleep()
-# Before any test starts a thread: tests add environment variables while servers run.
-reserve_environ()
+# Before any test starts a thread: tests change the environment while servers' threads read it.
+pin_environ()
 
 
 @pytest.fixture(autouse=True)

@@ -10,13 +10,8 @@ were faked and the kernel answers ``EINVAL``
 (``sem_clockwait``) is left alone, so :func:`repair_sleep` replaces
 ``time.sleep`` with one when, and only when, sleeping fails.
 
-libfaketime also re-reads ``FAKETIME`` with ``getenv`` from whichever thread
-asks the time once its cache expires, while tests add variables with
-``monkeypatch.setenv`` on the main thread. glibc's ``setenv`` grows the
-``environ`` array with ``realloc`` and may free the old one under a reader, a
-crash seen as a segmentation fault in a server thread.
-:func:`reserve_environ` grows the array once, before any thread starts, so
-later additions fit in place.
+libfaketime also re-reads ``FAKETIME`` from other threads while tests change the
+environment: :mod:`tests.support.environ` keeps that safe.
 """
 
 from __future__ import annotations
@@ -25,8 +20,6 @@ import os
 import threading
 import time
 
-# Room for this many variables added by tests at once, beyond the process's own.
-ENVIRON_HEADROOM = 512
 
 
 def lock_sleep(seconds: float) -> None:
@@ -52,20 +45,6 @@ def repair_sleep() -> bool:
         return False
     time.sleep = lock_sleep
     return True
-
-
-def reserve_environ(headroom: int = ENVIRON_HEADROOM) -> None:
-    """Grow the C ``environ`` array by ``headroom`` slots; call it before threads start.
-
-    Adding and then removing variables leaves the array at its grown size
-    (``unsetenv`` shifts entries down and never shrinks it), so a later
-    ``setenv`` that adds a name reallocates in place rather than moving it.
-    """
-    names = [f"PKE_ENVIRON_RESERVE_{i}" for i in range(headroom)]
-    for name in names:
-        os.environ[name] = "1"
-    for name in names:
-        del os.environ[name]
 
 
 def without_faketime(env: dict[str, str]) -> dict[str, str]:
