@@ -16,10 +16,8 @@ environment: :mod:`tests.support.environ` keeps that safe.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-
 
 
 def lock_sleep(seconds: float) -> None:
