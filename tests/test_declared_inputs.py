@@ -6,7 +6,9 @@ source produces (``produces``). So a provider reading a domain it does not decla
 would serve stale values, and one declaring a domain it never reads is recomputed for
 nothing. Every statement is captured with ``set_trace_callback`` from a state seeded
 with every record type; each table belongs to the domain whose migrations create it.
-Tables of the core (counters, histograms, cursors) belong to no domain.
+Tables of the core (counters, histograms, cursors) belong to no domain. A provider may
+declare a domain's *view* (``Domain.views``) instead of the domain: then it may read only
+the tables of that view among the domain's.
 """
 
 from __future__ import annotations
@@ -101,11 +103,15 @@ def test_each_provider_reads_exactly_the_domains_it_declares(tmp_path: Path) -> 
     writes: dict[str, set[str]] = {}
     for record_type, written in tables_written(tmp_path).items():
         writes.setdefault(writers[record_type], set()).update(written)
+    views = {v: covered for d in domains() for v, covered in d.views.items()}
     for name, read_tables in tables_read(tmp_path).items():
         spec = providers()[name]
         if spec.reads is None:
             continue
-        read = {tables[t] for t in read_tables if t in tables}
+        declared_views = {v for v in spec.reads if v in views}
+        through_views = {t for v in declared_views for t in views[v]}
+        read = {tables[t] for t in read_tables - through_views if t in tables}
+        read |= {v for v in declared_views if read_tables & views[v]}
         # A domain whose writers store into another domain's tables this provider reads.
         read |= {
             d for d, written in writes.items()

@@ -13,7 +13,10 @@ nothing; an ``ON CONFLICT DO UPDATE`` counts even when it writes the same values
 
 Which inputs a transaction changed is told by :func:`writing_for`, which the daemon
 wraps around each poll (a context variable, so it follows the poll into its tasks
-and worker threads). A write outside any such scope (a test, a tool) changes every
+and worker threads). A writer may also name a narrower input it changed, a *view* of
+its domain's data that another domain's provider reads instead of the whole domain
+(:meth:`~exporter.core.store.Tx.also_changes`; a domain declares its views in
+``Domain.views``). A write outside any such scope (a test, a tool) changes every
 input, and so does a commit by another connection to the same database file
 (``PRAGMA data_version``): when in doubt, recompute.
 """
@@ -50,13 +53,14 @@ class ChangeLog:
         self._lock = threading.Lock()
         self._versions: dict[str, int] = {ANY: 0}
 
-    def committed(self, rows_changed: int) -> None:
-        """Called after a COMMIT with the rows it inserted, updated or deleted."""
+    def committed(self, rows_changed: int, views: Iterable[str] = ()) -> None:
+        """Called after a COMMIT with the rows it inserted, updated or deleted, and the
+        views its writers said they changed (counted with the transaction's inputs)."""
         if rows_changed <= 0:
             return
         scope = _SCOPE.get()
         with self._lock:
-            for name in (ANY,) if scope is None else scope:
+            for name in (ANY,) if scope is None else scope | frozenset(views):
                 self._versions[name] = self._versions.get(name, 0) + 1
 
     def changed_elsewhere(self) -> None:

@@ -31,6 +31,10 @@ class Domain:
     # The domains whose stored data the provider reads (its own included): a poll that
     # changed none of them leaves its rendering as it is. None: recomputed every refresh.
     reads: frozenset[str] | None = None
+    # Narrower inputs of this domain's data (view name -> the tables it covers) another
+    # domain's provider may read instead of the whole domain; the writers say when they
+    # change one (``Tx.also_changes``), e.g. the gateways' totals of days already over.
+    views: Mapping[str, frozenset[str]] = field(default_factory=dict)
     time_driven: bool = True  # its values move with the clock: recomputed per min_refresh
     prune: Callable[[Tx, float], object] | None = None  # drop raw rows older than the cutoff
     # Rollups built in batches, after an upgrade, from the raw rows an older release left.

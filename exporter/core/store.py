@@ -99,6 +99,13 @@ class Tx:
         self.writers: Mapping[type, Writer] = writers or {}
         # Rows written by :meth:`execute_bookkeeping`: not a change of any provider's input.
         self.bookkeeping = 0
+        # Views of a domain's data this transaction changed (see :meth:`also_changes`).
+        self.views: set[str] = set()
+
+    def also_changes(self, view: str) -> None:
+        """Count the commit as a change of ``view`` too: a narrower input of the writer's
+        domain (``Domain.views``), which providers read instead of the whole domain."""
+        self.views.add(view)
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Cursor:
         """Run one statement (SQLite's SQL, on either backend); its cursor."""
@@ -437,7 +444,7 @@ class Store:
                     ) from exc
                 raise
             changed = self._conn.total_changes - before
-            self.changes.committed(changed - tx.bookkeeping)
+            self.changes.committed(changed - tx.bookkeeping, tx.views)
             if self.postgres and changed > 0:
                 self._announce_commit()
         finally:

@@ -37,7 +37,9 @@ DOMAIN_PROVIDERS = (
     "slo",
     "traffic",
 )
-TRAFFIC_READERS = {"adoption", "cost", "slo", "traffic"}
+# Cost reads only the totals of days already over (the traffic domain's view
+# ``traffic_days_over``): a poll of today's traffic leaves it as it is.
+TRAFFIC_READERS = {"adoption", "slo", "traffic"}
 
 
 def config(tmp_path: Path, **metrics: Any) -> Config:
@@ -162,6 +164,24 @@ class TestOneDomainChanged:
             assert daemon.parts.rendered(name) is parts[name]  # the same bytes, reused
         requests = Exposition.parse(after.text).families["platform_service_requests"].samples
         assert sum(s.value for s in requests) == 20  # the seeded minute and the new one
+
+    def test_a_traffic_poll_carrying_a_day_already_over_recomputes_cost_too(
+        self, tmp_path: Path
+    ) -> None:
+        """The last minute of yesterday, read after midnight, changes the daily totals
+        cost per transaction divides by."""
+        today = NOW - NOW % 86400
+
+        async def late(ctx: PollContext, n: int) -> None:
+            await ctx.commit([delta(today - 60, f"late-{n}")])
+
+        clock = FixedClock(NOW)
+        src = TrafficScripted(config(tmp_path), name="gateway", behaviour=late)
+        daemon = seeded(tmp_path, clock, sources=[src])
+        before = daemon.holder.current
+        asyncio.run(daemon.poll(src))
+        counts = recomputed(before, daemon.holder.current)
+        assert {n for n in DOMAIN_PROVIDERS if counts[n]} == TRAFFIC_READERS | {"cost"}
 
     def test_the_reused_and_new_parts_equal_a_full_render_byte_for_byte(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

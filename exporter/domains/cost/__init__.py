@@ -16,7 +16,8 @@ DOMAIN = Domain(
     migrations={"cost": store.MIGRATIONS},
     writers=store.WRITERS,
     provider=metrics.collect,
-    reads=frozenset({"cost", "catalog", "traffic"}),
+    # Of the traffic, only the totals of days already over (cost per transaction).
+    reads=frozenset({"cost", "catalog", "traffic_days_over"}),
     alerts=alerts.rules,
     sandbox=("exporter.domains.cost.sandbox.billing",),
 )

@@ -20,6 +20,7 @@ DOMAIN = Domain(
     writers=store.WRITERS,
     provider=metrics.collect,
     reads=frozenset({"traffic", "catalog"}),
+    views={store.DAYS_OVER: store.DAYS_OVER_TABLES},
     # Stored traffic follows the catalog: re-resolved after every catalog or gateway poll.
     refresh=attribution.refresh,
     refresh_after=frozenset({CatalogListing, TrafficDelta, TrafficLatency, ConsumerSeen}),

@@ -147,6 +147,12 @@ MIGRATIONS = (
     UPDATE traffic_latency SET ident = 'service:' || ident
     """,
 )
+#: The view of the traffic data that cost per transaction reads (``Domain.views``): the
+#: daily totals of days already over, under the attribution of the moment. A gateway
+#: poll adds to today, so it changes this view only when it carries traffic of an
+#: earlier day (a late minute after midnight), or an identity moves to another service.
+DAYS_OVER = "traffic_days_over"
+DAYS_OVER_TABLES = frozenset({"traffic_daily", "traffic_idents"})
 # Joins a raw row (alias r) to the service its identity resolves to now.
 _RESOLVED = "LEFT JOIN traffic_idents a ON a.source = r.source AND a.ident = r.ident"
 _SERVICE = "COALESCE(a.service, 'unmapped')"
@@ -254,6 +260,9 @@ class _BatchSums:
 
     def write(self, tx: Tx) -> None:
         _note_idents(tx, self.idents)
+        today = utc_date(tx.clock()).isoformat()
+        if any(day < today for _, _, day in self.daily):
+            tx.also_changes(DAYS_OVER)
         for (ident, source, day), n in self.daily.items():
             tx.execute(
                 "INSERT INTO traffic_daily (ident, source, day, requests) VALUES (?, ?, ?, ?) "
@@ -349,6 +358,7 @@ def attributions(store: Store) -> list[tuple[str, str, str]]:
 def reattribute(store: Store, changes: Sequence[tuple[str, str, str]]) -> None:
     """Move each (source, identity) to its new service, in one transaction."""
     with store.transaction() as tx:
+        tx.also_changes(DAYS_OVER)  # every day's totals follow the identity
         for source, ident, service in changes:
             tx.execute(
                 "UPDATE traffic_idents SET service = ? WHERE source = ? AND ident = ?",
