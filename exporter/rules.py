@@ -52,7 +52,7 @@ def dump(doc: dict[str, Any]) -> str:
 
 def exporter_rules(config: ConfigBase) -> dict[str, Any]:
     """The exporter's own alerts, then each domain's, in one group."""
-    rules = alerts.rules()
+    rules = alerts.rules(config)
     for domain in domains():
         if domain.alerts is not None:
             rules += domain.alerts(config)

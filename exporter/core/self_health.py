@@ -15,7 +15,9 @@ Sample::
     platform_exporter_source_without_catalog{source="nginx",kind="nginx"} 0
 
 With several replicas (``state.url`` on PostgreSQL), every family above also has a
-``replica`` label, ``up`` is absent for a source a peer holds, and::
+``replica`` label; for a source this replica does not hold the lease of, ``up``, the last
+success, the poll duration and the API budget are absent (the holder's are the source's:
+a peer's old verdict or budget would read as down, stale or exhausted), and::
 
     platform_exporter_source_leased{source="probe",kind="probe",replica="kpi-0"} 1
     platform_exporter_leases_held{replica="kpi-0"} 3
@@ -35,15 +37,15 @@ from exporter.core.provider import RenderContext
 
 
 def collect(ctx: RenderContext) -> Iterator[Metric]:
+    replica = _replica(ctx)
     build = GaugeMetricFamily(
         "platform_exporter_build_info",
         "Build information of platform-kpi-exporter; always 1.",
-        labels=["version", "python"],
+        labels=["version", "python", *(["replica"] if replica else [])],
     )
-    build.add_metric([__version__, platform.python_version()], 1)
+    build.add_metric([__version__, platform.python_version(), *([replica] if replica else [])], 1)
     yield build
 
-    replica = _replica(ctx)
     labels = ["source", "kind", *(["replica"] if replica else [])]
     up = GaugeMetricFamily(
         "platform_exporter_source_up",
@@ -88,17 +90,19 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
     for h in ctx.health:
         key = _key(h, replica)
         interval.add_metric(key, h.interval)
+        for reason, n in sorted(h.errors.items()):
+            errors.add_metric([*key, reason], n)
+        skipped.add_metric(key, h.skipped)
+        for code, n in sorted(h.requests.items()):
+            requests.add_metric([*key, code], n)
+        if h.leased is False:
+            continue  # a peer polls it: its verdict, freshness and budget are the source's
         if h.up is not None:
             up.add_metric(key, 1.0 if h.up else 0.0)
         if h.last_success is not None:
             last.add_metric(key, h.last_success)
         if h.last_duration is not None:
             duration.add_metric(key, h.last_duration)
-        for reason, n in sorted(h.errors.items()):
-            errors.add_metric([*key, reason], n)
-        skipped.add_metric(key, h.skipped)
-        for code, n in sorted(h.requests.items()):
-            requests.add_metric([*key, code], n)
         for resource, remaining in sorted(h.rate_limit_remaining.items()):
             budget.add_metric([*key, resource], remaining)
     yield from (up, last, duration, interval, errors, skipped, requests, budget)

@@ -3,7 +3,13 @@ source a peer polls neither up nor down here."""
 
 from __future__ import annotations
 
+from typing import Any, cast
+
+from exporter.core import self_health
 from exporter.core.health import SourceHealth
+from exporter.core.provider import RenderContext
+from exporter.core.snapshot import render_part
+from tests.support.exposition import Exposition
 
 
 class TestLeasedHealth:
@@ -18,3 +24,72 @@ class TestLeasedHealth:
         h.set_leased(True, 3)
         h.poll_succeeded(1060.0, 0.5)
         assert (h.up, h.last_success) == (True, 1060.0)
+
+
+def _exposition(*health: SourceHealth) -> Exposition:
+    """What the exporter's own health part renders for ``health`` (it reads nothing else)."""
+    ctx = RenderContext(
+        config=cast(Any, None),
+        store=cast(Any, None),
+        health=health,
+        now=2000.0,
+        sources=(),
+        catalog_loader=cast(Any, None),
+    )
+    return Exposition.parse(render_part(self_health.collect(ctx)).text)
+
+
+class TestWhatEachReplicaReports:
+    """With several replicas only a source's lease holder says how it is: a peer's old
+    verdict, freshness or API budget would read as down, stale or spent on the others."""
+
+    def holder_and_peer(self) -> tuple[SourceHealth, SourceHealth]:
+        holder = SourceHealth("github", "github", 60.0, replica="kpi-0", leased=True)
+        holder.poll_succeeded(1900.0, 0.5)
+        holder.set_rate_limit_remaining("core", 4990.0)
+        peer = SourceHealth("github", "github", 60.0, replica="kpi-1", leased=True)
+        peer.poll_failed("http_5xx", "503 from upstream", 1.5)
+        peer.set_rate_limit_remaining("core", 12.0)
+        peer.set_leased(False, 0)  # the lease moved to kpi-0
+        return holder, peer
+
+    def test_the_holder_reports_up_freshness_duration_and_budget(self) -> None:
+        holder, _ = self.holder_and_peer()
+        got = _exposition(holder)
+        labels = {"source": "github", "kind": "github", "replica": "kpi-0"}
+        assert got.value("platform_exporter_source_up", **labels) == 1.0
+        assert got.value("platform_exporter_source_last_success_timestamp_seconds", **labels) == (
+            1900.0
+        )
+        assert got.value("platform_exporter_source_poll_duration_seconds", **labels) == 0.5
+        assert got.value("platform_exporter_rate_limit_remaining", **labels) == 4990.0
+        assert got.value("platform_exporter_source_leased", **labels) == 1.0
+
+    def test_a_peer_keeps_its_interval_and_counters_but_no_verdict_or_budget(self) -> None:
+        _, peer = self.holder_and_peer()
+        got = _exposition(peer)
+        labels = {"source": "github", "kind": "github", "replica": "kpi-1"}
+        for gone in (
+            "platform_exporter_source_up",
+            "platform_exporter_source_last_success_timestamp_seconds",
+            "platform_exporter_source_poll_duration_seconds",
+            "platform_exporter_rate_limit_remaining",
+        ):
+            assert got.samples(gone) == [], gone
+        assert got.value("platform_exporter_source_interval_seconds", **labels) == 60.0
+        assert got.value("platform_exporter_source_leased", **labels) == 0.0
+        assert got.value("platform_exporter_leases_held", replica="kpi-1") == 0.0
+        errors = "platform_exporter_source_errors_total"
+        assert got.value(errors, reason="http_5xx", **labels) == 1.0
+
+    def test_build_info_names_the_replica_and_a_single_replica_has_no_such_label(self) -> None:
+        holder, _ = self.holder_and_peer()
+        ((labels, value),) = _exposition(holder).samples("platform_exporter_build_info")
+        assert (labels["replica"], value) == ("kpi-0", 1.0)
+        single = SourceHealth("github", "github", 60.0)
+        single.set_rate_limit_remaining("core", 4990.0)
+        alone = _exposition(single)
+        ((labels, _),) = alone.samples("platform_exporter_build_info")
+        assert "replica" not in labels
+        assert alone.samples("platform_exporter_source_leased") == []
+        assert alone.value("platform_exporter_rate_limit_remaining", resource="core") == 4990.0

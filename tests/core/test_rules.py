@@ -3,7 +3,8 @@
 The rule files committed in ``alerts/`` are generated from ``examples/config.yaml``;
 the ``promtool test rules`` fixtures in ``alerts/tests/`` pin every alert tier
 (page fast and slow, ticket fast and slow), SLI-absent and the exporter-health
-alerts, each with a series that fires and one that must not.
+alerts, each with a series that fires and one that must not, with one replica
+scraped and with two (``replicas.test.yml``, ``slo_replicas.test.yml``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 ALERTS = REPO_ROOT / "alerts"
 EXAMPLE = REPO_ROOT / "examples" / "config.yaml"
 DAY = 86400.0
+# One copy of each series, however many replicas are scraped (exporter.core.replicas).
+ONE = "max without (instance, pod, replica)"
 
 
 def _config(slo: dict[str, object], probes: bool = True) -> Config:
@@ -85,6 +88,9 @@ class TestCommittedRules:
             "slo_ticket.test.yml",
             "slo_absent.test.yml",
             "exporter.test.yml",
+            # Two replicas scraped: health alerts per source, SLIs counting each event once.
+            "replicas.test.yml",
+            "slo_replicas.test.yml",
         }
         proc = subprocess.run(
             [PROMTOOL, "test", "rules", *fixtures], capture_output=True, text=True, timeout=120
@@ -157,9 +163,10 @@ class TestRecordingRules:
         expr = rules["slo:sli_error:ratio_rate28d search-availability"]["expr"]
         assert "avg_over_time" not in expr and "sum_over_time" not in expr
         assert (
-            'sum(rate(platform_probe_checks_total{service="search",result="failure"}[28d]))' in expr
+            f'sum({ONE} (rate(platform_probe_checks_total{{service="search",result="failure"}}[28d])))'
+            in expr
         )
-        assert 'sum(rate(platform_probe_checks_total{service="search"}[28d]))' in expr
+        assert f'sum({ONE} (rate(platform_probe_checks_total{{service="search"}}[28d])))' in expr
 
     def test_latency_sli_counts_events_from_histogram_buckets(self) -> None:
         rules = _rules(yaml.safe_load(rule_files(load_config(EXAMPLE))["slo.rules.yml"]))
@@ -176,7 +183,9 @@ class TestRecordingRules:
         config = _config({"availability": {"objective": 99.5, "sli": "requests"}}, probes=False)
         expr = all_slos(config)[0].error_ratio(300)
         assert 'platform_service_requests_total{service="checkout",code_class="5xx"}[5m]' in expr
-        assert 'sum(rate(platform_service_requests_total{service="checkout"}[5m]))' in expr
+        assert (
+            f'sum({ONE} (rate(platform_service_requests_total{{service="checkout"}}[5m])))' in expr
+        )
 
 
 class TestCalendarMonth:

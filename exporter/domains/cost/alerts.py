@@ -5,14 +5,20 @@
 * ``PlatformCostBudgetExceeded``: the month's spend so far is already above it
   (``platform_budget_used_ratio{window="mtd"} > 1``; last month's final ratio is
   for reviews, not for an alert that would fire all month).
+
+Every replica serves the same ratios: each alert reads one copy of each series
+(:func:`~exporter.core.replicas.one_copy`), so it fires once, not once per replica.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from exporter.core.replicas import one_copy
+
 FORECAST_RATIO = "platform_budget_forecast_ratio"
 USED_RATIO = "platform_budget_used_ratio"
+USED_MTD = f'{USED_RATIO}{{window="mtd"}}'
 
 
 def rules(config: Any) -> list[dict[str, Any]]:
@@ -20,7 +26,7 @@ def rules(config: Any) -> list[dict[str, Any]]:
     return [
         {
             "alert": "PlatformCostBudgetForecastOver",
-            "expr": f"{FORECAST_RATIO} > 1\n",
+            "expr": f"{one_copy(FORECAST_RATIO)} > 1\n",
             # The forecast moves once a day, when a billing day closes: no need to be quick.
             "for": "1h",
             "labels": {"severity": "ticket"},
@@ -34,7 +40,7 @@ def rules(config: Any) -> list[dict[str, Any]]:
         },
         {
             "alert": "PlatformCostBudgetExceeded",
-            "expr": f'{USED_RATIO}{{window="mtd"}} > 1\n',
+            "expr": f"{one_copy(USED_MTD)} > 1\n",
             "labels": {"severity": "ticket"},
             "annotations": {
                 "summary": "{{ $labels.scope }} {{ $labels.name }} has spent more than its "

@@ -12,6 +12,8 @@ event counters and histograms:
 * request availability: ``platform_service_requests_total{code_class="5xx"}`` / all requests;
 * request latency: the same from ``platform_service_request_duration_seconds``.
 
+Each event rate is summed over one copy of each series (:func:`~exporter.core.replicas.one_copy`):
+with several replicas scraped, every one serves the same counters, and each event counts once.
 OpenSLO documents bring their own queries (see :mod:`exporter.domains.slo.openslo`).
 """
 
@@ -21,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from exporter.core.replicas import one_copy
 from exporter.domains.slo.openslo import WINDOW, load_documents
 from exporter.domains.slo.settings import SloServiceFields
 from exporter.domains.slo.windows import (
@@ -99,6 +102,11 @@ def _le(bound: float) -> str:
     return f'le="{text}"'
 
 
+def _events(selector: str) -> str:
+    """The rate of the events ``selector`` counts, each once across replicas."""
+    return f"sum({one_copy(f'rate({selector}[{WINDOW}])')})"
+
+
 def _ratio(bad: str, total: str) -> str:
     # A service that never failed has no failure series yet: its error ratio is 0, not absent.
     return f"(\n  ({bad})\n  or vector(0)\n)\n/\n({total})"
@@ -110,23 +118,23 @@ Templates = tuple[str, str, str]
 
 def _probe_availability(service: str) -> Templates:
     sel = f'service="{service}"'
-    total = f"sum(rate({PROBE_CHECKS}{{{sel}}}[{WINDOW}]))"
-    bad = f'sum(rate({PROBE_CHECKS}{{{sel},result="failure"}}[{WINDOW}]))'
+    total = _events(f"{PROBE_CHECKS}{{{sel}}}")
+    bad = _events(f'{PROBE_CHECKS}{{{sel},result="failure"}}')
     return _ratio(bad, total), total, bad
 
 
 def _histogram_latency(metric: str, service: str, threshold: float) -> Templates:
     sel = f'service="{service}"'
-    total = f"sum(rate({metric}_count{{{sel}}}[{WINDOW}]))"
-    fast = f"sum(rate({metric}_bucket{{{sel},{_le(threshold)}}}[{WINDOW}]))"
+    total = _events(f"{metric}_count{{{sel}}}")
+    fast = _events(f"{metric}_bucket{{{sel},{_le(threshold)}}}")
     slow = f"(\n  {total}\n  -\n  {fast}\n)"
     return f"{slow}\n/\n{total}", total, slow
 
 
 def _requests_availability(service: str) -> Templates:
     sel = f'service="{service}"'
-    total = f"sum(rate({REQUESTS}{{{sel}}}[{WINDOW}]))"
-    bad = f'sum(rate({REQUESTS}{{{sel},code_class="5xx"}}[{WINDOW}]))'
+    total = _events(f"{REQUESTS}{{{sel}}}")
+    bad = _events(f'{REQUESTS}{{{sel},code_class="5xx"}}')
     return _ratio(bad, total), total, bad
 
 
