@@ -336,17 +336,28 @@ async def _once(config: ConfigBase, openmetrics: bool) -> int:
     return EXIT_OK if ok else EXIT_FAILURE
 
 
+def _require_history(config_file: Path, config: ConfigBase, why: str) -> None:
+    """A state that does not exist yet is a one-line config error (exit 2): what reads the
+    stored history creates no state, on a SQLite file as on PostgreSQL."""
+    from exporter.core.store import holds_state
+
+    location = config.state.location()
+    if holds_state(location):
+        return
+    field = "state.path" if config.state.url is None else "state.url"
+    if isinstance(location, Path):
+        problem = f"{field}: {location} does not exist: {why}"
+    else:
+        where = "" if location.schema is None else f" (schema {location.schema})"
+        problem = f"{field}: {location}{where} holds no state database: {why}"
+    raise ConfigError(str(config_file), [problem])
+
+
 def _report(config_file: Path, config: ConfigBase, at: float, openmetrics: bool) -> int:
     """``once --as-of``: the stored history at ``at``; polls nothing, records nothing."""
     from exporter.report import report
 
-    if not config.state.path.is_file():
-        raise ConfigError(
-            str(config_file),
-            [
-                f"state.path: {config.state.path} does not exist: --as-of reports on a stored history"
-            ],
-        )
+    _require_history(config_file, config, "--as-of reports on a stored history")
     snapshot, failed = report(config, at)
     _print(snapshot, openmetrics)
     return EXIT_FAILURE if failed else EXIT_OK
@@ -364,11 +375,7 @@ def _review(args: argparse.Namespace, at: float | None) -> int:
             week = IsoWeek.parse(args.week)
         except ValueError as exc:
             raise UsageError(f"report --week: {exc}") from None
-    if not config.state.path.is_file():
-        raise ConfigError(
-            str(args.config),
-            [f"state.path: {config.state.path} does not exist: report reads a stored history"],
-        )
+    _require_history(args.config, config, "report reads a stored history")
     instant = system_clock() if at is None else at
     if week is not None and week.start > instant:
         raise UsageError(f"report --week: {week.label} starts after the review's instant")
@@ -454,6 +461,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         tracing.shutdown()
 
 
+def _error(message: str) -> None:
+    """Print an error as a log line is written: through the redaction layer (a URL's user
+    name and password, known secrets)."""
+    print(redact.REDACTOR.text(message), file=sys.stderr)
+
+
 def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         _tracing(args.otlp_endpoint)
@@ -489,12 +502,12 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if args.command == "demo":
             return _demo(args, at)
     except (ConfigError, UsageError) as exc:
-        print(exc, file=sys.stderr)
+        _error(str(exc))
         return EXIT_CONFIG
     except StartupError as exc:
         file = getattr(args, "config", None) or getattr(args, "file", None) or "the config"
         kind = "config error" if exc.exit_code == EXIT_CONFIG else "cannot start"
-        print(f"{kind} in {file}: {exc}", file=sys.stderr)
+        _error(f"{kind} in {file}: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_OK

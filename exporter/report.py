@@ -38,7 +38,7 @@ def report(config: ConfigBase, at: float) -> tuple[Snapshot, list[str]]:
     A failing provider is logged and left out; the others still report.
     """
     store = open_store(
-        str(config.state.path), FixedClock(at), busy_timeout=config.state.busy_timeout
+        config.state.location(), FixedClock(at), busy_timeout=config.state.busy_timeout
     )
     try:
         ctx = render_context(config, store, at)

@@ -15,7 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+from exporter.core.redact import MASK
 
 APPLICATION = "platform-kpi-exporter"
 SCHEMES = ("sqlite", "postgresql", "postgres")
@@ -73,8 +75,38 @@ def parse_url(url: str) -> Path | tuple[str, str]:
         ):
             raise ValueError("a SQLite URL is sqlite:///relative/path or sqlite:////absolute/path")
         return Path(url[len("sqlite:///") :])
-    if parts.password is not None:
+    if parts.password is not None or "password" in dict(parse_qsl(parts.query)):
         raise ValueError("no password in the URL: set state.password ({env: NAME} or {file: PATH})")
     if not parts.hostname:
         raise ValueError("a PostgreSQL URL names its host: postgresql://user@host:5432/database")
     return ("postgresql", url)
+
+
+def url_user(url: str) -> str | None:
+    """The user name a PostgreSQL URL logs in as (its userinfo, or libpq's ``user=``)."""
+    parts = urlsplit(url)
+    return parts.username or dict(parse_qsl(parts.query)).get("user") or None
+
+
+def shown_url(url: str) -> str:
+    """``url`` as a printed config shows it: the user name and any password masked, in
+    the userinfo and in the query (libpq's ``user=`` and ``password=``)."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() == "sqlite":
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    if "@" in parts.netloc:
+        netloc = f"{MASK}@{netloc}"
+    query = [
+        (k, MASK if k in ("user", "password") else v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    return urlunsplit(
+        (
+            parts.scheme,
+            netloc,
+            parts.path,
+            urlencode(query, safe="*", quote_via=quote),
+            parts.fragment,
+        )
+    )

@@ -156,6 +156,14 @@ class PgConnection:
                 self._conn = None
 
 
+def holds_state(target: PostgresTarget) -> bool:
+    """True when the target's schema (or ``search_path``) has the store's tables: a
+    ``schema_version`` table. Reads only: a report never creates a state it is to read."""
+    with connect(target, lock_timeout=5.0) as conn:
+        row = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
+    return bool(row is not None and row[0])
+
+
 def state_failure(exc: BaseException) -> bool:
     """True when PostgreSQL (or the way to it) failed, not our SQL: a lost connection, a
     lock timeout, a full disk, a server shutting down, a serialisation failure."""

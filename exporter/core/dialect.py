@@ -14,6 +14,7 @@ as they are), once per distinct statement (cached):
   is ``BIGINT`` (epoch milliseconds and byte counts pass 2^31), ``BLOB`` is ``BYTEA``;
 - a subquery in ``FROM`` gets the alias PostgreSQL requires, an empty ``IN ()`` list is
   an empty subquery;
+- ``INDEXED BY name``, SQLite's planner hint, is dropped;
 - a column named as a PostgreSQL reserved word (``window``) is quoted;
 - a table SQLite gives a ``rowid`` (every one not declared ``WITHOUT ROWID``) gets a
   ``rowid`` identity column, so ``ORDER BY rowid`` and the backfills' rowid ranges keep
@@ -120,6 +121,10 @@ def to_postgres(sql: str) -> str:
                 out.append(tok)
             else:
                 out.append("IS NOT DISTINCT FROM")
+        elif upper == "INDEXED" and _is_word(tokens[_next(tokens, i + 1)], "BY"):
+            # SQLite's planner hint; PostgreSQL's planner takes none (the index still exists).
+            i = _next(tokens, _next(tokens, i + 1) + 1) + 1
+            continue
         elif upper == "WITHOUT" and _is_word(tokens[_next(tokens, i + 1)], "ROWID"):
             i = _next(tokens, i + 1) + 1
             continue

@@ -159,6 +159,9 @@ def _secrets(model: Any) -> Iterable[tuple[str, list[str]]]:
             yield from _secrets(value)
 
 
+_DATABASE_SCHEMES = ("postgresql", "postgres")
+
+
 def _in_url(value: str) -> Iterable[tuple[str, list[str]]]:
     if "://" not in value or "@" not in value:
         return
@@ -168,7 +171,10 @@ def _in_url(value: str) -> Iterable[tuple[str, list[str]]]:
         return
     if parts.password:
         yield parts.password, [parts.username or ""]
-    elif parts.username:
+    elif parts.username and parts.scheme.lower() not in _DATABASE_SCHEMES:
+        # A lone user part is a token (https://TOKEN@host); a database URL's is a role
+        # name, masked where a URL shows it but not searched for everywhere as text (a
+        # role named postgres would mask every "postgresql").
         yield parts.username, []
 
 

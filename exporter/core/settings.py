@@ -22,12 +22,13 @@ from pydantic import (
     Field,
     PrivateAttr,
     SecretStr,
+    field_serializer,
     field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from exporter.core.backend import PostgresTarget, parse_url
+from exporter.core.backend import PostgresTarget, parse_url, shown_url
 
 ENV_PREFIX = "PLATFORM_KPI_"
 
@@ -271,6 +272,11 @@ class StateConfig(StrictModel):
         if value is not None:
             parse_url(value)
         return value
+
+    @field_serializer("url", when_used="json")
+    def _shown_url(self, value: str | None) -> str | None:
+        # A printed config (check-config) shows no user name or password of the URL.
+        return None if value is None else shown_url(value)
 
     @field_validator("sslrootcert")
     @classmethod

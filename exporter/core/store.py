@@ -25,14 +25,16 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Protocol
 
-from exporter.core.backend import PostgresTarget
+from exporter.core.backend import PostgresTarget, url_user
 from exporter.core.changes import ChangeLog
 from exporter.core.clock import Clock, system_clock
 from exporter.core.dialect import to_postgres_ddl
 from exporter.core.errors import StartupError, StateError, StoreBusy, state_failure
 from exporter.core.lease import check_fence, current_fence
+from exporter.core.redact import MASK
 from exporter.core.statepath import CONFIG, ENVIRONMENT, check_state_path, unusable
 
 CORE_MIGRATIONS: tuple[str, ...] = (
@@ -313,15 +315,7 @@ class Store:
         return conn
 
     def _connect_postgres(self, target: PostgresTarget, lock_timeout: float) -> Any:
-        try:
-            from exporter.core import backend_postgres as pg
-        except ImportError:
-            raise StartupError(
-                "state.url: a PostgreSQL state needs psycopg: "
-                "pip install 'platform-kpi-exporter[postgres]'",
-                CONFIG,
-            ) from None
-        try:
+        with reaching(target) as pg:
             conn = pg.PgConnection(target, lock_timeout)
             if target.schema is not None:
                 conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{target.schema}"')
@@ -331,11 +325,6 @@ class Store:
                 "CREATE TABLE IF NOT EXISTS schema_version "
                 "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
             )
-        except Exception as exc:
-            if not pg.state_failure(exc):
-                raise
-            reason = " ".join(str(exc).split())
-            raise StartupError(f"state.url: cannot use {target}: {reason}", ENVIRONMENT) from None
         return conn
 
     def _migrating(self) -> AbstractContextManager[None]:
@@ -398,6 +387,17 @@ class Store:
             text = getattr(migration, "postgresql", migration)
             return [to_postgres_ddl(s) for s in text.split(";") if s.strip()]
         return [s for s in migration.split(";") if s.strip()]
+
+    def has_table(self, name: str) -> bool:
+        """True when the database has table ``name`` (a store opened without some
+        domain's schema lacks its tables)."""
+        if self.postgres:
+            row = self.query_one("SELECT to_regclass(?) IS NOT NULL", (name,))
+            return bool(row is not None and row[0])
+        found = self.query_one(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        )
+        return found is not None
 
     def schema_version(self, component: str) -> int:
         row = self.query_one("SELECT version FROM schema_version WHERE component = ?", (component,))
@@ -572,6 +572,43 @@ class Store:
 
 
 Writer = Callable[[Tx, Sequence[Any]], None]
+
+
+@contextmanager
+def reaching(target: PostgresTarget) -> Iterator[ModuleType]:
+    """The PostgreSQL driver module, for work on ``target``: a failure of the server or of
+    the way to it (down, a wrong password) is a one-line :class:`StartupError` naming
+    ``state.url``; a missing driver is one too."""
+    try:
+        from exporter.core import backend_postgres as pg
+    except ImportError:
+        raise StartupError(
+            "state.url: a PostgreSQL state needs psycopg: "
+            "pip install 'platform-kpi-exporter[postgres]'",
+            CONFIG,
+        ) from None
+    try:
+        yield pg
+    except Exception as exc:
+        if not pg.state_failure(exc):
+            raise
+        reason = " ".join(str(exc).split())
+        user = url_user(target.url)
+        if user:
+            # libpq names the user ("password authentication failed for user ..."): the
+            # user name is kept out of what is printed, as the URL's is.
+            reason = reason.replace(f'user "{user}"', f'user "{MASK}"')
+        raise StartupError(f"state.url: cannot use {target}: {reason}", ENVIRONMENT) from None
+
+
+def holds_state(location: str | Path | PostgresTarget) -> bool:
+    """True when ``location`` already holds a state database (a SQLite file, or the store's
+    tables on PostgreSQL). Creates nothing: what reads a stored history asks first."""
+    if isinstance(location, PostgresTarget):
+        with reaching(location) as pg:
+            held: bool = pg.holds_state(location)
+        return held
+    return Path(location).is_file()
 
 
 @dataclass(frozen=True)

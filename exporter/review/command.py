@@ -21,7 +21,7 @@ from exporter.review.weeks import IsoWeek
 def review_of(config: ConfigBase, at: float, week: IsoWeek | None = None) -> Review:
     """The review of ``week`` (default: the week holding ``at``) as of ``at``."""
     store = open_store(
-        str(config.state.path), FixedClock(at), busy_timeout=config.state.busy_timeout
+        config.state.location(), FixedClock(at), busy_timeout=config.state.busy_timeout
     )
     try:
         return build_review(render_context(config, store, at), week)

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from exporter import __version__
+from exporter.cli import main
 from exporter.core.clock import FixedClock, utc_datetime
 from exporter.core.sandbox.scenario import Scenario
 from exporter.domains.cost.kpis import window_bounds
@@ -64,6 +65,40 @@ class TestCheckConfig:
         assert data["server"]["basic_auth"] == {"username": "prom", "password": "**********"}
         assert data["server"]["port"] == 9200  # the environment override is resolved
         assert data["services"][0]["name"] == "checkout"
+
+    @pytest.mark.parametrize(
+        ("url", "shown"),
+        [
+            ("postgresql://postgres@db.internal:5432/kpi", "postgresql://***@db.internal:5432/kpi"),
+            (
+                "postgresql://db.internal/kpi?user=kpi_reader&sslmode=require",
+                "postgresql://db.internal/kpi?user=***&sslmode=require",
+            ),
+        ],
+        ids=["userinfo", "query"],
+    )
+    def test_a_state_url_is_printed_without_its_user_name(
+        self,
+        tmp_path: Path,
+        url: str,
+        shown: str,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """The PostgreSQL URL's user name is masked, and only there: a role named
+        ``postgres`` does not mask "postgresql" elsewhere; the password is a secret.
+        (In this process: the command reads no state.)"""
+        path = tmp_path / "c.yaml"
+        state = {"url": url, "password": {"env": "CLI_TEST_STATE_PASSWORD"}}
+        path.write_text(yaml.safe_dump({"state": state}), encoding="utf-8")
+        monkeypatch.setenv("CLI_TEST_STATE_PASSWORD", "s3cret-state-pw")
+        assert main(["check-config", str(path)]) == 0
+        printed = capsys.readouterr()
+        data = json.loads(printed.out)
+        assert data["state"]["url"] == shown
+        assert data["state"]["password"] == "**********"
+        for user in ("postgres@", "kpi_reader", "s3cret-state-pw"):
+            assert user not in printed.out + printed.err
 
     def test_example_config_checks(self) -> None:
         proc = run_cli("check-config", "examples/config.yaml")

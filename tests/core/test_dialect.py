@@ -45,6 +45,10 @@ class TestRewrites:
             ),
             ("SELECT window FROM t", 'SELECT "window" FROM t'),
             (
+                "SELECT a, MAX(b) FROM t INDEXED BY t_b WHERE b > ? GROUP BY a",
+                "SELECT a, MAX(b) FROM t  WHERE b > %s GROUP BY a",
+            ),
+            (
                 "SELECT a FROM t WHERE a IN () OR b NOT IN ( )",
                 "SELECT a FROM t WHERE a IN (SELECT NULL WHERE false) OR b NOT IN (SELECT NULL WHERE false )",
             ),

@@ -151,6 +151,8 @@ class TestStateUrl:
         done = run_cli("once", "--config", str(path), env={"PKE_STATE_PASSWORD": PASSWORD})
         assert done.returncode == 0, done.stderr
         assert PASSWORD not in done.stdout + done.stderr
+        # The log names the database by its URL without the user name.
+        assert "postgresql://***@127.0.0.1" in done.stderr and "postgres@" not in done.stderr
         again = Store(target)
         assert again.schema_version("probe") == len(probe_store.MIGRATIONS)
         again.close()
@@ -165,12 +167,15 @@ class TestStateUrl:
         assert done.returncode == 1
         lines = [line for line in done.stderr.splitlines() if "state.url" in line]
         assert len(lines) == 1 and "password authentication failed" in lines[0]
+        # libpq names the user; the line does not.
+        assert 'user "***"' in lines[0] and "postgres@" not in lines[0]
         assert "Traceback" not in done.stderr
 
     @pytest.mark.parametrize(
         ("url", "says"),
         [
             ("postgresql://kpi:hunter2@db/kpi", "no password in the URL"),
+            ("postgresql://db/kpi?user=kpi&password=hunter2", "no password in the URL"),
             ("mysql://db/kpi", "unknown scheme 'mysql'"),
             ("sqlite://state.db", "a SQLite URL is sqlite:///relative/path"),
         ],

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.config import Config
+from exporter.core.backend import PostgresTarget
 from exporter.core.catalog import CatalogEntity
 from exporter.core.store import write_records
 from exporter.domains import open_store
@@ -58,13 +59,15 @@ def config(tmp_path: Path, **extra: Any) -> Config:
     return Config(**config_data(tmp_path, **extra))
 
 
-def config_data(tmp_path: Path, **extra: Any) -> dict[str, Any]:
-    """The config as YAML-shaped data."""
+def config_data(
+    tmp_path: Path, state: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
+    """The config as YAML-shaped data (its ``state`` section: a file in ``tmp_path``)."""
     (tmp_path / "exports").mkdir(exist_ok=True)
     (tmp_path / "access.log").touch()
     probe = [{"name": "health", "url": "http://checkout.test/health"}]
     return dict(
-        state={"path": str(tmp_path / "state.db")},
+        state=state or {"path": str(tmp_path / "state.db")},
         services=[
             {
                 "name": "checkout",
@@ -185,10 +188,15 @@ def records() -> list[object]:
 def seeded(tmp_path: Path, history: list[object] | None = None, **extra: Any) -> Config:
     """The config, with the history above (or ``history``) stored in its state database."""
     cfg = config(tmp_path, **extra)
-    store = open_store(str(cfg.state.path))
+    store_history(cfg.state.location(), history)
+    return cfg
+
+
+def store_history(location: Path | PostgresTarget, history: list[object] | None = None) -> None:
+    """Store the history above (or ``history``) in the state database at ``location``."""
+    store = open_store(location)
     try:
         with store.transaction() as tx:
             write_records(tx, records() if history is None else history)
     finally:
         store.close()
-    return cfg

@@ -336,8 +336,9 @@ def _restores_added(tx: Tx, service: str, changes: Sequence[IncidentChange]) -> 
     if row is not None:
         counts, total, n = _added_to(row, values, counts, n)
     tx.execute(
-        "INSERT OR REPLACE INTO delivery_restore_totals (service, counts, sum, count) "
-        "VALUES (?, ?, ?, ?)",
+        "INSERT INTO delivery_restore_totals (service, counts, sum, count) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (service) DO UPDATE SET counts = excluded.counts, sum = excluded.sum, "
+        "count = excluded.count",
         (service, json.dumps(counts), total, n),
     )
     return True
@@ -395,8 +396,9 @@ def _add_leads(
         if row is not None:
             counts, total, n = _added_to(row, values, counts, n)
         tx.execute(
-            "INSERT OR REPLACE INTO delivery_lead_totals (service, squash, clock, counts, sum, "
-            "count) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO delivery_lead_totals (service, squash, clock, counts, sum, count) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (squash, clock, service) DO UPDATE SET "
+            "counts = excluded.counts, sum = excluded.sum, count = excluded.count",
             (service, squash, clock, json.dumps(counts), total, n),
         )
 

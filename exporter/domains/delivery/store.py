@@ -422,14 +422,9 @@ def run_keys(store: Store, prefix: str) -> set[str]:
     return {str(r[0]) for r in rows}
 
 
-def _has_table(store: Store, table: str) -> bool:
-    row = store.query_one("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
-    return row is not None
-
-
 def last_runs_per_pipeline(store: Store, since: float) -> list[tuple[str, str, float]]:
     """(service, pipeline, last finished_at) of the runs finished after ``since``."""
-    if not _has_table(store, "pipeline_runs"):
+    if not store.has_table("pipeline_runs"):
         return []
     # Left to itself the planner walks the whole (service, pipeline) index to group
     # without sorting; the window's range of finished_at is what should bound the read.
@@ -443,7 +438,7 @@ def last_runs_per_pipeline(store: Store, since: float) -> list[tuple[str, str, f
 
 def production_deploy_span(store: Store) -> dict[str, tuple[float, float]] | None:
     """service -> (first, last) successful production deployment; None without the table."""
-    if not _has_table(store, "deployments"):
+    if not store.has_table("deployments"):
         return None
     rows = store.query(
         "SELECT service, MIN(finished_at), MAX(finished_at) FROM deployments "
