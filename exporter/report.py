@@ -20,6 +20,7 @@ from prometheus_client.metrics_core import Metric
 from exporter.core.clock import FixedClock
 from exporter.core.settings import ConfigBase
 from exporter.core.snapshot import Part, Snapshot, render_part
+from exporter.core.store import Store
 from exporter.domains import open_store, providers, render_context
 
 log = logging.getLogger("exporter.report")
@@ -41,15 +42,20 @@ def report(config: ConfigBase, at: float) -> tuple[Snapshot, list[str]]:
         config.state.location(), FixedClock(at), busy_timeout=config.state.busy_timeout
     )
     try:
-        ctx = render_context(config, store, at)
-        parts: list[Part] = []
-        failed: list[str] = []
-        for name, spec in providers(live=False).items():
-            try:
-                parts.append(render_part(_at_instant(spec.collect(ctx))))
-            except Exception:
-                log.exception("metrics provider %s failed; its families are left out", name)
-                failed.append(name)
-        return Snapshot.assemble(parts, at), failed
+        return report_of(config, store, at)
     finally:
         store.close()
+
+
+def report_of(config: ConfigBase, store: Store, at: float) -> tuple[Snapshot, list[str]]:
+    """:func:`report` from an open store."""
+    ctx = render_context(config, store, at)
+    parts: list[Part] = []
+    failed: list[str] = []
+    for name, spec in providers(live=False).items():
+        try:
+            parts.append(render_part(_at_instant(spec.collect(ctx))))
+        except Exception:
+            log.exception("metrics provider %s failed; its families are left out", name)
+            failed.append(name)
+    return Snapshot.assemble(parts, at), failed
