@@ -108,14 +108,16 @@ def window_kpis(
     rate = request_rate(n, seconds) if c is not None and seconds is not None else None
     observed = c.latency_observations if c else 0
     latency: dict[float, float] = {}
-    for q in QUANTILES if seconds is not None else ():
-        value = None
+    if seconds is not None:
+        found = {}
         if c is not None and observed:
-            value = histogram_quantile(q, LATENCY_BUCKETS, c.buckets[:-1], overflow=c.buckets[-1])
-        if value is None:
-            value = gateway.get(q)
-        if value is not None:
-            latency[q] = value
+            found = histogram_quantiles(
+                QUANTILES, LATENCY_BUCKETS, c.buckets[:-1], overflow=c.buckets[-1]
+            )
+        for q in QUANTILES:
+            value = found.get(q, gateway.get(q))
+            if value is not None:
+                latency[q] = value
     return WindowKpis(n, rate, errors, avail, observed, latency)
 
 
@@ -198,6 +200,39 @@ def histogram_quantile(
         cumulative += count
         lower = bound
     return float(bounds[-1])
+
+
+def histogram_quantiles(
+    qs: Sequence[float], bounds: Sequence[float], counts: Sequence[float], overflow: float = 0.0
+) -> dict[float, float]:
+    """:func:`histogram_quantile` of each of ``qs`` (q -> seconds; empty without
+    observations), in one walk over the buckets."""
+    if any(not 0.0 <= q <= 1.0 for q in qs):
+        raise ValueError("q must be within [0, 1]")
+    if len(bounds) != len(counts):
+        raise ValueError("one count per bound")
+    total = float(sum(counts)) + overflow
+    if total <= 0:
+        return {}
+    pending = sorted((q, q * total) for q in qs)
+    out: dict[float, float] = {}
+    j = 0
+    cumulative = 0.0
+    lower = 0.0
+    for bound, count in zip(bounds, counts, strict=True):
+        if count > 0:
+            # The first bucket holding a rank is the one histogram_quantile picks for it.
+            while j < len(pending) and cumulative + count >= pending[j][1]:
+                q, rank = pending[j]
+                out[q] = lower + (bound - lower) * (rank - cumulative) / count
+                j += 1
+        if j == len(pending):
+            break
+        cumulative += count
+        lower = bound
+    for q, _ in pending[j:]:
+        out[q] = float(bounds[-1])
+    return out
 
 
 def rebucket(

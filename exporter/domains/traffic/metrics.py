@@ -30,6 +30,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 from prometheus_client.metrics_core import Metric
+from prometheus_client.samples import Sample
 
 from exporter.core.periods import CALENDAR_WINDOWS, calendar_span, latest_closed_day
 from exporter.core.provider import RenderContext, le_label
@@ -152,22 +153,23 @@ class _WindowFamilies:
         )
 
     def add(self, labels: list[str], k: WindowKpis, *, rolling: bool) -> None:
-        self.samples.add_metric(labels, k.requests)
+        # One label dict shared by the samples of this (service, window): about 50
+        # samples per service, so their dicts are a good part of a render.
+        service, team, window = labels
+        base = {"service": service, "team": team, "window": window}
+        self.samples.samples.append(Sample(self.samples.name, base, k.requests))
         if k.rate is not None:
-            self.rate.add_metric(labels, k.rate)
+            self.rate.samples.append(Sample(self.rate.name, base, k.rate))
         for cls, ratio in k.error_ratios.items():
-            self.errors.add_metric([*labels, cls], ratio)
+            self.errors.samples.append(Sample(self.errors.name, {**base, "code_class": cls}, ratio))
         if k.availability is not None:
-            self.avail.add_metric(labels, k.availability)
+            self.avail.samples.append(Sample(self.avail.name, base, k.availability))
         if not rolling:
             return
-        self.lat_samples.add_metric(labels, k.latency_observations)
-        service, team, window = labels
+        self.lat_samples.samples.append(Sample(self.lat_samples.name, base, k.latency_observations))
         for q, seconds in k.latency.items():
-            self.latency.add_sample(
-                "platform_service_latency_seconds",
-                {"service": service, "team": team, "window": window, "quantile": f"{q:g}"},
-                seconds,
+            self.latency.samples.append(
+                Sample(self.latency.name, {**base, "quantile": f"{q:g}"}, seconds)
             )
 
     def families(self) -> Iterator[Metric]:
@@ -180,24 +182,27 @@ def _windows(ctx: RenderContext, known: set[str]) -> Iterator[Metric]:
     then samples, ratios and availability over ``mtd`` and ``last_month`` (whole days
     from the daily counts, kept beyond the retention)."""
     out = _WindowFamilies(ctx)
-    counts = traffic_store.window_counts(ctx.store, ctx.now, WINDOWS)
+    calendar = {w: calendar_span(w, ctx.now) for w in CALENDAR_WINDOWS}
+    counts = traffic_store.counts_by_window(ctx.store, ctx.now, WINDOWS, calendar)
     gateway_q = traffic_store.gateway_latencies(ctx.store, gateway_latency_since(ctx.now))
     services = traffic_services(
         (s.name for s in ctx.catalog.services.values() if s.routes),
-        [*(s for s, _ in counts), *(s for s, _, _ in gateway_q)],
+        [*(s for s, w in counts if w in WINDOWS), *(s for s, _, _ in gateway_q)],
         known,
     )
+    # (service, window) -> quantile -> seconds, looked up per window (not searched).
+    by_window: dict[tuple[str, str], dict[float, float]] = {}
+    for (s, w, q), v in gateway_q.items():
+        by_window.setdefault((s, w), {})[q] = v
     for service in services:
         team = ctx.team_of(service)
         for window, seconds in WINDOWS.items():
-            gateway = {q: v for (s, w, q), v in gateway_q.items() if s == service and w == window}
+            gateway = by_window.get((service, window), {})
             k = window_kpis(counts.get((service, window)), seconds, gateway)
             out.add([service, team, window], k, rolling=True)
     for window in CALENDAR_WINDOWS:
-        span = calendar_span(window, ctx.now)
-        span_counts = traffic_store.span_counts(ctx.store, span, ctx.now)
         for service in services:
-            k = window_kpis(span_counts.get(service), None, {})
+            k = window_kpis(counts.get((service, window)), None, {})
             out.add([service, ctx.team_of(service), window], k, rolling=False)
     yield from out.families()
 

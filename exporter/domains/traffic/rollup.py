@@ -12,7 +12,10 @@ edges; a run is read from its tier's table and an edge from the minute rows. Min
 rows are kept for :func:`minutes_kept_from` (a little over a day), so the edges of any
 window starting within the last day are exact to the minute. An edge older than that
 is widened to the whole hour bucket (or day bucket) that holds it: the window then
-starts at most one hour (one day) early, which ``docs/kpis.md`` states per KPI.
+starts at most one hour (one day) early, which ``docs/kpis.md`` states per KPI. The
+minutes of the current hour up to now are read as its hour bucket (written with them)
+unless a minute after now is stored in it: a rolling window reads at most the minutes of
+its own leading edge, whatever its length.
 
 Rollups stay keyed by identity, like the raw rows: the service is resolved through
 ``traffic_idents`` when read, so a catalog change corrects every window from the next
@@ -25,6 +28,7 @@ import itertools
 import json
 import logging
 import math
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -163,22 +167,45 @@ def _bound(size: int, t: float) -> float | str:
     return t
 
 
-def _read(store: Store, piece: Piece) -> list[tuple[str, str, list[int]]]:
-    """(source, identity, column sums) of the rows of one piece."""
+# The service a row's identity resolves to now (a row of alias r).
+_RESOLVED = "LEFT JOIN traffic_idents a ON a.source = r.source AND a.ident = r.ident"
+_SUMS = ", ".join(f"SUM(r.{c})" for c in COUNT_COLS)
+
+
+def _read(store: Store, piece: Piece) -> dict[str, list[int]]:
+    """Service -> the column sums of the rows of one piece, each row under the service
+    its identity resolves to now (``unmapped`` when none)."""
     table, col = _TABLES[piece.size]
-    sums = ", ".join(f"SUM({c})" for c in COUNT_COLS)
     rows = store.query(
-        f"SELECT source, ident, {sums} FROM {table} WHERE {col} >= ? AND {col} < ? "
-        "GROUP BY source, ident",
+        f"SELECT COALESCE(a.service, '{UNMAPPED}'), {_SUMS} FROM {table} r {_RESOLVED} "
+        f"WHERE r.{col} >= ? AND r.{col} < ? GROUP BY 1",
         (_bound(piece.size, piece.start), _bound(piece.size, piece.end)),
     )
-    return [(str(r[0]), str(r[1]), [int(v or 0) for v in r[2:]]) for r in rows]
+    return {str(r[0]): [int(v or 0) for v in r[1:]] for r in rows}
 
 
-def resolution(store: Store) -> dict[tuple[str, str], str]:
-    """(source, identity) -> the service it resolves to now."""
-    rows = store.query("SELECT source, ident, service FROM traffic_idents")
-    return {(str(r[0]), str(r[1])): str(r[2]) for r in rows}
+def _current_hour(store: Store, ps: Sequence[Piece], span: Span) -> tuple[Piece, ...]:
+    """``ps`` with its trailing minutes from the start of the hour that holds the span's
+    end read as that hour's bucket, when no minute row is stored after the span's end in
+    that hour: the bucket then holds exactly those minutes (it is written with them), one
+    row per identity instead of up to 59. Minutes before that hour stay minutes."""
+    hour = floor_to(span.end, HOUR)
+    out: list[Piece] = []
+    for p in ps:
+        if p.size != MINUTE or p.end != span.end or hour == span.end or hour < p.start:
+            out.append(p)
+            continue
+        later = store.query_one(
+            "SELECT 1 FROM traffic_minutes WHERE minute >= ? AND minute < ? LIMIT 1",
+            (span.end, hour + HOUR),
+        )
+        if later is not None:
+            out.append(p)
+            continue
+        if p.start < hour:
+            out.append(Piece(MINUTE, p.start, hour))
+        out.append(Piece(HOUR, hour, hour + HOUR))
+    return tuple(sorted(out))
 
 
 def span_sums(
@@ -191,26 +218,19 @@ def span_sums(
     """
     raw = backfill_pending(store)
     wanted = {name: pieces(span, now, raw=raw) for name, span in spans.items()}
+    if not raw:
+        wanted = {name: _current_hour(store, ps, spans[name]) for name, ps in wanted.items()}
     parts = elementary(p for ps in wanted.values() for p in ps)
-    services = resolution(store)
-    per_part: dict[Piece, dict[str, list[int]]] = {}
-    for part in parts:
-        acc: dict[str, list[int]] = {}
-        for source, ident, values in _read(store, part):
-            _add(acc.setdefault(services.get((source, ident), UNMAPPED), [0] * len(values)), values)
-        per_part[part] = acc
+    per_part = {part: _read(store, part) for part in parts}
     out: dict[tuple[str, str], list[int]] = {}
     for name, ps in wanted.items():
         for part in parts:
             if any(p.size == part.size and p.start <= part.start and part.end <= p.end for p in ps):
                 for service, values in per_part[part].items():
-                    _add(out.setdefault((service, name), [0] * len(values)), values)
+                    key = (service, name)
+                    acc = out.get(key)
+                    out[key] = values if acc is None else list(map(operator.add, acc, values))
     return out
-
-
-def _add(acc: list[int], values: Sequence[int]) -> None:
-    for i, v in enumerate(values):
-        acc[i] += v
 
 
 # --- the hour buckets of minutes stored before them -------------------------------------

@@ -480,6 +480,16 @@ def window_counts(
     return {key: _counts(v) for key, v in rollup.span_sums(store, spans, now).items()}
 
 
+def counts_by_window(
+    store: Store, now: float, rolling: Mapping[str, float], calendar: Mapping[str, Span]
+) -> dict[tuple[str, str], WindowCounts]:
+    """:func:`window_counts` of the ``rolling`` windows and :func:`span_counts` of each
+    ``calendar`` span (named), read together: the rows they share are read once."""
+    spans = {name: rollup.rolling_span(now, seconds) for name, seconds in rolling.items()}
+    spans.update((name, rollup.calendar_minutes(span)) for name, span in calendar.items())
+    return {key: _counts(v) for key, v in rollup.span_sums(store, spans, now).items()}
+
+
 def span_counts(store: Store, span: Span, now: float | None = None) -> dict[str, WindowCounts]:
     """Counts per service over every source for the minutes starting in ``span``, from
     whole day buckets (kept beyond the retention), hour buckets and minute rows.

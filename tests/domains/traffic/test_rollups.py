@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -91,6 +92,19 @@ def stored(deltas: Sequence[TrafficDelta]) -> Store:
     with store.transaction() as tx:
         write_records(tx, deltas)
     return store
+
+
+def recorded_reads(store: Store) -> list[tuple[str, tuple[Any, ...]]]:
+    """The (SQL, parameters) of every query ``store`` answers from now on."""
+    reads: list[tuple[str, tuple[Any, ...]]] = []
+    query = store.query
+
+    def recording(sql: str, params: Any = ()) -> Any:
+        reads.append((sql, tuple(params)))
+        return query(sql, params)
+
+    store.query = recording  # type: ignore[method-assign]
+    return reads
 
 
 def resolution(store: Store) -> dict[tuple[str, str], str]:
@@ -202,6 +216,37 @@ class TestWindowPieces:
             (p.end - p.start) / MINUTE for p in rollup.pieces(span, NOW) if p.size == MINUTE
         )
         assert minutes == 25 + 35  # 12:35..12:59 yesterday, 12:00..12:34 today
+
+    def test_the_current_hour_is_read_as_its_bucket_unless_a_later_minute_is_stored(
+        self,
+    ) -> None:
+        """The minutes of this hour up to now are its hour bucket (one row per identity,
+        not up to 59) when nothing is stored after now in it: a 1h and a 1d window read
+        no minute row of this hour, the 5m window (within this hour) its 5 minutes. A
+        minute stored after now (a clock behind the gateway's) keeps the minute rows,
+        and either way the counts are the raw ones."""
+        hour = floor_to(NOW, HOUR)
+        minutes = [NOW - 60 * k for k in (0, 3, 20, 50, 70, 1500)]
+        deltas = [delta(i, "nginx", "GET /cart", floor_to(m, MINUTE), (1, 2, 3, 4, 5))
+                  for i, m in enumerate(minutes)]  # fmt: skip
+        windows = {"5m": 300.0, "1h": 3600.0, "1d": 86400.0}
+        for later in ((), [delta(9, "nginx", "GET /cart", hour + 59 * MINUTE, (1, 0, 0, 0, 0))]):
+            store = stored([*deltas, *later])
+            reads = recorded_reads(store)
+            got = traffic_store.window_counts(store, NOW, windows)
+            assert got == {
+                key: counts
+                for key, counts in expected([*deltas, *later], resolution(store), NOW).items()
+                if key[1] in windows
+            }
+            minute_reads = [p for sql, p in reads if "SUM" in sql and "traffic_minutes" in sql]
+            this_hour = [p for p in minute_reads if float(p[1]) > hour]
+            if later:
+                assert this_hour[0] == (hour, floor_to(NOW, MINUTE) - 4 * MINUTE)
+            else:
+                assert this_hour == [
+                    (floor_to(NOW, MINUTE) - 4 * MINUTE, floor_to(NOW, MINUTE) + MINUTE)
+                ]
 
     def test_overlapping_windows_read_each_row_once(self) -> None:
         spans = [rollup.rolling_span(NOW, w) for w in (300, 3600, 86400)]

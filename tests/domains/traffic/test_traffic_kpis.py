@@ -21,6 +21,7 @@ from exporter.domains.traffic.kpis import (
     counter_delta,
     error_ratio,
     histogram_quantile,
+    histogram_quantiles,
     rebucket,
     request_rate,
     traffic_services,
@@ -77,6 +78,22 @@ class TestHistogramQuantile:
 
     def test_no_observations_no_value(self) -> None:
         assert histogram_quantile(0.5, [0.1], [0]) is None
+
+    @pytest.mark.parametrize(
+        ("counts", "overflow"),
+        [([2, 6, 2], 0), ([0, 0, 5], 0), ([1, 0, 0], 9), ([0, 3, 0], 0), ([0, 0, 0], 0)],
+    )
+    def test_several_quantiles_in_one_walk_are_each_histogram_quantile(
+        self, counts: list[int], overflow: int
+    ) -> None:
+        """Ranks in one bucket, in empty buckets' neighbours, in the overflow, at 0 and 1."""
+        bounds = [0.1, 0.2, 0.4]
+        qs = (0.0, 0.1, 0.5, 0.95, 0.99, 1.0)
+        got = histogram_quantiles(qs, bounds, counts, overflow)
+        want = {
+            q: v for q in qs if (v := histogram_quantile(q, bounds, counts, overflow)) is not None
+        }
+        assert got == want
 
 
 class TestRebucket:
