@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from exporter.core.backend import PostgresTarget
 from exporter.core.clock import FixedClock
 from exporter.core.periods import last_month
 from exporter.core.store import Store, write_records
@@ -134,8 +135,9 @@ def assert_same_kpis(got: kpi.ServiceKpis, want: kpi.ServiceKpis) -> None:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Any:
-    s = open_store(str(tmp_path / "state.db"), FixedClock(NOW))
+def db(state_location: Path | PostgresTarget) -> Any:
+    """A store on each backend (tests/conftest.py's ``state_location``)."""
+    s = open_store(state_location, FixedClock(NOW))
     yield s
     s.close()
 

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from exporter.core.backend import PostgresTarget
 from exporter.core.clock import FixedClock
 from exporter.core.store import Store, write_records
 from exporter.domains import open_store
@@ -35,8 +36,9 @@ TABLES = (
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Store]:
-    s = open_store(str(tmp_path / "state.db"), FixedClock(NOW))
+def db(state_location: Path | PostgresTarget) -> Iterator[Store]:
+    """A store on each backend (tests/conftest.py's ``state_location``)."""
+    s = open_store(state_location, FixedClock(NOW))
     yield s
     s.close()
 
@@ -58,7 +60,14 @@ def rebuilds(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
 
 
 def dump(db: Store) -> dict[str, list[tuple[Any, ...]]]:
-    return {t: sorted(tuple(r) for r in db.query(f"SELECT * FROM {t}")) for t in TABLES}
+    """Every rollup row (not PostgreSQL's emulated rowid: a rebuild renumbers it)."""
+    return {
+        t: sorted(
+            tuple(v for k, v in zip(r.keys(), r, strict=True) if k != "rowid")
+            for r in db.query(f"SELECT * FROM {t}")
+        )
+        for t in TABLES
+    }
 
 
 def assert_equals_rebuild(db: Store) -> None:

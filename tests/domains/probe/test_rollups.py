@@ -9,7 +9,6 @@ import asyncio
 import bisect
 import dataclasses
 import math
-import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter.config import Config
+from exporter.core.backend import PostgresTarget
 from exporter.core.clock import FixedClock
 from exporter.core.periods import Span, last_month, month_to_date, rolling
 from exporter.core.rollups import DAY, HOUR, MINUTE, backfill_pending, backfill_step
@@ -39,6 +39,9 @@ from exporter.domains.probe.kpis import (
 )
 from exporter.domains.probe.records import ProbeResult
 from tests.support.exposition import Exposition
+
+#: Where a test's state is, on either backend (tests/conftest.py's ``state_location``).
+State = Path | PostgresTarget
 
 
 def at(text: str) -> float:
@@ -225,21 +228,26 @@ def kpis(store: Store) -> tuple[object, ...]:
     )
 
 
-def without_rollups(path: Path) -> None:
-    """Turn a state file into one the release before the rollups wrote: the same raw
-    results, daily totals, counters and cursors; no rollup tables, probe schema v3."""
-    conn = sqlite3.connect(path)
-    conn.executescript(
-        "DROP TABLE probe_rollup; DROP TABLE probe_latency_bins; DROP TABLE probe_rollup_kept;"
-        "DROP INDEX probe_daily_day; DELETE FROM cursors WHERE source = 'rollups';"
-        "UPDATE schema_version SET version = 3 WHERE component = 'probe';"
-    )
-    conn.close()
+def without_rollups(location: State) -> None:
+    """Turn a state (on either backend) into one the release before the rollups wrote: the
+    same raw results, daily totals, counters and cursors; no rollup tables, probe schema v3."""
+    store = Store(location)  # the core's schema only: nothing of the probe's migrated
+    with store.transaction() as tx:
+        for statement in (
+            "DROP TABLE probe_rollup",
+            "DROP TABLE probe_latency_bins",
+            "DROP TABLE probe_rollup_kept",
+            "DROP INDEX probe_daily_day",
+            "DELETE FROM cursors WHERE source = 'rollups'",
+            "UPDATE schema_version SET version = 3 WHERE component = 'probe'",
+        ):
+            tx.execute(statement)
+    store.close()
 
 
 class TestUpgrade:
     def test_an_upgraded_state_gives_the_same_kpis_before_during_and_after_the_backfill(
-        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+        self, tmp_path: Path, state_location: State, caplog: pytest.LogCaptureFixture
     ) -> None:
         """A state from before the rollups is read from raw rows until its backfill is done
         (in batches, logged), then from the rollups: the same numbers throughout, and the
@@ -250,14 +258,13 @@ class TestUpgrade:
             write_records(tx, results)
         want = kpis(fresh)
 
-        old_path = tmp_path / "old.db"
-        old = open_store(str(old_path), FixedClock(NOW))
+        old = open_store(state_location, FixedClock(NOW))
         with old.transaction() as tx:
             write_records(tx, results)
         old.close()
-        without_rollups(old_path)
+        without_rollups(state_location)
 
-        upgraded = open_store(str(old_path), FixedClock(NOW))
+        upgraded = open_store(state_location, FixedClock(NOW))
         assert rollup.pending(upgraded)
         assert kpis(upgraded) == want  # served from raw rows meanwhile
         small = dataclasses.replace(rollup.BACKFILL, batch=400)
@@ -273,15 +280,16 @@ class TestUpgrade:
         assert tables(upgraded) == tables(fresh)
         assert f"rollup backfill probe: {len(results)} of {len(results)} rows (done)" in caplog.text
 
-    def test_results_written_during_the_backfill_are_counted_once(self, tmp_path: Path) -> None:
+    def test_results_written_during_the_backfill_are_counted_once(
+        self, tmp_path: Path, state_location: State
+    ) -> None:
         results = history()
-        path = tmp_path / "s.db"
-        store = open_store(str(path), FixedClock(NOW))
+        store = open_store(state_location, FixedClock(NOW))
         with store.transaction() as tx:
             write_records(tx, results[:-20])
         store.close()
-        without_rollups(path)
-        store = open_store(str(path), FixedClock(NOW))
+        without_rollups(state_location)
+        store = open_store(state_location, FixedClock(NOW))
         small = dataclasses.replace(rollup.BACKFILL, batch=400)
         backfill_step(store, small)
         with store.transaction() as tx:
@@ -294,14 +302,13 @@ class TestUpgrade:
         assert tables(store) == tables(fresh)
         assert kpis(store) == kpis(fresh)
 
-    def test_retention_waits_for_the_backfill(self, tmp_path: Path) -> None:
-        path = tmp_path / "s.db"
-        store = open_store(str(path), FixedClock(NOW))
+    def test_retention_waits_for_the_backfill(self, state_location: State) -> None:
+        store = open_store(state_location, FixedClock(NOW))
         with store.transaction() as tx:
             write_records(tx, history())
         store.close()
-        without_rollups(path)
-        store = open_store(str(path), FixedClock(NOW))
+        without_rollups(state_location)
+        store = open_store(state_location, FixedClock(NOW))
         with store.transaction() as tx:
             assert probe_store.prune(tx, NOW - DAY) == 0
         while not backfill_step(store, rollup.BACKFILL):
@@ -311,15 +318,19 @@ class TestUpgrade:
 
 
 def tables(store: Store) -> tuple[list[tuple[object, ...]], ...]:
+    """The rollup rows (not PostgreSQL's emulated rowid, an insertion number)."""
     return tuple(
-        sorted(tuple(r) for r in store.query(f"SELECT * FROM {t}"))
+        sorted(
+            tuple(v for k, v in zip(r.keys(), r, strict=True) if k != "rowid")
+            for r in store.query(f"SELECT * FROM {t}")
+        )
         for t in ("probe_rollup", "probe_latency_bins", "probe_rollup_kept")
     )
 
 
 class TestWrites:
-    def test_a_result_stored_twice_is_rolled_up_once(self, tmp_path: Path) -> None:
-        store = open_store(str(tmp_path / "s.db"), FixedClock(NOW))
+    def test_a_result_stored_twice_is_rolled_up_once(self, state_location: State) -> None:
+        store = open_store(state_location, FixedClock(NOW))
         r = ProbeResult("checkout", "health", NOW - 30, 0.12, True, "")
         for _ in range(3):
             with store.transaction() as tx:
@@ -332,10 +343,10 @@ class TestWrites:
         bins = store.query("SELECT size, bin, n FROM probe_latency_bins ORDER BY size")
         assert [tuple(x) for x in bins] == [(60, BINS.index(0.12), 1), (3600, BINS.index(0.12), 1)]
 
-    def test_old_results_skip_the_minute_tier_and_mark_it(self, tmp_path: Path) -> None:
+    def test_old_results_skip_the_minute_tier_and_mark_it(self, state_location: State) -> None:
         """A result two days old is not put into a minute bucket (they are kept 26 hours); the
         minute tier is marked complete only from then on, so no window reads it there."""
-        store = open_store(str(tmp_path / "s.db"), FixedClock(NOW))
+        store = open_store(state_location, FixedClock(NOW))
         with store.transaction() as tx:
             write_records(tx, [ProbeResult("checkout", "health", NOW - 2 * DAY, 0.1, True, "")])
         assert [r[0] for r in store.query("SELECT size FROM probe_rollup")] == [3600]
@@ -343,11 +354,11 @@ class TestWrites:
         assert kept == {60: NOW - 26 * HOUR}  # 2 hours kept, and a day of slack
 
     def test_a_render_whose_clock_is_behind_the_writer_still_counts_exactly(
-        self, tmp_path: Path
+        self, state_location: State
     ) -> None:
         """Results written when they were already two days old (a replica's clock ahead,
         a backfill) have no minute buckets; a render at their own time reads them raw."""
-        store = open_store(str(tmp_path / "s.db"), FixedClock(NOW))
+        store = open_store(state_location, FixedClock(NOW))
         then = NOW - 2 * DAY
         results = [
             ProbeResult("checkout", "health", then - 60 * i, 0.1, True, "") for i in range(50)
