@@ -11,7 +11,13 @@ variables (multi-value, "All" by default) that every query filters on:
   view (this month so far beside last month), probe uptime;
 * ``cost``: cost by team, service, provider and category, month to date beside last
   month, budgets, freshness;
-* ``exporter-health``: sources up, freshness, poll durations, errors, API budgets.
+* ``exporter-health``: sources up, freshness, poll durations, errors, API budgets, and
+  which replica polls which source.
+
+With several replicas every KPI query reads one copy of each series
+(:func:`~exporter.core.replicas.one_copy`: the copies differ only in ``instance``, ``pod``
+and ``replica``), so nothing is shown twice or summed twice; the health queries take each
+source's values from the replica that polls it (docs/metrics.md, "Several replicas").
 
 Output is deterministic (sorted keys, fixed uids, no timestamps), so the JSON in
 ``dashboards/`` is checked against fresh output by a test. The SDK is the
@@ -37,6 +43,10 @@ from grafana_foundation_sdk.models.common import (
 )
 from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableRefresh, VariableSort
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
+
+from exporter.core import alerts
+from exporter.core.alerts import LEASES_HELD
+from exporter.core.replicas import one_copy as _one
 
 DS = DataSourceRef(type_val="prometheus", uid="${datasource}")
 TEAM = 'team=~"$team"'
@@ -70,6 +80,11 @@ def _p(title: str, kind: str, *queries: Query, **kw: Any) -> PanelSpec:
     return PanelSpec(title, kind, tuple(queries), **kw)
 
 
+def _sum(by: str, expr: str) -> str:
+    """``expr`` summed by ``by``, each series counted once however many replicas serve it."""
+    return f"sum by ({by}) ({_one(expr)})"
+
+
 def _ratio_table(title: str, expr: str, description: str) -> PanelSpec:
     """A table of one instant ratio query, shown as percent."""
     return _p(title, "table", _q(expr, instant=True), unit="percentunit", description=description)
@@ -83,18 +98,18 @@ REVIEW: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
         (
             _ratio_table(
                 "Probe uptime, 30d",
-                f'platform_service_uptime_ratio{{{SEL},window="30d"}}',
+                _one(f'platform_service_uptime_ratio{{{SEL},window="30d"}}'),
                 "Share of successful probe checks over 30 days, per service.",
             ),
             _ratio_table(
                 "Request availability, 1d",
-                f'platform_service_availability_ratio{{{SEL},window="1d"}}',
+                _one(f'platform_service_availability_ratio{{{SEL},window="1d"}}'),
                 "1 - share of 5xx answers through the gateways over a day.",
             ),
             _p(
                 "Uptime trend (24h window)",
                 "timeseries",
-                _q(f'platform_service_uptime_ratio{{{SEL},window="24h"}}', "{{service}}"),
+                _q(_one(f'platform_service_uptime_ratio{{{SEL},window="24h"}}'), "{{service}}"),
                 unit="percentunit",
             ),
         ),
@@ -106,7 +121,7 @@ REVIEW: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
                 "Request latency p95, 1h",
                 "timeseries",
                 _q(
-                    f'platform_service_latency_seconds{{{SEL},window="1h",quantile="0.95"}}',
+                    _one(f'platform_service_latency_seconds{{{SEL},window="1h",quantile="0.95"}}'),
                     "{{service}}",
                 ),
                 unit="s",
@@ -116,7 +131,9 @@ REVIEW: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
                 "Probe latency p95, 1h",
                 "timeseries",
                 _q(
-                    f'platform_service_probe_latency_seconds{{{SEL},window="1h",quantile="0.95"}}',
+                    _one(
+                        f'platform_service_probe_latency_seconds{{{SEL},window="1h",quantile="0.95"}}'
+                    ),
                     "{{service}}",
                 ),
                 unit="s",
@@ -130,7 +147,7 @@ REVIEW: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
             _p(
                 "Cost per transaction, 30d",
                 "table",
-                _q(f'platform_cost_per_transaction{{{SEL},window="30d"}}', instant=True),
+                _q(_one(f'platform_cost_per_transaction{{{SEL},window="30d"}}'), instant=True),
                 unit="currencyUSD",
                 description="Cost on closed UTC days / requests on the same days (per currency).",
                 width=12,
@@ -139,7 +156,7 @@ REVIEW: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
                 "Cost per transaction trend (1d)",
                 "timeseries",
                 _q(
-                    f'platform_cost_per_transaction{{{SEL},window="1d"}}',
+                    _one(f'platform_cost_per_transaction{{{SEL},window="1d"}}'),
                     "{{service}} {{currency}}",
                 ),
                 width=12,
@@ -152,16 +169,16 @@ REVIEW: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
             _p(
                 "Capability adoption ratio",
                 "stat",
-                _q("platform_capability_adoption_ratio", "{{capability}}"),
+                _q(_one("platform_capability_adoption_ratio"), "{{capability}}"),
                 unit="percentunit",
                 description="Adopting services / services in the catalog (platform-wide).",
             ),
             _p(
                 "Capabilities adopted per service",
                 "table",
-                _q(f"platform_service_capability_adopted{{{SEL}}} == 1", instant=True),
+                _q(_one(f"platform_service_capability_adopted{{{SEL}}}") + " == 1", instant=True),
             ),
-            _p("Teams onboarded", "stat", _q("platform_teams_onboarded")),
+            _p("Teams onboarded", "stat", _q(_one("platform_teams_onboarded"))),
         ),
     ),
     (
@@ -170,14 +187,16 @@ REVIEW: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
             _p(
                 "Time to first production deploy",
                 "table",
-                _q(f"platform_time_to_production_seconds{{{SEL}}}", instant=True),
+                _q(_one(f"platform_time_to_production_seconds{{{SEL}}}"), instant=True),
                 unit="s",
             ),
             _p(
                 "Lead time for changes, median 30d",
                 "timeseries",
                 _q(
-                    f'platform_lead_time_quantile_seconds{{{SEL},window="30d",quantile="0.5"}}',
+                    _one(
+                        f'platform_lead_time_quantile_seconds{{{SEL},window="30d",quantile="0.5"}}'
+                    ),
                     "{{service}}",
                 ),
                 unit="s",
@@ -185,7 +204,10 @@ REVIEW: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
             _p(
                 "Deployments per day, 7d",
                 "timeseries",
-                _q(f'platform_deployment_frequency_per_day{{{SEL},window="7d"}}', "{{service}}"),
+                _q(
+                    _one(f'platform_deployment_frequency_per_day{{{SEL},window="7d"}}'),
+                    "{{service}}",
+                ),
             ),
         ),
     ),
@@ -198,14 +220,17 @@ DELIVERY: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
             _p(
                 "Deployment frequency (per day, 30d)",
                 "timeseries",
-                _q(f'platform_deployment_frequency_per_day{{{SEL},window="30d"}}', "{{service}}"),
+                _q(
+                    _one(f'platform_deployment_frequency_per_day{{{SEL},window="30d"}}'),
+                    "{{service}}",
+                ),
                 width=6,
             ),
             _p(
                 "Lead time p50 / p90 (30d)",
                 "timeseries",
                 _q(
-                    f'platform_lead_time_quantile_seconds{{{SEL},window="30d"}}',
+                    _one(f'platform_lead_time_quantile_seconds{{{SEL},window="30d"}}'),
                     "{{service}} p{{quantile}}",
                 ),
                 unit="s",
@@ -214,7 +239,7 @@ DELIVERY: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
             _p(
                 "Change failure rate (30d)",
                 "timeseries",
-                _q(f'platform_change_failure_ratio{{{SEL},window="30d"}}', "{{service}}"),
+                _q(_one(f'platform_change_failure_ratio{{{SEL},window="30d"}}'), "{{service}}"),
                 unit="percentunit",
                 width=6,
             ),
@@ -222,7 +247,9 @@ DELIVERY: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
                 "Time to restore p50 (30d)",
                 "timeseries",
                 _q(
-                    f'platform_time_to_restore_quantile_seconds{{{SEL},window="30d",quantile="0.5"}}',
+                    _one(
+                        f'platform_time_to_restore_quantile_seconds{{{SEL},window="30d",quantile="0.5"}}'
+                    ),
                     "{{service}}",
                 ),
                 unit="s",
@@ -231,14 +258,17 @@ DELIVERY: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
             _p(
                 "DORA performance level",
                 "table",
-                _q(f"platform_dora_performance_level{{{SEL}}} == 1", instant=True),
+                _q(_one(f"platform_dora_performance_level{{{SEL}}}") + " == 1", instant=True),
                 width=12,
             ),
             _p(
                 "Production deployments by result",
                 "timeseries",
                 _q(
-                    f"sum by (service, result) (increase(platform_deployments_total{{{SEL}}}[$__range]))",
+                    _sum(
+                        "service, result",
+                        f"increase(platform_deployments_total{{{SEL}}}[$__range])",
+                    ),
                     "{{service}} {{result}}",
                 ),
                 width=12,
@@ -252,7 +282,7 @@ DELIVERY: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
                 "Pipeline runs by result",
                 "timeseries",
                 _q(
-                    f"sum by (service, result) (platform_pipeline_runs_total{{{SEL}}})",
+                    _sum("service, result", f"platform_pipeline_runs_total{{{SEL}}}"),
                     "{{service}} {{result}}",
                 ),
             ),
@@ -260,8 +290,9 @@ DELIVERY: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
                 "Pipeline duration p90",
                 "timeseries",
                 _q(
-                    "histogram_quantile(0.9, sum by (service, le) "
-                    f"(platform_pipeline_duration_seconds_bucket{{{SEL}}}))",
+                    "histogram_quantile(0.9, "
+                    + _sum("service, le", f"platform_pipeline_duration_seconds_bucket{{{SEL}}}")
+                    + ")",
                     "{{service}}",
                 ),
                 unit="s",
@@ -270,8 +301,9 @@ DELIVERY: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
                 "Pipeline queue time p90",
                 "timeseries",
                 _q(
-                    "histogram_quantile(0.9, sum by (service, le) "
-                    f"(platform_pipeline_queue_seconds_bucket{{{SEL}}}))",
+                    "histogram_quantile(0.9, "
+                    + _sum("service, le", f"platform_pipeline_queue_seconds_bucket{{{SEL}}}")
+                    + ")",
                     "{{service}}",
                 ),
                 unit="s",
@@ -296,7 +328,7 @@ RELIABILITY: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
             ),
             _ratio_table(
                 "Error budget remaining (exporter history)",
-                f"platform_slo_error_budget_remaining_ratio{{{SEL}}}",
+                _one(f"platform_slo_error_budget_remaining_ratio{{{SEL}}}"),
                 "The same, computed by the exporter from its stored history.",
             ),
             _p(
@@ -314,7 +346,10 @@ RELIABILITY: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
             _p(
                 "SLO attainment: this month and last month",
                 "table",
-                _q(f"1 - platform_slo_sli_error_ratio{{{SEL},{SLO_MONTHS}}}", instant=True),
+                _q(
+                    "1 - " + _one(f"platform_slo_sli_error_ratio{{{SEL},{SLO_MONTHS}}}"),
+                    instant=True,
+                ),
                 unit="percentunit",
                 description="Share of good events of each SLO over the calendar month so far "
                 "(month) and the previous calendar month (last_month), UTC, from the exporter's "
@@ -324,7 +359,8 @@ RELIABILITY: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
                 "Error budget remaining: this month and last month",
                 "table",
                 _q(
-                    f"platform_slo_error_budget_remaining_ratio{{{SEL},{SLO_MONTHS}}}", instant=True
+                    _one(f"platform_slo_error_budget_remaining_ratio{{{SEL},{SLO_MONTHS}}}"),
+                    instant=True,
                 ),
                 unit="percentunit",
                 description="1 - error ratio / (1 - objective) over the calendar month; it starts "
@@ -333,8 +369,8 @@ RELIABILITY: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
             _p(
                 "Uptime and request availability: this month and last month",
                 "table",
-                _q(f"platform_service_uptime_ratio{{{SEL},{MONTHS}}}", instant=True),
-                _q(f"platform_service_availability_ratio{{{SEL},{MONTHS}}}", instant=True),
+                _q(_one(f"platform_service_uptime_ratio{{{SEL},{MONTHS}}}"), instant=True),
+                _q(_one(f"platform_service_availability_ratio{{{SEL},{MONTHS}}}"), instant=True),
                 unit="percentunit",
                 description="Probe uptime (A) and 1 - 5xx ratio through the gateways (B) over the "
                 "calendar month so far (mtd) and the previous month (last_month).",
@@ -356,7 +392,7 @@ RELIABILITY: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
             _p(
                 "Burn rate over 1h (exporter history)",
                 "timeseries",
-                _q(f'platform_slo_burn_rate{{{SEL},window="1h"}}', "{{service}} {{slo}}"),
+                _q(_one(f'platform_slo_burn_rate{{{SEL},window="1h"}}'), "{{service}} {{slo}}"),
                 width=12,
             ),
             _p(
@@ -381,7 +417,7 @@ RELIABILITY: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
             _p(
                 "Probe uptime, 24h",
                 "timeseries",
-                _q(f'platform_service_uptime_ratio{{{SEL},window="24h"}}', "{{service}}"),
+                _q(_one(f'platform_service_uptime_ratio{{{SEL},window="24h"}}'), "{{service}}"),
                 unit="percentunit",
                 width=12,
             ),
@@ -389,9 +425,15 @@ RELIABILITY: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
                 "Failed checks by reason",
                 "timeseries",
                 _q(
-                    "sum by (service, reason) (rate(platform_probe_checks_total"
-                    f'{{{SEL},result="failure"}}[$__rate_interval])) or '
-                    f"sum by (service) (rate(platform_probe_checks_total{{{SEL}}}[$__rate_interval])) * 0",
+                    _sum(
+                        "service, reason",
+                        f'rate(platform_probe_checks_total{{{SEL},result="failure"}}[$__rate_interval])',
+                    )
+                    + " or "
+                    + _sum(
+                        "service", f"rate(platform_probe_checks_total{{{SEL}}}[$__rate_interval])"
+                    )
+                    + " * 0",
                     "{{service}} {{reason}}",
                 ),
                 unit="ops",
@@ -409,7 +451,7 @@ COST: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
                 "Cost by team, 30d",
                 "timeseries",
                 _q(
-                    f'sum by (team, currency) (platform_cost{{{TEAM},window="30d"}})',
+                    _sum("team, currency", f'platform_cost{{{TEAM},window="30d"}}'),
                     "{{team}} {{currency}}",
                 ),
                 width=12,
@@ -418,7 +460,7 @@ COST: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
                 "Cost by service: month to date and last month",
                 "table",
                 _q(
-                    f"sum by (service, team, currency, window) (platform_cost{{{SEL},{MONTHS}}})",
+                    _sum("service, team, currency, window", f"platform_cost{{{SEL},{MONTHS}}}"),
                     instant=True,
                 ),
                 description="Closed UTC days of this month (mtd; none on the 1st) beside the whole "
@@ -429,7 +471,7 @@ COST: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
                 "Cost by provider and category, 30d",
                 "table",
                 _q(
-                    f'sum by (provider, category, currency) (platform_cost{{{SEL},window="30d"}})',
+                    _sum("provider, category, currency", f'platform_cost{{{SEL},window="30d"}}'),
                     instant=True,
                 ),
                 width=12,
@@ -438,7 +480,7 @@ COST: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
                 "Cost per transaction, 30d",
                 "timeseries",
                 _q(
-                    f'platform_cost_per_transaction{{{SEL},window="30d"}}',
+                    _one(f'platform_cost_per_transaction{{{SEL},window="30d"}}'),
                     "{{service}} {{currency}}",
                 ),
                 width=12,
@@ -447,7 +489,7 @@ COST: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
                 "Cost by team: month to date and last month",
                 "table",
                 _q(
-                    f"sum by (team, currency, window) (platform_cost{{{TEAM},{MONTHS}}})",
+                    _sum("team, currency, window", f"platform_cost{{{TEAM},{MONTHS}}}"),
                     instant=True,
                 ),
                 width=12,
@@ -455,7 +497,7 @@ COST: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
             _p(
                 "Cost per transaction: month to date and last month",
                 "table",
-                _q(f"platform_cost_per_transaction{{{SEL},{MONTHS}}}", instant=True),
+                _q(_one(f"platform_cost_per_transaction{{{SEL},{MONTHS}}}"), instant=True),
                 description="Cost / requests on the aligned closed days of each calendar window.",
                 width=12,
             ),
@@ -468,7 +510,7 @@ COST: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
                 "Budget used: month to date and last month",
                 "stat",
                 _q(
-                    f"platform_budget_used_ratio{{{TEAM},{MONTHS}}}",
+                    _one(f"platform_budget_used_ratio{{{TEAM},{MONTHS}}}"),
                     "{{scope}} {{name}} {{window}}",
                 ),
                 unit="percentunit",
@@ -479,7 +521,7 @@ COST: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
             _p(
                 "Forecast / budget",
                 "stat",
-                _q(f"platform_budget_forecast_ratio{{{TEAM}}}", "{{scope}} {{name}}"),
+                _q(_one(f"platform_budget_forecast_ratio{{{TEAM}}}"), "{{scope}} {{name}}"),
                 unit="percentunit",
                 description="Month-end forecast at this month's daily run rate; before a day of "
                 "the month is complete, at last month's.",
@@ -487,7 +529,7 @@ COST: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
             _p(
                 "Billing data freshness",
                 "stat",
-                _q("time() - platform_cost_data_end_timestamp_seconds", "{{source}}"),
+                _q("time() - " + _one("platform_cost_data_end_timestamp_seconds"), "{{source}}"),
                 unit="s",
                 description="Age of the end of the newest closed billing day, per cost source.",
             ),
@@ -495,6 +537,9 @@ COST: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
     ),
 )
 
+# With several replicas only a source's lease holder reports its verdict, freshness, duration
+# and API budget: taken per source (max, min) they are the holder's. Errors, requests and
+# skipped polls are each replica's own polls: summed, each counts once.
 HEALTH: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
     (
         "Sources",
@@ -502,14 +547,17 @@ HEALTH: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
             _p(
                 "Sources up",
                 "stat",
-                _q("platform_exporter_source_up", "{{source}}"),
+                _q("max by (source) (platform_exporter_source_up)", "{{source}}"),
+                description="The verdict of each source's last poll, from the replica that "
+                "polls it (with several replicas, its lease holder).",
                 width=12,
             ),
             _p(
                 "Seconds since last successful poll",
                 "timeseries",
                 _q(
-                    "time() - platform_exporter_source_last_success_timestamp_seconds",
+                    "time() - max by (source) "
+                    "(platform_exporter_source_last_success_timestamp_seconds)",
                     "{{source}}",
                 ),
                 unit="s",
@@ -518,7 +566,9 @@ HEALTH: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
             _p(
                 "Poll duration",
                 "timeseries",
-                _q("platform_exporter_source_poll_duration_seconds", "{{source}}"),
+                _q(
+                    "max by (source) (platform_exporter_source_poll_duration_seconds)", "{{source}}"
+                ),
                 unit="s",
                 width=12,
             ),
@@ -531,6 +581,42 @@ HEALTH: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
                     "{{source}} {{reason}}",
                 ),
                 width=12,
+            ),
+        ),
+    ),
+    (
+        "Replicas",
+        (
+            _p(
+                "Sources polled, by replica",
+                "timeseries",
+                _q(
+                    f"{LEASES_HELD} or count by (job, instance) "
+                    f"({alerts.INTERVAL} unless on (job, instance) {LEASES_HELD})",
+                    "{{instance}} {{replica}}",
+                ),
+                description="The leases each replica holds (one replica without leases: every "
+                "source). With N replicas and S sources, each settles at ceil(S / N) or fewer.",
+                width=8,
+            ),
+            _p(
+                "Poller of each source",
+                "table",
+                _q(
+                    f"count by (source, kind, instance, replica) (\n{alerts.HOLDERS}\n)",
+                    instant=True,
+                ),
+                description="The replica that holds each source's lease and alone polls it.",
+                width=8,
+            ),
+            _p(
+                "Sources no replica polls",
+                "stat",
+                _q(f"count(\n{alerts.UNLEASED}) or vector(0)"),
+                description="Sources no live replica holds the lease of: for a moment while a "
+                "lease moves (at most state.lease_ttl after its holder died); longer, and "
+                "PlatformExporterSourceUnleased fires.",
+                width=8,
             ),
         ),
     ),
@@ -551,19 +637,23 @@ HEALTH: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
             _p(
                 "API budget remaining",
                 "timeseries",
-                _q("platform_exporter_rate_limit_remaining", "{{source}} {{resource}}"),
+                _q(
+                    "min by (source, resource) (platform_exporter_rate_limit_remaining)",
+                    "{{source}} {{resource}}",
+                ),
                 width=12,
             ),
             _p(
                 "Polls skipped (overran their interval)",
                 "timeseries",
-                _q("platform_exporter_source_polls_skipped_total", "{{source}}"),
+                _q("sum by (source) (platform_exporter_source_polls_skipped_total)", "{{source}}"),
                 width=12,
             ),
             _p(
                 "Version",
                 "table",
                 _q("platform_exporter_build_info", instant=True),
+                description="One row per replica.",
                 width=12,
             ),
         ),

@@ -60,9 +60,17 @@ def _by(expr: str) -> str:
     return f"max by ({ON}) ({expr})"
 
 
+def _indent(text: str) -> str:
+    return "\n".join(f"  {line}" for line in text.splitlines())
+
+
 # Per source, across replicas: the newest success anyone reported, and the interval.
 LAST_ANY = _by(f"max_over_time({LAST}[{LOOKBACK}])")
 INTERVAL_ANY = _by(INTERVAL)
+# Who polls each source: the replica holding its lease, or a replica without leases (SQLite:
+# one replica), which polls every source it has. Every live replica lists every source.
+HOLDERS = f"{LEASED} == 1\nor\n{INTERVAL} unless on (job, instance) {LEASES_HELD}"
+UNLEASED = f"{INTERVAL_ANY}\nunless on ({ON})\n(\n{_indent(HOLDERS)}\n)\n"
 
 
 def rules(config: ConfigBase) -> list[dict[str, Any]]:
@@ -146,17 +154,7 @@ def unleased_for(config: ConfigBase) -> str:
 def _unleased(config: ConfigBase) -> dict[str, Any]:
     return {
         "alert": "PlatformExporterSourceUnleased",
-        # Every live replica lists every source (its interval); the holders are the replicas
-        # with the lease, and a replica without leases (SQLite: one replica) polls all of its.
-        "expr": (
-            f"{INTERVAL_ANY}\n"
-            f"unless on ({ON})\n"
-            "(\n"
-            f"  {LEASED} == 1\n"
-            "  or\n"
-            f"  {INTERVAL} unless on (job, instance) {LEASES_HELD}\n"
-            ")\n"
-        ),
+        "expr": UNLEASED,
         "for": unleased_for(config),
         "labels": {"severity": "ticket"},
         "annotations": {

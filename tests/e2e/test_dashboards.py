@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -30,6 +34,7 @@ from exporter.dashboards import DASHBOARDS, queries, render
 from exporter.domains.cost.kpis import WINDOWS as COST_WINDOWS
 from exporter.domains.cost.kpis import window_bounds
 from exporter.rules import write_rules
+from tests.support import internal
 from tests.support.daemon import REPO_ROOT, DemoProcess, run_cli
 from tests.support.instants import at, each_instant
 from tests.support.net import free_port, wait_until
@@ -326,3 +331,267 @@ class TestEveryPanelHasData:
         assert shown == [], "panels showing data for a window with no closed day:\n" + "\n".join(
             shown
         )
+
+
+# --- several replicas ------------------------------------------------------------------
+
+# The labels one replica's copy of a series has of its own (exporter.core.replicas).
+COPY_LABELS = frozenset({"instance", "pod", "replica"})
+
+
+class Bodies:
+    """A loopback HTTP server answering ``/metrics`` with a body the test sets (and may change)."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = outer.body
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def replicas_job(*targets: tuple[str, str]) -> dict[str, object]:
+    """A scrape job of one target per (address, pod) pair, its ``instance`` the pod's name, as
+    Kubernetes' pods of one Deployment are scraped."""
+    return {
+        "static_configs": [
+            {"targets": [address], "labels": {"pod": pod}} for address, pod in targets
+        ],
+        "relabel_configs": [{"source_labels": ["pod"], "target_label": "instance"}],
+    }
+
+
+def one_copy_each(result: list[dict[str, Any]]) -> list[tuple[tuple[tuple[str, str], ...], str]]:
+    """A query's answer as (labels other than a copy's own, value), sorted; a series shown
+    twice stays twice."""
+    return sorted(
+        (
+            tuple(sorted((k, v) for k, v in r["metric"].items() if k not in COPY_LABELS)),
+            r["value"][1],
+        )
+        for r in result
+    )
+
+
+KPI_BOARDS = [uid for uid in DASHBOARDS if uid != "exporter-health"]
+
+
+def replica_body(replica: str, holds: str, peer: str, leased: bool = True) -> bytes:
+    """One replica's own health as it renders it: it polls ``holds`` (while ``leased``: then it
+    reports its verdict, freshness and budget), ``peer``'s lease is another replica's."""
+    mine = f'source="{holds}",kind="{holds}",replica="{replica}"'
+    theirs = f'source="{peer}",kind="{peer}",replica="{replica}"'
+    lines = [
+        f'platform_exporter_build_info{{version="0.1.0",python="3.11.7",replica="{replica}"}} 1',
+        *(
+            line
+            for key in (mine, theirs)
+            for line in (
+                f"platform_exporter_source_interval_seconds{{{key}}} 60",
+                f'platform_exporter_source_errors_total{{{key},reason="timeout"}} 1',
+                f'platform_exporter_source_upstream_requests_total{{{key},code="200"}} 10',
+                f"platform_exporter_source_polls_skipped_total{{{key}}} 0",
+            )
+        ),
+        f"platform_exporter_source_leased{{{mine}}} {int(leased)}",
+        f"platform_exporter_source_leased{{{theirs}}} 0",
+        f'platform_exporter_leases_held{{replica="{replica}"}} {int(leased)}',
+    ]
+    if leased:
+        lines += [
+            f"platform_exporter_source_up{{{mine}}} 1",
+            f"platform_exporter_source_last_success_timestamp_seconds{{{mine}}} 1.7e9",
+            f"platform_exporter_source_poll_duration_seconds{{{mine}}} 0.25",
+            f'platform_exporter_rate_limit_remaining{{{mine},resource="core"}} 4000',
+        ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def without_health(body: bytes) -> bytes:
+    """``body`` without the exporter's own health (the KPI families only)."""
+    return b"".join(
+        line
+        for line in body.splitlines(keepends=True)
+        if not re.match(rb"(# (HELP|TYPE) )?(platform_exporter_|process_|python_)", line)
+    )
+
+
+class ReplicaBench:
+    """Prometheus ``one`` scrapes a recorded body of the demo's KPIs once; ``two`` scrapes two
+    replicas (pods kpi-0 and kpi-1) serving those KPIs, each with its own health beside them
+    (kpi-0 holds github's lease, kpi-1 probe's). Both run the demo's rules."""
+
+    def __init__(self, directory: Path, body: bytes, rules: list[Path]) -> None:
+        self.kpis = without_health(body)
+        self.served = Bodies(self.kpis)
+        self.kpi0 = Bodies(self.kpis + replica_body("kpi-0", holds="github", peer="probe"))
+        self.kpi1 = Bodies(self.kpis + replica_body("kpi-1", holds="probe", peer="github"))
+        files = [str(p) for p in rules]
+        self.one = PrometheusServer(directory / "one", [self.served.address], rule_files=files)
+        pods = ((self.kpi0.address, "kpi-0"), (self.kpi1.address, "kpi-1"))
+        self.two = PrometheusServer(
+            directory / "two", [], job=replicas_job(*pods), rule_files=files
+        )
+
+    def start(self) -> ReplicaBench:
+        self.one.start()
+        self.two.start()
+        for prom, targets in ((self.one, 1), (self.two, 2)):
+            # Two scrapes of every target within the rate interval, and the rules run on them.
+            wait_until(
+                lambda prom=prom, targets=targets: (
+                    len(prom.query("count_over_time(up[1m]) >= 3")) == targets
+                    and prom.query("count_over_time(slo:objective:ratio[1m]) >= 2") != []
+                ),
+                timeout=60,
+                what=f"{targets} targets scraped",
+            )
+        return self
+
+    def stop(self) -> None:
+        for prom in (self.one, self.two):
+            prom.stop()
+        for served in (self.served, self.kpi0, self.kpi1):
+            served.stop()
+
+
+@pytest.fixture(scope="class")
+def replica_bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplicaBench]:
+    """The bench on one /metrics body of the demo at mid-month, taken once every family a KPI
+    panel reads is in it, and the rule files of its config."""
+    directory = tmp_path_factory.mktemp("replicas")
+    demo = DemoProcess(directory / "demo", at("mid-month")).start()
+    try:
+        rules = write_rules(Config(**demo.config()), directory / "rules")
+        wanted = {
+            name.encode()
+            for uid in KPI_BOARDS
+            for _, expr in queries(uid)
+            for name in re.findall(r"\b(platform_[a-z_]+)\b", expr)
+        }
+        body = b""
+
+        def complete() -> bool:
+            nonlocal body
+            with urllib.request.urlopen(f"{demo.url}/metrics", timeout=10) as resp:
+                body = resp.read()
+            return wanted <= set(re.findall(rb"^(platform_[a-z_]+)[{ ]", body, flags=re.M))
+
+        wait_until(complete, timeout=90, what="every KPI panel's family in the demo's /metrics")
+    finally:
+        demo.stop()
+        internal.note_log("demo", demo.log())
+    bench = ReplicaBench(directory, body, rules)
+    try:
+        yield bench.start()
+    finally:
+        bench.stop()
+
+
+@pytest.mark.integration
+class TestTwoReplicasScraped:
+    """Two replicas sharing one state serve the same KPI series; Prometheus keeps a copy of
+    each per replica, and each replica's own health. A recorded body keeps the copies equal (a
+    live demo moves between two scrapes)."""
+
+    def test_every_kpi_panel_answers_as_with_one_replica(self, replica_bench: ReplicaBench) -> None:
+        """Every KPI panel shows what one replica alone shows: nothing twice, nothing summed
+        twice (the SLO panels read the rules' records, which count each event once too)."""
+        one, two = replica_bench.one, replica_bench.two
+        everything = {
+            f"{uid} / {title}: {expr}": expand(expr)
+            for uid in KPI_BOARDS
+            for title, expr in queries(uid)
+        }
+        differ: dict[str, str] = {}
+        deadline = time.monotonic() + 30
+        while True:
+            # Both at one instant of Prometheus' clock (a panel may read time()).
+            when = f"{one.now() - 1:.3f}"
+            answers = {
+                k: (
+                    one.api("query", query=e, time=when)["result"],
+                    two.api("query", query=e, time=when)["result"],
+                )
+                for k, e in everything.items()
+            }
+            differ = {
+                k: f"one replica {one_copy_each(a)}\n  two replicas {one_copy_each(b)}"
+                for k, (a, b) in answers.items()
+                if one_copy_each(a) != one_copy_each(b)
+            }
+            if not differ or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert differ == {}, "panels that differ with two replicas:\n" + "\n".join(
+            f"{k}\n  {v}" for k, v in differ.items()
+        )
+        shown = [k for k, (a, _) in answers.items() if a]
+        assert len(shown) >= 0.8 * len(everything), sorted(set(everything) - set(shown))
+
+    def test_health_shows_each_source_once_from_its_poller(
+        self, replica_bench: ReplicaBench
+    ) -> None:
+        """kpi-0 polls github, kpi-1 probe: each source is shown once, from its poller; each
+        replica's failed polls are its own (both count); and a source whose lease nobody
+        holds is counted."""
+        prom = replica_bench.two
+        panels = {title: expand(expr) for title, expr in queries("exporter-health")}
+
+        def answer(title: str, *labels: str) -> list[tuple[tuple[str, ...], float]]:
+            return sorted(
+                (tuple(r["metric"].get(k, "") for k in labels), float(r["value"][1]))
+                for r in prom.query(panels[title])
+            )
+
+        assert answer("Sources up", "source") == [(("github",), 1.0), (("probe",), 1.0)]
+        assert answer("Poll duration", "source") == [(("github",), 0.25), (("probe",), 0.25)]
+        assert answer("API budget remaining", "source", "resource") == [
+            (("github", "core"), 4000.0),
+            (("probe", "core"), 4000.0),
+        ]
+        assert answer("Poller of each source", "source", "replica") == [
+            (("github", "kpi-0"), 1.0),
+            (("probe", "kpi-1"), 1.0),
+        ]
+        assert answer("Sources polled, by replica", "replica") == [
+            (("kpi-0",), 1.0),
+            (("kpi-1",), 1.0),
+        ]
+        assert answer("Sources no replica polls") == [((), 0.0)]
+        errors = 'sum by (source) (platform_exporter_source_errors_total{reason="timeout"})'
+        assert sorted((r["metric"]["source"], r["value"][1]) for r in prom.query(errors)) == [
+            ("github", "2"),
+            ("probe", "2"),
+        ]
+        assert len(prom.query(panels["Version"])) == 2  # one row per replica
+
+        # kpi-1 loses the probe lease (it cannot renew it) and nobody takes it.
+        replica_bench.kpi1.body = replica_bench.kpis + replica_body(
+            "kpi-1", holds="probe", peer="github", leased=False
+        )
+        wait_until(
+            lambda: answer("Sources no replica polls") == [((), 1.0)],
+            timeout=30,
+            what="the unheld probe source counted",
+        )
+        assert answer("Poller of each source", "source", "replica") == [(("github", "kpi-0"), 1.0)]
+        assert answer("Sources up", "source") == [(("github",), 1.0)]
