@@ -4,7 +4,8 @@ A lease is a row of ``leases`` (source, holder, token, expires_at): its holder a
 the source until ``expires_at``, two thirds of ``lease_ttl`` after its last renewal, and
 renews it every third of ``lease_ttl``. A replica that dies (``kill -9``, a lost node, a
 network cut from the database) stops renewing; its leases expire within two thirds of the
-TTL and the others, looking every third, take them over within the TTL. Times are the database server's clock (``clock_timestamp()``), the one
+TTL and the others, looking every third, take them over within the TTL. A holder that
+renews late, when no one took its expired lease, keeps it with the same token. Times are the database server's clock (``clock_timestamp()``), the one
 clock every replica shares, so a replica's skewed clock cannot extend its leases.
 
 Every poll's commit is fenced (:func:`fenced`): the transaction ends by reading its lease
@@ -180,12 +181,14 @@ class Leases:
             ).fetchone()[0]
         )
         share = math.ceil(len(self.sources) / max(1, live))
+        # Ours still, expired or not: a renewal that came late (this process starved of
+        # CPU past the expiry) keeps the lease and its token while no one took it, so a
+        # poll running under it still commits; a lease another replica took is not ours.
         held = {
             str(r[0]): int(r[1])
             for r in self._conn.execute(
-                "UPDATE leases SET expires_at = ? WHERE holder = ? AND expires_at > ? "
-                "RETURNING source, token",
-                (until, self.replica, now),
+                "UPDATE leases SET expires_at = ? WHERE holder = ? RETURNING source, token",
+                (until, self.replica),
             ).fetchall()
             if str(r[0]) in self.sources
         }

@@ -22,7 +22,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -317,14 +317,26 @@ class Store:
     def _connect_postgres(self, target: PostgresTarget, lock_timeout: float) -> Any:
         with reaching(target) as pg:
             conn = pg.PgConnection(target, lock_timeout)
-            if target.schema is not None:
-                conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{target.schema}"')
-            # The commits of every replica, for :meth:`versions` (PRAGMA data_version's part).
-            conn.execute("CREATE SEQUENCE IF NOT EXISTS state_commits")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version "
-                "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
-            )
+            # Replicas starting together on an empty database: "IF NOT EXISTS" is not safe
+            # against a concurrent CREATE (the loser fails on the catalog's unique index),
+            # so they create these one at a time, under a lock held until the commit.
+            conn.execute("BEGIN")
+            try:
+                key = f"{target}/{target.schema or ''}:setup"
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (key,))
+                if target.schema is not None:
+                    conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{target.schema}"')
+                # The commits of every replica, for :meth:`versions` (data_version's part).
+                conn.execute("CREATE SEQUENCE IF NOT EXISTS state_commits")
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_version "
+                    "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                with suppress(Exception):  # a broken connection has nothing to roll back
+                    conn.execute("ROLLBACK")
+                raise
         return conn
 
     def _migrating(self) -> AbstractContextManager[None]:

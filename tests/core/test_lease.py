@@ -115,6 +115,27 @@ class TestTakeover:
         store.close()
         assert tokens == {2}
 
+    def test_a_late_renewal_keeps_an_expired_lease_no_one_took(
+        self, target: PostgresTarget
+    ) -> None:
+        """The holder's renewal comes after the expiry (its process starved of CPU) and no
+        other replica took the lease meanwhile: it is still the holder's, with the same
+        token, so the poll running under it commits (it is still the only poller)."""
+        (one,) = replicas(target, 1, ttl=1.0)
+        one.renew()
+        store = Store(target)
+        with one.fenced("source0"):
+            import time
+
+            time.sleep(1.2)  # expired on the server's clock; no one else is there
+            assert one.renew() == frozenset(SOURCES)
+            with store.transaction() as tx:
+                tx.incr("polled_total", {"source": "source0"})
+        tokens = {int(r[0]) for r in store.query("SELECT token FROM leases")}
+        assert tokens == {1}
+        assert store.counters("polled_total") == [({"source": "source0"}, 1.0)]
+        store.close()
+
     def test_a_clean_shutdown_hands_leases_over_at_once(self, target: PostgresTarget) -> None:
         one, two = replicas(target, 2)
         one.renew()

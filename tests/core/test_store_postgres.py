@@ -3,6 +3,7 @@ replaced without a restart, replicas see each other's commits, and ``state.url``
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import psycopg
@@ -196,6 +197,37 @@ class TestStateUrl:
 
         assert parse_url("sqlite:///state/x.db") == Path("state/x.db")
         assert parse_url(f"sqlite:///{tmp_path}/x.db") == tmp_path / "x.db"
+
+
+class TestReplicasStartingTogether:
+    def test_replicas_opening_an_empty_schema_at_once_all_start(
+        self, postgres_server: PostgresServer
+    ) -> None:
+        """Replicas started together on an empty database each create its schema, commit
+        sequence and version table if missing; none fails because another created one
+        a moment before (PostgreSQL's IF NOT EXISTS alone is not safe against that)."""
+        if postgres_server.proc is None:
+            postgres_server.start()
+        fresh = postgres_server.create_schema()
+        together = threading.Barrier(6)
+        failures: list[BaseException] = []
+
+        def open_one() -> None:
+            together.wait()
+            try:
+                Store(fresh).close()
+            except BaseException as exc:  # collected: the test fails on any
+                failures.append(exc)
+
+        threads = [threading.Thread(target=open_one) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        try:
+            assert failures == []
+        finally:
+            postgres_server.drop_schema(fresh)
 
 
 class TestOutage:
