@@ -24,6 +24,7 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.core import exposition
 from exporter.core.changes import ANY
+from exporter.core.errors import state_failure
 from exporter.core.provider import ProviderSpec, RenderContext
 
 log = logging.getLogger("exporter.snapshot")
@@ -188,6 +189,8 @@ class Parts:
 
     def __init__(self) -> None:
         self._kept: dict[str, _Kept] = {}
+        # Providers whose last render found the state unreadable (logged once).
+        self._unreadable: set[str] = set()
         self.renders: dict[str, dict[str, int]] = {}
         self.seconds: dict[str, float] = {}
 
@@ -223,16 +226,37 @@ class Parts:
         suffix = cadence_help(ctx.min_refresh) if spec.time_driven and spec.reads else ""
         try:
             part = render_part(spec.collect(ctx), suffix)
-        except Exception:
-            log.exception("metrics provider %s failed; serving its previous values", spec.name)
+        except Exception as exc:
+            self._failed(spec.name, exc)
             if kept is None:
                 return None
             self._kept[spec.name] = _Kept(kept.part, None, kept.at)
             return kept.part
         finally:
             self.seconds[spec.name] = time.perf_counter() - started
+        if spec.name in self._unreadable:
+            self._unreadable.discard(spec.name)
+            log.info("metrics provider %s rendered again from the state", spec.name)
         self._kept[spec.name] = _Kept(part, stamp, ctx.now)
         return part
+
+    def _failed(self, name: str, exc: Exception) -> None:
+        """Log a provider's failed render. The state unreadable (the database down, a
+        disk error) is the environment, not a bug: one line when it starts, none for
+        each refresh while it lasts (an outage would log a traceback per provider per
+        refresh), one when the provider renders again."""
+        if not state_failure(exc):
+            log.exception("metrics provider %s failed; serving its previous values", name)
+            return
+        if name not in self._unreadable:
+            reason = " ".join(str(exc).split())[:300]
+            log.warning(
+                "metrics provider %s: state unreadable (%s); serving its previous values "
+                "until it is readable again",
+                name,
+                reason,
+            )
+        self._unreadable.add(name)
 
     def stats(self) -> Iterator[Metric]:
         """The render self-metrics, as of this refresh."""
