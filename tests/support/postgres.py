@@ -14,6 +14,14 @@ One server is started per pytest session (the ``postgres_server`` fixture in
 the fixture fails with the reason: nothing is skipped.
 
 Clients log in as ``postgres`` with :data:`PASSWORD` (scram-sha-256 over TCP).
+
+A pytest killed outright (SIGKILL, an OOM kill: no teardown runs) must not leave its
+server running: each running server has a watchdog, a small process of its own holding
+the read end of a pipe whose write end only this process has. When the pipe closes
+without a word (the process died), the watchdog stops the server (SIGINT, then
+SIGKILL) and removes its directory; a ``stop()`` tells it first, and it just exits.
+(``PR_SET_PDEATHSIG`` would not do: ``runuser`` forks the server, which does not inherit
+it, and it fires when the thread that started the child ends, not the process.)
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +42,27 @@ from tests.support.faketime import without_faketime
 from tests.support.net import free_port, port_open
 
 PASSWORD = "pke-test-password"
+STOPPED = b"stopped\n"
+
+# The watchdog (argv: the server's process group, the parent's pid, the directory).
+WATCHDOG = """
+import os, shutil, signal, sys, time
+group, parent, root = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the test run's to handle
+said = sys.stdin.buffer.read()
+if said == b"stopped\\n" and os.getppid() == parent:
+    sys.exit(0)
+try:
+    os.killpg(group, signal.SIGINT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        os.killpg(group, 0)
+    os.killpg(group, signal.SIGKILL)
+except ProcessLookupError:
+    pass
+shutil.rmtree(root, ignore_errors=True)
+"""
 USER = "postgres"
 _LIB = Path("/usr/lib/postgresql")
 
@@ -74,6 +104,7 @@ class PostgresServer:
         self.log_path = self.root / "postgres.log"
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.watchdog: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._names = itertools.count(1)
         self._shared: str | None = None
@@ -156,6 +187,7 @@ class PostgresServer:
             # (faked, its lock timeouts never fired and a waiting test hung).
             env=without_faketime(dict(os.environ)),
         )
+        self._watch(self.proc.pid)
         deadline = time.monotonic() + timeout
         while not self._accepts():
             if self.proc.poll() is not None:
@@ -165,6 +197,29 @@ class PostgresServer:
                 raise RuntimeError(f"postgres did not start in {timeout}s: {self._tail()}")
             time.sleep(0.05)
         return self
+
+    def _watch(self, group: int) -> None:
+        """Start the server's watchdog (see the module docstring)."""
+        self.watchdog = subprocess.Popen(
+            [sys.executable, "-c", WATCHDOG, str(group), str(os.getpid()), str(self.root)],
+            stdin=subprocess.PIPE,
+            # Its own session: a signal to the test run's process group does not reach it.
+            start_new_session=True,
+            env=without_faketime(dict(os.environ)),
+        )
+
+    def _unwatch(self) -> None:
+        """The server is stopped on purpose: the watchdog exits without a thing to do."""
+        if self.watchdog is None:
+            return
+        assert self.watchdog.stdin is not None
+        try:
+            self.watchdog.stdin.write(STOPPED)
+            self.watchdog.stdin.close()
+        except BrokenPipeError:
+            pass
+        self.watchdog.wait(timeout=30)
+        self.watchdog = None
 
     def _accepts(self) -> bool:
         if not port_open(self.port):
@@ -193,6 +248,7 @@ class PostgresServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
+        self._unwatch()
         self.proc = None
         if self._log is not None:
             self._log.close()
