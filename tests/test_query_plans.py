@@ -78,6 +78,7 @@ SMALL = frozenset(
         "catalog_entities",
         "catalog_listings",
         "catalog_registrations",
+        "cost_idents",
         "counters",
         "cursors",
         "delivery_lead_totals",

@@ -1,7 +1,9 @@
 """Cost: billing exports and cost APIs allocated to services; cost per transaction, budgets."""
 
 from exporter.core.domain import Domain
-from exporter.domains.cost import alerts, metrics, store
+from exporter.domains.catalog.records import CatalogListing
+from exporter.domains.cost import alerts, attribution, metrics, store
+from exporter.domains.cost.records import CostContribution
 from exporter.domains.cost.settings import CostSection, CostServiceFields
 from exporter.domains.cost.sources.aws_cost import AwsCostSource
 from exporter.domains.cost.sources.azure_cost import AzureCostSource
@@ -18,6 +20,10 @@ DOMAIN = Domain(
     provider=metrics.collect,
     # Of the traffic, only the totals of days already over (cost per transaction).
     reads=frozenset({"cost", "catalog", "traffic_days_over"}),
+    # Stored cost follows the catalog: its keys are re-resolved after every catalog or
+    # cost poll (the refresh writes cost_idents, so the provider is rendered again).
+    refresh=attribution.refresh,
+    refresh_after=frozenset({CatalogListing, CostContribution}),
     alerts=alerts.rules,
     sandbox=("exporter.domains.cost.sandbox.billing",),
 )

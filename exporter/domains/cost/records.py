@@ -11,9 +11,13 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class CostDay:
-    """Allocated cost of one UTC day for one (service, provider, category, currency).
+    """Cost of one UTC day for one (attribution key, provider, category, currency).
 
     Amounts are sums over billing lines and may be negative (credits, corrections).
+    ``ident`` is the lines' attribution key (:meth:`CostKey.text
+    <exporter.domains.cost.allocation.CostKey.text>`), stored with the cost and resolved
+    to a service when the KPIs are computed; ``service`` and ``team`` are what it
+    resolved to when read. Without an ``ident`` the cost is pinned to ``service``.
     """
 
     day: str  # YYYY-MM-DD, UTC
@@ -25,11 +29,12 @@ class CostDay:
     billed: float
     effective: float
     lines: int = 1
+    ident: str = ""
 
     @property
     def key(self) -> str:
         return "/".join(
-            (self.day, self.service, self.team, self.provider, self.category, self.currency)
+            (self.day, self.ident or self.service, self.provider, self.category, self.currency)
         )
 
 

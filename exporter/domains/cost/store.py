@@ -1,8 +1,14 @@
-"""Billing data: allocated daily cost per origin, request totals per day, and paid API calls.
+"""Billing data: daily cost per origin and attribution key, request totals per day, and
+paid API calls.
 
-Cost is kept as one row per (origin, day, service, team, provider, category,
+Cost is kept as one row per (origin, day, attribution key, provider, category,
 currency), where an origin is one export file or one (account, day) answer of a
-cost API. A :class:`~exporter.domains.cost.records.CostContribution` replaces everything its
+cost API, and the key is what the lines were attributed by (see
+:class:`~exporter.domains.cost.allocation.CostKey`). ``cost_idents`` says which service
+and team each key belongs to, and every read joins through it;
+:mod:`exporter.domains.cost.attribution` re-resolves it when the catalog changes, so the
+cost KPIs follow the catalog from the next refresh. A
+:class:`~exporter.domains.cost.records.CostContribution` replaces everything its
 origin said before, in one transaction, so a re-read file or a re-queried day
 never double-counts. Paid API calls are recorded per UTC day as they happen,
 so a restart knows how much of the daily cap is spent.
@@ -14,6 +20,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from exporter.core.store import Store, Tx, Writer
+from exporter.domains.cost.allocation import UNALLOCATED, pinned
 from exporter.domains.cost.records import CostContribution, RequestTotal
 
 MIGRATIONS = (
@@ -64,6 +71,40 @@ MIGRATIONS = (
     """,
     # A render reads request totals by day range.
     "CREATE INDEX cost_request_totals_day ON cost_request_totals (day);",
+    # Cost kept by attribution key, resolved to a service through cost_idents when read
+    # (re-resolved when the catalog changes). Rows stored before are pinned to their
+    # service (key 'service:<name>'), with one of the teams they had (the refresh then
+    # gives them the catalog's).
+    """
+    CREATE TABLE cost_idents (
+        ident TEXT NOT NULL PRIMARY KEY,
+        service TEXT NOT NULL,
+        team TEXT NOT NULL
+    );
+    INSERT INTO cost_idents (ident, service, team)
+    SELECT 'service:' || service, service, MAX(team) FROM cost_daily GROUP BY service;
+    CREATE TABLE cost_keyed (
+        source TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        day TEXT NOT NULL,
+        ident TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        category TEXT NOT NULL,
+        currency TEXT NOT NULL,
+        billed REAL NOT NULL,
+        effective REAL NOT NULL,
+        lines INTEGER NOT NULL,
+        PRIMARY KEY (source, origin, day, ident, provider, category, currency)
+    );
+    INSERT INTO cost_keyed (source, origin, day, ident, provider, category, currency,
+        billed, effective, lines)
+    SELECT source, origin, day, 'service:' || service, provider, category, currency,
+        SUM(billed), SUM(effective), SUM(lines)
+    FROM cost_daily GROUP BY source, origin, day, service, provider, category, currency;
+    DROP TABLE cost_daily;
+    ALTER TABLE cost_keyed RENAME TO cost_daily;
+    CREATE INDEX cost_daily_day ON cost_daily (day)
+    """,
 )
 
 PAID_CALLS_TOTAL = "platform_exporter_paid_api_calls_total"
@@ -96,16 +137,25 @@ def write_contributions(tx: Tx, batch: Sequence[CostContribution]) -> None:
             "DELETE FROM cost_coverage WHERE source = ? AND origin = ?", (c.source, c.origin)
         )
         merged: dict[tuple[str, ...], list[float]] = {}
+        owners: dict[str, tuple[str, str]] = {}
         for d in c.days:
-            k = (d.day, d.service, d.team, d.provider, d.category, d.currency)
+            ident = d.ident or pinned(d.service)
+            owners.setdefault(ident, (d.service, d.team))
+            k = (d.day, ident, d.provider, d.category, d.currency)
             acc = merged.setdefault(k, [0.0, 0.0, 0.0])
             acc[0] += d.billed
             acc[1] += d.effective
             acc[2] += d.lines
         tx.conn.executemany(
-            "INSERT INTO cost_daily (source, origin, day, service, team, provider, category, "
-            "currency, billed, effective, lines) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO cost_daily (source, origin, day, ident, provider, category, "
+            "currency, billed, effective, lines) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(c.source, c.origin, *k, v[0], v[1], int(v[2])) for k, v in merged.items()],
+        )
+        # A key seen before keeps its service: the attribution refresh re-resolves them all.
+        tx.conn.executemany(
+            "INSERT INTO cost_idents (ident, service, team) VALUES (?, ?, ?) "
+            "ON CONFLICT (ident) DO NOTHING",
+            [(ident, *owner) for ident, owner in owners.items()],
         )
         # Only the days the origin proves arrived: a fee spread over a month does not.
         tx.conn.executemany(
@@ -148,10 +198,10 @@ def origins(store: Store, source: str) -> dict[str, tuple[str, bool]]:
     return {str(r[0]): (str(r[1]), bool(r[2])) for r in rows}
 
 
-def _only(sources: Sequence[str] | None) -> tuple[str, list[str]]:
+def _only(sources: Sequence[str] | None, column: str = "source") -> tuple[str, list[str]]:
     if sources is None:
         return "", []
-    return f" AND source IN ({', '.join('?' for _ in sources)})", list(sources)
+    return f" AND {column} IN ({', '.join('?' for _ in sources)})", list(sources)
 
 
 def daily_costs(
@@ -162,13 +212,16 @@ def daily_costs(
     sources: Sequence[str] | None = None,
 ) -> list[CostRow]:
     """(day, service, team, provider, category, currency, amount) summed over origins
-    (of ``sources`` only, if given: a source removed from the config no longer counts)."""
+    (of ``sources`` only, if given: a source removed from the config no longer counts),
+    each key's cost given to the service ``cost_idents`` resolves it to now."""
     column = "effective" if amount == "effective" else "billed"
-    where, params = _only(sources)
+    where, params = _only(sources, "d.source")
     rows = store.query(
-        f"SELECT day, service, team, provider, category, currency, SUM({column}) "
-        f"FROM cost_daily WHERE day >= ? AND day <= ?{where} "
-        "GROUP BY day, service, team, provider, category, currency",
+        f"SELECT d.day, COALESCE(i.service, '{UNALLOCATED}'), COALESCE(i.team, '{UNALLOCATED}'), "
+        f"d.provider, d.category, d.currency, SUM(d.{column}) "
+        "FROM cost_daily d LEFT JOIN cost_idents i ON i.ident = d.ident "
+        f"WHERE d.day >= ? AND d.day <= ?{where} "
+        "GROUP BY d.day, i.service, i.team, d.provider, d.category, d.currency",
         (first_day, last_day, *params),
     )
     return [
@@ -204,6 +257,21 @@ def oldest_days(store: Store, sources: Sequence[str] | None = None) -> dict[str,
         tuple(params),
     )
     return {str(r[0]): str(r[1]) for r in rows if r[1] is not None}
+
+
+def attributions(store: Store) -> list[tuple[str, str, str]]:
+    """(key, service, team) of every attribution key cost was stored under."""
+    rows = store.query("SELECT ident, service, team FROM cost_idents ORDER BY ident")
+    return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+
+def reattribute(store: Store, changes: Sequence[tuple[str, str, str]]) -> None:
+    """Give each (key, service, team) its new service and team, in one transaction."""
+    with store.transaction() as tx:
+        tx.conn.executemany(
+            "UPDATE cost_idents SET service = ?, team = ? WHERE ident = ?",
+            [(service, team, ident) for ident, service, team in changes],
+        )
 
 
 def request_totals(store: Store, first_day: str, last_day: str) -> dict[tuple[str, str], float]:

@@ -15,6 +15,7 @@ import pytest
 
 from exporter.config import Config
 from exporter.daemon import Daemon
+from exporter.domains import open_store
 from tests.support.exposition import Exposition
 from tests.support.moto import fresh_account, moto_server
 from tests.support.prometheus import promtool_check_metrics
@@ -240,3 +241,80 @@ class TestLookback:
         assert days[-1] == "2026-11-19"
         assert len(days) == 31 + 19
         asyncio.run(daemon.shutdown())
+
+
+class TestAttribution:
+    """Cost Explorer's cost is stored under its groups' keys (tag value, linked account)
+    and resolved to a service when the KPIs are computed."""
+
+    def ledger(self, tmp_path: Path, moto: str) -> Config:
+        cfg = config(tmp_path, moto)
+        data = cfg.model_dump(exclude_unset=True)
+        ledger = {"name": "ledger", "team": "finance", "cost": {"tags": {"service": "ledger"}}}
+        data["services"] = [*data["services"], ledger]
+        return Config(**data)
+
+    def first_poll(self, tmp_path: Path, moto: str) -> None:
+        """The 21st: checkout 4.0, and 2.0 tagged service=ledger, which nobody claims yet."""
+        queue(
+            moto,
+            "123456789012",
+            {
+                "ResultsByTime": [
+                    day("2026-11-21", ("service$checkout", 4.0), ("service$ledger", 2))
+                ]
+            },
+        )
+        first = Daemon(config(tmp_path, moto), clock=lambda: NOW)
+        exp = poll(first)
+        assert exp.value("platform_cost", service="unallocated", window="1d") == pytest.approx(2.0)
+        assert paid(exp) == 1
+        asyncio.run(first.shutdown())
+
+    def test_a_tag_claimed_after_its_cost_was_read_moves_it_without_a_paid_call(
+        self, tmp_path: Path, moto: str
+    ) -> None:
+        self.first_poll(tmp_path, moto)
+        second = Daemon(self.ledger(tmp_path, moto), clock=lambda: NOW)
+        exp = Exposition.parse(second.holder.current.text)  # rendered at start
+        assert exp.value("platform_cost", service="ledger", team="finance", window="1d") == 2.0
+        assert exp.value("platform_cost", service="checkout", window="1d") == 4.0
+        assert exp.samples("platform_cost", service="unallocated") == []
+        exp = poll(second)  # every day is settled: nothing to ask
+        assert second.health["aws_cost"].requests == {}
+        assert paid(exp) == 1
+        assert exp.value("platform_cost", service="ledger", window="7d") == 2.0
+        asyncio.run(second.shutdown())
+
+    def test_days_stored_before_keys_are_rebuilt_from_their_groups_without_a_paid_call(
+        self, tmp_path: Path, moto: str
+    ) -> None:
+        """The state an upgrade leaves: every row pinned to the service it had, and each
+        origin's signature the old one, with the allocation rules in it."""
+        self.first_poll(tmp_path, moto)
+        store = open_store(str(tmp_path / "state.db"))
+        with store.transaction() as tx:
+            tx.execute(
+                "UPDATE cost_daily SET ident = 'service:' || "
+                "(SELECT service FROM cost_idents i WHERE i.ident = cost_daily.ident)"
+            )
+            tx.execute("DELETE FROM cost_idents WHERE ident NOT LIKE 'service:%'")
+            tx.execute(
+                "INSERT INTO cost_idents VALUES ('service:checkout', 'checkout', 'payments'), "
+                "('service:unallocated', 'unallocated', 'unallocated')"
+            )
+            tx.execute(
+                "UPDATE cost_origins SET signature = "
+                "replace(signature, '|keyed|', '|alloc=0123456789abcdef|')"
+            )
+        store.close()
+        second = Daemon(self.ledger(tmp_path, moto), clock=lambda: NOW)
+        exp = Exposition.parse(second.holder.current.text)
+        assert exp.value("platform_cost", service="unallocated", window="1d") == 2.0  # pinned
+        exp = poll(second)
+        assert second.health["aws_cost"].requests == {}
+        assert paid(exp) == 1
+        assert exp.value("platform_cost", service="ledger", window="1d") == 2.0
+        assert exp.value("platform_cost", service="checkout", window="1d") == 4.0
+        assert exp.samples("platform_cost", service="unallocated") == []
+        asyncio.run(second.shutdown())

@@ -202,3 +202,28 @@ class TestLookback:
         assert exp.value(cost, service="checkout", window="last_month", currency="EUR") == 7.0
         assert exp.value(cost, service="checkout", window="30d", currency="EUR") == 1.0
         asyncio.run(daemon.shutdown())
+
+
+class TestAttribution:
+    def test_a_subscription_claimed_after_its_cost_was_read_takes_it_without_a_query(
+        self, tmp_path: Path
+    ) -> None:
+        """Azure's cost is stored under (tag value, subscription): a service that claims
+        the subscription at the next start takes what no tag claims (the untagged 1.0 of
+        the 20th) before any query; tagged cost stays with its tag's service."""
+        clock = Clock()
+        daemon, fake = setup(tmp_path, clock, data_delay_days=0)
+        assert poll(daemon).value("platform_cost", service="unallocated", window="7d") == 1.0
+        asyncio.run(daemon.shutdown())
+        queries = len(fake.queries)
+        data = daemon.config.model_dump(exclude_unset=True)
+        platform = {"name": "platform", "team": "platform", "cost": {"accounts": [SCOPE[15:]]}}
+        data["services"] = [*data["services"], platform]
+        again = Daemon(Config(**data), transport=fake.app().transport(), clock=clock)
+        exp = Exposition.parse(again.holder.current.text)  # rendered at start
+        assert exp.value("platform_cost", service="platform", window="7d", currency="EUR") == 1.0
+        assert exp.value("platform_cost", service="checkout", window="7d", currency="EUR") == 5.0
+        assert exp.samples("platform_cost", service="unallocated") == []
+        poll(again)
+        assert len(fake.queries) == queries  # every day settled: nothing asked again
+        asyncio.run(again.shutdown())

@@ -7,7 +7,7 @@ from datetime import date
 
 import pytest
 
-from exporter.domains.cost.allocation import Allocator, ServiceRule
+from exporter.domains.cost.allocation import Allocator, CostKey, ServiceRule, parse_key
 from exporter.domains.cost.kpis import (
     UNALLOCATED,
     budget_forecast,
@@ -60,9 +60,47 @@ class TestAllocation:
     def test_tag_values_are_matched_exactly(self) -> None:
         assert Allocator(RULES).allocate({"service": "Checkout"})[0] == UNALLOCATED
 
-    def test_the_fingerprint_changes_with_the_rules(self) -> None:
-        assert Allocator(RULES).fingerprint != Allocator(RULES[:2]).fingerprint
-        assert Allocator(RULES).fingerprint == Allocator(list(RULES)).fingerprint
+    def test_a_key_keeps_the_rules_tag_keys_the_account_and_the_matched_patterns(self) -> None:
+        """Tag keys no rule uses (env) are left out, and so is the resource itself: the
+        key holds the patterns it matched."""
+        arn = "arn:aws:es:eu-west-1:1:domain/search-prod"
+        key = Allocator(RULES).key_of({"service": "x", "env": "prod"}, "1111", arn)
+        assert key == CostKey((("service", "x"),), "1111", ("arn:aws:es:*:domain/search-*",))
+        assert parse_key(key.text()) == key
+        assert key.text() == (
+            '{"a":"1111","r":["arn:aws:es:*:domain/search-*"],"t":[["service","x"]]}'
+        )
+        assert parse_key("service:checkout") == "checkout"  # pinned
+
+    def test_a_stored_key_follows_a_new_claim_and_a_rename(self) -> None:
+        key = Allocator(RULES).key_of({"service": "ledger"}, "999")
+        assert Allocator(RULES).resolve(key) == (UNALLOCATED, UNALLOCATED)
+        claimed = [*RULES, ServiceRule("ledger", "finance", tags={"service": "ledger"})]
+        assert Allocator(claimed).resolve(key) == ("ledger", "finance")
+        renamed = [ServiceRule("ledger-v2", "finance", tags={"service": "ledger"}), *RULES]
+        assert Allocator(renamed).resolve(key) == ("ledger-v2", "finance")
+
+    def test_a_resource_key_resolves_by_its_patterns_in_catalog_order(self) -> None:
+        arn = "arn:aws:es:eu-west-1:1:domain/search-prod"
+        key = Allocator(RULES).key_of({}, "111122223333", arn)
+        moved = [ServiceRule("search-v2", "discovery", resources=["arn:aws:es:*:domain/search-*"])]
+        assert Allocator(moved + RULES).resolve(key) == ("search-v2", "discovery")
+        # Without a resource rule the account claims it.
+        assert Allocator(RULES[:2]).resolve(key) == ("payments-api", "payments")
+
+    def test_the_key_fingerprint_changes_with_what_keys_hold_not_with_who_claims(self) -> None:
+        """A new tag key or resource pattern changes what a key must hold (the bill is
+        read again); a new value, service, team or order does not."""
+        fingerprint = Allocator(RULES).key_fingerprint
+        claim = ServiceRule("ledger", "finance", tags={"service": "ledger"})
+        assert Allocator([*RULES, claim]).key_fingerprint == fingerprint
+        assert Allocator(list(reversed(RULES))).key_fingerprint == fingerprint
+        by_account = ServiceRule("ledger", "finance", accounts=["2222*"])
+        assert Allocator([*RULES, by_account]).key_fingerprint == fingerprint
+        new_key = ServiceRule("ledger", "finance", tags={"cost-center": "42"})
+        assert Allocator([*RULES, new_key]).key_fingerprint != fingerprint
+        new_pattern = ServiceRule("ledger", "finance", resources=["arn:aws:rds:*"])
+        assert Allocator([*RULES, new_pattern]).key_fingerprint != fingerprint
 
 
 class TestWindows:

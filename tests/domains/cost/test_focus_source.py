@@ -465,7 +465,7 @@ class TestBatchSums:
 
         def table(result: Any) -> dict[tuple[str, ...], tuple[float, float, int]]:
             return {
-                (d.day, d.service, d.provider, d.category, d.currency): (
+                (d.day, d.ident, d.service, d.provider, d.category, d.currency): (
                     round(d.billed, 9),
                     round(d.effective, 9),
                     d.lines,

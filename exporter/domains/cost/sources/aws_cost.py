@@ -11,8 +11,10 @@ Cost Explorer charges USD 0.01 per request, so the source is frugal:
   ``platform_exporter_paid_api_calls_total{source}`` and per UTC day;
 * ``daily_call_cap`` is checked before each request: once reached, the poll
   stops, commits nothing partial and fails with ``rate_limited``;
-* the raw groups of each day are kept, so new allocation rules re-allocate
-  stored days without a paid call.
+* each day's cost is stored under its groups' keys (tag values, linked account), which
+  are resolved to services when the KPIs are computed: a catalog change needs no
+  request. The raw groups of each settled day are kept too, so days stored before
+  keys were are rebuilt without a paid call.
 
 Accounts are read through ``sts:AssumeRole`` with their ``role_arn`` (cached
 until five minutes before the credentials expire), or with the default
@@ -41,7 +43,7 @@ from exporter.core.periods import utc_date
 from exporter.core.settings import ConfigBase
 from exporter.core.source import PollContext, Source
 from exporter.domains.cost import store as cost_store
-from exporter.domains.cost.allocation import allocator_for, current_allocator
+from exporter.domains.cost.allocation import KEYED, CostKey, allocator_for, current_allocator
 from exporter.domains.cost.lookback import poll_days
 from exporter.domains.cost.records import CostContribution, CostDay
 from exporter.domains.cost.settings import AwsAccountConfig, AwsCostSourceConfig
@@ -218,7 +220,8 @@ class AwsCostSource(Source):
     # --- polling -------------------------------------------------------------------
 
     def _signature(self, raw: str) -> str:
-        return f"q={self.query_id}|alloc={self.allocator.fingerprint}|raw={hashlib.sha256(raw.encode()).hexdigest()[:16]}"
+        # `keyed`: stored by attribution key, so the allocation rules are not part of it.
+        return f"q={self.query_id}|{KEYED}|raw={hashlib.sha256(raw.encode()).hexdigest()[:16]}"
 
     async def poll(self, ctx: PollContext) -> None:
         # Rules can come from an external catalog too, which changes between polls.
@@ -237,8 +240,8 @@ class AwsCostSource(Source):
                 signature, final = known.get(origin, ("", False))
                 if not final or f"q={self.query_id}|" not in signature:
                     need.append(day)
-                elif f"|alloc={self.allocator.fingerprint}|" not in signature:
-                    # Settled and paid for: re-allocate the stored groups, no request.
+                elif f"|{KEYED}|" not in signature:
+                    # Settled, paid for, stored before keys: rebuild from the stored groups.
                     raw = ctx.cursor(f"raw:{origin}")
                     if raw is None:
                         need.append(day)
@@ -314,10 +317,20 @@ class AwsCostSource(Source):
                     account = key
                 elif spec.key == "SERVICE":
                     category = SERVICE_CATEGORIES.get(key, "Other")
-            service, team = self.allocator.allocate(tags, account)
+            # Every group key is kept: Cost Explorer answers only the configured few.
+            key = CostKey(tuple(sorted(tags.items())), account)
+            service, team = self.allocator.resolve(key)
             rows.append(
                 CostDay(
-                    day.isoformat(), service, team, "aws", category, unit.upper(), amount, amount
+                    day.isoformat(),
+                    service,
+                    team,
+                    "aws",
+                    category,
+                    unit.upper(),
+                    amount,
+                    amount,
+                    ident=key.text(),
                 )
             )
         return CostContribution(

@@ -38,7 +38,7 @@ from exporter.core.redact import excerpt
 from exporter.core.settings import ConfigBase
 from exporter.core.source import PollContext, Source
 from exporter.domains.cost import store as cost_store
-from exporter.domains.cost.allocation import allocator_for, current_allocator
+from exporter.domains.cost.allocation import KEYED, CostKey, allocator_for, current_allocator
 from exporter.domains.cost.lookback import poll_days, spans
 from exporter.domains.cost.records import CostContribution, CostDay
 from exporter.domains.cost.settings import AzureCostSourceConfig
@@ -233,13 +233,7 @@ class AzureCostSource(Source):
         days = poll_days(today, self.az.lookback_days)
         known = cost_store.origins(ctx.store, self.name)
         for scope in self.az.scopes:
-            need = [
-                d
-                for d in days
-                if not _settled(
-                    known.get(f"{scope}/{d}"), self.query_id, self.allocator.fingerprint
-                )
-            ]
+            need = [d for d in days if not _settled(known.get(f"{scope}/{d}"), self.query_id)]
             if not need:
                 continue
             start = min(need)
@@ -258,17 +252,21 @@ class AzureCostSource(Source):
                 raw = by_day.get(iso, [])
                 items = []
                 for value, cost, currency in raw:
-                    tags = {self.az.tag_key: value} if value else {}
-                    service, team = self.allocator.allocate(tags, account)
+                    key = CostKey(((self.az.tag_key, value),) if value else (), account)
+                    service, team = self.allocator.resolve(key)
                     items.append(
-                        CostDay(iso, service, team, "azure", "unknown", currency, cost, cost)
+                        CostDay(
+                            *(iso, service, team, "azure", "unknown", currency, cost, cost),
+                            ident=key.text(),
+                        )
                     )
                 digest = hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:16]
                 records.append(
                     CostContribution(
                         source=self.name,
                         origin=f"{scope}/{iso}",
-                        signature=f"q={self.query_id}|alloc={self.allocator.fingerprint}|raw={digest}",
+                        # Stored by attribution key: the allocation rules are not part of it.
+                        signature=f"q={self.query_id}|{KEYED}|raw={digest}",
                         days=tuple(items),
                         final=d < settled_before,
                         rows_read=len(raw),
@@ -278,11 +276,12 @@ class AzureCostSource(Source):
             await ctx.commit(records)
 
 
-def _settled(known: tuple[str, bool] | None, query_id: str, alloc: str) -> bool:
+def _settled(known: tuple[str, bool] | None, query_id: str) -> bool:
+    """Final and stored by attribution key (a day stored before keys is read again)."""
     if known is None:
         return False
     signature, final = known
-    return final and f"q={query_id}|alloc={alloc}|" in signature
+    return final and f"q={query_id}|{KEYED}|" in signature
 
 
 def _usage_date(value: Any) -> str:

@@ -4,7 +4,11 @@ Each file is one origin: its rows are allocated and summed per UTC day (see
 :mod:`exporter.domains.cost.sources.focus_reader`) and replace what the file said before. A
 file is read again only when it changed: local files by size and modification
 time, URLs by conditional GET (``ETag`` / ``Last-Modified``; a 304 reads
-nothing). A change in the allocation rules re-reads every file once. Parsing
+nothing). Cost is stored under the lines' attribution keys (the values of the tag keys
+the rules use, the account, the resource patterns matched), resolved to services when
+the KPIs are computed: a catalog change that claims a tag value, renames or removes a
+service re-reads nothing. A change of what a key is made of (a tag key no rule used
+before, a new resource pattern) re-reads every file once. Parsing
 runs in a worker thread so the scheduler keeps running. A file that is not
 FOCUS at all is reported and makes the poll fail after the other files are
 committed; a malformed row only skips that row.
@@ -85,7 +89,7 @@ class FocusSource(Source):
     def _signature(self, content: str) -> str:
         pinned = "" if self.focus.focus_version == "auto" else f"|focus={self.focus.focus_version}"
         return (
-            f"{content}|alloc={self.allocator.fingerprint}|provider={self.focus.provider or ''}"
+            f"{content}|keys={self.allocator.key_fingerprint}|provider={self.focus.provider or ''}"
             f"{pinned}"
         )
 

@@ -5,8 +5,9 @@ Reads FOCUS 1.0, 1.1 and 1.2 (the columns it reads are in all three; see
 which columns it must have; ``ServiceProviderName`` is read where
 ``ProviderName`` is absent). Rows are read
 one at a time (CSV) or one record batch at a time (Parquet, through pyarrow,
-imported lazily), allocated to a service, and summed per (UTC day, service,
-team, provider, ServiceCategory, BillingCurrency): memory holds those sums and
+imported lazily), keyed by what they are attributed by (see
+:meth:`~exporter.domains.cost.allocation.Allocator.key_of`), and summed per (UTC day,
+attribution key, provider, ServiceCategory, BillingCurrency): memory holds those sums and
 a few bounded memo tables, never the file. A row whose charge period spans
 several days is spread over them in proportion to time (a monthly fee from the
 1st to the next 1st gives each day of the month an equal share). Only one-day
@@ -31,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from exporter.domains.cost.allocation import UNALLOCATED, Allocator
+from exporter.domains.cost.allocation import Allocator, CostKey
 from exporter.domains.cost.focus_schema import COLUMNS
 from exporter.domains.cost.focus_versions import VersionError, check
 from exporter.domains.cost.freshness import proves_arrival
@@ -98,7 +99,8 @@ class _Aggregator:
         self.label = label
         self.focus_version = focus_version
         self.version = ""
-        self.sums: dict[tuple[int, str, str, str, str, str], list[float]] = {}
+        # (UTC day number, key id, provider, category, currency) -> billed, effective, lines
+        self.sums: dict[tuple[int, int, str, str, str], list[float]] = {}
         # UTC day numbers a usage line proves arrived.
         self.arrived: set[int] = set()
         self.rows = 0
@@ -106,16 +108,19 @@ class _Aggregator:
         self.problems: list[str] = []
         self._times: dict[Any, int] = {}
         self._tags: dict[str, dict[str, str]] = {"": {}}
-        self._alloc: dict[Any, tuple[str, str]] = {}
+        # (Tags text, account, resource patterns) -> key id.
+        self._key_ids: dict[Any, int] = {}
+        # Attribution keys by id: (stored text, service, team it resolves to now).
+        self._keys: list[tuple[str, str, str]] = []
+        self._key_of_text: dict[str, int] = {}
         self._providers: dict[str | None, str] = {}
         self._currencies: dict[Any, str] = {}
         self._by_resource = allocator.uses_resources
-        # Owners by small integer id, for allocation computed per distinct value in pyarrow;
-        # id 0 is "unallocated".
-        self._owners: list[tuple[str, str]] = [(UNALLOCATED, UNALLOCATED)]
-        self._owner_ids: dict[tuple[str, str], int] = {self._owners[0]: 0}
-        self._value_owner: dict[tuple[str, str], int] = {}
-        self._by_tags_only = not allocator.uses_resources and not allocator.uses_accounts
+        # Resource patterns matched, by resource id; and the distinct sets by small id
+        # (for the pyarrow path: one column of ids).
+        self._patterns: dict[str, int] = {}
+        self._pattern_sets: list[tuple[str, ...]] = [()]
+        self._pattern_set_ids: dict[tuple[str, ...], int] = {(): 0}
 
     def reject(self, pos: int, reason: str) -> None:
         self.rejected += 1
@@ -183,11 +188,12 @@ class _Aggregator:
         category: Any,
         provider: Any,
         account: Any,
-        resource: Any,
+        patterns: int,
         tags: Any,
-    ) -> tuple[int, int, str, str, str, str, str]:
-        """Validate a line's non-cost fields; (t0, t1, service, team, provider, category,
-        currency). Raises ValueError or TypeError for a malformed line."""
+    ) -> tuple[int, int, int, str, str, str]:
+        """Validate a line's non-cost fields; (t0, t1, key id, provider, category,
+        currency). ``patterns`` is the id of the resource patterns the line's resource
+        matched (:meth:`patterns_of`). Raises ValueError or TypeError for a malformed line."""
         # The hot path of every ingest: memo lookups first, the general code on a miss.
         cur = self._currencies.get(currency) or self.currency(currency)
         times = self._times
@@ -207,56 +213,37 @@ class _Aggregator:
                 tag_key, tag_map = self.tags(tags)
         else:
             tag_key, tag_map = self.tags(tags)
-        if self._by_tags_only:
-            owner = self._alloc.get(tag_key)
-            if owner is None:
-                owner = self._remember(tag_key, tag_map, "", "")
-        else:
-            acc = account or ""
-            res = (resource or "") if self._by_resource else ""
-            akey = (tag_key, acc, res)
-            owner = self._alloc.get(akey)
-            if owner is None:
-                owner = self._remember(akey, tag_map, acc, res)
+        akey = (tag_key, account or "", patterns)
+        kid = self._key_ids.get(akey)
+        if kid is None:
+            kid = self._key_id(akey, tag_map)
         prov = self.provider
         if prov is None:
             prov = self._providers.get(provider)
             if prov is None:
                 prov = self._providers[provider] = provider_label(provider)
-        return t0, t1, owner[0], owner[1], prov, category or "Other", cur
+        return t0, t1, kid, prov, category or "Other", cur
 
-    def owner_of(self, kind: str, value: str) -> int:
-        """Owner id claimed by one tag string, resource id or account alone (0: none)."""
-        key = (kind, value)
-        found = self._value_owner.get(key)
+    def patterns_of(self, resource: Any) -> int:
+        """Id of the resource patterns ``resource`` matches (0: none, or no rule has any)."""
+        if not self._by_resource or not resource:
+            return 0
+        found = self._patterns.get(resource)
         if found is not None:
             return found
-        if kind == "tags":
-            owner = self.allocator.allocate(self.tags(value or None)[1])
-        elif kind == "resource":
-            owner = self.allocator.allocate({}, "", value)
-        else:
-            owner = self.allocator.allocate({}, value, "")
-        oid = self._owner_ids.get(owner)
-        if oid is None:
-            oid = self._owner_ids[owner] = len(self._owners)
-            self._owners.append(owner)
-        if len(self._value_owner) > MEMO_LIMIT:
-            self._value_owner.clear()
-        self._value_owner[key] = oid
-        return oid
-
-    def prepare_owned(
-        self, currency: Any, start: Any, end: Any, category: Any, provider: Any, owner: int
-    ) -> tuple[int, int, str, str, str, str, str]:
-        """:meth:`prepare` for a line whose owner is already known (by id)."""
-        p = self.prepare(currency, start, end, category, provider, "", "", None)
-        service, team = self._owners[owner]
-        return p[0], p[1], service, team, p[4], p[5], p[6]
+        matched = self.allocator.patterns_of(str(resource))
+        pid = self._pattern_set_ids.get(matched)
+        if pid is None:
+            pid = self._pattern_set_ids[matched] = len(self._pattern_sets)
+            self._pattern_sets.append(matched)
+        if len(self._patterns) > MEMO_LIMIT:
+            self._patterns.clear()
+        self._patterns[resource] = pid
+        return pid
 
     def accumulate(
         self,
-        p: tuple[int, int, str, str, str, str, str],
+        p: tuple[int, int, int, str, str, str],
         b: float,
         e: float,
         n: float,
@@ -267,7 +254,7 @@ class _Aggregator:
         t0, t1 = p[0], p[1]
         first = t0 // DAY
         if t1 <= (first + 1) * DAY:
-            self._sum((first, p[2], p[3], p[4], p[5], p[6]), b, e, n)
+            self._sum((first, p[2], p[3], p[4], p[5]), b, e, n)
             if proves:
                 self.arrived.add(first)
             return
@@ -275,7 +262,7 @@ class _Aggregator:
         last = min((t1 - 1) // DAY, first + MAX_SPREAD_DAYS)
         for d in range(first, last + 1):
             share = (min(t1, (d + 1) * DAY) - max(t0, d * DAY)) / span
-            self._sum((d, p[2], p[3], p[4], p[5], p[6]), b * share, e * share, n * share)
+            self._sum((d, p[2], p[3], p[4], p[5]), b * share, e * share, n * share)
 
     def add(
         self,
@@ -300,22 +287,27 @@ class _Aggregator:
             e = float(effective)
             if b != b or e != e:
                 raise ValueError("cost is NaN")
-            p = self.prepare(currency, start, end, category, provider, account, resource, tags)
+            pid = self.patterns_of(resource)
+            p = self.prepare(currency, start, end, category, provider, account, pid, tags)
         except (ValueError, TypeError) as exc:
             self.reject(pos, str(exc) or type(exc).__name__)
             return
         self.accumulate(p, b, e, 1.0, proves_arrival(charge_category, charge_class))
 
-    def _remember(
-        self, key: Any, tags: dict[str, str], account: str, resource: str
-    ) -> tuple[str, str]:
-        owner = self.allocator.allocate(tags, account, resource)
-        if len(self._alloc) > MEMO_LIMIT:
-            self._alloc.clear()
-        self._alloc[key] = owner
-        return owner
+    def _key_id(self, akey: tuple[str, str, int], tags: dict[str, str]) -> int:
+        """The id of a line's attribution key (its tags, account, resource patterns)."""
+        key = CostKey(self.allocator.tags_of(tags), akey[1], self._pattern_sets[akey[2]])
+        text = key.text()
+        kid = self._key_of_text.get(text)
+        if kid is None:
+            kid = self._key_of_text[text] = len(self._keys)
+            self._keys.append((text, *self.allocator.resolve(key)))
+        if len(self._key_ids) > MEMO_LIMIT:
+            self._key_ids.clear()
+        self._key_ids[akey] = kid
+        return kid
 
-    def _sum(self, key: tuple[int, str, str, str, str, str], b: float, e: float, n: float) -> None:
+    def _sum(self, key: tuple[int, int, str, str, str], b: float, e: float, n: float) -> None:
         acc = self.sums.get(key)
         if acc is None:
             self.sums[key] = [b, e, n]
@@ -329,14 +321,15 @@ class _Aggregator:
         days = [
             CostDay(
                 day=_iso_day(k[0]),
-                service=k[1],
-                team=k[2],
-                provider=k[3],
-                category=k[4],
-                currency=k[5],
+                service=self._keys[k[1]][1],
+                team=self._keys[k[1]][2],
+                provider=k[2],
+                category=k[3],
+                currency=k[4],
                 billed=v[0],
                 effective=v[1],
                 lines=round(v[2]),
+                ident=self._keys[k[1]][0],
             )
             for k, v in self.sums.items()
         ]
@@ -546,7 +539,7 @@ def _seconds_array(arr: Any) -> Any:
 
 def _group_batch(agg: _Aggregator, batch: Any, by_name: dict[str, str]) -> bool:
     """Sum the batch's costs per distinct (charge period, currency, category, provider,
-    tags[, account][, resource]) in pyarrow, then allocate each group once. False (and
+    tags, account[, resource patterns]) in pyarrow, then key each group once. False (and
     nothing added) when a row needs a row-by-row look: a bad or missing value."""
     import pyarrow as pa
 
@@ -602,24 +595,22 @@ def _cost_arrays(batch: Any, by_name: dict[str, str]) -> tuple[Any, Any] | None:
 def _group_keys(
     agg: _Aggregator, batch: Any, by_name: dict[str, str], provider_col: str
 ) -> tuple[list[str], list[Any]] | None:
-    """The columns a batch is grouped by (names, arrays): the line key, and tags or (when
-    accounts or resources decide) the owner id per row; None if a column cannot be."""
+    """The columns a batch is grouped by (names, arrays): the line key, its tags and
+    account and (when resources decide) the id of the resource patterns each row's
+    resource matches; None if a column cannot be."""
     import pyarrow as pa
 
     keys = ["ChargePeriodStart", "ChargePeriodEnd", "BillingCurrency", "ServiceCategory"]
-    keys += [provider_col, "ChargeCategory", "ChargeClass"]
+    keys += [provider_col, "ChargeCategory", "ChargeClass", "Tags", "SubAccountId"]
     names: list[str] = []
     arrays: list[Any] = []
-    if agg._by_tags_only:
-        keys.append("Tags")
-    else:
-        # Accounts or resources decide too: allocate each distinct tag string, resource
-        # and account once, combine per row in pyarrow, and group by the owner.
-        owners = _owner_array(agg, batch, by_name)
-        if owners is None:
+    if agg._by_resource:
+        # Not the resource itself: one group per resource would be one per line.
+        patterns = _pattern_array(agg, batch, by_name)
+        if patterns is None:
             return None
-        names.append("__owner")
-        arrays.append(owners)
+        names.append("__patterns")
+        arrays.append(patterns)
     for key in keys:
         if key not in by_name:
             continue
@@ -642,24 +633,12 @@ def _group_keys(
 
 def _prepare_groups(
     agg: _Aggregator, cols: dict[str, list[Any]], rows: int, provider_col: str
-) -> list[tuple[int, int, str, str, str, str, str]] | None:
+) -> list[tuple[int, int, int, str, str, str]] | None:
     """Each group's validated line key (see :meth:`_Aggregator.prepare`); None if one is
     malformed (the row-by-row path reports it)."""
     none: list[Any] = [None] * rows
     prepared = []
     try:
-        if "__owner" in cols:
-            for c, t0, t1, cat, prov, owner in zip(
-                cols.get("BillingCurrency", none),
-                cols["ChargePeriodStart"],
-                cols.get("ChargePeriodEnd", none),
-                cols.get("ServiceCategory", none),
-                cols.get(provider_col, none),
-                cols["__owner"],
-                strict=True,
-            ):
-                prepared.append(agg.prepare_owned(c, t0, t1, cat, prov, owner))
-            return prepared
         for values in zip(
             cols.get("BillingCurrency", none),
             cols["ChargePeriodStart"],
@@ -667,43 +646,31 @@ def _prepare_groups(
             cols.get("ServiceCategory", none),
             cols.get(provider_col, none),
             cols.get("SubAccountId", none),
-            cols.get("ResourceId", none),
+            cols.get("__patterns", [0] * rows),
             cols.get("Tags", none),
             strict=True,
         ):
-            c, t0, t1, cat, prov, acc, res, tags = values
-            prepared.append(agg.prepare(c, t0, t1, cat, prov, acc, res, tags or None))
+            c, t0, t1, cat, prov, acc, pid, tags = values
+            prepared.append(agg.prepare(c, t0, t1, cat, prov, acc, pid, tags or None))
     except (ValueError, TypeError):
         return None
     return prepared
 
 
-def _owner_array(agg: _Aggregator, batch: Any, by_name: dict[str, str]) -> Any:
-    """Per row, the owner id: tags first, then resource, then account, as
-    :meth:`Allocator.allocate` decides; None if a column cannot be read this way."""
+def _pattern_array(agg: _Aggregator, batch: Any, by_name: dict[str, str]) -> Any:
+    """Per row, the id of the resource patterns its ``ResourceId`` matches (each distinct
+    resource matched once); None if the column cannot be read this way."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    def per_value(column: str, kind: str) -> Any:
-        if column not in by_name:
-            return pa.array([0] * batch.num_rows, pa.int32())
-        arr = batch.column(by_name[column])
-        if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
-            raise TypeError(column)
-        encoded = pc.dictionary_encode(pc.fill_null(arr, ""))
-        ids = [agg.owner_of(kind, v) for v in encoded.dictionary.to_pylist()]
-        return pc.take(pa.array(ids, pa.int32()), encoded.indices)
-
-    try:
-        owner = per_value("Tags", "tags")
-        if agg._by_resource:
-            owner = pc.if_else(pc.equal(owner, 0), per_value("ResourceId", "resource"), owner)
-        if agg.allocator.uses_accounts:
-            owner = pc.if_else(pc.equal(owner, 0), per_value("SubAccountId", "account"), owner)
-    except (TypeError, ValueError):
-        # A malformed Tags value, or a typed column: the row-by-row path reports it.
-        return None
-    return owner
+    if "ResourceId" not in by_name:
+        return pa.array([0] * batch.num_rows, pa.int32())
+    arr = batch.column(by_name["ResourceId"])
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        return None  # a typed column: the row-by-row path reads it
+    encoded = pc.dictionary_encode(pc.fill_null(arr, ""))
+    ids = [agg.patterns_of(v) for v in encoded.dictionary.to_pylist()]
+    return pc.take(pa.array(ids, pa.int32()), encoded.indices)
 
 
 def _row_batch(agg: _Aggregator, batch: Any, by_name: dict[str, str], first_pos: int) -> None:
