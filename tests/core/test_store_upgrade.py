@@ -48,13 +48,26 @@ def _columns(store: Store, table: str) -> list[str]:
     return [str(r[0]) for r in store.query(sql, (table,)) if r[0] != "rowid"]
 
 
+# Tables whose columns a last migration replaced (not only added to): this release's rows
+# as the previous release kept them. Cost was kept per service and team, now per
+# attribution key resolved through cost_idents.
+PREVIOUS_SHAPE = {
+    "cost_daily": (
+        "SELECT d.source, d.origin, d.day, i.service, i.team, d.provider, d.category, "
+        "d.currency, d.billed, d.effective, d.lines "
+        "FROM cost_daily d JOIN cost_idents i ON i.ident = d.ident"
+    ),
+}
+
+
 def copy_history(source: Store, old: Store) -> int:
     """Copy every row of ``source`` into the tables ``old`` has, in the columns it has;
     the number of rows copied."""
     copied = 0
     with old.transaction() as tx:
         for table in _tables(old):
-            have = set(_columns(source, table))
+            shape = PREVIOUS_SHAPE.get(table)
+            have = set(_columns(old if shape else source, table))
             columns = [c for c in _columns(old, table) if c in have]
             if not columns:
                 continue
@@ -63,7 +76,8 @@ def copy_history(source: Store, old: Store) -> int:
             # A backfill's progress belongs to the migration that started it: the previous
             # release has those of the migrations it ran, and no others.
             where = " WHERE source <> 'rollups'" if table == "cursors" else ""
-            for row in source.query(f"SELECT {listed} FROM {table}{where}"):
+            rows = f"({shape}) AS r" if shape else table
+            for row in source.query(f"SELECT {listed} FROM {rows}{where}"):
                 sql = f"INSERT INTO {table} ({listed}) VALUES ({marks})"
                 copied += tx.execute(sql, tuple(row)).rowcount
     return copied
