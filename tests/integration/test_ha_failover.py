@@ -38,7 +38,9 @@ from tests.support.postgres import PASSWORD, PostgresServer
 
 pytestmark = pytest.mark.integration
 
-TTL = 3.0
+# Long enough that a replica starved of CPU (a loaded machine, libfaketime) still renews in
+# time: a lease lost to a late renewal makes its poll start again, and pay again.
+TTL = 6.0
 # moto's account for the default credentials (TEST_CREDENTIALS).
 ACCOUNT = "123456789012"
 # GetCostAndUsage over JSON 1.1: the operation is named in this header
@@ -203,6 +205,8 @@ def replica_config(target: PostgresTarget, name: str, endpoint: str) -> dict[str
                 "endpoint_url": endpoint,
                 "interval": "1s",
                 "timeout": "20s",
+                # The first poll imports boto3: on a loaded machine it may take a while.
+                "poll_timeout": "120s",
                 "lookback_days": 3,
                 # Every closed day is settled: a completed poll leaves nothing to ask again.
                 "data_delay_days": 0,
@@ -344,7 +348,7 @@ class TestFailover:
             survivors = [d for i, d in enumerate(ha.group) if i != victim]
             for d in [*survivors, solo.group[0]]:
                 wait_until(
-                    lambda d=d: serves_the_bill(d, bill, 3), timeout=60, what="the bill served"
+                    lambda d=d: serves_the_bill(d, bill, 3), timeout=120, what="the bill served"
                 )
             # One more poll by each holder after the bill: every day is settled, it asks nothing.
             for d in (ha.group[taker], solo.group[0]):
