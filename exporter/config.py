@@ -10,15 +10,19 @@ reason. Environment variables override the file, nested with ``__``:
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import yaml
 from pydantic import Field, ValidationError, create_model
 
 from exporter.core.settings import ConfigBase, ServiceBase, StrictModel
 from exporter.core.yamlfile import UniqueKeyLoader, format_validation_error, one_line
-from exporter.domains import domains, source_classes
+from exporter.domains import domains, needed, source_classes
+
+if TYPE_CHECKING:
+    from exporter.core.domain import Domain
 
 
 class ConfigError(Exception):
@@ -33,11 +37,11 @@ class ConfigError(Exception):
         )
 
 
-def _service_model() -> type[ServiceBase]:
-    """A service of the catalog with every domain's ``services[]`` keys, in the registry's
+def _service_model(used: tuple[Domain, ...]) -> type[ServiceBase]:
+    """A service of the catalog with these domains' ``services[]`` keys, in the registry's
     order: the bases are listed last first, since pydantic lays out fields from the deepest
     base up."""
-    mixins = [d.service_fields for d in domains() if d.service_fields is not None]
+    mixins = [d.service_fields for d in used if d.service_fields is not None]
     return cast(
         type[ServiceBase],
         create_model(
@@ -49,14 +53,12 @@ def _service_model() -> type[ServiceBase]:
     )
 
 
-ServiceConfig = _service_model()
-
-
-def _sources_model() -> type[StrictModel]:
-    """One block per source kind, in the registry's order: a kind that is on by default
-    (the probe) is there without being written; the others are absent until given."""
+def _sources_model(used: tuple[Domain, ...]) -> type[StrictModel]:
+    """One block per source kind of these domains, in the registry's order: a kind that is
+    on by default (the probe) is there without being written; the others are absent until
+    given."""
     fields: dict[str, Any] = {}
-    for kind, cls in source_classes().items():
+    for kind, cls in source_classes(used).items():
         model = cls.settings_model
         fields[kind] = (
             (model, Field(default_factory=model)) if cls.default_on else (model | None, None)
@@ -70,27 +72,51 @@ def _sources_model() -> type[StrictModel]:
     )
 
 
-SourcesConfig = _sources_model()
+def config_model(used: tuple[Domain, ...]) -> type[ConfigBase]:
+    """The config model of these domains. It knows the domains it was built from (see
+    :func:`exporter.domains.of`)."""
+    return _models(used)[0]
 
-# The core keys re-typed with the assembled models (a variable cannot be an annotation,
-# hence create_model), then each domain's sections, bases listed last first as above.
-_ListOf: Any = list
-_CoreConfig = create_model(
-    "CoreConfig",
-    __base__=ConfigBase,
-    __module__=__name__,
-    services=(_ListOf[ServiceConfig], Field(default_factory=list)),
-    sources=(SourcesConfig, Field(default_factory=SourcesConfig)),
-)
-Config = cast(
-    type[ConfigBase],
-    create_model(
-        "Config",
-        __base__=(*reversed([d.section for d in domains() if d.section is not None]), _CoreConfig),
-        __doc__="The whole configuration.",
+
+@cache
+def _models(
+    used: tuple[Domain, ...],
+) -> tuple[type[ConfigBase], type[ServiceBase], type[StrictModel]]:
+    """(config, service, sources) models of these domains: the core keys re-typed with the
+    assembled models (a variable cannot be an annotation, hence create_model), then each
+    domain's sections, bases listed last first as above."""
+    services = _service_model(used)
+    sources = _sources_model(used)
+    list_of: Any = list
+    core = create_model(
+        "CoreConfig",
+        __base__=ConfigBase,
         __module__=__name__,
-    ),
-)
+        services=(list_of[services], Field(default_factory=list)),
+        sources=(sources, Field(default_factory=sources)),
+    )
+    model = cast(
+        type[ConfigBase],
+        create_model(
+            "Config",
+            __base__=(*reversed([d.section for d in used if d.section is not None]), core),
+            __doc__="The whole configuration.",
+            __module__=__name__,
+        ),
+    )
+    model.domain_names = services.domain_names = frozenset(d.name for d in used)
+    return model, services, sources
+
+
+# The models of every domain, for what is not one file's config (the sandbox, the tests);
+# built on first use, so the daemon of a config using few domains never imports the others.
+_WHOLE = ("Config", "ServiceConfig", "SourcesConfig")
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHOLE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _models(domains())[_WHOLE.index(name)]
 
 
 def _non_string_key(data: Any, path: tuple[str, ...]) -> str | None:
@@ -133,7 +159,7 @@ def load_config(path: str | Path) -> ConfigBase:
     if bad_key is not None:
         raise ConfigError(file, [f"{bad_key}: keys must be strings"])
     try:
-        return Config(**data)
+        return config_model(needed(data))(**data)
     except ValidationError as exc:
         raise ConfigError(file, format_validation_error(exc)) from None
 

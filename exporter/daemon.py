@@ -57,6 +57,7 @@ from exporter.core.webhooks import INPUT as WEBHOOKS
 from exporter.core.webhooks import PushPacer, WebhookIntake
 from exporter.domains import (
     domains,
+    of,
     open_store,
     providers,
     render_context,
@@ -82,7 +83,7 @@ WEBHOOK_LONGEST = 3.0
 def build_sources(config: ConfigBase, clock: Clock = system_clock) -> list[Source]:
     """One source per enabled block that has something to do, each on ``clock``."""
     out: list[Source] = []
-    for kind, cls in source_classes().items():
+    for kind, cls in source_classes(of(config)).items():
         settings = getattr(config.sources, kind)
         if settings is None or not settings.enabled:
             continue
@@ -107,9 +108,14 @@ class Daemon:
     ) -> None:
         self.config = config
         self.clock = clock
+        # Only the domains the config uses are imported, polled and rendered; the state
+        # has every domain's tables (see exporter.core.domain.Tables).
+        self.domains = of(config)
         redact.REDACTOR.learn(config)
         self.store = store or open_store(
-            config.state.location(), clock, busy_timeout=config.state.busy_timeout
+            config.state.location(),
+            clock,
+            busy_timeout=config.state.busy_timeout,
         )
         self.sources = build_sources(config, clock) if sources is None else sources
         self.infos = source_infos(config)
@@ -158,7 +164,7 @@ class Daemon:
         self._push_asked = False
         self.pacer = PushPacer(WEBHOOK_SETTLE, WEBHOOK_PACE, WEBHOOK_LONGEST)
         self._inflight_refreshes: set[asyncio.Future[None]] = set()
-        for domain in domains():
+        for domain in self.domains:
             if domain.refresh is not None:
                 with writing_for({domain.name}):
                     domain.refresh(self.config, self.store, self.clock())
@@ -271,7 +277,7 @@ class Daemon:
             # Rows aged out of retention are the passage of time, not new data: the
             # (time-driven) providers reading them see it at their next cadence.
             with writing_for(()), self.store.transaction(wait=False) as tx:
-                for domain in domains():
+                for domain in domains():  # every domain's rows age out, used or not
                     if domain.prune is not None:
                         domain.prune(tx, cutoff)
         except StoreBusy:
@@ -279,7 +285,7 @@ class Daemon:
             # retention is never urgent, and this poll's refresh should not queue behind it.
             log.debug("source %s: store busy; retention at a later poll", src.name)
         produced = set(type(src).produces)
-        for domain in domains():
+        for domain in self.domains:
             # Derived state (the merged catalog's services) changes only with the config
             # (at start) or a poll of a source feeding it.
             if domain.refresh is not None and domain.refresh_after & produced:
@@ -360,7 +366,7 @@ class Daemon:
                 HEALTH: self._health_input(health),
                 WEBHOOKS: self.intake.version,
             }
-            specs = providers()
+            specs = providers(among=self.domains)
             if self.intake.endpoints:
                 specs = {**specs, WEBHOOKS: self.intake.spec()}
             parts: list[Part] = []

@@ -21,7 +21,7 @@ from exporter.core.clock import FixedClock
 from exporter.core.settings import ConfigBase
 from exporter.core.snapshot import Part, Snapshot, render_part
 from exporter.core.store import Store
-from exporter.domains import open_store, providers, render_context
+from exporter.domains import of, open_store, providers, render_context
 
 log = logging.getLogger("exporter.report")
 
@@ -52,7 +52,7 @@ def report_of(config: ConfigBase, store: Store, at: float) -> tuple[Snapshot, li
     ctx = render_context(config, store, at)
     parts: list[Part] = []
     failed: list[str] = []
-    for name, spec in providers(live=False).items():
+    for name, spec in providers(live=False, among=of(config)).items():
         try:
             parts.append(render_part(_at_instant(spec.collect(ctx))))
         except Exception:

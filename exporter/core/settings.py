@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -364,14 +364,33 @@ class ServiceFields(StrictModel):
 
     @classmethod
     def of(cls, service: ServiceBase) -> Self:
-        """``service`` seen through this domain's keys (a typed view, no copy)."""
-        if not isinstance(service, cls):
-            raise TypeError(f"{type(service).__name__} has no {cls.__name__} keys")
-        return service
+        """``service`` seen through this domain's keys (a typed view, no copy); for a
+        service of a config that does not use the domain, the domain's defaults."""
+        if isinstance(service, cls):
+            return service
+        if type(service).domain_names is not None:
+            return _defaults(cls)
+        raise TypeError(f"{type(service).__name__} has no {cls.__name__} keys")
+
+
+_M = TypeVar("_M", bound=BaseModel)
+_DEFAULTS: dict[type, BaseModel] = {}
+
+
+def _defaults(cls: type[_M]) -> _M:
+    """The defaults of a domain's keys, as a config that gives none of them has them
+    (built once, without validation: a section's checks read the whole config)."""
+    found = _DEFAULTS.get(cls)
+    if not isinstance(found, cls):
+        found = _DEFAULTS[cls] = cls.model_construct()
+    return found
 
 
 class ServiceBase(ServiceFields):
     """The keys every service has: its name and its team."""
+
+    # The names of the domains whose keys the assembled model has (None: not assembled).
+    domain_names: ClassVar[frozenset[str] | None] = None
 
     name: Name
     team: Name
@@ -392,10 +411,13 @@ class Section(BaseModel):
 
     @classmethod
     def of(cls, config: ConfigBase) -> Self:
-        """``config`` seen through this domain's sections (a typed view, no copy)."""
-        if not isinstance(config, cls):
-            raise TypeError(f"{type(config).__name__} has no {cls.__name__} keys")
-        return config
+        """``config`` seen through this domain's sections (a typed view, no copy); for a
+        config that does not use the domain (it gives none of its keys), its defaults."""
+        if isinstance(config, cls):
+            return config
+        if type(config).domain_names is not None:
+            return _defaults(cls)
+        raise TypeError(f"{type(config).__name__} has no {cls.__name__} keys")
 
 
 class ConfigBase(BaseSettings):
@@ -408,6 +430,9 @@ class ConfigBase(BaseSettings):
         extra="forbid",
         frozen=True,
     )
+
+    # The names of the domains the model was assembled from (None: every domain).
+    domain_names: ClassVar[frozenset[str] | None] = None
 
     server: ServerConfig = Field(default_factory=ServerConfig)
     state: StateConfig = Field(default_factory=StateConfig)

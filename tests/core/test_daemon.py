@@ -324,7 +324,7 @@ def flaky_provider(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
         g.add_metric(["v"], 42)
         yield g
 
-    monkeypatch.setattr(daemon_module, "providers", lambda: {**real, "flaky": flaky})
+    monkeypatch.setattr(daemon_module, "providers", lambda **_: {**real, "flaky": flaky})
     yield calls
 
 
@@ -354,7 +354,7 @@ class TestRenderingAtShutdown:
             return iter(())
 
         daemon = Daemon(make_config(tmp_path), sources=[])
-        monkeypatch.setattr(daemon_module, "providers", lambda: {**real, "slow": slow})
+        monkeypatch.setattr(daemon_module, "providers", lambda **_: {**real, "slow": slow})
 
         async def go() -> None:
             task = asyncio.create_task(daemon.refresh())

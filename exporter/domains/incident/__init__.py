@@ -1,37 +1,59 @@
 """Incident: on-call incidents from PagerDuty, Opsgenie and Alertmanager's webhook; the
 source of change failure and time to restore where incidents really live."""
 
-from typing import Any
+from __future__ import annotations
 
-from exporter.core.domain import Domain
-from exporter.core.store import Store
-from exporter.domains.delivery.records import Incident
-from exporter.domains.incident import metrics, store
-from exporter.domains.incident.settings import IncidentSection, IncidentServiceFields
-from exporter.domains.incident.sources import alertmanager
-from exporter.domains.incident.sources.opsgenie import OpsgenieSource
-from exporter.domains.incident.sources.pagerduty import PagerDutySource
+from typing import TYPE_CHECKING
+
+from exporter.core.domain import Domain, Parts, SourceRef, Tables
+
+if TYPE_CHECKING:
+    from exporter.core.source import Source
 
 
-def refresh(config: Any, db: Store, now: float) -> None:
-    """At start: the configured duplicate window, which the writers apply. At start and
-    after a poll that wrote incidents: issue incidents merged with on-call ones."""
-    store.set_duplicate_window(db, IncidentSection.of(config).incidents.duplicate_window)
-    store.merge_issue_incidents(db)
+def _parts() -> Parts:
+    from exporter.domains.delivery.records import Incident
+    from exporter.domains.incident import metrics
+    from exporter.domains.incident.refresh import refresh
+    from exporter.domains.incident.settings import IncidentSection, IncidentServiceFields
+    from exporter.domains.incident.sources import alertmanager
+
+    return Parts(
+        service_fields=IncidentServiceFields,
+        section=IncidentSection,
+        provider=metrics.collect,
+        refresh=refresh,
+        refresh_after=frozenset({Incident}),
+        webhooks=alertmanager.endpoints,
+    )
+
+
+def _tables() -> Tables:
+    from exporter.domains.incident import store
+
+    return Tables(migrations={"incident": store.MIGRATIONS}, writers=store.WRITERS)
+
+
+def _pagerduty() -> type[Source]:
+    from exporter.domains.incident.sources.pagerduty import PagerDutySource
+
+    return PagerDutySource
+
+
+def _opsgenie() -> type[Source]:
+    from exporter.domains.incident.sources.opsgenie import OpsgenieSource
+
+    return OpsgenieSource
 
 
 DOMAIN = Domain(
     name="incident",
-    service_fields=IncidentServiceFields,
-    section=IncidentSection,
-    sources=(PagerDutySource, OpsgenieSource),
-    migrations={"incident": store.MIGRATIONS},
-    writers=store.WRITERS,
-    provider=metrics.collect,
+    parts=_parts,
+    tables=_tables,
+    keys=("incidents",),
+    service_keys=("pagerduty_services", "pagerduty_escalation_policies", "opsgenie_query"),
+    refs=(SourceRef("pagerduty", _pagerduty), SourceRef("opsgenie", _opsgenie)),
     reads=frozenset({"incident", "catalog"}),
-    refresh=refresh,
-    refresh_after=frozenset({Incident}),
-    webhooks=alertmanager.endpoints,
     sandbox=(
         "exporter.domains.incident.sandbox.pagerduty",
         "exporter.domains.incident.sandbox.opsgenie",
