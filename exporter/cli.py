@@ -298,8 +298,11 @@ async def _serve(
     clock: Clock = system_clock,
     listening: Callable[[str], None] | None = None,
 ) -> int:
+    from exporter.core.allocator import unmap_large_blocks
     from exporter.daemon import Daemon
 
+    # A daemon renders multi-megabyte buffers every refresh: they go back to the system.
+    unmap_large_blocks()
     daemon = Daemon(config, clock=clock)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
