@@ -187,7 +187,7 @@ class TestOneDomainChanged:
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         # The process's own CPU and memory differ from one render to the next.
-        monkeypatch.setattr(daemon_module, "providers", lambda: providers(live=False))
+        monkeypatch.setattr(daemon_module, "providers", lambda **kw: providers(live=False, **kw))
 
         async def minute(ctx: PollContext, n: int) -> None:
             await ctx.commit([delta(NOW - 60, f"poll-{n}")])
@@ -335,7 +335,7 @@ class TestRefreshRequests:
             return iter(())
 
         daemon = Daemon(config(tmp_path), sources=[], clock=FixedClock(NOW))
-        monkeypatch.setattr(daemon_module, "providers", lambda: {"slow": slow})
+        monkeypatch.setattr(daemon_module, "providers", lambda **_: {"slow": slow})
 
         async def go() -> None:
             stop = asyncio.Event()

@@ -199,7 +199,7 @@ def generations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         last.add_metric([], gen)
         yield last
 
-    monkeypatch.setattr(daemon_module, "providers", lambda: {**real, "marker": marker})
+    monkeypatch.setattr(daemon_module, "providers", lambda **_: {**real, "marker": marker})
     return counter
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from exporter.config import ConfigError, load_config
-from exporter.domains.delivery.settings import DeliveryConfig
+from exporter.core.settings import source_block
+from exporter.domains.delivery.settings import DeliveryConfig, DeliverySection
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -83,7 +84,8 @@ sources:
 
     def test_a_config_without_ci_sources_is_valid(self, tmp_path: Path) -> None:
         config = load_config(write(tmp_path, "services: []\n"))
-        assert config.sources.github is None and config.delivery.backfill_days == 90
+        assert source_block(config, "github") is None
+        assert DeliverySection.of(config).delivery.backfill_days == 90
 
 
 class TestDeliveryRules:
