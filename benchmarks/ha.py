@@ -1,4 +1,5 @@
-"""High-availability benchmark: lease failover after ``kill -9``, and connections per replica.
+"""High-availability benchmark: lease failover after ``kill -9``, connections per replica,
+and poll throughput on PostgreSQL against one SQLite replica.
 
 It starts a PostgreSQL server of its own (Debian's ``postgresql`` package, as the tests do),
 then ``--replicas`` replica processes that each open the state store (a writer and a reader
@@ -11,12 +12,21 @@ holder of ``source0`` with SIGKILL and measures the time until another replica h
 * the spread of the leases once settled (none above ceil(sources / replicas));
 * the PostgreSQL connections each replica uses (``pg_stat_activity``).
 
+Then the throughput: ``benchmarks/ci_sync.py``'s simulated GitHub org (a child process
+over loopback HTTP; ``--repos``, ``--runs``, ``--deploys``, ``--days``) backfilled by real
+daemons (``python -m exporter run``): once by one replica on SQLite, once by
+``--replicas`` replicas sharing PostgreSQL, where the one holding the GitHub lease polls.
+On PostgreSQL the lease is first held by a placeholder until every replica is up, so no
+replica's start-up competes with the poll for the CPU (as on the SQLite run, where the
+daemon is alone). The backfill's seconds are the poll's own
+(``platform_exporter_source_poll_duration_seconds``); both runs must store the same rows.
+
     python benchmarks/ha.py                           # 3 replicas, 9 sources, TTL 3 s, 10 rounds
     python benchmarks/ha.py --ttl 30 --rounds 3
+    python benchmarks/ha.py --rounds 0                # the throughput only
 
-Targets: takeover within the TTL; at most 5 connections per replica.
-Not measured here (left for later): poll throughput against one SQLite replica on
-``benchmarks/ci_sync.py``'s workload.
+Targets: takeover within the TTL; at most 5 connections per replica; the backfill on
+PostgreSQL within 1.5x of SQLite's.
 """
 
 from __future__ import annotations
@@ -25,12 +35,17 @@ import argparse
 import json
 import math
 import os
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -38,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 from exporter.core import lease  # noqa: E402
 from exporter.core.backend import PostgresTarget  # noqa: E402
 from exporter.core.store import Store  # noqa: E402
+from tests.support.net import free_port  # noqa: E402
 from tests.support.postgres import PostgresServer  # noqa: E402
 
 REPLICA = """
@@ -76,11 +92,16 @@ class Replica:
         )
         os.set_blocking(self.proc.stdout.fileno(), False)  # type: ignore[union-attr]
         self.held: set[str] = set()
+        self._partial = ""
 
     def read(self) -> None:
         assert self.proc.stdout is not None
-        while line := self.proc.stdout.readline():
-            self.held = set(json.loads(line)["held"])
+        while chunk := self.proc.stdout.readline():
+            # A non-blocking read may end mid-line: the rest comes with the next read.
+            self._partial += chunk
+            if self._partial.endswith("\n"):
+                self.held = set(json.loads(self._partial)["held"])
+                self._partial = ""
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -98,17 +119,10 @@ def wait_for(predicate, timeout: float, replicas: list[Replica]) -> float:  # ty
     raise TimeoutError("condition not met")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--replicas", type=int, default=3)
-    parser.add_argument("--sources", type=int, default=9)
-    parser.add_argument("--ttl", type=float, default=3.0)
-    parser.add_argument("--rounds", type=int, default=10)
-    args = parser.parse_args()
+def failover(args: argparse.Namespace, server: PostgresServer) -> list[tuple[str, str, str]]:
+    """The lease-only replicas: spread, connections, takeovers after ``kill -9``."""
     sources = [f"source{i}" for i in range(args.sources)]
     share = math.ceil(args.sources / args.replicas)
-    server = PostgresServer().start()
-    cpu0 = os.times()
     group: list[Replica] = []
     try:
         target = server.create_schema()
@@ -140,22 +154,243 @@ def main() -> None:
         for r in group:
             if r.proc.poll() is None:
                 r.kill()
+    return [
+        ("leases per replica, settled", f"{spread}", f"each <= {share}"),
+        (
+            f"takeover after kill -9, median / max of {len(takeovers)}",
+            f"{statistics.median(takeovers):.2f} s / {max(takeovers):.2f} s",
+            f"<= {args.ttl:g} s",
+        ),
+        ("PostgreSQL connections per replica", f"{connections / args.replicas:.1f}", "<= 5"),
+    ]
+
+
+def github_config(
+    args: argparse.Namespace, url: str, state: dict[str, Any], interval: str = "10s"
+) -> dict[str, Any]:
+    from benchmarks.ci_sync import services_of
+
+    return {
+        "server": {"listen_address": "127.0.0.1", "port": free_port()},
+        "services": services_of(args.repos),
+        "sources": {
+            "probe": {"enabled": False},
+            "github": {
+                "base_url": f"{url}/github",
+                "token": "ghp_sandboxtoken0000000000000000000000",
+                "concurrency": 48,
+                "requests_per_second": 5000.0,
+                "timeout": "30s",
+                # A backfill poll is never cut short; the next comes after it.
+                "interval": interval,
+                "poll_timeout": "1h",
+            },
+        },
+        "delivery": {"backfill_days": args.days},
+        "state": state,
+    }
+
+
+class Daemon:
+    """``python -m exporter run`` with a config of its own; its /metrics read back."""
+
+    def __init__(self, directory: Path, config: dict[str, Any], env: dict[str, str]) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "config.yaml"
+        path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        self.port = int(config["server"]["port"])
+        self.log = (directory / "daemon.log").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "run", "--config", str(path)],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def sample(self, name: str) -> float | None:
+        from tests.support.exposition import Exposition
+        from tests.support.net import http_get
+
+        try:
+            status, _, body = http_get(f"http://127.0.0.1:{self.port}/metrics", timeout=5)
+        except OSError:  # not listening yet
+            return None
+        if status != 200:
+            return None
+        return Exposition.parse(body).value(name, source="github")
+
+    def healthy(self) -> bool:
+        from tests.support.net import http_get
+
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"a daemon exited with {self.proc.returncode}")
+        try:
+            return http_get(f"http://127.0.0.1:{self.port}/healthz", timeout=1)[0] == 200
+        except OSError:  # not listening yet
+            return False
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def backfill_seconds(group: list[Daemon], timeout: float) -> float:
+    """The first completed GitHub poll's own seconds, read from whichever replica made it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for d in group:
+            if d.sample("platform_exporter_source_last_success_timestamp_seconds") is not None:
+                seconds = d.sample("platform_exporter_source_poll_duration_seconds")
+                assert seconds is not None
+                return seconds
+        time.sleep(0.1)
+    raise TimeoutError("no replica completed the backfill")
+
+
+def completed(group: list[Daemon], timeout: float) -> float:
+    """Seconds until a replica has completed a GitHub poll (the backfill, whoever made it:
+    a lease that moved mid-poll leaves its units committed to the next holder)."""
+    started = time.monotonic()
+    while time.monotonic() < started + timeout:
+        for d in group:
+            if d.sample("platform_exporter_source_last_success_timestamp_seconds") is not None:
+                return time.monotonic() - started
+        time.sleep(0.1)
+    raise TimeoutError("no replica completed the backfill")
+
+
+def stored_rows(store: Store) -> tuple[int, int]:
+    runs = store.query("SELECT COUNT(*) FROM pipeline_runs")[0][0]
+    deploys = store.query("SELECT COUNT(*) FROM deployments")[0][0]
+    return int(runs), int(deploys)
+
+
+def throughput(args: argparse.Namespace, server: PostgresServer) -> list[tuple[str, str, str]]:
+    """The GitHub backfill by one SQLite replica, then by replicas on PostgreSQL."""
+    from benchmarks.ci_sync import served
+    from exporter.domains import open_store
+
+    work = Path(tempfile.mkdtemp(prefix="pke-ha-"))
+    org = argparse.Namespace(
+        repos=args.repos, days=args.days, runs=args.runs, deploys=args.deploys,
+        latency=0.020, budget=0, speedup=60.0, fault_len=0, verbose=False,
+    )  # fmt: skip
+    try:
+        with served(org, time.time()) as url:
+            sqlite_path = work / "sqlite" / "state.db"
+            solo = Daemon(work / "sqlite", github_config(args, url, {"path": str(sqlite_path)}), {})
+            try:
+                sqlite_seconds = backfill_seconds([solo], 3600)
+            finally:
+                solo.stop()
+            store = open_store(sqlite_path)
+            sqlite_rows = stored_rows(store)
+            store.close()
+
+            target = server.create_schema()
+            store = open_store(target)
+            store.migrate("lease", lease.MIGRATIONS)
+            # A placeholder holds the lease while the replicas start.
+            with store.transaction() as tx:
+                tx.execute(
+                    "INSERT INTO leases (source, holder, token, expires_at) VALUES "
+                    "('github', 'placeholder', 1, EXTRACT(EPOCH FROM clock_timestamp()) + 3600)"
+                )
+            state = {
+                "url": target.url,
+                "password": {"env": "PKE_STATE_PASSWORD"},
+                "schema": target.schema,
+                "lease_ttl": f"{args.ttl:g}s",
+            }
+            env = {"PKE_STATE_PASSWORD": target.password or ""}
+            # Polled every second: the lease's taker starts within a second of taking it.
+            group = [
+                Daemon(
+                    work / f"r{i}",
+                    github_config(args, url, {**state, "replica": f"r{i}"}, "1s"),
+                    env,
+                )
+                for i in range(args.replicas)
+            ]
+            try:
+                deadline = time.monotonic() + 300
+                while not all(d.healthy() for d in group):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("the replicas did not start")
+                    time.sleep(0.1)
+                with store.transaction() as tx:  # the placeholder's lease expires: one takes it
+                    tx.execute("UPDATE leases SET expires_at = 0 WHERE source = 'github'")
+                pg_seconds = completed(group, 3600)
+                moves = (
+                    int(store.query("SELECT token FROM leases WHERE source = 'github'")[0][0]) - 2
+                )
+                pollers = sum(
+                    d.sample("platform_exporter_source_last_success_timestamp_seconds") is not None
+                    for d in group
+                )
+            finally:
+                for d in group:
+                    d.stop()
+            pg_rows = stored_rows(store)
+            store.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if pg_rows != sqlite_rows:
+        raise AssertionError(f"stored rows differ: SQLite {sqlite_rows}, PostgreSQL {pg_rows}")
+    ratio = pg_seconds / sqlite_seconds
+    return [
+        (
+            f"backfill, {args.repos} repos: runs / deployments stored",
+            f"{sqlite_rows[0]} / {sqlite_rows[1]} (the same on both)",
+            "",
+        ),
+        ("backfill poll, one replica on SQLite", f"{sqlite_seconds:.1f} s", ""),
+        (
+            f"backfill, {args.replicas} replicas on PostgreSQL, lease release to completion "
+            f"({pollers} completed it; the lease moved {moves} times)",
+            f"{pg_seconds:.1f} s ({ratio:.2f}x SQLite)",
+            "<= 1.5x",
+        ),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--replicas", type=int, default=3)
+    parser.add_argument("--sources", type=int, default=9)
+    parser.add_argument("--ttl", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--repos", type=int, default=100, help="of the simulated GitHub org")
+    parser.add_argument("--runs", type=int, default=100, help="workflow runs per repo")
+    parser.add_argument("--deploys", type=int, default=10, help="deployments per repo")
+    parser.add_argument("--days", type=int, default=30)
+    args = parser.parse_args()
+    server = PostgresServer().start()
+    cpu0 = os.times()
+    try:
+        rows = failover(args, server) if args.rounds else []
+        if args.repos:
+            rows += throughput(args, server)
+    finally:
         server.destroy()
     cpu = os.times()
     print(
         f"replicas {args.replicas}, sources {args.sources}, lease_ttl {args.ttl:g} s, "
         f"load {os.getloadavg()[0]:.2f}"
     )
+    used = (cpu.children_user + cpu.children_system) - (cpu0.children_user + cpu0.children_system)
+    rows.append(("CPU seconds, daemons, replicas and server", f"{used:.1f}", ""))
     print("| measure | value | target |")
     print("|---|---|---|")
-    print(f"| leases per replica, settled | {spread} | each <= {share} |")
-    print(
-        f"| takeover after kill -9, median / max of {len(takeovers)} | "
-        f"{statistics.median(takeovers):.2f} s / {max(takeovers):.2f} s | <= {args.ttl:g} s |"
-    )
-    print(f"| PostgreSQL connections per replica | {connections / args.replicas:.1f} | <= 5 |")
-    used = (cpu.children_user + cpu.children_system) - (cpu0.children_user + cpu0.children_system)
-    print(f"| CPU seconds, replicas and server | {used:.1f} | |")
+    for measure, value, target in rows:
+        print(f"| {measure} | {value} | {target} |")
 
 
 if __name__ == "__main__":
