@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 
 from exporter.core.backend import PostgresTarget
+from exporter.core.redact import REDACTOR
 from tests.support import internal
 from tests.support.daemon import DaemonProcess, DemoProcess
 from tests.support.environ import pin_environ
@@ -46,6 +47,15 @@ from tests.support.slow import SlowUpstream
 repair_sleep()
 # Before any test starts a thread: tests change the environment while servers' threads read it.
 pin_environ()
+
+
+@pytest.fixture(autouse=True)
+def forget_the_secrets_a_test_taught() -> Iterator[None]:
+    """The redactor is process-wide, as in the daemon: a word one test used as a secret
+    (``wrong``) would otherwise be starred out of a later test's paths and messages."""
+    known = REDACTOR.known()
+    yield
+    REDACTOR.reset(known)
 
 
 @pytest.fixture(autouse=True)

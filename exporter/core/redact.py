@@ -92,6 +92,18 @@ class Redactor:
             ordered = sorted(self._known, key=len, reverse=True)
             self._pattern = re.compile("|".join(re.escape(s) for s in ordered))
 
+    def known(self) -> frozenset[str]:
+        """The secrets (in all their forms) hidden now."""
+        with self._lock:
+            return frozenset(self._known)
+
+    def reset(self, known: frozenset[str]) -> None:
+        """Hide exactly ``known`` from now on (what :meth:`known` returned earlier)."""
+        with self._lock:
+            self._known = set(known)
+            ordered = sorted(self._known, key=len, reverse=True)
+            self._pattern = re.compile("|".join(re.escape(s) for s in ordered)) if ordered else None
+
     def learn(self, config: BaseModel) -> None:
         """Every secret a (pydantic) config holds: SecretStr fields, URL userinfo
         passwords, values of sensitive headers; usernames beside them pair up."""

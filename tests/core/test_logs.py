@@ -189,3 +189,18 @@ class TestTheCommandLine:
         proc = run_cli("--log-format", "xml", "once", "--config", str(failing_config))
         assert proc.returncode == 2
         assert "--log-format" in proc.stderr
+
+
+def test_a_redactor_reset_to_what_it_knew_hides_exactly_that_again() -> None:
+    """What the suite's per-test reset relies on: secrets learned since are shown again."""
+    from exporter.core.redact import Redactor
+
+    redactor = Redactor()
+    redactor.add("first-secret")
+    known = redactor.known()
+    redactor.add("later-secret")
+    assert redactor.text("first-secret later-secret") == "*** ***"
+    redactor.reset(known)
+    assert redactor.text("first-secret later-secret") == "*** later-secret"
+    redactor.reset(frozenset())
+    assert redactor.text("first-secret") == "first-secret"
