@@ -256,6 +256,8 @@ class TestMonitoring:
         (endpoint,) = monitor["spec"]["endpoints"]
         assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
         assert endpoint["path"] == "/metrics"
+        # The KPIs' own `service` label is kept, not renamed `exported_service`.
+        assert endpoint["honorLabels"] is True
         assert endpoint["basicAuth"]["password"] == {
             "name": "platform-kpi-exporter-scrape",
             "key": "password",
