@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 
+from exporter.core.errors import state_failure
 from exporter.core.provider import RenderContext
 from exporter.core.snapshot import NO_PAGE, Page
 from exporter.review.build import build_review
@@ -26,6 +27,8 @@ class LandingPage:
     def __init__(self) -> None:
         self.served: Page = NO_PAGE
         self.at: float | None = None
+        # The last rendering found the state unreadable (logged once, as providers do).
+        self.unreadable = False
 
     def due(self, now: float, min_refresh: float) -> bool:
         # A clock set back (a test, a corrected host clock) also makes it due.
@@ -38,7 +41,26 @@ class LandingPage:
             return self.served
         try:
             self.served = Page.of(html(build_review(ctx), landing=True).encode("utf-8"))
-        except Exception:
-            log.exception("the review page failed to render; serving the previous one")
+        except Exception as exc:
+            self._failed(exc)
+        else:
+            if self.unreadable:
+                self.unreadable = False
+                log.info("the review page rendered again from the state")
         self.at = ctx.now
         return self.served
+
+    def _failed(self, exc: Exception) -> None:
+        """A bug is logged with its traceback each time; the state unreadable (the
+        database down, a disk error) once when it starts, not at every rendering."""
+        if not state_failure(exc):
+            log.exception("the review page failed to render; serving the previous one")
+            return
+        if not self.unreadable:
+            reason = " ".join(str(exc).split())[:300]
+            log.warning(
+                "the review page: state unreadable (%s); serving the previous one until "
+                "it is readable again",
+                reason,
+            )
+        self.unreadable = True

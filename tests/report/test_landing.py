@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import logging
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from exporter.core.clock import FixedClock
+from exporter.core.errors import StateError
 from exporter.core.server import MetricsServer
 from exporter.core.settings import ServerConfig
 from exporter.core.snapshot import Page, Snapshot, SnapshotHolder
@@ -93,6 +95,42 @@ class TestLandingPage:
             assert status == 200 and b'<a href="/metrics">' in body
         finally:
             server.stop()
+
+    def test_a_state_outage_keeps_the_page_and_is_logged_once_not_at_every_rendering(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        cfg = seed.seeded(tmp_path)
+        clock = FixedClock(seed.AS_OF)
+        daemon = Daemon(cfg, sources=[], clock=clock)
+        try:
+            daemon.render_page()
+            page = daemon.holder.current.page
+            failing = StateError("disk I/O error")
+
+            def unreadable(_ctx: object) -> None:
+                raise failing
+
+            monkeypatch.setattr("exporter.review.page.build_review", unreadable)
+            with caplog.at_level(logging.INFO, logger="exporter.review"):
+                for _ in range(3):
+                    clock.advance(cfg.metrics.min_refresh)
+                    daemon.render_page()
+                    assert daemon.holder.current.page.html == page.html
+                monkeypatch.undo()
+                clock.advance(cfg.metrics.min_refresh)
+                daemon.render_page()
+            lines = [(r.levelname, r.getMessage(), r.exc_info) for r in caplog.records]
+            assert lines == [
+                (
+                    "WARNING",
+                    "the review page: state unreadable (disk I/O error); serving the previous "
+                    "one until it is readable again",
+                    None,
+                ),
+                ("INFO", "the review page rendered again from the state", None),
+            ]
+        finally:
+            daemon.store.close()
 
 
 # A page the size of a large organisation's review repeats its rows' markup: ~1 MB.
