@@ -374,7 +374,8 @@ class Daemon:
                 part = self.parts.part(ProviderSpec.of(name, provider), ctx, versions)
                 if part is not None:
                     parts.append(part)
-            parts.append(render_part(self.parts.stats()))
+            replica = self.leases.replica if self.leases is not None else None
+            parts.append(render_part(self.parts.stats(ctx.now, replica)))
             snapshot = Snapshot.assemble(parts, ctx.now, self.page.served)
             self.pacer.rendered(time.monotonic(), time.thread_time() - cpu)
             return snapshot

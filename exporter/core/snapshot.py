@@ -258,8 +258,9 @@ class Parts:
             )
         self._unreadable.add(name)
 
-    def stats(self) -> Iterator[Metric]:
-        """The render self-metrics, as of this refresh."""
+    def stats(self, now: float, replica: str | None = None) -> Iterator[Metric]:
+        """The render self-metrics, as of this refresh at ``now`` (the daemon's clock);
+        labelled with ``replica`` when several replicas share the state."""
         seconds = GaugeMetricFamily(
             "platform_exporter_render_seconds",
             "Seconds the provider's last recomputation took: building its families and "
@@ -280,6 +281,15 @@ class Parts:
                 renders.add_metric([name, reason], counts[reason])
         yield seconds
         yield renders
+        # Each replica refreshes on its own: one whose refreshes stall serves stale KPIs
+        # while its peers do not, so this is per replica (``time() - this``).
+        refreshed = GaugeMetricFamily(
+            "platform_exporter_last_refresh_timestamp_seconds",
+            "When this replica last refreshed its snapshot (the KPIs it serves are of then).",
+            labels=["replica"] if replica else None,
+        )
+        refreshed.add_metric([replica] if replica else [], now)
+        yield refreshed
 
 
 def _stamp(spec: ProviderSpec, versions: Mapping[str, int]) -> tuple[int, ...] | None:

@@ -224,6 +224,19 @@ class TestCadence:
         assert [s["catalog"] for s in seen] == [0] * 7  # not time-driven
         assert renders(daemon.render())["probe", "cadence"] == 2
 
+    def test_every_refresh_stamps_when_it_ran_even_when_it_recomputes_nothing(
+        self, tmp_path: Path
+    ) -> None:
+        """Time since the last refresh is ``time() - platform_exporter_last_refresh_...``."""
+        clock = FixedClock(NOW)
+        daemon = seeded(tmp_path, clock, sources=[], metrics={"min_refresh": "15s"})
+        stamps = []
+        for step in (1, 1):  # within min_refresh: nothing recomputed, yet refreshed
+            clock.advance(step)
+            exp = Exposition.parse(daemon.render().text)
+            stamps.append(exp.value("platform_exporter_last_refresh_timestamp_seconds"))
+        assert stamps == [NOW + 1, NOW + 2]
+
     def test_the_help_texts_of_time_driven_families_say_how_often_they_move(
         self, tmp_path: Path
     ) -> None:

@@ -179,3 +179,5 @@ class TestThreeReplicas:
         assert checks[0] == checks[1] and checks[0] >= 1
         for i, v in enumerate(views):
             assert v.value("platform_exporter_leases_held", replica=f"replica{i}") is not None
+            stamp = "platform_exporter_last_refresh_timestamp_seconds"
+            assert v.value(stamp, replica=f"replica{i}") == 2_000_000.0
