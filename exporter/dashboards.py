@@ -618,6 +618,19 @@ HEALTH: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
                 "PlatformExporterSourceUnleased fires.",
                 width=8,
             ),
+            _p(
+                "Seconds since each replica's last refresh",
+                "timeseries",
+                _q(
+                    "time() - platform_exporter_last_refresh_timestamp_seconds",
+                    "{{instance}} {{replica}}",
+                ),
+                unit="s",
+                description="How old the snapshot each replica serves is. Each refreshes at "
+                "least every metrics.min_refresh; one that falls behind serves older KPIs "
+                "than its peers.",
+                width=24,
+            ),
         ),
     ),
     (
