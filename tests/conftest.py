@@ -164,6 +164,19 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture
+def pg_schema(postgres_server: PostgresServer) -> Iterator[PostgresTarget]:
+    """A fresh schema of the session's PostgreSQL server, dropped after the test (the
+    server started again first if the test stopped it)."""
+    if postgres_server.proc is None:
+        postgres_server.start()
+    made = postgres_server.create_schema()
+    yield made
+    if postgres_server.proc is None:
+        postgres_server.start()
+    postgres_server.drop_schema(made)
+
+
+@pytest.fixture
 def postgres_database(postgres_server: PostgresServer) -> Iterator[str]:
     """The name of a fresh, empty database of the session's server, dropped after the test."""
     if postgres_server.proc is None:

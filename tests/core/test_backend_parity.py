@@ -10,7 +10,6 @@ same, value for value.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,18 +22,11 @@ from exporter.report import report_of
 from exporter.review.build import build_review
 from exporter.review.render import render
 from tests import test_query_plans as plans
-from tests.support.postgres import PostgresServer
 
 
 @pytest.fixture
-def target(postgres_server: PostgresServer) -> Iterator[PostgresTarget]:
-    if postgres_server.proc is None:
-        postgres_server.start()
-    made = postgres_server.create_schema()
-    yield made
-    if postgres_server.proc is None:
-        postgres_server.start()
-    postgres_server.drop_schema(made)
+def target(pg_schema: PostgresTarget) -> PostgresTarget:
+    return pg_schema
 
 
 def _seeded(location: Path | PostgresTarget, tmp_path: Path) -> Store:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,18 +20,14 @@ from exporter.domains.probe import store as probe_store
 from exporter.domains.probe.records import ProbeResult
 from tests.support.exposition import Exposition
 from tests.support.fakes import ScriptedSource
-from tests.support.postgres import PASSWORD, PostgresServer
+from tests.support.postgres import PASSWORD
 
 NAMES = [f"source{i}" for i in range(9)]
 
 
 @pytest.fixture
-def target(postgres_server: PostgresServer) -> Iterator[PostgresTarget]:
-    if postgres_server.proc is None:
-        postgres_server.start()
-    made = postgres_server.create_schema()
-    yield made
-    postgres_server.drop_schema(made)
+def target(pg_schema: PostgresTarget) -> PostgresTarget:
+    return pg_schema
 
 
 def config(target: PostgresTarget, replica: str) -> Config:

@@ -31,14 +31,8 @@ def _raw(server: PostgresServer, target: PostgresTarget) -> psycopg.Connection[t
 
 
 @pytest.fixture
-def target(postgres_server: PostgresServer) -> PostgresTarget:
-    if postgres_server.proc is None:
-        postgres_server.start()
-    made = postgres_server.create_schema()
-    yield made  # type: ignore[misc]
-    if postgres_server.proc is None:
-        postgres_server.start()
-    postgres_server.drop_schema(made)
+def target(pg_schema: PostgresTarget) -> PostgresTarget:
+    return pg_schema
 
 
 class TestFailures:

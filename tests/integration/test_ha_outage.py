@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -34,14 +34,8 @@ CHECKS = "platform_probe_checks_total"
 
 
 @pytest.fixture
-def target(postgres_server: PostgresServer) -> Iterator[PostgresTarget]:
-    if postgres_server.proc is None:
-        postgres_server.start()
-    made = postgres_server.create_schema()
-    yield made
-    if postgres_server.proc is None:
-        postgres_server.start()
-    postgres_server.drop_schema(made)
+def target(pg_schema: PostgresTarget) -> PostgresTarget:
+    return pg_schema
 
 
 def replica_config(target: PostgresTarget, name: str, upstream: SlowUpstream) -> dict[str, Any]:

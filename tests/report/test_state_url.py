@@ -5,7 +5,6 @@ only, and a database that holds no state, or cannot be reached, is one line."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +22,8 @@ AS_OF = "2027-01-04T06:00:00Z"  # seed.AS_OF
 
 
 @pytest.fixture
-def target(postgres_server: PostgresServer) -> Iterator[PostgresTarget]:
-    """A fresh schema of the session's PostgreSQL server."""
-    if postgres_server.proc is None:
-        postgres_server.start()
-    made = postgres_server.create_schema()
-    yield made
-    if postgres_server.proc is None:
-        postgres_server.start()
-    postgres_server.drop_schema(made)
+def target(pg_schema: PostgresTarget) -> PostgresTarget:
+    return pg_schema
 
 
 def _postgres_state(target: PostgresTarget) -> dict[str, Any]:
