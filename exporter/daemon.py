@@ -130,6 +130,8 @@ class Daemon:
             self._writes[src.name] = written_by(type(src)) or None
         self.leases = self._leases(config)
         self._polling: set[str] = set()
+        # Sources asked to poll again at once while they were polling (see poll_soon).
+        self._again: set[str] = set()
         self.catalog_gate = CatalogGate(self.sources, self.health, self.store)
         self.holder = SnapshotHolder()
         self.parts = Parts()
@@ -258,8 +260,9 @@ class Daemon:
             ok = True
         # Store housekeeping waits on SQLite's locks, so it runs off the event loop; and
         # whatever it raises, the refresh below still shows this poll's outcome.
+        stale: list[str] = []
         try:
-            await asyncio.to_thread(self._housekeeping, src)
+            stale = await asyncio.to_thread(self._housekeeping, src)
         except StateError as exc:
             log.warning(
                 "source %s: store housekeeping skipped until the next poll: %s", src.name, exc
@@ -267,11 +270,24 @@ class Daemon:
         except Exception:
             log.exception("source %s: store housekeeping failed", src.name)
         self.catalog_gate.after_poll(src, ok)
+        for name in stale:
+            self.poll_soon(name)
         await self.refresh()
         return ok
 
-    def _housekeeping(self, src: Source) -> None:
-        """Retention, then the derived state (the merged catalog) that ``src`` feeds."""
+    def poll_soon(self, name: str) -> None:
+        """Run source ``name``'s next poll at once (after the running one, if it is
+        polling), not at its interval. Without a scheduler (a one-shot poll), nothing."""
+        if name in self._polling:
+            self._again.add(name)
+        elif self.scheduler is not None and self.scheduler.get_job(name) is not None:
+            log.info("source %s: polled now, as what it stored is out of date", name)
+            self.scheduler.modify_job(name, next_run_time=wall_datetime())
+
+    def _housekeeping(self, src: Source) -> list[str]:
+        """Retention, then the derived state (the merged catalog) that ``src`` feeds.
+        Returns the other sources whose stored data this poll left out of date (see
+        :meth:`~exporter.core.source.Source.stale_after`)."""
         cutoff = self.clock() - self.config.state.retention
         try:
             # Rows aged out of retention are the passage of time, not new data: the
@@ -284,13 +300,16 @@ class Daemon:
             # Another source is writing (maybe waiting for another process's lock):
             # retention is never urgent, and this poll's refresh should not queue behind it.
             log.debug("source %s: store busy; retention at a later poll", src.name)
-        produced = set(type(src).produces)
+        produced = frozenset(type(src).produces)
         for domain in self.domains:
             # Derived state (the merged catalog's services) changes only with the config
             # (at start) or a poll of a source feeding it.
             if domain.refresh is not None and domain.refresh_after & produced:
                 with writing_for({domain.name}):
                     domain.refresh(self.config, self.store, self.clock())
+        return [
+            s.name for s in self.sources if s is not src and s.stale_after(self.store, produced)
+        ]
 
     async def _run_poll(self, src: Source, ctx: PollContext) -> None:
         """One poll under its deadline and its retry budget (see exporter.core.upstream)."""
@@ -341,6 +360,9 @@ class Daemon:
         finally:
             self._inflight.discard(task)
             self._polling.discard(name)
+        if name in self._again:
+            self._again.discard(name)
+            self.poll_soon(name)
 
     async def _refresh_in_flight(self) -> None:
         """Re-render while a poll runs, so its in-flight seconds are served as they grow."""

@@ -157,6 +157,13 @@ class Source(ABC):
         run, say), so the sources attributing through it need not wait for a poll."""
         return False
 
+    def stale_after(self, store: Store, produced: frozenset[type]) -> bool:
+        """Whether another source's poll, which committed records of ``produced``, left
+        what this source stored out of date in a way only a read of its own upstream
+        mends (a catalog change its stored keys cannot resolve): the daemon then runs
+        this source's next poll at once instead of at its interval."""
+        return False
+
     def client_options(self) -> dict[str, Any]:
         """Keyword arguments for :func:`exporter.core.httpclient.build_client`: base URL, auth, headers."""
         return {}

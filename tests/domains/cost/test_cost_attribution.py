@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,11 @@ import pytest
 
 from exporter.config import Config
 from exporter.core.backend import PostgresTarget
-from exporter.core.clock import FixedClock
+from exporter.core.clock import FixedClock, wall_datetime
 from exporter.core.store import Store, write_records
 from exporter.daemon import Daemon
 from exporter.domains import open_store
+from exporter.domains.catalog.records import CatalogListing
 from exporter.domains.catalog.sandbox import TOKEN, FakeCatalog, backstage_app
 from exporter.domains.cost import store as cost_store
 from exporter.domains.cost.records import RequestTotal
@@ -83,7 +85,7 @@ def component(name: str, cost_tags: str | None = None) -> dict[str, Any]:
 class Platform:
     """Backstage (the documented fake), a directory of FOCUS exports and one daemon."""
 
-    def __init__(self, tmp_path: Path, *entities: dict[str, Any]) -> None:
+    def __init__(self, tmp_path: Path, *entities: dict[str, Any], interval: float = 60) -> None:
         self.exports = tmp_path / "exports"
         self.exports.mkdir(exist_ok=True)
         self.catalog = FakeCatalog([group("payments"), group("finance"), *entities])
@@ -91,8 +93,8 @@ class Platform:
             state={"path": str(tmp_path / "state.db")},
             services=[CHECKOUT],
             sources={
-                "backstage": {"base_url": BASE, "token": TOKEN},
-                "focus": {"paths": [str(self.exports)]},
+                "backstage": {"base_url": BASE, "token": TOKEN, "interval": interval},
+                "focus": {"paths": [str(self.exports)], "interval": interval},
             },
         )
         transport = backstage_app(self.catalog).transport()
@@ -120,6 +122,15 @@ class Platform:
 
     def close(self) -> None:
         self.daemon.store.close()
+
+
+async def until(done: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait (polling every 20 ms) until ``done()``; fail after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not done():
+        assert loop.time() < end, "timed out"
+        await asyncio.sleep(0.02)
 
 
 def cost(m: Exposition, service: str, window: str) -> float | None:
@@ -233,26 +244,63 @@ class TestACatalogChange:
         finally:
             p.close()
 
-    def test_a_claim_by_a_tag_key_no_rule_used_is_corrected_at_the_next_poll(
-        self, tmp_path: Path, reads: list[str]
+    def test_a_claim_by_a_tag_key_no_rule_used_reads_the_bill_again_at_once(
+        self, tmp_path: Path, reads: list[str], caplog: pytest.LogCaptureFixture
     ) -> None:
         """Keys hold only the tag keys the rules used when the bill was read: a claim of
-        ``env=prod`` cannot be resolved from them, so the next poll reads the file again
-        (its signature holds the key space) and then ledger takes every env=prod line
-        checkout does not claim first: ledger's 6 and orphan's 2 on the 13th."""
-        p = Platform(tmp_path, component("ledger"))
+        ``env=prod`` cannot be resolved from them. So the catalog poll that brings it has
+        the FOCUS source poll at once (both poll hourly here), and that poll reads the file
+        again (its signature holds the key space): then ledger takes every env=prod line
+        checkout does not claim first, ledger's 6 and orphan's 2 on the 13th."""
+        p = Platform(tmp_path, component("ledger"), interval=3600)
+        write_csv(p.exports / "july.csv", EXPORT)
+
+        def idle() -> bool:
+            return all(h.running_since is None for h in p.daemon.health.values())
+
+        async def run() -> Exposition:
+            scheduler = p.daemon.start_scheduler()  # first polls at once: backstage, focus
+            try:
+                await until(lambda: reads == ["july.csv"])
+                await until(idle)
+                p.list(component("ledger", cost_tags="env=prod"))
+                scheduler.modify_job("backstage", next_run_time=wall_datetime())
+                await until(lambda: len(reads) == 2)
+                await until(idle)
+                await p.daemon.refresh()
+                return p.metrics()
+            finally:
+                await p.daemon.shutdown()
+
+        with caplog.at_level(logging.INFO, logger="exporter.daemon"):
+            m = asyncio.run(run())
+        assert reads == ["july.csv", "july.csv"]
+        assert cost(m, "ledger", "1d") == pytest.approx(8.0)
+        assert cost(m, "ledger", "7d") == pytest.approx(11.0)
+        assert cost(m, "checkout", "7d") == pytest.approx(14.0)
+        assert cost(m, "unallocated", "1d") == pytest.approx(1.0)
+        assert any(
+            r.getMessage() == "source focus: polled now, as what it stored is out of date"
+            for r in caplog.records
+        )
+
+    def test_a_claim_by_a_tag_value_reads_nothing_again(self, tmp_path: Path) -> None:
+        """Only a change of what keys are made of asks for a read: a new value of a tag key
+        the rules already use is resolved from the stored keys."""
+        p = Platform(tmp_path, component("ledger", cost_tags="service=ledger"))
         write_csv(p.exports / "july.csv", EXPORT)
         try:
             p.poll("backstage")
             p.poll("focus")
+            focus = next(s for s in p.daemon.sources if s.kind == "focus")
+            p.list(component("ledger", cost_tags="service=orphan"))
+            p.poll("backstage")
+            assert not focus.stale_after(p.daemon.store, frozenset({CatalogListing}))
             p.list(component("ledger", cost_tags="env=prod"))
-            assert cost(p.poll("backstage"), "ledger", "1d") is None
-            m = p.poll("focus")
-            assert reads == ["july.csv", "july.csv"]
-            assert cost(m, "ledger", "1d") == pytest.approx(8.0)
-            assert cost(m, "ledger", "7d") == pytest.approx(11.0)
-            assert cost(m, "checkout", "7d") == pytest.approx(14.0)
-            assert cost(m, "unallocated", "1d") == pytest.approx(1.0)
+            p.poll("backstage")
+            assert focus.stale_after(p.daemon.store, frozenset({CatalogListing}))
+            # Nothing but a catalog listing can change the key space.
+            assert not focus.stale_after(p.daemon.store, frozenset({RequestTotal}))
         finally:
             p.close()
 

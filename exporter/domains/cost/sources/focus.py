@@ -8,7 +8,8 @@ nothing). Cost is stored under the lines' attribution keys (the values of the ta
 the rules use, the account, the resource patterns matched), resolved to services when
 the KPIs are computed: a catalog change that claims a tag value, renames or removes a
 service re-reads nothing. A change of what a key is made of (a tag key no rule used
-before, a new resource pattern) re-reads every file once. Parsing
+before, a new resource pattern) re-reads every file once, at once after the catalog poll
+that brought it (:meth:`FocusSource.stale_after`). Parsing
 runs in a worker thread so the scheduler keeps running. A file that is not
 FOCUS at all is reported and makes the poll fail after the other files are
 committed; a malformed row only skips that row.
@@ -36,6 +37,8 @@ from exporter.core.errors import (
 from exporter.core.redact import excerpt
 from exporter.core.settings import ConfigBase
 from exporter.core.source import PollContext, Source
+from exporter.core.store import Store
+from exporter.domains.catalog.records import CatalogListing
 from exporter.domains.cost import store as cost_store
 from exporter.domains.cost.allocation import allocator_for, current_allocator
 from exporter.domains.cost.records import CostContribution
@@ -67,6 +70,8 @@ class FocusSource(Source):
         super().__init__(config, settings)
         self.focus: FocusSourceConfig = settings
         self.allocator = allocator_for(config)
+        # The key space of the last poll's reads (None: no poll yet); see stale_after.
+        self._read_under: str | None = None
         self._url_error: SourceError | None = None
         self.s3 = [S3Exports(entry, settings.timeout) for entry in settings.s3]
 
@@ -93,9 +98,18 @@ class FocusSource(Source):
             f"{pinned}"
         )
 
+    def stale_after(self, store: Store, produced: frozenset[type]) -> bool:
+        """A catalog listing that changed what a key is made of (a tag key no rule used,
+        a new resource pattern): stored keys cannot tell the new claims, so every file is
+        read again, now rather than at the next interval."""
+        if CatalogListing not in produced or self._read_under is None:
+            return False  # not read yet: its first poll reads under the catalog as it is
+        return current_allocator(self.config, store).key_fingerprint != self._read_under
+
     async def poll(self, ctx: PollContext) -> None:
         # Rules can come from an external catalog too, which changes between polls.
         self.allocator = current_allocator(self.config, ctx.store)
+        self._read_under = self.allocator.key_fingerprint
         known = cost_store.origins(ctx.store, self.name)
         bad: list[str] = []
         # The first URL failure that is not about file contents decides the error reason.
