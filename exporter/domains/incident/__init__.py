@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
 
 def _parts() -> Parts:
+    from exporter.domains.catalog.records import CatalogListing
     from exporter.domains.delivery.records import Incident
     from exporter.domains.incident import metrics
     from exporter.domains.incident.refresh import refresh
@@ -23,7 +24,8 @@ def _parts() -> Parts:
         section=IncidentSection,
         provider=metrics.collect,
         refresh=refresh,
-        refresh_after=frozenset({Incident}),
+        # Incidents follow the catalog: their claims are resolved again after its polls.
+        refresh_after=frozenset({Incident, CatalogListing}),
         webhooks=alertmanager.endpoints,
     )
 

@@ -41,6 +41,10 @@ class OnCallIncident:
     dedup_key: str | None = None
     # The tool's priority, if it has one (PagerDuty's priority name, Opsgenie's priority).
     priority: str | None = None
+    # What it was attributed to its service by, resolved again after a catalog change (see
+    # exporter.domains.incident.claims); None: by nothing that can change (Alertmanager's
+    # service label), or stored before claims were.
+    claim: str | None = None
 
     @property
     def key(self) -> str:

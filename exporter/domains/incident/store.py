@@ -44,6 +44,7 @@ MIGRATIONS = (
     CREATE INDEX oncall_incidents_resolved ON oncall_incidents (resolved_at, opened_at);
     """,
     "ALTER TABLE oncall_incidents ADD COLUMN priority TEXT;",
+    "ALTER TABLE oncall_incidents ADD COLUMN claim TEXT;",
 )
 
 INCIDENTS_TOTAL = "platform_incidents_total"
@@ -63,6 +64,7 @@ _COLUMNS = (
     "counts",
     "dedup_key",
     "priority",
+    "claim",
 )
 
 
@@ -79,6 +81,7 @@ def _row(i: OnCallIncident) -> dict[str, object]:
         "counts": int(i.counts),
         "dedup_key": i.dedup_key,
         "priority": i.priority,
+        "claim": i.claim,
     }
 
 
@@ -231,6 +234,37 @@ def derive(tx: Tx, service: str, window: float, around: tuple[float, float] = (-
         [Incident(DORA_SOURCE, service, g.key, g.opened_at, g.resolved_at) for g in groups],
         overlapping=(lo, hi),
     )
+
+
+def claims(store: Store) -> list[tuple[str, str, str]]:
+    """(source, claim, service) of every claim stored with on-call incidents."""
+    rows = store.query(
+        "SELECT DISTINCT source, claim, service FROM oncall_incidents WHERE claim IS NOT NULL "
+        "ORDER BY source, claim, service"
+    )
+    return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+
+def move_claims(store: Store, moves: Sequence[tuple[str, str, str, str | None]]) -> None:
+    """Move the incidents of each (source, claim, old service) to its new service, or drop
+    them (None: nobody claims them), and derive both services' DORA incidents again, in
+    one transaction. The incident counter is not moved: what it counted stays counted."""
+    window = float(store.get_cursor("incident", "duplicate_window") or DEFAULT_WINDOW)
+    touched: set[str] = set()
+    with store.transaction() as tx:
+        for source, claim, old, new in moves:
+            where = "source = ? AND claim = ? AND service = ?"
+            if new is None:
+                tx.execute(f"DELETE FROM oncall_incidents WHERE {where}", (source, claim, old))
+            else:
+                tx.execute(
+                    f"UPDATE oncall_incidents SET service = ? WHERE {where}",
+                    (new, source, claim, old),
+                )
+                touched.add(new)
+            touched.add(old)
+        for service in sorted(touched):
+            derive(tx, service, window)
 
 
 def merge_issue_incidents(store: Store) -> None:

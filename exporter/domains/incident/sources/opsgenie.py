@@ -26,6 +26,7 @@ from typing import Any
 from exporter.core.settings import ConfigBase
 from exporter.core.source import PollContext
 from exporter.domains.delivery.records import Incident
+from exporter.domains.incident.claims import opsgenie_claim
 from exporter.domains.incident.records import OnCallIncident
 from exporter.domains.incident.settings import OpsgenieSourceConfig
 from exporter.domains.incident.sources.common import (
@@ -71,9 +72,10 @@ class OpsgenieSource(OnCallSource):
         records: dict[str, OnCallIncident] = {}
         for service, query in sorted(queries.items()):
             for alert in await self._alerts(ctx, query, start):
-                incident = self._incident(alert, service)
+                incident = self._incident(alert, service, query)
                 records.setdefault(incident.key, incident)
-        await ctx.commit(list(records.values()), {"since": repr(now - OVERLAP)})
+        cursors = {"since": repr(now - OVERLAP), **self.claims_cursor()}
+        await ctx.commit(list(records.values()), cursors)
 
     async def _alerts(self, ctx: PollContext, query: str, start: float) -> list[dict[str, Any]]:
         """Every alert the query selects created at or after ``start``."""
@@ -100,7 +102,7 @@ class OpsgenieSource(OnCallSource):
                 ctx.log.warning("Opsgenie lists at most %d alerts per query", MAX_RECORDS)
                 return out
 
-    def _incident(self, alert: dict[str, Any], service: str) -> OnCallIncident:
+    def _incident(self, alert: dict[str, Any], service: str, query: str) -> OnCallIncident:
         try:
             opened = parse_time(alert["createdAt"])
             report = alert.get("report") or {}
@@ -122,6 +124,7 @@ class OpsgenieSource(OnCallSource):
                 counts=priority in self.rules.opsgenie_priorities,
                 dedup_key=str(alert["alias"]) if alert.get("alias") else None,
                 priority=priority[:64],
+                claim=opsgenie_claim(query),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise malformed("alert", exc) from None

@@ -32,6 +32,7 @@ from exporter.core.settings import ConfigBase
 from exporter.core.source import PollContext
 from exporter.domains.delivery.records import Incident
 from exporter.domains.incident import store
+from exporter.domains.incident.claims import pagerduty_claim
 from exporter.domains.incident.records import OnCallIncident
 from exporter.domains.incident.settings import PagerDutySourceConfig
 from exporter.domains.incident.sources.common import (
@@ -92,7 +93,7 @@ class PagerDutySource(OnCallSource):
             since = now - OVERLAP
         else:  # PagerDuty's 10,000 records: the next poll goes on from the last one read
             since = max(parse_time(item["created_at"]) for item, _ in listed)
-        await ctx.commit(list(records), {"since": repr(since)})
+        await ctx.commit(list(records), {"since": repr(since), **self.claims_cursor()})
 
     async def _list(
         self, ctx: PollContext, start: float, now: float, mapping: ServiceMap
@@ -176,6 +177,9 @@ class PagerDutySource(OnCallSource):
             ),
             dedup_key=str(item["incident_key"]) if item.get("incident_key") else None,
             priority=priority,
+            claim=pagerduty_claim(
+                str(item["service"]["id"]), (item.get("escalation_policy") or {}).get("id")
+            ),
         )
 
     async def _log_times(
