@@ -117,6 +117,7 @@ class Incident:
     opened_at: float
     resolved_at: float | None
     deployment_sha: str | None = None
+    repo: str = ""  # as for PipelineRun: the repo of an issue incident
 
     @property
     def key(self) -> str:

@@ -101,9 +101,14 @@ MIGRATIONS = (
     CREATE INDEX merge_requests_repo ON merge_requests (repo, service);
     CREATE TABLE delivery_repos (repo TEXT PRIMARY KEY);
     """,
+    # Issue incidents follow their repo too (derived on-call incidents have none).
+    """
+    ALTER TABLE incidents ADD COLUMN repo TEXT;
+    CREATE INDEX incidents_repo ON incidents (repo, service);
+    """,
 )
 # The tables whose records carry their repo.
-REPO_TABLES = ("pipeline_runs", "deployments", "commits", "merge_requests")
+REPO_TABLES = ("pipeline_runs", "deployments", "commits", "merge_requests", "incidents")
 
 RUNS_TOTAL = "platform_pipeline_runs_total"
 RUN_DURATION = "platform_pipeline_duration_seconds"
@@ -264,7 +269,8 @@ def write_incidents(tx: Tx, incidents: Sequence[Incident]) -> None:
             "SELECT service, opened_at, resolved_at, deployment_sha FROM incidents WHERE key = ?",
             (i.key,),
         ).fetchone()
-        if tx.upsert("incidents", {c: getattr(i, c) for c in columns}, ("key",)) == "unchanged":
+        row = {**{c: getattr(i, c) for c in columns}, **_repo(tx, i.repo)}
+        if tx.upsert("incidents", row, ("key",)) == "unchanged":
             continue
         if old is not None and str(old[0]) != i.service:
             # An incident moved to another service changes the old one's rollups too.

@@ -17,6 +17,7 @@ firing one was lost records the episode whole.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 
 from exporter.core.store import Store, Tx, Writer
@@ -269,17 +270,25 @@ def move_claims(store: Store, moves: Sequence[tuple[str, str, str, str | None]])
 
 def merge_issue_incidents(store: Store) -> None:
     """Derive again the DORA incidents of every service with both on-call and issue
-    incidents: after a poll wrote issue incidents, which may duplicate on-call ones."""
+    incidents: after a poll wrote issue incidents, which may duplicate on-call ones. So
+    too of the services that had both at the last merge and no longer do (their issue
+    incidents moved to another service with their repo): on-call groups an issue stood
+    for count again."""
     window = float(store.get_cursor("incident", "duplicate_window") or DEFAULT_WINDOW)
     rows = store.query(
         "SELECT DISTINCT service FROM oncall_incidents WHERE counts = 1 AND service IN "
         "(SELECT DISTINCT service FROM incidents WHERE source != ?)",
         (DORA_SOURCE,),
     )
-    if rows:
-        with store.transaction() as tx:
-            for r in rows:
-                derive(tx, str(r[0]), window)
+    both = sorted({str(r[0]) for r in rows})
+    before = json.loads(store.get_cursor("incident", "merged_with_issues") or "[]")
+    if not both and not before:
+        return
+    with store.transaction() as tx:
+        for service in sorted(set(both) | set(before)):
+            derive(tx, service, window)
+        if both != before:
+            tx.set_cursor("incident", "merged_with_issues", json.dumps(both))
 
 
 def _span(r: Sequence[object]) -> Span:

@@ -49,9 +49,11 @@ def component(name: str, repo: str | None = "acme/ledger") -> dict[str, Any]:
 class Platform:
     """Backstage and GitHub, read by one daemon at NOW."""
 
-    def __init__(self, *entities: dict[str, Any]) -> None:
+    def __init__(self, *entities: dict[str, Any], issue: bool = False) -> None:
         scenario = delivery_data.build(NOW)
         add_ledger(scenario, scenario.github, "acme/ledger")
+        if issue:  # an incident issue of acme/ledger, opened 5 h before now, closed at 3
+            delivery_data._Builder(scenario, scenario.github["acme/ledger"]).incident(5, 3)
         self.catalog = FakeCatalog([group("finance"), *entities])
         github = GitHubFake(scenario).app.transport()
         backstage = backstage_app(self.catalog).transport()
@@ -157,3 +159,32 @@ class TestARepoThatChangesService:
             assert deployments_total(text, "ledger") == 2
         finally:
             p.close()
+
+    def test_its_issue_incidents_move_with_it(self) -> None:
+        """ledger's incident issue (open 5 h to 3 h before now) gives ledger a time to
+        restore of 2 h; renamed ledger-v2, the component takes the incident with the repo's
+        other records at the next catalog poll, and ledger has no time to restore left."""
+        p = Platform(component("ledger"), issue=True)
+        try:
+            p.poll("backstage")
+            text = p.poll("github")
+            assert restore_p50(text, "ledger") == pytest.approx(2 * H)
+            p.catalog.entities = [group("finance"), component("ledger-v2")]
+            text = p.poll("backstage")
+            assert restore_p50(text, "ledger-v2") == pytest.approx(2 * H)
+            assert restore_p50(text, "ledger") is None
+            rows = p.daemon.store.query(
+                "SELECT service, repo FROM incidents WHERE source = 'github'"
+                " AND key LIKE 'github/acme/ledger#%'"
+            )
+            assert [tuple(r) for r in rows] == [("ledger-v2", "github:acme/ledger")]
+        finally:
+            p.close()
+
+
+def restore_p50(text: bytes, service: str) -> float | None:
+    """The median time to restore over 30 days."""
+    return value(
+        text, "platform_time_to_restore_quantile_seconds", service=service, team="finance",
+        window="30d", quantile="0.5",
+    )  # fmt: skip

@@ -202,7 +202,7 @@ def downgrade(path: Path) -> None:
         if not name.startswith("sqlite_"):
             conn.execute(f"DROP {'TABLE' if kind == 'table' else 'INDEX'} IF EXISTS {name}")
     # Nor the repo columns of a later version.
-    for table in ("pipeline_runs", "deployments", "commits", "merge_requests"):
+    for table in ("pipeline_runs", "deployments", "commits", "merge_requests", "incidents"):
         conn.execute(f"DROP INDEX IF EXISTS {table}_repo")
         conn.execute(f"ALTER TABLE {table} DROP COLUMN repo")
     conn.execute("UPDATE schema_version SET version = 2 WHERE component = 'delivery'")

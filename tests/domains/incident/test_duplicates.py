@@ -231,3 +231,29 @@ class TestIssueIncidents:
             assert kpis.restore["30d"][0] == 4
         finally:
             db.close()
+
+    def test_an_issue_moved_to_another_service_lets_the_on_call_incident_count_again(
+        self,
+    ) -> None:
+        """Issue 7 stood for PagerDuty's P1; the repo of every issue moves to the service
+        ledger (as the delivery refresh moves a repo's records), so accounts has no issue
+        left. At the next merge accounts counts P1 again, and ledger counts the issues."""
+        db = open_store(":memory:")
+        try:
+            for record in self.records():
+                with db.transaction() as tx:
+                    write_records(tx, [record])
+            merge_issue_incidents(db)
+            with db.transaction() as tx:
+                tx.execute("UPDATE incidents SET service = 'ledger' WHERE source != 'oncall'")
+            merge_issue_incidents(db)
+            rows = db.query("SELECT key, service FROM incidents ORDER BY opened_at")
+            assert [tuple(r) for r in rows] == [
+                ("gitlab/9", "ledger"),
+                ("oncall/pagerduty/P2", "accounts"),
+                ("github/8", "ledger"),
+                ("oncall/pagerduty/P1", "accounts"),
+                ("github/7", "ledger"),
+            ]
+        finally:
+            db.close()

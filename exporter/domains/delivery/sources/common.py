@@ -27,7 +27,13 @@ from exporter.core.settings import ConfigBase, SourceConfig
 from exporter.core.source import PollContext, Source
 from exporter.core.upstream import UnitPlan, working_on
 from exporter.domains.delivery import store as store
-from exporter.domains.delivery.records import Commit, Deployment, MergeRequest, PipelineRun
+from exporter.domains.delivery.records import (
+    Commit,
+    Deployment,
+    Incident,
+    MergeRequest,
+    PipelineRun,
+)
 from exporter.domains.delivery.settings import DeliverySection, DeliveryServiceFields
 
 T = TypeVar("T")
@@ -336,12 +342,12 @@ class CicdSource(Source):
         return sync
 
 
-_WITH_REPO = (PipelineRun, Deployment, Commit, MergeRequest)
+_WITH_REPO = (PipelineRun, Deployment, Commit, MergeRequest, Incident)
 
 
 def with_repo(records: Iterable[Any], kind: str, name: str) -> list[Any]:
-    """``records`` read from one repo (project, job), each run, deployment, commit and
-    merge request stamped with it (``kind:name``), so it can follow the repo's service."""
+    """``records`` read from one repo (project, job), each run, deployment, commit, merge
+    request and issue incident stamped with it (``kind:name``), so it can follow the repo's service."""
     repo = f"{kind}:{name}"
     return [
         dataclasses.replace(r, repo=repo) if isinstance(r, _WITH_REPO) and not r.repo else r
