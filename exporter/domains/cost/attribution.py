@@ -28,7 +28,9 @@ _NAMED = 5
 
 
 def refresh(config: ConfigBase, store: Store, now: float) -> None:
-    """Re-resolve every stored attribution key; log what moved."""
+    """Drop the keys no stored cost is under any more; re-resolve every other stored
+    attribution key; log what moved."""
+    cost_store.prune_idents(store)
     stored = cost_store.attributions(store)
     if not stored:
         return

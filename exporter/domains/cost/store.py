@@ -105,6 +105,9 @@ MIGRATIONS = (
     ALTER TABLE cost_keyed RENAME TO cost_daily;
     CREATE INDEX cost_daily_day ON cost_daily (day)
     """,
+    # Keys no stored cost is under any more (a file read again under new rules) are
+    # pruned by probing this index (see prune_idents).
+    "CREATE INDEX cost_daily_ident ON cost_daily (ident);",
 )
 
 PAID_CALLS_TOTAL = "platform_exporter_paid_api_calls_total"
@@ -263,6 +266,16 @@ def attributions(store: Store) -> list[tuple[str, str, str]]:
     """(key, service, team) of every attribution key cost was stored under."""
     rows = store.query("SELECT ident, service, team FROM cost_idents ORDER BY ident")
     return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+
+def prune_idents(store: Store) -> int:
+    """Drop the attribution keys no stored cost is under any more; how many."""
+    with store.transaction() as tx:
+        cur = tx.execute(
+            "DELETE FROM cost_idents WHERE NOT EXISTS "
+            "(SELECT 1 FROM cost_daily d WHERE d.ident = cost_idents.ident)"
+        )
+        return max(0, int(cur.rowcount or 0))
 
 
 def reattribute(store: Store, changes: Sequence[tuple[str, str, str]]) -> None:

@@ -304,6 +304,40 @@ class TestACatalogChange:
         finally:
             p.close()
 
+    def test_keys_no_cost_is_under_any_more_are_pruned(self, tmp_path: Path) -> None:
+        """Read again under the key space with ``env``, every line's key gains its env
+        value: the keys of the first read hold no cost any more and are dropped. (Every
+        line of the export is of the account 111122223333.)"""
+        p = Platform(tmp_path, component("ledger"))
+        write_csv(p.exports / "july.csv", EXPORT)
+        try:
+            p.poll("backstage")
+            p.poll("focus")
+            before = {ident for ident, _, _ in cost_store.attributions(p.daemon.store)}
+            assert before == {
+                '{"a":"111122223333","t":[["service","checkout"]]}',
+                '{"a":"111122223333","t":[["service","ledger"]]}',
+                '{"a":"111122223333","t":[["service","orphan"]]}',
+                '{"a":"111122223333"}',
+            }
+            p.list(component("ledger", cost_tags="env=prod"))
+            p.poll("backstage")
+            p.poll("focus")
+            after = {ident for ident, _, _ in cost_store.attributions(p.daemon.store)}
+            stored = {str(r[0]) for r in p.daemon.store.query("SELECT ident FROM cost_daily")}
+            assert (
+                after
+                == stored
+                == {
+                    '{"a":"111122223333","t":[["env","prod"],["service","checkout"]]}',
+                    '{"a":"111122223333","t":[["env","prod"],["service","ledger"]]}',
+                    '{"a":"111122223333","t":[["env","prod"],["service","orphan"]]}',
+                    '{"a":"111122223333"}',
+                }
+            )
+        finally:
+            p.close()
+
 
 class TestAnUpgradedDatabase:
     """A state written before cost was stored by key: one origin, rows per service."""
