@@ -22,6 +22,7 @@ from exporter.config import Config, masked
 from exporter.core.webhooks import Malformed, WebhookIntake, verify
 from exporter.domains import open_store
 from exporter.domains.delivery.records import Deployment, PipelineRun
+from exporter.domains.delivery.sources.common import with_repo
 from exporter.domains.delivery.sources.github import GitHubSource
 from exporter.domains.delivery.store import DEPLOYMENTS_TOTAL, RUNS_TOTAL
 from exporter.domains.delivery.webhooks.endpoints import endpoints
@@ -151,13 +152,15 @@ class TestGitHubDeploymentStatus:
             status="success",
             created_at=t("2019-05-15T15:20:53Z"),
             finished_at=t("2019-05-15T15:20:55Z"),
+            repo="github:Codertocat/Hello-World",
         )
         assert event.records == (expected,)
         source = GitHubSource(make_config(), make_config().sources.github)
         polled = source._deployment_record(
             "Codertocat/Hello-World", "hello", body["deployment"], [body["deployment_status"]]
         )
-        assert polled == expected
+        # As the poll commits it: stamped with its repo.
+        assert with_repo([polled], "github", "Codertocat/Hello-World") == [expected]
 
     @pytest.mark.parametrize(
         ("state", "status"),
@@ -206,6 +209,7 @@ class TestGitHubWorkflowRun:
             created_at=t("2020-10-05T16:33:24Z"),
             started_at=None,
             finished_at=t("2020-10-05T16:33:49Z"),
+            repo="github:octo-org/octo-repo",
         )
 
     def test_a_run_not_completed_is_ignored(self, scope: StoreScope) -> None:
@@ -375,6 +379,7 @@ class TestGitLabEvents:
                 status="success",
                 created_at=t("2021-04-28T19:50:00Z"),
                 finished_at=t("2021-04-28T19:50:00Z"),
+                repo="gitlab:root/test-deployment-webhooks",
             ),
         )
 
@@ -413,6 +418,7 @@ class TestGitLabEvents:
                 created_at=t("2016-08-12T15:23:28Z"),
                 started_at=t("2016-08-12T15:25:26Z"),
                 finished_at=t("2016-08-12T15:26:29Z"),
+                repo="gitlab:gitlab-org/gitlab-test",
             ),
         )
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from exporter.domains.delivery.sources.common import with_repo
 from exporter.domains.delivery.sources.github import (
     GitHubSource,
     deployment_record,
@@ -72,7 +73,7 @@ def _deployment_status(payload: dict[str, Any], scope: Scope) -> Event:
     record = deployment_record(scope.rules, repo, service, dep, [status])
     if record is None:
         return ignored("deployment superseded (inactive) before it finished")
-    return Event((record,))
+    return Event(tuple(with_repo([record], KIND, repo)))
 
 
 def _workflow_run(payload: dict[str, Any], scope: Scope) -> Event:
@@ -95,7 +96,7 @@ def _workflow_run(payload: dict[str, Any], scope: Scope) -> Event:
         dep = workflow_deployment(repo, service, run, patterns)
         if dep is not None:
             records.append(dep)
-    return Event(tuple(records))
+    return Event(tuple(with_repo(records, KIND, repo)))
 
 
 HOOK = Hook(KIND, "x-github-event", github_event, ("x-github-delivery",))

@@ -26,6 +26,7 @@ from typing import Any
 
 from exporter.core.clock import utc_datetime
 from exporter.core.webhooks import Malformed
+from exporter.domains.delivery.sources.common import with_repo
 from exporter.domains.delivery.sources.gitlab import (
     DEPLOY_SKIPPED,
     PIPELINE_FINISHED,
@@ -111,7 +112,7 @@ def _deployment(payload: dict[str, Any], scope: Scope) -> Event:
         created_at=at,
         finished_at=at,
     )
-    return Event((record,))
+    return Event(tuple(with_repo([record], KIND, path)))
 
 
 def _pipeline(payload: dict[str, Any], scope: Scope) -> Event:
@@ -136,7 +137,8 @@ def _pipeline(payload: dict[str, Any], scope: Scope) -> Event:
         "queued_duration": attrs.get("queued_duration"),
         "started_at": _started(finished, attrs.get("duration"), attrs.get("queued_duration")),
     }
-    return Event((pipeline_run(path, service, attrs["id"], detail, result),))
+    run = pipeline_run(path, service, attrs["id"], detail, result)
+    return Event(tuple(with_repo([run], KIND, path)))
 
 
 def _started(finished: str | None, duration: Any, queued: Any) -> str | None:
