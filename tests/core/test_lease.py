@@ -150,7 +150,7 @@ class TestHandover:
         """The holder records each held source's last poll at its renewal rounds (what
         changed only); the replica that takes a lease over learns it, once; a source no
         replica polled comes with none."""
-        one, two = replicas(target, 2, ttl=1.0)
+        one, two = replicas(target, 2, ttl=0.5)
         one.renew()
         assert one.taken() == dict.fromkeys(SOURCES)  # free leases: no previous holder
         last = {"source0": Polled(5000.0, False), "source1": Polled(5030.0, None)}
@@ -158,7 +158,7 @@ class TestHandover:
         assert one.taken() == {}
         import time
 
-        time.sleep(1.2)  # one stops renewing: its leases expire
+        time.sleep(0.6)  # one stops renewing: its leases expire
         assert two.renew() == frozenset(SOURCES)
         assert two.taken() == {**dict.fromkeys(SOURCES), **last}
         assert two.taken() == {}
@@ -168,15 +168,15 @@ class TestHandover:
     ) -> None:
         """A lease that comes back to a replica carries the poll of the one that held it
         in between, not the older one the returning replica made."""
-        one, two = replicas(target, 2, ttl=1.0)
+        one, two = replicas(target, 2, ttl=0.5)
         one.renew(polled=lambda: {"source0": Polled(5000.0, True)})
         one.renew(polled=lambda: {"source0": Polled(5000.0, True)})
         import time
 
-        time.sleep(1.2)
+        time.sleep(0.6)
         two.renew()
         two.renew(polled=lambda: {"source0": Polled(5600.0, False)})
-        time.sleep(1.2)
+        time.sleep(0.6)
         one.renew(polled=lambda: {"source0": Polled(5000.0, True)})
         assert one.taken()["source0"] == Polled(5600.0, False)
 
