@@ -14,7 +14,8 @@ UTC, so the last closed day is the 13th):
 * ``service=orphan`` (nobody claims it): 2 on the 13th;
 * untagged: 1 on the 13th.
 
-Every tagged line also carries ``env=prod``.
+Every tagged line also carries ``env=prod``. Each test runs on SQLite and on PostgreSQL
+(tests/conftest.py's ``state_location``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from exporter.domains.cost.sources import focus as focus_module
 from tests.domains.cost.test_focus_source import line, write_csv
 from tests.support.exposition import Exposition
 from tests.support.instants import at
+from tests.support.state import state_block
 
 NOW = at("mid-month")
 BASE = "http://backstage.test/api/catalog"
@@ -53,6 +55,8 @@ EXPORT = [
     line(2, 2, "2027-07-13", service="orphan"),
     line(1, 1, "2027-07-13"),
 ]
+
+State = Path | PostgresTarget  # where a test keeps its state, on either backend
 
 
 def group(name: str) -> dict[str, Any]:
@@ -81,14 +85,17 @@ def component(name: str, cost_tags: str | None = None) -> dict[str, Any]:
 
 
 class Platform:
-    """Backstage (the documented fake), a directory of FOCUS exports and one daemon."""
+    """Backstage (the documented fake), a directory of FOCUS exports and one daemon keeping
+    its state at ``state`` (either backend)."""
 
-    def __init__(self, tmp_path: Path, *entities: dict[str, Any]) -> None:
+    def __init__(
+        self, tmp_path: Path, state: Path | PostgresTarget, *entities: dict[str, Any]
+    ) -> None:
         self.exports = tmp_path / "exports"
         self.exports.mkdir(exist_ok=True)
         self.catalog = FakeCatalog([group("payments"), group("finance"), *entities])
         self.config = Config(
-            state={"path": str(tmp_path / "state.db")},
+            state=state_block(state),
             services=[CHECKOUT],
             sources={
                 "backstage": {"base_url": BASE, "token": TOKEN},
@@ -97,6 +104,8 @@ class Platform:
         )
         transport = backstage_app(self.catalog).transport()
         self.daemon = Daemon(self.config, transport=transport, clock=FixedClock(NOW))
+        if self.daemon.leases is not None:
+            self.daemon.renew_leases()  # PostgreSQL: the polls' commits need their leases
 
     def list(self, *entities: dict[str, Any]) -> None:
         """Backstage lists these components now (the whole listing is replaced)."""
@@ -119,6 +128,9 @@ class Platform:
         return Exposition.parse(self.daemon.holder.current.text)
 
     def close(self) -> None:
+        if self.daemon.leases is not None:
+            self.daemon.leases.release()
+            self.daemon.leases.close()
         self.daemon.store.close()
 
 
@@ -148,9 +160,13 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 class TestATagClaimedAfterItsCostArrived:
     def test_moves_that_cost_to_the_service_at_the_next_refresh_without_a_poll(
-        self, tmp_path: Path, reads: list[str], caplog: pytest.LogCaptureFixture
+        self,
+        tmp_path: Path,
+        state_location: State,
+        reads: list[str],
+        caplog: pytest.LogCaptureFixture,
     ) -> None:
-        p = Platform(tmp_path, component("ledger"))
+        p = Platform(tmp_path, state_location, component("ledger"))
         write_csv(p.exports / "july.csv", EXPORT)
         try:
             p.poll("backstage")
@@ -191,16 +207,16 @@ class TestATagClaimedAfterItsCostArrived:
             p.close()
 
     def test_a_restart_keeps_the_claim_and_reads_nothing_again(
-        self, tmp_path: Path, reads: list[str]
+        self, tmp_path: Path, state_location: State, reads: list[str]
     ) -> None:
-        p = Platform(tmp_path, component("ledger"))
+        p = Platform(tmp_path, state_location, component("ledger"))
         write_csv(p.exports / "july.csv", EXPORT)
         p.poll("backstage")
         p.poll("focus")
         p.list(component("ledger", cost_tags="service=ledger"))
         p.poll("backstage")
         asyncio.run(p.daemon.shutdown())
-        again = Platform(tmp_path, component("ledger", cost_tags="service=ledger"))
+        again = Platform(tmp_path, state_location, component("ledger", cost_tags="service=ledger"))
         try:
             m = again.metrics()  # rendered at start, before any poll
             assert cost(m, "ledger", "7d") == pytest.approx(9.0)
@@ -212,9 +228,9 @@ class TestATagClaimedAfterItsCostArrived:
 
 class TestACatalogChange:
     def test_a_renamed_service_takes_its_cost_and_a_removed_one_gives_it_back(
-        self, tmp_path: Path
+        self, tmp_path: Path, state_location: State
     ) -> None:
-        p = Platform(tmp_path, component("ledger", cost_tags="service=ledger"))
+        p = Platform(tmp_path, state_location, component("ledger", cost_tags="service=ledger"))
         write_csv(p.exports / "july.csv", EXPORT)
         try:
             p.poll("backstage")
@@ -234,13 +250,13 @@ class TestACatalogChange:
             p.close()
 
     def test_a_claim_by_a_tag_key_no_rule_used_is_corrected_at_the_next_poll(
-        self, tmp_path: Path, reads: list[str]
+        self, tmp_path: Path, state_location: State, reads: list[str]
     ) -> None:
         """Keys hold only the tag keys the rules used when the bill was read: a claim of
         ``env=prod`` cannot be resolved from them, so the next poll reads the file again
         (its signature holds the key space) and then ledger takes every env=prod line
         checkout does not claim first: ledger's 6 and orphan's 2 on the 13th."""
-        p = Platform(tmp_path, component("ledger"))
+        p = Platform(tmp_path, state_location, component("ledger"))
         write_csv(p.exports / "july.csv", EXPORT)
         try:
             p.poll("backstage")
@@ -293,13 +309,13 @@ class TestAnUpgradedDatabase:
         old.close()
 
     def test_old_rows_are_pinned_with_the_same_totals_then_keyed_at_the_next_read(
-        self, tmp_path: Path, reads: list[str]
+        self, tmp_path: Path, state_location: State, reads: list[str]
     ) -> None:
         exports = tmp_path / "exports"
         exports.mkdir()
         export = write_csv(exports / "july.csv", EXPORT)
-        self.seed_old_state(tmp_path / "state.db", export)
-        p = Platform(tmp_path, component("ledger", cost_tags="service=ledger"))
+        self.seed_old_state(state_location, export)
+        p = Platform(tmp_path, state_location, component("ledger", cost_tags="service=ledger"))
         try:
             m = p.metrics()  # rendered at start from the migrated rows
             assert cost(m, "checkout", "7d") == pytest.approx(14.0)
