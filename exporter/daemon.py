@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext, suppress
 from datetime import UTC, timedelta
 from typing import Any
@@ -78,6 +79,19 @@ WEBHOOK_SETTLE = 0.5
 # render used, and a delivery waits at most WEBHOOK_LONGEST seconds (see PushPacer).
 WEBHOOK_PACE = 4.0
 WEBHOOK_LONGEST = 3.0
+
+
+def quiet_at_shutdown(job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """``job`` as a scheduled job that ends quietly when the scheduler's shutdown cancels
+    it mid-run (a refresh waiting for its render): APScheduler would log the cancellation
+    as the job's error, with a traceback."""
+
+    @functools.wraps(job)
+    async def run() -> None:
+        with suppress(asyncio.CancelledError):
+            await job()
+
+    return run
 
 
 def build_sources(config: ConfigBase, clock: Clock = system_clock) -> list[Source]:
@@ -570,10 +584,14 @@ class Daemon:
         if any(backfill_pending(self.store, b.name) for d in domains() for b in d.backfills):
             # An upgraded database: its new rollups fill in, a batch a second, while it serves.
             scheduler.add_job(
-                self._backfill_job, "interval", id="rollup backfill", seconds=1.0, max_instances=1
+                quiet_at_shutdown(self._backfill_job),
+                "interval",
+                id="rollup backfill",
+                seconds=1.0,
+                max_instances=1,
             )
         scheduler.add_job(
-            self.refresh,
+            quiet_at_shutdown(self.refresh),
             "interval",
             id="cadence refresh",
             seconds=self.config.metrics.min_refresh,
@@ -581,7 +599,7 @@ class Daemon:
             coalesce=True,
         )
         scheduler.add_job(
-            self._refresh_in_flight,
+            quiet_at_shutdown(self._refresh_in_flight),
             "interval",
             id="in-flight refresh",
             seconds=IN_FLIGHT_REFRESH,
