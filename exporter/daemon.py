@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
-from datetime import UTC
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext, suppress
+from datetime import UTC, timedelta
 from typing import Any
 
 import httpx
@@ -40,7 +41,7 @@ from exporter.core.clock import Clock, system_clock, wall_datetime
 from exporter.core.errors import DeadlineExceeded, StateError, StoreBusy, classify
 from exporter.core.health import SourceHealth
 from exporter.core.httpclient import build_client
-from exporter.core.lease import Leases
+from exporter.core.lease import Leases, Polled
 from exporter.core.listen import bind_error, check_tls_files, web_config_error
 from exporter.core.logs import per_poll
 from exporter.core.provider import HEALTH, ProviderSpec, RenderContext
@@ -78,6 +79,19 @@ WEBHOOK_SETTLE = 0.5
 # render used, and a delivery waits at most WEBHOOK_LONGEST seconds (see PushPacer).
 WEBHOOK_PACE = 4.0
 WEBHOOK_LONGEST = 3.0
+
+
+def quiet_at_shutdown(job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """``job`` as a scheduled job that ends quietly when the scheduler's shutdown cancels
+    it mid-run (a refresh waiting for its render): APScheduler would log the cancellation
+    as the job's error, with a traceback."""
+
+    @functools.wraps(job)
+    async def run() -> None:
+        with suppress(asyncio.CancelledError):
+            await job()
+
+    return run
 
 
 def build_sources(config: ConfigBase, clock: Clock = system_clock) -> list[Source]:
@@ -189,11 +203,33 @@ class Daemon:
     def renew_leases(self) -> None:
         """One round of lease renewal (off the event loop: it waits on the database)."""
         assert self.leases is not None
-        self._leased(self.leases.renew(busy=lambda: self._polling))
+        self._leased(self.leases.renew(lambda: self._polling, self._polled))
+
+    def _polled(self) -> dict[str, Polled]:
+        return {n: p for n, h in self.health.items() if (p := h.last_poll()) is not None}
 
     def _leased(self, held: frozenset[str]) -> None:
+        assert self.leases is not None
+        reached = self.leases.reached
         for name, health in self.health.items():
-            health.set_leased(name in held, len(held))
+            health.set_leased(name in held, len(held), reached=reached)
+        for name, last in self.leases.taken().items():
+            self.health[name].inherit(last)
+            if self._loop is not None and self.scheduler is not None:
+                due = self.clock() if last is None else last.at + self.health[name].interval
+                self._loop.call_soon_threadsafe(self._poll_by, name, due)
+
+    def _poll_by(self, name: str, due: float) -> None:
+        """A lease taken over: poll when the previous holder's next poll was due (at once if
+        that has passed, or if no replica polled the source), if that comes before this
+        replica's next run: a source polled every hour is not left unpolled for up to
+        another hour (and its down alert without a verdict) after its holder dies."""
+        job = self.scheduler.get_job(name) if self.scheduler is not None else None
+        if job is None or job.next_run_time is None:
+            return
+        when = wall_datetime() + timedelta(seconds=max(0.0, due - self.clock()))
+        if when < job.next_run_time:
+            job.modify(next_run_time=when)
 
     def _client(self, src: Source) -> httpx.AsyncClient:
         if src.name not in self.clients:
@@ -548,7 +584,10 @@ class Daemon:
         scheduler = AsyncIOScheduler(timezone=UTC)
         if self.leases is not None:
             self.renew_leases()  # before the first polls: they run only where leased
-            self.leases.start(lambda: self._polling, self._leased)
+            if self._loop is None:  # the loop the takeovers' first polls are scheduled on
+                with suppress(RuntimeError):
+                    self._loop = asyncio.get_running_loop()
+            self.leases.start(lambda: self._polling, self._leased, self._polled)
         for src in self.sources:
             scheduler.add_job(
                 self._job,
@@ -567,10 +606,14 @@ class Daemon:
         if any(backfill_pending(self.store, b.name) for d in domains() for b in d.backfills):
             # An upgraded database: its new rollups fill in, a batch a second, while it serves.
             scheduler.add_job(
-                self._backfill_job, "interval", id="rollup backfill", seconds=1.0, max_instances=1
+                quiet_at_shutdown(self._backfill_job),
+                "interval",
+                id="rollup backfill",
+                seconds=1.0,
+                max_instances=1,
             )
         scheduler.add_job(
-            self.refresh,
+            quiet_at_shutdown(self.refresh),
             "interval",
             id="cadence refresh",
             seconds=self.config.metrics.min_refresh,
@@ -578,7 +621,7 @@ class Daemon:
             coalesce=True,
         )
         scheduler.add_job(
-            self._refresh_in_flight,
+            quiet_at_shutdown(self._refresh_in_flight),
             "interval",
             id="in-flight refresh",
             seconds=IN_FLIGHT_REFRESH,

@@ -20,9 +20,11 @@ source (``job``, ``source``, ``kind``), never about a replica: the label sets dr
 ``instance``, ``pod`` and ``replica``, and an alert keeps its identity when the lease moves
 (a rolling restart, a failover). The last success is the newest any replica reported in the
 last day, so the new holder of a failing source inherits its predecessor's; and a down alert
-keeps firing (``keep_firing_for``) while its lease moves, until the new holder's first poll
-(for sources polled at most every two minutes or so: a slower source's alert ends with its
-holder and fires again at the new holder's first failed poll).
+keeps firing (``keep_firing_for``) while its lease moves: the new holder reports its
+predecessor's verdict once it holds the lease, and polls when the predecessor's next poll was
+due (:mod:`exporter.core.lease`), so even a source polled hourly has a verdict throughout. In
+a database outage the last holder of a source reports it down (``up`` 0) once its lease has
+run out, and the peers nothing of it: one down alert per source, and the unleased one.
 
 Each domain may add its own (:attr:`exporter.core.domain.Domain.alerts`); the rule
 file is one group with these first, then the domains' in the config's order.

@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass, field
 
 from exporter.core.errors import ERROR_REASONS
+from exporter.core.lease import Polled
 
 
 @dataclass
@@ -48,6 +49,10 @@ class SourceHealth:
     leased: bool | None = None
     # How many leases the replica holds (the same on each source's health).
     leases_held: int = 0
+    # True while the lease this replica held ran out with the state unreachable: no
+    # replica is known to poll the source, so this one, its last holder, still reports it
+    # (``up`` 0), until a renewal round reaches the state again.
+    lapsed: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def count_request(self, code: int | str) -> None:
@@ -136,15 +141,43 @@ class SourceHealth:
                 replica=self.replica,
                 leased=self.leased,
                 leases_held=self.leases_held,
+                lapsed=self.lapsed,
             )
 
-    def set_leased(self, leased: bool, held: int) -> None:
-        """The lease moved to or from this replica (which holds ``held`` leases now). A
-        source a peer holds has no ``up`` and no last success here (the peer's are the ones
-        that count: the alert rules read them), until this replica polls it again."""
+    def set_leased(self, leased: bool, held: int, *, reached: bool = True) -> None:
+        """The lease moved to or from this replica (which holds ``held`` leases now), as
+        the last renewal round knows it (``reached``: it reached the state).
+
+        A source a peer holds has no ``up`` and no last success here (the peer's are the
+        ones that count: the alert rules read them), until this replica polls it again. A
+        lease that ran out unrenewed (the state unreachable) is :attr:`lapsed`: nobody is
+        known to hold it, and this replica keeps reporting the source until it knows."""
         with self.lock:
-            if self.leased and not leased:
-                self.up = None
-                self.last_success = None
+            if leased:
+                self.lapsed = False
+            elif self.leased or self.lapsed:
+                if reached:
+                    self.up = None
+                    self.last_success = None
+                    self.last_poll_started = None
+                    self.lapsed = False
+                else:
+                    self.lapsed = True
             self.leased = leased
             self.leases_held = held
+
+    def inherit(self, last: Polled | None) -> None:
+        """This replica took the lease over: until its own first poll, the previous
+        holder's last poll (its start, its verdict) stands for the source's."""
+        with self.lock:
+            if last is not None:
+                self.last_poll_started = last.at
+                if self.up is None:
+                    self.up = last.up
+
+    def last_poll(self) -> Polled | None:
+        """When this replica last started a poll of the source, and the last verdict."""
+        with self.lock:
+            if self.last_poll_started is None:
+                return None
+            return Polled(self.last_poll_started, self.up)

@@ -14,6 +14,12 @@ row ``FOR SHARE``, under the token it was started with; if the lease expired or 
 back with :class:`LeaseLost`, so a poll that lost its lease mid-way commits nothing more.
 The share lock holds a takeover back until that commit is done.
 
+Handover: the holder records in its lease row, at each renewal round, when it last started
+a poll of the source and that poll's verdict (``polled_at``, ``up``). A replica taking the
+lease over learns both (:meth:`Leases.taken`): it reports the verdict as its own until its
+first poll (a down source stays down through the move), and polls when the previous
+holder's next poll was due (at once if that has passed), not at its own next run.
+
 Spread: each replica records itself in ``replicas`` (with the same expiry) and holds at
 most ``ceil(sources / live replicas)`` leases, taking free ones in an order of its own
 (rendezvous hashing, so replicas starting together reach for different sources) and
@@ -28,7 +34,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -50,6 +56,10 @@ MIGRATIONS = (
         seen_until REAL NOT NULL
     );
     """,
+    """
+    ALTER TABLE leases ADD COLUMN polled_at REAL;
+    ALTER TABLE leases ADD COLUMN up INTEGER;
+    """,
 )
 
 _NOW = "SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8"
@@ -69,6 +79,18 @@ class Fence:
     holder: str
     token: int
 
+
+@dataclass(frozen=True)
+class Polled:
+    """A source's last poll as its holder knows it: when it started (the daemon's clock)
+    and its verdict (None while the first poll runs)."""
+
+    at: float
+    up: bool | None
+
+
+# The last poll of each source this replica polled (see :class:`Polled`).
+PolledFn = Callable[[], Mapping[str, Polled]]
 
 _FENCE: ContextVar[Fence | None] = ContextVar("lease_fence", default=None)
 
@@ -133,13 +155,22 @@ class Leases:
         self._draining: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Whether the last round reached the database (so what it says of peers is known).
+        self.reached = False
+        # What this replica last wrote of each held source's poll, and the leases taken
+        # over since :meth:`taken` was last asked (the previous holder's last poll, if any).
+        self._written: dict[str, Polled] = {}
+        self._taken: dict[str, Polled | None] = {}
 
     def _begin(self) -> None:
         self._conn.execute("BEGIN")
 
-    def renew(self, busy: Callable[[], Iterable[str]] = tuple) -> frozenset[str]:
-        """One round: renew what is held, hand back extras (not ``busy()`` ones: a poll is
-        running), take free or expired leases up to the fair share. Returns what is held.
+    def renew(
+        self, busy: Callable[[], Iterable[str]] = tuple, polled: PolledFn = dict
+    ) -> frozenset[str]:
+        """One round: renew what is held (recording ``polled()`` of it), hand back extras
+        (not ``busy()`` ones: a poll is running), take free or expired leases up to the
+        fair share. Returns what is held.
 
         A failure (the database unreachable) leaves the local view to run out on its own:
         a lease is believed held only until its last renewal plus the TTL."""
@@ -148,7 +179,7 @@ class Leases:
             with self._lock:
                 self._begin()
                 try:
-                    held = self._round(busy)
+                    held, written, taken = self._round(busy, polled())
                     self._conn.execute("COMMIT")
                 except BaseException:
                     if self._conn.in_transaction:
@@ -159,15 +190,32 @@ class Leases:
 
             if not state_failure(exc):
                 raise
+            self.reached = False
             _log.warning("leases not renewed (%s); held ones run out on their own", exc)
             return self.held_now()
         # Our expiry is the server's now (at or after ``started``) plus the hold.
         until = started + self.hold
         with self._view:
             self._held = {s: (token, until) for s, token in held.items()}
+            # What a taken lease's row holds is the previous holder's, inherited as is.
+            handed = {s: p for s, p in taken.items() if p is not None}
+            self._written = {
+                s: p for s, p in {**self._written, **written, **handed}.items() if s in held
+            }
+            self._taken.update(taken)
+            self.reached = True
         return frozenset(held)
 
-    def _round(self, busy: Callable[[], Iterable[str]]) -> dict[str, int]:
+    def taken(self) -> dict[str, Polled | None]:
+        """The leases taken over since last asked, each with its previous holder's last
+        poll (None: no replica has polled the source)."""
+        with self._view:
+            taken, self._taken = self._taken, {}
+        return taken
+
+    def _round(
+        self, busy: Callable[[], Iterable[str]], polled: Mapping[str, Polled]
+    ) -> tuple[dict[str, int], dict[str, Polled], dict[str, Polled | None]]:
         now = float(self._conn.execute(_NOW).fetchone()[0])
         until = now + self.hold
         self._conn.execute(
@@ -193,14 +241,30 @@ class Leases:
             if str(r[0]) in self.sources
         }
         self._hand_back(held, share, live, busy)
+        written = self._record(held, polled)
+        taken: dict[str, Polled | None] = {}
         for source in sorted(self.sources, key=lambda s: _rank(self.replica, s)):
             if len(held) >= share:
                 break
             if source not in held:
-                token = self._take(source, now, until)
-                if token is not None:
-                    held[source] = token
-        return held
+                took = self._take(source, now, until)
+                if took is not None:
+                    held[source], taken[source] = took
+        return held, written, taken
+
+    def _record(self, held: Mapping[str, int], polled: Mapping[str, Polled]) -> dict[str, Polled]:
+        """Write the last poll of each held source, where it changed since last written."""
+        written: dict[str, Polled] = {}
+        for source in held:
+            last = polled.get(source)
+            if last is None or self._written.get(source) == last:
+                continue
+            self._conn.execute(
+                "UPDATE leases SET polled_at = ?, up = ? WHERE source = ? AND holder = ?",
+                (last.at, None if last.up is None else int(last.up), source, self.replica),
+            )
+            written[source] = last
+        return written
 
     def _hand_back(
         self, held: dict[str, int], share: int, live: int, busy: Callable[[], Iterable[str]]
@@ -231,21 +295,29 @@ class Leases:
         with self._view:
             self._draining = draining
 
-    def _take(self, source: str, now: float, until: float) -> int | None:
+    def _take(self, source: str, now: float, until: float) -> tuple[int, Polled | None] | None:
+        """Take ``source``'s lease if it is free or expired: its token, and the previous
+        holder's last poll (the row keeps it: the upsert leaves those columns as they are)."""
         row = self._conn.execute(
             "INSERT INTO leases (source, holder, token, expires_at) VALUES (?, ?, 1, ?) "
             "ON CONFLICT (source) DO UPDATE SET holder = excluded.holder, "
             "token = leases.token + 1, expires_at = excluded.expires_at "
-            "WHERE leases.expires_at <= ? RETURNING token",
+            "WHERE leases.expires_at <= ? RETURNING token, polled_at, up",
             (source, self.replica, until, now),
         ).fetchone()
         if row is None:
             return None
         _log.info("lease of %s taken (token %d)", source, int(row[0]))
-        return int(row[0])
+        token, polled_at, up = row
+        if polled_at is None:
+            return int(token), None
+        return int(token), Polled(float(polled_at), None if up is None else bool(up))
 
     def start(
-        self, busy: Callable[[], Iterable[str]], changed: Callable[[frozenset[str]], None]
+        self,
+        busy: Callable[[], Iterable[str]],
+        changed: Callable[[frozenset[str]], None],
+        polled: PolledFn = dict,
     ) -> None:
         """Renew every third of the TTL in a thread of its own: a loaded event loop or a
         busy worker pool (renders, commits) never delays a renewal past the expiry."""
@@ -253,7 +325,7 @@ class Leases:
         def loop() -> None:
             while not self._stop.wait(self.ttl / 3):
                 try:
-                    changed(self.renew(busy))
+                    changed(self.renew(busy, polled))
                 except Exception:
                     _log.exception("lease renewal failed")
 

@@ -17,7 +17,10 @@ Sample::
 With several replicas (``state.url`` on PostgreSQL), every family above also has a
 ``replica`` label; for a source this replica does not hold the lease of, ``up``, the last
 success, the poll duration and the API budget are absent (the holder's are the source's:
-a peer's old verdict or budget would read as down, stale or exhausted), and::
+a peer's old verdict or budget would read as down, stale or exhausted). A replica whose
+lease of a source ran out while the state was unreachable (an outage of the database) goes
+on reporting the source, ``up`` 0, as its last holder, until a renewal round tells it who
+holds it: so during an outage every source is reported down once, not absent. And::
 
     platform_exporter_source_leased{source="probe",kind="probe",replica="kpi-0"} 1
     platform_exporter_leases_held{replica="kpi-0"} 3
@@ -49,7 +52,8 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
     labels = ["source", "kind", *(["replica"] if replica else [])]
     up = GaugeMetricFamily(
         "platform_exporter_source_up",
-        "1 if the source's last poll succeeded, 0 if it failed. Absent before the first poll.",
+        "1 if the source's last poll succeeded, 0 if it failed (or, with several replicas, "
+        "if its lease ran out with the state unreachable). Absent before the first poll.",
         labels=labels,
     )
     last = GaugeMetricFamily(
@@ -95,9 +99,11 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
         skipped.add_metric(key, h.skipped)
         for code, n in sorted(h.requests.items()):
             requests.add_metric([*key, code], n)
-        if h.leased is False:
+        if h.leased is False and not h.lapsed:
             continue  # a peer polls it: its verdict, freshness and budget are the source's
-        if h.up is not None:
+        if h.lapsed:
+            up.add_metric(key, 0.0)  # no replica is known to poll it
+        elif h.up is not None:
             up.add_metric(key, 1.0 if h.up else 0.0)
         if h.last_success is not None:
             last.add_metric(key, h.last_success)

@@ -348,7 +348,9 @@ class Store:
 
     @contextmanager
     def _advisory(self, name: str) -> Iterator[None]:
-        key = f"{self.path}:{name}"  # per database and schema
+        # Per database and schema: replicas of other schemas on the server migrate freely.
+        schema = self.location.schema if isinstance(self.location, PostgresTarget) else None
+        key = f"{self.path}/{schema or ''}:{name}"
         self._conn.execute("SELECT pg_advisory_lock(hashtext(?))", (key,))
         try:
             yield

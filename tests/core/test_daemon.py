@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -364,6 +365,40 @@ class TestRenderingAtShutdown:
 
         asyncio.run(go())
         assert "failed" not in caplog.text
+
+
+    def test_a_refresh_job_cancelled_by_the_schedulers_shutdown_ends_quietly(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The cadence refresh is waiting for its render when shutdown stops the scheduler
+        (which cancels the jobs still running): nothing is logged as an error (APScheduler
+        logged the cancellation with a traceback)."""
+        config = Config(
+            state={"path": str(tmp_path / "state.db")},
+            metrics={"min_refresh": "0.1s"},
+            services=[{"name": "a", "team": "x"}],
+        )
+        real = providers()
+        rendering = threading.Event()
+
+        def slow(ctx: RenderContext) -> Iterator[Any]:
+            rendering.set()
+            time.sleep(0.3)
+            return iter(())
+
+        daemon = Daemon(config, sources=[])
+        # Rendered first by the cadence refresh (it is new since the start's rendering).
+        monkeypatch.setattr(daemon_module, "providers", lambda **_: {**real, "slow": slow})
+
+        async def go() -> None:
+            daemon.start_scheduler()
+            await asyncio.to_thread(rendering.wait, 5)
+            await daemon.shutdown()
+
+        with caplog.at_level(logging.INFO):
+            asyncio.run(go())
+        assert rendering.is_set()
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 class TestSnapshotParts:

@@ -1,5 +1,7 @@
-"""The exporter's own health with several replicas: labelled by replica, leases shown, and a
-source a peer polls neither up nor down here."""
+"""The exporter's own health with several replicas: labelled by replica, leases shown, a
+source a peer polls neither up nor down here, a lease that ran out in an outage reported
+down by its last holder, and a lease taken over reported with its previous holder's
+verdict until the first poll."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from typing import Any, cast
 
 from exporter.core import self_health
 from exporter.core.health import SourceHealth
+from exporter.core.lease import Polled
 from exporter.core.provider import RenderContext
 from exporter.core.snapshot import render_part
 from tests.support.exposition import Exposition
@@ -21,9 +24,65 @@ class TestLeasedHealth:
         h.set_leased(False, 2)
         copy = h.copy()
         assert (copy.up, copy.last_success, copy.leased, copy.leases_held) == (None, None, False, 2)
+        assert h.last_poll() is None  # the peer's last poll is the one to hand over
         h.set_leased(True, 3)
         h.poll_succeeded(1060.0, 0.5)
         assert (h.up, h.last_success) == (True, 1060.0)
+
+    def test_a_lease_taken_over_reports_the_previous_holders_verdict_until_the_first_poll(
+        self,
+    ) -> None:
+        """A failing source stays down through the move (its down alert does not lapse
+        for want of a verdict); this replica's own poll then decides."""
+        h = SourceHealth("github", "github", 3600.0, replica="kpi-1", leased=False)
+        h.set_leased(True, 1)
+        h.inherit(Polled(1900.0, False))
+        assert (h.up, h.last_poll()) == (False, Polled(1900.0, False))
+        h.poll_started(1950.0)
+        h.poll_succeeded(1951.0, 1.0)
+        assert (h.up, h.last_poll()) == (True, Polled(1950.0, True))
+        fresh = SourceHealth("probe", "probe", 60.0, replica="kpi-1", leased=False)
+        fresh.set_leased(True, 1)
+        fresh.inherit(None)  # no replica polled it: nothing to report before the first poll
+        assert (fresh.up, fresh.last_poll()) == (None, None)
+
+
+class TestAnOutage:
+    """The state unreachable: no renewal round reaches it, leases run out locally."""
+
+    def lapsed(self) -> SourceHealth:
+        h = SourceHealth("github", "github", 60.0, replica="kpi-0", leased=True)
+        h.poll_succeeded(1900.0, 0.5)
+        h.set_leased(True, 1, reached=False)  # a failed round, the lease still unexpired
+        assert not h.lapsed
+        h.set_leased(False, 0, reached=False)  # run out unrenewed
+        return h
+
+    def test_the_last_holder_reports_the_source_down_with_its_last_success(self) -> None:
+        """Nobody is known to poll it: ``up`` 0 (not absent), the freshness kept."""
+        got = _exposition(self.lapsed())
+        labels = {"source": "github", "kind": "github", "replica": "kpi-0"}
+        assert got.value("platform_exporter_source_up", **labels) == 0.0
+        assert got.value("platform_exporter_source_last_success_timestamp_seconds", **labels) == (
+            1900.0
+        )
+        assert got.value("platform_exporter_source_leased", **labels) == 0.0
+
+    def test_a_peer_that_never_held_it_reports_nothing_of_it(self) -> None:
+        peer = SourceHealth("github", "github", 60.0, replica="kpi-1", leased=False)
+        peer.set_leased(False, 0, reached=False)
+        assert _exposition(peer).samples("platform_exporter_source_up") == []
+
+    def test_the_state_back_a_regained_lease_serves_the_last_verdict_a_lost_one_nothing(
+        self,
+    ) -> None:
+        regained = self.lapsed()
+        regained.set_leased(True, 1)  # a late renewal: no one took it
+        assert _exposition(regained).value("platform_exporter_source_up", source="github") == 1.0
+        lost = self.lapsed()
+        lost.set_leased(False, 0)  # a peer holds it now: its verdict is the source's
+        assert _exposition(lost).samples("platform_exporter_source_up") == []
+        assert lost.last_success is None
 
 
 def _exposition(*health: SourceHealth) -> Exposition:

@@ -9,7 +9,7 @@ import pytest
 
 from exporter.core import lease
 from exporter.core.backend import PostgresTarget
-from exporter.core.lease import LeaseLost, Leases
+from exporter.core.lease import LeaseLost, Leases, Polled
 from exporter.core.store import Store
 from tests.support.postgres import PostgresServer
 
@@ -141,6 +141,44 @@ class TestTakeover:
         one.renew()
         one.release()
         assert two.renew() == frozenset(SOURCES)
+
+
+class TestHandover:
+    def test_a_taker_learns_the_previous_holders_last_poll_once(
+        self, target: PostgresTarget
+    ) -> None:
+        """The holder records each held source's last poll at its renewal rounds (what
+        changed only); the replica that takes a lease over learns it, once; a source no
+        replica polled comes with none."""
+        one, two = replicas(target, 2, ttl=0.5)
+        one.renew()
+        assert one.taken() == dict.fromkeys(SOURCES)  # free leases: no previous holder
+        last = {"source0": Polled(5000.0, False), "source1": Polled(5030.0, None)}
+        one.renew(polled=lambda: last)
+        assert one.taken() == {}
+        import time
+
+        time.sleep(0.6)  # one stops renewing: its leases expire
+        assert two.renew() == frozenset(SOURCES)
+        assert two.taken() == {**dict.fromkeys(SOURCES), **last}
+        assert two.taken() == {}
+
+    def test_a_retaken_lease_keeps_the_newer_poll_of_the_replica_between(
+        self, target: PostgresTarget
+    ) -> None:
+        """A lease that comes back to a replica carries the poll of the one that held it
+        in between, not the older one the returning replica made."""
+        one, two = replicas(target, 2, ttl=0.5)
+        one.renew(polled=lambda: {"source0": Polled(5000.0, True)})
+        one.renew(polled=lambda: {"source0": Polled(5000.0, True)})
+        import time
+
+        time.sleep(0.6)
+        two.renew()
+        two.renew(polled=lambda: {"source0": Polled(5600.0, False)})
+        time.sleep(0.6)
+        one.renew(polled=lambda: {"source0": Polled(5000.0, True)})
+        assert one.taken()["source0"] == Polled(5600.0, False)
 
 
 class TestFence:

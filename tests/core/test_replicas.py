@@ -13,6 +13,7 @@ import pytest
 from exporter.config import Config
 from exporter.core.backend import PostgresTarget
 from exporter.core.clock import FixedClock
+from exporter.core.errors import AuthError
 from exporter.core.source import PollContext
 from exporter.daemon import Daemon
 from exporter.domains import open_store
@@ -176,3 +177,56 @@ class TestThreeReplicas:
             assert v.value("platform_exporter_leases_held", replica=f"replica{i}") is not None
             stamp = "platform_exporter_last_refresh_timestamp_seconds"
             assert v.value(stamp, replica=f"replica{i}") == 2_000_000.0
+
+
+class TestTakeover:
+    def test_a_replica_taking_over_an_overdue_source_polls_it_at_once(
+        self, target: PostgresTarget
+    ) -> None:
+        """A source polled every 10 minutes: its holder dies (stops renewing and polling)
+        and the source falls due; the replica that takes the lease over polls it within
+        seconds of taking it, not at its own next run (10 minutes after its start), and
+        until then reports the previous holder's verdict (its poll failed: down)."""
+        clock = FixedClock(2_000_000.0)
+        # Each poll: by whom, and the verdict its replica reported as it started.
+        polls: list[tuple[str, bool | None]] = []
+
+        def daemon(replica: str) -> Daemon:
+            cfg = config(target, replica)
+
+            async def poll(ctx: PollContext, n: int) -> None:
+                polls.append((replica, ctx.health.up))
+                if replica == "replica0":
+                    raise AuthError("token revoked")
+
+            source = ScriptedSource(cfg, name="slow", interval=600.0, behaviour=poll)
+            return Daemon(cfg, sources=[source], store=open_store(target), clock=clock)
+
+        first, second = daemon("replica0"), daemon("replica1")
+
+        async def recorded() -> bool:
+            """Whether the holder's renewal round has recorded its failed poll."""
+            rows = await asyncio.to_thread(first.store.query, "SELECT polled_at, up FROM leases")
+            return [tuple(r) for r in rows] == [(2_000_000.0, 0)]
+
+        async def go() -> float:
+            first.start_scheduler()
+            while not await recorded():
+                await asyncio.sleep(0.05)
+            second.start_scheduler()  # its own first run finds the lease held: no poll
+            assert first.scheduler is not None and first.leases is not None
+            first.scheduler.pause()  # dead: no more polls, no more renewals
+            await asyncio.to_thread(first.leases.stop)
+            killed = time.monotonic()
+            clock.advance(700.0)  # past the source's next poll
+            while len(polls) < 2 and time.monotonic() < killed + 20:
+                await asyncio.sleep(0.05)
+            took = time.monotonic() - killed
+            for d in (second, first):
+                await d.shutdown()
+            return took
+
+        took = asyncio.run(go())
+        assert polls == [("replica0", None), ("replica1", False)]
+        assert took < 20  # the TTL (6 s) and a renewal round, not 600 s
+        assert second.health["slow"].up is True

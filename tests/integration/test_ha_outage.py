@@ -4,9 +4,11 @@ Two daemon processes share one PostgreSQL state; one probe checks the test's ups
 every 100 ms, polled by whichever replica holds the probe source's lease. While the
 database is down, both keep serving their last snapshot (the KPIs do not vanish), the
 holder's polls fail with reason ``state`` (``platform_exporter_source_up`` 0) until its
-lease runs out; once the database is back, the same processes reconnect, a replica holds
-the lease again and ``up`` is 1 again, and what is stored is consistent: every check
-counted once, never committed twice.
+lease runs out, and after that it goes on reporting the source down (``up`` 0, not
+absent: no replica is known to poll it) while the peer, which never held it, reports no
+verdict of it (so the alerts see one down source); once the database is back, the same
+processes reconnect, a replica holds the lease again and ``up`` is 1 again, and what is
+stored is consistent: every check counted once, never committed twice.
 """
 
 from __future__ import annotations
@@ -151,23 +153,35 @@ class TestDatabaseOutage:
             lambda: all(checks(served(d)) >= 5 for d in group), timeout=30, what="checks served"
         )
         (holder,) = [d for d in group if up(served(d)) == 1]
+        (peer,) = [d for d in group if d is not holder]
 
         postgres_server.stop()
         stopped = time.monotonic()
         seen_down = False
+        lapsed = 0  # looks at the holder once its lease has surely run out
         last: list[float] = []
         try:
             while time.monotonic() - stopped < OUTAGE:
                 # The last snapshot, served throughout: the KPIs stay, their values frozen
                 # once the last commit before the stop is rendered.
-                now = [checks(served(d)) for d in group]
+                views = [served(d) for d in group]
+                now = [checks(v) for v in views]
                 assert all(n >= 5 for n in now), now
                 last = now
-                seen_down = seen_down or up(served(holder)) == 0
+                held, other = views[group.index(holder)], views[group.index(peer)]
+                seen_down = seen_down or up(held) == 0
+                # Past the TTL, the lease has run out on the holder's own clock (two thirds
+                # of the TTL after its last renewal): it still reports the source, down.
+                if time.monotonic() - stopped > TTL + 1:
+                    assert up(held) == 0, "the last holder stopped reporting the source"
+                    assert held.value("platform_exporter_source_leased", source="probe") == 0
+                    assert up(other) is None, "the peer reported a verdict it never made"
+                    lapsed += 1
                 time.sleep(0.2)
         finally:
             postgres_server.start()
         assert seen_down, "the holder never served up 0 while the database was down"
+        assert lapsed >= 10
         errors = served(holder).value(
             "platform_exporter_source_errors_total", source="probe", reason="state"
         )

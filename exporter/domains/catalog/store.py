@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
@@ -202,14 +201,13 @@ def write_services_seen(tx: Tx, batch: Sequence[CatalogServicesSeen]) -> None:
 
 def template_uses(store: Store, since: float) -> list[tuple[str, str, str, float]]:
     """(service, kind, ref, last use) for definitions last used after ``since``, over sources."""
-    try:
-        rows = store.query(
-            "SELECT service, kind, ref, MAX(last_at) FROM template_uses WHERE last_at > ? "
-            "GROUP BY service, kind, ref",
-            (since,),
-        )
-    except sqlite3.OperationalError:
+    if not store.has_table("template_uses"):
         return []
+    rows = store.query(
+        "SELECT service, kind, ref, MAX(last_at) FROM template_uses WHERE last_at > ? "
+        "GROUP BY service, kind, ref",
+        (since,),
+    )
     return [(str(r[0]), str(r[1]), str(r[2]), float(r[3])) for r in rows]
 
 
@@ -218,13 +216,11 @@ def entities(store: Store) -> list[CatalogEntity]:
 
     A store opened without this domain's tables has no entities.
     """
-    try:
-        rows = store.query(
-            f"SELECT {', '.join(_COLUMNS)} FROM catalog_entities "
-            "ORDER BY source, kind, namespace, name"
-        )
-    except sqlite3.OperationalError:
+    if not store.has_table("catalog_entities"):
         return []
+    rows = store.query(
+        f"SELECT {', '.join(_COLUMNS)} FROM catalog_entities ORDER BY source, kind, namespace, name"
+    )
     return [
         CatalogEntity(
             source=str(r["source"]),
@@ -248,11 +244,11 @@ def entities(store: Store) -> list[CatalogEntity]:
 
 
 def listings(store: Store) -> dict[str, tuple[float, int]]:
-    """When each catalog source last listed its catalog, and how many entities it held."""
-    try:
-        rows = store.query("SELECT source, listed_at, entities FROM catalog_listings")
-    except sqlite3.OperationalError:
+    """When each catalog source last listed its catalog, and how many entities it held
+    (none in a store opened without this domain's tables)."""
+    if not store.has_table("catalog_listings"):
         return {}
+    rows = store.query("SELECT source, listed_at, entities FROM catalog_listings")
     return {str(r[0]): (float(r[1]), int(r[2])) for r in rows}
 
 
@@ -285,13 +281,13 @@ def record_services(config: Any, store: Store, now: float) -> None:
 
     A store without the catalog domain's tables records nothing.
     """
+    if not store.has_table("catalog_registrations"):
+        log.debug("no catalog tables in this store; services not recorded")
+        return
     catalog = load_catalog(config, store)
     seen = CatalogServicesSeen(now, tuple((s.name, s.team) for s in catalog.services.values()))
-    try:
-        with store.transaction() as tx:
-            write_records(tx, [seen])
-    except sqlite3.OperationalError:
-        log.debug("no catalog tables in this store; services not recorded")
+    with store.transaction() as tx:
+        write_records(tx, [seen])
 
 
 WRITERS: dict[type, Writer] = {

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -347,11 +346,11 @@ def write_consumers(tx: Tx, seen: Sequence[ConsumerSeen]) -> None:
 
 
 def attributions(store: Store) -> list[tuple[str, str, str]]:
-    """(source, identity, service) of every identity traffic was stored under."""
-    try:
-        rows = store.query("SELECT source, ident, service FROM traffic_idents ORDER BY 1, 2")
-    except sqlite3.OperationalError:
+    """(source, identity, service) of every identity traffic was stored under (none in a
+    store opened without this domain's tables)."""
+    if not store.has_table("traffic_idents"):
         return []
+    rows = store.query("SELECT source, ident, service FROM traffic_idents ORDER BY 1, 2")
     return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
 
 

@@ -1,6 +1,8 @@
 """The Cost Explorer source through boto3 against moto in server mode, with
 GetCostAndUsage results queued through moto's own API
-(``POST /moto-api/static/ce/cost-and-usage-results``)."""
+(``POST /moto-api/static/ce/cost-and-usage-results``). The tests of what is stored (across
+restarts, re-queried days, the daily cap, attribution) run on SQLite and on PostgreSQL
+(tests/conftest.py's ``state_location``)."""
 
 from __future__ import annotations
 
@@ -14,15 +16,18 @@ import httpx
 import pytest
 
 from exporter.config import Config
+from exporter.core.backend import PostgresTarget
 from exporter.daemon import Daemon
 from exporter.domains import open_store
 from tests.support.exposition import Exposition
 from tests.support.moto import fresh_account, moto_server
 from tests.support.prometheus import promtool_check_metrics
+from tests.support.state import state_block
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC).timestamp()
 ACCOUNT_A = "111111111111"
 ACCOUNT_B = "222222222222"
+State = Path | PostgresTarget  # where a test keeps its state, on either backend
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +62,10 @@ def day(start: str, *groups: tuple[str, float]) -> dict[str, Any]:
     }
 
 
-def config(tmp_path: Path, moto: str, **aws: Any) -> Config:
+def config(state: State, moto: str, **aws: Any) -> Config:
+    """The config of a daemon keeping its state at ``state`` (either backend)."""
     return Config(
-        state={"path": str(tmp_path / "state.db")},
+        state=state_block(state),
         services=[
             {"name": "checkout", "team": "payments", "cost": {"tags": {"service": "checkout"}}},
             {
@@ -87,6 +93,8 @@ TWO_ACCOUNTS = [
 
 
 def poll(daemon: Daemon) -> Exposition:
+    if daemon.leases is not None:
+        daemon.renew_leases()  # PostgreSQL: the poll's commits need its lease
     asyncio.run(daemon.poll(daemon.sources[0]))
     return Exposition.parse(daemon.holder.current.text)
 
@@ -113,7 +121,9 @@ def queue_two_accounts(moto: str) -> None:
 class TestCostExplorer:
     def test_pages_and_two_accounts_through_assumed_roles(self, tmp_path: Path, moto: str) -> None:
         queue_two_accounts(moto)
-        daemon = Daemon(config(tmp_path, moto, accounts=TWO_ACCOUNTS), clock=lambda: NOW)
+        daemon = Daemon(
+            config(tmp_path / "state.db", moto, accounts=TWO_ACCOUNTS), clock=lambda: NOW
+        )
         exp = poll(daemon)
         assert daemon.health["aws_cost"].up is True, daemon.health["aws_cost"].last_error
 
@@ -134,15 +144,17 @@ class TestCostExplorer:
         assert promtool_check_metrics(daemon.holder.current.text) == ""
         asyncio.run(daemon.shutdown())
 
-    def test_a_restart_makes_no_paid_call_for_closed_days(self, tmp_path: Path, moto: str) -> None:
+    def test_a_restart_makes_no_paid_call_for_closed_days(
+        self, state_location: State, moto: str
+    ) -> None:
         queue_two_accounts(moto)
-        first = Daemon(config(tmp_path, moto, accounts=TWO_ACCOUNTS), clock=lambda: NOW)
+        first = Daemon(config(state_location, moto, accounts=TWO_ACCOUNTS), clock=lambda: NOW)
         assert paid(poll(first)) == 3
         exp = poll(first)
         assert paid(exp) == 3  # a second poll: every day is settled
         asyncio.run(first.shutdown())
 
-        second = Daemon(config(tmp_path, moto, accounts=TWO_ACCOUNTS), clock=lambda: NOW)
+        second = Daemon(config(state_location, moto, accounts=TWO_ACCOUNTS), clock=lambda: NOW)
         exp = poll(second)
         assert second.health["aws_cost"].up is True
         assert second.health["aws_cost"].requests == {}
@@ -150,7 +162,9 @@ class TestCostExplorer:
         assert exp.value("platform_cost", service="checkout", window="7d") == pytest.approx(8.0)
         asyncio.run(second.shutdown())
 
-    def test_unsettled_days_are_requeried_and_replaced(self, tmp_path: Path, moto: str) -> None:
+    def test_unsettled_days_are_requeried_and_replaced(
+        self, state_location: State, moto: str
+    ) -> None:
         """With data_delay_days=1, the 21st is re-read (one call) and its new amount replaces the old."""
         queue(
             moto,
@@ -164,7 +178,7 @@ class TestCostExplorer:
             },
             {"ResultsByTime": [day("2026-11-21", ("service$checkout", 1.4))]},
         )
-        cfg = config(tmp_path, moto, data_delay_days=1)
+        cfg = config(state_location, moto, data_delay_days=1)
         first = Daemon(cfg, clock=lambda: NOW)
         assert first.health  # default credentials: one "default" scope
         exp = poll(first)
@@ -177,11 +191,11 @@ class TestCostExplorer:
         assert exp.value("platform_cost", service="checkout", window="7d") == pytest.approx(1.4)
         asyncio.run(second.shutdown())
 
-    def test_the_daily_cap_holds(self, tmp_path: Path, moto: str) -> None:
+    def test_the_daily_cap_holds(self, state_location: State, moto: str) -> None:
         queue_two_accounts(moto)
         clock: list[float] = [NOW]
         daemon = Daemon(
-            config(tmp_path, moto, accounts=TWO_ACCOUNTS[:1], daily_call_cap=1),
+            config(state_location, moto, accounts=TWO_ACCOUNTS[:1], daily_call_cap=1),
             clock=lambda: clock[0],
         )
         exp = poll(daemon)
@@ -214,7 +228,7 @@ class TestCostExplorer:
             )
 
         monkeypatch.setattr(aws_cost.AwsCostSource, "_ce_client", deny)
-        daemon = Daemon(config(tmp_path, moto), clock=lambda: NOW)
+        daemon = Daemon(config(tmp_path / "state.db", moto), clock=lambda: NOW)
         poll(daemon)
         assert daemon.health["aws_cost"].errors["auth"] == 1
         asyncio.run(daemon.shutdown())
@@ -232,7 +246,7 @@ class TestLookback:
             moto, "123456789012", {"ResultsByTime": [day("2026-11-19", ("service$checkout", 1.0))]}
         )
         now = datetime(2026, 11, 20, 10, 0, tzinfo=UTC).timestamp()
-        daemon = Daemon(config(tmp_path, moto), clock=lambda: now)
+        daemon = Daemon(config(tmp_path / "state.db", moto), clock=lambda: now)
         exp = poll(daemon)
         assert daemon.health["aws_cost"].up is True, daemon.health["aws_cost"].last_error
         assert paid(exp) == 1
@@ -245,16 +259,16 @@ class TestLookback:
 
 class TestAttribution:
     """Cost Explorer's cost is stored under its groups' keys (tag value, linked account)
-    and resolved to a service when the KPIs are computed."""
+    and resolved to a service when the KPIs are computed (on SQLite and PostgreSQL)."""
 
-    def ledger(self, tmp_path: Path, moto: str) -> Config:
-        cfg = config(tmp_path, moto)
-        data = cfg.model_dump(exclude_unset=True)
+    def ledger(self, state: State, moto: str) -> Config:
+        cfg = config(state, moto)
+        data = cfg.model_dump(exclude_unset=True, by_alias=True)
         ledger = {"name": "ledger", "team": "finance", "cost": {"tags": {"service": "ledger"}}}
         data["services"] = [*data["services"], ledger]
         return Config(**data)
 
-    def first_poll(self, tmp_path: Path, moto: str) -> None:
+    def first_poll(self, state: State, moto: str) -> None:
         """The 21st: checkout 4.0, and 2.0 tagged service=ledger, which nobody claims yet."""
         queue(
             moto,
@@ -265,17 +279,17 @@ class TestAttribution:
                 ]
             },
         )
-        first = Daemon(config(tmp_path, moto), clock=lambda: NOW)
+        first = Daemon(config(state, moto), clock=lambda: NOW)
         exp = poll(first)
         assert exp.value("platform_cost", service="unallocated", window="1d") == pytest.approx(2.0)
         assert paid(exp) == 1
         asyncio.run(first.shutdown())
 
     def test_a_tag_claimed_after_its_cost_was_read_moves_it_without_a_paid_call(
-        self, tmp_path: Path, moto: str
+        self, state_location: State, moto: str
     ) -> None:
-        self.first_poll(tmp_path, moto)
-        second = Daemon(self.ledger(tmp_path, moto), clock=lambda: NOW)
+        self.first_poll(state_location, moto)
+        second = Daemon(self.ledger(state_location, moto), clock=lambda: NOW)
         exp = Exposition.parse(second.holder.current.text)  # rendered at start
         assert exp.value("platform_cost", service="ledger", team="finance", window="1d") == 2.0
         assert exp.value("platform_cost", service="checkout", window="1d") == 4.0
@@ -287,12 +301,12 @@ class TestAttribution:
         asyncio.run(second.shutdown())
 
     def test_days_stored_before_keys_are_rebuilt_from_their_groups_without_a_paid_call(
-        self, tmp_path: Path, moto: str
+        self, state_location: State, moto: str
     ) -> None:
         """The state an upgrade leaves: every row pinned to the service it had, and each
         origin's signature the old one, with the allocation rules in it."""
-        self.first_poll(tmp_path, moto)
-        store = open_store(str(tmp_path / "state.db"))
+        self.first_poll(state_location, moto)
+        store = open_store(state_location)
         with store.transaction() as tx:
             tx.execute(
                 "UPDATE cost_daily SET ident = 'service:' || "
@@ -300,7 +314,8 @@ class TestAttribution:
             )
             tx.execute("DELETE FROM cost_idents WHERE ident NOT LIKE 'service:%'")
             tx.execute(
-                "INSERT INTO cost_idents VALUES ('service:checkout', 'checkout', 'payments'), "
+                "INSERT INTO cost_idents (ident, service, team) "
+                "VALUES ('service:checkout', 'checkout', 'payments'), "
                 "('service:unallocated', 'unallocated', 'unallocated')"
             )
             tx.execute(
@@ -308,7 +323,7 @@ class TestAttribution:
                 "replace(signature, '|keyed|', '|alloc=0123456789abcdef|')"
             )
         store.close()
-        second = Daemon(self.ledger(tmp_path, moto), clock=lambda: NOW)
+        second = Daemon(self.ledger(state_location, moto), clock=lambda: NOW)
         exp = Exposition.parse(second.holder.current.text)
         assert exp.value("platform_cost", service="unallocated", window="1d") == 2.0  # pinned
         exp = poll(second)

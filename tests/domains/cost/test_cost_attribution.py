@@ -14,7 +14,8 @@ UTC, so the last closed day is the 13th):
 * ``service=orphan`` (nobody claims it): 2 on the 13th;
 * untagged: 1 on the 13th.
 
-Every tagged line also carries ``env=prod``.
+Every tagged line also carries ``env=prod``. Each test runs on SQLite and on PostgreSQL
+(tests/conftest.py's ``state_location``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from exporter.domains.cost.sources import focus as focus_module
 from tests.domains.cost.test_focus_source import line, write_csv
 from tests.support.exposition import Exposition
 from tests.support.instants import at
+from tests.support.state import state_block
 
 NOW = at("mid-month")
 BASE = "http://backstage.test/api/catalog"
@@ -55,6 +57,8 @@ EXPORT = [
     line(2, 2, "2027-07-13", service="orphan"),
     line(1, 1, "2027-07-13"),
 ]
+
+State = Path | PostgresTarget  # where a test keeps its state, on either backend
 
 
 def group(name: str) -> dict[str, Any]:
@@ -83,14 +87,21 @@ def component(name: str, cost_tags: str | None = None) -> dict[str, Any]:
 
 
 class Platform:
-    """Backstage (the documented fake), a directory of FOCUS exports and one daemon."""
+    """Backstage (the documented fake), a directory of FOCUS exports and one daemon keeping
+    its state at ``state`` (either backend)."""
 
-    def __init__(self, tmp_path: Path, *entities: dict[str, Any], interval: float = 60) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        state: Path | PostgresTarget,
+        *entities: dict[str, Any],
+        interval: float = 60,
+    ) -> None:
         self.exports = tmp_path / "exports"
         self.exports.mkdir(exist_ok=True)
         self.catalog = FakeCatalog([group("payments"), group("finance"), *entities])
         self.config = Config(
-            state={"path": str(tmp_path / "state.db")},
+            state=state_block(state),
             services=[CHECKOUT],
             sources={
                 "backstage": {"base_url": BASE, "token": TOKEN, "interval": interval},
@@ -99,6 +110,8 @@ class Platform:
         )
         transport = backstage_app(self.catalog).transport()
         self.daemon = Daemon(self.config, transport=transport, clock=FixedClock(NOW))
+        if self.daemon.leases is not None:
+            self.daemon.renew_leases()  # PostgreSQL: the polls' commits need their leases
 
     def list(self, *entities: dict[str, Any]) -> None:
         """Backstage lists these components now (the whole listing is replaced)."""
@@ -121,6 +134,9 @@ class Platform:
         return Exposition.parse(self.daemon.holder.current.text)
 
     def close(self) -> None:
+        if self.daemon.leases is not None:
+            self.daemon.leases.release()
+            self.daemon.leases.close()
         self.daemon.store.close()
 
 
@@ -159,9 +175,13 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 class TestATagClaimedAfterItsCostArrived:
     def test_moves_that_cost_to_the_service_at_the_next_refresh_without_a_poll(
-        self, tmp_path: Path, reads: list[str], caplog: pytest.LogCaptureFixture
+        self,
+        tmp_path: Path,
+        state_location: State,
+        reads: list[str],
+        caplog: pytest.LogCaptureFixture,
     ) -> None:
-        p = Platform(tmp_path, component("ledger"))
+        p = Platform(tmp_path, state_location, component("ledger"))
         write_csv(p.exports / "july.csv", EXPORT)
         try:
             p.poll("backstage")
@@ -202,16 +222,16 @@ class TestATagClaimedAfterItsCostArrived:
             p.close()
 
     def test_a_restart_keeps_the_claim_and_reads_nothing_again(
-        self, tmp_path: Path, reads: list[str]
+        self, tmp_path: Path, state_location: State, reads: list[str]
     ) -> None:
-        p = Platform(tmp_path, component("ledger"))
+        p = Platform(tmp_path, state_location, component("ledger"))
         write_csv(p.exports / "july.csv", EXPORT)
         p.poll("backstage")
         p.poll("focus")
         p.list(component("ledger", cost_tags="service=ledger"))
         p.poll("backstage")
         asyncio.run(p.daemon.shutdown())
-        again = Platform(tmp_path, component("ledger", cost_tags="service=ledger"))
+        again = Platform(tmp_path, state_location, component("ledger", cost_tags="service=ledger"))
         try:
             m = again.metrics()  # rendered at start, before any poll
             assert cost(m, "ledger", "7d") == pytest.approx(9.0)
@@ -223,9 +243,9 @@ class TestATagClaimedAfterItsCostArrived:
 
 class TestACatalogChange:
     def test_a_renamed_service_takes_its_cost_and_a_removed_one_gives_it_back(
-        self, tmp_path: Path
+        self, tmp_path: Path, state_location: State
     ) -> None:
-        p = Platform(tmp_path, component("ledger", cost_tags="service=ledger"))
+        p = Platform(tmp_path, state_location, component("ledger", cost_tags="service=ledger"))
         write_csv(p.exports / "july.csv", EXPORT)
         try:
             p.poll("backstage")
@@ -252,7 +272,7 @@ class TestACatalogChange:
         the FOCUS source poll at once (both poll hourly here), and that poll reads the file
         again (its signature holds the key space): then ledger takes every env=prod line
         checkout does not claim first, ledger's 6 and orphan's 2 on the 13th."""
-        p = Platform(tmp_path, component("ledger"), interval=3600)
+        p = Platform(tmp_path, tmp_path / "state.db", component("ledger"), interval=3600)
         write_csv(p.exports / "july.csv", EXPORT)
 
         def idle() -> bool:
@@ -284,10 +304,12 @@ class TestACatalogChange:
             for r in caplog.records
         )
 
-    def test_a_claim_by_a_tag_value_reads_nothing_again(self, tmp_path: Path) -> None:
+    def test_a_claim_by_a_tag_value_reads_nothing_again(
+        self, tmp_path: Path, state_location: State
+    ) -> None:
         """Only a change of what keys are made of asks for a read: a new value of a tag key
         the rules already use is resolved from the stored keys."""
-        p = Platform(tmp_path, component("ledger", cost_tags="service=ledger"))
+        p = Platform(tmp_path, state_location, component("ledger", cost_tags="service=ledger"))
         write_csv(p.exports / "july.csv", EXPORT)
         try:
             p.poll("backstage")
@@ -304,11 +326,13 @@ class TestACatalogChange:
         finally:
             p.close()
 
-    def test_keys_no_cost_is_under_any_more_are_pruned(self, tmp_path: Path) -> None:
+    def test_keys_no_cost_is_under_any_more_are_pruned(
+        self, tmp_path: Path, state_location: State
+    ) -> None:
         """Read again under the key space with ``env``, every line's key gains its env
         value: the keys of the first read hold no cost any more and are dropped. (Every
         line of the export is of the account 111122223333.)"""
-        p = Platform(tmp_path, component("ledger"))
+        p = Platform(tmp_path, state_location, component("ledger"))
         write_csv(p.exports / "july.csv", EXPORT)
         try:
             p.poll("backstage")
@@ -375,13 +399,13 @@ class TestAnUpgradedDatabase:
         old.close()
 
     def test_old_rows_are_pinned_with_the_same_totals_then_keyed_at_the_next_read(
-        self, tmp_path: Path, reads: list[str]
+        self, tmp_path: Path, state_location: State, reads: list[str]
     ) -> None:
         exports = tmp_path / "exports"
         exports.mkdir()
         export = write_csv(exports / "july.csv", EXPORT)
-        self.seed_old_state(tmp_path / "state.db", export)
-        p = Platform(tmp_path, component("ledger", cost_tags="service=ledger"))
+        self.seed_old_state(state_location, export)
+        p = Platform(tmp_path, state_location, component("ledger", cost_tags="service=ledger"))
         try:
             m = p.metrics()  # rendered at start from the migrated rows
             assert cost(m, "checkout", "7d") == pytest.approx(14.0)

@@ -2,7 +2,9 @@
 
 The raw computation sums the deltas themselves over the minutes a window holds (its
 start widened to the hour where the minute rows are no longer kept, as docs/kpis.md
-states); the store answers from minute rows, hour buckets and day buckets.
+states); the store answers from minute rows, hour buckets and day buckets, on SQLite and
+on PostgreSQL (``db``). The upgrade tests build the previous release's SQLite file, so
+they run on SQLite only.
 """
 
 from __future__ import annotations
@@ -10,14 +12,16 @@ from __future__ import annotations
 import itertools
 import sqlite3
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from exporter.core.backend import PostgresTarget
 from exporter.core.periods import Span
 from exporter.core.rollups import DAY, HOUR, MINUTE, floor_to
 from exporter.core.store import Schema, Store, write_records
@@ -87,9 +91,27 @@ def expected(
     return out
 
 
-def stored(deltas: Sequence[TrafficDelta]) -> Store:
-    store = open_store(":memory:")
+# Every table a traffic write fills (the counters and histograms included).
+TABLES = ("traffic_batches", "traffic_minutes", "traffic_hours", "traffic_daily")
+TABLES += ("traffic_daily_counts", "traffic_latency", "traffic_consumers", "traffic_idents")
+TABLES += ("counters", "histograms")
+
+
+@pytest.fixture
+def db(state_location: Path | PostgresTarget) -> Iterator[Store]:
+    """A store on each backend (tests/conftest.py's ``state_location``), one per test:
+    each example empties it (:func:`stored`)."""
+    store = open_store(state_location)
+    yield store
+    store.close()
+
+
+def stored(deltas: Sequence[TrafficDelta], store: Store | None = None) -> Store:
+    """``store`` (a fresh in-memory one if None), emptied, holding ``deltas`` only."""
+    store = store or open_store(":memory:")
     with store.transaction() as tx:
+        for table in TABLES:
+            tx.execute(f"DELETE FROM {table}")
         write_records(tx, deltas)
     return store
 
@@ -144,16 +166,23 @@ SETTINGS = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+# The properties on each backend: the test's store reused across its examples (each
+# empties it first).
+ON_BOTH = settings(
+    SETTINGS, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 
 
 class TestWindowsEqualTheRawComputation:
-    @SETTINGS
-    @given(histories())
-    def test_counts_ratios_and_quantiles(self, history: tuple[float, list[TrafficDelta]]) -> None:
+    @ON_BOTH
+    @given(history=histories())
+    def test_counts_ratios_and_quantiles(
+        self, db: Store, history: tuple[float, list[TrafficDelta]]
+    ) -> None:
         """Every window's counts by class and latency bucket equal the deltas' sums, so
         rates, ratios and quantiles are those of the raw computation too."""
         now, deltas = history
-        store = stored(deltas)
+        store = stored(deltas, db)
         want = expected(deltas, resolution(store), now)
         got = traffic_store.window_counts(store, now, WINDOWS)
         assert got == want
@@ -161,15 +190,15 @@ class TestWindowsEqualTheRawComputation:
             seconds = WINDOWS[key[1]]
             assert window_kpis(counts, seconds, {}) == window_kpis(want[key], seconds, {})
 
-    @SETTINGS
-    @given(histories())
+    @ON_BOTH
+    @given(history=histories())
     def test_a_replayed_batch_and_the_prune_change_nothing(
-        self, history: tuple[float, list[TrafficDelta]]
+        self, db: Store, history: tuple[float, list[TrafficDelta]]
     ) -> None:
         """Deltas written twice count once; pruning what the ladder no longer keeps
         leaves every window as it was."""
         now, deltas = history
-        store = stored(deltas)
+        store = stored(deltas, db)
         with store.transaction() as tx:
             write_records(tx, deltas)
             traffic_store.prune(tx, now - 35 * 86400, now)
@@ -177,15 +206,15 @@ class TestWindowsEqualTheRawComputation:
             deltas, resolution(store), now
         )
 
-    @SETTINGS
-    @given(histories(), st.sampled_from(IDENTS))
+    @ON_BOTH
+    @given(history=histories(), moved=st.sampled_from(IDENTS))
     def test_a_catalog_change_corrects_every_window(
-        self, history: tuple[float, list[TrafficDelta]], moved: tuple[str, str]
+        self, db: Store, history: tuple[float, list[TrafficDelta]], moved: tuple[str, str]
     ) -> None:
         """Rollups are kept by gateway identity: moving one identity to another service
         moves its traffic in every window, minutes, hours and days alike."""
         now, deltas = history
-        store = stored(deltas)
+        store = stored(deltas, db)
         source, ident = moved
         key = ident or pinned("checkout")
         traffic_store.reattribute(store, [(source, key, "billing")])

@@ -1,4 +1,5 @@
-"""Traffic KPIs on hand-checked numbers, route mapping, and the traffic store."""
+"""Traffic KPIs on hand-checked numbers, route mapping, and the traffic store (on SQLite
+and on PostgreSQL: tests/conftest.py's ``state_location``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from exporter.config import Config
+from exporter.core.backend import PostgresTarget
 from exporter.core.periods import is_closed_day, utc_minute
 from exporter.core.store import write_records
 from exporter.domains import open_store
@@ -32,6 +34,8 @@ from exporter.domains.traffic.routes import RouteMap
 
 NB = len(LATENCY_BUCKETS)
 DAY = datetime(2026, 3, 2, tzinfo=UTC).timestamp()
+
+State = Path | PostgresTarget  # where a store test keeps its state, on either backend
 
 
 def delta(
@@ -208,8 +212,8 @@ class TestRouteMap:
 
 
 class TestStore:
-    def test_daily_requests_sum_a_utc_day_over_sources(self, tmp_path: Path) -> None:
-        store = open_store(str(tmp_path / "s.db"))
+    def test_daily_requests_sum_a_utc_day_over_sources(self, state_location: State) -> None:
+        store = open_store(state_location)
         with store.transaction() as tx:
             write_records(
                 tx,
@@ -226,8 +230,8 @@ class TestStore:
         assert traffic_store.daily_requests(store, "checkout", date(2026, 3, 2), "kong") is None
         store.close()
 
-    def test_a_batch_is_counted_once(self, tmp_path: Path) -> None:
-        store = open_store(str(tmp_path / "s.db"))
+    def test_a_batch_is_counted_once(self, state_location: State) -> None:
+        store = open_store(state_location)
         d = delta("checkout", DAY, (0, 10, 0, 0, 2))
         for _ in range(2):
             with store.transaction() as tx:
@@ -240,8 +244,8 @@ class TestStore:
         assert counts[3] == 0 and counts[4] == 12 and counts[-1] == 12
         store.close()
 
-    def test_windows_hold_whole_minutes(self, tmp_path: Path) -> None:
-        store = open_store(str(tmp_path / "s.db"))
+    def test_windows_hold_whole_minutes(self, state_location: State) -> None:
+        store = open_store(state_location)
         now = DAY + 3600
         with store.transaction() as tx:
             write_records(
@@ -258,8 +262,8 @@ class TestStore:
         assert got[("checkout", "1d")].requests == 110
         store.close()
 
-    def test_gateway_readings_are_kept_per_source(self, tmp_path: Path) -> None:
-        store = open_store(str(tmp_path / "s.db"))
+    def test_gateway_readings_are_kept_per_source(self, state_location: State) -> None:
+        store = open_store(state_location)
         stub = {"active": 3, "reading": 0, "writing": 1, "waiting": 2, "requests": 40, "at": 5}
         traffic_store.record_stub_status(store, "nginx", stub)
         with store.transaction() as tx:
@@ -269,9 +273,9 @@ class TestStore:
         store.close()
 
     def test_a_counted_commit_is_one_transaction_and_adds_only_a_positive_count(
-        self, tmp_path: Path
+        self, state_location: State
     ) -> None:
-        store = open_store(str(tmp_path / "s.db"))
+        store = open_store(state_location)
         labels = {"source": "nginx"}
         cursor = {("nginx", "file"): "c1"}
         traffic_store.commit_counted(store, [], traffic_store.MALFORMED_TOTAL, labels, 0, cursor)
@@ -294,8 +298,10 @@ class TestStore:
         assert store.get_cursor("nginx", "file") == "c3"
         store.close()
 
-    def test_distinct_consumers_count_each_gateway_consumer_once(self, tmp_path: Path) -> None:
-        store = open_store(str(tmp_path / "s.db"))
+    def test_distinct_consumers_count_each_gateway_consumer_once(
+        self, state_location: State
+    ) -> None:
+        store = open_store(state_location)
         with store.transaction() as tx:
             write_records(
                 tx,
@@ -316,8 +322,8 @@ class TestStore:
 
 
 class TestPrune:
-    def test_old_minutes_go_and_daily_totals_and_counters_stay(self, tmp_path: Path) -> None:
-        store = open_store(str(tmp_path / "s.db"))
+    def test_old_minutes_go_and_daily_totals_and_counters_stay(self, state_location: State) -> None:
+        store = open_store(state_location)
         with store.transaction() as tx:
             write_records(
                 tx,
