@@ -21,6 +21,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
@@ -81,6 +82,9 @@ class Cursor(Protocol):
 
 
 _log = logging.getLogger("exporter.store")
+#: How long a replica waits for another's migrations (seconds), and how often it looks.
+MIGRATION_WAIT = 600.0
+ADVISORY_POLL = 0.2
 
 
 def _labels_key(labels: Labels) -> str:
@@ -351,11 +355,32 @@ class Store:
         # Per database and schema: replicas of other schemas on the server migrate freely.
         schema = self.location.schema if isinstance(self.location, PostgresTarget) else None
         key = f"{self.path}/{schema or ''}:{name}"
-        self._conn.execute("SELECT pg_advisory_lock(hashtext(?))", (key,))
+        self._wait_for_advisory(key)
         try:
             yield
         finally:
             self._conn.execute("SELECT pg_advisory_unlock(hashtext(?))", (key,))
+
+    def _wait_for_advisory(self, key: str) -> None:
+        """Take the session lock ``key``, waiting for another replica holding it (its
+        migrations may take minutes on a large state, longer than any statement's lock
+        timeout) up to :data:`MIGRATION_WAIT`; past that, a one-line StartupError."""
+        started = time.monotonic()
+        said = False
+        while not self._conn.execute("SELECT pg_try_advisory_lock(hashtext(?))", (key,)).fetchone()[
+            0
+        ]:
+            waited = time.monotonic() - started
+            if waited >= MIGRATION_WAIT:
+                raise StartupError(
+                    f"state.url: {self.path}: another replica has been migrating the schema "
+                    f"for over {MIGRATION_WAIT:g}s; start this one when it is done",
+                    ENVIRONMENT,
+                )
+            if not said:
+                _log.info("%s: waiting for another replica's migrations to finish", self.path)
+                said = True
+            time.sleep(ADVISORY_POLL)
 
     def migrate(self, component: str, migrations: Sequence[str]) -> int:
         """Apply ``component``'s migrations not applied yet; return its new version.

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from exporter.core import store as store_module
 from exporter.core.backend import PostgresTarget
+from exporter.core.errors import StartupError
 from exporter.core.store import Store
 from exporter.domains.catalog import store as catalog_store
 from exporter.domains.traffic import store as traffic_store
@@ -51,6 +53,40 @@ class TestTheMigrationLock:
         assert len(opened) == 1
         opened[0].close()
         first.close()
+
+
+    def test_a_replica_waits_past_its_lock_timeout_for_anothers_migrations(
+        self, two_schemas: tuple[PostgresTarget, PostgresTarget]
+    ) -> None:
+        """Migrations of a large state may hold the lock for minutes: a replica whose lock
+        timeout is 0.5 s still waits for them (1.5 s here) and then opens."""
+        a, _ = two_schemas
+        first = Store(a)
+        opened: list[Store] = []
+        with first._migrating():
+            waiting = threading.Thread(target=lambda: opened.append(Store(a, busy_timeout=0.5)))
+            waiting.start()
+            waiting.join(timeout=1.5)
+            assert waiting.is_alive()
+        waiting.join(timeout=5)
+        assert len(opened) == 1
+        opened[0].close()
+        first.close()
+
+    def test_past_the_migration_wait_it_is_one_line_naming_state_url(
+        self, two_schemas: tuple[PostgresTarget, PostgresTarget], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        a, _ = two_schemas
+        monkeypatch.setattr(store_module, "MIGRATION_WAIT", 0.5)
+        first = Store(a)
+        try:
+            with first._migrating(), pytest.raises(StartupError) as refused:
+                Store(a)
+        finally:
+            first.close()
+        message = str(refused.value)
+        assert message.startswith("state.url: ") and "\n" not in message
+        assert "another replica has been migrating the schema for over 0.5s" in message
 
 
 class TestAStoreWithoutTheDomainsTables:
