@@ -525,7 +525,7 @@ class Store:
             except Exception as exc:
                 if not (isinstance(exc, sqlite3.Error) or state_failure(exc)):
                     raise
-                version = None  # unreadable (closed, failing): assume anything changed  # unreadable (closed, failing): assume anything changed
+                version = None  # unreadable (closed, failing): assume anything changed
             if version is None or (
                 self._data_version is not None and version != self._data_version
             ):
