@@ -36,7 +36,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from exporter.core import lease, redact
 from exporter.core.backend import PostgresTarget
 from exporter.core.catalog_wait import CatalogGate
-from exporter.core.changes import writing_for
+from exporter.core.changes import ANY, writing_for
 from exporter.core.clock import Clock, system_clock, wall_datetime
 from exporter.core.errors import DeadlineExceeded, StateError, StoreBusy, classify
 from exporter.core.health import SourceHealth
@@ -146,6 +146,9 @@ class Daemon:
         self._polling: set[str] = set()
         # Sources asked to poll again at once while they were polling (see poll_soon).
         self._again: set[str] = set()
+        # The store's version of other connections' commits last looked at for peers'
+        # catalog polls (see _stale_after_peers).
+        self._peer_version: int | None = None
         self.catalog_gate = CatalogGate(self.sources, self.health, self.store)
         self.holder = SnapshotHolder()
         self.parts = Parts()
@@ -400,6 +403,34 @@ class Daemon:
             self._again.discard(name)
             self.poll_soon(name)
 
+    async def _cadence(self) -> None:
+        """The time-driven refresh; with several replicas, first the sources a peer's
+        catalog poll left out of date here (see :meth:`_stale_after_peers`)."""
+        if self.leases is not None:
+            for name in await asyncio.to_thread(self._stale_after_peers):
+                self.poll_soon(name)
+        await self.refresh()
+
+    def _stale_after_peers(self) -> list[str]:
+        """The sources this replica holds that a peer's catalog poll left out of date: a
+        peer's commit is seen through the store's versions, and what the catalog sources
+        commit is asked about as if this replica had polled them (see
+        :meth:`~exporter.core.source.Source.stale_after`)."""
+        assert self.leases is not None
+        seen = self.store.versions().get(ANY)
+        if seen == self._peer_version:
+            return []
+        self._peer_version = seen
+        peers = [s for s in self.sources if s.is_catalog and not self.leases.held(s.name)]
+        produced = frozenset(t for s in peers for t in type(s).produces)
+        if not produced:
+            return []
+        return [
+            s.name
+            for s in self.sources
+            if self.leases.held(s.name) and s.stale_after(self.store, produced)
+        ]
+
     async def _refresh_in_flight(self) -> None:
         """Re-render while a poll runs, so its in-flight seconds are served as they grow."""
         if any(h.running_since is not None for h in self.health.values()):
@@ -613,7 +644,7 @@ class Daemon:
                 max_instances=1,
             )
         scheduler.add_job(
-            quiet_at_shutdown(self.refresh),
+            quiet_at_shutdown(self._cadence),
             "interval",
             id="cadence refresh",
             seconds=self.config.metrics.min_refresh,

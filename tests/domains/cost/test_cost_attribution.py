@@ -30,6 +30,7 @@ import pytest
 
 from exporter.config import Config
 from exporter.core.backend import PostgresTarget
+from exporter.core.catalog import CatalogEntity
 from exporter.core.clock import FixedClock, wall_datetime
 from exporter.core.store import Store, write_records
 from exporter.daemon import Daemon
@@ -147,6 +148,16 @@ async def until(done: Callable[[], bool], timeout: float = 10.0) -> None:
     while not done():
         assert loop.time() < end, "timed out"
         await asyncio.sleep(0.02)
+
+
+class HeldOnly:
+    """Leases as a replica holding only ``names`` sees them."""
+
+    def __init__(self, names: set[str]) -> None:
+        self.names = names
+
+    def held(self, name: str) -> bool:
+        return name in self.names
 
 
 def cost(m: Exposition, service: str, window: str) -> float | None:
@@ -324,6 +335,31 @@ class TestACatalogChange:
             # Nothing but a catalog listing can change the key space.
             assert not focus.stale_after(p.daemon.store, frozenset({RequestTotal}))
         finally:
+            p.close()
+
+    def test_with_replicas_a_peers_catalog_poll_is_seen_at_the_cadence_refresh(
+        self, tmp_path: Path
+    ) -> None:
+        """This replica holds the FOCUS source's lease and a peer holds Backstage's: the
+        peer's listing claiming ``env=prod`` arrives as another connection's commit, and the
+        next cadence refresh finds the FOCUS source out of date and has it poll at once."""
+        p = Platform(tmp_path, tmp_path / "state.db", component("ledger"))
+        write_csv(p.exports / "july.csv", EXPORT)
+        try:
+            p.poll("backstage")
+            p.poll("focus")
+            p.daemon.leases = HeldOnly({"focus"})  # type: ignore[assignment]
+            assert p.daemon._stale_after_peers() == []  # nothing new from a peer
+            ledger = CatalogEntity(
+                "backstage", "component", "default", "ledger", "finance",
+                lifecycle="production", cost_tags=("env=prod",),
+            )  # fmt: skip
+            with p.daemon.store.transaction() as tx:  # a commit whose inputs are unknown
+                write_records(tx, [CatalogListing("backstage", NOW, (ledger,))])
+            assert p.daemon._stale_after_peers() == ["focus"]
+            assert p.daemon._stale_after_peers() == []  # asked once per peer commit
+        finally:
+            p.daemon.leases = None
             p.close()
 
     def test_keys_no_cost_is_under_any_more_are_pruned(
