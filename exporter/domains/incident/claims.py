@@ -84,11 +84,10 @@ def reattribute(config: ConfigBase, store: Store) -> None:
     if not stored:
         return
     mapping = service_map(config, load_catalog(config, store))
-    moves = [
-        (source, claim, service, resolve(claim, mapping))
-        for source, claim, service in stored
-        if resolve(claim, mapping) != service
+    resolved = [
+        (source, claim, service, resolve(claim, mapping)) for source, claim, service in stored
     ]
+    moves = [m for m in resolved if m[3] != m[2]]
     if not moves:
         return
     incident_store.move_claims(store, moves)
