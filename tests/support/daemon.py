@@ -33,7 +33,7 @@ import yaml
 
 from exporter.core.clock import utc_datetime
 from tests.support import internal
-from tests.support.faketime import without_faketime
+from tests.support.faketime import with_sleep_repaired, without_faketime
 from tests.support.net import free_port, http_get, wait_until
 from tests.support.paths import REPO_ROOT
 
@@ -47,7 +47,7 @@ def exporter_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLATFORM_KPI_")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     env.update(extra or {})
-    return env
+    return with_sleep_repaired(env)
 
 
 def faketime_env(at: float, env: dict[str, str]) -> dict[str, str]:
@@ -65,7 +65,7 @@ def faketime_env(at: float, env: dict[str, str]) -> dict[str, str]:
     env["FAKETIME"] = "@" + utc_datetime(at).strftime("%Y-%m-%d %H:%M:%S")
     env["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"
     env["TZ"] = "UTC"
-    return env
+    return with_sleep_repaired(env)
 
 
 def run_cli(

@@ -10,14 +10,24 @@ were faked and the kernel answers ``EINVAL``
 (``sem_clockwait``) is left alone, so :func:`repair_sleep` replaces
 ``time.sleep`` with one when, and only when, sleeping fails.
 
+A Python process the suite starts inherits the faked clock, and so the broken
+``time.sleep``: :func:`with_sleep_repaired` puts ``faketime_child/`` on its
+``PYTHONPATH``, whose ``sitecustomize`` makes the same repair when the child starts
+(a daemon's own waits, and its libraries' retry back-offs, such as botocore's).
+
 libfaketime also re-reads ``FAKETIME`` from other threads while tests change the
 environment: :mod:`tests.support.environ` keeps that safe.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from pathlib import Path
+
+# Holds the sitecustomize a child Python under libfaketime runs at its start.
+CHILD_HOOKS = Path(__file__).with_name("faketime_child")
 
 
 def lock_sleep(seconds: float) -> None:
@@ -49,3 +59,14 @@ def without_faketime(env: dict[str, str]) -> dict[str, str]:
     """``env`` with libfaketime and its settings removed: a child on the real clock (a real
     server), or one given a fake clock of its own afresh."""
     return {k: v for k, v in env.items() if not k.startswith("FAKETIME") and k != "LD_PRELOAD"}
+
+
+def with_sleep_repaired(env: dict[str, str]) -> dict[str, str]:
+    """``env`` for a child Python: when it preloads libfaketime, with the start-up hook
+    that repairs its ``time.sleep`` on its path; otherwise ``env`` unchanged."""
+    if "faketime" not in env.get("LD_PRELOAD", ""):
+        return env
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(CHILD_HOOKS) in paths:
+        return env
+    return {**env, "PYTHONPATH": os.pathsep.join([str(CHILD_HOOKS), *paths])}
