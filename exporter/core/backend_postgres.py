@@ -94,6 +94,9 @@ def connect(target: PostgresTarget, lock_timeout: float) -> psycopg.Connection[A
     return conn
 
 
+_WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE"})
+
+
 class PgConnection:
     """A ``sqlite3.Connection`` look-alike over one psycopg connection, renewed when broken."""
 
@@ -138,8 +141,10 @@ class PgConnection:
         return cur
 
     def _count(self, cur: Any) -> None:
-        # Rows inserted, updated or deleted (a SELECT's rowcount is its rows: not changes).
-        if cur.description is None and cur.rowcount > 0:
+        # Rows inserted, updated or deleted (a SELECT's rowcount is its rows: not changes;
+        # an INSERT ... RETURNING's is its rows, each one inserted).
+        status = (cur.statusmessage or "").split(" ", 1)[0]
+        if status in _WRITES and cur.rowcount > 0:
             self.total_changes += cur.rowcount
 
     @property

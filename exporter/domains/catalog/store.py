@@ -174,14 +174,18 @@ def write(tx: Tx, listings: Sequence[CatalogListing]) -> None:
 
 
 def write_template_uses(tx: Tx, uses: Sequence[TemplateUse]) -> None:
-    """Keep the latest use of each (service, source, kind, ref); replays change nothing."""
+    """Keep the latest use of each (service, source, kind, ref); replays change nothing.
+    The batch's latest use of each is written, all in one batch of statements."""
+    latest: dict[tuple[str, str, str, str], float] = {}
     for u in uses:
-        tx.execute(
-            "INSERT INTO template_uses (service, source, kind, ref, last_at) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (service, source, kind, ref) DO UPDATE SET "
-            "last_at = max(last_at, excluded.last_at)",
-            (u.service, u.source, u.kind, u.ref[:300], u.at),
-        )
+        key = (u.service, u.source, u.kind, u.ref[:300])
+        latest[key] = max(latest.get(key, u.at), u.at)
+    tx.conn.executemany(
+        "INSERT INTO template_uses (service, source, kind, ref, last_at) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (service, source, kind, ref) DO UPDATE SET "
+        "last_at = max(last_at, excluded.last_at)",
+        [(*key, at) for key, at in latest.items()],
+    )
 
 
 def write_services_seen(tx: Tx, batch: Sequence[CatalogServicesSeen]) -> None:

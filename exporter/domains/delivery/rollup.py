@@ -180,6 +180,26 @@ def rebuild(tx: Tx, services: Iterable[str]) -> None:
             _write_service(tx, service, d)
 
 
+_PENDING = "delivery.rollup.rebuild"
+
+
+def rebuild_later(tx: Tx, services: Iterable[str]) -> None:
+    """:func:`rebuild` ``services`` once, at the end of the transaction: a poll's unit
+    writes a service's deployments, commits and merge requests in turn, and each would
+    otherwise rebuild it."""
+    pending: set[str] = tx.memo.setdefault(_PENDING, set())
+    pending.update(services)
+    if pending:
+        tx.defer(_PENDING, lambda: rebuild(tx, tx.memo.pop(_PENDING, ())))
+
+
+def _rebuilding(tx: Tx) -> set[str]:
+    """The services whose rebuild is pending in the transaction (their incremental
+    updates would be undone by it)."""
+    pending: set[str] = tx.memo.get(_PENDING, set())
+    return pending
+
+
 def _write_service(tx: Tx, service: str, d: kpi.ServiceDelivery) -> None:
     authored = {
         str(r[0]): float(r[1])
@@ -250,8 +270,13 @@ def update(tx: Tx, changes: Mapping[str, Sequence[Change]]) -> None:
     latest success, a service with incidents naming a root-cause commit, whose links
     it could move) rebuilds the service, as :func:`rebuild` would; the rows are the
     same either way (the totals' sums add in the rebuild's order)."""
-    todo = [s for s, c in changes.items() if not _added(tx, s, [x for x in c if x[0] != x[1]])]
-    rebuild(tx, todo)
+    later = _rebuilding(tx)
+    todo = [
+        s
+        for s, c in changes.items()
+        if s in later or not _added(tx, s, [x for x in c if x[0] != x[1]])
+    ]
+    rebuild_later(tx, todo)
 
 
 def _added(tx: Tx, service: str, changes: Sequence[Change]) -> bool:
@@ -310,8 +335,9 @@ def update_incidents(tx: Tx, changes: Mapping[str, Sequence[IncidentChange]]) ->
     could move) rebuilds the service, as :func:`rebuild` would. The counts are the
     same either way; the sum may differ from the rebuild's in its last bits (it adds in
     another order), and not at all for whole seconds."""
-    todo = [s for s, c in changes.items() if not _restores_added(tx, s, c)]
-    rebuild(tx, todo)
+    later = _rebuilding(tx)
+    todo = [s for s, c in changes.items() if s in later or not _restores_added(tx, s, c)]
+    rebuild_later(tx, todo)
 
 
 def _restores_added(tx: Tx, service: str, changes: Sequence[IncidentChange]) -> bool:
