@@ -140,6 +140,24 @@ class PgConnection:
         self._count(cur)
         return cur
 
+    def pipelined(self, statements: Sequence[tuple[str, Any, bool]]) -> list[Any]:
+        """Run ``statements`` (SQL, parameters or rows, once per row) in order, sent together
+        and answered together (pipeline mode: one round trip); their cursors, read after.
+        The first that fails raises, and the ones after it do not run."""
+        conn = self.raw()
+        cursors = []
+        with conn.pipeline():
+            for sql, params, many in statements:
+                cur = conn.cursor()
+                if many:
+                    cur.executemany(to_postgres(sql), params)
+                else:
+                    cur.execute(to_postgres(sql), params)
+                cursors.append(cur)
+        for cur in cursors:
+            self._count(cur)
+        return cursors
+
     def _count(self, cur: Any) -> None:
         # Rows inserted, updated or deleted (a SELECT's rowcount is its rows: not changes;
         # an INSERT ... RETURNING's is its rows, each one inserted).

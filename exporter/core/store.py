@@ -66,6 +66,9 @@ CORE_MIGRATIONS: tuple[str, ...] = (
 )
 
 Labels = Mapping[str, str]
+# One statement of a batch: its SQL, its parameters (or rows, for one run per row), and
+# whether it runs once per row.
+Statement = tuple[str, Any, bool]
 
 
 class Cursor(Protocol):
@@ -115,6 +118,68 @@ class Tx:
         self._counts: dict[tuple[str, str], float] = {}
         self._observed: dict[tuple[str, str], list[tuple[list[float], float]]] = {}
         self._deferred: dict[str, Callable[[], None]] = {}
+        # Writes whose results nothing reads (:meth:`write_later`), sent with the next
+        # statement that runs now, in one round trip (PostgreSQL's pipeline mode).
+        self.postgres = not isinstance(conn, sqlite3.Connection)
+        self._later: list[Statement] = []
+
+    def _now(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Cursor:
+        """Run one statement now (after the queued writes, in the same round trip)."""
+        if not self._later:
+            cur: Cursor = self.conn.execute(sql, params)
+            return cur
+        return self._send((sql, params, False))
+
+    def _now_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> Cursor:
+        if not self._later:
+            cur: Cursor = self.conn.executemany(sql, rows)
+            return cur
+        return self._send((sql, list(rows), True))
+
+    def _send(self, last: Statement | None = None) -> Cursor:
+        batch, self._later = self._later, []
+        if last is not None:
+            batch.append(last)
+        cur: Cursor = self.conn.pipelined(batch)[-1]
+        return cur
+
+    def send(self) -> None:
+        """Send the queued writes now (before the commit)."""
+        if self._later:
+            self._send()
+
+    def write_later(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Run a write whose result nothing reads: on PostgreSQL it is queued and sent with
+        the transaction's next statement (a read, the lease check, the commit), so a
+        batch of such writes costs no round trip of its own; on SQLite it runs now."""
+        if self.postgres:
+            self._later.append((sql, params, False))
+        else:
+            self.conn.execute(sql, params)
+
+    def write_many_later(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """:meth:`write_later` of one statement for each of ``rows``."""
+        rows = list(rows)
+        if not rows:
+            return
+        if self.postgres:
+            self._later.append((sql, rows, True))
+        else:
+            self.conn.executemany(sql, rows)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Cursor:
+        """Run one statement for each of ``rows`` (one round trip on PostgreSQL)."""
+        return self._now_many(sql, rows)
+
+    def read_all(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
+        """The rows of each of several reads, sent together (one round trip on PostgreSQL)."""
+        if not statements:
+            return []
+        if not self.postgres:
+            return [self.conn.execute(sql, params).fetchall() for sql, params in statements]
+        batch, self._later = self._later, []
+        curs = self.conn.pipelined([*batch, *((sql, p, False) for sql, p in statements)])
+        return [cur.fetchall() for cur in curs[len(batch) :]]
 
     def also_changes(self, view: str) -> None:
         """Count the commit as a change of ``view`` too: a narrower input of the writer's
@@ -123,7 +188,7 @@ class Tx:
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Cursor:
         """Run one statement (SQLite's SQL, on either backend); its cursor."""
-        cur: Cursor = self.conn.execute(sql, params)
+        cur: Cursor = self._now(sql, params)
         return cur
 
     def execute_bookkeeping(
@@ -131,7 +196,7 @@ class Tx:
     ) -> Cursor:
         """Execute one write of rows no provider renders (when a source last listed, say):
         the rows it changes are not counted as a change of the transaction's inputs."""
-        cur: Cursor = self.conn.execute(sql, params)
+        cur: Cursor = self._now(sql, params)
         self.bookkeeping += max(0, cur.rowcount)
         return cur
 
@@ -144,7 +209,7 @@ class Tx:
         """
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
-        cur: Cursor = self.conn.execute(
+        cur: Cursor = self._now(
             f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING",
             tuple(row.values()),
         )
@@ -157,7 +222,7 @@ class Tx:
         ``"unchanged"``, so callers can count a state change exactly once.
         """
         where = " AND ".join(f"{k} = ?" for k in key)
-        old = self.conn.execute(
+        old = self._now(
             f"SELECT {', '.join(row)} FROM {table} WHERE {where}", tuple(row[k] for k in key)
         ).fetchone()
         if old is None:
@@ -166,7 +231,7 @@ class Tx:
         if tuple(old) == tuple(row.values()):
             return "unchanged"
         sets = ", ".join(f"{c} = ?" for c in row if c not in key)
-        self.conn.execute(
+        self._now(
             f"UPDATE {table} SET {sets} WHERE {where}",
             tuple(v for c, v in row.items() if c not in key) + tuple(row[k] for k in key),
         )
@@ -175,7 +240,7 @@ class Tx:
     def set_cursor(self, source: str, name: str, value: str) -> None:
         """Set a cursor; ``updated_at`` is when its value last changed (setting the same
         value again writes nothing, so a poll that found nothing new changes nothing)."""
-        self.conn.execute(
+        self.write_later(
             "INSERT INTO cursors (source, name, value, updated_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (source, name) DO UPDATE SET value = excluded.value, "
             "updated_at = excluded.updated_at WHERE cursors.value IS NOT excluded.value",
@@ -188,7 +253,7 @@ class Tx:
         for chunk in _chunks(items, _ROWS_PER_STATEMENT):
             marks = ", ".join("(?, ?, ?, ?)" for _ in chunk)
             now = self.clock()
-            self.conn.execute(
+            self.write_later(
                 f"INSERT INTO cursors (source, name, value, updated_at) VALUES {marks} "
                 "ON CONFLICT (source, name) DO UPDATE SET value = excluded.value, "
                 "updated_at = excluded.updated_at WHERE cursors.value IS NOT excluded.value",
@@ -208,7 +273,7 @@ class Tx:
         new: set[tuple[Any, ...]] = set()
         for chunk in _chunks(rows, max(1, _VALUES_PER_STATEMENT // len(columns))):
             row_marks = "(" + ", ".join("?" for _ in columns) + ")"
-            cur = self.conn.execute(
+            cur = self._now(
                 f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
                 f"{', '.join(row_marks for _ in chunk)} ON CONFLICT DO NOTHING "
                 f"RETURNING {', '.join(key)}",
@@ -236,7 +301,7 @@ class Tx:
             else:
                 one = "(" + ", ".join("?" for _ in key) + ")"
                 where = f"({', '.join(key)}) IN (VALUES {', '.join(one for _ in chunk)})"
-            rows = self.conn.execute(
+            rows = self._now(
                 f"SELECT {cols} FROM {table} WHERE {where}", tuple(v for k in chunk for v in k)
             ).fetchall()
             for r in rows:
@@ -275,7 +340,7 @@ class Tx:
         if updates:
             at = {c: i for i, c in enumerate(columns)}
             sets = [c for c in columns if c not in key]
-            self.conn.executemany(
+            self._now_many(
                 f"UPDATE {table} SET {', '.join(f'{c} = ?' for c in sets)} "
                 f"WHERE {' AND '.join(f'{k} = ?' for k in key)}",
                 [tuple(v[at[c]] for c in [*sets, *key]) for v in updates],
@@ -311,13 +376,13 @@ class Tx:
         added = [(m, k, v) for (m, k), v in counts.items() if v > 0]
         if created:
             # Creates the series at 0 once; an existing one is left as it is (no change).
-            self.conn.executemany(
+            self.write_many_later(
                 "INSERT INTO counters (metric, labels, value) VALUES (?, ?, 0) "
                 "ON CONFLICT (metric, labels) DO NOTHING",
                 created,
             )
         if added:
-            self.conn.executemany(
+            self.write_many_later(
                 "INSERT INTO counters (metric, labels, value) VALUES (?, ?, ?) "
                 "ON CONFLICT (metric, labels) DO UPDATE SET value = counters.value + excluded.value",
                 added,
@@ -346,7 +411,7 @@ class Tx:
                         counts[i] += 1
                 total, n = total + value, n + 1
             rows.append((metric, key, json.dumps(layout), json.dumps(counts), total, n))
-        self.conn.executemany(
+        self.write_many_later(
             "INSERT INTO histograms (metric, labels, buckets, counts, sum, count) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (metric, labels) DO UPDATE SET "
             "buckets = excluded.buckets, counts = excluded.counts, sum = excluded.sum, "
@@ -643,6 +708,7 @@ class Store:
                 fence = current_fence() if self.postgres else None
                 if fence is not None:
                     check_fence(tx, fence)  # a poll that lost its lease keeps nothing
+                tx.send()
                 self._conn.execute("COMMIT")
             except BaseException as exc:
                 self._rollback()

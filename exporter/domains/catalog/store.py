@@ -180,7 +180,7 @@ def write_template_uses(tx: Tx, uses: Sequence[TemplateUse]) -> None:
     for u in uses:
         key = (u.service, u.source, u.kind, u.ref[:300])
         latest[key] = max(latest.get(key, u.at), u.at)
-    tx.conn.executemany(
+    tx.write_many_later(
         "INSERT INTO template_uses (service, source, kind, ref, last_at) VALUES (?, ?, ?, ?, ?) "
         "ON CONFLICT (service, source, kind, ref) DO UPDATE SET "
         "last_at = max(last_at, excluded.last_at)",

@@ -171,13 +171,40 @@ def _tx_rows(tx: Tx) -> Any:
 
 
 def rebuild(tx: Tx, services: Iterable[str]) -> None:
-    """Recompute the derived rows of ``services`` from their raw records (see module doc)."""
-    for service in sorted(set(services)):
+    """Recompute the derived rows of ``services`` from their raw records (see module doc).
+
+    Every service's reads go in one batch (one round trip on PostgreSQL), after its rows
+    are deleted; the rows written are sent with the transaction's next statement."""
+    todo = sorted(set(services))
+    reads: list[tuple[str, tuple[Any, ...]]] = []
+    for service in todo:
         for table in _TABLES:
-            tx.execute(f"DELETE FROM {table} WHERE service = ?", (service,))
-        d = load_service(_tx_rows(tx), "committed", service).get(service)
+            tx.write_later(f"DELETE FROM {table} WHERE service = ?", (service,))
+        load_service(_recorded(reads), "committed", service)
+        reads.append((_AUTHORED, (service,)))
+    answers = dict(zip(reads, tx.read_all(reads), strict=True))
+
+    def rows(sql: str, params: Sequence[Any]) -> list[Any]:
+        return answers[(sql, tuple(params))]
+
+    for service in todo:
+        d = load_service(rows, "committed", service).get(service)
         if d is not None:
-            _write_service(tx, service, d)
+            _write_service(tx, service, d, rows(_AUTHORED, (service,)))
+
+
+_AUTHORED = "SELECT sha, authored_at FROM commits WHERE service = ?"
+
+
+def _recorded(reads: list[tuple[str, tuple[Any, ...]]]) -> Any:
+    """A ``rows`` for :func:`load_service` that notes each read it is asked and answers
+    none: what a rebuild then reads in one batch."""
+
+    def rows(sql: str, params: Sequence[Any]) -> list[Any]:
+        reads.append((sql, tuple(params)))
+        return []
+
+    return rows
 
 
 _PENDING = "delivery.rollup.rebuild"
@@ -200,11 +227,10 @@ def _rebuilding(tx: Tx) -> set[str]:
     return pending
 
 
-def _write_service(tx: Tx, service: str, d: kpi.ServiceDelivery) -> None:
-    authored = {
-        str(r[0]): float(r[1])
-        for r in tx.execute("SELECT sha, authored_at FROM commits WHERE service = ?", (service,))
-    }
+def _write_service(
+    tx: Tx, service: str, d: kpi.ServiceDelivery, authored_rows: Sequence[Any]
+) -> None:
+    authored = {str(r[0]): float(r[1]) for r in authored_rows}
     for squash in (1, 0):
         leads = kpi.lead_times(d.deploys, d.commits, d.squashed if squash else None)
         _insert_leads(tx, service, squash, leads, d.commits, authored)
@@ -214,19 +240,19 @@ def _write_service(tx: Tx, service: str, d: kpi.ServiceDelivery) -> None:
                 (max(0.0, s.deployed_at - at[s.sha]) for s in leads), kpi.LEAD_TIME_BUCKETS
             )
             if n:
-                tx.execute(
+                tx.write_later(
                     "INSERT INTO delivery_lead_totals (service, squash, clock, counts, sum, count) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     (service, squash, clock, json.dumps(counts), total, n),
                 )
     counts, total, n = histogram(_restore_seconds(d.incidents), kpi.RESTORE_BUCKETS)
     if n:
-        tx.execute(
+        tx.write_later(
             "INSERT INTO delivery_restore_totals (service, counts, sum, count) VALUES (?, ?, ?, ?)",
             (service, json.dumps(counts), total, n),
         )
     finished = {x.key: x.finished_at for x in d.deploys}
-    tx.conn.executemany(
+    tx.write_many_later(
         "INSERT INTO delivery_links (service, deploy_key, deployed_at) VALUES (?, ?, ?)",
         [
             (service, key, finished[key])
@@ -234,7 +260,7 @@ def _write_service(tx: Tx, service: str, d: kpi.ServiceDelivery) -> None:
         ],
     )
     roots = [sha for sha, c in d.commits.items() if not c.parents]
-    tx.execute(
+    tx.write_later(
         "INSERT INTO delivery_services (service, has_deploys, root_authored, root_committed) "
         "VALUES (?, ?, ?, ?)",
         (
@@ -437,7 +463,7 @@ def _insert_leads(
     commits: Mapping[str, kpi.CommitNode],
     authored: Mapping[str, float],
 ) -> None:
-    tx.conn.executemany(
+    tx.write_many_later(
         "INSERT INTO delivery_lead_times (service, squash, deploy_key, sha, deployed_at, "
         "authored_at, committed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
         [

@@ -167,7 +167,9 @@ def _repo(tx: Tx, repo: str) -> dict[str, str]:
         return {}
     noted: set[str] = tx.memo.setdefault("delivery.repos", set())
     if repo not in noted:
-        tx.execute("INSERT INTO delivery_repos (repo) VALUES (?) ON CONFLICT DO NOTHING", (repo,))
+        tx.write_later(
+            "INSERT INTO delivery_repos (repo) VALUES (?) ON CONFLICT DO NOTHING", (repo,)
+        )
         noted.add(repo)
     return {"repo": repo}
 
@@ -324,7 +326,7 @@ def replace_incidents(
     }
     wanted = {i.key: i for i in incidents}
     gone = [(key,) for key in stored if key not in wanted]
-    tx.conn.executemany("DELETE FROM incidents WHERE key = ?", gone)
+    tx.executemany("DELETE FROM incidents WHERE key = ?", gone)
     if gone:
         rollup.rebuild_later(tx, {service})
     changed = [

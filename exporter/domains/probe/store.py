@@ -163,9 +163,9 @@ def write(tx: Tx, results: Sequence[ProbeResult]) -> None:
         if r.success:
             tx.observe(DURATION, labels, r.duration_seconds, DURATION_BUCKETS)
             last_success.append((r.service, r.probe, r.started_at))
-    tx.conn.executemany(_DAILY_SQL, daily)
-    tx.conn.executemany(_LAST_SQL, last)  # each kept only if later than the stored one
-    tx.conn.executemany(
+    tx.write_many_later(_DAILY_SQL, daily)
+    tx.write_many_later(_LAST_SQL, last)  # each kept only if later than the stored one
+    tx.write_many_later(
         "INSERT INTO probe_last_success (service, probe, at) VALUES (?, ?, ?) "
         "ON CONFLICT (service, probe) DO UPDATE SET at = max(at, excluded.at)",
         last_success,
