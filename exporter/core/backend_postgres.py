@@ -158,6 +158,25 @@ class PgConnection:
             self._count(cur)
         return cursors
 
+    def commit(self, announce: bool) -> bool:
+        """COMMIT; with ``announce``, the commit counter bumped right after it in the same
+        round trip (see :meth:`~exporter.core.store.Store.versions`). True if bumped: a
+        bump that fails after the commit is lost (the next commit's makes up for it)."""
+        if not announce:
+            self.execute("COMMIT")
+            return False
+        conn = self.raw()
+        done, bump = conn.cursor(), conn.cursor()
+        try:
+            with conn.pipeline():
+                done.execute("COMMIT")
+                bump.execute("SELECT nextval('state_commits')")
+        except psycopg.Error:
+            if done.statusmessage != "COMMIT":
+                raise
+            return False
+        return True
+
     def _count(self, cur: Any) -> None:
         # Rows inserted, updated or deleted (a SELECT's rowcount is its rows: not changes;
         # an INSERT ... RETURNING's is its rows, each one inserted).

@@ -709,7 +709,11 @@ class Store:
                 if fence is not None:
                     check_fence(tx, fence)  # a poll that lost its lease keeps nothing
                 tx.send()
-                self._conn.execute("COMMIT")
+                if self.postgres:
+                    announce = self._conn.total_changes > before
+                    self._own_commits += int(self._conn.commit(announce))
+                else:
+                    self._conn.execute("COMMIT")
             except BaseException as exc:
                 self._rollback()
                 if not isinstance(exc, StateError) and state_failure(exc):
@@ -719,20 +723,8 @@ class Store:
                 raise
             changed = self._conn.total_changes - before
             self.changes.committed(changed - tx.bookkeeping, tx.views)
-            if self.postgres and changed > 0:
-                self._announce_commit()
         finally:
             self._lock.release()
-
-    def _announce_commit(self) -> None:
-        # After the COMMIT, so a peer that sees the new number reads the committed rows.
-        # Lost if the process dies between the two: the next commit announces it.
-        try:
-            self._conn.execute("SELECT nextval('state_commits')")
-            self._own_commits += 1
-        except Exception as exc:
-            if not state_failure(exc):
-                raise
 
     def _other_commits(self) -> int | None:
         """A number that changes when another connection commits (None: cannot tell)."""
