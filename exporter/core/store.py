@@ -287,6 +287,19 @@ class Tx:
             new.discard(k)  # a second row with the same key was not new
         return out
 
+    def _insert_later(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert rows of the same columns known to be new (:meth:`write_later`)."""
+        if not rows:
+            return
+        columns = list(rows[0])
+        row_marks = "(" + ", ".join("?" for _ in columns) + ")"
+        for chunk in _chunks(rows, max(1, _VALUES_PER_STATEMENT // len(columns))):
+            self.write_later(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+                f"{', '.join(row_marks for _ in chunk)} ON CONFLICT DO NOTHING",
+                tuple(row[c] for row in chunk for c in columns),
+            )
+
     def stored_rows(
         self, table: str, columns: Sequence[str], key: Sequence[str], keys: Iterable[Sequence[Any]]
     ) -> dict[tuple[Any, ...], tuple[Any, ...]]:
@@ -336,7 +349,7 @@ class Tx:
             dict(zip(columns, v, strict=True)) for k, v in current.items() if k not in stored
         ]
         updates = [v for k, v in current.items() if k in stored and stored[k] != v]
-        self.insert_new_many(table, inserts, key)
+        self._insert_later(table, inserts)
         if updates:
             at = {c: i for i, c in enumerate(columns)}
             sets = [c for c in columns if c not in key]
