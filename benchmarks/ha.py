@@ -235,6 +235,11 @@ class Daemon:
         except OSError:  # not listening yet
             return False
 
+    def cpu(self) -> float:
+        """CPU seconds the daemon has used so far (Linux's /proc)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -335,9 +340,11 @@ def throughput(args: argparse.Namespace, server: PostgresServer) -> list[tuple[s
                     if time.monotonic() > deadline:
                         raise TimeoutError("the replicas did not start")
                     time.sleep(0.1)
+                cpu = [d.cpu() for d in group]
                 with store.transaction() as tx:  # the placeholder's lease expires: one takes it
                     tx.execute("UPDATE leases SET expires_at = 0 WHERE source = 'github'")
                 pg_seconds, pg_poll = completed(group, 3600)
+                cpu = sorted(d.cpu() - c for d, c in zip(group, cpu, strict=True))
                 moves = (
                     int(store.query("SELECT token FROM leases WHERE source = 'github'")[0][0]) - 2
                 )
@@ -367,6 +374,11 @@ def throughput(args: argparse.Namespace, server: PostgresServer) -> list[tuple[s
             f"({pollers} completed it; the lease moved {moves} times)",
             f"{pg_seconds:.1f} s ({ratio:.2f}x SQLite)",
             "<= 1.5x",
+        ),
+        (
+            "CPU seconds of each replica from the release to completion",
+            " / ".join(f"{c:.1f}" for c in cpu),
+            "",
         ),
         (
             "backfill poll on PostgreSQL, the completing replica's poll",

@@ -7,7 +7,7 @@ instead: the stored rows a batch needs are read in one statement, new rows are i
 a few hundred a statement, counters and histograms are written once per series at the
 commit, and writes whose results nothing reads are sent with the next statement
 (pipeline mode). Counted here at the writer connection: each ``execute``,
-``executemany`` (psycopg pipelines its rows) and pipelined batch is one round trip.
+``executemany`` (psycopg pipelines its rows), pipelined batch and commit is one round trip.
 """
 
 from __future__ import annotations
@@ -36,7 +36,12 @@ def counting(store: Store) -> Iterator[list[str]]:
     """The statements (round trips) of the store's writer connection, as they are sent."""
     conn: Any = store._conn  # the writer connection: where a commit's statements go
     sent: list[str] = []
-    execute, executemany, pipelined = conn.execute, conn.executemany, conn.pipelined
+    execute, executemany, pipelined, commit = (
+        conn.execute,
+        conn.executemany,
+        conn.pipelined,
+        conn.commit,
+    )
 
     def one(sql: str, params: Any = ()) -> Any:
         sent.append(sql)
@@ -50,11 +55,16 @@ def counting(store: Store) -> Iterator[list[str]]:
         sent.append(" | ".join(s[0] for s in statements))
         return pipelined(statements)
 
+    def commit_and_announce(announce: bool) -> Any:
+        sent.append("COMMIT | SELECT nextval('state_commits')" if announce else "COMMIT")
+        return commit(announce)
+
     conn.execute, conn.executemany, conn.pipelined = one, many, batch
+    conn.commit = commit_and_announce
     try:
         yield sent
     finally:
-        del conn.execute, conn.executemany, conn.pipelined
+        del conn.execute, conn.executemany, conn.pipelined, conn.commit
 
 
 @pytest.fixture
