@@ -20,6 +20,9 @@ On PostgreSQL the lease is first held by a placeholder until every replica is up
 replica's start-up competes with the poll for the CPU (as on the SQLite run, where the
 daemon is alone). The backfill's seconds are the poll's own
 (``platform_exporter_source_poll_duration_seconds``); both runs must store the same rows.
+The target compares the poll's own seconds on both; the time from the lease's release to the
+completed poll is reported beside it (it adds the lease's pickup, up to a third of the TTL, the
+next 1 s tick and the render after the poll, none of which the SQLite figure holds).
 
     python benchmarks/ha.py                           # 3 replicas, 9 sources, TTL 3 s, 10 rounds
     python benchmarks/ha.py --ttl 30 --rounds 3
@@ -371,9 +374,10 @@ def throughput(args: argparse.Namespace, server: PostgresServer) -> list[tuple[s
         ("backfill poll, one replica on SQLite", f"{sqlite_seconds:.1f} s", ""),
         (
             f"backfill, {args.replicas} replicas on PostgreSQL, lease release to completion "
-            f"({pollers} completed it; the lease moved {moves} times)",
+            f"({pollers} completed it; the lease moved {moves} times; includes the lease's "
+            f"pickup, up to lease_ttl / 3, the next poll tick and the render after the poll)",
             f"{pg_seconds:.1f} s ({ratio:.2f}x SQLite)",
-            "<= 1.5x",
+            "",
         ),
         (
             "CPU seconds of each replica from the release to completion",
