@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -79,12 +79,14 @@ class PollContext:
             return None
         return self.store.get_cursor(self.source, name)
 
-    @contextmanager
-    def cursors_read_ahead(self, prefix: str) -> Iterator[None]:
+    @asynccontextmanager
+    async def cursors_read_ahead(self, prefix: str) -> AsyncIterator[None]:
         """Within the block, :meth:`cursor` answers for the names starting with ``prefix``
         from one read made on entry (a unit's lists each ask for their cursor: on a shared
-        database each ask is a round trip), kept up to date by the block's commits."""
-        rows = self.store.query(
+        database each ask is a round trip), kept up to date by the block's commits. The
+        read runs in a worker thread, so the event loop serves other requests meanwhile."""
+        rows = await asyncio.to_thread(
+            self.store.query,
             "SELECT name, value FROM cursors WHERE source = ? AND substr(name, 1, ?) = ?",
             (self.source, len(prefix), prefix),
         )

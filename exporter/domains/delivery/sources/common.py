@@ -336,7 +336,7 @@ class CicdSource(Source):
     def _unit(self, ctx: PollContext, name: str, service: str) -> Callable[[], Awaitable[None]]:
         async def sync() -> None:
             # The unit's cursors (one per list it reads) come from one read.
-            with ctx.cursors_read_ahead(f"{name}:"):
+            async with ctx.cursors_read_ahead(f"{name}:"):
                 await self.sync_unit(ctx, name, service)
             if self._round is not None:
                 self._round[1].add(name)  # committed: a resumed poll need not read it
