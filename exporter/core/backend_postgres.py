@@ -94,6 +94,9 @@ def connect(target: PostgresTarget, lock_timeout: float) -> psycopg.Connection[A
     return conn
 
 
+_WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE"})
+
+
 class PgConnection:
     """A ``sqlite3.Connection`` look-alike over one psycopg connection, renewed when broken."""
 
@@ -137,9 +140,48 @@ class PgConnection:
         self._count(cur)
         return cur
 
+    def pipelined(self, statements: Sequence[tuple[str, Any, bool]]) -> list[Any]:
+        """Run ``statements`` (SQL, parameters or rows, once per row) in order, sent together
+        and answered together (pipeline mode: one round trip); their cursors, read after.
+        The first that fails raises, and the ones after it do not run."""
+        conn = self.raw()
+        cursors = []
+        with conn.pipeline():
+            for sql, params, many in statements:
+                cur = conn.cursor()
+                if many:
+                    cur.executemany(to_postgres(sql), params)
+                else:
+                    cur.execute(to_postgres(sql), params)
+                cursors.append(cur)
+        for cur in cursors:
+            self._count(cur)
+        return cursors
+
+    def commit(self, announce: bool) -> bool:
+        """COMMIT; with ``announce``, the commit counter bumped right after it in the same
+        round trip (see :meth:`~exporter.core.store.Store.versions`). True if bumped: a
+        bump that fails after the commit is lost (the next commit's makes up for it)."""
+        if not announce:
+            self.execute("COMMIT")
+            return False
+        conn = self.raw()
+        done, bump = conn.cursor(), conn.cursor()
+        try:
+            with conn.pipeline():
+                done.execute("COMMIT")
+                bump.execute("SELECT nextval('state_commits')")
+        except psycopg.Error:
+            if done.statusmessage != "COMMIT":
+                raise
+            return False
+        return True
+
     def _count(self, cur: Any) -> None:
-        # Rows inserted, updated or deleted (a SELECT's rowcount is its rows: not changes).
-        if cur.description is None and cur.rowcount > 0:
+        # Rows inserted, updated or deleted (a SELECT's rowcount is its rows: not changes;
+        # an INSERT ... RETURNING's is its rows, each one inserted).
+        status = (cur.statusmessage or "").split(" ", 1)[0]
+        if status in _WRITES and cur.rowcount > 0:
             self.total_changes += cur.rowcount
 
     @property

@@ -240,7 +240,7 @@ class KeptFrom:
         """Buckets of ``part`` and ``size`` before ``cutoff`` may be incomplete from now on."""
         if cutoff == -math.inf:
             return
-        tx.execute(
+        tx.write_later(
             f"INSERT INTO {self.table} (part, size, kept_from) VALUES (?, ?, ?) "
             "ON CONFLICT (part, size) DO UPDATE SET kept_from = max(kept_from, excluded.kept_from)",
             (part, size, cutoff),

@@ -20,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -65,9 +66,38 @@ class PollContext:
     def source(self) -> str:
         return self.health.source
 
+    # Cursors read ahead (:meth:`cursors_read_ahead`): their values by name, and the name
+    # prefixes read (a name under one and not among the values has none stored).
+    _ahead: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    _ahead_prefixes: set[str] = field(default_factory=set, init=False, repr=False)
+
     def cursor(self, name: str) -> str | None:
         """The value last committed for this source's cursor ``name``."""
+        if name in self._ahead:
+            return self._ahead[name]
+        if any(name.startswith(prefix) for prefix in self._ahead_prefixes):
+            return None
         return self.store.get_cursor(self.source, name)
+
+    @asynccontextmanager
+    async def cursors_read_ahead(self, prefix: str) -> AsyncIterator[None]:
+        """Within the block, :meth:`cursor` answers for the names starting with ``prefix``
+        from one read made on entry (a unit's lists each ask for their cursor: on a shared
+        database each ask is a round trip), kept up to date by the block's commits. The
+        read runs in a worker thread, so the event loop serves other requests meanwhile."""
+        rows = await asyncio.to_thread(
+            self.store.query,
+            "SELECT name, value FROM cursors WHERE source = ? AND substr(name, 1, ?) = ?",
+            (self.source, len(prefix), prefix),
+        )
+        self._ahead.update({str(r[0]): str(r[1]) for r in rows})
+        self._ahead_prefixes.add(prefix)
+        try:
+            yield
+        finally:
+            self._ahead_prefixes.discard(prefix)
+            for name in [n for n in self._ahead if n.startswith(prefix)]:
+                del self._ahead[name]
 
     async def commit(
         self,
@@ -102,8 +132,10 @@ class PollContext:
             return
         with self.store.transaction() as tx:
             write_records(tx, records)
-            for name, value in (cursors or {}).items():
-                tx.set_cursor(self.source, name, value)
+            tx.set_cursors(self.source, cursors or {})
+        for name, value in (cursors or {}).items():
+            if any(name.startswith(prefix) for prefix in self._ahead_prefixes):
+                self._ahead[name] = value  # committed: what the block reads from now on
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Any other write of the poll (``fn(*args)``, opening its own transaction), in a

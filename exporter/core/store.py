@@ -66,6 +66,9 @@ CORE_MIGRATIONS: tuple[str, ...] = (
 )
 
 Labels = Mapping[str, str]
+# One statement of a batch: its SQL, its parameters (or rows, for one run per row), and
+# whether it runs once per row.
+Statement = tuple[str, Any, bool]
 
 
 class Cursor(Protocol):
@@ -107,6 +110,76 @@ class Tx:
         self.bookkeeping = 0
         # Views of a domain's data this transaction changed (see :meth:`also_changes`).
         self.views: set[str] = set()
+        # Per-transaction state of the writers (what they already looked up or noted),
+        # so a batch asks the database once, not once per record.
+        self.memo: dict[str, Any] = {}
+        # Counter increments and histogram observations, written once per series at the
+        # commit (:meth:`flush`): a backfill bumps the same few series thousands of times.
+        self._counts: dict[tuple[str, str], float] = {}
+        self._observed: dict[tuple[str, str], list[tuple[list[float], float]]] = {}
+        self._deferred: dict[str, Callable[[], None]] = {}
+        # Writes whose results nothing reads (:meth:`write_later`), sent with the next
+        # statement that runs now, in one round trip (PostgreSQL's pipeline mode).
+        self.postgres = not isinstance(conn, sqlite3.Connection)
+        self._later: list[Statement] = []
+
+    def _now(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Cursor:
+        """Run one statement now (after the queued writes, in the same round trip)."""
+        if not self._later:
+            cur: Cursor = self.conn.execute(sql, params)
+            return cur
+        return self._send((sql, params, False))
+
+    def _now_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> Cursor:
+        if not self._later:
+            cur: Cursor = self.conn.executemany(sql, rows)
+            return cur
+        return self._send((sql, list(rows), True))
+
+    def _send(self, last: Statement | None = None) -> Cursor:
+        batch, self._later = self._later, []
+        if last is not None:
+            batch.append(last)
+        cur: Cursor = self.conn.pipelined(batch)[-1]
+        return cur
+
+    def send(self) -> None:
+        """Send the queued writes now (before the commit)."""
+        if self._later:
+            self._send()
+
+    def write_later(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Run a write whose result nothing reads: on PostgreSQL it is queued and sent with
+        the transaction's next statement (a read, the lease check, the commit), so a
+        batch of such writes costs no round trip of its own; on SQLite it runs now."""
+        if self.postgres:
+            self._later.append((sql, params, False))
+        else:
+            self.conn.execute(sql, params)
+
+    def write_many_later(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """:meth:`write_later` of one statement for each of ``rows``."""
+        rows = list(rows)
+        if not rows:
+            return
+        if self.postgres:
+            self._later.append((sql, rows, True))
+        else:
+            self.conn.executemany(sql, rows)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Cursor:
+        """Run one statement for each of ``rows`` (one round trip on PostgreSQL)."""
+        return self._now_many(sql, rows)
+
+    def read_all(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
+        """The rows of each of several reads, sent together (one round trip on PostgreSQL)."""
+        if not statements:
+            return []
+        if not self.postgres:
+            return [self.conn.execute(sql, params).fetchall() for sql, params in statements]
+        batch, self._later = self._later, []
+        curs = self.conn.pipelined([*batch, *((sql, p, False) for sql, p in statements)])
+        return [cur.fetchall() for cur in curs[len(batch) :]]
 
     def also_changes(self, view: str) -> None:
         """Count the commit as a change of ``view`` too: a narrower input of the writer's
@@ -115,7 +188,7 @@ class Tx:
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Cursor:
         """Run one statement (SQLite's SQL, on either backend); its cursor."""
-        cur: Cursor = self.conn.execute(sql, params)
+        cur: Cursor = self._now(sql, params)
         return cur
 
     def execute_bookkeeping(
@@ -123,7 +196,7 @@ class Tx:
     ) -> Cursor:
         """Execute one write of rows no provider renders (when a source last listed, say):
         the rows it changes are not counted as a change of the transaction's inputs."""
-        cur: Cursor = self.conn.execute(sql, params)
+        cur: Cursor = self._now(sql, params)
         self.bookkeeping += max(0, cur.rowcount)
         return cur
 
@@ -136,7 +209,7 @@ class Tx:
         """
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
-        cur: Cursor = self.conn.execute(
+        cur: Cursor = self._now(
             f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING",
             tuple(row.values()),
         )
@@ -149,7 +222,7 @@ class Tx:
         ``"unchanged"``, so callers can count a state change exactly once.
         """
         where = " AND ".join(f"{k} = ?" for k in key)
-        old = self.conn.execute(
+        old = self._now(
             f"SELECT {', '.join(row)} FROM {table} WHERE {where}", tuple(row[k] for k in key)
         ).fetchone()
         if old is None:
@@ -158,7 +231,7 @@ class Tx:
         if tuple(old) == tuple(row.values()):
             return "unchanged"
         sets = ", ".join(f"{c} = ?" for c in row if c not in key)
-        self.conn.execute(
+        self._now(
             f"UPDATE {table} SET {sets} WHERE {where}",
             tuple(v for c, v in row.items() if c not in key) + tuple(row[k] for k in key),
         )
@@ -167,56 +240,229 @@ class Tx:
     def set_cursor(self, source: str, name: str, value: str) -> None:
         """Set a cursor; ``updated_at`` is when its value last changed (setting the same
         value again writes nothing, so a poll that found nothing new changes nothing)."""
-        self.conn.execute(
+        self.write_later(
             "INSERT INTO cursors (source, name, value, updated_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (source, name) DO UPDATE SET value = excluded.value, "
             "updated_at = excluded.updated_at WHERE cursors.value IS NOT excluded.value",
             (source, name, value, self.clock()),
         )
 
+    def set_cursors(self, source: str, values: Mapping[str, str]) -> None:
+        """:meth:`set_cursor` for several cursors of ``source``, in one statement."""
+        items = sorted(values.items())
+        for chunk in _chunks(items, _ROWS_PER_STATEMENT):
+            marks = ", ".join("(?, ?, ?, ?)" for _ in chunk)
+            now = self.clock()
+            self.write_later(
+                f"INSERT INTO cursors (source, name, value, updated_at) VALUES {marks} "
+                "ON CONFLICT (source, name) DO UPDATE SET value = excluded.value, "
+                "updated_at = excluded.updated_at WHERE cursors.value IS NOT excluded.value",
+                tuple(v for name, value in chunk for v in (source, name, value, now)),
+            )
+
+    def insert_new_many(
+        self, table: str, rows: Sequence[Mapping[str, Any]], key: Sequence[str]
+    ) -> list[bool]:
+        """:meth:`insert_new` for many rows of the same columns, a statement per few hundred
+        rows; for each row, whether it was new (of two with the same ``key``, the first)."""
+        if not rows:
+            return []
+        if len(groups := _by_columns(rows)) > 1:
+            return _regrouped(rows, groups, lambda part: self.insert_new_many(table, part, key))
+        columns = list(rows[0])
+        new: set[tuple[Any, ...]] = set()
+        for chunk in _chunks(rows, max(1, _VALUES_PER_STATEMENT // len(columns))):
+            row_marks = "(" + ", ".join("?" for _ in columns) + ")"
+            cur = self._now(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+                f"{', '.join(row_marks for _ in chunk)} ON CONFLICT DO NOTHING "
+                f"RETURNING {', '.join(key)}",
+                tuple(row[c] for row in chunk for c in columns),
+            )
+            new.update(tuple(r) for r in cur.fetchall())
+        out = []
+        for row in rows:
+            k = tuple(row[c] for c in key)
+            out.append(k in new)
+            new.discard(k)  # a second row with the same key was not new
+        return out
+
+    def _insert_later(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert rows of the same columns known to be new (:meth:`write_later`)."""
+        if not rows:
+            return
+        columns = list(rows[0])
+        row_marks = "(" + ", ".join("?" for _ in columns) + ")"
+        for chunk in _chunks(rows, max(1, _VALUES_PER_STATEMENT // len(columns))):
+            self.write_later(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+                f"{', '.join(row_marks for _ in chunk)} ON CONFLICT DO NOTHING",
+                tuple(row[c] for row in chunk for c in columns),
+            )
+
+    def stored_rows(
+        self, table: str, columns: Sequence[str], key: Sequence[str], keys: Iterable[Sequence[Any]]
+    ) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+        """The stored ``columns`` of the rows of ``table`` with these ``key`` values, by key
+        (absent: not stored), read a few hundred keys a statement."""
+        wanted = sorted({tuple(k) for k in keys}, key=repr)
+        found: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        cols = ", ".join([*key, *columns])
+        for chunk in _chunks(wanted, max(1, _VALUES_PER_STATEMENT // len(key))):
+            if len(key) == 1:
+                where = f"{key[0]} IN ({', '.join('?' for _ in chunk)})"
+            else:
+                one = "(" + ", ".join("?" for _ in key) + ")"
+                where = f"({', '.join(key)}) IN (VALUES {', '.join(one for _ in chunk)})"
+            rows = self._now(
+                f"SELECT {cols} FROM {table} WHERE {where}", tuple(v for k in chunk for v in k)
+            ).fetchall()
+            for r in rows:
+                found[tuple(r[: len(key)])] = tuple(r[len(key) :])
+        return found
+
+    def upsert_many(
+        self, table: str, rows: Sequence[Mapping[str, Any]], key: Sequence[str]
+    ) -> list[tuple[str, tuple[Any, ...] | None]]:
+        """:meth:`upsert` for many rows of the same columns: the stored rows read in one
+        statement, the new ones inserted and the changed ones updated in one batch each.
+
+        For each row, its outcome (as :meth:`upsert`'s) and the row as stored before it
+        (its columns in ``rows``' order; None: it was new). Two rows with the same key are
+        applied in order, as two :meth:`upsert` calls would be."""
+        if not rows:
+            return []
+        if len(groups := _by_columns(rows)) > 1:
+            return _regrouped(rows, groups, lambda part: self.upsert_many(table, part, key))
+        columns = list(rows[0])
+        current = self.stored_rows(table, columns, key, [[r[k] for k in key] for r in rows])
+        stored = dict(current)
+        out: list[tuple[str, tuple[Any, ...] | None]] = []
+        for row in rows:
+            k, values = tuple(row[c] for c in key), tuple(row.values())
+            old = current.get(k)
+            out.append(
+                ("inserted" if old is None else "unchanged" if old == values else "updated", old)
+            )
+            current[k] = values
+        inserts = [
+            dict(zip(columns, v, strict=True)) for k, v in current.items() if k not in stored
+        ]
+        updates = [v for k, v in current.items() if k in stored and stored[k] != v]
+        self._insert_later(table, inserts)
+        if updates:
+            at = {c: i for i, c in enumerate(columns)}
+            sets = [c for c in columns if c not in key]
+            self._now_many(
+                f"UPDATE {table} SET {', '.join(f'{c} = ?' for c in sets)} "
+                f"WHERE {' AND '.join(f'{k} = ?' for k in key)}",
+                [tuple(v[at[c]] for c in [*sets, *key]) for v in updates],
+            )
+        return out
+
+    def defer(self, name: str, fn: Callable[[], None]) -> None:
+        """Run ``fn`` once before the commit (the first one given under ``name``): work
+        a writer would otherwise redo for every batch of the transaction (a rebuild)."""
+        self._deferred.setdefault(name, fn)
+
     def incr(self, metric: str, labels: Labels, amount: float = 1.0) -> None:
-        """Add ``amount`` to a persisted counter (created at 0)."""
+        """Add ``amount`` to a persisted counter (created at 0), at the commit."""
         if amount < 0:
             raise ValueError("counters only go up")
-        if amount == 0:
-            # Creates the series at 0 once; an existing one is left as it is (no change).
-            self.conn.execute(
-                "INSERT INTO counters (metric, labels, value) VALUES (?, ?, 0) "
-                "ON CONFLICT (metric, labels) DO NOTHING",
-                (metric, _labels_key(labels)),
-            )
-            return
-        self.conn.execute(
-            "INSERT INTO counters (metric, labels, value) VALUES (?, ?, ?) "
-            "ON CONFLICT (metric, labels) DO UPDATE SET value = counters.value + excluded.value",
-            (metric, _labels_key(labels), amount),
-        )
+        key = (metric, _labels_key(labels))
+        self._counts[key] = self._counts.get(key, 0.0) + amount
 
     def observe(self, metric: str, labels: Labels, value: float, buckets: Sequence[float]) -> None:
-        """Record ``value`` in a persisted histogram with the given upper bounds."""
-        key = _labels_key(labels)
-        row = self.conn.execute(
-            "SELECT buckets, counts, sum, count FROM histograms WHERE metric = ? AND labels = ?",
-            (metric, key),
-        ).fetchone()
+        """Record ``value`` in a persisted histogram with the given upper bounds, at the
+        commit."""
         bounds = [float(b) for b in buckets]
-        if row is None or json.loads(row[0]) != bounds:
-            # A changed bucket layout starts the series afresh, as a restart would.
-            counts = [0] * len(bounds)
-            total, n = 0.0, 0
-        else:
-            counts = json.loads(row[1])
-            total, n = float(row[2]), int(row[3])
-        for i, bound in enumerate(bounds):
-            if value <= bound:
-                counts[i] += 1
-        self.conn.execute(
+        self._observed.setdefault((metric, _labels_key(labels)), []).append((bounds, value))
+
+    def flush(self) -> None:
+        """Run the deferred work, then write the counters and histograms bumped so far:
+        one statement per kind of write, whatever the number of series."""
+        while self._deferred:
+            name = next(iter(self._deferred))
+            self._deferred.pop(name)()
+        counts, self._counts = self._counts, {}
+        created = [(m, k) for (m, k), v in counts.items() if v == 0]
+        added = [(m, k, v) for (m, k), v in counts.items() if v > 0]
+        if created:
+            # Creates the series at 0 once; an existing one is left as it is (no change).
+            self.write_many_later(
+                "INSERT INTO counters (metric, labels, value) VALUES (?, ?, 0) "
+                "ON CONFLICT (metric, labels) DO NOTHING",
+                created,
+            )
+        if added:
+            self.write_many_later(
+                "INSERT INTO counters (metric, labels, value) VALUES (?, ?, ?) "
+                "ON CONFLICT (metric, labels) DO UPDATE SET value = counters.value + excluded.value",
+                added,
+            )
+        self._flush_histograms()
+
+    def _flush_histograms(self) -> None:
+        observed, self._observed = self._observed, {}
+        if not observed:
+            return
+        stored = self.stored_rows(
+            "histograms", ("buckets", "counts", "sum", "count"), ("metric", "labels"), observed
+        )
+        rows = []
+        for (metric, key), values in observed.items():
+            row = stored.get((metric, key))
+            layout: list[float] | None = None if row is None else json.loads(row[0])
+            counts: list[int] = [] if row is None else json.loads(row[1])
+            total, n = (0.0, 0) if row is None else (float(row[2]), int(row[3]))
+            for bounds, value in values:
+                if layout != bounds:
+                    # A changed bucket layout starts the series afresh, as a restart would.
+                    layout, counts, total, n = bounds, [0] * len(bounds), 0.0, 0
+                for i, bound in enumerate(bounds):
+                    if value <= bound:
+                        counts[i] += 1
+                total, n = total + value, n + 1
+            rows.append((metric, key, json.dumps(layout), json.dumps(counts), total, n))
+        self.write_many_later(
             "INSERT INTO histograms (metric, labels, buckets, counts, sum, count) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (metric, labels) DO UPDATE SET "
             "buckets = excluded.buckets, counts = excluded.counts, sum = excluded.sum, "
             "count = excluded.count",
-            (metric, key, json.dumps(bounds), json.dumps(counts), total + value, n + 1),
+            rows,
         )
+
+
+#: Values bound in one statement by the batch writes (SQLite allows 32766, PostgreSQL
+#: 65535), and rows in one multi-row statement.
+_VALUES_PER_STATEMENT = 2000
+_ROWS_PER_STATEMENT = 500
+
+
+def _by_columns(rows: Sequence[Mapping[str, Any]]) -> list[list[int]]:
+    """The indexes of ``rows``, grouped by their columns (a statement's rows share them)."""
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(tuple(row), []).append(i)
+    return list(groups.values())
+
+
+def _regrouped(
+    rows: Sequence[Mapping[str, Any]],
+    groups: Sequence[Sequence[int]],
+    each: Callable[[Sequence[Mapping[str, Any]]], Sequence[Any]],
+) -> list[Any]:
+    """``each`` applied to every group of ``rows``, its results put back in rows' order."""
+    out: list[Any] = [None] * len(rows)
+    for group in groups:
+        for i, result in zip(group, each([rows[i] for i in group]), strict=True):
+            out[i] = result
+    return out
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
 
 
 class Store:
@@ -471,10 +717,16 @@ class Store:
                 before = self._conn.total_changes
                 tx = Tx(self._conn, self.clock, self.schema.writers)
                 yield tx
+                tx.flush()
                 fence = current_fence() if self.postgres else None
                 if fence is not None:
                     check_fence(tx, fence)  # a poll that lost its lease keeps nothing
-                self._conn.execute("COMMIT")
+                tx.send()
+                if self.postgres:
+                    announce = self._conn.total_changes > before
+                    self._own_commits += int(self._conn.commit(announce))
+                else:
+                    self._conn.execute("COMMIT")
             except BaseException as exc:
                 self._rollback()
                 if not isinstance(exc, StateError) and state_failure(exc):
@@ -484,20 +736,8 @@ class Store:
                 raise
             changed = self._conn.total_changes - before
             self.changes.committed(changed - tx.bookkeeping, tx.views)
-            if self.postgres and changed > 0:
-                self._announce_commit()
         finally:
             self._lock.release()
-
-    def _announce_commit(self) -> None:
-        # After the COMMIT, so a peer that sees the new number reads the committed rows.
-        # Lost if the process dies between the two: the next commit announces it.
-        try:
-            self._conn.execute("SELECT nextval('state_commits')")
-            self._own_commits += 1
-        except Exception as exc:
-            if not state_failure(exc):
-                raise
 
     def _other_commits(self) -> int | None:
         """A number that changes when another connection commits (None: cannot tell)."""

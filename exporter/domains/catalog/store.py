@@ -133,36 +133,42 @@ def _row(e: CatalogEntity) -> dict[str, object]:
 
 
 def write(tx: Tx, listings: Sequence[CatalogListing]) -> None:
-    """Replace each listing's source's entities with the listed ones."""
+    """Replace each listing's source's entities with the listed ones (each statement
+    once for the listing, its rows in one batch)."""
+    updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[4:])
+    differs = " OR ".join(f"catalog_entities.{c} IS NOT excluded.{c}" for c in _COLUMNS[4:])
+    # first_seen is set on insert only: an update keeps when we first saw it. An entity
+    # listed as it was is not updated, so a listing that changed nothing changes no row
+    # the providers read.
+    upsert = (
+        f"INSERT INTO catalog_entities ({', '.join(_COLUMNS)}, first_seen) "
+        f"VALUES ({', '.join('?' for _ in _COLUMNS)}, ?) "
+        f"ON CONFLICT (source, kind, namespace, name) DO UPDATE SET {updates} "
+        f"WHERE {differs}"
+    )
     for listing in listings:
         keep: set[tuple[str, str, str]] = set()
+        rows = []
         for entity in listing.entities:
             if entity.source != listing.source:
                 raise ValueError(f"entity {entity.key} listed by source {listing.source}")
             keep.add((entity.kind, entity.namespace, entity.name))
             row = _row(entity)
-            updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[4:])
-            differs = " OR ".join(f"catalog_entities.{c} IS NOT excluded.{c}" for c in _COLUMNS[4:])
-            # first_seen is set on insert only: an update keeps when we first saw it. An
-            # entity listed as it was is not updated, so a listing that changed nothing
-            # changes no row the providers read.
-            tx.execute(
-                f"INSERT INTO catalog_entities ({', '.join(row)}, first_seen) "
-                f"VALUES ({', '.join('?' for _ in row)}, ?) "
-                f"ON CONFLICT (source, kind, namespace, name) DO UPDATE SET {updates} "
-                f"WHERE {differs}",
-                (*row.values(), listing.listed_at),
-            )
-        for kind, namespace, name in tx.execute(
-            "SELECT kind, namespace, name FROM catalog_entities WHERE source = ?",
-            (listing.source,),
-        ).fetchall():
-            if (kind, namespace, name) not in keep:
-                tx.execute(
-                    "DELETE FROM catalog_entities WHERE source = ? AND kind = ? AND namespace = ? "
-                    "AND name = ?",
-                    (listing.source, kind, namespace, name),
-                )
+            rows.append((*(row[c] for c in _COLUMNS), listing.listed_at))
+        tx.executemany(upsert, rows)
+        gone = [
+            (listing.source, kind, namespace, name)
+            for kind, namespace, name in tx.execute(
+                "SELECT kind, namespace, name FROM catalog_entities WHERE source = ?",
+                (listing.source,),
+            ).fetchall()
+            if (kind, namespace, name) not in keep
+        ]
+        tx.executemany(
+            "DELETE FROM catalog_entities WHERE source = ? AND kind = ? AND namespace = ? "
+            "AND name = ?",
+            gone,
+        )
         # When the source last listed (its freshness, for the review) moves at every poll;
         # no provider renders it, so it alone is no change to recompute for.
         tx.execute_bookkeeping(
@@ -174,29 +180,33 @@ def write(tx: Tx, listings: Sequence[CatalogListing]) -> None:
 
 
 def write_template_uses(tx: Tx, uses: Sequence[TemplateUse]) -> None:
-    """Keep the latest use of each (service, source, kind, ref); replays change nothing."""
+    """Keep the latest use of each (service, source, kind, ref); replays change nothing.
+    The batch's latest use of each is written, all in one batch of statements."""
+    latest: dict[tuple[str, str, str, str], float] = {}
     for u in uses:
-        tx.execute(
-            "INSERT INTO template_uses (service, source, kind, ref, last_at) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (service, source, kind, ref) DO UPDATE SET "
-            "last_at = max(last_at, excluded.last_at)",
-            (u.service, u.source, u.kind, u.ref[:300], u.at),
-        )
+        key = (u.service, u.source, u.kind, u.ref[:300])
+        latest[key] = max(latest.get(key, u.at), u.at)
+    tx.write_many_later(
+        "INSERT INTO template_uses (service, source, kind, ref, last_at) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (service, source, kind, ref) DO UPDATE SET "
+        "last_at = max(last_at, excluded.last_at)",
+        [(*key, at) for key, at in latest.items()],
+    )
 
 
 def write_services_seen(tx: Tx, batch: Sequence[CatalogServicesSeen]) -> None:
     """Register the services never seen before and count each once; later sightings,
     a removal and a return included, change nothing."""
     known = {str(r[0]) for r in tx.execute("SELECT service FROM catalog_registrations")}
+    rows = []
     for seen in batch:
         for name, team in seen.services:
             if name in known:
                 continue
             known.add(name)
-            tx.insert_new(
-                "catalog_registrations", {"service": name, "team": team, "first_seen": seen.seen_at}
-            )
+            rows.append({"service": name, "team": team, "first_seen": seen.seen_at})
             tx.incr(REGISTERED_TOTAL, {"team": team})
+    tx.insert_new_many("catalog_registrations", rows, ("service",))
 
 
 def template_uses(store: Store, since: float) -> list[tuple[str, str, str, float]]:

@@ -149,19 +149,19 @@ def write_contributions(tx: Tx, batch: Sequence[CostContribution]) -> None:
             acc[0] += d.billed
             acc[1] += d.effective
             acc[2] += d.lines
-        tx.conn.executemany(
+        tx.executemany(
             "INSERT INTO cost_daily (source, origin, day, ident, provider, category, "
             "currency, billed, effective, lines) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(c.source, c.origin, *k, v[0], v[1], int(v[2])) for k, v in merged.items()],
         )
         # A key seen before keeps its service: the attribution refresh re-resolves them all.
-        tx.conn.executemany(
+        tx.executemany(
             "INSERT INTO cost_idents (ident, service, team) VALUES (?, ?, ?) "
             "ON CONFLICT (ident) DO NOTHING",
             [(ident, *owner) for ident, owner in owners.items()],
         )
         # Only the days the origin proves arrived: a fee spread over a month does not.
-        tx.conn.executemany(
+        tx.executemany(
             "INSERT INTO cost_coverage (source, origin, day) VALUES (?, ?, ?)",
             [(c.source, c.origin, day) for day in sorted(set(c.covered_days))],
         )
@@ -281,7 +281,7 @@ def prune_idents(store: Store) -> int:
 def reattribute(store: Store, changes: Sequence[tuple[str, str, str]]) -> None:
     """Give each (key, service, team) its new service and team, in one transaction."""
     with store.transaction() as tx:
-        tx.conn.executemany(
+        tx.executemany(
             "UPDATE cost_idents SET service = ?, team = ? WHERE ident = ?",
             [(service, team, ident) for ident, service, team in changes],
         )

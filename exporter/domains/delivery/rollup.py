@@ -171,20 +171,66 @@ def _tx_rows(tx: Tx) -> Any:
 
 
 def rebuild(tx: Tx, services: Iterable[str]) -> None:
-    """Recompute the derived rows of ``services`` from their raw records (see module doc)."""
-    for service in sorted(set(services)):
+    """Recompute the derived rows of ``services`` from their raw records (see module doc).
+
+    Every service's reads go in one batch (one round trip on PostgreSQL), after its rows
+    are deleted; the rows written are sent with the transaction's next statement."""
+    todo = sorted(set(services))
+    reads: list[tuple[str, tuple[Any, ...]]] = []
+    for service in todo:
         for table in _TABLES:
-            tx.execute(f"DELETE FROM {table} WHERE service = ?", (service,))
-        d = load_service(_tx_rows(tx), "committed", service).get(service)
+            tx.write_later(f"DELETE FROM {table} WHERE service = ?", (service,))
+        load_service(_recorded(reads), "committed", service)
+        reads.append((_AUTHORED, (service,)))
+    answers = dict(zip(reads, tx.read_all(reads), strict=True))
+
+    def rows(sql: str, params: Sequence[Any]) -> list[Any]:
+        return answers[(sql, tuple(params))]
+
+    for service in todo:
+        d = load_service(rows, "committed", service).get(service)
         if d is not None:
-            _write_service(tx, service, d)
+            _write_service(tx, service, d, rows(_AUTHORED, (service,)))
 
 
-def _write_service(tx: Tx, service: str, d: kpi.ServiceDelivery) -> None:
-    authored = {
-        str(r[0]): float(r[1])
-        for r in tx.execute("SELECT sha, authored_at FROM commits WHERE service = ?", (service,))
-    }
+_AUTHORED = "SELECT sha, authored_at FROM commits WHERE service = ?"
+
+
+def _recorded(reads: list[tuple[str, tuple[Any, ...]]]) -> Any:
+    """A ``rows`` for :func:`load_service` that notes each read it is asked and answers
+    none: what a rebuild then reads in one batch."""
+
+    def rows(sql: str, params: Sequence[Any]) -> list[Any]:
+        reads.append((sql, tuple(params)))
+        return []
+
+    return rows
+
+
+_PENDING = "delivery.rollup.rebuild"
+
+
+def rebuild_later(tx: Tx, services: Iterable[str]) -> None:
+    """:func:`rebuild` ``services`` once, at the end of the transaction: a poll's unit
+    writes a service's deployments, commits and merge requests in turn, and each would
+    otherwise rebuild it."""
+    pending: set[str] = tx.memo.setdefault(_PENDING, set())
+    pending.update(services)
+    if pending:
+        tx.defer(_PENDING, lambda: rebuild(tx, tx.memo.pop(_PENDING, ())))
+
+
+def _rebuilding(tx: Tx) -> set[str]:
+    """The services whose rebuild is pending in the transaction (their incremental
+    updates would be undone by it)."""
+    pending: set[str] = tx.memo.get(_PENDING, set())
+    return pending
+
+
+def _write_service(
+    tx: Tx, service: str, d: kpi.ServiceDelivery, authored_rows: Sequence[Any]
+) -> None:
+    authored = {str(r[0]): float(r[1]) for r in authored_rows}
     for squash in (1, 0):
         leads = kpi.lead_times(d.deploys, d.commits, d.squashed if squash else None)
         _insert_leads(tx, service, squash, leads, d.commits, authored)
@@ -194,19 +240,19 @@ def _write_service(tx: Tx, service: str, d: kpi.ServiceDelivery) -> None:
                 (max(0.0, s.deployed_at - at[s.sha]) for s in leads), kpi.LEAD_TIME_BUCKETS
             )
             if n:
-                tx.execute(
+                tx.write_later(
                     "INSERT INTO delivery_lead_totals (service, squash, clock, counts, sum, count) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     (service, squash, clock, json.dumps(counts), total, n),
                 )
     counts, total, n = histogram(_restore_seconds(d.incidents), kpi.RESTORE_BUCKETS)
     if n:
-        tx.execute(
+        tx.write_later(
             "INSERT INTO delivery_restore_totals (service, counts, sum, count) VALUES (?, ?, ?, ?)",
             (service, json.dumps(counts), total, n),
         )
     finished = {x.key: x.finished_at for x in d.deploys}
-    tx.conn.executemany(
+    tx.write_many_later(
         "INSERT INTO delivery_links (service, deploy_key, deployed_at) VALUES (?, ?, ?)",
         [
             (service, key, finished[key])
@@ -214,7 +260,7 @@ def _write_service(tx: Tx, service: str, d: kpi.ServiceDelivery) -> None:
         ],
     )
     roots = [sha for sha, c in d.commits.items() if not c.parents]
-    tx.execute(
+    tx.write_later(
         "INSERT INTO delivery_services (service, has_deploys, root_authored, root_committed) "
         "VALUES (?, ?, ?, ?)",
         (
@@ -250,8 +296,13 @@ def update(tx: Tx, changes: Mapping[str, Sequence[Change]]) -> None:
     latest success, a service with incidents naming a root-cause commit, whose links
     it could move) rebuilds the service, as :func:`rebuild` would; the rows are the
     same either way (the totals' sums add in the rebuild's order)."""
-    todo = [s for s, c in changes.items() if not _added(tx, s, [x for x in c if x[0] != x[1]])]
-    rebuild(tx, todo)
+    later = _rebuilding(tx)
+    todo = [
+        s
+        for s, c in changes.items()
+        if s in later or not _added(tx, s, [x for x in c if x[0] != x[1]])
+    ]
+    rebuild_later(tx, todo)
 
 
 def _added(tx: Tx, service: str, changes: Sequence[Change]) -> bool:
@@ -310,8 +361,9 @@ def update_incidents(tx: Tx, changes: Mapping[str, Sequence[IncidentChange]]) ->
     could move) rebuilds the service, as :func:`rebuild` would. The counts are the
     same either way; the sum may differ from the rebuild's in its last bits (it adds in
     another order), and not at all for whole seconds."""
-    todo = [s for s, c in changes.items() if not _restores_added(tx, s, c)]
-    rebuild(tx, todo)
+    later = _rebuilding(tx)
+    todo = [s for s, c in changes.items() if s in later or not _restores_added(tx, s, c)]
+    rebuild_later(tx, todo)
 
 
 def _restores_added(tx: Tx, service: str, changes: Sequence[IncidentChange]) -> bool:
@@ -411,7 +463,7 @@ def _insert_leads(
     commits: Mapping[str, kpi.CommitNode],
     authored: Mapping[str, float],
 ) -> None:
-    tx.conn.executemany(
+    tx.write_many_later(
         "INSERT INTO delivery_lead_times (service, squash, deploy_key, sha, deployed_at, "
         "authored_at, committed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
         [

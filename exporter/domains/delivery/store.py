@@ -122,10 +122,16 @@ MAX_PIPELINES_PER_SERVICE = 50
 
 def write_runs(tx: Tx, runs: Sequence[PipelineRun]) -> None:
     """Insert finished runs; count and observe only those not seen before."""
+    stored = tx.stored_rows("pipeline_runs", (), ("key",), [(r.key,) for r in runs])
+    fresh: list[PipelineRun] = []
+    rows: list[dict[str, object]] = []
     for r in runs:
+        if (r.key,) in stored:
+            continue
+        stored[(r.key,)] = ()  # a second copy in the batch is not new either
         pipeline = _bounded_pipeline(tx, r.service, r.pipeline)
-        new = tx.insert_new(
-            "pipeline_runs",
+        fresh.append(r)
+        rows.append(
             {
                 "key": r.key,
                 "source": r.source,
@@ -136,11 +142,14 @@ def write_runs(tx: Tx, runs: Sequence[PipelineRun]) -> None:
                 "started_at": r.started_at,
                 "finished_at": r.finished_at,
                 **_repo(tx, r.repo),
-            },
+            }
         )
+    for r, row, new in zip(
+        fresh, rows, tx.insert_new_many("pipeline_runs", rows, ("key",)), strict=True
+    ):
         if not new:
             continue
-        labels = {"service": r.service, "pipeline": pipeline}
+        labels = {"service": r.service, "pipeline": str(row["pipeline"])}
         tx.incr(RUNS_TOTAL, {**labels, "result": r.result})
         started = r.started_at if r.started_at is not None else r.created_at
         tx.observe(
@@ -151,11 +160,17 @@ def write_runs(tx: Tx, runs: Sequence[PipelineRun]) -> None:
 
 
 def _repo(tx: Tx, repo: str) -> dict[str, str]:
-    """The ``repo`` column of a record read from a known repo (noted in ``delivery_repos``);
-    none otherwise, so an update from a source that does not know it keeps the stored one."""
+    """The ``repo`` column of a record read from a known repo (noted in ``delivery_repos``,
+    once per transaction); none otherwise, so an update from a source that does not know it
+    keeps the stored one."""
     if not repo:
         return {}
-    tx.execute("INSERT INTO delivery_repos (repo) VALUES (?) ON CONFLICT DO NOTHING", (repo,))
+    noted: set[str] = tx.memo.setdefault("delivery.repos", set())
+    if repo not in noted:
+        tx.write_later(
+            "INSERT INTO delivery_repos (repo) VALUES (?) ON CONFLICT DO NOTHING", (repo,)
+        )
+        noted.add(repo)
     return {"repo": repo}
 
 
@@ -183,103 +198,106 @@ def move_repo(tx: Tx, repo: str, service: str) -> set[str]:
             (service, repo, service),
         )
     tx.execute("DELETE FROM commits WHERE repo = ? AND service != ?", (repo, service))
+    tx.memo.pop(_PIPELINES, None)  # the services' pipelines changed
     rollup.rebuild(tx, left | {service})
     return left
 
 
+_PIPELINES = "delivery.pipelines"
+
+
 def _bounded_pipeline(tx: Tx, service: str, pipeline: str) -> str:
-    known = tx.execute(
-        "SELECT 1 FROM pipeline_runs WHERE service = ? AND pipeline = ? LIMIT 1",
-        (service, pipeline),
-    ).fetchone()
-    if known is not None:
-        return pipeline
-    distinct = tx.execute(
-        "SELECT COUNT(DISTINCT pipeline) FROM pipeline_runs WHERE service = ?", (service,)
-    ).fetchone()[0]
-    return pipeline if distinct < MAX_PIPELINES_PER_SERVICE else "other"
+    """The pipeline label of a new run of ``service``: its own name while the service has
+    fewer than :data:`MAX_PIPELINES_PER_SERVICE` (or already has it), else ``other``. The
+    service's stored pipelines are read once per transaction, the new runs' added."""
+    known: dict[str, set[str]] = tx.memo.setdefault(_PIPELINES, {})
+    names = known.get(service)
+    if names is None:
+        names = known[service] = {
+            str(r[0])
+            for r in tx.execute(
+                "SELECT DISTINCT pipeline FROM pipeline_runs WHERE service = ?", (service,)
+            )
+        }
+    label = pipeline if pipeline in names or len(names) < MAX_PIPELINES_PER_SERVICE else "other"
+    names.add(label)
+    return label
 
 
 def write_deployments(tx: Tx, deployments: Sequence[Deployment]) -> None:
     """Upsert deployments; count each one once, when it is first seen finished."""
     changed: set[str] = set()
     changes: dict[str, list[rollup.Change]] = {}
-    for d in deployments:
-        old = tx.execute(
-            "SELECT status, service, production, sha, finished_at FROM deployments WHERE key = ?",
-            (d.key,),
-        ).fetchone()
-        outcome = tx.upsert(
-            "deployments",
-            {
-                "key": d.key,
-                "source": d.source,
-                "service": d.service,
-                "environment": d.environment,
-                "production": int(d.production),
-                "sha": d.sha,
-                "status": d.status,
-                "created_at": d.created_at,
-                "finished_at": d.finished_at,
-                **_repo(tx, d.repo),
-            },
-            ("key",),
-        )
-        if outcome != "unchanged" and old is not None and str(old[1]) != d.service:
-            changed.update({d.service, str(old[1])})  # moved: both services rebuilt
+    rows = [
+        {
+            "key": d.key,
+            "source": d.source,
+            "service": d.service,
+            "environment": d.environment,
+            "production": int(d.production),
+            "sha": d.sha,
+            "status": d.status,
+            "created_at": d.created_at,
+            "finished_at": d.finished_at,
+            **_repo(tx, d.repo),
+        }
+        for d in deployments
+    ]
+    for d, (outcome, old) in zip(
+        deployments, tx.upsert_many("deployments", rows, ("key",)), strict=True
+    ):
+        # old: key, source, service, environment, production, sha, status, created_at, ...
+        if outcome != "unchanged" and old is not None and str(old[2]) != d.service:
+            changed.update({d.service, str(old[2])})  # moved: both services rebuilt
         elif outcome != "unchanged":
-            before = None if old is None else rollup.counted(d.key, old[3], old[2], old[0], old[4])
+            before = None if old is None else rollup.counted(d.key, old[5], old[4], old[6], old[8])
             after = rollup.counted(d.key, d.sha, d.production, d.status, d.finished_at)
             changes.setdefault(d.service, []).append((before, after))
-        was_finished = old is not None and old[0] in FINISHED
+        was_finished = old is not None and old[6] in FINISHED
         if d.status in FINISHED and not was_finished:
             tx.incr(
                 DEPLOYMENTS_TOTAL,
                 {"service": d.service, "environment": d.environment, "result": d.status},
             )
-    rollup.rebuild(tx, changed)
+    rollup.rebuild_later(tx, changed)
     rollup.update(tx, {s: c for s, c in changes.items() if s not in changed})
 
 
 def write_commits(tx: Tx, commits: Sequence[Commit]) -> None:
-    changed: set[str] = set()
-    for c in commits:
-        new = tx.insert_new(
-            "commits",
-            {
-                "service": c.service,
-                "sha": c.sha,
-                "authored_at": c.authored_at,
-                "committed_at": c.committed_at,
-                "parents": json.dumps(list(c.parents)),
-                **_repo(tx, c.repo),
-            },
-        )
-        if new:
-            changed.add(c.service)
-    rollup.rebuild(tx, changed)
+    rows = [
+        {
+            "service": c.service,
+            "sha": c.sha,
+            "authored_at": c.authored_at,
+            "committed_at": c.committed_at,
+            "parents": json.dumps(list(c.parents)),
+            **_repo(tx, c.repo),
+        }
+        for c in commits
+    ]
+    new = tx.insert_new_many("commits", rows, ("service", "sha"))
+    rollup.rebuild_later(tx, {c.service for c, n in zip(commits, new, strict=True) if n})
 
 
 def write_incidents(tx: Tx, incidents: Sequence[Incident]) -> None:
     columns = ("key", "source", "service", "opened_at", "resolved_at", "deployment_sha")
     changed: set[str] = set()
     changes: dict[str, list[rollup.IncidentChange]] = {}
-    for i in incidents:
-        old = tx.execute(
-            "SELECT service, opened_at, resolved_at, deployment_sha FROM incidents WHERE key = ?",
-            (i.key,),
-        ).fetchone()
-        row = {**{c: getattr(i, c) for c in columns}, **_repo(tx, i.repo)}
-        if tx.upsert("incidents", row, ("key",)) == "unchanged":
+    rows = [{**{c: getattr(i, c) for c in columns}, **_repo(tx, i.repo)} for i in incidents]
+    for i, (outcome, old) in zip(
+        incidents, tx.upsert_many("incidents", rows, ("key",)), strict=True
+    ):
+        # old: key, source, service, opened_at, resolved_at, deployment_sha, ...
+        if outcome == "unchanged":
             continue
-        if old is not None and str(old[0]) != i.service:
+        if old is not None and str(old[2]) != i.service:
             # An incident moved to another service changes the old one's rollups too.
-            changed.update({i.service, str(old[0])})
+            changed.update({i.service, str(old[2])})
             continue
-        before = None if old is None else IncidentSpan(i.key, old[1], old[2], old[3])
+        before = None if old is None else IncidentSpan(i.key, old[3], old[4], old[5])
         after = IncidentSpan(i.key, i.opened_at, i.resolved_at, i.deployment_sha)
         changes.setdefault(i.service, []).append((before, after))
-    rollup.rebuild(tx, changed)
+    rollup.rebuild_later(tx, changed)
     rollup.update_incidents(tx, {s: c for s, c in changes.items() if s not in changed})
 
 
@@ -308,9 +326,9 @@ def replace_incidents(
     }
     wanted = {i.key: i for i in incidents}
     gone = [(key,) for key in stored if key not in wanted]
-    tx.conn.executemany("DELETE FROM incidents WHERE key = ?", gone)
+    tx.executemany("DELETE FROM incidents WHERE key = ?", gone)
     if gone:
-        rollup.rebuild(tx, {service})
+        rollup.rebuild_later(tx, {service})
     changed = [
         i
         for key, i in wanted.items()
@@ -320,27 +338,26 @@ def replace_incidents(
 
 
 def write_merge_requests(tx: Tx, merge_requests: Sequence[MergeRequest]) -> None:
-    changed: set[str] = set()
-    for m in merge_requests:
-        outcome = tx.upsert(
-            "merge_requests",
-            {
-                "key": m.key,
-                "source": m.source,
-                "service": m.service,
-                "merged_at": m.merged_at,
-                "sha": m.sha,
-                "merge_commit_sha": m.merge_commit_sha,
-                "squash_commit_sha": m.squash_commit_sha,
-                "squash": int(m.squash),
-                "commits": json.dumps(list(m.commits)),
-                **_repo(tx, m.repo),
-            },
-            ("key",),
-        )
-        if outcome != "unchanged":
-            changed.add(m.service)
-    rollup.rebuild(tx, changed)
+    rows = [
+        {
+            "key": m.key,
+            "source": m.source,
+            "service": m.service,
+            "merged_at": m.merged_at,
+            "sha": m.sha,
+            "merge_commit_sha": m.merge_commit_sha,
+            "squash_commit_sha": m.squash_commit_sha,
+            "squash": int(m.squash),
+            "commits": json.dumps(list(m.commits)),
+            **_repo(tx, m.repo),
+        }
+        for m in merge_requests
+    ]
+    outcomes = tx.upsert_many("merge_requests", rows, ("key",))
+    rollup.rebuild_later(
+        tx,
+        {m.service for m, (o, _) in zip(merge_requests, outcomes, strict=True) if o != "unchanged"},
+    )
 
 
 def load(store: Store, commit_time: str) -> dict[str, ServiceDelivery]:

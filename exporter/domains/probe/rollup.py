@@ -144,9 +144,9 @@ def add(tx: Tx, checks: Iterable[Check], now: float) -> None:
                 key = (tier.size, bucket, c.service, c.probe, BINS.index(c.duration))
                 bins[key] = bins.get(key, 0) + 1
     if rows:
-        tx.conn.executemany(_ROLLUP_SQL, [(*k, *v) for k, v in rows.items()])
+        tx.write_many_later(_ROLLUP_SQL, [(*k, *v) for k, v in rows.items()])
     if bins:
-        tx.conn.executemany(_BINS_SQL, [(*k, n) for k, n in bins.items()])
+        tx.write_many_later(_BINS_SQL, [(*k, n) for k, n in bins.items()])
     for (part, size), cutoff in skipped.items():
         KEPT.raise_to(tx, part, size, cutoff)
 

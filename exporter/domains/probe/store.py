@@ -112,34 +112,43 @@ _LAST_SQL = (
 
 
 def write(tx: Tx, results: Sequence[ProbeResult]) -> None:
-    """Insert results; count, observe and roll up only those not seen before."""
+    """Insert results; count, observe and roll up only those not seen before.
+
+    Every statement runs once for the batch, or once per row in one batch of statements
+    (``executemany``): on a shared database a round trip per result is what a commit of
+    many probes would otherwise cost."""
+    rows = [
+        {
+            "service": r.service,
+            "probe": r.probe,
+            "started_at": r.started_at,
+            "duration": r.duration_seconds,
+            "success": int(r.success),
+            "reason": r.reason,
+            "status_code": r.status_code,
+        }
+        for r in results
+    ]
+    is_new = tx.insert_new_many("probe_results", rows, ("service", "probe", "started_at"))
+    fresh = [r for r, new in zip(results, is_new, strict=True) if new]
+    # A check whose details are stored already, or stored by an earlier result of the batch.
+    seen = set(tx.stored_rows("probe_last", (), ("service", "probe"), _checks(fresh)))
     new_checks: list[rollup.Check] = []
-    for r in results:
-        new = tx.insert_new(
-            "probe_results",
-            {
-                "service": r.service,
-                "probe": r.probe,
-                "started_at": r.started_at,
-                "duration": r.duration_seconds,
-                "success": int(r.success),
-                "reason": r.reason,
-                "status_code": r.status_code,
-            },
-        )
-        if not new:
-            continue
+    daily, last, last_success = [], [], []
+    for r in fresh:
         new_checks.append(
             rollup.Check(r.service, r.probe, r.started_at, r.duration_seconds, r.success)
         )
         one_hot = [0] * len(_BUCKET_COLS)
         if r.success:
             one_hot[bisect.bisect_left(DURATION_BUCKETS, r.duration_seconds)] = 1
-        tx.execute(_DAILY_SQL, (r.service, r.started_at, int(r.success), *one_hot))
+        daily.append((r.service, r.started_at, int(r.success), *one_hot))
         labels = {"service": r.service, "probe": r.probe}
-        if _first_of_its_check(tx, r):
+        last.append(_last_row(r))
+        if (r.service, r.probe) not in seen:
             # Every outcome's series exists from the probe's first check on, at 0, so the
             # first failure is an increase Prometheus can see, not a series appearing at 1.
+            seen.add((r.service, r.probe))
             tx.incr(SKIPPED_TOTAL, labels, 0.0)
             for outcome in OUTCOMES:
                 tx.incr(CHECKS_TOTAL, {**labels, **outcome}, 0.0)
@@ -153,33 +162,33 @@ def write(tx: Tx, results: Sequence[ProbeResult]) -> None:
         )
         if r.success:
             tx.observe(DURATION, labels, r.duration_seconds, DURATION_BUCKETS)
-            tx.execute(
-                "INSERT INTO probe_last_success (service, probe, at) VALUES (?, ?, ?) "
-                "ON CONFLICT (service, probe) DO UPDATE SET at = max(at, excluded.at)",
-                (r.service, r.probe, r.started_at),
-            )
+            last_success.append((r.service, r.probe, r.started_at))
+    tx.write_many_later(_DAILY_SQL, daily)
+    tx.write_many_later(_LAST_SQL, last)  # each kept only if later than the stored one
+    tx.write_many_later(
+        "INSERT INTO probe_last_success (service, probe, at) VALUES (?, ?, ?) "
+        "ON CONFLICT (service, probe) DO UPDATE SET at = max(at, excluded.at)",
+        last_success,
+    )
     rollup.add(tx, new_checks, tx.clock())
 
 
-def _first_of_its_check(tx: Tx, r: ProbeResult) -> bool:
-    """Keep the check's latest details; True if this is the check's first result."""
-    seen = tx.execute(
-        "SELECT 1 FROM probe_last WHERE service = ? AND probe = ?", (r.service, r.probe)
-    ).fetchone()
-    tx.execute(
-        _LAST_SQL,
-        (
-            r.service,
-            r.probe,
-            r.started_at,
-            json.dumps(dict(r.phases), sort_keys=True),
-            r.http_version,
-            r.tls_version,
-            r.cert_not_after,
-            r.redirects,
-        ),
+def _checks(results: Sequence[ProbeResult]) -> list[tuple[str, str]]:
+    return [(r.service, r.probe) for r in results]
+
+
+def _last_row(r: ProbeResult) -> tuple[object, ...]:
+    """The check's latest details, as ``probe_last`` keeps them."""
+    return (
+        r.service,
+        r.probe,
+        r.started_at,
+        json.dumps(dict(r.phases), sort_keys=True),
+        r.http_version,
+        r.tls_version,
+        r.cert_not_after,
+        r.redirects,
     )
-    return seen is None
 
 
 def write_skipped(tx: Tx, skips: Sequence[ProbeSkipped]) -> None:

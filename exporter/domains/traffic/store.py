@@ -294,6 +294,7 @@ def _observe_many(
     """
     key = _labels_key(labels)
     bounds = [float(b) for b in LATENCY_BUCKETS]
+    tx.flush()  # the series' observations pending in the transaction come first
     row = tx.execute(
         "SELECT buckets, counts, sum, count FROM histograms WHERE metric = ? AND labels = ?",
         (metric, key),

@@ -335,7 +335,9 @@ class CicdSource(Source):
 
     def _unit(self, ctx: PollContext, name: str, service: str) -> Callable[[], Awaitable[None]]:
         async def sync() -> None:
-            await self.sync_unit(ctx, name, service)
+            # The unit's cursors (one per list it reads) come from one read.
+            async with ctx.cursors_read_ahead(f"{name}:"):
+                await self.sync_unit(ctx, name, service)
             if self._round is not None:
                 self._round[1].add(name)  # committed: a resumed poll need not read it
 

@@ -390,7 +390,11 @@ class GitHubSource(CicdSource):
 
         await self._list(ctx, f"/repos/{repo}/deployments", {"per_page": PER_PAGE}, cursor, take)
         if cursor in self._etags:
-            finished = store.finished_deployment_keys(ctx.store, self.kind, f"{self.kind}/{repo}/")
+            # In a worker thread: on a shared database a read waits a round trip, and the
+            # event loop has the other units' requests to serve meanwhile.
+            finished = await asyncio.to_thread(
+                store.finished_deployment_keys, ctx.store, self.kind, f"{self.kind}/{repo}/"
+            )
             pending: list[float] = []
             newest = since
             todo: list[dict[str, Any]] = []
