@@ -393,15 +393,20 @@ class Daemon:
         self._inflight.add(task)
         try:
             await self.poll(src)
+            # A poll asked for while this one ran runs now, in this same run of the job:
+            # the scheduler counts this run until it returns, so a run it started for the
+            # request would be skipped as an overlap, and the request lost.
+            while name in self._again and (self.leases is None or self.leases.held(name)):
+                self._again.discard(name)
+                log.info("source %s: polled now, as what it stored is out of date", name)
+                await self.poll(src)
         except asyncio.CancelledError:
             # Shutdown cancelled this poll; the job ends quietly (nothing was committed).
             return
         finally:
             self._inflight.discard(task)
             self._polling.discard(name)
-        if name in self._again:
             self._again.discard(name)
-            self.poll_soon(name)
 
     async def _cadence(self) -> None:
         """The time-driven refresh; with several replicas, first the sources a peer's

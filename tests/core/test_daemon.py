@@ -85,6 +85,34 @@ class TestScheduler:
             exp.value("platform_exporter_source_polls_skipped_total", source="scripted") == skipped
         )
 
+    def test_a_poll_asked_for_while_the_source_polls_runs_right_after_it(
+        self, tmp_path: Path
+    ) -> None:
+        """``poll_soon`` during a poll (a catalog poll that left this source's data out of
+        date, say) gives exactly one more poll as soon as the running one ends, however the
+        scheduler counts the running one, not one at the next hourly interval."""
+        release = asyncio.Event()
+
+        async def first_waits(ctx: PollContext, n: int) -> None:
+            if n == 1:
+                await release.wait()
+
+        src = ScriptedSource(make_config(tmp_path), interval=3600, behaviour=first_waits)
+        daemon = Daemon(make_config(tmp_path), sources=[src])
+
+        async def go() -> None:
+            daemon.start_scheduler()
+            await wait_for(lambda: src.polls == 1)
+            daemon.poll_soon("scripted")
+            daemon.poll_soon("scripted")  # asked twice while polling: still one more poll
+            release.set()
+            await wait_for(lambda: src.finished == 2)
+            await asyncio.sleep(0.3)
+            await daemon.shutdown()
+
+        asyncio.run(go())
+        assert (src.polls, src.max_running, daemon.health["scripted"].skipped) == (2, 1, 0)
+
     def test_an_overrunning_poll_is_warned_about_once(
         self, tmp_path: Path, caplog: pytest.LogCaptureFixture
     ) -> None:
