@@ -30,10 +30,9 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 from prometheus_client.metrics_core import Metric
-from prometheus_client.samples import Sample
 
 from exporter.core.periods import CALENDAR_WINDOWS, calendar_span, latest_closed_day
-from exporter.core.provider import RenderContext, le_label
+from exporter.core.provider import RenderContext, add_histogram, le_label, sample
 from exporter.domains.traffic import store as traffic_store
 from exporter.domains.traffic.kpis import (
     UNMAPPED,
@@ -77,11 +76,18 @@ def _requests(ctx: RenderContext, known: set[str]) -> Metric:
         _help("Requests served through the API gateways, by status class.", ctx),
         labels=["service", "team", "source", "code_class"],
     )
+    name, out = family.name + "_total", family.samples
     for labels, value in _sorted_counters(ctx, traffic_store.REQUESTS_TOTAL):
         service = labels["service"]
         if service in known:
             team = ctx.team_of(service)
-            family.add_metric([service, team, labels["source"], labels["code_class"]], value)
+            series = {
+                "service": service,
+                "team": team,
+                "source": labels["source"],
+                "code_class": labels["code_class"],
+            }
+            out.append(sample(name, series, value))
     return family
 
 
@@ -95,15 +101,21 @@ def _durations(ctx: RenderContext, known: set[str]) -> Metric:
         ),
         labels=["service", "team", "source"],
     )
+    les: dict[tuple[float, ...], list[str]] = {}  # the le labels of each set of bounds
     for labels, bounds, cumulative, total, n in sorted(
         ctx.store.histograms(traffic_store.DURATION), key=lambda x: sorted(x[0].items())
     ):
         service = labels["service"]
         if service not in known:
             continue
-        buckets = [(le_label(b), float(c)) for b, c in zip(bounds, cumulative, strict=True)]
+        key = tuple(bounds)
+        names = les.get(key)
+        if names is None:
+            names = les[key] = [le_label(b) for b in bounds]
+        buckets = [(le, float(c)) for le, c in zip(names, cumulative, strict=True)]
         buckets.append(("+Inf", float(n)))
-        family.add_metric([service, ctx.team_of(service), labels["source"]], buckets, total)
+        series = {"service": service, "team": ctx.team_of(service), "source": labels["source"]}
+        add_histogram(family, series, buckets, total)
     return family
 
 
@@ -152,29 +164,42 @@ class _WindowFamilies:
             labels=by_window,
         )
 
-    def add(self, labels: list[str], k: WindowKpis, *, rolling: bool) -> None:
-        # One label dict shared by the samples of this (service, window): about 50
-        # samples per service, so their dicts are a good part of a render.
-        service, team, window = labels
+    def add(self, service: str, team: str, window: str, k: WindowKpis, *, rolling: bool) -> None:
+        # One label dict shared by the samples of this (service, window), and samples
+        # built directly: about 50 samples per service, so at 2,000 services their
+        # dicts and add_metric's calls were a good part of a render.
         base = {"service": service, "team": team, "window": window}
-        self.samples.samples.append(Sample(self.samples.name, base, k.requests))
+        self.samples.samples.append(sample(self.samples.name, base, k.requests))
         if k.rate is not None:
-            self.rate.samples.append(Sample(self.rate.name, base, k.rate))
+            self.rate.samples.append(sample(self.rate.name, base, k.rate))
+        errors = self.errors
         for cls, ratio in k.error_ratios.items():
-            self.errors.samples.append(Sample(self.errors.name, {**base, "code_class": cls}, ratio))
+            labels = {"service": service, "team": team, "window": window, "code_class": cls}
+            errors.samples.append(sample(errors.name, labels, ratio))
         if k.availability is not None:
-            self.avail.samples.append(Sample(self.avail.name, base, k.availability))
+            self.avail.samples.append(sample(self.avail.name, base, k.availability))
         if not rolling:
             return
-        self.lat_samples.samples.append(Sample(self.lat_samples.name, base, k.latency_observations))
+        self.lat_samples.samples.append(sample(self.lat_samples.name, base, k.latency_observations))
+        latency = self.latency
         for q, seconds in k.latency.items():
-            self.latency.samples.append(
-                Sample(self.latency.name, {**base, "quantile": f"{q:g}"}, seconds)
-            )
+            labels = {"service": service, "team": team, "window": window, "quantile": _q(q)}
+            latency.samples.append(sample(latency.name, labels, seconds))
 
     def families(self) -> Iterator[Metric]:
         yield from (self.rate, self.samples, self.errors, self.avail)
         yield from (self.latency, self.lat_samples)
+
+
+# A quantile as its label ("0.95"), formatted once per quantile rather than per sample.
+_QUANTILE_LABELS: dict[float, str] = {}
+
+
+def _q(q: float) -> str:
+    label = _QUANTILE_LABELS.get(q)
+    if label is None:
+        label = _QUANTILE_LABELS[q] = f"{q:g}"
+    return label
 
 
 def _windows(ctx: RenderContext, known: set[str]) -> Iterator[Metric]:
@@ -199,11 +224,11 @@ def _windows(ctx: RenderContext, known: set[str]) -> Iterator[Metric]:
         for window, seconds in WINDOWS.items():
             gateway = by_window.get((service, window), {})
             k = window_kpis(counts.get((service, window)), seconds, gateway)
-            out.add([service, team, window], k, rolling=True)
+            out.add(service, team, window, k, rolling=True)
     for window in CALENDAR_WINDOWS:
         for service in services:
             k = window_kpis(counts.get((service, window)), None, {})
-            out.add([service, ctx.team_of(service), window], k, rolling=False)
+            out.add(service, ctx.team_of(service), window, k, rolling=False)
     yield from out.families()
 
 
