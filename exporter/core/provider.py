@@ -15,10 +15,10 @@ provider reads that (it declares the input :data:`HEALTH`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar, overload
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
@@ -96,6 +96,7 @@ class RenderContext:
 
 
 Provider = Callable[[RenderContext], Iterable[Metric]]
+M = TypeVar("M", bound=Metric)
 
 #: The input of the sources' health as each poll changes it (not a domain's data).
 HEALTH = "health"
@@ -144,17 +145,62 @@ def sample(name: str, labels: dict[str, str], value: float) -> Sample:
     return sample_
 
 
-def add_histogram(
-    family: Metric, labels: dict[str, str], buckets: Sequence[tuple[str, float]], sum_value: float
-) -> None:
-    """Append a histogram series' samples as ``HistogramMetricFamily.add_metric`` does
+def histogram_samples(
+    name: str, labels: dict[str, str], buckets: Sequence[tuple[str, float]], sum_value: float
+) -> Iterator[Sample]:
+    """A histogram series' samples as ``HistogramMetricFamily.add_metric`` makes them
     (each ``le`` bucket, then ``_count`` and ``_sum`` when no bound is negative), its
     ``_count`` and ``_sum`` sharing ``labels``. ``buckets``: (``le`` label, cumulative
     count), sorted, ``+Inf`` last."""
-    out = family.samples
-    bucket = family.name + "_bucket"
+    bucket = name + "_bucket"
     for le, value in buckets:
-        out.append(sample(bucket, {**labels, "le": le}, value))
+        yield sample(bucket, {**labels, "le": le}, value)
     if float(buckets[0][0]) >= 0:
-        out.append(sample(family.name + "_count", labels, buckets[-1][1]))
-        out.append(sample(family.name + "_sum", labels, sum_value))
+        yield sample(name + "_count", labels, buckets[-1][1])
+        yield sample(name + "_sum", labels, sum_value)
+
+
+def add_histogram(
+    family: Metric, labels: dict[str, str], buckets: Sequence[tuple[str, float]], sum_value: float
+) -> None:
+    """Append a histogram series' :func:`histogram_samples` to ``family``."""
+    family.samples.extend(histogram_samples(family.name, labels, buckets, sum_value))
+
+
+class SampleStream(Sequence[Sample]):
+    """A family's samples made anew each time they are iterated, instead of kept.
+
+    The exposition writer turns each sample into its line as it comes, so a streamed
+    sample lives only until its line is written. Kept, the hundred thousand samples of
+    a large organisation's family survive long enough for the garbage collector to
+    walk them several times per render (a third of the provider's time), and hold
+    their memory until the render ends.
+    """
+
+    __slots__ = ("_make",)
+
+    def __init__(self, make: Callable[[], Iterator[Sample]]) -> None:
+        self._make = make
+
+    def __iter__(self) -> Iterator[Sample]:
+        return self._make()
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._make())
+
+    @overload
+    def __getitem__(self, index: int) -> Sample: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Sample]: ...
+
+    def __getitem__(self, index: int | slice) -> Sample | Sequence[Sample]:
+        return list(self._make())[index]
+
+
+def streamed(family: M, make: Callable[[], Iterator[Sample]]) -> M:
+    """``family`` with its samples from ``make`` (a generator function), made when the
+    family is written (see :class:`SampleStream`); what ``make`` reads must not change
+    until then."""
+    family.samples = SampleStream(make)  # type: ignore[assignment]  # only iterated
+    return family
