@@ -15,9 +15,10 @@ provider reads that (it declares the input :data:`HEALTH`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import chain
 from typing import TYPE_CHECKING, TypeVar, overload
 
 from prometheus_client.metrics_core import Metric
@@ -133,6 +134,14 @@ def le_label(bound: float) -> str:
     return f"{bound:g}" if bound != float("inf") else "+Inf"
 
 
+def label_order(labels: Mapping[str, str]) -> tuple[str, ...]:
+    """A sort key that orders label sets as ``sorted(labels.items())`` does: their
+    sorted names and values, flattened (name, value, name, value...). The same order,
+    since each pair is two places of the tuple, and about half the sort's time, since
+    equal names compare as strings, not as pairs."""
+    return tuple(chain.from_iterable(sorted(labels.items())))
+
+
 _new_tuple = tuple.__new__
 
 
@@ -160,11 +169,31 @@ def histogram_samples(
         yield sample(name + "_sum", labels, sum_value)
 
 
-def add_histogram(
-    family: Metric, labels: dict[str, str], buckets: Sequence[tuple[str, float]], sum_value: float
-) -> None:
-    """Append a histogram series' :func:`histogram_samples` to ``family``."""
-    family.samples.extend(histogram_samples(family.name, labels, buckets, sum_value))
+#: A persisted histogram as :meth:`Store.histograms` reads it: labels, bounds,
+#: cumulative counts per bound, sum, count.
+StoredHistogram = tuple[dict[str, str], list[float], list[int], float, int]
+
+
+def stored_histogram_samples(
+    name: str,
+    rows: Iterable[StoredHistogram],
+    series: Callable[[dict[str, str]], dict[str, str] | None],
+) -> Iterator[Sample]:
+    """The samples of the histogram family ``name`` from persisted histograms, each under
+    the labels ``series`` makes of its stored ones (None: left out), with a ``+Inf``
+    bucket of its count."""
+    les: dict[tuple[float, ...], list[str]] = {}  # the le labels of each set of bounds
+    for labels, bounds, cumulative, total, n in rows:
+        out = series(labels)
+        if out is None:
+            continue
+        key = tuple(bounds)
+        names = les.get(key)
+        if names is None:
+            names = les[key] = [le_label(b) for b in bounds]
+        buckets = [(le, float(c)) for le, c in zip(names, cumulative, strict=True)]
+        buckets.append(("+Inf", float(n)))
+        yield from histogram_samples(name, out, buckets, total)
 
 
 class SampleStream(Sequence[Sample]):

@@ -33,9 +33,9 @@ from exporter.core.periods import CALENDAR_WINDOWS, calendar_span
 from exporter.core.provider import (
     RenderContext,
     cached_help,
-    histogram_samples,
-    le_label,
+    label_order,
     sample,
+    stored_histogram_samples,
     streamed,
 )
 from exporter.domains.probe import store as probe_store
@@ -98,28 +98,14 @@ def _durations(ctx: RenderContext, known: set[str]) -> Metric:
         labels=["service", "team", "probe"],
     )
     rows = sorted(ctx.store.histograms(probe_store.DURATION), key=_order)
-    return streamed(family, lambda: _duration_samples(ctx, known, family.name, rows))
 
-
-def _duration_samples(
-    ctx: RenderContext,
-    known: set[str],
-    name: str,
-    rows: list[tuple[dict[str, str], list[float], list[int], float, int]],
-) -> Iterator[Sample]:
-    les: dict[tuple[float, ...], list[str]] = {}  # the le labels of each set of bounds
-    for labels, bounds, counts, total, n in rows:
+    def series(labels: dict[str, str]) -> dict[str, str] | None:
         service = labels["service"]
         if service not in known:
-            continue
-        key = tuple(bounds)
-        names = les.get(key)
-        if names is None:
-            names = les[key] = [le_label(b) for b in bounds]
-        buckets = [(le, float(c)) for le, c in zip(names, counts, strict=True)]
-        buckets.append(("+Inf", float(n)))
-        series = {"service": service, "team": ctx.team_of(service), "probe": labels["probe"]}
-        yield from histogram_samples(name, series, buckets, total)
+            return None
+        return {"service": service, "team": ctx.team_of(service), "probe": labels["probe"]}
+
+    return streamed(family, lambda: stored_histogram_samples(family.name, rows, series))
 
 
 def _last_success(ctx: RenderContext, known: set[str]) -> Metric:
@@ -255,7 +241,7 @@ _LAST_FAMILIES = (
 )
 
 
-def _order(item: tuple[dict[str, str], object] | tuple[object, ...]) -> list[tuple[str, str]]:
+def _order(item: tuple[dict[str, str], object] | tuple[object, ...]) -> tuple[str, ...]:
     labels = item[0]
     assert isinstance(labels, dict)
-    return sorted(labels.items())
+    return label_order(labels)

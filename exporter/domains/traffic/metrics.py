@@ -33,7 +33,13 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 
 from exporter.core.periods import CALENDAR_WINDOWS, calendar_span, latest_closed_day
-from exporter.core.provider import RenderContext, add_histogram, le_label, sample, streamed
+from exporter.core.provider import (
+    RenderContext,
+    label_order,
+    sample,
+    stored_histogram_samples,
+    streamed,
+)
 from exporter.domains.traffic import store as traffic_store
 from exporter.domains.traffic.kpis import (
     UNMAPPED,
@@ -77,19 +83,23 @@ def _requests(ctx: RenderContext, known: set[str]) -> Metric:
         _help("Requests served through the API gateways, by status class.", ctx),
         labels=["service", "team", "source", "code_class"],
     )
-    name, out = family.name + "_total", family.samples
-    for labels, value in _sorted_counters(ctx, traffic_store.REQUESTS_TOTAL):
+    rows = _sorted_counters(ctx, traffic_store.REQUESTS_TOTAL)
+    return streamed(family, lambda: _request_samples(ctx, known, family.name + "_total", rows))
+
+
+def _request_samples(
+    ctx: RenderContext, known: set[str], name: str, rows: list[tuple[dict[str, str], float]]
+) -> Iterator[Sample]:
+    for labels, value in rows:
         service = labels["service"]
         if service in known:
-            team = ctx.team_of(service)
             series = {
                 "service": service,
-                "team": team,
+                "team": ctx.team_of(service),
                 "source": labels["source"],
                 "code_class": labels["code_class"],
             }
-            out.append(sample(name, series, value))
-    return family
+            yield sample(name, series, value)
 
 
 def _durations(ctx: RenderContext, known: set[str]) -> Metric:
@@ -102,22 +112,15 @@ def _durations(ctx: RenderContext, known: set[str]) -> Metric:
         ),
         labels=["service", "team", "source"],
     )
-    les: dict[tuple[float, ...], list[str]] = {}  # the le labels of each set of bounds
-    for labels, bounds, cumulative, total, n in sorted(
-        ctx.store.histograms(traffic_store.DURATION), key=lambda x: sorted(x[0].items())
-    ):
+    rows = sorted(ctx.store.histograms(traffic_store.DURATION), key=lambda x: label_order(x[0]))
+
+    def series(labels: dict[str, str]) -> dict[str, str] | None:
         service = labels["service"]
         if service not in known:
-            continue
-        key = tuple(bounds)
-        names = les.get(key)
-        if names is None:
-            names = les[key] = [le_label(b) for b in bounds]
-        buckets = [(le, float(c)) for le, c in zip(names, cumulative, strict=True)]
-        buckets.append(("+Inf", float(n)))
-        series = {"service": service, "team": ctx.team_of(service), "source": labels["source"]}
-        add_histogram(family, series, buckets, total)
-    return family
+            return None
+        return {"service": service, "team": ctx.team_of(service), "source": labels["source"]}
+
+    return streamed(family, lambda: stored_histogram_samples(family.name, rows, series))
 
 
 # A (service, team, window) and its KPIs: requests, rate, error ratios, availability,
@@ -328,7 +331,7 @@ def _daily(ctx: RenderContext, known: set[str]) -> Metric:
 
 def _sorted_counters(ctx: RenderContext, metric: str) -> list[tuple[dict[str, str], float]]:
     """A persisted counter's values, in the order of their sorted labels."""
-    return sorted(ctx.store.counters(metric), key=lambda x: sorted(x[0].items()))
+    return sorted(ctx.store.counters(metric), key=lambda x: label_order(x[0]))
 
 
 def _per_source(ctx: RenderContext, name: str, text: str, metric: str) -> Metric:
