@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -91,7 +92,7 @@ ADVISORY_POLL = 0.2
 # same tens of thousands of them, and a copy costs a fifteenth of json.loads. Bounded
 # by the series the counters hold; emptied whole if it ever outgrows that.
 _DECODED: dict[str, Any] = {}
-_DECODED_MAX = 500_000
+_DECODED_MAX = 200_000
 
 
 def _decoded(text: str) -> Any:
@@ -100,7 +101,12 @@ def _decoded(text: str) -> Any:
     if found is None:
         if len(_DECODED) >= _DECODED_MAX:
             _DECODED.clear()
-        found = _DECODED[text] = json.loads(text)
+        found = json.loads(text)
+        if isinstance(found, dict):
+            # Label names and values repeat across sets (a service in each of its
+            # series): one string each, so the kept sets take a third of the memory.
+            found = {sys.intern(k): sys.intern(v) for k, v in found.items()}
+        _DECODED[text] = found
     return found.copy()
 
 
