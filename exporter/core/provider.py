@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import chain
-from typing import TYPE_CHECKING, TypeVar, overload
+from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
@@ -196,14 +196,14 @@ def stored_histogram_samples(
         yield from histogram_samples(name, out, buckets, total)
 
 
-class SampleStream(Sequence[Sample]):
+class SampleStream(Iterable[Sample]):
     """A family's samples made anew each time they are iterated, instead of kept.
 
     The exposition writer turns each sample into its line as it comes, so a streamed
     sample lives only until its line is written. Kept, the hundred thousand samples of
     a large organisation's family survive long enough for the garbage collector to
-    walk them several times per render (a third of the provider's time), and hold
-    their memory until the render ends.
+    walk them several times per render, and hold their memory until the render ends.
+    Iterating is all a writer does with a family's samples.
     """
 
     __slots__ = ("_make",)
@@ -213,18 +213,6 @@ class SampleStream(Sequence[Sample]):
 
     def __iter__(self) -> Iterator[Sample]:
         return self._make()
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self._make())
-
-    @overload
-    def __getitem__(self, index: int) -> Sample: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[Sample]: ...
-
-    def __getitem__(self, index: int | slice) -> Sample | Sequence[Sample]:
-        return list(self._make())[index]
 
 
 def streamed(family: M, make: Callable[[], Iterator[Sample]]) -> M:
