@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 
 
 def quantile(values: Sequence[float], q: float) -> float | None:
@@ -79,9 +80,7 @@ class LogBins:
 
     def value(self, index: int) -> float:
         """The value bin ``index`` stands for."""
-        if index < self._log_index(self.floor):
-            return self.floor
-        return 2 * self.gamma**index / (self.gamma + 1)
+        return _bin_value(self, index)
 
     def quantile(self, counts: Mapping[int, int], q: float) -> float | None:
         """The q-quantile of the values counted in ``counts`` (bin -> count); None if empty."""
@@ -129,6 +128,15 @@ class LogBins:
             lo, hi = math.floor(pos), math.ceil(pos)
             out[q] = at[lo] + (at[hi] - at[lo]) * (pos - lo)
         return out
+
+
+@cache
+def _bin_value(bins: LogBins, index: int) -> float:
+    # Computed once per bin: a render reads a few thousand quantiles from a few hundred
+    # bins, and the logarithm and power each time were a good part of it.
+    if index < bins._log_index(bins.floor):
+        return bins.floor
+    return 2 * bins.gamma**index / (bins.gamma + 1)
 
 
 def add_counts(into: dict[int, int], rows: Iterable[tuple[int, int]]) -> dict[int, int]:

@@ -151,6 +151,21 @@ class TestCountersAndHistograms:
         got = sorted((sorted(lb.items()), v) for lb, v in store.counters("m_total"))
         assert got == [([("a", "1"), ("b", "2")], 3.5), ([("a", "x")], 1.0)]
 
+    def test_labels_and_bounds_read_are_the_callers_own(self, store: Store) -> None:
+        # Reads decode each label set once and hand out copies: changing one changes
+        # neither the store's next answer nor another caller's.
+        with store.transaction() as tx:
+            tx.incr("m_total", {"a": "1"})
+            tx.observe("h", {"s": "a"}, 0.2, (0.1, 1.0))
+        ((labels, _),) = store.counters("m_total")
+        labels["a"] = "changed"
+        ((hist_labels, bounds, *_),) = store.histograms("h")
+        hist_labels["s"] = "changed"
+        bounds.append(9.0)
+        assert store.counters("m_total") == [({"a": "1"}, 1.0)]
+        ((hist_labels, bounds, *_),) = store.histograms("h")
+        assert (hist_labels, bounds) == ({"s": "a"}, [0.1, 1.0])
+
     def test_counters_never_go_down(self, store: Store) -> None:
         with pytest.raises(ValueError, match="only go up"), store.transaction() as tx:
             tx.incr("m_total", {}, -1)

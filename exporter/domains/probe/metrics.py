@@ -27,9 +27,17 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 from prometheus_client.metrics_core import Metric
+from prometheus_client.samples import Sample
 
 from exporter.core.periods import CALENDAR_WINDOWS, calendar_span
-from exporter.core.provider import RenderContext, cached_help, le_label
+from exporter.core.provider import (
+    RenderContext,
+    cached_help,
+    label_order,
+    sample,
+    stored_histogram_samples,
+    streamed,
+)
 from exporter.domains.probe import store as probe_store
 from exporter.domains.probe.kpis import (
     LATENCY_WINDOWS,
@@ -63,14 +71,24 @@ def _checks(ctx: RenderContext, known: set[str]) -> Metric:
         _help("Synthetic probe checks by result and failure reason.", ctx),
         labels=["service", "team", "probe", "result", "reason"],
     )
-    for labels, value in sorted(ctx.store.counters(probe_store.CHECKS_TOTAL), key=_order):
+    rows = sorted(ctx.store.counters(probe_store.CHECKS_TOTAL), key=_order)
+    return streamed(family, lambda: _check_samples(ctx, known, family.name + "_total", rows))
+
+
+def _check_samples(
+    ctx: RenderContext, known: set[str], name: str, rows: list[tuple[dict[str, str], float]]
+) -> Iterator[Sample]:
+    for labels, value in rows:
         service = labels["service"]
         if service in known:
-            team = ctx.team_of(service)
-            family.add_metric(
-                [service, team, labels["probe"], labels["result"], labels["reason"]], value
-            )
-    return family
+            series = {
+                "service": service,
+                "team": ctx.team_of(service),
+                "probe": labels["probe"],
+                "result": labels["result"],
+                "reason": labels["reason"],
+            }
+            yield sample(name, series, value)
 
 
 def _durations(ctx: RenderContext, known: set[str]) -> Metric:
@@ -79,16 +97,15 @@ def _durations(ctx: RenderContext, known: set[str]) -> Metric:
         _help("Duration of successful probe checks.", ctx),
         labels=["service", "team", "probe"],
     )
-    for labels, bounds, counts, total, n in sorted(
-        ctx.store.histograms(probe_store.DURATION), key=_order
-    ):
+    rows = sorted(ctx.store.histograms(probe_store.DURATION), key=_order)
+
+    def series(labels: dict[str, str]) -> dict[str, str] | None:
         service = labels["service"]
         if service not in known:
-            continue
-        buckets = [(le_label(b), float(c)) for b, c in zip(bounds, counts, strict=True)]
-        buckets.append(("+Inf", float(n)))
-        family.add_metric([service, ctx.team_of(service), labels["probe"]], buckets, total)
-    return family
+            return None
+        return {"service": service, "team": ctx.team_of(service), "probe": labels["probe"]}
+
+    return streamed(family, lambda: stored_histogram_samples(family.name, rows, series))
 
 
 def _last_success(ctx: RenderContext, known: set[str]) -> Metric:
@@ -123,17 +140,21 @@ def _uptime(ctx: RenderContext) -> Iterator[Metric]:
         span = calendar_span(window, ctx.now)
         for service, in_span in probe_store.span_counts(ctx.store, span, ctx.now).items():
             per_window[(service, window)] = in_span.uptime
-    for svc in ctx.config.services:
-        if not ProbeServiceFields.of(svc).probes:
-            continue
-        for window in (*UPTIME_WINDOWS, *CALENDAR_WINDOWS):
-            c = per_window.get((svc.name, window))
-            samples.add_metric([svc.name, svc.team, window], c.total if c else 0)
-            up_ratio = uptime_ratio(c) if c else None
-            if up_ratio is not None:
-                ratio.add_metric([svc.name, svc.team, window], up_ratio)
-    yield ratio
-    yield samples
+    probed = [svc for svc in ctx.config.services if ProbeServiceFields.of(svc).probes]
+    windows = (*UPTIME_WINDOWS, *CALENDAR_WINDOWS)
+
+    def uptime_samples(ratios: bool) -> Iterator[Sample]:
+        for svc in probed:
+            for window in windows:
+                c = per_window.get((svc.name, window))
+                labels = {"service": svc.name, "team": svc.team, "window": window}
+                if not ratios:
+                    yield sample(samples.name, labels, c.total if c else 0)
+                elif c and (up_ratio := uptime_ratio(c)) is not None:
+                    yield sample(ratio.name, labels, up_ratio)
+
+    yield streamed(ratio, lambda: uptime_samples(True))
+    yield streamed(samples, lambda: uptime_samples(False))
 
 
 def _latency(ctx: RenderContext, known: set[str]) -> Metric:
@@ -151,11 +172,8 @@ def _latency(ctx: RenderContext, known: set[str]) -> Metric:
                 continue
             team = ctx.team_of(service)
             for q, value in binned_latency_quantiles(bins[service]).items():
-                family.add_sample(
-                    "platform_service_probe_latency_seconds",
-                    {"service": service, "team": team, "window": window, "quantile": f"{q:g}"},
-                    value,
-                )
+                labels = {"service": service, "team": team, "window": window, "quantile": f"{q:g}"}
+                family.samples.append(sample(family.name, labels, value))
     return family
 
 
@@ -165,10 +183,12 @@ def _skipped(ctx: RenderContext, known: set[str]) -> Metric:
         _help("Probe slots that passed without a probe: it could not start on time.", ctx),
         labels=["service", "team", "probe"],
     )
+    name, out = family.name + "_total", family.samples
     for labels, value in sorted(ctx.store.counters(probe_store.SKIPPED_TOTAL), key=_order):
         service = labels["service"]
         if service in known:
-            family.add_metric([service, ctx.team_of(service), labels["probe"]], value)
+            series = {"service": service, "team": ctx.team_of(service), "probe": labels["probe"]}
+            out.append(sample(name, series, value))
     return family
 
 
@@ -221,7 +241,7 @@ _LAST_FAMILIES = (
 )
 
 
-def _order(item: tuple[dict[str, str], object] | tuple[object, ...]) -> list[tuple[str, str]]:
+def _order(item: tuple[dict[str, str], object] | tuple[object, ...]) -> tuple[str, ...]:
     labels = item[0]
     assert isinstance(labels, dict)
-    return sorted(labels.items())
+    return label_order(labels)

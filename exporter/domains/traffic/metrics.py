@@ -33,7 +33,13 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 
 from exporter.core.periods import CALENDAR_WINDOWS, calendar_span, latest_closed_day
-from exporter.core.provider import RenderContext, le_label
+from exporter.core.provider import (
+    RenderContext,
+    label_order,
+    sample,
+    stored_histogram_samples,
+    streamed,
+)
 from exporter.domains.traffic import store as traffic_store
 from exporter.domains.traffic.kpis import (
     UNMAPPED,
@@ -77,12 +83,23 @@ def _requests(ctx: RenderContext, known: set[str]) -> Metric:
         _help("Requests served through the API gateways, by status class.", ctx),
         labels=["service", "team", "source", "code_class"],
     )
-    for labels, value in _sorted_counters(ctx, traffic_store.REQUESTS_TOTAL):
+    rows = _sorted_counters(ctx, traffic_store.REQUESTS_TOTAL)
+    return streamed(family, lambda: _request_samples(ctx, known, family.name + "_total", rows))
+
+
+def _request_samples(
+    ctx: RenderContext, known: set[str], name: str, rows: list[tuple[dict[str, str], float]]
+) -> Iterator[Sample]:
+    for labels, value in rows:
         service = labels["service"]
         if service in known:
-            team = ctx.team_of(service)
-            family.add_metric([service, team, labels["source"], labels["code_class"]], value)
-    return family
+            series = {
+                "service": service,
+                "team": ctx.team_of(service),
+                "source": labels["source"],
+                "code_class": labels["code_class"],
+            }
+            yield sample(name, series, value)
 
 
 def _durations(ctx: RenderContext, known: set[str]) -> Metric:
@@ -95,93 +112,165 @@ def _durations(ctx: RenderContext, known: set[str]) -> Metric:
         ),
         labels=["service", "team", "source"],
     )
-    for labels, bounds, cumulative, total, n in sorted(
-        ctx.store.histograms(traffic_store.DURATION), key=lambda x: sorted(x[0].items())
-    ):
+    rows = sorted(ctx.store.histograms(traffic_store.DURATION), key=lambda x: label_order(x[0]))
+
+    def series(labels: dict[str, str]) -> dict[str, str] | None:
         service = labels["service"]
         if service not in known:
-            continue
-        buckets = [(le_label(b), float(c)) for b, c in zip(bounds, cumulative, strict=True)]
-        buckets.append(("+Inf", float(n)))
-        family.add_metric([service, ctx.team_of(service), labels["source"]], buckets, total)
-    return family
+            return None
+        return {"service": service, "team": ctx.team_of(service), "source": labels["source"]}
+
+    return streamed(family, lambda: stored_histogram_samples(family.name, rows, series))
+
+
+# A (service, team, window) and its KPIs: requests, rate, error ratios, availability,
+# latency observations and quantiles. One series of each windowed family; a tuple of
+# strings, numbers and dicts of them rather than a WindowKpis, so that the rows kept
+# through a render are fewer objects for the garbage collector to walk.
+_Row = tuple[
+    str, str, str, int, float | None, dict[str, float], float | None, int, dict[float, float]
+]
+
+
+def _row(service: str, team: str, window: str, k: WindowKpis) -> _Row:
+    return (
+        service,
+        team,
+        window,
+        k.requests,
+        k.rate,
+        k.error_ratios,
+        k.availability,
+        k.latency_observations,
+        k.latency,
+    )
 
 
 class _WindowFamilies:
-    """The families of the per-window KPIs, filled one (service, window) at a time."""
+    """The families of the per-window KPIs, their samples streamed from the rows of
+    rolling windows (every family) and of calendar windows (no rate or latency): at
+    2,000 services they hold a hundred thousand samples."""
 
-    def __init__(self, ctx: RenderContext) -> None:
+    def __init__(self, ctx: RenderContext, rolling: list[_Row], calendar: list[_Row]) -> None:
         by_window = ["service", "team", "window"]
-        self.rate = GaugeMetricFamily(
-            "platform_service_request_rate",
-            _help("Requests per second over the window, from stored per-minute counts.", ctx),
-            labels=by_window,
+        rows = [*rolling, *calendar]
+        self.rate = streamed(
+            GaugeMetricFamily(
+                "platform_service_request_rate",
+                _help("Requests per second over the window, from stored per-minute counts.", ctx),
+                labels=by_window,
+            ),
+            lambda: _rates(self.rate.name, rows),
         )
-        self.samples = GaugeMetricFamily(
-            "platform_service_request_samples",
-            _help("Requests behind the window's rate, error ratios and availability.", ctx),
-            labels=by_window,
+        self.samples = streamed(
+            GaugeMetricFamily(
+                "platform_service_request_samples",
+                _help("Requests behind the window's rate, error ratios and availability.", ctx),
+                labels=by_window,
+            ),
+            lambda: _requests_of(self.samples.name, rows),
         )
-        self.errors = GaugeMetricFamily(
-            "platform_service_error_ratio",
-            _help("Share of requests answered 5xx (or 4xx) over the window.", ctx),
-            labels=[*by_window, "code_class"],
+        self.errors = streamed(
+            GaugeMetricFamily(
+                "platform_service_error_ratio",
+                _help("Share of requests answered 5xx (or 4xx) over the window.", ctx),
+                labels=[*by_window, "code_class"],
+            ),
+            lambda: _error_ratios(self.errors.name, rows),
         )
-        self.avail = GaugeMetricFamily(
-            "platform_service_availability_ratio",
-            _help("Request-based availability over the window: 1 - the 5xx ratio.", ctx),
-            labels=by_window,
+        self.avail = streamed(
+            GaugeMetricFamily(
+                "platform_service_availability_ratio",
+                _help("Request-based availability over the window: 1 - the 5xx ratio.", ctx),
+                labels=by_window,
+            ),
+            lambda: _availabilities(self.avail.name, rows),
         )
         # Typed summary (quantiles only) rather than gauge: promtool rejects a "quantile"
         # label on any other type; in PromQL the series are the same.
-        self.latency = Metric(
-            "platform_service_latency_seconds",
-            _help(
-                "Request latency quantiles over the window: from the latency histogram where "
-                "a gateway gives one (exact to within a bucket), else as the gateway computed "
-                "them.",
-                ctx,
+        self.latency = streamed(
+            Metric(
+                "platform_service_latency_seconds",
+                _help(
+                    "Request latency quantiles over the window: from the latency histogram "
+                    "where a gateway gives one (exact to within a bucket), else as the gateway "
+                    "computed them.",
+                    ctx,
+                ),
+                "summary",
             ),
-            "summary",
+            lambda: _latencies(self.latency.name, rolling),
         )
-        self.lat_samples = GaugeMetricFamily(
-            "platform_service_latency_samples",
-            _help(
-                "Requests in the latency histogram behind platform_service_latency_seconds.", ctx
+        self.lat_samples = streamed(
+            GaugeMetricFamily(
+                "platform_service_latency_samples",
+                _help(
+                    "Requests in the latency histogram behind platform_service_latency_seconds.",
+                    ctx,
+                ),
+                labels=by_window,
             ),
-            labels=by_window,
+            lambda: _observations(self.lat_samples.name, rolling),
         )
-
-    def add(self, labels: list[str], k: WindowKpis, *, rolling: bool) -> None:
-        # One label dict shared by the samples of this (service, window): about 50
-        # samples per service, so their dicts are a good part of a render.
-        service, team, window = labels
-        base = {"service": service, "team": team, "window": window}
-        self.samples.samples.append(Sample(self.samples.name, base, k.requests))
-        if k.rate is not None:
-            self.rate.samples.append(Sample(self.rate.name, base, k.rate))
-        for cls, ratio in k.error_ratios.items():
-            self.errors.samples.append(Sample(self.errors.name, {**base, "code_class": cls}, ratio))
-        if k.availability is not None:
-            self.avail.samples.append(Sample(self.avail.name, base, k.availability))
-        if not rolling:
-            return
-        self.lat_samples.samples.append(Sample(self.lat_samples.name, base, k.latency_observations))
-        for q, seconds in k.latency.items():
-            self.latency.samples.append(
-                Sample(self.latency.name, {**base, "quantile": f"{q:g}"}, seconds)
-            )
 
     def families(self) -> Iterator[Metric]:
         yield from (self.rate, self.samples, self.errors, self.avail)
         yield from (self.latency, self.lat_samples)
 
 
+def _rates(name: str, rows: list[_Row]) -> Iterator[Sample]:
+    for service, team, window, _, rate, *_ in rows:
+        if rate is not None:
+            yield sample(name, {"service": service, "team": team, "window": window}, rate)
+
+
+def _requests_of(name: str, rows: list[_Row]) -> Iterator[Sample]:
+    for service, team, window, requests, *_ in rows:
+        yield sample(name, {"service": service, "team": team, "window": window}, requests)
+
+
+def _error_ratios(name: str, rows: list[_Row]) -> Iterator[Sample]:
+    for service, team, window, _, _, errors, *_ in rows:
+        for cls, ratio in errors.items():
+            labels = {"service": service, "team": team, "window": window, "code_class": cls}
+            yield sample(name, labels, ratio)
+
+
+def _availabilities(name: str, rows: list[_Row]) -> Iterator[Sample]:
+    for service, team, window, _, _, _, availability, *_ in rows:
+        if availability is not None:
+            labels = {"service": service, "team": team, "window": window}
+            yield sample(name, labels, availability)
+
+
+def _latencies(name: str, rows: list[_Row]) -> Iterator[Sample]:
+    for service, team, window, *_, latency in rows:
+        for q, seconds in latency.items():
+            labels = {"service": service, "team": team, "window": window, "quantile": _q(q)}
+            yield sample(name, labels, seconds)
+
+
+def _observations(name: str, rows: list[_Row]) -> Iterator[Sample]:
+    for service, team, window, *_, observed, _ in rows:
+        labels = {"service": service, "team": team, "window": window}
+        yield sample(name, labels, observed)
+
+
+# A quantile as its label ("0.95"), formatted once per quantile rather than per sample.
+_QUANTILE_LABELS: dict[float, str] = {}
+
+
+def _q(q: float) -> str:
+    label = _QUANTILE_LABELS.get(q)
+    if label is None:
+        label = _QUANTILE_LABELS[q] = f"{q:g}"
+    return label
+
+
 def _windows(ctx: RenderContext, known: set[str]) -> Iterator[Metric]:
     """Rate, samples, error ratios, availability and latency over the rolling windows,
     then samples, ratios and availability over ``mtd`` and ``last_month`` (whole days
     from the daily counts, kept beyond the retention)."""
-    out = _WindowFamilies(ctx)
     calendar = {w: calendar_span(w, ctx.now) for w in CALENDAR_WINDOWS}
     counts = traffic_store.counts_by_window(ctx.store, ctx.now, WINDOWS, calendar)
     gateway_q = traffic_store.gateway_latencies(ctx.store, gateway_latency_since(ctx.now))
@@ -194,17 +283,20 @@ def _windows(ctx: RenderContext, known: set[str]) -> Iterator[Metric]:
     by_window: dict[tuple[str, str], dict[float, float]] = {}
     for (s, w, q), v in gateway_q.items():
         by_window.setdefault((s, w), {})[q] = v
+    rolling: list[_Row] = []
     for service in services:
         team = ctx.team_of(service)
         for window, seconds in WINDOWS.items():
             gateway = by_window.get((service, window), {})
             k = window_kpis(counts.get((service, window)), seconds, gateway)
-            out.add([service, team, window], k, rolling=True)
+            rolling.append(_row(service, team, window, k))
+    on_calendar: list[_Row] = []
     for window in CALENDAR_WINDOWS:
         for service in services:
             k = window_kpis(counts.get((service, window)), None, {})
-            out.add([service, ctx.team_of(service), window], k, rolling=False)
-    yield from out.families()
+            on_calendar.append(_row(service, ctx.team_of(service), window, k))
+    del counts
+    yield from _WindowFamilies(ctx, rolling, on_calendar).families()
 
 
 def _consumers(ctx: RenderContext, known: set[str]) -> Metric:
@@ -239,7 +331,7 @@ def _daily(ctx: RenderContext, known: set[str]) -> Metric:
 
 def _sorted_counters(ctx: RenderContext, metric: str) -> list[tuple[dict[str, str], float]]:
     """A persisted counter's values, in the order of their sorted labels."""
-    return sorted(ctx.store.counters(metric), key=lambda x: sorted(x[0].items()))
+    return sorted(ctx.store.counters(metric), key=lambda x: label_order(x[0]))
 
 
 def _per_source(ctx: RenderContext, name: str, text: str, metric: str) -> Metric:
