@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
 
@@ -63,9 +63,19 @@ class Request:
 
 
 @dataclass(frozen=True)
+class Pieces:
+    """A body written as several byte strings in turn, never joined into one: ``size``
+    is their total length (the Content-Length), ``make`` gives them when the body is
+    written (so a body made on the fly, such as one inflated, is made piece by piece)."""
+
+    size: int
+    make: Callable[[], Iterable[bytes]]
+
+
+@dataclass(frozen=True)
 class Response:
     status: int
-    body: bytes = b""
+    body: bytes | Pieces = b""
     content_type: str = "text/plain; charset=utf-8"
     headers: tuple[tuple[str, str], ...] = ()
     close: bool = False
@@ -229,21 +239,36 @@ async def write_response(
     limits: Limits,
     server_header: str,
 ) -> None:
+    body = response.body
     lines = [
         f"HTTP/1.1 {response.status} {_REASONS.get(response.status, '')}",
         f"Server: {server_header}",
         f"Content-Type: {response.content_type}",
-        f"Content-Length: {len(response.body)}",
+        f"Content-Length: {len(body) if isinstance(body, bytes) else body.size}",
         *(f"{name}: {value}" for name, value in response.headers),
     ]
     if response.close:
         lines.append("Connection: close")
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    body = response.body if method != "HEAD" else b""
+    async with asyncio.timeout(limits.write_timeout):
+        if method == "HEAD":
+            writer.write(head)
+        elif isinstance(body, bytes):
+            _write_bytes(writer, head, body)
+        elif body.size < _JOIN_BELOW:
+            writer.write(b"".join([head, *body.make()]))
+        else:
+            writer.write(head)
+            # Drained piece by piece: a piece made on the fly is dropped once it is sent.
+            for piece in body.make():
+                writer.write(piece)
+                await writer.drain()
+        await writer.drain()
+
+
+def _write_bytes(writer: asyncio.StreamWriter, head: bytes, body: bytes) -> None:
     if len(body) < _JOIN_BELOW:
         writer.write(head + body)  # one segment for small responses
     else:
         writer.write(head)
         writer.write(memoryview(body))
-    async with asyncio.timeout(limits.write_timeout):
-        await writer.drain()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import Metric
@@ -145,13 +145,24 @@ def write(families: Iterable[Metric], help_suffix: str = "") -> tuple[bytes, byt
     """(text format, OpenMetrics without ``# EOF``) of ``families``, taken one at a time
     as they come (a provider that yields lazily never has them all alive at once).
     ``help_suffix`` is appended to every family's HELP text."""
-    text: list[str] = []
-    om: list[str] = []
+    text: list[bytes] = []
+    om: list[bytes] = []
+    for t, o in each_family(families, help_suffix):
+        text.append(t)
+        om.append(o)
+    return b"".join(text), b"".join(om)
+
+
+def each_family(families: Iterable[Metric], help_suffix: str = "") -> Iterator[tuple[bytes, bytes]]:
+    """Each family's (text format, OpenMetrics) bytes, in turn: a caller that consumes
+    them as they come has one family's lines alive at a time, never a whole render's."""
     for metric in families:
-        t0, o0 = len(text), len(om)
+        text: list[str] = []
+        om: list[str] = []
         try:
             _family(metric, text, om, help_suffix)
         except _Generic:
-            del text[t0:], om[o0:]
+            text.clear()
+            om.clear()
             _generic(metric, text, om, help_suffix)
-    return "".join(text).encode(), "".join(om).encode()
+        yield "".join(text).encode(), "".join(om).encode()

@@ -3,8 +3,10 @@ snapshot's gzip copies (pieces deflated apart, one member) decode to the exposit
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import math
+import struct
 import zlib
 from collections.abc import Iterator
 
@@ -25,7 +27,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from exporter.core import exposition
-from exporter.core.snapshot import Snapshot, deflate, gzip_pieces, render_part
+from exporter.core.snapshot import Snapshot, crc32_combine, deflate, gzip_pieces, render_part
 from tests.support.prometheus import promtool_check_metrics
 
 VALUES = [0, 1, -1, 0.5, 1e-9, 123456.0, 1234567.0, 1e16, 2**53, -0.0, math.inf, -math.inf, 7.25e21]
@@ -131,6 +133,35 @@ class TestGzipFromPieces:
         assert gzip.decompress(snap.text_gzip) == snap.text
         assert gzip.decompress(snap.openmetrics_gzip) == snap.openmetrics_text
         assert snap.openmetrics_text.endswith(b"# EOF\n")
+
+    @pytest.mark.parametrize(
+        ("first", "second"),
+        [(b"", b""), (b"abc", b""), (b"", b"xyz"), (b"\x00" * 7, b"\xff" * 70000),
+         (bytes(range(256)) * 3, b"# HELP a A.\n" * 999)],
+    )  # fmt: skip
+    def test_crc32_combine_gives_the_checksum_of_the_concatenation(
+        self, first: bytes, second: bytes
+    ) -> None:
+        combined = crc32_combine(zlib.crc32(first), zlib.crc32(second), len(second))
+        assert combined == zlib.crc32(first + second)
+
+    def test_a_part_keeps_only_its_deflated_copies(self) -> None:
+        part = render_part(families())
+        text, om = exposition.write(families())
+        assert (part.text, part.openmetrics) == (text, om)
+        assert part.text_deflated.size == len(text)
+        assert part.text_deflated.crc == zlib.crc32(text)
+        kept = {f.name for f in dataclasses.fields(part)}
+        assert kept == {"text_deflated", "openmetrics_deflated"}  # no uncompressed copy
+
+    def test_the_gzip_of_parts_equals_the_gzip_of_their_joined_text(self) -> None:
+        groups = [[f] for f in families()]
+        snap = Snapshot.assemble([render_part(g) for g in groups])
+        joined = b"".join(exposition.write(g)[0] for g in groups)
+        one = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        assert one.decompress(snap.text_gzip) == joined
+        assert one.eof and one.unused_data == b""
+        assert snap.text_gzip[-8:] == struct.pack("<II", zlib.crc32(joined), len(joined))
 
     def test_an_empty_snapshot_is_valid_gzip(self) -> None:
         snap = Snapshot.assemble([])
