@@ -104,7 +104,9 @@ def _samples(metric: Metric, lines: list[str], moved: dict[str, list[str]]) -> N
         lines.append(line)
 
 
-def _family(metric: Metric, text: list[str], om: list[str], help_suffix: str) -> None:
+def _family(
+    metric: Metric, text: list[str], om: list[str], help_suffix: str, continued: bool = False
+) -> None:
     name, mtype = metric.name, metric.type
     if not _METRIC_NAME.match(name):
         raise _Generic
@@ -115,12 +117,13 @@ def _family(metric: Metric, text: list[str], om: list[str], help_suffix: str) ->
     moved: dict[str, list[str]] = {}
     _samples(metric, lines, moved)
     text_name = name + _TEXT_SUFFIX.get(mtype, "")
-    text.append(
-        f"# HELP {text_name} {text_doc}\n# TYPE {text_name} {_TEXT_TYPE.get(mtype, mtype)}\n"
-    )
-    om.append(f"# HELP {name} {om_doc}\n# TYPE {name} {mtype}\n")
-    if metric.unit:
-        om.append(f"# UNIT {name} {metric.unit}\n")
+    if not continued or moved:
+        text.append(
+            f"# HELP {text_name} {text_doc}\n# TYPE {text_name} {_TEXT_TYPE.get(mtype, mtype)}\n"
+        )
+        om.append(f"# HELP {name} {om_doc}\n# TYPE {name} {mtype}\n")
+        if metric.unit:
+            om.append(f"# UNIT {name} {metric.unit}\n")
     om.extend(lines)
     if not moved:
         text.extend(lines)
@@ -155,12 +158,21 @@ def write(families: Iterable[Metric], help_suffix: str = "") -> tuple[bytes, byt
 
 def each_family(families: Iterable[Metric], help_suffix: str = "") -> Iterator[tuple[bytes, bytes]]:
     """Each family's (text format, OpenMetrics) bytes, in turn: a caller that consumes
-    them as they come has one family's lines alive at a time, never a whole render's."""
+    them as they come has one family's lines alive at a time, never a whole render's.
+
+    A family may come in chunks: consecutive families of the same name, type, HELP and
+    unit are one family, its HELP and TYPE written once, so a provider of a large
+    family can build it a chunk at a time. (A chunk with OpenMetrics-only samples,
+    ``_created`` and the like, is written whole, headers included.)
+    """
+    previous: tuple[str, str, str, str] | None = None
     for metric in families:
         text: list[str] = []
         om: list[str] = []
+        shape = (metric.name, metric.type, metric.documentation, metric.unit)
+        continued, previous = shape == previous, shape
         try:
-            _family(metric, text, om, help_suffix)
+            _family(metric, text, om, help_suffix, continued)
         except _Generic:
             text.clear()
             om.clear()

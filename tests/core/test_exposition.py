@@ -118,6 +118,34 @@ class TestOnePassWriter:
         assert promtool_check_metrics(snapshot.text) == ""
 
 
+class TestFamiliesInChunks:
+    """A provider may build a large family a chunk at a time: consecutive families of one
+    name, type, HELP and unit are written as one family."""
+
+    @staticmethod
+    def durations(services: list[str], doc: str = "Durations.") -> HistogramMetricFamily:
+        family = HistogramMetricFamily(
+            "platform_request_duration_seconds", doc, labels=["service"], unit="seconds"
+        )
+        for service in services:
+            n = float(ord(service) - ord("a") + 1)  # a: 1, b: 2, c: 3
+            family.add_metric([service], [("0.1", n - 1), ("+Inf", n)], 0.5 * n)
+        return family
+
+    def test_chunks_are_written_as_the_whole_family(self) -> None:
+        whole = exposition.write([self.durations(["a", "b", "c"])])
+        chunked = exposition.write([self.durations(["a", "b"]), self.durations(["c"])])
+        assert chunked == whole
+        text, om = chunked
+        assert text.count(b"# HELP platform_request_duration_seconds ") == 1
+        assert om.count(b"# TYPE platform_request_duration_seconds histogram") == 1
+        assert promtool_check_metrics(text) == ""
+
+    def test_a_family_of_the_same_name_with_other_help_keeps_its_headers(self) -> None:
+        text, _ = exposition.write([self.durations(["a"]), self.durations(["b"], "Other.")])
+        assert text.count(b"# HELP platform_request_duration_seconds ") == 2
+
+
 class TestGzipFromPieces:
     def test_pieces_deflated_apart_decode_as_one_member_to_their_concatenation(self) -> None:
         pieces = [b"# HELP a A.\n" * 300, b"", "é\n".encode() * 1000, bytes(range(256)) * 50]

@@ -19,7 +19,8 @@ Sample::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -39,12 +40,19 @@ from exporter.domains.probe.kpis import (
 )
 from exporter.domains.probe.records import ProbeResult
 from exporter.domains.probe.settings import ProbeServiceFields
+from exporter.domains.probe.store import LastProbe
+
+T = TypeVar("T")
+M = TypeVar("M", bound=Metric)
+# A check's labels (service, team, probe) and its latest probe.
+_Check = tuple[list[str], LastProbe]
+_Histogram = tuple[dict[str, str], list[float], list[int], float, int]
 
 
 def collect(ctx: RenderContext) -> Iterator[Metric]:
     known = {s.name for s in ctx.config.services}
-    yield _checks(ctx, known)
-    yield _durations(ctx, known)
+    yield from _checks(ctx, known)
+    yield from _durations(ctx, known)
     yield _last_success(ctx, known)
     yield from _uptime(ctx)
     yield _latency(ctx, known)
@@ -52,43 +60,71 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
     yield from _last_probe(ctx, known)
 
 
+# Rows per chunk of a family with a row per check or more: such a family is built and
+# rendered a chunk at a time (one family in the exposition, see exposition.each_family),
+# so a render holds one chunk's samples, not every check's (14,000 samples for the
+# durations of 1,000 checks).
+CHUNK = 100
+
+
+def _chunks(rows: Sequence[T], make: Callable[[], M], add: Callable[[M, T], None]) -> Iterator[M]:
+    """The family ``make`` gives, over ``rows``, built and yielded ``CHUNK`` rows at a
+    time (one empty family when there are none)."""
+    for start in range(0, max(len(rows), 1), CHUNK):
+        family = make()
+        for row in rows[start : start + CHUNK]:
+            add(family, row)
+        yield family
+
+
 def _help(text: str, ctx: RenderContext) -> str:
     """HELP text naming the probe source and how often it polls."""
     return cached_help(text, ctx, ctx.kinds(producing=ProbeResult, enabled_only=False)[0])
 
 
-def _checks(ctx: RenderContext, known: set[str]) -> Metric:
-    family = CounterMetricFamily(
-        "platform_probe_checks",
-        _help("Synthetic probe checks by result and failure reason.", ctx),
-        labels=["service", "team", "probe", "result", "reason"],
-    )
-    for labels, value in sorted(ctx.store.counters(probe_store.CHECKS_TOTAL), key=_order):
+def _checks(ctx: RenderContext, known: set[str]) -> Iterator[Metric]:
+    text = _help("Synthetic probe checks by result and failure reason.", ctx)
+    rows = [
+        row
+        for row in sorted(ctx.store.counters(probe_store.CHECKS_TOTAL), key=_order)
+        if row[0]["service"] in known
+    ]
+
+    def make() -> CounterMetricFamily:
+        labels = ["service", "team", "probe", "result", "reason"]
+        return CounterMetricFamily("platform_probe_checks", text, labels=labels)
+
+    def add(family: CounterMetricFamily, row: tuple[dict[str, str], float]) -> None:
+        labels, value = row
         service = labels["service"]
-        if service in known:
-            team = ctx.team_of(service)
-            family.add_metric(
-                [service, team, labels["probe"], labels["result"], labels["reason"]], value
-            )
-    return family
+        team = ctx.team_of(service)
+        family.add_metric(
+            [service, team, labels["probe"], labels["result"], labels["reason"]], value
+        )
+
+    return _chunks(rows, make, add)
 
 
-def _durations(ctx: RenderContext, known: set[str]) -> Metric:
-    family = HistogramMetricFamily(
-        "platform_probe_duration_seconds",
-        _help("Duration of successful probe checks.", ctx),
-        labels=["service", "team", "probe"],
-    )
-    for labels, bounds, counts, total, n in sorted(
-        ctx.store.histograms(probe_store.DURATION), key=_order
-    ):
+def _durations(ctx: RenderContext, known: set[str]) -> Iterator[Metric]:
+    text = _help("Duration of successful probe checks.", ctx)
+    rows = [
+        row
+        for row in sorted(ctx.store.histograms(probe_store.DURATION), key=_order)
+        if row[0]["service"] in known
+    ]
+
+    def make() -> HistogramMetricFamily:
+        labels = ["service", "team", "probe"]
+        return HistogramMetricFamily("platform_probe_duration_seconds", text, labels=labels)
+
+    def add(family: HistogramMetricFamily, row: _Histogram) -> None:
+        labels, bounds, counts, total, n = row
         service = labels["service"]
-        if service not in known:
-            continue
         buckets = [(le_label(b), float(c)) for b, c in zip(bounds, counts, strict=True)]
         buckets.append(("+Inf", float(n)))
         family.add_metric([service, ctx.team_of(service), labels["probe"]], buckets, total)
-    return family
+
+    return _chunks(rows, make, add)
 
 
 def _last_success(ctx: RenderContext, known: set[str]) -> Metric:
@@ -173,27 +209,53 @@ def _skipped(ctx: RenderContext, known: set[str]) -> Metric:
 
 
 def _last_probe(ctx: RenderContext, known: set[str]) -> Iterator[Metric]:
-    """What each check's latest probe showed: phases, TLS, HTTP (last values)."""
-    gauges = {
-        name: GaugeMetricFamily(name, _help(text, ctx), labels=[*_CHECK, *extra])
-        for name, text, extra in _LAST_FAMILIES
-    }
-    for (service, probe), last in probe_store.last_probes(ctx.store).items():
-        if service not in known:
-            continue
-        check = [service, ctx.team_of(service), probe]
-        for phase, seconds in sorted(last.phases.items()):
-            gauges["platform_probe_phase_duration_seconds"].add_metric([*check, phase], seconds)
-        if last.cert_not_after is not None:
-            gauges["platform_probe_tls_cert_expiry_timestamp_seconds"].add_metric(
-                check, last.cert_not_after
-            )
-        if last.tls_version is not None:
-            gauges["platform_probe_tls_version_info"].add_metric([*check, last.tls_version], 1.0)
-        if last.http_version is not None:
-            gauges["platform_probe_http_version"].add_metric(check, last.http_version)
-            gauges["platform_probe_http_redirects"].add_metric(check, last.redirects)
-    yield from gauges.values()
+    """What each check's latest probe showed: phases, TLS, HTTP (last values), a family
+    at a time, each a chunk of checks at a time."""
+    checks = [
+        ([service, ctx.team_of(service), probe], last)
+        for (service, probe), last in probe_store.last_probes(ctx.store).items()
+        if service in known
+    ]
+    for name, text, extra in _LAST_FAMILIES:
+        help_text = _help(text, ctx)
+        add = _LAST_SAMPLES[name]
+
+        def make(
+            name: str = name, help_text: str = help_text, extra: tuple[str, ...] = extra
+        ) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, help_text, labels=[*_CHECK, *extra])
+
+        yield from _chunks(checks, make, add)
+
+
+def _phases(family: GaugeMetricFamily, row: _Check) -> None:
+    check, last = row
+    for phase, seconds in sorted(last.phases.items()):
+        family.add_metric([*check, phase], seconds)
+
+
+def _cert_expiry(family: GaugeMetricFamily, row: _Check) -> None:
+    check, last = row
+    if last.cert_not_after is not None:
+        family.add_metric(check, last.cert_not_after)
+
+
+def _tls_version(family: GaugeMetricFamily, row: _Check) -> None:
+    check, last = row
+    if last.tls_version is not None:
+        family.add_metric([*check, last.tls_version], 1.0)
+
+
+def _http_version(family: GaugeMetricFamily, row: _Check) -> None:
+    check, last = row
+    if last.http_version is not None:
+        family.add_metric(check, last.http_version)
+
+
+def _redirects(family: GaugeMetricFamily, row: _Check) -> None:
+    check, last = row
+    if last.http_version is not None:
+        family.add_metric(check, last.redirects)
 
 
 _CHECK = ("service", "team", "probe")
@@ -219,6 +281,15 @@ _LAST_FAMILIES = (
     ("platform_probe_http_version", "HTTP version of the latest answer to the check (1.1).", ()),
     ("platform_probe_http_redirects", "Redirects the check's latest HTTP probe followed.", ()),
 )
+
+
+_LAST_SAMPLES: dict[str, Callable[[GaugeMetricFamily, _Check], None]] = {
+    "platform_probe_phase_duration_seconds": _phases,
+    "platform_probe_tls_cert_expiry_timestamp_seconds": _cert_expiry,
+    "platform_probe_tls_version_info": _tls_version,
+    "platform_probe_http_version": _http_version,
+    "platform_probe_http_redirects": _redirects,
+}
 
 
 def _order(item: tuple[dict[str, str], object] | tuple[object, ...]) -> list[tuple[str, str]]:
