@@ -51,7 +51,8 @@ def main() -> None:
         samples: list[float] = []
         started = time.monotonic()
         while time.monotonic() - started < args.seconds:
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", PROMETHEUS_ACCEPT)
+            url = f"http://127.0.0.1:{port}/metrics"
+            request = urllib.request.Request(url, headers=PROMETHEUS_ACCEPT)
             with urllib.request.urlopen(request, timeout=10) as response:
                 response.read()
             time.sleep(15)
