@@ -6,7 +6,7 @@ refresh (a worker thread), never on the scrape path: Prometheus asks for
 OpenMetrics first, so rendering that form lazily would make the first scrape
 after every refresh pay for a full render. A gzip scrape (Prometheus's) is
 served the pieces as they are, framed as one gzip member; a scrape without gzip
-has them inflated as they are written. The families themselves are not kept,
+has them inflated when its answer is written. The families themselves are not kept,
 nor any uncompressed copy. :class:`SnapshotHolder` swaps a whole new snapshot in
 with one assignment, so a scrape sees the whole old snapshot or the whole new
 one, and its cost does not depend on how big the upstreams are.
@@ -186,7 +186,7 @@ _EOF_PART = Deflated.of(_OM_EOF)
 class Body:
     """One format of the exposition as its parts' deflated pieces, never joined: served
     as one gzip member that points at the pieces as they are (``gzip``), or inflated
-    piece by piece as it is written, for a client that does not take gzip (``plain``)."""
+    for a client that does not take gzip (``plain``, ``joined``)."""
 
     pieces: tuple[Deflated, ...]
     # The gzip member: header, the pieces' deflate data, the end block, the trailer.
