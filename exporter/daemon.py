@@ -122,8 +122,7 @@ class Daemon:
         release_memory: Callable[[], object] | None = None,
     ) -> None:
         self.config = config
-        # Called in the worker thread after each render and page (the daemon run by the
-        # command line: malloc_trim, see exporter.core.allocator); a library use, none.
+        # After each render and page, in its thread: malloc_trim for `run` (see allocator).
         self._release_memory = release_memory
         self.clock = clock
         # Only the domains the config uses are imported, polled and rendered; the state

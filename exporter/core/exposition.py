@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
 
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import Metric
@@ -178,3 +179,22 @@ def each_family(families: Iterable[Metric], help_suffix: str = "") -> Iterator[t
             om.clear()
             _generic(metric, text, om, help_suffix)
         yield "".join(text).encode(), "".join(om).encode()
+
+
+T = TypeVar("T")
+M = TypeVar("M", bound=Metric)
+# Rows per chunk of a large family (a row per check, per service...): such a family is
+# built and rendered a chunk at a time, one family in the exposition (see
+# each_family), so a render holds one chunk's samples, not every row's
+# (14,000 samples for the durations of 1,000 probe checks).
+CHUNK = 100
+
+
+def in_chunks(rows: Sequence[T], make: Callable[[], M], add: Callable[[M, T], None]) -> Iterator[M]:
+    """The family ``make`` gives, over ``rows``, built and yielded ``CHUNK`` rows at a
+    time (one empty family when there are none): ``add`` puts a row's samples in it."""
+    for start in range(0, max(len(rows), 1), CHUNK):
+        family = make()
+        for row in rows[start : start + CHUNK]:
+            add(family, row)
+        yield family

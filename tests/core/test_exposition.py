@@ -141,6 +141,21 @@ class TestFamiliesInChunks:
         assert om.count(b"# TYPE platform_request_duration_seconds histogram") == 1
         assert promtool_check_metrics(text) == ""
 
+    def test_in_chunks_builds_a_family_per_hundred_rows_and_one_when_there_are_none(
+        self,
+    ) -> None:
+        def make() -> GaugeMetricFamily:
+            return GaugeMetricFamily("platform_rows", "Rows.", labels=["row"])
+
+        def add(family: GaugeMetricFamily, row: int) -> None:
+            family.add_metric([str(row)], row)
+
+        chunks = list(exposition.in_chunks(list(range(250)), make, add))
+        assert [len(c.samples) for c in chunks] == [100, 100, 50]
+        assert [s.value for c in chunks for s in c.samples] == list(range(250))
+        (empty,) = exposition.in_chunks([], make, add)
+        assert empty.samples == []
+
     def test_a_family_of_the_same_name_with_other_help_keeps_its_headers(self) -> None:
         text, _ = exposition.write([self.durations(["a"]), self.durations(["b"], "Other.")])
         assert text.count(b"# HELP platform_request_duration_seconds ") == 2

@@ -19,8 +19,7 @@ Sample::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -29,6 +28,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.metrics_core import Metric
 
+from exporter.core.exposition import in_chunks
 from exporter.core.periods import CALENDAR_WINDOWS, calendar_span
 from exporter.core.provider import RenderContext, cached_help, le_label
 from exporter.domains.probe import store as probe_store
@@ -42,8 +42,6 @@ from exporter.domains.probe.records import ProbeResult
 from exporter.domains.probe.settings import ProbeServiceFields
 from exporter.domains.probe.store import LastProbe
 
-T = TypeVar("T")
-M = TypeVar("M", bound=Metric)
 # A check's labels (service, team, probe) and its latest probe.
 _Check = tuple[list[str], LastProbe]
 _Histogram = tuple[dict[str, str], list[float], list[int], float, int]
@@ -58,23 +56,6 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
     yield _latency(ctx, known)
     yield _skipped(ctx, known)
     yield from _last_probe(ctx, known)
-
-
-# Rows per chunk of a family with a row per check or more: such a family is built and
-# rendered a chunk at a time (one family in the exposition, see exposition.each_family),
-# so a render holds one chunk's samples, not every check's (14,000 samples for the
-# durations of 1,000 checks).
-CHUNK = 100
-
-
-def _chunks(rows: Sequence[T], make: Callable[[], M], add: Callable[[M, T], None]) -> Iterator[M]:
-    """The family ``make`` gives, over ``rows``, built and yielded ``CHUNK`` rows at a
-    time (one empty family when there are none)."""
-    for start in range(0, max(len(rows), 1), CHUNK):
-        family = make()
-        for row in rows[start : start + CHUNK]:
-            add(family, row)
-        yield family
 
 
 def _help(text: str, ctx: RenderContext) -> str:
@@ -102,7 +83,7 @@ def _checks(ctx: RenderContext, known: set[str]) -> Iterator[Metric]:
             [service, team, labels["probe"], labels["result"], labels["reason"]], value
         )
 
-    return _chunks(rows, make, add)
+    return in_chunks(rows, make, add)
 
 
 def _durations(ctx: RenderContext, known: set[str]) -> Iterator[Metric]:
@@ -124,7 +105,7 @@ def _durations(ctx: RenderContext, known: set[str]) -> Iterator[Metric]:
         buckets.append(("+Inf", float(n)))
         family.add_metric([service, ctx.team_of(service), labels["probe"]], buckets, total)
 
-    return _chunks(rows, make, add)
+    return in_chunks(rows, make, add)
 
 
 def _last_success(ctx: RenderContext, known: set[str]) -> Metric:
@@ -225,7 +206,7 @@ def _last_probe(ctx: RenderContext, known: set[str]) -> Iterator[Metric]:
         ) -> GaugeMetricFamily:
             return GaugeMetricFamily(name, help_text, labels=[*_CHECK, *extra])
 
-        yield from _chunks(checks, make, add)
+        yield from in_chunks(checks, make, add)
 
 
 def _phases(family: GaugeMetricFamily, row: _Check) -> None:
