@@ -86,8 +86,12 @@ def serve(series: int) -> None:
     from exporter.core.settings import ServerConfig
     from exporter.core.snapshot import SnapshotHolder
 
-    real = exporter.daemon.providers()
-    exporter.daemon.providers = lambda: {**real, "bench": lambda ctx: iter_families(series)}  # type: ignore[assignment]
+    real = exporter.daemon.providers
+
+    def with_bench(**kwargs: Any) -> dict[str, Any]:
+        return {**real(**kwargs), "bench": lambda ctx: iter_families(series)}
+
+    exporter.daemon.providers = with_bench
     state = tempfile.mkdtemp(prefix="scrape-bench-")
     daemon = exporter.daemon.Daemon(Config(state={"path": f"{state}/state.db"}), sources=[])
     t0 = time.perf_counter()

@@ -298,12 +298,13 @@ async def _serve(
     clock: Clock = system_clock,
     listening: Callable[[str], None] | None = None,
 ) -> int:
-    from exporter.core.allocator import unmap_large_blocks
+    from exporter.core.allocator import limit_arenas, release_free_memory, unmap_large_blocks
     from exporter.daemon import Daemon
 
     # A daemon renders multi-megabyte buffers every refresh: they go back to the system.
     unmap_large_blocks()
-    daemon = Daemon(config, clock=clock)
+    limit_arenas()  # before the worker threads start
+    daemon = Daemon(config, clock=clock, release_memory=release_free_memory)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -119,8 +119,11 @@ class Daemon:
         sources: list[Source] | None = None,
         clock: Clock = system_clock,
         store: Store | None = None,
+        release_memory: Callable[[], object] | None = None,
     ) -> None:
         self.config = config
+        # After each render and page, in its thread: malloc_trim for `run` (see allocator).
+        self._release_memory = release_memory
         self.clock = clock
         # Only the domains the config uses are imported, polled and rendered; the state
         # has every domain's tables (see exporter.core.domain.Tables).
@@ -501,6 +504,9 @@ class Daemon:
             upto = self._asked
             try:
                 self.holder.set(await asyncio.to_thread(self.render))
+                if self._release_memory is not None:
+                    # After the swap: the snapshot it replaces is free by then.
+                    await asyncio.to_thread(self._release_memory)
             except asyncio.CancelledError:
                 # Shutting down: the requests end quietly, with the snapshot as it is.
                 for _, waiter in self._waiting:
@@ -545,6 +551,8 @@ class Daemon:
             ctx = self._render_context(health)
             page = self.page.render(ctx)
             self.holder.set(dataclasses.replace(self.holder.current, page=page))
+        if self._release_memory is not None:
+            self._release_memory()
 
     def _pushed(self) -> None:
         """A webhook committed something (called on a server thread): refresh soon."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
 
@@ -34,6 +34,8 @@ log = logging.getLogger("exporter.server")
 MAX_HEAD = 16 * 1024
 # Bodies above this go out in their own write, so they are never copied into a joined buffer.
 _JOIN_BELOW = 64 * 1024
+# A body of pieces below this is joined (copied) into one write.
+_COPY_BELOW = 4 * 1024 * 1024
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (\S+) HTTP/1\.([01])")
@@ -63,9 +65,19 @@ class Request:
 
 
 @dataclass(frozen=True)
+class Pieces:
+    """A body written as several byte strings in turn, never joined into one: ``size``
+    is their total length (the Content-Length), ``make`` gives them when the body is
+    written (so a body made on the fly, such as one inflated, is made piece by piece)."""
+
+    size: int
+    make: Callable[[], Iterable[bytes]]
+
+
+@dataclass(frozen=True)
 class Response:
     status: int
-    body: bytes = b""
+    body: bytes | Pieces = b""
     content_type: str = "text/plain; charset=utf-8"
     headers: tuple[tuple[str, str], ...] = ()
     close: bool = False
@@ -229,21 +241,57 @@ async def write_response(
     limits: Limits,
     server_header: str,
 ) -> None:
+    body = response.body
     lines = [
         f"HTTP/1.1 {response.status} {_REASONS.get(response.status, '')}",
         f"Server: {server_header}",
         f"Content-Type: {response.content_type}",
-        f"Content-Length: {len(response.body)}",
+        f"Content-Length: {len(body) if isinstance(body, bytes) else body.size}",
         *(f"{name}: {value}" for name, value in response.headers),
     ]
     if response.close:
         lines.append("Connection: close")
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    body = response.body if method != "HEAD" else b""
+    async with asyncio.timeout(limits.write_timeout):
+        if method == "HEAD":
+            writer.write(head)
+        elif isinstance(body, bytes):
+            _write_bytes(writer, head, body)
+        else:
+            await _write_pieces(writer, head, body)
+        await writer.drain()
+
+
+async def _write_pieces(writer: asyncio.StreamWriter, head: bytes, body: Pieces) -> None:
+    """A body under ``_COPY_BELOW`` (a gzip exposition: a header, parts, a trailer) goes
+    out in one write with its head: a small write after a large one can wait for the
+    client's delayed ACK (40 ms). A larger one: small pieces joined, in writes of at
+    least ``_JOIN_BELOW`` bytes, large ones as they are, each drained before the next is
+    made (a piece made on the fly is dropped once sent)."""
+    if body.size < _COPY_BELOW:
+        writer.write(b"".join([head, *body.make()]))
+        return
+    batch, batched = [head], len(head)
+    for piece in body.make():
+        if len(piece) >= _JOIN_BELOW:
+            writer.write(b"".join(batch))
+            batch, batched = [], 0
+            writer.write(piece)
+            await writer.drain()
+            continue
+        batch.append(piece)
+        batched += len(piece)
+        if batched >= _JOIN_BELOW:
+            writer.write(b"".join(batch))
+            batch, batched = [], 0
+            await writer.drain()
+    if batch:
+        writer.write(b"".join(batch))
+
+
+def _write_bytes(writer: asyncio.StreamWriter, head: bytes, body: bytes) -> None:
     if len(body) < _JOIN_BELOW:
         writer.write(head + body)  # one segment for small responses
     else:
         writer.write(head)
         writer.write(memoryview(body))
-    async with asyncio.timeout(limits.write_timeout):
-        await writer.drain()

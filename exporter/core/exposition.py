@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
 
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import Metric
@@ -104,7 +105,9 @@ def _samples(metric: Metric, lines: list[str], moved: dict[str, list[str]]) -> N
         lines.append(line)
 
 
-def _family(metric: Metric, text: list[str], om: list[str], help_suffix: str) -> None:
+def _family(
+    metric: Metric, text: list[str], om: list[str], help_suffix: str, continued: bool = False
+) -> None:
     name, mtype = metric.name, metric.type
     if not _METRIC_NAME.match(name):
         raise _Generic
@@ -115,12 +118,13 @@ def _family(metric: Metric, text: list[str], om: list[str], help_suffix: str) ->
     moved: dict[str, list[str]] = {}
     _samples(metric, lines, moved)
     text_name = name + _TEXT_SUFFIX.get(mtype, "")
-    text.append(
-        f"# HELP {text_name} {text_doc}\n# TYPE {text_name} {_TEXT_TYPE.get(mtype, mtype)}\n"
-    )
-    om.append(f"# HELP {name} {om_doc}\n# TYPE {name} {mtype}\n")
-    if metric.unit:
-        om.append(f"# UNIT {name} {metric.unit}\n")
+    if not continued or moved:
+        text.append(
+            f"# HELP {text_name} {text_doc}\n# TYPE {text_name} {_TEXT_TYPE.get(mtype, mtype)}\n"
+        )
+        om.append(f"# HELP {name} {om_doc}\n# TYPE {name} {mtype}\n")
+        if metric.unit:
+            om.append(f"# UNIT {name} {metric.unit}\n")
     om.extend(lines)
     if not moved:
         text.extend(lines)
@@ -145,13 +149,52 @@ def write(families: Iterable[Metric], help_suffix: str = "") -> tuple[bytes, byt
     """(text format, OpenMetrics without ``# EOF``) of ``families``, taken one at a time
     as they come (a provider that yields lazily never has them all alive at once).
     ``help_suffix`` is appended to every family's HELP text."""
-    text: list[str] = []
-    om: list[str] = []
+    text: list[bytes] = []
+    om: list[bytes] = []
+    for t, o in each_family(families, help_suffix):
+        text.append(t)
+        om.append(o)
+    return b"".join(text), b"".join(om)
+
+
+def each_family(families: Iterable[Metric], help_suffix: str = "") -> Iterator[tuple[bytes, bytes]]:
+    """Each family's (text format, OpenMetrics) bytes, in turn: a caller that consumes
+    them as they come has one family's lines alive at a time, never a whole render's.
+
+    A family may come in chunks: consecutive families of the same name, type, HELP and
+    unit are one family, its HELP and TYPE written once, so a provider of a large
+    family can build it a chunk at a time. (A chunk with OpenMetrics-only samples,
+    ``_created`` and the like, is written whole, headers included.)
+    """
+    previous: tuple[str, str, str, str] | None = None
     for metric in families:
-        t0, o0 = len(text), len(om)
+        text: list[str] = []
+        om: list[str] = []
+        shape = (metric.name, metric.type, metric.documentation, metric.unit)
+        continued, previous = shape == previous, shape
         try:
-            _family(metric, text, om, help_suffix)
+            _family(metric, text, om, help_suffix, continued)
         except _Generic:
-            del text[t0:], om[o0:]
+            text.clear()
+            om.clear()
             _generic(metric, text, om, help_suffix)
-    return "".join(text).encode(), "".join(om).encode()
+        yield "".join(text).encode(), "".join(om).encode()
+
+
+T = TypeVar("T")
+M = TypeVar("M", bound=Metric)
+# Rows per chunk of a large family (a row per check, per service...): such a family is
+# built and rendered a chunk at a time, one family in the exposition (see
+# each_family), so a render holds one chunk's samples, not every row's
+# (14,000 samples for the durations of 1,000 probe checks).
+CHUNK = 100
+
+
+def in_chunks(rows: Sequence[T], make: Callable[[], M], add: Callable[[M, T], None]) -> Iterator[M]:
+    """The family ``make`` gives, over ``rows``, built and yielded ``CHUNK`` rows at a
+    time (one empty family when there are none): ``add`` puts a row's samples in it."""
+    for start in range(0, max(len(rows), 1), CHUNK):
+        family = make()
+        for row in rows[start : start + CHUNK]:
+            add(family, row)
+        yield family

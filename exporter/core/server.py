@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from exporter.core.connection import MAX_HEAD, Limits, Request, Response, serve
+from exporter.core.connection import MAX_HEAD, Limits, Pieces, Request, Response, serve
 from exporter.core.settings import ServerConfig
 from exporter.core.snapshot import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, SnapshotHolder
 from exporter.core.webauth import Authenticator, basic_credentials
@@ -397,13 +397,16 @@ class MetricsServer:
     def _metrics(self, request: Request) -> Response:
         snap = self.holder.current  # one read: the whole snapshot or none of it
         if wants_openmetrics(request.headers.get("accept", "")):
-            plain, zipped = snap.openmetrics()
-            ctype = OPENMETRICS_CONTENT_TYPE
+            body, ctype = snap.openmetrics_body, OPENMETRICS_CONTENT_TYPE
         else:
-            plain, zipped, ctype = snap.text, snap.text_gzip, TEXT_CONTENT_TYPE
+            body, ctype = snap.text_body, TEXT_CONTENT_TYPE
         if wants_gzip(request.headers.get("accept-encoding", "")):
             headers = (("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding"))
-            return Response(200, zipped, ctype, headers)
+            zipped = body.gzip
+            return Response(200, Pieces(body.gzip_size, lambda: zipped), ctype, headers)
+        # Inflated when it is written, on the loop, into one buffer freed once sent: rare
+        # (Prometheus asks for gzip), and a few milliseconds per megabyte.
+        plain = Pieces(body.size, lambda: (body.joined(),))
         return Response(200, plain, ctype, (("Vary", "Accept-Encoding"),))
 
 

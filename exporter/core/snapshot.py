@@ -1,13 +1,15 @@
 """The cached exposition: rendered once per refresh, served as bytes.
 
 A :class:`Snapshot` holds the Prometheus text exposition and the OpenMetrics
-one, each with its gzip copy, all rendered up front in the refresh (a worker
-thread), never on the scrape path: Prometheus asks for OpenMetrics first, so
-rendering that form lazily would make the first scrape after every refresh pay
-for a full render. The families themselves are not kept. :class:`SnapshotHolder`
-swaps a whole new snapshot in with one assignment, so a scrape sees the whole
-old snapshot or the whole new one, and its cost does not depend on how big the
-upstreams are.
+one, each kept only as its parts' deflated pieces, all rendered up front in the
+refresh (a worker thread), never on the scrape path: Prometheus asks for
+OpenMetrics first, so rendering that form lazily would make the first scrape
+after every refresh pay for a full render. A gzip scrape (Prometheus's) is
+served the pieces as they are, framed as one gzip member; a scrape without gzip
+has them inflated when its answer is written. The families themselves are not kept,
+nor any uncompressed copy. :class:`SnapshotHolder` swaps a whole new snapshot in
+with one assignment, so a scrape sees the whole old snapshot or the whole new
+one, and its cost does not depend on how big the upstreams are.
 """
 
 from __future__ import annotations
@@ -42,52 +44,178 @@ _DEFLATE_END = b"\x03\x00"
 def deflate(data: bytes) -> bytes:
     """``data`` as raw deflate blocks that end on a byte boundary and refer to nothing
     before them: such pieces, deflated apart, concatenate into one valid stream."""
-    # Level 6 is zlib's default trade-off.
-    comp = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
-    return comp.compress(data) + comp.flush(zlib.Z_SYNC_FLUSH)
+    deflater = Deflater()
+    deflater.write(data)
+    return deflater.done().data
 
 
 def gzip_pieces(pieces: Sequence[tuple[bytes, bytes]]) -> bytes:
     """One gzip member from (data, ``deflate(data)``) pieces, in order: each piece is
     compressed once, when it is rendered, and reused while it does not change. A single
     member (not one per piece) so that every client decodes it whole."""
-    crc = 0
-    size = 0
-    for data, _ in pieces:
-        crc = zlib.crc32(data, crc)
-        size += len(data)
-    trailer = struct.pack("<II", crc, size & 0xFFFFFFFF)
-    return b"".join([_GZIP_HEADER, *(z for _, z in pieces), _DEFLATE_END, trailer])
+    deflated = [Deflated(z, zlib.crc32(data), len(data)) for data, z in pieces]
+    return b"".join(Body.of(deflated).gzip)
+
+
+# CRC-32's reflected polynomial, and x^(2^n) modulo it for n = 0..31 (zlib's crc32.c).
+_POLY = 0xEDB88320
+
+
+def _multmodp(a: int, b: int) -> int:
+    """a(x) * b(x) modulo the CRC polynomial, both reflected (zlib's multmodp)."""
+    m = 1 << 31
+    p = 0
+    while True:
+        if a & m:
+            p ^= b
+            if a & (m - 1) == 0:
+                return p
+        m >>= 1
+        b = (b >> 1) ^ _POLY if b & 1 else b >> 1
+
+
+def _powers() -> tuple[int, ...]:
+    p = 1 << 30  # x^1
+    table = [p]
+    for _ in range(31):
+        p = _multmodp(p, p)
+        table.append(p)
+    return tuple(table)
+
+
+_X2N = _powers()
+
+
+def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
+    """The CRC-32 of A + B from A's CRC ``crc1``, B's ``crc2`` and B's length: the
+    parts' checksums give the whole exposition's without its bytes (zlib's algorithm:
+    crc1 times x^(8 * len2), plus crc2)."""
+    p = 1 << 31  # x^0
+    n, k = len2, 3  # x^(2^3) is one byte of shift
+    while n:
+        if n & 1:
+            p = _multmodp(_X2N[k & 31], p)
+        n >>= 1
+        k += 1
+    return _multmodp(p, crc1) ^ crc2
+
+
+@dataclass(frozen=True)
+class Deflated:
+    """Bytes kept only as raw deflate (see :func:`deflate`), with the CRC-32 and length of
+    what they inflate to: what a gzip member of several such pieces needs."""
+
+    data: bytes = field(repr=False)
+    crc: int
+    size: int
+
+    @classmethod
+    def of(cls, raw: bytes) -> Deflated:
+        deflater = Deflater()
+        deflater.write(raw)
+        return deflater.done()
+
+    def inflate(self) -> bytes:
+        return zlib.decompressobj(-zlib.MAX_WBITS).decompress(self.data)
+
+
+class Deflater:
+    """A :class:`Deflated` fed as it is made: the raw bytes pass through and are dropped,
+    so a render never holds a whole exposition uncompressed."""
+
+    def __init__(self) -> None:
+        # Level 6 is zlib's default trade-off.
+        self._comp = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+        self._out: list[bytes] = []
+        self._crc = 0
+        self._size = 0
+
+    def write(self, data: bytes) -> None:
+        self._crc = zlib.crc32(data, self._crc)
+        self._size += len(data)
+        out = self._comp.compress(data)
+        if out:
+            self._out.append(out)
+
+    def done(self) -> Deflated:
+        self._out.append(self._comp.flush(zlib.Z_SYNC_FLUSH))
+        return Deflated(b"".join(self._out), self._crc, self._size)
 
 
 @dataclass(frozen=True)
 class Part:
-    """Some families rendered in both formats (OpenMetrics without its ``# EOF``), each
-    with its deflated copy.
+    """Some families rendered in both formats (OpenMetrics without its ``# EOF``), kept
+    only deflated.
 
     Both formats are a plain sequence of families, so parts rendered separately
     concatenate into the exposition a single render would give, and their deflated
     copies into its gzip copy.
     """
 
-    text: bytes
-    openmetrics: bytes
-    text_deflate: bytes = field(repr=False)
-    openmetrics_deflate: bytes = field(repr=False)
+    text_deflated: Deflated
+    openmetrics_deflated: Deflated
 
     @classmethod
     def of(cls, text: bytes, openmetrics: bytes) -> Part:
-        return cls(text, openmetrics, deflate(text), deflate(openmetrics))
+        return cls(Deflated.of(text), Deflated.of(openmetrics))
+
+    @property
+    def text(self) -> bytes:
+        return self.text_deflated.inflate()
+
+    @property
+    def openmetrics(self) -> bytes:
+        return self.openmetrics_deflated.inflate()
 
 
 def render_part(families: Iterable[Metric], help_suffix: str = "") -> Part:
-    """Render families one by one as they come, so a provider that yields them
-    lazily never has all of its families alive at once. ``help_suffix`` is added to
-    every family's HELP text."""
-    return Part.of(*exposition.write(families, help_suffix))
+    """Render families one by one as they come, each deflated as soon as it is rendered,
+    so a provider that yields them lazily never has all of its families (nor all of
+    their lines) alive at once. ``help_suffix`` is added to every family's HELP text."""
+    text, om = Deflater(), Deflater()
+    for t, o in exposition.each_family(families, help_suffix):
+        text.write(t)
+        om.write(o)
+    return Part(text.done(), om.done())
 
 
-_EOF_PART = (_OM_EOF, deflate(_OM_EOF))
+_EOF_PART = Deflated.of(_OM_EOF)
+
+
+@dataclass(frozen=True)
+class Body:
+    """One format of the exposition as its parts' deflated pieces, never joined: served
+    as one gzip member that points at the pieces as they are (``gzip``), or inflated
+    for a client that does not take gzip (``plain``, ``joined``)."""
+
+    pieces: tuple[Deflated, ...]
+    # The gzip member: header, the pieces' deflate data, the end block, the trailer.
+    gzip: tuple[bytes, ...] = field(repr=False)
+    size: int
+
+    @classmethod
+    def of(cls, pieces: Iterable[Deflated]) -> Body:
+        kept = tuple(pieces)
+        crc = size = 0
+        for piece in kept:
+            crc = crc32_combine(crc, piece.crc, piece.size)
+            size += piece.size
+        trailer = struct.pack("<II", crc, size & 0xFFFFFFFF)
+        gz = (_GZIP_HEADER, *(p.data for p in kept), _DEFLATE_END, trailer)
+        return cls(kept, gz, size)
+
+    @property
+    def gzip_size(self) -> int:
+        return sum(len(b) for b in self.gzip)
+
+    def plain(self) -> Iterator[bytes]:
+        """The uncompressed body, a piece at a time."""
+        for piece in self.pieces:
+            yield piece.inflate()
+
+    def joined(self) -> bytes:
+        """The whole uncompressed body in one bytes object (tests, ``once``)."""
+        return b"".join(self.plain())
 
 
 @dataclass(frozen=True)
@@ -108,12 +236,11 @@ NO_PAGE = Page()
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One immutable rendering of every metric family, in both exposition formats."""
+    """One immutable rendering of every metric family, in both exposition formats, each
+    kept as its parts' deflated copies (see :class:`Body`)."""
 
-    text: bytes
-    text_gzip: bytes
-    openmetrics_text: bytes = field(repr=False)
-    openmetrics_gzip: bytes = field(repr=False)
+    text_body: Body
+    openmetrics_body: Body = field(repr=False)
     # The instant (the daemon's clock) whose state it renders; 0.0 before any render.
     created_at: float
     # The landing page (``/``): the week's platform review as HTML, rendered with the
@@ -127,18 +254,32 @@ class Snapshot:
     @classmethod
     def assemble(cls, parts: Sequence[Part], now: float = 0.0, page: Page = NO_PAGE) -> Snapshot:
         """Join parts rendered separately (one per provider) into one snapshot, which
-        carries ``page`` as it is (its gzip copy is not made again)."""
-        text = [(p.text, p.text_deflate) for p in parts]
-        om = [(p.openmetrics, p.openmetrics_deflate) for p in parts]
-        om.append(_EOF_PART)
+        carries ``page`` as it is (its gzip copy is not made again). Nothing is copied:
+        the snapshot points at the parts' deflated bytes."""
         return cls(
-            text=b"".join(t for t, _ in text),
-            text_gzip=gzip_pieces(text),
-            openmetrics_text=b"".join(o for o, _ in om),
-            openmetrics_gzip=gzip_pieces(om),
+            text_body=Body.of(p.text_deflated for p in parts),
+            openmetrics_body=Body.of([*(p.openmetrics_deflated for p in parts), _EOF_PART]),
             created_at=now,
             page=page,
         )
+
+    @property
+    def text(self) -> bytes:
+        """The text format, inflated (a copy made on each call)."""
+        return self.text_body.joined()
+
+    @property
+    def text_gzip(self) -> bytes:
+        return b"".join(self.text_body.gzip)
+
+    @property
+    def openmetrics_text(self) -> bytes:
+        """The OpenMetrics format, inflated (a copy made on each call)."""
+        return self.openmetrics_body.joined()
+
+    @property
+    def openmetrics_gzip(self) -> bytes:
+        return b"".join(self.openmetrics_body.gzip)
 
     def openmetrics(self) -> tuple[bytes, bytes]:
         """(body, gzip body) in the OpenMetrics format."""

@@ -89,6 +89,11 @@ _log = logging.getLogger("exporter.store")
 #: How long a replica waits for another's migrations (seconds), and how often it looks.
 MIGRATION_WAIT = 600.0
 ADVISORY_POLL = 0.2
+#: SQLite's page cache per connection (negative: KiB), 256 KiB instead of its 2 MiB: the
+#: file's pages stay in the OS page cache, shared with every process, and a read that
+#: misses SQLite's own cache costs a copy from it, not a disk read. Resident memory
+#: counts each connection's cache, and the daemon keeps two open.
+CACHE_SIZE = -256
 
 
 # Label sets and histogram bounds decoded, by their JSON text: every render reads the
@@ -555,6 +560,7 @@ class Store:
             # Readers wait only in rare cases (WAL recovery after a crash of another process).
             conn.execute(f"PRAGMA busy_timeout={max(0, round(busy_timeout * 1000))}")
             conn.execute("PRAGMA query_only=ON")
+            conn.execute(f"PRAGMA cache_size={CACHE_SIZE}")
         except sqlite3.Error as exc:
             raise unusable(self.path, exc) from None
         return conn
@@ -569,6 +575,7 @@ class Store:
             # NORMAL is durable across process crashes in WAL mode (only an OS crash can
             # lose the last transactions), which is what kill -9 safety needs.
             conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA cache_size={CACHE_SIZE}")
             # A damaged file is refused at start, not found out by a poll at 3 am.
             problem = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
             if problem != "ok":

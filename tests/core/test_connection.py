@@ -5,14 +5,23 @@ Each case writes raw bytes to a real server on loopback and reads the raw answer
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 from collections.abc import Iterator
+from typing import Any, cast
 
 import pytest
 from prometheus_client.core import GaugeMetricFamily
 
-from exporter.core.connection import BadRequest, parse_head
+from exporter.core.connection import (
+    BadRequest,
+    Limits,
+    Pieces,
+    Response,
+    parse_head,
+    write_response,
+)
 from exporter.core.server import MetricsServer
 from exporter.core.settings import ServerConfig
 from exporter.core.snapshot import Snapshot, SnapshotHolder
@@ -145,3 +154,46 @@ class TestOverTheWire:
     def test_http_1_0_is_answered_and_closed(self, server: MetricsServer) -> None:
         answer = exchange(server, b"GET /healthz HTTP/1.0\r\n\r\n")
         assert statuses(answer) == [200] and b"Connection: close" in answer
+
+
+class _Writes:
+    """A stream writer that keeps what each write was given."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    async def drain(self) -> None:
+        return None
+
+
+def written(pieces: list[bytes], method: str = "GET") -> list[bytes]:
+    writer = _Writes()
+    body = Pieces(sum(map(len, pieces)), lambda: pieces)
+    response = Response(200, body, "text/plain")
+    asyncio.run(write_response(cast(Any, writer), method, response, Limits(), "test"))
+    return writer.writes
+
+
+class TestBodyOfPieces:
+    def test_a_small_body_goes_out_in_one_write_with_its_head(self) -> None:
+        pieces = [b"\x1f\x8b", b"a" * 70_000, b"bc", b"\x03\x00"]
+        (only,) = written(pieces)
+        head, body = only.split(b"\r\n\r\n", 1)
+        assert b"Content-Length: 70006" in head
+        assert body == b"".join(pieces)
+
+    def test_a_large_body_sends_its_large_pieces_as_they_are(self) -> None:
+        big = b"x" * (5 * 1024 * 1024)
+        pieces = [b"a" * 10, big, b"b" * 20, b"c" * 30]
+        writes = written(pieces)
+        assert any(w is big for w in writes)  # not copied
+        head, body = b"".join(writes).split(b"\r\n\r\n", 1)
+        assert f"Content-Length: {len(big) + 60}".encode() in head
+        assert body == b"".join(pieces)
+
+    def test_head_announces_the_length_and_sends_no_body(self) -> None:
+        (only,) = written([b"a" * 100, b"b" * 5], "HEAD")
+        assert only.endswith(b"Content-Length: 105\r\n\r\n")

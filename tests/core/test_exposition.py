@@ -3,8 +3,10 @@ snapshot's gzip copies (pieces deflated apart, one member) decode to the exposit
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import math
+import struct
 import zlib
 from collections.abc import Iterator
 
@@ -25,7 +27,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from exporter.core import exposition
-from exporter.core.snapshot import Snapshot, deflate, gzip_pieces, render_part
+from exporter.core.snapshot import Snapshot, crc32_combine, deflate, gzip_pieces, render_part
 from tests.support.prometheus import promtool_check_metrics
 
 VALUES = [0, 1, -1, 0.5, 1e-9, 123456.0, 1234567.0, 1e16, 2**53, -0.0, math.inf, -math.inf, 7.25e21]
@@ -116,6 +118,49 @@ class TestOnePassWriter:
         assert promtool_check_metrics(snapshot.text) == ""
 
 
+class TestFamiliesInChunks:
+    """A provider may build a large family a chunk at a time: consecutive families of one
+    name, type, HELP and unit are written as one family."""
+
+    @staticmethod
+    def durations(services: list[str], doc: str = "Durations.") -> HistogramMetricFamily:
+        family = HistogramMetricFamily(
+            "platform_request_duration_seconds", doc, labels=["service"], unit="seconds"
+        )
+        for service in services:
+            n = float(ord(service) - ord("a") + 1)  # a: 1, b: 2, c: 3
+            family.add_metric([service], [("0.1", n - 1), ("+Inf", n)], 0.5 * n)
+        return family
+
+    def test_chunks_are_written_as_the_whole_family(self) -> None:
+        whole = exposition.write([self.durations(["a", "b", "c"])])
+        chunked = exposition.write([self.durations(["a", "b"]), self.durations(["c"])])
+        assert chunked == whole
+        text, om = chunked
+        assert text.count(b"# HELP platform_request_duration_seconds ") == 1
+        assert om.count(b"# TYPE platform_request_duration_seconds histogram") == 1
+        assert promtool_check_metrics(text) == ""
+
+    def test_in_chunks_builds_a_family_per_hundred_rows_and_one_when_there_are_none(
+        self,
+    ) -> None:
+        def make() -> GaugeMetricFamily:
+            return GaugeMetricFamily("platform_rows", "Rows.", labels=["row"])
+
+        def add(family: GaugeMetricFamily, row: int) -> None:
+            family.add_metric([str(row)], row)
+
+        chunks = list(exposition.in_chunks(list(range(250)), make, add))
+        assert [len(c.samples) for c in chunks] == [100, 100, 50]
+        assert [s.value for c in chunks for s in c.samples] == list(range(250))
+        (empty,) = exposition.in_chunks([], make, add)
+        assert empty.samples == []
+
+    def test_a_family_of_the_same_name_with_other_help_keeps_its_headers(self) -> None:
+        text, _ = exposition.write([self.durations(["a"]), self.durations(["b"], "Other.")])
+        assert text.count(b"# HELP platform_request_duration_seconds ") == 2
+
+
 class TestGzipFromPieces:
     def test_pieces_deflated_apart_decode_as_one_member_to_their_concatenation(self) -> None:
         pieces = [b"# HELP a A.\n" * 300, b"", "é\n".encode() * 1000, bytes(range(256)) * 50]
@@ -131,6 +176,35 @@ class TestGzipFromPieces:
         assert gzip.decompress(snap.text_gzip) == snap.text
         assert gzip.decompress(snap.openmetrics_gzip) == snap.openmetrics_text
         assert snap.openmetrics_text.endswith(b"# EOF\n")
+
+    @pytest.mark.parametrize(
+        ("first", "second"),
+        [(b"", b""), (b"abc", b""), (b"", b"xyz"), (b"\x00" * 7, b"\xff" * 70000),
+         (bytes(range(256)) * 3, b"# HELP a A.\n" * 999)],
+    )  # fmt: skip
+    def test_crc32_combine_gives_the_checksum_of_the_concatenation(
+        self, first: bytes, second: bytes
+    ) -> None:
+        combined = crc32_combine(zlib.crc32(first), zlib.crc32(second), len(second))
+        assert combined == zlib.crc32(first + second)
+
+    def test_a_part_keeps_only_its_deflated_copies(self) -> None:
+        part = render_part(families())
+        text, om = exposition.write(families())
+        assert (part.text, part.openmetrics) == (text, om)
+        assert part.text_deflated.size == len(text)
+        assert part.text_deflated.crc == zlib.crc32(text)
+        kept = {f.name for f in dataclasses.fields(part)}
+        assert kept == {"text_deflated", "openmetrics_deflated"}  # no uncompressed copy
+
+    def test_the_gzip_of_parts_equals_the_gzip_of_their_joined_text(self) -> None:
+        groups = [[f] for f in families()]
+        snap = Snapshot.assemble([render_part(g) for g in groups])
+        joined = b"".join(exposition.write(g)[0] for g in groups)
+        one = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        assert one.decompress(snap.text_gzip) == joined
+        assert one.eof and one.unused_data == b""
+        assert snap.text_gzip[-8:] == struct.pack("<II", zlib.crc32(joined), len(joined))
 
     def test_an_empty_snapshot_is_valid_gzip(self) -> None:
         snap = Snapshot.assemble([])

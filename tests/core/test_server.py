@@ -7,19 +7,21 @@ import base64
 import gzip
 import http.client
 import threading
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
 
 import exporter.daemon as daemon_module
+from exporter.core import exposition
 from exporter.core.provider import RenderContext
 from exporter.core.server import MetricsServer, wants_gzip, wants_openmetrics
 from exporter.core.settings import ServerConfig
-from exporter.core.snapshot import Snapshot, SnapshotHolder
+from exporter.core.snapshot import Snapshot, SnapshotHolder, render_part
 from exporter.daemon import Daemon
 from exporter.domains import providers
 from tests.support.exposition import Exposition
@@ -339,3 +341,73 @@ class TestTLS:
 
         with pytest.raises(ValidationError, match=r"cert_file .* does not exist"):
             ServerConfig(tls={"cert_file": tmp_path / "no.crt", "key_file": tmp_path / "no.key"})
+
+
+def many_families(parts: int, series: int) -> list[list[Any]]:
+    """``parts`` groups of two families of ``series`` samples each: enough bytes (over
+    64 KiB a format) that a served body goes out piece by piece."""
+    groups = []
+    for p in range(parts):
+        g = GaugeMetricFamily(f"platform_part{p}_ratio", f"Part {p}.", labels=["service"])
+        c = CounterMetricFamily(f"platform_part{p}_events", f"Part {p} events.", labels=["s"])
+        for i in range(series):
+            g.add_metric([f"svc-{i}"], i / series)
+            c.add_metric([f"svc-{i}"], i)
+        groups.append([g, c])
+    return groups
+
+
+class TestServedAsParts:
+    """A snapshot is served as its parts' deflated pieces, never joined: every body is
+    still byte for byte what one render of all the families gives."""
+
+    @pytest.fixture
+    def parted(self) -> Iterator[tuple[MetricsServer, bytes, bytes]]:
+        groups = many_families(3, 1500)
+        whole_text, whole_om = exposition.write([f for g in groups for f in g])
+        snap = Snapshot.assemble([render_part(g) for g in groups], 1.0)
+        config = ServerConfig(listen_address="127.0.0.1", port=0)
+        srv = MetricsServer(config, SnapshotHolder(snap), lambda: True)
+        srv.start()
+        yield srv, whole_text, whole_om + b"# EOF\n"
+        srv.stop()
+
+    def test_plain_text_equals_a_single_render(
+        self, parted: tuple[MetricsServer, bytes, bytes]
+    ) -> None:
+        srv, text, _ = parted
+        assert len(text) > 64 * 1024
+        _, headers, body = http_get(f"{srv.url}/metrics")
+        assert int(headers["Content-Length"]) == len(text)
+        assert body == text
+
+    def test_gzip_is_one_member_that_decodes_to_a_single_render(
+        self, parted: tuple[MetricsServer, bytes, bytes]
+    ) -> None:
+        srv, text, _ = parted
+        _, headers, body = http_get(f"{srv.url}/metrics", {"Accept-Encoding": "gzip"})
+        assert headers["Content-Encoding"] == "gzip"
+        assert int(headers["Content-Length"]) == len(body)
+        one = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        assert one.decompress(body) == text
+        assert one.eof and one.unused_data == b""  # one member, its CRC and length checked
+
+    def test_openmetrics_plain_and_gzipped_equal_a_single_render(
+        self, parted: tuple[MetricsServer, bytes, bytes]
+    ) -> None:
+        srv, _, om = parted
+        accept = {"Accept": "application/openmetrics-text; version=1.0.0"}
+        assert http_get(f"{srv.url}/metrics", accept)[2] == om
+        zipped = http_get(f"{srv.url}/metrics", {**accept, "Accept-Encoding": "gzip"})[2]
+        assert gzip.decompress(zipped) == om
+
+    def test_head_announces_the_inflated_length(
+        self, parted: tuple[MetricsServer, bytes, bytes]
+    ) -> None:
+        srv, text, _ = parted
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+        conn.request("HEAD", "/metrics")
+        resp = conn.getresponse()
+        assert int(resp.headers["Content-Length"]) == len(text)
+        assert resp.read() == b""
+        conn.close()

@@ -19,7 +19,7 @@ Sample::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -29,6 +29,7 @@ from prometheus_client.core import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 
+from exporter.core.exposition import in_chunks
 from exporter.core.periods import CALENDAR_WINDOWS, calendar_span
 from exporter.core.provider import (
     RenderContext,
@@ -47,6 +48,10 @@ from exporter.domains.probe.kpis import (
 )
 from exporter.domains.probe.records import ProbeResult
 from exporter.domains.probe.settings import ProbeServiceFields
+from exporter.domains.probe.store import LastProbe
+
+# A check's labels (service, team, probe) and its latest probe.
+_Check = tuple[list[str], LastProbe]
 
 
 def collect(ctx: RenderContext) -> Iterator[Metric]:
@@ -193,27 +198,53 @@ def _skipped(ctx: RenderContext, known: set[str]) -> Metric:
 
 
 def _last_probe(ctx: RenderContext, known: set[str]) -> Iterator[Metric]:
-    """What each check's latest probe showed: phases, TLS, HTTP (last values)."""
-    gauges = {
-        name: GaugeMetricFamily(name, _help(text, ctx), labels=[*_CHECK, *extra])
-        for name, text, extra in _LAST_FAMILIES
-    }
-    for (service, probe), last in probe_store.last_probes(ctx.store).items():
-        if service not in known:
-            continue
-        check = [service, ctx.team_of(service), probe]
-        for phase, seconds in sorted(last.phases.items()):
-            gauges["platform_probe_phase_duration_seconds"].add_metric([*check, phase], seconds)
-        if last.cert_not_after is not None:
-            gauges["platform_probe_tls_cert_expiry_timestamp_seconds"].add_metric(
-                check, last.cert_not_after
-            )
-        if last.tls_version is not None:
-            gauges["platform_probe_tls_version_info"].add_metric([*check, last.tls_version], 1.0)
-        if last.http_version is not None:
-            gauges["platform_probe_http_version"].add_metric(check, last.http_version)
-            gauges["platform_probe_http_redirects"].add_metric(check, last.redirects)
-    yield from gauges.values()
+    """What each check's latest probe showed: phases, TLS, HTTP (last values), a family
+    at a time, each a chunk of checks at a time."""
+    checks = [
+        ([service, ctx.team_of(service), probe], last)
+        for (service, probe), last in probe_store.last_probes(ctx.store).items()
+        if service in known
+    ]
+    for name, text, extra in _LAST_FAMILIES:
+        help_text = _help(text, ctx)
+        add = _LAST_SAMPLES[name]
+
+        def make(
+            name: str = name, help_text: str = help_text, extra: tuple[str, ...] = extra
+        ) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, help_text, labels=[*_CHECK, *extra])
+
+        yield from in_chunks(checks, make, add)
+
+
+def _phases(family: GaugeMetricFamily, row: _Check) -> None:
+    check, last = row
+    for phase, seconds in sorted(last.phases.items()):
+        family.add_metric([*check, phase], seconds)
+
+
+def _cert_expiry(family: GaugeMetricFamily, row: _Check) -> None:
+    check, last = row
+    if last.cert_not_after is not None:
+        family.add_metric(check, last.cert_not_after)
+
+
+def _tls_version(family: GaugeMetricFamily, row: _Check) -> None:
+    check, last = row
+    if last.tls_version is not None:
+        family.add_metric([*check, last.tls_version], 1.0)
+
+
+def _http_version(family: GaugeMetricFamily, row: _Check) -> None:
+    check, last = row
+    if last.http_version is not None:
+        family.add_metric(check, last.http_version)
+
+
+def _redirects(family: GaugeMetricFamily, row: _Check) -> None:
+    check, last = row
+    if last.http_version is not None:
+        family.add_metric(check, last.redirects)
 
 
 _CHECK = ("service", "team", "probe")
@@ -239,6 +270,15 @@ _LAST_FAMILIES = (
     ("platform_probe_http_version", "HTTP version of the latest answer to the check (1.1).", ()),
     ("platform_probe_http_redirects", "Redirects the check's latest HTTP probe followed.", ()),
 )
+
+
+_LAST_SAMPLES: dict[str, Callable[[GaugeMetricFamily, _Check], None]] = {
+    "platform_probe_phase_duration_seconds": _phases,
+    "platform_probe_tls_cert_expiry_timestamp_seconds": _cert_expiry,
+    "platform_probe_tls_version_info": _tls_version,
+    "platform_probe_http_version": _http_version,
+    "platform_probe_http_redirects": _redirects,
+}
 
 
 def _order(item: tuple[dict[str, str], object] | tuple[object, ...]) -> tuple[str, ...]:
