@@ -178,11 +178,13 @@ def stored_histogram_samples(
     name: str,
     rows: Iterable[StoredHistogram],
     series: Callable[[dict[str, str]], dict[str, str] | None],
+    les: dict[tuple[float, ...], list[str]] | None = None,
 ) -> Iterator[Sample]:
     """The samples of the histogram family ``name`` from persisted histograms, each under
     the labels ``series`` makes of its stored ones (None: left out), with a ``+Inf``
-    bucket of its count."""
-    les: dict[tuple[float, ...], list[str]] = {}  # the le labels of each set of bounds
+    bucket of its count. ``les``: the ``le`` labels of each set of bounds, kept across
+    calls when given (a family built a chunk at a time)."""
+    les = {} if les is None else les
     for labels, bounds, cumulative, total, n in rows:
         out = series(labels)
         if out is None:

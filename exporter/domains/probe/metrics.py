@@ -33,6 +33,7 @@ from exporter.core.exposition import in_chunks
 from exporter.core.periods import CALENDAR_WINDOWS, calendar_span
 from exporter.core.provider import (
     RenderContext,
+    StoredHistogram,
     cached_help,
     label_order,
     sample,
@@ -56,8 +57,8 @@ _Check = tuple[list[str], LastProbe]
 
 def collect(ctx: RenderContext) -> Iterator[Metric]:
     known = {s.name for s in ctx.config.services}
-    yield _checks(ctx, known)
-    yield _durations(ctx, known)
+    yield from _checks(ctx, known)
+    yield from _durations(ctx, known)
     yield _last_success(ctx, known)
     yield from _uptime(ctx)
     yield _latency(ctx, known)
@@ -70,47 +71,55 @@ def _help(text: str, ctx: RenderContext) -> str:
     return cached_help(text, ctx, ctx.kinds(producing=ProbeResult, enabled_only=False)[0])
 
 
-def _checks(ctx: RenderContext, known: set[str]) -> Metric:
-    family = CounterMetricFamily(
-        "platform_probe_checks",
-        _help("Synthetic probe checks by result and failure reason.", ctx),
-        labels=["service", "team", "probe", "result", "reason"],
-    )
-    rows = sorted(ctx.store.counters(probe_store.CHECKS_TOTAL), key=_order)
-    return streamed(family, lambda: _check_samples(ctx, known, family.name + "_total", rows))
+def _checks(ctx: RenderContext, known: set[str]) -> Iterator[Metric]:
+    text = _help("Synthetic probe checks by result and failure reason.", ctx)
+    name = "platform_probe_checks"
+    rows = [
+        row
+        for row in sorted(ctx.store.counters(probe_store.CHECKS_TOTAL), key=_order)
+        if row[0]["service"] in known
+    ]
 
+    def make() -> CounterMetricFamily:
+        labels = ["service", "team", "probe", "result", "reason"]
+        return CounterMetricFamily(name, text, labels=labels)
 
-def _check_samples(
-    ctx: RenderContext, known: set[str], name: str, rows: list[tuple[dict[str, str], float]]
-) -> Iterator[Sample]:
-    for labels, value in rows:
+    def add(family: CounterMetricFamily, row: tuple[dict[str, str], float]) -> None:
+        labels, value = row
         service = labels["service"]
-        if service in known:
-            series = {
-                "service": service,
-                "team": ctx.team_of(service),
-                "probe": labels["probe"],
-                "result": labels["result"],
-                "reason": labels["reason"],
-            }
-            yield sample(name, series, value)
+        series = {
+            "service": service,
+            "team": ctx.team_of(service),
+            "probe": labels["probe"],
+            "result": labels["result"],
+            "reason": labels["reason"],
+        }
+        family.samples.append(sample(name + "_total", series, value))
+
+    return in_chunks(rows, make, add)
 
 
-def _durations(ctx: RenderContext, known: set[str]) -> Metric:
-    family = HistogramMetricFamily(
-        "platform_probe_duration_seconds",
-        _help("Duration of successful probe checks.", ctx),
-        labels=["service", "team", "probe"],
-    )
-    rows = sorted(ctx.store.histograms(probe_store.DURATION), key=_order)
+def _durations(ctx: RenderContext, known: set[str]) -> Iterator[Metric]:
+    text = _help("Duration of successful probe checks.", ctx)
+    name = "platform_probe_duration_seconds"
+    rows = [
+        row
+        for row in sorted(ctx.store.histograms(probe_store.DURATION), key=_order)
+        if row[0]["service"] in known
+    ]
+    les: dict[tuple[float, ...], list[str]] = {}  # shared by the chunks
 
-    def series(labels: dict[str, str]) -> dict[str, str] | None:
+    def series(labels: dict[str, str]) -> dict[str, str]:
         service = labels["service"]
-        if service not in known:
-            return None
         return {"service": service, "team": ctx.team_of(service), "probe": labels["probe"]}
 
-    return streamed(family, lambda: stored_histogram_samples(family.name, rows, series))
+    def make() -> HistogramMetricFamily:
+        return HistogramMetricFamily(name, text, labels=["service", "team", "probe"])
+
+    def add(family: HistogramMetricFamily, row: StoredHistogram) -> None:
+        family.samples.extend(stored_histogram_samples(name, (row,), series, les))
+
+    return in_chunks(rows, make, add)
 
 
 def _last_success(ctx: RenderContext, known: set[str]) -> Metric:
