@@ -299,12 +299,15 @@ async def _serve(
     listening: Callable[[str], None] | None = None,
 ) -> int:
     from exporter.core.allocator import limit_arenas, release_free_memory, unmap_large_blocks
+    from exporter.core.heap import set_aside_long_lived
     from exporter.daemon import Daemon
 
     # A daemon renders multi-megabyte buffers every refresh: they go back to the system.
     unmap_large_blocks()
     limit_arenas()  # before the worker threads start
     daemon = Daemon(config, clock=clock, release_memory=release_free_memory)
+    # Imports, config and store live as long as the process: collections stop walking them.
+    set_aside_long_lived()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
