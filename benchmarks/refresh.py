@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
 import logging
 import os
 import resource
@@ -274,7 +273,7 @@ def legacy_render(daemon: Any) -> Any:
     from prometheus_client.exposition import generate_latest
     from prometheus_client.openmetrics.exposition import generate_latest as generate_om
 
-    from exporter.core.snapshot import Snapshot
+    from exporter.core.snapshot import Part, Snapshot
     from exporter.domains import providers, render_context
 
     class One:
@@ -293,8 +292,9 @@ def legacy_render(daemon: Any) -> Any:
             for family in spec.collect(ctx):
                 text.append(generate_latest(One(family)))  # type: ignore[arg-type]
                 om.append(generate_om(One(family)).removesuffix(b"# EOF\n"))  # type: ignore[arg-type]
-        t, o = b"".join(text), b"".join(om) + b"# EOF\n"
-        return Snapshot(t, gzip.compress(t, 6, mtime=0), o, gzip.compress(o, 6, mtime=0), ctx.now)
+        # Compressed whole, once per format, as the gzip copies were (the snapshot now
+        # keeps each format deflated: the same work as gzipping it).
+        return Snapshot.assemble([Part.of(b"".join(text), b"".join(om))], ctx.now)
 
 
 def cpu() -> float:
