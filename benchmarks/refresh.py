@@ -352,6 +352,7 @@ class BenchClock:
 
 def org_rows(args: argparse.Namespace, state: Path) -> list[tuple[str, str]]:
     from exporter.core.changes import writing_for
+    from exporter.core.heap import set_aside_long_lived
     from exporter.core.snapshot import Parts
     from exporter.daemon import Daemon
 
@@ -361,6 +362,8 @@ def org_rows(args: argparse.Namespace, state: Path) -> list[tuple[str, str]]:
     daemon = Daemon(cfg, sources=bench_sources(args, cfg), clock=clock)
     first = time.perf_counter() - t0
     backfilled = finish_backfills(daemon)
+    # As `run` does once the daemon is built: its long-lived objects out of the collector's walks.
+    set_aside_long_lived()
     text = daemon.holder.current.text
     series = sum(1 for line in text.splitlines() if line and not line.startswith(b"#"))
     size = len(text)
