@@ -6,8 +6,9 @@ modules, classes, functions, config models and store, hundreds of thousands of o
 that live until the process ends. A large render allocates enough to set off one or two
 full collections, each 60 to 90 ms on that heap at 2,000 services, walking those same
 objects every time. ``gc.freeze()`` moves every tracked object into a permanent
-generation the collector ignores (the standard library's own advice for long-lived
-processes); what the process allocates afterwards is collected as before.
+generation the collector ignores (the standard library documents it for pre-forking
+servers; here it is for the walks, not for copy-on-write); what the process allocates
+afterwards is collected as before.
 """
 
 from __future__ import annotations
