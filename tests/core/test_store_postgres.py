@@ -93,6 +93,38 @@ class TestFailures:
         assert "\n" not in message and "s3cret" not in message
 
 
+class TestLiteralBinding:
+    """A statement's parameters go into its text as literals (client-side binding, which
+    keeps SQLite's loose typing), made without psycopg's parse of the text."""
+
+    VALUES = ("it's", "back\\slash", "100%", None, True, False, 7, -2.5, 0.125, "")
+
+    def test_the_statement_sent_is_the_client_side_cursors(self, target: PostgresTarget) -> None:
+        """Byte for byte what psycopg's ``ClientCursor`` makes of the same statement and
+        parameters: quotes, backslashes, NULL, booleans as 0 and 1, a literal ``%``."""
+        from exporter.core.backend_postgres import PgConnection
+        from exporter.core.dialect import to_postgres
+
+        conn = PgConnection(target, lock_timeout=5.0)
+        sql = "SELECT " + ", ".join("?" for _ in self.VALUES) + ", 'a%b'"
+        made = conn._inline(sql, self.VALUES)
+        expected = conn.raw().cursor().mogrify(to_postgres(sql), self.VALUES)
+        assert made is not None and made.decode() == expected
+        conn.close()
+
+    def test_values_read_back_as_written(self, target: PostgresTarget) -> None:
+        store = Store(target)
+        row = store.query("SELECT " + ", ".join("?" for _ in self.VALUES), self.VALUES)[0]
+        assert tuple(row) == ("it's", "back\\slash", "100%", None, 1, 0, 7, -2.5, 0.125, "")
+        store.close()
+
+    def test_a_wrong_parameter_count_is_psycopgs_error(self, target: PostgresTarget) -> None:
+        store = Store(target)
+        with pytest.raises(psycopg.ProgrammingError, match="2 placeholders but 1 parameters"):
+            store.query("SELECT ?, ?", (1,))
+        store.close()
+
+
 class TestReplicas:
     def test_a_commit_by_another_replica_changes_every_input_version(
         self, target: PostgresTarget
