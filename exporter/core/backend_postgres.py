@@ -173,7 +173,27 @@ class PgConnection:
     def pipelined(self, statements: Sequence[tuple[str, Any, bool]]) -> list[Any]:
         """Run ``statements`` (SQL, parameters or rows, once per row) in order, sent together
         and answered together (pipeline mode: one round trip); their cursors, read after.
-        The first that fails raises, and the ones after it do not run."""
+        The first that fails raises, and the ones after it do not run.
+
+        A transaction's first round trip (its ``BEGIN`` and first statements, no
+        ``COMMIT``) that met a connection the server had already ended is run once more on
+        a new one, as :meth:`execute` runs a statement outside a transaction: the server
+        kept nothing of it (a transaction it did not commit is rolled back with its
+        session). A later round trip's failure stands: the transaction is lost."""
+        first = (
+            not self.in_transaction
+            and bool(statements)
+            and statements[0][0] == "BEGIN"
+            and all(sql != "COMMIT" for sql, _, _ in statements)
+        )
+        try:
+            return self._pipelined(statements)
+        except psycopg.OperationalError:
+            if not (first and self._conn is not None and self._conn.broken):
+                raise
+            return self._pipelined(statements)
+
+    def _pipelined(self, statements: Sequence[tuple[str, Any, bool]]) -> list[Any]:
         conn = self.raw()
         cursors = []
         with conn.pipeline():

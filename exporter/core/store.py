@@ -736,7 +736,8 @@ class Store:
             raise StoreBusy(f"state database {self.path}: another write is in progress")
         try:
             try:
-                self._conn.execute("BEGIN" if self.postgres else "BEGIN IMMEDIATE")
+                if not self.postgres:
+                    self._conn.execute("BEGIN IMMEDIATE")
             except Exception as exc:
                 if state_failure(exc):
                     raise StateError(
@@ -746,6 +747,10 @@ class Store:
             try:
                 before = self._conn.total_changes
                 tx = Tx(self._conn, self.clock, self.schema.writers)
+                if self.postgres:
+                    # Sent with the transaction's first statement: a round trip less (see
+                    # PgConnection.pipelined for a connection found ended by then).
+                    tx.write_later("BEGIN")
                 yield tx
                 tx.flush()
                 fence = current_fence() if self.postgres else None

@@ -30,6 +30,14 @@ def _raw(server: PostgresServer, target: PostgresTarget) -> psycopg.Connection[t
     return conn
 
 
+def _end_sessions(admin: psycopg.Connection[tuple[object, ...]]) -> None:
+    """End every session of the store's (what a server restart does to them)."""
+    admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE application_name = 'platform-kpi-exporter' AND pid <> pg_backend_pid()"
+    )
+
+
 @pytest.fixture
 def target(pg_schema: PostgresTarget) -> PostgresTarget:
     return pg_schema
@@ -60,22 +68,44 @@ class TestFailures:
     def test_a_dropped_connection_fails_one_write_and_the_next_reconnects(
         self, postgres_server: PostgresServer, target: PostgresTarget
     ) -> None:
-        """The server ends our sessions (a restart, a failover, a proxy's idle cut): the
-        write under way fails as ``state`` with nothing kept; the next one reconnects."""
+        """The server ends our sessions (a restart, a failover, a proxy's idle cut) while a
+        write is under way (its transaction has begun and written a row there): it fails as
+        ``state`` with nothing kept; the next one reconnects."""
         store = Store(target)
         admin = _raw(postgres_server, target)
         with pytest.raises(StateError) as caught, store.transaction() as tx:
             tx.incr("events_total", {"service": "a"}, 5)
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = 'platform-kpi-exporter' AND pid <> pg_backend_pid()"
+            tx.execute(
+                "INSERT INTO cursors (source, name, value, updated_at) VALUES ('s', 'c', 'v', 0)"
             )
+            _end_sessions(admin)
             tx.incr("events_total", {"service": "b"})
         assert classify(caught.value) == "state"
         admin.close()
         with store.transaction() as tx:
             tx.incr("events_total", {"service": "a"})
         assert store.counters("events_total") == [({"service": "a"}, 1.0)]
+        assert store.cursors("s") == {}
+        store.close()
+
+    def test_a_write_begun_on_a_connection_ended_while_idle_runs_on_a_new_one(
+        self, postgres_server: PostgresServer, target: PostgresTarget
+    ) -> None:
+        """The sessions ended between two writes (nothing of the next one had reached the
+        server): the next write, BEGIN and all, runs once on a new connection."""
+        store = Store(target)
+        with store.transaction() as tx:
+            tx.incr("events_total", {"service": "a"})
+        admin = _raw(postgres_server, target)
+        _end_sessions(admin)
+        admin.close()
+        with store.transaction() as tx:
+            tx.incr("events_total", {"service": "a"}, 2)
+            tx.execute(
+                "INSERT INTO cursors (source, name, value, updated_at) VALUES ('s', 'c', 'v', 0)"
+            )
+        assert store.counters("events_total") == [({"service": "a"}, 3.0)]
+        assert store.cursors("s") == {"c": "v"}
         store.close()
 
     def test_an_unreachable_server_is_one_line_at_start(
