@@ -208,24 +208,38 @@ class PgConnection:
             self._count(cur)
         return cursors
 
-    def commit(self, announce: bool) -> bool:
-        """COMMIT; with ``announce``, the commit counter bumped right after it in the same
-        round trip (see :meth:`~exporter.core.store.Store.versions`). True if bumped: a
-        bump that fails after the commit is lost (the next commit's makes up for it)."""
-        if not announce:
+    def commit(self, announce: bool, before: Sequence[tuple[str, Any, bool]] = ()) -> bool:
+        """The ``before`` statements (the transaction's last writes), COMMIT, and with
+        ``announce`` the commit counter bumped right after it, all in one round trip (see
+        :meth:`~exporter.core.store.Store.versions`). A failing statement of ``before``
+        raises, and the COMMIT does not run. True if bumped: a bump that fails after the
+        commit is lost (the next commit's makes up for it)."""
+        if not announce and not before:
             self.execute("COMMIT")
             return False
         conn = self.raw()
         done, bump = conn.cursor(), conn.cursor()
+        cursors = []
         try:
             with conn.pipeline():
+                for sql, params, many in before:
+                    cur = conn.cursor()
+                    if many:
+                        cur.executemany(to_postgres(sql), params)
+                    else:
+                        self._execute(cur, sql, params)
+                    cursors.append(cur)
                 done.execute("COMMIT")
-                bump.execute("SELECT nextval('state_commits')")
+                if announce:
+                    bump.execute("SELECT nextval('state_commits')")
         except psycopg.Error:
             if done.statusmessage != "COMMIT":
                 raise
             return False
-        return True
+        finally:
+            for cur in cursors:
+                self._count(cur)
+        return announce
 
     def _count(self, cur: Any) -> None:
         # Rows inserted, updated or deleted (a SELECT's rowcount is its rows: not changes;
