@@ -549,7 +549,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.profile_args = args.profile_args.split()
-    server = PostgresServer().start()
+    # fsync and full-page writes on, as an operator runs PostgreSQL; commits not waiting
+    # for their WAL flush (synchronous_commit off), as the daemon's SQLite does not wait
+    # for its (WAL mode, synchronous=NORMAL): both keep every commit across a crash of
+    # the process, and may lose the last ones in a crash of the machine.
+    server = PostgresServer(durable=True).start()
     cpu0 = os.times()
     try:
         rows = failover(args, server) if args.rounds else []
