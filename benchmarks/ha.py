@@ -1,7 +1,9 @@
 """High-availability benchmark: lease failover after ``kill -9``, connections per replica,
 and poll throughput on PostgreSQL against one SQLite replica.
 
-It starts a PostgreSQL server of its own (Debian's ``postgresql`` package, as the tests do),
+It starts a PostgreSQL server of its own (Debian's ``postgresql`` package, as the tests do,
+but with fsync and full-page writes on, as an operator runs it; ``synchronous_commit`` off,
+as the daemon's SQLite does not wait for its WAL's flush at a commit either),
 then ``--replicas`` replica processes that each open the state store (a writer and a reader
 connection) and the leases of ``--sources`` sources (their own connection), renewing every
 third of ``--ttl`` as the daemon does. Once the leases are spread, each round kills the

@@ -148,7 +148,7 @@ class PgConnection:
         """``sql`` with its parameters in it as literals: the statement the client-side
         cursor would send, made without its parse of the statement's text. That parse is
         in Python and is not cached for long statements (a multi-row insert of a backfill
-        unit binds thousands of values): it held the interpreter for a third of a
+        unit binds thousands of values): it held the interpreter for a quarter of a
         commit's CPU, time the event loop waits for. None (psycopg binds them, as
         before) for named parameters, or a count that does not match the statement's
         (psycopg's error says which)."""
