@@ -23,6 +23,8 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
+from exporter.core.provider import Rows
+
 _OM_EOF = "# EOF\n"
 # Names the formats print as they are (prometheus_client's legacy character set).
 # (Without colons: OpenMetrics sample names are escaped with the label-name set.)
@@ -124,6 +126,8 @@ def _samples(metric: Metric, lines: list[str], moved: dict[str, list[str]]) -> N
 
 def _plain_samples(metric: Metric, lines: list[str], moved: dict[str, list[str]]) -> int:
     """The family's lines with label values unescaped; how many quotes they should hold."""
+    if isinstance(metric.samples, Rows):
+        return _row_lines(metric.samples, metric.name, lines)
     # Samples of one family mostly share their name and label names: one shape each.
     shapes: dict[tuple[str, tuple[str, ...]], _Shape] = {}
     special = tuple(metric.name + s for s in _OM_ONLY)
@@ -146,6 +150,28 @@ def _plain_samples(metric: Metric, lines: list[str], moved: dict[str, list[str]]
             moved.setdefault(name[len(metric.name) :], []).append(line)
         append(line)
     return quotes
+
+
+def _row_lines(rows: Rows, family: str, lines: list[str]) -> int:
+    """The lines of a family given as rows of label values (see :class:`Rows`);
+    how many quotes they should hold."""
+    if any(rows.name == family + s for s in _OM_ONLY) or not _METRIC_NAME.match(rows.name):
+        raise _Generic
+    template, order = (
+        _template(rows.name, rows.labels) if rows.labels else (rows.name + " %s\n", ())
+    )
+    # The values come in the family's label order; the line has them sorted by name.
+    index = tuple(sorted(range(len(order)), key=rows.labels.__getitem__))
+    reorder = None if index == tuple(range(len(order))) else itemgetter(*index)
+    append = lines.append
+    n = 0
+    for values, value in rows.rows():
+        s = repr(float(value))
+        if s[-1] in "fn" or s.find(".") > 6:
+            s = go_float(value)
+        append(template % (*(values if reorder is None else reorder(values)), s))
+        n += 1
+    return 2 * len(order) * n
 
 
 def _escaped_samples(metric: Metric, lines: list[str], moved: dict[str, list[str]]) -> None:
