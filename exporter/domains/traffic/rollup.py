@@ -24,13 +24,11 @@ refresh on.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import math
 import operator
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from exporter.core.errors import StoreBusy
@@ -41,8 +39,10 @@ from exporter.core.rollups import (
     HOUR,
     MINUTE,
     Ladder,
+    Piece,
     Tier,
     ceil_to,
+    elementary,
     floor_to,
 )
 from exporter.core.rollups import split_window as ladder_split
@@ -80,15 +80,6 @@ HOUR_SQL = (
     "ON CONFLICT (hour, source, ident) DO UPDATE SET "
     + ", ".join(f"{c} = {c} + excluded.{c}" for c in COUNT_COLS)
 )
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class Piece:
-    """Buckets of one size starting in ``[start, end)``, read from that size's table."""
-
-    size: int
-    start: float
-    end: float
 
 
 def minutes_kept_from(now: float) -> float:
@@ -142,20 +133,6 @@ def _widened(edge: Span, now: float) -> Piece:
 def widening(span: Span, now: float) -> float:
     """How many seconds before ``span.start`` the pieces of ``span`` start (0: exact)."""
     return span.start - min((p.start for p in pieces(span, now)), default=span.start)
-
-
-def elementary(all_pieces: Iterable[Piece]) -> list[Piece]:
-    """Disjoint pieces whose unions are each of ``all_pieces``: every row is read once."""
-    by_size: dict[int, list[Piece]] = {}
-    for p in set(all_pieces):
-        by_size.setdefault(p.size, []).append(p)
-    out: list[Piece] = []
-    for size, group in by_size.items():
-        cuts = sorted({t for p in group for t in (p.start, p.end)})
-        for a, b in itertools.pairwise(cuts):
-            if any(p.start <= a and b <= p.end for p in group):
-                out.append(Piece(size, a, b))
-    return sorted(out)
 
 
 def _bound(size: int, t: float) -> float | str:
