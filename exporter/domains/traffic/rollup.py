@@ -149,6 +149,41 @@ _RESOLVED = "LEFT JOIN traffic_idents a ON a.source = r.source AND a.ident = r.i
 _SUMS = ", ".join(f"SUM(r.{c})" for c in COUNT_COLS)
 
 
+# The minute rows of one hour, summed per identity: driven by that hour's bucket rows
+# (one per identity that has minutes in the hour, written with them), each identity's
+# minutes are a range of the minutes' primary key, read in key order, so SQLite sums
+# them without sorting every minute row by service first (a third of the read).
+_KEYED_MINUTES = (
+    f"SELECT k.source, k.ident, {_SUMS} FROM traffic_hours k "
+    "JOIN traffic_minutes r ON r.ident = k.ident AND r.source = k.source "
+    "WHERE k.hour = ? AND r.minute >= ? AND r.minute < ? GROUP BY k.source, k.ident"
+)
+
+
+def _services(store: Store) -> dict[tuple[str, str], str]:
+    """The service each gateway identity resolves to now."""
+    rows = store.query("SELECT source, ident, service FROM traffic_idents")
+    return {(str(r[0]), str(r[1])): str(r[2]) for r in rows}
+
+
+def _read_minutes(
+    store: Store, piece: Piece, services: Mapping[tuple[str, str], str]
+) -> dict[str, list[int]]:
+    """:func:`_read` of a piece of minute rows, hour by hour through the hour buckets
+    (complete once the hour buckets are built: see :func:`backfill_pending`)."""
+    out: dict[str, list[int]] = {}
+    hour = floor_to(piece.start, HOUR)
+    while hour < piece.end:
+        params = (hour, max(piece.start, hour), min(piece.end, hour + HOUR))
+        for r in store.query(_KEYED_MINUTES, params):
+            service = services.get((str(r[0]), str(r[1])), UNMAPPED)
+            values = [int(v or 0) for v in r[2:]]
+            have = out.get(service)
+            out[service] = values if have is None else list(map(operator.add, have, values))
+        hour += HOUR
+    return dict(sorted(out.items()))  # by service, as the other pieces' GROUP BY
+
+
 def _read(store: Store, piece: Piece) -> dict[str, list[int]]:
     """Service -> the column sums of the rows of one piece, each row under the service
     its identity resolves to now (``unmapped`` when none)."""
@@ -198,7 +233,16 @@ def span_sums(
     if not raw:
         wanted = {name: _current_hour(store, ps, spans[name]) for name, ps in wanted.items()}
     parts = elementary(p for ps in wanted.values() for p in ps)
-    per_part = {part: _read(store, part) for part in parts}
+    if raw:
+        per_part = {part: _read(store, part) for part in parts}
+    else:
+        services = _services(store)
+        per_part = {
+            part: _read_minutes(store, part, services)
+            if part.size == MINUTE
+            else _read(store, part)
+            for part in parts
+        }
     out: dict[tuple[str, str], list[int]] = {}
     for name, ps in wanted.items():
         for part in parts:
