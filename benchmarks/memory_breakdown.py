@@ -22,12 +22,17 @@ import signal
 import sys
 import threading
 import time
+import tracemalloc
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
 DUMP_ENV = "PKE_BENCH_MEMORY_DUMP"
+#: Set (to a frame count) to trace Python's allocations too: each reading then lists the
+#: source lines whose live objects grew most since the first reading. It slows the
+#: exporter and its traces take memory of their own, so its RSS is not the one to record.
+TRACE_ENV = "PKE_BENCH_TRACEMALLOC"
 
 
 # -- the benchmark's side -------------------------------------------------------------
@@ -147,7 +152,7 @@ def ask_reading(pid: int, dump: Path, label: str, timeout: float = 10.0) -> str:
 def summary(reading: str) -> str:
     """The lines of a child reading worth printing: pymalloc's totals, glibc's, SQLite's."""
     keep = ("-- ", "# arenas", "# bytes in allocated", "# bytes in available", "# bytes lost",
-            "Total ", "arenas allocated", "mallinfo2", "sqlite", "threads", "<system type=\"",
+            "Total ", "arenas allocated", "mallinfo2", "sqlite", "threads", "traced", "+", "<system type=\"",
             "<total type=")  # fmt: skip
     return "\n".join(line for line in reading.splitlines() if line.strip().startswith(keep))
 
@@ -181,10 +186,33 @@ def _lines() -> Iterator[str]:
     yield f"threads: {len(names)} {names}"
 
 
+_first_trace: dict[str, int] = {}
+
+
+def _traced_growth(top: int = 25) -> Iterator[str]:
+    """The lines whose live objects grew most since the first reading (bytes by line)."""
+    snapshot = tracemalloc.take_snapshot().filter_traces(
+        (tracemalloc.Filter(False, tracemalloc.__file__),)
+    )
+    now = {str(s.traceback): s.size for s in snapshot.statistics("lineno")}
+    current, peak = tracemalloc.get_traced_memory()
+    yield f"traced: {current / (1 << 20):.1f} MiB, peak {peak / (1 << 20):.1f} MiB"
+    if not _first_trace:
+        _first_trace.update(now)
+        return
+    growth = sorted(((now.get(k, 0) - _first_trace.get(k, 0), k) for k in now | _first_trace),
+                    reverse=True)  # fmt: skip
+    yield f"traced growth since the first reading: {sum(g for g, _ in growth) / 1024:.0f} KiB"
+    for grown, where in growth[:top]:
+        yield f"  {grown / 1024:+8.0f} KiB  {where}"
+
+
 def _read(path: Path) -> None:
     with path.open("a") as out:
         out.write(f"== reading at {time.time():.0f} ==\n")
         out.writelines(line + "\n" for line in _lines())
+        if tracemalloc.is_tracing():
+            out.writelines(line + "\n" for line in _traced_growth())
         out.flush()
         # Both of these write to C streams: pymalloc's to stderr, glibc's to a FILE.
         saved = os.dup(2)
@@ -210,6 +238,8 @@ def _main() -> None:
         _read(dump)
 
     signal.signal(signal.SIGUSR1, on_signal)
+    if os.environ.get(TRACE_ENV):
+        tracemalloc.start(int(os.environ[TRACE_ENV]))
     sys.argv = ["exporter", *sys.argv[1:]]
     runpy.run_module("exporter", run_name="__main__", alter_sys=True)
 

@@ -49,6 +49,9 @@ def main() -> None:
     parser.add_argument("--checks", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=150.0)
     parser.add_argument("--breakdown", action="store_true", help="memory by kind, and why")
+    parser.add_argument(
+        "--trace", action="store_true", help="with --breakdown: trace Python's allocations"
+    )
     parser.add_argument("--verbose", action="store_true", help="each reading as it is made")
     parser.add_argument("--every", type=float, default=120.0, help="seconds between breakdowns")
     args = parser.parse_args()
@@ -61,6 +64,8 @@ def main() -> None:
     plain = [sys.executable, "-m", "exporter", *run]
     command = memory_breakdown.child_command(run) if args.breakdown else plain
     env = {**os.environ, memory_breakdown.DUMP_ENV: str(dump)}
+    if args.trace:
+        env[memory_breakdown.TRACE_ENV] = "1"
     exporter = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
