@@ -19,14 +19,16 @@ import os
 import re
 import runpy
 import signal
+import sqlite3
 import sys
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 DUMP_ENV = "PKE_BENCH_MEMORY_DUMP"
 #: Set (to a frame count) to trace Python's allocations too: each reading then lists the
@@ -182,6 +184,7 @@ def _lines() -> Iterator[str]:
                f"high water={sqlite.sqlite3_memory_highwater(0) / mib:.2f} MiB")  # fmt: skip
     except OSError:
         yield "sqlite: no libsqlite3.so.0"
+    yield from _connections(sqlite)
     names = sorted(t.name for t in threading.enumerate())
     yield f"threads: {len(names)} {names}"
 
@@ -205,6 +208,36 @@ def _traced_growth(top: int = 25) -> Iterator[str]:
     yield f"traced growth since the first reading: {sum(g for g, _ in growth) / 1024:.0f} KiB"
     for grown, where in growth[:top]:
         yield f"  {grown / 1024:+8.0f} KiB  {where}"
+
+
+_opened: list[sqlite3.Connection] = []
+
+
+def _recording(connect: Callable[..., sqlite3.Connection]) -> Callable[..., sqlite3.Connection]:
+    """``sqlite3.connect`` that also keeps each connection it opens, for the readings."""
+
+    def opened(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = connect(*args, **kwargs)
+        _opened.append(conn)
+        return conn
+
+    return opened
+
+
+_DBSTATUS = {"cache": 1, "schema": 2, "statements": 3}  # SQLITE_DBSTATUS_*_USED
+
+
+def _connections(sqlite: ctypes.CDLL) -> Iterator[str]:
+    """Each open SQLite connection's page cache, schema and prepared statements."""
+    for n, conn in enumerate(_opened):
+        # CPython's connection object holds its ``sqlite3 *`` right after the object header.
+        db = ctypes.c_void_p.from_address(id(conn) + 2 * ctypes.sizeof(ctypes.c_void_p))
+        used = []
+        for name, op in _DBSTATUS.items():
+            current, high = ctypes.c_int(), ctypes.c_int()
+            sqlite.sqlite3_db_status(db, op, ctypes.byref(current), ctypes.byref(high), 0)
+            used.append(f"{name}={current.value / 1024:.0f} KiB")
+        yield f"sqlite connection {n}: {' '.join(used)}"
 
 
 def _read(path: Path) -> None:
@@ -238,6 +271,7 @@ def _main() -> None:
         _read(dump)
 
     signal.signal(signal.SIGUSR1, on_signal)
+    sqlite3.connect = _recording(sqlite3.connect)  # type: ignore[assignment]
     if os.environ.get(TRACE_ENV):
         tracemalloc.start(int(os.environ[TRACE_ENV]))
     sys.argv = ["exporter", *sys.argv[1:]]
