@@ -1,7 +1,9 @@
 """High-availability benchmark: lease failover after ``kill -9``, connections per replica,
 and poll throughput on PostgreSQL against one SQLite replica.
 
-It starts a PostgreSQL server of its own (Debian's ``postgresql`` package, as the tests do),
+It starts a PostgreSQL server of its own (Debian's ``postgresql`` package, as the tests do,
+but with fsync and full-page writes on, as an operator runs it; ``synchronous_commit`` off,
+as the daemon's SQLite does not wait for its WAL's flush at a commit either),
 then ``--replicas`` replica processes that each open the state store (a writer and a reader
 connection) and the leases of ``--sources`` sources (their own connection), renewing every
 third of ``--ttl`` as the daemon does. Once the leases are spread, each round kills the
@@ -27,6 +29,16 @@ next 1 s tick and the render after the poll, none of which the SQLite figure hol
     python benchmarks/ha.py                           # 3 replicas, 9 sources, TTL 3 s, 10 rounds
     python benchmarks/ha.py --ttl 30 --rounds 3
     python benchmarks/ha.py --rounds 0                # the throughput only
+    python benchmarks/ha.py --rounds 0 --pairs 5      # 5 backfills on each, in turn; the median
+    python benchmarks/ha.py --rounds 0 --profile DIR  # py-spy records each backfilling daemon
+
+``--pairs N`` runs the two backfills in turn N times (SQLite, PostgreSQL, SQLite, ...) on
+the same simulated org: each pair's runs are next to each other, so a change of the shared
+machine's load between pairs changes both; it reports each pair and the median ratio.
+``--profile DIR`` records the SQLite daemon from its start and the PostgreSQL replica that
+takes the lease from the release, each until its backfill completes, as py-spy's collapsed
+stacks per thread (``pip install py-spy``; ``--profile-args '--nonblocking --idle'`` adds
+the waits, ``'--nonblocking --gil'`` keeps only the thread holding the GIL).
 
 Targets: takeover within the TTL; at most 5 connections per replica; the backfill on
 PostgreSQL within 1.5x of SQLite's.
@@ -45,6 +57,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +224,11 @@ class Daemon:
             stderr=subprocess.STDOUT,
         )
 
+    def alive(self) -> None:
+        """Raise if the daemon exited (a benchmark waiting for it would wait its timeout)."""
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"a daemon exited with {self.proc.returncode}")
+
     def sample(self, name: str) -> float | None:
         return self.samples(name)[0]
 
@@ -231,8 +249,7 @@ class Daemon:
     def healthy(self) -> bool:
         from tests.support.net import http_get
 
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"a daemon exited with {self.proc.returncode}")
+        self.alive()
         try:
             return http_get(f"http://127.0.0.1:{self.port}/healthz", timeout=1)[0] == 200
         except OSError:  # not listening yet
@@ -259,6 +276,7 @@ def backfill_seconds(group: list[Daemon], timeout: float) -> float:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for d in group:
+            d.alive()
             if d.sample("platform_exporter_source_last_success_timestamp_seconds") is not None:
                 seconds = d.sample("platform_exporter_source_poll_duration_seconds")
                 assert seconds is not None
@@ -274,6 +292,7 @@ def completed(group: list[Daemon], timeout: float) -> tuple[float, float]:
     started = time.monotonic()
     while time.monotonic() < started + timeout:
         for d in group:
+            d.alive()
             success, seconds = d.samples(
                 "platform_exporter_source_last_success_timestamp_seconds",
                 "platform_exporter_source_poll_duration_seconds",
@@ -290,103 +309,217 @@ def stored_rows(store: Store) -> tuple[int, int]:
     return int(runs), int(deploys)
 
 
-def throughput(args: argparse.Namespace, server: PostgresServer) -> list[tuple[str, str, str]]:
-    """The GitHub backfill by one SQLite replica, then by replicas on PostgreSQL."""
-    from benchmarks.ci_sync import served
+class Profiler:
+    """``py-spy record`` of one daemon while it backfills (``--profile DIR``): the collapsed
+    stacks of every thread, for comparing where the two backends' daemons spend the poll."""
+
+    def __init__(self, directory: Path | None, name: str, pid: int, extra: list[str]) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        if directory is None:
+            return
+        directory.mkdir(parents=True, exist_ok=True)
+        command = ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--threads"]
+        command += ["--output", str(directory / f"{name}.txt"), *extra]
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            self.proc.wait(timeout=60)
+
+
+def sqlite_backfill(
+    args: argparse.Namespace, url: str, work: Path, label: str
+) -> tuple[float, tuple[int, int]]:
+    """One daemon on SQLite backfills the org: its poll's seconds, and the rows stored."""
     from exporter.domains import open_store
+
+    sqlite_path = work / "state.db"
+    solo = Daemon(work, github_config(args, url, {"path": str(sqlite_path)}), {})
+    profiler = Profiler(args.profile, f"sqlite-{label}", solo.proc.pid, args.profile_args)
+    try:
+        seconds = backfill_seconds([solo], 3600)
+    finally:
+        profiler.stop()
+        solo.stop()
+    store = open_store(sqlite_path)
+    rows = stored_rows(store)
+    store.close()
+    return seconds, rows
+
+
+@dataclass
+class PgRun:
+    """One backfill by the replicas on PostgreSQL."""
+
+    release: float  # the lease's release to the completed poll
+    poll: float  # the completed poll's own seconds
+    cpu: list[float]  # each replica's CPU seconds over ``release``, sorted
+    moves: int  # how often the lease moved
+    pollers: int  # the replicas that completed a poll
+    rows: tuple[int, int]
+
+
+def holder_of(store: Store, group: list[Daemon], timeout: float) -> Daemon | None:
+    """The replica that took the GitHub lease from the placeholder (None: not seen in time)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = store.query_one("SELECT holder FROM leases WHERE source = 'github'")
+        if row is not None and str(row[0]) != "placeholder":
+            return group[int(str(row[0])[1:])]
+        time.sleep(0.05)
+    return None
+
+
+def postgres_backfill(
+    args: argparse.Namespace, url: str, server: PostgresServer, work: Path, label: str
+) -> PgRun:
+    """``--replicas`` daemons sharing a fresh PostgreSQL schema backfill the org; the one
+    that takes the GitHub lease polls."""
+    from exporter.domains import open_store
+
+    target = server.create_schema()
+    store = open_store(target)
+    store.migrate("lease", lease.MIGRATIONS)
+    # A placeholder holds the lease while the replicas start.
+    with store.transaction() as tx:
+        tx.execute(
+            "INSERT INTO leases (source, holder, token, expires_at) VALUES "
+            "('github', 'placeholder', 1, EXTRACT(EPOCH FROM clock_timestamp()) + 3600)"
+        )
+    state = {
+        "url": target.url,
+        "password": {"env": "PKE_STATE_PASSWORD"},
+        "schema": target.schema,
+        "lease_ttl": f"{args.ttl:g}s",
+    }
+    env = {"PKE_STATE_PASSWORD": target.password or ""}
+    # Polled every second: the lease's taker starts within a second of taking it.
+    group = [
+        Daemon(
+            work / f"r{i}",
+            github_config(args, url, {**state, "replica": f"r{i}"}, "1s"),
+            env,
+        )
+        for i in range(args.replicas)
+    ]
+    profiler = Profiler(None, "", 0, [])
+    try:
+        deadline = time.monotonic() + 300
+        while not all(d.healthy() for d in group):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the replicas did not start")
+            time.sleep(0.1)
+        cpu = [d.cpu() for d in group]
+        with store.transaction() as tx:  # the placeholder's lease expires: one takes it
+            tx.execute("UPDATE leases SET expires_at = 0 WHERE source = 'github'")
+        if args.profile is not None:
+            taker = holder_of(store, group, 60)
+            if taker is not None:
+                profiler = Profiler(
+                    args.profile, f"postgres-{label}", taker.proc.pid, args.profile_args
+                )
+        release, poll = completed(group, 3600)
+        profiler.stop()
+        cpu = sorted(d.cpu() - c for d, c in zip(group, cpu, strict=True))
+        moves = int(store.query("SELECT token FROM leases WHERE source = 'github'")[0][0]) - 2
+        pollers = sum(
+            d.sample("platform_exporter_source_last_success_timestamp_seconds") is not None
+            for d in group
+        )
+    finally:
+        profiler.stop()
+        for d in group:
+            d.stop()
+    rows = stored_rows(store)
+    store.close()
+    return PgRun(release, poll, cpu, moves, pollers, rows)
+
+
+def loadavg() -> str:
+    return f"{os.getloadavg()[0]:.2f}"
+
+
+def throughput(args: argparse.Namespace, server: PostgresServer) -> list[tuple[str, str, str]]:
+    """The GitHub backfill by one SQLite replica, then by replicas on PostgreSQL, in turn
+    ``--pairs`` times (the machine's load drifts: each pair's two runs are next to each
+    other); each pair reported, and the median of the pairs' ratios."""
+    from benchmarks.ci_sync import served
 
     work = Path(tempfile.mkdtemp(prefix="pke-ha-"))
     org = argparse.Namespace(
         repos=args.repos, days=args.days, runs=args.runs, deploys=args.deploys,
         latency=0.020, budget=0, speedup=60.0, fault_len=0, verbose=False,
     )  # fmt: skip
+    out: list[tuple[str, str, str]] = []
+    ratios: list[float] = []
     try:
         with served(org, time.time()) as url:
-            sqlite_path = work / "sqlite" / "state.db"
-            solo = Daemon(work / "sqlite", github_config(args, url, {"path": str(sqlite_path)}), {})
-            try:
-                sqlite_seconds = backfill_seconds([solo], 3600)
-            finally:
-                solo.stop()
-            store = open_store(sqlite_path)
-            sqlite_rows = stored_rows(store)
-            store.close()
-
-            target = server.create_schema()
-            store = open_store(target)
-            store.migrate("lease", lease.MIGRATIONS)
-            # A placeholder holds the lease while the replicas start.
-            with store.transaction() as tx:
-                tx.execute(
-                    "INSERT INTO leases (source, holder, token, expires_at) VALUES "
-                    "('github', 'placeholder', 1, EXTRACT(EPOCH FROM clock_timestamp()) + 3600)"
+            for n in range(1, args.pairs + 1):
+                before = loadavg()
+                sqlite_seconds, sqlite_rows = sqlite_backfill(
+                    args, url, work / f"sqlite{n}", str(n)
                 )
-            state = {
-                "url": target.url,
-                "password": {"env": "PKE_STATE_PASSWORD"},
-                "schema": target.schema,
-                "lease_ttl": f"{args.ttl:g}s",
-            }
-            env = {"PKE_STATE_PASSWORD": target.password or ""}
-            # Polled every second: the lease's taker starts within a second of taking it.
-            group = [
-                Daemon(
-                    work / f"r{i}",
-                    github_config(args, url, {**state, "replica": f"r{i}"}, "1s"),
-                    env,
+                pg = postgres_backfill(args, url, server, work / f"pg{n}", str(n))
+                if pg.rows != sqlite_rows:
+                    raise AssertionError(
+                        f"stored rows differ: SQLite {sqlite_rows}, PostgreSQL {pg.rows}"
+                    )
+                ratio = pg.poll / sqlite_seconds
+                ratios.append(ratio)
+                print(
+                    f"pair {n}: load {before} / {loadavg()}; SQLite poll {sqlite_seconds:.1f} s, "
+                    f"PostgreSQL poll {pg.poll:.1f} s ({ratio:.2f}x), release to completion "
+                    f"{pg.release:.1f} s; replicas' CPU {' / '.join(f'{c:.1f}' for c in pg.cpu)}",
+                    flush=True,
                 )
-                for i in range(args.replicas)
-            ]
-            try:
-                deadline = time.monotonic() + 300
-                while not all(d.healthy() for d in group):
-                    if time.monotonic() > deadline:
-                        raise TimeoutError("the replicas did not start")
-                    time.sleep(0.1)
-                cpu = [d.cpu() for d in group]
-                with store.transaction() as tx:  # the placeholder's lease expires: one takes it
-                    tx.execute("UPDATE leases SET expires_at = 0 WHERE source = 'github'")
-                pg_seconds, pg_poll = completed(group, 3600)
-                cpu = sorted(d.cpu() - c for d, c in zip(group, cpu, strict=True))
-                moves = (
-                    int(store.query("SELECT token FROM leases WHERE source = 'github'")[0][0]) - 2
-                )
-                pollers = sum(
-                    d.sample("platform_exporter_source_last_success_timestamp_seconds") is not None
-                    for d in group
-                )
-            finally:
-                for d in group:
-                    d.stop()
-            pg_rows = stored_rows(store)
-            store.close()
+                out += pair_rows(args, n, sqlite_seconds, sqlite_rows, pg)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if pg_rows != sqlite_rows:
-        raise AssertionError(f"stored rows differ: SQLite {sqlite_rows}, PostgreSQL {pg_rows}")
-    ratio = pg_seconds / sqlite_seconds
+    if args.pairs > 1:
+        within = sum(r <= 1.5 for r in ratios)
+        out.append(
+            (
+                f"backfill poll on PostgreSQL / SQLite, median of {len(ratios)} pairs "
+                f"({within} within 1.5x; each: {', '.join(f'{r:.2f}x' for r in ratios)})",
+                f"{statistics.median(ratios):.2f}x",
+                "<= 1.5x",
+            )
+        )
+    return out
+
+
+def pair_rows(
+    args: argparse.Namespace,
+    n: int,
+    sqlite_seconds: float,
+    sqlite_rows: tuple[int, int],
+    pg: PgRun,
+) -> list[tuple[str, str, str]]:
+    pair = f" (pair {n})" if args.pairs > 1 else ""
     return [
         (
-            f"backfill, {args.repos} repos: runs / deployments stored",
+            f"backfill, {args.repos} repos: runs / deployments stored{pair}",
             f"{sqlite_rows[0]} / {sqlite_rows[1]} (the same on both)",
             "",
         ),
-        ("backfill poll, one replica on SQLite", f"{sqlite_seconds:.1f} s", ""),
+        (f"backfill poll, one replica on SQLite{pair}", f"{sqlite_seconds:.1f} s", ""),
         (
             f"backfill, {args.replicas} replicas on PostgreSQL, lease release to completion "
-            f"({pollers} completed it; the lease moved {moves} times; includes the lease's "
-            f"pickup, up to lease_ttl / 3, the next poll tick and the render after the poll)",
-            f"{pg_seconds:.1f} s ({ratio:.2f}x SQLite)",
+            f"({pg.pollers} completed it; the lease moved {pg.moves} times; includes the "
+            f"lease's pickup, up to lease_ttl / 3, the next poll tick and the render after "
+            f"the poll){pair}",
+            f"{pg.release:.1f} s ({pg.release / sqlite_seconds:.2f}x SQLite)",
             "",
         ),
         (
-            "CPU seconds of each replica from the release to completion",
-            " / ".join(f"{c:.1f}" for c in cpu),
+            f"CPU seconds of each replica from the release to completion{pair}",
+            " / ".join(f"{c:.1f}" for c in pg.cpu),
             "",
         ),
         (
-            "backfill poll on PostgreSQL, the completing replica's poll",
-            f"{pg_poll:.1f} s ({pg_poll / sqlite_seconds:.2f}x SQLite)",
+            f"backfill poll on PostgreSQL, the completing replica's poll{pair}",
+            f"{pg.poll:.1f} s ({pg.poll / sqlite_seconds:.2f}x SQLite)",
             "<= 1.5x",
         ),
     ]
@@ -402,8 +535,27 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100, help="workflow runs per repo")
     parser.add_argument("--deploys", type=int, default=10, help="deployments per repo")
     parser.add_argument("--days", type=int, default=30)
+    parser.add_argument(
+        "--pairs", type=int, default=1, help="backfills on SQLite and PostgreSQL, in turn"
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="a directory: py-spy records each backfilling daemon there (collapsed stacks)",
+    )
+    parser.add_argument(
+        "--profile-args",
+        default="--nonblocking",
+        help="more py-spy record options (e.g. '--gil' for the threads holding the GIL)",
+    )
     args = parser.parse_args()
-    server = PostgresServer().start()
+    args.profile_args = args.profile_args.split()
+    # fsync and full-page writes on, as an operator runs PostgreSQL; commits not waiting
+    # for their WAL flush (synchronous_commit off), as the daemon's SQLite does not wait
+    # for its (WAL mode, synchronous=NORMAL): both keep every commit across a crash of
+    # the process, and may lose the last ones in a crash of the machine.
+    server = PostgresServer(durable=True).start()
     cpu0 = os.times()
     try:
         rows = failover(args, server) if args.rounds else []

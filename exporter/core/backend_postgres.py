@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import psycopg
-from psycopg import ClientCursor
-from psycopg.adapt import Dumper, Loader
+from psycopg import ClientCursor, abc
+from psycopg.adapt import Dumper, Loader, Transformer
 from psycopg.pq import TransactionStatus
 
 from exporter.core.backend import PostgresTarget
@@ -104,6 +104,8 @@ class PgConnection:
         self._target = target
         self._lock_timeout = lock_timeout
         self._conn: psycopg.Connection[Any] | None = None
+        # The live connection's literal maker (see :meth:`_inline`), made with it.
+        self._literals: abc.Transformer | None = None
         self._guard = threading.Lock()
         self.total_changes = 0
         self.raw()  # the first connection is made now: a bad URL or password fails at start
@@ -116,13 +118,14 @@ class PgConnection:
                     self._conn.close()
                 self._conn = None
                 self._conn = connect(self._target, self._lock_timeout)
+                self._literals = Transformer.from_context(self._conn)
             return self._conn
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Any:
         idle = not self.in_transaction
         try:
             cur = self.raw().cursor()
-            cur.execute(to_postgres(sql), params)
+            self._execute(cur, sql, params)
         except psycopg.OperationalError:
             # A statement outside a transaction (a read, a BEGIN) that met a connection
             # the server had already ended is run once more on a new one: nothing of it
@@ -130,9 +133,36 @@ class PgConnection:
             if not (idle and self._conn is not None and self._conn.broken):
                 raise
             cur = self.raw().cursor()
-            cur.execute(to_postgres(sql), params)
+            self._execute(cur, sql, params)
         self._count(cur)
         return cur
+
+    def _execute(self, cur: Any, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> None:
+        query = self._inline(sql, params)
+        if query is None:
+            cur.execute(to_postgres(sql), params)
+        else:
+            cur.execute(query)
+
+    def _inline(self, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> bytes | None:
+        """``sql`` with its parameters in it as literals: the statement the client-side
+        cursor would send, made without its parse of the statement's text. That parse is
+        in Python and is not cached for long statements (a multi-row insert of a backfill
+        unit binds thousands of values): it held the interpreter for a quarter of a
+        commit's CPU, time the event loop waits for. None (psycopg binds them, as
+        before) for named parameters, or a count that does not match the statement's
+        (psycopg's error says which)."""
+        literals = self._literals
+        if literals is None or isinstance(params, Mapping):
+            return None
+        try:
+            # The dialect writes each parameter as %s and a literal % as %%: bytes'
+            # formatting reads them as psycopg's client-side binding does.
+            return to_postgres(sql).encode(literals.encoding) % tuple(
+                b"NULL" if p is None else literals.as_literal(p) for p in params
+            )
+        except TypeError:
+            return None
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Any:
         cur = self.raw().cursor()
@@ -143,7 +173,27 @@ class PgConnection:
     def pipelined(self, statements: Sequence[tuple[str, Any, bool]]) -> list[Any]:
         """Run ``statements`` (SQL, parameters or rows, once per row) in order, sent together
         and answered together (pipeline mode: one round trip); their cursors, read after.
-        The first that fails raises, and the ones after it do not run."""
+        The first that fails raises, and the ones after it do not run.
+
+        A transaction's first round trip (its ``BEGIN`` and first statements, no
+        ``COMMIT``) that met a connection the server had already ended is run once more on
+        a new one, as :meth:`execute` runs a statement outside a transaction: the server
+        kept nothing of it (a transaction it did not commit is rolled back with its
+        session). A later round trip's failure stands: the transaction is lost."""
+        first = (
+            not self.in_transaction
+            and bool(statements)
+            and statements[0][0] == "BEGIN"
+            and all(sql != "COMMIT" for sql, _, _ in statements)
+        )
+        try:
+            return self._pipelined(statements)
+        except psycopg.OperationalError:
+            if not (first and self._conn is not None and self._conn.broken):
+                raise
+            return self._pipelined(statements)
+
+    def _pipelined(self, statements: Sequence[tuple[str, Any, bool]]) -> list[Any]:
         conn = self.raw()
         cursors = []
         with conn.pipeline():
@@ -152,30 +202,44 @@ class PgConnection:
                 if many:
                     cur.executemany(to_postgres(sql), params)
                 else:
-                    cur.execute(to_postgres(sql), params)
+                    self._execute(cur, sql, params)
                 cursors.append(cur)
         for cur in cursors:
             self._count(cur)
         return cursors
 
-    def commit(self, announce: bool) -> bool:
-        """COMMIT; with ``announce``, the commit counter bumped right after it in the same
-        round trip (see :meth:`~exporter.core.store.Store.versions`). True if bumped: a
-        bump that fails after the commit is lost (the next commit's makes up for it)."""
-        if not announce:
+    def commit(self, announce: bool, before: Sequence[tuple[str, Any, bool]] = ()) -> bool:
+        """The ``before`` statements (the transaction's last writes), COMMIT, and with
+        ``announce`` the commit counter bumped right after it, all in one round trip (see
+        :meth:`~exporter.core.store.Store.versions`). A failing statement of ``before``
+        raises, and the COMMIT does not run. True if bumped: a bump that fails after the
+        commit is lost (the next commit's makes up for it)."""
+        if not announce and not before:
             self.execute("COMMIT")
             return False
         conn = self.raw()
         done, bump = conn.cursor(), conn.cursor()
+        cursors = []
         try:
             with conn.pipeline():
+                for sql, params, many in before:
+                    cur = conn.cursor()
+                    if many:
+                        cur.executemany(to_postgres(sql), params)
+                    else:
+                        self._execute(cur, sql, params)
+                    cursors.append(cur)
                 done.execute("COMMIT")
-                bump.execute("SELECT nextval('state_commits')")
+                if announce:
+                    bump.execute("SELECT nextval('state_commits')")
         except psycopg.Error:
             if done.statusmessage != "COMMIT":
                 raise
             return False
-        return True
+        finally:
+            for cur in cursors:
+                self._count(cur)
+        return announce
 
     def _count(self, cur: Any) -> None:
         # Rows inserted, updated or deleted (a SELECT's rowcount is its rows: not changes;
@@ -196,6 +260,7 @@ class PgConnection:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+                self._literals = None
 
 
 def holds_state(target: PostgresTarget) -> bool:

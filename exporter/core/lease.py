@@ -100,19 +100,31 @@ def current_fence() -> Fence | None:
     return _FENCE.get()
 
 
-def check_fence(tx: Any, fence: Fence) -> None:
-    """At the end of a write transaction: raise :class:`LeaseLost` unless the lease is still
-    ``fence``'s and unexpired; the row stays share-locked until the commit."""
-    row = tx.execute(
+def fence_check(fence: Fence) -> tuple[str, tuple[Any, ...]]:
+    """The read that checks ``fence`` (a row while the lease is still its and unexpired),
+    share-locking the lease's row until the commit: from then on no replica can take the
+    lease (its takeover waits for the lock), so the check may come before the
+    transaction's last writes."""
+    return (
         "SELECT 1 FROM leases WHERE source = ? AND holder = ? AND token = ? "
         "AND expires_at > EXTRACT(EPOCH FROM clock_timestamp()) FOR SHARE",
         (fence.source, fence.holder, fence.token),
-    ).fetchone()
-    if row is None:
+    )
+
+
+def fence_held(rows: Sequence[Any], fence: Fence) -> None:
+    """Raise :class:`LeaseLost` unless :func:`fence_check` found ``rows``."""
+    if not rows:
         raise LeaseLost(
             f"lease of {fence.source} lost before the commit (expired or taken over): "
             "nothing of this transaction is kept"
         )
+
+
+def check_fence(tx: Any, fence: Fence) -> None:
+    """At the end of a write transaction: raise :class:`LeaseLost` unless the lease is still
+    ``fence``'s and unexpired; the row stays share-locked until the commit."""
+    fence_held(tx.execute(*fence_check(fence)).fetchall(), fence)
 
 
 def _rank(replica: str, source: str) -> str:

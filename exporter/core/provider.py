@@ -223,3 +223,44 @@ def streamed(family: M, make: Callable[[], Iterator[Sample]]) -> M:
     until then."""
     family.samples = SampleStream(make)  # type: ignore[assignment]  # only iterated
     return family
+
+
+#: A series of a :class:`Rows` family: its label values (in the family's label
+#: order) and its value.
+Row = tuple[tuple[str, ...], float]
+
+
+class Rows(Iterable[Sample]):
+    """A family's samples of one name as rows of label values, made anew each time
+    they are iterated (as :class:`SampleStream`).
+
+    The exposition writer formats the rows as they are: no sample and no label dict
+    is made per series, which is most of what a render of a hundred thousand such
+    series costs beyond the lines themselves. Anything else that iterates the family
+    gets its samples, as ``add_metric`` would have made them.
+    """
+
+    __slots__ = ("_make", "labels", "name")
+
+    def __init__(self, name: str, labels: Sequence[str], make: Callable[[], Iterator[Row]]) -> None:
+        self.name = name
+        self.labels = tuple(labels)
+        self._make = make
+
+    def rows(self) -> Iterator[Row]:
+        return self._make()
+
+    def __iter__(self) -> Iterator[Sample]:
+        keys, name = self.labels, self.name
+        for values, value in self._make():
+            yield sample(name, dict(zip(keys, values, strict=True)), value)
+
+
+def tabular(
+    family: M, labels: Sequence[str], make: Callable[[], Iterator[Row]], suffix: str = ""
+) -> M:
+    """``family`` with its samples as :class:`Rows` of ``labels``, named for the family
+    (plus ``suffix``, e.g. ``_total``), from ``make`` (a generator function), made when
+    the family is written; what ``make`` reads must not change until then."""
+    family.samples = Rows(family.name + suffix, labels, make)  # type: ignore[assignment]
+    return family

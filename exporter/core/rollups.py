@@ -38,6 +38,8 @@ from exporter.core.errors import StoreBusy
 from exporter.core.periods import Span
 from exporter.core.store import Store, Tx
 
+#: The size of a :class:`Piece` of raw rows, not buckets.
+RAW = 0
 MINUTE = 60
 HOUR = 3600
 DAY = 86400
@@ -135,6 +137,30 @@ class BucketRun:
     @property
     def count(self) -> int:
         return round((self.end - self.start) / self.size)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Piece:
+    """Buckets of one size starting in ``[start, end)``, read from that size's table
+    (size :data:`RAW`: the raw rows starting there)."""
+
+    size: int
+    start: float
+    end: float
+
+
+def elementary(all_pieces: Iterable[Piece]) -> list[Piece]:
+    """Disjoint pieces whose unions are each of ``all_pieces``: every row is read once."""
+    by_size: dict[int, list[Piece]] = {}
+    for p in set(all_pieces):
+        by_size.setdefault(p.size, []).append(p)
+    out: list[Piece] = []
+    for size, group in by_size.items():
+        cuts = sorted({t for p in group for t in (p.start, p.end)})
+        for a, b in itertools.pairwise(cuts):
+            if any(p.start <= a and b <= p.end for p in group):
+                out.append(Piece(size, a, b))
+    return sorted(out)
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ from exporter.core.changes import ChangeLog
 from exporter.core.clock import Clock, system_clock
 from exporter.core.dialect import to_postgres_ddl
 from exporter.core.errors import StartupError, StateError, StoreBusy, state_failure
-from exporter.core.lease import check_fence, current_fence
+from exporter.core.lease import Fence, check_fence, current_fence, fence_check, fence_held
 from exporter.core.redact import MASK
 from exporter.core.statepath import CONFIG, ENVIRONMENT, check_state_path, unusable
 
@@ -150,6 +150,9 @@ class Tx:
         # statement that runs now, in one round trip (PostgreSQL's pipeline mode).
         self.postgres = not isinstance(conn, sqlite3.Connection)
         self._later: list[Statement] = []
+        # The rows of the read sent along with the last :meth:`stored_rows` (its ``also``).
+        self._also: list[Any] = []
+        self._closing: list[Statement] = []
 
     def chunked(self, items: Sequence[Any], values_each: int) -> Iterator[Sequence[Any]]:
         """``items`` in the slices a multi-row statement of ``values_each`` values per item
@@ -187,6 +190,12 @@ class Tx:
         """Send the queued writes now (before the commit)."""
         if self._later:
             self._send()
+
+    def closing(self) -> list[Statement]:
+        """The flush's last writes on PostgreSQL (the histograms' upserts, each of which
+        writes its row), no longer kept: for the commit to send with its ``COMMIT``."""
+        closing, self._closing = self._closing, []
+        return closing
 
     def write_later(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Run a write whose result nothing reads: on PostgreSQL it is queued and sent with
@@ -341,22 +350,34 @@ class Tx:
             )
 
     def stored_rows(
-        self, table: str, columns: Sequence[str], key: Sequence[str], keys: Iterable[Sequence[Any]]
+        self,
+        table: str,
+        columns: Sequence[str],
+        key: Sequence[str],
+        keys: Iterable[Sequence[Any]],
+        *,
+        also: tuple[str, Sequence[Any]] | None = None,
     ) -> dict[tuple[Any, ...], tuple[Any, ...]]:
         """The stored ``columns`` of the rows of ``table`` with these ``key`` values, by key
-        (absent: not stored), read a few hundred keys a statement."""
+        (absent: not stored), read a few hundred keys a statement, in one round trip on
+        PostgreSQL. ``also``: one more read sent with them, its rows left in ``_also``."""
         wanted = sorted({tuple(k) for k in keys}, key=repr)
         found: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         cols = ", ".join([*key, *columns])
+        reads: list[tuple[str, Sequence[Any]]] = []
         for chunk in self.chunked(wanted, len(key)):
             if len(key) == 1:
                 where = f"{key[0]} IN ({', '.join('?' for _ in chunk)})"
             else:
                 one = "(" + ", ".join("?" for _ in key) + ")"
                 where = f"({', '.join(key)}) IN (VALUES {', '.join(one for _ in chunk)})"
-            rows = self._now(
-                f"SELECT {cols} FROM {table} WHERE {where}", tuple(v for k in chunk for v in k)
-            ).fetchall()
+            reads.append(
+                (f"SELECT {cols} FROM {table} WHERE {where}", tuple(v for k in chunk for v in k))
+            )
+        answers = self.read_all([*reads, *([] if also is None else [also])])
+        if also is not None:
+            self._also = answers.pop()
+        for rows in answers:
             for r in rows:
                 found[tuple(r[: len(key)])] = tuple(r[len(key) :])
         return found
@@ -418,9 +439,13 @@ class Tx:
         bounds = [float(b) for b in buckets]
         self._observed.setdefault((metric, _labels_key(labels)), []).append((bounds, value))
 
-    def flush(self) -> None:
+    def flush(self, fence: Fence | None = None, *, last: bool = False) -> None:
         """Run the deferred work, then write the counters and histograms bumped so far:
-        one statement per kind of write, whatever the number of series."""
+        one statement per kind of write, whatever the number of series. With ``fence``
+        (a poll's lease, see :mod:`exporter.core.lease`), check it with the last read
+        (the histograms' stored rows), or on its own if there is none. ``last``: the
+        flush before the commit, whose histogram writes the commit sends (see
+        :meth:`closing`); any other flush's go before the transaction's next statement."""
         while self._deferred:
             name = next(iter(self._deferred))
             self._deferred.pop(name)()
@@ -440,15 +465,23 @@ class Tx:
                 "ON CONFLICT (metric, labels) DO UPDATE SET value = counters.value + excluded.value",
                 added,
             )
-        self._flush_histograms()
-
-    def _flush_histograms(self) -> None:
-        observed, self._observed = self._observed, {}
-        if not observed:
+        if not self._observed:
+            if fence is not None:
+                check_fence(self, fence)
             return
+        self._flush_histograms(fence, last)
+
+    def _flush_histograms(self, fence: Fence | None, last: bool) -> None:
+        observed, self._observed = self._observed, {}
         stored = self.stored_rows(
-            "histograms", ("buckets", "counts", "sum", "count"), ("metric", "labels"), observed
+            "histograms",
+            ("buckets", "counts", "sum", "count"),
+            ("metric", "labels"),
+            observed,
+            also=None if fence is None else fence_check(fence),
         )
+        if fence is not None:
+            fence_held(self._also, fence)
         rows = []
         for (metric, key), values in observed.items():
             row = stored.get((metric, key))
@@ -464,13 +497,16 @@ class Tx:
                         counts[i] += 1
                 total, n = total + value, n + 1
             rows.append((metric, key, json.dumps(layout), json.dumps(counts), total, n))
-        self.write_many_later(
+        upsert = (
             "INSERT INTO histograms (metric, labels, buckets, counts, sum, count) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (metric, labels) DO UPDATE SET "
             "buckets = excluded.buckets, counts = excluded.counts, sum = excluded.sum, "
-            "count = excluded.count",
-            rows,
+            "count = excluded.count"
         )
+        if self.postgres and last:
+            self._closing.append((upsert, rows, True))  # sent with the COMMIT
+        else:
+            self.write_many_later(upsert, rows)
 
 
 #: Values bound in one statement by the batch writes (SQLite allows 32766, PostgreSQL
@@ -760,7 +796,8 @@ class Store:
             raise StoreBusy(f"state database {self.path}: another write is in progress")
         try:
             try:
-                self._conn.execute("BEGIN" if self.postgres else "BEGIN IMMEDIATE")
+                if not self.postgres:
+                    self._conn.execute("BEGIN IMMEDIATE")
             except Exception as exc:
                 if state_failure(exc):
                     raise StateError(
@@ -770,15 +807,15 @@ class Store:
             try:
                 before = self._conn.total_changes
                 tx = Tx(self._conn, self.clock, self.schema.writers)
-                yield tx
-                tx.flush()
-                fence = current_fence() if self.postgres else None
-                if fence is not None:
-                    check_fence(tx, fence)  # a poll that lost its lease keeps nothing
-                tx.send()
                 if self.postgres:
-                    announce = self._conn.total_changes > before
-                    self._own_commits += int(self._conn.commit(announce))
+                    # Sent with the transaction's first statement: a round trip less (see
+                    # PgConnection.pipelined for a connection found ended by then).
+                    tx.write_later("BEGIN")
+                yield tx
+                # A poll that lost its lease keeps nothing (checked with the last read).
+                tx.flush(current_fence() if self.postgres else None, last=True)
+                if self.postgres:
+                    self._commit_postgres(tx, before)
                 else:
                     self._conn.execute("COMMIT")
             except BaseException as exc:
@@ -792,6 +829,16 @@ class Store:
             self.changes.committed(changed - tx.bookkeeping, tx.views)
         finally:
             self._lock.release()
+
+    def _commit_postgres(self, tx: Tx, before: int) -> None:
+        """COMMIT, sent with the flush's closing writes (the histograms', after the fence's
+        check) and, if the transaction changed rows, the announcement to the other
+        replicas: one round trip. Each closing write writes its row, so whether the
+        transaction changed rows is known before it is sent."""
+        tx.send()  # what is still queued (none after a fence's check or histograms' read)
+        closing = tx.closing()
+        announce = self._conn.total_changes > before or bool(closing)
+        self._own_commits += int(self._conn.commit(announce, closing))
 
     def _other_commits(self) -> int | None:
         """A number that changes when another connection commits (None: cannot tell)."""

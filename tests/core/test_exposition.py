@@ -27,6 +27,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from exporter.core import exposition
+from exporter.core.provider import streamed
 from exporter.core.snapshot import Snapshot, crc32_combine, deflate, gzip_pieces, render_part
 from tests.support.prometheus import promtool_check_metrics
 
@@ -99,6 +100,35 @@ class TestOnePassWriter:
 
         for v in [*VALUES, math.nan, 1e6, 9999999.0, 0.1 + 0.2, 5e-324, 1.7976931348623157e308]:
             assert exposition.go_float(v) == floatToGoString(v)
+
+    @pytest.mark.parametrize("odd", ['a "quoted" name', "back\\slash", "two\nlines"])
+    @pytest.mark.parametrize("at", [0, 2, 4])
+    def test_one_value_that_needs_escaping_among_plain_ones_is_escaped(
+        self, odd: str, at: int
+    ) -> None:
+        """Label values are checked for escaping a family at a time: one odd value among
+        plain ones, wherever it is, is written as prometheus_client writes it."""
+        g = GaugeMetricFamily("platform_b_ratio", "Plain values but one.", labels=["s", "w"])
+        for i in range(5):
+            g.add_metric([odd if i == at else f"svc-{i}", "1h"], i / 4)
+        text, om = exposition.write([g])
+        assert text == generate_latest(_Reg([g]))  # type: ignore[arg-type]
+        assert om + b"# EOF\n" == generate_openmetrics(_Reg([g]))  # type: ignore[arg-type]
+
+    def test_a_streamed_family_with_an_odd_value_is_escaped(self) -> None:
+        """A family whose samples are made as they are written (streamed) is made again
+        when one of its values needs escaping."""
+        g = GaugeMetricFamily("platform_c_ratio", "Streamed.", labels=["s"])
+        for name in ("a", 'b"', "c"):
+            g.add_metric([name], 1.0)
+        made = list(g.samples)
+        streamed(g, lambda: iter(made))
+        text, _ = exposition.write([g])
+        assert text.splitlines()[2:] == [
+            b'platform_c_ratio{s="a"} 1.0',
+            b'platform_c_ratio{s="b\\""} 1.0',
+            b'platform_c_ratio{s="c"} 1.0',
+        ]
 
     def test_a_help_suffix_is_added_to_every_family_in_both_formats(self) -> None:
         text, om = exposition.write([timestamped(), *families()], help_suffix=" Every 15s.")

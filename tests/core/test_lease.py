@@ -198,6 +198,38 @@ class TestFence:
         assert store.counters("polled_total") == []
         store.close()
 
+    def test_a_lost_lease_is_found_when_checked_with_the_histograms_read(
+        self, target: PostgresTarget
+    ) -> None:
+        """A commit with histogram observations checks its lease with their stored rows'
+        read and sends their writes with the COMMIT: a lease taken over meanwhile still
+        keeps every write of the transaction out, the histogram's too."""
+        one, two = replicas(target, 2)
+        one.renew()
+        store = Store(target)
+        with store.transaction() as tx:  # the holder's lease runs out; the other takes it
+            tx.execute("UPDATE leases SET expires_at = 0 WHERE source = 'source0'")
+        two.renew()
+        # The holder still believes it holds the lease (it renews only every third of the TTL).
+        with one.fenced("source0"), pytest.raises(LeaseLost), store.transaction() as tx:
+            tx.incr("polled_total", {"source": "source0"})
+            tx.observe("poll_seconds", {"source": "source0"}, 2.0, [1.0, 5.0])
+        assert store.counters("polled_total") == []
+        assert store.histograms("poll_seconds") == []
+        store.close()
+
+    def test_a_poll_under_its_lease_commits_its_histograms(self, target: PostgresTarget) -> None:
+        (one,) = replicas(target, 1)
+        one.renew()
+        store = Store(target)
+        with one.fenced("source0"), store.transaction() as tx:
+            tx.observe("poll_seconds", {"source": "source0"}, 2.0, [1.0, 5.0])
+            tx.observe("poll_seconds", {"source": "source0"}, 0.5, [1.0, 5.0])
+        assert store.histograms("poll_seconds") == [
+            ({"source": "source0"}, [1.0, 5.0], [1, 2], 2.5, 2)
+        ]
+        store.close()
+
     def test_a_poll_under_its_lease_commits(self, target: PostgresTarget) -> None:
         (one,) = replicas(target, 1)
         one.renew()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.samples import Sample
 
@@ -15,6 +15,7 @@ from exporter.core.provider import (
     sample,
     stored_histogram_samples,
     streamed,
+    tabular,
 )
 
 
@@ -83,3 +84,48 @@ def test_label_order_sorts_as_sorted_label_items() -> None:
     want = sorted(label_sets, key=lambda labels: sorted(labels.items()))
     assert sorted(label_sets, key=label_order) == want
     assert want[:3] == [{}, {"probe": "health", "service": "b"}, {"service": "a"}]
+
+
+def _latency_rows() -> Iterator[tuple[tuple[str, ...], float]]:
+    # In the family's label order (service, then quantile), not the sorted one.
+    yield ("b", "0.95"), 0.5
+    yield ("a", "0.95"), 1.5e-7
+
+
+def test_a_family_of_rows_writes_and_iterates_as_the_family_add_metric_builds() -> None:
+    """Rows are label values in the family's label order, written with the names sorted
+    as prometheus_client writes them; iterated, they are the samples ``add_metric``
+    makes."""
+    kept = GaugeMetricFamily("lat", "Latency.", labels=["service", "quantile"])
+    kept.add_metric(["b", "0.95"], 0.5)
+    kept.add_metric(["a", "0.95"], 1.5e-7)
+    rows = GaugeMetricFamily("lat", "Latency.", labels=["service", "quantile"])
+    tabular(rows, ["service", "quantile"], _latency_rows)
+    want = exposition.write([kept])
+    assert exposition.write([rows]) == want
+    assert exposition.write([rows]) == want  # made again, not used up
+    assert want[0].splitlines()[2] == b'lat{quantile="0.95",service="b"} 0.5'
+    assert generate_latest(_One(rows)) == generate_latest(_One(kept))  # type: ignore[arg-type]
+    assert list(rows.samples) == kept.samples
+
+
+def test_counter_rows_are_named_with_their_suffix() -> None:
+    kept = CounterMetricFamily("requests", "Requests.", labels=["service"])
+    kept.add_metric(["a"], 3)
+    rows = CounterMetricFamily("requests", "Requests.", labels=["service"])
+    tabular(rows, ["service"], lambda: iter([(("a",), 3.0)]), "_total")
+    assert exposition.write([rows]) == exposition.write([kept])
+
+
+def test_a_row_whose_value_needs_escaping_is_written_escaped() -> None:
+    """A value with a quote, a backslash or a line end among rows is escaped as
+    prometheus_client escapes it."""
+    values = [("a", "x"), ('b "quoted"', "y"), ("c\\d", "z"), ("two\nlines", "w")]
+    kept = GaugeMetricFamily("g", "Odd values.", labels=["service", "window"])
+    for v in values:
+        kept.add_metric(list(v), 1.0)
+    rows = GaugeMetricFamily("g", "Odd values.", labels=["service", "window"])
+    tabular(rows, ["service", "window"], lambda: ((v, 1.0) for v in values))
+    assert exposition.write([rows]) == exposition.write([kept])
+    text, _ = exposition.write([rows])
+    assert text == generate_latest(_One(kept))  # type: ignore[arg-type]

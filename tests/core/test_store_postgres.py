@@ -30,6 +30,14 @@ def _raw(server: PostgresServer, target: PostgresTarget) -> psycopg.Connection[t
     return conn
 
 
+def _end_sessions(admin: psycopg.Connection[tuple[object, ...]]) -> None:
+    """End every session of the store's (what a server restart does to them)."""
+    admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE application_name = 'platform-kpi-exporter' AND pid <> pg_backend_pid()"
+    )
+
+
 @pytest.fixture
 def target(pg_schema: PostgresTarget) -> PostgresTarget:
     return pg_schema
@@ -60,22 +68,44 @@ class TestFailures:
     def test_a_dropped_connection_fails_one_write_and_the_next_reconnects(
         self, postgres_server: PostgresServer, target: PostgresTarget
     ) -> None:
-        """The server ends our sessions (a restart, a failover, a proxy's idle cut): the
-        write under way fails as ``state`` with nothing kept; the next one reconnects."""
+        """The server ends our sessions (a restart, a failover, a proxy's idle cut) while a
+        write is under way (its transaction has begun and written a row there): it fails as
+        ``state`` with nothing kept; the next one reconnects."""
         store = Store(target)
         admin = _raw(postgres_server, target)
         with pytest.raises(StateError) as caught, store.transaction() as tx:
             tx.incr("events_total", {"service": "a"}, 5)
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = 'platform-kpi-exporter' AND pid <> pg_backend_pid()"
+            tx.execute(
+                "INSERT INTO cursors (source, name, value, updated_at) VALUES ('s', 'c', 'v', 0)"
             )
+            _end_sessions(admin)
             tx.incr("events_total", {"service": "b"})
         assert classify(caught.value) == "state"
         admin.close()
         with store.transaction() as tx:
             tx.incr("events_total", {"service": "a"})
         assert store.counters("events_total") == [({"service": "a"}, 1.0)]
+        assert store.cursors("s") == {}
+        store.close()
+
+    def test_a_write_begun_on_a_connection_ended_while_idle_runs_on_a_new_one(
+        self, postgres_server: PostgresServer, target: PostgresTarget
+    ) -> None:
+        """The sessions ended between two writes (nothing of the next one had reached the
+        server): the next write, BEGIN and all, runs once on a new connection."""
+        store = Store(target)
+        with store.transaction() as tx:
+            tx.incr("events_total", {"service": "a"})
+        admin = _raw(postgres_server, target)
+        _end_sessions(admin)
+        admin.close()
+        with store.transaction() as tx:
+            tx.incr("events_total", {"service": "a"}, 2)
+            tx.execute(
+                "INSERT INTO cursors (source, name, value, updated_at) VALUES ('s', 'c', 'v', 0)"
+            )
+        assert store.counters("events_total") == [({"service": "a"}, 3.0)]
+        assert store.cursors("s") == {"c": "v"}
         store.close()
 
     def test_an_unreachable_server_is_one_line_at_start(
@@ -91,6 +121,38 @@ class TestFailures:
         message = str(refused.value)
         assert message.startswith("state.url: cannot use postgresql://kpi@127.0.0.1:1/kpi: ")
         assert "\n" not in message and "s3cret" not in message
+
+
+class TestLiteralBinding:
+    """A statement's parameters go into its text as literals (client-side binding, which
+    keeps SQLite's loose typing), made without psycopg's parse of the text."""
+
+    VALUES = ("it's", "back\\slash", "100%", None, True, False, 7, -2.5, 0.125, "")
+
+    def test_the_statement_sent_is_the_client_side_cursors(self, target: PostgresTarget) -> None:
+        """Byte for byte what psycopg's ``ClientCursor`` makes of the same statement and
+        parameters: quotes, backslashes, NULL, booleans as 0 and 1, a literal ``%``."""
+        from exporter.core.backend_postgres import PgConnection
+        from exporter.core.dialect import to_postgres
+
+        conn = PgConnection(target, lock_timeout=5.0)
+        sql = "SELECT " + ", ".join("?" for _ in self.VALUES) + ", 'a%b'"
+        made = conn._inline(sql, self.VALUES)
+        expected = conn.raw().cursor().mogrify(to_postgres(sql), self.VALUES)
+        assert made is not None and made.decode() == expected
+        conn.close()
+
+    def test_values_read_back_as_written(self, target: PostgresTarget) -> None:
+        store = Store(target)
+        row = store.query("SELECT " + ", ".join("?" for _ in self.VALUES), self.VALUES)[0]
+        assert tuple(row) == ("it's", "back\\slash", "100%", None, 1, 0, 7, -2.5, 0.125, "")
+        store.close()
+
+    def test_a_wrong_parameter_count_is_psycopgs_error(self, target: PostgresTarget) -> None:
+        store = Store(target)
+        with pytest.raises(psycopg.ProgrammingError, match="2 placeholders but 1 parameters"):
+            store.query("SELECT ?, ?", (1,))
+        store.close()
 
 
 class TestReplicas:

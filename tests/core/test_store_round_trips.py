@@ -55,9 +55,10 @@ def counting(store: Store) -> Iterator[list[str]]:
         sent.append(" | ".join(s[0] for s in statements))
         return pipelined(statements)
 
-    def commit_and_announce(announce: bool) -> Any:
-        sent.append("COMMIT | SELECT nextval('state_commits')" if announce else "COMMIT")
-        return commit(announce)
+    def commit_and_announce(announce: bool, before: Sequence[tuple[str, Any, bool]] = ()) -> Any:
+        last = ["COMMIT", *(["SELECT nextval('state_commits')"] if announce else [])]
+        sent.append(" | ".join([*(s[0] for s in before), *last]))
+        return commit(announce, before)
 
     conn.execute, conn.executemany, conn.pipelined = one, many, batch
     conn.commit = commit_and_announce

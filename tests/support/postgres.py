@@ -91,7 +91,11 @@ def _as_user() -> list[str]:
 class PostgresServer:
     """One PostgreSQL server: ``start()``, ``stop()``, ``start()`` again, ``destroy()``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        # The tests' server skips every flush to disk (fsync and full-page writes off): no
+        # test is about a crash of the machine. ``durable`` keeps PostgreSQL's defaults
+        # there (a benchmark's server, as an operator runs it).
+        self.durable = durable
         bindir = binaries()
         if bindir is None:
             raise RuntimeError(
@@ -169,10 +173,7 @@ class PostgresServer:
             "listen_addresses=127.0.0.1",
             "-c",
             f"unix_socket_directories={self.root}",
-            "-c",
-            "fsync=off",
-            "-c",
-            "full_page_writes=off",
+            *([] if self.durable else ["-c", "fsync=off", "-c", "full_page_writes=off"]),
             "-c",
             "synchronous_commit=off",
             "-c",

@@ -94,11 +94,16 @@ def cost_by_window(
 ) -> dict[tuple[str, str, str, str, str, str], float]:
     """Sum per (window, service, team, provider, category, currency)."""
     out: dict[tuple[str, str, str, str, str, str], float] = {}
+    # The windows holding each day, in the windows' order, found once per day (a bill
+    # has a few dozen days and thousands of rows a day).
+    holding: dict[str, list[str]] = {}
     for day, service, team, provider, category, currency, amount in rows:
-        for window, (first, last) in windows.items():
-            if first <= day <= last:
-                key = (window, service, team, provider, category, currency)
-                out[key] = out.get(key, 0.0) + amount
+        names = holding.get(day)
+        if names is None:
+            names = holding[day] = [w for w, (a, b) in windows.items() if a <= day <= b]
+        for window in names:
+            key = (window, service, team, provider, category, currency)
+            out[key] = out.get(key, 0.0) + amount
     return out
 
 

@@ -27,7 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from exporter.core.periods import utc_date
-from exporter.core.provider import RenderContext
+from exporter.core.provider import RenderContext, Row, tabular
 from exporter.domains.cost import kpis
 from exporter.domains.cost import store as cost_store
 from exporter.domains.cost.freshness import clip_windows
@@ -100,18 +100,21 @@ def _state(ctx: RenderContext) -> _CostState:
 
 
 def _cost(ctx: RenderContext, st: _CostState) -> Metric:
+    labels = ["service", "team", "provider", "category", "currency", "window"]
     cost = _gauge(
         ctx,
         "platform_cost",
         f"Allocated cloud cost ({CostSection.of(ctx.config).cost.amount} cost) over the window's closed UTC days, "
         'in the currency of the label; unmatched cost is service="unallocated".',
-        ["service", "team", "provider", "category", "currency", "window"],
+        labels,
     )
-    for (window, service, team, provider, category, currency), value in sorted(
-        kpis.cost_by_window(st.rows, clip_windows(st.windows, st.cost_end)).items()
-    ):
-        cost.add_metric([service, team, provider, category, currency, window], value)
-    return cost
+    sums = sorted(kpis.cost_by_window(st.rows, clip_windows(st.windows, st.cost_end)).items())
+
+    def rows() -> Iterator[Row]:
+        for (window, *series), value in sums:
+            yield (*series, window), value
+
+    return tabular(cost, labels, rows)
 
 
 def _per_transaction(ctx: RenderContext, st: _CostState) -> Iterator[Metric]:

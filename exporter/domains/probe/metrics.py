@@ -27,18 +27,18 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 from prometheus_client.metrics_core import Metric
-from prometheus_client.samples import Sample
 
 from exporter.core.exposition import in_chunks
 from exporter.core.periods import CALENDAR_WINDOWS, calendar_span
 from exporter.core.provider import (
     RenderContext,
+    Row,
     StoredHistogram,
     cached_help,
     label_order,
     sample,
     stored_histogram_samples,
-    streamed,
+    tabular,
 )
 from exporter.domains.probe import store as probe_store
 from exporter.domains.probe.kpis import (
@@ -157,18 +157,18 @@ def _uptime(ctx: RenderContext) -> Iterator[Metric]:
     probed = [svc for svc in ctx.config.services if ProbeServiceFields.of(svc).probes]
     windows = (*UPTIME_WINDOWS, *CALENDAR_WINDOWS)
 
-    def uptime_samples(ratios: bool) -> Iterator[Sample]:
+    def uptime_rows(ratios: bool) -> Iterator[Row]:
         for svc in probed:
             for window in windows:
                 c = per_window.get((svc.name, window))
-                labels = {"service": svc.name, "team": svc.team, "window": window}
                 if not ratios:
-                    yield sample(samples.name, labels, c.total if c else 0)
+                    yield (svc.name, svc.team, window), c.total if c else 0
                 elif c and (up_ratio := uptime_ratio(c)) is not None:
-                    yield sample(ratio.name, labels, up_ratio)
+                    yield (svc.name, svc.team, window), up_ratio
 
-    yield streamed(ratio, lambda: uptime_samples(True))
-    yield streamed(samples, lambda: uptime_samples(False))
+    by_window = ["service", "team", "window"]
+    yield tabular(ratio, by_window, lambda: uptime_rows(True))
+    yield tabular(samples, by_window, lambda: uptime_rows(False))
 
 
 def _latency(ctx: RenderContext, known: set[str]) -> Metric:
@@ -179,6 +179,7 @@ def _latency(ctx: RenderContext, known: set[str]) -> Metric:
         _help("Quantiles of successful probe check durations over the window.", ctx),
         "summary",
     )
+    rows: list[Row] = []
     for window, seconds in LATENCY_WINDOWS.items():
         bins = probe_store.latency_bins(ctx.store, ctx.now, seconds)
         for service in sorted(bins):
@@ -186,9 +187,8 @@ def _latency(ctx: RenderContext, known: set[str]) -> Metric:
                 continue
             team = ctx.team_of(service)
             for q, value in binned_latency_quantiles(bins[service]).items():
-                labels = {"service": service, "team": team, "window": window, "quantile": f"{q:g}"}
-                family.samples.append(sample(family.name, labels, value))
-    return family
+                rows.append(((service, team, window, f"{q:g}"), value))
+    return tabular(family, ["service", "team", "window", "quantile"], lambda: iter(rows))
 
 
 def _skipped(ctx: RenderContext, known: set[str]) -> Metric:

@@ -20,7 +20,8 @@ the longest latency window plus 2 hours (see :data:`LATENCY_KEEP`).
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+import operator
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -30,13 +31,16 @@ from exporter.core.rollups import (
     DEFAULT_LADDER,
     HOUR,
     MINUTE,
+    RAW,
     Backfill,
     BucketRun,
     KeptFrom,
     Ladder,
+    Piece,
     Tier,
     backfill_migration,
     backfill_pending,
+    elementary,
     floor_to,
     split_window,
 )
@@ -258,26 +262,70 @@ def span_sums_by_service(
     either way."""
     if pending(store):
         return {s: v[:width] for s, v in span_sums(store, span, DAILY_SQL, RAW_SQL).items()}
-    split = split_window(span, now, LADDER, KEPT.read(store, "rollup"))
     parts: list[str] = []
     params: list[object] = []
-    for piece in split.raw:
-        parts.append(_RAW_ROWS)
-        params += [piece.start, piece.end]
-    for run in split.runs:
-        if run.size == DAY:
-            parts.append(_DAY_ROWS)
-            params += [_iso_day(run.start), _iso_day(run.end)]
-        else:
-            parts.append(_RUN_ROWS)
-            params += [run.size, run.start, run.end]
+    for piece in _pieces(store, span, now):
+        sql, values = _piece_rows(piece)
+        parts.append(sql)
+        params += values
     if not parts:
         return {}
+    return _summed(store, " UNION ALL ".join(parts), params, width)
+
+
+def spans_sums_by_service(
+    store: Store, spans: Mapping[str, Span], now: float, width: int = len(_VALUES)
+) -> dict[str, dict[str, list[int]]]:
+    """:func:`span_sums_by_service` of each of ``spans``, by name, each run and raw edge
+    they share read once. The rolling windows of a render overlap (each ends with the
+    minutes of the current hour, the longer ones share hours and days): read apart, a
+    render read those rows once per window."""
+    if pending(store):
+        return {name: span_sums_by_service(store, span, now, width) for name, span in spans.items()}
+    wanted = {name: _pieces(store, span, now) for name, span in spans.items()}
+    parts = elementary(p for ps in wanted.values() for p in ps)
+    read = {part: _summed(store, *_piece_rows(part), width) for part in parts}
+    out: dict[str, dict[str, list[int]]] = {}
+    for name, ps in wanted.items():
+        acc: dict[str, list[int]] = {}
+        for part in parts:
+            if not any(
+                p.size == part.size and p.start <= part.start <= part.end <= p.end for p in ps
+            ):
+                continue
+            for service, values in read[part].items():
+                have = acc.get(service)
+                acc[service] = (
+                    list(values) if have is None else list(map(operator.add, have, values))
+                )
+        out[name] = dict(sorted(acc.items()))  # by service, as one query's GROUP BY
+    return out
+
+
+def _pieces(store: Store, span: Span, now: float) -> list[Piece]:
+    """The runs of whole buckets and the raw edges (size :data:`RAW`) of ``span``."""
+    split = split_window(span, now, LADDER, KEPT.read(store, "rollup"))
+    return [
+        *(Piece(RAW, p.start, p.end) for p in split.raw),
+        *(Piece(r.size, r.start, r.end) for r in split.runs),
+    ]
+
+
+def _piece_rows(piece: Piece) -> tuple[str, list[object]]:
+    """The rows of one piece, as a query of (service, v0, v1...) and its parameters."""
+    if piece.size == RAW:
+        return _RAW_ROWS, [piece.start, piece.end]
+    if piece.size == DAY:
+        return _DAY_ROWS, [_iso_day(piece.start), _iso_day(piece.end)]
+    return _RUN_ROWS, [piece.size, piece.start, piece.end]
+
+
+def _summed(store: Store, rows: str, params: Sequence[object], width: int) -> dict[str, list[int]]:
+    """The first ``width`` values of ``rows`` (a query of service, v0, v1...) summed per
+    service."""
     sums = ", ".join(f"SUM({v})" for v in _VALUES[:width])
-    rows = store.query(
-        f"SELECT service, {sums} FROM ({' UNION ALL '.join(parts)}) GROUP BY service", params
-    )
-    return {str(r[0]): [int(v or 0) for v in r[1:]] for r in rows}
+    found = store.query(f"SELECT service, {sums} FROM ({rows}) GROUP BY service", params)
+    return {str(r[0]): [int(v or 0) for v in r[1:]] for r in found}
 
 
 _RAW_DURATIONS_SQL = (

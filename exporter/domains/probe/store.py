@@ -214,9 +214,9 @@ def check_counts(
 ) -> dict[tuple[str, str], CheckCounts]:
     """Checks and successes per (service, window) for checks started in (now - window, now]."""
     out: dict[tuple[str, str], CheckCounts] = {}
-    for name, seconds in windows.items():
-        # Checks and successes only: the duration buckets are not summed.
-        sums = rollup.span_sums_by_service(store, rolling(now, seconds), now, width=2)
+    spans = {name: rolling(now, seconds) for name, seconds in windows.items()}
+    # Checks and successes only: the duration buckets are not summed.
+    for name, sums in rollup.spans_sums_by_service(store, spans, now, width=2).items():
         for service, (checks, successes) in sums.items():
             out[(service, name)] = CheckCounts(checks, successes)
     return out

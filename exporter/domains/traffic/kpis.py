@@ -89,12 +89,9 @@ class WindowKpis:
 
 def ratios(c: WindowCounts) -> tuple[dict[str, float], float | None]:
     """The 5xx and 4xx ratios and the availability of one window's counts."""
-    errors = {
-        cls: r
-        for cls, idx in ERROR_CLASSES
-        if (r := error_ratio(c.codes[idx], c.requests)) is not None
-    }
-    return errors, availability(c.codes[4], c.requests)
+    codes, n = c.codes, c.requests
+    errors = {cls: r for cls, idx in ERROR_CLASSES if (r := error_ratio(codes[idx], n)) is not None}
+    return errors, availability(codes[4], n)
 
 
 def window_kpis(

@@ -30,15 +30,14 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 from prometheus_client.metrics_core import Metric
-from prometheus_client.samples import Sample
 
 from exporter.core.periods import CALENDAR_WINDOWS, calendar_span, latest_closed_day
 from exporter.core.provider import (
     RenderContext,
     label_order,
-    sample,
     stored_histogram_samples,
     streamed,
+    tabular,
 )
 from exporter.domains.traffic import store as traffic_store
 from exporter.domains.traffic.kpis import (
@@ -78,28 +77,23 @@ def collect(ctx: RenderContext) -> Iterator[Metric]:
 
 
 def _requests(ctx: RenderContext, known: set[str]) -> Metric:
+    labels = ["service", "team", "source", "code_class"]
     family = CounterMetricFamily(
         "platform_service_requests",
         _help("Requests served through the API gateways, by status class.", ctx),
-        labels=["service", "team", "source", "code_class"],
+        labels=labels,
     )
     rows = _sorted_counters(ctx, traffic_store.REQUESTS_TOTAL)
-    return streamed(family, lambda: _request_samples(ctx, known, family.name + "_total", rows))
+    return tabular(family, labels, lambda: _request_rows(ctx, known, rows), "_total")
 
 
-def _request_samples(
-    ctx: RenderContext, known: set[str], name: str, rows: list[tuple[dict[str, str], float]]
-) -> Iterator[Sample]:
+def _request_rows(
+    ctx: RenderContext, known: set[str], rows: list[tuple[dict[str, str], float]]
+) -> Iterator[tuple[tuple[str, ...], float]]:
     for labels, value in rows:
         service = labels["service"]
         if service in known:
-            series = {
-                "service": service,
-                "team": ctx.team_of(service),
-                "source": labels["source"],
-                "code_class": labels["code_class"],
-            }
-            yield sample(name, series, value)
+            yield (service, ctx.team_of(service), labels["source"], labels["code_class"]), value
 
 
 def _durations(ctx: RenderContext, known: set[str]) -> Metric:
@@ -128,15 +122,13 @@ def _durations(ctx: RenderContext, known: set[str]) -> Metric:
 # strings, numbers and dicts of them rather than a WindowKpis, so that the rows kept
 # through a render are fewer objects for the garbage collector to walk.
 _Row = tuple[
-    str, str, str, int, float | None, dict[str, float], float | None, int, dict[float, float]
+    tuple[str, str, str], int, float | None, dict[str, float], float | None, int, dict[float, float]
 ]
 
 
 def _row(service: str, team: str, window: str, k: WindowKpis) -> _Row:
     return (
-        service,
-        team,
-        window,
+        (service, team, window),
         k.requests,
         k.rate,
         k.error_ratios,
@@ -147,48 +139,53 @@ def _row(service: str, team: str, window: str, k: WindowKpis) -> _Row:
 
 
 class _WindowFamilies:
-    """The families of the per-window KPIs, their samples streamed from the rows of
-    rolling windows (every family) and of calendar windows (no rate or latency): at
-    2,000 services they hold a hundred thousand samples."""
+    """The families of the per-window KPIs, their rows of label values made as they are
+    written (see :class:`~exporter.core.provider.Rows`) from the rows of rolling
+    windows (every family) and of calendar windows (no rate or latency): at 2,000
+    services they hold a hundred thousand samples."""
 
     def __init__(self, ctx: RenderContext, rolling: list[_Row], calendar: list[_Row]) -> None:
         by_window = ["service", "team", "window"]
         rows = [*rolling, *calendar]
-        self.rate = streamed(
+        self.rate = tabular(
             GaugeMetricFamily(
                 "platform_service_request_rate",
                 _help("Requests per second over the window, from stored per-minute counts.", ctx),
                 labels=by_window,
             ),
-            lambda: _rates(self.rate.name, rows),
+            by_window,
+            lambda: _rates(rows),
         )
-        self.samples = streamed(
+        self.samples = tabular(
             GaugeMetricFamily(
                 "platform_service_request_samples",
                 _help("Requests behind the window's rate, error ratios and availability.", ctx),
                 labels=by_window,
             ),
-            lambda: _requests_of(self.samples.name, rows),
+            by_window,
+            lambda: _requests_of(rows),
         )
-        self.errors = streamed(
+        self.errors = tabular(
             GaugeMetricFamily(
                 "platform_service_error_ratio",
                 _help("Share of requests answered 5xx (or 4xx) over the window.", ctx),
                 labels=[*by_window, "code_class"],
             ),
-            lambda: _error_ratios(self.errors.name, rows),
+            [*by_window, "code_class"],
+            lambda: _error_ratios(rows),
         )
-        self.avail = streamed(
+        self.avail = tabular(
             GaugeMetricFamily(
                 "platform_service_availability_ratio",
                 _help("Request-based availability over the window: 1 - the 5xx ratio.", ctx),
                 labels=by_window,
             ),
-            lambda: _availabilities(self.avail.name, rows),
+            by_window,
+            lambda: _availabilities(rows),
         )
         # Typed summary (quantiles only) rather than gauge: promtool rejects a "quantile"
         # label on any other type; in PromQL the series are the same.
-        self.latency = streamed(
+        self.latency = tabular(
             Metric(
                 "platform_service_latency_seconds",
                 _help(
@@ -199,9 +196,10 @@ class _WindowFamilies:
                 ),
                 "summary",
             ),
-            lambda: _latencies(self.latency.name, rolling),
+            [*by_window, "quantile"],
+            lambda: _latencies(rolling),
         )
-        self.lat_samples = streamed(
+        self.lat_samples = tabular(
             GaugeMetricFamily(
                 "platform_service_latency_samples",
                 _help(
@@ -210,7 +208,8 @@ class _WindowFamilies:
                 ),
                 labels=by_window,
             ),
-            lambda: _observations(self.lat_samples.name, rolling),
+            by_window,
+            lambda: _observations(rolling),
         )
 
     def families(self) -> Iterator[Metric]:
@@ -218,42 +217,38 @@ class _WindowFamilies:
         yield from (self.latency, self.lat_samples)
 
 
-def _rates(name: str, rows: list[_Row]) -> Iterator[Sample]:
-    for service, team, window, _, rate, *_ in rows:
+def _rates(rows: list[_Row]) -> Iterator[tuple[tuple[str, ...], float]]:
+    for key, _, rate, *_ in rows:
         if rate is not None:
-            yield sample(name, {"service": service, "team": team, "window": window}, rate)
+            yield key, rate
 
 
-def _requests_of(name: str, rows: list[_Row]) -> Iterator[Sample]:
-    for service, team, window, requests, *_ in rows:
-        yield sample(name, {"service": service, "team": team, "window": window}, requests)
+def _requests_of(rows: list[_Row]) -> Iterator[tuple[tuple[str, ...], float]]:
+    for key, requests, *_ in rows:
+        yield key, requests
 
 
-def _error_ratios(name: str, rows: list[_Row]) -> Iterator[Sample]:
-    for service, team, window, _, _, errors, *_ in rows:
+def _error_ratios(rows: list[_Row]) -> Iterator[tuple[tuple[str, ...], float]]:
+    for key, _, _, errors, *_ in rows:
         for cls, ratio in errors.items():
-            labels = {"service": service, "team": team, "window": window, "code_class": cls}
-            yield sample(name, labels, ratio)
+            yield (*key, cls), ratio
 
 
-def _availabilities(name: str, rows: list[_Row]) -> Iterator[Sample]:
-    for service, team, window, _, _, _, availability, *_ in rows:
+def _availabilities(rows: list[_Row]) -> Iterator[tuple[tuple[str, ...], float]]:
+    for key, _, _, _, availability, *_ in rows:
         if availability is not None:
-            labels = {"service": service, "team": team, "window": window}
-            yield sample(name, labels, availability)
+            yield key, availability
 
 
-def _latencies(name: str, rows: list[_Row]) -> Iterator[Sample]:
-    for service, team, window, *_, latency in rows:
+def _latencies(rows: list[_Row]) -> Iterator[tuple[tuple[str, ...], float]]:
+    for key, *_, latency in rows:
         for q, seconds in latency.items():
-            labels = {"service": service, "team": team, "window": window, "quantile": _q(q)}
-            yield sample(name, labels, seconds)
+            yield (*key, _q(q)), seconds
 
 
-def _observations(name: str, rows: list[_Row]) -> Iterator[Sample]:
-    for service, team, window, *_, observed, _ in rows:
-        labels = {"service": service, "team": team, "window": window}
-        yield sample(name, labels, observed)
+def _observations(rows: list[_Row]) -> Iterator[tuple[tuple[str, ...], float]]:
+    for key, *_, observed, _ in rows:
+        yield key, observed
 
 
 # A quantile as its label ("0.95"), formatted once per quantile rather than per sample.

@@ -24,13 +24,11 @@ refresh on.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import math
 import operator
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from exporter.core.errors import StoreBusy
@@ -41,8 +39,10 @@ from exporter.core.rollups import (
     HOUR,
     MINUTE,
     Ladder,
+    Piece,
     Tier,
     ceil_to,
+    elementary,
     floor_to,
 )
 from exporter.core.rollups import split_window as ladder_split
@@ -80,15 +80,6 @@ HOUR_SQL = (
     "ON CONFLICT (hour, source, ident) DO UPDATE SET "
     + ", ".join(f"{c} = {c} + excluded.{c}" for c in COUNT_COLS)
 )
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class Piece:
-    """Buckets of one size starting in ``[start, end)``, read from that size's table."""
-
-    size: int
-    start: float
-    end: float
 
 
 def minutes_kept_from(now: float) -> float:
@@ -144,20 +135,6 @@ def widening(span: Span, now: float) -> float:
     return span.start - min((p.start for p in pieces(span, now)), default=span.start)
 
 
-def elementary(all_pieces: Iterable[Piece]) -> list[Piece]:
-    """Disjoint pieces whose unions are each of ``all_pieces``: every row is read once."""
-    by_size: dict[int, list[Piece]] = {}
-    for p in set(all_pieces):
-        by_size.setdefault(p.size, []).append(p)
-    out: list[Piece] = []
-    for size, group in by_size.items():
-        cuts = sorted({t for p in group for t in (p.start, p.end)})
-        for a, b in itertools.pairwise(cuts):
-            if any(p.start <= a and b <= p.end for p in group):
-                out.append(Piece(size, a, b))
-    return sorted(out)
-
-
 def _bound(size: int, t: float) -> float | str:
     """A bucket start as its table stores it (days as ISO dates)."""
     if size == DAY:
@@ -170,6 +147,41 @@ def _bound(size: int, t: float) -> float | str:
 # The service a row's identity resolves to now (a row of alias r).
 _RESOLVED = "LEFT JOIN traffic_idents a ON a.source = r.source AND a.ident = r.ident"
 _SUMS = ", ".join(f"SUM(r.{c})" for c in COUNT_COLS)
+
+
+# The minute rows of one hour, summed per identity: driven by that hour's bucket rows
+# (one per identity that has minutes in the hour, written with them), each identity's
+# minutes are a range of the minutes' primary key, read in key order, so SQLite sums
+# them without sorting every minute row by service first (a third of the read).
+_KEYED_MINUTES = (
+    f"SELECT k.source, k.ident, {_SUMS} FROM traffic_hours k "
+    "JOIN traffic_minutes r ON r.ident = k.ident AND r.source = k.source "
+    "WHERE k.hour = ? AND r.minute >= ? AND r.minute < ? GROUP BY k.source, k.ident"
+)
+
+
+def _services(store: Store) -> dict[tuple[str, str], str]:
+    """The service each gateway identity resolves to now."""
+    rows = store.query("SELECT source, ident, service FROM traffic_idents")
+    return {(str(r[0]), str(r[1])): str(r[2]) for r in rows}
+
+
+def _read_minutes(
+    store: Store, piece: Piece, services: Mapping[tuple[str, str], str]
+) -> dict[str, list[int]]:
+    """:func:`_read` of a piece of minute rows, hour by hour through the hour buckets
+    (complete once the hour buckets are built: see :func:`backfill_pending`)."""
+    out: dict[str, list[int]] = {}
+    hour = floor_to(piece.start, HOUR)
+    while hour < piece.end:
+        params = (hour, max(piece.start, hour), min(piece.end, hour + HOUR))
+        for r in store.query(_KEYED_MINUTES, params):
+            service = services.get((str(r[0]), str(r[1])), UNMAPPED)
+            values = [int(v or 0) for v in r[2:]]
+            have = out.get(service)
+            out[service] = values if have is None else list(map(operator.add, have, values))
+        hour += HOUR
+    return dict(sorted(out.items()))  # by service, as the other pieces' GROUP BY
 
 
 def _read(store: Store, piece: Piece) -> dict[str, list[int]]:
@@ -221,7 +233,16 @@ def span_sums(
     if not raw:
         wanted = {name: _current_hour(store, ps, spans[name]) for name, ps in wanted.items()}
     parts = elementary(p for ps in wanted.values() for p in ps)
-    per_part = {part: _read(store, part) for part in parts}
+    if raw:
+        per_part = {part: _read(store, part) for part in parts}
+    else:
+        services = _services(store)
+        per_part = {
+            part: _read_minutes(store, part, services)
+            if part.size == MINUTE
+            else _read(store, part)
+            for part in parts
+        }
     out: dict[tuple[str, str], list[int]] = {}
     for name, ps in wanted.items():
         for part in parts:

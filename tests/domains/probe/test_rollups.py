@@ -177,6 +177,14 @@ class TestRollupsEqualRawRows:
                     write_records(tx, results)
             for span in windows_at(now):
                 assert probe_store.span_counts(store, span, now) == expected(results, span), span
+            # All the windows at once, the runs and edges they share read once.
+            spans = {str(i): span for i, span in enumerate(windows_at(now))}
+            together = rollup.spans_sums_by_service(store, spans, now)
+            for i, span in spans.items():
+                raw = expected(results, span)
+                assert together[i] == {
+                    s: [c.checks, c.successes, *c.buckets] for s, c in raw.items()
+                }
             for seconds in LATENCY_WINDOWS.values():
                 span = rolling(now, seconds)
                 got = probe_store.latency_bins(store, now, seconds)

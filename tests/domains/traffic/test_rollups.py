@@ -268,7 +268,8 @@ class TestWindowPieces:
                 for key, counts in expected([*deltas, *later], resolution(store), NOW).items()
                 if key[1] in windows
             }
-            minute_reads = [p for sql, p in reads if "SUM" in sql and "traffic_minutes" in sql]
+            # The range of minutes each read sums: its last two parameters.
+            minute_reads = [p[-2:] for sql, p in reads if "SUM" in sql and "traffic_minutes" in sql]
             this_hour = [p for p in minute_reads if float(p[1]) > hour]
             if later:
                 assert this_hour[0] == (hour, floor_to(NOW, MINUTE) - 4 * MINUTE)
