@@ -7,7 +7,9 @@ mapped files. The child side is a wrapper the benchmark starts the exporter thro
 (``child_command``): it runs ``python -m exporter`` unchanged, but on ``SIGUSR1`` it
 appends to a file what only the process itself can see: Python's allocator statistics
 (``sys._debugmallocstats``), glibc's ``mallinfo2`` and ``malloc_info``, SQLite's
-``sqlite3_memory_used`` and high water, and the threads alive.
+``sqlite3_memory_used`` and high water and each connection's page cache, schema and
+prepared statements (``sqlite3_db_status``), the threads alive and, with
+``PKE_BENCH_TRACEMALLOC`` set, the source lines whose Python objects grew.
 
     python3 benchmarks/probe_rss.py --seconds 600 --breakdown   # readings every 2 minutes
 """
@@ -128,6 +130,7 @@ def _size_class(mib: float) -> str:
 
 
 def format_breakdown(pid: int) -> str:
+    """One line: resident MiB by kind of mapping, and the unnamed ones by mapping size."""
     parts = " ".join(f"{k}={v:.1f}" for k, v in sorted(breakdown(pid).items()))
     sizes = " ".join(f"{k}:{v:.1f}" for k, v in sorted(anon_sizes(pid).items()))
     return f"{parts} | unnamed anon by mapping size: {sizes}"
@@ -173,18 +176,19 @@ def _lines() -> Iterator[str]:
     libc.mallinfo2.restype = _Mallinfo2
     info = libc.mallinfo2()
     mib = 1 << 20
-    yield (f"mallinfo2: arena(brk)={info.arena / mib:.1f} MiB mmapped={info.hblkhd / mib:.1f} MiB "
+    yield (f"mallinfo2: arenas={info.arena / mib:.1f} MiB mmapped={info.hblkhd / mib:.1f} MiB "
            f"({info.hblks} blocks) in use={info.uordblks / mib:.1f} MiB "
            f"free={info.fordblks / mib:.1f} MiB top={info.keepcost / mib:.1f} MiB")  # fmt: skip
     try:
         sqlite = ctypes.CDLL("libsqlite3.so.0")
         sqlite.sqlite3_memory_used.restype = ctypes.c_int64
         sqlite.sqlite3_memory_highwater.restype = ctypes.c_int64
-        yield (f"sqlite: used={sqlite.sqlite3_memory_used() / mib:.2f} MiB "
-               f"high water={sqlite.sqlite3_memory_highwater(0) / mib:.2f} MiB")  # fmt: skip
     except OSError:
         yield "sqlite: no libsqlite3.so.0"
-    yield from _connections(sqlite)
+    else:
+        yield (f"sqlite: used={sqlite.sqlite3_memory_used() / mib:.2f} MiB "
+               f"high water={sqlite.sqlite3_memory_highwater(0) / mib:.2f} MiB")  # fmt: skip
+        yield from _connections(sqlite)
     names = sorted(t.name for t in threading.enumerate())
     yield f"threads: {len(names)} {names}"
 
