@@ -154,6 +154,18 @@ class Tx:
         self._also: list[Any] = []
         self._closing: list[Statement] = []
 
+    def chunked(self, items: Sequence[Any], values_each: int) -> Iterator[Sequence[Any]]:
+        """``items`` in the slices a multi-row statement of ``values_each`` values per item
+        takes. On SQLite the connection keeps each distinct statement text it ran compiled
+        (128 of them), at about 80 bytes per bound value: a batch of any size is cut into
+        full slices and slices of power-of-two sizes (:func:`_chunks`), so the writes of a
+        poll after another reuse a few compiled statements, where a remainder of every size
+        left a new one (160 KiB at 2,000 values). PostgreSQL, where each statement of a
+        batch may cost a round trip, takes the largest slices its bound-value limit allows."""
+        if self.postgres:
+            return _chunks(items, max(1, _VALUES_PER_STATEMENT // values_each))
+        return _chunks(items, max(1, _SQLITE_VALUES_PER_STATEMENT // values_each), ladder=True)
+
     def _now(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Cursor:
         """Run one statement now (after the queued writes, in the same round trip)."""
         if not self._later:
@@ -287,7 +299,7 @@ class Tx:
     def set_cursors(self, source: str, values: Mapping[str, str]) -> None:
         """:meth:`set_cursor` for several cursors of ``source``, in one statement."""
         items = sorted(values.items())
-        for chunk in _chunks(items, _ROWS_PER_STATEMENT):
+        for chunk in self.chunked(items, 4):
             marks = ", ".join("(?, ?, ?, ?)" for _ in chunk)
             now = self.clock()
             self.write_later(
@@ -308,7 +320,7 @@ class Tx:
             return _regrouped(rows, groups, lambda part: self.insert_new_many(table, part, key))
         columns = list(rows[0])
         new: set[tuple[Any, ...]] = set()
-        for chunk in _chunks(rows, max(1, _VALUES_PER_STATEMENT // len(columns))):
+        for chunk in self.chunked(rows, len(columns)):
             row_marks = "(" + ", ".join("?" for _ in columns) + ")"
             cur = self._now(
                 f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
@@ -330,7 +342,7 @@ class Tx:
             return
         columns = list(rows[0])
         row_marks = "(" + ", ".join("?" for _ in columns) + ")"
-        for chunk in _chunks(rows, max(1, _VALUES_PER_STATEMENT // len(columns))):
+        for chunk in self.chunked(rows, len(columns)):
             self.write_later(
                 f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
                 f"{', '.join(row_marks for _ in chunk)} ON CONFLICT DO NOTHING",
@@ -353,7 +365,7 @@ class Tx:
         found: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         cols = ", ".join([*key, *columns])
         reads: list[tuple[str, Sequence[Any]]] = []
-        for chunk in _chunks(wanted, max(1, _VALUES_PER_STATEMENT // len(key))):
+        for chunk in self.chunked(wanted, len(key)):
             if len(key) == 1:
                 where = f"{key[0]} IN ({', '.join('?' for _ in chunk)})"
             else:
@@ -498,9 +510,10 @@ class Tx:
 
 
 #: Values bound in one statement by the batch writes (SQLite allows 32766, PostgreSQL
-#: 65535), and rows in one multi-row statement.
+#: 65535). On SQLite fewer: a statement costs no round trip there, and its compiled
+#: form, kept by the connection, grows with its values (see :meth:`Tx.chunked`).
 _VALUES_PER_STATEMENT = 2000
-_ROWS_PER_STATEMENT = 500
+_SQLITE_VALUES_PER_STATEMENT = 500
 
 
 def _by_columns(rows: Sequence[Mapping[str, Any]]) -> list[list[int]]:
@@ -524,9 +537,20 @@ def _regrouped(
     return out
 
 
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(items), size):
+def _chunks(items: Sequence[Any], size: int, ladder: bool = False) -> Iterator[Sequence[Any]]:
+    """``items`` in slices of ``size``, the last one shorter. With ``ladder``, what is
+    left after the full slices goes in slices whose sizes are powers of two, largest
+    first, so that a statement built per slice has at most a few distinct texts,
+    whatever the number of items (see :meth:`Tx.chunked`)."""
+    full = len(items) - len(items) % size if ladder else len(items)
+    for i in range(0, full, size):
         yield items[i : i + size]
+    start, step = full, 1 << (size.bit_length() - 1)  # the largest power of two <= size
+    while start < len(items):
+        while step > len(items) - start:
+            step >>= 1
+        yield items[start : start + step]
+        start += step
 
 
 class Store:
