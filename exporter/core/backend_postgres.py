@@ -195,18 +195,29 @@ class PgConnection:
 
     def _pipelined(self, statements: Sequence[tuple[str, Any, bool]]) -> list[Any]:
         conn = self.raw()
-        cursors = []
+        cursors: list[psycopg.Cursor[Any]] = []
         with conn.pipeline():
-            for sql, params, many in statements:
-                cur = conn.cursor()
-                if many:
-                    cur.executemany(to_postgres(sql), params)
-                else:
-                    self._execute(cur, sql, params)
-                cursors.append(cur)
+            self._send(conn, statements, cursors)
         for cur in cursors:
             self._count(cur)
         return cursors
+
+    def _send(
+        self,
+        conn: psycopg.Connection[Any],
+        statements: Sequence[tuple[str, Any, bool]],
+        cursors: list[psycopg.Cursor[Any]],
+    ) -> None:
+        """Queue ``statements`` (sql, parameters, whether ``executemany``) on ``conn``, in
+        pipeline mode, each on a cursor appended to ``cursors`` as it is sent (so those
+        sent before one that fails are still there), their results read later."""
+        for sql, params, many in statements:
+            cur = conn.cursor()
+            if many:
+                cur.executemany(to_postgres(sql), params)
+            else:
+                self._execute(cur, sql, params)
+            cursors.append(cur)
 
     def commit(self, announce: bool, before: Sequence[tuple[str, Any, bool]] = ()) -> bool:
         """The ``before`` statements (the transaction's last writes), COMMIT, and with
@@ -219,16 +230,10 @@ class PgConnection:
             return False
         conn = self.raw()
         done, bump = conn.cursor(), conn.cursor()
-        cursors = []
+        cursors: list[psycopg.Cursor[Any]] = []
         try:
             with conn.pipeline():
-                for sql, params, many in before:
-                    cur = conn.cursor()
-                    if many:
-                        cur.executemany(to_postgres(sql), params)
-                    else:
-                        self._execute(cur, sql, params)
-                    cursors.append(cur)
+                self._send(conn, before, cursors)
                 done.execute("COMMIT")
                 if announce:
                     bump.execute("SELECT nextval('state_commits')")
