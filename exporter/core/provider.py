@@ -262,5 +262,5 @@ def tabular(
     """``family`` with its samples as :class:`Rows` of ``labels``, named for the family
     (plus ``suffix``, e.g. ``_total``), from ``make`` (a generator function), made when
     the family is written; what ``make`` reads must not change until then."""
-    family.samples = Rows(family.name + suffix, labels, make)  # type: ignore[assignment]
+    family.samples = Rows(f"{family.name}{suffix}", labels, make)  # type: ignore[assignment]
     return family
