@@ -47,8 +47,20 @@ def running(
 ) -> DaemonProcess:
     proc = daemon_process(daemon_config(slow_upstream), env={"TEST_SCRAPE_PASSWORD": "pw"})
     proc.start()
-    wait_until(lambda: b"platform_probe_checks_total{" in scrape(proc), what="first results")
+    # Until every kind of family the tests read is populated: a successful check of the
+    # health probe among the first results, not only the first result of any check (on a
+    # busy machine the first ones to land can all be failures).
+    wait_until(lambda: _populated(scrape(proc)), what="first results of each kind")
     return proc
+
+
+def _populated(body: bytes) -> bool:
+    exp = Exposition.parse(body)
+    return (
+        exp.value("platform_probe_duration_seconds_count", probe="health") is not None
+        and bool(exp.samples("platform_probe_checks_total", reason="status"))
+        and bool(exp.samples("platform_service_uptime_ratio"))
+    )
 
 
 def scrape(proc: DaemonProcess) -> bytes:
