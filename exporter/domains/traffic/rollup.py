@@ -28,7 +28,9 @@ import json
 import logging
 import math
 import operator
-from collections.abc import Iterable, Mapping, Sequence
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from exporter.core.errors import StoreBusy
@@ -74,12 +76,35 @@ HOURS_TABLE = f"""
     ) WITHOUT ROWID
 """
 
+#: Adds a batch's sums to an hour bucket; its last parameter is the batch's write mark
+#: (see :func:`write_mark`).
 HOUR_SQL = (
-    f"INSERT INTO traffic_hours (hour, source, ident, {', '.join(COUNT_COLS)}) "
-    f"VALUES (?, ?, ?, {', '.join('?' for _ in COUNT_COLS)}) "
+    f"INSERT INTO traffic_hours (hour, source, ident, {', '.join(COUNT_COLS)}, written) "
+    f"VALUES (?, ?, ?, {', '.join('?' for _ in COUNT_COLS)}, ?) "
     "ON CONFLICT (hour, source, ident) DO UPDATE SET "
     + ", ".join(f"{c} = {c} + excluded.{c}" for c in COUNT_COLS)
+    + ", written = excluded.written"
 )
+#: The hour and day buckets' write mark, added after them (an older database's rows hold 0).
+WRITTEN_COLUMN = """
+    ALTER TABLE traffic_hours ADD COLUMN written INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE traffic_daily_counts ADD COLUMN written INTEGER NOT NULL DEFAULT 0
+"""
+
+
+_last_mark = 0
+
+
+def write_mark() -> int:
+    """What a write stores in the ``written`` column of the buckets it touches: the
+    wall clock in nanoseconds, and later than this process's last mark. Not a time any
+    KPI reads (the clock the daemon is given decides those), only a mark that differs
+    from one write to the next, so a rewrite of rows to the same counts (a repaired or
+    restored state) still reads as a change of what they hold (see :func:`_closed`)."""
+    global _last_mark
+    # Past the last one even on a clock that stands still or steps back.
+    _last_mark = max(time.time_ns(), _last_mark + 1)
+    return _last_mark
 
 
 def minutes_kept_from(now: float) -> float:
@@ -166,22 +191,132 @@ def _services(store: Store) -> dict[tuple[str, str], str]:
     return {(str(r[0]), str(r[1])): str(r[2]) for r in rows}
 
 
+# A piece's rows summed per gateway identity: (source, ident, column sums).
+_IdentRow = tuple[str, str, list[int]]
+
+
+def _by_service(
+    rows: Iterable[_IdentRow], services: Mapping[tuple[str, str], str], out: dict[str, list[int]]
+) -> None:
+    """Add ``rows`` into ``out`` under the service each identity resolves to now
+    (``unmapped`` when none). The rows' lists are not changed (they may be cached)."""
+    for source, ident, values in rows:
+        service = services.get((source, ident), UNMAPPED)
+        have = out.get(service)
+        out[service] = list(values) if have is None else list(map(operator.add, have, values))
+
+
+def _ident_rows(rows: Iterable[Sequence[object]]) -> list[_IdentRow]:
+    return [(str(r[0]), str(r[1]), [int(v or 0) for v in r[2:]]) for r in rows]  # type: ignore[call-overload]
+
+
+def _minute_rows(store: Store, piece: Piece, now: float) -> list[_IdentRow]:
+    """The minute rows of a piece within one hour, summed per identity (driven by that
+    hour's bucket rows: see :data:`_KEYED_MINUTES`)."""
+    hour = floor_to(piece.start, HOUR)
+    return _closed(
+        store,
+        piece,
+        now,
+        lambda: _ident_rows(store.query(_KEYED_MINUTES, (hour, piece.start, piece.end))),
+    )
+
+
+def _bucket_rows(store: Store, piece: Piece, now: float) -> list[_IdentRow]:
+    """The hour or day buckets of a piece, summed per identity."""
+    table, col = _TABLES[piece.size]
+    params = (_bound(piece.size, piece.start), _bound(piece.size, piece.end))
+    sql = (
+        f"SELECT r.source, r.ident, {_SUMS} FROM {table} r "
+        f"WHERE r.{col} >= ? AND r.{col} < ? GROUP BY r.source, r.ident"
+    )
+    return _closed(store, piece, now, lambda: _ident_rows(store.query(sql, params)))
+
+
 def _read_minutes(
-    store: Store, piece: Piece, services: Mapping[tuple[str, str], str]
+    store: Store, piece: Piece, services: Mapping[tuple[str, str], str], now: float
 ) -> dict[str, list[int]]:
     """:func:`_read` of a piece of minute rows, hour by hour through the hour buckets
     (complete once the hour buckets are built: see :func:`backfill_pending`)."""
     out: dict[str, list[int]] = {}
     hour = floor_to(piece.start, HOUR)
     while hour < piece.end:
-        params = (hour, max(piece.start, hour), min(piece.end, hour + HOUR))
-        for r in store.query(_KEYED_MINUTES, params):
-            service = services.get((str(r[0]), str(r[1])), UNMAPPED)
-            values = [int(v or 0) for v in r[2:]]
-            have = out.get(service)
-            out[service] = values if have is None else list(map(operator.add, have, values))
+        within = Piece(MINUTE, max(piece.start, hour), min(piece.end, hour + HOUR))
+        _by_service(_minute_rows(store, within, now), services, out)
         hour += HOUR
     return dict(sorted(out.items()))  # by service, as the other pieces' GROUP BY
+
+
+def _read_buckets(
+    store: Store, piece: Piece, services: Mapping[tuple[str, str], str], now: float
+) -> dict[str, list[int]]:
+    """:func:`_read` of a piece of hour or day buckets, from its rows per identity."""
+    out: dict[str, list[int]] = {}
+    _by_service(_bucket_rows(store, piece, now), services, out)
+    return dict(sorted(out.items()))
+
+
+# --- closed pieces, read again only when they change ---------------------------------
+
+#: Per store, what each closed piece held per identity, with its fingerprint. A piece
+#: that ended before the current hour changes only when a late minute lands in it or
+#: retention prunes it, so a render reads it again only then; the identities are
+#: resolved to services at every read, so a catalog change shows at once. A few entries
+#: per store: the edges and runs of one render's windows, and of the render before.
+_CLOSED: weakref.WeakKeyDictionary[
+    Store, dict[Piece, tuple[tuple[object, ...], list[_IdentRow]]]
+] = weakref.WeakKeyDictionary()
+_CLOSED_SIZE = 32
+_TOTAL = " + ".join(COUNT_COLS)
+# What a piece holds changes only through these: a delta adds to its rows (counts never
+# go down), so a new row changes their count and an addition their total; retention
+# deletes the oldest rows first, which changes the table's oldest bucket; any other
+# rewrite leaves a new write mark. The minutes of one hour are written with that
+# hour's bucket rows, so those tell their changes, and the piece's own rows its count.
+_MINUTES_PRINT = (
+    "SELECT (SELECT COUNT(*) FROM traffic_minutes WHERE minute >= ? AND minute < ?), "
+    "(SELECT MIN(minute) FROM traffic_minutes), COUNT(*), "
+    f"COALESCE(SUM({_TOTAL}), 0), COALESCE(MAX(written), 0) FROM traffic_hours WHERE hour = ?"
+)
+
+
+def _buckets_print(size: int) -> str:
+    table, col = _TABLES[size]
+    return (
+        f"SELECT COUNT(*), COALESCE(SUM({_TOTAL}), 0), COALESCE(MAX(written), 0), "
+        f"(SELECT MIN({col}) FROM {table}) FROM {table} WHERE {col} >= ? AND {col} < ?"
+    )
+
+
+def _fingerprint(store: Store, piece: Piece) -> tuple[object, ...]:
+    if piece.size == MINUTE:
+        hour = floor_to(piece.start, HOUR)
+        row = store.query_one(_MINUTES_PRINT, (piece.start, piece.end, hour))
+    else:
+        bounds = (_bound(piece.size, piece.start), _bound(piece.size, piece.end))
+        row = store.query_one(_buckets_print(piece.size), bounds)
+    return tuple(row or ())
+
+
+def _closed(
+    store: Store, piece: Piece, now: float, read: Callable[[], list[_IdentRow]]
+) -> list[_IdentRow]:
+    """``read()``, or what it gave before if ``piece`` is closed and unchanged since
+    (the rows returned are shared: not to be changed)."""
+    if piece.end > floor_to(now, HOUR):
+        return read()  # it holds the running hour: it changes at every poll
+    # Taken before the read: a write landing between the two is seen at the next render.
+    fingerprint = _fingerprint(store, piece)
+    kept = _CLOSED.setdefault(store, {})
+    cached = kept.get(piece)
+    if cached is not None and cached[0] == fingerprint:
+        return cached[1]
+    rows = read()
+    kept.pop(piece, None)
+    while len(kept) >= _CLOSED_SIZE:
+        del kept[next(iter(kept))]  # the oldest entry
+    kept[piece] = (fingerprint, rows)
+    return rows
 
 
 def _read(store: Store, piece: Piece) -> dict[str, list[int]]:
@@ -238,9 +373,9 @@ def span_sums(
     else:
         services = _services(store)
         per_part = {
-            part: _read_minutes(store, part, services)
+            part: _read_minutes(store, part, services, now)
             if part.size == MINUTE
-            else _read(store, part)
+            else _read_buckets(store, part, services, now)
             for part in parts
         }
     out: dict[tuple[str, str], list[int]] = {}
@@ -270,11 +405,12 @@ BACKFILL_QUEUE = (
 )
 
 _RECOUNT_SQL = (
-    f"INSERT INTO traffic_hours (hour, source, ident, {', '.join(COUNT_COLS)}) "
-    f"SELECT ?, source, ident, {', '.join(f'SUM({c})' for c in COUNT_COLS)} "
+    f"INSERT INTO traffic_hours (hour, source, ident, {', '.join(COUNT_COLS)}, written) "
+    f"SELECT ?, source, ident, {', '.join(f'SUM({c})' for c in COUNT_COLS)}, ? "
     "FROM traffic_minutes WHERE ident = ? AND source = ? AND minute >= ? AND minute < ? "
     "GROUP BY source, ident ON CONFLICT (hour, source, ident) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in COUNT_COLS)
+    + ", written = excluded.written"
 )
 
 
@@ -325,6 +461,7 @@ def backfill_step(store: Store, now: float, batch: int = BACKFILL_BATCH) -> bool
 
 def _recount(tx: Tx, hours: Iterable[tuple[float, str, str]], now: float) -> None:
     oldest = LADDER.keep_after(LADDER.tiers[1], now)
+    mark = write_mark()
     for hour, source, ident in sorted(hours):
         if hour >= oldest:
-            tx.execute(_RECOUNT_SQL, (hour, ident, source, hour, hour + HOUR))
+            tx.execute(_RECOUNT_SQL, (hour, mark, ident, source, hour, hour + HOUR))

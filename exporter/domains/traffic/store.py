@@ -145,6 +145,9 @@ MIGRATIONS = (
     ALTER TABLE traffic_latency RENAME COLUMN service TO ident;
     UPDATE traffic_latency SET ident = 'service:' || ident
     """,
+    # A mark of the write that last touched each hour and day bucket, so a render can
+    # tell whether the buckets of a closed piece changed since it read them.
+    rollup.WRITTEN_COLUMN,
 )
 #: The view of the traffic data that cost per transaction reads (``Domain.views``): the
 #: daily totals of days already over, under the attribution of the moment. A gateway
@@ -157,10 +160,11 @@ _RESOLVED = "LEFT JOIN traffic_idents a ON a.source = r.source AND a.ident = r.i
 _SERVICE = "COALESCE(a.service, 'unmapped')"
 
 _DAY_COUNTS_SQL = (
-    f"INSERT INTO traffic_daily_counts (ident, source, day, {', '.join(_COUNT_COLS)}) "
-    f"VALUES (?, ?, ?, {', '.join('?' for _ in _COUNT_COLS)}) "
+    f"INSERT INTO traffic_daily_counts (ident, source, day, {', '.join(_COUNT_COLS)}, written) "
+    f"VALUES (?, ?, ?, {', '.join('?' for _ in _COUNT_COLS)}, ?) "
     "ON CONFLICT (ident, source, day) DO UPDATE SET "
     + ", ".join(f"{c} = {c} + excluded.{c}" for c in _COUNT_COLS)
+    + ", written = excluded.written"
 )
 
 REQUESTS_TOTAL = "platform_service_requests_total"
@@ -269,10 +273,11 @@ class _BatchSums:
                 "requests = requests + excluded.requests",
                 (ident, source, day, n),
             )
+        mark = rollup.write_mark()
         for (hour, source, ident), values in self.hours.items():
-            tx.execute(rollup.HOUR_SQL, (hour, source, ident, *values))
+            tx.execute(rollup.HOUR_SQL, (hour, source, ident, *values, mark))
         for (ident, source, day), values in self.days.items():
-            tx.execute(_DAY_COUNTS_SQL, (ident, source, day, *values))
+            tx.execute(_DAY_COUNTS_SQL, (ident, source, day, *values, mark))
         for (service, source, cls), n in self.counters.items():
             tx.incr(REQUESTS_TOTAL, {"service": service, "source": source, "code_class": cls}, n)
         for (service, source), acc in self.hist.items():
