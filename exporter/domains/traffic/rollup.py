@@ -28,7 +28,7 @@ import json
 import logging
 import math
 import operator
-import time
+import secrets
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -92,19 +92,14 @@ WRITTEN_COLUMN = """
 """
 
 
-_last_mark = 0
-
-
 def write_mark() -> int:
-    """What a write stores in the ``written`` column of the buckets it touches: the
-    wall clock in nanoseconds, and later than this process's last mark. Not a time any
-    KPI reads (the clock the daemon is given decides those), only a mark that differs
-    from one write to the next, so a rewrite of rows to the same counts (a repaired or
-    restored state) still reads as a change of what they hold (see :func:`_closed`)."""
-    global _last_mark
-    # Past the last one even on a clock that stands still or steps back.
-    _last_mark = max(time.time_ns(), _last_mark + 1)
-    return _last_mark
+    """What a write stores in the ``written`` column of the buckets it touches: a
+    random 40-bit number, drawn for each write. Not a time, only a mark that changes
+    the sum of the marks of any rows it is written to (but for a chance of 2**-40), so a
+    rewrite of rows to the same counts (a repaired or restored state) still reads as a
+    change of what they hold (see :func:`_closed`). Drawn from the system's randomness,
+    not from a seeded generator a test or another library may reset."""
+    return secrets.randbits(40)
 
 
 def minutes_kept_from(now: float) -> float:
@@ -271,19 +266,20 @@ _TOTAL = " + ".join(COUNT_COLS)
 # What a piece holds changes only through these: a delta adds to its rows (counts never
 # go down), so a new row changes their count and an addition their total; retention
 # deletes the oldest rows first, which changes the table's oldest bucket; any other
-# rewrite leaves a new write mark. The minutes of one hour are written with that
-# hour's bucket rows, so those tell their changes, and the piece's own rows its count.
+# rewrite leaves new write marks, which change their sum. The minutes of one hour are
+# written with that hour's bucket rows, so those tell their changes, and the piece's own
+# rows its count.
 _MINUTES_PRINT = (
     "SELECT (SELECT COUNT(*) FROM traffic_minutes WHERE minute >= ? AND minute < ?), "
     "(SELECT MIN(minute) FROM traffic_minutes), COUNT(*), "
-    f"COALESCE(SUM({_TOTAL}), 0), COALESCE(MAX(written), 0) FROM traffic_hours WHERE hour = ?"
+    f"COALESCE(SUM({_TOTAL}), 0), COALESCE(SUM(written), 0) FROM traffic_hours WHERE hour = ?"
 )
 
 
 def _buckets_print(size: int) -> str:
     table, col = _TABLES[size]
     return (
-        f"SELECT COUNT(*), COALESCE(SUM({_TOTAL}), 0), COALESCE(MAX(written), 0), "
+        f"SELECT COUNT(*), COALESCE(SUM({_TOTAL}), 0), COALESCE(SUM(written), 0), "
         f"(SELECT MIN({col}) FROM {table}) FROM {table} WHERE {col} >= ? AND {col} < ?"
     )
 
