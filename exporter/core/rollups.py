@@ -31,8 +31,10 @@ import json
 import logging
 import math
 import sqlite3
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from exporter.core.errors import StoreBusy
 from exporter.core.periods import Span
@@ -161,6 +163,53 @@ def elementary(all_pieces: Iterable[Piece]) -> list[Piece]:
             if any(p.start <= a and b <= p.end for p in group):
                 out.append(Piece(size, a, b))
     return sorted(out)
+
+
+_Held = TypeVar("_Held")
+
+
+class ClosedPieces(Generic[_Held]):
+    """Per store, what each closed piece of a window held when last read, with its
+    fingerprint. A piece that ended before the current hour changes only when a late
+    record lands in it or retention prunes it, both of which change its fingerprint (one
+    cheap indexed query), so a render reads its rows again only then. A few pieces per
+    store (the edges and runs of one render's windows, and of the render before), in a
+    ``WeakKeyDictionary`` so a closed store drops its own."""
+
+    def __init__(self, size: int = 32) -> None:
+        self._kept: weakref.WeakKeyDictionary[
+            Store, dict[Piece, tuple[tuple[object, ...], _Held]]
+        ] = weakref.WeakKeyDictionary()
+        self._size = size
+
+    def get(
+        self,
+        store: Store,
+        piece: Piece,
+        now: float,
+        fingerprint: Callable[[], tuple[object, ...]],
+        read: Callable[[], _Held],
+    ) -> _Held:
+        """``read()``, or what it gave before if ``piece`` is closed and its
+        ``fingerprint()`` unchanged since (what is returned is shared: not to be changed)."""
+        if piece.end > floor_to(now, HOUR):
+            return read()  # it holds the running hour: it changes at every poll
+        # Taken before the read: a write landing between the two is seen at the next render.
+        printed = fingerprint()
+        kept = self._kept.setdefault(store, {})
+        cached = kept.get(piece)
+        if cached is not None and cached[0] == printed:
+            return cached[1]
+        held = read()
+        kept.pop(piece, None)
+        while len(kept) >= self._size:
+            del kept[next(iter(kept))]  # the oldest entry
+        kept[piece] = (printed, held)
+        return held
+
+    def forget(self, store: Store) -> None:
+        """Drop what is kept for ``store``: its next render reads every piece."""
+        self._kept.pop(store, None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from exporter.core.rollups import (
     RAW,
     Backfill,
     BucketRun,
+    ClosedPieces,
     KeptFrom,
     Ladder,
     Piece,
@@ -257,20 +258,12 @@ def span_sums_by_service(
     """Per service: checks, successes and successes per duration bucket in ``span`` (the
     first ``width`` of them: 2 for uptime).
 
-    From the rollups when they are built (one query: each run and raw edge through its
-    index, summed by SQLite), else from the daily totals and raw rows; the same numbers
-    either way."""
+    From the rollups when they are built (each run and raw edge through its index, a
+    closed one kept from an earlier render while unchanged: see :data:`_CLOSED`), else
+    from the daily totals and raw rows; the same numbers either way."""
     if pending(store):
         return {s: v[:width] for s, v in span_sums(store, span, DAILY_SQL, RAW_SQL).items()}
-    parts: list[str] = []
-    params: list[object] = []
-    for piece in _pieces(store, span, now):
-        sql, values = _piece_rows(piece)
-        parts.append(sql)
-        params += values
-    if not parts:
-        return {}
-    return _summed(store, " UNION ALL ".join(parts), params, width)
+    return spans_sums_by_service(store, {"": span}, now, width)[""]
 
 
 def spans_sums_by_service(
@@ -284,7 +277,7 @@ def spans_sums_by_service(
         return {name: span_sums_by_service(store, span, now, width) for name, span in spans.items()}
     wanted = {name: _pieces(store, span, now) for name, span in spans.items()}
     parts = elementary(p for ps in wanted.values() for p in ps)
-    read = {part: _summed(store, *_piece_rows(part), width) for part in parts}
+    read = {part: _piece_sums(store, part, now, width) for part in parts}
     out: dict[str, dict[str, list[int]]] = {}
     for name, ps in wanted.items():
         acc: dict[str, list[int]] = {}
@@ -318,6 +311,50 @@ def _piece_rows(piece: Piece) -> tuple[str, list[object]]:
     if piece.size == DAY:
         return _DAY_ROWS, [_iso_day(piece.start), _iso_day(piece.end)]
     return _RUN_ROWS, [piece.size, piece.start, piece.end]
+
+
+#: Per width of the sums, what each closed piece held per service (see
+#: :class:`~exporter.core.rollups.ClosedPieces`): the calendar windows are whole days
+#: and hours that change only when a late result lands, and every rolling window but
+#: the hour is mostly hours and days before the current one.
+_CLOSED: dict[int, ClosedPieces[dict[str, list[int]]]] = {}
+# What a piece holds changes only through these: a result is stored once and added once
+# to its buckets (counts never go down), so a late one changes a piece's row count or its
+# checks; retention deletes the oldest rows and buckets first, which changes the table's
+# oldest one (the daily totals are kept for ever).
+_RAW_PRINT = (
+    "SELECT COUNT(*), (SELECT MIN(started_at) FROM probe_results) FROM probe_results "
+    "WHERE started_at >= ? AND started_at < ?"
+)
+_RUN_PRINT = (
+    "SELECT COUNT(*), COALESCE(SUM(checks), 0), "
+    "(SELECT MIN(bucket) FROM probe_rollup WHERE size = ?) FROM probe_rollup "
+    "WHERE size = ? AND bucket >= ? AND bucket < ?"
+)
+_DAY_PRINT = "SELECT COUNT(*), COALESCE(SUM(checks), 0) FROM probe_daily WHERE day >= ? AND day < ?"
+
+
+def _fingerprint(store: Store, piece: Piece) -> tuple[object, ...]:
+    if piece.size == RAW:
+        row = store.query_one(_RAW_PRINT, (piece.start, piece.end))
+    elif piece.size == DAY:
+        row = store.query_one(_DAY_PRINT, (_iso_day(piece.start), _iso_day(piece.end)))
+    else:
+        row = store.query_one(_RUN_PRINT, (piece.size, piece.size, piece.start, piece.end))
+    return tuple(row or ())
+
+
+def _piece_sums(store: Store, piece: Piece, now: float, width: int) -> dict[str, list[int]]:
+    """The first ``width`` sums per service of one piece (shared when kept: not to be
+    changed)."""
+    closed = _CLOSED.setdefault(width, ClosedPieces())
+    return closed.get(
+        store,
+        piece,
+        now,
+        lambda: _fingerprint(store, piece),
+        lambda: _summed(store, *_piece_rows(piece), width),
+    )
 
 
 def _summed(store: Store, rows: str, params: Sequence[object], width: int) -> dict[str, list[int]]:

@@ -29,7 +29,6 @@ import logging
 import math
 import operator
 import secrets
-import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
@@ -40,6 +39,7 @@ from exporter.core.rollups import (
     DEFAULT_LADDER,
     HOUR,
     MINUTE,
+    ClosedPieces,
     Ladder,
     Piece,
     Tier,
@@ -253,15 +253,9 @@ def _read_buckets(
 
 # --- closed pieces, read again only when they change ---------------------------------
 
-#: Per store, what each closed piece held per identity, with its fingerprint. A piece
-#: that ended before the current hour changes only when a late minute lands in it or
-#: retention prunes it, so a render reads it again only then; the identities are
-#: resolved to services at every read, so a catalog change shows at once. A few entries
-#: per store: the edges and runs of one render's windows, and of the render before.
-_CLOSED: weakref.WeakKeyDictionary[
-    Store, dict[Piece, tuple[tuple[object, ...], list[_IdentRow]]]
-] = weakref.WeakKeyDictionary()
-_CLOSED_SIZE = 32
+#: Per store, what each closed piece held per identity. The identities are resolved to
+#: services at every read, so a catalog change shows at once.
+_CLOSED: ClosedPieces[list[_IdentRow]] = ClosedPieces()
 _TOTAL = " + ".join(COUNT_COLS)
 # What a piece holds changes only through these: a delta adds to its rows (counts never
 # go down), so a new row changes their count and an addition their total; retention
@@ -299,20 +293,7 @@ def _closed(
 ) -> list[_IdentRow]:
     """``read()``, or what it gave before if ``piece`` is closed and unchanged since
     (the rows returned are shared: not to be changed)."""
-    if piece.end > floor_to(now, HOUR):
-        return read()  # it holds the running hour: it changes at every poll
-    # Taken before the read: a write landing between the two is seen at the next render.
-    fingerprint = _fingerprint(store, piece)
-    kept = _CLOSED.setdefault(store, {})
-    cached = kept.get(piece)
-    if cached is not None and cached[0] == fingerprint:
-        return cached[1]
-    rows = read()
-    kept.pop(piece, None)
-    while len(kept) >= _CLOSED_SIZE:
-        del kept[next(iter(kept))]  # the oldest entry
-    kept[piece] = (fingerprint, rows)
-    return rows
+    return _CLOSED.get(store, piece, now, lambda: _fingerprint(store, piece), read)
 
 
 def _read(store: Store, piece: Piece) -> dict[str, list[int]]:

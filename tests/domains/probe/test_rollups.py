@@ -22,7 +22,14 @@ from exporter.config import Config
 from exporter.core.backend import PostgresTarget
 from exporter.core.clock import FixedClock
 from exporter.core.periods import Span, last_month, month_to_date, rolling
-from exporter.core.rollups import DAY, HOUR, MINUTE, backfill_pending, backfill_step
+from exporter.core.rollups import (
+    DAY,
+    HOUR,
+    MINUTE,
+    backfill_pending,
+    backfill_step,
+    floor_to,
+)
 from exporter.core.stats import quantile
 from exporter.core.store import Store, write_records
 from exporter.daemon import Daemon
@@ -449,3 +456,101 @@ class TestDaemonUpgrade:
             return after
 
         assert asyncio.run(backfill()) == (False, want)
+
+
+def piece_reads(reads: Sequence[tuple[str, tuple[object, ...]]]) -> list[tuple[object, ...]]:
+    """The parameters of each read of a window piece's rows (each sums them per service;
+    fingerprints and latency reads do not)."""
+    return [p for sql, p in reads if sql.startswith("SELECT service, SUM(v0)")]
+
+
+def recorded_reads(store: Store) -> list[tuple[str, tuple[object, ...]]]:
+    """The (SQL, parameters) of every query ``store`` answers from now on."""
+    reads: list[tuple[str, tuple[object, ...]]] = []
+    query = store.query
+
+    def recording(sql: str, params: object = ()) -> object:
+        reads.append((sql, tuple(params)))  # type: ignore[call-overload]
+        return query(sql, params)  # type: ignore[arg-type]
+
+    store.query = recording  # type: ignore[assignment,method-assign]
+    return reads
+
+
+def written(location: State | str, batches: Sequence[Sequence[ProbeResult]]) -> Store:
+    """A store at ``location`` with each batch written in its own transaction at NOW."""
+    store = open_store(location, FixedClock(NOW))
+    for batch in batches:
+        with store.transaction() as tx:
+            write_records(tx, list(batch))
+    return store
+
+
+#: Results that land late, each in a piece closed long before NOW (00:05 on the 1st): a
+#: day of last month, an hour of yesterday evening, and the raw edge at the start of the
+#: 24-hour window.
+LATE = [
+    ProbeResult("checkout", "health", NOW - 20 * DAY + 17, 0.3, False, "status"),
+    ProbeResult("search", "home", NOW - 5 * HOUR + 11, 0.9, True, ""),
+    ProbeResult("search", "home", NOW - DAY + 20, 0.1, True, ""),
+]
+
+
+class TestClosedPiecesAreReadOnce:
+    """A piece of a window that ended before the current hour is read once and kept per
+    store, with a fingerprint of its rows, for the renders after; a late result or a
+    pruning that changes it is seen at the next render."""
+
+    def test_a_second_render_with_nothing_new_reads_only_the_running_hour(
+        self, tmp_path: Path
+    ) -> None:
+        """Nothing written between two renders: the second gives the same KPIs and reads
+        the rows of the pieces within the current hour only."""
+        store = written(str(tmp_path / "s.db"), [history()])
+        try:
+            first = kpis(store)
+            reads = recorded_reads(store)
+            assert kpis(store) == first
+            read = piece_reads(reads)
+            assert read  # the running hour's pieces
+            hour = floor_to(NOW, HOUR)
+            assert all(isinstance(p[-1], float) and p[-1] > hour for p in read)
+        finally:
+            store.close()
+
+    def test_late_results_in_closed_pieces_are_seen_at_the_next_render(
+        self, tmp_path: Path, state_location: State
+    ) -> None:
+        """Late results land in a closed day, hour and raw edge after a render; the next
+        render counts them as a store that never rendered does."""
+        store = written(state_location, [history()])
+        twin = written(str(tmp_path / "twin.db"), [history(), LATE])
+        try:
+            before = kpis(store)
+            with store.transaction() as tx:
+                write_records(tx, LATE)
+            after = kpis(store)
+            assert after == kpis(twin)
+            assert after != before
+            last_month_checkout = after[2]["checkout"]
+            assert last_month_checkout.checks == before[2]["checkout"].checks + 1
+        finally:
+            store.close()
+            twin.close()
+
+    def test_pruned_results_are_seen_at_the_next_render(self, tmp_path: Path) -> None:
+        """Retention deletes the raw results of an edge kept from a render; the next
+        render counts what is left, as a store that never rendered does."""
+        store = written(str(tmp_path / "s.db"), [history()])
+        twin = written(str(tmp_path / "twin.db"), [history()])
+        try:
+            before = kpis(store)
+            for s in (store, twin):
+                with s.transaction() as tx:
+                    probe_store.prune(tx, NOW - 10 * DAY)
+            after = kpis(store)
+            assert after == kpis(twin)
+            assert after[0] != before[0]  # the 30-day window's first edge lost its rows
+        finally:
+            store.close()
+            twin.close()

@@ -371,7 +371,7 @@ class TestUpgrade:
 
 def fresh_windows(store: Store, now: float) -> dict[tuple[str, str], WindowCounts]:
     """The windows read with nothing kept from an earlier render."""
-    rollup._CLOSED.pop(store, None)
+    rollup._CLOSED.forget(store)
     return traffic_store.window_counts(store, now, WINDOWS)
 
 
