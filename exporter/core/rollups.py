@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import sqlite3
+import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -181,6 +182,8 @@ class ClosedPieces(Generic[_Held]):
             Store, dict[Piece, tuple[tuple[object, ...], _Held]]
         ] = weakref.WeakKeyDictionary()
         self._size = size
+        # A render and a review (or two stores' renders) may read windows in two threads.
+        self._lock = threading.Lock()
 
     def get(
         self,
@@ -196,20 +199,23 @@ class ClosedPieces(Generic[_Held]):
             return read()  # it holds the running hour: it changes at every poll
         # Taken before the read: a write landing between the two is seen at the next render.
         printed = fingerprint()
-        kept = self._kept.setdefault(store, {})
-        cached = kept.get(piece)
+        with self._lock:
+            cached = self._kept.setdefault(store, {}).get(piece)
         if cached is not None and cached[0] == printed:
             return cached[1]
         held = read()
-        kept.pop(piece, None)
-        while len(kept) >= self._size:
-            del kept[next(iter(kept))]  # the oldest entry
-        kept[piece] = (printed, held)
+        with self._lock:
+            kept = self._kept.setdefault(store, {})
+            kept.pop(piece, None)
+            while len(kept) >= self._size:
+                del kept[next(iter(kept))]  # the oldest entry
+            kept[piece] = (printed, held)
         return held
 
     def forget(self, store: Store) -> None:
         """Drop what is kept for ``store``: its next render reads every piece."""
-        self._kept.pop(store, None)
+        with self._lock:
+            self._kept.pop(store, None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,12 +22,15 @@ from exporter.core.rollups import (
     HOUR,
     MINUTE,
     BucketRun,
+    ClosedPieces,
     Ladder,
+    Piece,
     Tier,
     ceil_to,
     floor_to,
     split_window,
 )
+from exporter.core.store import Store
 
 
 def at(text: str) -> float:
@@ -183,3 +186,65 @@ def test_every_split_covers_its_window_once_with_usable_bounded_buckets(
         assert run.start % run.size == 0 and run.end % run.size == 0 and run.end > run.start
         assert run.start >= DEFAULT_LADDER.usable_from(tiers[run.size], float(now))
     assert split.buckets <= math.ceil(length / DAY) + 2 * 23 + 2 * 59
+
+
+class TestClosedPieces:
+    """What a piece that ended before the current hour held is kept per store and given
+    again while its fingerprint is unchanged; anything else is read."""
+
+    NOW = at("2027-03-01T00:05:00")
+
+    def reader(self, reads: list[Piece], piece: Piece) -> object:
+        def read() -> object:
+            reads.append(piece)
+            return [len(reads)]
+
+        return read
+
+    def test_a_closed_piece_is_read_again_only_when_its_fingerprint_changes(self) -> None:
+        """Read once, given again at the same fingerprint, read again at a new one and
+        after the store's pieces are forgotten."""
+        kept: ClosedPieces[object] = ClosedPieces()
+        store = Store(":memory:")
+        piece = Piece(HOUR, self.NOW - 5 * HOUR, self.NOW - 2 * HOUR)
+        reads: list[Piece] = []
+        read = self.reader(reads, piece)
+        assert kept.get(store, piece, self.NOW, lambda: (1, 10), read) == [1]
+        assert kept.get(store, piece, self.NOW, lambda: (1, 10), read) == [1]
+        assert kept.get(store, piece, self.NOW, lambda: (2, 11), read) == [2]
+        assert kept.get(store, piece, self.NOW, lambda: (2, 11), read) == [2]
+        kept.forget(store)
+        assert kept.get(store, piece, self.NOW, lambda: (2, 11), read) == [3]
+        assert len(reads) == 3
+
+    def test_a_piece_reaching_into_the_current_hour_is_read_at_every_call(self) -> None:
+        """The current hour starts at 00:00 here: a piece ending at 00:01 holds it, and
+        its fingerprint is not even taken."""
+        kept: ClosedPieces[object] = ClosedPieces()
+        store = Store(":memory:")
+        piece = Piece(MINUTE, self.NOW - 10 * MINUTE, self.NOW - 4 * MINUTE)
+        reads: list[Piece] = []
+
+        def no_fingerprint() -> tuple[object, ...]:
+            raise AssertionError("an open piece has no fingerprint taken")
+
+        for _ in range(3):
+            kept.get(store, piece, self.NOW, no_fingerprint, self.reader(reads, piece))
+        assert len(reads) == 3
+
+    def test_each_store_keeps_its_own_and_only_the_newest_pieces(self) -> None:
+        """A store reads its pieces whatever another kept; past ``size`` pieces the oldest
+        one kept is dropped."""
+        kept: ClosedPieces[object] = ClosedPieces(size=2)
+        one, two = Store(":memory:"), Store(":memory:")
+        pieces = [Piece(HOUR, self.NOW - k * HOUR - HOUR, self.NOW - k * HOUR) for k in (3, 4, 5)]
+        reads: list[Piece] = []
+        for p in pieces:
+            kept.get(one, p, self.NOW, lambda: (), self.reader(reads, p))
+        kept.get(two, pieces[2], self.NOW, lambda: (), self.reader(reads, pieces[2]))
+        assert len(reads) == 4  # the other store read its own
+        for p in pieces[1:]:
+            kept.get(one, p, self.NOW, lambda: (), self.reader(reads, p))
+        assert len(reads) == 4  # the two newest were kept
+        kept.get(one, pieces[0], self.NOW, lambda: (), self.reader(reads, pieces[0]))
+        assert reads[-1] == pieces[0] and len(reads) == 5  # the oldest was dropped

@@ -347,7 +347,7 @@ def _fingerprint(store: Store, piece: Piece) -> tuple[object, ...]:
 def _piece_sums(store: Store, piece: Piece, now: float, width: int) -> dict[str, list[int]]:
     """The first ``width`` sums per service of one piece (shared when kept: not to be
     changed)."""
-    closed = _CLOSED.setdefault(width, ClosedPieces())
+    closed = _CLOSED.get(width) or _CLOSED.setdefault(width, ClosedPieces())
     return closed.get(
         store,
         piece,
