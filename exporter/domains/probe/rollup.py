@@ -379,31 +379,29 @@ _BINS_PRINT_SQL = (
     "SELECT COUNT(*), COALESCE(SUM(n), 0) FROM probe_latency_bins "
     "WHERE size = ? AND bucket >= ? AND bucket < ?"
 )
-#: Bins per service of a run of whole buckets, by (store, run), with its fingerprint: a
-#: run of complete buckets (24 hours of a 24 h window) changes only when a late result
-#: lands in it, so a render sums it again only then. A few entries: the runs of each window.
-_RUN_CACHE: dict[
-    tuple[str, int, int, float, float], tuple[tuple[float, ...], dict[str, dict[int, int]]]
-] = {}
-_RUN_CACHE_SIZE = 8
+#: Bins per service of each closed run of whole buckets (24 hours of a 24 h window),
+#: which changes only when a late result lands in it: a render sums it again only then.
+_CLOSED_BINS: ClosedPieces[dict[str, dict[int, int]]] = ClosedPieces()
 
 
-def _run_bins(store: Store, run: BucketRun) -> dict[str, dict[int, int]]:
+def _run_bins(store: Store, run: BucketRun, now: float) -> dict[str, dict[int, int]]:
     """Successful checks per service and bin in the whole buckets of ``run`` (do not
-    change the result: it may be the cached one)."""
-    key = (store.path, id(store), run.size, run.start, run.end)
+    change the result: it may be the kept one)."""
     params = (run.size, run.start, run.end)
-    fingerprint = tuple(float(v) for v in store.query(_BINS_PRINT_SQL, params)[0])
-    cached = _RUN_CACHE.get(key)
-    if cached is not None and cached[0] == fingerprint:
-        return cached[1]
-    bins: dict[str, dict[int, int]] = {}
-    for service, index, n in store.query(_BINS_RUN_SQL, params):
-        bins.setdefault(str(service), {})[int(index)] = int(n)
-    while len(_RUN_CACHE) >= _RUN_CACHE_SIZE:
-        del _RUN_CACHE[next(iter(_RUN_CACHE))]  # the oldest entry
-    _RUN_CACHE[key] = (fingerprint, bins)
-    return bins
+
+    def read() -> dict[str, dict[int, int]]:
+        bins: dict[str, dict[int, int]] = {}
+        for service, index, n in store.query(_BINS_RUN_SQL, params):
+            bins.setdefault(str(service), {})[int(index)] = int(n)
+        return bins
+
+    return _CLOSED_BINS.get(
+        store,
+        Piece(run.size, run.start, run.end),
+        now,
+        lambda: tuple(float(v) for v in store.query(_BINS_PRINT_SQL, params)[0]),
+        read,
+    )
 
 
 def latency_bins(store: Store, span: Span, now: float) -> dict[str, dict[int, int]]:
@@ -415,7 +413,7 @@ def latency_bins(store: Store, span: Span, now: float) -> dict[str, dict[int, in
         split = split_window(span, now, LATENCY_LADDER, KEPT.read(store, "bins"))
         pieces = split.raw
         for run in split.runs:
-            for service, bins in _run_bins(store, run).items():
+            for service, bins in _run_bins(store, run, now).items():
                 acc = out.get(service)
                 if acc is None:
                     out[service] = dict(bins)

@@ -505,7 +505,7 @@ class TestClosedPiecesAreReadOnce:
         self, tmp_path: Path
     ) -> None:
         """Nothing written between two renders: the second gives the same KPIs and reads
-        the rows of the pieces within the current hour only."""
+        the rows (and latency bins) of the pieces within the current hour only."""
         store = written(str(tmp_path / "s.db"), [history()])
         try:
             first = kpis(store)
@@ -515,6 +515,9 @@ class TestClosedPiecesAreReadOnce:
             assert read  # the running hour's pieces
             hour = floor_to(NOW, HOUR)
             assert all(isinstance(p[-1], float) and p[-1] > hour for p in read)
+            # Nor are the latency bins of a closed run summed again.
+            bins = [p for sql, p in reads if "GROUP BY service, bin" in sql]
+            assert all(float(p[-1]) > hour for p in bins)  # type: ignore[arg-type]
         finally:
             store.close()
 
